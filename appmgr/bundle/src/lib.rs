@@ -1,0 +1,1 @@
+//! appmgr-bundle (being written)

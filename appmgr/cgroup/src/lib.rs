@@ -1,0 +1,1 @@
+//! appmgr-cgroup (being written)

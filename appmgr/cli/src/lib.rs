@@ -1,0 +1,1 @@
+//! appmgr-cli (being written)

@@ -1,0 +1,1 @@
+//! appmgr-policy (being written)

@@ -1,0 +1,1 @@
+//! appmgr-probe (being written)

@@ -1,0 +1,1 @@
+//! appmgr-sandbox (being written)

@@ -1,0 +1,1 @@
+//! appmgr-store (being written)
