@@ -1,1 +1,3 @@
-//! appmgr-bundle (being written)
+//! appmgr's signed bundle format (being written: see `payload` for the importer interface).
+pub mod payload;
+pub use payload::{PayloadSink, RelPath, SinkError};
