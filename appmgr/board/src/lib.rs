@@ -1,0 +1,1 @@
+//! appmgr-board (being written)
