@@ -1,3 +1,34 @@
-//! appmgr's signed bundle format (being written: see `payload` for the importer interface).
+//! appmgr's signed bundle format.
+//!
+//! A bundle is one file a FOTA pipeline hands to a device: a ustar container holding
+//! `manifest.toml`, `manifest.sig` (an ed25519 signature over the exact manifest bytes)
+//! and the payload (a tar of the tree, optionally zstd-compressed). The manifest binds
+//! id, kind, arch, branch and version to the payload's SHA-256, size, entry count and
+//! unpacked size, so a signature cannot be moved to other content or another ID. The
+//! format is specified in `docs/bundle-format.md`.
+//!
+//! This crate needs no privileges and does no installing: [`reader::open`] verifies the
+//! header and signature against a [`trust::TrustStore`], and [`reader::OpenBundle::import`]
+//! streams validated entries into any [`PayloadSink`] (the store's importer, or a discarding
+//! sink for `bundle verify`) in one pass over one file descriptor.
+//!
+//! Limits: paths must be UTF-8; extended attributes, ownership and timestamps are not
+//! carried (deployments are canonical: root-owned, 0755/0644); at most
+//! [`unpack::MAX_ENTRIES`] entries.
+
+pub mod container;
+mod error;
+pub mod keys;
+pub mod manifest;
 pub mod payload;
+pub mod reader;
+pub mod trust;
+pub mod unpack;
+pub mod writer;
+
+pub use error::BundleError;
+pub use manifest::{Compression, Manifest, ManifestError, PayloadInfo};
 pub use payload::{PayloadSink, RelPath, SinkError};
+pub use reader::{open, verify, DiscardSink, ImportSummary, OpenBundle};
+pub use trust::{TrustError, TrustStore, TrustedKey};
+pub use writer::{create, Created, Source};

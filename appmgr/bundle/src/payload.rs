@@ -116,11 +116,26 @@ mod tests {
 
     #[test]
     fn relpaths() {
-        for ok in ["a", "a/b", "bin/hello", "lib/x86_64-linux-gnu/libc.so.6", "a b/é"] {
+        for ok in [
+            "a",
+            "a/b",
+            "bin/hello",
+            "lib/x86_64-linux-gnu/libc.so.6",
+            "a b/é",
+        ] {
             assert!(RelPath::new(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "/etc/passwd", "../x", "a/../b", "a/./b", "a//b", "a/", ".", "a\0b", "a\nb",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".",
+            "a\0b",
+            "a\nb",
             "x\u{202e}",
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?}");

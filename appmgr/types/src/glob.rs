@@ -12,7 +12,11 @@ pub struct Glob(String);
 impl Glob {
     pub fn new(s: &str) -> Result<Self, InvalidValue> {
         if s.is_empty() || s.len() > 255 {
-            return Err(InvalidValue::new("pattern", s, "must be 1 to 255 characters"));
+            return Err(InvalidValue::new(
+                "pattern",
+                s,
+                "must be 1 to 255 characters",
+            ));
         }
         if let Some(c) = s
             .chars()
@@ -21,7 +25,10 @@ impl Glob {
             return Err(InvalidValue::new(
                 "pattern",
                 s,
-                format!("character {:?} is not allowed (letters, digits, . _ - * ?)", c),
+                format!(
+                    "character {:?} is not allowed (letters, digits, . _ - * ?)",
+                    c
+                ),
             ));
         }
         Ok(Glob(s.to_string()))

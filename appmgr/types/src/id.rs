@@ -336,8 +336,18 @@ mod tests {
             assert!(AppId::new(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "single", "org..x", ".org.x", "org.x.", "org/x", "org.x/..", "org.1x",
-            "org.x\0", "org.x\n", "org.é", "../../etc",
+            "",
+            "single",
+            "org..x",
+            ".org.x",
+            "org.x.",
+            "org/x",
+            "org.x/..",
+            "org.1x",
+            "org.x\0",
+            "org.x\n",
+            "org.é",
+            "../../etc",
         ] {
             assert!(AppId::new(bad).is_err(), "{bad:?}");
         }
@@ -376,6 +386,9 @@ mod tests {
         assert!("app/org.example.App/x86_64".parse::<RefName>().is_err());
         assert!("app/../x86_64/stable".parse::<RefName>().is_err());
         let rt: RuntimeRef = "org.example.Platform/aarch64/1".parse().unwrap();
-        assert_eq!(rt.to_ref().to_string(), "runtime/org.example.Platform/aarch64/1");
+        assert_eq!(
+            rt.to_ref().to_string(),
+            "runtime/org.example.Platform/aarch64/1"
+        );
     }
 }

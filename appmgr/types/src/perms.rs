@@ -146,7 +146,9 @@ impl BusName {
         for p in parts {
             if p.is_empty()
                 || p.starts_with(|c: char| c.is_ascii_digit())
-                || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
                 return bad("elements must be non-empty, not start with a digit, and hold only [A-Za-z0-9_-]");
             }
@@ -312,7 +314,7 @@ pub struct MemoryLimit(u64);
 impl MemoryLimit {
     pub const MIN: u64 = 1 << 20;
     pub fn from_bytes(b: u64) -> Result<Self, InvalidValue> {
-        if b < Self::MIN || b > (1u64 << 50) {
+        if !(Self::MIN..=(1u64 << 50)).contains(&b) {
             return Err(InvalidValue::new(
                 "memory size",
                 &b.to_string(),
@@ -335,7 +337,11 @@ impl FromStr for MemoryLimit {
             _ => (s, 1),
         };
         let n: u64 = num.parse().map_err(|_| {
-            InvalidValue::new("memory size", s, "must be a whole number with optional K, M or G")
+            InvalidValue::new(
+                "memory size",
+                s,
+                "must be a whole number with optional K, M or G",
+            )
         })?;
         let b = n
             .checked_mul(mult)
@@ -346,11 +352,11 @@ impl FromStr for MemoryLimit {
 impl fmt::Display for MemoryLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b % (1 << 30) == 0 {
+        if b.is_multiple_of(1 << 30) {
             write!(f, "{}G", b >> 30)
-        } else if b % (1 << 20) == 0 {
+        } else if b.is_multiple_of(1 << 20) {
             write!(f, "{}M", b >> 20)
-        } else if b % (1 << 10) == 0 {
+        } else if b.is_multiple_of(1 << 10) {
             write!(f, "{}K", b >> 10)
         } else {
             write!(f, "{b}")
@@ -401,12 +407,12 @@ impl CpuPercent {
 impl FromStr for CpuPercent {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, InvalidValue> {
-        let n = s
-            .strip_suffix('%')
-            .ok_or_else(|| InvalidValue::new("cpu percentage", s, "must end in `%`, e.g. \"50%\""))?;
-        let p: u32 = n
-            .parse()
-            .map_err(|_| InvalidValue::new("cpu percentage", s, "must be a whole number of percent"))?;
+        let n = s.strip_suffix('%').ok_or_else(|| {
+            InvalidValue::new("cpu percentage", s, "must end in `%`, e.g. \"50%\"")
+        })?;
+        let p: u32 = n.parse().map_err(|_| {
+            InvalidValue::new("cpu percentage", s, "must be a whole number of percent")
+        })?;
         CpuPercent::new(p).map_err(|e| InvalidValue::new("cpu percentage", s, e.reason))
     }
 }

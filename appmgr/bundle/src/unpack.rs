@@ -1,0 +1,325 @@
+//! The validating payload parser: turns an untrusted tar stream into [`PayloadSink`]
+//! calls, enforcing every archive rule and limit before the sink sees an entry.
+
+use crate::payload::{PayloadSink, RelPath, SinkError};
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+/// Bounds on a payload, enforced while streaming.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most entries (files, directories, links) a payload may have.
+    pub max_entries: u64,
+    /// Most bytes of regular-file content in total.
+    pub max_installed_size: u64,
+    /// Most bytes the tar stream may have after decompression: content plus headers.
+    pub max_stream_bytes: u64,
+}
+
+/// The largest number of entries any payload may have, whatever its manifest says.
+pub const MAX_ENTRIES: u64 = 500_000;
+
+/// What was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub entries: u64,
+    pub installed_size: u64,
+}
+
+/// A refusal while parsing, before the caller adds the bundle path.
+#[derive(Debug)]
+pub(crate) enum UnpackError {
+    Io(io::Error),
+    Malformed(String),
+    Unsafe { entry: String, reason: String },
+    Limit(String),
+    Sink { entry: String, source: SinkError },
+}
+
+impl From<io::Error> for UnpackError {
+    fn from(e: io::Error) -> Self {
+        UnpackError::Io(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// Counts bytes coming out of the decompressor so a bomb is stopped at the limit.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::other(LimitHit));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct LimitHit;
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("decompressed payload larger than its manifest allows")
+    }
+}
+impl std::error::Error for LimitHit {}
+
+/// Remembers a read error of the underlying stream while a sink consumes a file, so it
+/// can be classified as the bundle's fault even if the sink wraps it.
+/// It also turns a premature end of the stream into `UnexpectedEof` (a truncated tar
+/// otherwise just reads short).
+struct Tracked<R> {
+    inner: R,
+    remaining: u64,
+    fault: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Ok(0) => {
+                self.fault = Some(io::ErrorKind::UnexpectedEof.into());
+                Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let copy = match e.get_ref() {
+                    Some(i) if i.is::<LimitHit>() => io::Error::other(LimitHit),
+                    _ => io::Error::new(e.kind(), e.to_string()),
+                };
+                self.fault = Some(copy);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn io_or_limit(e: io::Error) -> UnpackError {
+    if e.get_ref().is_some_and(|i| i.is::<LimitHit>()) {
+        UnpackError::Limit(e.to_string())
+    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+        UnpackError::Malformed("payload tar ends in the middle of an entry".into())
+    } else if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other {
+        UnpackError::Malformed(format!("payload tar: {e}"))
+    } else {
+        UnpackError::Io(e)
+    }
+}
+
+/// Normalizes a tar member name: strips one leading `./` (what `tar -C dir -c .` writes)
+/// and one trailing `/` on directories; `None` for the root entry itself.
+fn member_path(raw: &[u8], is_dir: bool) -> Result<Option<RelPath>, String> {
+    let s = std::str::from_utf8(raw).map_err(|_| "name is not UTF-8".to_string())?;
+    let s = s.strip_prefix("./").unwrap_or(s);
+    let s = if is_dir {
+        s.strip_suffix('/').unwrap_or(s)
+    } else {
+        s
+    };
+    if is_dir && (s.is_empty() || s == ".") {
+        return Ok(None);
+    }
+    RelPath::new(s).map(Some)
+}
+
+/// Checks a symlink target: non-empty, bounded, printable, and if relative, never above
+/// the payload root when resolved from the link's directory.
+pub(crate) fn check_symlink(path: &RelPath, target: &[u8]) -> Result<String, String> {
+    let t = std::str::from_utf8(target).map_err(|_| "symlink target is not UTF-8".to_string())?;
+    if t.is_empty() || t.len() > 4095 {
+        return Err("symlink target empty or longer than 4095 bytes".into());
+    }
+    if appmgr_types::has_unsafe_chars(t) {
+        return Err("control or bidi character in symlink target".into());
+    }
+    if !t.starts_with('/') {
+        let mut depth: i64 = path.components().count() as i64 - 1;
+        for c in t.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return Err(format!("symlink target {t:?} escapes the tree"));
+                    }
+                }
+                _ => depth += 1,
+            }
+        }
+    }
+    Ok(t.to_string())
+}
+
+/// Parses a payload tar from `r` (already decompressed) into `sink`.
+pub(crate) fn unpack<R: Read>(
+    r: R,
+    limits: Limits,
+    sink: &mut dyn PayloadSink,
+) -> Result<Stats, UnpackError> {
+    let counted = Counted {
+        inner: r,
+        count: 0,
+        limit: limits.max_stream_bytes,
+    };
+    let mut archive = tar::Archive::new(counted);
+    let mut seen: HashMap<RelPath, Seen> = HashMap::new();
+    let mut stats = Stats::default();
+    let unsafe_entry = |entry: &str, reason: String| UnpackError::Unsafe {
+        entry: appmgr_types::escape_for_display(entry),
+        reason,
+    };
+    let sink_err = |entry: &RelPath, source: SinkError| UnpackError::Sink {
+        entry: entry.to_string(),
+        source,
+    };
+    for entry in archive.entries().map_err(io_or_limit)? {
+        let mut entry = entry.map_err(io_or_limit)?;
+        let etype = entry.header().entry_type();
+        let raw_name = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_name).into_owned();
+        use tar::EntryType as T;
+        if matches!(etype, T::XGlobalHeader) {
+            continue; // `git archive` writes one; it carries no entry
+        }
+        if let Some(exts) = entry.pax_extensions().map_err(io_or_limit)? {
+            for ext in exts {
+                let ext = ext.map_err(io_or_limit)?;
+                if ext.key_bytes().starts_with(b"GNU.sparse") {
+                    return Err(unsafe_entry(&shown, "sparse file".into()));
+                }
+            }
+        }
+        let is_dir = etype == T::Directory;
+        let kind_ok = matches!(etype, T::Regular | T::Directory | T::Symlink | T::Link);
+        if !kind_ok {
+            let what = match etype {
+                T::Char => "character device",
+                T::Block => "block device",
+                T::Fifo => "FIFO",
+                T::GNUSparse => "sparse file",
+                T::Continuous => "contiguous file",
+                _ => "unsupported entry type",
+            };
+            return Err(unsafe_entry(&shown, what.into()));
+        }
+        let path = match member_path(&raw_name, is_dir).map_err(|r| unsafe_entry(&shown, r))? {
+            Some(p) => p,
+            None => continue,
+        };
+        stats.entries += 1;
+        if stats.entries > limits.max_entries {
+            return Err(UnpackError::Limit(format!(
+                "more than {} entries",
+                limits.max_entries
+            )));
+        }
+        if seen.contains_key(&path) {
+            return Err(unsafe_entry(&shown, "appears twice".into()));
+        }
+        // Parents must be directories; create missing ones implicitly, outermost first.
+        let mut missing = Vec::new();
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            match seen.get(&p) {
+                Some(Seen::Dir) => break,
+                Some(Seen::Symlink) => {
+                    return Err(unsafe_entry(&shown, format!("parent {p} is a symlink")))
+                }
+                Some(Seen::File) => {
+                    return Err(unsafe_entry(&shown, format!("parent {p} is a file")))
+                }
+                None => {
+                    cur = p.parent();
+                    missing.push(p);
+                }
+            }
+        }
+        for p in missing.into_iter().rev() {
+            stats.entries += 1;
+            sink.directory(&p).map_err(|e| sink_err(&p, e))?;
+            seen.insert(p, Seen::Dir);
+        }
+        match etype {
+            T::Directory => {
+                sink.directory(&path).map_err(|e| sink_err(&path, e))?;
+                seen.insert(path, Seen::Dir);
+            }
+            T::Regular => {
+                let size = entry.header().size().map_err(io_or_limit)?;
+                stats.installed_size = stats.installed_size.saturating_add(size);
+                if stats.installed_size > limits.max_installed_size {
+                    return Err(UnpackError::Limit(format!(
+                        "file contents exceed {} bytes (at {})",
+                        limits.max_installed_size, path
+                    )));
+                }
+                let mode = entry.header().mode().map_err(io_or_limit)?;
+                let mut content = Tracked {
+                    inner: (&mut entry).take(size),
+                    remaining: size,
+                    fault: None,
+                };
+                if let Err(e) = sink.file(&path, mode & 0o111 != 0, size, &mut content) {
+                    // A read error of the bundle itself (truncation, bomb) is the bundle's
+                    // fault, whatever the sink made of it.
+                    return Err(match content.fault.take() {
+                        Some(f) => io_or_limit(f),
+                        None => sink_err(&path, e),
+                    });
+                }
+                if content.remaining != 0 {
+                    return Err(UnpackError::Malformed(format!(
+                        "entry {path}: sink did not read the whole file"
+                    )));
+                }
+                seen.insert(path, Seen::File);
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&shown, "symlink without target".into()))?;
+                let target = check_symlink(&path, &target).map_err(|r| unsafe_entry(&shown, r))?;
+                sink.symlink(&path, &target)
+                    .map_err(|e| sink_err(&path, e))?;
+                seen.insert(path, Seen::Symlink);
+            }
+            T::Link => {
+                let raw = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&shown, "hardlink without target".into()))?;
+                let target = member_path(&raw, false)
+                    .map_err(|r| unsafe_entry(&shown, format!("hardlink target: {r}")))?
+                    .ok_or_else(|| unsafe_entry(&shown, "hardlink to the root".into()))?;
+                if seen.get(&target) != Some(&Seen::File) {
+                    return Err(unsafe_entry(
+                        &shown,
+                        format!("hardlink to {target}, which is not an earlier regular file"),
+                    ));
+                }
+                sink.hardlink(&path, &target)
+                    .map_err(|e| sink_err(&path, e))?;
+                seen.insert(path, Seen::File);
+            }
+            _ => unreachable!("entry types were checked above"),
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,410 @@
+//! `appmgr bundle create`: builds the canonical payload tar, then the signed container.
+//!
+//! Both sources go through the same rules as install: a root directory is walked with
+//! `lstat` (devices, FIFOs and sockets are refused, hardlinked files become tar hardlinks
+//! to their first name, symlink targets are checked), and a tar produced by a build system
+//! is parsed by the same validating unpacker the installer uses. Either way the payload is
+//! re-written canonically (sorted walk order, mtime 0, owner 0, modes 0755/0644), so equal
+//! trees give equal payloads and digests.
+
+use crate::container;
+use crate::error::BundleError;
+use crate::keys;
+use crate::manifest::{Compression, Manifest, PayloadInfo};
+use crate::payload::{PayloadSink, RelPath, SinkError, DIR_MODE, EXEC_MODE, FILE_MODE};
+use crate::unpack::{self, Limits, UnpackError, MAX_ENTRIES};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Where the tree comes from.
+pub enum Source<'a> {
+    /// A directory whose contents become the tree.
+    Root(&'a Path),
+    /// A tar archive produced by a build system (treated as untrusted).
+    Tar(&'a Path),
+}
+
+/// What `create` wrote.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub manifest: Manifest,
+    pub payload: PayloadInfo,
+    pub bundle_size: u64,
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A sink that writes a canonical tar.
+struct TarSink<W: Write> {
+    builder: tar::Builder<W>,
+    entries: u64,
+    installed_size: u64,
+}
+
+fn base_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+impl<W: Write> PayloadSink for TarSink<W> {
+    fn directory(&mut self, path: &RelPath) -> Result<(), SinkError> {
+        self.entries += 1;
+        let mut h = base_header(tar::EntryType::Directory, DIR_MODE, 0);
+        self.builder
+            .append_data(&mut h, format!("{path}/"), io::empty())?;
+        Ok(())
+    }
+    fn file(
+        &mut self,
+        path: &RelPath,
+        exec: bool,
+        size: u64,
+        r: &mut dyn Read,
+    ) -> Result<(), SinkError> {
+        self.entries += 1;
+        self.installed_size += size;
+        let mode = if exec { EXEC_MODE } else { FILE_MODE };
+        let mut h = base_header(tar::EntryType::Regular, mode, size);
+        let mut exact = ExactReader {
+            inner: r,
+            remaining: size,
+        };
+        self.builder
+            .append_data(&mut h, path.as_str(), &mut exact)?;
+        if exact.remaining != 0 {
+            return Err(format!("{path} changed size while it was read").into());
+        }
+        Ok(())
+    }
+    fn symlink(&mut self, path: &RelPath, target: &str) -> Result<(), SinkError> {
+        self.entries += 1;
+        let mut h = base_header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder.append_link(&mut h, path.as_str(), target)?;
+        Ok(())
+    }
+    fn hardlink(&mut self, path: &RelPath, target: &RelPath) -> Result<(), SinkError> {
+        self.entries += 1;
+        let mut h = base_header(tar::EntryType::Link, FILE_MODE, 0);
+        self.builder
+            .append_link(&mut h, path.as_str(), target.as_str())?;
+        Ok(())
+    }
+}
+
+/// Reads at most `remaining` bytes and fails if the source ends early (a file that shrank
+/// while it was read would otherwise produce a corrupt tar).
+struct ExactReader<'a> {
+    inner: &'a mut dyn Read,
+    remaining: u64,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was read",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn unsafe_entry(path: &Path, entry: &str, reason: impl Into<String>) -> BundleError {
+    BundleError::Unsafe {
+        path: path.to_path_buf(),
+        entry: appmgr_types::escape_for_display(entry),
+        reason: reason.into(),
+    }
+}
+
+/// Walks `root` in sorted order into `sink`.
+fn walk(root: &Path, sink: &mut dyn PayloadSink) -> Result<(), BundleError> {
+    let io_at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| BundleError::Io { path: p, source }
+    };
+    let meta = fs::symlink_metadata(root).map_err(io_at(root))?;
+    if !meta.is_dir() {
+        return Err(BundleError::Malformed {
+            path: root.to_path_buf(),
+            reason: "--root must be a directory".into(),
+        });
+    }
+    let mut inodes: HashMap<(u64, u64), RelPath> = HashMap::new();
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    let mut count = 0u64;
+    while let Some((dir, rel)) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(io_at(&dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_at(&dir))?;
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let full = dir.join(&name);
+            let name = name.to_str().ok_or_else(|| {
+                unsafe_entry(root, &full.to_string_lossy(), "file name is not UTF-8")
+            })?;
+            let relname = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let rp = RelPath::new(&relname).map_err(|r| unsafe_entry(root, &relname, r))?;
+            count += 1;
+            if count > MAX_ENTRIES {
+                return Err(BundleError::Limit {
+                    path: root.to_path_buf(),
+                    reason: format!("more than {MAX_ENTRIES} entries"),
+                });
+            }
+            let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+            let ft = m.file_type();
+            let sink_err = |source: SinkError| BundleError::Sink {
+                path: root.to_path_buf(),
+                entry: relname.clone(),
+                source,
+            };
+            if ft.is_dir() {
+                sink.directory(&rp).map_err(sink_err)?;
+                subdirs.push((full, relname.clone()));
+            } else if ft.is_file() {
+                if m.nlink() > 1 {
+                    if let Some(first) = inodes.get(&(m.dev(), m.ino())) {
+                        sink.hardlink(&rp, first).map_err(sink_err)?;
+                        continue;
+                    }
+                    inodes.insert((m.dev(), m.ino()), rp.clone());
+                }
+                let mut f = File::open(&full).map_err(io_at(&full))?;
+                sink.file(&rp, m.mode() & 0o111 != 0, m.len(), &mut f)
+                    .map_err(sink_err)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&full).map_err(io_at(&full))?;
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| unsafe_entry(root, &relname, "symlink target is not UTF-8"))?;
+                let t = unpack::check_symlink(&rp, target.as_bytes())
+                    .map_err(|r| unsafe_entry(root, &relname, r))?;
+                sink.symlink(&rp, &t).map_err(sink_err)?;
+            } else {
+                let what = if ft.is_block_device() || ft.is_char_device() {
+                    "device node"
+                } else if ft.is_fifo() {
+                    "FIFO"
+                } else if ft.is_socket() {
+                    "socket"
+                } else {
+                    "unsupported file type"
+                };
+                return Err(unsafe_entry(root, &relname, what));
+            }
+        }
+        // Depth-first in sorted order: push in reverse so the smallest name pops first.
+        for d in subdirs.into_iter().rev() {
+            stack.push(d);
+        }
+    }
+    Ok(())
+}
+
+/// Builds and signs a bundle. The output is written to a temporary file beside `out` and
+/// renamed into place, so `out` is either absent, the old file, or the complete bundle.
+pub fn create(
+    manifest_path: &Path,
+    source: Source<'_>,
+    key_path: &Path,
+    out: &Path,
+    compression: Compression,
+) -> Result<Created, BundleError> {
+    let io_at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| BundleError::Io { path: p, source }
+    };
+    let text = fs::read(manifest_path).map_err(io_at(manifest_path))?;
+    let manifest = Manifest::parse(&text, false).map_err(|source| BundleError::Manifest {
+        path: manifest_path.to_path_buf(),
+        source,
+    })?;
+    let key = keys::load_secret(key_path).map_err(crate::trust::TrustError::from)?;
+
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp_payload = tempfile::Builder::new()
+        .prefix(".appmgr-payload")
+        .tempfile_in(dir)
+        .map_err(io_at(dir))?;
+    let file = BufWriter::with_capacity(1 << 20, tmp_payload.reopen().map_err(io_at(dir))?);
+    let hashing = HashingWriter {
+        inner: file,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let (hashing, entries, installed_size) = match compression {
+        Compression::None => {
+            let (h, e, s) = build_payload(hashing, &source)?;
+            (h, e, s)
+        }
+        Compression::Zstd => {
+            let enc = zstd::stream::write::Encoder::new(hashing, 3).map_err(io_at(out))?;
+            let (enc, e, s) = build_payload(enc, &source)?;
+            (enc.finish().map_err(io_at(out))?, e, s)
+        }
+    };
+    let HashingWriter {
+        inner,
+        hasher,
+        count,
+    } = hashing;
+    inner
+        .into_inner()
+        .map_err(|e| BundleError::Io {
+            path: out.to_path_buf(),
+            source: e.into_error(),
+        })?
+        .sync_all()
+        .map_err(io_at(out))?;
+    let payload = PayloadInfo {
+        sha256: hex::encode(hasher.finalize()),
+        size: count,
+        compression,
+        installed_size,
+        entries,
+    };
+    let signed = manifest.to_signed_bytes(payload.clone());
+    let sig = keys::sign(&key, &signed);
+
+    let tmp_out = tempfile::Builder::new()
+        .prefix(".appmgr-bundle")
+        .tempfile_in(dir)
+        .map_err(io_at(dir))?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp_out.as_file());
+        let name = match compression {
+            Compression::None => container::PAYLOAD_NAME,
+            Compression::Zstd => container::PAYLOAD_ZST_NAME,
+        };
+        let mut payload_file = File::open(tmp_payload.path()).map_err(io_at(dir))?;
+        (|| -> io::Result<()> {
+            container::write_header(&mut w, container::MANIFEST_NAME, signed.len() as u64)?;
+            w.write_all(&signed)?;
+            container::write_padding(&mut w, signed.len() as u64)?;
+            container::write_header(&mut w, container::SIGNATURE_NAME, 64)?;
+            w.write_all(&sig)?;
+            container::write_padding(&mut w, 64)?;
+            container::write_header(&mut w, name, count)?;
+            let copied = io::copy(&mut payload_file, &mut w)?;
+            if copied != count {
+                return Err(io::Error::other("payload temp file changed"));
+            }
+            container::write_padding(&mut w, count)?;
+            container::write_trailer(&mut w)?;
+            w.flush()
+        })()
+        .map_err(io_at(out))?;
+    }
+    tmp_out.as_file().sync_all().map_err(io_at(out))?;
+    let bundle_size = tmp_out.as_file().metadata().map_err(io_at(out))?.len();
+    tmp_out.persist(out).map_err(|e| BundleError::Io {
+        path: out.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(Created {
+        manifest: Manifest::parse(&signed, true).expect("what we wrote parses"),
+        payload,
+        bundle_size,
+    })
+}
+
+fn build_payload<W: Write>(w: W, source: &Source<'_>) -> Result<(W, u64, u64), BundleError> {
+    let mut sink = TarSink {
+        builder: tar::Builder::new(w),
+        entries: 0,
+        installed_size: 0,
+    };
+    match source {
+        Source::Root(root) => walk(root, &mut sink)?,
+        Source::Tar(path) => {
+            let f = File::open(path).map_err(|source| BundleError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let limits = Limits {
+                max_entries: MAX_ENTRIES,
+                max_installed_size: u64::MAX / 2,
+                max_stream_bytes: u64::MAX,
+            };
+            unpack::unpack(io::BufReader::with_capacity(1 << 20, f), limits, &mut sink).map_err(
+                |e| match e {
+                    UnpackError::Io(source) => BundleError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    UnpackError::Malformed(reason) | UnpackError::Limit(reason) => {
+                        BundleError::Malformed {
+                            path: path.to_path_buf(),
+                            reason,
+                        }
+                    }
+                    UnpackError::Unsafe { entry, reason } => BundleError::Unsafe {
+                        path: path.to_path_buf(),
+                        entry,
+                        reason,
+                    },
+                    UnpackError::Sink { entry, source } => BundleError::Sink {
+                        path: path.to_path_buf(),
+                        entry,
+                        source,
+                    },
+                },
+            )?;
+        }
+    }
+    let (entries, size) = (sink.entries, sink.installed_size);
+    let w = sink
+        .builder
+        .into_inner()
+        .map_err(|source| BundleError::Io {
+            path: PathBuf::from("payload"),
+            source,
+        })?;
+    Ok((w, entries, size))
+}
