@@ -1,0 +1,434 @@
+//! Where the cgroup trees are mounted, and the plan (paths and values) for one app.
+
+use crate::fsutil;
+use crate::spec::{CgroupSpec, Controller, Value};
+use crate::{Cgroup, CgroupError, CgroupStats, CgroupVersion};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// The default parent of the app cgroups, relative to the hierarchy root. Under systemd,
+/// appmgrd should be given a delegated subtree (`Delegate=yes`) and use a parent inside
+/// it instead, because systemd owns the top of the tree.
+pub const DEFAULT_PARENT: &str = "appmgr.slice";
+
+/// The mounted cgroup hierarchies appmgr uses and the parent under which app cgroups live.
+/// The app cgroup of `org.example.App` is `ROOT/PARENT/app-org.example.App.scope`: on v2
+/// one directory, on v1 that same relative path in each controller's hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    version: CgroupVersion,
+    /// v2: every controller maps to the one root; v1: each mounted controller to its mount.
+    mounts: BTreeMap<Controller, PathBuf>,
+    parent: PathBuf,
+}
+
+/// Every file write and directory creation needed for one app, with absolute paths.
+/// Pure data: built without touching the file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub version: CgroupVersion,
+    /// The app's cgroup directories (one on v2, one per distinct hierarchy on v1); their
+    /// parents are created as needed.
+    pub dirs: Vec<PathBuf>,
+    /// v2: `cgroup.subtree_control` files from the root down to the parent, and the
+    /// controllers to enable in each (intersected with what the kernel offers there).
+    pub enable: Vec<(PathBuf, Vec<Controller>)>,
+    /// Values to write, in order.
+    pub writes: Vec<PlannedWrite>,
+    /// The `cgroup.procs` files the launcher writes its own pid into before exec.
+    pub procs_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedWrite {
+    pub path: PathBuf,
+    pub value: Value,
+    pub optional: bool,
+}
+
+/// Controllers without which appmgr refuses to run apps on v1: the limits it promises
+/// could not be enforced.
+const V1_REQUIRED: &[Controller] = &[Controller::Memory, Controller::Cpu, Controller::Pids];
+
+fn check_parent(parent: &Path) -> Result<PathBuf, CgroupError> {
+    let ok = !parent.as_os_str().is_empty()
+        && parent
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(parent.to_path_buf())
+    } else {
+        Err(CgroupError::InvalidParent {
+            path: parent.to_path_buf(),
+        })
+    }
+}
+
+impl Hierarchy {
+    /// A v2 (unified) hierarchy mounted at `root` (normally `/sys/fs/cgroup`).
+    pub fn v2(root: impl Into<PathBuf>, parent: impl AsRef<Path>) -> Result<Self, CgroupError> {
+        let root = root.into();
+        Ok(Hierarchy {
+            version: CgroupVersion::V2,
+            mounts: Controller::ALL.iter().map(|c| (*c, root.clone())).collect(),
+            parent: check_parent(parent.as_ref())?,
+        })
+    }
+
+    /// v1 hierarchies: controller → mount point (co-mounted controllers share one).
+    pub fn v1(
+        mounts: impl IntoIterator<Item = (Controller, PathBuf)>,
+        parent: impl AsRef<Path>,
+    ) -> Result<Self, CgroupError> {
+        let mounts: BTreeMap<_, _> = mounts.into_iter().collect();
+        if let Some(c) = V1_REQUIRED.iter().find(|c| !mounts.contains_key(c)) {
+            return Err(CgroupError::NoHierarchy {
+                reason: format!("the v1 {c} controller is not mounted"),
+            });
+        }
+        Ok(Hierarchy {
+            version: CgroupVersion::V1,
+            mounts,
+            parent: check_parent(parent.as_ref())?,
+        })
+    }
+
+    /// Finds the hierarchies from `/proc/self/mountinfo`: a cgroup2 mount that offers the
+    /// memory, cpu and pids controllers is used; otherwise the v1 controller mounts.
+    pub fn detect(parent: impl AsRef<Path>) -> Result<Self, CgroupError> {
+        let p = Path::new("/proc/self/mountinfo");
+        Self::from_mountinfo(&fsutil::read(p)?, parent)
+    }
+
+    /// [`Hierarchy::detect`] on given mountinfo text (for tests and odd setups).
+    pub fn from_mountinfo(mountinfo: &str, parent: impl AsRef<Path>) -> Result<Self, CgroupError> {
+        let mut v1 = BTreeMap::new();
+        for line in mountinfo.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mnt) = pre.split(' ').nth(4) else {
+                continue;
+            };
+            let mnt = PathBuf::from(unescape_mountinfo(mnt));
+            let mut post = post.split(' ');
+            let (Some(fstype), _, Some(opts)) = (post.next(), post.next(), post.next()) else {
+                continue;
+            };
+            match fstype {
+                "cgroup2" => {
+                    let ctrl =
+                        fsutil::read_opt(&mnt.join("cgroup.controllers"))?.unwrap_or_default();
+                    let have: Vec<&str> = ctrl.split_whitespace().collect();
+                    if ["memory", "cpu", "pids"].iter().all(|c| have.contains(c)) {
+                        return Self::v2(mnt, parent);
+                    }
+                }
+                "cgroup" => {
+                    for o in opts.split(',') {
+                        if let Some(c) = Controller::ALL.iter().find(|c| c.as_str() == o) {
+                            v1.entry(*c).or_insert_with(|| mnt.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if v1.is_empty() {
+            return Err(CgroupError::NoHierarchy {
+                reason: "no cgroup2 mount with memory, cpu and pids, and no v1 controllers".into(),
+            });
+        }
+        Self::v1(v1, parent)
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// The parent, relative to each hierarchy root.
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    /// The mount point of `c`, if it is available.
+    pub fn mount(&self, c: Controller) -> Option<&Path> {
+        self.mounts.get(&c).map(PathBuf::as_path)
+    }
+
+    /// The directory of `leaf` in `c`'s hierarchy.
+    pub(crate) fn dir(&self, c: Controller, leaf: &str) -> Option<PathBuf> {
+        self.mounts.get(&c).map(|m| m.join(&self.parent).join(leaf))
+    }
+
+    /// The distinct mounts, in controller order (v2: one).
+    fn distinct_mounts(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = Vec::new();
+        for m in self.mounts.values() {
+            if !v.contains(&m.as_path()) {
+                v.push(m);
+            }
+        }
+        v
+    }
+
+    /// The plan for `spec`: pure, no I/O.
+    pub fn plan(&self, spec: &CgroupSpec) -> Result<Plan, CgroupError> {
+        let leaf = &spec.name;
+        let dirs: Vec<PathBuf> = self
+            .distinct_mounts()
+            .iter()
+            .map(|m| m.join(&self.parent).join(leaf))
+            .collect();
+        let mut enable = Vec::new();
+        let mut writes = Vec::new();
+        if self.version == CgroupVersion::V2 {
+            // cgroup-v2.rst "Top-down Constraint": a controller can be enabled in a child
+            // only if the parent enabled it in its subtree_control, so every level from
+            // the root down to the parent enables them.
+            let root = &self.mounts[&Controller::Memory];
+            let mut level = root.clone();
+            enable.push((
+                level.join("cgroup.subtree_control"),
+                Controller::V2.to_vec(),
+            ));
+            for c in self.parent.components() {
+                level.push(c);
+                enable.push((
+                    level.join("cgroup.subtree_control"),
+                    Controller::V2.to_vec(),
+                ));
+            }
+        } else if let Some(cpuset) = self.mounts.get(&Controller::Cpuset) {
+            // v1: every cpuset level between the root and the app needs cpus and mems
+            // before the app's own can be set.
+            let mut level = cpuset.clone();
+            for c in self.parent.components() {
+                level.push(c);
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    writes.push(PlannedWrite {
+                        path: level.join(f),
+                        value: Value::FromParent,
+                        optional: false,
+                    });
+                }
+            }
+        }
+        for s in spec.settings(self.version) {
+            let Some(dir) = self.dir(s.controller, leaf) else {
+                if s.controller == Controller::Cpuset && spec.limits.cpus.is_none() {
+                    continue;
+                }
+                return Err(CgroupError::NoHierarchy {
+                    reason: format!("the {} controller is not mounted", s.controller),
+                });
+            };
+            writes.push(PlannedWrite {
+                path: dir.join(s.file),
+                value: s.value,
+                optional: s.optional,
+            });
+        }
+        let procs_files = dirs.iter().map(|d| d.join("cgroup.procs")).collect();
+        Ok(Plan {
+            version: self.version,
+            dirs,
+            enable,
+            writes,
+            procs_files,
+        })
+    }
+
+    /// Creates the app's cgroup and applies its limits. Refused with
+    /// [`CgroupError::InUse`] if the cgroup exists and has processes (the app is running);
+    /// an empty leftover is reused. On failure, directories created here are removed.
+    pub fn create(&self, spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
+        let plan = self.plan(spec)?;
+        let cg = self.handle(&spec.name);
+        if !cg.pids()?.is_empty() {
+            return Err(CgroupError::InUse {
+                path: cg.path().to_path_buf(),
+            });
+        }
+        let mut created = Vec::new();
+        let r = (|| {
+            for d in &plan.dirs {
+                if let Some(p) = d.parent() {
+                    fs::create_dir_all(p).map_err(|source| CgroupError::Create {
+                        path: p.to_path_buf(),
+                        source,
+                    })?;
+                }
+                match fs::create_dir(d) {
+                    Ok(()) => created.push(d.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(source) => {
+                        return Err(CgroupError::Create {
+                            path: d.clone(),
+                            source,
+                        })
+                    }
+                }
+            }
+            enable_controllers(&plan.enable)?;
+            apply_writes(&plan.writes)
+        })();
+        if let Err(e) = r {
+            for d in created.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// The handle of an app's cgroup, whether or not it exists (for `ps`, `kill`,
+    /// re-applying limits, removing leftovers).
+    pub fn cgroup(&self, app: &appmgr_types::AppId) -> Cgroup {
+        self.handle(&crate::spec::leaf_name(app))
+    }
+
+    fn handle(&self, leaf: &str) -> Cgroup {
+        Cgroup::new(self.clone(), leaf.to_string())
+    }
+
+    /// appmgr's live app cgroups (every `app-*.scope` under the parent) with their stats.
+    pub fn list(&self) -> Result<Vec<CgroupStats>, CgroupError> {
+        let base = self.mounts[&Controller::Memory].join(&self.parent);
+        let rd = match fs::read_dir(&base) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(CgroupError::Read { path: base, source }),
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| crate::spec::app_of_leaf(n).is_some())
+            .collect();
+        names.sort();
+        names.iter().map(|n| self.handle(n).stats()).collect()
+    }
+}
+
+pub(crate) fn apply_writes(writes: &[PlannedWrite]) -> Result<(), CgroupError> {
+    for w in writes {
+        if w.optional && !w.path.exists() {
+            continue;
+        }
+        let value = match &w.value {
+            Value::Text(t) => t.clone(),
+            Value::FromParent => {
+                let name = w.path.file_name().unwrap_or_default();
+                let from = w
+                    .path
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(|p| p.join(name))
+                    .unwrap_or_default();
+                fsutil::read(&from)?.trim().to_string()
+            }
+        };
+        fsutil::write(&w.path, &value)?;
+    }
+    Ok(())
+}
+
+fn enable_controllers(enable: &[(PathBuf, Vec<Controller>)]) -> Result<(), CgroupError> {
+    for (file, want) in enable {
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        let offered = fsutil::read_opt(&dir.join("cgroup.controllers"))?.unwrap_or_default();
+        let enabled = fsutil::read_opt(file)?.unwrap_or_default();
+        let offered: Vec<&str> = offered.split_whitespace().collect();
+        let enabled: Vec<&str> = enabled.split_whitespace().collect();
+        let add: Vec<String> = want
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| offered.contains(c) && !enabled.contains(c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !add.is_empty() {
+            fsutil::write(file, &add.join(" "))?;
+        }
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+24 1 0:22 / /sys rw - sysfs sysfs rw
+30 24 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+36 30 0:32 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
+37 30 0:33 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
+38 30 0:34 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+";
+
+    #[test]
+    fn detects_v1_with_comounted_controllers() {
+        let h = Hierarchy::from_mountinfo(HYBRID, DEFAULT_PARENT).unwrap();
+        assert_eq!(h.version(), CgroupVersion::V1);
+        assert_eq!(
+            h.mount(Controller::Cpu),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(h.mount(Controller::Cpu), h.mount(Controller::Cpuacct));
+        assert_eq!(
+            h.mount(Controller::Memory),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        // One directory per distinct hierarchy: cpu,cpuacct counts once.
+        assert_eq!(h.distinct_mounts().len(), 5);
+    }
+
+    #[test]
+    fn missing_required_v1_controller_is_an_error() {
+        let mi = "34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert!(matches!(
+            Hierarchy::from_mountinfo(mi, DEFAULT_PARENT),
+            Err(CgroupError::NoHierarchy { .. })
+        ));
+    }
+
+    #[test]
+    fn parents_must_be_relative_and_normal() {
+        for bad in ["/abs", "../up", "a/../b", ""] {
+            assert!(Hierarchy::v2("/sys/fs/cgroup", bad).is_err(), "{bad}");
+        }
+        assert!(Hierarchy::v2("/sys/fs/cgroup", "system.slice/appmgrd.service/apps").is_ok());
+    }
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
