@@ -1,0 +1,256 @@
+//! Real cgroups on this host (root only; cgroup v1 here, v2 in the qemu guests).
+//! Each test uses its own parent (`appmgr-test-PID-NAME.slice`) and removes it.
+//!
+//! Workloads are busybox shell snippets: the shell first writes its own pid into every
+//! `cgroup.procs` file (what the sandbox launcher does before exec), then runs the load.
+
+use appmgr_cgroup::*;
+use appmgr_types::AppId;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return Some(format!("{BUSYBOX} missing"));
+    }
+    None
+}
+
+macro_rules! require_root {
+    () => {
+        if let Some(r) = skip_reason() {
+            eprintln!("skipped: {r}");
+            return;
+        }
+    };
+}
+
+/// A test parent that is removed (with anything left in it) on drop.
+struct Scratch {
+    h: Hierarchy,
+    cg: Cgroup,
+}
+
+impl Scratch {
+    fn new(name: &str, limits: CgroupLimits) -> Self {
+        let parent = format!("appmgr-test-{}-{name}.slice", std::process::id());
+        let h = Hierarchy::detect(&parent).expect("detect cgroups");
+        let app = AppId::new(&format!("org.test.{name}")).unwrap();
+        let spec = CgroupSpec::for_app(&app, limits).unwrap();
+        let cg = h.create(&spec).expect("create cgroup");
+        Scratch { h, cg }
+    }
+
+    fn spawn(&self, workload: &str) -> Child {
+        let script = format!("for f in \"$@\"; do echo $$ > \"$f\" || exit 99; done; {workload}");
+        let mut cmd = Command::new(BUSYBOX);
+        cmd.args(["sh", "-c", &script, "sh"])
+            .args(self.cg.procs_files())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn busybox");
+        // The shell is in its cgroup once its pid shows up in every hierarchy.
+        let pid = child.id() as i32;
+        let start = Instant::now();
+        while !self.cg.procs_files().iter().all(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == pid.to_string())
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "child never joined"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.cg.kill();
+        let _ = self.cg.remove();
+        for c in Controller::ALL {
+            if let Some(m) = self.h.mount(*c) {
+                let _ = std::fs::remove_dir(m.join(self.h.parent()));
+            }
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    require_root!();
+    let s = Scratch::new(
+        "MemHog",
+        CgroupLimits {
+            memory_max: Some(16 << 20),
+            memory_swap_max: Some(0),
+            ..Default::default()
+        },
+    );
+    // dd allocates a 256 MiB buffer and fills it from /dev/zero.
+    let mut child = s.spawn(&format!(
+        "exec {BUSYBOX} dd if=/dev/zero of=/dev/null bs=256M count=1"
+    ));
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("hog still running");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    let o = s.cg.outcome().unwrap();
+    assert!(o.oom_killed, "{o:?}");
+    assert!(o.memory_peak.unwrap_or(0) <= 16 << 20, "{o:?}");
+    assert!(!o.pids_limit_hit);
+    s.cg.remove().unwrap();
+    assert!(s.cg.dirs().iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_max_and_host_stays_responsive() {
+    require_root!();
+    let s = Scratch::new(
+        "ForkBomb",
+        CgroupLimits {
+            pids_max: Some(24),
+            cpu_max_percent: Some(50),
+            memory_max: Some(64 << 20),
+            ..Default::default()
+        },
+    );
+    // busybox sh exits when a fork fails, so the bomb's waves die out and restart; the
+    // top shell stays (it only forks again when its wave is gone), and so does a
+    // sleeper that `kill` must reach.
+    let mut child = s.spawn(&format!(
+        "{BUSYBOX} sleep 60 & b() {{ while :; do b & done; }}; while :; do b & wait $!; done"
+    ));
+    let mut peak = 0;
+    for _ in 0..40 {
+        peak = peak.max(s.cg.pids().unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(peak <= 24, "{peak} tasks above pids.max");
+    // The host still forks and runs processes promptly.
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert!(Command::new(BUSYBOX)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success());
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "host slow: {:?}",
+        t.elapsed()
+    );
+    let o = s.cg.outcome().unwrap();
+    assert!(o.pids_limit_hit, "{o:?}");
+    // appmgr kill: everything in the cgroup goes, and the cgroup can be removed.
+    let n = s.cg.kill().unwrap();
+    assert!(n >= 1);
+    assert!(wait_timeout(&mut child, Duration::from_secs(5)).is_some());
+    assert!(s.cg.pids().unwrap().is_empty());
+    s.cg.remove().unwrap();
+}
+
+#[test]
+fn cpu_spinner_gets_its_quota() {
+    require_root!();
+    const PCT: u32 = 30;
+    let window = Duration::from_secs(3);
+    let expected = window.as_secs_f64() * f64::from(PCT) / 100.0;
+    // The host is shared (other builds run beside the tests): a spinner that got less
+    // than its quota because the CPUs were busy is retried; one that got more never is.
+    let mut results = Vec::new();
+    for attempt in 0..3 {
+        let s = Scratch::new(
+            &format!("Spin{attempt}"),
+            CgroupLimits {
+                cpu_max_percent: Some(PCT),
+                ..Default::default()
+            },
+        );
+        let mut child = s.spawn("while :; do :; done");
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let c0 = s.cg.cpu_time().unwrap().expect("cpu time");
+        std::thread::sleep(window);
+        let c1 = s.cg.cpu_time().unwrap().unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let used = (c1 - c0).as_secs_f64() * window.as_secs_f64() / wall;
+        s.cg.kill().unwrap();
+        let _ = child.wait();
+        results.push(used);
+        assert!(
+            used <= expected * 1.1,
+            "spinner used {used:.3}s > {expected:.3}s +10%"
+        );
+        if used >= expected * 0.9 {
+            eprintln!("cpu used {used:.3}s of expected {expected:.3}s");
+            return;
+        }
+    }
+    panic!("spinner got {results:?}, expected {expected:.3}s ±10%");
+}
+
+#[test]
+fn limits_of_a_running_app_can_change_and_are_listed() {
+    require_root!();
+    let s = Scratch::new(
+        "Live",
+        CgroupLimits {
+            memory_max: Some(64 << 20),
+            pids_max: Some(16),
+            ..Default::default()
+        },
+    );
+    let mut child = s.spawn(&format!("exec {BUSYBOX} sleep 30"));
+    let app = AppId::new("org.test.Live").unwrap();
+    let new = CgroupLimits {
+        memory_max: Some(32 << 20),
+        pids_max: Some(8),
+        cpu_max_percent: Some(20),
+        ..Default::default()
+    };
+    s.cg.apply(&CgroupSpec::for_app(&app, new.clone()).unwrap())
+        .unwrap();
+    let list = s.h.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let st = &list[0];
+    assert_eq!(st.app.as_ref(), Some(&app));
+    assert_eq!(st.pids, vec![child.id() as i32]);
+    assert_eq!(st.limits.memory_max, new.memory_max);
+    assert_eq!(st.limits.pids_max, new.pids_max);
+    assert_eq!(st.limits.cpu_max_percent, new.cpu_max_percent);
+    assert!(st.memory_current.is_some());
+    // A second instance is refused while the first runs.
+    let again = s.h.create(&CgroupSpec::for_app(&app, new).unwrap());
+    assert!(matches!(again, Err(CgroupError::InUse { .. })));
+    s.cg.kill().unwrap();
+    let _ = child.wait();
+    let o = s.cg.finish().unwrap();
+    assert!(!o.oom_killed);
+    let dirs: Vec<PathBuf> = s.cg.dirs();
+    assert!(dirs.iter().all(|d| !d.exists()));
+}
