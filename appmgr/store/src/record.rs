@@ -1,0 +1,84 @@
+//! Per-ref state records: the only source of truth of the store.
+//!
+//! A record is `deploy/KIND/ID/ARCH/BRANCH/state.json`. It is replaced by writing a
+//! temporary file, fsyncing it, renaming it over the old one and fsyncing the directory:
+//! the rename is the commit point of every operation. Refs and deployment directories are
+//! derived from the records and are repaired from them after a crash.
+
+use crate::error::StoreError;
+use appmgr_types::{RefName, RuntimeRef, Version};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+pub(crate) const RECORD_FILE: &str = "state.json";
+pub(crate) const RECORD_TMP: &str = ".state.json.tmp";
+
+/// One deployed commit of a ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeploymentRecord {
+    /// The ostree commit checked out in the deployment directory.
+    pub commit: String,
+    pub version: Version,
+    /// For apps: the runtime this deployment runs on.
+    pub runtime: Option<RuntimeRef>,
+    /// Sum of the payload's file sizes.
+    pub installed_size: u64,
+}
+
+/// What the store knows about one ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateRecord {
+    #[serde(rename = "ref")]
+    pub ref_name: RefName,
+    pub current: Option<DeploymentRecord>,
+    pub previous: Option<DeploymentRecord>,
+    /// The highest version ever installed; kept after remove so downgrades stay refused.
+    pub highest_version: Version,
+    /// For installed apps: the uid (and gid) the app runs as.
+    pub uid: Option<u32>,
+}
+
+impl StateRecord {
+    pub(crate) fn commits(&self) -> impl Iterator<Item = &DeploymentRecord> {
+        self.current.iter().chain(self.previous.iter())
+    }
+}
+
+pub(crate) fn read(path: &Path) -> Result<Option<StateRecord>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("read state record", path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::BadRecord {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Atomically replaces the record in `dir` (which must exist). Durable when it returns.
+pub(crate) fn write(dir: &Path, record: &StateRecord) -> Result<(), StoreError> {
+    let tmp = dir.join(RECORD_TMP);
+    let dst = dir.join(RECORD_FILE);
+    let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord {
+        path: dst.clone(),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    let mut f = fs::File::create(&tmp).map_err(StoreError::io("create state record", &tmp))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(StoreError::io("write state record", &tmp))?;
+    drop(f);
+    crate::crash::point("before-switch");
+    fs::rename(&tmp, &dst).map_err(StoreError::io("rename state record into", &dst))?;
+    crate::fsutil::sync_dir(dir)?;
+    crate::crash::point("after-switch");
+    Ok(())
+}
