@@ -1,0 +1,114 @@
+# Helpers for scenarios (sourced: . /qt/lib.sh). POSIX sh (busybox ash).
+# A scenario passes when it exits 0; print why on failure (qt_fail).
+
+QT_ARCH=$(uname -m)
+
+qt_fail() { echo "FAIL: $*"; exit 1; }
+qt_ok() { echo "ok: $*"; }
+qt_skip_not_applicable() { echo "n/a: $*"; exit 0; }
+
+# qt_disk SERIAL: the /dev/vdX whose virtio serial is SERIAL (host -device ...,serial=).
+qt_disk() {
+	for b in /sys/block/vd*; do
+		[ -e "$b/serial" ] || continue
+		if [ "$(cat "$b/serial")" = "$1" ]; then echo "/dev/${b##*/}"; return 0; fi
+	done
+	return 1
+}
+
+# qt_mount_state DEV: the persistent disk at /state; appmgr's state and config on it.
+qt_mount_state() {
+	mkdir -p /state
+	mount -t ext4 "$1" /state || { echo "qt: mount $1 failed"; return 1; }
+	mkdir -p /state/state /state/config /state/fixtures
+	export APPMGR_STATE_DIR=/state/state APPMGR_CONFIG_DIR=/state/config
+}
+
+# qt_need_appmgr: fail loudly (never skip) when the appmgr binaries are absent.
+qt_need_appmgr() {
+	for b in appmgr "$@"; do
+		if ! command -v "$b" >/dev/null 2>&1; then
+			echo "FAIL: '$b' is not in the guest image; the appmgr build for $QT_ARCH says:"
+			sed 's/^/    /' /opt/appmgr/BUILD-STATUS 2>/dev/null
+			exit 1
+		fi
+	done
+}
+
+# qt_run EXPECTED_RC CMD...: run, show the command and its output, check the exit code.
+qt_run() {
+	want=$1
+	shift
+	echo "+ $*"
+	"$@" >/tmp/qt-out 2>&1
+	got=$?
+	sed 's/^/  | /' /tmp/qt-out
+	[ "$got" = "$want" ] || qt_fail "exit $got, expected $want: $*"
+}
+# qt_out: output of the last qt_run
+qt_out() { cat /tmp/qt-out; }
+
+# qt_mk_runtime DIR: a runtime tree (what appears at /usr) from the guest's
+# busybox-static for this arch: bin/busybox plus applet symlinks.
+qt_mk_runtime() {
+	mkdir -p "$1/bin" "$1/lib" "$1/share"
+	cp /bin/busybox "$1/bin/busybox"
+	for a in sh ash cat echo ls sleep head dd yes true false id mkdir rm env sha256sum grep sed awk seq tail wc cut printf test kill ps; do
+		ln -sf busybox "$1/bin/$a"
+	done
+}
+
+# qt_mk_app DIR VERSION: an app tree (what appears at /app): bin/hello prints
+# the version; bin/appmgr-probe is the static probe if the build has one.
+qt_mk_app() {
+	mkdir -p "$1/bin" "$1/share"
+	printf '#!/usr/bin/sh\necho "hello from version %s uid=$(id -u)"\n' "$2" >"$1/bin/hello"
+	chmod 755 "$1/bin/hello"
+	echo "$2" >"$1/share/version"
+	if command -v appmgr-probe >/dev/null 2>&1; then cp "$(command -v appmgr-probe)" "$1/bin/appmgr-probe"; fi
+}
+
+# qt_manifest FILE ID KIND VERSION [RUNTIME COMMAND]: write a manifest.toml
+# (design.md's keys); append [permissions]/[resources] tables yourself.
+qt_manifest() {
+	{
+		echo "id = \"$2\""
+		echo "kind = \"$3\""
+		echo "version = \"$4\""
+		echo "arch = \"$QT_ARCH\""
+		echo "branch = \"stable\""
+		if [ "$3" = app ]; then
+			echo "runtime = \"$5/$QT_ARCH/stable\""
+			echo "command = \"$6\""
+		fi
+	} >"$1"
+}
+
+# qt_setup_keys DIR: generate a signing key in DIR and trust it.
+qt_setup_keys() {
+	mkdir -p "$1"
+	qt_run 0 appmgr key generate --out "$1/test"
+	qt_run 0 appmgr trust add "$1/test.pub"
+}
+
+# qt_bundle KIND ID VERSION OUT [RUNTIME COMMAND]: build a tree and sign a bundle.
+qt_bundle() {
+	d=/tmp/qt-tree-$2-$3
+	rm -rf "$d"
+	mkdir -p "$d"
+	if [ "$1" = runtime ]; then qt_mk_runtime "$d/root"; else qt_mk_app "$d/root" "$3"; fi
+	qt_manifest "$d/manifest.toml" "$2" "$1" "$3" "$5" "$6"
+	[ -n "${QT_MANIFEST_EXTRA:-}" ] && printf '%s\n' "$QT_MANIFEST_EXTRA" >>"$d/manifest.toml"
+	qt_run 0 appmgr bundle create --manifest "$d/manifest.toml" --root "$d/root" --key "${QT_KEY:-/tmp/qt-keys/test.key}" --out "$4"
+}
+
+# qt_policy NAME TOML: write a policy file into the config dir.
+qt_policy() {
+	mkdir -p "${APPMGR_CONFIG_DIR:-/etc/appmgr}/policies.d"
+	printf '%s\n' "$2" >"${APPMGR_CONFIG_DIR:-/etc/appmgr}/policies.d/$1.toml"
+}
+
+# qt_json_field KEY: first "KEY": value in the last qt_run's output (strings unquoted).
+qt_json_field() {
+	tr ',{}' '\n\n\n' </tmp/qt-out | sed -n "s/^ *\"$1\" *: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *$/\1/p" | head -n 1
+}
