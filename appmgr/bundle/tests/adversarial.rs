@@ -1,0 +1,698 @@
+//! Hostile bundles: every one must be refused with an integrity error (exit class 3),
+//! without panicking, and without the sink keeping anything (the sink here records what
+//! it was given so tests can assert a refused import never completed).
+
+use appmgr_bundle::container;
+use appmgr_bundle::keys;
+use appmgr_bundle::manifest::{Compression, Manifest, PayloadInfo};
+use appmgr_bundle::{open, verify, BundleError, PayloadSink, RelPath, SinkError, TrustStore};
+use appmgr_types::{ErrorClass, Glob};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const APP: &str = r#"id = "org.example.Hello"
+kind = "app"
+version = "1.0.0"
+arch = "x86_64"
+branch = "stable"
+runtime = "org.example.Platform/x86_64/1"
+command = "hello"
+"#;
+
+struct Fx {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    cfg: PathBuf,
+}
+
+fn fixture() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keys::generate(&dir.path().join("vendor")).unwrap();
+    let cfg = dir.path().join("etc");
+    TrustStore::add(&cfg, &public, &[]).unwrap();
+    Fx { dir, key, cfg }
+}
+
+impl Fx {
+    fn trust(&self) -> TrustStore {
+        TrustStore::load(&self.cfg).unwrap()
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Got {
+    Dir(String),
+    File(String, bool, Vec<u8>),
+    Link(String, String),
+    Hard(String, String),
+}
+
+#[derive(Default)]
+struct Collect(Vec<Got>);
+
+impl PayloadSink for Collect {
+    fn directory(&mut self, p: &RelPath) -> Result<(), SinkError> {
+        self.0.push(Got::Dir(p.to_string()));
+        Ok(())
+    }
+    fn file(&mut self, p: &RelPath, x: bool, size: u64, r: &mut dyn Read) -> Result<(), SinkError> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        assert_eq!(v.len() as u64, size);
+        self.0.push(Got::File(p.to_string(), x, v));
+        Ok(())
+    }
+    fn symlink(&mut self, p: &RelPath, t: &str) -> Result<(), SinkError> {
+        self.0.push(Got::Link(p.to_string(), t.to_string()));
+        Ok(())
+    }
+    fn hardlink(&mut self, p: &RelPath, t: &RelPath) -> Result<(), SinkError> {
+        self.0.push(Got::Hard(p.to_string(), t.to_string()));
+        Ok(())
+    }
+}
+
+/// One raw ustar member with full control over every field (the tar crate refuses to
+/// write `..` names, which is exactly what these tests need).
+fn raw_entry(name: &[u8], typeflag: u8, link: &[u8], data: &[u8], mode: u32) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = typeflag;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len() + container::padding(data.len() as u64), 0);
+    out
+}
+
+fn end_of_tar(mut v: Vec<u8>) -> Vec<u8> {
+    v.extend_from_slice(&[0u8; 1024]);
+    v
+}
+
+/// Signs `manifest_input` + a payload given as raw bytes, bypassing the writer's checks.
+/// `entries`/`installed` are what the manifest declares.
+fn sign_raw(
+    fx: &Fx,
+    input: &str,
+    payload: &[u8],
+    compression: Compression,
+    entries: u64,
+    installed: u64,
+) -> Vec<u8> {
+    let m = Manifest::parse(input.as_bytes(), false).unwrap();
+    let info = PayloadInfo {
+        sha256: hex::encode(Sha256::digest(payload)),
+        size: payload.len() as u64,
+        compression,
+        installed_size: installed,
+        entries,
+    };
+    let bytes = m.to_signed_bytes(info);
+    let sig = keys::sign(&keys::load_secret(&fx.key).unwrap(), &bytes);
+    assemble(&bytes, &sig, payload, compression)
+}
+
+fn assemble(manifest: &[u8], sig: &[u8], payload: &[u8], c: Compression) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in [
+        (container::MANIFEST_NAME, manifest),
+        (container::SIGNATURE_NAME, sig),
+        (
+            match c {
+                Compression::None => container::PAYLOAD_NAME,
+                Compression::Zstd => container::PAYLOAD_ZST_NAME,
+            },
+            payload,
+        ),
+    ] {
+        container::write_header(&mut out, name, data.len() as u64).unwrap();
+        out.extend_from_slice(data);
+        container::write_padding(&mut out, data.len() as u64).unwrap();
+    }
+    container::write_trailer(&mut out).unwrap();
+    out
+}
+
+fn import_bytes(fx: &Fx, bytes: &[u8]) -> Result<Vec<Got>, BundleError> {
+    import_with(fx, &fx.trust(), bytes)
+}
+
+fn import_with(fx: &Fx, trust: &TrustStore, bytes: &[u8]) -> Result<Vec<Got>, BundleError> {
+    let p = fx.path("b.bundle");
+    fs::write(&p, bytes).unwrap();
+    let mut sink = Collect::default();
+    open(&p, Some(trust))?.import(&mut sink)?;
+    Ok(sink.0)
+}
+
+fn assert_integrity(r: Result<Vec<Got>, BundleError>, what: &str) -> String {
+    match r {
+        Ok(got) => panic!("{what}: accepted, sink got {got:?}"),
+        Err(e) => {
+            assert_eq!(
+                e.class(),
+                ErrorClass::Integrity,
+                "{what}: wrong class for {e}"
+            );
+            let msg = e.to_string();
+            assert!(
+                !msg.contains('\n'),
+                "{what}: message must be one line: {msg}"
+            );
+            msg
+        }
+    }
+}
+
+fn sample_tree(root: &Path) {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("share/deep/er")).unwrap();
+    fs::write(root.join("bin/hello"), b"#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o4777)).unwrap();
+    fs::write(root.join("share/empty"), b"").unwrap();
+    fs::write(root.join("share/deep/er/data"), vec![7u8; 70_000]).unwrap();
+    fs::hard_link(
+        root.join("share/deep/er/data"),
+        root.join("share/data-again"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("deep/er/data", root.join("share/link")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/libc.so.6", root.join("share/abs-link")).unwrap();
+    let long = "x".repeat(120);
+    fs::write(root.join("share").join(&long), b"long name").unwrap();
+}
+
+fn good_bundle(fx: &Fx, compression: Compression) -> PathBuf {
+    let root = fx.path("root");
+    if !root.exists() {
+        sample_tree(&root);
+    }
+    let m = fx.path("m.toml");
+    fs::write(&m, APP).unwrap();
+    let out = fx.path(match compression {
+        Compression::None => "good.bundle",
+        Compression::Zstd => "good-zst.bundle",
+    });
+    appmgr_bundle::create(
+        &m,
+        appmgr_bundle::Source::Root(&root),
+        &fx.key,
+        &out,
+        compression,
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn roundtrip_preserves_tree_and_canonicalizes_modes() {
+    let fx = fixture();
+    for c in [Compression::None, Compression::Zstd] {
+        let b = good_bundle(&fx, c);
+        let (m, signer, summary) = verify(&b, &fx.trust()).unwrap();
+        assert_eq!(m.id.as_str(), "org.example.Hello");
+        assert_eq!(signer, "vendor");
+        let got = import_bytes(&fx, &fs::read(&b).unwrap()).unwrap();
+        assert_eq!(summary.entries, got.len() as u64);
+        assert!(got.contains(&Got::File(
+            "bin/hello".into(),
+            true,
+            b"#!/bin/sh\necho hi\n".to_vec()
+        )));
+        assert!(got.contains(&Got::File("share/empty".into(), false, vec![])));
+        // The walk is sorted, so `data-again` is the first name and `deep/er/data` the link.
+        assert!(got.contains(&Got::Hard(
+            "share/deep/er/data".into(),
+            "share/data-again".into()
+        )));
+        assert!(got.contains(&Got::Link("share/link".into(), "deep/er/data".into())));
+        assert!(got.contains(&Got::Link(
+            "share/abs-link".into(),
+            "/usr/lib/libc.so.6".into()
+        )));
+        assert!(got.contains(&Got::File(
+            format!("share/{}", "x".repeat(120)),
+            false,
+            b"long name".to_vec()
+        )));
+        // Parents before children.
+        let pos = |g: &Got| got.iter().position(|x| x == g).unwrap();
+        assert!(pos(&Got::Dir("share/deep".into())) < pos(&Got::Dir("share/deep/er".into())));
+    }
+    // Deterministic: the same tree gives the same payload digest.
+    let a = verify(&good_bundle(&fx, Compression::Zstd), &fx.trust())
+        .unwrap()
+        .2;
+    let b = verify(&good_bundle(&fx, Compression::Zstd), &fx.trust())
+        .unwrap()
+        .2;
+    assert_eq!(a.payload_sha256, b.payload_sha256);
+}
+
+#[test]
+fn every_flipped_byte_is_detected() {
+    let fx = fixture();
+    let fxroot = fx.path("root");
+    fs::create_dir_all(fxroot.join("bin")).unwrap();
+    fs::write(fxroot.join("bin/hello"), b"hi").unwrap();
+    let m = fx.path("m.toml");
+    fs::write(&m, APP).unwrap();
+    for c in [Compression::None, Compression::Zstd] {
+        let out = fx.path("small.bundle");
+        appmgr_bundle::create(&m, appmgr_bundle::Source::Root(&fxroot), &fx.key, &out, c).unwrap();
+        let good = fs::read(&out).unwrap();
+        let trust = fx.trust();
+        assert!(import_with(&fx, &trust, &good).is_ok());
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            assert_integrity(
+                import_with(&fx, &trust, &bad),
+                &format!("flip at {i} ({c:?})"),
+            );
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_offset_empty_and_random_are_refused() {
+    let fx = fixture();
+    let good = fs::read(good_bundle(&fx, Compression::Zstd)).unwrap();
+    let step = (good.len() / 2000).max(1);
+    for n in (0..good.len()).step_by(step) {
+        assert_integrity(import_bytes(&fx, &good[..n]), &format!("truncated at {n}"));
+    }
+    assert_integrity(import_bytes(&fx, &good[..good.len() - 1]), "last byte cut");
+    assert_integrity(import_bytes(&fx, b""), "empty");
+    use rand::RngCore;
+    let mut rng = rand::thread_rng();
+    for len in [1usize, 511, 512, 4096, 100_000] {
+        let mut junk = vec![0u8; len];
+        rng.fill_bytes(&mut junk);
+        assert_integrity(import_bytes(&fx, &junk), &format!("{len} random bytes"));
+    }
+    let mut padded = good.clone();
+    padded.extend_from_slice(&[0u8; 512]);
+    assert_integrity(import_bytes(&fx, &padded), "trailing zero block");
+}
+
+#[test]
+fn untrusted_removed_and_out_of_scope_keys_are_refused() {
+    let fx = fixture();
+    let b = good_bundle(&fx, Compression::None);
+    // Unknown key: a trust store holding another key only.
+    let other = tempfile::tempdir().unwrap();
+    let (_, p2) = keys::generate(&other.path().join("other")).unwrap();
+    let cfg2 = other.path().join("etc");
+    TrustStore::add(&cfg2, &p2, &[]).unwrap();
+    let e = verify(&b, &TrustStore::load(&cfg2).unwrap()).unwrap_err();
+    assert!(matches!(e, BundleError::Untrusted { .. }), "{e}");
+    assert_eq!(e.class(), ErrorClass::Integrity);
+    // No keys at all.
+    assert!(matches!(
+        verify(&b, &TrustStore::default()),
+        Err(BundleError::Untrusted { .. })
+    ));
+    // Scoped key that does not cover the ID.
+    let pubk = fx.path("vendor.pub");
+    TrustStore::add(&fx.cfg, &pubk, &[Glob::new("com.other.*").unwrap()]).unwrap();
+    let e = verify(&b, &fx.trust()).unwrap_err();
+    assert!(matches!(e, BundleError::OutOfScope { .. }), "{e}");
+    assert!(e.to_string().contains("org.example.Hello"));
+    TrustStore::add(&fx.cfg, &pubk, &[Glob::new("org.example.*").unwrap()]).unwrap();
+    verify(&b, &fx.trust()).unwrap();
+    // Removed key.
+    TrustStore::remove(&fx.cfg, "vendor").unwrap();
+    assert!(matches!(
+        verify(&b, &fx.trust()),
+        Err(BundleError::Untrusted { .. })
+    ));
+}
+
+#[test]
+fn malformed_signatures_are_refused() {
+    let fx = fixture();
+    let good = fs::read(good_bundle(&fx, Compression::None)).unwrap();
+    let b = fx.path("x.bundle");
+    fs::write(&b, &good).unwrap();
+    let ob = open(&b, None).unwrap();
+    let manifest = ob.manifest_bytes().to_vec();
+    let payload_off = 512 + manifest.len() + container::padding(manifest.len() as u64) + 1024 + 512;
+    let info = ob.manifest().payload.clone().unwrap();
+    let payload = good[payload_off..payload_off + info.size as usize].to_vec();
+    let sig = keys::sign(&keys::load_secret(&fx.key).unwrap(), &manifest);
+    assert!(import_bytes(&fx, &assemble(&manifest, &sig, &payload, Compression::None)).is_ok());
+    let mut noncanon = sig;
+    // s + l: add the group order to s (little-endian); strict verification refuses it.
+    let l: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let s = noncanon[32 + i] as u16 + l[i] as u16 + carry;
+        noncanon[32 + i] = s as u8;
+        carry = s >> 8;
+    }
+    for (what, sig) in [
+        ("all zero", vec![0u8; 64]),
+        ("short", sig[..63].to_vec()),
+        ("long", [&sig[..], &[0u8]].concat()),
+        ("empty", vec![]),
+        ("non-canonical s", noncanon.to_vec()),
+        ("bit flip", {
+            let mut s = sig.to_vec();
+            s[10] ^= 4;
+            s
+        }),
+    ] {
+        assert_integrity(
+            import_bytes(&fx, &assemble(&manifest, &sig, &payload, Compression::None)),
+            what,
+        );
+    }
+}
+
+fn hostile(fx: &Fx, payload: Vec<u8>, entries: u64, installed: u64, what: &str) -> String {
+    let bytes = sign_raw(
+        fx,
+        APP,
+        &end_of_tar(payload),
+        Compression::None,
+        entries,
+        installed,
+    );
+    assert_integrity(import_bytes(fx, &bytes), what)
+}
+
+#[test]
+fn hostile_archive_entries_are_refused() {
+    let fx = fixture();
+    let d = |n: &str| raw_entry(n.as_bytes(), b'5', b"", b"", 0o755);
+    let f = |n: &str| raw_entry(n.as_bytes(), b'0', b"", b"x", 0o644);
+    let sym = |n: &str, t: &str| raw_entry(n.as_bytes(), b'2', t.as_bytes(), b"", 0o777);
+    let hard = |n: &str, t: &str| raw_entry(n.as_bytes(), b'1', t.as_bytes(), b"", 0o644);
+    let cases: Vec<(&str, Vec<u8>, u64, u64)> = vec![
+        ("dotdot", f("../evil"), 1, 1),
+        ("inner dotdot", [d("a"), f("a/../../evil")].concat(), 2, 1),
+        ("absolute", f("/etc/evil"), 1, 1),
+        (
+            "symlink parent abs",
+            [sym("l", "/etc"), f("l/passwd")].concat(),
+            2,
+            1,
+        ),
+        (
+            "symlink parent rel",
+            [d("a"), sym("a/l", ".."), f("a/l/x")].concat(),
+            3,
+            1,
+        ),
+        ("escaping symlink", sym("up", "../../etc/shadow"), 1, 0),
+        ("hardlink outside", hard("h", "../../etc/passwd"), 1, 0),
+        ("hardlink absolute", hard("h", "/etc/passwd"), 1, 0),
+        (
+            "hardlink unseen",
+            [hard("h", "later"), f("later")].concat(),
+            2,
+            1,
+        ),
+        ("hardlink to dir", [d("a"), hard("h", "a")].concat(), 2, 0),
+        (
+            "hardlink to symlink",
+            [sym("s", "x"), hard("h", "s")].concat(),
+            2,
+            0,
+        ),
+        (
+            "char device",
+            raw_entry(b"null", b'3', b"", b"", 0o666),
+            1,
+            0,
+        ),
+        (
+            "block device",
+            raw_entry(b"sda", b'4', b"", b"", 0o660),
+            1,
+            0,
+        ),
+        ("fifo", raw_entry(b"fifo", b'6', b"", b"", 0o644), 1, 0),
+        (
+            "gnu sparse",
+            raw_entry(b"sparse", b'S', b"", b"", 0o644),
+            1,
+            0,
+        ),
+        ("duplicate", [f("a"), f("a")].concat(), 2, 2),
+        ("file then child", [f("a"), f("a/b")].concat(), 2, 2),
+        ("control char", f("bad\x1bname"), 1, 1),
+        ("bidi override", f("bad\u{202e}name"), 1, 1),
+        ("deep path", f(&vec!["d"; 70].join("/")), 71, 1),
+        (
+            "non utf8",
+            raw_entry(b"bad\xffname", b'0', b"", b"x", 0o644),
+            1,
+            1,
+        ),
+    ];
+    for (what, payload, entries, installed) in cases {
+        let msg = hostile(&fx, payload, entries, installed, what);
+        assert!(
+            msg.contains("unsafe") || msg.contains("malformed"),
+            "{what}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn setuid_and_world_writable_modes_are_stripped() {
+    let fx = fixture();
+    let payload = end_of_tar(
+        [
+            raw_entry(b"suid", b'0', b"", b"x", 0o4755),
+            raw_entry(b"sgid", b'0', b"", b"x", 0o2644),
+            raw_entry(b"ww", b'0', b"", b"x", 0o666),
+        ]
+        .concat(),
+    );
+    let got = import_bytes(&fx, &sign_raw(&fx, APP, &payload, Compression::None, 3, 3)).unwrap();
+    // The sink only ever learns "executable or not": modes are canonical 0755/0644.
+    assert_eq!(
+        got,
+        vec![
+            Got::File("suid".into(), true, b"x".to_vec()),
+            Got::File("sgid".into(), false, b"x".to_vec()),
+            Got::File("ww".into(), false, b"x".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn bombs_and_limits_are_bounded() {
+    let fx = fixture();
+    // 64 MiB of zeros in one file compresses to a few KiB; the manifest declares 1 KiB.
+    let big = raw_entry(b"bomb", b'0', b"", &vec![0u8; 64 << 20], 0o644);
+    let compressed = zstd::encode_all(&end_of_tar(big)[..], 19).unwrap();
+    let t = std::time::Instant::now();
+    let bytes = sign_raw(&fx, APP, &compressed, Compression::Zstd, 1, 1024);
+    let msg = assert_integrity(import_bytes(&fx, &bytes), "zstd bomb");
+    assert!(msg.contains("limit"), "{msg}");
+    // Bounded work: the refusal comes long before 64 MiB are produced (not a timing
+    // threshold on speed, a sanity bound against unbounded loops).
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    // A sparse-looking entry declaring a huge size with no data: truncated, refused.
+    let mut huge = raw_entry(b"huge", b'0', b"", b"", 0o644);
+    huge[124..136].copy_from_slice(b"77777777777\0");
+    let sum: u32 = {
+        let mut h = huge[..512].to_vec();
+        h[148..156].copy_from_slice(b"        ");
+        h.iter().map(|b| *b as u32).sum()
+    };
+    huge[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    hostile(&fx, huge, 1, 1 << 40, "huge apparent size");
+    // More entries than declared.
+    let many: Vec<u8> = (0..50)
+        .flat_map(|i| raw_entry(format!("f{i}").as_bytes(), b'0', b"", b"", 0o644))
+        .collect();
+    let msg = hostile(&fx, many, 10, 0, "more entries than declared");
+    assert!(msg.contains("limit"), "{msg}");
+    // Millions of entries declared: refused before reading.
+    let bytes = sign_raw(
+        &fx,
+        APP,
+        &end_of_tar(vec![]),
+        Compression::None,
+        5_000_000,
+        0,
+    );
+    let msg = assert_integrity(import_bytes(&fx, &bytes), "millions declared");
+    assert!(msg.contains("entries"), "{msg}");
+}
+
+#[test]
+fn manifest_lies_about_counts_are_refused() {
+    let fx = fixture();
+    let payload = end_of_tar(raw_entry(b"a", b'0', b"", b"abc", 0o644));
+    hostile(&fx, payload.clone(), 2, 3, "entries overstated");
+    hostile(&fx, payload, 1, 4, "size overstated");
+}
+
+#[test]
+fn file_rewritten_or_swapped_during_import() {
+    let fx = fixture();
+    // Larger than the reader's buffer, so the rewrite lands in bytes not yet read.
+    let root = fx.path("root");
+    sample_tree(&root);
+    use rand::RngCore;
+    let mut big = vec![0u8; 3 << 20];
+    rand::thread_rng().fill_bytes(&mut big);
+    fs::write(root.join("zbig"), &big).unwrap(); // sorts last: read after the first directory
+    let good = good_bundle(&fx, Compression::None);
+    let target = fx.path("live.bundle");
+
+    // Rewritten in place after verification started: the digest no longer matches.
+    fs::copy(&good, &target).unwrap();
+    struct Rewrite(PathBuf, bool);
+    impl PayloadSink for Rewrite {
+        fn directory(&mut self, _: &RelPath) -> Result<(), SinkError> {
+            if !self.1 {
+                self.1 = true;
+                use std::io::{Seek, SeekFrom, Write};
+                let mut f = fs::OpenOptions::new().write(true).open(&self.0).unwrap();
+                let len = f.metadata().unwrap().len();
+                // Overwrite payload bytes near the end, well past what has been read.
+                f.seek(SeekFrom::Start(len - 200_000)).unwrap();
+                f.write_all(&vec![0x55u8; 100_000]).unwrap();
+            }
+            Ok(())
+        }
+        fn file(
+            &mut self,
+            _: &RelPath,
+            _: bool,
+            _: u64,
+            r: &mut dyn Read,
+        ) -> Result<(), SinkError> {
+            std::io::copy(r, &mut std::io::sink())?;
+            Ok(())
+        }
+        fn symlink(&mut self, _: &RelPath, _: &str) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn hardlink(&mut self, _: &RelPath, _: &RelPath) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+    let r = open(&target, Some(&fx.trust()))
+        .unwrap()
+        .import(&mut Rewrite(target.clone(), false));
+    let e = r.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Integrity, "{e}");
+
+    // Swapped by rename: the open descriptor still reads the verified file to the end.
+    fs::copy(&good, &target).unwrap();
+    let ob = open(&target, Some(&fx.trust())).unwrap();
+    let evil = fx.path("evil.bundle");
+    fs::write(&evil, b"not a bundle").unwrap();
+    fs::rename(&evil, &target).unwrap();
+    let mut sink = Collect::default();
+    ob.import(&mut sink).unwrap();
+    let expected = import_bytes(&fx, &fs::read(&good).unwrap()).unwrap();
+    assert_eq!(sink.0, expected);
+}
+
+#[test]
+fn create_refuses_special_files_and_hostile_payload_tars() {
+    let fx = fixture();
+    let m = fx.path("m.toml");
+    fs::write(&m, APP).unwrap();
+    let root = fx.path("special");
+    fs::create_dir_all(&root).unwrap();
+    let fifo = root.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = fx.path("o.bundle");
+    let e = appmgr_bundle::create(
+        &m,
+        appmgr_bundle::Source::Root(&root),
+        &fx.key,
+        &out,
+        Compression::Zstd,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("FIFO"), "{e}");
+    assert!(!out.exists());
+    let tarp = fx.path("evil.tar");
+    fs::write(
+        &tarp,
+        end_of_tar(raw_entry(b"../x", b'0', b"", b"x", 0o644)),
+    )
+    .unwrap();
+    let e = appmgr_bundle::create(
+        &m,
+        appmgr_bundle::Source::Tar(&tarp),
+        &fx.key,
+        &out,
+        Compression::Zstd,
+    )
+    .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Integrity, "{e}");
+    assert!(!out.exists());
+    // No temporary files are left next to the output.
+    let leftovers: Vec<_> = fs::read_dir(fx.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".appmgr"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A well-formed build-system tar (with ./ prefixes and no directory entries) works
+    // and is canonicalized.
+    let ok_tar = fx.path("ok.tar");
+    fs::write(
+        &ok_tar,
+        end_of_tar(
+            [
+                raw_entry(b"./", b'5', b"", b"", 0o777),
+                raw_entry(b"./bin/hello", b'0', b"", b"hi", 0o4775),
+            ]
+            .concat(),
+        ),
+    )
+    .unwrap();
+    appmgr_bundle::create(
+        &m,
+        appmgr_bundle::Source::Tar(&ok_tar),
+        &fx.key,
+        &out,
+        Compression::None,
+    )
+    .unwrap();
+    let got = import_bytes(&fx, &fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Got::Dir("bin".into()),
+            Got::File("bin/hello".into(), true, b"hi".to_vec())
+        ]
+    );
+}
