@@ -1,1 +1,561 @@
-//! appmgr-probe (being written)
+//! appmgr-probe: a static binary run *inside* the sandbox by the tests (and by integrators
+//! on a target board) that reports, as one JSON object on stdout, what the process can
+//! see and do: ids, capability sets, `NoNewPrivs`, `Seccomp`, namespaces, mounts, visible
+//! processes, open fds, network interfaces, environment, argv, the result of writing to
+//! `/usr`, `/app`, `/sys`, `/proc/sys`, and the errno of every blocked syscall made with
+//! side-effect-free arguments (bad fds, null pointers, invalid flags). An allowed call
+//! then fails with EBADF/EFAULT/EINVAL/ENOENT/...; a blocked one with the filter's
+//! EPERM/ENOSYS/EAFNOSUPPORT.
+//!
+//! Modes (first argument):
+//! - `report` (default): the JSON report.
+//! - `load-filter FILE`: load the BPF program in FILE (after no_new_privs), then report:
+//!   run as root outside any sandbox, this shows that the errno comes from the filter and
+//!   not from a missing capability.
+//! - `int80` / `x32` (x86_64): make `getpid` through the i386 / x32 ABI; expected to be
+//!   killed by SIGSYS.
+//! - `sleep`: sleep until killed (for signal and death tests); prints `ready`.
+//!
+//! Built statically (`-C target-feature=+crt-static`) so it runs in any runtime tree.
+
+use appmgr_sandbox::sys::probe_syscall;
+use std::fmt::Write as _;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn arr(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items.iter().map(|s| esc(s)).collect::<Vec<_>>().join(",")
+    )
+}
+
+fn obj(items: &[(String, String)]) -> String {
+    format!(
+        "{{{}}}",
+        items
+            .iter()
+            .map(|(k, v)| format!("{}:{}", esc(k), v))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// errno name for the report.
+pub fn errno_name(e: i32) -> String {
+    let n = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EBADF => "EBADF",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTTY => "ENOTTY",
+        libc::EROFS => "EROFS",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::ENODEV => "ENODEV",
+        libc::ENOMEM => "ENOMEM",
+        libc::EIO => "EIO",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        _ => return format!("E{e}"),
+    };
+    n.to_string()
+}
+
+const BAD: usize = usize::MAX; // an invalid pointer / fd (-1)
+const BADPTR: usize = 8; // a non-null pointer into the unmapped first page
+const NOPATH: &[u8] = b"/nonexistent-appmgr-probe/x\0";
+
+fn nopath() -> usize {
+    NOPATH.as_ptr() as usize
+}
+
+/// The battery: (name, syscall number, arguments). Every call is harmless if allowed.
+fn battery() -> Vec<(&'static str, libc::c_long, [usize; 6])> {
+    use libc::*;
+    let ns = |f: c_int| (f | CLONE_THREAD) as usize; // CLONE_THREAD w/o SIGHAND: EINVAL
+    let mut v: Vec<(&'static str, c_long, [usize; 6])> = vec![
+        (
+            "ioctl_tiocsti",
+            SYS_ioctl,
+            [BAD, TIOCSTI as usize, 0, 0, 0, 0],
+        ),
+        (
+            "ioctl_tiocsti_high_bits",
+            SYS_ioctl,
+            [BAD, (1usize << 32) | TIOCSTI as usize, 0, 0, 0, 0],
+        ),
+        (
+            "ioctl_tioclinux",
+            SYS_ioctl,
+            [BAD, TIOCLINUX as usize, 0, 0, 0, 0],
+        ),
+        (
+            "ioctl_fionread",
+            SYS_ioctl,
+            [BAD, FIONREAD as usize, 0, 0, 0, 0],
+        ),
+        (
+            "clone_newuser",
+            SYS_clone,
+            [ns(CLONE_NEWUSER), 0, 0, 0, 0, 0],
+        ),
+        ("clone_newns", SYS_clone, [ns(CLONE_NEWNS), 0, 0, 0, 0, 0]),
+        ("clone_newpid", SYS_clone, [ns(CLONE_NEWPID), 0, 0, 0, 0, 0]),
+        ("clone_newnet", SYS_clone, [ns(CLONE_NEWNET), 0, 0, 0, 0, 0]),
+        ("clone_plain", SYS_clone, [ns(0), 0, 0, 0, 0, 0]),
+        (
+            "unshare",
+            SYS_unshare,
+            [(CLONE_NEWUSER | 1) as usize, 0, 0, 0, 0, 0],
+        ),
+        ("setns", SYS_setns, [BAD, 0, 0, 0, 0, 0]),
+        ("clone3", SYS_clone3, [0, 0, 0, 0, 0, 0]),
+        ("fsopen", SYS_fsopen, [0, 0, 0, 0, 0, 0]),
+        ("fsconfig", SYS_fsconfig, [BAD, 0, 0, 0, 0, 0]),
+        ("fsmount", SYS_fsmount, [BAD, 0, 0, 0, 0, 0]),
+        ("fspick", SYS_fspick, [BAD, 0, 0, 0, 0, 0]),
+        ("open_tree", SYS_open_tree, [BAD, 0, 0, 0, 0, 0]),
+        ("move_mount", SYS_move_mount, [BAD, 0, BAD, 0, 0, 0]),
+        ("mount_setattr", SYS_mount_setattr, [BAD, 0, 0, 0, 0, 0]),
+        ("mount", SYS_mount, [0, 0, 0, 0, 0, 0]),
+        ("umount2", SYS_umount2, [0, 0xffff_ffff, 0, 0, 0, 0]),
+        ("pivot_root", SYS_pivot_root, [0, 0, 0, 0, 0, 0]),
+        ("chroot", SYS_chroot, [0, 0, 0, 0, 0, 0]),
+        ("ptrace", SYS_ptrace, [0x7fff_ffff, 0, 0, 0, 0, 0]),
+        (
+            "process_vm_readv",
+            SYS_process_vm_readv,
+            [0, BADPTR, 1, BADPTR, 1, 1],
+        ),
+        (
+            "process_vm_writev",
+            SYS_process_vm_writev,
+            [0, BADPTR, 1, BADPTR, 1, 1],
+        ),
+        (
+            "perf_event_open",
+            SYS_perf_event_open,
+            [0, 0, BAD, BAD, 0, 0],
+        ),
+        ("keyctl", SYS_keyctl, [0x7fff_ffff, 0, 0, 0, 0, 0]),
+        ("add_key", SYS_add_key, [0, 0, 0, 0, 0, 0]),
+        ("request_key", SYS_request_key, [0, 0, 0, 0, 0, 0]),
+        ("bpf", SYS_bpf, [0x7fff_ffff, 0, 0, 0, 0, 0]),
+        ("userfaultfd", SYS_userfaultfd, [0xffff_ffff, 0, 0, 0, 0, 0]),
+        ("io_uring_setup", SYS_io_uring_setup, [0, 0, 0, 0, 0, 0]),
+        ("io_uring_enter", SYS_io_uring_enter, [BAD, 0, 0, 0, 0, 0]),
+        (
+            "io_uring_register",
+            SYS_io_uring_register,
+            [BAD, 0, 0, 0, 0, 0],
+        ),
+        ("kexec_load", SYS_kexec_load, [0, 0, 0, 0xffff_ffff, 0, 0]),
+        (
+            "kexec_file_load",
+            SYS_kexec_file_load,
+            [BAD, BAD, 0, 0, 0xffff_ffff, 0],
+        ),
+        ("init_module", SYS_init_module, [0, 0, 0, 0, 0, 0]),
+        ("finit_module", SYS_finit_module, [BAD, 0, 0, 0, 0, 0]),
+        ("delete_module", SYS_delete_module, [0, 0, 0, 0, 0, 0]),
+        (
+            "personality_query",
+            SYS_personality,
+            [0xffff_ffff, 0, 0, 0, 0, 0],
+        ),
+        ("personality_bsd", SYS_personality, [0x0006, 0, 0, 0, 0, 0]),
+        ("personality_linux", SYS_personality, [0, 0, 0, 0, 0, 0]),
+        ("syslog", SYS_syslog, [0xff, 0, 0, 0, 0, 0]),
+        ("acct", SYS_acct, [BADPTR, 0, 0, 0, 0, 0]),
+        ("quotactl", SYS_quotactl, [0, 0, 0, 0, 0, 0]),
+        ("mbind", SYS_mbind, [1, 0, 0, 0, 0, 0]),
+        (
+            "get_mempolicy",
+            SYS_get_mempolicy,
+            [0, 0, 0, 0, 0xffff_ffff, 0],
+        ),
+        ("set_mempolicy", SYS_set_mempolicy, [0xffff, 0, 0, 0, 0, 0]),
+        (
+            "migrate_pages",
+            SYS_migrate_pages,
+            [0, 1, BADPTR, BADPTR, 0, 0],
+        ),
+        (
+            "move_pages",
+            SYS_move_pages,
+            [0, 1, BADPTR, 0, BADPTR, 0xffff_ffff],
+        ),
+        (
+            "name_to_handle_at",
+            SYS_name_to_handle_at,
+            [BAD, 0, 0, 0, 0, 0],
+        ),
+        (
+            "open_by_handle_at",
+            SYS_open_by_handle_at,
+            [BAD, 0, 0, 0, 0, 0],
+        ),
+        ("openat2", SYS_openat2, [BAD, 0, 0, 0, 0, 0]),
+        ("swapon", SYS_swapon, [0, 0, 0, 0, 0, 0]),
+        ("reboot", SYS_reboot, [0, 0, 0, 0, 0, 0]),
+        ("sethostname", SYS_sethostname, [0, 1 << 20, 0, 0, 0, 0]),
+        ("fchmod_setuid", SYS_fchmod, [BAD, 0o4755, 0, 0, 0, 0]),
+        ("fchmod_setgid", SYS_fchmod, [BAD, 0o2755, 0, 0, 0, 0]),
+        ("fchmod_plain", SYS_fchmod, [BAD, 0o755, 0, 0, 0, 0]),
+        (
+            "fchmodat_setuid",
+            SYS_fchmodat,
+            [AT_FDCWD as usize, nopath(), 0o4755, 0, 0, 0],
+        ),
+        (
+            "mknodat_setuid",
+            SYS_mknodat,
+            [
+                AT_FDCWD as usize,
+                nopath(),
+                (S_IFREG | 0o4755) as usize,
+                0,
+                0,
+                0,
+            ],
+        ),
+        (
+            "openat_creat_setuid",
+            SYS_openat,
+            [
+                AT_FDCWD as usize,
+                nopath(),
+                (O_CREAT | O_WRONLY) as usize,
+                0o4755,
+                0,
+                0,
+            ],
+        ),
+        (
+            "openat_creat_setgid",
+            SYS_openat,
+            [
+                AT_FDCWD as usize,
+                nopath(),
+                (O_CREAT | O_WRONLY) as usize,
+                0o2755,
+                0,
+                0,
+            ],
+        ),
+        (
+            "openat_creat_plain",
+            SYS_openat,
+            [
+                AT_FDCWD as usize,
+                nopath(),
+                (O_CREAT | O_WRONLY) as usize,
+                0o644,
+                0,
+                0,
+            ],
+        ),
+        (
+            "fchmodat2_setuid",
+            452,
+            [AT_FDCWD as usize, nopath(), 0o4755, 0, 0, 0],
+        ),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        ("chmod_setuid", SYS_chmod, [nopath(), 0o4755, 0, 0, 0, 0]),
+        (
+            "mknod_setuid",
+            SYS_mknod,
+            [nopath(), (S_IFREG | 0o4755) as usize, 0, 0, 0, 0],
+        ),
+        (
+            "open_creat_setuid",
+            SYS_open,
+            [nopath(), (O_CREAT | O_WRONLY) as usize, 0o4755, 0, 0, 0],
+        ),
+        ("creat_setuid", SYS_creat, [nopath(), 0o4755, 0, 0, 0, 0]),
+        ("iopl", SYS_iopl, [4, 0, 0, 0, 0, 0]),
+        ("modify_ldt", SYS_modify_ldt, [0x7fff, 0, 0, 0, 0, 0]),
+    ]);
+    // socket(family, invalid type): an allowed family fails with EINVAL (the type is
+    // checked first), a blocked one with the filter's EAFNOSUPPORT.
+    for (name, fam) in [
+        ("socket_unix", AF_UNIX),
+        ("socket_inet", AF_INET),
+        ("socket_inet6", AF_INET6),
+        ("socket_netlink", AF_NETLINK),
+        ("socket_packet", AF_PACKET),
+        ("socket_key", AF_KEY),
+        ("socket_alg", AF_ALG),
+        ("socket_vsock", AF_VSOCK),
+        ("socket_bluetooth", AF_BLUETOOTH),
+        ("socket_can", AF_CAN),
+        ("socket_family_200", 200),
+    ] {
+        v.push((name, SYS_socket, [fam as usize, 15, 0, 0, 0, 0]));
+    }
+    v
+}
+
+fn syscalls() -> String {
+    let mut out = Vec::new();
+    for (name, nr, args) in battery() {
+        let r = match probe_syscall(nr, args) {
+            Ok(v) => {
+                // A call that unexpectedly succeeded and returned an fd: close it.
+                if name.starts_with("socket") || name.starts_with("open") {
+                    let _ = probe_syscall(libc::SYS_close, [v as usize, 0, 0, 0, 0, 0]);
+                }
+                "ok".to_string()
+            }
+            Err(e) => errno_name(e),
+        };
+        out.push((name.to_string(), esc(&r)));
+    }
+    obj(&out)
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn status() -> String {
+    let s = read("/proc/self/status");
+    let mut out = Vec::new();
+    for line in s.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            if [
+                "Uid",
+                "Gid",
+                "Groups",
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+                "Seccomp_filters",
+                "NSpid",
+            ]
+            .contains(&k)
+            {
+                out.push((k.to_string(), esc(v.trim())));
+            }
+        }
+    }
+    obj(&out)
+}
+
+fn namespaces() -> String {
+    let mut out = Vec::new();
+    for n in ["mnt", "pid", "net", "ipc", "uts", "cgroup", "user", "time"] {
+        let t = std::fs::read_link(format!("/proc/self/ns/{n}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        out.push((n.to_string(), esc(&t)));
+    }
+    obj(&out)
+}
+
+fn list_dir(p: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn fds() -> String {
+    // The directory being read is itself an open fd; it is reported with its target so
+    // the reader can discount it.
+    let mut out = Vec::new();
+    for n in list_dir("/proc/self/fd") {
+        let t = std::fs::read_link(format!("/proc/self/fd/{n}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "(closed)".into());
+        out.push((n, esc(&t)));
+    }
+    obj(&out)
+}
+
+fn try_write(path: &str) -> String {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+            "ok".into()
+        }
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn writes() -> String {
+    let mut out = Vec::new();
+    for p in [
+        "/usr/probe-write",
+        "/app/probe-write",
+        "/sys/kernel/probe-write",
+        "/proc/sys/kernel/hostname",
+        "/proc/sysrq-trigger",
+        "/probe-write",
+        "/etc/probe-write",
+        "/etc/passwd",
+        "/dev/probe-write",
+        "/tmp/probe-write",
+        "/home/app/probe-write",
+    ] {
+        out.push((p.to_string(), esc(&try_write(p))));
+    }
+    obj(&out)
+}
+
+fn interfaces() -> Vec<String> {
+    read("/proc/net/dev")
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+fn kill_signal_test() -> String {
+    // Signalling pid 1 of the sandbox (init) and a pid outside (there is none visible):
+    // ESRCH for pids that do not exist in this namespace.
+    let r = probe_syscall(libc::SYS_kill, [99999, 0, 0, 0, 0, 0]);
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => errno_name(e),
+    }
+}
+
+/// The full report as a JSON object.
+pub fn report(args: &[String]) -> String {
+    let pids: Vec<String> = list_dir("/proc")
+        .into_iter()
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let mounts: Vec<String> = read("/proc/self/mounts")
+        .lines()
+        .map(String::from)
+        .collect();
+    let env: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
+    let fields: Vec<(String, String)> = vec![
+        ("pid".into(), std::process::id().to_string()),
+        ("status".into(), status()),
+        ("namespaces".into(), namespaces()),
+        ("mounts".into(), arr(&mounts)),
+        ("pids".into(), arr(&pids)),
+        ("fds".into(), fds()),
+        ("interfaces".into(), arr(&interfaces())),
+        ("writes".into(), writes()),
+        ("syscalls".into(), syscalls()),
+        ("kill_outside".into(), esc(&kill_signal_test())),
+        ("env".into(), arr(&env)),
+        ("argv".into(), arr(args)),
+        (
+            "cwd".into(),
+            esc(&std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
+        ),
+        (
+            "hostname".into(),
+            esc(read("/proc/sys/kernel/hostname").trim()),
+        ),
+        ("root_entries".into(), arr(&list_dir("/"))),
+        ("dev_entries".into(), arr(&list_dir("/dev"))),
+        ("etc_entries".into(), arr(&list_dir("/etc"))),
+        ("passwd".into(), esc(&read("/etc/passwd"))),
+    ];
+    obj(&fields)
+}
+
+/// Entry point; returns the exit status.
+pub fn run(args: &[String]) -> i32 {
+    match args.get(1).map(String::as_str) {
+        None | Some("report") => {
+            println!("{}", report(args));
+            0
+        }
+        Some("load-filter") => {
+            let Some(bpf) = args.get(2).and_then(|p| std::fs::read(p).ok()) else {
+                eprintln!("appmgr-probe: load-filter FILE: cannot read FILE");
+                return 2;
+            };
+            // PR_SET_NO_NEW_PRIVS = 38
+            if let Err(e) = probe_syscall(libc::SYS_prctl, [38, 1, 0, 0, 0, 0]) {
+                eprintln!("appmgr-probe: no_new_privs: {}", errno_name(e));
+                return 1;
+            }
+            if let Err(e) = appmgr_sandbox::sys::seccomp_set_filter(&bpf) {
+                eprintln!("appmgr-probe: load filter: {e}");
+                return 1;
+            }
+            println!("{}", report(args));
+            0
+        }
+        #[cfg(target_arch = "x86_64")]
+        Some("int80") => {
+            let r = appmgr_sandbox::sys::probe_int80_getpid();
+            println!("survived int80: {r}");
+            0
+        }
+        #[cfg(target_arch = "x86_64")]
+        Some("x32") => {
+            let r = probe_syscall(0x4000_0000 | libc::SYS_getpid, [0; 6]);
+            println!("survived x32: {r:?}");
+            0
+        }
+        Some("sleep") => {
+            println!("ready");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Some(_) => {
+            // Anything else: print argv as JSON (argument passing test).
+            println!("{}", obj(&[("argv".into(), arr(args))]));
+            0
+        }
+    }
+}

@@ -1,1 +1,46 @@
-//! appmgr-sandbox (being written)
+//! appmgr-sandbox: the launch plan and the `appmgr-launch` executor.
+//!
+//! **Plan, then apply.** [`build_plan`] turns a [`LaunchSpec`] (deployment paths, the
+//! effective [`appmgr_types::Permissions`], the app's uid/gid, resolved device nodes,
+//! command and arguments, cgroup files) into a [`LaunchPlan`]: plain, serializable data
+//! listing every mount, namespace, id, environment variable and seccomp setting. It does no
+//! I/O and is unit-tested; `appmgr run --print-plan` prints it.
+//!
+//! **A separate, single-threaded launcher.** The CLI (and later the tokio daemon) never
+//! sets up namespaces itself: [`exec_launcher`] / [`launcher_command`] start the
+//! `appmgr-launch` binary with the plan in a sealed memfd and an empty environment. The
+//! launcher (see the `launch` module docs for the process layout and ordering) joins the
+//! cgroups, unshares mount/pid/uts/cgroup (and ipc/net unless granted) namespaces, builds
+//! a read-only tmpfs root (`/usr` = runtime, `/app` = app, both read-only `nosuid,nodev`,
+//! private `/proc`, read-only `/sys`, minimal `/dev`, private `/tmp`, generated `/etc`
+//! files, the data dir as `HOME` bound through a descriptor opened without following
+//! symlinks), pivots into it, and runs the app as its own uid with no capabilities,
+//! `no_new_privs`, a seccomp filter (cached BPF per grant) and only fds 0-2. It stays as
+//! the parent outside, a tiny init is pid 1 inside; the launcher exits with the app's
+//! status and forwards signals; if it dies, the sandbox dies.
+//!
+//! **unsafe** is confined to the `sys` module.
+//!
+//! Limits: `sockets`, `dbus-*` and `portals` grants are not bound yet (portals and the bus
+//! are separate crates); filesystem grants are bound non-recursively (submounts of a
+//! granted path are not visible); Ctrl-C on a terminal reaches the app both directly and
+//! through the forwarding chain.
+
+mod exec;
+mod launch;
+mod plan;
+pub mod seccomp;
+pub mod sys;
+
+pub use exec::{
+    exec_launcher, launcher_command, launcher_path, plan_memfd, read_plan_fd, ExecError,
+    LAUNCHER_ENV, LAUNCHER_NAME,
+};
+pub use launch::{
+    run as run_launcher, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND,
+};
+pub use plan::{
+    build_plan, BindSource, LaunchPlan, LaunchSpec, MountOp, Namespaces, PlanError, PLAN_VERSION,
+    SANDBOX_HOME, SANDBOX_USER,
+};
+pub use seccomp::SeccompPlan;

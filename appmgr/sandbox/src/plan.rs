@@ -1,0 +1,896 @@
+//! The pure half: [`LaunchSpec`] (what the caller knows) → [`LaunchPlan`] (every mount,
+//! namespace, id, environment variable and seccomp setting the launcher will apply).
+//! No I/O happens here, so every decision is unit-tested and `appmgr run --print-plan`
+//! shows exactly what will be enforced.
+
+use crate::seccomp::SeccompPlan;
+use appmgr_types::{AllowFlag, AppId, FsAccess, Permissions};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Version of the plan format; the launcher refuses plans of another version (the CLI and
+/// the launcher are installed together, this catches a half-finished update).
+pub const PLAN_VERSION: u32 = 1;
+
+/// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
+pub const SANDBOX_HOME: &str = "/home/app";
+/// The app's login name inside the sandbox (`/etc/passwd`).
+pub const SANDBOX_USER: &str = "app";
+
+/// Everything the caller (CLI or daemon) knows about one launch. Plain data: the store
+/// gives the deployment paths and the uid/gid, `policy` the effective permissions,
+/// `appmgr-board` the device nodes, `cgroup` the `cgroup.procs` files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LaunchSpec {
+    pub app_id: AppId,
+    /// The runtime deployment's `files/` directory: mounted read-only at `/usr`.
+    pub runtime_files: PathBuf,
+    /// The app deployment's `files/` directory: mounted read-only at `/app`.
+    pub app_files: PathBuf,
+    /// The app's persistent data directory (host path): bound at [`SANDBOX_HOME`].
+    /// Created (mode 0700, owned by `uid:gid`) if missing; the launch is refused if any
+    /// component of the path is a symlink or the directory belongs to someone else.
+    pub data_dir: PathBuf,
+    /// The app's private runtime directory shared with the host (sockets other apps may
+    /// be granted), bound at `/run/user/UID`; same checks as `data_dir`. Without it,
+    /// `/run/user/UID` is an empty private directory.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
+    /// The app's own unprivileged ids, allocated by the store. 0 is refused.
+    pub uid: u32,
+    pub gid: u32,
+    /// The effective grant (requested ∩ policy).
+    pub permissions: Permissions,
+    /// Host device nodes for the granted devices, as resolved by `appmgr-board`; each is
+    /// bound at the same path. Must be below `/dev`.
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
+    /// The manifest's `command`: an absolute path below `/app` or `/usr`, or a plain name
+    /// looked up in `/app/bin`.
+    pub command: String,
+    /// Arguments, passed to the app as data (never interpreted by the launcher).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `cgroup.procs` files the launcher writes its pid into before it creates the
+    /// sandbox (the cgroup crate creates the cgroups).
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Names of caller environment variables the app may see (besides the ones the plan
+    /// builds). Loader and libc variables (`LD_*`, `GCONV_PATH`, ...) are refused.
+    #[serde(default)]
+    pub env_allow: Vec<String>,
+    /// The caller's environment (the CLI passes `std::env::vars()`); only `env_allow`ed
+    /// names are taken from it.
+    #[serde(default)]
+    pub caller_env: Vec<(String, String)>,
+    /// Root-owned directory for compiled seccomp filters.
+    pub cache_dir: PathBuf,
+    /// Time zone name (`Europe/Berlin`) for `/etc/localtime`; default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `LANG`; default `C.UTF-8`.
+    #[serde(default)]
+    pub lang: Option<String>,
+}
+
+/// Which namespaces the sandbox gets. A user namespace is never created (and the seccomp
+/// filter keeps the app from creating one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    pub mount: bool,
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    pub net: bool,
+    pub cgroup: bool,
+}
+
+/// Where the source of a bind mount comes from. Every source is opened by the launcher
+/// once, as an `O_PATH` file descriptor, before anything is mounted, and bound through
+/// that descriptor (`open_tree`/`move_mount`), so a path is never resolved twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum BindSource {
+    /// A deployment directory (trusted host path, store-owned).
+    Deployment(PathBuf),
+    /// A per-app directory (data dir, runtime dir): opened with `RESOLVE_NO_SYMLINKS`,
+    /// created if missing, must be a directory owned by the app's uid.
+    AppDir(PathBuf),
+    /// A device node: opened with `O_NOFOLLOW`, must be a character or block device.
+    Device(PathBuf),
+    /// A granted host path; skipped if it does not exist.
+    HostPath(PathBuf),
+}
+
+/// One step of building the sandbox's root, applied in order. `dest` is a path inside the
+/// sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum MountOp {
+    Dir {
+        dest: String,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+        dest: String,
+    },
+    Tmpfs {
+        dest: String,
+        mode: u32,
+        size_mib: u32,
+        noexec: bool,
+    },
+    Bind {
+        source: BindSource,
+        dest: String,
+        readonly: bool,
+        /// Device nodes need device access; everything else is `nodev`.
+        dev: bool,
+    },
+    Proc {
+        dest: String,
+    },
+    /// A new sysfs instance (it shows the sandbox's network namespace), read-only.
+    Sysfs {
+        dest: String,
+    },
+    Devpts {
+        dest: String,
+    },
+    /// Bind a path of the sandbox onto itself read-only (`/proc/sys`, ...).
+    RemountReadonly {
+        dest: String,
+    },
+    /// A generated file (`/etc/passwd`, ...) written into the root tmpfs.
+    File {
+        dest: String,
+        mode: u32,
+        contents: String,
+    },
+    /// A copy of a host file taken at launch (`/etc/resolv.conf`); skipped if missing.
+    CopyHostFile {
+        source: PathBuf,
+        dest: String,
+    },
+    /// A symlink `dest/NAME -> target/NAME` for every entry of the runtime's `etc/`
+    /// directory, except those listed in `except` (generated by the plan).
+    LinkRuntimeEtc {
+        dest: String,
+        target: String,
+        except: Vec<String>,
+    },
+}
+
+/// Everything the launcher applies, in order. Serializable: the CLI prints it and passes
+/// it to `appmgr-launch` as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LaunchPlan {
+    pub version: u32,
+    pub app_id: String,
+    pub hostname: String,
+    pub namespaces: Namespaces,
+    /// Bring up `lo` in the new network namespace.
+    pub loopback: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The root filesystem, built on a fresh tmpfs that is made read-only at the end.
+    pub mounts: Vec<MountOp>,
+    pub seccomp: SeccompPlan,
+    /// The complete environment of the app (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    /// The executable (absolute path inside the sandbox; no `PATH` search).
+    pub exe: String,
+    /// `argv`, including `argv[0]`.
+    pub argv: Vec<String>,
+    pub cwd: String,
+}
+
+/// Why a spec cannot become a plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("uid/gid {0} is not an unprivileged app id")]
+    PrivilegedId(u32),
+    #[error("{what} path {path:?} must be absolute and normal (no `.`, `..` or empty components)")]
+    BadPath { what: &'static str, path: String },
+    #[error("device node {0:?} is not below /dev")]
+    DeviceOutsideDev(String),
+    #[error("filesystem grant {0:?} overlaps a path the sandbox owns")]
+    ReservedPath(String),
+    #[error(
+        "command {0:?} must be a name in /app/bin or a normal absolute path below /app or /usr"
+    )]
+    BadCommand(String),
+    #[error("environment variable {0:?} may not be passed into the sandbox")]
+    EnvNotAllowed(String),
+    #[error("{what} {value:?} is not valid")]
+    BadValue { what: &'static str, value: String },
+}
+
+fn normal_abs(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && !p.contains('\0')
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn check_host_path(what: &'static str, p: &Path) -> Result<String, PlanError> {
+    let s = p.to_str().ok_or_else(|| PlanError::BadPath {
+        what,
+        path: p.display().to_string(),
+    })?;
+    if !normal_abs(s) || appmgr_types::has_unsafe_chars(s) {
+        return Err(PlanError::BadPath {
+            what,
+            path: s.to_string(),
+        });
+    }
+    Ok(s.to_string())
+}
+
+/// Paths (and everything below them) that the sandbox builds itself; a filesystem grant
+/// may not cover or shadow them.
+const RESERVED: &[&str] = &[
+    "/usr",
+    "/app",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/run/user",
+    SANDBOX_HOME,
+];
+/// Paths that may hold grants below them, but not be granted themselves.
+const RESERVED_EXACT: &[&str] = &["/tmp", "/run", "/home", "/var"];
+
+/// Variables a caller may never pass in, even if allow-listed: they change how the
+/// dynamic loader, libc or the resolver behave (the classic setuid-unsafe list of
+/// glibc's `unsecvars.h`), or are built by the plan.
+fn env_name_forbidden(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TZ",
+        "APPMGR_APP_ID",
+    ];
+    EXACT.contains(&name)
+        || name.starts_with("LD_")
+        || name.starts_with("MALLOC_")
+        || name.starts_with("XDG_")
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn dir(dest: &str, mode: u32) -> MountOp {
+    MountOp::Dir {
+        dest: dest.into(),
+        mode,
+    }
+}
+
+fn symlink(target: &str, dest: &str) -> MountOp {
+    MountOp::Symlink {
+        target: target.into(),
+        dest: dest.into(),
+    }
+}
+
+/// Turns a launch spec into a plan. Pure: reads nothing, writes nothing.
+pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
+    let perms: &Permissions = &spec.permissions;
+    if spec.uid == 0 {
+        return Err(PlanError::PrivilegedId(spec.uid));
+    }
+    if spec.gid == 0 {
+        return Err(PlanError::PrivilegedId(spec.gid));
+    }
+    let runtime = check_host_path("runtime", &spec.runtime_files)?;
+    let app = check_host_path("app", &spec.app_files)?;
+    let data = check_host_path("data dir", &spec.data_dir)?;
+    let cache = check_host_path("cache dir", &spec.cache_dir)?;
+    for c in &spec.cgroup_procs {
+        check_host_path("cgroup.procs", c)?;
+    }
+    let runtime_dir = spec
+        .runtime_dir
+        .as_deref()
+        .map(|p| check_host_path("runtime dir", p))
+        .transpose()?;
+    let tz = spec.timezone.clone().unwrap_or_else(|| "UTC".into());
+    if tz.is_empty()
+        || tz.len() > 64
+        || tz.starts_with('/')
+        || tz.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || !tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'))
+    {
+        return Err(PlanError::BadValue {
+            what: "time zone",
+            value: tz,
+        });
+    }
+    let lang = spec.lang.clone().unwrap_or_else(|| "C.UTF-8".into());
+    if lang.is_empty()
+        || lang.len() > 64
+        || !lang
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+    {
+        return Err(PlanError::BadValue {
+            what: "LANG",
+            value: lang,
+        });
+    }
+
+    let exe = if spec.command.contains('/') {
+        let ok = normal_abs(&spec.command)
+            && (spec.command.starts_with("/app/") || spec.command.starts_with("/usr/"));
+        if !ok {
+            return Err(PlanError::BadCommand(spec.command.clone()));
+        }
+        spec.command.clone()
+    } else {
+        if spec.command.is_empty() || spec.command == "." || spec.command == ".." {
+            return Err(PlanError::BadCommand(spec.command.clone()));
+        }
+        format!("/app/bin/{}", spec.command)
+    };
+    if appmgr_types::has_unsafe_chars(&exe) {
+        return Err(PlanError::BadCommand(spec.command.clone()));
+    }
+
+    let ns = Namespaces {
+        mount: true,
+        pid: true,
+        ipc: !perms.ipc,
+        uts: true,
+        net: !perms.network,
+        cgroup: true,
+    };
+
+    let uid = spec.uid;
+    let gid = spec.gid;
+    let run_user = format!("/run/user/{uid}");
+    let mut m: Vec<MountOp> = Vec::new();
+
+    // The root tmpfs itself is created by the launcher; these build its skeleton.
+    for (d, mode) in [
+        ("/usr", 0o755),
+        ("/app", 0o755),
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/etc", 0o755),
+        ("/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/home", 0o755),
+        (SANDBOX_HOME, 0o700),
+        ("/var", 0o755),
+    ] {
+        m.push(dir(d, mode));
+    }
+    for l in ["bin", "lib", "lib64", "sbin"] {
+        m.push(symlink(&format!("usr/{l}"), &format!("/{l}")));
+    }
+    m.push(symlink("../tmp", "/var/tmp"));
+    // Deployments: read-only, nosuid, nodev.
+    m.push(MountOp::Bind {
+        source: BindSource::Deployment(runtime.into()),
+        dest: "/usr".into(),
+        readonly: true,
+        dev: false,
+    });
+    m.push(MountOp::Bind {
+        source: BindSource::Deployment(app.into()),
+        dest: "/app".into(),
+        readonly: true,
+        dev: false,
+    });
+    m.push(MountOp::Proc {
+        dest: "/proc".into(),
+    });
+    // proc files that configure the whole kernel; the app has no capabilities to write
+    // them anyway, this is a second wall.
+    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
+        m.push(MountOp::RemountReadonly { dest: p.into() });
+    }
+    m.push(MountOp::Sysfs {
+        dest: "/sys".into(),
+    });
+
+    // /dev: a small tmpfs with the harmless nodes, a private devpts, shm.
+    m.push(MountOp::Tmpfs {
+        dest: "/dev".into(),
+        mode: 0o755,
+        size_mib: 1,
+        noexec: true,
+    });
+    for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = format!("/dev/{n}");
+        m.push(MountOp::Bind {
+            source: BindSource::Device(p.clone().into()),
+            dest: p,
+            readonly: false,
+            dev: true,
+        });
+    }
+    m.push(MountOp::Devpts {
+        dest: "/dev/pts".into(),
+    });
+    m.push(symlink("pts/ptmx", "/dev/ptmx"));
+    if perms.ipc {
+        m.push(dir("/dev/shm", 0o755));
+        m.push(MountOp::Bind {
+            source: BindSource::HostPath("/dev/shm".into()),
+            dest: "/dev/shm".into(),
+            readonly: false,
+            dev: false,
+        });
+    } else {
+        m.push(MountOp::Tmpfs {
+            dest: "/dev/shm".into(),
+            mode: 0o1777,
+            size_mib: 64,
+            noexec: true,
+        });
+    }
+    m.push(symlink("/proc/self/fd", "/dev/fd"));
+    for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        m.push(symlink(&format!("/proc/self/fd/{i}"), &format!("/dev/{n}")));
+    }
+    let mut devs: Vec<String> = Vec::new();
+    for d in &spec.devices {
+        let s = check_host_path("device", d)?;
+        if !s.starts_with("/dev/") {
+            return Err(PlanError::DeviceOutsideDev(s));
+        }
+        if ["/dev/pts", "/dev/shm", "/dev/fd", "/dev/ptmx"]
+            .iter()
+            .any(|r| s == *r || s.starts_with(&format!("{r}/")))
+        {
+            return Err(PlanError::DeviceOutsideDev(s));
+        }
+        if !devs.contains(&s) {
+            devs.push(s);
+        }
+    }
+    devs.sort();
+    for d in devs {
+        m.push(MountOp::Bind {
+            source: BindSource::Device(d.clone().into()),
+            dest: d,
+            readonly: false,
+            dev: true,
+        });
+    }
+
+    m.push(MountOp::Tmpfs {
+        dest: "/tmp".into(),
+        mode: 0o1777,
+        size_mib: 256,
+        noexec: false,
+    });
+    m.push(MountOp::Tmpfs {
+        dest: "/run".into(),
+        mode: 0o755,
+        size_mib: 1,
+        noexec: true,
+    });
+    m.push(dir("/run/user", 0o755));
+    m.push(dir(&run_user, 0o700));
+    if let Some(rd) = runtime_dir {
+        m.push(MountOp::Bind {
+            source: BindSource::AppDir(rd.into()),
+            dest: run_user.clone(),
+            readonly: false,
+            dev: false,
+        });
+    }
+
+    // /etc: the runtime's /usr/etc as symlinks, plus generated identity files.
+    let hostname = sanitize_hostname(spec.app_id.as_str());
+    let mut generated = vec![
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{gid}:{}:{SANDBOX_HOME}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
+                spec.app_id
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\n{SANDBOX_USER}:x:{gid}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        ("machine-id", format!("{}\n", machine_id(spec.app_id.as_str()))),
+    ];
+    let mut except: Vec<String> = generated.iter().map(|(n, _)| n.to_string()).collect();
+    except.push("localtime".into());
+    except.push("resolv.conf".into());
+    except.push("mtab".into());
+    m.push(MountOp::LinkRuntimeEtc {
+        dest: "/etc".into(),
+        target: "/usr/etc".into(),
+        except,
+    });
+    for (name, contents) in generated.drain(..) {
+        m.push(MountOp::File {
+            dest: format!("/etc/{name}"),
+            mode: 0o644,
+            contents,
+        });
+    }
+    m.push(symlink(
+        &format!("/usr/share/zoneinfo/{tz}"),
+        "/etc/localtime",
+    ));
+    m.push(symlink("/proc/self/mounts", "/etc/mtab"));
+    if perms.network {
+        m.push(MountOp::CopyHostFile {
+            source: "/etc/resolv.conf".into(),
+            dest: "/etc/resolv.conf".into(),
+        });
+    }
+
+    // Granted host paths, at the same place.
+    for g in &perms.filesystems {
+        let p = g.path.as_str();
+        if RESERVED
+            .iter()
+            .any(|r| p == *r || p.starts_with(&format!("{r}/")) || r.starts_with(&format!("{p}/")))
+            || RESERVED_EXACT.contains(&p)
+        {
+            return Err(PlanError::ReservedPath(p.to_string()));
+        }
+        m.push(MountOp::Bind {
+            source: BindSource::HostPath(p.into()),
+            dest: p.to_string(),
+            readonly: g.access == FsAccess::Ro,
+            dev: false,
+        });
+    }
+
+    // The data dir last among binds of /home so nothing can shadow it.
+    m.push(MountOp::Bind {
+        source: BindSource::AppDir(data.into()),
+        dest: SANDBOX_HOME.into(),
+        readonly: false,
+        dev: false,
+    });
+
+    // Environment: built, never inherited.
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/app/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), SANDBOX_HOME.into()),
+        ("USER".into(), SANDBOX_USER.into()),
+        ("LOGNAME".into(), SANDBOX_USER.into()),
+        ("SHELL".into(), "/bin/sh".into()),
+        ("LANG".into(), lang),
+        ("TZ".into(), ":/etc/localtime".into()),
+        ("XDG_CONFIG_HOME".into(), format!("{SANDBOX_HOME}/.config")),
+        (
+            "XDG_DATA_HOME".into(),
+            format!("{SANDBOX_HOME}/.local/share"),
+        ),
+        (
+            "XDG_STATE_HOME".into(),
+            format!("{SANDBOX_HOME}/.local/state"),
+        ),
+        ("XDG_CACHE_HOME".into(), format!("{SANDBOX_HOME}/.cache")),
+        ("XDG_RUNTIME_DIR".into(), run_user),
+        ("XDG_DATA_DIRS".into(), "/app/share:/usr/share".into()),
+        ("XDG_CONFIG_DIRS".into(), "/app/etc/xdg:/etc/xdg".into()),
+        ("APPMGR_APP_ID".into(), spec.app_id.to_string()),
+    ];
+    for name in &spec.env_allow {
+        if !valid_env_name(name) || env_name_forbidden(name) {
+            return Err(PlanError::EnvNotAllowed(name.clone()));
+        }
+        if let Some((_, v)) = spec.caller_env.iter().rev().find(|(k, _)| k == name) {
+            if v.contains('\0') {
+                return Err(PlanError::EnvNotAllowed(name.clone()));
+            }
+            env.push((name.clone(), v.clone()));
+        }
+    }
+
+    let mut argv = vec![exe.clone()];
+    argv.extend(spec.args.iter().cloned());
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(PlanError::BadValue {
+            what: "argument",
+            value: "contains NUL".into(),
+        });
+    }
+
+    let seccomp = SeccompPlan::new(
+        &cache,
+        perms.allow.contains(&AllowFlag::Devel),
+        perms.allow.contains(&AllowFlag::Multiarch),
+        perms.allow.contains(&AllowFlag::Bluetooth),
+        perms.allow.contains(&AllowFlag::Canbus),
+    );
+
+    Ok(LaunchPlan {
+        version: PLAN_VERSION,
+        app_id: spec.app_id.to_string(),
+        hostname,
+        namespaces: ns,
+        loopback: ns.net,
+        uid,
+        gid,
+        cgroup_procs: spec.cgroup_procs.clone(),
+        mounts: m,
+        seccomp,
+        env,
+        exe,
+        argv,
+        cwd: SANDBOX_HOME.into(),
+    })
+}
+
+/// A hostname from the app id: the last element, lowercase, at most 63 characters.
+fn sanitize_hostname(id: &str) -> String {
+    let last = id.rsplit('.').next().unwrap_or(id);
+    let mut h: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    h = h.trim_matches('-').to_string();
+    if h.is_empty() {
+        h = "app".into();
+    }
+    h
+}
+
+/// A stable per-app machine id (the host's is not shown to apps): the first 128 bits of
+/// SHA-256 over the app id, in the 32-hex-digit form of machine-id(5).
+fn machine_id(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("appmgr machine-id\0{id}").as_bytes());
+    hex::encode(&d[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec() -> LaunchSpec {
+        LaunchSpec {
+            app_id: AppId::new("org.example.Hello").unwrap(),
+            runtime_files: "/var/lib/appmgr/deploy/runtime/files".into(),
+            app_files: "/var/lib/appmgr/deploy/app/files".into(),
+            data_dir: "/var/lib/appmgr/data/org.example.Hello".into(),
+            runtime_dir: None,
+            uid: 20001,
+            gid: 20001,
+            permissions: Permissions::default(),
+            devices: vec![],
+            command: "hello".into(),
+            args: vec!["--bind".into(), "/".into(), "/".into()],
+            cgroup_procs: vec![],
+            env_allow: vec![],
+            caller_env: vec![
+                ("LD_PRELOAD".into(), "/tmp/evil.so".into()),
+                ("GCONV_PATH".into(), "/tmp".into()),
+                ("WAYLAND_DISPLAY".into(), "wayland-0".into()),
+            ],
+            cache_dir: "/var/cache/appmgr/seccomp".into(),
+            timezone: None,
+            lang: None,
+        }
+    }
+
+    fn dests(p: &LaunchPlan) -> Vec<String> {
+        p.mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::Bind { dest, .. } => Some(dest.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_plan_is_closed() {
+        let p = build_plan(&spec()).unwrap();
+        assert!(p.namespaces.net && p.namespaces.ipc && p.namespaces.pid);
+        assert!(p.loopback);
+        assert_eq!(p.exe, "/app/bin/hello");
+        assert_eq!(p.argv, ["/app/bin/hello", "--bind", "/", "/"]);
+        assert!(p
+            .env
+            .iter()
+            .all(|(k, _)| k != "LD_PRELOAD" && k != "GCONV_PATH"));
+        assert!(p.env.iter().all(|(k, _)| k != "WAYLAND_DISPLAY"));
+        assert!(!p.seccomp.devel && !p.seccomp.multiarch);
+        let binds: Vec<&MountOp> = p
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, MountOp::Bind { .. }))
+            .collect();
+        for b in binds {
+            if let MountOp::Bind {
+                dest,
+                readonly,
+                dev,
+                ..
+            } = b
+            {
+                if dest == "/usr" || dest == "/app" {
+                    assert!(*readonly && !*dev);
+                }
+            }
+        }
+        assert!(!p
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::CopyHostFile { .. })));
+        // round trip through JSON (what the launcher receives)
+        let j = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<LaunchPlan>(&j).unwrap(), p);
+    }
+
+    #[test]
+    fn grants_open_the_plan() {
+        let mut s = spec();
+        s.permissions.network = true;
+        s.permissions.ipc = true;
+        s.permissions.allow.insert(AllowFlag::Devel);
+        s.permissions
+            .filesystems
+            .insert("/media/usb:rw".parse().unwrap());
+        s.devices = vec!["/dev/dri/renderD128".into()];
+        s.env_allow = vec!["WAYLAND_DISPLAY".into()];
+        let p = build_plan(&s).unwrap();
+        assert!(!p.namespaces.net && !p.namespaces.ipc && !p.loopback);
+        assert!(p.seccomp.devel);
+        let d = dests(&p);
+        assert!(d.contains(&"/media/usb".to_string()));
+        assert!(d.contains(&"/dev/dri/renderD128".to_string()));
+        assert!(p
+            .env
+            .contains(&("WAYLAND_DISPLAY".into(), "wayland-0".into())));
+        assert!(p.mounts.iter().any(
+            |m| matches!(m, MountOp::CopyHostFile { dest, .. } if dest == "/etc/resolv.conf")
+        ));
+        assert_ne!(
+            p.seccomp.cache_file,
+            build_plan(&spec()).unwrap().seccomp.cache_file
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let mut s = spec();
+        s.uid = 0;
+        assert_eq!(build_plan(&s), Err(PlanError::PrivilegedId(0)));
+        for bad in [
+            "LD_PRELOAD",
+            "GCONV_PATH",
+            "LD_LIBRARY_PATH",
+            "PATH",
+            "XDG_RUNTIME_DIR",
+            "A=B",
+            "",
+        ] {
+            let mut s = spec();
+            s.env_allow = vec![bad.into()];
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::EnvNotAllowed(_))),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "/etc/x",
+            "../x",
+            "/app/../etc/passwd",
+            "/usr/bin/../../x",
+            "a/b",
+            "",
+        ] {
+            let mut s = spec();
+            s.command = bad.into();
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::BadCommand(_))),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "/usr",
+            "/usr/lib",
+            "/proc/1",
+            "/dev/sda",
+            "/etc",
+            "/tmp",
+            "/run/user/0",
+            "/home/app/x",
+            "/home",
+        ] {
+            let mut s = spec();
+            s.permissions.filesystems.insert(bad.parse().unwrap());
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::ReservedPath(_))),
+                "{bad}"
+            );
+        }
+        let mut s = spec();
+        s.permissions
+            .filesystems
+            .insert("/tmp/shared:rw".parse().unwrap());
+        assert!(build_plan(&s).is_ok());
+        for bad in ["/etc/shadow", "/dev/../etc/shadow", "/dev/pts/0"] {
+            let mut s = spec();
+            s.devices = vec![bad.into()];
+            assert!(build_plan(&s).is_err(), "{bad}");
+        }
+        let mut s = spec();
+        s.data_dir = "/var/lib/../../etc".into();
+        assert!(matches!(build_plan(&s), Err(PlanError::BadPath { .. })));
+        let mut s = spec();
+        s.timezone = Some("../../etc/shadow".into());
+        assert!(build_plan(&s).is_err());
+    }
+
+    #[test]
+    fn identity_files() {
+        let p = build_plan(&spec()).unwrap();
+        let passwd = p
+            .mounts
+            .iter()
+            .find_map(|m| match m {
+                MountOp::File { dest, contents, .. } if dest == "/etc/passwd" => Some(contents),
+                _ => None,
+            })
+            .unwrap();
+        assert!(passwd.contains("app:x:20001:20001:"));
+        assert_eq!(p.hostname, "hello");
+        assert_eq!(machine_id("a").len(), 32);
+        assert_ne!(machine_id("a"), machine_id("b"));
+    }
+}

@@ -1,0 +1,567 @@
+//! The seccomp filter: a default-allow filter with a blocklist at least as strict as
+//! Flatpak's. The plain list lives in `policies/seccomp/blocked.list` (compiled into the
+//! binary); rules that look at arguments are built here.
+//!
+//! Compiling with libseccomp costs about a millisecond, so the launcher compiles a filter
+//! once per distinct grant and exports the BPF program into the cache directory under a
+//! key that hashes everything the filter depends on (list, flags, architecture, appmgr
+//! version). Later launches read the program and hand it to the kernel directly.
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The blocklist, as shipped in `policies/seccomp/blocked.list`.
+pub const BLOCKED_LIST: &str = include_str!("../../../policies/seccomp/blocked.list");
+
+/// What the launcher needs to build or find the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SeccompPlan {
+    /// `devel`: ptrace and perf_event_open allowed.
+    pub devel: bool,
+    /// `multiarch`: the secondary ABIs (i386 and x32 on x86_64, AArch32 on aarch64) are
+    /// allowed; otherwise a syscall through them kills the process.
+    pub multiarch: bool,
+    /// `bluetooth`: AF_BLUETOOTH sockets.
+    pub bluetooth: bool,
+    /// `canbus`: AF_CAN sockets.
+    pub canbus: bool,
+    /// SHA-256 of the blocklist the plan was made with; the launcher refuses a plan made
+    /// with another list than the one compiled into it.
+    pub list_sha256: String,
+    /// The cached BPF program for this grant.
+    pub cache_file: PathBuf,
+}
+
+impl SeccompPlan {
+    pub(crate) fn new(
+        cache_dir: &str,
+        devel: bool,
+        multiarch: bool,
+        bluetooth: bool,
+        canbus: bool,
+    ) -> SeccompPlan {
+        let list_sha256 = hex::encode(Sha256::digest(BLOCKED_LIST.as_bytes()));
+        let mut h = Sha256::new();
+        h.update(b"appmgr-seccomp\0");
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(b"\0");
+        h.update(std::env::consts::ARCH.as_bytes());
+        h.update([devel as u8, multiarch as u8, bluetooth as u8, canbus as u8]);
+        h.update(BLOCKED_LIST.as_bytes());
+        let key = hex::encode(&h.finalize()[..16]);
+        SeccompPlan {
+            devel,
+            multiarch,
+            bluetooth,
+            canbus,
+            list_sha256,
+            cache_file: Path::new(cache_dir).join(format!("{}-{key}.bpf", std::env::consts::ARCH)),
+        }
+    }
+}
+
+/// Why a filter could not be built or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("blocked.list line {line}: {reason}")]
+    List { line: usize, reason: String },
+    #[error("syscall `{name}` is unknown on {arch}")]
+    UnknownSyscall { name: String, arch: String },
+    #[error("libseccomp: {step}: {message}")]
+    Libseccomp { step: &'static str, message: String },
+    #[error("seccomp cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+    #[error("seccomp cache {path}: {source}")]
+    CacheIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the plan was made with another seccomp list than this launcher's")]
+    ListMismatch,
+}
+
+/// One line of the blocklist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedSyscall {
+    pub name: String,
+    pub errno: i32,
+    /// Re-allowed by the `devel` flag.
+    pub devel: bool,
+}
+
+/// Parses the blocklist. Strict: unknown errno names or tags are errors.
+pub fn parse_list(text: &str) -> Result<Vec<BlockedSyscall>, SeccompError> {
+    let mut out: Vec<BlockedSyscall> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |reason: String| SeccompError::List {
+            line: i + 1,
+            reason,
+        };
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(err(format!("bad syscall name {name:?}")));
+        }
+        let errno = match words.next() {
+            Some("EPERM") => libc::EPERM,
+            Some("ENOSYS") => libc::ENOSYS,
+            other => return Err(err(format!("errno must be EPERM or ENOSYS, got {other:?}"))),
+        };
+        let mut devel = false;
+        for w in words {
+            match w {
+                "devel" => devel = true,
+                other => return Err(err(format!("unknown tag {other:?}"))),
+            }
+        }
+        if out.iter().any(|b| b.name == name) {
+            return Err(err(format!("{name} is listed twice")));
+        }
+        out.push(BlockedSyscall { name, errno, devel });
+    }
+    Ok(out)
+}
+
+fn lib(step: &'static str) -> impl Fn(libseccomp::error::SeccompError) -> SeccompError {
+    move |e| SeccompError::Libseccomp {
+        step,
+        message: e.to_string(),
+    }
+}
+
+fn resolve(name: &str, arch: ScmpArch) -> Result<ScmpSyscall, SeccompError> {
+    ScmpSyscall::from_name_by_arch(name, arch).map_err(|_| SeccompError::UnknownSyscall {
+        name: name.into(),
+        arch: format!("{arch:?}"),
+    })
+}
+
+/// Checks that every name of the list exists on both supported architectures.
+pub fn check_list_names(list: &[BlockedSyscall]) -> Result<(), SeccompError> {
+    for b in list {
+        for arch in [ScmpArch::X8664, ScmpArch::Aarch64] {
+            resolve(&b.name, arch)?;
+        }
+    }
+    Ok(())
+}
+
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+const PER_LINUX32: u64 = 0x0008;
+/// One past the highest address family this list knows (AF_MCTP = 45 in Linux 6.x).
+const AF_LIMIT: u64 = 46;
+const S_ISUID: u64 = 0o4000;
+const S_ISGID: u64 = 0o2000;
+/// fchmodat2 (Linux 6.6) has the same number on every architecture; libseccomp 2.5.4
+/// does not know its name.
+const NR_FCHMODAT2: i32 = 452;
+
+/// Builds the filter for `primary` (the architecture of the launcher in production; tests
+/// also build it for the other supported one).
+pub fn build_filter(
+    plan: &SeccompPlan,
+    primary: ScmpArch,
+) -> Result<ScmpFilterContext, SeccompError> {
+    let list = parse_list(BLOCKED_LIST)?;
+    let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(lib("init"))?;
+    // A syscall made through an ABI the filter does not cover is not "allowed by
+    // default": it kills the whole process.
+    ctx.set_act_badarch(ScmpAction::KillProcess)
+        .map_err(lib("bad arch action"))?;
+    // We load the program ourselves after setting no_new_privs.
+    ctx.set_ctl_nnp(false).map_err(lib("nnp"))?;
+    ctx.set_ctl_optimize(2).map_err(lib("optimize"))?;
+    let native = ScmpArch::native();
+    if primary != native {
+        ctx.add_arch(primary).map_err(lib("add arch"))?;
+        ctx.remove_arch(native).map_err(lib("remove arch"))?;
+    }
+    if plan.multiarch {
+        // Without these, libseccomp's filter sends i386/x32 (or AArch32) syscalls to the
+        // bad-arch action; x32 shares AUDIT_ARCH_X86_64 and is caught by the number range.
+        let secondary: &[ScmpArch] = match primary {
+            ScmpArch::X8664 => &[ScmpArch::X86, ScmpArch::X32],
+            ScmpArch::Aarch64 => &[ScmpArch::Arm],
+            _ => &[],
+        };
+        for a in secondary {
+            ctx.add_arch(*a).map_err(lib("add secondary arch"))?;
+        }
+    }
+    let errno = |e: i32| ScmpAction::Errno(e);
+    // Syscall numbers given to libseccomp are in the host's numbering; it translates them
+    // by name for every architecture of the filter. Names are checked against `primary`
+    // so that an unknown name is always an error.
+    let sys = |name: &str| -> Result<ScmpSyscall, SeccompError> {
+        resolve(name, primary)?;
+        ScmpSyscall::from_name(name).map_err(|_| SeccompError::UnknownSyscall {
+            name: name.into(),
+            arch: format!("{native:?} (host)"),
+        })
+    };
+
+    for b in &list {
+        if b.devel && plan.devel {
+            continue;
+        }
+        ctx.add_rule(errno(b.errno), sys(&b.name)?)
+            .map_err(lib("list rule"))?;
+    }
+
+    // clone3 passes its flags in a struct seccomp cannot read: ENOSYS makes libc fall back
+    // to clone, whose flags are checked below.
+    ctx.add_rule(errno(libc::ENOSYS), sys("clone3")?)
+        .map_err(lib("clone3"))?;
+    for flag in [
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWCGROUP,
+    ] {
+        let f = flag as u64;
+        ctx.add_rule_conditional(
+            errno(libc::EPERM),
+            sys("clone")?,
+            &[ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(f), f)],
+        )
+        .map_err(lib("clone"))?;
+    }
+
+    // TIOCSTI pushes input into the terminal (escape to the caller's shell); TIOCLINUX can
+    // too on a VT. The request is an int: the kernel ignores the upper 32 bits, so compare
+    // only the lower ones.
+    for req in [TIOCSTI, TIOCLINUX] {
+        ctx.add_rule_conditional(
+            errno(libc::EPERM),
+            sys("ioctl")?,
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                req,
+            )],
+        )
+        .map_err(lib("ioctl"))?;
+    }
+
+    // Socket families: UNIX, INET, INET6, NETLINK; Bluetooth and CAN only with their flag.
+    let mut allowed = vec![
+        libc::AF_UNIX as u64,
+        libc::AF_INET as u64,
+        libc::AF_INET6 as u64,
+        libc::AF_NETLINK as u64,
+    ];
+    if plan.bluetooth {
+        allowed.push(libc::AF_BLUETOOTH as u64);
+    }
+    if plan.canbus {
+        allowed.push(libc::AF_CAN as u64);
+    }
+    let socket = sys("socket")?;
+    for fam in (0..AF_LIMIT).filter(|f| !allowed.contains(f)) {
+        ctx.add_rule_conditional(
+            errno(libc::EAFNOSUPPORT),
+            socket,
+            &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, fam)],
+        )
+        .map_err(lib("socket"))?;
+    }
+    ctx.add_rule_conditional(
+        errno(libc::EAFNOSUPPORT),
+        socket,
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::GreaterEqual,
+            AF_LIMIT,
+        )],
+    )
+    .map_err(lib("socket"))?;
+
+    // personality: only PER_LINUX (and PER_LINUX32 with multiarch). Other personalities
+    // turn on READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE and similar exploit helpers.
+    let personality = sys("personality")?;
+    if plan.multiarch {
+        ctx.add_rule_conditional(
+            errno(libc::EPERM),
+            personality,
+            &[ScmpArgCompare::new(0, ScmpCompareOp::Greater, PER_LINUX32)],
+        )
+        .map_err(lib("personality"))?;
+        for low in 1..8u64 {
+            ctx.add_rule_conditional(
+                errno(libc::EPERM),
+                personality,
+                &[ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(7), low)],
+            )
+            .map_err(lib("personality"))?;
+        }
+    } else {
+        ctx.add_rule_conditional(
+            errno(libc::EPERM),
+            personality,
+            &[ScmpArgCompare::new(0, ScmpCompareOp::NotEqual, 0)],
+        )
+        .map_err(lib("personality"))?;
+    }
+
+    // setuid/setgid bits: an app must not leave a setuid file for a later, more privileged
+    // context (deployments are nosuid, but granted host paths may not be).
+    let mut mode_rules: Vec<(&str, u32)> = vec![
+        ("fchmod", 1),
+        ("fchmodat", 2),
+        ("mknodat", 2),
+        ("openat", 3),
+    ];
+    if primary == ScmpArch::X8664 {
+        // Legacy calls that aarch64 does not have.
+        mode_rules.extend([("chmod", 1), ("mknod", 1), ("open", 2), ("creat", 1)]);
+    }
+    for (name, arg) in mode_rules {
+        let s = sys(name)?;
+        for bit in [S_ISUID, S_ISGID] {
+            ctx.add_rule_conditional(
+                errno(libc::EPERM),
+                s,
+                &[ScmpArgCompare::new(
+                    arg,
+                    ScmpCompareOp::MaskedEqual(bit),
+                    bit,
+                )],
+            )
+            .map_err(lib("mode bits"))?;
+        }
+    }
+    if primary == native && !plan.multiarch {
+        // fchmodat2 would bypass the fchmodat check; ENOSYS makes libc fall back.
+        ctx.add_rule(errno(libc::ENOSYS), ScmpSyscall::from(NR_FCHMODAT2))
+            .map_err(lib("fchmodat2"))?;
+    }
+    if primary == ScmpArch::X8664 {
+        // Port I/O and the LDT: hardware access and a classic exploit aid.
+        for name in ["iopl", "ioperm", "modify_ldt", "uselib"] {
+            ctx.add_rule(errno(libc::EPERM), sys(name)?)
+                .map_err(lib("x86 rule"))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// Reads the cached program for `plan`, or compiles, caches and returns it. The cache
+/// directory and file must belong to the launcher's user and not be writable by others:
+/// a filter that someone else could swap is worse than none.
+pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
+    if plan.list_sha256 != hex::encode(Sha256::digest(BLOCKED_LIST.as_bytes())) {
+        return Err(SeccompError::ListMismatch);
+    }
+    let path = &plan.cache_file;
+    let cio = |source| SeccompError::CacheIo {
+        path: path.clone(),
+        source,
+    };
+    let euid = rustix::process::geteuid().as_raw();
+    let check = |meta: &std::fs::Metadata, what: &Path| -> Result<(), SeccompError> {
+        if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+            return Err(SeccompError::Cache {
+                path: what.to_path_buf(),
+                reason: format!(
+                    "owned by uid {} with mode {:o}; must be owned by uid {euid} and not group/other writable",
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
+        Ok(())
+    };
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let meta = f.metadata().map_err(cio)?;
+            check(&meta, path)?;
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            f.read_to_end(&mut buf).map_err(cio)?;
+            if !buf.is_empty() && buf.len() % 8 == 0 && buf.len() <= 4096 * 8 {
+                return Ok(buf);
+            }
+            // A torn write: fall through and rebuild it.
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(cio(e)),
+    }
+    let dir = path.parent().ok_or_else(|| SeccompError::Cache {
+        path: path.clone(),
+        reason: "no parent directory".into(),
+    })?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(cio)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(cio)?;
+    }
+    check(&std::fs::symlink_metadata(dir).map_err(cio)?, dir)?;
+    let ctx = build_filter(plan, ScmpArch::native())?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("bpf")
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(cio)?;
+    let res = (|| {
+        ctx.export_bpf(&f).map_err(lib("export"))?;
+        f.flush().map_err(cio)?;
+        f.sync_all().map_err(cio)?;
+        std::fs::rename(&tmp, path).map_err(cio)?;
+        std::fs::read(path).map_err(cio)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(devel: bool, multiarch: bool) -> SeccompPlan {
+        SeccompPlan::new("/nonexistent", devel, multiarch, false, false)
+    }
+
+    /// An unknown name in the list is a hard failure, not a skipped rule.
+    #[test]
+    fn every_listed_name_resolves_on_x86_64_and_aarch64() {
+        let list = parse_list(BLOCKED_LIST).unwrap();
+        assert!(list.len() > 40);
+        check_list_names(&list).unwrap();
+        let bogus = parse_list("not_a_syscall EPERM\n").unwrap();
+        assert!(matches!(
+            check_list_names(&bogus),
+            Err(SeccompError::UnknownSyscall { .. })
+        ));
+    }
+
+    #[test]
+    fn required_syscalls_are_listed() {
+        let list = parse_list(BLOCKED_LIST).unwrap();
+        let names: Vec<&str> = list.iter().map(|b| b.name.as_str()).collect();
+        for n in [
+            "unshare",
+            "setns",
+            "fsopen",
+            "fsmount",
+            "open_tree",
+            "move_mount",
+            "fspick",
+            "fsconfig",
+            "mount_setattr",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "bpf",
+            "userfaultfd",
+            "io_uring_setup",
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "syslog",
+            "acct",
+            "quotactl",
+            "mbind",
+            "set_mempolicy",
+            "get_mempolicy",
+            "migrate_pages",
+            "move_pages",
+        ] {
+            assert!(names.contains(&n), "{n} missing from blocked.list");
+        }
+        let devel: Vec<&str> = list
+            .iter()
+            .filter(|b| b.devel)
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(devel, ["ptrace", "perf_event_open"]);
+    }
+
+    #[test]
+    fn list_parser_is_strict() {
+        assert!(parse_list("mount EACCES\n").is_err());
+        assert!(parse_list("mount\n").is_err());
+        assert!(parse_list("mount EPERM devl\n").is_err());
+        assert!(parse_list("mount EPERM\nmount EPERM\n").is_err());
+        assert!(parse_list("Mount EPERM\n").is_err());
+    }
+
+    #[test]
+    fn filters_build_for_both_arches_and_all_flags() {
+        for arch in [ScmpArch::X8664, ScmpArch::Aarch64] {
+            for (d, m) in [(false, false), (true, false), (false, true), (true, true)] {
+                let ctx = build_filter(&plan(d, m), arch).unwrap();
+                let f = tempfile::tempfile().unwrap();
+                ctx.export_bpf(&f).unwrap();
+                assert!(f.metadata().unwrap().len() > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn cache_key_depends_on_grant() {
+        let a = plan(false, false).cache_file;
+        assert_eq!(a, plan(false, false).cache_file);
+        assert_ne!(a, plan(true, false).cache_file);
+        assert_ne!(a, plan(false, true).cache_file);
+        assert_ne!(
+            a,
+            SeccompPlan::new("/nonexistent", false, false, true, false).cache_file
+        );
+    }
+
+    #[test]
+    fn cache_is_written_once_and_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("cache");
+        let p = SeccompPlan::new(dir.to_str().unwrap(), false, false, false, false);
+        let a = load_or_compile(&p).unwrap();
+        let m1 = std::fs::metadata(&p.cache_file).unwrap();
+        let b = load_or_compile(&p).unwrap();
+        let m2 = std::fs::metadata(&p.cache_file).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(m1.ino(), m2.ino(), "the cached program is not rewritten");
+        // a cache file others can write is refused
+        std::fs::set_permissions(&p.cache_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            load_or_compile(&p),
+            Err(SeccompError::Cache { .. })
+        ));
+    }
+}

@@ -1,0 +1,273 @@
+//! The only module of appmgr allowed to use `unsafe`: thin wrappers over the few
+//! syscalls that `rustix` does not wrap safely (fork, signal masks, execve, seccomp
+//! loading, close_range, one ioctl) and the raw-syscall entry the probe uses. Every block
+//! says why it is sound; callers get safe functions.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `fork()`. Returns `None` in the child.
+///
+/// Only called by the launcher, which never starts a thread, so the child inherits a
+/// consistent address space (no lock held by a vanished thread).
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: fork has no memory-safety preconditions for a single-threaded process; the
+    // launcher is single-threaded by construction (no threads are ever spawned in it).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p)),
+    }
+}
+
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for s in signals {
+        // SAFETY: `set` is initialised; an invalid signal number only returns EINVAL.
+        unsafe { libc::sigaddset(&mut set, *s) };
+    }
+    set
+}
+
+/// Blocks `signals` for the calling (only) thread, so they stay pending for [`sigwait`].
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is a valid sigset_t; a null old-set pointer is allowed.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }).map(|_| ())
+}
+
+/// Unblocks every signal (the mask is inherited across execve, so the app must not start
+/// with the launcher's mask).
+pub fn unblock_all_signals() -> io::Result<()> {
+    let set = sigset(&[]);
+    // SAFETY: `set` is a valid (empty) sigset_t; a null old-set pointer is allowed.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) }).map(|_| ())
+}
+
+/// Waits for one of `signals` (which must be blocked) and returns its number.
+pub fn sigwait(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals);
+    loop {
+        // SAFETY: `set` is valid; a null siginfo pointer is allowed by sigwaitinfo.
+        let r = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if r >= 0 {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers and has no memory effects in this process.
+    cvt(unsafe { libc::kill(pid, sig) }).map(|_| ())
+}
+
+/// `waitpid(pid, WNOHANG)`; `Ok(None)` when nothing has exited. Returns the raw status.
+pub fn waitpid_nohang(pid: libc::pid_t) -> io::Result<Option<(libc::pid_t, i32)>> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid, writable int.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some((p, status))),
+    }
+}
+
+/// `unshare(flags)`. The launcher is single-threaded, so no other thread can observe the
+/// changed fd table or namespaces (the reason rustix marks it unsafe).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integer argument; the process has a single thread (see above).
+    cvt(unsafe { libc::unshare(flags) }).map(|_| ())
+}
+
+/// Drops every capability from the bounding set (needs CAP_SETPCAP, i.e. root).
+pub fn drop_bounding_set() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes integers only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                // Past the kernel's last capability.
+                return Ok(());
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Installs a classic-BPF seccomp program (as exported by libseccomp). no_new_privs must
+/// already be set.
+pub fn seccomp_set_filter(bpf: &[u8]) -> io::Result<()> {
+    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Copy into properly aligned storage: the byte buffer has alignment 1.
+    let n = bpf.len() / std::mem::size_of::<libc::sock_filter>();
+    let insns: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: n as libc::c_ushort,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `n` initialised instructions that outlive the call; the
+    // kernel copies the program.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Closes every fd from `first` up (close_range, Linux 5.9).
+pub fn close_fds_from(first: u32) -> io::Result<()> {
+    // SAFETY: called right before execve in the app process; no Rust object owning one of
+    // these fds is used afterwards (the caller only execs or exits).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `execve`. Returns only on failure.
+pub fn execve(path: &str, argv: &[String], env: &[(String, String)]) -> io::Error {
+    let to_c = |s: &str| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let build = || -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+        let p = to_c(path)?;
+        let a = argv
+            .iter()
+            .map(|s| to_c(s))
+            .collect::<io::Result<Vec<_>>>()?;
+        let e = env
+            .iter()
+            .map(|(k, v)| to_c(&format!("{k}={v}")))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok((p, a, e))
+    };
+    let (p, a, e) = match build() {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let mut ap: Vec<*const libc::c_char> = a.iter().map(|c| c.as_ptr()).collect();
+    ap.push(std::ptr::null());
+    let mut ep: Vec<*const libc::c_char> = e.iter().map(|c| c.as_ptr()).collect();
+    ep.push(std::ptr::null());
+    // SAFETY: all pointers point into CStrings alive for the call; both arrays are
+    // NULL-terminated.
+    unsafe { libc::execve(p.as_ptr(), ap.as_ptr(), ep.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Brings `lo` up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    let sock =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
+    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads an ifreq, which `ifr` is, valid for the call.
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr) }).map(|_| ())
+}
+
+/// Takes ownership of an fd number handed to this process on its command line.
+///
+/// Returns `EBADF` if the fd is not open. The caller must not take the same number twice.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only checks that the fd exists.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the fd is open (checked above) and was passed to this process for it to
+    // own; nothing else in the process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arranges for `fd` to survive `execve` in the child of `cmd` only (its close-on-exec
+/// flag is cleared between fork and exec), so concurrent spawns in a multi-threaded
+/// caller never inherit it.
+pub fn keep_fd_in_child(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, and allocates
+    // nothing, as required between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Raw `syscall(nr, a0..a5)` for the sandbox probe: returns the result or the errno.
+/// Only meant to be called with side-effect-free arguments (bad fds, null or invalid
+/// pointers): the kernel validates them, and no Rust memory is referenced.
+pub fn probe_syscall(nr: libc::c_long, args: [usize; 6]) -> Result<i64, i32> {
+    // SAFETY: the arguments are integers; any pointer values are deliberately invalid or
+    // null and are only ever checked by the kernel (EFAULT), never dereferenced here.
+    let r = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
+    if r == -1 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Makes `getpid` through the i386 `int 0x80` entry (x86_64 only): used by the probe to
+/// show that a syscall from a foreign ABI kills the process.
+#[cfg(target_arch = "x86_64")]
+pub fn probe_int80_getpid() -> i64 {
+    let mut ret: i64 = 20; // __NR_getpid on i386
+                           // SAFETY: int 0x80 with eax=20 is getpid in the i386 ABI: no memory is read or
+                           // written; the registers it clobbers on return are declared.
+    unsafe {
+        std::arch::asm!("int 0x80", inout("rax") ret, out("r8") _, out("r9") _,
+            out("r10") _, out("r11") _, options(nostack));
+    }
+    ret
+}
