@@ -1,0 +1,227 @@
+//! Every policy file under `policies/` (except seccomp lists) is loaded here, alone and
+//! together, and the example scenarios behave as their comments say.
+
+use appmgr_cgroup::CpuList;
+use appmgr_policy::*;
+use appmgr_types::{AppId, Permissions, Resources};
+use std::path::{Path, PathBuf};
+
+fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != "seccomp" {
+                toml_files(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            out.push(p);
+        }
+    }
+}
+
+fn all_files() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    toml_files(&policies_dir(), &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn every_policy_file_loads() {
+    let files = all_files();
+    assert!(files.len() >= 5, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let s = PolicySet::from_sources([(f.display().to_string(), bytes)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.rule_count() >= 1, "{}", f.display());
+    }
+}
+
+/// The default policy plus every example, as an OEM would install them in one
+/// `policies.d` (the examples' names keep them after `00-default.toml`).
+fn installed() -> PolicySet {
+    let mut v = Vec::new();
+    for sub in ["policies.d", "examples"] {
+        let s = PolicySet::load_dir(&policies_dir().join(sub)).unwrap();
+        for f in s.files() {
+            let name = Path::new(f)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            v.push((name, std::fs::read(f).unwrap()));
+        }
+    }
+    PolicySet::from_sources(v).unwrap()
+}
+
+fn without_debug() -> PolicySet {
+    let mut v = Vec::new();
+    for sub in ["policies.d", "examples"] {
+        let s = PolicySet::load_dir(&policies_dir().join(sub)).unwrap();
+        for f in s.files() {
+            if !f.contains("debug") {
+                v.push((f.clone(), std::fs::read(f).unwrap()));
+            }
+        }
+    }
+    PolicySet::from_sources(v).unwrap()
+}
+
+fn check(
+    s: &PolicySet,
+    app: &str,
+    perms: &str,
+    board: &BoardFacts,
+) -> Result<EffectiveGrant, PolicyError> {
+    let app = AppId::new(app).unwrap();
+    let perms: Permissions = toml::from_str(perms).unwrap();
+    let res = Resources::default();
+    s.check(
+        &Request {
+            app: &app,
+            permissions: &perms,
+            resources: &res,
+        },
+        board,
+    )
+}
+
+fn board(devices: &[&str], nodes: &[&str], little: bool) -> BoardFacts {
+    let mut b = BoardFacts::default();
+    for d in devices {
+        b.devices.insert(d.to_string().try_into().unwrap());
+    }
+    for n in nodes {
+        b.present_nodes.insert(n.to_string());
+    }
+    if little {
+        b.core_sets
+            .insert("little".into(), CpuList::new("0-3").unwrap());
+        b.core_sets
+            .insert("big".into(), CpuList::new("4-7").unwrap());
+    }
+    b
+}
+
+#[test]
+fn default_policy_denies_everything_and_sets_ceilings() {
+    let s = PolicySet::load_dir(&policies_dir().join("policies.d")).unwrap();
+    let b = BoardFacts::default();
+    let g = check(&s, "org.any.App", "", &b).unwrap();
+    assert!(g.permissions.is_empty());
+    assert_eq!(g.limits.memory_max.unwrap().to_string(), "128M");
+    assert_eq!(g.limits.pids_max, Some(256));
+    let e = check(&s, "org.any.App", "network = true", &b).unwrap_err();
+    assert_eq!(e.class().exit_code(), 4);
+}
+
+#[test]
+fn hmi_gets_gpu_and_input_with_its_limits() {
+    let s = without_debug();
+    let req = "devices = [\"gpu\", \"input\", \"fbdev\"]\nsockets = [\"wayland\"]";
+    let gpu_board = board(&["gpu", "input"], &["/dev/dri/renderD128"], false);
+    let g = check(&s, "com.example.Hmi", req, &gpu_board).unwrap();
+    let devs: Vec<_> = g
+        .permissions
+        .devices
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(devs, ["gpu", "input"]);
+    assert_eq!(g.dropped().len(), 1);
+    assert_eq!(g.dropped()[0].value, "fbdev");
+    let cg = g.cgroup_limits();
+    assert_eq!(cg.cpu_max_percent, Some(30));
+    assert_eq!(cg.memory_max, Some(256 << 20));
+    assert_eq!(cg.memory_high, Some(224 << 20));
+    assert_eq!(cg.memory_swap_max, Some(0), "from the default policy");
+    // No GPU on this board: the framebuffer fallback instead.
+    let g = check(&s, "com.example.Hmi", req, &board(&["input"], &[], false)).unwrap();
+    let devs: Vec<_> = g
+        .permissions
+        .devices
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(devs, ["fbdev", "input"]);
+    // devel is not granted without the override.
+    assert!(
+        check(&s, "com.example.Hmi", "allow = [\"devel\"]", &gpu_board)
+            .unwrap()
+            .permissions
+            .allow
+            .is_empty()
+    );
+}
+
+#[test]
+fn debug_override_grants_devel_to_one_app_only() {
+    let s = installed();
+    let b = board(&["gpu"], &["/dev/dri/renderD128"], false);
+    let g = check(&s, "com.example.Hmi", "allow = [\"devel\"]", &b).unwrap();
+    assert_eq!(g.permissions.allow.len(), 1);
+    assert_eq!(g.limits.memory_max.unwrap().to_string(), "512M");
+    let src = g.provenance.iter().find(|p| p.value == "devel").unwrap();
+    assert!(src
+        .source
+        .as_ref()
+        .unwrap()
+        .file
+        .contains("90-debug-override"));
+    assert!(check(&s, "com.example.Telematics", "allow = [\"devel\"]", &b).is_err());
+}
+
+#[test]
+fn telematics_gets_network_and_64m_and_never_canbus() {
+    let s = installed();
+    let b = board(&[], &[], true);
+    let g = check(
+        &s,
+        "com.example.Telematics",
+        "network = true\ndbus-talk = [\"org.freedesktop.ModemManager1\"]",
+        &b,
+    )
+    .unwrap();
+    assert!(g.permissions.network);
+    let cg = g.cgroup_limits();
+    assert_eq!(cg.memory_max, Some(64 << 20));
+    assert_eq!(cg.cpus.unwrap().as_str(), "0-3");
+    assert!(g.render_text().contains("cpuset 0-3 (little)"));
+    // Boards without core sets: no pinning, no error.
+    assert!(check(
+        &s,
+        "com.example.Telematics",
+        "network = true",
+        &BoardFacts::default()
+    )
+    .unwrap()
+    .limits
+    .cpuset
+    .is_none());
+    let e = check(&s, "com.example.Telematics", "allow = [\"canbus\"]", &b).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "com.example.Telematics requests allow=[canbus] beyond what policy grants"
+    );
+}
+
+#[test]
+fn bluetooth_app_only_where_the_board_has_bluetooth() {
+    let s = installed();
+    let req = "devices = [\"bluetooth\"]\nallow = [\"bluetooth\"]\nportals = [\"bluetooth\"]\ndbus-talk = [\"org.bluez\"]";
+    let g = check(
+        &s,
+        "com.example.BtAudio",
+        req,
+        &board(&["bluetooth"], &[], false),
+    )
+    .unwrap();
+    assert_eq!(g.permissions.devices.len(), 1);
+    assert!(check(&s, "com.example.BtAudio", req, &BoardFacts::default()).is_err());
+}
