@@ -58,14 +58,22 @@ qt_mk_runtime() {
 	done
 }
 
-# qt_mk_app DIR VERSION: an app tree (what appears at /app): bin/hello prints
-# the version; bin/appmgr-probe is the static probe if the build has one.
+# qt_mk_app DIR VERSION: an app tree (what appears at /app). Its command,
+# bin/qt-cmd, prints "hello from version VERSION uid=N" without arguments and
+# execs its arguments otherwise (appmgr run ID -- CMD ARGS...), so one app
+# serves every check. bin/appmgr-probe is the static probe (if built) and
+# bin/busybox32 a 32-bit static busybox (the compat checks).
 qt_mk_app() {
 	mkdir -p "$1/bin" "$1/share"
-	printf '#!/usr/bin/sh\necho "hello from version %s uid=$(id -u)"\n' "$2" >"$1/bin/hello"
-	chmod 755 "$1/bin/hello"
+	cat >"$1/bin/qt-cmd" <<-EOS
+		#!/usr/bin/sh
+		if [ \$# -eq 0 ]; then echo "hello from version $2 uid=\$(id -u)"; exit 0; fi
+		exec "\$@"
+	EOS
+	chmod 755 "$1/bin/qt-cmd"
 	echo "$2" >"$1/share/version"
 	if command -v appmgr-probe >/dev/null 2>&1; then cp "$(command -v appmgr-probe)" "$1/bin/appmgr-probe"; fi
+	cp /qt/compat/busybox32 "$1/bin/busybox32"
 }
 
 # qt_manifest FILE ID KIND VERSION [RUNTIME COMMAND]: write a manifest.toml
@@ -91,13 +99,15 @@ qt_setup_keys() {
 	qt_run 0 appmgr trust add "$1/test.pub"
 }
 
-# qt_bundle KIND ID VERSION OUT [RUNTIME COMMAND]: build a tree and sign a bundle.
+# qt_bundle KIND ID VERSION OUT [RUNTIME COMMAND]: build a tree and sign a
+# bundle (app defaults: runtime org.qt.Runtime, command qt-cmd).
+# QT_MANIFEST_EXTRA is appended to the manifest ([permissions], [resources]).
 qt_bundle() {
 	d=/tmp/qt-tree-$2-$3
 	rm -rf "$d"
 	mkdir -p "$d"
 	if [ "$1" = runtime ]; then qt_mk_runtime "$d/root"; else qt_mk_app "$d/root" "$3"; fi
-	qt_manifest "$d/manifest.toml" "$2" "$1" "$3" "$5" "$6"
+	qt_manifest "$d/manifest.toml" "$2" "$1" "$3" "${5:-org.qt.Runtime}" "${6:-qt-cmd}"
 	[ -n "${QT_MANIFEST_EXTRA:-}" ] && printf '%s\n' "$QT_MANIFEST_EXTRA" >>"$d/manifest.toml"
 	qt_run 0 appmgr bundle create --manifest "$d/manifest.toml" --root "$d/root" --key "${QT_KEY:-/tmp/qt-keys/test.key}" --out "$4"
 }

@@ -95,6 +95,24 @@ need_arch_pins() {
 	done
 }
 
+# Packages of architectures dpkg is not configured for (armhf, i386: the 32-bit
+# binaries the compat checks run) come through a private apt state directory,
+# so the machine's dpkg/apt architecture list stays as it is.
+apt_foreign_opts() { # ARCH -> prints apt -o options
+	local d=$CACHE/apt-$1
+	echo "-o Dir::Etc::sourcelist=$d/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$d/lists -o Dir::Cache=$d/cache -o APT::Architectures::=$1"
+}
+apt_foreign_update() {
+	local d=$CACHE/apt-$1
+	mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+	# bookworm main only: all we take from these architectures is busybox-static
+	echo "deb http://deb.debian.org/debian bookworm main" >"$d/sources.list"
+	[ -n "$(ls "$d/lists" 2>/dev/null | grep -v partial)" ] && [ "${2:-}" != force ] && return 0
+	# shellcheck disable=SC2046
+	"${APT[@]}" $(apt_foreign_opts "$1") update >"$d/update.log" 2>&1 || { cat "$d/update.log" >&2; die "apt-get update for $1 failed"; }
+}
+compat_arch() { case $1 in aarch64) echo armhf ;; x86_64) echo i386 ;; esac; }
+
 # deb_file NAME ARCH: path of the cached, verified .deb (downloads it if needed).
 deb_file() {
 	local name=$1 arch=$2 v sha f tmp got
@@ -107,11 +125,12 @@ deb_file() {
 		return 0
 	fi
 	tmp=$(mktemp -d "$CACHE/debs/dl.XXXXXX")
-	local spec="$name:$arch=$v"
+	local spec="$name:$arch=$v" o=()
 	[ "$arch" = all ] && spec="$name=$v"
-	if ! (cd "$tmp" && "${APT[@]}" download "$spec") >"$tmp/log" 2>&1; then
-		apt_update_once
-		(cd "$tmp" && "${APT[@]}" download "$spec") >"$tmp/log" 2>&1 ||
+	case $arch in armhf|i386) apt_foreign_update "$arch"; read -ra o <<<"$(apt_foreign_opts "$arch")" ;; esac
+	if ! (cd "$tmp" && "${APT[@]}" "${o[@]}" download "$spec") >"$tmp/log" 2>&1; then
+		if [ ${#o[@]} -gt 0 ]; then apt_foreign_update "$arch" force; else apt_update_once; fi
+		(cd "$tmp" && "${APT[@]}" "${o[@]}" download "$spec") >"$tmp/log" 2>&1 ||
 			{ cat "$tmp/log" >&2; rm -rf "$tmp"; die "apt-get download $spec failed: the mirror may have dropped this version; run qemu-tests/run --repin"; }
 	fi
 	got=$(sha256sum "$tmp"/*.deb | cut -d' ' -f1)
@@ -144,6 +163,7 @@ fetch_arch_packages() {
 		depmod -b "${KDIR[$a]}" "$(kver "$a")"
 	fi
 	unpack_deb busybox-static "$da" "$CACHE/busybox/$da"
+	unpack_deb busybox-static "$(compat_arch "$a")" "$CACHE/busybox/$(compat_arch "$a")"
 	info "kernel $(kver "$a") ($(pin "$(kernel_pkg "$a")" "$da" | cut -d' ' -f1)), busybox $(pin busybox-static "$da" | cut -d' ' -f1)"
 }
 declare -A KDIR
@@ -160,6 +180,8 @@ repin() {
 		"linux-image-$abi-amd64 amd64"
 		"busybox-static arm64"
 		"busybox-static amd64"
+		"busybox-static armhf"
+		"busybox-static i386"
 		"linux-headers-$abi-amd64 amd64"
 		"linux-headers-$abi-common all"
 		"linux-kbuild-6.1 amd64"
@@ -168,15 +190,17 @@ repin() {
 	tmp=$(mktemp -d)
 	{
 		sed -n '/^#/p' "$PINS"
-		local r name arch v spec sha
+		local r name arch v spec sha o
 		for r in "${rows[@]}"; do
 			read -r name arch <<<"$r"
 			spec=$name:$arch
 			[ "$arch" = all ] && spec=$name
-			v=$(apt-cache policy "$spec" | sed -n 's/^  Candidate: //p')
+			o=()
+			case $arch in armhf|i386) apt_foreign_update "$arch" force; read -ra o <<<"$(apt_foreign_opts "$arch")" ;; esac
+			v=$(apt-cache "${o[@]}" policy "$spec" | sed -n 's/^  Candidate: //p')
 			[ -n "$v" ] && [ "$v" != "(none)" ] || die "no candidate for $spec"
 			rm -f "$tmp"/*.deb
-			(cd "$tmp" && "${APT[@]}" download "$spec=$v") >/dev/null 2>&1 || die "download $spec=$v failed"
+			(cd "$tmp" && "${APT[@]}" "${o[@]}" download "$spec=$v") >/dev/null 2>&1 || die "download $spec=$v failed"
 			sha=$(sha256sum "$tmp"/*.deb | cut -d' ' -f1)
 			mkdir -p "$CACHE/debs"
 			mv "$tmp"/*.deb "$CACHE/debs/${name}_${v//:/%3a}_${arch}.deb"

@@ -59,6 +59,9 @@ stage_initramfs() {
 	cp -r "$QT_DIR/guest/fixtures" "$s/qt/" 2>/dev/null || true
 	cp "$QT_DIR"/scenarios/*.sh "$s/qt/scenarios/"
 	echo "$a" >"$s/qt/arch"
+	# a 32-bit static busybox (armhf on aarch64, i386 on x86_64) for the compat checks
+	mkdir -p "$s/qt/compat"
+	cp "$CACHE/busybox/$(compat_arch "$a")/bin/busybox" "$s/qt/compat/busybox32"
 	chmod 755 "$s/init" "$s/qt/runner"
 	STAGE_INITRD[$a]=$RUN_OUT/stage-$a.cpio.gz
 	mkcpio "$s" "${STAGE_INITRD[$a]}"

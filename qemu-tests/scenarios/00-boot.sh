@@ -46,4 +46,9 @@ if [ "$QT_ARCH" = aarch64 ]; then
 	grep -qi 'CPU architecture: 8' /proc/cpuinfo || qt_fail "unexpected /proc/cpuinfo"
 	qt_ok "aarch64 cpu: $(sed -n 's/^CPU part[[:space:]]*: //p' /proc/cpuinfo | head -n1) (cortex-a57 = 0xd07, which has AArch32 EL0)"
 fi
-echo "uptime at end: $(cut -d' ' -f1 /proc/uptime)s"
+# The 32-bit compat ABI must work outside any sandbox, or the checks that the
+# sandbox blocks it (20-seccomp-probe) would prove nothing.
+out=$(/qt/compat/busybox32 echo compat-ok 2>&1) || qt_fail "32-bit busybox does not run outside the sandbox: $out"
+[ "$out" = compat-ok ] || qt_fail "32-bit busybox printed: $out"
+qt_ok "32-bit static busybox (armhf/i386 build) runs outside the sandbox"
+echo "uptime at end: $(cut -d" " -f1 /proc/uptime)s"

@@ -1,0 +1,56 @@
+#!/bin/sh
+# arch: aarch64 x86_64
+# needs: appmgr
+# timeout: 400
+# cgroup v2 limits on a sandboxed app: memory-max (OOM kill confined to the
+# app, reported in memory.events), pids-max (fork bomb stops), cpu-max 50 %
+# (measured CPU share within ±10 % of the quota).
+. /qt/lib.sh
+qt_need_appmgr appmgr-launch
+export APPMGR_STATE_DIR=/var/lib/appmgr APPMGR_CONFIG_DIR=/etc/appmgr
+mkdir -p $APPMGR_STATE_DIR $APPMGR_CONFIG_DIR
+qt_setup_keys /tmp/qt-keys
+qt_policy 10-qt '[[rule]]
+apps = ["org.qt.*"]
+resources = { memory-max = "32M", pids-max = 16, cpu-max = "50%" }'
+qt_bundle runtime org.qt.Runtime 1.0.0 /tmp/runtime.bundle
+QT_MANIFEST_EXTRA='[resources]
+memory-max = "32M"
+pids-max = 16
+cpu-max = "50%"' qt_bundle app org.qt.Limits 1.0.0 /tmp/limits.bundle
+qt_run 0 appmgr install /tmp/runtime.bundle
+qt_run 0 appmgr install /tmp/limits.bundle
+qt_run 0 appmgr run org.qt.Limits
+
+# memory: a 64 MiB buffer in a 32 MiB cgroup
+oom0=$(grep -h '^oom_kill' /sys/fs/cgroup/memory.events 2>/dev/null | cut -d' ' -f2)
+appmgr run org.qt.Limits -- dd if=/dev/zero of=/dev/null bs=64M count=1 >/tmp/oom.out 2>&1
+rc=$?
+sed 's/^/  | /' /tmp/oom.out
+[ $rc != 0 ] || qt_fail "a 64 MiB allocation succeeded under memory-max 32M"
+grep -q 'MemTotal' /proc/meminfo && [ -d /proc/1 ] || qt_fail "the guest itself died"
+qt_ok "memory hog failed (exit $rc) and the host side is alive"
+ev=$(find /sys/fs/cgroup -path '*org.qt.Limits*' -name memory.events 2>/dev/null | head -n1)
+if [ -n "$ev" ]; then
+	grep -q '^oom_kill [1-9]' "$ev" || qt_fail "$ev shows no oom_kill"
+	qt_ok "OOM kill recorded in $ev"
+else
+	echo "note: the app's cgroup is gone after exit; OOM seen via exit code only"
+fi
+
+# pids: 40 background sleeps under pids-max 16
+appmgr run org.qt.Limits -- sh -c 'for i in $(seq 40); do sleep 5 & done 2>/dev/null; echo procs=$(ls /proc | grep -c "^[0-9]"); exit 0' >/tmp/pids.out 2>&1
+sed 's/^/  | /' /tmp/pids.out
+started=$(sed -n 's/^procs=//p' /tmp/pids.out)
+[ -n "$started" ] && [ "$started" -le 16 ] || qt_fail "pids-max 16 did not stop the forks (processes seen: $started)"
+qt_ok "40 forks attempted, $started processes in the sandbox under pids-max 16"
+
+# cpu: busy loop for 6 s of wall time; its CPU time must be 50 % ±10 %
+appmgr run org.qt.Limits -- sh -c 'timeout -s KILL 6 sh -c "while :; do :; done"; read -r l < /proc/self/stat; set -- $l; echo ticks=$(( ${16} + ${17} ))' >/tmp/cpu.out 2>&1
+sed 's/^/  | /' /tmp/cpu.out
+ticks=$(sed -n 's/^ticks=//p' /tmp/cpu.out)
+[ -n "$ticks" ] || qt_fail "no CPU measurement"
+pct=$((ticks * 100 / 600))
+[ $pct -ge 45 ] && [ $pct -le 55 ] || qt_fail "busy loop got ${pct}% CPU under cpu-max 50% (allowed 45..55)"
+qt_ok "cpu-max 50%: measured ${pct}%"
+qt_run 0 appmgr fsck
