@@ -204,6 +204,9 @@ impl Cgroup {
     pub fn kill(&self) -> Result<usize, CgroupError> {
         let start = Instant::now();
         let mut signalled = BTreeSet::new();
+        if self.pids()?.is_empty() {
+            return Ok(0);
+        }
         if self.version() == CgroupVersion::V2 {
             let dir = self.path();
             let kill_file = dir.join("cgroup.kill");
@@ -220,6 +223,7 @@ impl Cgroup {
                 .dir(Controller::Freezer)
                 .map(|d| (d.join("freezer.state"), "FROZEN", "THAWED")),
         };
+        let mut rounds = 0;
         loop {
             let pids = self.pids()?;
             if pids.is_empty() {
@@ -228,9 +232,10 @@ impl Cgroup {
             if start.elapsed() > SETTLE {
                 return Err(CgroupError::StillBusy {
                     path: self.path(),
-                    attempts: 0,
+                    attempts: rounds,
                 });
             }
+            rounds += 1;
             if let Some((f, freeze, _)) = &freezer {
                 if f.exists() {
                     fsutil::write(f, freeze)?;
@@ -288,13 +293,15 @@ impl Cgroup {
     }
 
     fn wait_empty(&self, start: Instant) -> Result<(), CgroupError> {
+        let mut polls = 0;
         while !self.pids()?.is_empty() {
             if start.elapsed() > SETTLE {
                 return Err(CgroupError::StillBusy {
                     path: self.path(),
-                    attempts: 0,
+                    attempts: polls,
                 });
             }
+            polls += 1;
             sleep(POLL);
         }
         Ok(())

@@ -78,7 +78,11 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
         .truncate(true)
         .open(path)
         .map_err(err)?;
-    f.write_all(value.as_bytes()).map_err(err)
+    // An empty value must still reach the kernel (v2 `cpuset.cpus` = "" means "the
+    // parent's"), but write_all of nothing makes no write(2) at all: send a newline,
+    // which every cgroup file parser strips.
+    let bytes = if value.is_empty() { "\n" } else { value };
+    f.write_all(bytes.as_bytes()).map_err(err)
 }
 
 /// The pids listed in a `cgroup.procs` file; an absent file (cgroup already removed)

@@ -110,7 +110,7 @@ fn v2_writes_documented_values() {
         ("cpu.max", "max 100000"),
         ("cpu.weight", "100"),
         ("pids.max", "max"),
-        ("cpuset.cpus", ""),
+        ("cpuset.cpus", "\n"),
     ] {
         assert_eq!(read(&leaf.join(f)), v, "{f}");
     }
@@ -254,4 +254,14 @@ fn v1_paths_and_values() {
     assert_eq!(r("cpuset", "cpuset.cpus"), "0-7");
     assert_eq!(r("cpuset", "cpuset.mems"), "0");
     assert_eq!(cg.stats().unwrap().limits, l);
+}
+
+#[test]
+fn absent_cgroup_kill_and_remove_are_no_ops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Hierarchy::v2(tmp.path(), DEFAULT_PARENT).unwrap();
+    let cg = h.cgroup(&AppId::new("org.example.Gone").unwrap());
+    assert_eq!(cg.kill().unwrap(), 0);
+    cg.remove().unwrap();
+    assert!(h.list().unwrap().is_empty());
 }

@@ -43,7 +43,9 @@ impl Scratch {
         let h = Hierarchy::detect(&parent).expect("detect cgroups");
         let app = AppId::new(&format!("org.test.{name}")).unwrap();
         let spec = CgroupSpec::for_app(&app, limits).unwrap();
+        let t = Instant::now();
         let cg = h.create(&spec).expect("create cgroup");
+        eprintln!("cgroup created in {:?}", t.elapsed());
         Scratch { h, cg }
     }
 
