@@ -91,6 +91,28 @@ impl CpuList {
         }
         Ok(CpuList(s.to_string()))
     }
+    /// The compact list (`0-3,6`) of the given CPU numbers, e.g. a board profile's core
+    /// set. Fails on an empty set.
+    pub fn from_cpus(cpus: impl IntoIterator<Item = u32>) -> Result<Self, CgroupError> {
+        let mut v: Vec<u32> = cpus.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            let start = v[i];
+            while i + 1 < v.len() && v[i + 1] == v[i] + 1 {
+                i += 1;
+            }
+            parts.push(if v[i] == start {
+                start.to_string()
+            } else {
+                format!("{start}-{}", v[i])
+            });
+            i += 1;
+        }
+        CpuList::new(&parts.join(","))
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -295,6 +317,12 @@ mod tests {
     #[test]
     fn cpu_lists() {
         assert_eq!(CpuList::new("0-2,5").unwrap().cpus(), vec![0, 1, 2, 5]);
+        assert_eq!(
+            CpuList::from_cpus([5, 0, 2, 1, 1]).unwrap().as_str(),
+            "0-2,5"
+        );
+        assert_eq!(CpuList::from_cpus([7]).unwrap().as_str(), "7");
+        assert!(CpuList::from_cpus([]).is_err());
         for bad in ["", "a", "3-1", "1,,2", "-1", "1-", "0 1", "99999"] {
             assert!(CpuList::new(bad).is_err(), "{bad}");
         }

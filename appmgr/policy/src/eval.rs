@@ -504,7 +504,7 @@ impl PolicySet {
                 CpusetRef::CoreSet(name) => {
                     let Some(c) = board.core_sets.get(name) else {
                         return Err(PolicyError::UnknownCoreSet {
-                            file: r.file.to_string(),
+                            file: escape_for_display(&r.file),
                             line: r.line,
                             rule: r.index,
                             app: req.app.to_string(),

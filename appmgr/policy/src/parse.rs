@@ -3,7 +3,7 @@
 use crate::board::Condition;
 use crate::limits::PolicyResources;
 use crate::PolicyError;
-use appmgr_types::{Glob, Permissions};
+use appmgr_types::{escape_for_display, Glob, Permissions};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ fn line_of(src: &[u8], offset: usize) -> usize {
 pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyError> {
     if bytes.len() > MAX_FILE_SIZE {
         return Err(PolicyError::Parse {
-            file: name.to_string(),
+            file: escape_for_display(name),
             line: 1,
             column: 1,
             key: None,
@@ -79,7 +79,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
         });
     }
     let src = std::str::from_utf8(bytes).map_err(|e| PolicyError::Utf8 {
-        file: name.to_string(),
+        file: escape_for_display(name),
         line: line_of(bytes, e.valid_up_to()),
     })?;
     // TOML forbids control characters other than tab and newlines anywhere, even in
@@ -89,7 +89,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
         .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
     {
         return Err(PolicyError::ControlChar {
-            file: name.to_string(),
+            file: escape_for_display(name),
             line: line_of(bytes, off),
             char: format!("U+{:04X}", c as u32),
         });
@@ -98,17 +98,21 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
         let off = e.span().map_or(0, |s| s.start);
         let line = line_of(bytes, off);
         let line_start = src[..off.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
-        let message = e.message().trim().to_string();
+        // One line, and nothing a terminal would interpret: a quoted key or value in
+        // the message may carry control or bidi characters from the file.
+        let message = escape_for_display(&e.message().trim().replace('\n', " "));
         let message = if message.is_empty() {
             "syntax error".to_string()
         } else {
             message
         };
         PolicyError::Parse {
-            file: name.to_string(),
+            file: escape_for_display(name),
             line,
             column: 1 + src[line_start..off.min(src.len())].chars().count(),
-            key: key_of(&message).or_else(|| key_before(src, off)),
+            key: key_of(e.message())
+                .or_else(|| key_before(src, off))
+                .map(|k| escape_for_display(&k)),
             message,
         }
     })?;
@@ -121,7 +125,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
             let r = r.into_inner();
             if r.apps.is_empty() {
                 return Err(PolicyError::Rule {
-                    file: name.to_string(),
+                    file: escape_for_display(name),
                     line,
                     rule: i + 1,
                     message: "`apps` must list at least one pattern".into(),
@@ -329,6 +333,13 @@ mod tests {
             PolicyError::ControlChar { line: 1, .. } => {}
             other => panic!("{other}"),
         }
+        let e = parse_file(
+            "x.toml",
+            "[[rule]]\napps = [\"a.b\"]\n\"k\u{202e}\" = 1\n".as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\u{202e}') && e.contains("\\u{202e}"), "{e}");
         match parse_file("x.toml", "\n# esc \u{1b}[31m\n".as_bytes()).unwrap_err() {
             e @ PolicyError::ControlChar { line: 2, .. } => {
                 assert!(e.to_string().contains("U+001B"))
