@@ -11,12 +11,18 @@ pub enum PolicyError {
     Read { path: PathBuf, source: io::Error },
     #[error("policy file name {name}: {reason}")]
     FileName { name: String, reason: &'static str },
-    #[error("{file}:{line}: invalid utf-8")]
-    Utf8 { file: String, line: usize },
-    #[error("{file}:{line}: control character {char} is not allowed")]
+    #[error("{file}:{line}: {}invalid utf-8", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Utf8 {
+        file: String,
+        line: usize,
+        /// The key whose value holds the bad bytes, when it can be told.
+        key: Option<String>,
+    },
+    #[error("{file}:{line}: {}control character {char} is not allowed", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
     ControlChar {
         file: String,
         line: usize,
+        key: Option<String>,
         char: String,
     },
     #[error("{file}:{line}:{column}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]

@@ -78,9 +78,15 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
             message: format!("file is larger than {MAX_FILE_SIZE} bytes"),
         });
     }
-    let src = std::str::from_utf8(bytes).map_err(|e| PolicyError::Utf8 {
-        file: escape_for_display(name),
-        line: line_of(bytes, e.valid_up_to()),
+    let src = std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        // The valid prefix is UTF-8 by definition.
+        let prefix = std::str::from_utf8(valid).unwrap_or_default();
+        PolicyError::Utf8 {
+            file: escape_for_display(name),
+            line: line_of(bytes, e.valid_up_to()),
+            key: key_before(prefix, prefix.len()).map(|k| escape_for_display(&k)),
+        }
     })?;
     // TOML forbids control characters other than tab and newlines anywhere, even in
     // comments; say so precisely rather than through the parser's generic message.
@@ -91,6 +97,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
         return Err(PolicyError::ControlChar {
             file: escape_for_display(name),
             line: line_of(bytes, off),
+            key: key_before(src, off).map(|k| escape_for_display(&k)),
             char: format!("U+{:04X}", c as u32),
         });
     }
@@ -326,7 +333,9 @@ mod tests {
     #[test]
     fn invalid_utf8_and_control_characters() {
         match parse_file("x.toml", b"# ok\n[[rule]]\napps = [\"a.\xff\"]\n").unwrap_err() {
-            PolicyError::Utf8 { line: 3, .. } => {}
+            e @ PolicyError::Utf8 { line: 3, .. } => {
+                assert_eq!(e.to_string(), "x.toml:3: key `apps`: invalid utf-8")
+            }
             other => panic!("{other}"),
         }
         match parse_file("x.toml", b"# nul \0 here\n").unwrap_err() {

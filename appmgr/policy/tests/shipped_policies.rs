@@ -141,6 +141,7 @@ fn hmi_gets_gpu_and_input_with_its_limits() {
     assert_eq!(cg.memory_max, Some(256 << 20));
     assert_eq!(cg.memory_high, Some(224 << 20));
     assert_eq!(cg.memory_swap_max, Some(0), "from the default policy");
+    eprintln!("{}", g.render_text());
     // No GPU on this board: the framebuffer fallback instead.
     let g = check(&s, "com.example.Hmi", req, &board(&["input"], &[], false)).unwrap();
     let devs: Vec<_> = g
