@@ -10,7 +10,7 @@ qemu_argv() {
 	shift 5
 	local kd=${KDIR[$a]} kv
 	kv=$(kver "$a")
-	local append="panic=-1 quiet loglevel=3 rdinit=/init"
+	local append="panic=-1 quiet loglevel=3 rdinit=/init ${QEMU_APPEND_EXTRA:-}"
 	case $a in
 	aarch64)
 		QEMU_ARGV=(qemu-system-aarch64 -M virt -cpu cortex-a57 -accel tcg,thread=multi)
@@ -26,7 +26,9 @@ qemu_argv() {
 		-nic none -device virtio-rng-pci)
 	local i=0 d
 	for d in "$@"; do
-		QEMU_ARGV+=(-drive "file=${d%%:*},format=raw,if=none,id=d$i,cache=writeback"
+		local fmt=raw
+		case ${d%%:*} in *.qcow2) fmt=qcow2 ;; esac
+		QEMU_ARGV+=(-drive "file=${d%%:*},format=$fmt,if=none,id=d$i,cache=writeback"
 			-device "virtio-blk-pci,drive=d$i,serial=${d##*:}")
 		i=$((i + 1))
 	done
@@ -61,15 +63,16 @@ wait_qemu() {
 
 clean_log() { tr -d '\r' <"$1"; }
 
-# boot_scenarios ARCH SMP MEM NAME...: one boot runs the named scenarios in order.
+# boot_scenarios ARCH GUEST SMP MEM NAME...: one boot runs the named scenarios in order.
 boot_scenarios() {
-	local a=$1 smp=$2 mem=$3
-	shift 3
+	local a=$1 guest=$2 smp=$3 mem=$4
+	shift 4
 	local dir=$RUN_OUT/$a plan spec="" total n t
 	mkdir -p "$dir"
 	local tag=$1
 	[ $# -gt 1 ] && tag="$1+$(($# - 1))"
 	eval "total=\$BOOT_ALLOWANCE_$a"
+	[ "$guest" = debootstrap ] && total=$((total + 240))
 	for n in "$@"; do
 		t=$(scenario_timeout "$n")
 		spec="$spec $n $t"
@@ -77,16 +80,27 @@ boot_scenarios() {
 	done
 	plan=$dir/plan-$tag.sh
 	printf 'MODE=scenarios\nSCENARIOS="%s"\n' "$spec" >"$plan"
-	local initrd=$dir/initrd-$tag.img serial=$dir/serial-$tag.log
+	local initrd=$dir/initrd-$tag.img serial=$dir/serial-$tag.log disks=()
+	if [ "$guest" = debootstrap ]; then
+		build_rootfs "$a"
+		echo "ROOTFS=1" >>"$plan"
+		rm -f "$dir/rootfs-$tag.qcow2"
+		qemu-img create -q -f qcow2 -b "${ROOTFS_IMG[$a]}" -F raw "$dir/rootfs-$tag.qcow2"
+		payload_disk "$a" "$dir/payload-$tag.tar"
+		disks=("$dir/rootfs-$tag.qcow2:rootfs" "$dir/payload-$tag.tar:payload")
+	fi
 	boot_initrd "$a" "$plan" "$initrd"
-	qemu_argv "$a" "$smp" "$mem" "$initrd" "$serial"
-	step "$a: boot (smp $smp, ${mem}M) running: $*"
+	QEMU_APPEND_EXTRA=
+	[ "$guest" = debootstrap ] && QEMU_APPEND_EXTRA="systemd.show_status=false"
+	qemu_argv "$a" "$smp" "$mem" "$initrd" "$serial" "${disks[@]}"
+	QEMU_APPEND_EXTRA=
+	step "$a: boot $guest (smp $smp, ${mem}M) running: $*"
 	local b0 b1 trc=0
 	b0=$(date +%s)
 	start_qemu "$serial"
 	wait_qemu "$total" || trc=$?
 	b1=$(date +%s)
-	rm -f "$initrd"
+	rm -f "$initrd" "$dir/rootfs-$tag.qcow2" "$dir/payload-$tag.tar"
 	local clean=$dir/serial-$tag.txt
 	clean_log "$serial" >"$clean"
 	info "guest ran $((b1 - b0))s$([ $trc = 124 ] && echo ", killed after ${total}s")"
@@ -124,7 +138,9 @@ run_arch() {
 	stage_initramfs "$a"
 	flush_group() {
 		[ ${#group[@]} -eq 0 ] && return 0
-		boot_scenarios "$a" "${gkey% *}" "${gkey#* }" "${group[@]}"
+		local g smp mem
+		read -r g smp mem <<<"$gkey"
+		boot_scenarios "$a" "$g" "$smp" "$mem" "${group[@]}"
 		group=()
 	}
 	for s in "${SEL[@]}"; do
@@ -132,11 +148,8 @@ run_arch() {
 		if [ -n "$(scenario_powercut "$s")" ]; then
 			flush_group
 			run_powercut "$a" "$s"
-		elif [ "$(scenario_guest "$s")" = debootstrap ]; then
-			flush_group
-			run_debootstrap "$a" "$s"
 		else
-			key="$(scenario_smp "$s") $(scenario_mem "$s")"
+			key="$(scenario_guest "$s") $(scenario_smp "$s") $(scenario_mem "$s")"
 			[ "$key" = "$gkey" ] || flush_group
 			gkey=$key
 			group+=("$s")

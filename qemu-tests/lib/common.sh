@@ -29,6 +29,15 @@ scenario_smp() { hdr "$(scenario_file "$1")" smp 1; }
 scenario_mem() { hdr "$(scenario_file "$1")" mem 512; }
 scenario_powercut() { hdr "$(scenario_file "$1")" powercut ""; }
 scenario_needs() { hdr "$(scenario_file "$1")" needs ""; }
+# scenarios_need WORD ARCH: does a selected scenario for ARCH declare "needs: WORD"?
+scenarios_need() {
+	local s
+	for s in "${SEL[@]}"; do
+		scenario_runs_on "$s" "$2" || continue
+		case " $(scenario_needs "$s") " in *" $1 "*) return 0 ;; esac
+	done
+	return 1
+}
 scenario_runs_on() { case " $(scenario_arches "$1") " in *" $2 "*) return 0 ;; esac; return 1; }
 
 all_scenarios() {

@@ -9,7 +9,12 @@ apt_update_once() {
 	APT_UPDATED=1
 }
 
-pkg_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+pkg_installed() {
+	local p=$1
+	case $p in *:*) ;; *) p=$p:$(dpkg --print-architecture) ;; esac
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
+		dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
 
 # apt_install PKG...: install the ones that are missing.
 apt_install() {

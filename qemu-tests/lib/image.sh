@@ -77,3 +77,70 @@ boot_initrd() {
 	cat "${BASE_INITRD[$a]}" "${STAGE_INITRD[$a]}" "$tmp/plan.cpio.gz" >"$out"
 	rm -rf "$tmp"
 }
+
+# ---- debootstrap guest ------------------------------------------------------
+# A Debian bookworm rootfs with systemd, dbus, bluez (+ btvirt from
+# bluez-test-tools), libostree and libseccomp, the kernel's modules, and a
+# qt-runner.service that runs /qt/runner from the payload disk. Cached as a raw
+# ext4 image; each boot writes to a qcow2 overlay, so the image stays pristine.
+ROOTFS_PKGS=systemd,systemd-sysv,dbus,bluez,bluez-test-tools,udev,kmod,libostree-1-1,libseccomp2,iproute2,procps
+declare -A ROOTFS_IMG
+build_rootfs() {
+	local a=$1 da key img d log
+	da=$(deb_arch "$a")
+	key=$( { pin "$(kernel_pkg "$a")" "$da"; echo "$ROOTFS_PKGS"; cat "$QT_DIR/guest/qt-boot"; echo v1; } | sha256sum | cut -c1-12)
+	img=$CACHE/rootfs/$a-$key.img
+	ROOTFS_IMG[$a]=$img
+	[ -f "$img" ] && { info "debootstrap rootfs (cached): $img"; return 0; }
+	step "$a: debootstrap bookworm rootfs ($ROOTFS_PKGS)"
+	mkdir -p "$CACHE/rootfs"
+	d=$(mktemp -d "$CACHE/rootfs/tmp.XXXXXX")
+	log=$RUN_OUT/debootstrap-$a.log
+	if [ "$da" != amd64 ]; then
+		# foreign debootstrap: the second stage runs arm64 binaries via binfmt
+		[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+		update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+		[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "binfmt for qemu-aarch64 is not registered (qemu-user-static, binfmt-support)"
+	fi
+	debootstrap --arch="$da" --variant=minbase --include="$ROOTFS_PKGS" bookworm "$d/root" \
+		http://deb.debian.org/debian >"$log" 2>&1 || { tail -n 20 "$log"; rm -rf "$d"; die "debootstrap for $a failed (log: $log)"; }
+	local r=$d/root kv
+	kv=$(kver "$a")
+	echo "qt-$a" >"$r/etc/hostname"
+	sed -i 's/^root:[^:]*:/root::/' "$r/etc/shadow"
+	: >"$r/etc/fstab"
+	mkdir -p "$r/usr/local/sbin" "$r/etc/systemd/system/multi-user.target.wants"
+	cp "$QT_DIR/guest/qt-boot" "$r/usr/local/sbin/qt-boot"
+	cat >"$r/etc/systemd/system/qt-runner.service" <<-'UNIT'
+		[Unit]
+		Description=qemu-tests scenario runner
+		After=basic.target dbus.service
+		Wants=dbus.service
+		[Service]
+		Type=oneshot
+		ExecStart=/usr/local/sbin/qt-boot
+		StandardOutput=tty
+		StandardError=tty
+		TTYPath=/dev/console
+		[Install]
+		WantedBy=multi-user.target
+	UNIT
+	ln -sf /etc/systemd/system/qt-runner.service "$r/etc/systemd/system/multi-user.target.wants/qt-runner.service"
+	# no login prompts on the serial console (it carries the test output)
+	ln -sf /dev/null "$r/etc/systemd/system/serial-getty@.service"
+	ln -sf /dev/null "$r/etc/systemd/system/getty@.service"
+	mkdir -p "$r/usr/lib/modules"
+	cp -a "${KDIR[$a]}/lib/modules/$kv" "$r/usr/lib/modules/"
+	rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+	truncate -s 3G "$img.part"
+	mkfs.ext4 -q -F -L qtroot -d "$r" "$img.part" >>"$log" 2>&1 || { rm -rf "$d" "$img.part"; die "mkfs.ext4 -d for the $a rootfs failed"; }
+	mv "$img.part" "$img"
+	rm -rf "$d"
+	info "debootstrap rootfs: $img ($(du -h "$img" | cut -f1) used)"
+}
+
+# payload_disk ARCH OUT: a tar of /qt and /opt/appmgr for the debootstrap guest
+# (its own Debian libraries serve the appmgr binaries).
+payload_disk() {
+	tar -C "${STAGE[$1]}" -cf "$2" qt opt
+}
