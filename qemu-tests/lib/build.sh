@@ -99,6 +99,8 @@ stage_appmgr() {
 	mkdir -p "${STAGE[$a]}/opt/appmgr/bin"
 	[ -n "${BUILD_STATUS[$a]:-}" ] || BUILD_STATUS[$a]="ok (not rebuilt: --no-build)"
 	for b in $(workspace_bins) "${APPMGR_BINS[@]}"; do
+		# never stage binaries left over from an earlier, successful build
+		case ${BUILD_STATUS[$a]} in ok*) ;; *) break ;; esac
 		src=$CARGO_TARGET_DIR/$t/debug/$b
 		[ -f "$src" ] || continue
 		[ -f "${STAGE[$a]}/opt/appmgr/bin/$b" ] && continue
