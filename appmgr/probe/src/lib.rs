@@ -14,6 +14,7 @@
 //!   not from a missing capability.
 //! - `int80` / `x32` (x86_64): make `getpid` through the i386 / x32 ABI; expected to be
 //!   killed by SIGSYS.
+//! - `write PATH...`: try to create each PATH, report the errno.
 //! - `sleep`: sleep until killed (for signal and death tests); prints `ready`.
 //!
 //! Built statically (`-C target-feature=+crt-static`) so it runs in any runtime tree.
@@ -502,6 +503,10 @@ pub fn report(args: &[String]) -> String {
             "hostname".into(),
             esc(read("/proc/sys/kernel/hostname").trim()),
         ),
+        (
+            "lo_flags".into(),
+            esc(read("/sys/class/net/lo/flags").trim()),
+        ),
         ("root_entries".into(), arr(&list_dir("/"))),
         ("dev_entries".into(), arr(&list_dir("/dev"))),
         ("etc_entries".into(), arr(&list_dir("/etc"))),
@@ -544,6 +549,14 @@ pub fn run(args: &[String]) -> i32 {
         Some("x32") => {
             let r = probe_syscall(0x4000_0000 | libc::SYS_getpid, [0; 6]);
             println!("survived x32: {r:?}");
+            0
+        }
+        Some("write") => {
+            let out: Vec<(String, String)> = args[2..]
+                .iter()
+                .map(|p| (p.clone(), esc(&try_write(p))))
+                .collect();
+            println!("{}", obj(&out));
             0
         }
         Some("sleep") => {

@@ -60,6 +60,7 @@ pub fn plan_memfd(plan: &LaunchPlan) -> std::io::Result<OwnedFd> {
     )?;
     let mut f = std::fs::File::from(fd);
     f.write_all(&json)?;
+    std::io::Seek::rewind(&mut f)?;
     let fd = OwnedFd::from(f);
     rustix::fs::fcntl_add_seals(
         &fd,
@@ -100,8 +101,11 @@ pub fn exec_launcher(plan: &LaunchPlan) -> ExecError {
 /// Reads a plan from the fd the launcher was given.
 pub fn read_plan_fd(fd: i32) -> std::io::Result<LaunchPlan> {
     use std::io::Read;
+    use std::io::{Seek, SeekFrom};
     let owned = sys::take_inherited_fd(fd)?;
     let mut f = std::fs::File::from(owned);
+    // The open file description is shared with the caller, whose write moved the offset.
+    f.seek(SeekFrom::Start(0))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)

@@ -1,0 +1,758 @@
+//! Privileged tests: run the static probe through `appmgr-launch` in a tiny runtime built
+//! from the host's busybox, and check every Sandbox class of security-cases.md from the
+//! inside. Skipped (with a message) when not root.
+
+use appmgr_sandbox::{build_plan, launcher_command, LaunchSpec, SeccompPlan};
+use appmgr_types::{AllowFlag, AppId, Permissions};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const UID: u32 = 40123;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (namespaces, mounts, setuid)");
+            return;
+        }
+    };
+}
+
+/// The probe, built statically once per test run into its own target directory.
+fn probe_bin() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        if let Some(p) = std::env::var_os("APPMGR_PROBE") {
+            return p.into();
+        }
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/<test> → target
+        let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+        let dir = target.join("probe-static");
+        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&ws)
+            .args(["build", "-q", "-p", "appmgr-probe", "--bin", "appmgr-probe"])
+            .args(["--target", &triple])
+            .env("CARGO_TARGET_DIR", &dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("LIBSECCOMP_LINK_TYPE", "static")
+            .env(
+                "LIBSECCOMP_LIB_PATH",
+                format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
+            )
+            .status()
+            .expect("run cargo to build the static probe");
+        assert!(st.success(), "building the static probe failed");
+        dir.join(triple).join("debug/appmgr-probe")
+    })
+    .clone()
+}
+
+fn init_launcher_env() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        std::env::set_var("APPMGR_LAUNCH", env!("CARGO_BIN_EXE_appmgr-launch"));
+    });
+}
+
+/// A runtime (busybox), an app (the probe), a data dir parent and a seccomp cache.
+struct World {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let usr = root.join("runtime/files");
+        std::fs::create_dir_all(usr.join("bin")).unwrap();
+        std::fs::create_dir_all(usr.join("etc")).unwrap();
+        std::fs::create_dir_all(usr.join("lib")).unwrap();
+        std::fs::copy("/bin/busybox", usr.join("bin/busybox")).unwrap();
+        for a in ["sh", "sleep", "cat", "ls", "true", "id", "env"] {
+            std::os::unix::fs::symlink("busybox", usr.join("bin").join(a)).unwrap();
+        }
+        std::fs::write(usr.join("etc/os-release"), "ID=appmgr-test\n").unwrap();
+        std::fs::write(usr.join("etc/passwd"), "evil:x:0:0::/:/bin/sh\n").unwrap();
+        let app = root.join("app/files");
+        std::fs::create_dir_all(app.join("bin")).unwrap();
+        std::fs::copy(probe_bin(), app.join("bin/probe")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        World { _t: t, root }
+    }
+
+    fn spec(&self, args: &[&str]) -> LaunchSpec {
+        LaunchSpec {
+            app_id: AppId::new("org.example.Probe").unwrap(),
+            runtime_files: self.root.join("runtime/files"),
+            app_files: self.root.join("app/files"),
+            data_dir: self.root.join("data/org.example.Probe"),
+            runtime_dir: None,
+            uid: UID,
+            gid: UID,
+            permissions: Permissions::default(),
+            devices: vec![],
+            command: "probe".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            cgroup_procs: vec![],
+            env_allow: vec![],
+            caller_env: vec![
+                ("LD_PRELOAD".into(), "/nonexistent/evil.so".into()),
+                ("GCONV_PATH".into(), "/tmp".into()),
+                ("TERM".into(), "xterm".into()),
+            ],
+            cache_dir: self.root.join("cache"),
+            timezone: None,
+            lang: None,
+        }
+    }
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn command(spec: &LaunchSpec) -> (Command, std::os::fd::OwnedFd) {
+    init_launcher_env();
+    let plan = build_plan(spec).expect("plan");
+    let (mut cmd, fd) = launcher_command(&plan).expect("launcher command");
+    cmd.stdin(Stdio::null());
+    (cmd, fd)
+}
+
+fn launch(spec: &LaunchSpec) -> Outcome {
+    let (mut cmd, _fd) = command(spec);
+    let out = cmd.output().expect("spawn launcher");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn report(spec: &LaunchSpec) -> Value {
+    let o = launch(spec);
+    assert_eq!(o.code, 0, "probe failed: {}\n{}", o.stderr, o.stdout);
+    serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
+}
+
+fn host_ns(n: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{n}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Calls the filter must block, with the errno it returns.
+const BLOCKED: &[(&str, &str)] = &[
+    ("ioctl_tiocsti", "EPERM"),
+    ("ioctl_tiocsti_high_bits", "EPERM"),
+    ("ioctl_tioclinux", "EPERM"),
+    ("clone_newuser", "EPERM"),
+    ("clone_newns", "EPERM"),
+    ("clone_newpid", "EPERM"),
+    ("clone_newnet", "EPERM"),
+    ("unshare", "EPERM"),
+    ("setns", "EPERM"),
+    ("clone3", "ENOSYS"),
+    ("fsopen", "ENOSYS"),
+    ("fsconfig", "ENOSYS"),
+    ("fsmount", "ENOSYS"),
+    ("fspick", "ENOSYS"),
+    ("open_tree", "ENOSYS"),
+    ("move_mount", "ENOSYS"),
+    ("mount_setattr", "ENOSYS"),
+    ("mount", "EPERM"),
+    ("umount2", "EPERM"),
+    ("pivot_root", "EPERM"),
+    ("chroot", "EPERM"),
+    ("ptrace", "EPERM"),
+    ("process_vm_readv", "EPERM"),
+    ("process_vm_writev", "EPERM"),
+    ("perf_event_open", "EPERM"),
+    ("keyctl", "EPERM"),
+    ("add_key", "EPERM"),
+    ("request_key", "EPERM"),
+    ("bpf", "EPERM"),
+    ("userfaultfd", "EPERM"),
+    ("io_uring_setup", "EPERM"),
+    ("io_uring_enter", "EPERM"),
+    ("io_uring_register", "EPERM"),
+    ("kexec_load", "EPERM"),
+    ("kexec_file_load", "EPERM"),
+    ("init_module", "EPERM"),
+    ("finit_module", "EPERM"),
+    ("delete_module", "EPERM"),
+    ("personality_query", "EPERM"),
+    ("personality_bsd", "EPERM"),
+    ("syslog", "EPERM"),
+    ("acct", "EPERM"),
+    ("quotactl", "EPERM"),
+    ("mbind", "EPERM"),
+    ("get_mempolicy", "EPERM"),
+    ("set_mempolicy", "EPERM"),
+    ("migrate_pages", "EPERM"),
+    ("move_pages", "EPERM"),
+    ("name_to_handle_at", "EPERM"),
+    ("open_by_handle_at", "EPERM"),
+    ("openat2", "ENOSYS"),
+    ("swapon", "EPERM"),
+    ("reboot", "EPERM"),
+    ("sethostname", "EPERM"),
+    ("fchmod_setuid", "EPERM"),
+    ("fchmod_setgid", "EPERM"),
+    ("fchmodat_setuid", "EPERM"),
+    ("mknodat_setuid", "EPERM"),
+    ("openat_creat_setuid", "EPERM"),
+    ("openat_creat_setgid", "EPERM"),
+    ("fchmodat2_setuid", "ENOSYS"),
+    #[cfg(target_arch = "x86_64")]
+    ("chmod_setuid", "EPERM"),
+    #[cfg(target_arch = "x86_64")]
+    ("mknod_setuid", "EPERM"),
+    #[cfg(target_arch = "x86_64")]
+    ("open_creat_setuid", "EPERM"),
+    #[cfg(target_arch = "x86_64")]
+    ("creat_setuid", "EPERM"),
+    #[cfg(target_arch = "x86_64")]
+    ("iopl", "EPERM"),
+    #[cfg(target_arch = "x86_64")]
+    ("modify_ldt", "EPERM"),
+    ("socket_packet", "EAFNOSUPPORT"),
+    ("socket_key", "EAFNOSUPPORT"),
+    ("socket_alg", "EAFNOSUPPORT"),
+    ("socket_vsock", "EAFNOSUPPORT"),
+    ("socket_bluetooth", "EAFNOSUPPORT"),
+    ("socket_can", "EAFNOSUPPORT"),
+    ("socket_family_200", "EAFNOSUPPORT"),
+];
+
+/// Calls that must stay allowed (the filter is not a blanket block).
+const ALLOWED: &[(&str, &str)] = &[
+    ("ioctl_fionread", "EBADF"),
+    ("clone_plain", "EINVAL"),
+    ("fchmod_plain", "EBADF"),
+    ("openat_creat_plain", "ENOENT"),
+    ("personality_linux", "ok"),
+    ("socket_unix", "EINVAL"),
+    ("socket_inet", "EINVAL"),
+    ("socket_inet6", "EINVAL"),
+    ("socket_netlink", "EINVAL"),
+];
+
+#[test]
+fn default_sandbox_is_closed() {
+    require_root!();
+    let w = World::new();
+    let r = report(&w.spec(&[]));
+    let st = &r["status"];
+    // identity, capabilities, no_new_privs, seccomp
+    assert_eq!(st["Uid"], format!("{UID}\t{UID}\t{UID}\t{UID}"));
+    assert_eq!(st["Gid"], format!("{UID}\t{UID}\t{UID}\t{UID}"));
+    assert_eq!(st["Groups"], "");
+    for c in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(st[c], "0000000000000000", "{c}");
+    }
+    assert_eq!(st["NoNewPrivs"], "1");
+    assert_eq!(st["Seccomp"], "2");
+    // namespaces: new mount/pid/net/ipc/uts/cgroup, never a user namespace
+    for n in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
+        assert_ne!(
+            r["namespaces"][n],
+            host_ns(n),
+            "{n} namespace shared with the host"
+        );
+    }
+    assert_eq!(r["namespaces"]["user"], host_ns("user"));
+    // only the sandbox's own processes: init (1) and the probe
+    let pids = strs(&r["pids"]);
+    assert_eq!(pids, ["1", "2"], "visible processes");
+    assert_eq!(r["pid"], 2);
+    assert_eq!(r["kill_outside"], "ESRCH");
+    // fds 0-2 only (plus the directory being listed)
+    let fds: Vec<String> = r["fds"]
+        .as_object()
+        .unwrap()
+        .iter()
+        // the directory fd used for listing is gone by the time it is read back
+        .filter(|(_, t)| t.as_str().unwrap() != "(closed)")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "open fds: {}", r["fds"]);
+    // network: only lo, and it is up
+    assert_eq!(strs(&r["interfaces"]), ["lo"]);
+    let lo =
+        u32::from_str_radix(r["lo_flags"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(lo & 1, 1, "lo is up");
+    // writes
+    for p in [
+        "/usr/probe-write",
+        "/app/probe-write",
+        "/sys/kernel/probe-write",
+        "/proc/sys/kernel/hostname",
+        "/proc/sysrq-trigger",
+        "/probe-write",
+        "/etc/probe-write",
+        "/etc/passwd",
+        "/dev/probe-write",
+    ] {
+        let e = r["writes"][p].as_str().unwrap();
+        // (ENOENT: kernels built without sysrq have no /proc/sysrq-trigger)
+        let absent_ok = p == "/proc/sysrq-trigger" && e == "ENOENT";
+        assert!(
+            absent_ok || ["EROFS", "EACCES", "EPERM"].contains(&e),
+            "{p}: {e}"
+        );
+    }
+    assert_eq!(r["writes"]["/tmp/probe-write"], "ok");
+    assert_eq!(r["writes"]["/home/app/probe-write"], "ok");
+    // syscalls
+    for (name, want) in BLOCKED {
+        assert_eq!(r["syscalls"][name], *want, "{name}");
+    }
+    for (name, want) in ALLOWED {
+        assert_eq!(r["syscalls"][name], *want, "{name}");
+    }
+    // filesystem layout
+    let root: BTreeSet<String> = strs(&r["root_entries"]).into_iter().collect();
+    for e in [
+        "app", "bin", "dev", "etc", "home", "lib", "proc", "run", "sbin", "sys", "tmp", "usr",
+    ] {
+        assert!(root.contains(e), "/{e} missing: {root:?}");
+    }
+    let dev: BTreeSet<String> = strs(&r["dev_entries"]).into_iter().collect();
+    let want: BTreeSet<String> = [
+        "full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero", "fd", "stdin",
+        "stdout", "stderr",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(dev, want);
+    let etc: BTreeSet<String> = strs(&r["etc_entries"]).into_iter().collect();
+    for e in [
+        "passwd",
+        "group",
+        "hosts",
+        "localtime",
+        "machine-id",
+        "os-release",
+    ] {
+        assert!(etc.contains(e), "/etc/{e} missing: {etc:?}");
+    }
+    assert!(!etc.contains("resolv.conf"));
+    let passwd = r["passwd"].as_str().unwrap();
+    assert!(passwd.contains(&format!("app:x:{UID}:{UID}:")), "{passwd}");
+    assert!(
+        !passwd.contains("evil"),
+        "the generated passwd wins over the runtime's"
+    );
+    let mounts = strs(&r["mounts"]);
+    let opts = |dir: &str| -> String {
+        mounts
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(dir))
+            .next_back()
+            .unwrap_or_else(|| panic!("{dir} not mounted: {mounts:?}"))
+            .split(' ')
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    for d in ["/usr", "/app"] {
+        let o = opts(d);
+        for f in ["ro", "nosuid", "nodev"] {
+            assert!(o.split(',').any(|x| x == f), "{d}: {o}");
+        }
+    }
+    assert!(opts("/sys").split(',').any(|x| x == "ro"));
+    assert!(opts("/").split(',').any(|x| x == "ro"));
+    assert_eq!(r["cwd"], "/home/app");
+    // the data dir was created for the app
+    let m = std::fs::metadata(w.root.join("data/org.example.Probe")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (UID, UID, 0o700));
+    // the environment is built
+    let env: BTreeSet<String> = strs(&r["env"])
+        .iter()
+        .map(|e| e.split('=').next().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TZ",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_STATE_HOME",
+        "XDG_CACHE_HOME",
+        "XDG_RUNTIME_DIR",
+        "XDG_DATA_DIRS",
+        "XDG_CONFIG_DIRS",
+        "APPMGR_APP_ID",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(env, want);
+}
+
+/// The errno of each blocked call comes from the filter, not from missing privileges:
+/// as root without a sandbox, the same calls fail differently (or succeed harmlessly).
+#[test]
+fn blocked_errnos_come_from_the_filter() {
+    require_root!();
+    let t = tempfile::tempdir().unwrap();
+    let plan = SeccompPlan {
+        cache_file: t.path().join("f.bpf"),
+        ..build_plan(&World::new().spec(&[])).unwrap().seccomp
+    };
+    let _ = appmgr_sandbox::seccomp::load_or_compile(&plan).unwrap();
+    let run = |args: &[&str]| -> Value {
+        let out = Command::new(probe_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let bare = run(&["report"]);
+    let filtered = run(&["load-filter", plan.cache_file.to_str().unwrap()]);
+    assert_eq!(filtered["status"]["Seccomp"], "2");
+    for (name, want) in BLOCKED {
+        assert_eq!(filtered["syscalls"][name], *want, "{name} with the filter");
+        // (family 200 is past the kernel's NPROTO: EAFNOSUPPORT either way)
+        if *name != "socket_family_200" {
+            assert_ne!(bare["syscalls"][name], *want, "{name} without the filter");
+        }
+    }
+}
+
+#[test]
+fn grants_open_exactly_what_they_name() {
+    require_root!();
+    let w = World::new();
+    // network + ipc: the host's namespaces; resolv.conf copied
+    let mut s = w.spec(&[]);
+    s.permissions.network = true;
+    s.permissions.ipc = true;
+    let r = report(&s);
+    assert_eq!(r["namespaces"]["net"], host_ns("net"));
+    assert_eq!(r["namespaces"]["ipc"], host_ns("ipc"));
+    assert_ne!(r["namespaces"]["mnt"], host_ns("mnt"));
+    if Path::new("/etc/resolv.conf").exists() {
+        assert!(strs(&r["etc_entries"]).contains(&"resolv.conf".to_string()));
+    }
+    // devel: ptrace and perf_event_open re-allowed, nothing else
+    let mut s = w.spec(&[]);
+    s.permissions.allow.insert(AllowFlag::Devel);
+    let r = report(&s);
+    assert_eq!(r["syscalls"]["ptrace"], "ESRCH");
+    assert_ne!(r["syscalls"]["perf_event_open"], "EPERM");
+    for (name, want) in BLOCKED {
+        if *name != "ptrace" && *name != "perf_event_open" {
+            assert_eq!(r["syscalls"][name], *want, "{name} with devel");
+        }
+    }
+    // bluetooth and canbus: their socket families only
+    let mut s = w.spec(&[]);
+    s.permissions.allow.insert(AllowFlag::Bluetooth);
+    s.permissions.allow.insert(AllowFlag::Canbus);
+    let r = report(&s);
+    assert_eq!(r["syscalls"]["socket_bluetooth"], "EINVAL");
+    assert_eq!(r["syscalls"]["socket_can"], "EINVAL");
+    assert_eq!(r["syscalls"]["socket_packet"], "EAFNOSUPPORT");
+    // a granted device node appears at its path
+    let node = format!("/dev/appmgr-test-{}", std::process::id());
+    let c = std::ffi::CString::new(node.clone()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        c.as_c_str(),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let mut s = w.spec(&[]);
+    s.devices = vec![node.clone().into()];
+    let r = report(&s);
+    std::fs::remove_file(&node).unwrap();
+    let name = node.trim_start_matches("/dev/").to_string();
+    assert!(
+        strs(&r["dev_entries"]).contains(&name),
+        "{}",
+        r["dev_entries"]
+    );
+    // granted host paths: ro and rw as granted
+    let ro = w.root.join("shared-ro");
+    let rw = w.root.join("shared-rw");
+    for d in [&ro, &rw] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut s = w.spec(&[
+        "write",
+        &format!("{}/f", ro.display()),
+        &format!("{}/f", rw.display()),
+    ]);
+    s.permissions
+        .filesystems
+        .insert(format!("{}:ro", ro.display()).parse().unwrap());
+    s.permissions
+        .filesystems
+        .insert(format!("{}:rw", rw.display()).parse().unwrap());
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v[format!("{}/f", ro.display())], "EROFS");
+    assert_eq!(v[format!("{}/f", rw.display())], "ok");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn foreign_abi_syscalls_kill_unless_multiarch() {
+    require_root!();
+    let w = World::new();
+    for mode in ["int80", "x32"] {
+        let o = launch(&w.spec(&[mode]));
+        assert_eq!(
+            o.code,
+            128 + libc::SIGSYS,
+            "{mode}: {} {}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(!o.stdout.contains("survived"));
+    }
+    let mut s = w.spec(&["int80"]);
+    s.permissions.allow.insert(AllowFlag::Multiarch);
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "int80 with multiarch: {}", o.stderr);
+    assert!(o.stdout.contains("survived"));
+}
+
+#[test]
+fn arguments_are_data_and_environment_is_built() {
+    require_root!();
+    let w = World::new();
+    let args = ["--bind", "/", "/", "--", "$(id)", "; rm -rf /", "-c"];
+    let o = launch(&w.spec(&args));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let mut want = vec!["/app/bin/probe".to_string()];
+    want.extend(args.iter().map(|s| s.to_string()));
+    assert_eq!(strs(&v["argv"]), want);
+
+    // The caller's LD_PRELOAD / GCONV_PATH reach the app neither through the spec (the
+    // caller_env has them) nor through the launcher's own environment.
+    use std::os::fd::AsRawFd;
+    let plan = build_plan(&w.spec(&[])).unwrap();
+    let fd = appmgr_sandbox::plan_memfd(&plan).unwrap();
+    let mut c = Command::new("/usr/bin/env");
+    c.env("LD_PRELOAD", "/nonexistent/evil.so")
+        .env("GCONV_PATH", "/tmp/evil")
+        .arg(env!("CARGO_BIN_EXE_appmgr-launch"))
+        .arg("--plan-fd")
+        .arg(fd.as_raw_fd().to_string())
+        .stdin(Stdio::null());
+    appmgr_sandbox::sys::keep_fd_in_child(&mut c, fd.as_raw_fd());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let env = strs(&v["env"]);
+    assert!(!env.is_empty());
+    for e in env {
+        assert!(!e.starts_with("LD_") && !e.starts_with("GCONV_PATH"), "{e}");
+    }
+}
+
+#[test]
+fn exit_status_is_the_apps() {
+    require_root!();
+    let w = World::new();
+    let mut s = w.spec(&["-c", "exit 7"]);
+    s.command = "/usr/bin/sh".into();
+    assert_eq!(launch(&s).code, 7);
+    let mut s = w.spec(&["-c", "kill -TERM $$; sleep 5"]);
+    s.command = "/usr/bin/sh".into();
+    assert_eq!(launch(&s).code, 128 + libc::SIGTERM);
+    let mut s = w.spec(&[]);
+    s.command = "missing".into();
+    let o = launch(&s);
+    assert_eq!(o.code, 127, "{}", o.stderr);
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            state != Some('Z') && state != Some('X')
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn signals_are_forwarded_to_the_app() {
+    require_root!();
+    let w = World::new();
+    let mut s = w.spec(&[
+        "-c",
+        "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.05; done",
+    ]);
+    s.command = "/usr/bin/sh".into();
+    let (mut cmd, fd) = command(&s);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    drop(fd);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::USR1,
+    )
+    .unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "got-usr1");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn launcher_death_kills_the_sandbox() {
+    require_root!();
+    let w = World::new();
+    let (mut cmd, fd) = command(&w.spec(&["sleep"]));
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    drop(fd);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let init = children(child.id());
+    assert_eq!(init.len(), 1);
+    let app = children(init[0]);
+    assert_eq!(app.len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(init[0]) || alive(app[0])) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(init[0]), "init survived the launcher");
+    assert!(!alive(app[0]), "app survived the launcher");
+}
+
+#[test]
+fn data_dir_replaced_by_symlink_is_refused() {
+    require_root!();
+    let w = World::new();
+    let victim = w.root.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep"), "x").unwrap();
+    let before = std::fs::metadata(&victim).unwrap();
+    let data = w.root.join("data/org.example.Probe");
+    // absolute symlink, relative `../..` symlink, and a symlinked parent
+    for (link, target) in [
+        (data.clone(), victim.clone()),
+        (data.clone(), PathBuf::from("../..")),
+    ] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let o = launch(&w.spec(&[]));
+        assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED, "{}", o.stdout);
+        assert!(o.stderr.contains("symlink"), "{}", o.stderr);
+        assert!(o.stdout.is_empty());
+        std::fs::remove_file(&link).unwrap();
+    }
+    let linked_parent = w.root.join("data-link");
+    std::os::unix::fs::symlink(w.root.join("data"), &linked_parent).unwrap();
+    let mut s = w.spec(&[]);
+    s.data_dir = linked_parent.join("org.example.Probe");
+    let o = launch(&s);
+    assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED);
+    assert!(
+        !data.exists(),
+        "nothing created through the symlinked parent"
+    );
+    // the targets are untouched
+    let after = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        (before.uid(), before.gid(), before.mode(), before.mtime()),
+        (after.uid(), after.gid(), after.mode(), after.mtime())
+    );
+    let top = std::fs::metadata(&w.root).unwrap();
+    assert_eq!(top.uid(), 0);
+    // a data dir owned by someone else is refused too
+    std::fs::create_dir_all(&data).unwrap();
+    let o = launch(&w.spec(&[]));
+    assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED);
+    assert!(o.stderr.contains("owned by uid 0"), "{}", o.stderr);
+}
+
+/// Start→exit latency of a trivial app (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn latency() {
+    require_root!();
+    let w = World::new();
+    let mut s = w.spec(&[]);
+    s.command = "/usr/bin/true".into();
+    let _ = launch(&s); // warm the seccomp cache
+    let mut v = Vec::new();
+    for _ in 0..200 {
+        let (mut cmd, _fd) = command(&s);
+        let t = Instant::now();
+        let st = cmd.status().unwrap();
+        v.push(t.elapsed());
+        assert!(st.success());
+    }
+    v.sort();
+    eprintln!(
+        "appmgr-launch start→exit: median {:?}, p90 {:?}",
+        v[v.len() / 2],
+        v[v.len() * 9 / 10]
+    );
+}
