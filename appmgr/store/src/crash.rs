@@ -1,6 +1,6 @@
 //! Crash injection for tests: when `APPMGR_CRASH_AT` names a point, the process aborts
 //! there, as a SIGKILL or power cut would stop it. Points: `mid-import` (after the first
-//! object of an import), `after-import` (ostree transaction committed), `after-checkout`
+//! file of an import), `after-import` (ostree transaction committed), `after-checkout`
 //! (deployment directory in place), `before-switch` (new record written, not renamed),
 //! `after-switch` (record renamed), `mid-remove` (after the first deployment of a removed
 //! ref is deleted), `before-prune`.

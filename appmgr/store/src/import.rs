@@ -42,7 +42,6 @@ pub(crate) struct StoreSink<'r> {
     /// Objects written or verified during this import.
     done: HashSet<String>,
     pub(crate) stats: ImportStats,
-    first_object_written: bool,
 }
 
 fn bad(path: &RelPath, reason: impl Into<String>) -> SinkError {
@@ -85,7 +84,6 @@ impl<'r> StoreSink<'r> {
             files: HashMap::new(),
             done: HashSet::new(),
             stats: ImportStats::default(),
-            first_object_written: false,
         })
     }
 
@@ -169,10 +167,6 @@ impl<'r> StoreSink<'r> {
             .map_err(StoreError::ostree("write object", checksum))?;
         self.done.insert(checksum.to_string());
         self.stats.objects_written += 1;
-        if !self.first_object_written {
-            self.first_object_written = true;
-            crate::crash::point("mid-import");
-        }
         Ok(())
     }
 
@@ -275,6 +269,9 @@ impl PayloadSink for StoreSink<'_> {
         }
         self.stats.files += 1;
         self.stats.bytes += size;
+        if self.stats.files == 1 {
+            crate::crash::point("mid-import");
+        }
         self.add_file(path, &checksum)?;
         self.files.insert(path.as_str().to_string(), checksum);
         Ok(())

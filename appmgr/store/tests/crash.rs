@@ -1,0 +1,269 @@
+//! Crash safety: an operation run in a child process is stopped at every named crash
+//! point (`APPMGR_CRASH_AT`, which aborts there) and by SIGKILL at random moments; the
+//! next lock must find exactly the old or the new state, a clean fsck (ours and
+//! libostree's), no unreachable objects and no staging leftovers. Also: several
+//! processes installing at once are serialized by the lock.
+//!
+//! The child is this test binary itself, re-executed to run only `child_process_entry`.
+
+mod common;
+use appmgr_store::{Store, CRASH_ENV};
+use common::*;
+use rand::Rng;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OP_ENV: &str = "APPMGR_STORE_TEST_OP";
+const ROOT_ENV: &str = "APPMGR_STORE_TEST_ROOT";
+
+fn app() -> appmgr_types::RefName {
+    app_ref("org.example.Crash")
+}
+
+fn payload(variant: u64) -> Payload {
+    Payload::app("crash", variant, 150, 75).with(Entry::File(
+        "share/big".into(),
+        false,
+        bytes(variant, (appmgr_store::SPOOL_THRESHOLD + 4096) as usize),
+    ))
+}
+
+/// Runs the operation named by the environment, when started as a child.
+#[test]
+fn child_process_entry() {
+    let Ok(op) = std::env::var(OP_ENV) else { return };
+    let root = PathBuf::from(std::env::var(ROOT_ENV).unwrap());
+    let store = open(&root);
+    let lock = store.lock().unwrap();
+    match op.as_str() {
+        "install-v3" => drop(install(&store, &lock, &app(), "3.0.0", None, &payload(3), false).unwrap()),
+        "reinstall-v2" => drop(install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap()),
+        "rollback" => drop(store.rollback(&lock, &app()).unwrap()),
+        "remove" => drop(store.remove(&lock, &app()).unwrap()),
+        other => {
+            let n: u64 = other.strip_prefix("install-app-").unwrap().parse().unwrap();
+            let r = app_ref(&format!("org.example.P{n}"));
+            install(&store, &lock, &r, "1.0.0", None, &Payload::app("p", n, 40, 20), false).unwrap();
+        }
+    }
+}
+
+fn child(root: &Path, op: &str, crash_at: Option<&str>) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+        .env(OP_ENV, op)
+        .env(ROOT_ENV, root)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match crash_at {
+        Some(p) => c.env(CRASH_ENV, p),
+        None => c.env_remove(CRASH_ENV),
+    };
+    c
+}
+
+/// The state that matters: (current, previous) as (commit, version), uid, highest.
+type Summary = (Option<(String, String)>, Option<(String, String)>, Option<u32>, String);
+
+fn summary(store: &Store) -> Summary {
+    let lock = store.lock().unwrap();
+    let i = store.info(&lock, &app()).unwrap();
+    let d = |d: Option<appmgr_store::Deployment>| d.map(|d| (d.commit, d.version.to_string()));
+    (d(i.current), d(i.previous), i.uid, i.highest_version.to_string())
+}
+
+/// Old state: the app at 2.0.0 with 1.0.0 as previous, and a second app sharing files.
+fn setup(root: &Path) -> (Snapshot, Summary) {
+    let store = open(root);
+    let lock = store.lock().unwrap();
+    install(&store, &lock, &app(), "1.0.0", None, &payload(1), false).unwrap();
+    install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap();
+    install(&store, &lock, &app_ref("org.example.Other"), "1.0.0", None, &Payload::app("crash", 9, 20, 20), false)
+        .unwrap();
+    drop(lock);
+    (snapshot(root), summary(&store))
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Old,
+    New,
+}
+
+/// Whether `now` is the state `op` produces from `old`.
+fn is_new(op: &str, old: &Summary, now: &Summary) -> bool {
+    let (cur, prev, uid, _) = old;
+    match op {
+        "install-v3" => {
+            now.0.as_ref().is_some_and(|c| c.1 == "3.0.0" && Some(c) != cur.as_ref())
+                && now.1 == *cur
+                && now.2 == *uid
+                && now.3 == "3.0.0"
+        }
+        "reinstall-v2" => {
+            now.0.as_ref().is_some_and(|c| c.1 == "2.0.0" && Some(c) != cur.as_ref())
+                && now.1 == *prev
+                && now.2 == *uid
+        }
+        "rollback" => now.0 == *prev && now.1 == *cur && now.2 == *uid && now.3 == old.3,
+        "remove" => now.0.is_none() && now.1.is_none() && now.2.is_none() && now.3 == old.3,
+        _ => unreachable!(),
+    }
+}
+
+/// Checks the store after an interrupted operation and says which state it is in.
+fn check_after(root: &Path, op: &str, old_snap: &Snapshot, old: &Summary, what: &str) -> Outcome {
+    let store = open(root);
+    let now = summary(&store);
+    let outcome = if now == *old {
+        // Exactly the old state: nothing at all may differ, objects included.
+        let mut snap = snapshot(root);
+        snap.records.clear();
+        let mut o = old_snap.clone();
+        o.records.clear();
+        assert_eq!(snap, o, "{what}: old state but the store differs");
+        assert_eq!(snapshot(root).records, old_snap.records, "{what}");
+        Outcome::Old
+    } else if is_new(op, old, &now) {
+        Outcome::New
+    } else {
+        panic!("{what}: neither old nor new state: old {old:?}, now {now:?}");
+    };
+    let lock = store.lock().unwrap();
+    assert_clean(&store, &lock);
+    assert!(snapshot(root).staging.is_empty(), "{what}: staging leftovers");
+    assert!(!root.join("txn").exists(), "{what}: operation marker left");
+    let out = Command::new("ostree")
+        .args([&format!("--repo={}", root.join("repo").display()), "prune", "--refs-only", "--depth=0", "--no-prune"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No unreachable objects"), "{what}: {text}");
+    outcome
+}
+
+const POINTS: [&str; 7] = [
+    "mid-import",
+    "after-import",
+    "after-checkout",
+    "before-switch",
+    "after-switch",
+    "mid-remove",
+    "before-prune",
+];
+
+/// Which state a crash at `point` must leave, or None when `op` never reaches it.
+fn expected(op: &str, point: &str) -> Option<Outcome> {
+    let install = op.starts_with("install") || op.starts_with("reinstall");
+    match point {
+        "mid-import" | "after-import" | "after-checkout" if install => Some(Outcome::Old),
+        "before-switch" => Some(Outcome::Old),
+        "after-switch" => Some(Outcome::New),
+        "mid-remove" | "before-prune" if op != "rollback" => Some(Outcome::New),
+        _ => None,
+    }
+}
+
+fn crash_points(op: &str) {
+    for point in POINTS {
+        let tmp = tempdir();
+        let root = state(tmp.path());
+        let (snap, old) = setup(&root);
+        let status = child(&root, op, Some(point)).status().unwrap();
+        let what = format!("{op} crashed at {point}");
+        match expected(op, point) {
+            Some(want) => {
+                assert!(!status.success(), "{what}: the crash point was never reached");
+                assert_eq!(check_after(&root, op, &snap, &old, &what), want, "{what}");
+            }
+            None => {
+                assert!(status.success(), "{what}: {status}");
+                assert_eq!(check_after(&root, op, &snap, &old, &what), Outcome::New, "{what}");
+            }
+        }
+    }
+}
+
+fn random_kills(op: &str, rounds: usize) {
+    // How long the operation takes here, to spread the kills over it.
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    setup(&root);
+    let t = Instant::now();
+    assert!(child(&root, op, None).status().unwrap().success());
+    let full = t.elapsed();
+    let mut rng = rand::thread_rng();
+    let mut seen = (0, 0);
+    for i in 0..rounds {
+        let tmp = tempdir();
+        let root = state(tmp.path());
+        let (snap, old) = setup(&root);
+        // Half of the kills land in the first half, where the import and switch are.
+        let span = full.as_micros() as u64 * if i % 2 == 0 { 5 } else { 11 } / 10;
+        let delay = Duration::from_micros(rng.gen_range(0..=span));
+        let mut c = child(&root, op, None).spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = c.kill(); // SIGKILL
+        c.wait().unwrap();
+        let what = format!("{op} killed after {delay:?} (round {i})");
+        match check_after(&root, op, &snap, &old, &what) {
+            Outcome::Old => seen.0 += 1,
+            Outcome::New => seen.1 += 1,
+        }
+    }
+    eprintln!("{op}: {rounds} kills over {full:?}: {} old, {} new", seen.0, seen.1);
+}
+
+#[test]
+fn install_update_survives_every_crash_point() {
+    crash_points("install-v3");
+}
+
+#[test]
+fn reinstall_same_version_survives_every_crash_point() {
+    crash_points("reinstall-v2");
+}
+
+#[test]
+fn rollback_survives_every_crash_point() {
+    crash_points("rollback");
+}
+
+#[test]
+fn remove_survives_every_crash_point() {
+    crash_points("remove");
+}
+
+#[test]
+fn install_survives_sigkill_at_random_moments() {
+    random_kills("install-v3", 12);
+}
+
+#[test]
+fn rollback_and_remove_survive_sigkill_at_random_moments() {
+    random_kills("rollback", 8);
+    random_kills("remove", 8);
+}
+
+#[test]
+fn parallel_installs_from_several_processes_are_serialized() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    open(&root);
+    let children: Vec<_> = (0..4)
+        .map(|n| child(&root, &format!("install-app-{n}"), None).spawn().unwrap())
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let store = open(&root);
+    let lock = store.lock().unwrap();
+    let list = store.list(&lock).unwrap();
+    assert_eq!(list.len(), 4);
+    let mut uids: Vec<u32> = list.iter().map(|i| i.uid.unwrap()).collect();
+    uids.sort();
+    assert_eq!(uids, vec![70000, 70001, 70002, 70003]);
+    assert_clean(&store, &lock);
+}
