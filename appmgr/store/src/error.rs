@@ -148,7 +148,11 @@ impl StoreError {
                 }
             }
             if let Some(g) = e.downcast_ref::<glib::Error>() {
-                if g.matches(ostree::gio::IOErrorEnum::NoSpace) {
+                // libostree refuses writes that would eat into its own reserve
+                // (`min-free-space-percent`) with a generic error naming the setting.
+                if g.matches(ostree::gio::IOErrorEnum::NoSpace)
+                    || g.message().contains("min-free-space")
+                {
                     return true;
                 }
             }
