@@ -317,7 +317,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
             drop(alive_w);
-            let code = match init(&plan, &opened, &copies, &bpf, alive_r) {
+            let code = match init(&plan, opened, &copies, &bpf, alive_r) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("appmgr-launch: {}: {e}", plan.app_id);
@@ -365,7 +365,7 @@ fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
 fn init(
     plan: &LaunchPlan,
-    opened: &[Option<Opened>],
+    opened: Vec<Option<Opened>>,
     copies: &[Option<Vec<u8>>],
     bpf: &[u8],
     alive: OwnedFd,
@@ -380,7 +380,10 @@ fn init(
     }
     rustix::process::umask(Mode::empty());
 
-    build_root(plan, opened, copies)?;
+    build_root(plan, &opened, copies)?;
+    // The sources are mounted; holding them would pin host mounts (and keep the old root
+    // reachable) for the app's lifetime.
+    drop(opened);
 
     // Enter the new root and drop the old one.
     rustix::process::chdir(NEWROOT).map_err(|e| io_err("chdir", NEWROOT)(rx(e)))?;
@@ -590,6 +593,10 @@ fn become_app(plan: &LaunchPlan, bpf: &[u8]) -> Result<(), LaunchError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
     rustix::process::umask(Mode::from_raw_mode(0o022));
+    // A new session: the app has no controlling terminal, so it cannot inject input into
+    // the caller's terminal (TIOCSTI needs it) nor receive the terminal's job-control
+    // signals directly; the launcher forwards them.
+    rustix::process::setsid().map_err(|e| sys_err("setsid")(rx(e)))?;
     rustix::process::chdir(plan.cwd.as_str()).map_err(|e| io_err("chdir", &plan.cwd)(rx(e)))?;
     sys::drop_bounding_set().map_err(sys_err("drop bounding set"))?;
     rt::clear_ambient_capability_set().map_err(|e| sys_err("clear ambient capabilities")(rx(e)))?;

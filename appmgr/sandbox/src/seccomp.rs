@@ -399,7 +399,10 @@ pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
             check(&meta, path)?;
             let mut buf = Vec::with_capacity(meta.len() as usize);
             f.read_to_end(&mut buf).map_err(cio)?;
-            if !buf.is_empty() && buf.len() % 8 == 0 && buf.len() <= 4096 * 8 {
+            if !buf.is_empty()
+                && buf.chunks_exact(8).remainder().is_empty()
+                && buf.len() <= 4096 * 8
+            {
                 return Ok(buf);
             }
             // A torn write: fall through and rebuild it.

@@ -119,7 +119,7 @@ pub fn drop_bounding_set() -> io::Result<()> {
 /// Installs a classic-BPF seccomp program (as exported by libseccomp). no_new_privs must
 /// already be set.
 pub fn seccomp_set_filter(bpf: &[u8]) -> io::Result<()> {
-    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+    if bpf.is_empty() || !bpf.chunks_exact(8).remainder().is_empty() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // Copy into properly aligned storage: the byte buffer has alignment 1.

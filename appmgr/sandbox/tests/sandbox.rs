@@ -63,7 +63,10 @@ fn probe_bin() -> PathBuf {
 fn init_launcher_env() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        std::env::set_var("APPMGR_LAUNCH", env!("CARGO_BIN_EXE_appmgr-launch"));
+        // An explicit APPMGR_LAUNCH (e.g. a release build for the latency test) wins.
+        if std::env::var_os("APPMGR_LAUNCH").is_none() {
+            std::env::set_var("APPMGR_LAUNCH", env!("CARGO_BIN_EXE_appmgr-launch"));
+        }
     });
 }
 
@@ -375,8 +378,7 @@ fn default_sandbox_is_closed() {
     let opts = |dir: &str| -> String {
         mounts
             .iter()
-            .filter(|l| l.split(' ').nth(1) == Some(dir))
-            .next_back()
+            .rfind(|l| l.split(' ').nth(1) == Some(dir))
             .unwrap_or_else(|| panic!("{dir} not mounted: {mounts:?}"))
             .split(' ')
             .nth(3)
@@ -741,6 +743,12 @@ fn latency() {
     let mut s = w.spec(&[]);
     s.command = "/usr/bin/true".into();
     let _ = launch(&s); // warm the seccomp cache
+    if let Some(out) = std::env::var_os("APPMGR_PLAN_OUT") {
+        // Keep the world for an external benchmark (bench against bwrap by hand).
+        std::fs::write(out, serde_json::to_vec(&build_plan(&s).unwrap()).unwrap()).unwrap();
+        std::mem::forget(w);
+        return;
+    }
     let mut v = Vec::new();
     for _ in 0..200 {
         let (mut cmd, _fd) = command(&s);
