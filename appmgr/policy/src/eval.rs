@@ -31,6 +31,8 @@ pub struct Request<'a> {
 /// A policy rule: file, 1-based rule number in that file, and its line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Source {
+    /// The file's path, already escaped for display (file names are the one thing in a
+    /// policy that no validated type constrains), so text and JSON show the same.
     pub file: String,
     pub rule: usize,
     pub line: usize,
@@ -38,20 +40,14 @@ pub struct Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} rule {} (line {})",
-            escape_for_display(&self.file),
-            self.rule,
-            self.line
-        )
+        write!(f, "{} rule {} (line {})", self.file, self.rule, self.line)
     }
 }
 
 impl Source {
     fn of(r: &Rule) -> Self {
         Source {
-            file: r.file.to_string(),
+            file: escape_for_display(&r.file),
             rule: r.index,
             line: r.line,
         }

@@ -463,6 +463,8 @@ fn display_escapes_control_and_bidi_characters() {
     let text = g.render_text();
     assert!(!text.contains('\u{202e}'), "{text}");
     assert!(text.contains("10-\\u{202e}lmot.toml"), "{text}");
+    let json = serde_json::to_string(&g).unwrap();
+    assert!(!json.contains('\u{202e}'), "{json}");
 }
 
 #[test]
