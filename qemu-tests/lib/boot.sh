@@ -86,7 +86,7 @@ boot_scenarios() {
 		echo "ROOTFS=1" >>"$plan"
 		rm -f "$dir/rootfs-$tag.qcow2"
 		qemu-img create -q -f qcow2 -b "${ROOTFS_IMG[$a]}" -F raw "$dir/rootfs-$tag.qcow2"
-		payload_disk "$a" "$dir/payload-$tag.tar"
+		payload_disk "$a" "$dir/payload-$tag.tar" "$plan"
 		disks=("$dir/rootfs-$tag.qcow2:rootfs" "$dir/payload-$tag.tar:payload")
 	fi
 	boot_initrd "$a" "$plan" "$initrd"

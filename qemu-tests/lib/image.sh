@@ -88,7 +88,7 @@ declare -A ROOTFS_IMG
 build_rootfs() {
 	local a=$1 da key img d log
 	da=$(deb_arch "$a")
-	key=$( { pin "$(kernel_pkg "$a")" "$da"; echo "$ROOTFS_PKGS"; cat "$QT_DIR/guest/qt-boot"; echo v1; } | sha256sum | cut -c1-12)
+	key=$( { pin "$(kernel_pkg "$a")" "$da"; echo "$ROOTFS_PKGS"; cat "$QT_DIR/guest/qt-boot"; echo v2; } | sha256sum | cut -c1-12)
 	img=$CACHE/rootfs/$a-$key.img
 	ROOTFS_IMG[$a]=$img
 	[ -f "$img" ] && { info "debootstrap rootfs (cached): $img"; return 0; }
@@ -117,7 +117,9 @@ build_rootfs() {
 		After=basic.target dbus.service
 		Wants=dbus.service
 		[Service]
-		Type=oneshot
+		# simple, not oneshot: the boot must be able to finish (reach
+		# "running") while the scenarios run
+		Type=simple
 		ExecStart=/usr/local/sbin/qt-boot
 		StandardOutput=tty
 		StandardError=tty
@@ -139,8 +141,15 @@ build_rootfs() {
 	info "debootstrap rootfs: $img ($(du -h "$img" | cut -f1) used)"
 }
 
-# payload_disk ARCH OUT: a tar of /qt and /opt/appmgr for the debootstrap guest
-# (its own Debian libraries serve the appmgr binaries).
+# payload_disk ARCH OUT PLAN: a tar of /qt (with the boot's plan) and
+# /opt/appmgr for the debootstrap guest (its own Debian libraries serve the
+# appmgr binaries).
 payload_disk() {
+	local tmp
+	tmp=$(mktemp -d)
+	mkdir -p "$tmp/qt"
+	cp "$3" "$tmp/qt/plan.sh"
 	tar -C "${STAGE[$1]}" -cf "$2" qt opt
+	tar -C "$tmp" -rf "$2" qt/plan.sh
+	rm -rf "$tmp"
 }
