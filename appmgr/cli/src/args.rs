@@ -1,0 +1,118 @@
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// appmgr: install, update, roll back, remove and run signed app bundles under static
+/// policy.
+#[derive(Debug, Parser)]
+#[command(name = "appmgr", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// State directory: store, deployments, app data.
+    #[arg(
+        long,
+        global = true,
+        env = "APPMGR_STATE_DIR",
+        default_value = "/var/lib/appmgr"
+    )]
+    pub state_dir: PathBuf,
+    /// Configuration directory: trusted keys, policies, board selection.
+    #[arg(
+        long,
+        global = true,
+        env = "APPMGR_CONFIG_DIR",
+        default_value = "/etc/appmgr"
+    )]
+    pub config_dir: PathBuf,
+    /// Machine-readable output (and errors as a JSON object as well).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Trusted signing keys.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Build, inspect and verify bundles.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Install or update an app or runtime from a signed bundle.
+    Install {
+        file: PathBuf,
+        /// Allow installing a version lower than the highest ever installed.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Installed apps and runtimes.
+    List,
+    /// One installed app or runtime: versions and deployments.
+    Info { id: String },
+    /// Remove an app or runtime (a runtime in use by an app is refused).
+    Remove { id: String },
+    /// Switch back to the previous deployment.
+    Rollback { id: String },
+    /// Verify the store and deployments.
+    Fsck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Generate an ed25519 key pair: NAME.key (PKCS#8 PEM, 0600) and NAME.pub (SPKI PEM).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// Trust NAME.pub; with --scope, only for app IDs matching one of the globs.
+    Add {
+        key: PathBuf,
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+    },
+    /// Trusted keys.
+    List,
+    /// Stop trusting a key (by name or fingerprint).
+    Remove { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Build a signed bundle from a directory tree or a tar a build system produced.
+    Create {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long, conflicts_with = "payload", required_unless_present = "payload")]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: CompressionArg,
+    },
+    /// Show a bundle's manifest (the signature is not checked: use verify).
+    Inspect { file: PathBuf },
+    /// Verify signature, digest and contents against the trusted keys.
+    Verify { file: PathBuf },
+}

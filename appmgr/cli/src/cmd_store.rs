@@ -1,0 +1,336 @@
+//! Commands on the store: install, list, info, remove, rollback, fsck.
+
+use crate::args::Global;
+use crate::config::{board_facts, HostConfig};
+use crate::error::{CliError, CliResult};
+use crate::Output;
+use appmgr_bundle::TrustStore;
+use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store, StoreLock};
+use appmgr_types::{AppId, Arch, ErrorClass, Kind, RefName};
+use serde_json::json;
+use std::fmt::Write;
+use std::path::Path;
+
+pub fn open_store(g: &Global) -> CliResult<(Store, HostConfig)> {
+    let host = HostConfig::load(&g.config_dir)?;
+    let store = Store::open(&g.state_dir, host.store_config()?)?;
+    Ok((store, host))
+}
+
+/// Resolves `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed-or-recorded ref.
+pub fn resolve(store: &Store, lock: &StoreLock, id: &str) -> CliResult<RefName> {
+    if id.contains('/') {
+        return Ok(id.parse::<RefName>()?);
+    }
+    let app = AppId::new(id)?;
+    let mut refs = store.find(lock, &app)?;
+    // Prefer refs that are installed now.
+    let installed: Vec<RefName> = refs
+        .iter()
+        .filter(|r| {
+            store
+                .info(lock, r)
+                .map(|i| i.is_installed())
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect();
+    if !installed.is_empty() {
+        refs = installed;
+    }
+    match refs.len() {
+        0 => Err(CliError::new(
+            ErrorClass::NotFound,
+            format!("{app}: not installed"),
+        )),
+        1 => Ok(refs.remove(0)),
+        _ => Err(CliError::new(
+            ErrorClass::Usage,
+            format!(
+                "{app} is ambiguous: name one of {}",
+                refs.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+pub fn ref_json(i: &RefInfo) -> serde_json::Value {
+    let r = &i.ref_name;
+    let cur = i.current.as_ref();
+    let prev = i.previous.as_ref();
+    json!({
+        "id": r.id,
+        "kind": r.kind,
+        "version": cur.map(|d| d.version.to_string()),
+        "arch": r.arch,
+        "branch": r.branch,
+        "ref": r.to_string(),
+        "installed": cur.is_some(),
+        "commit": cur.map(|d| d.commit.clone()),
+        "runtime": cur.and_then(|d| d.runtime.as_ref().map(|x| x.to_string())),
+        "installed-size": cur.map(|d| d.installed_size),
+        "deployment": cur.map(|d| d.files.clone()),
+        "marked-corrupt": cur.map(|d| d.marked_corrupt),
+        "uid": i.uid,
+        "highest-version": i.highest_version.to_string(),
+        "previous-version": prev.map(|d| d.version.to_string()),
+        "previous": prev.map(|d| json!({"version": d.version.to_string(), "commit": d.commit, "deployment": d.files})),
+    })
+}
+
+pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Output> {
+    let trust = TrustStore::load(&g.config_dir)?;
+    let bundle = appmgr_bundle::open(file, Some(&trust))?;
+    let m = bundle.manifest().clone();
+    let host_arch = Arch::host();
+    if m.arch != host_arch {
+        return Err(CliError::new(
+            ErrorClass::Other,
+            format!(
+                "{}: bundle {} is for {}, this machine is {host_arch}",
+                file.display(),
+                m.id,
+                m.arch
+            ),
+        ));
+    }
+    let (store, host) = open_store(g)?;
+    // Policy first: an app that asks for more than policy grants is refused before a
+    // single byte is written (exit 4, the excess named).
+    let mut dropped = Vec::new();
+    if m.kind == Kind::App {
+        let policies = appmgr_policy::PolicySet::load_config_dir(&g.config_dir)?;
+        let board = host.board(&g.config_dir)?;
+        let facts = board_facts(board.as_ref())?;
+        let req = appmgr_policy::Request {
+            app: &m.id,
+            permissions: &m.permissions,
+            resources: &m.resources,
+        };
+        let grant = policies.check(&req, &facts)?;
+        dropped = grant
+            .dropped()
+            .iter()
+            .map(|d| format!("{}={}", d.key, appmgr_types::escape_for_display(&d.value)))
+            .collect();
+    }
+    let lock = store.lock()?;
+    let payload = m.payload.as_ref().expect("verified bundles have a payload");
+    let manifest_bytes = bundle.manifest_bytes().to_vec();
+    let signer = bundle.signer().unwrap_or_default().to_string();
+    let new = NewDeployment {
+        ref_name: m.ref_name(),
+        version: m.version.clone(),
+        runtime: m.runtime.clone(),
+        manifest: &manifest_bytes,
+        installed_size: payload.installed_size,
+    };
+    let report = store.install(
+        &lock,
+        &new,
+        InstallOptions { allow_downgrade },
+        move |sink| {
+            bundle
+                .import(sink)
+                .map(|_| ())
+                .map_err(|e| Box::new(e) as appmgr_store::ImportError)
+        },
+    )?;
+    let what = match &report.replaced {
+        None => "installed".to_string(),
+        Some(old) if old.version < report.version => format!("updated from {} to", old.version),
+        Some(old) if old.version > report.version => format!("downgraded from {} to", old.version),
+        Some(_) => "reinstalled".to_string(),
+    };
+    let mut text = format!(
+        "{what} {} {} ({} files, {} bytes; {} objects written, {} shared{})\n",
+        report.ref_name,
+        report.version,
+        report.files,
+        report.bytes,
+        report.objects_written,
+        report.objects_reused,
+        if report.objects_repaired > 0 {
+            format!(", {} repaired", report.objects_repaired)
+        } else {
+            String::new()
+        }
+    );
+    for d in &dropped {
+        let _ = writeln!(text, "dropped by policy: {d}");
+    }
+    let info = store.info(&lock, &report.ref_name)?;
+    let mut j = ref_json(&info);
+    j["action"] = json!(what.split(' ').next());
+    j["signed-by"] = json!(signer);
+    j["dropped"] = json!(dropped);
+    j["objects-written"] = json!(report.objects_written);
+    j["objects-reused"] = json!(report.objects_reused);
+    j["objects-repaired"] = json!(report.objects_repaired);
+    Ok(Output::new(text, j))
+}
+
+fn line(i: &RefInfo) -> String {
+    let cur = i.current.as_ref();
+    format!(
+        "{:<8} {:<36} {:<12} {:<8} {:<10}{}",
+        i.ref_name.kind.as_str(),
+        i.ref_name.id.as_str(),
+        cur.map(|d| d.version.to_string()).unwrap_or_default(),
+        i.ref_name.arch.as_str(),
+        i.ref_name.branch.as_str(),
+        match &i.previous {
+            Some(p) => format!(" (previous {})", p.version),
+            None => String::new(),
+        }
+    )
+}
+
+pub fn list(g: &Global) -> CliResult<Output> {
+    let (store, _) = open_store(g)?;
+    let lock = store.lock()?;
+    let all: Vec<RefInfo> = store
+        .list(&lock)?
+        .into_iter()
+        .filter(|i| i.is_installed())
+        .collect();
+    let mut text = String::new();
+    for i in &all {
+        let _ = writeln!(text, "{}", line(i));
+    }
+    Ok(Output::new(
+        text,
+        json!(all.iter().map(ref_json).collect::<Vec<_>>()),
+    ))
+}
+
+pub fn info(g: &Global, id: &str) -> CliResult<Output> {
+    let (store, _) = open_store(g)?;
+    let lock = store.lock()?;
+    let r = resolve(&store, &lock, id)?;
+    let i = store.info(&lock, &r)?;
+    let Some(cur) = &i.current else {
+        return Err(CliError::new(
+            ErrorClass::NotFound,
+            format!(
+                "{r}: not installed (highest version ever installed: {})",
+                i.highest_version
+            ),
+        ));
+    };
+    let mut t = String::new();
+    let _ = writeln!(t, "ref:             {r}");
+    let _ = writeln!(t, "version:         {}", cur.version);
+    let _ = writeln!(t, "commit:          {}", cur.commit);
+    if let Some(rt) = &cur.runtime {
+        let _ = writeln!(t, "runtime:         {rt}");
+    }
+    let _ = writeln!(t, "deployment:      {}", cur.files.display());
+    let _ = writeln!(t, "installed size:  {} bytes", cur.installed_size);
+    if let Some(uid) = i.uid {
+        let _ = writeln!(t, "uid/gid:         {uid}");
+    }
+    match &i.previous {
+        Some(p) => {
+            let _ = writeln!(t, "previous:        {} ({})", p.version, p.commit);
+        }
+        None => {
+            let _ = writeln!(t, "previous:        none");
+        }
+    }
+    let _ = writeln!(t, "highest version: {}", i.highest_version);
+    if cur.marked_corrupt {
+        let _ = writeln!(
+            t,
+            "state:           CORRUPT (reinstall the bundle to repair)"
+        );
+    }
+    Ok(Output::new(t, ref_json(&i)))
+}
+
+pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
+    let (store, _) = open_store(g)?;
+    let lock = store.lock()?;
+    let r = resolve(&store, &lock, id)?;
+    let i = store.remove(&lock, &r)?;
+    Ok(Output::new(
+        format!(
+            "removed {r} (highest version {} stays recorded)\n",
+            i.highest_version
+        ),
+        ref_json(&i),
+    ))
+}
+
+pub fn rollback(g: &Global, id: &str) -> CliResult<Output> {
+    let (store, _) = open_store(g)?;
+    let lock = store.lock()?;
+    let r = resolve(&store, &lock, id)?;
+    let i = store.rollback(&lock, &r)?;
+    let cur = i
+        .current
+        .as_ref()
+        .map(|d| d.version.to_string())
+        .unwrap_or_default();
+    let prev = i
+        .previous
+        .as_ref()
+        .map(|d| d.version.to_string())
+        .unwrap_or_default();
+    Ok(Output::new(
+        format!("rolled back {r} to {cur} (previous is now {prev})\n"),
+        ref_json(&i),
+    ))
+}
+
+pub fn fsck(g: &Global) -> CliResult<Output> {
+    let (store, _) = open_store(g)?;
+    let lock = store.lock()?;
+    let report = store.fsck(&lock)?;
+    let mut t = String::new();
+    for c in &report.collected {
+        let _ = writeln!(t, "collected leftover: {c}");
+    }
+    for p in &report.problems {
+        let _ = writeln!(t, "problem: {p}");
+    }
+    let _ = writeln!(
+        t,
+        "{} deployments and {} objects checked: {}",
+        report.deployments_checked,
+        report.objects_checked,
+        if report.is_clean() {
+            "clean"
+        } else {
+            "CORRUPT"
+        }
+    );
+    let j = json!({
+        "clean": report.is_clean(),
+        "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "collected": report.collected,
+        "deployments-checked": report.deployments_checked,
+        "objects-checked": report.objects_checked,
+        "marked-corrupt": report.marked_corrupt,
+    });
+    if !report.is_clean() {
+        // Print the findings, then fail with the integrity code.
+        if g.json {
+            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        } else {
+            print!("{t}");
+        }
+        return Err(CliError::new(
+            ErrorClass::Integrity,
+            format!(
+                "store {}: {} problem(s) found",
+                g.state_dir.display(),
+                report.problems.len()
+            ),
+        ));
+    }
+    Ok(Output::new(t, j))
+}

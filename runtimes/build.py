@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Builds a runtime tree (what an app sees at /usr) from Debian packages.
+
+    runtimes/build.py runtimes/headless.toml --arch x86_64 --out DIR [--cache DIR]
+
+Writes DIR/files (the tree) and DIR/manifest.toml (input for `appmgr bundle create`).
+Packages are fetched with `apt-get download` for the target architecture (arm64 needs
+`dpkg --add-architecture arm64 && apt-get update` first), unpacked with `dpkg-deb -x`,
+merged the way Debian's merged-/usr does (/lib, /bin, /sbin, /usr/* all land in one
+tree), and trimmed to the `keep` globs: no docs, locales, headers or maintainer scripts.
+The result is reproducible for the same package versions: file contents come only from
+the .debs and the definition, and appmgr canonicalizes owners, modes and times.
+"""
+import argparse
+import fnmatch
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+ALLOWED = {"id", "branch", "version", "description", "packages", "keep", "busybox-applets", "etc"}
+
+
+def die(msg):
+    print(f"build.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def fetch(pkgs, deb_arch, cache):
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = []
+    for p in pkgs:
+        found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
+        if not found:
+            subprocess.run(["apt-get", "download", "-q", f"{p}:{deb_arch}"], cwd=cache, check=True,
+                           stdout=subprocess.DEVNULL)
+            found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
+        if not found:
+            die(f"package {p}:{deb_arch} was not downloaded")
+        debs.append(found[-1])
+    return debs
+
+
+def merge(src, dst):
+    """Moves src/{lib,lib64,bin,sbin,usr/*} into dst (the /usr tree)."""
+    for top in ["usr", ""]:
+        base = src / top if top else src
+        for sub in ["lib", "lib64", "bin", "sbin", "share", "libexec"]:
+            d = base / sub
+            if not d.is_dir() or d.is_symlink():
+                continue
+            for root, dirs, files in os.walk(d):
+                rel = Path(root).relative_to(base)
+                (dst / rel).mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    s = Path(root) / f
+                    t = dst / rel / f
+                    if t.exists() or t.is_symlink():
+                        t.unlink()
+                    os.rename(s, t)
+                for dn in list(dirs):
+                    s = Path(root) / dn
+                    if s.is_symlink():
+                        t = dst / rel / dn
+                        if not (t.exists() or t.is_symlink()):
+                            os.rename(s, t)
+                        dirs.remove(dn)
+
+
+def trim(tree, keep):
+    kept = set()
+    for root, dirs, files in os.walk(tree, topdown=False):
+        for f in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
+            p = Path(root) / f
+            rel = str(p.relative_to(tree))
+            if any(fnmatch.fnmatchcase(rel, g) for g in keep):
+                kept.add(rel)
+            else:
+                p.unlink()
+        for d in dirs:
+            p = Path(root) / d
+            if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+                p.rmdir()
+    return kept
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("definition")
+    ap.add_argument("--arch", default=os.uname().machine)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cache", default=os.environ.get("APPMGR_DEB_CACHE", "/var/cache/appmgr-debs"))
+    ap.add_argument("--version", help="override the definition's version")
+    a = ap.parse_args()
+    with open(a.definition, "rb") as f:
+        d = tomllib.load(f)
+    unknown = set(d) - ALLOWED
+    if unknown:
+        die(f"{a.definition}: unknown keys {sorted(unknown)}")
+    if a.arch not in DEB_ARCH:
+        die(f"unsupported arch {a.arch}")
+    out = Path(a.out)
+    tree = out / "files"
+    stage = out / "stage"
+    shutil.rmtree(out, ignore_errors=True)
+    stage.mkdir(parents=True)
+    tree.mkdir(parents=True)
+    for deb in fetch(d["packages"], DEB_ARCH[a.arch], Path(a.cache) / DEB_ARCH[a.arch]):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(stage)], check=True)
+    merge(stage, tree)
+    shutil.rmtree(stage)
+    kept = trim(tree, d["keep"])
+    missing = [g for g in d["keep"] if not any(fnmatch.fnmatchcase(k, g) for k in kept)
+               and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
+    if missing:
+        die(f"nothing matched keep patterns {missing}")
+    for applet in d.get("busybox-applets", []):
+        link = tree / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    etc = tree / "etc"
+    etc.mkdir(exist_ok=True)
+    for name, content in d.get("etc", {}).items():
+        (etc / name).write_text(content)
+    version = a.version or d["version"]
+    (out / "manifest.toml").write_text(
+        f'id = "{d["id"]}"\nkind = "runtime"\nversion = "{version}"\narch = "{a.arch}"\nbranch = "{d["branch"]}"\n')
+    size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    print(f"runtime {d['id']}/{a.arch}/{d['branch']} {version}: {len(kept)} files, {size} bytes in {tree}")
+
+
+if __name__ == "__main__":
+    main()
