@@ -314,9 +314,13 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
 
+    // Opened now: once init pivots the (shared) mount namespace, `/proc/self` no longer
+    // names this process.
+    let smaps = std::fs::File::open("/proc/self/smaps").ok();
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
             drop(alive_w);
+            drop(smaps);
             let code = match init(&plan, opened, &copies, &bpf, alive_r) {
                 Ok(c) => c,
                 Err(e) => {
@@ -329,6 +333,10 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         Some(child) => {
             drop(alive_r);
             drop(opened);
+            drop(copies);
+            drop(bpf);
+            drop(plan);
+            sys::release_code_pages(smaps);
             // Keep the write end open: init watches it to notice our death.
             let _alive = alive_w;
             supervise(child, &forwarded)
@@ -420,7 +428,10 @@ fn init(
             };
             std::process::exit(code);
         }
-        Some(app) => supervise(app, &set),
+        Some(app) => {
+            sys::release_code_pages(None);
+            supervise(app, &set)
+        }
     }
 }
 

@@ -271,3 +271,68 @@ pub fn probe_int80_getpid() -> i64 {
     }
     ret
 }
+
+/// Drops this process's resident pages of clean, read-only file mappings (program and
+/// library text and read-only data) with `MADV_DONTNEED`. Called by the launcher and init
+/// once set-up is done: from then on they only run a small wait loop, whose few pages fault
+/// back in from the page cache, so their footprint beside the app stays small.
+/// `MADV_RANDOM` first turns off fault-around, which would otherwise map 16 pages per fault.
+/// Only mappings that are private, not writable, backed by a file and hold no anonymous
+/// (copy-on-write) pages are touched, so what is dropped is exactly the file's content
+/// (relocated RELRO pages are anonymous and are kept).
+///
+/// `smaps` is this process's `/proc/self/smaps` opened earlier (the launcher opens it before
+/// init pivots the shared mount namespace into the sandbox root, where `/proc/self` does
+/// not name it); `None` opens it now.
+pub fn release_code_pages(smaps: Option<std::fs::File>) {
+    use std::io::Read;
+    let file = match smaps {
+        Some(f) => f,
+        None => match std::fs::File::open("/proc/self/smaps") {
+            Ok(f) => f,
+            Err(_) => return,
+        },
+    };
+    let mut smaps = String::new();
+    if (&file).read_to_string(&mut smaps).is_err() {
+        return;
+    }
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            // A mapping header: "start-end perms offset dev inode [path]".
+            candidate = None;
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3);
+            let pb = perms.as_bytes();
+            if pb.len() == 4
+                && pb[1] != b'w'
+                && pb[3] == b'p'
+                && path.is_some_and(|p| p.starts_with('/'))
+            {
+                if let (Ok(s), Ok(e)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    candidate = Some((s, e));
+                }
+            }
+        } else if first == "Anonymous:" {
+            if let (Some((start, end)), Some("0")) = (candidate.take(), f.next()) {
+                // SAFETY: [start, end) is a private, non-writable file mapping of this
+                // process without anonymous pages (from /proc/self/smaps): MADV_RANDOM
+                // only changes read-ahead, and MADV_DONTNEED discards resident copies that
+                // are refaulted unchanged from the file. No Rust reference is invalidated.
+                unsafe {
+                    let p = start as *mut libc::c_void;
+                    libc::madvise(p, end - start, libc::MADV_RANDOM);
+                    libc::madvise(p, end - start, libc::MADV_DONTNEED);
+                }
+            }
+        }
+    }
+    drop(smaps);
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; the process is
+    // single-threaded and holds no allocator lock here.
+    unsafe { libc::malloc_trim(0) };
+}
