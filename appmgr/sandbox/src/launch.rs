@@ -3,10 +3,11 @@
 //! Process layout:
 //!
 //! ```text
-//! appmgr-launch (host pid ns, root)     joins the cgroups, unshares, opens every source,
-//!   │                                   loads the seccomp program; then only waits and
-//!   │                                   forwards signals; exits with the app's status
-//!   └─ init (pid 1 of the new pid ns)   builds the root, pivots; then reaps zombies and
+//! appmgr-launch (host pid+mount ns)     loads the seccomp program, joins the cgroups,
+//!   │                                   unshares pid/uts/cgroup/[ipc]/[net]; then only
+//!   │                                   waits, forwards signals, exits with the app's status
+//!   └─ init (pid 1 of the new pid ns)   unshares the mount ns, opens every source, builds
+//!        │                              the root, pivots; then reaps zombies and
 //!        │                              forwards signals; dies with the launcher
 //!        └─ app                         drops ids and capabilities, no_new_privs,
 //!                                       seccomp, closes fds >= 3, execve
@@ -274,10 +275,11 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         std::fs::write(procs, &me).map_err(io_err("join cgroup", procs))?;
     }
 
+    // The mount namespace is unshared by init, not here: the launcher stays in the host's
+    // (init's pivot_root would otherwise move the launcher's root too).
     let ns = plan.namespaces;
     let mut flags = 0;
     for (on, f) in [
-        (ns.mount, libc::CLONE_NEWNS),
         (ns.pid, libc::CLONE_NEWPID),
         (ns.ipc, libc::CLONE_NEWIPC),
         (ns.uts, libc::CLONE_NEWUTS),
@@ -289,24 +291,6 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         }
     }
     sys::unshare(flags).map_err(sys_err("unshare"))?;
-    // Nothing we mount may propagate back to the host; host unmounts still reach us.
-    rmount::mount_change(
-        "/",
-        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
-    )
-    .map_err(|e| io_err("make slave", "/")(rx(e)))?;
-
-    let mut opened: Vec<Option<Opened>> = Vec::with_capacity(plan.mounts.len());
-    let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.mounts.len());
-    for m in &plan.mounts {
-        let (o, c) = match m {
-            MountOp::Bind { source, .. } => (open_source(source, &plan)?, None),
-            MountOp::CopyHostFile { source, .. } => (None, std::fs::read(source).ok()),
-            _ => (None, None),
-        };
-        opened.push(o);
-        copies.push(c);
-    }
 
     let mut forwarded = FORWARDED.to_vec();
     forwarded.push(libc::SIGCHLD);
@@ -314,14 +298,10 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
 
-    // Opened now: once init pivots the (shared) mount namespace, `/proc/self` no longer
-    // names this process.
-    let smaps = std::fs::File::open("/proc/self/smaps").ok();
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
             drop(alive_w);
-            drop(smaps);
-            let code = match init(&plan, opened, &copies, &bpf, alive_r) {
+            let code = match init(&plan, &bpf, alive_r) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("appmgr-launch: {}: {e}", plan.app_id);
@@ -332,11 +312,9 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         }
         Some(child) => {
             drop(alive_r);
-            drop(opened);
-            drop(copies);
             drop(bpf);
             drop(plan);
-            sys::release_code_pages(smaps);
+            sys::release_code_pages();
             // Keep the write end open: init watches it to notice our death.
             let _alive = alive_w;
             supervise(child, &forwarded)
@@ -371,13 +349,7 @@ fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
 }
 
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
-fn init(
-    plan: &LaunchPlan,
-    opened: Vec<Option<Opened>>,
-    copies: &[Option<Vec<u8>>],
-    bpf: &[u8],
-    alive: OwnedFd,
-) -> Result<i32, LaunchError> {
+fn init(plan: &LaunchPlan, bpf: &[u8], alive: OwnedFd) -> Result<i32, LaunchError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
     // The launcher may have died before the line above: then the pipe is already at EOF.
@@ -388,10 +360,34 @@ fn init(
     }
     rustix::process::umask(Mode::empty());
 
-    build_root(plan, &opened, copies)?;
+    if plan.namespaces.mount {
+        sys::unshare(libc::CLONE_NEWNS).map_err(sys_err("unshare mount namespace"))?;
+    }
+    // Nothing we mount may propagate back to the host; host unmounts still reach us.
+    rmount::mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(|e| io_err("make slave", "/")(rx(e)))?;
+    // Every source is opened now, in the new namespace (a bind source must belong to it)
+    // and before the root tmpfs covers /tmp; binds then go through these fds.
+    let mut opened: Vec<Option<Opened>> = Vec::with_capacity(plan.mounts.len());
+    let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.mounts.len());
+    for m in &plan.mounts {
+        let (o, c) = match m {
+            MountOp::Bind { source, .. } => (open_source(source, plan)?, None),
+            MountOp::CopyHostFile { source, .. } => (None, std::fs::read(source).ok()),
+            _ => (None, None),
+        };
+        opened.push(o);
+        copies.push(c);
+    }
+
+    build_root(plan, &opened, &copies)?;
     // The sources are mounted; holding them would pin host mounts (and keep the old root
     // reachable) for the app's lifetime.
     drop(opened);
+    drop(copies);
 
     // Enter the new root and drop the old one.
     rustix::process::chdir(NEWROOT).map_err(|e| io_err("chdir", NEWROOT)(rx(e)))?;
@@ -429,7 +425,7 @@ fn init(
             std::process::exit(code);
         }
         Some(app) => {
-            sys::release_code_pages(None);
+            sys::release_code_pages();
             supervise(app, &set)
         }
     }

@@ -280,23 +280,10 @@ pub fn probe_int80_getpid() -> i64 {
 /// Only mappings that are private, not writable, backed by a file and hold no anonymous
 /// (copy-on-write) pages are touched, so what is dropped is exactly the file's content
 /// (relocated RELRO pages are anonymous and are kept).
-///
-/// `smaps` is this process's `/proc/self/smaps` opened earlier (the launcher opens it before
-/// init pivots the shared mount namespace into the sandbox root, where `/proc/self` does
-/// not name it); `None` opens it now.
-pub fn release_code_pages(smaps: Option<std::fs::File>) {
-    use std::io::Read;
-    let file = match smaps {
-        Some(f) => f,
-        None => match std::fs::File::open("/proc/self/smaps") {
-            Ok(f) => f,
-            Err(_) => return,
-        },
-    };
-    let mut smaps = String::new();
-    if (&file).read_to_string(&mut smaps).is_err() {
+pub fn release_code_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
-    }
+    };
     let mut candidate: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut f = line.split_whitespace();

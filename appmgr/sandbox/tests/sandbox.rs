@@ -677,6 +677,11 @@ fn launcher_death_kills_the_sandbox() {
     assert_eq!(init.len(), 1);
     let app = children(init[0]);
     assert_eq!(app.len(), 1);
+    // The launcher itself stays in the host's mount namespace and root.
+    let lns = std::fs::read_link(format!("/proc/{}/ns/mnt", child.id())).unwrap();
+    assert_eq!(lns.display().to_string(), host_ns("mnt"));
+    let lroot = std::fs::read_link(format!("/proc/{}/root", child.id())).unwrap();
+    assert_eq!(lroot, Path::new("/"));
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
