@@ -30,8 +30,8 @@ pub(crate) struct ImportStats {
     pub objects_repaired: u64,
 }
 
-pub(crate) struct StoreSink<'r> {
-    repo: &'r ostree::Repo,
+pub(crate) struct StoreSink {
+    writer: Writer,
     objects_dir: PathBuf,
     spool_dir: PathBuf,
     dirmeta: String,
@@ -51,9 +51,9 @@ fn bad(path: &RelPath, reason: impl Into<String>) -> SinkError {
     })
 }
 
-impl<'r> StoreSink<'r> {
+impl StoreSink {
     pub(crate) fn new(
-        repo: &'r ostree::Repo,
+        repo: &ostree::Repo,
         repo_path: &Path,
         spool_dir: PathBuf,
     ) -> Result<Self, StoreError> {
@@ -75,7 +75,7 @@ impl<'r> StoreSink<'r> {
         let root = ostree::MutableTree::new();
         root.set_metadata_checksum(&dirmeta);
         Ok(StoreSink {
-            repo,
+            writer: Writer::start(repo.clone()),
             objects_dir: repo_path.join("objects"),
             spool_dir,
             dirmeta,
@@ -153,31 +153,16 @@ impl<'r> StoreSink<'r> {
         }
     }
 
-    fn write_object(
-        &mut self,
-        checksum: &str,
-        info: &gio::FileInfo,
-        input: &gio::InputStream,
-    ) -> Result<(), StoreError> {
-        let (stream, len) =
-            ostree::raw_file_to_content_stream(input, info, None, None::<&gio::Cancellable>)
-                .map_err(StoreError::ostree("build content stream for", checksum))?;
-        self.repo
-            .write_content_trusted(checksum, &stream, len, None::<&gio::Cancellable>)
-            .map_err(StoreError::ostree("write object", checksum))?;
-        self.done.insert(checksum.to_string());
+    /// Queues an object for the writer thread.
+    fn write_object(&mut self, job: Job) -> Result<(), StoreError> {
+        self.done.insert(job.checksum().to_string());
         self.stats.objects_written += 1;
-        Ok(())
+        self.writer.send(job)
     }
 
-    fn file_info(mode: u32, size: u64) -> gio::FileInfo {
-        let info = gio::FileInfo::new();
-        info.set_attribute_uint32("unix::uid", 0);
-        info.set_attribute_uint32("unix::gid", 0);
-        info.set_attribute_uint32("unix::mode", mode);
-        info.set_file_type(gio::FileType::Regular);
-        info.set_size(size as i64);
-        info
+    /// Waits until every queued object is written; the first write error, if any.
+    pub(crate) fn finish(&mut self) -> Result<(), StoreError> {
+        self.writer.finish()
     }
 }
 
@@ -191,7 +176,7 @@ fn check_end(path: &RelPath, content: &mut dyn Read) -> Result<(), SinkError> {
     }
 }
 
-impl PayloadSink for StoreSink<'_> {
+impl PayloadSink for StoreSink {
     fn directory(&mut self, path: &RelPath) -> Result<(), SinkError> {
         if self.dirs.contains_key(path.as_str()) {
             return Err(bad(path, "appears twice in the payload"));
@@ -228,9 +213,11 @@ impl PayloadSink for StoreSink<'_> {
             hasher.update(&buf);
             checksum = hasher.finish_hex();
             if self.needs_write(&checksum)? {
-                let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from_owned(buf));
-                let info = Self::file_info(mode, size);
-                self.write_object(&checksum, &info, input.upcast_ref())?;
+                self.write_object(Job::Buffer {
+                    checksum: checksum.clone(),
+                    mode,
+                    data: buf,
+                })?;
             }
         } else {
             let spool = self
@@ -254,18 +241,17 @@ impl PayloadSink for StoreSink<'_> {
             drop(out);
             check_end(path, content)?;
             checksum = hasher.finish_hex();
-            let result = (|| -> Result<(), StoreError> {
-                if self.needs_write(&checksum)? {
-                    let input = gio::File::for_path(&spool)
-                        .read(None::<&gio::Cancellable>)
-                        .map_err(StoreError::ostree("open spool file", spool.display()))?;
-                    let info = Self::file_info(mode, size);
-                    self.write_object(&checksum, &info, input.upcast_ref())?;
-                }
-                Ok(())
-            })();
-            let _ = fs::remove_file(&spool);
-            result?;
+            if self.needs_write(&checksum)? {
+                // The writer removes the spool file once the object is written.
+                self.write_object(Job::Spool {
+                    checksum: checksum.clone(),
+                    mode,
+                    size,
+                    path: spool,
+                })?;
+            } else {
+                let _ = fs::remove_file(&spool);
+            }
         }
         self.stats.files += 1;
         self.stats.bytes += size;
@@ -283,14 +269,10 @@ impl PayloadSink for StoreSink<'_> {
         }
         let checksum = checksum::symlink_checksum(target);
         if self.needs_write(&checksum)? {
-            let info = gio::FileInfo::new();
-            info.set_attribute_uint32("unix::uid", 0);
-            info.set_attribute_uint32("unix::gid", 0);
-            info.set_attribute_uint32("unix::mode", SYMLINK_MODE);
-            info.set_file_type(gio::FileType::SymbolicLink);
-            info.set_symlink_target(target);
-            let empty = gio::MemoryInputStream::new();
-            self.write_object(&checksum, &info, empty.upcast_ref())?;
+            self.write_object(Job::Symlink {
+                checksum: checksum.clone(),
+                target: target.to_string(),
+            })?;
         }
         self.add_file(path, &checksum)
     }
@@ -307,6 +289,152 @@ impl PayloadSink for StoreSink<'_> {
         self.files.insert(path.as_str().to_string(), checksum);
         Ok(())
     }
+}
+
+
+/// An object for the writer thread: its checksum is already known.
+enum Job {
+    Buffer {
+        checksum: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Spool {
+        checksum: String,
+        mode: u32,
+        size: u64,
+        path: PathBuf,
+    },
+    Symlink {
+        checksum: String,
+        target: String,
+    },
+}
+
+impl Job {
+    fn checksum(&self) -> &str {
+        match self {
+            Job::Buffer { checksum, .. } | Job::Spool { checksum, .. } | Job::Symlink { checksum, .. } => {
+                checksum
+            }
+        }
+    }
+}
+
+/// Objects waiting for the writer; with at most 8 MiB per buffered object this bounds
+/// the memory held in the queue.
+const QUEUE: usize = 2;
+
+/// Writes objects into the repository on its own thread, so that libostree's per-object
+/// work (temporary file, copy, chown, chmod, link) overlaps reading and hashing the next
+/// entry. Only this thread touches the repo while an import runs.
+struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handle: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Writer {
+    fn start(repo: ostree::Repo) -> Writer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("appmgr-store-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    write_job(&repo, job)?;
+                }
+                Ok(())
+            })
+            .ok();
+        Writer {
+            tx: Some(tx),
+            handle,
+        }
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), StoreError> {
+        let Some(tx) = &self.tx else {
+            return self.finish();
+        };
+        if tx.send(job).is_err() {
+            // The writer stopped on an error: report it.
+            self.finish()?;
+            return Err(StoreError::BadEntry {
+                path: String::new(),
+                reason: "the object writer stopped".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(StoreError::BadEntry {
+                    path: String::new(),
+                    reason: "the object writer panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn regular_info(mode: u32, size: u64) -> gio::FileInfo {
+    let info = gio::FileInfo::new();
+    info.set_attribute_uint32("unix::uid", 0);
+    info.set_attribute_uint32("unix::gid", 0);
+    info.set_attribute_uint32("unix::mode", mode);
+    info.set_file_type(gio::FileType::Regular);
+    info.set_size(size as i64);
+    info
+}
+
+fn write_job(repo: &ostree::Repo, job: Job) -> Result<(), StoreError> {
+    let (checksum, info, input, spool): (String, gio::FileInfo, gio::InputStream, Option<PathBuf>) =
+        match job {
+            Job::Buffer { checksum, mode, data } => {
+                let size = data.len() as u64;
+                let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from_owned(data));
+                (checksum, regular_info(mode, size), input.upcast(), None)
+            }
+            Job::Spool {
+                checksum,
+                mode,
+                size,
+                path,
+            } => {
+                let input = gio::File::for_path(&path)
+                    .read(None::<&gio::Cancellable>)
+                    .map_err(StoreError::ostree("open spool file", path.display()))?;
+                (checksum, regular_info(mode, size), input.upcast(), Some(path))
+            }
+            Job::Symlink { checksum, target } => {
+                let info = gio::FileInfo::new();
+                info.set_attribute_uint32("unix::uid", 0);
+                info.set_attribute_uint32("unix::gid", 0);
+                info.set_attribute_uint32("unix::mode", SYMLINK_MODE);
+                info.set_file_type(gio::FileType::SymbolicLink);
+                info.set_symlink_target(&target);
+                (checksum, info, gio::MemoryInputStream::new().upcast(), None)
+            }
+        };
+    let result = ostree::raw_file_to_content_stream(&input, &info, None, None::<&gio::Cancellable>)
+        .map_err(StoreError::ostree("build content stream for", &checksum))
+        .and_then(|(stream, len)| {
+            repo.write_content_trusted(&checksum, &stream, len, None::<&gio::Cancellable>)
+                .map_err(StoreError::ostree("write object", &checksum))
+        });
+    if let Some(p) = spool {
+        let _ = fs::remove_file(p);
+    }
+    result
 }
 
 use ostree::gio::prelude::*;

@@ -688,9 +688,17 @@ impl Store {
             .prepare_transaction(None::<&gio::Cancellable>)
             .map_err(StoreError::ostree("start transaction for", r))?;
         let mut sink = StoreSink::new(&self.repo, &self.repo_path(), spool.clone())?;
-        import(&mut sink).map_err(|source| StoreError::Import {
+        let imported = import(&mut sink);
+        // Every queued object is written (or the writer failed) before anything else
+        // touches the repo; a writer error inside the import is the more precise one.
+        let written = sink.finish();
+        imported.map_err(|source| StoreError::Import {
             ref_name: r.clone(),
             source,
+        })?;
+        written.map_err(|e| StoreError::Import {
+            ref_name: r.clone(),
+            source: Box::new(e),
         })?;
         let stats = sink.stats;
         let root = self
