@@ -44,6 +44,9 @@ pub const EXIT_LAUNCH_FAILED: i32 = 125;
 pub const EXIT_CANNOT_EXEC: i32 = 126;
 pub const EXIT_NOT_FOUND: i32 = 127;
 
+/// How long the launcher and init wait before shrinking themselves beside the app.
+const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Signals the launcher and init pass on to the app.
 const FORWARDED: &[i32] = &[
     libc::SIGHUP,
@@ -268,6 +271,13 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
     }
+    // build_plan refuses these already; the launcher does not trust that alone.
+    if plan.uid == 0 || plan.gid == 0 {
+        return Err(LaunchError::Refused {
+            path: plan.exe.clone(),
+            reason: "the app may not run as uid or gid 0".into(),
+        });
+    }
     let bpf = seccomp::load_or_compile(&plan.seccomp)?;
 
     let me = std::process::id().to_string();
@@ -314,7 +324,6 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             drop(alive_r);
             drop(bpf);
             drop(plan);
-            sys::release_code_pages();
             // Keep the write end open: init watches it to notice our death.
             let _alive = alive_w;
             supervise(child, &forwarded)
@@ -333,9 +342,25 @@ fn exit_code(status: i32) -> i32 {
 }
 
 /// Waits for `child`, forwarding signals; returns the exit status to report.
+///
+/// If the child is still running after [`SHRINK_AFTER`], the process drops its clean code
+/// pages (see [`sys::release_code_pages`]): long-running apps get a small helper, short
+/// ones do not pay for it on their start-up path.
 fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
+    let mut shrunk = false;
     loop {
-        let sig = sys::sigwait(set).map_err(sys_err("sigwait"))?;
+        let sig = if shrunk {
+            sys::sigwait(set).map_err(sys_err("sigwait"))?
+        } else {
+            match sys::sigwait_timeout(set, SHRINK_AFTER).map_err(sys_err("sigwait"))? {
+                Some(s) => s,
+                None => {
+                    sys::release_code_pages();
+                    shrunk = true;
+                    continue;
+                }
+            }
+        };
         if sig == libc::SIGCHLD {
             while let Some((pid, status)) = sys::waitpid_nohang(-1).map_err(sys_err("wait"))? {
                 if pid == child {
@@ -424,10 +449,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], alive: OwnedFd) -> Result<i32, LaunchErro
             };
             std::process::exit(code);
         }
-        Some(app) => {
-            sys::release_code_pages();
-            supervise(app, &set)
-        }
+        Some(app) => supervise(app, &set),
     }
 }
 
@@ -450,6 +472,16 @@ fn build_root(
             MountOp::Dir { dest, mode } => {
                 let p = in_root(dest);
                 mkdir_p(&p, *mode)?;
+            }
+            MountOp::AppOwnedDir { dest, mode } => {
+                let p = in_root(dest);
+                mkdir_p(&p, *mode)?;
+                rfs::chown(
+                    &p,
+                    Some(rfs::Uid::from_raw(plan.uid)),
+                    Some(rfs::Gid::from_raw(plan.gid)),
+                )
+                .map_err(|e| io_err("chown", &p)(rx(e)))?;
             }
             MountOp::Symlink { target, dest } => {
                 let p = in_root(dest);
@@ -554,6 +586,11 @@ fn build_root(
                 except,
             } => {
                 let src = in_root(target);
+                // Only a real directory: a symlink would be resolved against the host's
+                // root here (we have not pivoted yet) and list host names.
+                if !std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
                 let Ok(rd) = std::fs::read_dir(&src) else {
                     continue;
                 };

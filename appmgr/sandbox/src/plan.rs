@@ -113,6 +113,11 @@ pub enum MountOp {
         dest: String,
         mode: u32,
     },
+    /// A directory owned by the app's uid/gid (`/run/user/UID`).
+    AppOwnedDir {
+        dest: String,
+        mode: u32,
+    },
     Symlink {
         target: String,
         dest: String,
@@ -511,7 +516,10 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         noexec: true,
     });
     m.push(dir("/run/user", 0o755));
-    m.push(dir(&run_user, 0o700));
+    m.push(MountOp::AppOwnedDir {
+        dest: run_user.clone(),
+        mode: 0o700,
+    });
     if let Some(rd) = runtime_dir {
         m.push(MountOp::Bind {
             source: BindSource::AppDir(rd.into()),

@@ -74,6 +74,28 @@ pub fn sigwait(signals: &[i32]) -> io::Result<i32> {
     }
 }
 
+/// Like [`sigwait`], but gives up after `timeout`; `Ok(None)` on timeout.
+pub fn sigwait_timeout(signals: &[i32], timeout: std::time::Duration) -> io::Result<Option<i32>> {
+    let set = sigset(signals);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    loop {
+        // SAFETY: `set` and `ts` are valid for the call; a null siginfo pointer is allowed.
+        let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        if r >= 0 {
+            return Ok(Some(r));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
 /// `kill(pid, sig)`.
 pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers and has no memory effects in this process.

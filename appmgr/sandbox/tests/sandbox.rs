@@ -394,6 +394,11 @@ fn default_sandbox_is_closed() {
     assert!(opts("/sys").split(',').any(|x| x == "ro"));
     assert!(opts("/").split(',').any(|x| x == "ro"));
     assert_eq!(r["cwd"], "/home/app");
+    // XDG_RUNTIME_DIR is the app's
+    let o = launch(&w.spec(&["write", &format!("/run/user/{UID}/x"), "/run/x"]));
+    let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v[format!("/run/user/{UID}/x")], "ok");
+    assert_eq!(v["/run/x"], "EACCES");
     // the data dir was created for the app
     let m = std::fs::metadata(w.root.join("data/org.example.Probe")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (UID, UID, 0o700));
