@@ -24,6 +24,7 @@ pub mod payload;
 pub mod reader;
 pub mod trust;
 pub mod unpack;
+pub use unpack::{parse_payload, Limits, Stats};
 pub mod writer;
 
 pub use error::BundleError;

@@ -323,3 +323,19 @@ pub(crate) fn unpack<R: Read>(
     }
     Ok(stats)
 }
+
+/// Validates a payload tar read from `r` (uncompressed) into `sink`: the same checks
+/// install applies. For build tooling and fuzzing; `Err` holds the reason as one line.
+pub fn parse_payload<R: Read>(
+    r: R,
+    limits: Limits,
+    sink: &mut dyn PayloadSink,
+) -> Result<Stats, String> {
+    unpack(r, limits, sink).map_err(|e| match e {
+        UnpackError::Io(e) => format!("read error: {e}"),
+        UnpackError::Malformed(r) => format!("malformed: {r}"),
+        UnpackError::Unsafe { entry, reason } => format!("unsafe entry {entry:?}: {reason}"),
+        UnpackError::Limit(r) => format!("limit: {r}"),
+        UnpackError::Sink { entry, source } => format!("sink failed at {entry}: {source}"),
+    })
+}

@@ -341,6 +341,12 @@ pub fn create(
         })()
         .map_err(io_at(out))?;
     }
+    // A bundle is public data; tempfile creates 0600.
+    use std::os::unix::fs::PermissionsExt;
+    tmp_out
+        .as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_at(out))?;
     tmp_out.as_file().sync_all().map_err(io_at(out))?;
     let bundle_size = tmp_out.as_file().metadata().map_err(io_at(out))?.len();
     tmp_out.persist(out).map_err(|e| BundleError::Io {

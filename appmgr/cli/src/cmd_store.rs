@@ -139,14 +139,16 @@ pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Outp
                 .map_err(|e| Box::new(e) as appmgr_store::ImportError)
         },
     )?;
-    let what = match &report.replaced {
-        None => "installed".to_string(),
-        Some(old) if old.version < report.version => format!("updated from {} to", old.version),
-        Some(old) if old.version > report.version => format!("downgraded from {} to", old.version),
-        Some(_) => "reinstalled".to_string(),
+    let (what, from) = match &report.replaced {
+        None => ("installed", String::new()),
+        Some(old) if old.version < report.version => ("updated", format!(" from {}", old.version)),
+        Some(old) if old.version > report.version => {
+            ("downgraded", format!(" from {}", old.version))
+        }
+        Some(_) => ("reinstalled", String::new()),
     };
     let mut text = format!(
-        "{what} {} {} ({} files, {} bytes; {} objects written, {} shared{})\n",
+        "{what} {}{from} to {} ({} files, {} bytes; {} objects written, {} shared{})\n",
         report.ref_name,
         report.version,
         report.files,
@@ -164,7 +166,7 @@ pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Outp
     }
     let info = store.info(&lock, &report.ref_name)?;
     let mut j = ref_json(&info);
-    j["action"] = json!(what.split(' ').next());
+    j["action"] = json!(what);
     j["signed-by"] = json!(signer);
     j["dropped"] = json!(dropped);
     j["objects-written"] = json!(report.objects_written);

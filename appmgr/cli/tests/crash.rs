@@ -36,7 +36,11 @@ fn sigkill_at_random_moments_leaves_old_or_new_state() {
             None => {
                 let v = rng.gen_range(0..versions.len());
                 (
-                    vec!["install".into(), "--allow-downgrade".into(), s(&bundles[v]).into()],
+                    vec![
+                        "install".into(),
+                        "--allow-downgrade".into(),
+                        s(&bundles[v]).into(),
+                    ],
                     Some((versions[v].into(), None)),
                 )
             }
@@ -50,9 +54,17 @@ fn sigkill_at_random_moments_leaves_old_or_new_state() {
                     let v = rng.gen_range(0..versions.len());
                     let newv = versions[v].to_string();
                     // Same version re-deploys and keeps the previous one.
-                    let prev_after = if &newv == cur { prev.clone() } else { Some(cur.clone()) };
+                    let prev_after = if &newv == cur {
+                        prev.clone()
+                    } else {
+                        Some(cur.clone())
+                    };
                     (
-                        vec!["install".into(), "--allow-downgrade".into(), s(&bundles[v]).into()],
+                        vec![
+                            "install".into(),
+                            "--allow-downgrade".into(),
+                            s(&bundles[v]).into(),
+                        ],
                         Some((newv, prev_after)),
                     )
                 }
@@ -80,7 +92,10 @@ fn sigkill_at_random_moments_leaves_old_or_new_state() {
         }
     }
     e.fsck_clean();
-    eprintln!("crash loop: {iterations} kills, {} left the old state, {} the new", outcomes[0], outcomes[1]);
+    eprintln!(
+        "crash loop: {iterations} kills, {} left the old state, {} the new",
+        outcomes[0], outcomes[1]
+    );
     // The loop must have exercised both outcomes, or the kills were all too early/late.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }

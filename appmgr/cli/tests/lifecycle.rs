@@ -29,13 +29,21 @@ fn install_update_rollback_remove() {
 
     // Update: installing a newer version; the old one is kept as previous.
     let r = e.ok(&["install", s(&v2)]);
-    assert!(r.stdout.contains("updated from 1.0.0 to"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("updated app/org.example.Hello/")
+            && r.stdout.contains("from 1.0.0 to 2.0.0"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
     let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
     assert_eq!(info["previous-version"], "1.0.0");
     assert_eq!(info["uid"], uid1, "uid is stable across updates");
     let files = std::path::PathBuf::from(info["deployment"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(files.join("share/version")).unwrap(), "2.0.0");
+    assert_eq!(
+        std::fs::read_to_string(files.join("share/version")).unwrap(),
+        "2.0.0"
+    );
 
     // Deployed files are root-owned, not writable by others, no setuid.
     use std::os::unix::fs::MetadataExt;
@@ -107,7 +115,11 @@ fn shared_files_are_stored_once() {
     let prev = std::path::PathBuf::from(info["previous"]["deployment"].as_str().unwrap());
     let a = std::fs::metadata(cur.join("share/data")).unwrap();
     let b = std::fs::metadata(prev.join("share/data")).unwrap();
-    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "identical file must be one inode");
+    assert_eq!(
+        (a.dev(), a.ino()),
+        (b.dev(), b.ino()),
+        "identical file must be one inode"
+    );
     let c = std::fs::metadata(cur.join("share/version")).unwrap();
     let d = std::fs::metadata(prev.join("share/version")).unwrap();
     assert_ne!(c.ino(), d.ino());
@@ -121,7 +133,10 @@ fn key_trust_and_bundle_commands() {
     let fp = list[0]["fingerprint"].as_str().unwrap().to_string();
     // Secret key is 0600.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&e.key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&e.key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // key generate refuses to overwrite.
     e.fails(&["key", "generate", "--out", s(&e.p("vendor"))], 6);
     let b = e.app_bundle("1.0.0");
@@ -131,14 +146,23 @@ fn key_trust_and_bundle_commands() {
     let v = e.ok(&["--json", "bundle", "verify", s(&b)]).json();
     assert_eq!(v["signed-by"], "vendor");
     // Scope the key to other IDs: verify and install refuse.
-    e.ok(&["trust", "add", s(&e.p("vendor.pub")), "--scope", "com.other.*"]);
+    e.ok(&[
+        "trust",
+        "add",
+        s(&e.p("vendor.pub")),
+        "--scope",
+        "com.other.*",
+    ]);
     let msg = e.fails(&["bundle", "verify", s(&b)], 3);
     assert!(msg.contains("scope"), "{msg}");
     e.ok(&["trust", "remove", &fp]);
     e.fails(&["bundle", "verify", s(&b)], 3);
     e.fails(&["trust", "remove", "vendor"], 5);
     // Bad scope glob is a usage error.
-    e.fails(&["trust", "add", s(&e.p("vendor.pub")), "--scope", "a/b"], 2);
+    e.fails(
+        &["trust", "add", s(&e.p("vendor.pub")), "--scope", "a/b"],
+        2,
+    );
     // --json errors carry a JSON object too.
     let r = e.run(&["--json", "bundle", "verify", s(&b)]);
     assert_eq!(r.code, 3);
@@ -162,9 +186,33 @@ fn bundle_from_build_system_tar() {
     let m = e.p("m.toml");
     std::fs::write(&m, app_manifest("1.0.0")).unwrap();
     let out = e.p("fromtar.bundle");
-    e.ok(&["bundle", "create", "--manifest", s(&m), "--payload", s(&tarp), "--key", s(&e.key), "--out", s(&out)]);
+    e.ok(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&m),
+        "--payload",
+        s(&tarp),
+        "--key",
+        s(&e.key),
+        "--out",
+        s(&out),
+    ]);
     e.ok(&["bundle", "verify", s(&out)]);
     // Usage errors exit 2.
-    assert_eq!(e.run(&["bundle", "create", "--manifest", s(&m), "--key", s(&e.key), "--out", s(&out)]).code, 2);
+    assert_eq!(
+        e.run(&[
+            "bundle",
+            "create",
+            "--manifest",
+            s(&m),
+            "--key",
+            s(&e.key),
+            "--out",
+            s(&out)
+        ])
+        .code,
+        2
+    );
     assert_eq!(e.run(&["no-such-command"]).code, 2);
 }

@@ -14,12 +14,18 @@ fn installed_env() -> Env {
 fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
     let before = e.snapshot();
     let msg = e.fails(args, code);
-    assert!(msg.contains(needle), "message {msg:?} should name {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should name {needle:?}"
+    );
     assert_eq!(before, e.snapshot(), "state changed after refused {args:?}");
     assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
     let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
     let files = std::path::PathBuf::from(info["deployment"].as_str().unwrap());
-    assert_eq!(fs::read_to_string(files.join("share/version")).unwrap(), "1.0.0");
+    assert_eq!(
+        fs::read_to_string(files.join("share/version")).unwrap(),
+        "1.0.0"
+    );
     e.fsck_clean();
 }
 
@@ -29,7 +35,15 @@ fn corrupted_truncated_and_foreign_bundles() {
     let good = fs::read(e.app_bundle("2.0.0")).unwrap();
     let bad = e.p("bad.bundle");
     // Flipped bytes in manifest, signature, payload and trailer regions.
-    for off in [40usize, 700, 1100, 2000, good.len() / 2, good.len() - 600, good.len() - 1] {
+    for off in [
+        40usize,
+        700,
+        1100,
+        2000,
+        good.len() / 2,
+        good.len() - 600,
+        good.len() - 1,
+    ] {
         let mut b = good.clone();
         b[off] ^= 0x80;
         fs::write(&bad, &b).unwrap();
@@ -39,9 +53,20 @@ fn corrupted_truncated_and_foreign_bundles() {
         fs::write(&bad, &good[..n]).unwrap();
         assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
     }
-    fs::write(&bad, (0..50_000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    fs::write(
+        &bad,
+        (0..50_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
-    assert_refused(&e, &["install", s(&e.p("does-not-exist.bundle"))], 1, "does-not-exist");
+    assert_refused(
+        &e,
+        &["install", s(&e.p("does-not-exist.bundle"))],
+        1,
+        "does-not-exist",
+    );
 }
 
 #[test]
@@ -53,7 +78,13 @@ fn untrusted_and_out_of_scope_signers() {
     let foreign = other.app_bundle("2.0.0");
     assert_refused(&e, &["install", s(&foreign)], 3, "trusted");
     // Key scoped to other IDs.
-    e.ok(&["trust", "add", s(&e.p("vendor.pub")), "--scope", "com.other.*"]);
+    e.ok(&[
+        "trust",
+        "add",
+        s(&e.p("vendor.pub")),
+        "--scope",
+        "com.other.*",
+    ]);
     assert_refused(&e, &["install", s(&v2)], 3, "org.example.Hello");
     // Key removed.
     e.ok(&["trust", "remove", "vendor"]);
@@ -79,7 +110,10 @@ fn update_requesting_more_than_policy_grants_is_refused() {
     let e = installed_env();
     // No policy files: nothing is granted, so an update asking for the network is refused
     // with the excess named and exit 4.
-    let greedy = e.app_bundle_with("2.0.0", "\n[permissions]\nnetwork = true\ndevices = [\"camera\"]\n");
+    let greedy = e.app_bundle_with(
+        "2.0.0",
+        "\n[permissions]\nnetwork = true\ndevices = [\"camera\"]\n",
+    );
     assert_refused(&e, &["install", s(&greedy)], 4, "network");
     let msg = e.fails(&["install", s(&greedy)], 4);
     assert!(msg.contains("camera"), "{msg}");
@@ -91,7 +125,10 @@ fn update_requesting_more_than_policy_grants_is_refused() {
     )
     .unwrap();
     let msg = e.fails(&["install", s(&greedy)], 4);
-    assert!(msg.contains("camera") && !msg.contains("network=true"), "{msg}");
+    assert!(
+        msg.contains("camera") && !msg.contains("network=true"),
+        "{msg}"
+    );
     // With on-excess = "drop" it installs and reports what was dropped.
     fs::write(
         e.cfg.join("policies.d/50-net.toml"),
@@ -99,9 +136,17 @@ fn update_requesting_more_than_policy_grants_is_refused() {
     )
     .unwrap();
     let r = e.ok(&["--json", "install", s(&greedy)]);
-    assert!(r.json()["dropped"].to_string().contains("camera"), "{}", r.stdout);
+    assert!(
+        r.json()["dropped"].to_string().contains("camera"),
+        "{}",
+        r.stdout
+    );
     // A broken policy file refuses (fail closed) and names file and line.
-    fs::write(e.cfg.join("policies.d/60-bad.toml"), "[[rule]]\napps = [\"x.y\"]\nbogus = 1\n").unwrap();
+    fs::write(
+        e.cfg.join("policies.d/60-bad.toml"),
+        "[[rule]]\napps = [\"x.y\"]\nbogus = 1\n",
+    )
+    .unwrap();
     let msg = e.fails(&["install", s(&e.app_bundle("3.0.0"))], 4);
     assert!(msg.contains("60-bad.toml"), "{msg}");
 }
@@ -112,24 +157,64 @@ fn bad_manifests_are_refused_at_create() {
     let root = e.p("t");
     fs::create_dir_all(&root).unwrap();
     for (what, m) in [
-        ("unknown key", format!("{}bogus = 1\n", app_manifest("1.0.0"))),
-        ("dup key", format!("{}id = \"org.x.Y\"\n", app_manifest("1.0.0"))),
-        ("slash id", app_manifest("1.0.0").replace("org.example.Hello", "org/../Hello")),
-        ("dotdot arch", app_manifest("1.0.0").replace(&format!("arch = \"{}\"", arch()), "arch = \"..\"")),
-        ("wrong type", app_manifest("1.0.0").replace("\"1.0.0\"", "1")),
-        ("nul", app_manifest("1.0.0").replace("\"hello\"", "\"he\\u0000llo\"")),
+        (
+            "unknown key",
+            format!("{}bogus = 1\n", app_manifest("1.0.0")),
+        ),
+        (
+            "dup key",
+            format!("{}id = \"org.x.Y\"\n", app_manifest("1.0.0")),
+        ),
+        (
+            "slash id",
+            app_manifest("1.0.0").replace("org.example.Hello", "org/../Hello"),
+        ),
+        (
+            "dotdot arch",
+            app_manifest("1.0.0").replace(&format!("arch = \"{}\"", arch()), "arch = \"..\""),
+        ),
+        (
+            "wrong type",
+            app_manifest("1.0.0").replace("\"1.0.0\"", "1"),
+        ),
+        (
+            "nul",
+            app_manifest("1.0.0").replace("\"hello\"", "\"he\\u0000llo\""),
+        ),
     ] {
         let mp = e.p("bad.toml");
         fs::write(&mp, m).unwrap();
         let out = e.p("never.bundle");
-        let r = e.run(&["bundle", "create", "--manifest", s(&mp), "--root", s(&root), "--key", s(&e.key), "--out", s(&out)]);
+        let r = e.run(&[
+            "bundle",
+            "create",
+            "--manifest",
+            s(&mp),
+            "--root",
+            s(&root),
+            "--key",
+            s(&e.key),
+            "--out",
+            s(&out),
+        ]);
         assert_eq!(r.code, 3, "{what}: {}", r.stderr);
         assert!(r.stderr.contains("bad.toml"), "{what}: {}", r.stderr);
         assert!(!out.exists());
     }
     let mp = e.p("bad.toml");
     fs::write(&mp, b"id = \"\xff\"\n").unwrap();
-    let r = e.run(&["bundle", "create", "--manifest", s(&mp), "--root", s(&root), "--key", s(&e.key), "--out", s(&e.p("x"))]);
+    let r = e.run(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&mp),
+        "--root",
+        s(&root),
+        "--key",
+        s(&e.key),
+        "--out",
+        s(&e.p("x")),
+    ]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("UTF-8"), "{}", r.stderr);
 }
@@ -137,11 +222,23 @@ fn bad_manifests_are_refused_at_create() {
 #[test]
 fn concurrent_operations_are_serialized() {
     let e = installed_env();
-    let bundles: Vec<_> = ["2.0.0", "3.0.0", "4.0.0", "5.0.0"].iter().map(|v| e.app_bundle(v)).collect();
+    let bundles: Vec<_> = ["2.0.0", "3.0.0", "4.0.0", "5.0.0"]
+        .iter()
+        .map(|v| e.app_bundle(v))
+        .collect();
     let mut children = Vec::new();
     for b in &bundles {
-        children.push(e.cmd(&["install", "--allow-downgrade", s(b)]).spawn().unwrap());
-        children.push(e.cmd(&["--json", "list"]).stdout(std::process::Stdio::null()).spawn().unwrap());
+        children.push(
+            e.cmd(&["install", "--allow-downgrade", s(b)])
+                .spawn()
+                .unwrap(),
+        );
+        children.push(
+            e.cmd(&["--json", "list"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
     }
     for mut c in children {
         assert!(c.wait().unwrap().success());

@@ -78,14 +78,22 @@ impl Env {
 
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
-        assert_eq!(r.code, 0, "appmgr {args:?} failed: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "appmgr {args:?} failed: {}{}",
+            r.stdout, r.stderr
+        );
         r
     }
 
     /// Runs and expects exit `code` with a one-line error on stderr; returns the message.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let r = self.run(args);
-        assert_eq!(r.code, code, "appmgr {args:?}: expected exit {code}, got {}: {}{}", r.code, r.stdout, r.stderr);
+        assert_eq!(
+            r.code, code,
+            "appmgr {args:?}: expected exit {code}, got {}: {}{}",
+            r.code, r.stdout, r.stderr
+        );
         let lines: Vec<&str> = r.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "error must be one line: {:?}", r.stderr);
         assert!(lines[0].starts_with("appmgr: "), "{}", lines[0]);
@@ -98,8 +106,16 @@ impl Env {
         fs::write(&m, manifest).unwrap();
         let outp = self.p(out);
         self.ok(&[
-            "bundle", "create", "--manifest", m.to_str().unwrap(), "--root", root.to_str().unwrap(),
-            "--key", self.key.to_str().unwrap(), "--out", outp.to_str().unwrap(),
+            "bundle",
+            "create",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+            "--out",
+            outp.to_str().unwrap(),
         ]);
         outp
     }
@@ -110,11 +126,20 @@ impl Env {
         if !root.exists() {
             fs::create_dir_all(root.join("bin")).unwrap();
             fs::create_dir_all(root.join("etc")).unwrap();
-            fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+            fs::copy("/bin/busybox", root.join("bin/busybox"))
+                .expect("busybox-static is installed");
             std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-            fs::write(root.join("etc/os-release"), format!("ID=test\nVERSION_ID={version}\n")).unwrap();
+            fs::write(
+                root.join("etc/os-release"),
+                format!("ID=test\nVERSION_ID={version}\n"),
+            )
+            .unwrap();
         }
-        self.bundle(&runtime_manifest(version), &root, &format!("rt-{version}.bundle"))
+        self.bundle(
+            &runtime_manifest(version),
+            &root,
+            &format!("rt-{version}.bundle"),
+        )
     }
 
     /// An app whose files differ by version.
@@ -126,7 +151,11 @@ impl Env {
         let root = self.p(&format!("app-{version}"));
         if !root.exists() {
             fs::create_dir_all(root.join("bin")).unwrap();
-            fs::write(root.join("bin/hello"), format!("#!/usr/bin/sh\necho hello {version}\n")).unwrap();
+            fs::write(
+                root.join("bin/hello"),
+                format!("#!/usr/bin/sh\necho hello {version}\n"),
+            )
+            .unwrap();
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
             fs::create_dir_all(root.join("share")).unwrap();
@@ -134,7 +163,11 @@ impl Env {
             fs::write(root.join("share/version"), version).unwrap();
         }
         let name = format!("app-{version}-{:x}.bundle", fxhash(extra_manifest));
-        self.bundle(&format!("{}{extra_manifest}", app_manifest(version)), &root, &name)
+        self.bundle(
+            &format!("{}{extra_manifest}", app_manifest(version)),
+            &root,
+            &name,
+        )
     }
 
     /// Every path in the state dir with its type, size and (for regular files) content
@@ -169,7 +202,9 @@ impl Env {
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
@@ -189,7 +224,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             format!("link {}", fs::read_link(&p).unwrap().display())
         } else {
             let data = fs::read(&p).unwrap();
-            format!("file {:o} {} {:x}", m.mode(), data.len(), fxhash(&String::from_utf8_lossy(&data)))
+            format!(
+                "file {:o} {} {:x}",
+                m.mode(),
+                data.len(),
+                fxhash(&String::from_utf8_lossy(&data))
+            )
         };
         out.insert(rel, desc);
     }
