@@ -63,6 +63,12 @@ pub enum Command {
     Rollback { id: String },
     /// Verify the store and deployments.
     Fsck,
+    /// The effective grant and limits of an app, and which policy rule granted each.
+    Permissions { id: String },
+    /// Running apps: pid, cgroup, memory, CPU time, limits.
+    Ps,
+    /// Stop every process of a running app.
+    Kill { id: String },
 }
 
 #[derive(Debug, Subcommand)]

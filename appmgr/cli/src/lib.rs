@@ -8,6 +8,7 @@
 //! holding `{"error": {"code": N, "class": "...", "message": "..."}}`.
 
 mod args;
+mod cmd_apps;
 mod cmd_bundle;
 mod cmd_store;
 mod config;
@@ -92,5 +93,8 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         Remove { id } => cmd_store::remove(g, &id),
         Rollback { id } => cmd_store::rollback(g, &id),
         Fsck => cmd_store::fsck(g),
+        Permissions { id } => cmd_apps::permissions(g, &id),
+        Ps => cmd_apps::ps(g),
+        Kill { id } => cmd_apps::kill(g, &id),
     }
 }
