@@ -410,8 +410,43 @@ pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(cio(e)),
     }
+    let ctx = build_filter(plan, ScmpArch::native())?;
+    match store(&ctx, path, &check) {
+        Ok(bpf) => Ok(bpf),
+        // A read-only or full /var must not keep apps from starting: use the program
+        // without caching it (an untrusted cache is still a hard error, above and in
+        // `store`).
+        Err(SeccompError::CacheIo { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::EROFS
+                        | libc::EACCES
+                        | libc::EPERM
+                        | libc::ENOSPC
+                        | libc::EDQUOT
+                        | libc::ENOENT
+                        | libc::ENOTDIR
+                )
+            ) =>
+        {
+            export_in_memory(&ctx)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn store(
+    ctx: &ScmpFilterContext,
+    path: &Path,
+    check: &dyn Fn(&std::fs::Metadata, &Path) -> Result<(), SeccompError>,
+) -> Result<Vec<u8>, SeccompError> {
+    let cio = |source| SeccompError::CacheIo {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().ok_or_else(|| SeccompError::Cache {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason: "no parent directory".into(),
     })?;
     if !dir.exists() {
@@ -419,7 +454,6 @@ pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(cio)?;
     }
     check(&std::fs::symlink_metadata(dir).map_err(cio)?, dir)?;
-    let ctx = build_filter(plan, ScmpArch::native())?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
@@ -443,6 +477,22 @@ pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+fn export_in_memory(ctx: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
+    use std::io::Seek;
+    let mio = |source| SeccompError::CacheIo {
+        path: PathBuf::from("memfd:appmgr-seccomp"),
+        source,
+    };
+    let fd = rustix::fs::memfd_create("appmgr-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| mio(std::io::Error::from(e)))?;
+    let mut f = std::fs::File::from(fd);
+    ctx.export_bpf(&f).map_err(lib("export"))?;
+    f.rewind().map_err(mio)?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(mio)?;
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -566,5 +616,13 @@ mod tests {
             load_or_compile(&p),
             Err(SeccompError::Cache { .. })
         ));
+    }
+
+    #[test]
+    fn unwritable_cache_falls_back_to_memory() {
+        // /proc is not writable: the program is built and used without a cache.
+        let p = SeccompPlan::new("/proc/appmgr-no-cache", false, false, false, false);
+        let bpf = load_or_compile(&p).unwrap();
+        assert!(!bpf.is_empty() && bpf.chunks_exact(8).remainder().is_empty());
     }
 }
