@@ -202,16 +202,37 @@ fn in_root(dest: &str) -> PathBuf {
     PathBuf::from(format!("{NEWROOT}{dest}"))
 }
 
+/// `mkdir -p` without a stat per component: try, and create parents only on ENOENT.
 fn mkdir_p(p: &Path, mode: u32) -> Result<(), LaunchError> {
-    if p.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = p.parent() {
-        mkdir_p(parent, 0o755)?;
-    }
     match rfs::mkdir(p, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(rustix::io::Errno::NOENT) => {
+            if let Some(parent) = p.parent() {
+                mkdir_p(parent, 0o755)?;
+            }
+            match rfs::mkdir(p, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                Err(e) => Err(io_err("mkdir", p)(rx(e))),
+            }
+        }
         Err(e) => Err(io_err("mkdir", p)(rx(e))),
+    }
+}
+
+/// An empty file to mount a non-directory on (kept if it exists).
+fn mount_point_file(p: &Path) -> Result<(), LaunchError> {
+    let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::open(p, flags, Mode::from_raw_mode(0o644)) {
+        Ok(_) => Ok(()),
+        Err(rustix::io::Errno::NOENT) => {
+            if let Some(parent) = p.parent() {
+                mkdir_p(parent, 0o755)?;
+            }
+            rfs::open(p, flags, Mode::from_raw_mode(0o644))
+                .map(drop)
+                .map_err(|e| io_err("create", p)(rx(e)))
+        }
+        Err(e) => Err(io_err("create", p)(rx(e))),
     }
 }
 
@@ -229,13 +250,10 @@ fn write_file(p: &Path, mode: u32, contents: &[u8]) -> Result<(), LaunchError> {
 }
 
 fn bind_fd(src: &Opened, target: &Path, readonly: bool, dev: bool) -> Result<(), LaunchError> {
-    if let Some(parent) = target.parent() {
-        mkdir_p(parent, 0o755)?;
-    }
     if src.is_dir {
         mkdir_p(target, 0o755)?;
-    } else if !target.exists() {
-        write_file(target, 0o644, b"")?;
+    } else {
+        mount_point_file(target)?;
     }
     let tree = rmount::open_tree(
         src.fd.as_fd(),
@@ -253,6 +271,11 @@ fn bind_fd(src: &Opened, target: &Path, readonly: bool, dev: bool) -> Result<(),
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(|e| io_err("attach mount at", target)(rx(e)))?;
+    if dev && !readonly {
+        // A device node keeps the flags of the host's /dev mount it was cloned from; exec
+        // and setuid do not apply to device files, so no remount (one syscall per node).
+        return Ok(());
+    }
     let mut flags = MountFlags::BIND | MountFlags::NOSUID;
     if readonly {
         flags |= MountFlags::RDONLY;
