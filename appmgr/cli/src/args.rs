@@ -67,6 +67,16 @@ pub enum Command {
     Permissions { id: String },
     /// Running apps: pid, cgroup, memory, CPU time, limits.
     Ps,
+    /// Run an app sandboxed in the foreground; exits with its status (128+N for a signal).
+    Run {
+        id: String,
+        /// Print the launch plan, cgroup spec and grant as JSON instead of running.
+        #[arg(long)]
+        print_plan: bool,
+        /// Arguments for the app, passed as data (never interpreted as options).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Stop every process of a running app.
     Kill { id: String },
 }

@@ -144,3 +144,210 @@ pub fn kill(_g: &Global, id: &str) -> CliResult<Output> {
         json!({"id": app, "killed": n}),
     ))
 }
+
+/// Where an app's persistent data (its HOME) lives on the host.
+pub fn data_dir(g: &Global, app: &AppId) -> std::path::PathBuf {
+    g.state_dir.join("data").join(app.as_str())
+}
+
+/// Builds the launch plan for an installed app: the same [`EffectiveGrant`] that
+/// `permissions` shows becomes the plan's mounts, namespaces and seccomp settings, and its
+/// limits the cgroup spec.
+fn plan_for(
+    g: &Global,
+    a: &AppGrant,
+    args: Vec<String>,
+    cgroup_procs: Vec<std::path::PathBuf>,
+) -> CliResult<appmgr_sandbox::LaunchPlan> {
+    let (store, _) = open_store(g)?;
+    let runtime_ref = a
+        .deployment
+        .runtime
+        .as_ref()
+        .ok_or_else(|| {
+            CliError::new(
+                ErrorClass::Integrity,
+                format!("{}: app without runtime", a.manifest.id),
+            )
+        })?
+        .to_ref();
+    let rt = {
+        let lock = store.lock()?;
+        store.info(&lock, &runtime_ref)?.current.ok_or_else(|| {
+            CliError::new(
+                ErrorClass::NotFound,
+                format!("{}: runtime {runtime_ref} is not installed", a.manifest.id),
+            )
+        })?
+    };
+    for d in [&a.deployment, &rt] {
+        if d.marked_corrupt || appmgr_store::deployment_is_marked_corrupt(&d.path) {
+            return Err(CliError::new(
+                ErrorClass::Integrity,
+                format!(
+                    "{}: deployment is corrupt (found by fsck); reinstall the bundle to repair",
+                    d.path.display()
+                ),
+            ));
+        }
+    }
+    let uid = a.info.uid.ok_or_else(|| {
+        CliError::new(
+            ErrorClass::Other,
+            format!("{}: no uid allocated", a.manifest.id),
+        )
+    })?;
+    let devices = match &a.board {
+        Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
+        None if a.grant.permissions.devices.is_empty() => Vec::new(),
+        None => return Err(CliError::new(
+            ErrorClass::Policy,
+            format!(
+                "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
+                a.manifest.id
+            ),
+        )),
+    };
+    let spec = appmgr_sandbox::LaunchSpec {
+        app_id: a.manifest.id.clone(),
+        runtime_files: rt.files.clone(),
+        app_files: a.deployment.files.clone(),
+        data_dir: data_dir(g, &a.manifest.id),
+        runtime_dir: None,
+        uid,
+        gid: uid,
+        permissions: a.grant.permissions.clone(),
+        devices,
+        command: a.manifest.command.clone().unwrap_or_default(),
+        args,
+        cgroup_procs,
+        env_allow: Vec::new(),
+        caller_env: Vec::new(),
+        cache_dir: g.state_dir.join("cache/seccomp"),
+        timezone: None,
+        lang: None,
+    };
+    appmgr_sandbox::build_plan(&spec)
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))
+}
+
+/// `appmgr run`: returns the exit status to exit with (the app's, 128+N for a signal).
+pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResult<i32> {
+    let a = app_grant(g, id)?;
+    // Policy may have changed since install: refuse to start with an ungranted request.
+    a.grant.check()?;
+    let h = hierarchy()?;
+    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
+        .map_err(|e| CliError::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
+    if print_plan {
+        let procs = h.cgroup(&a.manifest.id).procs_files();
+        let plan = plan_for(g, &a, args, procs)?;
+        let out = serde_json::json!({"plan": plan, "cgroup": spec, "grant": a.grant});
+        crate::print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out).unwrap_or_default()
+        ));
+        return Ok(0);
+    }
+    // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
+    // the app's own directory, owned by its uid, without following symlinks.
+    let parent = g.state_dir.join("data");
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
+    let cg = h.create(&spec).map_err(|e| {
+        let class = match e {
+            appmgr_cgroup::CgroupError::InUse { .. } => ErrorClass::Conflict,
+            _ => ErrorClass::Other,
+        };
+        CliError::new(class, format!("{}: {e}", a.manifest.id))
+    })?;
+    let plan = match plan_for(g, &a, args, cg.procs_files()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = cg.remove();
+            return Err(e);
+        }
+    };
+    let status = (|| {
+        let (mut cmd, fd) = appmgr_sandbox::launcher_command(&plan)
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))?;
+        // Block the signals we forward (and SIGCHLD) before the launcher exists, so none
+        // is lost; the child starts with a clean mask (std resets it).
+        let sigs = [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGCHLD,
+        ];
+        appmgr_sandbox::sys::block_signals(&sigs)
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("blocking signals: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            CliError::new(
+                ErrorClass::Other,
+                format!("{}: starting the launcher: {e}", a.manifest.id),
+            )
+        })?;
+        drop(fd);
+        wait_forwarding(&mut child, &sigs).map_err(|e| {
+            CliError::new(
+                ErrorClass::Other,
+                format!("{}: waiting for the launcher: {e}", a.manifest.id),
+            )
+        })
+    })();
+    let outcome = cg.finish();
+    let status = status?;
+    if let Err(e) = &outcome {
+        eprintln!(
+            "appmgr: warning: {}: reading and removing the cgroup: {e}",
+            a.manifest.id
+        );
+    }
+    if let Ok(o) = &outcome {
+        if o.oom_killed {
+            eprintln!(
+                "appmgr: event: {} limit-hit memory-max ({} OOM kill(s), limit {})",
+                a.manifest.id,
+                o.oom_kills,
+                mib(spec.limits.memory_max)
+            );
+        }
+        if o.pids_limit_hit {
+            eprintln!(
+                "appmgr: event: {} limit-hit pids-max ({} fork(s) refused, limit {})",
+                a.manifest.id,
+                o.pids_max_hits,
+                spec.limits
+                    .pids_max
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    })
+}
+
+/// Waits for the launcher while passing SIGINT/SIGTERM/SIGHUP/SIGQUIT on to it (it
+/// forwards them into the sandbox): one thread, signals taken synchronously with sigwait.
+fn wait_forwarding(
+    child: &mut std::process::Child,
+    sigs: &[i32],
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        match appmgr_sandbox::sys::sigwait(sigs)? {
+            libc::SIGCHLD => continue,
+            sig => {
+                let _ = appmgr_sandbox::sys::kill(child.id() as i32, sig);
+            }
+        }
+    }
+}

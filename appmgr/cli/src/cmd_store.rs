@@ -321,9 +321,12 @@ pub fn fsck(g: &Global) -> CliResult<Output> {
     if !report.is_clean() {
         // Print the findings, then fail with the integrity code.
         if g.json {
-            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+            crate::print_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&j).unwrap_or_default()
+            ));
         } else {
-            print!("{t}");
+            crate::print_stdout(&t);
         }
         return Err(CliError::new(
             ErrorClass::Integrity,

@@ -46,6 +46,18 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         }
     };
     let json = cli.global.json;
+    // `run` exits with the app's status, not with an Output.
+    if let args::Command::Run {
+        id,
+        args,
+        print_plan,
+    } = &cli.command
+    {
+        return match cmd_apps::run(&cli.global, id, args.clone(), *print_plan) {
+            Ok(code) => code,
+            Err(e) => report(&e, json),
+        };
+    }
     match run(cli) {
         Ok(out) => {
             if json {
@@ -61,19 +73,28 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             }
             0
         }
-        Err(e) => {
-            eprintln!("appmgr: {}", e.message);
-            if json {
-                let obj = serde_json::json!({"error": {
-                    "code": e.class.exit_code(),
-                    "class": e.class.name(),
-                    "message": e.message,
-                }});
-                eprintln!("{obj}");
-            }
-            e.class.exit_code()
-        }
+        Err(e) => report(&e, json),
     }
+}
+
+/// Writes to stdout; a closed pipe (`appmgr list | head`) is not an error worth a panic.
+pub(crate) fn print_stdout(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+/// Prints an error (one line, plus a JSON object with `--json`) and returns its code.
+fn report(e: &CliError, json: bool) -> i32 {
+    eprintln!("appmgr: {}", e.message);
+    if json {
+        let obj = serde_json::json!({"error": {
+            "code": e.class.exit_code(),
+            "class": e.class.name(),
+            "message": e.message,
+        }});
+        eprintln!("{obj}");
+    }
+    e.class.exit_code()
 }
 
 /// Dispatches one parsed command line.
@@ -96,5 +117,6 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         Permissions { id } => cmd_apps::permissions(g, &id),
         Ps => cmd_apps::ps(g),
         Kill { id } => cmd_apps::kill(g, &id),
+        Run { .. } => unreachable!("run is dispatched before"),
     }
 }

@@ -1,0 +1,249 @@
+//! `appmgr run` end to end, as root on the host: the installed app runs sandboxed under the
+//! grant `permissions` shows and the cgroup limits policy sets.
+mod common;
+use common::*;
+use std::fs;
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = r#"#!/usr/bin/sh
+case "$1" in
+  exit) exit "$2" ;;
+  signal) kill -"$2" $$ ;;
+  id) id -u; id -g; echo "HOME=$HOME" ;;
+  args) shift; for a in "$@"; do echo "arg:$a"; done ;;
+  hog) dd if=/dev/zero of=/dev/null bs=64M count=1 ;;
+  sleep) echo started; sleep "$2" ;;
+  env) env ;;
+  *) echo "usage" ; exit 2 ;;
+esac
+"#;
+
+/// Each test uses its own app ID: cgroups are host-wide, and tests run in parallel.
+fn setup(policy: &str, id: &str) -> Env {
+    if !is_root() {
+        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
+    }
+    let e = Env::new();
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        policy.replace("org.example.Hello", id),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let root = e.p("runapp");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/hello"), SCRIPT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let b = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", id),
+        &root,
+        "runapp.bundle",
+    );
+    e.ok(&["install", s(&b)]);
+    e
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+const LIMITS: &str = "[[rule]]\napps = [\"org.example.Hello\"]\nresources = { memory-max = \"16M\", memory-swap-max = 0, pids-max = 32, cpu-max = \"50%\" }\n";
+
+#[test]
+fn exit_status_signals_identity_and_argv() {
+    let id = "org.example.RunExitStatusSignalsIdentityAndArgv";
+    let e = setup(LIMITS, id);
+    assert_eq!(e.run(&["run", id, "--", "exit", "7"]).code, 7);
+    assert_eq!(e.run(&["run", id, "--", "signal", "TERM"]).code, 128 + 15);
+    let r = e.ok(&["run", id, "--", "id"]);
+    let uid = e.ok(&["--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], uid.to_string());
+    assert_eq!(lines[1], uid.to_string());
+    assert!(lines[2].starts_with("HOME="), "{}", r.stdout);
+    // Arguments are data: nothing is interpreted as an option, by appmgr or the launcher.
+    let r = e.ok(&["run", id, "--", "args", "--bind", "/", "/", "--print-plan"]);
+    assert_eq!(r.stdout, "arg:--bind\narg:/\narg:/\narg:--print-plan\n");
+    // The environment is built: LD_PRELOAD and friends from the caller never arrive.
+    let r = e
+        .cmd(&["run", id, "--", "env"])
+        .env("LD_PRELOAD", "/tmp/evil.so")
+        .env("GCONV_PATH", "/tmp")
+        .env("SECRET_TOKEN", "x")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{out}");
+    for bad in ["LD_PRELOAD", "GCONV_PATH", "SECRET_TOKEN"] {
+        assert!(!out.contains(bad), "{bad} leaked into the sandbox: {out}");
+    }
+    assert!(out.contains(&format!("APPMGR_APP_ID={id}")), "{out}");
+}
+
+#[test]
+fn plan_and_permissions_come_from_one_grant() {
+    let id = "org.example.RunPlanAndPermissionsComeFromOneGrant";
+    let e = setup(LIMITS, id);
+    let plan = e.ok(&["run", "--print-plan", id]).json();
+    let perms = e.ok(&["--json", "permissions", id]).json();
+    assert_eq!(
+        plan["grant"], perms,
+        "what is shown must be what is enforced"
+    );
+    let uid = e.ok(&["--json", "info", id]).json()["uid"].clone();
+    assert_eq!(plan["plan"]["uid"], uid);
+    assert_eq!(plan["cgroup"]["limits"]["memory-max"], 16 << 20);
+    assert_eq!(plan["cgroup"]["limits"]["pids-max"], 32);
+    // No network grant: the plan unshares the network namespace.
+    assert_eq!(plan["plan"]["namespaces"]["net"], true);
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    let id = "org.example.RunMemoryHogIsOomKilledAndReported";
+    let e = setup(LIMITS, id);
+    let r = e.run(&["run", id, "--", "hog"]);
+    assert_eq!(r.code, 128 + 9, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("limit-hit memory-max"), "{}", r.stderr);
+    // The cgroup is gone after the app ended, and the app can run again.
+    let ps = e.ok(&["--json", "ps"]).json();
+    assert!(!ps.to_string().contains(id), "{ps}");
+    assert_eq!(e.run(&["run", id, "--", "exit", "0"]).code, 0);
+}
+
+#[test]
+fn policy_changed_after_install_refuses_launch() {
+    let id = "org.example.RunPolicyChangedAfterInstallRefusesLaunch";
+    let e = setup(LIMITS, id);
+    // Policy is read again at every launch: a policy file that no longer parses means
+    // nothing starts (fail closed), and the error names the file.
+    fs::write(
+        e.cfg.join("policies.d/60-broken.toml"),
+        "[[rule]]\nappz = []\n",
+    )
+    .unwrap();
+    let msg = e.fails(&["run", id, "--", "exit", "0"], 4);
+    assert!(msg.contains("60-broken.toml"), "{msg}");
+}
+
+#[test]
+fn corrupt_deployment_is_refused_until_reinstalled() {
+    let id = "org.example.RunCorruptDeploymentIsRefusedUntilReinstall";
+    let e = setup(LIMITS, id);
+    let info = e.ok(&["--json", "info", id]).json();
+    let script = std::path::PathBuf::from(info["deployment"].as_str().unwrap()).join("bin/hello");
+    // Corrupt the object behind the deployed file (same inode).
+    let mut data = fs::read(&script).unwrap();
+    data[20] ^= 1;
+    fs::write(&script, &data).unwrap();
+    let r = e.run(&["fsck"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let msg = e.fails(&["run", id, "--", "exit", "0"], 3);
+    assert!(msg.contains("corrupt"), "{msg}");
+    // Reinstalling the same bundle repairs it.
+    e.ok(&["install", s(&e.p("runapp.bundle"))]);
+    e.fsck_clean();
+    assert_eq!(e.run(&["run", id, "--", "exit", "0"]).code, 0);
+}
+
+#[test]
+fn data_dir_replaced_by_symlink_is_refused() {
+    let id = "org.example.RunDataDirReplacedBySymlinkIsRefused";
+    let e = setup(LIMITS, id);
+    e.ok(&["run", id, "--", "exit", "0"]);
+    let data = e.state.join("data").join(id);
+    assert!(data.is_dir());
+    let victim = e.p("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("keep"), "untouched").unwrap();
+    fs::remove_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(&victim, &data).unwrap();
+    let r = e.run(&["run", id, "--", "id"]);
+    assert_ne!(
+        r.code, 0,
+        "launch through a symlinked data dir must be refused"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777),
+        (0, 0o755),
+        "target must be untouched"
+    );
+    assert_eq!(
+        fs::read_to_string(victim.join("keep")).unwrap(),
+        "untouched"
+    );
+}
+
+#[test]
+fn signals_reach_the_app_and_kill_works() {
+    let id = "org.example.RunSignalsReachTheAppAndKillWorks";
+    let e = setup(LIMITS, id);
+    let mut child = e
+        .cmd(&["run", id, "--", "sleep", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it runs (its cgroup shows up in ps).
+    let t = Instant::now();
+    loop {
+        let ps = e.ok(&["--json", "ps"]).json();
+        if ps.to_string().contains(id) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "app did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = e.ok(&["--json", "ps"]).json();
+    let entry = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["app"] == id)
+        .unwrap()
+        .clone();
+    assert!(!entry["pids"].as_array().unwrap().is_empty());
+    // A second instance is refused while the first runs.
+    e.fails(&["run", id, "--", "exit", "0"], 6);
+    unsafe_free_kill(child.id() as i32, "TERM");
+    let st = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        st.code().or(st.signal().map(|s| 128 + s)),
+        Some(128 + 15),
+        "{st:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+
+    // appmgr kill stops a running app.
+    let mut child = e.cmd(&["run", id, "--", "sleep", "30"]).spawn().unwrap();
+    let t = Instant::now();
+    while e.run(&["kill", id]).code != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "kill never found the app"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = child.wait().unwrap();
+    assert!(!st.success());
+    e.fails(&["kill", id], 5);
+}
+
+fn unsafe_free_kill(pid: i32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
