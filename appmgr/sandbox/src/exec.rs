@@ -31,24 +31,29 @@ pub enum ExecError {
     },
 }
 
-/// The launcher binary: `$APPMGR_LAUNCH` if set, else `appmgr-launch` next to the
-/// current executable.
+/// Where packages install the launcher when it is not next to the CLI.
+pub const LAUNCHER_LIBEXEC: &str = "/usr/libexec/appmgr/appmgr-launch";
+
+/// The launcher binary: `$APPMGR_LAUNCH` if set (tests, development trees), else
+/// `appmgr-launch` next to the current executable, else [`LAUNCHER_LIBEXEC`].
 pub fn launcher_path() -> Result<PathBuf, ExecError> {
     if let Some(p) = std::env::var_os(LAUNCHER_ENV) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| ExecError::NotFound(e.to_string()))?;
-    let p = exe
-        .parent()
-        .map(|d| d.join(LAUNCHER_NAME))
-        .ok_or_else(|| ExecError::NotFound("current executable has no directory".into()))?;
-    if !p.exists() {
-        return Err(ExecError::NotFound(format!(
-            "{} does not exist",
-            p.display()
-        )));
+    if let Some(p) = exe.parent().map(|d| d.join(LAUNCHER_NAME)) {
+        if p.exists() {
+            return Ok(p);
+        }
     }
-    Ok(p)
+    let p = PathBuf::from(LAUNCHER_LIBEXEC);
+    if p.exists() {
+        return Ok(p);
+    }
+    Err(ExecError::NotFound(format!(
+        "not next to {} nor at {LAUNCHER_LIBEXEC}",
+        exe.display()
+    )))
 }
 
 /// Writes `plan` into a sealed memfd.

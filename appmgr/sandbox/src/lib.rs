@@ -34,7 +34,7 @@ pub mod sys;
 
 pub use exec::{
     exec_launcher, launcher_command, launcher_path, plan_memfd, read_plan_fd, ExecError,
-    LAUNCHER_ENV, LAUNCHER_NAME,
+    LAUNCHER_ENV, LAUNCHER_LIBEXEC, LAUNCHER_NAME,
 };
 pub use launch::{
     run as run_launcher, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND,
