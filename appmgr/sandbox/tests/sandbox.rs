@@ -774,3 +774,45 @@ fn latency() {
         v[v.len() * 9 / 10]
     );
 }
+
+/// The launcher re-checks what it must not trust from the plan's producer.
+#[test]
+fn launcher_refuses_bad_plans() {
+    require_root!();
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let good = build_plan(&w.spec(&[])).unwrap();
+    let mut bad_version = good.clone();
+    bad_version.version += 1;
+    let mut root_uid = good.clone();
+    root_uid.uid = 0;
+    let mut other_list = good.clone();
+    other_list.seccomp.list_sha256 = "00".repeat(32);
+    for (what, plan) in [
+        ("plan version", bad_version),
+        ("uid 0", root_uid),
+        ("seccomp list", other_list),
+    ] {
+        let fd = appmgr_sandbox::plan_memfd(&plan).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_appmgr-launch"));
+        c.arg("--plan-fd")
+            .arg(fd.as_raw_fd().to_string())
+            .env_clear()
+            .stdin(Stdio::null());
+        appmgr_sandbox::sys::keep_fd_in_child(&mut c, fd.as_raw_fd());
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(appmgr_sandbox::EXIT_LAUNCH_FAILED),
+            "{what}"
+        );
+        assert!(o.stdout.is_empty(), "{what}: the app ran");
+    }
+    // not a plan at all
+    let o = Command::new(env!("CARGO_BIN_EXE_appmgr-launch"))
+        .args(["--plan-fd", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+}
