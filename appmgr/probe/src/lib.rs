@@ -503,6 +503,7 @@ pub fn report(args: &[String]) -> String {
             "hostname".into(),
             esc(read("/proc/sys/kernel/hostname").trim()),
         ),
+        ("cgroup".into(), esc(&read("/proc/self/cgroup"))),
         (
             "lo_flags".into(),
             esc(read("/sys/class/net/lo/flags").trim()),

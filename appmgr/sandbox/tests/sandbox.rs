@@ -816,3 +816,53 @@ fn launcher_refuses_bad_plans() {
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
 }
+
+/// The launcher puts the sandbox into the cgroups it is given before the app runs, and
+/// the app sees its own cgroup as the root (cgroup namespace).
+#[test]
+fn sandbox_runs_in_the_given_cgroup() {
+    require_root!();
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    if !pids.join("cgroup.procs").exists() {
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
+        return;
+    }
+    let cg = pids.join(format!("appmgr-test-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    let w = World::new();
+    let mut s = w.spec(&["sleep"]);
+    s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    let (mut cmd, fd) = command(&s);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    drop(fd);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let init = children(child.id())[0];
+    let app = children(init)[0];
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for p in [child.id(), init, app] {
+        assert!(
+            procs.split_whitespace().any(|x| x == p.to_string()),
+            "{p} not in the cgroup: {procs}"
+        );
+    }
+    // inside, the cgroup namespace makes the app's cgroup the root
+    let mut s = w.spec(&[]);
+    s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    let r = report(&s);
+    let line = r["cgroup"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(":pids:"))
+        .unwrap()
+        .to_string();
+    assert!(line.ends_with(":pids:/"), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
