@@ -1,0 +1,54 @@
+//! Becoming the app: ids, capabilities, no_new_privs, seccomp, fds, execve.
+
+use super::{io_err, rx, sys_err, LaunchError};
+use crate::plan::LaunchPlan;
+use crate::sys;
+use rustix::fs::Mode;
+
+/// In the app process: become the app and exec it. Returns only on failure.
+pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8]) -> LaunchError {
+    match become_app(plan, bpf) {
+        Err(e) => e,
+        Ok(()) => {
+            let e = sys::execve(&plan.exe, &plan.argv, &plan.env);
+            LaunchError::Io {
+                step: "execute",
+                path: plan.exe.clone(),
+                source: e,
+            }
+        }
+    }
+}
+
+fn become_app(plan: &LaunchPlan, bpf: &[u8]) -> Result<(), LaunchError> {
+    use rustix::thread as rt;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    // A new session: the app has no controlling terminal, so it cannot inject input into
+    // the caller's terminal (TIOCSTI needs it) nor receive the terminal's job-control
+    // signals directly; the launcher forwards them.
+    rustix::process::setsid().map_err(|e| sys_err("setsid")(rx(e)))?;
+    rustix::process::chdir(plan.cwd.as_str()).map_err(|e| io_err("chdir", &plan.cwd)(rx(e)))?;
+    sys::drop_bounding_set().map_err(sys_err("drop bounding set"))?;
+    rt::clear_ambient_capability_set().map_err(|e| sys_err("clear ambient capabilities")(rx(e)))?;
+    rt::set_thread_groups(&[]).map_err(|e| sys_err("setgroups")(rx(e)))?;
+    let gid = rustix::process::Gid::from_raw(plan.gid);
+    let uid = rustix::process::Uid::from_raw(plan.uid);
+    rt::set_thread_res_gid(gid, gid, gid).map_err(|e| sys_err("setresgid")(rx(e)))?;
+    rt::set_thread_res_uid(uid, uid, uid).map_err(|e| sys_err("setresuid")(rx(e)))?;
+    rt::set_capabilities(
+        None,
+        rt::CapabilitySets {
+            effective: rt::CapabilitySet::empty(),
+            permitted: rt::CapabilitySet::empty(),
+            inheritable: rt::CapabilitySet::empty(),
+        },
+    )
+    .map_err(|e| sys_err("clear capabilities")(rx(e)))?;
+    rt::set_no_new_privs(true).map_err(|e| sys_err("no_new_privs")(rx(e)))?;
+    sys::unblock_all_signals().map_err(sys_err("unblock signals"))?;
+    sys::seccomp_set_filter(bpf).map_err(sys_err("load seccomp filter"))?;
+    sys::close_fds_from(3).map_err(sys_err("close_range"))?;
+    Ok(())
+}
