@@ -30,7 +30,9 @@ pub struct LaunchSpec {
     pub app_files: PathBuf,
     /// The app's persistent data directory (host path): bound at [`SANDBOX_HOME`].
     /// Created (mode 0700, owned by `uid:gid`) if missing; the launch is refused if any
-    /// component of the path is a symlink or the directory belongs to someone else.
+    /// component of the path is a symlink or the directory belongs to someone else. If the
+    /// state directory itself lives behind a symlink (a linked `/var`), canonicalize the
+    /// state directory once, never the per-app path.
     pub data_dir: PathBuf,
     /// The app's private runtime directory shared with the host (sockets other apps may
     /// be granted), bound at `/run/user/UID`; same checks as `data_dir`. Without it,
