@@ -77,6 +77,8 @@ pub enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Re-read policy and apply the new limits to running apps (all, or one).
+    Reload { id: Option<String> },
     /// Stop every process of a running app.
     Kill { id: String },
 }

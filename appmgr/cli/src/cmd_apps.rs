@@ -200,13 +200,15 @@ fn plan_for(
     let devices = match &a.board {
         Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
         None if a.grant.permissions.devices.is_empty() => Vec::new(),
-        None => return Err(CliError::new(
-            ErrorClass::Policy,
-            format!(
+        None => {
+            return Err(CliError::new(
+                ErrorClass::Policy,
+                format!(
                 "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
                 a.manifest.id
             ),
-        )),
+            ))
+        }
     };
     let spec = appmgr_sandbox::LaunchSpec {
         app_id: a.manifest.id.clone(),
@@ -350,4 +352,57 @@ fn wait_forwarding(
             }
         }
     }
+}
+
+/// `appmgr reload [ID]`: re-reads policy and applies the new limits to running apps (all,
+/// or one). An app that policy no longer allows to run is reported (exit 4) and left to
+/// the operator: killing is `appmgr kill`'s job.
+pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
+    let h = hierarchy()?;
+    let running: Vec<AppId> = h
+        .list()
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))?
+        .into_iter()
+        .filter(|s| !s.pids.is_empty())
+        .filter_map(|s| s.app)
+        .filter(|a| only.is_none_or(|o| o == a.as_str()))
+        .collect();
+    if let Some(o) = only {
+        if running.is_empty() {
+            return Err(CliError::new(
+                ErrorClass::NotFound,
+                format!("{o}: not running"),
+            ));
+        }
+    }
+    let mut text = String::new();
+    let mut applied = Vec::new();
+    let mut refused = Vec::new();
+    for app in running {
+        let a = app_grant(g, app.as_str())?;
+        if let Err(e) = a.grant.check() {
+            let _ = writeln!(text, "{app}: not applied: {e}");
+            refused.push(json!({"id": app, "error": e.to_string()}));
+            continue;
+        }
+        let spec = appmgr_cgroup::CgroupSpec::for_app(&app, a.grant.cgroup_limits())
+            .map_err(|e| CliError::new(ErrorClass::Policy, format!("{app}: {e}")))?;
+        h.cgroup(&app)
+            .apply(&spec)
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("{app}: {e}")))?;
+        let _ = writeln!(
+            text,
+            "{app}: limits applied: {}",
+            serde_json::to_string(&spec.limits).unwrap_or_default()
+        );
+        applied.push(json!({"id": app, "limits": spec.limits}));
+    }
+    if !refused.is_empty() {
+        crate::print_stdout(&text);
+        return Err(CliError::new(
+            ErrorClass::Policy,
+            format!("{} running app(s) exceed the current policy", refused.len()),
+        ));
+    }
+    Ok(Output::new(text, json!({"applied": applied})))
 }

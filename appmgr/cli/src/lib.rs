@@ -117,6 +117,7 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         Permissions { id } => cmd_apps::permissions(g, &id),
         Ps => cmd_apps::ps(g),
         Kill { id } => cmd_apps::kill(g, &id),
+        Reload { id } => cmd_apps::reload(g, id.as_deref()),
         Run { .. } => unreachable!("run is dispatched before"),
     }
 }

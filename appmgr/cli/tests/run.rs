@@ -213,6 +213,26 @@ fn signals_reach_the_app_and_kill_works() {
         .unwrap()
         .clone();
     assert!(!entry["pids"].as_array().unwrap().is_empty());
+    // Limits of the running app change when policy is re-read.
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        LIMITS
+            .replace("org.example.Hello", id)
+            .replace("16M", "24M")
+            .replace("pids-max = 32", "pids-max = 20"),
+    )
+    .unwrap();
+    e.ok(&["reload", id]);
+    let ps = e.ok(&["--json", "ps"]).json();
+    let entry = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["app"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(entry["limits"]["memory-max"], 24 << 20, "{entry}");
+    assert_eq!(entry["limits"]["pids-max"], 20, "{entry}");
     // A second instance is refused while the first runs.
     e.fails(&["run", id, "--", "exit", "0"], 6);
     unsafe_free_kill(child.id() as i32, "TERM");
