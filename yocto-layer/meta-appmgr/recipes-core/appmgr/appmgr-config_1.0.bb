@@ -30,17 +30,20 @@ PACKAGE_ARCH = "${MACHINE_ARCH}"
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
+def appmgr_config_value(d, var, pattern, example):
+    """The value of VAR if it is empty or matches PATTERN, else a build failure.
+
+    Checked in Python, before the shell sees it: the values end up inside TOML strings
+    and shell words, so nothing that could end either is allowed."""
+    import re
+    value = d.getVar(var) or ''
+    if value and not re.fullmatch(pattern, value):
+        bb.fatal("%s=%r: expected %s" % (var, value, example))
+    return value
+
 do_install() {
-    board="${APPMGR_BOARD}"
-    range="${APPMGR_UID_RANGE}"
-    # Checked here so that a typo fails the build, not the first boot. The values end up
-    # in TOML strings: nothing that could end the string is allowed.
-    if [ -n "$board" ] && ! echo "$board" | grep -qE '^(/[A-Za-z0-9._/-]+\.toml|[A-Za-z0-9._-]+)$'; then
-        bbfatal "APPMGR_BOARD='$board': expected a profile name (letters, digits, . _ -) or an absolute path to a .toml file"
-    fi
-    if [ -n "$range" ] && ! echo "$range" | grep -qE '^[0-9]+-[0-9]+$'; then
-        bbfatal "APPMGR_UID_RANGE='$range': expected FIRST-LAST, e.g. 70000-79999"
-    fi
+    board="${@appmgr_config_value(d, 'APPMGR_BOARD', r'/[A-Za-z0-9._/-]+[.]toml|[A-Za-z0-9._-]+', 'a profile name (letters, digits, . _ -) or an absolute path to a .toml file')}"
+    range="${@appmgr_config_value(d, 'APPMGR_UID_RANGE', r'[0-9]+-[0-9]+', 'FIRST-LAST, e.g. 70000-79999')}"
     if [ -z "$board" ] && [ -z "$range" ]; then
         bbnote "APPMGR_BOARD and APPMGR_UID_RANGE are empty: no appmgr.toml, appmgr's defaults apply"
         return
