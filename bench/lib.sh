@@ -23,12 +23,24 @@ hf() {
   fi
 }
 
-# med NAME [UNIT]: median of a hyperfine result in ms (UNIT=s for seconds); empty if absent
+# med NAME [UNIT]: median of a hyperfine result in ms (UNIT=s for seconds); empty if absent.
+# If the benchmark ran in several rounds (NAME@1.json, NAME@2.json, ...), the median of the
+# per-round medians.
 med() {
-  local f="$J/$1.json" mul=1000
+  local mul=1000 f
   [ "${2:-ms}" = s ] && mul=1
-  [ -f "$f" ] || return 0
-  jq -r --argjson m "$mul" '.results[0].median * $m' "$f"
+  if [ -f "$J/$1.json" ]; then
+    jq -r --argjson m "$mul" '.results[0].median * $m' "$J/$1.json"; return
+  fi
+  ls "$J/$1@"*.json >/dev/null 2>&1 || return 0
+  for f in "$J/$1@"*.json; do jq -r --argjson m "$mul" '.results[0].median * $m' "$f"; done |
+    sort -g | awk '{a[NR]=$1} END{ if (NR) printf "%.6f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }'
+}
+# range NAME: "min–max" of the per-round medians in ms (empty unless several rounds)
+range() {
+  ls "$J/$1@"*.json >/dev/null 2>&1 || return 0
+  for f in "$J/$1@"*.json; do jq -r '.results[0].median * 1000' "$f"; done | sort -g |
+    awk '{a[NR]=$1} END{ if (NR>1) printf "%.2f–%.2f", a[1], a[NR] }'
 }
 
 # ratio A B: A/B with 2 decimals; empty if either is empty or B is 0

@@ -14,7 +14,7 @@
 
 use appmgr_cgroup::{CgroupLimits, CgroupSpec, Hierarchy};
 use appmgr_policy::{BoardFacts, PolicySet, Request};
-use appmgr_types::{AppId, Permissions, Resources};
+use appmgr_types::{AppId, DeviceName, Permissions, Resources};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -112,8 +112,8 @@ fn policy(args: &[String]) {
         iters
     );
     let mut board = BoardFacts::default();
-    board.devices.insert("gpu".parse().expect("device"));
-    board.devices.insert("input".parse().expect("device"));
+    board.devices.insert(DeviceName::new("gpu").expect("device"));
+    board.devices.insert(DeviceName::new("input").expect("device"));
     let hier = Hierarchy::v2("/sys/fs/cgroup", appmgr_cgroup::DEFAULT_PARENT).expect("hierarchy");
     let apps: Vec<_> = (0..files.max(1)).map(request).collect();
 
@@ -172,25 +172,26 @@ fn policy(args: &[String]) {
 #[cfg(feature = "plan")]
 fn launch_plan(app: &AppId, perms: &Permissions, procs: Vec<PathBuf>) -> usize {
     use appmgr_sandbox::{build_plan, LaunchSpec};
-    let spec = LaunchSpec {
-        app_id: app.clone(),
-        runtime_files: PathBuf::from("/var/lib/appmgr/deploy/runtime/org.example.Platform/x86_64/1/0123456789abcdef/files"),
-        app_files: PathBuf::from(format!("/var/lib/appmgr/deploy/app/{app}/x86_64/stable/fedcba9876543210/files")),
-        data_dir: PathBuf::from(format!("/var/lib/appmgr/data/{app}")),
-        runtime_dir: Some(PathBuf::from(format!("/run/appmgr/apps/{app}"))),
-        uid: 61000,
-        gid: 61000,
-        permissions: perms.clone(),
-        devices: vec![PathBuf::from("/dev/input/event0")],
-        command: "hello".into(),
-        args: vec!["--x".into()],
-        cgroup_procs: procs,
-        env_allow: vec!["TZ".into()],
-        caller_env: std::env::vars().collect(),
-        cache_dir: PathBuf::from("/var/cache/appmgr/seccomp"),
-        timezone: None,
-        lang: None,
-    };
+    // Built through serde (as the CLI's JSON would be) so that fields the sandbox crate adds
+    // with defaults do not break this harness.
+    let spec: LaunchSpec = serde_json::from_value(serde_json::json!({
+        "app-id": app.as_str(),
+        "runtime-files": "/var/lib/appmgr/deploy/runtime/org.example.Platform/x86_64/1/0123456789abcdef/files",
+        "app-files": format!("/var/lib/appmgr/deploy/app/{app}/x86_64/stable/fedcba9876543210/files"),
+        "data-dir": format!("/var/lib/appmgr/data/{app}"),
+        "runtime-dir": format!("/run/appmgr/apps/{app}"),
+        "uid": 61000,
+        "gid": 61000,
+        "permissions": perms,
+        "devices": ["/dev/input/event0"],
+        "command": "hello",
+        "args": ["--x"],
+        "cgroup-procs": procs,
+        "env-allow": ["APP_MODE"],
+        "caller-env": std::env::vars().collect::<Vec<_>>(),
+        "cache-dir": "/var/cache/appmgr/seccomp",
+    }))
+    .unwrap_or_else(|e| panic!("launch spec: {e}"));
     let plan = build_plan(&spec).unwrap_or_else(|e| panic!("build_plan: {e}"));
     serde_json::to_vec(&plan).expect("serialize plan").len()
 }
