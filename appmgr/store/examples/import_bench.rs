@@ -55,6 +55,15 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU time of this process so far, in seconds (/proc/self/stat, 100 Hz).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
@@ -85,29 +94,36 @@ fn main() {
         installed_size: total,
     };
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     let lock = store.lock().expect("lock");
     let report = store
-        .install(&lock, &new, InstallOptions::default(), |sink: &mut dyn PayloadSink| {
-            let per_dir = 100;
-            for (i, size) in sizes.iter().enumerate() {
-                if i % per_dir == 0 {
-                    sink.directory(&RelPath::new(&format!("d{}", i / per_dir))?)?;
+        .install(
+            &lock,
+            &new,
+            InstallOptions::default(),
+            |sink: &mut dyn PayloadSink| {
+                let per_dir = 100;
+                for (i, size) in sizes.iter().enumerate() {
+                    if i % per_dir == 0 {
+                        sink.directory(&RelPath::new(&format!("d{}", i / per_dir))?)?;
+                    }
+                    let p = RelPath::new(&format!("d{}/f{i}", i / per_dir))?;
+                    let mut g = Gen {
+                        pool: &pool,
+                        file: i as u64,
+                        pos: 0,
+                        left: *size,
+                    };
+                    sink.file(&p, i % 10 == 0, *size, &mut g)?;
                 }
-                let p = RelPath::new(&format!("d{}/f{i}", i / per_dir))?;
-                let mut g = Gen {
-                    pool: &pool,
-                    file: i as u64,
-                    pos: 0,
-                    left: *size,
-                };
-                sink.file(&p, i % 10 == 0, *size, &mut g)?;
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .expect("install");
     let took = t.elapsed();
+    let cpu = cpu_seconds() - cpu0;
     println!(
-        "installed {} files, {:.1} MiB in {:.3} s ({:.0} MiB/s); peak RSS {} MiB (before: {} MiB)",
+        "installed {} files, {:.1} MiB in {:.3} s ({:.0} MiB/s, {cpu:.2} s CPU); peak RSS {} MiB (before: {} MiB)",
         report.files,
         report.bytes as f64 / 1048576.0,
         took.as_secs_f64(),
@@ -117,13 +133,22 @@ fn main() {
     );
     let t = Instant::now();
     let fsck = store.fsck(&lock).expect("fsck");
-    println!("fsck: {} objects in {:.3} s, clean: {}", fsck.objects_checked, t.elapsed().as_secs_f64(), fsck.is_clean());
+    println!(
+        "fsck: {} objects in {:.3} s, clean: {}",
+        fsck.objects_checked,
+        t.elapsed().as_secs_f64(),
+        fsck.is_clean()
+    );
     // For comparing runs on a loaded machine: this host's sha2 speed right now.
     {
         use sha2::Digest;
         let data = vec![7u8; 64 << 20];
         let t = Instant::now();
         let h = sha2::Sha256::digest(&data);
-        println!("calibration: sha2 {:.0} MiB/s ({:x})", 64.0 / t.elapsed().as_secs_f64(), h[0]);
+        println!(
+            "calibration: sha2 {:.0} MiB/s ({:x})",
+            64.0 / t.elapsed().as_secs_f64(),
+            h[0]
+        );
     }
 }

@@ -34,7 +34,10 @@ pub enum StoreError {
     },
     /// An app's runtime has no current deployment.
     #[error("cannot install {ref_name}: its runtime {runtime} is not installed")]
-    RuntimeMissing { ref_name: RefName, runtime: RefName },
+    RuntimeMissing {
+        ref_name: RefName,
+        runtime: Box<RefName>,
+    },
     /// The version is lower than the highest ever installed for that ref.
     #[error(
         "cannot install {ref_name} {version}: version {highest} was installed before \
@@ -42,8 +45,8 @@ pub enum StoreError {
     )]
     Downgrade {
         ref_name: RefName,
-        version: Version,
-        highest: Version,
+        version: Box<Version>,
+        highest: Box<Version>,
     },
     /// The ref has no current deployment.
     #[error("{ref_name} is not installed")]
@@ -53,7 +56,10 @@ pub enum StoreError {
     NoPrevious { ref_name: RefName },
     /// A runtime is still referenced by apps.
     #[error("cannot remove runtime {ref_name}: still used by {}", list(apps))]
-    RuntimeInUse { ref_name: RefName, apps: Vec<RefName> },
+    RuntimeInUse {
+        ref_name: RefName,
+        apps: Vec<RefName>,
+    },
     /// Not enough free space for the install.
     #[error(
         "cannot install {ref_name}: not enough free space in {}: {needed} bytes needed, \
@@ -124,12 +130,18 @@ impl StoreError {
         }
     }
 
-    pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        step: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| StoreError::Io { step, path, source }
     }
 
-    pub(crate) fn ostree(step: &'static str, object: impl std::fmt::Display) -> impl FnOnce(glib::Error) -> Self {
+    pub(crate) fn ostree(
+        step: &'static str,
+        object: impl std::fmt::Display,
+    ) -> impl FnOnce(glib::Error) -> Self {
         let object = object.to_string();
         move |source| StoreError::Ostree {
             step,
@@ -156,7 +168,10 @@ impl StoreError {
                     return true;
                 }
             }
-            if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::NoSpace { .. })) {
+            if matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::NoSpace { .. })
+            ) {
                 return true;
             }
             cur = e.source();

@@ -99,7 +99,11 @@ fn csum_hex(v: &glib::Variant) -> String {
 /// Owner root, no setuid/setgid/sticky, not writable by group or others.
 fn unsafe_mode(md: &fs::Metadata) -> Option<String> {
     if md.uid() != 0 || md.gid() != 0 {
-        return Some(format!("owned by {}:{} instead of root", md.uid(), md.gid()));
+        return Some(format!(
+            "owned by {}:{} instead of root",
+            md.uid(),
+            md.gid()
+        ));
     }
     if !md.file_type().is_symlink() && md.mode() & 0o7022 != 0 {
         return Some(format!("unsafe mode {:o}", md.mode() & 0o7777));
@@ -169,11 +173,13 @@ impl Store {
                 let marker = ddir.join(CORRUPT_MARKER);
                 if dep.problems.is_empty() {
                     if marker.exists() {
-                        fs::remove_file(&marker).map_err(StoreError::io("remove corrupt mark", &marker))?;
+                        fs::remove_file(&marker)
+                            .map_err(StoreError::io("remove corrupt mark", &marker))?;
                     }
                 } else if ddir.is_dir() {
                     let text: String = dep.problems.iter().map(|p| format!("{p}\n")).collect();
-                    fs::write(&marker, text).map_err(StoreError::io("mark deployment corrupt", &marker))?;
+                    fs::write(&marker, text)
+                        .map_err(StoreError::io("mark deployment corrupt", &marker))?;
                     report.marked_corrupt.push(ddir);
                 }
                 report.problems.extend(dep.problems);
@@ -191,13 +197,21 @@ impl Ctx<'_> {
             return true;
         }
         self.objects_checked += 1;
-        match self.store.repo().fsck_object(ty, csum, None::<&gio::Cancellable>) {
+        match self
+            .store
+            .repo()
+            .fsck_object(ty, csum, None::<&gio::Cancellable>)
+        {
             Ok(()) => {
                 self.meta_ok.insert(key);
                 true
             }
             Err(e) => {
-                dep.add(Some(key), None, format!("metadata object is missing or corrupt: {e}"));
+                dep.add(
+                    Some(key),
+                    None,
+                    format!("metadata object is missing or corrupt: {e}"),
+                );
                 false
             }
         }
@@ -207,16 +221,27 @@ impl Ctx<'_> {
         let store = self.store;
         let ddir = store.deployment_dir(dep.ref_name, dep.commit);
         if !ddir.join("manifest.toml").is_file() {
-            dep.add(None, Some(&ddir.join("manifest.toml")), "manifest is missing");
+            dep.add(
+                None,
+                Some(&ddir.join("manifest.toml")),
+                "manifest is missing",
+            );
         }
         let commit = dep.commit.to_string();
         if !self.check_meta(dep, ostree::ObjectType::Commit, &commit) {
             return;
         }
-        let v = match store.repo().load_variant(ostree::ObjectType::Commit, &commit) {
+        let v = match store
+            .repo()
+            .load_variant(ostree::ObjectType::Commit, &commit)
+        {
             Ok(v) => v,
             Err(e) => {
-                dep.add(Some(format!("{commit}.commit")), None, format!("cannot load commit: {e}"));
+                dep.add(
+                    Some(format!("{commit}.commit")),
+                    None,
+                    format!("cannot load commit: {e}"),
+                );
                 return;
             }
         };
@@ -251,10 +276,18 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let v = match self.store.repo().load_variant(ostree::ObjectType::DirTree, tree) {
+        let v = match self
+            .store
+            .repo()
+            .load_variant(ostree::ObjectType::DirTree, tree)
+        {
             Ok(v) => v,
             Err(e) => {
-                dep.add(Some(format!("{tree}.dirtree")), None, format!("cannot load: {e}"));
+                dep.add(
+                    Some(format!("{tree}.dirtree")),
+                    None,
+                    format!("cannot load: {e}"),
+                );
                 return;
             }
         };
@@ -294,7 +327,9 @@ impl Ctx<'_> {
         if !self.content.contains_key(csum) {
             self.objects_checked += 1;
             let problem = match checksum::checksum_bare_object(&obj) {
-                Ok(c) if c == csum => fs::symlink_metadata(&obj).ok().and_then(|md| unsafe_mode(&md)),
+                Ok(c) if c == csum => fs::symlink_metadata(&obj)
+                    .ok()
+                    .and_then(|md| unsafe_mode(&md)),
                 Ok(_) => Some("object content does not match its checksum".to_string()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Some("object is missing".to_string())

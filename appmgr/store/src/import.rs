@@ -8,7 +8,7 @@
 //! before it is reused, and rewritten if it is corrupt: libostree would otherwise skip
 //! writing it and a reinstall could never repair the store.
 
-use crate::checksum::{self, ObjectHasher, S_IFREG, SYMLINK_MODE};
+use crate::checksum::{self, ObjectHasher, SYMLINK_MODE, S_IFREG};
 use crate::error::StoreError;
 use appmgr_bundle::payload::{PayloadSink, RelPath, SinkError};
 use ostree::{gio, glib};
@@ -110,7 +110,10 @@ impl StoreSink {
 
     fn add_file(&mut self, path: &RelPath, checksum: &str) -> Result<(), SinkError> {
         let parent = self.tree_of(path.parent().as_ref())?;
-        if matches!(parent.lookup(path.file_name()), Ok((Some(_), _)) | Ok((_, Some(_)))) {
+        if matches!(
+            parent.lookup(path.file_name()),
+            Ok((Some(_), _)) | Ok((_, Some(_)))
+        ) {
             return Err(bad(path, "appears twice in the payload"));
         }
         parent
@@ -145,7 +148,8 @@ impl StoreSink {
                     // libostree skips objects that exist: remove the bad one so that the
                     // good content is written. Deployments still linking the bad inode are
                     // reported by fsck.
-                    fs::remove_file(&path).map_err(StoreError::io("remove corrupt object", &path))?;
+                    fs::remove_file(&path)
+                        .map_err(StoreError::io("remove corrupt object", &path))?;
                     self.stats.objects_repaired += 1;
                     Ok(true)
                 }
@@ -207,7 +211,10 @@ impl PayloadSink for StoreSink {
             let mut buf = Vec::with_capacity(size as usize);
             content.take(size).read_to_end(&mut buf)?;
             if buf.len() as u64 != size {
-                return Err(bad(path, format!("content ends after {} of {size} bytes", buf.len())));
+                return Err(bad(
+                    path,
+                    format!("content ends after {} of {size} bytes", buf.len()),
+                ));
             }
             check_end(path, content)?;
             hasher.update(&buf);
@@ -220,10 +227,9 @@ impl PayloadSink for StoreSink {
                 })?;
             }
         } else {
-            let spool = self
-                .spool_dir
-                .join(format!("spool-{}", self.stats.files));
-            let mut out = fs::File::create(&spool).map_err(StoreError::io("create spool file", &spool))?;
+            let spool = self.spool_dir.join(format!("spool-{}", self.stats.files));
+            let mut out =
+                fs::File::create(&spool).map_err(StoreError::io("create spool file", &spool))?;
             let mut buf = vec![0u8; CHUNK];
             let mut left = size;
             while left > 0 {
@@ -231,7 +237,10 @@ impl PayloadSink for StoreSink {
                 let n = content.read(&mut buf[..want])?;
                 if n == 0 {
                     let _ = fs::remove_file(&spool);
-                    return Err(bad(path, format!("content ends after {} of {size} bytes", size - left)));
+                    return Err(bad(
+                        path,
+                        format!("content ends after {} of {size} bytes", size - left),
+                    ));
                 }
                 hasher.update(&buf[..n]);
                 out.write_all(&buf[..n])
@@ -291,7 +300,6 @@ impl PayloadSink for StoreSink {
     }
 }
 
-
 /// An object for the writer thread: its checksum is already known.
 enum Job {
     Buffer {
@@ -314,9 +322,9 @@ enum Job {
 impl Job {
     fn checksum(&self) -> &str {
         match self {
-            Job::Buffer { checksum, .. } | Job::Spool { checksum, .. } | Job::Symlink { checksum, .. } => {
-                checksum
-            }
+            Job::Buffer { checksum, .. }
+            | Job::Spool { checksum, .. }
+            | Job::Symlink { checksum, .. } => checksum,
         }
     }
 }
@@ -399,7 +407,11 @@ fn regular_info(mode: u32, size: u64) -> gio::FileInfo {
 fn write_job(repo: &ostree::Repo, job: Job) -> Result<(), StoreError> {
     let (checksum, info, input, spool): (String, gio::FileInfo, gio::InputStream, Option<PathBuf>) =
         match job {
-            Job::Buffer { checksum, mode, data } => {
+            Job::Buffer {
+                checksum,
+                mode,
+                data,
+            } => {
                 let size = data.len() as u64;
                 let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from_owned(data));
                 (checksum, regular_info(mode, size), input.upcast(), None)
@@ -413,7 +425,12 @@ fn write_job(repo: &ostree::Repo, job: Job) -> Result<(), StoreError> {
                 let input = gio::File::for_path(&path)
                     .read(None::<&gio::Cancellable>)
                     .map_err(StoreError::ostree("open spool file", path.display()))?;
-                (checksum, regular_info(mode, size), input.upcast(), Some(path))
+                (
+                    checksum,
+                    regular_info(mode, size),
+                    input.upcast(),
+                    Some(path),
+                )
             }
             Job::Symlink { checksum, target } => {
                 let info = gio::FileInfo::new();

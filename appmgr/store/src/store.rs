@@ -144,8 +144,12 @@ impl Store {
         let lock = lock_file(&root)?;
         let repo_path = root.join("repo");
         let repo = if repo_path.join("config").exists() {
-            ostree::Repo::open_at(ostree::AT_FDCWD, &path_str(&repo_path)?, None::<&gio::Cancellable>)
-                .map_err(StoreError::ostree("open repository", repo_path.display()))?
+            ostree::Repo::open_at(
+                ostree::AT_FDCWD,
+                &path_str(&repo_path)?,
+                None::<&gio::Cancellable>,
+            )
+            .map_err(StoreError::ostree("open repository", repo_path.display()))?
         } else {
             // A repo whose creation was interrupted has no config: start it again.
             remove_any(&repo_path)?;
@@ -241,8 +245,14 @@ impl Store {
     fn info_of(&self, rec: &StateRecord) -> RefInfo {
         RefInfo {
             ref_name: rec.ref_name.clone(),
-            current: rec.current.as_ref().map(|d| self.deployment(&rec.ref_name, d)),
-            previous: rec.previous.as_ref().map(|d| self.deployment(&rec.ref_name, d)),
+            current: rec
+                .current
+                .as_ref()
+                .map(|d| self.deployment(&rec.ref_name, d)),
+            previous: rec
+                .previous
+                .as_ref()
+                .map(|d| self.deployment(&rec.ref_name, d)),
             highest_version: rec.highest_version.clone(),
             uid: rec.uid,
         }
@@ -328,11 +338,13 @@ impl Store {
         for (name, want) in [
             (
                 Self::current_ref(r),
-                rec.and_then(|x| x.current.as_ref()).map(|d| d.commit.clone()),
+                rec.and_then(|x| x.current.as_ref())
+                    .map(|d| d.commit.clone()),
             ),
             (
                 Self::previous_ref(r),
-                rec.and_then(|x| x.previous.as_ref()).map(|d| d.commit.clone()),
+                rec.and_then(|x| x.previous.as_ref())
+                    .map(|d| d.commit.clone()),
             ),
         ] {
             if self.resolve_ref(&name)? != want {
@@ -354,7 +366,11 @@ impl Store {
     fn prune(&self) -> Result<(), StoreError> {
         crate::crash::point("before-prune");
         self.repo
-            .prune(ostree::RepoPruneFlags::REFS_ONLY, 0, None::<&gio::Cancellable>)
+            .prune(
+                ostree::RepoPruneFlags::REFS_ONLY,
+                0,
+                None::<&gio::Cancellable>,
+            )
             .map_err(StoreError::ostree("prune", self.repo_path().display()))?;
         Ok(())
     }
@@ -486,7 +502,11 @@ impl Store {
         let meta = commit.child_value(0);
         let manifest = glib::VariantDict::new(Some(&meta))
             .lookup_value("appmgr.manifest", Some(glib::VariantTy::BYTE_STRING))
-            .map(|v| v.fixed_array::<u8>().map(|s| s.to_vec()).unwrap_or_default())
+            .map(|v| {
+                v.fixed_array::<u8>()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default()
+            })
             .unwrap_or_default();
         let stage = self.checkout_to_staging(&d.commit, &manifest)?;
         let dst = self.deployment_dir(r, &d.commit);
@@ -542,7 +562,13 @@ impl Store {
             ..Default::default()
         };
         self.repo
-            .checkout_at(Some(&opts), ostree::AT_FDCWD, &files, commit, None::<&gio::Cancellable>)
+            .checkout_at(
+                Some(&opts),
+                ostree::AT_FDCWD,
+                &files,
+                commit,
+                None::<&gio::Cancellable>,
+            )
             .map_err(StoreError::ostree("check out commit", commit))?;
         let m = stage.join(MANIFEST_FILE);
         fs::write(&m, manifest).map_err(StoreError::io("write manifest", &m))?;
@@ -584,7 +610,7 @@ impl Store {
             if !installed {
                 return Err(StoreError::RuntimeMissing {
                     ref_name: r.clone(),
-                    runtime: rt_ref,
+                    runtime: Box::new(rt_ref),
                 });
             }
         }
@@ -592,8 +618,8 @@ impl Store {
             if new.version < old.highest_version && !options.allow_downgrade {
                 return Err(StoreError::Downgrade {
                     ref_name: r.clone(),
-                    version: new.version.clone(),
-                    highest: old.highest_version.clone(),
+                    version: Box::new(new.version.clone()),
+                    highest: Box::new(old.highest_version.clone()),
                 });
             }
         }
@@ -720,7 +746,10 @@ impl Store {
         // Makes every install a distinct commit, so a re-deploy of the same version gets
         // its own deployment directory.
         meta.insert("appmgr.installed-ns", now.as_nanos() as u64);
-        meta.insert_value("appmgr.manifest", &glib::Variant::array_from_fixed_array(new.manifest));
+        meta.insert_value(
+            "appmgr.manifest",
+            &glib::Variant::array_from_fixed_array(new.manifest),
+        );
         let subject = format!("{r} {}", new.version);
         let commit = self
             .repo
@@ -746,7 +775,12 @@ impl Store {
         Ok((commit, stage, stats))
     }
 
-    fn after_switch(&self, r: &RefName, rec: &StateRecord, dropped: bool) -> Result<(), StoreError> {
+    fn after_switch(
+        &self,
+        r: &RefName,
+        rec: &StateRecord,
+        dropped: bool,
+    ) -> Result<(), StoreError> {
         self.sync_refs(r, Some(rec))?;
         let dir = self.ref_dir(r);
         let wanted: Vec<&str> = rec.commits().map(|d| d.commit.as_str()).collect();
@@ -807,7 +841,9 @@ impl Store {
         self.check_lock(lock);
         let rec = self.installed_record(r)?;
         let Some(prev) = rec.previous.clone() else {
-            return Err(StoreError::NoPrevious { ref_name: r.clone() });
+            return Err(StoreError::NoPrevious {
+                ref_name: r.clone(),
+            });
         };
         let new = StateRecord {
             current: Some(prev),
@@ -866,7 +902,9 @@ impl Store {
     fn installed_record(&self, r: &RefName) -> Result<StateRecord, StoreError> {
         match self.read_record(r)? {
             Some(rec) if rec.current.is_some() => Ok(rec),
-            _ => Err(StoreError::NotInstalled { ref_name: r.clone() }),
+            _ => Err(StoreError::NotInstalled {
+                ref_name: r.clone(),
+            }),
         }
     }
 
@@ -882,7 +920,9 @@ impl Store {
         self.check_lock(lock);
         match self.read_record(r)? {
             Some(rec) => Ok(self.info_of(&rec)),
-            None => Err(StoreError::NotInstalled { ref_name: r.clone() }),
+            None => Err(StoreError::NotInstalled {
+                ref_name: r.clone(),
+            }),
         }
     }
 
@@ -916,20 +956,24 @@ fn lock_file(root: &Path) -> Result<fs::File, StoreError> {
         .mode(0o600)
         .open(&p)
         .map_err(StoreError::io("open lock file", &p))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| StoreError::Io {
-        step: "lock",
-        path: p.clone(),
-        source: e.into(),
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        StoreError::Io {
+            step: "lock",
+            path: p.clone(),
+            source: e.into(),
+        }
     })?;
     Ok(f)
 }
 
 fn path_str(p: &Path) -> Result<String, StoreError> {
-    p.to_str().map(str::to_string).ok_or_else(|| StoreError::Io {
-        step: "use path",
-        path: p.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path is not UTF-8"),
-    })
+    p.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| StoreError::Io {
+            step: "use path",
+            path: p.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path is not UTF-8"),
+        })
 }
 
 use ostree::gio::prelude::*;

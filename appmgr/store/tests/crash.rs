@@ -32,31 +32,51 @@ fn payload(variant: u64) -> Payload {
 /// Runs the operation named by the environment, when started as a child.
 #[test]
 fn child_process_entry() {
-    let Ok(op) = std::env::var(OP_ENV) else { return };
+    let Ok(op) = std::env::var(OP_ENV) else {
+        return;
+    };
     let root = PathBuf::from(std::env::var(ROOT_ENV).unwrap());
     let store = open(&root);
     let lock = store.lock().unwrap();
     match op.as_str() {
-        "install-v3" => drop(install(&store, &lock, &app(), "3.0.0", None, &payload(3), false).unwrap()),
-        "reinstall-v2" => drop(install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap()),
+        "install-v3" => {
+            drop(install(&store, &lock, &app(), "3.0.0", None, &payload(3), false).unwrap())
+        }
+        "reinstall-v2" => {
+            drop(install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap())
+        }
         "rollback" => drop(store.rollback(&lock, &app()).unwrap()),
         "remove" => drop(store.remove(&lock, &app()).unwrap()),
         other => {
             let n: u64 = other.strip_prefix("install-app-").unwrap().parse().unwrap();
             let r = app_ref(&format!("org.example.P{n}"));
-            install(&store, &lock, &r, "1.0.0", None, &Payload::app("p", n, 40, 20), false).unwrap();
+            install(
+                &store,
+                &lock,
+                &r,
+                "1.0.0",
+                None,
+                &Payload::app("p", n, 40, 20),
+                false,
+            )
+            .unwrap();
         }
     }
 }
 
 fn child(root: &Path, op: &str, crash_at: Option<&str>) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
-        .env(OP_ENV, op)
-        .env(ROOT_ENV, root)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(OP_ENV, op)
+    .env(ROOT_ENV, root)
+    .env("RUST_BACKTRACE", "0")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     match crash_at {
         Some(p) => c.env(CRASH_ENV, p),
         None => c.env_remove(CRASH_ENV),
@@ -65,13 +85,23 @@ fn child(root: &Path, op: &str, crash_at: Option<&str>) -> Command {
 }
 
 /// The state that matters: (current, previous) as (commit, version), uid, highest.
-type Summary = (Option<(String, String)>, Option<(String, String)>, Option<u32>, String);
+type Summary = (
+    Option<(String, String)>,
+    Option<(String, String)>,
+    Option<u32>,
+    String,
+);
 
 fn summary(store: &Store) -> Summary {
     let lock = store.lock().unwrap();
     let i = store.info(&lock, &app()).unwrap();
     let d = |d: Option<appmgr_store::Deployment>| d.map(|d| (d.commit, d.version.to_string()));
-    (d(i.current), d(i.previous), i.uid, i.highest_version.to_string())
+    (
+        d(i.current),
+        d(i.previous),
+        i.uid,
+        i.highest_version.to_string(),
+    )
 }
 
 /// Old state: the app at 2.0.0 with 1.0.0 as previous, and a second app sharing files.
@@ -80,8 +110,16 @@ fn setup(root: &Path) -> (Snapshot, Summary) {
     let lock = store.lock().unwrap();
     install(&store, &lock, &app(), "1.0.0", None, &payload(1), false).unwrap();
     install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap();
-    install(&store, &lock, &app_ref("org.example.Other"), "1.0.0", None, &Payload::app("crash", 9, 20, 20), false)
-        .unwrap();
+    install(
+        &store,
+        &lock,
+        &app_ref("org.example.Other"),
+        "1.0.0",
+        None,
+        &Payload::app("crash", 9, 20, 20),
+        false,
+    )
+    .unwrap();
     drop(lock);
     (snapshot(root), summary(&store))
 }
@@ -97,13 +135,17 @@ fn is_new(op: &str, old: &Summary, now: &Summary) -> bool {
     let (cur, prev, uid, _) = old;
     match op {
         "install-v3" => {
-            now.0.as_ref().is_some_and(|c| c.1 == "3.0.0" && Some(c) != cur.as_ref())
+            now.0
+                .as_ref()
+                .is_some_and(|c| c.1 == "3.0.0" && Some(c) != cur.as_ref())
                 && now.1 == *cur
                 && now.2 == *uid
                 && now.3 == "3.0.0"
         }
         "reinstall-v2" => {
-            now.0.as_ref().is_some_and(|c| c.1 == "2.0.0" && Some(c) != cur.as_ref())
+            now.0
+                .as_ref()
+                .is_some_and(|c| c.1 == "2.0.0" && Some(c) != cur.as_ref())
                 && now.1 == *prev
                 && now.2 == *uid
         }
@@ -133,10 +175,19 @@ fn check_after(root: &Path, op: &str, old_snap: &Snapshot, old: &Summary, what: 
     };
     let lock = store.lock().unwrap();
     assert_clean(&store, &lock);
-    assert!(snapshot(root).staging.is_empty(), "{what}: staging leftovers");
+    assert!(
+        snapshot(root).staging.is_empty(),
+        "{what}: staging leftovers"
+    );
     assert!(!root.join("txn").exists(), "{what}: operation marker left");
     let out = Command::new("ostree")
-        .args([&format!("--repo={}", root.join("repo").display()), "prune", "--refs-only", "--depth=0", "--no-prune"])
+        .args([
+            &format!("--repo={}", root.join("repo").display()),
+            "prune",
+            "--refs-only",
+            "--depth=0",
+            "--no-prune",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -175,12 +226,19 @@ fn crash_points(op: &str) {
         let what = format!("{op} crashed at {point}");
         match expected(op, point) {
             Some(want) => {
-                assert!(!status.success(), "{what}: the crash point was never reached");
+                assert!(
+                    !status.success(),
+                    "{what}: the crash point was never reached"
+                );
                 assert_eq!(check_after(&root, op, &snap, &old, &what), want, "{what}");
             }
             None => {
                 assert!(status.success(), "{what}: {status}");
-                assert_eq!(check_after(&root, op, &snap, &old, &what), Outcome::New, "{what}");
+                assert_eq!(
+                    check_after(&root, op, &snap, &old, &what),
+                    Outcome::New,
+                    "{what}"
+                );
             }
         }
     }
@@ -213,7 +271,10 @@ fn random_kills(op: &str, rounds: usize) {
             Outcome::New => seen.1 += 1,
         }
     }
-    eprintln!("{op}: {rounds} kills over {full:?}: {} old, {} new", seen.0, seen.1);
+    eprintln!(
+        "{op}: {rounds} kills over {full:?}: {} old, {} new",
+        seen.0, seen.1
+    );
 }
 
 #[test]
@@ -253,7 +314,11 @@ fn parallel_installs_from_several_processes_are_serialized() {
     let root = state(tmp.path());
     open(&root);
     let children: Vec<_> = (0..4)
-        .map(|n| child(&root, &format!("install-app-{n}"), None).spawn().unwrap())
+        .map(|n| {
+            child(&root, &format!("install-app-{n}"), None)
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for mut c in children {
         assert!(c.wait().unwrap().success());

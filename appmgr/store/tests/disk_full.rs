@@ -13,7 +13,13 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "appmgr-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "appmgr-test",
+            ])
             .arg(dir)
             .output()
             .expect("run mount");
@@ -53,7 +59,11 @@ fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
     let used = used_bytes(&root);
 
     // 1. The declared size does not fit: refused before anything is written.
-    let huge = Payload::app("full", 2, 10, 0).with(Entry::File("share/huge".into(), false, bytes(1, 30 << 20)));
+    let huge = Payload::app("full", 2, 10, 0).with(Entry::File(
+        "share/huge".into(),
+        false,
+        bytes(1, 30 << 20),
+    ));
     let err = {
         let lock = store.lock().unwrap();
         install(&store, &lock, &app, "2.0.0", None, &huge, false).expect_err("no space")
@@ -71,7 +81,11 @@ fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
         .with(Entry::File("share/c".into(), false, bytes(4, 15 << 20)));
     let mut buffered = Payload::app("full", 4, 10, 0);
     for i in 0..12 {
-        buffered = buffered.with(Entry::File(format!("share/m{i}"), false, bytes(10 + i, 4 << 20)));
+        buffered = buffered.with(Entry::File(
+            format!("share/m{i}"),
+            false,
+            bytes(10 + i, 4 << 20),
+        ));
     }
     for (what, p) in [("spooled", &spooled), ("buffered", &buffered)] {
         let lock = store.lock().unwrap();
@@ -90,7 +104,10 @@ fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
         drop(lock);
         let lock = store.lock().unwrap();
         assert_eq!(snapshot(&root), before, "{what}");
-        assert!(used_bytes(&root) <= used + (64 << 10), "{what}: space not given back");
+        assert!(
+            used_bytes(&root) <= used + (64 << 10),
+            "{what}: space not given back"
+        );
         assert_clean(&store, &lock);
         let cur = store.info(&lock, &app).unwrap().current.unwrap();
         assert_eq!(cur.version, v("1.0.0"));
@@ -99,6 +116,15 @@ fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
 
     // 3. The store still works: a version that fits installs.
     let lock = store.lock().unwrap();
-    install(&store, &lock, &app, "2.0.0", None, &Payload::app("full", 5, 50, 25), false).unwrap();
+    install(
+        &store,
+        &lock,
+        &app,
+        "2.0.0",
+        None,
+        &Payload::app("full", 5, 50, 25),
+        false,
+    )
+    .unwrap();
     assert_clean(&store, &lock);
 }

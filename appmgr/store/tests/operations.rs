@@ -19,11 +19,22 @@ fn install_runtime_and_app_deploys_hardlinked_root_owned_files() {
     let app_payload = Payload::app("hello", 1, 30, 10);
     let r1 = install(&store, &lock, &rtr, "1.0.0", None, &rt_payload, false).unwrap();
     assert_eq!(r1.uid, None, "runtimes get no uid");
-    let r2 = install(&store, &lock, &app, "1.2.0", Some(rt("org.example.Platform")), &app_payload, false)
-        .unwrap();
+    let r2 = install(
+        &store,
+        &lock,
+        &app,
+        "1.2.0",
+        Some(rt("org.example.Platform")),
+        &app_payload,
+        false,
+    )
+    .unwrap();
     assert_eq!(r2.uid, Some(70000));
     assert_eq!(r2.files, 30 + 4);
-    assert!(r2.objects_reused >= 1, "share/common and lib/libx.so.1 exist already");
+    assert!(
+        r2.objects_reused >= 1,
+        "share/common and lib/libx.so.1 exist already"
+    );
 
     let info = store.info(&lock, &app).unwrap();
     let cur = info.current.clone().unwrap();
@@ -31,8 +42,15 @@ fn install_runtime_and_app_deploys_hardlinked_root_owned_files() {
     assert_eq!(cur.commit, r2.commit);
     assert_eq!(cur.runtime, Some(rt("org.example.Platform")));
     assert!(info.previous.is_none());
-    assert_eq!(std::fs::read(&cur.manifest).unwrap(), manifest_for(&app, "1.2.0"));
-    assert_eq!(cur.path, root.join("deploy/app/org.example.Hello/x86_64/stable").join(&r2.commit));
+    assert_eq!(
+        std::fs::read(&cur.manifest).unwrap(),
+        manifest_for(&app, "1.2.0")
+    );
+    assert_eq!(
+        cur.path,
+        root.join("deploy/app/org.example.Hello/x86_64/stable")
+            .join(&r2.commit)
+    );
 
     // Contents, modes, ownership.
     let f = &cur.files;
@@ -41,9 +59,15 @@ fn install_runtime_and_app_deploys_hardlinked_root_owned_files() {
     assert_eq!((exe.uid(), exe.gid()), (0, 0));
     let data = std::fs::symlink_metadata(f.join("share/hello/data-3")).unwrap();
     assert_eq!(data.mode() & 0o7777, 0o644);
-    assert_eq!(std::fs::read_link(f.join("lib/libx.so")).unwrap().to_str(), Some("libx.so.1"));
+    assert_eq!(
+        std::fs::read_link(f.join("lib/libx.so")).unwrap().to_str(),
+        Some("libx.so.1")
+    );
     assert_eq!(std::fs::read(f.join("share/hello/empty")).unwrap(), b"");
-    assert_eq!(std::fs::metadata(f.join("share")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::fs::metadata(f.join("share")).unwrap().mode() & 0o7777,
+        0o755
+    );
     // The payload's hardlink is the same inode.
     let alias = std::fs::symlink_metadata(f.join("bin/alias")).unwrap();
     assert_eq!(alias.ino(), exe.ino());
@@ -67,8 +91,26 @@ fn update_keeps_previous_and_rollback_swaps_with_stable_uid() {
     let store = open(&root);
     let lock = store.lock().unwrap();
     let app = app_ref("org.example.Hello");
-    let r1 = install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 10, 5), false).unwrap();
-    let r2 = install(&store, &lock, &app, "2.0.0", None, &Payload::app("a", 2, 10, 5), false).unwrap();
+    let r1 = install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        None,
+        &Payload::app("a", 1, 10, 5),
+        false,
+    )
+    .unwrap();
+    let r2 = install(
+        &store,
+        &lock,
+        &app,
+        "2.0.0",
+        None,
+        &Payload::app("a", 2, 10, 5),
+        false,
+    )
+    .unwrap();
     assert_eq!(r2.replaced.as_ref().unwrap().commit, r1.commit);
     let info = store.info(&lock, &app).unwrap();
     assert_eq!(info.current.as_ref().unwrap().version, v("2.0.0"));
@@ -87,15 +129,36 @@ fn update_keeps_previous_and_rollback_swaps_with_stable_uid() {
     // Roll forward again, then a third version drops the oldest deployment.
     store.rollback(&lock, &app).unwrap();
     let before = snapshot(&root).objects;
-    let r3 = install(&store, &lock, &app, "3.0.0", None, &Payload::app("a", 3, 10, 5), false).unwrap();
+    let r3 = install(
+        &store,
+        &lock,
+        &app,
+        "3.0.0",
+        None,
+        &Payload::app("a", 3, 10, 5),
+        false,
+    )
+    .unwrap();
     let info = store.info(&lock, &app).unwrap();
     assert_eq!(info.current.as_ref().unwrap().commit, r3.commit);
     assert_eq!(info.previous.as_ref().unwrap().commit, r2.commit);
     assert_eq!(info.uid, uid);
-    assert!(!store.info(&lock, &app).unwrap().current.unwrap().path.parent().unwrap().join(&r1.commit).exists());
+    assert!(!store
+        .info(&lock, &app)
+        .unwrap()
+        .current
+        .unwrap()
+        .path
+        .parent()
+        .unwrap()
+        .join(&r1.commit)
+        .exists());
     let after = snapshot(&root).objects;
     let c1 = format!("{}/{}.commit", &r1.commit[..2], &r1.commit[2..]);
-    assert!(before.contains(&c1) && !after.contains(&c1), "v1 commit pruned");
+    assert!(
+        before.contains(&c1) && !after.contains(&c1),
+        "v1 commit pruned"
+    );
     assert_clean(&store, &lock);
 }
 
@@ -106,14 +169,44 @@ fn same_version_redeploys_and_keeps_previous() {
     let store = open(&root);
     let lock = store.lock().unwrap();
     let app = app_ref("org.example.Hello");
-    let r1 = install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 5, 5), false).unwrap();
-    let r2 = install(&store, &lock, &app, "2.0.0", None, &Payload::app("a", 2, 5, 5), false).unwrap();
-    let r2b = install(&store, &lock, &app, "2.0.0", None, &Payload::app("a", 2, 5, 5), false).unwrap();
+    let r1 = install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        None,
+        &Payload::app("a", 1, 5, 5),
+        false,
+    )
+    .unwrap();
+    let r2 = install(
+        &store,
+        &lock,
+        &app,
+        "2.0.0",
+        None,
+        &Payload::app("a", 2, 5, 5),
+        false,
+    )
+    .unwrap();
+    let r2b = install(
+        &store,
+        &lock,
+        &app,
+        "2.0.0",
+        None,
+        &Payload::app("a", 2, 5, 5),
+        false,
+    )
+    .unwrap();
     assert_ne!(r2b.commit, r2.commit, "a re-deploy gets a fresh deployment");
     let info = store.info(&lock, &app).unwrap();
     assert_eq!(info.current.as_ref().unwrap().commit, r2b.commit);
     assert_eq!(info.previous.as_ref().unwrap().commit, r1.commit);
-    assert!(!root.join("deploy/app/org.example.Hello/x86_64/stable").join(&r2.commit).exists());
+    assert!(!root
+        .join("deploy/app/org.example.Hello/x86_64/stable")
+        .join(&r2.commit)
+        .exists());
     assert_clean(&store, &lock);
 }
 
@@ -125,7 +218,11 @@ fn assert_refused_unchanged(
     let before = snapshot(root);
     let err = f().expect_err("must be refused");
     let lock = store.lock().unwrap();
-    assert_eq!(snapshot(root), before, "refused operation changed the store: {err}");
+    assert_eq!(
+        snapshot(root),
+        before,
+        "refused operation changed the store: {err}"
+    );
     assert_clean(store, &lock);
     err
 }
@@ -138,15 +235,35 @@ fn downgrade_is_refused_unless_allowed_even_after_remove() {
     let app = app_ref("org.example.Hello");
     {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "2.0.0", None, &Payload::app("a", 2, 5, 5), false).unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "2.0.0",
+            None,
+            &Payload::app("a", 2, 5, 5),
+            false,
+        )
+        .unwrap();
     }
     let err = assert_refused_unchanged(&root, &store, || {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.9.9", None, &Payload::app("a", 1, 5, 5), false)
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.9.9",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
     });
     assert!(matches!(err, StoreError::Downgrade { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Conflict);
-    assert!(err.to_string().contains("2.0.0") && err.to_string().contains("1.9.9"), "{err}");
+    assert!(
+        err.to_string().contains("2.0.0") && err.to_string().contains("1.9.9"),
+        "{err}"
+    );
 
     let lock = store.lock().unwrap();
     let removed = store.remove(&lock, &app).unwrap();
@@ -155,15 +272,36 @@ fn downgrade_is_refused_unless_allowed_even_after_remove() {
     drop(lock);
     let err = assert_refused_unchanged(&root, &store, || {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 5, 5), false)
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
     });
     assert_eq!(err.class(), ErrorClass::Conflict);
 
     let lock = store.lock().unwrap();
-    let r = install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 5, 5), true).unwrap();
+    let r = install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        None,
+        &Payload::app("a", 1, 5, 5),
+        true,
+    )
+    .unwrap();
     let info = store.info(&lock, &app).unwrap();
     assert_eq!(info.current.unwrap().commit, r.commit);
-    assert_eq!(info.highest_version, v("2.0.0"), "the highest version is never lowered");
+    assert_eq!(
+        info.highest_version,
+        v("2.0.0"),
+        "the highest version is never lowered"
+    );
     assert_clean(&store, &lock);
 }
 
@@ -175,21 +313,58 @@ fn app_whose_runtime_is_missing_is_refused() {
     let app = app_ref("org.example.Hello");
     let err = assert_refused_unchanged(&root, &store, || {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.0.0", Some(rt("org.example.Platform")), &Payload::app("a", 1, 5, 5), false)
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            Some(rt("org.example.Platform")),
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
     });
     assert!(matches!(err, StoreError::RuntimeMissing { .. }));
     assert_eq!(err.class(), ErrorClass::NotFound);
-    assert!(err.to_string().contains("runtime/org.example.Platform/x86_64/1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("runtime/org.example.Platform/x86_64/1"),
+        "{err}"
+    );
     // Also after the runtime was removed, and for an update of an installed app.
     let rtr = runtime_ref("org.example.Platform");
     let lock = store.lock().unwrap();
-    install(&store, &lock, &rtr, "1.0.0", None, &Payload::app("p", 1, 3, 3), false).unwrap();
-    install(&store, &lock, &app, "1.0.0", Some(rt("org.example.Platform")), &Payload::app("a", 1, 5, 5), false)
-        .unwrap();
+    install(
+        &store,
+        &lock,
+        &rtr,
+        "1.0.0",
+        None,
+        &Payload::app("p", 1, 3, 3),
+        false,
+    )
+    .unwrap();
+    install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        Some(rt("org.example.Platform")),
+        &Payload::app("a", 1, 5, 5),
+        false,
+    )
+    .unwrap();
     drop(lock);
     let err = assert_refused_unchanged(&root, &store, || {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.1.0", Some(rt("org.example.Other")), &Payload::app("a", 2, 5, 5), false)
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.1.0",
+            Some(rt("org.example.Other")),
+            &Payload::app("a", 2, 5, 5),
+            false,
+        )
     });
     assert!(err.to_string().contains("org.example.Other"), "{err}");
 }
@@ -202,10 +377,46 @@ fn runtime_in_use_by_current_or_previous_deployment_cannot_be_removed() {
     let lock = store.lock().unwrap();
     let (ra, rb) = (runtime_ref("org.example.A"), runtime_ref("org.example.B"));
     let app = app_ref("org.example.Hello");
-    install(&store, &lock, &ra, "1.0.0", None, &Payload::app("ra", 1, 3, 3), false).unwrap();
-    install(&store, &lock, &rb, "1.0.0", None, &Payload::app("rb", 1, 3, 3), false).unwrap();
-    install(&store, &lock, &app, "1.0.0", Some(rt("org.example.A")), &Payload::app("a", 1, 3, 3), false).unwrap();
-    install(&store, &lock, &app, "2.0.0", Some(rt("org.example.B")), &Payload::app("a", 2, 3, 3), false).unwrap();
+    install(
+        &store,
+        &lock,
+        &ra,
+        "1.0.0",
+        None,
+        &Payload::app("ra", 1, 3, 3),
+        false,
+    )
+    .unwrap();
+    install(
+        &store,
+        &lock,
+        &rb,
+        "1.0.0",
+        None,
+        &Payload::app("rb", 1, 3, 3),
+        false,
+    )
+    .unwrap();
+    install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        Some(rt("org.example.A")),
+        &Payload::app("a", 1, 3, 3),
+        false,
+    )
+    .unwrap();
+    install(
+        &store,
+        &lock,
+        &app,
+        "2.0.0",
+        Some(rt("org.example.B")),
+        &Payload::app("a", 2, 3, 3),
+        false,
+    )
+    .unwrap();
     drop(lock);
     for r in [&ra, &rb] {
         let before = snapshot(&root);
@@ -213,7 +424,11 @@ fn runtime_in_use_by_current_or_previous_deployment_cannot_be_removed() {
         let err = store.remove(&lock, r).expect_err("in use");
         assert!(matches!(err, StoreError::RuntimeInUse { .. }));
         assert_eq!(err.class(), ErrorClass::Conflict);
-        assert!(err.to_string().contains("app/org.example.Hello/x86_64/stable"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("app/org.example.Hello/x86_64/stable"),
+            "{err}"
+        );
         assert_eq!(snapshot(&root), before);
         assert_clean(&store, &lock);
     }
@@ -233,20 +448,54 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
     let lock = store.lock().unwrap();
     let (a, b) = (app_ref("org.example.A"), app_ref("org.example.B"));
     let empty_objects = snapshot(&root).objects;
-    let ra = install(&store, &lock, &a, "1.0.0", None, &Payload::app("a", 1, 5, 0), false).unwrap();
-    install(&store, &lock, &a, "1.1.0", None, &Payload::app("a", 2, 5, 0), false).unwrap();
+    let ra = install(
+        &store,
+        &lock,
+        &a,
+        "1.0.0",
+        None,
+        &Payload::app("a", 1, 5, 0),
+        false,
+    )
+    .unwrap();
+    install(
+        &store,
+        &lock,
+        &a,
+        "1.1.0",
+        None,
+        &Payload::app("a", 2, 5, 0),
+        false,
+    )
+    .unwrap();
     let with_a = snapshot(&root).objects;
-    let rb = install(&store, &lock, &b, "1.0.0", None, &Payload::app("b", 9, 5, 0), false).unwrap();
+    let rb = install(
+        &store,
+        &lock,
+        &b,
+        "1.0.0",
+        None,
+        &Payload::app("b", 9, 5, 0),
+        false,
+    )
+    .unwrap();
     assert_eq!((ra.uid, rb.uid), (Some(70000), Some(70001)));
 
     let removed = store.remove(&lock, &b).unwrap();
     assert!(removed.current.is_none() && removed.previous.is_none() && removed.uid.is_none());
     let snap = snapshot(&root);
     assert_eq!(snap.objects, with_a, "b's objects pruned, a's kept");
-    assert!(!snap.refs.keys().any(|r| r.contains("org.example.B")), "{:?}", snap.refs);
+    assert!(
+        !snap.refs.keys().any(|r| r.contains("org.example.B")),
+        "{:?}",
+        snap.refs
+    );
     let bdir = root.join("deploy/app/org.example.B/x86_64/stable");
     assert_eq!(
-        std::fs::read_dir(&bdir).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>(),
+        std::fs::read_dir(&bdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>(),
         vec!["state.json"]
     );
     let err = store.remove(&lock, &b).expect_err("not installed");
@@ -255,12 +504,29 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
 
     // The released uid is reused, a's stays.
     let c = app_ref("org.example.C");
-    let rc = install(&store, &lock, &c, "1.0.0", None, &Payload::app("c", 3, 2, 0), false).unwrap();
+    let rc = install(
+        &store,
+        &lock,
+        &c,
+        "1.0.0",
+        None,
+        &Payload::app("c", 3, 2, 0),
+        false,
+    )
+    .unwrap();
     assert_eq!(rc.uid, Some(70001));
     store.remove(&lock, &a).unwrap();
     store.remove(&lock, &c).unwrap();
-    assert!(snapshot(&root).objects.is_subset(&empty_objects.union(&with_a).cloned().collect()));
-    assert!(snapshot(&root).objects.iter().all(|o| !o.ends_with(".file")), "all content pruned");
+    assert!(snapshot(&root)
+        .objects
+        .is_subset(&empty_objects.union(&with_a).cloned().collect()));
+    assert!(
+        snapshot(&root)
+            .objects
+            .iter()
+            .all(|o| !o.ends_with(".file")),
+        "all content pruned"
+    );
     assert_clean(&store, &lock);
 }
 
@@ -273,11 +539,23 @@ fn rollback_without_previous_is_a_clear_error() {
     let lock = store.lock().unwrap();
     let err = store.rollback(&lock, &app).expect_err("not installed");
     assert_eq!(err.class(), ErrorClass::NotFound);
-    install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 3, 3), false).unwrap();
+    install(
+        &store,
+        &lock,
+        &app,
+        "1.0.0",
+        None,
+        &Payload::app("a", 1, 3, 3),
+        false,
+    )
+    .unwrap();
     let before = snapshot(&root);
     let err = store.rollback(&lock, &app).expect_err("no previous");
     assert!(matches!(err, StoreError::NoPrevious { .. }));
-    assert_eq!(err.to_string(), "cannot roll back app/org.example.Hello/x86_64/stable: there is no previous deployment");
+    assert_eq!(
+        err.to_string(),
+        "cannot roll back app/org.example.Hello/x86_64/stable: there is no previous deployment"
+    );
     assert_eq!(snapshot(&root), before);
     assert_clean(&store, &lock);
 }
@@ -299,7 +577,16 @@ fn failing_import_discards_everything_and_keeps_the_reader_error() {
     let app = app_ref("org.example.Hello");
     {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 5, 5), false).unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
+        .unwrap();
     }
     let big = Payload::app("a", 2, 40, 0).with(common::Entry::File(
         "share/big".into(),
@@ -321,7 +608,9 @@ fn failing_import_discards_everything_and_keeps_the_reader_error() {
             Err(Box::new(ReaderFailure))
         })
     });
-    let StoreError::Import { source, .. } = &err else { panic!("{err}") };
+    let StoreError::Import { source, .. } = &err else {
+        panic!("{err}")
+    };
     assert!(source.downcast_ref::<ReaderFailure>().is_some());
     assert!(err.to_string().contains("payload digest mismatch"));
 }
@@ -334,32 +623,60 @@ fn inconsistent_entries_are_refused() {
     let app = app_ref("org.example.Hello");
     {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 5, 5), false).unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
+        .unwrap();
     }
     use appmgr_bundle::payload::RelPath;
-    type Feed = Box<dyn Fn(&mut dyn appmgr_bundle::PayloadSink) -> Result<(), appmgr_store::ImportError>>;
+    type Feed =
+        Box<dyn Fn(&mut dyn appmgr_bundle::PayloadSink) -> Result<(), appmgr_store::ImportError>>;
     let cases: Vec<(&str, Feed)> = vec![
-        ("hardlink to an unseen file", Box::new(|s| {
-            s.hardlink(&RelPath::new("x").unwrap(), &RelPath::new("nothing").unwrap())
-        })),
-        ("content shorter than its size", Box::new(|s| {
-            let mut r: &[u8] = b"abc";
-            s.file(&RelPath::new("x").unwrap(), false, 10, &mut r)
-        })),
-        ("content longer than its size", Box::new(|s| {
-            let mut r: &[u8] = b"abcdef";
-            s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)
-        })),
-        ("same path twice", Box::new(|s| {
-            let mut r: &[u8] = b"abc";
-            s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)?;
-            let mut r: &[u8] = b"abc";
-            s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)
-        })),
-        ("file where a directory is", Box::new(|s| {
-            s.directory(&RelPath::new("d").unwrap())?;
-            s.symlink(&RelPath::new("d").unwrap(), "x")
-        })),
+        (
+            "hardlink to an unseen file",
+            Box::new(|s| {
+                s.hardlink(
+                    &RelPath::new("x").unwrap(),
+                    &RelPath::new("nothing").unwrap(),
+                )
+            }),
+        ),
+        (
+            "content shorter than its size",
+            Box::new(|s| {
+                let mut r: &[u8] = b"abc";
+                s.file(&RelPath::new("x").unwrap(), false, 10, &mut r)
+            }),
+        ),
+        (
+            "content longer than its size",
+            Box::new(|s| {
+                let mut r: &[u8] = b"abcdef";
+                s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)
+            }),
+        ),
+        (
+            "same path twice",
+            Box::new(|s| {
+                let mut r: &[u8] = b"abc";
+                s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)?;
+                let mut r: &[u8] = b"abc";
+                s.file(&RelPath::new("x").unwrap(), false, 3, &mut r)
+            }),
+        ),
+        (
+            "file where a directory is",
+            Box::new(|s| {
+                s.directory(&RelPath::new("d").unwrap())?;
+                s.symlink(&RelPath::new("d").unwrap(), "x")
+            }),
+        ),
     ];
     for (what, feed) in cases {
         let err = assert_refused_unchanged(&root, &store, || {
@@ -408,17 +725,39 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
     let report = store.fsck(&lock).unwrap();
     assert!(!report.is_clean());
     let text: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-    assert!(text.iter().any(|p| p.contains("does not match its checksum") && p.contains(".file")), "{text:#?}");
-    assert!(text.iter().any(|p| p.contains("data-3") && p.contains("not the object's inode")), "{text:#?}");
-    assert!(text.iter().any(|p| p.contains("bin/extra") && p.contains("unexpected")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|p| p.contains("does not match its checksum") && p.contains(".file")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("data-3") && p.contains("not the object's inode")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("bin/extra") && p.contains("unexpected")),
+        "{text:#?}"
+    );
     assert!(deployment_is_marked_corrupt(&cur.path));
-    assert!(store.info(&lock, &app).unwrap().current.unwrap().marked_corrupt);
+    assert!(
+        store
+            .info(&lock, &app)
+            .unwrap()
+            .current
+            .unwrap()
+            .marked_corrupt
+    );
 
     let r = install(&store, &lock, &app, "1.0.0", None, &payload, false).unwrap();
     assert_eq!(r.objects_repaired, 1);
     let now = store.info(&lock, &app).unwrap().current.unwrap();
     assert!(!now.marked_corrupt);
-    assert_eq!(std::fs::read(now.files.join("share/a/data-2")).unwrap()[10], content[10] ^ 1);
+    assert_eq!(
+        std::fs::read(now.files.join("share/a/data-2")).unwrap()[10],
+        content[10] ^ 1
+    );
     assert_clean(&store, &lock);
 }
 
@@ -426,16 +765,40 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
 fn uid_range_is_exhausted_cleanly() {
     let tmp = tempdir();
     let root = state(tmp.path());
-    let store = Store::open(&root, StoreConfig { uid_range: 5000..=5001, ..Default::default() }).unwrap();
+    let store = Store::open(
+        &root,
+        StoreConfig {
+            uid_range: 5000..=5001,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let lock = store.lock().unwrap();
     for (i, id) in ["org.e.A", "org.e.B"].iter().enumerate() {
-        let r = install(&store, &lock, &app_ref(id), "1.0.0", None, &Payload::app("x", i as u64, 2, 0), false).unwrap();
+        let r = install(
+            &store,
+            &lock,
+            &app_ref(id),
+            "1.0.0",
+            None,
+            &Payload::app("x", i as u64, 2, 0),
+            false,
+        )
+        .unwrap();
         assert_eq!(r.uid, Some(5000 + i as u32));
     }
     drop(lock);
     let err = assert_refused_unchanged(&root, &store, || {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app_ref("org.e.C"), "1.0.0", None, &Payload::app("x", 3, 2, 0), false)
+        install(
+            &store,
+            &lock,
+            &app_ref("org.e.C"),
+            "1.0.0",
+            None,
+            &Payload::app("x", 3, 2, 0),
+            false,
+        )
     });
     assert!(matches!(err, StoreError::UidsExhausted { .. }), "{err}");
 }
@@ -447,12 +810,31 @@ fn large_files_are_spooled_and_round_trip() {
     let store = open(&root);
     let lock = store.lock().unwrap();
     let big = common::bytes(42, (appmgr_store::SPOOL_THRESHOLD * 2 + 12345) as usize);
-    let payload = Payload::app("a", 1, 2, 2).with(common::Entry::File("share/big".into(), true, big.clone()));
-    let r = install(&store, &lock, &app_ref("org.e.Big"), "1.0.0", None, &payload, false).unwrap();
+    let payload =
+        Payload::app("a", 1, 2, 2).with(common::Entry::File("share/big".into(), true, big.clone()));
+    let r = install(
+        &store,
+        &lock,
+        &app_ref("org.e.Big"),
+        "1.0.0",
+        None,
+        &payload,
+        false,
+    )
+    .unwrap();
     let files = r.deployment.files;
     assert_eq!(std::fs::read(files.join("share/big")).unwrap(), big);
-    assert_eq!(std::fs::metadata(files.join("share/big")).unwrap().mode() & 0o7777, 0o755);
-    assert!(std::fs::read_dir(root.join("staging")).unwrap().next().is_none(), "spool removed");
+    assert_eq!(
+        std::fs::metadata(files.join("share/big")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert!(
+        std::fs::read_dir(root.join("staging"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "spool removed"
+    );
     assert_clean(&store, &lock);
 }
 
@@ -464,7 +846,16 @@ fn leftovers_are_collected_at_lock_time() {
     let app = app_ref("org.example.Hello");
     {
         let lock = store.lock().unwrap();
-        install(&store, &lock, &app, "1.0.0", None, &Payload::app("a", 1, 3, 3), false).unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 3, 3),
+            false,
+        )
+        .unwrap();
     }
     let clean = snapshot(&root);
     // Plant leftovers of an interrupted operation.
@@ -483,8 +874,18 @@ fn leftovers_are_collected_at_lock_time() {
 
 fn store_set_ref(root: &std::path::Path, name: &str, commit: &str) {
     let out = std::process::Command::new("ostree")
-        .args([&format!("--repo={}", root.join("repo").display()), "refs", "--create", name, commit])
+        .args([
+            &format!("--repo={}", root.join("repo").display()),
+            "refs",
+            "--create",
+            name,
+            commit,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -47,16 +47,32 @@ impl Payload {
     pub fn app(name: &str, variant: u64, nfiles: usize, keep: usize) -> Payload {
         let mut e = vec![
             Entry::Dir("bin".into()),
-            Entry::File(format!("bin/{name}"), true, format!("#!/bin/sh\necho {name} {variant}\n").into_bytes()),
+            Entry::File(
+                format!("bin/{name}"),
+                true,
+                format!("#!/bin/sh\necho {name} {variant}\n").into_bytes(),
+            ),
             Entry::Dir("share".into()),
-            Entry::File("share/common".into(), false, b"shared by everybody\n".to_vec()),
+            Entry::File(
+                "share/common".into(),
+                false,
+                b"shared by everybody\n".to_vec(),
+            ),
             Entry::Dir(format!("share/{name}")),
             Entry::File(format!("share/{name}/empty"), false, Vec::new()),
         ];
         for i in 0..nfiles {
-            let seed = if i < keep { 1000 + i as u64 } else { variant * 100_000 + i as u64 };
+            let seed = if i < keep {
+                1000 + i as u64
+            } else {
+                variant * 100_000 + i as u64
+            };
             let len = 512 + (i * 997) % 9000;
-            e.push(Entry::File(format!("share/{name}/data-{i}"), false, bytes(seed, len)));
+            e.push(Entry::File(
+                format!("share/{name}/data-{i}"),
+                false,
+                bytes(seed, len),
+            ));
         }
         e.push(Entry::Dir("lib".into()));
         e.push(Entry::File("lib/libx.so.1".into(), false, bytes(7, 3000)));
@@ -114,8 +130,11 @@ pub fn v(s: &str) -> Version {
 }
 
 pub fn manifest_for(r: &RefName, version: &str) -> Vec<u8> {
-    format!("id = \"{}\"\nkind = \"{}\"\nversion = \"{version}\"\n# signed bytes\n", r.id, r.kind)
-        .into_bytes()
+    format!(
+        "id = \"{}\"\nkind = \"{}\"\nversion = \"{version}\"\n# signed bytes\n",
+        r.id, r.kind
+    )
+    .into_bytes()
 }
 
 pub fn install(
@@ -135,7 +154,9 @@ pub fn install(
         manifest: &manifest,
         installed_size: payload.size(),
     };
-    store.install(lock, &new, InstallOptions { allow_downgrade }, |sink| payload.feed(sink))
+    store.install(lock, &new, InstallOptions { allow_downgrade }, |sink| {
+        payload.feed(sink)
+    })
 }
 
 pub fn open(root: &Path) -> Store {
@@ -154,7 +175,9 @@ pub struct Snapshot {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u32)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd {
         let e = e.unwrap();
         let p = e.path();
@@ -172,10 +195,17 @@ pub fn snapshot(root: &Path) -> Snapshot {
     walk(&root.join("deploy"), &root.join("deploy"), &mut deploy);
     let mut records = BTreeMap::new();
     for (k, _) in deploy.iter().filter(|(k, _)| k.ends_with("state.json")) {
-        records.insert(k.clone(), std::fs::read_to_string(root.join("deploy").join(k)).unwrap());
+        records.insert(
+            k.clone(),
+            std::fs::read_to_string(root.join("deploy").join(k)).unwrap(),
+        );
     }
     let mut refs_all = BTreeMap::new();
-    walk(&root.join("repo/refs/heads"), &root.join("repo/refs/heads"), &mut refs_all);
+    walk(
+        &root.join("repo/refs/heads"),
+        &root.join("repo/refs/heads"),
+        &mut refs_all,
+    );
     let refs = refs_all
         .into_iter()
         .filter(|(_, (_, mode))| mode & 0o170000 == 0o100000)
@@ -185,14 +215,21 @@ pub fn snapshot(root: &Path) -> Snapshot {
         })
         .collect();
     let mut objs = BTreeMap::new();
-    walk(&root.join("repo/objects"), &root.join("repo/objects"), &mut objs);
+    walk(
+        &root.join("repo/objects"),
+        &root.join("repo/objects"),
+        &mut objs,
+    );
     let objects = objs
         .into_iter()
         .filter(|(k, _)| k.contains('.'))
         .map(|(k, _)| k)
         .collect();
     let staging = std::fs::read_dir(root.join("staging"))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     Snapshot {
         records,
@@ -225,7 +262,10 @@ pub fn ostree_fsck(repo: &Path) {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("appmgr-store-test").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("appmgr-store-test")
+        .tempdir()
+        .unwrap()
 }
 
 pub fn state(root: &Path) -> PathBuf {
