@@ -47,6 +47,17 @@ fn child_process_entry() {
         }
         "rollback" => drop(store.rollback(&lock, &app()).unwrap()),
         "remove" => drop(store.remove(&lock, &app()).unwrap()),
+        other if other.starts_with("rss-") => {
+            let mib: u64 = other.strip_prefix("rss-").unwrap().parse().unwrap();
+            streamed_install(&store, &lock, mib);
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let hwm = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .unwrap()
+                .to_string();
+            std::fs::write(root.join("hwm"), hwm).unwrap();
+        }
         other => {
             let n: u64 = other.strip_prefix("install-app-").unwrap().parse().unwrap();
             let r = app_ref(&format!("org.example.P{n}"));
@@ -331,4 +342,76 @@ fn parallel_installs_from_several_processes_are_serialized() {
     uids.sort();
     assert_eq!(uids, vec![70000, 70001, 70002, 70003]);
     assert_clean(&store, &lock);
+}
+
+/// Content generated while it is read, unique per (file, offset): the payload is never
+/// in memory as a whole.
+struct Gen {
+    file: u64,
+    pos: u64,
+    left: u64,
+}
+
+impl std::io::Read for Gen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.left as usize).min(64 << 10);
+        for (i, chunk) in buf[..n].chunks_mut(8).enumerate() {
+            let v = (self.file << 40) ^ (self.pos + i as u64 * 8);
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+        self.pos += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Installs `mib` MiB in files of 6 MiB (buffered: the worst case for memory) and
+/// 12 MiB (spooled).
+fn streamed_install(store: &Store, lock: &appmgr_store::StoreLock, mib: u64) {
+    use appmgr_bundle::payload::RelPath;
+    let sizes: Vec<u64> = (0..mib / 18).flat_map(|_| [6 << 20, 12 << 20]).collect();
+    let manifest = b"memory".to_vec();
+    let new = appmgr_store::NewDeployment {
+        ref_name: app_ref("org.example.Mem"),
+        version: v("1.0.0"),
+        runtime: None,
+        manifest: &manifest,
+        installed_size: sizes.iter().sum(),
+    };
+    store
+        .install(lock, &new, Default::default(), |sink| {
+            for (i, size) in sizes.iter().enumerate() {
+                let mut g = Gen {
+                    file: i as u64,
+                    pos: 0,
+                    left: *size,
+                };
+                sink.file(&RelPath::new(&format!("f{i}"))?, false, *size, &mut g)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn peak_rss_kib(mib: u64) -> u64 {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    open(&root);
+    assert!(child(&root, &format!("rss-{mib}"), None)
+        .status()
+        .unwrap()
+        .success());
+    let line = std::fs::read_to_string(root.join("hwm")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn peak_memory_does_not_grow_with_the_payload() {
+    let small = peak_rss_kib(18);
+    let large = peak_rss_kib(180);
+    eprintln!("peak RSS: 18 MiB payload {small} KiB, 180 MiB payload {large} KiB");
+    assert!(
+        large < small + 12 * 1024,
+        "peak RSS grew from {small} KiB to {large} KiB with a 10x larger payload"
+    );
 }

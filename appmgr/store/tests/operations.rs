@@ -889,3 +889,27 @@ fn store_set_ref(root: &std::path::Path, name: &str, commit: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_lost_deployment_directory_is_checked_out_again_from_its_commit() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let app = app_ref("org.example.Hello");
+    let payload = Payload::app("a", 1, 5, 5);
+    let r = {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &app, "1.0.0", None, &payload, false).unwrap()
+    };
+    let manifest = std::fs::read(&r.deployment.manifest).unwrap();
+    std::fs::remove_dir_all(&r.deployment.path).unwrap();
+    let lock = store.lock().unwrap();
+    assert!(
+        lock.collected.iter().any(|c| c.contains("redeployed")),
+        "{:?}",
+        lock.collected
+    );
+    assert_eq!(std::fs::read(&r.deployment.manifest).unwrap(), manifest);
+    assert!(r.deployment.files.join("bin/a").exists());
+    assert_clean(&store, &lock);
+}
