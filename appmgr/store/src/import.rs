@@ -42,6 +42,8 @@ pub(crate) struct StoreSink {
     /// Objects written or verified during this import.
     done: HashSet<String>,
     pub(crate) stats: ImportStats,
+    /// Corrupt objects removed during this import: (device, inode) → checksum.
+    pub(crate) repaired: HashMap<(u64, u64), String>,
 }
 
 fn bad(path: &RelPath, reason: impl Into<String>) -> SinkError {
@@ -84,6 +86,7 @@ impl StoreSink {
             files: HashMap::new(),
             done: HashSet::new(),
             stats: ImportStats::default(),
+            repaired: HashMap::new(),
         })
     }
 
@@ -146,8 +149,13 @@ impl StoreSink {
                     Ok(false)
                 } else {
                     // libostree skips objects that exist: remove the bad one so that the
-                    // good content is written. Deployments still linking the bad inode are
-                    // reported by fsck.
+                    // good content is written. Other deployments still linking the bad
+                    // inode are relinked after the install (see `Store::relink`).
+                    if let Ok(md) = fs::symlink_metadata(&path) {
+                        use std::os::unix::fs::MetadataExt;
+                        self.repaired
+                            .insert((md.dev(), md.ino()), checksum.to_string());
+                    }
                     fs::remove_file(&path)
                         .map_err(StoreError::io("remove corrupt object", &path))?;
                     self.stats.objects_repaired += 1;

@@ -43,7 +43,8 @@
 //! buffered (at most [`SPOOL_THRESHOLD`] bytes each, two in the queue), larger ones are
 //! spooled to `STATE/staging`, so memory stays bounded whatever the bundle size. An object
 //! that already exists is re-verified before reuse and rewritten when corrupt, so
-//! reinstalling repairs the store (libostree alone would skip existing objects).
+//! reinstalling repairs the store (libostree alone would skip existing objects); other
+//! deployments that linked the corrupt inode are relinked to the rewritten object.
 //!
 //! # Crash safety
 //!
@@ -74,8 +75,9 @@
 //!
 //! - Objects are checked for content, owner and mode, not for extended attributes (the
 //!   store writes none; `ostree fsck` checks them).
-//! - When a reinstall rewrites a corrupt object, a previous deployment that still links
-//!   the old inode stays corrupt (fsck reports and marks it) until it is replaced.
+//! - When a reinstall rewrites a corrupt object, other deployments that link the corrupt
+//!   inode are relinked to the new object (one rename per file), but a `corrupt` mark that
+//!   fsck left on them stays until the next fsck finds them good.
 //! - The free-space check compares the payload size plus [`StoreConfig::reserve_bytes`]
 //!   with `statvfs`; a payload that lies about its size fails with ENOSPC (or libostree's
 //!   `min-free-space-percent` guard) and is rolled back like any other failed step.

@@ -632,7 +632,12 @@ impl Store {
 
         self.begin()?;
         let staged = self.import_and_deploy(new, import);
-        let (commit, stage, stats) = match staged {
+        let Staged {
+            commit,
+            stage,
+            stats,
+            repaired,
+        } = match staged {
             Ok(x) => x,
             Err(e) => return self.fail(e),
         };
@@ -680,6 +685,10 @@ impl Store {
 
         // Past the commit point: derived state only. A failure here is repaired by the
         // recovery of the next operation, so it is not reported as a failed install.
+        if !repaired.is_empty() {
+            // Best effort: fsck reports whatever could not be relinked.
+            let _ = self.relink(&repaired);
+        }
         let _ = self.after_switch(r, &rec, !dropped.is_empty());
         let deployment = self.deployment(r, &new_dep);
         Ok(InstallReport {
@@ -699,11 +708,7 @@ impl Store {
 
     /// Runs the import in an ostree transaction, commits, and checks the commit out into
     /// a staging directory. Returns the commit and the staging directory.
-    fn import_and_deploy<F>(
-        &self,
-        new: &NewDeployment<'_>,
-        import: F,
-    ) -> Result<(String, PathBuf, crate::import::ImportStats), StoreError>
+    fn import_and_deploy<F>(&self, new: &NewDeployment<'_>, import: F) -> Result<Staged, StoreError>
     where
         F: FnOnce(&mut dyn PayloadSink) -> Result<(), ImportError>,
     {
@@ -727,6 +732,7 @@ impl Store {
             source: Box::new(e),
         })?;
         let stats = sink.stats;
+        let repaired = std::mem::take(&mut sink.repaired);
         let root = self
             .repo
             .write_mtree(sink.root(), None::<&gio::Cancellable>)
@@ -772,7 +778,47 @@ impl Store {
         crate::crash::point("after-import");
         remove_any(&spool)?;
         let stage = self.checkout_to_staging(&commit, new.manifest)?;
-        Ok((commit, stage, stats))
+        Ok(Staged {
+            commit,
+            stage,
+            stats,
+            repaired,
+        })
+    }
+
+    /// Points every deployment file that still is one of the `repaired` (corrupt, now
+    /// removed) object inodes at the rewritten object. Each file is replaced by a rename,
+    /// so a reader sees the old or the new inode, never a missing file.
+    fn relink(
+        &self,
+        repaired: &std::collections::HashMap<(u64, u64), String>,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut stack = Vec::new();
+        for (r, rec) in self.records()? {
+            for d in rec.commits() {
+                stack.push(self.deployment_dir(&r, &d.commit).join(FILES_DIR));
+            }
+        }
+        while let Some(dir) = stack.pop() {
+            let rd = fs::read_dir(&dir).map_err(StoreError::io("list directory", &dir))?;
+            for entry in rd {
+                let entry = entry.map_err(StoreError::io("list directory", &dir))?;
+                let path = entry.path();
+                let md = fs::symlink_metadata(&path).map_err(StoreError::io("inspect", &path))?;
+                if md.is_dir() {
+                    stack.push(path);
+                } else if let Some(csum) = repaired.get(&(md.dev(), md.ino())) {
+                    let tmp = self.staging_path("relink");
+                    let obj = self.object_path(csum, "file");
+                    fs::hard_link(&obj, &tmp)
+                        .map_err(StoreError::io("link repaired object", &obj))?;
+                    fs::rename(&tmp, &path)
+                        .map_err(StoreError::io("replace corrupt file", &path))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn after_switch(
@@ -937,6 +983,14 @@ impl Store {
             .map(|rec| rec.ref_name)
             .collect())
     }
+}
+
+/// What an import left in staging, ready for the switch.
+struct Staged {
+    commit: String,
+    stage: PathBuf,
+    stats: crate::import::ImportStats,
+    repaired: std::collections::HashMap<(u64, u64), String>,
 }
 
 /// Whether fsck marked the deployment directory (`…/COMMIT`, the parent of `files/`)

@@ -704,9 +704,21 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
     let lock = store.lock().unwrap();
     let app = app_ref("org.example.Hello");
     let payload = Payload::app("a", 1, 5, 5);
+    // 0.9.0 shares data-2 with 1.0.0, so the corruption hits the previous deployment too.
+    install(
+        &store,
+        &lock,
+        &app,
+        "0.9.0",
+        None,
+        &Payload::app("a", 0, 5, 5),
+        false,
+    )
+    .unwrap();
     install(&store, &lock, &app, "1.0.0", None, &payload, false).unwrap();
     assert_clean(&store, &lock);
     let cur = store.info(&lock, &app).unwrap().current.unwrap();
+    let prev = store.info(&lock, &app).unwrap().previous.unwrap();
     assert!(!cur.marked_corrupt);
 
     // Flip a byte of an object (the deployment file is the same inode).
@@ -742,6 +754,10 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
     );
     assert!(deployment_is_marked_corrupt(&cur.path));
     assert!(
+        deployment_is_marked_corrupt(&prev.path),
+        "the previous deployment shares the object"
+    );
+    assert!(
         store
             .info(&lock, &app)
             .unwrap()
@@ -758,7 +774,13 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
         std::fs::read(now.files.join("share/a/data-2")).unwrap()[10],
         content[10] ^ 1
     );
+    // The previous deployment was relinked to the rewritten object: fsck clears its mark.
+    assert_eq!(
+        std::fs::read(prev.files.join("share/a/data-2")).unwrap()[10],
+        content[10] ^ 1
+    );
     assert_clean(&store, &lock);
+    assert!(!deployment_is_marked_corrupt(&prev.path));
 }
 
 #[test]
