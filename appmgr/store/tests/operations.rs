@@ -498,8 +498,10 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
             .collect::<Vec<_>>(),
         vec!["state.json"]
     );
+    let before = snapshot(&root);
     let err = store.remove(&lock, &b).expect_err("not installed");
     assert_eq!(err.class(), ErrorClass::NotFound);
+    assert_eq!(snapshot(&root), before);
     assert!(store.find(&lock, &b.id).unwrap().is_empty());
 
     // The released uid is reused, a's stays.
@@ -537,8 +539,14 @@ fn rollback_without_previous_is_a_clear_error() {
     let store = open(&root);
     let app = app_ref("org.example.Hello");
     let lock = store.lock().unwrap();
+    let empty = snapshot(&root);
     let err = store.rollback(&lock, &app).expect_err("not installed");
     assert_eq!(err.class(), ErrorClass::NotFound);
+    assert_eq!(snapshot(&root), empty);
+    assert!(matches!(
+        store.info(&lock, &app),
+        Err(StoreError::NotInstalled { .. })
+    ));
     install(
         &store,
         &lock,
