@@ -45,6 +45,9 @@ fn child_process_entry() {
         "reinstall-v2" => {
             drop(install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap())
         }
+        "install-first" => {
+            drop(install(&store, &lock, &app(), "1.0.0", None, &payload(1), false).unwrap())
+        }
         "rollback" => drop(store.rollback(&lock, &app()).unwrap()),
         "remove" => drop(store.remove(&lock, &app()).unwrap()),
         other if other.starts_with("rss-") => {
@@ -105,7 +108,9 @@ type Summary = (
 
 fn summary(store: &Store) -> Summary {
     let lock = store.lock().unwrap();
-    let i = store.info(&lock, &app()).unwrap();
+    let Ok(i) = store.info(&lock, &app()) else {
+        return (None, None, None, String::new());
+    };
     let d = |d: Option<appmgr_store::Deployment>| d.map(|d| (d.commit, d.version.to_string()));
     (
         d(i.current),
@@ -115,12 +120,11 @@ fn summary(store: &Store) -> Summary {
     )
 }
 
-/// Old state: the app at 2.0.0 with 1.0.0 as previous, and a second app sharing files.
-fn setup(root: &Path) -> (Snapshot, Summary) {
+/// Old state: the app at 2.0.0 with 1.0.0 as previous, and a second app sharing files
+/// (for `install-first`: only the second app).
+fn setup(root: &Path, op: &str) -> (Snapshot, Summary) {
     let store = open(root);
     let lock = store.lock().unwrap();
-    install(&store, &lock, &app(), "1.0.0", None, &payload(1), false).unwrap();
-    install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap();
     install(
         &store,
         &lock,
@@ -131,6 +135,10 @@ fn setup(root: &Path) -> (Snapshot, Summary) {
         false,
     )
     .unwrap();
+    if op != "install-first" {
+        install(&store, &lock, &app(), "1.0.0", None, &payload(1), false).unwrap();
+        install(&store, &lock, &app(), "2.0.0", None, &payload(2), false).unwrap();
+    }
     drop(lock);
     (snapshot(root), summary(&store))
 }
@@ -159,6 +167,12 @@ fn is_new(op: &str, old: &Summary, now: &Summary) -> bool {
                 .is_some_and(|c| c.1 == "2.0.0" && Some(c) != cur.as_ref())
                 && now.1 == *prev
                 && now.2 == *uid
+        }
+        "install-first" => {
+            now.0.as_ref().is_some_and(|c| c.1 == "1.0.0")
+                && now.1.is_none()
+                && now.2 == Some(70001)
+                && now.3 == "1.0.0"
         }
         "rollback" => now.0 == *prev && now.1 == *cur && now.2 == *uid && now.3 == old.3,
         "remove" => now.0.is_none() && now.1.is_none() && now.2.is_none() && now.3 == old.3,
@@ -223,7 +237,9 @@ fn expected(op: &str, point: &str) -> Option<Outcome> {
         "mid-import" | "after-import" | "after-checkout" if install => Some(Outcome::Old),
         "before-switch" => Some(Outcome::Old),
         "after-switch" => Some(Outcome::New),
-        "mid-remove" | "before-prune" if op != "rollback" => Some(Outcome::New),
+        "mid-remove" | "before-prune" if op != "rollback" && op != "install-first" => {
+            Some(Outcome::New)
+        }
         _ => None,
     }
 }
@@ -232,7 +248,7 @@ fn crash_points(op: &str) {
     for point in POINTS {
         let tmp = tempdir();
         let root = state(tmp.path());
-        let (snap, old) = setup(&root);
+        let (snap, old) = setup(&root, op);
         let status = child(&root, op, Some(point)).status().unwrap();
         let what = format!("{op} crashed at {point}");
         match expected(op, point) {
@@ -259,7 +275,7 @@ fn random_kills(op: &str, rounds: usize) {
     // How long the operation takes here, to spread the kills over it.
     let tmp = tempdir();
     let root = state(tmp.path());
-    setup(&root);
+    setup(&root, op);
     let t = Instant::now();
     assert!(child(&root, op, None).status().unwrap().success());
     let full = t.elapsed();
@@ -268,7 +284,7 @@ fn random_kills(op: &str, rounds: usize) {
     for i in 0..rounds {
         let tmp = tempdir();
         let root = state(tmp.path());
-        let (snap, old) = setup(&root);
+        let (snap, old) = setup(&root, op);
         // Half of the kills land in the first half, where the import and switch are.
         let span = full.as_micros() as u64 * if i % 2 == 0 { 5 } else { 11 } / 10;
         let delay = Duration::from_micros(rng.gen_range(0..=span));
@@ -294,6 +310,11 @@ fn install_update_survives_every_crash_point() {
 }
 
 #[test]
+fn first_install_survives_every_crash_point() {
+    crash_points("install-first");
+}
+
+#[test]
 fn reinstall_same_version_survives_every_crash_point() {
     crash_points("reinstall-v2");
 }
@@ -310,7 +331,8 @@ fn remove_survives_every_crash_point() {
 
 #[test]
 fn install_survives_sigkill_at_random_moments() {
-    random_kills("install-v3", 12);
+    random_kills("install-v3", 10);
+    random_kills("install-first", 6);
 }
 
 #[test]
