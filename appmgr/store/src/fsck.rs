@@ -127,7 +127,20 @@ impl Store {
             meta_ok: HashSet::new(),
             objects_checked: 0,
         };
-        let records = self.records()?;
+        let (records, bad) = self.records_lenient()?;
+        for (r, e) in bad {
+            let path = match &e {
+                StoreError::BadRecord { path, .. } => Some(path.clone()),
+                _ => None,
+            };
+            report.problems.push(FsckProblem {
+                ref_name: Some(r),
+                commit: None,
+                object: None,
+                path,
+                problem: e.to_string(),
+            });
+        }
         for (r, rec) in &records {
             for (name, want) in [
                 (r.to_string(), rec.current.as_ref()),

@@ -287,6 +287,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::records`], but a record that cannot be read is returned apart
+    /// (with the reason) instead of failing: recovery must leave such a ref alone, and
+    /// fsck reports it.
+    pub(crate) fn records_lenient(
+        &self,
+    ) -> Result<(BTreeMap<RefName, StateRecord>, Vec<(RefName, StoreError)>), StoreError> {
+        let mut good = BTreeMap::new();
+        let mut bad = Vec::new();
+        for (r, dir) in self.ref_dirs()? {
+            if dir.join(RECORD_FILE).exists() {
+                match self.read_record(&r) {
+                    Ok(Some(rec)) => {
+                        good.insert(r, rec);
+                    }
+                    Ok(None) => {}
+                    Err(e @ StoreError::BadRecord { .. }) => bad.push((r, e)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((good, bad))
+    }
+
     /// Every `deploy/KIND/ID/ARCH/BRANCH` directory whose names are valid.
     fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, StoreError> {
         let mut out = Vec::new();
@@ -425,7 +448,10 @@ impl Store {
             }
         }
 
-        let records = self.records()?;
+        // An unreadable record (it is written atomically, so only a damaged disk or a
+        // hand edit makes one) is left alone with everything of its ref: fsck reports it,
+        // and operations on that ref fail closed.
+        let (records, bad) = self.records_lenient()?;
         // Deployment directories: exactly those the records name.
         for (r, rec) in &records {
             let dir = self.ref_dir(r);
@@ -455,7 +481,7 @@ impl Store {
             let known = base
                 .parse::<RefName>()
                 .ok()
-                .is_some_and(|r| records.contains_key(&r));
+                .is_some_and(|r| records.contains_key(&r) || bad.iter().any(|(b, _)| *b == r));
             if !known {
                 self.set_ref(&name, None)?;
                 refs_changed = true;

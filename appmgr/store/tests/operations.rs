@@ -943,3 +943,53 @@ fn a_lost_deployment_directory_is_checked_out_again_from_its_commit() {
     assert!(r.deployment.files.join("bin/a").exists());
     assert_clean(&store, &lock);
 }
+
+#[test]
+fn an_unreadable_record_is_reported_and_left_alone_while_other_refs_work() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let (a, b) = (app_ref("org.example.A"), app_ref("org.example.B"));
+    {
+        let lock = store.lock().unwrap();
+        install(
+            &store,
+            &lock,
+            &a,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 3, 3),
+            false,
+        )
+        .unwrap();
+        install(
+            &store,
+            &lock,
+            &b,
+            "1.0.0",
+            None,
+            &Payload::app("b", 2, 3, 3),
+            false,
+        )
+        .unwrap();
+    }
+    let rec = root.join("deploy/app/org.example.B/x86_64/stable/state.json");
+    std::fs::write(&rec, b"{ not json").unwrap();
+    let before = snapshot(&root);
+    let lock = store.lock().unwrap();
+    assert_eq!(
+        snapshot(&root),
+        before,
+        "recovery must not touch the ref of a bad record"
+    );
+    let report = store.fsck(&lock).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert!(report.problems[0]
+        .to_string()
+        .contains("invalid state record"));
+    let err = store.rollback(&lock, &b).expect_err("fails closed");
+    assert!(matches!(err, StoreError::BadRecord { .. }), "{err}");
+    // The other app is unaffected.
+    assert!(store.info(&lock, &a).unwrap().is_installed());
+    assert_eq!(snapshot(&root), before);
+}
