@@ -275,7 +275,7 @@ impl Store {
     }
 
     /// Every record, keyed by ref. Ref directories without a record are not listed.
-    pub(crate) fn records(&self) -> Result<BTreeMap<RefName, StateRecord>, StoreError> {
+    pub(crate) fn records(&self) -> Result<Records, StoreError> {
         let mut out = BTreeMap::new();
         for (r, dir) in self.ref_dirs()? {
             if dir.join(RECORD_FILE).exists() {
@@ -292,7 +292,7 @@ impl Store {
     /// fsck reports it.
     pub(crate) fn records_lenient(
         &self,
-    ) -> Result<(BTreeMap<RefName, StateRecord>, Vec<(RefName, StoreError)>), StoreError> {
+    ) -> Result<(Records, Vec<(RefName, StoreError)>), StoreError> {
         let mut good = BTreeMap::new();
         let mut bad = Vec::new();
         for (r, dir) in self.ref_dirs()? {
@@ -1010,6 +1010,8 @@ impl Store {
             .collect())
     }
 }
+
+type Records = BTreeMap<RefName, StateRecord>;
 
 /// What an import left in staging, ready for the switch.
 struct Staged {
