@@ -28,24 +28,45 @@ build_appmgr() {
 	bins=$(workspace_bins | tr '\n' ' ')
 	if [ -z "$bins" ]; then
 		BUILD_STATUS[$a]="failed: the workspace defines no binary yet (expected: ${APPMGR_BINS[*]})"
+		: >"$RUN_OUT/built-$a.txt"
 		info "${BUILD_STATUS[$a]}"
 		return 0
 	fi
-	if (cd "$REPO_DIR" && cargo build --target "$t" --workspace --bins) >"$log" 2>&1; then
+	# --keep-going: binaries that do build are still tested when another crate
+	# is broken; the JSON artifact list names exactly the binaries this build
+	# produced or found fresh, so nothing stale from an earlier build is used.
+	local json=$RUN_OUT/build-$a.json
+	if (cd "$REPO_DIR" && cargo build --keep-going --message-format=json-render-diagnostics \
+		--target "$t" --workspace --bins) >"$json" 2>"$log"; then
 		BUILD_STATUS[$a]=ok
-		info "built: $bins"
 	else
 		BUILD_STATUS[$a]="failed: cargo build for $t failed (see $log)"
-		tail -n 25 "$log" | sed 's/^/    | /'
+		grep -E '^(error|warning: build failed)' "$log" | head -n 8 | sed 's/^/    | /'
 		info "${BUILD_STATUS[$a]}"
 	fi
+	python3 -c 'import json,sys
+for line in open(sys.argv[1]):
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])' "$json" >"$RUN_OUT/built-$a.txt"
+	info "built: $(xargs -r -n1 basename <"$RUN_OUT/built-$a.txt" | tr '\n' ' ')"
 	# The probe runs inside an app whose runtime may have no libc at all: it must
-	# be static. If the crate did not make it so, link it statically here.
-	local probe=$CARGO_TARGET_DIR/$t/debug/appmgr-probe
-	if [ -f "$probe" ] && ! file -L "$probe" | grep -q 'statically linked\|static-pie'; then
-		info "appmgr-probe is dynamic: relinking it with crt-static"
-		(cd "$REPO_DIR" && LIBSECCOMP_LINK_TYPE=static cargo rustc --target "$t" -p appmgr-probe --bin appmgr-probe \
-			-- -C target-feature=+crt-static) >>"$log" 2>&1 || info "static relink of appmgr-probe failed (see $log)"
+	# be static. If the crate did not make it so, build it statically here, in
+	# a target dir of its own (static libseccomp would otherwise invalidate the
+	# main build's libseccomp-sys on every run).
+	local probe
+	probe=$(grep '/appmgr-probe$' "$RUN_OUT/built-$a.txt" || true)
+	if [ -n "$probe" ] && ! file -L "$probe" | grep -q 'statically linked\|static-pie'; then
+		info "appmgr-probe is dynamic: building a static one (crt-static, static libseccomp)"
+		local sdir=$CARGO_TARGET_DIR/static-probe tr
+		tr=$(gnu_triplet "$a")
+		if (cd "$REPO_DIR" && CARGO_TARGET_DIR=$sdir LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$tr \
+			cargo rustc --target "$t" -p appmgr-probe --bin appmgr-probe -- -C target-feature=+crt-static) >>"$log" 2>&1 &&
+			file -L "$sdir/$t/debug/appmgr-probe" | grep -q 'statically linked\|static-pie'; then
+			sed -i "s|^$probe\$|$sdir/$t/debug/appmgr-probe|" "$RUN_OUT/built-$a.txt"
+		else
+			info "warning: no static appmgr-probe (see $log); the dynamic one cannot run in a libc-less runtime"
+		fi
 	fi
 }
 
@@ -98,10 +119,20 @@ stage_appmgr() {
 	rm -rf "${STAGE[$a]}"
 	mkdir -p "${STAGE[$a]}/opt/appmgr/bin"
 	[ -n "${BUILD_STATUS[$a]:-}" ] || BUILD_STATUS[$a]="ok (not rebuilt: --no-build)"
-	for b in $(workspace_bins) "${APPMGR_BINS[@]}"; do
-		# never stage binaries left over from an earlier, successful build
-		case ${BUILD_STATUS[$a]} in ok*) ;; *) break ;; esac
-		src=$CARGO_TARGET_DIR/$t/debug/$b
+	local built=$RUN_OUT/built-$a.txt
+	if [ ! -f "$built" ]; then
+		# --no-build: whatever the previous build left
+		local sp=$CARGO_TARGET_DIR/static-probe/$t/debug/appmgr-probe
+		for b in $(workspace_bins); do
+			if [ "$b" = appmgr-probe ] && [ "$sp" -nt "$CARGO_TARGET_DIR/$t/debug/$b" ]; then
+				echo "$sp"
+			elif [ -f "$CARGO_TARGET_DIR/$t/debug/$b" ]; then
+				echo "$CARGO_TARGET_DIR/$t/debug/$b"
+			fi
+		done >"$built"
+	fi
+	for src in $(cat "$built"); do
+		b=$(basename "$src")
 		[ -f "$src" ] || continue
 		[ -f "${STAGE[$a]}/opt/appmgr/bin/$b" ] && continue
 		cp "$src" "${STAGE[$a]}/opt/appmgr/bin/$b"
