@@ -79,6 +79,21 @@ boot_initrd() {
 }
 
 # ---- debootstrap guest ------------------------------------------------------
+# unmount_under DIR: lazily unmount everything mounted below DIR (debootstrap
+# can leave /proc mounted in the target); 1 if something stays mounted.
+unmount_under() {
+	local m
+	for m in $(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount -l "$m" 2>/dev/null || true
+	done
+	! awk -v d="$1/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts
+}
+# rm_tree DIR: rm -rf only once nothing is mounted below DIR.
+rm_tree() {
+	unmount_under "$1" || die "something is still mounted below $1: not removing it"
+	rm -rf "$1"
+}
+
 # A Debian bookworm rootfs with systemd, dbus, bluez (+ btvirt from
 # bluez-test-tools), libostree and libseccomp, the kernel's modules, and a
 # qt-runner.service that runs /qt/runner from the payload disk. Cached as a raw
@@ -103,7 +118,8 @@ build_rootfs() {
 		[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "binfmt for qemu-aarch64 is not registered (qemu-user-static, binfmt-support)"
 	fi
 	debootstrap --arch="$da" --variant=minbase --include="$ROOTFS_PKGS" bookworm "$d/root" \
-		http://deb.debian.org/debian >"$log" 2>&1 || { tail -n 20 "$log"; rm -rf "$d"; die "debootstrap for $a failed (log: $log)"; }
+		http://deb.debian.org/debian >"$log" 2>&1 || { tail -n 20 "$log"; rm_tree "$d"; die "debootstrap for $a failed (log: $log)"; }
+	unmount_under "$d" || die "cannot unmount what debootstrap left mounted in $d"
 	local r=$d/root kv
 	kv=$(kver "$a")
 	echo "qt-$a" >"$r/etc/hostname"
@@ -135,9 +151,9 @@ build_rootfs() {
 	cp -a "${KDIR[$a]}/lib/modules/$kv" "$r/usr/lib/modules/"
 	rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
 	truncate -s 3G "$img.part"
-	mkfs.ext4 -q -F -L qtroot -d "$r" "$img.part" >>"$log" 2>&1 || { rm -rf "$d" "$img.part"; die "mkfs.ext4 -d for the $a rootfs failed"; }
+	mkfs.ext4 -q -F -L qtroot -d "$r" "$img.part" >>"$log" 2>&1 || { rm_tree "$d"; rm -f "$img.part"; die "mkfs.ext4 -d for the $a rootfs failed"; }
 	mv "$img.part" "$img"
-	rm -rf "$d"
+	rm_tree "$d"
 	info "debootstrap rootfs: $img ($(du -h "$img" | cut -f1) used)"
 }
 
