@@ -84,9 +84,10 @@ pub enum StoreError {
     /// A payload entry was inconsistent (size mismatch, duplicate, missing parent).
     #[error("payload entry {path}: {reason}")]
     BadEntry { path: String, reason: String },
-    /// An ID named on the command line matches more than one ref.
-    #[error("{id} is ambiguous: it names {}", list(refs))]
-    Ambiguous { id: String, refs: Vec<RefName> },
+    /// A broken internal invariant (a libostree result of the wrong type, a writer
+    /// thread that died).
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 fn list(refs: &[RefName]) -> String {
@@ -109,7 +110,8 @@ impl StoreError {
             | StoreError::Ostree { .. }
             | StoreError::NoSpace { .. }
             | StoreError::UidsExhausted { .. }
-            | StoreError::BadRecord { .. } => ErrorClass::Other,
+            | StoreError::BadRecord { .. }
+            | StoreError::Internal { .. } => ErrorClass::Other,
             StoreError::Import { source, .. } => {
                 let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
                 while let Some(e) = cur {
@@ -124,9 +126,7 @@ impl StoreError {
             StoreError::RuntimeMissing { .. }
             | StoreError::NotInstalled { .. }
             | StoreError::NoPrevious { .. } => ErrorClass::NotFound,
-            StoreError::Downgrade { .. }
-            | StoreError::RuntimeInUse { .. }
-            | StoreError::Ambiguous { .. } => ErrorClass::Conflict,
+            StoreError::Downgrade { .. } | StoreError::RuntimeInUse { .. } => ErrorClass::Conflict,
         }
     }
 

@@ -374,9 +374,8 @@ impl Writer {
         if tx.send(job).is_err() {
             // The writer stopped on an error: report it.
             self.finish()?;
-            return Err(StoreError::BadEntry {
-                path: String::new(),
-                reason: "the object writer stopped".into(),
+            return Err(StoreError::Internal {
+                what: "the object writer stopped".into(),
             });
         }
         Ok(())
@@ -386,9 +385,8 @@ impl Writer {
         self.tx = None;
         match self.handle.take() {
             Some(h) => h.join().unwrap_or_else(|_| {
-                Err(StoreError::BadEntry {
-                    path: String::new(),
-                    reason: "the object writer panicked".into(),
+                Err(StoreError::Internal {
+                    what: "the object writer panicked".into(),
                 })
             }),
             None => Ok(()),

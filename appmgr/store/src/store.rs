@@ -765,9 +765,8 @@ impl Store {
             .map_err(StoreError::ostree("write tree of", r))?;
         let root = root
             .downcast::<ostree::RepoFile>()
-            .map_err(|_| StoreError::BadEntry {
-                path: r.to_string(),
-                reason: "libostree returned a tree that is not a repository file".into(),
+            .map_err(|_| StoreError::Internal {
+                what: format!("libostree returned a tree of {r} that is not a repository file"),
             })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -868,9 +867,6 @@ impl Store {
         }
         if dropped {
             self.prune()?;
-        }
-        if rec.current.is_none() && rec.previous.is_none() {
-            // Nothing deployed: the directory only holds the record.
         }
         self.end()
     }
