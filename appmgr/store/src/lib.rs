@@ -51,7 +51,8 @@
 //! The state records are the only truth; refs and deployment directories are derived from
 //! them. Every operation runs under the lock and follows one pattern:
 //!
-//! 1. collect leftovers: empty `staging/` and the repo's `tmp/`, delete deployment
+//! 1. collect leftovers: empty `staging/` and the repo's `tmp/`, remove ref files a power
+//!    cut left empty or torn, delete deployment
 //!    directories and ref directories no record names, make refs equal to the records,
 //!    check out again a deployment a record names but which is missing, and, if `txn`
 //!    says an operation was interrupted (or refs had to be fixed), prune unreachable

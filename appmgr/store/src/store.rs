@@ -378,6 +378,39 @@ impl Store {
         Ok(changed)
     }
 
+    /// Ref files (relative to `refs/heads`) whose content is not one checksum line.
+    fn damaged_refs(&self) -> Result<Vec<String>, StoreError> {
+        let heads = self.repo_path().join("refs/heads");
+        let mut out = Vec::new();
+        let mut stack = vec![heads.clone()];
+        while let Some(dir) = stack.pop() {
+            for name in list_dir(&dir)? {
+                let p = dir.join(&name);
+                let md = fs::symlink_metadata(&p).map_err(StoreError::io("inspect ref", &p))?;
+                if md.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let ok = md.is_file()
+                    && fs::read_to_string(&p).is_ok_and(|c| {
+                        let c = c.trim_end_matches('\n');
+                        c.len() == 64
+                            && c.bytes()
+                                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    });
+                if !ok {
+                    let rel = p
+                        .strip_prefix(&heads)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push(rel);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn all_refs(&self) -> Result<Vec<String>, StoreError> {
         let refs = self
             .repo
@@ -446,6 +479,15 @@ impl Store {
                     remove_any(&idir)?;
                 }
             }
+        }
+
+        // Refs are derived and written without fsync: after a power cut one may be empty
+        // or torn, and libostree then fails on every ref listing. Remove damaged ones;
+        // the code below writes them again from the records.
+        for name in self.damaged_refs()? {
+            let p = self.repo_path().join("refs/heads").join(&name);
+            remove_any(&p)?;
+            collected.push(format!("damaged ref {name}"));
         }
 
         // An unreadable record (it is written atomically, so only a damaged disk or a

@@ -896,8 +896,19 @@ fn leftovers_are_collected_at_lock_time() {
     std::fs::write(dep.join(".state.json.tmp"), b"{").unwrap();
     let commit = clean.refs["app/org.example.Hello/x86_64/stable"].clone();
     store_set_ref(&root, "app/org.example.Other/x86_64/stable", &commit);
+    // A ref torn by a power cut (refs are derived, written without fsync).
+    std::fs::write(
+        root.join("repo/refs/heads/app/org.example.Hello/x86_64/stable"),
+        b"",
+    )
+    .unwrap();
     let lock = store.lock().unwrap();
-    assert!(lock.collected.len() >= 5, "{:?}", lock.collected);
+    assert!(lock.collected.len() >= 6, "{:?}", lock.collected);
+    assert!(
+        lock.collected.iter().any(|c| c.contains("damaged ref")),
+        "{:?}",
+        lock.collected
+    );
     assert_eq!(snapshot(&root), clean);
     assert_clean(&store, &lock);
 }
