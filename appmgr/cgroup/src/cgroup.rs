@@ -112,6 +112,25 @@ impl Cgroup {
             .collect()
     }
 
+    /// The counters whose increase means a limit was hit, as (file, key, event name):
+    /// `memory.events`/`memory.oom_control` `oom_kill` and `pids.events` `max`. A fresh
+    /// cgroup starts them at 0, so whoever waits for the app (the launcher, which `appmgr
+    /// run` execs) can report limit hits without knowing cgroup file formats.
+    pub fn event_counters(&self) -> Vec<(PathBuf, &'static str, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(d) = self.dir(Controller::Memory) {
+            let file = match self.version() {
+                CgroupVersion::V2 => "memory.events",
+                CgroupVersion::V1 => "memory.oom_control",
+            };
+            out.push((d.join(file), "oom_kill", "memory-max"));
+        }
+        if let Some(d) = self.dir(Controller::Pids) {
+            out.push((d.join("pids.events"), "max", "pids-max"));
+        }
+        out
+    }
+
     /// Re-applies limits to a cgroup that exists (a running app's limits can change).
     pub fn apply(&self, spec: &CgroupSpec) -> Result<(), CgroupError> {
         let plan = self.hierarchy.plan(spec)?;

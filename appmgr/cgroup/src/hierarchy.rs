@@ -162,6 +162,41 @@ impl Hierarchy {
         self.mounts.get(&c).map(|m| m.join(&self.parent).join(leaf))
     }
 
+    /// The `cgroup.procs` files of the cgroups that `proc_cgroup` (the text of
+    /// `/proc/PID/cgroup`) names, one per distinct hierarchy appmgr uses. Pure.
+    pub fn procs_files_of(&self, proc_cgroup: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        let mut seen: Vec<&Path> = Vec::new();
+        for (c, m) in &self.mounts {
+            if seen.contains(&m.as_path()) {
+                continue;
+            }
+            let rel = proc_cgroup.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                let hit = match self.version {
+                    CgroupVersion::V2 => ctrls.is_empty(),
+                    CgroupVersion::V1 => ctrls.split(',').any(|x| x == c.as_str()),
+                };
+                hit.then_some(path)
+            });
+            if let Some(rel) = rel {
+                seen.push(m);
+                out.push(m.join(rel.trim_start_matches('/')).join("cgroup.procs"));
+            }
+        }
+        out
+    }
+
+    /// [`Hierarchy::procs_files_of`] for the calling process: where a process that joined
+    /// an app cgroup (the launcher) goes back to, so the app cgroup can be removed.
+    pub fn current_procs_files(&self) -> Result<Vec<PathBuf>, CgroupError> {
+        let path = PathBuf::from("/proc/self/cgroup");
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+        Ok(self.procs_files_of(&text))
+    }
+
     /// The distinct mounts, in controller order (v2: one).
     fn distinct_mounts(&self) -> Vec<&Path> {
         let mut v: Vec<&Path> = Vec::new();
@@ -391,6 +426,33 @@ mod tests {
 37 30 0:33 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
 38 30 0:34 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
 ";
+
+    #[test]
+    fn procs_files_of_a_process() {
+        let h = Hierarchy::from_mountinfo(HYBRID, DEFAULT_PARENT).unwrap();
+        let self_cgroup = "12:name=systemd:/user.slice\n4:memory:/svc/x\n3:cpu,cpuacct:/svc\n2:pids:/\n1:cpuset:/\n0::/user.slice\n";
+        let files = h.procs_files_of(self_cgroup);
+        assert!(files.contains(&PathBuf::from("/sys/fs/cgroup/memory/svc/x/cgroup.procs")));
+        assert!(files.contains(&PathBuf::from(
+            "/sys/fs/cgroup/cpu,cpuacct/svc/cgroup.procs"
+        )));
+        assert!(files.contains(&PathBuf::from("/sys/fs/cgroup/pids/cgroup.procs")));
+        // cpu and cpuacct share one mount: listed once.
+        assert_eq!(
+            files
+                .iter()
+                .filter(|f| f.starts_with("/sys/fs/cgroup/cpu,cpuacct"))
+                .count(),
+            1
+        );
+        let v2 = Hierarchy::v2("/sys/fs/cgroup", DEFAULT_PARENT).unwrap();
+        assert_eq!(
+            v2.procs_files_of("0::/user.slice/session-1.scope\n"),
+            vec![PathBuf::from(
+                "/sys/fs/cgroup/user.slice/session-1.scope/cgroup.procs"
+            )]
+        );
+    }
 
     #[test]
     fn detects_v1_with_comounted_controllers() {

@@ -158,6 +158,7 @@ fn plan_for(
     a: &AppGrant,
     args: Vec<String>,
     cgroup_procs: Vec<std::path::PathBuf>,
+    after_exit: appmgr_sandbox::AfterExit,
 ) -> CliResult<appmgr_sandbox::LaunchPlan> {
     let (store, _) = open_store(g)?;
     let runtime_ref = a
@@ -223,6 +224,7 @@ fn plan_for(
         command: a.manifest.command.clone().unwrap_or_default(),
         args,
         cgroup_procs,
+        after_exit,
         env_allow: Vec::new(),
         caller_env: Vec::new(),
         cache_dir: g.state_dir.join("cache/seccomp"),
@@ -242,8 +244,13 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
     let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
         .map_err(|e| CliError::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
     if print_plan {
-        let procs = h.cgroup(&a.manifest.id).procs_files();
-        let plan = plan_for(g, &a, args, procs)?;
+        let cg = h.cgroup(&a.manifest.id);
+        let after = appmgr_sandbox::AfterExit {
+            leave_to: h.current_procs_files().unwrap_or_default(),
+            events: Vec::new(),
+            remove_dirs: cg.dirs(),
+        };
+        let plan = plan_for(g, &a, args, cg.procs_files(), after)?;
         let out = serde_json::json!({"plan": plan, "cgroup": spec, "grant": a.grant});
         crate::print_stdout(&format!(
             "{}\n",
@@ -263,95 +270,38 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
         };
         CliError::new(class, format!("{}: {e}", a.manifest.id))
     })?;
-    let plan = match plan_for(g, &a, args, cg.procs_files()) {
+    let after_exit = appmgr_sandbox::AfterExit {
+        leave_to: h
+            .current_procs_files()
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))?,
+        events: cg
+            .event_counters()
+            .into_iter()
+            .map(|(file, key, event)| appmgr_sandbox::EventCounter {
+                file,
+                key: key.into(),
+                event: event.into(),
+            })
+            .collect(),
+        remove_dirs: cg.dirs(),
+    };
+    let plan = plan_for(g, &a, args, cg.procs_files(), after_exit);
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => {
             let _ = cg.remove();
             return Err(e);
         }
     };
-    let status = (|| {
-        let (mut cmd, fd) = appmgr_sandbox::launcher_command(&plan)
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))?;
-        // Block the signals we forward (and SIGCHLD) before the launcher exists, so none
-        // is lost; the child starts with a clean mask (std resets it).
-        let sigs = [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGCHLD,
-        ];
-        appmgr_sandbox::sys::block_signals(&sigs)
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("blocking signals: {e}")))?;
-        let mut child = cmd.spawn().map_err(|e| {
-            CliError::new(
-                ErrorClass::Other,
-                format!("{}: starting the launcher: {e}", a.manifest.id),
-            )
-        })?;
-        drop(fd);
-        wait_forwarding(&mut child, &sigs).map_err(|e| {
-            CliError::new(
-                ErrorClass::Other,
-                format!("{}: waiting for the launcher: {e}", a.manifest.id),
-            )
-        })
-    })();
-    let outcome = cg.finish();
-    let status = status?;
-    if let Err(e) = &outcome {
-        eprintln!(
-            "appmgr: warning: {}: reading and removing the cgroup: {e}",
-            a.manifest.id
-        );
-    }
-    if let Ok(o) = &outcome {
-        if o.oom_killed {
-            eprintln!(
-                "appmgr: event: {} limit-hit memory-max ({} OOM kill(s), limit {})",
-                a.manifest.id,
-                o.oom_kills,
-                mib(spec.limits.memory_max)
-            );
-        }
-        if o.pids_limit_hit {
-            eprintln!(
-                "appmgr: event: {} limit-hit pids-max ({} fork(s) refused, limit {})",
-                a.manifest.id,
-                o.pids_max_hits,
-                spec.limits
-                    .pids_max
-                    .map(|p| p.to_string())
-                    .unwrap_or_default()
-            );
-        }
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        _ => 1,
-    })
-}
-
-/// Waits for the launcher while passing SIGINT/SIGTERM/SIGHUP/SIGQUIT on to it (it
-/// forwards them into the sandbox): one thread, signals taken synchronously with sigwait.
-fn wait_forwarding(
-    child: &mut std::process::Child,
-    sigs: &[i32],
-) -> std::io::Result<std::process::ExitStatus> {
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok(st);
-        }
-        match appmgr_sandbox::sys::sigwait(sigs)? {
-            libc::SIGCHLD => continue,
-            sig => {
-                let _ = appmgr_sandbox::sys::kill(child.id() as i32, sig);
-            }
-        }
-    }
+    // Become the launcher: no appmgr process stays beside the app. The launcher waits for
+    // it, forwards signals, exits with its status, reports limit events and removes the
+    // cgroup. exec returns only on failure.
+    let err = appmgr_sandbox::exec_launcher(&plan);
+    let _ = cg.remove();
+    Err(CliError::new(
+        ErrorClass::Other,
+        format!("{}: {err}", a.manifest.id),
+    ))
 }
 
 /// `appmgr reload [ID]`: re-reads policy and applies the new limits to running apps (all,

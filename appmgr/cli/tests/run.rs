@@ -87,6 +87,15 @@ fn exit_status_signals_identity_and_argv() {
         assert!(!out.contains(bad), "{bad} leaked into the sandbox: {out}");
     }
     assert!(out.contains(&format!("APPMGR_APP_ID={id}")), "{out}");
+    // The launcher removed the app's cgroup after every run (no appmgr process waited).
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+    ] {
+        let d = std::path::Path::new(root).join(format!("appmgr.slice/app-{id}.scope"));
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
 }
 
 #[test]

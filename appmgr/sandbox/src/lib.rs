@@ -40,7 +40,7 @@ pub use launch::{
     run as run_launcher, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND,
 };
 pub use plan::{
-    build_plan, BindSource, LaunchPlan, LaunchSpec, MountOp, Namespaces, PlanError, PLAN_VERSION,
-    SANDBOX_HOME, SANDBOX_USER,
+    build_plan, AfterExit, BindSource, EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces,
+    PlanError, PLAN_VERSION, SANDBOX_HOME, SANDBOX_USER,
 };
 pub use seccomp::SeccompPlan;

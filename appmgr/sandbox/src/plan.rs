@@ -58,6 +58,10 @@ pub struct LaunchSpec {
     /// sandbox (the cgroup crate creates the cgroups).
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
+    /// What the launcher does once the app has ended, on behalf of a caller that exec'd it
+    /// and is gone: report limit events, remove the app's cgroup directories.
+    #[serde(default)]
+    pub after_exit: AfterExit,
     /// Names of caller environment variables the app may see (besides the ones the plan
     /// builds). Loader and libc variables (`LD_*`, `GCONV_PATH`, ...) are refused.
     #[serde(default)]
@@ -74,6 +78,30 @@ pub struct LaunchSpec {
     /// `LANG`; default `C.UTF-8`.
     #[serde(default)]
     pub lang: Option<String>,
+}
+
+/// A counter file line `KEY N`; N > 0 after the app ended means `event` happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventCounter {
+    pub file: PathBuf,
+    pub key: String,
+    /// Reported as `appmgr: event: APP limit-hit EVENT (N)`.
+    pub event: String,
+}
+
+/// Post-exit duties of the launcher. Plain data from the caller: the sandbox crate does
+/// not know cgroup formats, it reads `KEY N` lines and removes empty directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterExit {
+    /// `cgroup.procs` files the launcher moves itself into once the app has ended (the
+    /// caller's own cgroups): a cgroup can only be removed when nothing is in it.
+    #[serde(default)]
+    pub leave_to: Vec<PathBuf>,
+    pub events: Vec<EventCounter>,
+    /// Removed (rmdir, retried briefly while the dying sandbox empties them), in order.
+    pub remove_dirs: Vec<PathBuf>,
 }
 
 /// Which namespaces the sandbox gets. A user namespace is never created (and the seccomp
@@ -185,6 +213,7 @@ pub struct LaunchPlan {
     pub uid: u32,
     pub gid: u32,
     pub cgroup_procs: Vec<PathBuf>,
+    pub after_exit: AfterExit,
     /// The root filesystem, built on a fresh tmpfs that is made read-only at the end.
     pub mounts: Vec<MountOp>,
     pub seccomp: SeccompPlan,
@@ -330,6 +359,17 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     let cache = check_host_path("cache dir", &spec.cache_dir)?;
     for c in &spec.cgroup_procs {
         check_host_path("cgroup.procs", c)?;
+    }
+    for c in &spec.after_exit.events {
+        check_host_path("event counter", &c.file)?;
+    }
+    for d in spec
+        .after_exit
+        .remove_dirs
+        .iter()
+        .chain(&spec.after_exit.leave_to)
+    {
+        check_host_path("cgroup dir", d)?;
     }
     let runtime_dir = spec
         .runtime_dir
@@ -669,6 +709,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         uid,
         gid,
         cgroup_procs: spec.cgroup_procs.clone(),
+        after_exit: spec.after_exit.clone(),
         mounts: m,
         seccomp,
         env,
@@ -725,6 +766,7 @@ mod tests {
             command: "hello".into(),
             args: vec!["--bind".into(), "/".into(), "/".into()],
             cgroup_procs: vec![],
+            after_exit: AfterExit::default(),
             env_allow: vec![],
             caller_env: vec![
                 ("LD_PRELOAD".into(), "/tmp/evil.so".into()),

@@ -112,6 +112,7 @@ impl World {
             command: "probe".into(),
             args: args.iter().map(|s| s.to_string()).collect(),
             cgroup_procs: vec![],
+            after_exit: Default::default(),
             env_allow: vec![],
             caller_env: vec![
                 ("LD_PRELOAD".into(), "/nonexistent/evil.so".into()),

@@ -157,10 +157,59 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         Some(child) => {
             drop(alive_r);
             drop(bpf);
+            let app_id = plan.app_id.clone();
+            let after = plan.after_exit.clone();
             drop(plan);
             // Keep the write end open: init watches it to notice our death.
-            let _alive = alive_w;
-            supervise(child, &forwarded)
+            let alive = alive_w;
+            let code = supervise(child, &forwarded)?;
+            drop(alive);
+            after_exit(&app_id, &after);
+            Ok(code)
+        }
+    }
+}
+
+/// Reports limit events and removes the app's cgroups once the app has ended. Init's death
+/// made the kernel kill everything left in the pid namespace; the dying processes may
+/// keep a cgroup busy for a moment, so removal is retried briefly. Failures are reported,
+/// never fatal: the app's status is what the launcher exits with.
+fn after_exit(app_id: &str, after: &crate::plan::AfterExit) {
+    let me = std::process::id().to_string();
+    for procs in &after.leave_to {
+        if let Err(e) = std::fs::write(procs, &me) {
+            eprintln!(
+                "appmgr-launch: {app_id}: leaving the app cgroup via {}: {e}",
+                procs.display()
+            );
+        }
+    }
+    for c in &after.events {
+        let n = std::fs::read_to_string(&c.file).ok().and_then(|t| {
+            t.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == c.key).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+        });
+        if let Some(n) = n.filter(|n| *n > 0) {
+            eprintln!("appmgr: event: {app_id} limit-hit {} ({n})", c.event);
+        }
+    }
+    for d in &after.remove_dirs {
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    eprintln!("appmgr-launch: {app_id}: removing {}: {e}", d.display());
+                    break;
+                }
+            }
         }
     }
 }
