@@ -974,7 +974,7 @@ impl Store {
         self.check_lock(lock);
         let rec = self.installed_record(r)?;
         if r.kind == Kind::Runtime {
-            let apps = self.users_of_runtime(r)?;
+            let apps = self.users_of_runtime(lock, r)?;
             if !apps.is_empty() {
                 return Err(StoreError::RuntimeInUse {
                     ref_name: r.clone(),
@@ -997,7 +997,12 @@ impl Store {
     }
 
     /// Apps whose current or previous deployment runs on runtime `r`.
-    pub fn users_of_runtime(&self, r: &RefName) -> Result<Vec<RefName>, StoreError> {
+    pub fn users_of_runtime(
+        &self,
+        lock: &StoreLock,
+        r: &RefName,
+    ) -> Result<Vec<RefName>, StoreError> {
+        self.check_lock(lock);
         Ok(self
             .records()?
             .into_values()
