@@ -428,7 +428,28 @@ impl Store {
                 None::<&gio::Cancellable>,
             )
             .map_err(StoreError::ostree("prune", self.repo_path().display()))?;
+        self.remove_empty_object_dirs();
         Ok(())
+    }
+
+    /// libostree creates `objects/XX/` prefix directories as it writes and never removes
+    /// them; after a failed import and a prune they are empty. Removing them keeps a
+    /// refused install from leaving any trace. (A fresh repo has none; libostree creates
+    /// them again on demand.) Best effort: a non-empty or vanished directory is skipped.
+    fn remove_empty_object_dirs(&self) {
+        let objects = self.repo_path().join("objects");
+        if let Ok(rd) = fs::read_dir(&objects) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let is_prefix = name.len() == 2
+                    && name
+                        .to_str()
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+                if is_prefix {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- recovery
