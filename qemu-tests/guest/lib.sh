@@ -118,7 +118,16 @@ qt_policy() {
 	printf '%s\n' "$2" >"${APPMGR_CONFIG_DIR:-/etc/appmgr}/policies.d/$1.toml"
 }
 
-# qt_json_field KEY: first "KEY": value in the last qt_run's output (strings unquoted).
+# qt_json_field KEY [FILE]: a top-level scalar of the JSON object in FILE (default:
+# the last qt_run's output), strings unquoted. Nested objects and arrays are
+# dropped first, so e.g. "previous":{"version":...} never answers for "version"
+# (serde_json sorts keys: "previous" comes before "version").
 qt_json_field() {
-	tr ',{}' '\n\n\n' </tmp/qt-out | sed -n "s/^ *\"$1\" *: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *$/\1/p" | head -n 1
+	s=$(tr -d '\n' <"${2:-/tmp/qt-out}")
+	s=${s#*\{}
+	s=${s%\}*}
+	while printf '%s' "$s" | grep -q '[[{][^][{}]*[]}]'; do
+		s=$(printf '%s' "$s" | sed 's/[[{][^][{}]*[]}]/null/g')
+	done
+	printf '%s\n' "$s" | tr ',' '\n' | sed -n "s/^ *\"$1\" *: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *\$/\1/p" | head -n 1
 }

@@ -18,7 +18,7 @@ version_now() {
 	rc=$?
 	if [ $rc = 5 ]; then echo absent; return 0; fi
 	[ $rc = 0 ] || { cat /tmp/info.out; return 1; }
-	tr ',{}' '\n\n\n' </tmp/info.out | sed -n 's/^ *"version" *: *"\([^"]*\)".*/\1/p' | head -n 1
+	qt_json_field version /tmp/info.out
 }
 
 case $phase in
