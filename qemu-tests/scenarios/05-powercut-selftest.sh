@@ -2,7 +2,7 @@
 # arch: aarch64 x86_64
 # powercut: replace create remove
 # timeout: 60
-# cuts: 6
+# cuts: 4
 # Proves the power-cut machinery without appmgr: a reference atomic file
 # replacement (write temp, fsync, rename, fsync dir) on the state disk must be
 # exactly old or new after any cut, and new once it reported completion.
