@@ -2,13 +2,13 @@
 //! instances (`ps`) and stopping one (`kill`). `run` builds on the same grant.
 
 use crate::args::Global;
-use crate::cmd_store::{open_store, resolve};
-use crate::config::board_facts;
+use crate::config::{board_facts, HostConfig};
 use crate::error::{CliError, CliResult};
 use crate::Output;
 use appmgr_bundle::Manifest;
 use appmgr_policy::{EffectiveGrant, PolicySet, Request};
-use appmgr_store::{Deployment, RefInfo};
+use appmgr_store::{Deployment, RefInfo, View};
+use appmgr_types::RefName;
 use appmgr_types::{AppId, ErrorClass, Kind};
 use serde_json::json;
 use std::fmt::Write;
@@ -24,23 +24,24 @@ pub struct AppGrant {
 }
 
 pub fn app_grant(g: &Global, id: &str) -> CliResult<AppGrant> {
-    let (store, host) = open_store(g)?;
-    let (info, deployment) = {
-        let lock = store.lock()?;
-        let r = resolve(&store, &lock, id)?;
-        if r.kind != Kind::App {
-            return Err(CliError::new(
-                ErrorClass::Usage,
-                format!("{r} is a runtime, not an app"),
-            ));
-        }
-        let info = store.info(&lock, &r)?;
-        let dep = info
-            .current
-            .clone()
-            .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
-        (info, dep)
-    };
+    // Lock-free and libostree-free: launching reads only the records (see
+    // appmgr_store::view), so `appmgr run` does not load GLib.
+    let view = View::new(&g.state_dir);
+    let host = HostConfig::load(&g.config_dir)?;
+    let r = resolve_view(&view, id)?;
+    if r.kind != Kind::App {
+        return Err(CliError::new(
+            ErrorClass::Usage,
+            format!("{r} is a runtime, not an app"),
+        ));
+    }
+    let info = view
+        .info(&r)?
+        .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
+    let deployment = info
+        .current
+        .clone()
+        .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
     let bytes = std::fs::read(&deployment.manifest).map_err(|e| {
         CliError::new(
             ErrorClass::Other,
@@ -71,6 +72,32 @@ pub fn app_grant(g: &Global, id: &str) -> CliResult<AppGrant> {
         grant,
         board,
     })
+}
+
+/// `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed ref, from the records.
+pub fn resolve_view(view: &View, id: &str) -> CliResult<RefName> {
+    if id.contains('/') {
+        return Ok(id.parse::<RefName>()?);
+    }
+    let app = AppId::new(id)?;
+    let mut refs = view.installed(&app)?;
+    match refs.len() {
+        0 => Err(CliError::new(
+            ErrorClass::NotFound,
+            format!("{app}: not installed"),
+        )),
+        1 => Ok(refs.remove(0)),
+        _ => Err(CliError::new(
+            ErrorClass::Usage,
+            format!(
+                "{app} is ambiguous: name one of {}",
+                refs.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
@@ -160,7 +187,6 @@ fn plan_for(
     cgroup_procs: Vec<std::path::PathBuf>,
     after_exit: appmgr_sandbox::AfterExit,
 ) -> CliResult<appmgr_sandbox::LaunchPlan> {
-    let (store, _) = open_store(g)?;
     let runtime_ref = a
         .deployment
         .runtime
@@ -172,15 +198,15 @@ fn plan_for(
             )
         })?
         .to_ref();
-    let rt = {
-        let lock = store.lock()?;
-        store.info(&lock, &runtime_ref)?.current.ok_or_else(|| {
+    let rt = View::new(&g.state_dir)
+        .info(&runtime_ref)?
+        .and_then(|i| i.current)
+        .ok_or_else(|| {
             CliError::new(
                 ErrorClass::NotFound,
                 format!("{}: runtime {runtime_ref} is not installed", a.manifest.id),
             )
-        })?
-    };
+        })?;
     for d in [&a.deployment, &rt] {
         if d.marked_corrupt || appmgr_store::deployment_is_marked_corrupt(&d.path) {
             return Err(CliError::new(

@@ -82,6 +82,12 @@ impl From<appmgr_store::StoreError> for CliError {
     }
 }
 
+impl From<appmgr_store::ViewError> for CliError {
+    fn from(e: appmgr_store::ViewError) -> Self {
+        CliError::new(e.class(), chain(&e))
+    }
+}
+
 impl From<appmgr_policy::PolicyError> for CliError {
     fn from(e: appmgr_policy::PolicyError) -> Self {
         CliError::new(e.class(), chain(&e))

@@ -179,3 +179,16 @@ impl StoreError {
         false
     }
 }
+
+impl From<crate::view::ViewError> for StoreError {
+    fn from(e: crate::view::ViewError) -> Self {
+        match e {
+            crate::view::ViewError::Io { step, path, source } => {
+                StoreError::Io { step, path, source }
+            }
+            crate::view::ViewError::BadRecord { path, reason } => {
+                StoreError::BadRecord { path, reason }
+            }
+        }
+    }
+}

@@ -45,16 +45,5 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), StoreError> {
 
 /// Names in a directory; an absent directory has none.
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("list directory", dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(StoreError::io("list directory", dir))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
+    Ok(crate::view::list_dir(dir)?)
 }

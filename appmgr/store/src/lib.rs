@@ -90,6 +90,7 @@ mod fsutil;
 mod import;
 mod record;
 mod store;
+pub mod view;
 
 pub use crash::CRASH_ENV;
 pub use error::{ImportError, StoreError};
@@ -100,3 +101,4 @@ pub use store::{
     deployment_is_marked_corrupt, Deployment, InstallOptions, InstallReport, NewDeployment,
     RefInfo, Store, StoreConfig, StoreLock, CORRUPT_MARKER,
 };
+pub use view::{View, ViewError};

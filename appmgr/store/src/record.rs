@@ -6,6 +6,7 @@
 //! derived from the records and are repaired from them after a crash.
 
 use crate::error::StoreError;
+use crate::view::ViewError;
 use appmgr_types::{RefName, RuntimeRef, Version};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -48,15 +49,21 @@ impl StateRecord {
     }
 }
 
-pub(crate) fn read(path: &Path) -> Result<Option<StateRecord>, StoreError> {
+pub(crate) fn read(path: &Path) -> Result<Option<StateRecord>, ViewError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("read state record", path)(e)),
+        Err(source) => {
+            return Err(ViewError::Io {
+                step: "read state record",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| StoreError::BadRecord {
+        .map_err(|e| ViewError::BadRecord {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })

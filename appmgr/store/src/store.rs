@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) const PREVIOUS_REF_PREFIX: &str = "appmgr/previous/";
 /// Name of the marker written inside a deployment that fsck found corrupt.
 pub const CORRUPT_MARKER: &str = "corrupt";
-const MANIFEST_FILE: &str = "manifest.toml";
-const FILES_DIR: &str = "files";
+pub(crate) const MANIFEST_FILE: &str = "manifest.toml";
+pub(crate) const FILES_DIR: &str = "files";
 /// Present while a mutating operation runs: its presence at the next lock means the
 /// last operation was interrupted and unreachable objects must be pruned.
 const TXN_MARKER: &str = "txn";
@@ -123,6 +123,7 @@ pub struct Store {
     root: PathBuf,
     repo: ostree::Repo,
     config: StoreConfig,
+    view: crate::view::View,
 }
 
 /// Proof that the exclusive store lock (`flock` on `STATE/lock`) is held.
@@ -169,7 +170,13 @@ impl Store {
         for d in ["deploy/app", "deploy/runtime", "staging"] {
             create_dir_all(&root.join(d))?;
         }
-        Ok(Store { root, repo, config })
+        let view = crate::view::View::new(&root);
+        Ok(Store {
+            root,
+            repo,
+            config,
+            view,
+        })
     }
 
     /// The state directory.
@@ -201,12 +208,7 @@ impl Store {
     // ---------------------------------------------------------------- paths
 
     fn ref_dir(&self, r: &RefName) -> PathBuf {
-        self.root
-            .join("deploy")
-            .join(r.kind.as_str())
-            .join(r.id.as_str())
-            .join(r.arch.as_str())
-            .join(r.branch.as_str())
+        self.view.ref_dir(r)
     }
 
     pub(crate) fn repo(&self) -> &ostree::Repo {
@@ -225,53 +227,17 @@ impl Store {
     }
 
     pub(crate) fn deployment_dir(&self, r: &RefName, commit: &str) -> PathBuf {
-        self.ref_dir(r).join(commit)
-    }
-
-    fn deployment(&self, r: &RefName, d: &DeploymentRecord) -> Deployment {
-        let path = self.deployment_dir(r, &d.commit);
-        Deployment {
-            commit: d.commit.clone(),
-            version: d.version.clone(),
-            runtime: d.runtime.clone(),
-            installed_size: d.installed_size,
-            files: path.join(FILES_DIR),
-            manifest: path.join(MANIFEST_FILE),
-            marked_corrupt: deployment_is_marked_corrupt(&path),
-            path,
-        }
+        self.view.deployment_dir(r, commit)
     }
 
     fn info_of(&self, rec: &StateRecord) -> RefInfo {
-        RefInfo {
-            ref_name: rec.ref_name.clone(),
-            current: rec
-                .current
-                .as_ref()
-                .map(|d| self.deployment(&rec.ref_name, d)),
-            previous: rec
-                .previous
-                .as_ref()
-                .map(|d| self.deployment(&rec.ref_name, d)),
-            highest_version: rec.highest_version.clone(),
-            uid: rec.uid,
-        }
+        self.view.info_of(rec)
     }
 
     // ---------------------------------------------------------------- records
 
     pub(crate) fn read_record(&self, r: &RefName) -> Result<Option<StateRecord>, StoreError> {
-        let path = self.ref_dir(r).join(RECORD_FILE);
-        let rec = record::read(&path)?;
-        if let Some(rec) = &rec {
-            if &rec.ref_name != r {
-                return Err(StoreError::BadRecord {
-                    path,
-                    reason: format!("it names {} instead", rec.ref_name),
-                });
-            }
-        }
-        Ok(rec)
+        Ok(self.view.read_record(r)?)
     }
 
     /// Every record, keyed by ref. Ref directories without a record are not listed.
@@ -310,26 +276,8 @@ impl Store {
         Ok((good, bad))
     }
 
-    /// Every `deploy/KIND/ID/ARCH/BRANCH` directory whose names are valid.
     fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, StoreError> {
-        let mut out = Vec::new();
-        for kind in [Kind::App, Kind::Runtime] {
-            let kdir = self.root.join("deploy").join(kind.as_str());
-            for id in list_dir(&kdir)? {
-                let idir = kdir.join(&id);
-                for arch in list_dir(&idir)? {
-                    let adir = idir.join(&arch);
-                    for branch in list_dir(&adir)? {
-                        if let (Ok(i), Ok(a), Ok(b)) =
-                            (AppId::new(&id), Arch::new(&arch), Branch::new(&branch))
-                        {
-                            out.push((RefName::new(kind, i, a, b), adir.join(&branch)));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.view.ref_dirs()?)
     }
 
     // ---------------------------------------------------------------- refs
@@ -779,12 +727,12 @@ impl Store {
             let _ = self.relink(&repaired);
         }
         let _ = self.after_switch(r, &rec, !dropped.is_empty());
-        let deployment = self.deployment(r, &new_dep);
+        let deployment = self.view.deployment(r, &new_dep);
         Ok(InstallReport {
             ref_name: r.clone(),
             version: new.version.clone(),
             commit,
-            replaced: old_current.map(|d| self.deployment(r, &d)),
+            replaced: old_current.map(|d| self.view.deployment(r, &d)),
             deployment,
             uid,
             files: stats.files,

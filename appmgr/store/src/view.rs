@@ -1,0 +1,191 @@
+//! A read-only, lock-free view of the store's records that never touches libostree.
+//!
+//! Launching an app needs only the records (which deployment is current, the app's uid)
+//! and the deployment paths; it must not pay for loading libostree and GLib (about 20 ms
+//! of dynamic linking on these boards). Reading without the lock is safe because every
+//! record is replaced by one atomic rename and the deployments a record names exist before
+//! that rename and are removed only after the record stops naming them. [`crate::Store`]
+//! uses the same functions for its own reads, so the layout is defined once.
+
+use crate::record::{self, DeploymentRecord, StateRecord, RECORD_FILE};
+use crate::store::{deployment_is_marked_corrupt, Deployment, RefInfo, FILES_DIR, MANIFEST_FILE};
+use appmgr_types::{AppId, Arch, Branch, ErrorClass, Kind, RefName};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Why the records could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("{step} {path}: {source}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state record {path} is unreadable: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+}
+
+impl ViewError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ViewError::Io { .. } => ErrorClass::Other,
+            ViewError::BadRecord { .. } => ErrorClass::Integrity,
+        }
+    }
+}
+
+/// The records under a state directory.
+#[derive(Debug, Clone)]
+pub struct View {
+    root: PathBuf,
+}
+
+impl View {
+    pub fn new(state_dir: impl Into<PathBuf>) -> View {
+        View {
+            root: state_dir.into(),
+        }
+    }
+
+    /// `deploy/KIND/ID/ARCH/BRANCH`.
+    pub(crate) fn ref_dir(&self, r: &RefName) -> PathBuf {
+        self.root
+            .join("deploy")
+            .join(r.kind.as_str())
+            .join(r.id.as_str())
+            .join(r.arch.as_str())
+            .join(r.branch.as_str())
+    }
+
+    pub(crate) fn deployment_dir(&self, r: &RefName, commit: &str) -> PathBuf {
+        self.ref_dir(r).join(commit)
+    }
+
+    pub(crate) fn deployment(&self, r: &RefName, d: &DeploymentRecord) -> Deployment {
+        let path = self.deployment_dir(r, &d.commit);
+        Deployment {
+            commit: d.commit.clone(),
+            version: d.version.clone(),
+            runtime: d.runtime.clone(),
+            installed_size: d.installed_size,
+            files: path.join(FILES_DIR),
+            manifest: path.join(MANIFEST_FILE),
+            marked_corrupt: deployment_is_marked_corrupt(&path),
+            path,
+        }
+    }
+
+    pub(crate) fn info_of(&self, rec: &StateRecord) -> RefInfo {
+        RefInfo {
+            ref_name: rec.ref_name.clone(),
+            current: rec
+                .current
+                .as_ref()
+                .map(|d| self.deployment(&rec.ref_name, d)),
+            previous: rec
+                .previous
+                .as_ref()
+                .map(|d| self.deployment(&rec.ref_name, d)),
+            highest_version: rec.highest_version.clone(),
+            uid: rec.uid,
+        }
+    }
+
+    /// The record of `r`, if it has one; a record naming another ref is refused.
+    pub fn read_record(&self, r: &RefName) -> Result<Option<StateRecord>, ViewError> {
+        let path = self.ref_dir(r).join(RECORD_FILE);
+        let rec = record::read(&path)?;
+        if let Some(rec) = &rec {
+            if &rec.ref_name != r {
+                return Err(ViewError::BadRecord {
+                    path,
+                    reason: format!("it names {} instead", rec.ref_name),
+                });
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The state of `r`, `None` without a record.
+    pub fn info(&self, r: &RefName) -> Result<Option<RefInfo>, ViewError> {
+        Ok(self.read_record(r)?.map(|rec| self.info_of(&rec)))
+    }
+
+    /// Every `deploy/KIND/ID/ARCH/BRANCH` directory whose names are valid.
+    pub(crate) fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
+        let mut out = Vec::new();
+        for kind in [Kind::App, Kind::Runtime] {
+            let kdir = self.root.join("deploy").join(kind.as_str());
+            for id in list_dir(&kdir)? {
+                let idir = kdir.join(&id);
+                for arch in list_dir(&idir)? {
+                    let adir = idir.join(&arch);
+                    for branch in list_dir(&adir)? {
+                        if let (Ok(i), Ok(a), Ok(b)) =
+                            (AppId::new(&id), Arch::new(&arch), Branch::new(&branch))
+                        {
+                            out.push((RefName::new(kind, i, a, b), adir.join(&branch)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The refs with this ID that are installed now (any kind, arch or branch). Only the
+    /// directories of this ID are read.
+    pub fn installed(&self, id: &AppId) -> Result<Vec<RefName>, ViewError> {
+        let mut out = Vec::new();
+        for kind in [Kind::App, Kind::Runtime] {
+            let idir = self
+                .root
+                .join("deploy")
+                .join(kind.as_str())
+                .join(id.as_str());
+            for arch in list_dir(&idir)? {
+                for branch in list_dir(&idir.join(&arch))? {
+                    let (Ok(a), Ok(b)) = (Arch::new(&arch), Branch::new(&branch)) else {
+                        continue;
+                    };
+                    let r = RefName::new(kind, id.clone(), a, b);
+                    if self
+                        .read_record(&r)?
+                        .is_some_and(|rec| rec.current.is_some())
+                    {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Names in a directory, sorted; an absent directory has none.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, ViewError> {
+    let io = |source| ViewError::Io {
+        step: "list directory",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        names.push(
+            entry
+                .map_err(io)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+    Ok(names)
+}
