@@ -4,7 +4,7 @@
 # directories) for the guest.
 
 declare -A BUILD_STATUS   # arch -> "ok" | "failed: reason"
-APPMGR_BINS=(appmgr appmgr-launch appmgr-probe appmgrd)
+APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe appmgrd)
 # Cargo profile for the guest binaries: dev without debuginfo (faster to build
 # and link than release on 2 cores; the guests do not need the speed).
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}

@@ -33,10 +33,11 @@ inherit cargo cargo-update-recipe-crates pkgconfig systemd features_check
 REQUIRED_DISTRO_FEATURES = "seccomp"
 REQUIRED_DISTRO_FEATURES:class-native = ""
 
-# Only the binaries the target needs: `appmgr` (CLI) and `appmgr-launch` (the
-# single-threaded sandbox launcher). The build machine only needs `appmgr` to sign
-# bundles (classes/appmgr-bundle.bbclass).
-APPMGR_BINS = "appmgr appmgr-launch"
+# Only the binaries the target needs: `appmgr` (the lean CLI, no libostree),
+# `appmgr-ops` (store commands; appmgr execs it from its own directory) and
+# `appmgr-launch` (the single-threaded sandbox launcher). The build machine only needs
+# `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
+APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
 APPMGR_BINS:class-native = "appmgr"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
 
@@ -64,9 +65,9 @@ python () {
 }
 
 do_install() {
-    # The launcher is looked up next to the running `appmgr` (/proc/self/exe), so both
-    # live in ${libexecdir}/appmgr and ${bindir}/appmgr is a symlink: appmgr-launch
-    # stays off PATH.
+    # appmgr-ops and the launcher are looked up next to the running `appmgr`
+    # (/proc/self/exe), so all three live in ${libexecdir}/appmgr and ${bindir}/appmgr is
+    # a symlink: appmgr-ops and appmgr-launch stay off PATH.
     install -d ${D}${libexecdir}/appmgr ${D}${bindir}
     for b in ${APPMGR_BINS}; do
         install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/$b ${D}${libexecdir}/appmgr/$b
