@@ -1,6 +1,6 @@
 #!/bin/sh
 # arch: aarch64 x86_64
-# powercut: replace create remove
+# powercut: replace remove
 # timeout: 60
 # cuts: 4
 # Proves the power-cut machinery without appmgr: a reference atomic file
