@@ -343,24 +343,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<BoardProfile>, BoardError> {
 }
 
 fn component_match(pat: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pat.len() && (pat[p] == b'?' || pat[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|c| *c == b'*')
+    appmgr_types::wildcard_match(pat, text)
 }
 
 type ResolveErr = (PathBuf, std::io::Error);

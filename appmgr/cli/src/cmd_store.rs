@@ -6,7 +6,7 @@ use crate::error::{CliError, CliResult};
 use crate::Output;
 use appmgr_bundle::TrustStore;
 use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store, StoreLock};
-use appmgr_types::{AppId, Arch, ErrorClass, Kind, RefName};
+use appmgr_types::{Arch, ErrorClass, Kind, RefName};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
@@ -17,44 +17,10 @@ pub fn open_store(g: &Global) -> CliResult<(Store, HostConfig)> {
     Ok((store, host))
 }
 
-/// Resolves `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed-or-recorded ref.
-pub fn resolve(store: &Store, lock: &StoreLock, id: &str) -> CliResult<RefName> {
-    if id.contains('/') {
-        return Ok(id.parse::<RefName>()?);
-    }
-    let app = AppId::new(id)?;
-    let mut refs = store.find(lock, &app)?;
-    // Prefer refs that are installed now.
-    let installed: Vec<RefName> = refs
-        .iter()
-        .filter(|r| {
-            store
-                .info(lock, r)
-                .map(|i| i.is_installed())
-                .unwrap_or(false)
-        })
-        .cloned()
-        .collect();
-    if !installed.is_empty() {
-        refs = installed;
-    }
-    match refs.len() {
-        0 => Err(CliError::new(
-            ErrorClass::NotFound,
-            format!("{app}: not installed"),
-        )),
-        1 => Ok(refs.remove(0)),
-        _ => Err(CliError::new(
-            ErrorClass::Usage,
-            format!(
-                "{app} is ambiguous: name one of {}",
-                refs.iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
+/// Resolves `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed ref (under the
+/// lock, from the same records the lock-free view reads).
+pub fn resolve(store: &Store, _lock: &StoreLock, id: &str) -> CliResult<RefName> {
+    crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)
 }
 
 pub fn ref_json(i: &RefInfo) -> serde_json::Value {

@@ -40,7 +40,7 @@ impl Glob {
 
     /// Whether the pattern matches `text` as a whole.
     pub fn matches(&self, text: &str) -> bool {
-        glob_match(self.0.as_bytes(), text.as_bytes())
+        wildcard_match(self.0.as_bytes(), text.as_bytes())
     }
 
     /// How specific the pattern is: the number of literal characters. A pattern without
@@ -51,9 +51,10 @@ impl Glob {
     }
 }
 
-/// Iterative wildcard match with single backtracking point: linear in practice, no
-/// recursion, so a hostile pattern cannot blow the stack.
-fn glob_match(pat: &[u8], text: &[u8]) -> bool {
+/// Iterative wildcard match (`*` any run, `?` one byte) with a single backtracking point:
+/// linear in practice, no recursion, so a hostile pattern cannot blow the stack. Shared
+/// by app-ID globs and by board profiles' device-node patterns (per path component).
+pub fn wildcard_match(pat: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -15,7 +15,7 @@ mod perms;
 mod text;
 
 pub use exit::ErrorClass;
-pub use glob::Glob;
+pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 pub use perms::{
     AllowFlag, BusName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit, Permissions,
