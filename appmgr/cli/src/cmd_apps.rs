@@ -20,64 +20,83 @@ pub struct AppGrant {
     pub deployment: Deployment,
     pub manifest: Manifest,
     pub grant: EffectiveGrant,
+}
+
+/// What every launch-side command reads once per invocation: the records view, host
+/// config, the parsed policy set and the board. `reload` evaluates many apps against one.
+pub struct LaunchCtx {
+    pub view: View,
+    pub policies: PolicySet,
     pub board: Option<appmgr_board::BoardProfile>,
+    facts: appmgr_policy::BoardFacts,
 }
 
-pub fn app_grant(g: &Global, id: &str) -> CliResult<AppGrant> {
-    // Lock-free and libostree-free: launching reads only the records (see
-    // appmgr_store::view), so `appmgr run` does not load GLib.
-    let view = View::new(&g.state_dir);
-    let host = HostConfig::load(&g.config_dir)?;
-    let r = resolve_view(&view, id)?;
-    if r.kind != Kind::App {
-        return Err(CliError::new(
-            ErrorClass::Usage,
-            format!("{r} is a runtime, not an app"),
-        ));
+impl LaunchCtx {
+    pub fn load(g: &Global) -> CliResult<LaunchCtx> {
+        // Lock-free and libostree-free: launching reads only the records (see
+        // appmgr_store::view), so `appmgr run` does not load GLib.
+        let host = HostConfig::load(&g.config_dir)?;
+        let board = host.board(&g.config_dir)?;
+        let facts = board_facts(board.as_ref())?;
+        Ok(LaunchCtx {
+            view: View::new(&g.state_dir),
+            policies: PolicySet::load_config_dir(&g.config_dir)?,
+            board,
+            facts,
+        })
     }
-    let info = view
-        .info(&r)?
-        .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
-    let deployment = info
-        .current
-        .clone()
-        .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
-    let bytes = std::fs::read(&deployment.manifest).map_err(|e| {
-        CliError::new(
-            ErrorClass::Other,
-            format!("{}: {e}", deployment.manifest.display()),
-        )
-    })?;
-    let manifest = Manifest::parse(&bytes, true).map_err(|e| {
-        CliError::new(
-            ErrorClass::Integrity,
-            format!("{}: {e}", deployment.manifest.display()),
-        )
-    })?;
-    let policies = PolicySet::load_config_dir(&g.config_dir)?;
-    let board = host.board(&g.config_dir)?;
-    let facts = board_facts(board.as_ref())?;
-    let grant = policies.evaluate(
-        &Request {
-            app: &manifest.id,
-            permissions: &manifest.permissions,
-            resources: &manifest.resources,
-        },
-        &facts,
-    )?;
-    Ok(AppGrant {
-        info,
-        deployment,
-        manifest,
-        grant,
-        board,
-    })
+
+    /// An installed app's current deployment, manifest, and the grant policy gives it now.
+    pub fn app_grant(&self, id: &str) -> CliResult<AppGrant> {
+        let info = resolve_view(&self.view, id)?;
+        let r = &info.ref_name;
+        if r.kind != Kind::App {
+            return Err(CliError::new(
+                ErrorClass::Usage,
+                format!("{r} is a runtime, not an app"),
+            ));
+        }
+        let deployment = info
+            .current
+            .clone()
+            .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
+        let bytes = std::fs::read(&deployment.manifest).map_err(|e| {
+            CliError::new(
+                ErrorClass::Other,
+                format!("{}: {e}", deployment.manifest.display()),
+            )
+        })?;
+        let manifest = Manifest::parse(&bytes, true).map_err(|e| {
+            CliError::new(
+                ErrorClass::Integrity,
+                format!("{}: {e}", deployment.manifest.display()),
+            )
+        })?;
+        let grant = self.policies.evaluate(
+            &Request {
+                app: &manifest.id,
+                permissions: &manifest.permissions,
+                resources: &manifest.resources,
+            },
+            &self.facts,
+        )?;
+        Ok(AppGrant {
+            info,
+            deployment,
+            manifest,
+            grant,
+        })
+    }
 }
 
-/// `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed ref, from the records.
-pub fn resolve_view(view: &View, id: &str) -> CliResult<RefName> {
+/// `ID` (one installed ref with that ID) or a full ref `KIND/ID/ARCH/BRANCH` (any ref
+/// with a record, installed or removed) to its state, reading each record once.
+pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
     if id.contains('/') {
-        return Ok(id.parse::<RefName>()?);
+        let r = id.parse::<RefName>()?;
+        return view
+            .info(&r)?
+            .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")));
     }
     let app = AppId::new(id)?;
     let mut refs = view.installed(&app)?;
@@ -92,7 +111,7 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefName> {
             format!(
                 "{app} is ambiguous: name one of {}",
                 refs.iter()
-                    .map(|r| r.to_string())
+                    .map(|r| r.ref_name.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -101,7 +120,7 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefName> {
 }
 
 pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
-    let a = app_grant(g, id)?;
+    let a = LaunchCtx::load(g)?.app_grant(id)?;
     // Serialized and rendered from the same value the launcher is given.
     let j = serde_json::to_value(&a.grant)
         .map_err(|e| CliError::new(ErrorClass::Other, e.to_string()))?;
@@ -182,6 +201,7 @@ pub fn data_dir(g: &Global, app: &AppId) -> std::path::PathBuf {
 /// limits the cgroup spec.
 fn plan_for(
     g: &Global,
+    ctx: &LaunchCtx,
     a: &AppGrant,
     args: Vec<String>,
     cgroup_procs: Vec<std::path::PathBuf>,
@@ -198,7 +218,8 @@ fn plan_for(
             )
         })?
         .to_ref();
-    let rt = View::new(&g.state_dir)
+    let rt = ctx
+        .view
         .info(&runtime_ref)?
         .and_then(|i| i.current)
         .ok_or_else(|| {
@@ -224,7 +245,7 @@ fn plan_for(
             format!("{}: no uid allocated", a.manifest.id),
         )
     })?;
-    let devices = match &a.board {
+    let devices = match &ctx.board {
         Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
         None if a.grant.permissions.devices.is_empty() => Vec::new(),
         None => {
@@ -263,7 +284,8 @@ fn plan_for(
 
 /// `appmgr run`: returns the exit status to exit with (the app's, 128+N for a signal).
 pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResult<i32> {
-    let a = app_grant(g, id)?;
+    let ctx = LaunchCtx::load(g)?;
+    let a = ctx.app_grant(id)?;
     // Policy may have changed since install: refuse to start with an ungranted request.
     a.grant.check()?;
     let h = hierarchy()?;
@@ -276,7 +298,7 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             events: Vec::new(),
             remove_dirs: cg.dirs(),
         };
-        let plan = plan_for(g, &a, args, cg.procs_files(), after)?;
+        let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after)?;
         let out = serde_json::json!({"plan": plan, "cgroup": spec, "grant": a.grant});
         crate::print_stdout(&format!(
             "{}\n",
@@ -311,7 +333,7 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             .collect(),
         remove_dirs: cg.dirs(),
     };
-    let plan = plan_for(g, &a, args, cg.procs_files(), after_exit);
+    let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after_exit);
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
@@ -354,8 +376,10 @@ pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
     let mut text = String::new();
     let mut applied = Vec::new();
     let mut refused = Vec::new();
+    // Policy and board are read once for all running apps.
+    let ctx = LaunchCtx::load(g)?;
     for app in running {
-        let a = app_grant(g, app.as_str())?;
+        let a = ctx.app_grant(app.as_str())?;
         if let Err(e) = a.grant.check() {
             let _ = writeln!(text, "{app}: not applied: {e}");
             refused.push(json!({"id": app, "error": e.to_string()}));

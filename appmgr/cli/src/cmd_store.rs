@@ -5,8 +5,8 @@ use crate::config::{board_facts, HostConfig};
 use crate::error::{CliError, CliResult};
 use crate::Output;
 use appmgr_bundle::TrustStore;
-use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store, StoreLock};
-use appmgr_types::{Arch, ErrorClass, Kind, RefName};
+use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store};
+use appmgr_types::{Arch, ErrorClass, Kind};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
@@ -15,12 +15,6 @@ pub fn open_store(g: &Global) -> CliResult<(Store, HostConfig)> {
     let host = HostConfig::load(&g.config_dir)?;
     let store = Store::open(&g.state_dir, host.store_config()?)?;
     Ok((store, host))
-}
-
-/// Resolves `ID` or a full ref `KIND/ID/ARCH/BRANCH` to one installed ref (under the
-/// lock, from the same records the lock-free view reads).
-pub fn resolve(store: &Store, _lock: &StoreLock, id: &str) -> CliResult<RefName> {
-    crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)
 }
 
 pub fn ref_json(i: &RefInfo) -> serde_json::Value {
@@ -178,7 +172,7 @@ pub fn list(g: &Global) -> CliResult<Output> {
 pub fn info(g: &Global, id: &str) -> CliResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = resolve(&store, &lock, id)?;
+    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     let i = store.info(&lock, &r)?;
     let Some(cur) = &i.current else {
         return Err(CliError::new(
@@ -222,7 +216,7 @@ pub fn info(g: &Global, id: &str) -> CliResult<Output> {
 pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = resolve(&store, &lock, id)?;
+    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     let i = store.remove(&lock, &r)?;
     Ok(Output::new(
         format!(
@@ -236,7 +230,7 @@ pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
 pub fn rollback(g: &Global, id: &str) -> CliResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = resolve(&store, &lock, id)?;
+    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     let i = store.rollback(&lock, &r)?;
     let cur = i
         .current

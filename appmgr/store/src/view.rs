@@ -135,9 +135,9 @@ impl View {
         Ok(out)
     }
 
-    /// The refs with this ID that are installed now (any kind, arch or branch). Only the
-    /// directories of this ID are read.
-    pub fn installed(&self, id: &AppId) -> Result<Vec<RefName>, ViewError> {
+    /// The refs with this ID that are installed now (any kind, arch or branch), with their
+    /// state. Only the directories of this ID are read, each record once.
+    pub fn installed(&self, id: &AppId) -> Result<Vec<RefInfo>, ViewError> {
         let mut out = Vec::new();
         for kind in [Kind::App, Kind::Runtime] {
             let idir = self
@@ -151,11 +151,8 @@ impl View {
                         continue;
                     };
                     let r = RefName::new(kind, id.clone(), a, b);
-                    if self
-                        .read_record(&r)?
-                        .is_some_and(|rec| rec.current.is_some())
-                    {
-                        out.push(r);
+                    if let Some(rec) = self.read_record(&r)?.filter(|rec| rec.current.is_some()) {
+                        out.push(self.info_of(&rec));
                     }
                 }
             }
