@@ -21,8 +21,14 @@
 //!
 //! **unsafe** is confined to the `sys` module.
 //!
-//! Limits: `sockets`, `dbus-*` and `portals` grants are not bound yet (portals and the bus
-//! are separate crates); filesystem grants are bound non-recursively (submounts of a
+//! **Host sockets.** The caller's sd_notify socket is bound at `/run/appmgr/notify`
+//! (`NOTIFY_SOCKET`); the D-Bus system bus socket at `/run/dbus/system_bus_socket`
+//! (`DBUS_SYSTEM_BUS_ADDRESS`) only when the grant has `dbus-talk` or `dbus-own` names.
+//! Which names the app may then reach is the bus's business: the policy crate renders the
+//! per-uid dbus-daemon policy.
+//!
+//! Limits: `sockets` and `portals` grants are not bound yet (portals are a separate
+//! crate); filesystem grants are bound non-recursively (submounts of a
 //! granted path are not visible); Ctrl-C on a terminal reaches the app both directly and
 //! through the forwarding chain.
 
@@ -41,6 +47,7 @@ pub use launch::{
 };
 pub use plan::{
     build_plan, AfterExit, BindSource, EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces,
-    PlanError, PLAN_VERSION, SANDBOX_HOME, SANDBOX_USER,
+    PlanError, PLAN_VERSION, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS,
+    SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
 };
 pub use seccomp::SeccompPlan;

@@ -16,6 +16,13 @@ pub const PLAN_VERSION: u32 = 1;
 pub const SANDBOX_HOME: &str = "/home/app";
 /// The app's login name inside the sandbox (`/etc/passwd`).
 pub const SANDBOX_USER: &str = "app";
+/// Where [`LaunchSpec::notify_socket`] appears inside the sandbox (`NOTIFY_SOCKET`).
+pub const SANDBOX_NOTIFY_SOCKET: &str = "/run/appmgr/notify";
+/// Where [`LaunchSpec::system_bus_socket`] appears inside the sandbox (the standard path,
+/// so clients that ignore `DBUS_SYSTEM_BUS_ADDRESS` find it too).
+pub const SANDBOX_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+/// `DBUS_SYSTEM_BUS_ADDRESS` of an app that may use the system bus.
+pub const SANDBOX_SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 
 /// Everything the caller (CLI or daemon) knows about one launch. Plain data: the store
 /// gives the deployment paths and the uid/gid, `policy` the effective permissions,
@@ -78,6 +85,20 @@ pub struct LaunchSpec {
     /// `LANG`; default `C.UTF-8`.
     #[serde(default)]
     pub lang: Option<String>,
+    /// Host path of an `AF_UNIX` datagram socket the caller created for sd_notify
+    /// messages (`READY=1`, ...). Bound (the socket inode, read-write) at
+    /// [`SANDBOX_NOTIFY_SOCKET`], and the app gets `NOTIFY_SOCKET` pointing there. The
+    /// caller makes it writable for the app's uid (the launcher only binds it); the launch
+    /// is refused if the path is missing, a symlink or not a socket.
+    #[serde(default)]
+    pub notify_socket: Option<PathBuf>,
+    /// Host path of the D-Bus system bus socket. Bound at [`SANDBOX_SYSTEM_BUS_SOCKET`]
+    /// with `DBUS_SYSTEM_BUS_ADDRESS` set **only** when `permissions` has a non-empty
+    /// `dbus_talk` or `dbus_own`; otherwise ignored (no bind, no variable): a unix path
+    /// socket is not affected by the network namespace, so the bind is the only way in.
+    /// Same checks as `notify_socket` when used.
+    #[serde(default)]
+    pub system_bus_socket: Option<PathBuf>,
 }
 
 /// A counter file line `KEY N`; N > 0 after the app ended means `event` happened.
@@ -132,6 +153,9 @@ pub enum BindSource {
     Device(PathBuf),
     /// A granted host path; skipped if it does not exist.
     HostPath(PathBuf),
+    /// A host `AF_UNIX` socket (sd_notify socket, D-Bus system bus): opened with
+    /// `O_NOFOLLOW`, must exist and be a socket.
+    Socket(PathBuf),
 }
 
 /// One step of building the sandbox's root, applied in order. `dest` is a path inside the
@@ -286,6 +310,13 @@ const RESERVED: &[&str] = &[
     "/lib32",
     "/libx32",
     "/run/user",
+    // The sd_notify and system bus sockets: a filesystem grant may neither shadow them nor
+    // hand out the bus without a dbus grant.
+    "/run/appmgr",
+    "/run/dbus",
+    // On every current host /var/run is a symlink to /run: a grant below it is a grant
+    // below /run (e.g. /var/run/dbus, the system bus without a dbus grant).
+    "/var/run",
     SANDBOX_HOME,
 ];
 /// Paths that may hold grants below them, but not be granted themselves.
@@ -316,6 +347,10 @@ fn env_name_forbidden(name: &str) -> bool {
         "LANG",
         "TZ",
         "APPMGR_APP_ID",
+        // Built by the plan from the spec's sockets; a caller's value could point the app
+        // at a bus or socket it was not granted.
+        "NOTIFY_SOCKET",
+        "DBUS_SYSTEM_BUS_ADDRESS",
     ];
     EXACT.contains(&name)
         || name.starts_with("LD_")
@@ -571,6 +606,36 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
             dev: false,
         });
     }
+    // Host sockets: the bind of the socket inode is the whole grant (connect/sendto need
+    // write permission on the inode, which the caller arranges for the app's uid). The
+    // directories above them are root-owned on the /run tmpfs.
+    let mut socket_env: Vec<(String, String)> = Vec::new();
+    if let Some(ns) = &spec.notify_socket {
+        let s = check_host_path("notify socket", ns)?;
+        m.push(dir("/run/appmgr", 0o755));
+        m.push(MountOp::Bind {
+            source: BindSource::Socket(s.into()),
+            dest: SANDBOX_NOTIFY_SOCKET.into(),
+            readonly: false,
+            dev: false,
+        });
+        socket_env.push(("NOTIFY_SOCKET".into(), SANDBOX_NOTIFY_SOCKET.into()));
+    }
+    let bus_granted = !perms.dbus_talk.is_empty() || !perms.dbus_own.is_empty();
+    if let Some(bus) = spec.system_bus_socket.as_ref().filter(|_| bus_granted) {
+        let s = check_host_path("system bus socket", bus)?;
+        m.push(dir("/run/dbus", 0o755));
+        m.push(MountOp::Bind {
+            source: BindSource::Socket(s.into()),
+            dest: SANDBOX_SYSTEM_BUS_SOCKET.into(),
+            readonly: false,
+            dev: false,
+        });
+        socket_env.push((
+            "DBUS_SYSTEM_BUS_ADDRESS".into(),
+            SANDBOX_SYSTEM_BUS_ADDRESS.into(),
+        ));
+    }
 
     // /etc: the runtime's /usr/etc as symlinks, plus generated identity files.
     let hostname = sanitize_hostname(spec.app_id.as_str());
@@ -671,6 +736,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         ("XDG_CONFIG_DIRS".into(), "/app/etc/xdg:/etc/xdg".into()),
         ("APPMGR_APP_ID".into(), spec.app_id.to_string()),
     ];
+    env.extend(socket_env);
     for name in &spec.env_allow {
         if !valid_env_name(name) || env_name_forbidden(name) {
             return Err(PlanError::EnvNotAllowed(name.clone()));
@@ -776,6 +842,8 @@ mod tests {
             cache_dir: "/var/cache/appmgr/seccomp".into(),
             timezone: None,
             lang: None,
+            notify_socket: None,
+            system_bus_socket: None,
         }
     }
 
@@ -928,6 +996,151 @@ mod tests {
         let mut s = spec();
         s.timezone = Some("../../etc/shadow".into());
         assert!(build_plan(&s).is_err());
+    }
+
+    fn socket_binds(p: &LaunchPlan) -> Vec<(String, String)> {
+        p.mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::Bind {
+                    source: BindSource::Socket(src),
+                    dest,
+                    readonly,
+                    dev,
+                } => {
+                    assert!(!*readonly && !*dev);
+                    Some((src.display().to_string(), dest.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn env_of<'a>(p: &'a LaunchPlan, k: &str) -> Option<&'a str> {
+        p.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn notify_socket_is_bound_with_its_variable() {
+        let p = build_plan(&spec()).unwrap();
+        assert!(socket_binds(&p).is_empty());
+        assert_eq!(env_of(&p, "NOTIFY_SOCKET"), None);
+
+        let mut s = spec();
+        s.notify_socket = Some("/run/appmgr/notify/org.example.Hello".into());
+        let p = build_plan(&s).unwrap();
+        assert_eq!(
+            socket_binds(&p),
+            [(
+                "/run/appmgr/notify/org.example.Hello".to_string(),
+                SANDBOX_NOTIFY_SOCKET.to_string()
+            )]
+        );
+        assert_eq!(env_of(&p, "NOTIFY_SOCKET"), Some(SANDBOX_NOTIFY_SOCKET));
+        // The bind comes after the /run tmpfs it lives on, below a root-owned directory.
+        let pos = |f: &dyn Fn(&MountOp) -> bool| p.mounts.iter().position(f).unwrap();
+        let run = pos(&|m| matches!(m, MountOp::Tmpfs { dest, .. } if dest == "/run"));
+        let d = pos(&|m| matches!(m, MountOp::Dir { dest, .. } if dest == "/run/appmgr"));
+        let b = pos(&|m| matches!(m, MountOp::Bind { dest, .. } if dest == SANDBOX_NOTIFY_SOCKET));
+        assert!(run < d && d < b);
+        let j = serde_json::to_string(&p).unwrap();
+        assert!(j.contains(r#""kind":"socket""#), "{j}");
+        assert_eq!(serde_json::from_str::<LaunchPlan>(&j).unwrap(), p);
+
+        for bad in ["relative/notify", "/run/../etc/shadow", "/run/x\n"] {
+            let mut s = spec();
+            s.notify_socket = Some(bad.into());
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::BadPath { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_bus_only_with_a_dbus_grant() {
+        let bus = "/run/dbus/system_bus_socket";
+        // Set, but no grant: no bind, no variable (deny by default).
+        let mut s = spec();
+        s.system_bus_socket = Some(bus.into());
+        let p = build_plan(&s).unwrap();
+        assert!(socket_binds(&p).is_empty());
+        assert_eq!(env_of(&p, "DBUS_SYSTEM_BUS_ADDRESS"), None);
+        assert!(!dests(&p).iter().any(|d| d.starts_with("/run/dbus")));
+        // Other grants do not open the bus.
+        s.permissions.network = true;
+        s.permissions.ipc = true;
+        assert!(socket_binds(&build_plan(&s).unwrap()).is_empty());
+
+        for grant in ["talk", "own"] {
+            let mut s = spec();
+            s.system_bus_socket = Some(bus.into());
+            let name = appmgr_types::BusName::new("org.example.Hello").unwrap();
+            if grant == "talk" {
+                s.permissions.dbus_talk.insert(name);
+            } else {
+                s.permissions.dbus_own.insert(name);
+            }
+            let p = build_plan(&s).unwrap();
+            assert_eq!(
+                socket_binds(&p),
+                [(bus.to_string(), SANDBOX_SYSTEM_BUS_SOCKET.to_string())],
+                "{grant}"
+            );
+            assert_eq!(
+                env_of(&p, "DBUS_SYSTEM_BUS_ADDRESS"),
+                Some("unix:path=/run/dbus/system_bus_socket")
+            );
+            // A grant without a socket path binds nothing.
+            s.system_bus_socket = None;
+            let p = build_plan(&s).unwrap();
+            assert!(socket_binds(&p).is_empty());
+            assert_eq!(env_of(&p, "DBUS_SYSTEM_BUS_ADDRESS"), None);
+        }
+
+        // Both sockets at once, notify first.
+        let mut s = spec();
+        s.system_bus_socket = Some(bus.into());
+        s.notify_socket = Some("/run/appmgrd/n.sock".into());
+        s.permissions
+            .dbus_talk
+            .insert(appmgr_types::BusName::new("org.example.*").unwrap());
+        let p = build_plan(&s).unwrap();
+        assert_eq!(socket_binds(&p).len(), 2);
+        assert_eq!(socket_binds(&p)[0].1, SANDBOX_NOTIFY_SOCKET);
+    }
+
+    #[test]
+    fn socket_paths_cannot_be_reached_otherwise() {
+        // A caller cannot point the app elsewhere through its environment...
+        for name in ["NOTIFY_SOCKET", "DBUS_SYSTEM_BUS_ADDRESS"] {
+            let mut s = spec();
+            s.env_allow = vec![name.into()];
+            s.caller_env = vec![(name.into(), "unix:path=/tmp/x".into())];
+            assert_eq!(
+                build_plan(&s),
+                Err(PlanError::EnvNotAllowed(name.into())),
+                "{name}"
+            );
+        }
+        // ...and a filesystem grant cannot expose or shadow the sockets' directories
+        // (/var/run is /run on the host).
+        for bad in [
+            "/run/dbus",
+            "/run/dbus/system_bus_socket",
+            "/run/appmgr",
+            "/run/appmgr/notify",
+            "/var/run",
+            "/var/run/dbus",
+            "/var/run/dbus/system_bus_socket",
+        ] {
+            let mut s = spec();
+            s.permissions.filesystems.insert(bad.parse().unwrap());
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::ReservedPath(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

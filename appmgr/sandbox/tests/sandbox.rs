@@ -122,6 +122,8 @@ impl World {
             cache_dir: self.root.join("cache"),
             timezone: None,
             lang: None,
+            notify_socket: None,
+            system_bus_socket: None,
         }
     }
 }
@@ -866,4 +868,214 @@ fn sandbox_runs_in_the_given_cgroup() {
     while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A tiny static helper for the socket tests (busybox has no unix-socket client):
+/// `helper notify MSG` sends MSG to `$NOTIFY_SOCKET` (sd_notify); `helper connect PATH`
+/// connects a stream socket and writes `hello`. Built with rustc once per test run.
+fn sock_helper() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.ancestors().nth(3).unwrap().join("sock-helper");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("helper.rs");
+        std::fs::write(
+            &src,
+            r#"
+use std::io::Write;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    match a[1].as_str() {
+        "notify" => {
+            let path = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET is not set");
+            let s = UnixDatagram::unbound().expect("socket");
+            s.send_to(a[2].as_bytes(), &path).expect("sendto");
+        }
+        "connect" => {
+            let mut s = UnixStream::connect(&a[2]).expect("connect");
+            s.write_all(b"hello").expect("write");
+        }
+        _ => std::process::exit(2),
+    }
+}
+"#,
+        )
+        .unwrap();
+        let out = dir.join("helper");
+        let st = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .args([
+                "--edition",
+                "2021",
+                "-C",
+                "target-feature=+crt-static",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("run rustc to build the socket helper");
+        assert!(st.success(), "building the socket helper failed");
+        out
+    })
+    .clone()
+}
+
+fn add_helper(w: &World) {
+    std::fs::copy(sock_helper(), w.root.join("app/files/bin/helper")).unwrap();
+}
+
+fn sh(w: &World, script: &str) -> LaunchSpec {
+    let mut s = w.spec(&["-c", script]);
+    s.command = "/usr/bin/sh".into();
+    s
+}
+
+fn world_writable(p: &Path) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+}
+
+#[test]
+fn notify_socket_reaches_the_caller() {
+    require_root!();
+    let w = World::new();
+    add_helper(&w);
+    let host = w.root.join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&host).unwrap();
+    // The daemon's part: the app's uid may write to the socket.
+    world_writable(&host);
+    rx.set_nonblocking(true).unwrap();
+    let script = "echo \"ns=${NOTIFY_SOCKET-unset}\"; test -S /run/appmgr/notify && echo sock; \
+                  /app/bin/helper notify READY=1";
+
+    let mut s = sh(&w, script);
+    s.notify_socket = Some(host.clone());
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    assert_eq!(o.stdout, "ns=/run/appmgr/notify\nsock\n");
+    // sendto on a unix datagram socket has queued the message before the app exited.
+    let mut buf = [0u8; 64];
+    let n = rx
+        .recv(&mut buf)
+        .expect("READY=1 was queued on the host socket");
+    assert_eq!(&buf[..n], b"READY=1");
+
+    // Not set: no variable, no socket, nothing arrives.
+    let o = launch(&sh(&w, script));
+    assert_ne!(o.code, 0);
+    assert!(o.stdout.starts_with("ns=unset\n"), "{}", o.stdout);
+    assert!(!o.stdout.contains("sock"), "{}", o.stdout);
+    assert_eq!(
+        rx.recv(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+}
+
+#[test]
+fn socket_sources_must_be_sockets() {
+    require_root!();
+    let w = World::new();
+    let file = w.root.join("not-a-socket");
+    std::fs::write(&file, "x").unwrap();
+    let real = w.root.join("real.sock");
+    let _l = std::os::unix::net::UnixDatagram::bind(&real).unwrap();
+    let link = w.root.join("link.sock");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for (p, why) in [
+        (file, "not a socket"),
+        (link, "not a socket"),
+        (w.root.join("missing.sock"), "No such file"),
+    ] {
+        let mut s = w.spec(&[]);
+        s.notify_socket = Some(p.clone());
+        let o = launch(&s);
+        assert_eq!(
+            o.code,
+            appmgr_sandbox::EXIT_LAUNCH_FAILED,
+            "{}",
+            p.display()
+        );
+        assert!(o.stderr.contains(why), "{}: {}", p.display(), o.stderr);
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn system_bus_only_with_a_dbus_grant() {
+    require_root!();
+    let w = World::new();
+    add_helper(&w);
+    let host = w.root.join("system_bus_socket");
+    let l = std::os::unix::net::UnixListener::bind(&host).unwrap();
+    world_writable(&host);
+    l.set_nonblocking(true).unwrap();
+    let script = "echo \"bus=${DBUS_SYSTEM_BUS_ADDRESS-unset}\"; \
+                  test -S /run/dbus/system_bus_socket && echo sock; \
+                  /app/bin/helper connect /run/dbus/system_bus_socket && echo connected";
+
+    // The field is set in both cases; only the grant decides.
+    let mut s = sh(&w, script);
+    s.system_bus_socket = Some(host.clone());
+    let o = launch(&s);
+    assert!(o.stdout.starts_with("bus=unset\n"), "{}", o.stdout);
+    assert!(!o.stdout.contains("sock") && !o.stdout.contains("connected"));
+    assert_eq!(
+        l.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the app reached the bus without a grant"
+    );
+
+    s.permissions
+        .dbus_talk
+        .insert(appmgr_types::BusName::new("org.example.Service").unwrap());
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    assert_eq!(
+        o.stdout,
+        "bus=unix:path=/run/dbus/system_bus_socket\nsock\nconnected\n"
+    );
+    // The connection waits in the backlog even though the app is gone.
+    let (mut c, _) = l.accept().expect("the app connected to the bus socket");
+    c.set_nonblocking(false).unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+    assert_eq!(got, "hello");
+}
+
+#[test]
+fn standard_streams_are_the_callers() {
+    require_root!();
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let w = World::new();
+    let input = w.root.join("stdin.txt");
+    std::fs::write(&input, "from-stdin\n").unwrap();
+    let (out_r, out_w) = rustix::pipe::pipe().unwrap();
+    let (err_r, err_w) = rustix::pipe::pipe().unwrap();
+    let out_ino = rustix::fs::fstat(out_w.as_fd()).unwrap().st_ino;
+    let err_ino = rustix::fs::fstat(err_w.as_fd()).unwrap().st_ino;
+    let s = sh(
+        &w,
+        "cat; echo to-stderr >&2; busybox readlink /proc/self/fd/1; busybox readlink /proc/self/fd/2",
+    );
+    let (mut cmd, fd) = command(&s);
+    cmd.stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    let mut child = cmd.spawn().unwrap();
+    // Our copies of the write ends live in `cmd`: without dropping them, EOF never comes.
+    drop(cmd);
+    drop(fd);
+    let mut out = String::new();
+    std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    std::fs::File::from(err_r).read_to_string(&mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    // The very same pipes, not copies relayed by the launcher.
+    assert_eq!(
+        out,
+        format!("from-stdin\npipe:[{out_ino}]\npipe:[{err_ino}]\n")
+    );
+    assert_eq!(err, "to-stderr\n");
 }

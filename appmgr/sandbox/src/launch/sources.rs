@@ -87,6 +87,7 @@ pub(super) fn open_source(
         }
         BindSource::Device(p) => (p, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC),
         BindSource::HostPath(p) => (p, OFlags::PATH | OFlags::CLOEXEC),
+        BindSource::Socket(p) => (p, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC),
     };
     let fd = match rfs::open(path.as_path(), flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -104,6 +105,14 @@ pub(super) fn open_source(
         return Err(LaunchError::Refused {
             path: path.display().to_string(),
             reason: "not a device node".into(),
+        });
+    }
+    // O_NOFOLLOW on an O_PATH open yields the symlink itself rather than failing, so a
+    // symlink shows up here as "not a socket" too.
+    if matches!(src, BindSource::Socket(_)) && ft != rfs::FileType::Socket {
+        return Err(LaunchError::Refused {
+            path: path.display().to_string(),
+            reason: "not a socket".into(),
         });
     }
     Ok(Some(Opened {
