@@ -10,7 +10,7 @@ CVE_PRODUCT = "appmgr"
 # The workspace's license is declared in the root Cargo.toml (`[workspace.package]`);
 # yocto-layer/check recomputes this checksum against the tree.
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=18;endline=18;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=19;endline=19;md5=2507bd5f0713f05419cd2f22fa06fe62"
 
 DEPENDS = "glib-2.0 libseccomp ostree"
 
@@ -34,16 +34,17 @@ REQUIRED_DISTRO_FEATURES = "seccomp"
 REQUIRED_DISTRO_FEATURES:class-native = ""
 
 # Only the binaries the target needs: `appmgr` (the lean CLI, no libostree),
-# `appmgr-ops` (store commands; appmgr execs it from its own directory) and
-# `appmgr-launch` (the single-threaded sandbox launcher). The build machine only needs
-# `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
-APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
+# `appmgr-ops` (store commands; appmgr execs it from its own directory),
+# `appmgr-launch` (the single-threaded sandbox launcher) and `appmgrd` (the daemon:
+# D-Bus API, service apps; it finds appmgr-launch next to itself). The build machine
+# only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
+APPMGR_BINS = "appmgr appmgr-ops appmgr-launch appmgrd"
 APPMGR_BINS:class-native = "appmgr"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
 
 # The oldest Rust the locked dependencies build with (edition 2024 crates, Cargo.lock
 # version 4). scarthgap's own toolchain is 1.75: see docs/yocto.md.
-APPMGR_MIN_RUST_VERSION ?= "1.85"
+APPMGR_MIN_RUST_VERSION ?= "1.89"
 
 # nooelint: oelint.task.noanonpython - the only way to skip a recipe with a reason at parse time
 python () {
@@ -97,9 +98,22 @@ do_install() {
     # State: store, deployments, app data. Created as the CLI itself would (0755 root);
     # each app's data dir below it is 0700 and owned by the app's uid.
     install -d -m 0755 ${D}${localstatedir}/lib/appmgr
+
+    # appmgrd's bus policy (root owns org.appmgr.Manager1, everyone may call it: appmgrd
+    # checks callers itself) and D-Bus activation. The per-app rules are written at run
+    # time by appmgrd into ${sysconfdir}/dbus-1/system.d/appmgr-apps.conf.
+    install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/system-services
+    install -m 0644 ${S}/appmgr/daemon/data/org.appmgr.Manager1.conf ${D}${datadir}/dbus-1/system.d/
+    install -m 0644 ${S}/appmgr/daemon/data/org.appmgr.Manager1.service ${D}${datadir}/dbus-1/system-services/
+
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
-        install -d ${D}${nonarch_libdir}/tmpfiles.d
-        echo "d ${localstatedir}/lib/appmgr 0755 root root -" > ${D}${nonarch_libdir}/tmpfiles.d/appmgr.conf
+        install -d ${D}${nonarch_libdir}/tmpfiles.d ${D}${systemd_system_unitdir}
+        install -m 0644 ${S}/appmgr/daemon/data/appmgr.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/appmgr.conf
+        # The unit starts ${libexecdir}/appmgr/appmgrd: keep it in step with the layout above.
+        sed 's|/usr/libexec/|${libexecdir}/|g' ${S}/appmgr/daemon/data/appmgrd.service \
+            > ${D}${systemd_system_unitdir}/appmgrd.service
+        chmod 0644 ${D}${systemd_system_unitdir}/appmgrd.service
+        install -m 0644 ${S}/appmgr/daemon/data/appmgr.slice ${D}${systemd_system_unitdir}/
     fi
 }
 
@@ -110,9 +124,17 @@ do_install:class-native() {
 
 PACKAGES =+ "${PN}-default-policy"
 
+# appmgrd is enabled (multi-user.target); appmgr.slice is pulled in by it.
+SYSTEMD_SERVICE:${PN} = "appmgrd.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
 FILES:${PN} += "${libexecdir}/appmgr \
                 ${localstatedir}/lib/appmgr \
                 ${nonarch_libdir}/tmpfiles.d/appmgr.conf \
+                ${systemd_system_unitdir}/appmgrd.service \
+                ${systemd_system_unitdir}/appmgr.slice \
+                ${datadir}/dbus-1/system.d/org.appmgr.Manager1.conf \
+                ${datadir}/dbus-1/system-services/org.appmgr.Manager1.service \
                 ${sysconfdir}/appmgr/trust.d \
                 ${sysconfdir}/appmgr/preinstall.d \
                 "
