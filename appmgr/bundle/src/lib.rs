@@ -28,8 +28,8 @@ pub use unpack::{parse_payload, Limits, Stats};
 pub mod writer;
 
 pub use error::BundleError;
-pub use manifest::{Compression, Manifest, ManifestError, PayloadInfo};
+pub use manifest::{Compression, Manifest, ManifestError, PayloadInfo, ReadyProtocol, ServiceDecl};
 pub use payload::{PayloadSink, RelPath, SinkError};
-pub use reader::{open, verify, DiscardSink, ImportSummary, OpenBundle};
+pub use reader::{open, open_file, verify, DiscardSink, ImportSummary, OpenBundle};
 pub use trust::{TrustError, TrustStore, TrustedKey};
 pub use writer::{create, Created, Source};

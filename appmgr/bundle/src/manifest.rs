@@ -62,8 +62,38 @@ struct RawManifest {
     permissions: Permissions,
     #[serde(default, skip_serializing_if = "resources_empty")]
     resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceDecl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<PayloadInfo>,
+}
+
+/// How a service app tells it is up: `notify` apps send `READY=1` to `$NOTIFY_SOCKET`
+/// (sd_notify style); `started` apps count as up once they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyProtocol {
+    #[default]
+    Started,
+    Notify,
+}
+
+/// The `[service]` table: the app is a long-running service appmgrd may supervise. When it
+/// starts and how it restarts is policy's (`service` in policy rules); the app declares
+/// only what it implements.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceDecl {
+    /// How readiness is reported.
+    #[serde(default)]
+    pub ready: ReadyProtocol,
+    /// Seconds between SIGTERM and SIGKILL on stop (1..=300, default 10).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u32,
+}
+
+fn default_stop_timeout() -> u32 {
+    10
 }
 
 fn resources_empty(r: &Resources) -> bool {
@@ -85,6 +115,8 @@ pub struct Manifest {
     pub permissions: Permissions,
     pub resources: Resources,
     pub payload: Option<PayloadInfo>,
+    /// Apps only: declared a service (`[service]`).
+    pub service: Option<ServiceDecl>,
 }
 
 /// A manifest that failed to parse or validate.
@@ -137,6 +169,7 @@ impl Manifest {
             permissions: raw.permissions,
             resources: raw.resources,
             payload: raw.payload,
+            service: raw.service,
         };
         match raw.format_version {
             Some(FORMAT_VERSION) => {}
@@ -163,6 +196,17 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), ManifestError> {
+        if let Some(svc) = &self.service {
+            if self.kind != Kind::App {
+                return Err(invalid("service", "only apps can be services"));
+            }
+            if !(1..=300).contains(&svc.stop_timeout) {
+                return Err(invalid(
+                    "service.stop-timeout",
+                    format!("{} is not within 1..=300 seconds", svc.stop_timeout),
+                ));
+            }
+        }
         match self.kind {
             Kind::App => {
                 if self.runtime.is_none() {
@@ -242,6 +286,7 @@ impl Manifest {
             command: self.command.clone(),
             permissions: self.permissions.clone(),
             resources: self.resources.clone(),
+            service: self.service.clone(),
             payload: Some(payload),
         };
         toml::to_string(&raw)

@@ -143,6 +143,16 @@ fn read_member(r: &mut impl Read, path: &Path, size: u64) -> Result<Vec<u8>, Bun
 /// signature is not checked and [`OpenBundle::signer`] is `None`.
 pub fn open(path: &Path, trust: Option<&TrustStore>) -> Result<OpenBundle, BundleError> {
     let f = File::open(path).map_err(io_err(path))?;
+    open_file(f, path, trust)
+}
+
+/// [`open`] on a file that is open already (a descriptor passed over D-Bus): the bundle is
+/// read through this one open file description only; `path` names it in errors.
+pub fn open_file(
+    f: File,
+    path: &Path,
+    trust: Option<&TrustStore>,
+) -> Result<OpenBundle, BundleError> {
     let meta = f.metadata().map_err(io_err(path))?;
     if !meta.is_file() {
         return Err(malformed(path, "not a regular file"));

@@ -33,6 +33,10 @@ pub struct Global {
     /// Machine-readable output (and errors as a JSON object as well).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Work on the state directory directly even when appmgrd serves it (the default is
+    /// to go through appmgrd whenever it runs).
+    #[arg(long, global = true, env = "APPMGR_DIRECT")]
+    pub direct: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +85,14 @@ pub enum Command {
     Reload { id: Option<String> },
     /// Stop every process of a running app.
     Kill { id: String },
+    /// Start a service app under appmgrd's supervision (needs appmgrd).
+    Start { id: String },
+    /// Stop a supervised service app: SIGTERM, then SIGKILL after its stop timeout
+    /// (needs appmgrd).
+    Stop { id: String },
+    /// Supervised service apps: state, pid, restarts, readiness, health window and the
+    /// last automatic rollback (needs appmgrd).
+    Status { id: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -127,7 +127,7 @@ pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
     Ok(Output::new(a.grant.render_text(), j))
 }
 
-fn hierarchy() -> CliResult<appmgr_cgroup::Hierarchy> {
+pub fn hierarchy() -> CliResult<appmgr_cgroup::Hierarchy> {
     appmgr_cgroup::Hierarchy::detect(appmgr_cgroup::DEFAULT_PARENT)
         .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))
 }
@@ -206,6 +206,7 @@ fn plan_for(
     args: Vec<String>,
     cgroup_procs: Vec<std::path::PathBuf>,
     after_exit: appmgr_sandbox::AfterExit,
+    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
 ) -> CliResult<appmgr_sandbox::LaunchPlan> {
     let runtime_ref = a
         .deployment
@@ -258,12 +259,14 @@ fn plan_for(
             ))
         }
     };
-    let spec = appmgr_sandbox::LaunchSpec {
+    let mut spec = appmgr_sandbox::LaunchSpec {
         app_id: a.manifest.id.clone(),
         runtime_files: rt.files.clone(),
         app_files: a.deployment.files.clone(),
         data_dir: data_dir(g, &a.manifest.id),
         runtime_dir: None,
+        notify_socket: None,
+        system_bus_socket: None,
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
@@ -278,6 +281,7 @@ fn plan_for(
         timezone: None,
         lang: None,
     };
+    customize(&mut spec);
     appmgr_sandbox::build_plan(&spec)
         .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))
 }
@@ -298,7 +302,7 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             events: Vec::new(),
             remove_dirs: cg.dirs(),
         };
-        let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after)?;
+        let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after, |_| {})?;
         let out = serde_json::json!({"plan": plan, "cgroup": spec, "grant": a.grant});
         crate::print_stdout(&format!(
             "{}\n",
@@ -306,12 +310,37 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
         ));
         return Ok(0);
     }
+    let (plan, cg) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
+    // Become the launcher: no appmgr process stays beside the app. The launcher waits for
+    // it, forwards signals, exits with its status, reports limit events and removes the
+    // cgroup. exec returns only on failure.
+    let err = appmgr_sandbox::exec_launcher(&plan);
+    let _ = cg.remove();
+    Err(CliError::new(
+        ErrorClass::Other,
+        format!("{}: {err}", a.manifest.id),
+    ))
+}
+
+/// Creates the app's cgroup (refused if the app runs already) and builds the launch plan
+/// that places the launcher in it; the plan's post-exit duties report limit events and
+/// remove the cgroup. `customize` adjusts the launch spec (appmgrd adds the notify
+/// socket and the bus socket). On failure nothing is left behind.
+pub fn prepare_launch(
+    g: &Global,
+    ctx: &LaunchCtx,
+    a: &AppGrant,
+    h: &appmgr_cgroup::Hierarchy,
+    spec: &appmgr_cgroup::CgroupSpec,
+    args: Vec<String>,
+    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
+) -> CliResult<(appmgr_sandbox::LaunchPlan, appmgr_cgroup::Cgroup)> {
     // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
     // the app's own directory, owned by its uid, without following symlinks.
     let parent = g.state_dir.join("data");
     std::fs::create_dir_all(&parent)
         .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
-    let cg = h.create(&spec).map_err(|e| {
+    let cg = h.create(spec).map_err(|e| {
         let class = match e {
             appmgr_cgroup::CgroupError::InUse { .. } => ErrorClass::Conflict,
             _ => ErrorClass::Other,
@@ -333,23 +362,13 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             .collect(),
         remove_dirs: cg.dirs(),
     };
-    let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after_exit);
-    let plan = match plan {
-        Ok(p) => p,
+    match plan_for(g, ctx, a, args, cg.procs_files(), after_exit, customize) {
+        Ok(p) => Ok((p, cg)),
         Err(e) => {
             let _ = cg.remove();
-            return Err(e);
+            Err(e)
         }
-    };
-    // Become the launcher: no appmgr process stays beside the app. The launcher waits for
-    // it, forwards signals, exits with its status, reports limit events and removes the
-    // cgroup. exec returns only on failure.
-    let err = appmgr_sandbox::exec_launcher(&plan);
-    let _ = cg.remove();
-    Err(CliError::new(
-        ErrorClass::Other,
-        format!("{}: {err}", a.manifest.id),
-    ))
+    }
 }
 
 /// `appmgr reload [ID]`: re-reads policy and applies the new limits to running apps (all,

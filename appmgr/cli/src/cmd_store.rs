@@ -41,9 +41,82 @@ pub fn ref_json(i: &RefInfo) -> serde_json::Value {
     })
 }
 
+/// Where an install is: `phase` is `verifying` (signature and manifest checked, nothing
+/// written yet), `importing` (`bytes` of `total` file content streamed into the store),
+/// `committing` (content complete; commit, checkout and the record switch follow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub bytes: u64,
+    pub total: u64,
+}
+
+/// A sink that counts the file content passing through to the store.
+struct Counting<'a> {
+    inner: &'a mut dyn appmgr_bundle::PayloadSink,
+    bytes: u64,
+    total: u64,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl appmgr_bundle::PayloadSink for Counting<'_> {
+    fn directory(&mut self, p: &appmgr_bundle::RelPath) -> Result<(), appmgr_bundle::SinkError> {
+        self.inner.directory(p)
+    }
+    fn file(
+        &mut self,
+        p: &appmgr_bundle::RelPath,
+        executable: bool,
+        size: u64,
+        content: &mut dyn std::io::Read,
+    ) -> Result<(), appmgr_bundle::SinkError> {
+        self.inner.file(p, executable, size, content)?;
+        self.bytes += size;
+        (self.progress)(Progress {
+            phase: "importing",
+            bytes: self.bytes,
+            total: self.total,
+        });
+        Ok(())
+    }
+    fn symlink(
+        &mut self,
+        p: &appmgr_bundle::RelPath,
+        target: &str,
+    ) -> Result<(), appmgr_bundle::SinkError> {
+        self.inner.symlink(p, target)
+    }
+    fn hardlink(
+        &mut self,
+        p: &appmgr_bundle::RelPath,
+        target: &appmgr_bundle::RelPath,
+    ) -> Result<(), appmgr_bundle::SinkError> {
+        self.inner.hardlink(p, target)
+    }
+}
+
 pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Output> {
+    let f = std::fs::File::open(file).map_err(|e| {
+        let class = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorClass::NotFound
+        } else {
+            ErrorClass::Other
+        };
+        CliError::new(class, format!("{}: {e}", file.display()))
+    })?;
+    install_from(g, f, file, allow_downgrade, &mut |_| {})
+}
+
+/// Installs the bundle read from `f` (named `file` in messages), reporting progress.
+pub fn install_from(
+    g: &Global,
+    f: std::fs::File,
+    file: &Path,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CliResult<Output> {
     let trust = TrustStore::load(&g.config_dir)?;
-    let bundle = appmgr_bundle::open(file, Some(&trust))?;
+    let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
     let m = bundle.manifest().clone();
     let host_arch = Arch::host();
     if m.arch != host_arch {
@@ -88,17 +161,32 @@ pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Outp
         manifest: &manifest_bytes,
         installed_size: payload.installed_size,
     };
-    let report = store.install(
-        &lock,
-        &new,
-        InstallOptions { allow_downgrade },
-        move |sink| {
-            bundle
-                .import(sink)
-                .map(|_| ())
-                .map_err(|e| Box::new(e) as appmgr_store::ImportError)
-        },
-    )?;
+    let total = payload.installed_size;
+    progress(Progress {
+        phase: "verifying",
+        bytes: 0,
+        total,
+    });
+    let report = store.install(&lock, &new, InstallOptions { allow_downgrade }, |sink| {
+        let mut counting = Counting {
+            inner: sink,
+            bytes: 0,
+            total,
+            progress: &mut *progress,
+        };
+        let r = bundle
+            .import(&mut counting)
+            .map(|_| ())
+            .map_err(|e| Box::new(e) as appmgr_store::ImportError);
+        if r.is_ok() {
+            progress(Progress {
+                phase: "committing",
+                bytes: total,
+                total,
+            });
+        }
+        r
+    })?;
     let (what, from) = match &report.replaced {
         None => ("installed", String::new()),
         Some(old) if old.version < report.version => ("updated", format!(" from {}", old.version)),
@@ -132,6 +220,8 @@ pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Outp
     j["objects-written"] = json!(report.objects_written);
     j["objects-reused"] = json!(report.objects_reused);
     j["objects-repaired"] = json!(report.objects_repaired);
+    j["files"] = json!(report.files);
+    j["bytes"] = json!(report.bytes);
     Ok(Output::new(text, j))
 }
 
@@ -151,14 +241,10 @@ fn line(i: &RefInfo) -> String {
     )
 }
 
+/// Installed refs, read from the records without the store lock (a list never waits for
+/// an install, and appmgrd answers it without libostree).
 pub fn list(g: &Global) -> CliResult<Output> {
-    let (store, _) = open_store(g)?;
-    let lock = store.lock()?;
-    let all: Vec<RefInfo> = store
-        .list(&lock)?
-        .into_iter()
-        .filter(|i| i.is_installed())
-        .collect();
+    let all = appmgr_store::View::new(&g.state_dir).list_installed()?;
     let mut text = String::new();
     for i in &all {
         let _ = writeln!(text, "{}", line(i));
@@ -169,11 +255,10 @@ pub fn list(g: &Global) -> CliResult<Output> {
     ))
 }
 
+/// One ref's state, from its record (lock-free, like [`list`]).
 pub fn info(g: &Global, id: &str) -> CliResult<Output> {
-    let (store, _) = open_store(g)?;
-    let lock = store.lock()?;
-    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
-    let i = store.info(&lock, &r)?;
+    let i = crate::cmd_apps::resolve_view(&appmgr_store::View::new(&g.state_dir), id)?;
+    let r = i.ref_name.clone();
     let Some(cur) = &i.current else {
         return Err(CliError::new(
             ErrorClass::NotFound,
@@ -249,6 +334,24 @@ pub fn rollback(g: &Global, id: &str) -> CliResult<Output> {
 }
 
 pub fn fsck(g: &Global) -> CliResult<Output> {
+    let out = fsck_report(g)?;
+    if out.json["clean"] == serde_json::Value::Bool(false) {
+        // Print the findings, then fail with the integrity code.
+        crate::print_output(&out, g.json);
+        return Err(CliError::new(
+            ErrorClass::Integrity,
+            format!(
+                "store {}: {} problem(s) found",
+                g.state_dir.display(),
+                out.json["problems"].as_array().map_or(0, Vec::len)
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// fsck's findings as output, clean or not (`json["clean"]` tells): what appmgrd returns.
+pub fn fsck_report(g: &Global) -> CliResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
     let report = store.fsck(&lock)?;
@@ -278,24 +381,5 @@ pub fn fsck(g: &Global) -> CliResult<Output> {
         "objects-checked": report.objects_checked,
         "marked-corrupt": report.marked_corrupt,
     });
-    if !report.is_clean() {
-        // Print the findings, then fail with the integrity code.
-        if g.json {
-            crate::print_stdout(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&j).unwrap_or_default()
-            ));
-        } else {
-            crate::print_stdout(&t);
-        }
-        return Err(CliError::new(
-            ErrorClass::Integrity,
-            format!(
-                "store {}: {} problem(s) found",
-                g.state_dir.display(),
-                report.problems.len()
-            ),
-        ));
-    }
     Ok(Output::new(t, j))
 }

@@ -5,6 +5,7 @@
 //! board = "rk3588"            # a profile name (CONFIG/board-support/NAME.toml, then
 //!                             # /usr/share/appmgr/board-support/NAME.toml) or a path
 //! uid-range = "70000-79999"   # per-app uids/gids allocated at install
+//! operator-group = "appmgr"   # may install/remove/start/stop through appmgrd
 //! ```
 
 use crate::error::{CliError, CliResult};
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 pub struct HostConfig {
     pub board: Option<String>,
     pub uid_range: Option<String>,
+    /// Members of this group may call appmgrd's mutating methods (besides root).
+    pub operator_group: Option<String>,
 }
 
 /// Where board profiles are looked up by name, after `CONFIG/board-support`.

@@ -8,13 +8,14 @@
 //! holding `{"error": {"code": N, "class": "...", "message": "..."}}`.
 
 mod args;
+pub mod client;
 mod cmd_apps;
 mod cmd_bundle;
 mod cmd_store;
 mod config;
 mod error;
 
-pub use args::Cli;
+pub use args::{Cli, Command, Global};
 pub use error::{CliError, CliResult};
 
 use clap::Parser;
@@ -62,7 +63,13 @@ pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return code;
         }
     };
-    if is_store_command(&cli.command) {
+    let via_daemon = || {
+        client::is_routed(&cli.command)
+            && !cli.global.direct
+            && client::daemon_running(&cli.global.state_dir)
+    };
+    if is_store_command(&cli.command) || via_daemon() {
+        // appmgr-ops holds the D-Bus client as well: the lean binary stays lean.
         let json = cli.global.json;
         let err = exec_ops(&argv);
         return report(&err, json);
@@ -105,6 +112,18 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 
 fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
     let json = cli.global.json;
+    if client::is_routed(&cli.command)
+        && !cli.global.direct
+        && client::daemon_running(&cli.global.state_dir)
+    {
+        return match client::call(&cli.global, &cli.command) {
+            Ok(out) => {
+                print_output(&out, json);
+                0
+            }
+            Err(e) => report(&e, json),
+        };
+    }
     // `run` exits with the app's status, not with an Output.
     if let args::Command::Run {
         id,
@@ -119,20 +138,25 @@ fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
     }
     match dispatch(cli) {
         Ok(out) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&out.json).unwrap_or_default()
-                );
-            } else if !out.text.is_empty() {
-                print!("{}", out.text);
-                if !out.text.ends_with('\n') {
-                    println!();
-                }
-            }
+            print_output(&out, json);
             0
         }
         Err(e) => report(&e, json),
+    }
+}
+
+/// Prints a command's output: the JSON document with `--json`, else the text.
+pub(crate) fn print_output(out: &Output, json: bool) {
+    if json {
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out.json).unwrap_or_default()
+        ));
+    } else if !out.text.is_empty() {
+        print_stdout(&out.text);
+        if !out.text.ends_with('\n') {
+            print_stdout("\n");
+        }
     }
 }
 
@@ -187,6 +211,14 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Ps => cmd_apps::ps(g),
         Kill { id } => cmd_apps::kill(g, &id),
         Reload { id } => cmd_apps::reload(g, id.as_deref()),
+        Start { .. } | Stop { .. } | Status { .. } => Err(CliError::new(
+            appmgr_types::ErrorClass::Other,
+            format!(
+                "appmgrd does not serve {} (or --direct was given): start, stop and status \
+                 need the supervisor; `appmgr run` runs an app in the foreground",
+                g.state_dir.display()
+            ),
+        )),
         Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck => {
             Err(CliError::new(
                 appmgr_types::ErrorClass::Other,
@@ -195,4 +227,17 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         }
         Run { .. } => unreachable!("run is dispatched before"),
     }
+}
+
+/// The command implementations appmgrd runs on behalf of its D-Bus callers: the same
+/// functions the CLI's local path runs, so both paths produce the same output.
+pub mod ops {
+    pub use crate::cmd_apps::{
+        data_dir, hierarchy, kill, permissions, prepare_launch, ps, resolve_view, AppGrant,
+        LaunchCtx,
+    };
+    pub use crate::cmd_store::{
+        fsck_report, info, install_from, list, open_store, remove, rollback, Progress,
+    };
+    pub use crate::config::HostConfig;
 }

@@ -106,6 +106,8 @@ pub struct EffectiveGrant {
     pub on_excess: OnExcess,
     /// The rule that decided `on_excess` (`None`: the default, refuse).
     pub on_excess_source: Option<Source>,
+    /// Service supervision settings, each key from the most specific rule that sets it.
+    pub service: crate::service::ServicePolicy,
 }
 
 /// One permission item (a boolean or one element of a set).
@@ -525,6 +527,17 @@ impl PolicySet {
             Some((v, r)) => (v, Some(Source::of(r))),
             None => (OnExcess::Refuse, None),
         };
+        let svc = |get: fn(&crate::service::ServicePolicy) -> Option<u64>| {
+            decide(&applying, |r: &Rule| get(&r.service)).map(|(v, _)| v)
+        };
+        let service = crate::service::ServicePolicy {
+            autostart: decide(&applying, |r: &Rule| r.service.autostart).map(|(v, _)| v),
+            restart: decide(&applying, |r: &Rule| r.service.restart).map(|(v, _)| v),
+            restart_delay_ms: svc(|s| s.restart_delay_ms),
+            restart_delay_max_ms: svc(|s| s.restart_delay_max_ms),
+            health_crashes: svc(|s| s.health_crashes.map(u64::from)).map(|v| v as u32),
+            health_timeout_s: svc(|s| s.health_timeout_s.map(u64::from)).map(|v| v as u32),
+        };
         Ok(EffectiveGrant {
             app: req.app.clone(),
             permissions,
@@ -533,6 +546,7 @@ impl PolicySet {
             excess,
             on_excess,
             on_excess_source,
+            service,
         })
     }
 

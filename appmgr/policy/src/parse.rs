@@ -39,6 +39,8 @@ struct RawRule {
     on_excess: Option<OnExcess>,
     #[serde(default)]
     when: Condition,
+    #[serde(default)]
+    service: crate::service::ServicePolicy,
 }
 
 /// One parsed rule, with where it came from.
@@ -55,6 +57,7 @@ pub(crate) struct Rule {
     pub resources: PolicyResources,
     pub on_excess: Option<OnExcess>,
     pub when: Condition,
+    pub service: crate::service::ServicePolicy,
 }
 
 /// Files larger than this are refused: a policy is a few kilobytes, and the parser
@@ -138,6 +141,14 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
                     message: "`apps` must list at least one pattern".into(),
                 });
             }
+            if let Err(message) = r.service.validate() {
+                return Err(PolicyError::Rule {
+                    file: escape_for_display(name),
+                    line,
+                    rule: i + 1,
+                    message,
+                });
+            }
             Ok(Rule {
                 file: file.clone(),
                 index: i + 1,
@@ -148,6 +159,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
                 resources: r.resources,
                 on_excess: r.on_excess,
                 when: r.when,
+                service: r.service,
             })
         })
         .collect()

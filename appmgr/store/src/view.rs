@@ -135,6 +135,18 @@ impl View {
         Ok(out)
     }
 
+    /// Every installed ref (apps, then runtimes, in ref order) with its state, read
+    /// without the store lock: what `list` shows.
+    pub fn list_installed(&self) -> Result<Vec<RefInfo>, ViewError> {
+        let mut out = Vec::new();
+        for (r, _) in self.ref_dirs()? {
+            if let Some(rec) = self.read_record(&r)?.filter(|rec| rec.current.is_some()) {
+                out.push(self.info_of(&rec));
+            }
+        }
+        Ok(out)
+    }
+
     /// The refs with this ID that are installed now (any kind, arch or branch), with their
     /// state. Only the directories of this ID are read, each record once.
     pub fn installed(&self, id: &AppId) -> Result<Vec<RefInfo>, ViewError> {

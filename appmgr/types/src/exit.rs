@@ -45,3 +45,73 @@ impl ErrorClass {
         }
     }
 }
+
+/// The D-Bus names of appmgrd (a public contract, like the exit codes).
+pub mod dbus {
+    /// Well-known bus name appmgrd owns on the system bus.
+    pub const BUS_NAME: &str = "org.appmgr.Manager1";
+    /// Object path of the manager object.
+    pub const OBJECT_PATH: &str = "/org/appmgr/Manager1";
+    /// Interface of the manager object.
+    pub const INTERFACE: &str = "org.appmgr.Manager1";
+    /// Prefix of appmgrd's error names: `org.appmgr.Error.NotFound`, ...
+    pub const ERROR_PREFIX: &str = "org.appmgr.Error.";
+}
+
+impl ErrorClass {
+    /// Every class, in exit-code order.
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Other,
+        ErrorClass::Usage,
+        ErrorClass::Integrity,
+        ErrorClass::Policy,
+        ErrorClass::NotFound,
+        ErrorClass::Conflict,
+        ErrorClass::NotPermitted,
+    ];
+
+    /// The D-Bus error name appmgrd replies with for this class: one name per exit code.
+    pub fn dbus_error_name(self) -> String {
+        format!("{}{}", dbus::ERROR_PREFIX, self.name())
+    }
+
+    /// The class of a D-Bus error name. appmgrd's own names map back one to one; the bus's
+    /// `org.freedesktop.DBus.Error.AccessDenied` (a bus policy refusal) is `NotPermitted`;
+    /// `org.freedesktop.DBus.Error.InvalidArgs` is `Usage`; anything else is `Other`.
+    pub fn from_dbus_error_name(name: &str) -> ErrorClass {
+        if let Some(short) = name.strip_prefix(dbus::ERROR_PREFIX) {
+            if let Some(c) = ErrorClass::ALL.iter().find(|c| c.name() == short) {
+                return *c;
+            }
+        }
+        match name {
+            "org.freedesktop.DBus.Error.AccessDenied" => ErrorClass::NotPermitted,
+            "org.freedesktop.DBus.Error.InvalidArgs" => ErrorClass::Usage,
+            _ => ErrorClass::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbus_names_map_one_to_one_to_exit_codes() {
+        let mut names = std::collections::BTreeSet::new();
+        for c in ErrorClass::ALL {
+            let n = c.dbus_error_name();
+            assert!(names.insert(n.clone()), "duplicate {n}");
+            assert_eq!(ErrorClass::from_dbus_error_name(&n), c);
+            assert_eq!(ErrorClass::ALL[(c.exit_code() - 1) as usize], c);
+        }
+        assert_eq!(
+            ErrorClass::from_dbus_error_name("org.freedesktop.DBus.Error.AccessDenied"),
+            ErrorClass::NotPermitted
+        );
+        assert_eq!(
+            ErrorClass::from_dbus_error_name("org.appmgr.Error.Bogus"),
+            ErrorClass::Other
+        );
+    }
+}

@@ -14,7 +14,7 @@ mod id;
 mod perms;
 mod text;
 
-pub use exit::ErrorClass;
+pub use exit::{dbus, ErrorClass};
 pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 pub use perms::{

@@ -188,7 +188,12 @@ impl Env {
 
     /// (current version, previous version) of the demo app, or None if not installed.
     pub fn app_state(&self) -> Option<(String, Option<String>)> {
-        let r = self.run(&["--json", "info", "org.example.Hello"]);
+        self.app_state_of("org.example.Hello")
+    }
+
+    /// (current version, previous version) of app `id`, or None if not installed.
+    pub fn app_state_of(&self, id: &str) -> Option<(String, Option<String>)> {
+        let r = self.run(&["--json", "info", id]);
         if r.code == 5 {
             return None;
         }

@@ -1,0 +1,256 @@
+//! The CLI's second path: when appmgrd serves the state directory, commands go through
+//! its D-Bus API (`org.appmgr.Manager1`) instead of taking the state lock themselves.
+//! The daemon runs the very same command functions, so the output and the exit codes are
+//! the same on both paths: a reply carries the command's text and JSON, an error reply's
+//! name maps one to one to an exit code (`ErrorClass::from_dbus_error_name`).
+//!
+//! How the CLI knows: appmgrd holds an exclusive `flock` on `STATE/daemon/lock` for as
+//! long as it runs and writes the bus address it serves on to `STATE/daemon/bus-address`.
+//! A lock that can be taken means no daemon (a crashed one releases it).
+
+use crate::args::{Command, Global};
+use crate::error::{CliError, CliResult};
+use crate::Output;
+use appmgr_types::{dbus, ErrorClass};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use zbus::zvariant::Value;
+
+/// `STATE/daemon`: appmgrd's own files (lock, bus address, health records, notify
+/// sockets).
+pub fn daemon_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon")
+}
+
+/// The lock appmgrd holds while it serves `state_dir`.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    daemon_dir(state_dir).join("lock")
+}
+
+/// The D-Bus address appmgrd serves `state_dir` on.
+pub fn address_path(state_dir: &Path) -> PathBuf {
+    daemon_dir(state_dir).join("bus-address")
+}
+
+/// Whether an appmgrd process holds the state directory's daemon lock right now.
+pub fn daemon_running(state_dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(lock_path(state_dir)) else {
+        return false;
+    };
+    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// The commands that go through appmgrd when it runs. `run`, `reload` and the key,
+/// trust and bundle commands always work locally.
+pub fn is_routed(c: &Command) -> bool {
+    use Command::*;
+    matches!(
+        c,
+        Install { .. }
+            | List
+            | Info { .. }
+            | Remove { .. }
+            | Rollback { .. }
+            | Fsck
+            | Permissions { .. }
+            | Ps
+            | Kill { .. }
+            | Start { .. }
+            | Stop { .. }
+            | Status { .. }
+    )
+}
+
+/// Commands that only exist with appmgrd (it supervises services).
+pub fn needs_daemon(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Start { .. } | Command::Stop { .. } | Command::Status { .. }
+    )
+}
+
+fn other(msg: impl Into<String>) -> CliError {
+    CliError::new(ErrorClass::Other, msg)
+}
+
+/// Runs one routed command through appmgrd.
+pub fn call(g: &Global, cmd: &Command) -> CliResult<Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| other(format!("cannot start the D-Bus client: {e}")))?;
+    rt.block_on(call_async(g, cmd))
+}
+
+async fn connect(g: &Global) -> CliResult<zbus::Connection> {
+    let path = address_path(&g.state_dir);
+    let addr = std::fs::read_to_string(&path)
+        .map_err(|e| other(format!("appmgrd runs but {}: {e}", path.display())))?;
+    zbus::connection::Builder::address(addr.trim())
+        .map_err(|e| other(format!("{}: bad address: {e}", path.display())))?
+        .build()
+        .await
+        .map_err(|e| other(format!("cannot reach appmgrd on {}: {e}", addr.trim())))
+}
+
+async fn call_async(g: &Global, cmd: &Command) -> CliResult<Output> {
+    use Command::*;
+    let conn = connect(g).await?;
+    let no_opts: HashMap<&str, Value<'_>> = HashMap::new();
+    let reply = match cmd {
+        Install {
+            file,
+            allow_downgrade,
+        } => install(&conn, file, *allow_downgrade).await,
+        List => method(&conn, "List", &()).await,
+        Info { id } => method(&conn, "Info", &(id.as_str(),)).await,
+        Remove { id } => method(&conn, "Remove", &(id.as_str(), &no_opts)).await,
+        Rollback { id } => method(&conn, "Rollback", &(id.as_str(), &no_opts)).await,
+        Fsck => method(&conn, "Fsck", &()).await,
+        Permissions { id } => method(&conn, "Permissions", &(id.as_str(),)).await,
+        Ps => method(&conn, "Ps", &()).await,
+        Kill { id } => method(&conn, "Kill", &(id.as_str(),)).await,
+        Start { id } => method(&conn, "Start", &(id.as_str(),)).await,
+        Stop { id } => method(&conn, "Stop", &(id.as_str(),)).await,
+        Status { id } => method(&conn, "Status", &(id.as_deref().unwrap_or(""),)).await,
+        _ => Err(other("not a daemon command")),
+    }?;
+    if matches!(cmd, Fsck) && reply.json["clean"] == serde_json::Value::Bool(false) {
+        // The same as the local path: findings on stdout, then the integrity error.
+        crate::print_output(&reply, g.json);
+        let n = reply.json["problems"].as_array().map_or(0, Vec::len);
+        return Err(CliError::new(
+            ErrorClass::Integrity,
+            format!("store {}: {n} problem(s) found", g.state_dir.display()),
+        ));
+    }
+    Ok(reply)
+}
+
+/// Every method replies `(text, json)`: the command's output for people and the JSON
+/// document `--json` prints.
+fn decode(msg: &zbus::Message) -> CliResult<Output> {
+    let (text, json): (String, String) = msg
+        .body()
+        .deserialize()
+        .map_err(|e| other(format!("appmgrd sent a malformed reply: {e}")))?;
+    let json = serde_json::from_str(&json)
+        .map_err(|e| other(format!("appmgrd sent malformed JSON: {e}")))?;
+    Ok(Output::new(text, json))
+}
+
+fn error_of(e: zbus::Error) -> CliError {
+    match e {
+        zbus::Error::MethodError(name, desc, _) => CliError::new(
+            ErrorClass::from_dbus_error_name(name.as_str()),
+            desc.unwrap_or_else(|| name.to_string()),
+        ),
+        e => other(format!("appmgrd: {e}")),
+    }
+}
+
+async fn method<B>(conn: &zbus::Connection, name: &str, body: &B) -> CliResult<Output>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    let msg = conn
+        .call_method(
+            Some(dbus::BUS_NAME),
+            dbus::OBJECT_PATH,
+            Some(dbus::INTERFACE),
+            name,
+            body,
+        )
+        .await
+        .map_err(error_of)?;
+    decode(&msg)
+}
+
+/// `Install(h bundle, a{sv} options)`: the CLI opens the bundle with the caller's own
+/// rights and passes the descriptor; appmgrd never opens a path on a client's behalf
+/// here. `InstallProgress` signals for this connection drive a progress bar on a
+/// terminal.
+async fn install(conn: &zbus::Connection, file: &Path, allow_downgrade: bool) -> CliResult<Output> {
+    use futures_util::StreamExt;
+    let f = std::fs::File::open(file).map_err(|e| {
+        let class = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorClass::NotFound
+        } else {
+            ErrorClass::Other
+        };
+        CliError::new(class, format!("{}: {e}", file.display()))
+    })?;
+    let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
+    opts.insert("allow-downgrade", Value::from(allow_downgrade));
+    let name = file.display().to_string();
+    opts.insert("name", Value::from(name.as_str()));
+    let bar = std::io::stderr().is_terminal();
+    let me = conn
+        .unique_name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(dbus::INTERFACE)
+        .and_then(|b| b.member("InstallProgress"))
+        .map(|b| b.build())
+        .map_err(|e| other(e.to_string()))?;
+    let mut signals = if bar {
+        Some(
+            zbus::MessageStream::for_match_rule(rule, conn, Some(64))
+                .await
+                .map_err(|e| other(format!("appmgrd: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let body = (zbus::zvariant::Fd::from(&f), &opts);
+    let call = conn.call_method(
+        Some(dbus::BUS_NAME),
+        dbus::OBJECT_PATH,
+        Some(dbus::INTERFACE),
+        "Install",
+        &body,
+    );
+    tokio::pin!(call);
+    let mut drawn = false;
+    let result = loop {
+        let next = async {
+            match signals.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut call => break r,
+            Some(Ok(msg)) = next => {
+                if let Ok((caller, phase, done, total)) =
+                    msg.body().deserialize::<(String, String, u64, u64)>()
+                {
+                    if caller == me {
+                        draw_bar(&phase, done, total);
+                        drawn = true;
+                    }
+                }
+            }
+        }
+    };
+    if drawn {
+        eprint!("\r\x1b[2K");
+    }
+    decode(&result.map_err(error_of)?)
+}
+
+fn draw_bar(phase: &str, done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(0);
+    let pct = (done.min(total) * 100).checked_div(total).unwrap_or(0);
+    eprint!(
+        "\r\x1b[2K{phase:<10} [{}{}] {pct:>3}% {:.1}/{:.1} MB",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize),
+        done as f64 / 1e6,
+        total as f64 / 1e6
+    );
+}

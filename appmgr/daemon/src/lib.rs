@@ -1,0 +1,324 @@
+//! appmgrd: owns the state directory, serves `org.appmgr.Manager1` on the system bus,
+//! supervises service apps and rolls back updates that do not come up healthy.
+//!
+//! - [`manager`]: the D-Bus interface (the CLI contract as methods, progress signals,
+//!   typed errors), with access control from the caller's bus credentials ([`access`]).
+//! - [`supervise`]: service apps, launched through the launcher and tracked by pidfd.
+//! - [`preinstall`]: factory bundles from `CONFIG/preinstall.d`.
+//! - [`journal`]: journald (stable message IDs) or stderr, and sd_notify.
+//! - per-app bus policy: `dbus-talk`/`dbus-own` grants as dbus-daemon rules per app uid
+//!   ([`Daemon::refresh_bus_policy`]).
+
+pub mod access;
+pub mod error;
+pub mod journal;
+pub mod manager;
+pub mod preinstall;
+pub mod supervise;
+
+use appmgr_cli::{client, ops, Global};
+use appmgr_types::dbus;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// How appmgrd was started (command line, see `appmgrd --help`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub config_dir: PathBuf,
+    /// D-Bus address to serve on; `None`: the system bus.
+    pub bus_address: Option<String>,
+    /// Where the per-app bus policy drop-in is written; `None`: not written.
+    pub bus_policy_file: Option<PathBuf>,
+    /// The bus socket bound into sandboxes of apps with `dbus-talk`/`dbus-own` grants.
+    pub system_bus_socket: Option<PathBuf>,
+    /// `/etc/group`, for the operator group.
+    pub group_file: PathBuf,
+}
+
+pub struct Daemon {
+    pub config: Config,
+    pub operator_gid: Option<u32>,
+    /// One store mutation at a time inside the daemon (the store lock also serializes
+    /// against local CLIs).
+    pub mutation: tokio::sync::Mutex<()>,
+    pub supervisor: Arc<supervise::Supervisor>,
+    conn: OnceLock<zbus::Connection>,
+    bus_policy: tokio::sync::Mutex<Option<String>>,
+}
+
+impl Daemon {
+    /// The command context every method runs with (never `--direct`-routed again).
+    pub fn global(&self) -> Global {
+        Global {
+            state_dir: self.config.state_dir.clone(),
+            config_dir: self.config.config_dir.clone(),
+            json: false,
+            direct: true,
+        }
+    }
+
+    pub fn daemon_dir(&self) -> PathBuf {
+        client::daemon_dir(&self.config.state_dir)
+    }
+
+    pub async fn emit_service_state(&self, id: &str, state: &str) {
+        if let Some(conn) = self.conn.get() {
+            if let Ok(em) = zbus::object_server::SignalEmitter::new(conn, dbus::OBJECT_PATH) {
+                let _ = manager::Manager::service_state_changed(&em, id, state).await;
+            }
+        }
+    }
+
+    pub async fn after_install(&self, id: &str, j: &serde_json::Value) {
+        self.supervisor.after_install(id, j).await;
+    }
+
+    /// Rewrites the bus policy drop-in from the installed apps' effective grants and asks
+    /// the bus to reload it when it changed.
+    pub async fn refresh_bus_policy(&self) {
+        let Some(path) = self.config.bus_policy_file.clone() else {
+            return;
+        };
+        let g = self.global();
+        let rendered = tokio::task::spawn_blocking(move || bus_policy_document(&g)).await;
+        let text = match rendered {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                journal::log(
+                    journal::ERR,
+                    None,
+                    None,
+                    &format!("bus policy not updated: {}", e.message),
+                );
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut last = self.bus_policy.lock().await;
+        if last.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        if let Err(e) = write_atomic(&path, text.as_bytes()) {
+            journal::log(
+                journal::ERR,
+                None,
+                None,
+                &format!("{}: {e}", path.display()),
+            );
+            return;
+        }
+        *last = Some(text);
+        if let Some(conn) = self.conn.get() {
+            let r = conn
+                .call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus"),
+                    "ReloadConfig",
+                    &(),
+                )
+                .await;
+            if let Err(e) = r {
+                journal::log(journal::ERR, None, None, &format!("bus ReloadConfig: {e}"));
+            }
+        }
+    }
+}
+
+/// The per-app bus policy for every installed app with a uid.
+fn bus_policy_document(g: &Global) -> Result<String, appmgr_cli::CliError> {
+    let ctx = ops::LaunchCtx::load(g)?;
+    let mut entries = Vec::new();
+    for i in ctx.view.list_installed()? {
+        if i.ref_name.kind != appmgr_types::Kind::App {
+            continue;
+        }
+        let Some(uid) = i.uid else { continue };
+        // An app whose grant cannot be evaluated gets no allow rules (deny all).
+        let perms = ctx
+            .app_grant(&i.ref_name.to_string())
+            .map(|a| a.grant.permissions)
+            .unwrap_or_default();
+        entries.push(appmgr_policy::BusPolicyEntry::from_permissions(
+            i.ref_name.id.clone(),
+            uid,
+            &perms,
+        ));
+    }
+    Ok(appmgr_policy::render_bus_policy(&entries))
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("appmgr")
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs appmgrd until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), String> {
+    let ddir = client::daemon_dir(&config.state_dir);
+    std::fs::create_dir_all(&ddir).map_err(|e| format!("{}: {e}", ddir.display()))?;
+    let lock_path = client::lock_path(&config.state_dir);
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "another appmgrd serves {} already",
+                config.state_dir.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("{}: {e}", lock_path.display()))
+        }
+    }
+    let host = ops::HostConfig::load(&config.config_dir).map_err(|e| e.message)?;
+    let operator_gid = match &host.operator_group {
+        None => None,
+        Some(name) => Some(access::group_gid(&config.group_file, name).ok_or_else(|| {
+            format!(
+                "appmgr.toml: operator-group {name:?} is not in {}",
+                config.group_file.display()
+            )
+        })?),
+    };
+    let daemon = Arc::new_cyclic(|weak| Daemon {
+        config: config.clone(),
+        operator_gid,
+        mutation: tokio::sync::Mutex::new(()),
+        supervisor: Arc::new(supervise::Supervisor::new(weak.clone())),
+        conn: OnceLock::new(),
+        bus_policy: tokio::sync::Mutex::new(None),
+    });
+    tokio::spawn(daemon.supervisor.clone().run());
+    journal::sd_notify("STATUS=preinstalling factory bundles");
+    preinstall_all(&daemon).await;
+
+    let builder = match &config.bus_address {
+        Some(a) => zbus::connection::Builder::address(a.as_str())
+            .map_err(|e| format!("bus address {a}: {e}"))?,
+        None => zbus::connection::Builder::system().map_err(|e| format!("system bus: {e}"))?,
+    };
+    let conn = builder
+        .serve_at(dbus::OBJECT_PATH, manager::Manager { d: daemon.clone() })
+        .map_err(|e| e.to_string())?
+        .name(dbus::BUS_NAME)
+        .map_err(|e| e.to_string())?
+        .build()
+        .await
+        .map_err(|e| format!("cannot serve {} on the bus: {e}", dbus::BUS_NAME))?;
+    let _ = daemon.conn.set(conn.clone());
+    let address = config.bus_address.clone().unwrap_or_else(|| {
+        std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into())
+    });
+    write_atomic(&client::address_path(&config.state_dir), address.as_bytes())
+        .map_err(|e| format!("{}: {e}", client::address_path(&config.state_dir).display()))?;
+    daemon.refresh_bus_policy().await;
+    daemon.supervisor.start_autostart().await;
+    journal::sd_notify("READY=1\nSTATUS=serving org.appmgr.Manager1");
+    journal::log(
+        journal::INFO,
+        None,
+        None,
+        &format!(
+            "serving {} for {} on {address}",
+            dbus::BUS_NAME,
+            config.state_dir.display()
+        ),
+    );
+    let watchdog = watchdog_interval();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                // The ping comes from the event loop itself: a hung loop stops pinging and
+                // systemd restarts the daemon.
+                if watchdog.is_some() {
+                    journal::sd_notify("WATCHDOG=1");
+                }
+            }
+        }
+    }
+    journal::sd_notify("STOPPING=1\nSTATUS=stopping services");
+    daemon.supervisor.stop_all().await;
+    drop(lock);
+    Ok(())
+}
+
+/// Half of `$WATCHDOG_USEC` when systemd asks for pings (and `$WATCHDOG_PID` is ours).
+fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+async fn preinstall_all(d: &Arc<Daemon>) {
+    let dir = d.config.config_dir.join("preinstall.d");
+    let g = d.global();
+    let _guard = d.mutation.lock().await;
+    let r = tokio::task::spawn_blocking(move || -> Vec<(String, preinstall::Outcome)> {
+        let entries = match preinstall::load(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                return vec![(
+                    dir.display().to_string(),
+                    preinstall::Outcome::Failed(e.message),
+                )]
+            }
+        };
+        entries
+            .into_iter()
+            .map(|(p, e)| {
+                let name = p.display().to_string();
+                match e {
+                    Ok(e) => (name, preinstall::apply(&g, &e)),
+                    Err(x) => (name, preinstall::Outcome::Failed(x.message)),
+                }
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    for (name, o) in r {
+        match o {
+            preinstall::Outcome::Installed(m) => journal::log(
+                journal::INFO,
+                Some(journal::Event::Installed),
+                None,
+                &format!("preinstall {name}: {m}"),
+            ),
+            preinstall::Outcome::Present(m) => journal::log(
+                journal::INFO,
+                None,
+                None,
+                &format!("preinstall {name}: {m}"),
+            ),
+            preinstall::Outcome::Failed(m) => {
+                journal::log(journal::ERR, None, None, &format!("preinstall {name}: {m}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! appmgrd: see the crate documentation of `appmgr_daemon`.
+
+fn usage() -> &'static str {
+    "usage: appmgrd [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
+     \x20              [--bus-policy-file FILE|none] [--system-bus-socket PATH|none]\n\
+     \n\
+     Serves org.appmgr.Manager1 on the system bus (or ADDRESS), supervises service apps,\n\
+     installs CONFIG/preinstall.d at start. Defaults: --state-dir $APPMGR_STATE_DIR or\n\
+     /var/lib/appmgr, --config-dir $APPMGR_CONFIG_DIR or /etc/appmgr, --bus-policy-file\n\
+     /etc/dbus-1/system.d/appmgr-apps.conf, --system-bus-socket /run/dbus/system_bus_socket.\n"
+}
+
+fn main() {
+    let mut cfg = appmgr_daemon::Config {
+        state_dir: std::env::var_os("APPMGR_STATE_DIR")
+            .map(Into::into)
+            .unwrap_or_else(|| "/var/lib/appmgr".into()),
+        config_dir: std::env::var_os("APPMGR_CONFIG_DIR")
+            .map(Into::into)
+            .unwrap_or_else(|| "/etc/appmgr".into()),
+        bus_address: None,
+        bus_policy_file: Some("/etc/dbus-1/system.d/appmgr-apps.conf".into()),
+        system_bus_socket: Some("/run/dbus/system_bus_socket".into()),
+        group_file: "/etc/group".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| {
+            args.next().unwrap_or_else(|| {
+                eprintln!("appmgrd: {name} needs a value\n{}", usage());
+                std::process::exit(2)
+            })
+        };
+        match a.as_str() {
+            "--state-dir" => cfg.state_dir = value("--state-dir").into(),
+            "--config-dir" => cfg.config_dir = value("--config-dir").into(),
+            "--bus-address" => cfg.bus_address = Some(value("--bus-address")),
+            "--bus-policy-file" => {
+                let v = value("--bus-policy-file");
+                cfg.bus_policy_file = (v != "none").then(|| v.into());
+            }
+            "--system-bus-socket" => {
+                let v = value("--system-bus-socket");
+                cfg.system_bus_socket = (v != "none").then(|| v.into());
+            }
+            "--group-file" => cfg.group_file = value("--group-file").into(),
+            "-h" | "--help" => {
+                print!("{}", usage());
+                return;
+            }
+            "--version" => {
+                println!("appmgrd {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
+            other => {
+                eprintln!("appmgrd: unknown argument {other:?}\n{}", usage());
+                std::process::exit(2);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("appmgrd: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(appmgr_daemon::run(cfg)) {
+        appmgr_daemon::journal::log(appmgr_daemon::journal::ERR, None, None, &e);
+        eprintln!("appmgrd: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,345 @@
+//! The `org.appmgr.Manager1` interface. Every method runs the same command function the
+//! CLI runs locally and replies `(text, json)`: the command's output for people and the
+//! JSON document `appmgr --json` prints. Store work runs on the blocking pool, one
+//! mutation at a time (the store's own lock also serializes against local CLIs).
+
+use crate::access;
+use crate::error::Error;
+use crate::journal::{self, Event};
+use crate::Daemon;
+use appmgr_cli::{ops, CliError, Global};
+use appmgr_types::ErrorClass;
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedFd, OwnedValue};
+
+pub struct Manager {
+    pub(crate) d: Arc<Daemon>,
+}
+
+type Reply = Result<(String, String), Error>;
+
+fn reply(out: appmgr_cli::Output) -> Reply {
+    let json = serde_json::to_string(&out.json)
+        .map_err(|e| Error::Failed(format!("cannot encode the reply: {e}")))?;
+    Ok((out.text, json))
+}
+
+impl Manager {
+    /// Refuses a mutating call from anyone but root or the operator group: nothing is
+    /// read or written before this check.
+    async fn authorize(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        what: &str,
+    ) -> Result<access::Caller, Error> {
+        let c = access::caller(conn, hdr).await?;
+        if c.may_mutate(self.d.operator_gid) {
+            return Ok(c);
+        }
+        journal::log(
+            journal::WARNING,
+            Some(Event::Denied),
+            None,
+            &format!(
+                "denied {what} to uid {} (pid {}): not root and not in the operator group",
+                c.uid,
+                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+            ),
+        );
+        Err(Error::AccessDenied(format!(
+            "{what}: uid {} may not change apps (root or the operator group only)",
+            c.uid
+        )))
+    }
+
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+    ) -> Result<T, Error> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Failed(format!("internal: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// A mutating store command, serialized with the others, then the bus policy is
+    /// brought up to date.
+    async fn mutate(
+        &self,
+        f: impl FnOnce(&Global) -> Result<appmgr_cli::Output, CliError> + Send + 'static,
+    ) -> Result<appmgr_cli::Output, Error> {
+        let _guard = self.d.mutation.lock().await;
+        let g = self.d.global();
+        let out = Self::blocking(move || f(&g)).await?;
+        self.d.refresh_bus_policy().await;
+        Ok(out)
+    }
+}
+
+fn id_of(j: &serde_json::Value) -> String {
+    j["id"].as_str().unwrap_or("").to_string()
+}
+
+#[zbus::interface(name = "org.appmgr.Manager1")]
+impl Manager {
+    /// Installs or updates from the signed bundle open on `bundle` (the caller opens it
+    /// with its own rights). Options: `allow-downgrade` (b), `name` (s: the file name for
+    /// messages). Emits `InstallProgress` while it works.
+    async fn install(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        bundle: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        let caller = self.authorize(conn, &hdr, "Install").await?;
+        let mut allow_downgrade = false;
+        let mut name = String::from("bundle");
+        for (k, v) in &options {
+            match k.as_str() {
+                "allow-downgrade" => {
+                    allow_downgrade = bool::try_from(v).map_err(|_| {
+                        Error::InvalidArgs("option allow-downgrade: expected a boolean".into())
+                    })?
+                }
+                "name" => {
+                    name = String::try_from(v.try_clone().map_err(zbus::Error::from)?)
+                        .map_err(|_| Error::InvalidArgs("option name: expected a string".into()))?;
+                    if appmgr_types::has_unsafe_chars(&name) || name.len() > 4096 {
+                        return Err(Error::InvalidArgs(format!(
+                            "option name: {}: control characters or too long",
+                            appmgr_types::escape_for_display(&name)
+                        )));
+                    }
+                }
+                other => {
+                    return Err(Error::InvalidArgs(format!(
+                        "unknown option {}",
+                        appmgr_types::escape_for_display(other)
+                    )))
+                }
+            }
+        }
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(bundle));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ops::Progress>();
+        let emitter = emitter.to_owned();
+        let who = caller.name.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let _ = Manager::install_progress(&emitter, &who, p.phase, p.bytes, p.total).await;
+            }
+        });
+        let out = self
+            .mutate(move |g| {
+                let mut last = (0u64, "");
+                let mut report = |p: ops::Progress| {
+                    // At most one signal per percent and phase.
+                    let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+                    if (pct, p.phase) != last {
+                        last = (pct, p.phase);
+                        let _ = tx.send(p);
+                    }
+                };
+                let r = ops::install_from(
+                    g,
+                    file,
+                    std::path::Path::new(&name),
+                    allow_downgrade,
+                    &mut report,
+                );
+                if r.is_ok() {
+                    let _ = tx.send(ops::Progress {
+                        phase: "done",
+                        bytes: 1,
+                        total: 1,
+                    });
+                }
+                r
+            })
+            .await;
+        let _ = forward.await;
+        let out = out?;
+        let id = id_of(&out.json);
+        let action = out.json["action"]
+            .as_str()
+            .unwrap_or("installed")
+            .to_string();
+        let event = if action == "updated" {
+            Event::Updated
+        } else {
+            Event::Installed
+        };
+        journal::log(
+            journal::INFO,
+            Some(event),
+            Some(&id),
+            out.text.lines().next().unwrap_or(""),
+        );
+        self.d.after_install(&id, &out.json).await;
+        reply(out)
+    }
+
+    /// Removes an app or runtime (a running service is stopped first). No options yet;
+    /// unknown ones are refused.
+    async fn remove(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "Remove").await?;
+        no_options(&options)?;
+        self.d.supervisor.stop_if_running(&id).await;
+        let out = self.mutate(move |g| ops::remove(g, &id)).await?;
+        let id = id_of(&out.json);
+        self.d.supervisor.forget(&id).await;
+        journal::log(
+            journal::INFO,
+            Some(Event::Removed),
+            Some(&id),
+            out.text.trim_end(),
+        );
+        reply(out)
+    }
+
+    /// Switches an app or runtime back to its previous deployment (a running service is
+    /// restarted on it).
+    async fn rollback(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "Rollback").await?;
+        no_options(&options)?;
+        let out = self.mutate(move |g| ops::rollback(g, &id)).await?;
+        let id = id_of(&out.json);
+        journal::log(
+            journal::INFO,
+            Some(Event::RolledBack),
+            Some(&id),
+            out.text.trim_end(),
+        );
+        self.d.supervisor.restart_if_running(&id).await;
+        reply(out)
+    }
+
+    /// Installed apps and runtimes (lock-free: the records are read as they are).
+    async fn list(&self) -> Result<(String, String), Error> {
+        let g = self.d.global();
+        reply(Self::blocking(move || ops::list(&g)).await?)
+    }
+
+    /// One installed app or runtime.
+    async fn info(&self, id: String) -> Result<(String, String), Error> {
+        let g = self.d.global();
+        reply(Self::blocking(move || ops::info(&g, &id)).await?)
+    }
+
+    /// The effective grant and limits of an app with the rule behind each.
+    async fn permissions(&self, id: String) -> Result<(String, String), Error> {
+        let g = self.d.global();
+        reply(Self::blocking(move || ops::permissions(&g, &id)).await?)
+    }
+
+    /// Running apps with their cgroup figures.
+    async fn ps(&self) -> Result<(String, String), Error> {
+        let g = self.d.global();
+        reply(Self::blocking(move || ops::ps(&g)).await?)
+    }
+
+    /// Verifies the store; problems are in the reply (`clean` false), not an error.
+    async fn fsck(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(String, String), Error> {
+        // fsck marks corrupt deployments: a mutation.
+        self.authorize(conn, &hdr, "Fsck").await?;
+        reply(self.mutate(ops::fsck_report).await?)
+    }
+
+    /// Kills every process of a running app (a supervised service is not restarted).
+    async fn kill(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: String,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "Kill").await?;
+        self.d.supervisor.mark_stopping(&id).await;
+        let g = self.d.global();
+        reply(Self::blocking(move || ops::kill(&g, &id)).await?)
+    }
+
+    /// Starts an app as a supervised service.
+    async fn start(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: String,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "Start").await?;
+        reply(self.d.supervisor.start(&id).await?)
+    }
+
+    /// Stops a supervised service: SIGTERM, SIGKILL after its stop timeout.
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: String,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "Stop").await?;
+        reply(self.d.supervisor.stop(&id).await?)
+    }
+
+    /// Supervised services (`id` empty: all): state, pid, restarts, readiness, health
+    /// window, last automatic rollback.
+    async fn status(&self, id: String) -> Result<(String, String), Error> {
+        reply(self.d.supervisor.status(&id).await?)
+    }
+
+    /// Progress of an install started by `caller` (a unique bus name): `phase` is
+    /// `verifying`, `importing`, `committing` or `done`; `bytes` of `total` file content.
+    #[zbus(signal)]
+    async fn install_progress(
+        emitter: &SignalEmitter<'_>,
+        caller: &str,
+        phase: &str,
+        bytes: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
+
+    /// A service changed state (`starting`, `running`, `ready`, `backoff`, `stopped`,
+    /// `failed`, `rolled-back`).
+    #[zbus(signal)]
+    pub async fn service_state_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        state: &str,
+    ) -> zbus::Result<()>;
+
+    /// The interface version (1 for `org.appmgr.Manager1`).
+    #[zbus(property)]
+    async fn version(&self) -> u32 {
+        1
+    }
+}
+
+fn no_options(o: &HashMap<String, OwnedValue>) -> Result<(), Error> {
+    match o.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(Error::of(
+            ErrorClass::Usage,
+            format!("unknown option {}", appmgr_types::escape_for_display(k)),
+        )),
+    }
+}

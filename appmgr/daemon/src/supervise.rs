@@ -1,0 +1,1092 @@
+//! Supervision of service apps. appmgrd launches a service through the single-threaded
+//! launcher (never forking the tokio process into a sandbox), tracks the launcher with a
+//! pidfd, reaps it, restarts it with exponential backoff, and runs the health window
+//! after an update: N crashes, or no `READY=1` within T seconds, roll the app back to
+//! the previous version, recorded in `STATE/daemon/health/ID.json`.
+//!
+//! No process stays beside the app for supervision: the daemon itself waits on the
+//! pidfd. The launcher (and its tiny init as pid 1 of the sandbox) are the only
+//! per-app processes, as with `appmgr run`.
+
+use crate::error::Error;
+use crate::journal::{self, Event};
+use crate::Daemon;
+use appmgr_bundle::ReadyProtocol;
+use appmgr_cli::{ops, CliError, Output};
+use appmgr_types::{AppId, ErrorClass};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Mutex;
+
+/// How a service is run: from the manifest's `[service]` and policy's `service` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Settings {
+    pub autostart: bool,
+    pub restart: appmgr_policy::RestartPolicy,
+    pub restart_delay_ms: u64,
+    pub restart_delay_max_ms: u64,
+    pub ready: ReadyProtocol,
+    pub stop_timeout_s: u32,
+    pub health_crashes: u32,
+    pub health_timeout_s: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Starting,
+    Running,
+    Ready,
+    Backoff,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Ready => "ready",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// The window after an update in which the new version must prove itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Health {
+    pub from_version: String,
+    pub to_version: String,
+    pub crashes: u32,
+    pub max_crashes: u32,
+    pub timeout_s: u32,
+    #[serde(skip)]
+    pub deadline: Instant,
+    pub needs_ready: bool,
+}
+
+/// What appmgrd recorded when it rolled an app back by itself.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RollbackRecord {
+    pub id: String,
+    pub from_version: String,
+    pub to_version: String,
+    pub reason: String,
+    pub at_unix: u64,
+}
+
+#[derive(Debug)]
+struct Service {
+    id: AppId,
+    state: State,
+    settings: Settings,
+    version: String,
+    pid: Option<u32>,
+    pidfd: Option<Arc<OwnedFd>>,
+    /// Bumped at every launch: a stale exit or timer belongs to an older one.
+    generation: u64,
+    /// Consecutive failed runs (reset after a run that lasted 30 s or became ready).
+    failures: u32,
+    restarts: u32,
+    started_at: Option<Instant>,
+    last_exit: Option<String>,
+    status_text: Option<String>,
+    health: Option<Health>,
+    want_running: bool,
+}
+
+pub struct Supervisor {
+    daemon: Weak<Daemon>,
+    services: Mutex<BTreeMap<String, Service>>,
+    /// Exits, restart timers and health deadlines arrive here and are handled by
+    /// [`Supervisor::run`] (one task each), so a launch never awaits its own successor.
+    tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Msg>>>,
+}
+
+enum Msg {
+    Exited {
+        app: AppId,
+        generation: u64,
+        status: Option<std::process::ExitStatus>,
+        events: Vec<String>,
+    },
+    Restart {
+        app: AppId,
+        generation: u64,
+    },
+    HealthDeadline {
+        app: AppId,
+        generation: u64,
+    },
+}
+
+fn cli_err(class: ErrorClass, m: String) -> Error {
+    Error::of(class, m)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a launch produced.
+struct Launched {
+    child: std::process::Child,
+    pidfd: OwnedFd,
+    cgroup: appmgr_cgroup::Cgroup,
+    counters: Vec<(PathBuf, &'static str, &'static str)>,
+    version: String,
+    settings: Settings,
+}
+
+impl Supervisor {
+    pub fn new(daemon: Weak<Daemon>) -> Supervisor {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Supervisor {
+            daemon,
+            services: Mutex::new(BTreeMap::new()),
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Handles supervision events until the daemon ends.
+    pub async fn run(self: Arc<Self>) {
+        let rx = self.rx.lock().ok().and_then(|mut r| r.take());
+        let Some(mut rx) = rx else { return };
+        while let Some(m) = rx.recv().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                match m {
+                    Msg::Exited {
+                        app,
+                        generation,
+                        status,
+                        events,
+                    } => me.exited(&app, generation, status, events).await,
+                    Msg::Restart { app, generation } => {
+                        me.restart_after_backoff(&app, generation).await
+                    }
+                    Msg::HealthDeadline { app, generation } => {
+                        me.health_deadline(&app, generation).await
+                    }
+                }
+            });
+        }
+    }
+
+    async fn restart_after_backoff(self: &Arc<Self>, app: &AppId, generation: u64) {
+        let go = {
+            let mut map = self.services.lock().await;
+            match map.get_mut(app.as_str()) {
+                Some(s)
+                    if s.generation == generation
+                        && s.want_running
+                        && s.state == State::Backoff =>
+                {
+                    s.restarts += 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if go {
+            if let Err(e) = self.launch(app, None).await {
+                let mut map = self.services.lock().await;
+                if let Some(s) = map.get_mut(app.as_str()) {
+                    s.state = State::Failed;
+                    s.last_exit = Some(format!("restart failed: {}", error_text(&e)));
+                    self.announce(s).await;
+                }
+            }
+        }
+    }
+
+    fn d(&self) -> Arc<Daemon> {
+        self.daemon
+            .upgrade()
+            .expect("the daemon outlives its supervisor")
+    }
+
+    /// The service settings of an installed app, `None` if it is not a service.
+    pub fn settings_of(g: &appmgr_cli::Global, id: &str) -> Result<Option<Settings>, CliError> {
+        let ctx = ops::LaunchCtx::load(g)?;
+        let a = ctx.app_grant(id)?;
+        Ok(settings_from(&a))
+    }
+
+    /// Starts every installed app whose service settings say autostart.
+    pub async fn start_autostart(self: &Arc<Self>) {
+        let g = self.d().global();
+        let list = tokio::task::spawn_blocking(move || -> Vec<String> {
+            let Ok(ctx) = ops::LaunchCtx::load(&g) else {
+                return Vec::new();
+            };
+            let Ok(all) = ctx.view.list_installed() else {
+                return Vec::new();
+            };
+            all.into_iter()
+                .filter(|i| i.ref_name.kind == appmgr_types::Kind::App)
+                .filter_map(|i| {
+                    let id = i.ref_name.id.to_string();
+                    let a = ctx.app_grant(&id).ok()?;
+                    settings_from(&a).filter(|s| s.autostart).map(|_| id)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        for id in list {
+            if let Err(e) = self.start(&id).await {
+                journal::log(
+                    journal::ERR,
+                    None,
+                    Some(&id),
+                    &format!("autostart failed: {}", error_text(&e)),
+                );
+            }
+        }
+    }
+
+    /// `Start`: launches the app under supervision.
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<Output, Error> {
+        let app = AppId::new(id).map_err(|e| cli_err(ErrorClass::Usage, e.to_string()))?;
+        {
+            let map = self.services.lock().await;
+            if let Some(s) = map.get(app.as_str()) {
+                if s.pid.is_some() || s.state == State::Backoff {
+                    return Err(cli_err(
+                        ErrorClass::Conflict,
+                        format!(
+                            "{app}: already running under appmgrd (state {})",
+                            s.state.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.launch(&app, None).await?;
+        self.status(app.as_str()).await
+    }
+
+    /// Launches (or relaunches) `app`; with `health`, the new run opens a health window.
+    async fn launch(self: &Arc<Self>, app: &AppId, health: Option<Health>) -> Result<(), Error> {
+        let d = self.d();
+        let g = d.global();
+        let id = app.to_string();
+        let bus_socket = d.config.system_bus_socket.clone();
+        let notify_dir = d.daemon_dir().join("notify");
+        let logs_dir = d.daemon_dir().join("logs");
+        let launched = tokio::task::spawn_blocking(move || {
+            launch_blocking(&g, &id, bus_socket, &notify_dir, &logs_dir)
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("internal: {e}")))?;
+        let (launched, notify) = launched.map_err(Error::from)?;
+        let pid = launched.child.id();
+        let pidfd = Arc::new(launched.pidfd);
+        let generation;
+        {
+            let mut map = self.services.lock().await;
+            let s = map.entry(app.to_string()).or_insert_with(|| Service {
+                id: app.clone(),
+                state: State::Stopped,
+                settings: launched.settings.clone(),
+                version: launched.version.clone(),
+                pid: None,
+                pidfd: None,
+                generation: 0,
+                failures: 0,
+                restarts: 0,
+                started_at: None,
+                last_exit: None,
+                status_text: None,
+                health: None,
+                want_running: true,
+            });
+            s.generation += 1;
+            generation = s.generation;
+            s.settings = launched.settings.clone();
+            s.version = launched.version.clone();
+            s.pid = Some(pid);
+            s.pidfd = Some(pidfd.clone());
+            s.started_at = Some(Instant::now());
+            s.want_running = true;
+            s.status_text = None;
+            if health.is_some() {
+                s.health = health;
+            }
+            s.state = if s.settings.ready == ReadyProtocol::Notify {
+                State::Starting
+            } else {
+                State::Running
+            };
+            self.announce(s).await;
+            journal::log(
+                journal::INFO,
+                Some(Event::ServiceStarted),
+                Some(app.as_str()),
+                &format!("{app} {} started (launcher pid {pid})", s.version),
+            );
+            if let Some(h) = &s.health {
+                if h.needs_ready {
+                    let tx = self.tx.clone();
+                    let app = app.clone();
+                    let wait = h.deadline.saturating_duration_since(Instant::now());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = tx.send(Msg::HealthDeadline { app, generation });
+                    });
+                }
+            }
+        }
+        // Readiness messages.
+        if let Some(sock) = notify {
+            let me = self.clone();
+            let app = app.clone();
+            tokio::spawn(async move { me.read_notify(app, sock, generation).await });
+        }
+        // Wait for the exit on the pidfd, then reap.
+        let tx = self.tx.clone();
+        let app = app.clone();
+        let Launched {
+            mut child,
+            cgroup,
+            counters,
+            ..
+        } = launched;
+        tokio::spawn(async move {
+            // `with_interest` is deprecated only because it cannot prove that the fd
+            // stays open; PidfdRef owns it (an Arc<OwnedFd>) for the AsyncFd's lifetime.
+            #[allow(deprecated)]
+            let afd = tokio::io::unix::AsyncFd::with_interest(
+                PidfdRef(pidfd),
+                tokio::io::Interest::READABLE,
+            );
+            if let Ok(afd) = afd {
+                let _ = afd.readable().await;
+            }
+            let status = tokio::task::spawn_blocking(move || {
+                let st = child.wait();
+                // Limit events, then the cgroup goes (the launcher moved itself out).
+                let events = read_events(&counters);
+                let _ = cgroup.remove();
+                (st, events)
+            })
+            .await;
+            if let Ok((st, events)) = status {
+                let _ = tx.send(Msg::Exited {
+                    app,
+                    generation,
+                    status: st.ok(),
+                    events,
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn read_notify(
+        self: Arc<Self>,
+        app: AppId,
+        sock: std::os::unix::net::UnixDatagram,
+        generation: u64,
+    ) {
+        let Ok(sock) = sock
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UnixDatagram::from_std(sock))
+        else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok(n) = sock.recv(&mut buf).await else {
+                return;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let mut map = self.services.lock().await;
+            let Some(s) = map.get_mut(app.as_str()) else {
+                return;
+            };
+            if s.generation != generation {
+                return;
+            }
+            for line in text.lines() {
+                if line == "READY=1" && s.state == State::Starting {
+                    s.state = State::Ready;
+                    s.failures = 0;
+                    if let Some(h) = s.health.take() {
+                        journal::log(
+                            journal::INFO,
+                            None,
+                            Some(app.as_str()),
+                            &format!(
+                                "{app} {} reported ready: update from {} accepted",
+                                h.to_version, h.from_version
+                            ),
+                        );
+                    }
+                    self.announce(s).await;
+                } else if let Some(t) = line.strip_prefix("STATUS=") {
+                    s.status_text = Some(appmgr_types::escape_for_display(
+                        &t.chars().take(200).collect::<String>(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn announce(&self, s: &Service) {
+        if let Some(d) = self.daemon.upgrade() {
+            d.emit_service_state(s.id.as_str(), s.state.name()).await;
+        }
+    }
+
+    /// The health deadline of launch `generation` passed.
+    async fn health_deadline(self: &Arc<Self>, app: &AppId, generation: u64) {
+        let reason = {
+            let map = self.services.lock().await;
+            let Some(s) = map.get(app.as_str()) else {
+                return;
+            };
+            if s.generation != generation || s.state != State::Starting {
+                return;
+            }
+            match &s.health {
+                Some(h) => format!("no READY=1 within {} s of the update", h.timeout_s),
+                None => return,
+            }
+        };
+        self.health_rollback(app, reason).await;
+    }
+
+    async fn exited(
+        self: &Arc<Self>,
+        app: &AppId,
+        generation: u64,
+        status: Option<std::process::ExitStatus>,
+        events: Vec<String>,
+    ) {
+        use std::os::unix::process::ExitStatusExt;
+        for e in &events {
+            journal::log(
+                journal::WARNING,
+                Some(Event::LimitHit),
+                Some(app.as_str()),
+                &format!("{app}: limit hit: {e}"),
+            );
+        }
+        let (desc, success) = match status {
+            Some(st) => match (st.code(), st.signal()) {
+                (Some(0), _) => ("exited with status 0".to_string(), true),
+                (Some(c), _) => (format!("exited with status {c}"), false),
+                (None, Some(sig)) => (format!("killed by signal {sig}"), false),
+                _ => ("ended".to_string(), false),
+            },
+            None => ("lost".to_string(), false),
+        };
+        let mut rollback: Option<String> = None;
+        let mut delay: Option<Duration> = None;
+        {
+            let mut map = self.services.lock().await;
+            let Some(s) = map.get_mut(app.as_str()) else {
+                return;
+            };
+            if s.generation != generation {
+                return;
+            }
+            s.pid = None;
+            s.pidfd = None;
+            s.last_exit = Some(desc.clone());
+            let ran = s.started_at.map(|t| t.elapsed()).unwrap_or_default();
+            journal::log(
+                if success {
+                    journal::INFO
+                } else {
+                    journal::WARNING
+                },
+                Some(Event::ServiceExited),
+                Some(app.as_str()),
+                &format!(
+                    "{app} {} {desc} after {:.1} s",
+                    s.version,
+                    ran.as_secs_f64()
+                ),
+            );
+            if !s.want_running {
+                s.state = State::Stopped;
+                self.announce(s).await;
+                return;
+            }
+            if !success {
+                if let Some(h) = s.health.as_mut() {
+                    h.crashes += 1;
+                    if h.crashes >= h.max_crashes {
+                        rollback = Some(format!(
+                            "{} crash(es) of {} within the health window (last: {desc})",
+                            h.crashes, h.to_version
+                        ));
+                    }
+                }
+            }
+            if rollback.is_none() {
+                if ran >= Duration::from_secs(30) {
+                    s.failures = 0;
+                }
+                let again = match s.settings.restart {
+                    appmgr_policy::RestartPolicy::Always => true,
+                    appmgr_policy::RestartPolicy::OnFailure => !success,
+                    appmgr_policy::RestartPolicy::Never => false,
+                };
+                if again {
+                    let base = s.settings.restart_delay_ms.max(1);
+                    let exp = base.saturating_mul(1u64 << s.failures.min(20));
+                    delay = Some(Duration::from_millis(
+                        exp.min(s.settings.restart_delay_max_ms),
+                    ));
+                    s.failures = s.failures.saturating_add(1);
+                    s.state = State::Backoff;
+                } else {
+                    s.state = if success {
+                        State::Stopped
+                    } else {
+                        State::Failed
+                    };
+                    s.want_running = false;
+                }
+                self.announce(s).await;
+            }
+        }
+        if let Some(reason) = rollback {
+            self.health_rollback(app, reason).await;
+            return;
+        }
+        if let Some(delay) = delay {
+            let tx = self.tx.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Msg::Restart { app, generation });
+            });
+        }
+    }
+
+    /// Rolls `app` back after a failed health window and starts the previous version.
+    async fn health_rollback(self: &Arc<Self>, app: &AppId, reason: String) {
+        let (from, to) = {
+            let mut map = self.services.lock().await;
+            let Some(s) = map.get_mut(app.as_str()) else {
+                return;
+            };
+            let Some(h) = s.health.take() else { return };
+            // The failed version is stopped before the switch.
+            s.want_running = false;
+            (h.from_version, h.to_version)
+        };
+        self.stop_and_wait(app).await;
+        let d = self.d();
+        let g = d.global();
+        let id = app.to_string();
+        let _guard = d.mutation.lock().await;
+        let r = tokio::task::spawn_blocking(move || ops::rollback(&g, &id)).await;
+        drop(_guard);
+        d.refresh_bus_policy().await;
+        let record = RollbackRecord {
+            id: app.to_string(),
+            from_version: to.clone(),
+            to_version: from.clone(),
+            reason: reason.clone(),
+            at_unix: now_unix(),
+        };
+        match r {
+            Ok(Ok(_)) => {
+                let path = d.daemon_dir().join("health").join(format!("{app}.json"));
+                if let Err(e) = write_json_atomic(&path, &record) {
+                    journal::log(
+                        journal::ERR,
+                        None,
+                        Some(app.as_str()),
+                        &format!("{}: {e}", path.display()),
+                    );
+                }
+                journal::log(
+                    journal::ERR,
+                    Some(Event::HealthRollback),
+                    Some(app.as_str()),
+                    &format!("{app}: update {from} -> {to} rolled back: {reason}"),
+                );
+                if let Err(e) = self.launch(app, None).await {
+                    journal::log(
+                        journal::ERR,
+                        None,
+                        Some(app.as_str()),
+                        &format!("restart after rollback failed: {}", error_text(&e)),
+                    );
+                }
+            }
+            Ok(Err(e)) => journal::log(
+                journal::ERR,
+                None,
+                Some(app.as_str()),
+                &format!("{app}: health window failed ({reason}) but rollback failed: {e}"),
+            ),
+            Err(e) => journal::log(
+                journal::ERR,
+                None,
+                Some(app.as_str()),
+                &format!("internal: {e}"),
+            ),
+        }
+    }
+
+    /// SIGTERM to the launcher (forwarded to the app), SIGKILL to the whole cgroup after
+    /// the stop timeout; returns when the launcher has been reaped.
+    async fn stop_and_wait(&self, app: &AppId) {
+        let (pidfd, timeout) = {
+            let mut map = self.services.lock().await;
+            let Some(s) = map.get_mut(app.as_str()) else {
+                return;
+            };
+            s.want_running = false;
+            if s.pid.is_none() {
+                if s.state == State::Backoff {
+                    s.state = State::Stopped;
+                }
+                return;
+            }
+            s.state = State::Stopping;
+            (s.pidfd.clone(), s.settings.stop_timeout_s)
+        };
+        let Some(pidfd) = pidfd else { return };
+        let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(timeout.into());
+        loop {
+            let gone = {
+                let map = self.services.lock().await;
+                map.get(app.as_str()).is_none_or(|s| s.pid.is_none())
+            };
+            if gone {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+                if let Ok(h) = ops::hierarchy() {
+                    let _ = h.cgroup(app).kill();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<Output, Error> {
+        let app = AppId::new(id).map_err(|e| cli_err(ErrorClass::Usage, e.to_string()))?;
+        {
+            let map = self.services.lock().await;
+            match map.get(app.as_str()) {
+                Some(s) if s.pid.is_some() || s.state == State::Backoff => {}
+                _ => {
+                    return Err(cli_err(
+                        ErrorClass::NotFound,
+                        format!("{app}: not running under appmgrd"),
+                    ))
+                }
+            }
+        }
+        self.stop_and_wait(&app).await;
+        self.status(app.as_str()).await
+    }
+
+    pub async fn stop_if_running(&self, id: &str) {
+        if let Ok(app) = AppId::new(id) {
+            self.stop_and_wait(&app).await;
+        }
+    }
+
+    pub async fn forget(&self, id: &str) {
+        let mut map = self.services.lock().await;
+        if map.get(id).is_some_and(|s| s.pid.is_none()) {
+            map.remove(id);
+        }
+    }
+
+    /// `Kill` was asked for: the exit that follows is not a crash to restart from.
+    pub async fn mark_stopping(&self, id: &str) {
+        let mut map = self.services.lock().await;
+        if let Some(s) = map.get_mut(id) {
+            s.want_running = false;
+        }
+    }
+
+    /// After a rollback by an operator: a running service restarts on the new current
+    /// version.
+    pub async fn restart_if_running(self: &Arc<Self>, id: &str) {
+        let Ok(app) = AppId::new(id) else { return };
+        let running = {
+            let map = self.services.lock().await;
+            map.get(id).is_some_and(|s| s.pid.is_some())
+        };
+        if running {
+            self.stop_and_wait(&app).await;
+            if let Err(e) = self.launch(&app, None).await {
+                journal::log(
+                    journal::ERR,
+                    None,
+                    Some(id),
+                    &format!("restart failed: {}", error_text(&e)),
+                );
+            }
+        }
+    }
+
+    /// After an install: an updated service that runs (or autostarts) is restarted on the
+    /// new version inside a health window; a new autostart service is started.
+    pub async fn after_install(self: &Arc<Self>, id: &str, j: &serde_json::Value) {
+        let Ok(app) = AppId::new(id) else { return };
+        if j["kind"] != "app" {
+            return;
+        }
+        let g = self.d().global();
+        let sid = id.to_string();
+        let settings = tokio::task::spawn_blocking(move || Supervisor::settings_of(&g, &sid))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(settings) = settings else { return };
+        let running = {
+            let map = self.services.lock().await;
+            map.get(id).is_some_and(|s| s.want_running)
+        };
+        if !running && !settings.autostart {
+            return;
+        }
+        let from = j["previous-version"].as_str().map(str::to_string);
+        let to = j["version"].as_str().unwrap_or("").to_string();
+        let health = match (j["action"].as_str(), from) {
+            (Some("updated"), Some(from)) => Some(Health {
+                from_version: from,
+                to_version: to,
+                crashes: 0,
+                max_crashes: settings.health_crashes.max(1),
+                timeout_s: settings.health_timeout_s,
+                deadline: Instant::now() + Duration::from_secs(settings.health_timeout_s.into()),
+                needs_ready: settings.ready == ReadyProtocol::Notify,
+            }),
+            _ => None,
+        };
+        self.stop_and_wait(&app).await;
+        if let Err(e) = self.launch(&app, health).await {
+            journal::log(
+                journal::ERR,
+                None,
+                Some(id),
+                &format!("start after install failed: {}", error_text(&e)),
+            );
+        }
+    }
+
+    /// `Status`: every supervised service, or one.
+    pub async fn status(&self, id: &str) -> Result<Output, Error> {
+        let map = self.services.lock().await;
+        let health_dir = self.d().daemon_dir().join("health");
+        let mut rows = Vec::new();
+        let mut text = String::new();
+        for s in map
+            .values()
+            .filter(|s| id.is_empty() || s.id.as_str() == id)
+        {
+            let last_rollback: Option<RollbackRecord> =
+                std::fs::read(health_dir.join(format!("{}.json", s.id)))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            text.push_str(&format!(
+                "{:<32} {:<9} {:<12} pid {:<8} restarts {}{}{}\n",
+                s.id.as_str(),
+                s.state.name(),
+                s.version,
+                s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                s.restarts,
+                s.last_exit
+                    .as_ref()
+                    .map(|e| format!("  last: {e}"))
+                    .unwrap_or_default(),
+                last_rollback
+                    .as_ref()
+                    .map(|r| format!(
+                        "  rolled back {} -> {}: {}",
+                        r.from_version, r.to_version, r.reason
+                    ))
+                    .unwrap_or_default(),
+            ));
+            rows.push(json!({
+                "id": s.id,
+                "state": s.state.name(),
+                "version": s.version,
+                "pid": s.pid,
+                "restarts": s.restarts,
+                "last-exit": s.last_exit,
+                "status-text": s.status_text,
+                "settings": s.settings,
+                "health-window": s.health,
+                "last-rollback": last_rollback,
+            }));
+        }
+        if !id.is_empty() && rows.is_empty() {
+            return Err(cli_err(
+                ErrorClass::NotFound,
+                format!(
+                    "{}: not supervised by appmgrd",
+                    appmgr_types::escape_for_display(id)
+                ),
+            ));
+        }
+        let j = if id.is_empty() {
+            json!(rows)
+        } else {
+            rows.remove(0)
+        };
+        Ok(Output::new(text, j))
+    }
+
+    /// Pids of the running launchers (for the daemon's own accounting and tests).
+    pub async fn running_count(&self) -> usize {
+        self.services
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.pid.is_some())
+            .count()
+    }
+}
+
+/// A pidfd as an `AsRawFd` for `AsyncFd` (readable once the process has exited).
+struct PidfdRef(Arc<OwnedFd>);
+
+impl std::os::fd::AsRawFd for PidfdRef {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn error_text(e: &Error) -> String {
+    match e {
+        Error::ZBus(z) => z.to_string(),
+        Error::Failed(m)
+        | Error::InvalidArgs(m)
+        | Error::Integrity(m)
+        | Error::PolicyRefused(m)
+        | Error::NotFound(m)
+        | Error::Conflict(m)
+        | Error::AccessDenied(m) => m.clone(),
+    }
+}
+
+/// Service settings: the manifest's `[service]` declares the app a service and how it
+/// reports readiness; policy's `service` table (if any rule sets it) decides autostart,
+/// restart and the health window, and can make any app a service.
+pub fn settings_from(a: &ops::AppGrant) -> Option<Settings> {
+    let decl = a.manifest.service.as_ref();
+    let pol = &a.grant.service;
+    if decl.is_none() && !pol.declares_service() {
+        return None;
+    }
+    Some(Settings {
+        autostart: pol.autostart.unwrap_or(true),
+        restart: pol
+            .restart
+            .unwrap_or(appmgr_policy::RestartPolicy::OnFailure),
+        restart_delay_ms: pol.restart_delay_ms.unwrap_or(1000),
+        restart_delay_max_ms: pol.restart_delay_max_ms.unwrap_or(60_000),
+        ready: decl.map(|d| d.ready).unwrap_or_default(),
+        stop_timeout_s: decl.map(|d| d.stop_timeout).unwrap_or(10),
+        health_crashes: pol.health_crashes.unwrap_or(3),
+        health_timeout_s: pol.health_timeout_s.unwrap_or(30),
+    })
+}
+
+type LaunchResult = Result<(Launched, Option<std::os::unix::net::UnixDatagram>), CliError>;
+
+/// The blocking part of a launch: policy check, cgroup, notify socket, output streams,
+/// plan, spawn of the launcher, pidfd.
+fn launch_blocking(
+    g: &appmgr_cli::Global,
+    id: &str,
+    bus_socket: Option<PathBuf>,
+    notify_dir: &std::path::Path,
+    logs_dir: &std::path::Path,
+) -> LaunchResult {
+    let other = |m: String| CliError::new(ErrorClass::Other, m);
+    let ctx = ops::LaunchCtx::load(g)?;
+    let a = ctx.app_grant(id)?;
+    a.grant.check()?;
+    let settings = settings_from(&a).unwrap_or(Settings {
+        autostart: false,
+        restart: appmgr_policy::RestartPolicy::Never,
+        restart_delay_ms: 1000,
+        restart_delay_max_ms: 60_000,
+        ready: ReadyProtocol::Started,
+        stop_timeout_s: 10,
+        health_crashes: 3,
+        health_timeout_s: 30,
+    });
+    let uid = a
+        .info
+        .uid
+        .ok_or_else(|| other(format!("{id}: no uid allocated")))?;
+    let h = ops::hierarchy()?;
+    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
+        .map_err(|e| CliError::new(ErrorClass::Policy, format!("{id}: {e}")))?;
+    std::fs::create_dir_all(g.state_dir.join("data"))
+        .map_err(|e| other(format!("{}: {e}", g.state_dir.display())))?;
+    // The notify socket: one per app uid, owned by that uid, bound into the sandbox.
+    let notify = if settings.ready == ReadyProtocol::Notify {
+        std::fs::create_dir_all(notify_dir)
+            .map_err(|e| other(format!("{}: {e}", notify_dir.display())))?;
+        let _ = std::fs::set_permissions(notify_dir, std::fs::Permissions::from_mode(0o700));
+        let path = notify_dir.join(uid.to_string());
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path)
+            .map_err(|e| other(format!("{}: {e}", path.display())))?;
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid))
+            .map_err(|e| other(format!("{}: {e}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| other(format!("{}: {e}", path.display())))?;
+        Some((sock, path))
+    } else {
+        None
+    };
+    let notify_path = notify.as_ref().map(|(_, p)| p.clone());
+    let (plan, cgroup) = ops::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
+        s.notify_socket = notify_path;
+        s.system_bus_socket = bus_socket;
+        // appmgrd reads the limit counters and removes the cgroup itself after the exit.
+        s.after_exit.events.clear();
+        s.after_exit.remove_dirs.clear();
+    })?;
+    let counters = cgroup.event_counters();
+    let (mut cmd, _plan_fd) =
+        appmgr_sandbox::launcher_command(&plan).map_err(|e| other(format!("{id}: {e}")))?;
+    let (out, err) = output_streams(id, logs_dir)?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = cgroup.remove();
+            return Err(other(format!("{id}: cannot start the launcher: {e}")));
+        }
+    };
+    let pid = rustix::process::Pid::from_child(&child);
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|e| other(format!("{id}: pidfd_open: {e}")))?;
+    Ok((
+        Launched {
+            child,
+            pidfd,
+            cgroup,
+            counters,
+            version: a.deployment.version.to_string(),
+            settings,
+        },
+        notify.map(|(s, _)| s),
+    ))
+}
+
+/// stdout and stderr of a service: journal streams tagged with the app ID, or
+/// `STATE/daemon/logs/ID.log` (append) where no journald runs.
+fn output_streams(
+    id: &str,
+    logs_dir: &std::path::Path,
+) -> Result<(std::process::Stdio, std::process::Stdio), CliError> {
+    if let (Some(o), Some(e)) = (
+        journal::app_stream(id, journal::INFO),
+        journal::app_stream(id, journal::WARNING),
+    ) {
+        return Ok((OwnedFd::from(o).into(), OwnedFd::from(e).into()));
+    }
+    let other = |m: String| CliError::new(ErrorClass::Other, m);
+    std::fs::create_dir_all(logs_dir).map_err(|e| other(format!("{}: {e}", logs_dir.display())))?;
+    let path = logs_dir.join(format!("{id}.log"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| other(format!("{}: {e}", path.display())))?;
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o640));
+    let f2 = f
+        .try_clone()
+        .map_err(|e| other(format!("{}: {e}", path.display())))?;
+    Ok((f.into(), f2.into()))
+}
+
+/// Limit events from the cgroup's counter files (`memory-max`, `pids-max` with counts).
+fn read_events(counters: &[(PathBuf, &'static str, &'static str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, key, event) in counters {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            if it.next() == Some(key) {
+                if let Some(n) = it
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                {
+                    out.push(format!("{event} ({n})"));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, v: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+impl Supervisor {
+    /// At shutdown: every service is stopped (SIGTERM, then SIGKILL after its timeout).
+    pub async fn stop_all(&self) {
+        let ids: Vec<AppId> = {
+            let map = self.services.lock().await;
+            map.values()
+                .filter(|s| s.pid.is_some())
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.stop_and_wait(&id).await;
+        }
+    }
+}
