@@ -24,18 +24,25 @@
 //! enforced. Evaluation is pure and allocation-light: no regexes, globs are matched
 //! directly, and rules are parsed once per load.
 //!
+//! [`render_bus_policy`] turns the `dbus-talk`/`dbus-own` grants of the installed apps
+//! into a per-uid dbus-daemon policy drop-in (see the `bus` module).
+//!
 //! Limits: conditions (`when`) only see [`BoardFacts`]; dynamic grants (the portal
 //! permission store) are not policy files and live elsewhere.
 
 mod board;
+pub mod bus;
 mod error;
 mod eval;
 mod limits;
 mod parse;
 mod render;
+mod service;
 
 pub use board::{BoardFacts, Condition, NodePath};
+pub use bus::{render_bus_policy, BusPolicyEntry};
 pub use error::PolicyError;
 pub use eval::{EffectiveGrant, ExcessItem, ExcessReason, Granted, PolicySet, Request, Source};
 pub use limits::{CpuWeight, CpusetRef, Limits, PidsMax, PolicyResources, SwapLimit};
 pub use parse::{OnExcess, MAX_FILE_SIZE};
+pub use service::{RestartPolicy, ServicePolicy};
