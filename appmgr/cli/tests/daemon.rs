@@ -811,3 +811,127 @@ fn introspection_matches_the_committed_xml() {
         "the D-Bus API changed: review, then APPMGR_UPDATE_INTROSPECTION=1"
     );
 }
+
+fn sha256_hex(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The store part of the state dir (appmgrd's own run files left out).
+fn store_snapshot(e: &Env) -> std::collections::BTreeMap<String, String> {
+    e.snapshot()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("daemon"))
+        .collect()
+}
+
+#[test]
+fn preinstall_installs_factory_bundles_once() {
+    let id = "org.example.Factory";
+    assert!(is_root(), "appmgrd tests need root (CI runs them as root)");
+    let e = Env::new();
+    let rt = e.runtime_bundle("1.0.0");
+    let app = e.bundle(
+        &app_manifest("1.2.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "f1", 10_000),
+        "f.bundle",
+    );
+    let other = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", "org.example.Tampered"),
+        &mk_tree(&e, "f2", 10_000),
+        "o.bundle",
+    );
+    let dir = e.cfg.join("preinstall.d");
+    fs::create_dir_all(&dir).unwrap();
+    let entry = |b: &Path, id: &str, kind: &str, v: &str, sha: &str| {
+        format!("bundle = \"{}\"\nid = \"{id}\"\nkind = \"{kind}\"\nversion = \"{v}\"\nsha256 = \"{sha}\"\n", b.display())
+    };
+    fs::write(
+        dir.join("10-platform.toml"),
+        entry(
+            &rt,
+            "org.example.Platform",
+            "runtime",
+            "1.0.0",
+            &sha256_hex(&rt),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("20-factory.toml"),
+        entry(&app, id, "app", "1.2.0", &sha256_hex(&app)),
+    )
+    .unwrap();
+    // The file on disk is not the one the image was built with.
+    fs::write(
+        dir.join("30-tampered.toml"),
+        entry(
+            &other,
+            "org.example.Tampered",
+            "app",
+            "1.0.0",
+            &"0".repeat(64),
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("40-broken.toml"), "bundle = 1\n").unwrap();
+    let mut d = Daemon::start(&e);
+    assert_eq!(e.app_state_of(id), Some(("1.2.0".into(), None)));
+    assert_eq!(e.app_state_of("org.example.Tampered"), None);
+    let log = d.log();
+    assert!(
+        log.contains("30-tampered.toml") && log.contains("sha256"),
+        "{log}"
+    );
+    assert!(log.contains("40-broken.toml"), "{log}");
+    e.fsck_clean();
+    // A restart changes nothing in the store: present entries are skipped.
+    let before = store_snapshot(&e);
+    d.terminate();
+    d.spawn();
+    assert_eq!(before, store_snapshot(&e));
+    assert!(d.log().matches("is installed").count() >= 2, "{}", d.log());
+    // InstallPath: appmgrd opens the file itself (absolute paths only).
+    let v2 = e.bundle(
+        &app_manifest("1.3.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "f3", 10_000),
+        "f3.bundle",
+    );
+    let call = |path: &str| {
+        Command::new("busctl")
+            .arg(format!("--address={}", d.address))
+            .args([
+                "call",
+                BUS_NAME,
+                "/org/appmgr/Manager1",
+                BUS_NAME,
+                "InstallPath",
+                "sa{sv}",
+                path,
+                "0",
+            ])
+            .output()
+            .unwrap()
+    };
+    let rel = call("f3.bundle");
+    assert!(!rel.status.success());
+    assert!(
+        String::from_utf8_lossy(&rel.stderr).contains("absolute"),
+        "{}",
+        String::from_utf8_lossy(&rel.stderr)
+    );
+    let ok = call(s(&v2));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        e.app_state_of(id),
+        Some(("1.3.0".into(), Some("1.2.0".into())))
+    );
+}

@@ -184,6 +184,50 @@ impl Manager {
         reply(out)
     }
 
+    /// Installs or updates from the bundle at `path`, opened by appmgrd itself (for FOTA
+    /// agents that download to a directory appmgrd can read). `path` must be absolute and
+    /// name a regular file; options as for `Install`.
+    async fn install_path(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        path: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        // The caller is checked before appmgrd opens anything on its behalf.
+        self.authorize(conn, &hdr, "InstallPath").await?;
+        let p = std::path::Path::new(&path);
+        if !p.is_absolute() || appmgr_types::has_unsafe_chars(&path) {
+            return Err(Error::InvalidArgs(format!(
+                "{}: the bundle path must be absolute and printable",
+                appmgr_types::escape_for_display(&path)
+            )));
+        }
+        let f = std::fs::File::open(p).map_err(|e| {
+            let class = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorClass::NotFound
+            } else {
+                ErrorClass::Other
+            };
+            Error::of(class, format!("{path}: {e}"))
+        })?;
+        let mut options = options;
+        options.insert(
+            "name".into(),
+            OwnedValue::try_from(zbus::zvariant::Value::from(path.as_str()))
+                .map_err(zbus::Error::from)?,
+        );
+        self.install(
+            hdr,
+            conn,
+            emitter,
+            OwnedFd::from(std::os::fd::OwnedFd::from(f)),
+            options,
+        )
+        .await
+    }
+
     /// Removes an app or runtime (a running service is stopped first). No options yet;
     /// unknown ones are refused.
     async fn remove(
@@ -318,8 +362,8 @@ impl Manager {
         total: u64,
     ) -> zbus::Result<()>;
 
-    /// A service changed state (`starting`, `running`, `ready`, `backoff`, `stopped`,
-    /// `failed`, `rolled-back`).
+    /// A service changed state (`starting`, `running`, `ready`, `backoff`, `stopping`,
+    /// `stopped`, `failed`).
     #[zbus(signal)]
     pub async fn service_state_changed(
         emitter: &SignalEmitter<'_>,
