@@ -49,10 +49,11 @@ qt_run() {
 qt_out() { cat /tmp/qt-out; }
 
 # qt_mk_runtime DIR: a runtime tree (what appears at /usr) from the guest's
-# busybox-static for this arch: bin/busybox plus applet symlinks.
+# busybox-static for this arch: bin/busybox plus applet symlinks. The
+# debootstrap guest has no /bin/busybox: the stage's /qt/busybox is the same.
 qt_mk_runtime() {
 	mkdir -p "$1/bin" "$1/lib" "$1/share"
-	cp /bin/busybox "$1/bin/busybox"
+	if [ -x /bin/busybox ]; then cp /bin/busybox "$1/bin/busybox"; else cp /qt/busybox "$1/bin/busybox"; fi
 	for a in sh ash cat echo ls sleep head dd yes true false id mkdir rm env sha256sum grep sed awk seq tail wc cut printf test kill ps; do
 		ln -sf busybox "$1/bin/$a"
 	done

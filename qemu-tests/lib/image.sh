@@ -58,10 +58,17 @@ stage_initramfs() {
 	cp "$QT_DIR/guest/runner" "$QT_DIR/guest/lib.sh" "$s/qt/"
 	cp -r "$QT_DIR/guest/fixtures" "$s/qt/" 2>/dev/null || true
 	cp "$QT_DIR"/scenarios/*.sh "$s/qt/scenarios/"
+	# appmgrd's systemd unit, slice, bus policy, activation and tmpfiles files,
+	# installed in the debootstrap guest as the Yocto recipe installs them
+	mkdir -p "$s/qt/data/appmgrd"
+	cp "$REPO_DIR"/appmgr/daemon/data/* "$s/qt/data/appmgrd/" 2>/dev/null || true
 	echo "$a" >"$s/qt/arch"
 	# a 32-bit static busybox (armhf on aarch64, i386 on x86_64) for the compat checks
 	mkdir -p "$s/qt/compat"
 	cp "$CACHE/busybox/$(compat_arch "$a")/bin/busybox" "$s/qt/compat/busybox32"
+	# the arch's own busybox-static, for runtimes made in the debootstrap guest
+	# (which has no busybox); the initramfs guest's /bin/busybox is the same file
+	cp "$CACHE/busybox/$(deb_arch "$a")/bin/busybox" "$s/qt/busybox"
 	chmod 755 "$s/init" "$s/qt/runner"
 	STAGE_INITRD[$a]=$RUN_OUT/stage-$a.cpio.gz
 	mkcpio "$s" "${STAGE_INITRD[$a]}"
