@@ -113,7 +113,6 @@ do_install() {
         sed 's|/usr/libexec/|${libexecdir}/|g' ${S}/appmgr/daemon/data/appmgrd.service \
             > ${D}${systemd_system_unitdir}/appmgrd.service
         chmod 0644 ${D}${systemd_system_unitdir}/appmgrd.service
-        install -m 0644 ${S}/appmgr/daemon/data/appmgr.slice ${D}${systemd_system_unitdir}/
     fi
 }
 
@@ -124,7 +123,7 @@ do_install:class-native() {
 
 PACKAGES =+ "${PN}-default-policy"
 
-# appmgrd is enabled (multi-user.target); appmgr.slice is pulled in by it.
+# appmgrd is enabled (multi-user.target).
 SYSTEMD_SERVICE:${PN} = "appmgrd.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
@@ -132,7 +131,6 @@ FILES:${PN} += "${libexecdir}/appmgr \
                 ${localstatedir}/lib/appmgr \
                 ${nonarch_libdir}/tmpfiles.d/appmgr.conf \
                 ${systemd_system_unitdir}/appmgrd.service \
-                ${systemd_system_unitdir}/appmgr.slice \
                 ${datadir}/dbus-1/system.d/org.appmgr.Manager1.conf \
                 ${datadir}/dbus-1/system-services/org.appmgr.Manager1.service \
                 ${sysconfdir}/appmgr/trust.d \
