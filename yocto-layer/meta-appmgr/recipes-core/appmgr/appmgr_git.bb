@@ -143,5 +143,8 @@ CONFFILES:${PN}-default-policy = "${sysconfdir}/appmgr/policies.d/00-default.tom
 # The deny-by-default policy sets the resource ceilings every app gets; integrators who
 # write their own may drop it with BAD_RECOMMENDATIONS.
 RRECOMMENDS:${PN} += "${PN}-default-policy appmgr-config appmgr-trust-keys"
+# appmgrd serves on the system bus (the unit requires dbus.socket); the CLI alone does
+# not need it, so a recommendation.
+RRECOMMENDS:${PN} += "dbus"
 
 BBCLASSEXTEND = "native"
