@@ -85,8 +85,22 @@ pub fn call(g: &Global, cmd: &Command) -> CliResult<Output> {
 
 async fn connect(g: &Global) -> CliResult<zbus::Connection> {
     let path = address_path(&g.state_dir);
-    let addr = std::fs::read_to_string(&path)
-        .map_err(|e| other(format!("appmgrd runs but {}: {e}", path.display())))?;
+    // A starting appmgrd holds the lock before it serves (preinstall runs first): wait
+    // for its address as long as it keeps the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let addr = loop {
+        match std::fs::read_to_string(&path) {
+            Ok(a) => break a,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && daemon_running(&g.state_dir)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(other(format!("appmgrd: {}: {e}", path.display()))),
+        }
+    };
     zbus::connection::Builder::address(addr.trim())
         .map_err(|e| other(format!("{}: bad address: {e}", path.display())))?
         .build()

@@ -102,26 +102,21 @@ impl Daemon {
         fs::create_dir_all(&busdir).unwrap();
         let (conf, address, policy_dir) = system_like_config(&busdir);
         // dbus-daemon serves a uid, and applies `<policy user="UID">`, only when NSS
-        // resolves it. The first app uids get passwd/group entries in the bus's own mount
-        // namespace only (an overlay on /etc): nothing is written to the host's /etc.
-        let (up, work) = (busdir.join("etc-up"), busdir.join("etc-work"));
-        fs::create_dir_all(&up).unwrap();
-        fs::create_dir_all(&work).unwrap();
-        let (mut pw, mut gr) = (String::new(), String::new());
-        for u in 70000..70100 {
-            pw.push_str(&format!(
-                "app{u}:x:{u}:{u}::/nonexistent:/usr/sbin/nologin\n"
-            ));
-            gr.push_str(&format!("app{u}:x:{u}:\n"));
-        }
-        fs::write(busdir.join("passwd.add"), pw).unwrap();
-        fs::write(busdir.join("group.add"), gr).unwrap();
+        // resolves it: appmgrd publishes the app uids as nss-systemd user records. The bus
+        // runs in its own mount namespace where /run/userdb is the directory appmgrd
+        // writes to and nsswitch.conf consults nss-systemd; the host is not touched.
+        let userdb = busdir.join("userdb");
+        fs::create_dir_all(&userdb).unwrap();
+        fs::write(
+            busdir.join("nsswitch.conf"),
+            "passwd: files systemd\ngroup: files systemd\nshadow: files\nhosts: files\n",
+        )
+        .unwrap();
         let script = format!(
-            "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={work} /etc; \
-             cat {d}/passwd.add >> /etc/passwd; cat {d}/group.add >> /etc/group; \
+            "set -e; mount -t tmpfs tmpfs /run; mkdir /run/userdb; \
+             mount --bind {d}/userdb /run/userdb; \
+             mount --bind {d}/nsswitch.conf /etc/nsswitch.conf; \
              exec dbus-daemon --config-file={conf} --nofork --nopidfile",
-            up = up.display(),
-            work = work.display(),
             d = busdir.display(),
             conf = conf.display(),
         );
@@ -164,6 +159,10 @@ impl Daemon {
             ])
             .args(["--system-bus-socket", "none"])
             .args(["--group-file", s(&self.cfg.join("group"))])
+            .args([
+                "--userdb-dir",
+                s(&self.policy_dir.parent().unwrap().join("userdb")),
+            ])
             .env_remove("NOTIFY_SOCKET")
             .env(
                 "APPMGR_LAUNCH",
@@ -729,7 +728,8 @@ fn per_app_bus_policy_lets_an_app_reach_granted_names_only() {
             .as_u64()
             .unwrap()
     };
-    let file = fs::read_to_string(d.policy_dir.join("appmgr-apps.conf")).unwrap();
+    let file = fs::read_to_string(d.policy_dir.join("appmgr-apps.conf"))
+        .unwrap_or_else(|e| panic!("no bus policy written ({e}): {}", d.log()));
     assert!(
         file.contains(&format!("user=\"{}\"", uid(talker))),
         "{file}"
@@ -806,10 +806,21 @@ fn introspection_matches_the_committed_xml() {
         fs::write(&path, &served).unwrap();
     }
     let committed = fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        committed, served,
-        "the D-Bus API changed: review, then APPMGR_UPDATE_INTROSPECTION=1"
-    );
+    if committed != served {
+        let first = committed
+            .lines()
+            .zip(served.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(served.lines().count()));
+        panic!(
+            "the D-Bus API differs from {} at line {}: committed {:?}, served {:?}; \
+             review, then rerun with APPMGR_UPDATE_INTROSPECTION=1",
+            path.display(),
+            first + 1,
+            committed.lines().nth(first),
+            served.lines().nth(first)
+        );
+    }
 }
 
 fn sha256_hex(p: &Path) -> String {
@@ -934,4 +945,42 @@ fn preinstall_installs_factory_bundles_once() {
         e.app_state_of(id),
         Some(("1.3.0".into(), Some("1.2.0".into())))
     );
+}
+
+#[test]
+fn services_come_back_after_appmgrd_is_killed() {
+    let id = "org.example.DaemonCrash";
+    let e = setup(id, SERVICE_POLICY);
+    let svc = service_bundle(
+        &e,
+        id,
+        "1.0.0",
+        "#!/usr/bin/sh\nexec busybox sleep 1000\n",
+        "\n[service]\nready = \"started\"\n",
+    );
+    e.ok(&["--direct", "install", s(&svc)]);
+    let mut d = Daemon::start(&e);
+    wait_for("autostart", 20, || status(&e, id)["state"] == "running");
+    let old = status(&e, id)["pid"].as_u64().unwrap();
+    d.kill9();
+    // The orphaned instance still runs; a new appmgrd stops it and starts one it owns.
+    assert!(Path::new(&format!("/proc/{old}")).exists());
+    d.spawn();
+    wait_for("restart by the new appmgrd", 20, || {
+        status(&e, id)["state"] == "running"
+    });
+    let new = status(&e, id)["pid"].as_u64().unwrap();
+    assert_ne!(old, new);
+    wait_for("the leftover to end", 10, || {
+        fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    let ps = e.ok(&["--json", "ps"]).json();
+    let mine: Vec<_> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["app"] == id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{ps}");
+    assert!(d.log().contains("leftover"), "{}", d.log());
 }

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod manager;
 pub mod preinstall;
 pub mod supervise;
+pub mod userdb;
 
 use appmgr_cli::{client, ops, Global};
 use appmgr_types::dbus;
@@ -34,6 +35,9 @@ pub struct Config {
     pub system_bus_socket: Option<PathBuf>,
     /// `/etc/group`, for the operator group.
     pub group_file: PathBuf,
+    /// Where user and group records for the app uids are published for nss-systemd
+    /// (`/run/userdb`); `None`: not published.
+    pub userdb_dir: Option<PathBuf>,
 }
 
 pub struct Daemon {
@@ -74,15 +78,30 @@ impl Daemon {
         self.supervisor.after_install(id, j).await;
     }
 
-    /// Rewrites the bus policy drop-in from the installed apps' effective grants and asks
-    /// the bus to reload it when it changed.
+    /// Publishes the app uids as users (nss-systemd drop-ins), rewrites the bus policy
+    /// drop-in from the installed apps' effective grants and asks the bus to reload it
+    /// when it changed. dbus-daemon applies per-uid rules only to uids NSS resolves, so
+    /// the users come first.
     pub async fn refresh_bus_policy(&self) {
+        let g = self.global();
+        let userdb = self.config.userdb_dir.clone();
+        let policy_wanted = self.config.bus_policy_file.is_some();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let entries = app_bus_entries(&g)?;
+            if let Some(dir) = &userdb {
+                if let Err(e) = userdb::publish(dir, &entries) {
+                    journal::log(journal::ERR, None, None, &format!("{}: {e}", dir.display()));
+                }
+            }
+            Ok::<_, appmgr_cli::CliError>(
+                policy_wanted.then(|| appmgr_policy::render_bus_policy(&entries)),
+            )
+        })
+        .await;
         let Some(path) = self.config.bus_policy_file.clone() else {
             return;
         };
-        let g = self.global();
-        let rendered = tokio::task::spawn_blocking(move || bus_policy_document(&g)).await;
-        let text = match rendered {
+        let text = match rendered.map(|r| r.map(Option::unwrap_or_default)) {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
                 journal::log(
@@ -126,8 +145,8 @@ impl Daemon {
     }
 }
 
-/// The per-app bus policy for every installed app with a uid.
-fn bus_policy_document(g: &Global) -> Result<String, appmgr_cli::CliError> {
+/// The bus grant of every installed app with a uid.
+fn app_bus_entries(g: &Global) -> Result<Vec<appmgr_policy::BusPolicyEntry>, appmgr_cli::CliError> {
     let ctx = ops::LaunchCtx::load(g)?;
     let mut entries = Vec::new();
     for i in ctx.view.list_installed()? {
@@ -146,7 +165,7 @@ fn bus_policy_document(g: &Global) -> Result<String, appmgr_cli::CliError> {
             &perms,
         ));
     }
-    Ok(appmgr_policy::render_bus_policy(&entries))
+    Ok(entries)
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -184,6 +203,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             return Err(format!("{}: {e}", lock_path.display()))
         }
     }
+    // The address file appears again once the daemon is ready to answer: the CLI waits
+    // for it while the lock is held (preinstall can take a while).
+    let _ = std::fs::remove_file(client::address_path(&config.state_dir));
     let host = ops::HostConfig::load(&config.config_dir).map_err(|e| e.message)?;
     let operator_gid = match &host.operator_group {
         None => None,
@@ -214,20 +236,26 @@ pub async fn run(config: Config) -> Result<(), String> {
     let conn = builder
         .serve_at(dbus::OBJECT_PATH, manager::Manager { d: daemon.clone() })
         .map_err(|e| e.to_string())?
-        .name(dbus::BUS_NAME)
-        .map_err(|e| e.to_string())?
         .build()
         .await
-        .map_err(|e| format!("cannot serve {} on the bus: {e}", dbus::BUS_NAME))?;
+        .map_err(|e| format!("cannot connect to the bus: {e}"))?;
     let _ = daemon.conn.set(conn.clone());
+    // Bus policy and services first, the name last: once clients can reach appmgrd, the
+    // apps' bus rules are in force and the boot services are up.
+    daemon.refresh_bus_policy().await;
+    daemon.supervisor.start_autostart().await;
+    conn.request_name_with_flags(
+        dbus::BUS_NAME,
+        zbus::fdo::RequestNameFlags::DoNotQueue.into(),
+    )
+    .await
+    .map_err(|e| format!("cannot own {} on the bus: {e}", dbus::BUS_NAME))?;
     let address = config.bus_address.clone().unwrap_or_else(|| {
         std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
             .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into())
     });
     write_atomic(&client::address_path(&config.state_dir), address.as_bytes())
         .map_err(|e| format!("{}: {e}", client::address_path(&config.state_dir).display()))?;
-    daemon.refresh_bus_policy().await;
-    daemon.supervisor.start_autostart().await;
     journal::sd_notify("READY=1\nSTATUS=serving org.appmgr.Manager1");
     journal::log(
         journal::INFO,

@@ -3,11 +3,13 @@
 fn usage() -> &'static str {
     "usage: appmgrd [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
      \x20              [--bus-policy-file FILE|none] [--system-bus-socket PATH|none]\n\
+     \x20              [--userdb-dir DIR|none] [--group-file FILE]\n\
      \n\
      Serves org.appmgr.Manager1 on the system bus (or ADDRESS), supervises service apps,\n\
      installs CONFIG/preinstall.d at start. Defaults: --state-dir $APPMGR_STATE_DIR or\n\
      /var/lib/appmgr, --config-dir $APPMGR_CONFIG_DIR or /etc/appmgr, --bus-policy-file\n\
-     /etc/dbus-1/system.d/appmgr-apps.conf, --system-bus-socket /run/dbus/system_bus_socket.\n"
+     /etc/dbus-1/system.d/appmgr-apps.conf, --system-bus-socket /run/dbus/system_bus_socket,\n\
+     --userdb-dir /run/userdb (app uids as users for nss-systemd), --group-file /etc/group.\n"
 }
 
 fn main() {
@@ -22,6 +24,7 @@ fn main() {
         bus_policy_file: Some("/etc/dbus-1/system.d/appmgr-apps.conf".into()),
         system_bus_socket: Some("/run/dbus/system_bus_socket".into()),
         group_file: "/etc/group".into(),
+        userdb_dir: Some("/run/userdb".into()),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -44,6 +47,10 @@ fn main() {
                 cfg.system_bus_socket = (v != "none").then(|| v.into());
             }
             "--group-file" => cfg.group_file = value("--group-file").into(),
+            "--userdb-dir" => {
+                let v = value("--userdb-dir");
+                cfg.userdb_dir = (v != "none").then(|| v.into());
+            }
             "-h" | "--help" => {
                 print!("{}", usage());
                 return;

@@ -254,6 +254,20 @@ impl Supervisor {
         .await
         .unwrap_or_default();
         for id in list {
+            // An instance left running by an appmgrd that died (SIGKILL, OOM) is not ours
+            // to supervise: it is stopped, and the service starts afresh.
+            let sid = id.clone();
+            let stale = tokio::task::spawn_blocking(move || stop_leftover(&sid))
+                .await
+                .unwrap_or(0);
+            if stale > 0 {
+                journal::log(
+                    journal::WARNING,
+                    None,
+                    Some(&id),
+                    &format!("stopped {stale} leftover process(es) of a previous appmgrd"),
+                );
+            }
             if let Err(e) = self.start(&id).await {
                 journal::log(
                     journal::ERR,
@@ -1089,4 +1103,26 @@ impl Supervisor {
             self.stop_and_wait(&id).await;
         }
     }
+}
+
+/// Kills what is left in an app's cgroup and removes the cgroup; returns how many
+/// processes there were.
+fn stop_leftover(id: &str) -> usize {
+    let (Ok(h), Ok(app)) = (ops::hierarchy(), AppId::new(id)) else {
+        return 0;
+    };
+    let cg = h.cgroup(&app);
+    let n = cg.pids().map(|p| p.len()).unwrap_or(0);
+    if n == 0 {
+        return 0;
+    }
+    let _ = cg.kill();
+    for _ in 0..100 {
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = cg.remove();
+    n
 }
