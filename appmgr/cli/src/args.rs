@@ -52,10 +52,14 @@ pub enum Command {
     Bundle(BundleCmd),
     /// Install or update an app or runtime from a signed bundle.
     Install {
+        /// The bundle file (`-`: the bundle open on stdin).
         file: PathBuf,
         /// Allow installing a version lower than the highest ever installed.
         #[arg(long)]
         allow_downgrade: bool,
+        /// The name to use for the bundle in messages (with `-`).
+        #[arg(long, hide = true)]
+        name: Option<String>,
     },
     /// Installed apps and runtimes.
     List,

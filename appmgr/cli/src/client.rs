@@ -116,7 +116,8 @@ async fn call_async(g: &Global, cmd: &Command) -> CliResult<Output> {
         Install {
             file,
             allow_downgrade,
-        } => install(&conn, file, *allow_downgrade).await,
+            name,
+        } => install(&conn, file, *allow_downgrade, name.as_deref()).await,
         List => method(&conn, "List", &()).await,
         Info { id } => method(&conn, "Info", &(id.as_str(),)).await,
         Remove { id } => method(&conn, "Remove", &(id.as_str(), &no_opts)).await,
@@ -185,19 +186,35 @@ where
 /// rights and passes the descriptor; appmgrd never opens a path on a client's behalf
 /// here. `InstallProgress` signals for this connection drive a progress bar on a
 /// terminal.
-async fn install(conn: &zbus::Connection, file: &Path, allow_downgrade: bool) -> CliResult<Output> {
+async fn install(
+    conn: &zbus::Connection,
+    file: &Path,
+    allow_downgrade: bool,
+    shown: Option<&str>,
+) -> CliResult<Output> {
     use futures_util::StreamExt;
-    let f = std::fs::File::open(file).map_err(|e| {
-        let class = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorClass::NotFound
-        } else {
-            ErrorClass::Other
-        };
-        CliError::new(class, format!("{}: {e}", file.display()))
-    })?;
+    let f = if file == Path::new("-") {
+        use std::os::fd::AsFd;
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| other(format!("stdin: {e}")))?
+    } else {
+        std::fs::File::open(file).map_err(|e| {
+            let class = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorClass::NotFound
+            } else {
+                ErrorClass::Other
+            };
+            CliError::new(class, format!("{}: {e}", file.display()))
+        })?
+    };
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
-    let name = file.display().to_string();
+    let name = shown
+        .map(str::to_string)
+        .unwrap_or_else(|| file.display().to_string());
     opts.insert("name", Value::from(name.as_str()));
     let bar = std::io::stderr().is_terminal();
     let me = conn

@@ -95,7 +95,35 @@ impl appmgr_bundle::PayloadSink for Counting<'_> {
     }
 }
 
-pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Output> {
+/// `install FILE` (`-`: the bundle open on stdin, named `name` in messages). With
+/// `APPMGR_PROGRESS=stderr` (appmgrd's protocol with appmgr-ops) progress goes to stderr
+/// as `appmgr-progress PHASE BYTES TOTAL` lines.
+pub fn install(
+    g: &Global,
+    file: &Path,
+    allow_downgrade: bool,
+    name: Option<&str>,
+) -> CliResult<Output> {
+    let mut progress = |p: Progress| {
+        if std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr") {
+            eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
+        }
+    };
+    if file == Path::new("-") {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")))?;
+        let shown = Path::new(name.unwrap_or("-"));
+        return install_from(
+            g,
+            std::fs::File::from(fd),
+            shown,
+            allow_downgrade,
+            &mut progress,
+        );
+    }
     let f = std::fs::File::open(file).map_err(|e| {
         let class = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorClass::NotFound
@@ -104,7 +132,7 @@ pub fn install(g: &Global, file: &Path, allow_downgrade: bool) -> CliResult<Outp
         };
         CliError::new(class, format!("{}: {e}", file.display()))
     })?;
-    install_from(g, f, file, allow_downgrade, &mut |_| {})
+    install_from(g, f, file, allow_downgrade, &mut progress)
 }
 
 /// Installs the bundle read from `f` (named `file` in messages), reporting progress.

@@ -145,8 +145,20 @@ fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
     }
 }
 
+/// appmgrd runs store mutations in `appmgr-ops` (so the daemon links no libostree) with
+/// `APPMGR_REPLY=daemon`: the output is then one JSON object `{"text", "json"}` on
+/// stdout, and an error one JSON object `{"error": {...}}` on stderr.
+fn daemon_protocol() -> bool {
+    std::env::var_os("APPMGR_REPLY").is_some_and(|v| v == "daemon")
+}
+
 /// Prints a command's output: the JSON document with `--json`, else the text.
 pub(crate) fn print_output(out: &Output, json: bool) {
+    if daemon_protocol() {
+        let both = serde_json::json!({"text": out.text, "json": out.json});
+        print_stdout(&format!("{both}\n"));
+        return;
+    }
     if json {
         print_stdout(&format!(
             "{}\n",
@@ -168,6 +180,15 @@ pub(crate) fn print_stdout(s: &str) {
 
 /// Prints an error (one line, plus a JSON object with `--json`) and returns its code.
 fn report(e: &CliError, json: bool) -> i32 {
+    if daemon_protocol() {
+        let obj = serde_json::json!({"error": {
+            "code": e.class.exit_code(),
+            "class": e.class.name(),
+            "message": e.message,
+        }});
+        eprintln!("{obj}");
+        return e.class.exit_code();
+    }
     eprintln!("appmgr: {}", e.message);
     if json {
         let obj = serde_json::json!({"error": {
@@ -188,7 +209,8 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         Install {
             file,
             allow_downgrade,
-        } => cmd_store::install(g, file, *allow_downgrade),
+            name,
+        } => cmd_store::install(g, file, *allow_downgrade, name.as_deref()),
         List => cmd_store::list(g),
         Info { id } => cmd_store::info(g, id),
         Remove { id } => cmd_store::remove(g, id),

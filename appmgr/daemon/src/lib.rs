@@ -13,6 +13,7 @@ pub mod access;
 pub mod error;
 pub mod journal;
 pub mod manager;
+pub mod opsrun;
 pub mod preinstall;
 pub mod supervise;
 pub mod userdb;
@@ -307,29 +308,23 @@ async fn preinstall_all(d: &Arc<Daemon>) {
     let dir = d.config.config_dir.join("preinstall.d");
     let g = d.global();
     let _guard = d.mutation.lock().await;
-    let r = tokio::task::spawn_blocking(move || -> Vec<(String, preinstall::Outcome)> {
-        let entries = match preinstall::load(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                return vec![(
-                    dir.display().to_string(),
-                    preinstall::Outcome::Failed(e.message),
-                )]
-            }
-        };
-        entries
-            .into_iter()
-            .map(|(p, e)| {
+    let mut r = Vec::new();
+    match preinstall::load(&dir) {
+        Err(e) => r.push((
+            dir.display().to_string(),
+            preinstall::Outcome::Failed(e.message),
+        )),
+        Ok(entries) => {
+            for (p, e) in entries {
                 let name = p.display().to_string();
-                match e {
-                    Ok(e) => (name, preinstall::apply(&g, &e)),
-                    Err(x) => (name, preinstall::Outcome::Failed(x.message)),
-                }
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
+                let o = match e {
+                    Ok(e) => preinstall::apply(&g, &e).await,
+                    Err(x) => preinstall::Outcome::Failed(x.message),
+                };
+                r.push((name, o));
+            }
+        }
+    }
     for (name, o) in r {
         match o {
             preinstall::Outcome::Installed(m) => journal::log(

@@ -6,8 +6,9 @@
 use crate::access;
 use crate::error::Error;
 use crate::journal::{self, Event};
+use crate::opsrun;
 use crate::Daemon;
-use appmgr_cli::{ops, CliError, Global};
+use appmgr_cli::{ops, CliError};
 use appmgr_types::ErrorClass;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,17 +67,33 @@ impl Manager {
             .map_err(Error::from)
     }
 
-    /// A mutating store command, serialized with the others, then the bus policy is
-    /// brought up to date.
+    /// A mutating store command in `appmgr-ops`, serialized with the others; then the
+    /// bus policy is brought up to date.
     async fn mutate(
         &self,
-        f: impl FnOnce(&Global) -> Result<appmgr_cli::Output, CliError> + Send + 'static,
+        args: &[&str],
+        stdin: Option<std::os::fd::OwnedFd>,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
     ) -> Result<appmgr_cli::Output, Error> {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.global();
-        let out = Self::blocking(move || f(&g)).await?;
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let out = opsrun::run(&g, &args, stdin, progress).await?;
         self.d.refresh_bus_policy().await;
         Ok(out)
+    }
+}
+
+impl Manager {
+    async fn fsck_report(&self) -> Result<appmgr_cli::Output, Error> {
+        let _guard = self.d.mutation.lock().await;
+        let g = self.d.global();
+        match opsrun::run_full(&g, &["fsck".into()], None, None).await? {
+            (Some(out), _) if out.json.get("clean").is_some() => Ok(out),
+            (_, Some(e)) => Err(e),
+            (Some(out), None) => Ok(out),
+            (None, None) => Err(Error::Failed("appmgr-ops answered nothing".into())),
+        }
     }
 }
 
@@ -125,42 +142,28 @@ impl Manager {
                 }
             }
         }
-        let file = std::fs::File::from(std::os::fd::OwnedFd::from(bundle));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ops::Progress>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<opsrun::Progress>();
         let emitter = emitter.to_owned();
         let who = caller.name.clone();
         let forward = tokio::spawn(async move {
+            // At most one signal per percent and phase.
+            let mut last = (u64::MAX, String::new());
             while let Some(p) = rx.recv().await {
-                let _ = Manager::install_progress(&emitter, &who, p.phase, p.bytes, p.total).await;
-            }
-        });
-        let out = self
-            .mutate(move |g| {
-                let mut last = (0u64, "");
-                let mut report = |p: ops::Progress| {
-                    // At most one signal per percent and phase.
-                    let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
-                    if (pct, p.phase) != last {
-                        last = (pct, p.phase);
-                        let _ = tx.send(p);
-                    }
-                };
-                let r = ops::install_from(
-                    g,
-                    file,
-                    std::path::Path::new(&name),
-                    allow_downgrade,
-                    &mut report,
-                );
-                if r.is_ok() {
-                    let _ = tx.send(ops::Progress {
-                        phase: "done",
-                        bytes: 1,
-                        total: 1,
-                    });
+                let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+                if (pct, &p.phase) == (last.0, &last.1) {
+                    continue;
                 }
-                r
-            })
+                last = (pct, p.phase.clone());
+                let _ = Manager::install_progress(&emitter, &who, &p.phase, p.bytes, p.total).await;
+            }
+            let _ = Manager::install_progress(&emitter, &who, "done", 1, 1).await;
+        });
+        let mut args = vec!["install", "-", "--name", name.as_str()];
+        if allow_downgrade {
+            args.push("--allow-downgrade");
+        }
+        let out = self
+            .mutate(&args, Some(std::os::fd::OwnedFd::from(bundle)), Some(tx))
             .await;
         let _ = forward.await;
         let out = out?;
@@ -240,7 +243,7 @@ impl Manager {
         self.authorize(conn, &hdr, "Remove").await?;
         no_options(&options)?;
         self.d.supervisor.stop_if_running(&id).await;
-        let out = self.mutate(move |g| ops::remove(g, &id)).await?;
+        let out = self.mutate(&["remove", &id], None, None).await?;
         let id = id_of(&out.json);
         self.d.supervisor.forget(&id).await;
         journal::log(
@@ -263,7 +266,7 @@ impl Manager {
     ) -> Result<(String, String), Error> {
         self.authorize(conn, &hdr, "Rollback").await?;
         no_options(&options)?;
-        let out = self.mutate(move |g| ops::rollback(g, &id)).await?;
+        let out = self.mutate(&["rollback", &id], None, None).await?;
         let id = id_of(&out.json);
         journal::log(
             journal::INFO,
@@ -307,7 +310,9 @@ impl Manager {
     ) -> Result<(String, String), Error> {
         // fsck marks corrupt deployments: a mutation.
         self.authorize(conn, &hdr, "Fsck").await?;
-        reply(self.mutate(ops::fsck_report).await?)
+        // Problems come back as output with `clean: false` (exit 3 from appmgr-ops): the
+        // report, not an error, is the answer.
+        reply(self.fsck_report().await?)
     }
 
     /// Kills every process of a running app (a supervised service is not restarted).

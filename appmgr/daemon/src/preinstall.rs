@@ -11,7 +11,7 @@
 //! sha256 = "…"          # of the bundle file; optional
 //! ```
 
-use appmgr_cli::{ops, CliError, Global};
+use appmgr_cli::{CliError, Global};
 use appmgr_types::{AppId, ErrorClass, Kind, Version};
 use serde::Deserialize;
 use sha2::Digest;
@@ -131,9 +131,9 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Installs one entry unless present. The bundle goes through the normal install path:
-/// signature, trust scope, policy, downgrade protection.
-pub fn apply(g: &Global, e: &Entry) -> Outcome {
+/// Installs one entry unless present. The bundle goes through the normal install path
+/// (in appmgr-ops): signature, trust scope, policy, downgrade protection.
+pub async fn apply(g: &Global, e: &Entry) -> Outcome {
     if present(g, e) {
         return Outcome::Present(format!(
             "{} {} {} is installed",
@@ -147,18 +147,27 @@ pub fn apply(g: &Global, e: &Entry) -> Outcome {
         Err(x) => return Outcome::Failed(format!("{}: {x}", e.bundle.display())),
     };
     if let Some(want) = &e.sha256 {
-        match sha256_file(&e.bundle) {
-            Ok(have) if &have == want => {}
-            Ok(have) => {
+        let path = e.bundle.clone();
+        let have = tokio::task::spawn_blocking(move || sha256_file(&path)).await;
+        match have {
+            Ok(Ok(have)) if &have == want => {}
+            Ok(Ok(have)) => {
                 return Outcome::Failed(format!(
                     "{}: sha256 is {have}, the entry says {want}",
                     e.bundle.display()
                 ))
             }
-            Err(x) => return Outcome::Failed(format!("{}: {x}", e.bundle.display())),
+            Ok(Err(x)) => return Outcome::Failed(format!("{}: {x}", e.bundle.display())),
+            Err(x) => return Outcome::Failed(format!("internal: {x}")),
         }
     }
-    match ops::install_from(g, f, &e.bundle, false, &mut |_| {}) {
+    let args: Vec<std::ffi::OsString> = vec![
+        "install".into(),
+        "-".into(),
+        "--name".into(),
+        e.bundle.clone().into_os_string(),
+    ];
+    match crate::opsrun::run(g, &args, Some(std::os::fd::OwnedFd::from(f)), None).await {
         Ok(out) => {
             let got_id = out.json["id"].as_str().unwrap_or("");
             let got_version = out.json["version"].as_str().unwrap_or("");
@@ -175,7 +184,7 @@ pub fn apply(g: &Global, e: &Entry) -> Outcome {
                 out.text.lines().next().unwrap_or("")
             ))
         }
-        Err(x) => Outcome::Failed(x.message),
+        Err(x) => Outcome::Failed(crate::supervise::error_text(&x)),
     }
 }
 

@@ -619,7 +619,7 @@ impl Supervisor {
         let g = d.global();
         let id = app.to_string();
         let _guard = d.mutation.lock().await;
-        let r = tokio::task::spawn_blocking(move || ops::rollback(&g, &id)).await;
+        let r = crate::opsrun::run(&g, &["rollback".into(), id.into()], None, None).await;
         drop(_guard);
         d.refresh_bus_policy().await;
         let record = RollbackRecord {
@@ -630,7 +630,7 @@ impl Supervisor {
             at_unix: now_unix(),
         };
         match r {
-            Ok(Ok(_)) => {
+            Ok(_) => {
                 let path = d.daemon_dir().join("health").join(format!("{app}.json"));
                 if let Err(e) = write_json_atomic(&path, &record) {
                     journal::log(
@@ -655,17 +655,14 @@ impl Supervisor {
                     );
                 }
             }
-            Ok(Err(e)) => journal::log(
-                journal::ERR,
-                None,
-                Some(app.as_str()),
-                &format!("{app}: health window failed ({reason}) but rollback failed: {e}"),
-            ),
             Err(e) => journal::log(
                 journal::ERR,
                 None,
                 Some(app.as_str()),
-                &format!("internal: {e}"),
+                &format!(
+                    "{app}: health window failed ({reason}) but rollback failed: {}",
+                    error_text(&e)
+                ),
             ),
         }
     }
@@ -899,7 +896,7 @@ impl std::os::fd::AsRawFd for PidfdRef {
     }
 }
 
-fn error_text(e: &Error) -> String {
+pub(crate) fn error_text(e: &Error) -> String {
     match e {
         Error::ZBus(z) => z.to_string(),
         Error::Failed(m)
