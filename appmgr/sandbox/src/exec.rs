@@ -11,7 +11,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Environment variable naming the launcher binary (tests, development trees).
 pub const LAUNCHER_ENV: &str = "APPMGR_LAUNCH";
@@ -28,6 +28,20 @@ pub enum ExecError {
     Exec {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("cannot run {LAUNCHER_NAME} detached: {0}")]
+    Report(std::io::Error),
+    /// Detached start failed; `init` (if it was created) has been killed and reaped.
+    #[error("sandbox not started ({LAUNCHER_NAME} {}): {message}", match .code {
+        Some(c) => format!("exit {c}"),
+        None => "killed".to_string(),
+    })]
+    Launch {
+        /// The launcher's exit code (`None`: killed by a signal).
+        code: Option<i32>,
+        /// Init's host pid, if init was created (already reaped).
+        init: Option<u32>,
+        message: String,
     },
 }
 
@@ -114,4 +128,102 @@ pub fn read_plan_fd(fd: i32) -> std::io::Result<LaunchPlan> {
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}
+
+/// A sandbox started by [`spawn_detached`]: its init (pid 1 inside), a child of the
+/// calling process, running the app.
+#[derive(Debug)]
+pub struct DetachedInit {
+    /// Init's pid in the caller's pid namespace.
+    pub pid: u32,
+    /// A pidfd for init (`pidfd_open`); `waitid(P_PIDFD)` reaps it, poll says when it ends.
+    pub pidfd: OwnedFd,
+}
+
+/// Starts the sandbox for `plan` with no helper process left beside it but its init:
+/// runs `appmgr-launch --plan-fd N --report-fd M` (stdin `/dev/null`, the given stdout and
+/// stderr, which init and the app inherit), waits for it to exit (it does once the app's
+/// `execve` has succeeded) and returns init, now a child of the calling process.
+///
+/// Blocking (milliseconds; call it from `spawn_blocking` in async code). The caller owns
+/// init from then on: it must reap it (`waitid(P_PIDFD, WEXITED)`; the status is the app's,
+/// 128+N if the app was killed by signal N, 125 if init itself failed) and do the plan's
+/// `after_exit` duties itself. The caller must not reap children it does not know
+/// (`waitpid(-1)`), or the pid could be reused before `pidfd_open`. On failure nothing is
+/// left running and init, if created, has been reaped.
+pub fn spawn_detached(
+    plan: &LaunchPlan,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<DetachedInit, ExecError> {
+    use std::io::Read;
+    let (mut cmd, plan_fd) = launcher_command(plan)?;
+    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| ExecError::Report(e.into()))?;
+    cmd.arg("--report-fd")
+        .arg(report_w.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    sys::keep_fd_in_child(&mut cmd, report_w.as_raw_fd());
+    let spawned = cmd.spawn();
+    drop(report_w);
+    drop(plan_fd);
+    let mut child = spawned.map_err(|source| ExecError::Exec {
+        path: PathBuf::from(cmd.get_program()),
+        source,
+    })?;
+    let status = child.wait().map_err(ExecError::Report);
+    // The launcher has exited (or waiting failed); init closed its copy at birth, so this
+    // read ends.
+    let mut text = String::new();
+    let read = std::fs::File::from(report_r).read_to_string(&mut text);
+    let pid = text.lines().next().and_then(|l| l.parse::<u32>().ok());
+    let error = text
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .map(str::to_string);
+    let code = status.as_ref().ok().and_then(|s| s.code());
+    if let (Ok(st), Ok(_), Some(pid), None) = (&status, &read, pid, &error) {
+        if st.success() {
+            let p = rustix::process::Pid::from_raw(pid as i32);
+            match p.map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())) {
+                Some(Ok(pidfd)) => return Ok(DetachedInit { pid, pidfd }),
+                _ => {
+                    reap_failed_init(pid);
+                    return Err(ExecError::Launch {
+                        code,
+                        init: Some(pid),
+                        message: "cannot open a pidfd for init".into(),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(pid) = pid {
+        reap_failed_init(pid);
+    }
+    let message = match (status, read, error) {
+        (Err(e), _, _) => format!("waiting for the launcher: {}", e),
+        (_, Err(e), _) => format!("reading the launcher's report: {e}"),
+        (_, _, Some(m)) => m,
+        (Ok(st), _, None) => format!("the launcher ended without a report ({st})"),
+    };
+    Err(ExecError::Launch {
+        code,
+        init: pid,
+        message,
+    })
+}
+
+/// Kills (if still running) and reaps init after a failed detached start.
+fn reap_failed_init(pid: u32) {
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return;
+    };
+    // Init is our unreaped child, so the pid still names it.
+    if let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+    }
+    let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
 }

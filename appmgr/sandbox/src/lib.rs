@@ -17,7 +17,9 @@
 //! symlinks), pivots into it, and runs the app as its own uid with no capabilities,
 //! `no_new_privs`, a seccomp filter (cached BPF per grant) and only fds 0-2. It stays as
 //! the parent outside, a tiny init is pid 1 inside; the launcher exits with the app's
-//! status and forwards signals; if it dies, the sandbox dies.
+//! status and forwards signals; if it dies, the sandbox dies. In detached mode
+//! ([`spawn_detached`], for the daemon's services) init becomes the caller's child and
+//! the launcher exits once the app runs, so init is the only helper beside the app.
 //!
 //! **unsafe** is confined to the `sys` module.
 //!
@@ -39,11 +41,12 @@ pub mod seccomp;
 pub mod sys;
 
 pub use exec::{
-    exec_launcher, launcher_command, launcher_path, plan_memfd, read_plan_fd, ExecError,
-    LAUNCHER_ENV, LAUNCHER_LIBEXEC, LAUNCHER_NAME,
+    exec_launcher, launcher_command, launcher_path, plan_memfd, read_plan_fd, spawn_detached,
+    DetachedInit, ExecError, LAUNCHER_ENV, LAUNCHER_LIBEXEC, LAUNCHER_NAME,
 };
 pub use launch::{
-    run as run_launcher, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND,
+    run as run_launcher, run_detached, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED,
+    EXIT_NOT_FOUND,
 };
 pub use plan::{
     build_plan, AfterExit, BindSource, EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces,

@@ -31,6 +31,84 @@ pub fn fork() -> io::Result<Option<libc::pid_t>> {
     }
 }
 
+/// `clone3(CLONE_PARENT | CLONE_PIDFD)`: like [`fork`], but the child's parent is the
+/// caller's parent (the caller may exit at once and the child stays a direct child of the
+/// grandparent, which reaps it). Returns `None` in the child, `(pid, pidfd)` in the caller.
+/// Linux 5.3. The calling process must not be a pid namespace's init (EINVAL).
+///
+/// Only called by the single-threaded launcher, like [`fork`].
+pub fn clone_sibling() -> io::Result<Option<(libc::pid_t, OwnedFd)>> {
+    /// `struct clone_args` up to `tls` (CLONE_ARGS_SIZE_VER0, 64 bytes).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        // Must be 0 with CLONE_PARENT: the child inherits the caller's own exit signal
+        // (SIGCHLD for a process started by fork/posix_spawn).
+        exit_signal: 0,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    };
+    // SAFETY: without CLONE_VM and with no stack the child gets a copy of the address space
+    // and continues here, exactly like fork(); the process is single-threaded, so no lock
+    // is held by another thread. `args` and `pidfd` are valid for the call (the kernel
+    // writes the pidfd number into `pidfd` in the parent only). libc's fork-time
+    // bookkeeping is skipped: the launcher registers no atfork handlers and its child only
+    // makes plain syscalls and forks the app with libc's fork.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => {
+            // SAFETY: CLONE_PIDFD made the kernel store a new descriptor, owned by nothing
+            // else, in `pidfd`.
+            let fd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Some((p as libc::pid_t, fd)))
+        }
+    }
+}
+
+/// Blocks until `fd` is readable (for a pidfd: the process has exited).
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd for the call.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 fn sigset(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -176,15 +254,37 @@ pub fn seccomp_set_filter(bpf: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Closes every fd from `first` up (close_range, Linux 5.9).
-pub fn close_fds_from(first: u32) -> io::Result<()> {
-    // SAFETY: called right before execve in the app process; no Rust object owning one of
-    // these fds is used afterwards (the caller only execs or exits).
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+/// Closes every fd from `first` up (close_range, Linux 5.9), except `keep` if given (which
+/// the caller has made close-on-exec).
+pub fn close_fds_from(first: u32, keep: Option<RawFd>) -> io::Result<()> {
+    let close = |lo: u32, hi: u32| {
+        if lo > hi {
+            return Ok(());
+        }
+        // SAFETY: called right before execve in the app process; no Rust object owning
+        // one of these fds is used afterwards (the caller only execs or exits), except
+        // `keep`, which is left open.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) };
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    match keep
+        .and_then(|k| u32::try_from(k).ok())
+        .filter(|k| *k >= first)
+    {
+        Some(k) => {
+            if k > first {
+                close(first, k - 1)?;
+            }
+            if k < u32::MAX {
+                close(k + 1, u32::MAX)?;
+            }
+            Ok(())
+        }
+        None => close(first, u32::MAX),
     }
 }
 

@@ -1079,3 +1079,220 @@ fn standard_streams_are_the_callers() {
     );
     assert_eq!(err, "to-stderr\n");
 }
+
+/// Host pids whose pid namespace is `ns` (a `/proc/PID/ns/pid` link text).
+fn ns_members(ns: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .is_ok_and(|l| l.display().to_string() == ns)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ppid(pid: u32) -> u32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = s.rsplit(')').next().unwrap();
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Starts `spec` detached with stdout and stderr in `out`.
+fn detached(
+    spec: &LaunchSpec,
+    out: &Path,
+) -> Result<appmgr_sandbox::DetachedInit, appmgr_sandbox::ExecError> {
+    init_launcher_env();
+    let plan = build_plan(spec).expect("plan");
+    let f = std::fs::File::create(out).unwrap();
+    appmgr_sandbox::spawn_detached(&plan, Stdio::from(f.try_clone().unwrap()), Stdio::from(f))
+}
+
+/// Reaps init through its pidfd, as appmgrd does; returns its exit status.
+fn reap(init: &appmgr_sandbox::DetachedInit) -> Option<i32> {
+    use std::os::fd::AsFd;
+    let st = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(init.pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    )
+    .unwrap()
+    .expect("init exited");
+    st.exit_status()
+}
+
+/// After a failed detached start, init (if any) has been reaped by `spawn_detached`.
+fn assert_reaped(pid: Option<u32>) {
+    if let Some(p) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let r = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG);
+        assert_eq!(
+            r.err(),
+            Some(rustix::io::Errno::CHILD),
+            "init {p:?} left behind"
+        );
+    }
+}
+
+#[test]
+fn detached_leaves_only_init_beside_the_app() {
+    require_root!();
+    let w = World::new();
+    let out = w.root.join("out");
+    let s = sh(
+        &w,
+        "id -u; cat /proc/self/status; echo ready; exec sleep 100",
+    );
+    let init = detached(&s, &out).expect("detached start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let t = std::fs::read_to_string(&out).unwrap_or_default();
+        if t.contains("ready") {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no ready: {t}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Init is the caller's child (the launcher has exited), pid 1 of the sandbox.
+    assert_eq!(ppid(init.pid), std::process::id());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", init.pid)).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(
+        nspid.split_whitespace().collect::<Vec<_>>(),
+        ["NSpid:", &init.pid.to_string(), "1"]
+    );
+    let ns = std::fs::read_link(format!("/proc/{}/ns/pid", init.pid))
+        .unwrap()
+        .display()
+        .to_string();
+    assert_ne!(ns, host_ns("pid"));
+    let members = ns_members(&ns);
+    assert_eq!(members.len(), 2, "init + app only: {members:?}");
+    let app = *members.iter().find(|p| **p != init.pid).unwrap();
+    assert_eq!(ppid(app), init.pid);
+    // Same identity and confinement as a foreground launch.
+    assert_eq!(
+        text.lines().next(),
+        Some(UID.to_string().as_str()),
+        "{text}"
+    );
+    for want in [
+        format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}"),
+        "NoNewPrivs:\t1".into(),
+        "Seccomp:\t2".into(),
+        "CapEff:\t0000000000000000".into(),
+        "CapBnd:\t0000000000000000".into(),
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} missing: {text}");
+    }
+    // SIGTERM to init reaches the app; init exits with the app's status.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(init.pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(reap(&init), Some(128 + libc::SIGTERM));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(app) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(app), "app survived init");
+}
+
+#[test]
+fn detached_init_exits_with_the_apps_status() {
+    require_root!();
+    let w = World::new();
+    let out = w.root.join("out");
+    let init = detached(&sh(&w, "exit 7"), &out).expect("detached start");
+    assert_eq!(reap(&init), Some(7));
+    let init = detached(&sh(&w, "kill -KILL $$"), &out).expect("detached start");
+    assert_eq!(reap(&init), Some(128 + libc::SIGKILL));
+}
+
+#[test]
+fn detached_failures_leave_nothing_behind() {
+    require_root!();
+    let w = World::new();
+    let out = w.root.join("out");
+    let launch_err = |r: Result<appmgr_sandbox::DetachedInit, appmgr_sandbox::ExecError>| match r {
+        Err(appmgr_sandbox::ExecError::Launch {
+            code,
+            init,
+            message,
+        }) => (code, init, message),
+        other => panic!("expected a launch error, got {other:?}"),
+    };
+    // The app cannot be executed: fails after init's set-up, in the app process.
+    let mut s = w.spec(&[]);
+    s.command = "missing".into();
+    let (code, init, message) = launch_err(detached(&s, &out));
+    assert_eq!(code, Some(appmgr_sandbox::EXIT_LAUNCH_FAILED));
+    assert!(init.is_some());
+    assert!(message.contains("/app/bin/missing"), "{message}");
+    assert_reaped(init);
+    let stderr = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(stderr.matches("/app/bin/missing").count(), 1, "{stderr}");
+    // Init's own set-up fails (data dir replaced by a symlink).
+    let data = w.root.join("data/org.example.Probe");
+    let _ = std::fs::remove_dir_all(&data);
+    std::os::unix::fs::symlink(w.root.join("runtime"), &data).unwrap();
+    let (code, init, message) = launch_err(detached(&w.spec(&[]), &out));
+    assert_eq!(code, Some(appmgr_sandbox::EXIT_LAUNCH_FAILED));
+    assert!(init.is_some());
+    assert!(message.contains("symlink"), "{message}");
+    assert_reaped(init);
+    std::fs::remove_file(&data).unwrap();
+    // The launcher fails before creating init.
+    init_launcher_env();
+    let mut plan = build_plan(&w.spec(&[])).unwrap();
+    plan.version += 1;
+    let r = appmgr_sandbox::spawn_detached(&plan, Stdio::null(), Stdio::null());
+    let (code, init, message) = launch_err(r);
+    assert_eq!(code, Some(appmgr_sandbox::EXIT_LAUNCH_FAILED));
+    assert_eq!(init, None);
+    assert!(message.contains("plan version"), "{message}");
+}
+
+#[test]
+fn detached_sandbox_runs_in_the_given_cgroup() {
+    require_root!();
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    if !pids.join("cgroup.procs").exists() {
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
+        return;
+    }
+    let cg = pids.join(format!("appmgr-test-detached-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    let w = World::new();
+    let out = w.root.join("out");
+    let mut s = w.spec(&["sleep"]);
+    s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    let init = detached(&s, &out).expect("detached start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "no ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let app = children(init.pid);
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    let _ = rustix::process::pidfd_send_signal(&init.pidfd, rustix::process::Signal::KILL);
+    reap(&init);
+    assert_eq!(app.len(), 1);
+    let mut got: Vec<&str> = procs.split_whitespace().collect();
+    got.sort();
+    let mut want = vec![init.pid.to_string(), app[0].to_string()];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "exactly init and the app (the launcher has left)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,10 +4,12 @@ use super::{io_err, rx, sys_err, LaunchError};
 use crate::plan::LaunchPlan;
 use crate::sys;
 use rustix::fs::Mode;
+use std::os::fd::RawFd;
 
-/// In the app process: become the app and exec it. Returns only on failure.
-pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8]) -> LaunchError {
-    match become_app(plan, bpf) {
+/// In the app process: become the app and exec it. Returns only on failure. `keep` is a
+/// close-on-exec fd that stays open until `execve` (detached mode's status pipe).
+pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> LaunchError {
+    match become_app(plan, bpf, keep) {
         Err(e) => e,
         Ok(()) => {
             let e = sys::execve(&plan.exe, &plan.argv, &plan.env);
@@ -20,7 +22,7 @@ pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8]) -> LaunchError {
     }
 }
 
-fn become_app(plan: &LaunchPlan, bpf: &[u8]) -> Result<(), LaunchError> {
+fn become_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> Result<(), LaunchError> {
     use rustix::thread as rt;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
@@ -49,6 +51,6 @@ fn become_app(plan: &LaunchPlan, bpf: &[u8]) -> Result<(), LaunchError> {
     rt::set_no_new_privs(true).map_err(|e| sys_err("no_new_privs")(rx(e)))?;
     sys::unblock_all_signals().map_err(sys_err("unblock signals"))?;
     sys::seccomp_set_filter(bpf).map_err(sys_err("load seccomp filter"))?;
-    sys::close_fds_from(3).map_err(sys_err("close_range"))?;
+    sys::close_fds_from(3, keep).map_err(sys_err("close_range"))?;
     Ok(())
 }

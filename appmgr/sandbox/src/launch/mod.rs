@@ -13,6 +13,11 @@
 //!                                       seccomp, closes fds >= 3, execve
 //! ```
 //!
+//! Detached mode ([`run_detached`], `--report-fd`): init is created with
+//! `clone3(CLONE_PARENT)` as a child of the launcher's caller, reports through a status
+//! pipe once the app's `execve` succeeded, and the launcher exits; init then neither
+//! watches the launcher nor has PDEATHSIG (see docs/sandbox.md).
+//!
 //! Ordering constraints (each is a security property):
 //! - every host path is opened *after* `unshare(CLONE_NEWNS)` (a bind needs a mount of the
 //!   caller's namespace) and *before* anything is mounted (the root tmpfs covers `/tmp`);
@@ -36,7 +41,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
 use sources::{open_source, Opened};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Exit status when the launcher itself fails (before the app runs).
@@ -99,9 +104,10 @@ pub(super) fn rx(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// The launcher: everything from reading the plan to the app's exit. Returns the exit
-/// status for `appmgr-launch`.
-pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
+/// Checks the plan, loads the seccomp program, joins the cgroups, unshares the namespaces
+/// init is created in and blocks the signals the launcher and init wait for. Returns the
+/// BPF program and that signal set.
+fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
     }
@@ -139,20 +145,20 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     let mut forwarded = FORWARDED.to_vec();
     forwarded.push(libc::SIGCHLD);
     sys::block_signals(&forwarded).map_err(sys_err("block signals"))?;
+    Ok((bpf, forwarded))
+}
+
+/// The launcher: everything from reading the plan to the app's exit. Returns the exit
+/// status for `appmgr-launch`.
+pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
+    let (bpf, forwarded) = prepare(&plan)?;
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
 
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
             drop(alive_w);
-            let code = match init(&plan, &bpf, alive_r) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("appmgr-launch: {}: {e}", plan.app_id);
-                    EXIT_LAUNCH_FAILED
-                }
-            };
-            std::process::exit(code);
+            std::process::exit(init(&plan, &bpf, Link::Alive(alive_r)));
         }
         Some(child) => {
             drop(alive_r);
@@ -166,6 +172,89 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             drop(alive);
             after_exit(&app_id, &after);
             Ok(code)
+        }
+    }
+}
+
+/// Detached mode (`appmgr-launch --report-fd N`, for appmgrd's services): like [`run`], but
+/// init is created with `CLONE_PARENT`, so it is a child of the launcher's parent, and the
+/// launcher exits as soon as the app has been started. Returns the launcher's exit status.
+///
+/// `report` receives init's host pid as soon as init exists (`"<pid>\n"`), then, on
+/// failure, one `"error: <message>\n"` line. Exit 0: the app's `execve` succeeded, and init
+/// (pid 1 of the sandbox) supervises it alone. Exit 125: set-up failed, init has been
+/// killed and has exited, and the caller must still reap it (it is the caller's child)
+/// when a pid was reported. `after_exit` duties are the caller's.
+pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
+    let fail = |report: &OwnedFd, msg: String| {
+        eprintln!("appmgr-launch: {}: {msg}", plan.app_id);
+        let _ = write_all(report, format!("error: {msg}\n").as_bytes());
+        EXIT_LAUNCH_FAILED
+    };
+    let bpf = match prepare(&plan) {
+        Ok((bpf, _)) => bpf,
+        Err(e) => return fail(&report, e.to_string()),
+    };
+    let (status_r, status_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&report, format!("pipe: {}", rx(e))),
+    };
+    let (pid, pidfd) = match sys::clone_sibling() {
+        Err(e) => return fail(&report, format!("clone init: {e}")),
+        Ok(None) => {
+            // The report fd and the status pipe's read end are the launcher's: holding
+            // them would keep the caller (and the launcher) from ever seeing EOF.
+            drop(report);
+            drop(status_r);
+            std::process::exit(init(&plan, &bpf, Link::Status(status_w)));
+        }
+        Ok(Some(x)) => x,
+    };
+    drop(status_w);
+    drop(bpf);
+    let outcome = match write_all(&report, format!("{pid}\n").as_bytes()) {
+        Err(e) => Err(format!("reporting init's pid: {e}")),
+        Ok(()) => match read_to_end(&status_r) {
+            Err(e) => Err(format!("reading init's status: {e}")),
+            Ok(b) if b == b"+" => Ok(()),
+            Ok(b) if b.is_empty() => Err("init ended before starting the app".into()),
+            // The app failed between fork and execve (after "+"), or init did before.
+            Ok(b) => Err(String::from_utf8_lossy(b.strip_prefix(b"+").unwrap_or(&b)).into()),
+        },
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err(msg) => {
+            // Nothing may be left behind: kill init (its pid namespace dies with it) and
+            // wait until it has exited, so the caller's wait for it returns at once.
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+            let _ = sys::wait_readable(pidfd.as_fd());
+            fail(&report, msg)
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(rx(e)),
+        }
+    }
+    Ok(())
+}
+
+fn read_to_end(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(rx(e)),
         }
     }
 }
@@ -256,16 +345,101 @@ fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
     }
 }
 
+/// How init is tied to the launcher.
+enum Link {
+    /// Foreground: the launcher holds the pipe's write end and init dies with it
+    /// (PDEATHSIG; the read end catches the launcher dying before the prctl).
+    Alive(OwnedFd),
+    /// Detached: init writes `+` here just before forking the app; init's own set-up
+    /// error, or the app's failure before `execve`, follows as text. The app keeps the fd
+    /// (close-on-exec) until `execve`, so EOF after `+` means the app is running. Init
+    /// does not depend on the launcher, which exits then.
+    Status(OwnedFd),
+}
+
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
-fn init(plan: &LaunchPlan, bpf: &[u8], alive: OwnedFd) -> Result<i32, LaunchError> {
+/// Returns init's exit status.
+fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
+    let status = match link {
+        Link::Alive(alive) => match tie_to_launcher(alive) {
+            Ok(true) => None,
+            Ok(false) => return EXIT_LAUNCH_FAILED,
+            Err(e) => {
+                eprintln!("appmgr-launch: {}: {e}", plan.app_id);
+                return EXIT_LAUNCH_FAILED;
+            }
+        },
+        Link::Status(fd) => Some(fd),
+    };
+    // Foreground errors go to stderr; detached ones to the launcher, which prints them.
+    let report = |e: &LaunchError| match &status {
+        Some(fd) => {
+            let _ = write_all(fd, e.to_string().as_bytes());
+        }
+        None => eprintln!("appmgr-launch: {}: {e}", plan.app_id),
+    };
+    if let Err(e) = build_and_enter_root(plan) {
+        report(&e);
+        return EXIT_LAUNCH_FAILED;
+    }
+
+    let mut set = FORWARDED.to_vec();
+    set.push(libc::SIGCHLD);
+    if let Some(fd) = &status {
+        if let Err(e) = write_all(fd, b"+") {
+            eprintln!(
+                "appmgr-launch: {}: reporting to the launcher: {e}",
+                plan.app_id
+            );
+            return EXIT_LAUNCH_FAILED;
+        }
+    }
+    match sys::fork() {
+        Err(e) => {
+            report(&sys_err("fork app")(e));
+            EXIT_LAUNCH_FAILED
+        }
+        Ok(None) => {
+            let e = exec_app(plan, bpf, status.as_ref().map(|fd| fd.as_raw_fd()));
+            report(&e);
+            let code = match &e {
+                LaunchError::Io {
+                    source,
+                    step: "execute",
+                    ..
+                } if source.kind() == io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                LaunchError::Io {
+                    step: "execute", ..
+                } => EXIT_CANNOT_EXEC,
+                _ => EXIT_LAUNCH_FAILED,
+            };
+            std::process::exit(code);
+        }
+        Ok(Some(app)) => {
+            drop(status);
+            match supervise(app, &set) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("appmgr-launch: {}: {e}", plan.app_id);
+                    EXIT_LAUNCH_FAILED
+                }
+            }
+        }
+    }
+}
+
+/// Foreground init: dies with the launcher. `Ok(false)` if the launcher is already gone.
+fn tie_to_launcher(alive: OwnedFd) -> Result<bool, LaunchError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
     // The launcher may have died before the line above: then the pipe is already at EOF.
     rfs::fcntl_setfl(&alive, OFlags::NONBLOCK).map_err(|e| sys_err("fcntl")(rx(e)))?;
     let mut b = [0u8; 1];
-    if let Ok(0) = rustix::io::read(&alive, &mut b) {
-        return Ok(EXIT_LAUNCH_FAILED);
-    }
+    Ok(!matches!(rustix::io::read(&alive, &mut b), Ok(0)))
+}
+
+/// Init's set-up: mount namespace, sources, root, pivot, hostname, loopback.
+fn build_and_enter_root(plan: &LaunchPlan) -> Result<(), LaunchError> {
     rustix::process::umask(Mode::empty());
 
     if plan.namespaces.mount {
@@ -312,26 +486,5 @@ fn init(plan: &LaunchPlan, bpf: &[u8], alive: OwnedFd) -> Result<i32, LaunchErro
         sys::loopback_up().map_err(sys_err("bring up lo"))?;
     }
 
-    let mut set = FORWARDED.to_vec();
-    set.push(libc::SIGCHLD);
-    match sys::fork().map_err(sys_err("fork app"))? {
-        None => {
-            drop(alive);
-            let e = exec_app(plan, bpf);
-            eprintln!("appmgr-launch: {}: {e}", plan.app_id);
-            let code = match &e {
-                LaunchError::Io {
-                    source,
-                    step: "execute",
-                    ..
-                } if source.kind() == io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-                LaunchError::Io {
-                    step: "execute", ..
-                } => EXIT_CANNOT_EXEC,
-                _ => EXIT_LAUNCH_FAILED,
-            };
-            std::process::exit(code);
-        }
-        Some(app) => supervise(app, &set),
-    }
+    Ok(())
 }
