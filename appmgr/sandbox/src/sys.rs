@@ -136,6 +136,20 @@ pub fn unblock_all_signals() -> io::Result<()> {
     cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) }).map(|_| ())
 }
 
+/// Resets every ignored signal to its default action. `execve` keeps `SIG_IGN` (handlers
+/// are reset anyway), and the Rust runtime ignores SIGPIPE in the launcher, which the app
+/// must not inherit (a writer to a closed pipe would get EPIPE instead of dying).
+pub fn default_signal_dispositions() {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler, so no code of ours can run asynchronously;
+        // numbers the kernel or libc reserve only return EINVAL, which is ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// Waits for one of `signals` (which must be blocked) and returns its number.
 pub fn sigwait(signals: &[i32]) -> io::Result<i32> {
     let set = sigset(signals);

@@ -1186,6 +1186,17 @@ fn detached_leaves_only_init_beside_the_app() {
     ] {
         assert!(text.lines().any(|l| l == want), "{want} missing: {text}");
     }
+    // The launcher's ignored SIGPIPE (Rust runtime) does not reach the app.
+    let ign = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .unwrap();
+    let ign = u64::from_str_radix(ign, 16).unwrap();
+    assert_eq!(
+        ign & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored: {ign:x}"
+    );
     // SIGTERM to init reaches the app; init exits with the app's status.
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(init.pid as i32).unwrap(),

@@ -49,6 +49,7 @@ fn become_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> Result<(), 
     )
     .map_err(|e| sys_err("clear capabilities")(rx(e)))?;
     rt::set_no_new_privs(true).map_err(|e| sys_err("no_new_privs")(rx(e)))?;
+    sys::default_signal_dispositions();
     sys::unblock_all_signals().map_err(sys_err("unblock signals"))?;
     sys::seccomp_set_filter(bpf).map_err(sys_err("load seccomp filter"))?;
     sys::close_fds_from(3, keep).map_err(sys_err("close_range"))?;
