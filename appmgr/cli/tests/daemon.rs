@@ -337,6 +337,27 @@ fn cli_through_daemon_matches_local_path_and_reports_progress() {
     ] {
         same_output(&e, &args);
     }
+    // appmgrd's List answers from memory between changes: a change made by a local
+    // `--direct` CLI (not through the daemon) shows up at once all the same.
+    let listed = |e: &Env| -> Vec<String> {
+        e.ok(&["--json", "list"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!listed(&e).contains(&"org.example.Side".to_string()));
+    let side = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", "org.example.Side"),
+        &mk_tree(&e, "side", 1000),
+        "side.bundle",
+    );
+    e.ok(&["--direct", "install", s(&side)]);
+    assert!(listed(&e).contains(&"org.example.Side".to_string()));
+    e.ok(&["--direct", "remove", "org.example.Side"]);
+    assert!(!listed(&e).contains(&"org.example.Side".to_string()));
     // Update, refused downgrade (exit 6, nothing changed), rollback, remove.
     let r = e.ok(&["--json", "install", s(&app_v2)]);
     assert_eq!(r.json()["action"], "updated");

@@ -50,6 +50,8 @@ pub struct Daemon {
     pub supervisor: Arc<supervise::Supervisor>,
     conn: OnceLock<zbus::Connection>,
     bus_policy: tokio::sync::Mutex<Option<String>>,
+    /// The last `List` reply and the store change sequence it was built at.
+    pub(crate) list_cache: std::sync::Mutex<Option<(u64, (String, String))>>,
 }
 
 impl Daemon {
@@ -224,6 +226,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         supervisor: Arc::new(supervise::Supervisor::new(weak.clone())),
         conn: OnceLock::new(),
         bus_policy: tokio::sync::Mutex::new(None),
+        list_cache: std::sync::Mutex::new(None),
     });
     tokio::spawn(daemon.supervisor.clone().run());
     journal::sd_notify("STATUS=preinstalling factory bundles");

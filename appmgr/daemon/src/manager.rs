@@ -280,8 +280,27 @@ impl Manager {
 
     /// Installed apps and runtimes (lock-free: the records are read as they are).
     async fn list(&self) -> Result<(String, String), Error> {
+        // Served from memory while the store's change sequence stands still (one small
+        // read per call); rebuilt from the records after any change, by anyone.
+        let view = appmgr_store::View::new(&self.d.config.state_dir);
+        let before = view.generation();
+        if let Some(g) = before {
+            if let Ok(c) = self.d.list_cache.lock() {
+                if let Some((cg, r)) = c.as_ref() {
+                    if *cg == g {
+                        return Ok(r.clone());
+                    }
+                }
+            }
+        }
         let g = self.d.global();
-        reply(Self::blocking(move || ops::list(&g)).await?)
+        let r = reply(Self::blocking(move || ops::list(&g)).await?)?;
+        if let Some(g) = before.filter(|g| view.generation() == Some(*g)) {
+            if let Ok(mut c) = self.d.list_cache.lock() {
+                *c = Some((g, r.clone()));
+            }
+        }
+        Ok(r)
     }
 
     /// One installed app or runtime.

@@ -186,13 +186,17 @@ impl Store {
                 let marker = ddir.join(CORRUPT_MARKER);
                 if dep.problems.is_empty() {
                     if marker.exists() {
+                        crate::generation::begin(self.root())?;
                         fs::remove_file(&marker)
                             .map_err(StoreError::io("remove corrupt mark", &marker))?;
+                        crate::generation::end(self.root());
                     }
                 } else if ddir.is_dir() {
                     let text: String = dep.problems.iter().map(|p| format!("{p}\n")).collect();
+                    crate::generation::begin(self.root())?;
                     fs::write(&marker, text)
                         .map_err(StoreError::io("mark deployment corrupt", &marker))?;
+                    crate::generation::end(self.root());
                     report.marked_corrupt.push(ddir);
                 }
                 report.problems.extend(dep.problems);

@@ -87,6 +87,7 @@ mod crash;
 mod error;
 mod fsck;
 mod fsutil;
+mod generation;
 mod import;
 mod record;
 mod store;

@@ -83,9 +83,13 @@ pub(crate) fn write(dir: &Path, record: &StateRecord) -> Result<(), StoreError> 
         .and_then(|_| f.sync_all())
         .map_err(StoreError::io("write state record", &tmp))?;
     drop(f);
+    // dir is STATE/deploy/KIND/ID/ARCH/BRANCH.
+    let root = dir.ancestors().nth(5).unwrap_or(dir);
+    crate::generation::begin(root)?;
     crate::crash::point("before-switch");
     fs::rename(&tmp, &dst).map_err(StoreError::io("rename state record into", &dst))?;
     crate::fsutil::sync_dir(dir)?;
+    crate::generation::end(root);
     crate::crash::point("after-switch");
     Ok(())
 }

@@ -135,6 +135,13 @@ impl View {
         Ok(out)
     }
 
+    /// The change sequence of what [`View::list_installed`] and [`View::info`] show:
+    /// `Some(n)` with `n` even when no change is under way. A cache built between two
+    /// equal even readings is current (see `generation.rs`).
+    pub fn generation(&self) -> Option<u64> {
+        crate::generation::read(&self.root).filter(|n| n % 2 == 0)
+    }
+
     /// Every installed ref (apps, then runtimes, in ref order) with its state, read
     /// without the store lock: what `list` shows.
     pub fn list_installed(&self) -> Result<Vec<RefInfo>, ViewError> {
