@@ -224,6 +224,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- appmgrd's log ---\n{}", self.log());
+        }
         self.terminate();
         let _ = self.bus.kill();
         let _ = self.bus.wait();

@@ -148,7 +148,8 @@ fn now_unix() -> u64 {
 
 /// What a launch produced.
 struct Launched {
-    child: std::process::Child,
+    /// The sandbox's init, our child (the launcher is gone).
+    pid: u32,
     pidfd: OwnedFd,
     cgroup: appmgr_cgroup::Cgroup,
     counters: Vec<(PathBuf, &'static str, &'static str)>,
@@ -314,7 +315,7 @@ impl Supervisor {
         .await
         .map_err(|e| Error::Failed(format!("internal: {e}")))?;
         let (launched, notify) = launched.map_err(Error::from)?;
-        let pid = launched.child.id();
+        let pid = launched.pid;
         let pidfd = Arc::new(launched.pidfd);
         let generation;
         {
@@ -381,11 +382,9 @@ impl Supervisor {
         let tx = self.tx.clone();
         let app = app.clone();
         let Launched {
-            mut child,
-            cgroup,
-            counters,
-            ..
+            cgroup, counters, ..
         } = launched;
+        let reap_fd = pidfd.clone();
         tokio::spawn(async move {
             // `with_interest` is deprecated only because it cannot prove that the fd
             // stays open; PidfdRef owns it (an Arc<OwnedFd>) for the AsyncFd's lifetime.
@@ -398,18 +397,18 @@ impl Supervisor {
                 let _ = afd.readable().await;
             }
             let status = tokio::task::spawn_blocking(move || {
-                let st = child.wait();
-                // Limit events, then the cgroup goes (the launcher moved itself out).
+                let st = reap(&reap_fd);
+                // Limit events, then the cgroup goes (init and the app have ended).
                 let events = read_events(&counters);
-                let _ = cgroup.remove();
+                remove_cgroup(&cgroup);
                 (st, events)
             })
             .await;
-            if let Ok((st, events)) = status {
+            if let Ok((status, events)) = status {
                 let _ = tx.send(Msg::Exited {
                     app,
                     generation,
-                    status: st.ok(),
+                    status,
                     events,
                 });
             }
@@ -992,26 +991,20 @@ fn launch_blocking(
         s.after_exit.remove_dirs.clear();
     })?;
     let counters = cgroup.event_counters();
-    let (mut cmd, _plan_fd) =
-        appmgr_sandbox::launcher_command(&plan).map_err(|e| other(format!("{id}: {e}")))?;
     let (out, err) = output_streams(id, logs_dir)?;
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
+    // Detached: the launcher sets the sandbox up and exits; init (pid 1 of the sandbox)
+    // becomes our child, so nothing but init stays beside the app.
+    let init = match appmgr_sandbox::spawn_detached(&plan, out, err) {
+        Ok(i) => i,
         Err(e) => {
-            let _ = cgroup.remove();
-            return Err(other(format!("{id}: cannot start the launcher: {e}")));
+            remove_cgroup(&cgroup);
+            return Err(other(format!("{id}: {e}")));
         }
     };
-    let pid = rustix::process::Pid::from_child(&child);
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        .map_err(|e| other(format!("{id}: pidfd_open: {e}")))?;
     Ok((
         Launched {
-            child,
-            pidfd,
+            pid: init.pid,
+            pidfd: init.pidfd,
             cgroup,
             counters,
             version: a.deployment.version.to_string(),
@@ -1122,4 +1115,31 @@ fn stop_leftover(id: &str) -> usize {
     }
     let _ = cg.remove();
     n
+}
+
+/// Reaps init through its pidfd; its status is the app's (128+N for a signal).
+fn reap(pidfd: &OwnedFd) -> Option<std::process::ExitStatus> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::ExitStatusExt;
+    let st = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    )
+    .ok()
+    .flatten()?;
+    if let Some(code) = st.exit_status() {
+        return Some(std::process::ExitStatus::from_raw((code & 0xff) << 8));
+    }
+    st.terminating_signal()
+        .map(|sig| std::process::ExitStatus::from_raw(sig & 0x7f))
+}
+
+/// Removes an app's cgroup once it is empty (dying processes may keep it busy briefly).
+fn remove_cgroup(cg: &appmgr_cgroup::Cgroup) {
+    for _ in 0..50 {
+        if cg.remove().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
