@@ -26,15 +26,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// A private bus (system-bus-like policy plus the shipped appmgrd bus policy) and an
 /// appmgrd serving the Env's state dir on it. Both are killed on drop.
 struct Daemon {
