@@ -13,6 +13,7 @@ pub mod access;
 pub mod error;
 pub mod journal;
 pub mod manager;
+pub mod mem;
 pub mod opsrun;
 pub mod preinstall;
 pub mod supervise;
@@ -260,6 +261,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     });
     write_atomic(&client::address_path(&config.state_dir), address.as_bytes())
         .map_err(|e| format!("{}: {e}", client::address_path(&config.state_dir).display()))?;
+    mem::trim();
     journal::sd_notify("READY=1\nSTATUS=serving org.appmgr.Manager1");
     journal::log(
         journal::INFO,

@@ -78,9 +78,10 @@ impl Manager {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.global();
         let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        let out = opsrun::run(&g, &args, stdin, progress).await?;
+        let out = opsrun::run(&g, &args, stdin, progress).await;
         self.d.refresh_bus_policy().await;
-        Ok(out)
+        crate::mem::trim();
+        out
     }
 }
 
