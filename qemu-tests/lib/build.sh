@@ -5,9 +5,31 @@
 
 declare -A BUILD_STATUS   # arch -> "ok" | "failed: reason"
 APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe appmgrd)
-# Cargo profile for the guest binaries: dev without debuginfo (faster to build
-# and link than release on 2 cores; the guests do not need the speed).
-export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
+# Cargo profile for the cross-built guest binaries: dev without debuginfo
+# (faster to build and link than release on 2 cores; the guests do not need the
+# speed). The host arch's binaries are built exactly as `cargo test --workspace`
+# builds them, so that in CI (scripts/test passes its own target dir) they are
+# the test stage's artifacts, not a second build; they are stripped when staged.
+GUEST_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
+unset CARGO_PROFILE_DEV_DEBUG
+
+is_host_arch() { [ "$1" = "$(uname -m)" ]; }
+
+# cargo_for ARCH ARGS...: cargo with the target and profile settings for ARCH.
+cargo_for() {
+	local a=$1
+	shift
+	if is_host_arch "$a"; then
+		cargo "$@"
+	else
+		CARGO_PROFILE_DEV_DEBUG=$GUEST_DEV_DEBUG cargo "$@" --target "$(rust_target "$a")"
+	fi
+}
+
+# out_dir ARCH: where cargo_for puts ARCH's dev binaries.
+out_dir() {
+	if is_host_arch "$1"; then echo "$CARGO_TARGET_DIR/debug"; else echo "$CARGO_TARGET_DIR/$(rust_target "$1")/debug"; fi
+}
 
 workspace_bins() {
 	(cd "$REPO_DIR" && cargo metadata --no-deps --format-version 1 2>/dev/null) |
@@ -23,7 +45,7 @@ build_appmgr() {
 	local a=$1 t log
 	t=$(rust_target "$a")
 	log=$RUN_OUT/build-$a.log
-	step "$a: cargo build --target $t --workspace --bins (log: $log)"
+	step "$a: cargo build ($(is_host_arch "$a" && echo host || echo "--target $t")) --workspace --bins (log: $log)"
 	local bins
 	bins=$(workspace_bins | tr '\n' ' ')
 	if [ -z "$bins" ]; then
@@ -36,8 +58,8 @@ build_appmgr() {
 	# is broken; the JSON artifact list names exactly the binaries this build
 	# produced or found fresh, so nothing stale from an earlier build is used.
 	local json=$RUN_OUT/build-$a.json
-	if (cd "$REPO_DIR" && cargo build --keep-going --message-format=json-render-diagnostics \
-		--target "$t" --workspace --bins) >"$json" 2>"$log"; then
+	if (cd "$REPO_DIR" && cargo_for "$a" build --keep-going --message-format=json-render-diagnostics \
+		--workspace --bins) >"$json" 2>"$log"; then
 		BUILD_STATUS[$a]=ok
 	else
 		BUILD_STATUS[$a]="failed: cargo build for $t failed (see $log)"
@@ -61,6 +83,7 @@ for line in open(sys.argv[1]):
 		local sdir=$CARGO_TARGET_DIR/static-probe tr
 		tr=$(gnu_triplet "$a")
 		if (cd "$REPO_DIR" && CARGO_TARGET_DIR=$sdir LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$tr \
+			CARGO_PROFILE_DEV_DEBUG=$GUEST_DEV_DEBUG \
 			cargo rustc --target "$t" -p appmgr-probe --bin appmgr-probe -- -C target-feature=+crt-static) >>"$log" 2>&1 &&
 			file -L "$sdir/$t/debug/appmgr-probe" | grep -q 'statically linked\|static-pie'; then
 			sed -i "s|^$probe\$|$sdir/$t/debug/appmgr-probe|" "$RUN_OUT/built-$a.txt"
@@ -123,11 +146,13 @@ stage_appmgr() {
 	if [ ! -f "$built" ]; then
 		# --no-build: whatever the previous build left
 		local sp=$CARGO_TARGET_DIR/static-probe/$t/debug/appmgr-probe
+		local od
+		od=$(out_dir "$a")
 		for b in $(workspace_bins); do
-			if [ "$b" = appmgr-probe ] && [ "$sp" -nt "$CARGO_TARGET_DIR/$t/debug/$b" ]; then
+			if [ "$b" = appmgr-probe ] && [ "$sp" -nt "$od/$b" ]; then
 				echo "$sp"
-			elif [ -f "$CARGO_TARGET_DIR/$t/debug/$b" ]; then
-				echo "$CARGO_TARGET_DIR/$t/debug/$b"
+			elif [ -f "$od/$b" ]; then
+				echo "$od/$b"
 			fi
 		done >"$built"
 	fi
