@@ -201,14 +201,8 @@ async fn install(
             .map(std::fs::File::from)
             .map_err(|e| other(format!("stdin: {e}")))?
     } else {
-        std::fs::File::open(file).map_err(|e| {
-            let class = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorClass::NotFound
-            } else {
-                ErrorClass::Other
-            };
-            CliError::new(class, format!("{}: {e}", file.display()))
-        })?
+        // Exit 1 like the local path.
+        std::fs::File::open(file).map_err(|e| other(format!("{}: {e}", file.display())))?
     };
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));

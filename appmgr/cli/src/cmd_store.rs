@@ -124,14 +124,9 @@ pub fn install(
             &mut progress,
         );
     }
-    let f = std::fs::File::open(file).map_err(|e| {
-        let class = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorClass::NotFound
-        } else {
-            ErrorClass::Other
-        };
-        CliError::new(class, format!("{}: {e}", file.display()))
-    })?;
+    // An unreadable bundle file is an I/O failure (exit 1), as it always was.
+    let f = std::fs::File::open(file)
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", file.display())))?;
     install_from(g, f, file, allow_downgrade, &mut progress)
 }
 

@@ -372,7 +372,7 @@ fn cli_through_daemon_matches_local_path_and_reports_progress() {
     fs::write(e.p("bad.bundle"), &bytes).unwrap();
     e.fails(&["install", s(&e.p("bad.bundle"))], 3);
     assert_eq!(before, e.snapshot());
-    e.fails(&["install", s(&e.p("absent.bundle"))], 5);
+    e.fails(&["install", s(&e.p("absent.bundle"))], 1);
     let r = e.ok(&["--json", "rollback", id]);
     assert_eq!(r.json()["version"], "1.0.0");
     e.ok(&["remove", id]);

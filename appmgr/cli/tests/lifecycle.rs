@@ -10,7 +10,7 @@ fn install_update_rollback_remove() {
     let v2 = e.app_bundle("2.0.0");
 
     // An app whose runtime is missing is refused, naming the runtime; nothing written.
-    e.ok(&["list"]); // creates the empty store
+    e.ok(&["fsck"]); // creates the empty store (list only reads records)
     let before = e.snapshot();
     let msg = e.fails(&["install", s(&v1)], 5);
     assert!(msg.contains("runtime/org.example.Platform"), "{msg}");

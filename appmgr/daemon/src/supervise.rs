@@ -558,6 +558,12 @@ impl Supervisor {
                         ));
                     }
                 }
+                if rollback.is_some() {
+                    // Not restarted: the rollback starts the previous version.
+                    s.state = State::Stopped;
+                    s.want_running = false;
+                    self.announce(s).await;
+                }
             }
             if rollback.is_none() {
                 if ran >= Duration::from_secs(30) {
