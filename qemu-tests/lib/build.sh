@@ -22,7 +22,11 @@ cargo_for() {
 	if is_host_arch "$a"; then
 		cargo "$@"
 	else
-		CARGO_PROFILE_DEV_DEBUG=$GUEST_DEV_DEBUG cargo "$@" --target "$(rust_target "$a")"
+		# Dependencies unoptimized too (the workspace builds them at opt-level 2 for the
+		# host's hashing-heavy tests): the cross build is on the CI stage's critical
+		# path, and the guests' bundles are small.
+		CARGO_PROFILE_DEV_DEBUG=$GUEST_DEV_DEBUG cargo "$@" --target "$(rust_target "$a")" \
+			--config 'profile.dev.package."*".opt-level = 0'
 	fi
 }
 

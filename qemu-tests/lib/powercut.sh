@@ -40,9 +40,9 @@ cut_power() {
 }
 
 # Cuts per scenario and arch: --cuts / APPMGR_QEMU_CUTS, else the scenario's
-# "# cuts: N" header, else 12 on aarch64 (our boards) and 8 on x86_64: what fits
+# "# cuts: N" header, else 8 on aarch64 (our boards) and 5 on x86_64: what fits
 # the CI budget on a fresh machine; raise it with --cuts for a soak run.
-default_cuts() { case $1 in aarch64) echo 12 ;; *) echo 8 ;; esac; }
+default_cuts() { case $1 in aarch64) echo 8 ;; *) echo 5 ;; esac; }
 
 run_powercut() {
 	local a=$1 s=$2 ops n cuts dir t allowance
