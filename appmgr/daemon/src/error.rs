@@ -38,6 +38,20 @@ impl From<zbus::fdo::Error> for Error {
 }
 
 impl Error {
+    /// The message, without the error name (for logs and records).
+    pub fn message(&self) -> String {
+        match self {
+            Error::ZBus(z) => z.to_string(),
+            Error::Failed(m)
+            | Error::InvalidArgs(m)
+            | Error::Integrity(m)
+            | Error::PolicyRefused(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::AccessDenied(m) => m.clone(),
+        }
+    }
+
     pub fn of(class: ErrorClass, m: String) -> Error {
         match class {
             ErrorClass::Other => Error::Failed(m),

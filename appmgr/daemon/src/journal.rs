@@ -21,6 +21,18 @@ pub enum Event {
 }
 
 impl Event {
+    pub const ALL: [Event; 9] = [
+        Event::Installed,
+        Event::Updated,
+        Event::RolledBack,
+        Event::Removed,
+        Event::Denied,
+        Event::LimitHit,
+        Event::ServiceStarted,
+        Event::ServiceExited,
+        Event::HealthRollback,
+    ];
+
     pub fn message_id(self) -> &'static str {
         match self {
             Event::Installed => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e01",
@@ -155,18 +167,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_unique_128_bit_hex() {
-        use Event::*;
-        let all = [
-            Installed,
-            Updated,
-            RolledBack,
-            Removed,
-            Denied,
-            LimitHit,
-            ServiceStarted,
-            ServiceExited,
-            HealthRollback,
-        ];
+        let all = Event::ALL;
         let mut seen = std::collections::BTreeSet::new();
         for e in all {
             let id = e.message_id();

@@ -172,7 +172,9 @@ fn app_bus_entries(g: &Global) -> Result<Vec<appmgr_policy::BusPolicyEntry>, app
     Ok(entries)
 }
 
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes` (mode 0644) by a synced temporary file and a rename: the
+/// one way appmgrd writes its files (bus policy, records, user records).
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
     let tmp = dir.join(format!(

@@ -86,36 +86,15 @@ impl Manager {
 }
 
 impl Manager {
-    async fn fsck_report(&self) -> Result<appmgr_cli::Output, Error> {
-        let _guard = self.d.mutation.lock().await;
-        let g = self.d.global();
-        match opsrun::run_full(&g, &["fsck".into()], None, None).await? {
-            (Some(out), _) if out.json.get("clean").is_some() => Ok(out),
-            (_, Some(e)) => Err(e),
-            (Some(out), None) => Ok(out),
-            (None, None) => Err(Error::Failed("appmgr-ops answered nothing".into())),
-        }
-    }
-}
-
-fn id_of(j: &serde_json::Value) -> String {
-    j["id"].as_str().unwrap_or("").to_string()
-}
-
-#[zbus::interface(name = "org.appmgr.Manager1")]
-impl Manager {
-    /// Installs or updates from the signed bundle open on `bundle` (the caller opens it
-    /// with its own rights). Options: `allow-downgrade` (b), `name` (s: the file name for
-    /// messages). Emits `InstallProgress` while it works.
-    async fn install(
+    /// Install and InstallPath, after the caller was authorized: options, the install in
+    /// appmgr-ops with progress signals, the journal entry, and the service follow-up.
+    async fn install_fd(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-        bundle: OwnedFd,
+        caller: &access::Caller,
+        emitter: SignalEmitter<'_>,
+        bundle: std::os::fd::OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
-        let caller = self.authorize(conn, &hdr, "Install").await?;
         let mut allow_downgrade = false;
         let mut name = String::from("bundle");
         for (k, v) in &options {
@@ -163,9 +142,7 @@ impl Manager {
         if allow_downgrade {
             args.push("--allow-downgrade");
         }
-        let out = self
-            .mutate(&args, Some(std::os::fd::OwnedFd::from(bundle)), Some(tx))
-            .await;
+        let out = self.mutate(&args, Some(bundle), Some(tx)).await;
         let _ = forward.await;
         let out = out?;
         let id = id_of(&out.json);
@@ -188,6 +165,45 @@ impl Manager {
         reply(out)
     }
 
+    async fn fsck_report(&self) -> Result<appmgr_cli::Output, Error> {
+        let _guard = self.d.mutation.lock().await;
+        let g = self.d.global();
+        match opsrun::run_full(&g, &["fsck".into()], None, None).await? {
+            (Some(out), _) if out.json.get("clean").is_some() => Ok(out),
+            (_, Some(e)) => Err(e),
+            (Some(out), None) => Ok(out),
+            (None, None) => Err(Error::Failed("appmgr-ops answered nothing".into())),
+        }
+    }
+}
+
+fn id_of(j: &serde_json::Value) -> String {
+    j["id"].as_str().unwrap_or("").to_string()
+}
+
+#[zbus::interface(name = "org.appmgr.Manager1")]
+impl Manager {
+    /// Installs or updates from the signed bundle open on `bundle` (the caller opens it
+    /// with its own rights). Options: `allow-downgrade` (b), `name` (s: the file name for
+    /// messages). Emits `InstallProgress` while it works.
+    async fn install(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        bundle: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        let caller = self.authorize(conn, &hdr, "Install").await?;
+        self.install_fd(
+            &caller,
+            emitter,
+            std::os::fd::OwnedFd::from(bundle),
+            options,
+        )
+        .await
+    }
+
     /// Installs or updates from the bundle at `path`, opened by appmgrd itself (for FOTA
     /// agents that download to a directory appmgrd can read). `path` must be absolute and
     /// name a regular file; options as for `Install`.
@@ -200,7 +216,7 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
         // The caller is checked before appmgrd opens anything on its behalf.
-        self.authorize(conn, &hdr, "InstallPath").await?;
+        let caller = self.authorize(conn, &hdr, "InstallPath").await?;
         let p = std::path::Path::new(&path);
         if !p.is_absolute() || appmgr_types::has_unsafe_chars(&path) {
             return Err(Error::InvalidArgs(format!(
@@ -208,28 +224,16 @@ impl Manager {
                 appmgr_types::escape_for_display(&path)
             )));
         }
-        let f = std::fs::File::open(p).map_err(|e| {
-            let class = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorClass::NotFound
-            } else {
-                ErrorClass::Other
-            };
-            Error::of(class, format!("{path}: {e}"))
-        })?;
+        // An unreadable bundle file is an I/O failure (exit 1), as in the CLI.
+        let f = std::fs::File::open(p).map_err(|e| Error::Failed(format!("{path}: {e}")))?;
         let mut options = options;
         options.insert(
             "name".into(),
             OwnedValue::try_from(zbus::zvariant::Value::from(path.as_str()))
                 .map_err(zbus::Error::from)?,
         );
-        self.install(
-            hdr,
-            conn,
-            emitter,
-            OwnedFd::from(std::os::fd::OwnedFd::from(f)),
-            options,
-        )
-        .await
+        self.install_fd(&caller, emitter, std::os::fd::OwnedFd::from(f), options)
+            .await
     }
 
     /// Removes an app or runtime (a running service is stopped first). No options yet;

@@ -184,7 +184,7 @@ pub async fn apply(g: &Global, e: &Entry) -> Outcome {
                 out.text.lines().next().unwrap_or("")
             ))
         }
-        Err(x) => Outcome::Failed(crate::supervise::error_text(&x)),
+        Err(x) => Outcome::Failed(x.message()),
     }
 }
 

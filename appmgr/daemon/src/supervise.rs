@@ -135,10 +135,6 @@ enum Msg {
     },
 }
 
-fn cli_err(class: ErrorClass, m: String) -> Error {
-    Error::of(class, m)
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -213,7 +209,7 @@ impl Supervisor {
                 let mut map = self.services.lock().await;
                 if let Some(s) = map.get_mut(app.as_str()) {
                     s.state = State::Failed;
-                    s.last_exit = Some(format!("restart failed: {}", error_text(&e)));
+                    s.last_exit = Some(format!("restart failed: {}", e.message()));
                     self.announce(s).await;
                 }
             }
@@ -274,7 +270,7 @@ impl Supervisor {
                     journal::ERR,
                     None,
                     Some(&id),
-                    &format!("autostart failed: {}", error_text(&e)),
+                    &format!("autostart failed: {}", e.message()),
                 );
             }
         }
@@ -282,12 +278,12 @@ impl Supervisor {
 
     /// `Start`: launches the app under supervision.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Output, Error> {
-        let app = AppId::new(id).map_err(|e| cli_err(ErrorClass::Usage, e.to_string()))?;
+        let app = AppId::new(id).map_err(|e| Error::of(ErrorClass::Usage, e.to_string()))?;
         {
             let map = self.services.lock().await;
             if let Some(s) = map.get(app.as_str()) {
                 if s.pid.is_some() || s.state == State::Backoff {
-                    return Err(cli_err(
+                    return Err(Error::of(
                         ErrorClass::Conflict,
                         format!(
                             "{app}: already running under appmgrd (state {})",
@@ -637,7 +633,13 @@ impl Supervisor {
         match r {
             Ok(_) => {
                 let path = d.daemon_dir().join("health").join(format!("{app}.json"));
-                if let Err(e) = write_json_atomic(&path, &record) {
+                let written =
+                    std::fs::create_dir_all(d.daemon_dir().join("health")).and_then(|_| {
+                        let bytes =
+                            serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+                        crate::write_atomic(&path, &bytes)
+                    });
+                if let Err(e) = written {
                     journal::log(
                         journal::ERR,
                         None,
@@ -656,7 +658,7 @@ impl Supervisor {
                         journal::ERR,
                         None,
                         Some(app.as_str()),
-                        &format!("restart after rollback failed: {}", error_text(&e)),
+                        &format!("restart after rollback failed: {}", e.message()),
                     );
                 }
             }
@@ -666,7 +668,7 @@ impl Supervisor {
                 Some(app.as_str()),
                 &format!(
                     "{app}: health window failed ({reason}) but rollback failed: {}",
-                    error_text(&e)
+                    e.message()
                 ),
             ),
         }
@@ -712,13 +714,13 @@ impl Supervisor {
     }
 
     pub async fn stop(&self, id: &str) -> Result<Output, Error> {
-        let app = AppId::new(id).map_err(|e| cli_err(ErrorClass::Usage, e.to_string()))?;
+        let app = AppId::new(id).map_err(|e| Error::of(ErrorClass::Usage, e.to_string()))?;
         {
             let map = self.services.lock().await;
             match map.get(app.as_str()) {
                 Some(s) if s.pid.is_some() || s.state == State::Backoff => {}
                 _ => {
-                    return Err(cli_err(
+                    return Err(Error::of(
                         ErrorClass::NotFound,
                         format!("{app}: not running under appmgrd"),
                     ))
@@ -765,7 +767,7 @@ impl Supervisor {
                     journal::ERR,
                     None,
                     Some(id),
-                    &format!("restart failed: {}", error_text(&e)),
+                    &format!("restart failed: {}", e.message()),
                 );
             }
         }
@@ -813,7 +815,7 @@ impl Supervisor {
                 journal::ERR,
                 None,
                 Some(id),
-                &format!("start after install failed: {}", error_text(&e)),
+                &format!("start after install failed: {}", e.message()),
             );
         }
     }
@@ -865,7 +867,7 @@ impl Supervisor {
             }));
         }
         if !id.is_empty() && rows.is_empty() {
-            return Err(cli_err(
+            return Err(Error::of(
                 ErrorClass::NotFound,
                 format!(
                     "{}: not supervised by appmgrd",
@@ -880,16 +882,6 @@ impl Supervisor {
         };
         Ok(Output::new(text, j))
     }
-
-    /// Pids of the running launchers (for the daemon's own accounting and tests).
-    pub async fn running_count(&self) -> usize {
-        self.services
-            .lock()
-            .await
-            .values()
-            .filter(|s| s.pid.is_some())
-            .count()
-    }
 }
 
 /// A pidfd as an `AsRawFd` for `AsyncFd` (readable once the process has exited).
@@ -898,19 +890,6 @@ struct PidfdRef(Arc<OwnedFd>);
 impl std::os::fd::AsRawFd for PidfdRef {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
-    }
-}
-
-pub(crate) fn error_text(e: &Error) -> String {
-    match e {
-        Error::ZBus(z) => z.to_string(),
-        Error::Failed(m)
-        | Error::InvalidArgs(m)
-        | Error::Integrity(m)
-        | Error::PolicyRefused(m)
-        | Error::NotFound(m)
-        | Error::Conflict(m)
-        | Error::AccessDenied(m) => m.clone(),
     }
 }
 
@@ -1068,21 +1047,6 @@ fn read_events(counters: &[(PathBuf, &'static str, &'static str)]) -> Vec<String
         }
     }
     out
-}
-
-pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, v: &T) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 impl Supervisor {

@@ -10,22 +10,17 @@
 use appmgr_policy::BusPolicyEntry;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 
 const PREFIX: &str = "appmgr-";
 
+/// Writes `dir/name` unless it already holds `bytes` (nss-systemd readers see no churn).
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let path = dir.join(name);
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    std::fs::rename(&tmp, &path)
+    crate::write_atomic(&path, bytes)
 }
 
 fn link(dir: &Path, name: &str, target: &str) -> std::io::Result<()> {
