@@ -193,17 +193,7 @@ async fn install(
     shown: Option<&str>,
 ) -> CliResult<Output> {
     use futures_util::StreamExt;
-    let f = if file == Path::new("-") {
-        use std::os::fd::AsFd;
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .map_err(|e| other(format!("stdin: {e}")))?
-    } else {
-        // Exit 1 like the local path.
-        std::fs::File::open(file).map_err(|e| other(format!("{}: {e}", file.display())))?
-    };
+    let f = crate::cmd_store::open_bundle_arg(file)?;
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
     let name = shown

@@ -104,30 +104,34 @@ pub fn install(
     allow_downgrade: bool,
     name: Option<&str>,
 ) -> CliResult<Output> {
+    // Read once, not per file of the payload.
+    let report = std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr");
     let mut progress = |p: Progress| {
-        if std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr") {
+        if report {
             eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
         }
     };
+    let f = open_bundle_arg(file)?;
+    let shown = match name {
+        Some(n) if file == Path::new("-") => Path::new(n),
+        _ => file,
+    };
+    install_from(g, f, shown, allow_downgrade, &mut progress)
+}
+
+/// The bundle an `install FILE` names: `-` is the file open on stdin. An unreadable file
+/// is an I/O failure (exit 1), on both CLI paths.
+pub(crate) fn open_bundle_arg(file: &Path) -> CliResult<std::fs::File> {
     if file == Path::new("-") {
         use std::os::fd::AsFd;
-        let fd = std::io::stdin()
+        return std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")))?;
-        let shown = Path::new(name.unwrap_or("-"));
-        return install_from(
-            g,
-            std::fs::File::from(fd),
-            shown,
-            allow_downgrade,
-            &mut progress,
-        );
+            .map(std::fs::File::from)
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")));
     }
-    // An unreadable bundle file is an I/O failure (exit 1), as it always was.
-    let f = std::fs::File::open(file)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", file.display())))?;
-    install_from(g, f, file, allow_downgrade, &mut progress)
+    std::fs::File::open(file)
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", file.display())))
 }
 
 /// Installs the bundle read from `f` (named `file` in messages), reporting progress.
