@@ -177,7 +177,11 @@ impl Daemon {
                 .arg(format!("string:{BUS_NAME}"))
                 .output()
                 .unwrap();
-            if String::from_utf8_lossy(&owned.stdout).contains("boolean true") {
+            // Ready: the name is owned and the address the CLI reads is written (just
+            // after the name; a snapshot taken in between would see it appear).
+            if String::from_utf8_lossy(&owned.stdout).contains("boolean true")
+                && self.state.join("daemon/bus-address").exists()
+            {
                 break;
             }
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
