@@ -106,8 +106,12 @@ pub fn install(
 ) -> CliResult<Output> {
     // Read once, not per file of the payload.
     let report = std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr");
+    // At most one line per percent and phase (a payload has thousands of files).
+    let mut last = (u64::MAX, "");
     let mut progress = |p: Progress| {
-        if report {
+        let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+        if report && (pct, p.phase) != last {
+            last = (pct, p.phase);
             eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
         }
     };

@@ -126,14 +126,8 @@ impl Manager {
         let emitter = emitter.to_owned();
         let who = caller.name.clone();
         let forward = tokio::spawn(async move {
-            // At most one signal per percent and phase.
-            let mut last = (u64::MAX, String::new());
+            // appmgr-ops reports at most one line per percent and phase.
             while let Some(p) = rx.recv().await {
-                let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
-                if (pct, &p.phase) == (last.0, &last.1) {
-                    continue;
-                }
-                last = (pct, p.phase.clone());
                 let _ = Manager::install_progress(&emitter, &who, &p.phase, p.bytes, p.total).await;
             }
             let _ = Manager::install_progress(&emitter, &who, "done", 1, 1).await;
