@@ -8,8 +8,7 @@ BOOT_ALLOWANCE_x86_64=120
 qemu_argv() {
 	local a=$1 smp=$2 mem=$3 initrd=$4 log=$5
 	shift 5
-	local kd=${KDIR[$a]} kv
-	kv=$(kver "$a")
+	local kd=${KDIR[$a]} kv=${KVER[$a]}
 	local append="panic=-1 quiet loglevel=3 rdinit=/init ${QEMU_APPEND_EXTRA:-}"
 	case $a in
 	aarch64)

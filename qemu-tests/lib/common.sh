@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared helpers of qemu-tests/run: logging, scenario headers, selection, report.
 
-step() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - ${T0:-$(date +%s)} ))" "$*"; }
+step() { CURRENT_STEP=$*; printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - ${T0:-$(date +%s)} ))" "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf 'qemu-tests: ERROR: %s\n' "$*" >&2; exit 3; }
 
@@ -9,6 +9,8 @@ die() { printf 'qemu-tests: ERROR: %s\n' "$*" >&2; exit 3; }
 deb_arch() { case $1 in aarch64) echo arm64 ;; x86_64) echo amd64 ;; esac; }
 rust_target() { echo "$1-unknown-linux-gnu"; }
 gnu_triplet() { echo "$1-linux-gnu"; }
+# The 32-bit Debian arch whose binaries the compat checks run on ARCH.
+compat_arch() { case $1 in aarch64) echo armhf ;; x86_64) echo i386 ;; esac; }
 
 # hdr FILE KEY DEFAULT: value of a "# KEY: value" line in the first 30 lines.
 hdr() {
@@ -107,5 +109,6 @@ report() {
 	echo "qemu-tests: total ${total}s"
 	# The plain closing line CI readers understand.
 	echo "$pass passed, $fail failed"
+	REPORTED=1
 	[ "$fail" -eq 0 ] || exit 1
 }

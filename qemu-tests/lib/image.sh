@@ -8,6 +8,17 @@
 # Modules loaded at boot (with their dependencies, in order).
 GUEST_MODULES=(virtio_pci virtio_blk virtio_rng ext4 configfs industrialio)
 
+# prune_other DIR GLOB KEEP: remove DIR/GLOB files other than KEEP (images of
+# kernels or package sets this run does not use)
+prune_other() {
+	local f
+	for f in "$1"/$2; do
+		[ -e "$f" ] && [ "$f" != "$3" ] || continue
+		info "pruning $f (made from other packages than this run's)"
+		rm -f "$f"
+	done
+}
+
 mkcpio() { # DIR OUT
 	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$2"
 }
@@ -15,11 +26,14 @@ mkcpio() { # DIR OUT
 declare -A BASE_INITRD
 base_initramfs() {
 	local a=$1 kv kd key f tmp m line mods=()
-	kv=$(kver "$a")
+	kv=${KVER[$a]}
 	kd=${KDIR[$a]}
-	key=$( { pin "$(kernel_pkg "$a")" "$(deb_arch "$a")"; pin busybox-static "$(deb_arch "$a")"; echo "${GUEST_MODULES[*]}"; echo v2; } | sha256sum | cut -c1-12)
+	# the key names the kernel and busybox .debs: a cached image of another
+	# kernel (modules of another release) is never used
+	key=$( { echo "${PKG_SHA[kernel-$(deb_arch "$a")]}"; echo "${PKG_SHA[busybox-$(deb_arch "$a")]}"; echo "${GUEST_MODULES[*]}"; echo v3; } | sha256sum | cut -c1-12)
 	f=$CACHE/initramfs/base-$a-$key.cpio.gz
 	BASE_INITRD[$a]=$f
+	prune_other "$CACHE/initramfs" "base-$a-*.cpio.gz" "$f"
 	[ -f "$f" ] && { info "base initramfs (cached): $f"; return 0; }
 	step "$a: building base initramfs"
 	mkdir -p "$CACHE/initramfs"
@@ -110,9 +124,11 @@ declare -A ROOTFS_IMG
 build_rootfs() {
 	local a=$1 da key img d log
 	da=$(deb_arch "$a")
-	key=$( { pin "$(kernel_pkg "$a")" "$da"; echo "$ROOTFS_PKGS"; cat "$QT_DIR/guest/qt-boot"; echo v2; } | sha256sum | cut -c1-12)
+	# keyed by the kernel .deb whose modules it carries: never mixed with another kernel
+	key=$( { echo "${PKG_SHA[kernel-$da]}"; echo "$ROOTFS_PKGS"; cat "$QT_DIR/guest/qt-boot"; echo v3; } | sha256sum | cut -c1-12)
 	img=$CACHE/rootfs/$a-$key.img
 	ROOTFS_IMG[$a]=$img
+	prune_other "$CACHE/rootfs" "$a-*.img" "$img"
 	[ -f "$img" ] && { info "debootstrap rootfs (cached): $img"; return 0; }
 	step "$a: debootstrap bookworm rootfs ($ROOTFS_PKGS)"
 	mkdir -p "$CACHE/rootfs"
@@ -128,7 +144,7 @@ build_rootfs() {
 		http://deb.debian.org/debian >"$log" 2>&1 || { tail -n 20 "$log"; rm_tree "$d"; die "debootstrap for $a failed (log: $log)"; }
 	unmount_under "$d" || die "cannot unmount what debootstrap left mounted in $d"
 	local r=$d/root kv
-	kv=$(kver "$a")
+	kv=${KVER[$a]}
 	echo "qt-$a" >"$r/etc/hostname"
 	sed -i 's/^root:[^:]*:/root::/' "$r/etc/shadow"
 	: >"$r/etc/fstab"
