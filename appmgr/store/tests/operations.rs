@@ -1004,3 +1004,53 @@ fn an_unreadable_record_is_reported_and_left_alone_while_other_refs_work() {
     assert!(store.info(&lock, &a).unwrap().is_installed());
     assert_eq!(snapshot(&root), before);
 }
+
+/// Versions are ordered per ref, and the branch is part of the ref: a lower version of the
+/// same ID on another branch is another ref's first install, not a downgrade. Each
+/// branch keeps its own `highest-version`, and a downgrade within a branch stays refused.
+#[test]
+fn lower_version_on_another_branch_is_not_a_downgrade() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let stable = app_ref("org.example.Hello");
+    let beta: appmgr_types::RefName = "app/org.example.Hello/x86_64/beta".parse().unwrap();
+    let payload = Payload::app("a", 1, 5, 5);
+    let lock = store.lock().unwrap();
+    install(&store, &lock, &stable, "2.0.0", None, &payload, false).unwrap();
+    let stable_before = store.info(&lock, &stable).unwrap();
+
+    // 1.0.0 on `beta`, below stable's 2.0.0 and without allow-downgrade: accepted.
+    let r = install(&store, &lock, &beta, "1.0.0", None, &payload, false).unwrap();
+    assert!(r.replaced.is_none(), "a first install of the beta ref");
+    let beta_info = store.info(&lock, &beta).unwrap();
+    assert_eq!(beta_info.current.as_ref().unwrap().version, v("1.0.0"));
+    assert_eq!(beta_info.highest_version, v("1.0.0"));
+    assert!(beta_info.uid.is_some() && beta_info.uid != stable_before.uid);
+    // The stable ref and its record are untouched, highest version included.
+    assert_eq!(store.info(&lock, &stable).unwrap(), stable_before);
+    assert_eq!(stable_before.highest_version, v("2.0.0"));
+    drop(lock);
+
+    // Within a branch the rule is unchanged: 1.5.0 on stable is still a downgrade...
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &stable, "1.5.0", None, &payload, false)
+    });
+    assert!(matches!(err, StoreError::Downgrade { .. }), "{err}");
+    assert!(err.to_string().contains("stable"), "{err}");
+    // ...and so is going back below 1.0.0 on beta, after beta moved up.
+    {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &beta, "3.0.0", None, &payload, false).unwrap();
+        assert_eq!(store.info(&lock, &stable).unwrap(), stable_before);
+    }
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &beta, "2.5.0", None, &payload, false)
+    });
+    assert!(matches!(err, StoreError::Downgrade { .. }), "{err}");
+    assert!(err.to_string().contains("beta"), "{err}");
+    let lock = store.lock().unwrap();
+    assert_clean(&store, &lock);
+}
