@@ -1054,3 +1054,91 @@ fn lower_version_on_another_branch_is_not_a_downgrade() {
     let lock = store.lock().unwrap();
     assert_clean(&store, &lock);
 }
+
+/// A payload tar whose PAX `size` disagrees with its ustar size, fed through the bundle
+/// crate's real parser into the store's importer: refused, with nothing on disk changed.
+#[test]
+fn pax_size_disagreement_is_refused_before_anything_is_stored() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let app = app_ref("org.example.Hello");
+    {
+        let lock = store.lock().unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
+        .unwrap();
+    }
+    // ustar says 1 byte, PAX says 1024; a good file comes first so staging is not empty.
+    let mut tar = tar_member(b"good", b'0', b"ok");
+    tar.extend(tar_member(b"PaxHeaders/f", b'x', b"13 size=1024\n"));
+    let mut f = tar_member(b"f", b'0', &[b'x'; 1024]);
+    f[124..136].copy_from_slice(b"00000000001\0");
+    tar_checksum(&mut f);
+    tar.extend(f);
+    tar.extend([0u8; 1024]);
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        let manifest = manifest_for(&app, "2.0.0");
+        let new = appmgr_store::NewDeployment {
+            ref_name: app.clone(),
+            version: v("2.0.0"),
+            runtime: None,
+            manifest: &manifest,
+            installed_size: 3,
+        };
+        store.install(&lock, &new, Default::default(), |sink| {
+            let limits = appmgr_bundle::Limits {
+                max_entries: 10,
+                max_installed_size: 1 << 20,
+                max_stream_bytes: 1 << 20,
+            };
+            appmgr_bundle::parse_payload(&tar[..], limits, sink)
+                .map(|_| ())
+                .map_err(appmgr_store::ImportError::from)
+        })
+    });
+    assert!(matches!(err, StoreError::Import { .. }), "{err}");
+    let msg = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        msg.contains("\"f\"")
+            && msg.contains("PAX size 1024 disagrees with the ustar header size 1"),
+        "{msg}"
+    );
+    let lock = store.lock().unwrap();
+    assert_eq!(
+        store.info(&lock, &app).unwrap().current.unwrap().version,
+        v("1.0.0")
+    );
+}
+
+fn tar_checksum(h: &mut [u8]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h[..512].iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// One ustar member (header, data, padding).
+fn tar_member(name: &[u8], typeflag: u8, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = typeflag;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    tar_checksum(&mut h);
+    h.extend_from_slice(data);
+    h.resize(h.len().div_ceil(512) * 512, 0);
+    h
+}
