@@ -124,6 +124,96 @@ fn io_or_limit(e: io::Error) -> UnpackError {
     }
 }
 
+/// The PAX records of one entry (or of a global header) that decide which bytes and
+/// which names the entry has.
+#[derive(Debug, Default)]
+struct PaxRecords {
+    size: Option<u64>,
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+}
+
+/// Why a PAX extended header was refused.
+enum PaxProblem {
+    Io(io::Error),
+    Ambiguous(String),
+}
+
+impl PaxProblem {
+    fn into_unpack(self, entry: &str) -> UnpackError {
+        match self {
+            PaxProblem::Io(e) => io_or_limit(e),
+            PaxProblem::Ambiguous(reason) => UnpackError::Unsafe {
+                entry: appmgr_types::escape_for_display(entry),
+                reason,
+            },
+        }
+    }
+}
+
+/// The largest global PAX header read (`git archive` writes about 60 bytes).
+const MAX_GLOBAL_HEADER: u64 = 64 << 10;
+
+/// The longest decimal `size` value accepted: `u64::MAX` has 20 digits.
+const MAX_SIZE_DIGITS: usize = 20;
+
+/// Reads the records of a PAX extended header and refuses what two tar readers could
+/// interpret differently: a key given twice (readers keep the first or the last),
+/// a `size` that is not a plain decimal number (readers ignore it, reject it or read a
+/// prefix), any `GNU.sparse.*` record, and, in a global header, records that would
+/// rename or resize later entries for readers that apply global headers.
+fn pax_records(exts: tar::PaxExtensions<'_>, global: bool) -> Result<PaxRecords, PaxProblem> {
+    let mut out = PaxRecords::default();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(PaxProblem::Io)?;
+        let key = ext.key_bytes();
+        let shown = String::from_utf8_lossy(key);
+        let shown = appmgr_types::escape_for_display(&shown);
+        if key.starts_with(b"GNU.sparse") {
+            return Err(PaxProblem::Ambiguous(format!(
+                "sparse file (PAX record {shown})"
+            )));
+        }
+        if keys.iter().any(|k| k.as_slice() == key) {
+            return Err(PaxProblem::Ambiguous(format!(
+                "PAX record {shown} appears twice"
+            )));
+        }
+        keys.push(key.to_vec());
+        let value = ext.value_bytes();
+        match key {
+            b"size" | b"path" | b"linkpath" if global => {
+                return Err(PaxProblem::Ambiguous(format!(
+                    "global PAX header sets {shown} for every later entry"
+                )));
+            }
+            b"size" => {
+                let digits = !value.is_empty()
+                    && value.len() <= MAX_SIZE_DIGITS
+                    && value.iter().all(u8::is_ascii_digit);
+                let parsed = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|_| digits)
+                    .and_then(|v| v.parse::<u64>().ok());
+                match parsed {
+                    Some(n) => out.size = Some(n),
+                    None => {
+                        let v = appmgr_types::escape_for_display(&String::from_utf8_lossy(value));
+                        return Err(PaxProblem::Ambiguous(format!(
+                            "PAX size {v:?} is not a decimal number of bytes"
+                        )));
+                    }
+                }
+            }
+            b"path" => out.path = Some(value.to_vec()),
+            b"linkpath" => out.linkpath = Some(value.to_vec()),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Normalizes a tar member name: strips one leading `./` (what `tar -C dir -c .` writes)
 /// and one trailing `/` on directories; `None` for the root entry itself.
 fn member_path(raw: &[u8], is_dir: bool) -> Result<Option<RelPath>, String> {
@@ -197,14 +287,74 @@ pub(crate) fn unpack<R: Read>(
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
         use tar::EntryType as T;
         if matches!(etype, T::XGlobalHeader) {
-            continue; // `git archive` writes one; it carries no entry
-        }
-        if let Some(exts) = entry.pax_extensions().map_err(io_or_limit)? {
-            for ext in exts {
-                let ext = ext.map_err(io_or_limit)?;
-                if ext.key_bytes().starts_with(b"GNU.sparse") {
-                    return Err(unsafe_entry(&shown, "sparse file".into()));
+            // `git archive` writes one (a `comment` with the commit); it carries no entry.
+            // Other readers apply its records to every later entry, this one does not:
+            // refuse records that would make them see other names or other boundaries.
+            // A GNU long name or a local PAX header in front of it would be applied to the
+            // global header here, and to the next real entry by other readers.
+            if entry.header().path_bytes().as_ref() != raw_name.as_slice() {
+                return Err(unsafe_entry(
+                    &shown,
+                    "GNU long name or PAX path in front of a global PAX header".into(),
+                ));
+            }
+            let mut records = Vec::new();
+            (&mut entry)
+                .take(MAX_GLOBAL_HEADER + 1)
+                .read_to_end(&mut records)
+                .map_err(io_or_limit)?;
+            if records.len() as u64 > MAX_GLOBAL_HEADER {
+                return Err(UnpackError::Limit(format!(
+                    "global PAX header larger than {MAX_GLOBAL_HEADER} bytes"
+                )));
+            }
+            // With its data consumed, `pax_extensions` only has records if a local PAX
+            // header came first.
+            if let Some(mut prior) = entry.pax_extensions().map_err(io_or_limit)? {
+                if prior.next().is_some() {
+                    return Err(unsafe_entry(
+                        &shown,
+                        "local PAX header in front of a global PAX header".into(),
+                    ));
                 }
+            }
+            pax_records(tar::PaxExtensions::new(&records), true)
+                .map_err(|e| e.into_unpack(&shown))?;
+            continue;
+        }
+        let pax = match entry.pax_extensions().map_err(io_or_limit)? {
+            Some(exts) => pax_records(exts, false).map_err(|e| e.into_unpack(&shown))?,
+            None => PaxRecords::default(),
+        };
+        // The tar crate takes the PAX `size` for the entry's extent; a reader that ignores
+        // PAX (or applies it differently) takes the ustar field. Both must be the same.
+        let ustar_size = entry.header().size().map_err(io_or_limit)?;
+        if let Some(pax_size) = pax.size {
+            if pax_size != ustar_size {
+                return Err(unsafe_entry(
+                    &shown,
+                    format!(
+                        "PAX size {pax_size} disagrees with the ustar header size {ustar_size}"
+                    ),
+                ));
+            }
+        }
+        // A GNU long name (or long link) and a PAX path for the same entry: readers differ
+        // in which one wins.
+        if let Some(p) = &pax.path {
+            if entry.path_bytes().as_ref() != p.as_slice() {
+                return Err(unsafe_entry(
+                    &shown,
+                    "both a GNU long name and a PAX path, which differ".into(),
+                ));
+            }
+        }
+        if let Some(l) = &pax.linkpath {
+            if entry.link_name_bytes().as_deref() != Some(l.as_slice()) {
+                return Err(unsafe_entry(
+                    &shown,
+                    "both a GNU long link name and a PAX linkpath, which differ".into(),
+                ));
             }
         }
         let is_dir = etype == T::Directory;
@@ -219,6 +369,14 @@ pub(crate) fn unpack<R: Read>(
                 _ => "unsupported entry type",
             };
             return Err(unsafe_entry(&shown, what.into()));
+        }
+        // Directories and links carry no data. Some readers skip a non-zero size's worth
+        // of bytes after them, others read the next header right away.
+        if etype != T::Regular && ustar_size != 0 {
+            return Err(unsafe_entry(
+                &shown,
+                format!("non-regular entry with a data size of {ustar_size} bytes"),
+            ));
         }
         let path = match member_path(&raw_name, is_dir).map_err(|r| unsafe_entry(&shown, r))? {
             Some(p) => p,
@@ -263,7 +421,7 @@ pub(crate) fn unpack<R: Read>(
                 seen.insert(path, Seen::Dir);
             }
             T::Regular => {
-                let size = entry.header().size().map_err(io_or_limit)?;
+                let size = ustar_size;
                 stats.installed_size = stats.installed_size.saturating_add(size);
                 if stats.installed_size > limits.max_installed_size {
                     return Err(UnpackError::Limit(format!(

@@ -696,3 +696,254 @@ fn create_refuses_special_files_and_hostile_payload_tars() {
         ]
     );
 }
+
+/// One PAX record, `LEN key=value\n`, where LEN counts the whole record, itself included.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = rest + 1;
+    while len.to_string().len() + rest != len {
+        len = len.to_string().len() + rest;
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+/// A PAX extended header (`x`, for the next entry) or global header (`g`).
+fn pax_header(typeflag: u8, records: &[(&str, &[u8])]) -> Vec<u8> {
+    let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+    raw_entry(b"PaxHeaders/entry", typeflag, b"", &data, 0o644)
+}
+
+/// Rewrites the ustar size field of the header at the start of `entry` (and its checksum).
+fn set_ustar_size(entry: &mut [u8], size: u64) {
+    entry[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    entry[148..156].copy_from_slice(b"        ");
+    let sum: u32 = entry[..512].iter().map(|b| *b as u32).sum();
+    entry[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// Imports a signed payload and returns the result together with everything the sink was
+/// given, so a refusal can be shown to have written nothing.
+fn import_recording(
+    fx: &Fx,
+    payload: &[u8],
+    entries: u64,
+    installed: u64,
+) -> (Result<(), BundleError>, Vec<Got>) {
+    let bytes = sign_raw(
+        fx,
+        APP,
+        &end_of_tar(payload.to_vec()),
+        Compression::None,
+        entries,
+        installed,
+    );
+    let p = fx.path("b.bundle");
+    fs::write(&p, bytes).unwrap();
+    let mut sink = Collect::default();
+    let r = open(&p, Some(&fx.trust())).and_then(|b| b.import(&mut sink).map(|_| ()));
+    (r, sink.0)
+}
+
+/// Asserts an integrity refusal (exit code 3) that reached no sink call; returns the message.
+fn refused_unwritten(fx: &Fx, payload: &[u8], entries: u64, installed: u64, what: &str) -> String {
+    let (r, got) = import_recording(fx, payload, entries, installed);
+    let e = match r {
+        Ok(()) => panic!("{what}: accepted, sink got {got:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.class(), ErrorClass::Integrity, "{what}: {e}");
+    assert_eq!(e.class().exit_code(), 3, "{what}: {e}");
+    assert!(
+        got.is_empty(),
+        "{what}: refused, but the sink was given {got:?}"
+    );
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "{what}: {msg}");
+    msg
+}
+
+/// An entry whose data is one byte for a ustar-only reader and 1536 bytes for a PAX
+/// reader: in the 1536 bytes hides a second member, `hidden`, that only the ustar-only
+/// reader would see.
+fn pax_size_smuggler(pax_size: u64, ustar_size: u64) -> Vec<u8> {
+    let mut data = b"x".to_vec();
+    data.resize(512, 0);
+    data.extend(raw_entry(b"hidden", b'0', b"", b"evil", 0o755));
+    assert_eq!(data.len(), 1536);
+    let mut f = raw_entry(b"f", b'0', b"", &data, 0o644);
+    set_ustar_size(&mut f, ustar_size);
+    let size = pax_size.to_string();
+    [pax_header(b'x', &[("size", size.as_bytes())]), f].concat()
+}
+
+#[test]
+fn pax_size_disagreeing_with_ustar_size_is_refused() {
+    let fx = fixture();
+    for (pax, ustar) in [(1536, 1), (1, 1536)] {
+        let what = format!("PAX size {pax}, ustar size {ustar}");
+        let msg = refused_unwritten(&fx, &pax_size_smuggler(pax, ustar), 1, 1, &what);
+        assert!(msg.contains("unsafe payload entry \"f\""), "{what}: {msg}");
+        assert!(
+            msg.contains(&format!(
+                "PAX size {pax} disagrees with the ustar header size {ustar}"
+            )),
+            "{what}: {msg}"
+        );
+    }
+    // Sizes that agree are fine: PAX `size` is legitimate, only disagreement is not.
+    let (r, got) = import_recording(&fx, &pax_size_smuggler(1536, 1536), 1, 1536);
+    r.unwrap();
+    assert!(matches!(&got[..], [Got::File(n, false, d)] if n == "f" && d.len() == 1536));
+}
+
+#[test]
+fn ambiguous_pax_and_gnu_headers_are_refused() {
+    let fx = fixture();
+    let file = |name: &[u8]| raw_entry(name, b'0', b"", b"x", 0o644);
+    let x = |records: &[(&str, &[u8])]| pax_header(b'x', records);
+    let g = |records: &[(&str, &[u8])]| pax_header(b'g', records);
+    let long_name = raw_entry(b"././@LongLink", b'L', b"", b"long-name\0", 0o644);
+    let mut dir_with_data = raw_entry(b"d", b'5', b"", &[0u8; 512], 0o755);
+    set_ustar_size(&mut dir_with_data, 512);
+    let link_with_data = raw_entry(b"l", b'2', b"target", &[0u8; 512], 0o777);
+    let cases: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        (
+            "size twice, equal",
+            [x(&[("size", b"1"), ("size", b"1")]), file(b"f")].concat(),
+            1,
+            "PAX record size appears twice",
+        ),
+        (
+            "size twice, conflicting",
+            [x(&[("size", b"1"), ("size", b"1536")]), file(b"f")].concat(),
+            1,
+            "PAX record size appears twice",
+        ),
+        (
+            "negative size",
+            [x(&[("size", b"-1")]), file(b"f")].concat(),
+            1,
+            "PAX size \"-1\" is not a decimal number",
+        ),
+        (
+            "non-numeric size",
+            [x(&[("size", b"1x")]), file(b"f")].concat(),
+            1,
+            "PAX size \"1x\" is not a decimal number",
+        ),
+        (
+            "signed size",
+            [x(&[("size", b"+1")]), file(b"f")].concat(),
+            1,
+            "not a decimal number",
+        ),
+        (
+            "empty size",
+            [x(&[("size", b"")]), file(b"f")].concat(),
+            1,
+            "not a decimal number",
+        ),
+        (
+            "size beyond u64",
+            [x(&[("size", b"99999999999999999999")]), file(b"f")].concat(),
+            1,
+            "not a decimal number",
+        ),
+        (
+            "GNU sparse PAX records",
+            [x(&[("GNU.sparse.size", b"1")]), file(b"f")].concat(),
+            1,
+            "sparse file",
+        ),
+        (
+            "path twice",
+            [x(&[("path", b"a"), ("path", b"b")]), file(b"f")].concat(),
+            1,
+            "PAX record path appears twice",
+        ),
+        (
+            "GNU long name and a different PAX path",
+            [long_name.clone(), x(&[("path", b"other")]), file(b"f")].concat(),
+            1,
+            "both a GNU long name and a PAX path",
+        ),
+        (
+            "global size",
+            [g(&[("size", b"1")]), file(b"f")].concat(),
+            1,
+            "global PAX header sets size",
+        ),
+        (
+            "global path",
+            [g(&[("path", b"evil")]), file(b"f")].concat(),
+            1,
+            "global PAX header sets path",
+        ),
+        (
+            "local PAX header before a global one",
+            [x(&[("path", b"evil")]), g(&[("comment", b"c")]), file(b"f")].concat(),
+            1,
+            "in front of a global PAX header",
+        ),
+        (
+            "GNU long name before a global header",
+            [long_name, g(&[("comment", b"c")]), file(b"f")].concat(),
+            1,
+            "in front of a global PAX header",
+        ),
+        (
+            "directory with data",
+            dir_with_data,
+            1,
+            "non-regular entry with a data size of 512 bytes",
+        ),
+        (
+            "symlink with data",
+            link_with_data,
+            1,
+            "non-regular entry with a data size of 512 bytes",
+        ),
+    ];
+    for (what, payload, entries, expect) in cases {
+        let msg = refused_unwritten(&fx, &payload, entries, 1, what);
+        assert!(msg.contains("unsafe payload entry"), "{what}: {msg}");
+        assert!(msg.contains(expect), "{what}: {msg}");
+    }
+}
+
+#[test]
+fn ordinary_pax_headers_are_accepted() {
+    let fx = fixture();
+    let long = format!("share/{}", "n".repeat(200));
+    let payload = [
+        // What `git archive` writes.
+        pax_header(b'g', &[("comment", b"0123456789abcdef")]),
+        raw_entry(b"share", b'5', b"", b"", 0o755),
+        pax_header(
+            b'x',
+            &[
+                ("path", long.as_bytes()),
+                ("size", b"3"),
+                ("mtime", b"1700000000.5"),
+                ("SCHILY.xattr.user.x", b"ignored"),
+            ],
+        ),
+        raw_entry(b"share/short", b'0', b"", b"abc", 0o644),
+        pax_header(b'x', &[("linkpath", b"../share/short")]),
+        raw_entry(b"share/l", b'2', b"x", b"", 0o777),
+    ]
+    .concat();
+    let (r, got) = import_recording(&fx, &payload, 3, 3);
+    r.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Got::Dir("share".into()),
+            Got::File(long, false, b"abc".to_vec()),
+            Got::Link("share/l".into(), "../share/short".into()),
+        ]
+    );
+}

@@ -289,6 +289,27 @@ fn battery() -> Vec<(&'static str, libc::c_long, [usize; 6])> {
             452,
             [AT_FDCWD as usize, nopath(), 0o4755, 0, 0, 0],
         ),
+        (
+            "fchmodat2_plain",
+            452,
+            [AT_FDCWD as usize, nopath(), 0o644, 0, 0, 0],
+        ),
+        ("quotactl_fd", SYS_quotactl_fd, [BAD, 0, 0, 0, 0, 0]),
+        ("kcmp", SYS_kcmp, [0, 0, 0xff, 0, 0, 0]),
+        ("pidfd_getfd", SYS_pidfd_getfd, [BAD, 0, 0, 0, 0, 0]),
+        (
+            "process_mrelease",
+            SYS_process_mrelease,
+            [BAD, 0, 0, 0, 0, 0],
+        ),
+        // Newer than the libc crate's constants on some targets: the numbers are shared by
+        // x86_64 and aarch64 (see SYSCALL_NUMBERS in appmgr-sandbox's seccomp.rs).
+        ("set_mempolicy_home_node", 450, [0, 0, 0, 1, 0, 0]),
+        ("statmount", 457, [BADPTR, BADPTR, 0, 0, 0, 0]),
+        ("listmount", 458, [BADPTR, BADPTR, 0, 0, 0, 0]),
+        ("lsm_set_self_attr", 460, [0, 0, 0, 1, 0, 0]),
+        ("open_tree_attr", 467, [BAD, 0, 0, 0, 0, 0]),
+        ("listns", 470, [BADPTR, BADPTR, 0, 0, 0, 0]),
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([

@@ -19,6 +19,65 @@ use std::path::{Path, PathBuf};
 /// The blocklist, as shipped in `policies/seccomp/blocked.list`.
 pub const BLOCKED_LIST: &str = include_str!("../../../policies/seccomp/blocked.list");
 
+/// The allow list, as shipped in `policies/seccomp/allowed.list`: every other syscall,
+/// each with the reason it is allowed. The filter is default-allow, so the list is not
+/// compiled into it; [`unclassified_syscalls`] checks it against what libseccomp knows.
+pub const ALLOWED_LIST: &str = include_str!("../../../policies/seccomp/allowed.list");
+
+/// Syscalls filtered by the argument and architecture rules of [`build_filter`] rather
+/// than by the lists.
+pub const ARGUMENT_RULES: &[&str] = &[
+    "clone",
+    "clone3",
+    "ioctl",
+    "socket",
+    "personality",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "mknodat",
+    "openat",
+    "chmod",
+    "mknod",
+    "open",
+    "creat",
+    "iopl",
+    "ioperm",
+    "modify_ldt",
+    "uselib",
+];
+
+/// Syscalls newer than what libseccomp 2.5.4 (Debian 12; upstream knows up to 450,
+/// Debian's update up to 456) can name, with their numbers on x86_64 and aarch64
+/// (`None`: not on that architecture). A name libseccomp knows is always resolved by
+/// libseccomp; this table is the fallback. Since Linux 5.1 new syscalls share one
+/// number on every architecture but alpha, except arch-specific ones like `uretprobe`.
+pub const SYSCALL_NUMBERS: &[(&str, Option<i32>, Option<i32>)] = &[
+    ("futex_waitv", Some(449), Some(449)),
+    ("set_mempolicy_home_node", Some(450), Some(450)),
+    ("cachestat", Some(451), Some(451)),
+    ("fchmodat2", Some(452), Some(452)),
+    ("map_shadow_stack", Some(453), Some(453)),
+    ("futex_wake", Some(454), Some(454)),
+    ("futex_wait", Some(455), Some(455)),
+    ("futex_requeue", Some(456), Some(456)),
+    ("statmount", Some(457), Some(457)),
+    ("listmount", Some(458), Some(458)),
+    ("lsm_get_self_attr", Some(459), Some(459)),
+    ("lsm_set_self_attr", Some(460), Some(460)),
+    ("lsm_list_modules", Some(461), Some(461)),
+    ("mseal", Some(462), Some(462)),
+    ("setxattrat", Some(463), Some(463)),
+    ("getxattrat", Some(464), Some(464)),
+    ("listxattrat", Some(465), Some(465)),
+    ("removexattrat", Some(466), Some(466)),
+    ("open_tree_attr", Some(467), Some(467)),
+    ("file_getattr", Some(468), Some(468)),
+    ("file_setattr", Some(469), Some(469)),
+    ("listns", Some(470), Some(470)),
+    ("uretprobe", Some(335), None),
+];
+
 /// What the launcher needs to build or find the filter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -72,6 +131,8 @@ impl SeccompPlan {
 pub enum SeccompError {
     #[error("blocked.list line {line}: {reason}")]
     List { line: usize, reason: String },
+    #[error("allowed.list line {line}: {reason}")]
+    AllowList { line: usize, reason: String },
     #[error("syscall `{name}` is unknown on {arch}")]
     UnknownSyscall { name: String, arch: String },
     #[error("libseccomp: {step}: {message}")]
@@ -110,10 +171,7 @@ pub fn parse_list(text: &str) -> Result<Vec<BlockedSyscall>, SeccompError> {
         };
         let mut words = line.split_whitespace();
         let name = words.next().unwrap_or_default().to_string();
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+        if !valid_name(&name) {
             return Err(err(format!("bad syscall name {name:?}")));
         }
         let errno = match words.next() {
@@ -136,6 +194,103 @@ pub fn parse_list(text: &str) -> Result<Vec<BlockedSyscall>, SeccompError> {
     Ok(out)
 }
 
+/// One line of the allow list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedSyscall {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Parses the allow list: `NAME REASON`, the reason required. Strict like [`parse_list`].
+pub fn parse_allowed_list(text: &str) -> Result<Vec<AllowedSyscall>, SeccompError> {
+    let mut out: Vec<AllowedSyscall> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: String| SeccompError::AllowList {
+            line: i + 1,
+            reason,
+        };
+        let (name, reason) = line
+            .split_once(char::is_whitespace)
+            .map(|(n, r)| (n, r.trim()))
+            .unwrap_or((line, ""));
+        if !valid_name(name) {
+            return Err(err(format!("bad syscall name {name:?}")));
+        }
+        if reason.is_empty() {
+            return Err(err(format!("{name} has no reason")));
+        }
+        if out.iter().any(|a| a.name == name) {
+            return Err(err(format!("{name} is listed twice")));
+        }
+        out.push(AllowedSyscall {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Every syscall name libseccomp or [`SYSCALL_NUMBERS`] knows on `arch`, sorted.
+pub fn known_syscalls(arch: ScmpArch) -> Vec<String> {
+    // The x86_64 and aarch64 tables end below 1024 (x32's bit is not part of them).
+    let mut names: Vec<String> = (0..1024)
+        .filter_map(|nr| ScmpSyscall::from(nr).get_name_by_arch(arch).ok())
+        .collect();
+    for (name, x86_64, aarch64) in SYSCALL_NUMBERS {
+        if table_number(arch, *x86_64, *aarch64).is_some() {
+            names.push((*name).to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The syscalls known on x86_64 or aarch64 that are neither blocked by the list, nor
+/// filtered by [`ARGUMENT_RULES`], nor allowed with a reason by the allow list; and the
+/// names of either list that are in the other as well.
+pub fn unclassified_syscalls(
+    blocked: &[BlockedSyscall],
+    allowed: &[AllowedSyscall],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for arch in [ScmpArch::X8664, ScmpArch::Aarch64] {
+        for name in known_syscalls(arch) {
+            let classified = blocked.iter().any(|b| b.name == name)
+                || allowed.iter().any(|a| a.name == name)
+                || ARGUMENT_RULES.contains(&name.as_str());
+            if !classified && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    for a in allowed {
+        if blocked.iter().any(|b| b.name == a.name) || ARGUMENT_RULES.contains(&a.name.as_str()) {
+            out.push(format!("{} (allowed and blocked)", a.name));
+        }
+    }
+    out
+}
+
+fn table_number(arch: ScmpArch, x86_64: Option<i32>, aarch64: Option<i32>) -> Option<i32> {
+    match arch {
+        ScmpArch::X8664 => x86_64,
+        ScmpArch::Aarch64 => aarch64,
+        _ => None,
+    }
+}
+
 fn lib(step: &'static str) -> impl Fn(libseccomp::error::SeccompError) -> SeccompError {
     move |e| SeccompError::Libseccomp {
         step,
@@ -143,11 +298,29 @@ fn lib(step: &'static str) -> impl Fn(libseccomp::error::SeccompError) -> Seccom
     }
 }
 
-fn resolve(name: &str, arch: ScmpArch) -> Result<ScmpSyscall, SeccompError> {
-    ScmpSyscall::from_name_by_arch(name, arch).map_err(|_| SeccompError::UnknownSyscall {
-        name: name.into(),
-        arch: format!("{arch:?}"),
-    })
+/// How a syscall name resolves on one architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// libseccomp knows the name: rules are added by name and translated for every
+    /// architecture of the filter.
+    Named,
+    /// Only [`SYSCALL_NUMBERS`] knows it: the number on that architecture.
+    Number(i32),
+}
+
+fn resolve(name: &str, arch: ScmpArch) -> Result<Resolved, SeccompError> {
+    if ScmpSyscall::from_name_by_arch(name, arch).is_ok() {
+        return Ok(Resolved::Named);
+    }
+    SYSCALL_NUMBERS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .and_then(|(_, x86_64, aarch64)| table_number(arch, *x86_64, *aarch64))
+        .map(Resolved::Number)
+        .ok_or_else(|| SeccompError::UnknownSyscall {
+            name: name.into(),
+            arch: format!("{arch:?}"),
+        })
 }
 
 /// Checks that every name of the list exists on both supported architectures.
@@ -167,9 +340,6 @@ const PER_LINUX32: u64 = 0x0008;
 const AF_LIMIT: u64 = 46;
 const S_ISUID: u64 = 0o4000;
 const S_ISGID: u64 = 0o2000;
-/// fchmodat2 (Linux 6.6) has the same number on every architecture; libseccomp 2.5.4
-/// does not know its name.
-const NR_FCHMODAT2: i32 = 452;
 
 /// Builds the filter for `primary` (the architecture of the launcher in production; tests
 /// also build it for the other supported one).
@@ -191,6 +361,40 @@ pub fn build_filter(
         ctx.add_arch(primary).map_err(lib("add arch"))?;
         ctx.remove_arch(native).map_err(lib("remove arch"))?;
     }
+    let errno = |e: i32| ScmpAction::Errno(e);
+
+    // Syscalls libseccomp cannot name are added by number, exactly, before any secondary
+    // architecture is: libseccomp translates numbers between architectures by name, so a
+    // number it cannot name only goes into the filter of the architecture it was added to,
+    // and only if that is the host's (the launcher's case; the filters tests build for the
+    // other architecture go without them). The secondary ABIs of a `multiarch` grant do
+    // not get these rules until libseccomp knows the names.
+    let by_number = |name: &str| -> Result<Option<i32>, SeccompError> {
+        match resolve(name, primary)? {
+            Resolved::Named => Ok(None),
+            Resolved::Number(nr) => Ok(Some(nr)),
+        }
+    };
+    for b in &list {
+        if b.devel && plan.devel {
+            continue;
+        }
+        if let Some(nr) = by_number(&b.name)? {
+            if primary == native {
+                ctx.add_rule_exact(errno(b.errno), ScmpSyscall::from(nr))
+                    .map_err(lib("list rule by number"))?;
+            }
+        }
+    }
+    // fchmodat2 would bypass the fchmodat mode check: where libseccomp cannot name it (and
+    // so cannot filter its mode argument for every ABI), ENOSYS makes libc fall back to
+    // fchmodat.
+    let fchmodat2_nr = by_number("fchmodat2")?;
+    if let Some(nr) = fchmodat2_nr.filter(|_| primary == native) {
+        ctx.add_rule_exact(errno(libc::ENOSYS), ScmpSyscall::from(nr))
+            .map_err(lib("fchmodat2"))?;
+    }
+
     if plan.multiarch {
         // Without these, libseccomp's filter sends i386/x32 (or AArch32) syscalls to the
         // bad-arch action; x32 shares AUDIT_ARCH_X86_64 and is caught by the number range.
@@ -203,12 +407,16 @@ pub fn build_filter(
             ctx.add_arch(*a).map_err(lib("add secondary arch"))?;
         }
     }
-    let errno = |e: i32| ScmpAction::Errno(e);
     // Syscall numbers given to libseccomp are in the host's numbering; it translates them
     // by name for every architecture of the filter. Names are checked against `primary`
     // so that an unknown name is always an error.
     let sys = |name: &str| -> Result<ScmpSyscall, SeccompError> {
-        resolve(name, primary)?;
+        if resolve(name, primary)? != Resolved::Named {
+            return Err(SeccompError::UnknownSyscall {
+                name: name.into(),
+                arch: format!("{primary:?} (libseccomp)"),
+            });
+        }
         ScmpSyscall::from_name(name).map_err(|_| SeccompError::UnknownSyscall {
             name: name.into(),
             arch: format!("{native:?} (host)"),
@@ -219,8 +427,10 @@ pub fn build_filter(
         if b.devel && plan.devel {
             continue;
         }
-        ctx.add_rule(errno(b.errno), sys(&b.name)?)
-            .map_err(lib("list rule"))?;
+        if by_number(&b.name)?.is_none() {
+            ctx.add_rule(errno(b.errno), sys(&b.name)?)
+                .map_err(lib("list rule"))?;
+        }
     }
 
     // clone3 passes its flags in a struct seccomp cannot read: ENOSYS makes libc fall back
@@ -329,6 +539,10 @@ pub fn build_filter(
         ("mknodat", 2),
         ("openat", 3),
     ];
+    if fchmodat2_nr.is_none() {
+        // fchmodat2(dirfd, path, mode, flags): the mode is argument 2, as for fchmodat.
+        mode_rules.push(("fchmodat2", 2));
+    }
     if primary == ScmpArch::X8664 {
         // Legacy calls that aarch64 does not have.
         mode_rules.extend([("chmod", 1), ("mknod", 1), ("open", 2), ("creat", 1)]);
@@ -347,11 +561,6 @@ pub fn build_filter(
             )
             .map_err(lib("mode bits"))?;
         }
-    }
-    if primary == native && !plan.multiarch {
-        // fchmodat2 would bypass the fchmodat check; ENOSYS makes libc fall back.
-        ctx.add_rule(errno(libc::ENOSYS), ScmpSyscall::from(NR_FCHMODAT2))
-            .map_err(lib("fchmodat2"))?;
     }
     if primary == ScmpArch::X8664 {
         // Port I/O and the LDT: hardware access and a classic exploit aid.
@@ -555,6 +764,15 @@ mod tests {
             "get_mempolicy",
             "migrate_pages",
             "move_pages",
+            "set_mempolicy_home_node",
+            "quotactl_fd",
+            "open_tree_attr",
+            "statmount",
+            "listmount",
+            "listns",
+            "lsm_set_self_attr",
+            "pidfd_getfd",
+            "process_mrelease",
         ] {
             assert!(names.contains(&n), "{n} missing from blocked.list");
         }
@@ -564,6 +782,108 @@ mod tests {
             .map(|b| b.name.as_str())
             .collect();
         assert_eq!(devel, ["ptrace", "perf_event_open"]);
+    }
+
+    /// The drift check: a syscall libseccomp knows on x86_64 or aarch64 (or the table of
+    /// newer ones does) must be blocked, filtered by argument, or allowed with a reason.
+    /// A new libseccomp or a new table entry makes this fail until someone decides.
+    #[test]
+    fn every_known_syscall_is_blocked_filtered_or_allowed_with_a_reason() {
+        let blocked = parse_list(BLOCKED_LIST).unwrap();
+        let allowed = parse_allowed_list(ALLOWED_LIST).unwrap();
+        for arch in [ScmpArch::X8664, ScmpArch::Aarch64] {
+            let known = known_syscalls(arch);
+            assert!(
+                known.len() > 280,
+                "{arch:?}: libseccomp knows only {known:?}"
+            );
+            for n in ["read", "mount", "openat", "mseal", "listmount"] {
+                assert!(known.iter().any(|k| k == n), "{arch:?}: {n} not enumerated");
+            }
+        }
+        let missing = unclassified_syscalls(&blocked, &allowed);
+        assert!(
+            missing.is_empty(),
+            "neither blocked (blocked.list, seccomp.rs) nor allowed with a reason \
+             (allowed.list): {missing:?}"
+        );
+        // Every allowed name exists somewhere (no stale entries), and so does every
+        // argument-filtered one.
+        let known: Vec<String> = [ScmpArch::X8664, ScmpArch::Aarch64]
+            .into_iter()
+            .flat_map(known_syscalls)
+            .collect();
+        for name in allowed
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(ARGUMENT_RULES.iter().copied())
+        {
+            assert!(known.iter().any(|k| k == name), "{name} is no syscall");
+        }
+        // The check itself notices a gap and a contradiction.
+        let fewer: Vec<AllowedSyscall> = allowed
+            .iter()
+            .filter(|a| a.name != "mseal")
+            .cloned()
+            .collect();
+        assert_eq!(unclassified_syscalls(&blocked, &fewer), ["mseal"]);
+        let mut both = allowed.clone();
+        both.push(AllowedSyscall {
+            name: "mount".into(),
+            reason: "r".into(),
+        });
+        assert_eq!(
+            unclassified_syscalls(&blocked, &both),
+            ["mount (allowed and blocked)"]
+        );
+    }
+
+    /// Blocked syscalls libseccomp cannot name still get a rule, by number, in the filter
+    /// the launcher builds (the host's architecture).
+    #[test]
+    fn blocked_syscalls_are_in_the_native_filter_even_without_a_libseccomp_name() {
+        let native = ScmpArch::native();
+        if ![ScmpArch::X8664, ScmpArch::Aarch64].contains(&native) {
+            return; // not a supported architecture: the list is not for it
+        }
+        for multiarch in [false, true] {
+            let ctx = build_filter(&plan(false, multiarch), native).unwrap();
+            let mut f = tempfile::tempfile().unwrap();
+            ctx.export_pfc(&f).unwrap();
+            use std::io::Seek;
+            f.rewind().unwrap();
+            let mut pfc = String::new();
+            f.read_to_string(&mut pfc).unwrap();
+            for b in parse_list(BLOCKED_LIST).unwrap() {
+                let nr = match resolve(&b.name, native).unwrap() {
+                    Resolved::Named => ScmpSyscall::from_name_by_arch(&b.name, native)
+                        .unwrap()
+                        .as_raw_syscall(),
+                    Resolved::Number(nr) => nr,
+                };
+                assert!(
+                    pfc.contains(&format!("if ($syscall == {nr})")),
+                    "{} ({nr}) not in the filter (multiarch {multiarch})",
+                    b.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn allow_list_parser_is_strict() {
+        assert!(parse_allowed_list("read\n").is_err(), "no reason");
+        assert!(parse_allowed_list("read   \n").is_err(), "blank reason");
+        assert!(parse_allowed_list("Read why\n").is_err());
+        assert!(parse_allowed_list("read why\nread again\n").is_err());
+        let ok = parse_allowed_list("# c\n\nread  plain I/O\n").unwrap();
+        assert_eq!(
+            ok,
+            [AllowedSyscall {
+                name: "read".into(),
+                reason: "plain I/O".into()
+            }]
+        );
     }
 
     #[test]

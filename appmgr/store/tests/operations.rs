@@ -1004,3 +1004,141 @@ fn an_unreadable_record_is_reported_and_left_alone_while_other_refs_work() {
     assert!(store.info(&lock, &a).unwrap().is_installed());
     assert_eq!(snapshot(&root), before);
 }
+
+/// Versions are ordered per ref, and the branch is part of the ref: a lower version of the
+/// same ID on another branch is another ref's first install, not a downgrade. Each
+/// branch keeps its own `highest-version`, and a downgrade within a branch stays refused.
+#[test]
+fn lower_version_on_another_branch_is_not_a_downgrade() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let stable = app_ref("org.example.Hello");
+    let beta: appmgr_types::RefName = "app/org.example.Hello/x86_64/beta".parse().unwrap();
+    let payload = Payload::app("a", 1, 5, 5);
+    let lock = store.lock().unwrap();
+    install(&store, &lock, &stable, "2.0.0", None, &payload, false).unwrap();
+    let stable_before = store.info(&lock, &stable).unwrap();
+
+    // 1.0.0 on `beta`, below stable's 2.0.0 and without allow-downgrade: accepted.
+    let r = install(&store, &lock, &beta, "1.0.0", None, &payload, false).unwrap();
+    assert!(r.replaced.is_none(), "a first install of the beta ref");
+    let beta_info = store.info(&lock, &beta).unwrap();
+    assert_eq!(beta_info.current.as_ref().unwrap().version, v("1.0.0"));
+    assert_eq!(beta_info.highest_version, v("1.0.0"));
+    assert!(beta_info.uid.is_some() && beta_info.uid != stable_before.uid);
+    // The stable ref and its record are untouched, highest version included.
+    assert_eq!(store.info(&lock, &stable).unwrap(), stable_before);
+    assert_eq!(stable_before.highest_version, v("2.0.0"));
+    drop(lock);
+
+    // Within a branch the rule is unchanged: 1.5.0 on stable is still a downgrade...
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &stable, "1.5.0", None, &payload, false)
+    });
+    assert!(matches!(err, StoreError::Downgrade { .. }), "{err}");
+    assert!(err.to_string().contains("stable"), "{err}");
+    // ...and so is going back below 1.0.0 on beta, after beta moved up.
+    {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &beta, "3.0.0", None, &payload, false).unwrap();
+        assert_eq!(store.info(&lock, &stable).unwrap(), stable_before);
+    }
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        install(&store, &lock, &beta, "2.5.0", None, &payload, false)
+    });
+    assert!(matches!(err, StoreError::Downgrade { .. }), "{err}");
+    assert!(err.to_string().contains("beta"), "{err}");
+    let lock = store.lock().unwrap();
+    assert_clean(&store, &lock);
+}
+
+/// A payload tar whose PAX `size` disagrees with its ustar size, fed through the bundle
+/// crate's real parser into the store's importer: refused, with nothing on disk changed.
+#[test]
+fn pax_size_disagreement_is_refused_before_anything_is_stored() {
+    let tmp = tempdir();
+    let root = state(tmp.path());
+    let store = open(&root);
+    let app = app_ref("org.example.Hello");
+    {
+        let lock = store.lock().unwrap();
+        install(
+            &store,
+            &lock,
+            &app,
+            "1.0.0",
+            None,
+            &Payload::app("a", 1, 5, 5),
+            false,
+        )
+        .unwrap();
+    }
+    // ustar says 1 byte, PAX says 1024; a good file comes first so staging is not empty.
+    let mut tar = tar_member(b"good", b'0', b"ok");
+    tar.extend(tar_member(b"PaxHeaders/f", b'x', b"13 size=1024\n"));
+    let mut f = tar_member(b"f", b'0', &[b'x'; 1024]);
+    f[124..136].copy_from_slice(b"00000000001\0");
+    tar_checksum(&mut f);
+    tar.extend(f);
+    tar.extend([0u8; 1024]);
+    let err = assert_refused_unchanged(&root, &store, || {
+        let lock = store.lock().unwrap();
+        let manifest = manifest_for(&app, "2.0.0");
+        let new = appmgr_store::NewDeployment {
+            ref_name: app.clone(),
+            version: v("2.0.0"),
+            runtime: None,
+            manifest: &manifest,
+            installed_size: 3,
+        };
+        store.install(&lock, &new, Default::default(), |sink| {
+            let limits = appmgr_bundle::Limits {
+                max_entries: 10,
+                max_installed_size: 1 << 20,
+                max_stream_bytes: 1 << 20,
+            };
+            appmgr_bundle::parse_payload(&tar[..], limits, sink)
+                .map(|_| ())
+                .map_err(appmgr_store::ImportError::from)
+        })
+    });
+    assert!(matches!(err, StoreError::Import { .. }), "{err}");
+    let msg = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        msg.contains("\"f\"")
+            && msg.contains("PAX size 1024 disagrees with the ustar header size 1"),
+        "{msg}"
+    );
+    let lock = store.lock().unwrap();
+    assert_eq!(
+        store.info(&lock, &app).unwrap().current.unwrap().version,
+        v("1.0.0")
+    );
+}
+
+fn tar_checksum(h: &mut [u8]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h[..512].iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// One ustar member (header, data, padding).
+fn tar_member(name: &[u8], typeflag: u8, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = typeflag;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    tar_checksum(&mut h);
+    h.extend_from_slice(data);
+    h.resize(h.len().div_ceil(512) * 512, 0);
+    h
+}
