@@ -278,7 +278,7 @@ log_substitutions() {
 fetch_deb() {
 	local r=$1 name=${PKG_NAME[$1]} da=${PKG_ARCH[$1]} v=${PKG_VER[$1]} want f tmp got
 	want=$(index_field "$name" "$da" "$v" SHA256)
-	if [ -z "$want" ] && [ "${OFFLINE:-0}" = 1 ]; then
+	if [ -z "$want" ] && [ "${LAST_SET:-0}" = 1 ]; then
 		want=$(awk -v r="$r" '$1 == r { print $5; exit }' "$CACHE/last-used.lock")
 	fi
 	[ -n "$want" ] || die "the package index has no SHA256 for $name:$da $v"
@@ -294,7 +294,7 @@ fetch_deb() {
 		PKG_SHA[$r]=$want
 		return 0
 	fi
-	[ "${OFFLINE:-0}" = 1 ] && die "offline and $f is missing or changed"
+	[ "${OFFLINE:-0}" = 1 ] && die "the mirror is unreachable and $f is missing or changed"
 	rm -f "$f"
 	tmp=$(mktemp -d "$CACHE/debs/dl.XXXXXX")
 	apt_opts_for "$da"
@@ -319,7 +319,7 @@ record_packages() {
 	local r out=$RUN_OUT/packages.lock tmp
 	{
 		echo "# Debian packages a qemu-tests run used: ROLE NAME ARCH VERSION SHA256"
-		echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), mode $PIN_MODE$([ "${OFFLINE:-0}" = 1 ] && echo ", offline (last-used set)")"
+		echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), mode $PIN_MODE$([ "${LAST_SET:-0}" = 1 ] && echo ", the last resolved set (${LAST_WHY:-})")"
 		for r in "${ROLES[@]}"; do
 			printf '%s %s %s %s %s\n' "$r" "${PKG_NAME[$r]}" "${PKG_ARCH[$r]}" "${PKG_VER[$r]}" "${PKG_SHA[$r]}"
 		done
@@ -346,20 +346,25 @@ record_packages() {
 	} >"$tmp"
 	if ! cmp -s "$tmp" "$PINS"; then cat "$tmp" >"$PINS"; fi
 	rm -f "$tmp"
-	[ "${OFFLINE:-0}" = 1 ] || cp "$out" "$CACHE/last-used.lock"
+	[ "${LAST_SET:-0}" = 1 ] || cp "$out" "$CACHE/last-used.lock"
 }
 
-# use_last_resolved ROLE...: the offline fallback (see the top of this file)
+# use_last_resolved WHY ROLE...: the fallback when the mirror is unreachable or
+# offers no consistent set: the set of the last successful resolution on this
+# machine, provided each of its files is still cached with its recorded SHA-256
+# (or can still be downloaded and checked against the index)
 use_last_resolved() {
 	local last=$CACHE/last-used.lock r name da v sha
-	[ -f "$last" ] || die "the Debian mirror is unreachable and this machine has no earlier resolved set ($last)"
+	LAST_WHY=$1
+	shift
+	[ -f "$last" ] || die "$LAST_WHY, and this machine has no earlier resolved set ($last)"
 	for r in "$@"; do
 		read -r name da v sha <<<"$(awk -v r="$r" '$1 == r { print $2, $3, $4, $5; exit }' "$last")"
-		[ -n "$v" ] || die "the Debian mirror is unreachable and $last has no $r"
+		[ -n "$v" ] || die "$LAST_WHY, and $last has no $r"
 		set_role "$r" "$name" "$da" "$v"
 	done
-	OFFLINE=1
-	info "the Debian mirror is unreachable: using the set resolved on $(sed -n '2s/^# \([^,]*\),.*/\1/p' "$last") ($last)"
+	LAST_SET=1
+	info "$LAST_WHY: using the set resolved on $(sed -n '2s/^# \([^,]*\),.*/\1/p' "$last") ($last)"
 }
 
 # resolve_packages ARCH...: resolve, download, verify, record; sets KVER
@@ -375,13 +380,23 @@ resolve_packages() {
 		case $r in busybox-armhf | busybox-i386) foreign+=("${r#busybox-}") ;; esac
 	done
 	idx_init
+	local why
 	if ! apt_update_quiet "${foreign[@]}"; then
 		[ "$PIN_MODE" = pinned ] && die "apt-get update failed: cannot check pinned versions against the mirror"
-		use_last_resolved "${roles[@]}"
+		OFFLINE=1
+		use_last_resolved "the Debian mirror is unreachable" "${roles[@]}"
 	else
 		preload_index "${roles[@]}"
-		resolve_roles "${roles[@]}"
-		[ "$PIN_MODE" = pinned ] || log_substitutions
+		# Resolve once in a subshell: a mirror caught mid-sync (a new kernel
+		# published before its headers) fails here and falls back to the last
+		# consistent set; the second, real pass reads the same index tables.
+		if [ "$PIN_MODE" = resolve ] && ! why=$( (resolve_roles "${roles[@]}") 2>&1 >/dev/null); then
+			why=${why##*ERROR: }
+			use_last_resolved "the mirror offers no consistent set now ($why)" "${roles[@]}"
+		else
+			resolve_roles "${roles[@]}"
+			[ "$PIN_MODE" = pinned ] || log_substitutions
+		fi
 	fi
 	for r in "${ROLES[@]}"; do fetch_deb "$r"; done
 	record_packages
@@ -475,7 +490,7 @@ role_glob() {
 # a kernel per Debian update); a one-arch run keeps the other arch's files
 prune_cache() {
 	local r a f keep
-	[ "$PIN_MODE" = resolve ] && [ "${OFFLINE:-0}" != 1 ] || return 0
+	[ "$PIN_MODE" = resolve ] && [ "${LAST_SET:-0}" != 1 ] || return 0
 	for r in "${ROLES[@]}"; do
 		keep=$(basename "${PKG_FILE[$r]}")
 		# shellcheck disable=SC2046
