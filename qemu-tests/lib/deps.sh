@@ -6,7 +6,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 -q)
 APT_UPDATED=0
 apt_update_once() {
 	[ "$APT_UPDATED" = 1 ] && return 0
-	"${APT[@]}" update >"$RUN_OUT/apt-update.log" 2>&1 || { cat "$RUN_OUT/apt-update.log"; die "apt-get update failed"; }
+	apt_update_waiting "$RUN_OUT/apt-update.log" || { tail -n 5 "$RUN_OUT/apt-update.log"; die "apt-get update failed (log: $RUN_OUT/apt-update.log)"; }
 	APT_UPDATED=1
 }
 

@@ -56,7 +56,7 @@ apt_foreign_update() {
 	mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
 	echo "deb http://deb.debian.org/debian bookworm main" >"$d/sources.list"
 	read -ra o <<<"$(apt_foreign_opts "$1")"
-	"${APT[@]}" "${o[@]}" update >"$d/update.log" 2>&1
+	apt_update_waiting "$d/update.log" "${o[@]}"
 }
 
 # spec NAME DA: how apt names the package ("all" packages take no qualifier)
@@ -406,13 +406,27 @@ resolve_packages() {
 	done
 }
 
+# apt_update_waiting LOG [APT OPTIONS...]: apt-get update; another apt holding
+# the lists lock is waited for (up to 10 minutes), not taken for a dead mirror
+apt_update_waiting() {
+	local log=$1 i
+	shift
+	for i in $(seq 120); do
+		"${APT[@]}" "$@" update >"$log" 2>&1 && return 0
+		grep -q 'Could not get lock' "$log" || return 1
+		[ "$i" = 1 ] && info "apt-get update: another apt holds the lists lock; waiting"
+		sleep 5
+	done
+	return 1
+}
+
 # apt_update_quiet DA...: refresh the machine's lists, and the private lists of
 # the given foreign arches (armhf, i386) when older than 6 hours; 1 when the
 # mirror cannot be reached
 apt_update_quiet() {
 	local da
 	if [ "$APT_UPDATED" != 1 ]; then
-		"${APT[@]}" update >"$RUN_OUT/apt-update.log" 2>&1 || { info "apt-get update failed (log: $RUN_OUT/apt-update.log)"; return 1; }
+		apt_update_waiting "$RUN_OUT/apt-update.log" || { info "apt-get update failed (log: $RUN_OUT/apt-update.log)"; return 1; }
 		# "update" can succeed with warnings when a source failed: insist on replies
 		if grep -q '^Err:\|^[WE]: Failed to fetch' "$RUN_OUT/apt-update.log"; then
 			info "apt-get update could not reach the mirror (log: $RUN_OUT/apt-update.log)"
