@@ -1208,3 +1208,116 @@ fn stale_address_or_held_lock_never_hangs_the_cli() {
     e.ok(&["install", s(&app)]);
     assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
 }
+
+/// `gdbus call` of a Manager1 method on the private bus, as `uid` with `groups` (root
+/// when `uid` is 0).
+fn gdbus(d: &Daemon, uid: u32, groups: &str, method: &str, args: &[&str]) -> Command {
+    let mut c = if uid == 0 {
+        Command::new("gdbus")
+    } else {
+        let mut c = setpriv(uid, groups);
+        c.arg("gdbus");
+        c
+    };
+    c.args(["call", "--address", &d.address, "--dest", BUS_NAME])
+        .args(["--object-path", "/org/appmgr/Manager1", "--timeout", "20"])
+        .arg("--method")
+        .arg(format!("{BUS_NAME}.{method}"))
+        .args(args);
+    c
+}
+
+#[test]
+fn install_path_opens_with_the_callers_rights_and_never_blocks() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = "org.example.DaemonPath";
+    let e = setup(id, "");
+    let app = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "ip1", 1000),
+        "ip1.bundle",
+    );
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start(&e);
+    // A root-only file (no bundle): none of its bytes may appear in a reply.
+    let secret = e.p("secret");
+    fs::write(&secret, "TOPSECRET-7f3a9c\n".repeat(64)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = e.p("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = e.p("fifo");
+    assert!(Command::new("mkfifo")
+        .args(["-m", "0666", s(&fifo)])
+        .status()
+        .unwrap()
+        .success());
+    let path_arg = |p: &Path| format!("'{}'", p.display());
+    let install_path = |p: &Path| {
+        let c = gdbus(
+            &d,
+            65534,
+            "4242",
+            "InstallPath",
+            &[&path_arg(p), "@a{sv} {}"],
+        );
+        run_bounded(c, Duration::from_secs(30))
+    };
+    let before = e.snapshot();
+    for (p, class) in [(&secret, "AccessDenied"), (&link, "InvalidArgs")] {
+        let (r, _) = install_path(p);
+        assert_ne!(r.code, 0, "{}: {}", p.display(), r.stdout);
+        assert!(
+            r.stderr.contains(&format!("org.appmgr.Error.{class}")),
+            "{}: {}",
+            p.display(),
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("TOPSECRET") && !r.stdout.contains("TOPSECRET"),
+            "{}: the file's bytes leaked: {}",
+            p.display(),
+            r.stderr
+        );
+        assert_eq!(
+            before,
+            e.snapshot(),
+            "{} changed the state dir",
+            p.display()
+        );
+    }
+    assert!(!d.log().contains("TOPSECRET"), "{}", d.log());
+    // A FIFO is refused at once, and while that request is in flight another client's
+    // List is answered.
+    let fifo_call = gdbus(
+        &d,
+        65534,
+        "4242",
+        "InstallPath",
+        &[&path_arg(&fifo), "@a{sv} {}"],
+    );
+    let pending = std::thread::spawn(move || run_bounded(fifo_call, Duration::from_secs(10)));
+    let (list, list_took) = run_bounded(gdbus(&d, 65534, "", "List", &[]), Duration::from_secs(10));
+    // Whatever happened, nobody stays blocked on the FIFO once the test is over.
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    let (r, took) = pending.join().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "the FIFO took {took:?}: {}",
+        r.stderr
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list_took < Duration::from_secs(2),
+        "List took {list_took:?}"
+    );
+    assert_eq!(before, e.snapshot());
+    // A bundle the operator may read installs.
+    let (r, _) = install_path(&app);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
+}

@@ -10,6 +10,7 @@
 //!   ([`Daemon::refresh_bus_policy`]).
 
 pub mod access;
+pub mod callerfile;
 pub mod error;
 pub mod files;
 pub mod journal;
