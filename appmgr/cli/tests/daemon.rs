@@ -1163,7 +1163,8 @@ fn stale_address_or_held_lock_never_hangs_the_cli() {
     let t = Instant::now();
     same_output(&e, &["list"]);
     e.fails(&["status"], 1);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // (Well below one connect timeout per command: nothing waited.)
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     // A bus that accepts but never answers, and the lock held by a process that does
     // not serve: every command ends within the bound, in one line, changing nothing.
     let _hung = std::os::unix::net::UnixListener::bind(e.p("hung.sock")).unwrap();
@@ -1312,7 +1313,7 @@ fn install_path_opens_with_the_callers_rights_and_never_blocks() {
     assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert!(
-        list_took < Duration::from_secs(2),
+        list_took < Duration::from_secs(4),
         "List took {list_took:?}"
     );
     assert_eq!(before, e.snapshot());
