@@ -85,10 +85,10 @@ fn read_member_header(
     let Some(&expected) = names.iter().find(|n| n.as_bytes() == name) else {
         return Err(malformed(
             path,
+            // Not the bytes found: they may be anything (a file the caller may not read).
             format!(
-                "expected member {}, found {:?}",
-                names.join(" or "),
-                String::from_utf8_lossy(name)
+                "expected member {}, found another (not an appmgr bundle?)",
+                names.join(" or ")
             ),
         ));
     };

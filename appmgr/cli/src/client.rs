@@ -5,8 +5,13 @@
 //! name maps one to one to an exit code (`ErrorClass::from_dbus_error_name`).
 //!
 //! How the CLI knows: appmgrd holds an exclusive `flock` on `STATE/daemon/lock` for as
-//! long as it runs and writes the bus address it serves on to `STATE/daemon/bus-address`.
-//! A lock that can be taken means no daemon (a crashed one releases it).
+//! long as it runs (`STATE/daemon` is root's, mode 0700: no other user can open the lock,
+//! let alone hold it) and, once it serves, writes the bus address to
+//! `STATE/daemon.bus-address` (root's, mode 0644: operators read it too). An address
+//! counts only when its bus answers and `org.appmgr.Manager1` has an owner there; a stale
+//! one (its daemon is gone) sends the command down the local path. Every wait is
+//! bounded: connecting, each call, and waiting for a daemon that holds the lock but does
+//! not serve yet; each ends in a one-line error (exit 1).
 
 use crate::args::{Command, Global};
 use crate::error::{CliError, CliResult};
@@ -15,10 +20,11 @@ use appmgr_types::{dbus, ErrorClass};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use zbus::zvariant::Value;
 
-/// `STATE/daemon`: appmgrd's own files (lock, bus address, health records, notify
-/// sockets).
+/// `STATE/daemon`: appmgrd's own files (lock, health records, logs, notify sockets),
+/// root-only (0700).
 pub fn daemon_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon")
 }
@@ -28,17 +34,51 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
     daemon_dir(state_dir).join("lock")
 }
 
-/// The D-Bus address appmgrd serves `state_dir` on.
+/// The D-Bus address appmgrd serves `state_dir` on (readable by every local user, so
+/// operators find the daemon; written by root only).
 pub fn address_path(state_dir: &Path) -> PathBuf {
-    daemon_dir(state_dir).join("bus-address")
+    state_dir.join("daemon.bus-address")
 }
 
-/// Whether an appmgrd process holds the state directory's daemon lock right now.
-pub fn daemon_running(state_dir: &Path) -> bool {
-    let Ok(f) = std::fs::File::open(lock_path(state_dir)) else {
+/// How long one connection attempt (connect, authenticate, ask who owns the name) may
+/// take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one method call may take (an install of a large bundle on slow flash).
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a client waits for an appmgrd that holds its lock but does not serve yet
+/// (preinstall runs first): `APPMGR_DAEMON_WAIT` seconds, 60 by default.
+fn start_wait() -> Duration {
+    let secs = std::env::var("APPMGR_DAEMON_WAIT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// Whether a process holds the state directory's daemon lock right now. `false` when
+/// the lock cannot be opened: no daemon ever ran, or the caller is not root (the daemon
+/// directory is root's). Opened without following a symbolic link and without blocking.
+pub fn lock_held(state_dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(lock_path(state_dir))
+    else {
         return false;
     };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Whether appmgrd may serve the state directory: its address is published or its lock
+/// is held. Cheap (no D-Bus): [`call`] finds out for sure.
+pub fn daemon_maybe_running(state_dir: &Path) -> bool {
+    std::fs::symlink_metadata(address_path(state_dir)).is_ok() || lock_held(state_dir)
 }
 
 /// The commands that go through appmgrd when it runs. `run`, `reload` and the key,
@@ -74,61 +114,103 @@ fn other(msg: impl Into<String>) -> CliError {
     CliError::new(ErrorClass::Other, msg)
 }
 
-/// Runs one routed command through appmgrd.
-pub fn call(g: &Global, cmd: &Command) -> CliResult<Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs one routed command through appmgrd. `None`: no appmgrd serves the state
+/// directory (no address, or a stale one while nobody holds the lock), so the caller runs
+/// the command locally.
+pub fn call(g: &Global, cmd: &Command) -> Option<CliResult<Output>> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| other(format!("cannot start the D-Bus client: {e}")))?;
-    rt.block_on(call_async(g, cmd))
-}
-
-async fn connect(g: &Global) -> CliResult<zbus::Connection> {
-    let path = address_path(&g.state_dir);
-    // A starting appmgrd holds the lock before it serves (preinstall runs first): wait
-    // for its address as long as it keeps the lock.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let addr = loop {
-        match std::fs::read_to_string(&path) {
-            Ok(a) => break a,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && daemon_running(&g.state_dir)
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(other(format!("appmgrd: {}: {e}", path.display()))),
-        }
+    {
+        Ok(rt) => rt,
+        Err(e) => return Some(Err(other(format!("cannot start the D-Bus client: {e}")))),
     };
-    zbus::connection::Builder::address(addr.trim())
-        .map_err(|e| other(format!("{}: bad address: {e}", path.display())))?
-        .build()
-        .await
-        .map_err(|e| other(format!("cannot reach appmgrd on {}: {e}", addr.trim())))
+    rt.block_on(async {
+        match connect(g).await {
+            Ok(Some(conn)) => Some(call_async(g, &conn, cmd).await),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    })
 }
 
-async fn call_async(g: &Global, cmd: &Command) -> CliResult<Output> {
+/// The appmgrd serving the state directory, if any. While a process holds the lock but
+/// no daemon answers at the published address (appmgrd is starting, or the lock holder
+/// is not a daemon), waits up to [`start_wait`], then fails.
+async fn connect(g: &Global) -> CliResult<Option<zbus::Connection>> {
+    let wait = start_wait();
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(conn) = serving(&g.state_dir).await {
+            return Ok(Some(conn));
+        }
+        if !lock_held(&g.state_dir) {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(other(format!(
+                "appmgrd: {} is held but no daemon answers (waited {} s; APPMGR_DAEMON_WAIT)",
+                lock_path(&g.state_dir).display(),
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection to the published address when its bus answers within
+/// [`CONNECT_TIMEOUT`] and `org.appmgr.Manager1` has an owner there; `None` otherwise
+/// (no address, or a stale one).
+async fn serving(state_dir: &Path) -> Option<zbus::Connection> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut addr = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(address_path(state_dir))
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?
+        .take(4096)
+        .read_to_string(&mut addr)
+        .ok()?;
+    let attempt = async {
+        let conn = zbus::connection::Builder::address(addr.trim())
+            .ok()?
+            .method_timeout(CALL_TIMEOUT)
+            .build()
+            .await
+            .ok()?;
+        let name = zbus::names::BusName::try_from(dbus::BUS_NAME).ok()?;
+        let bus = zbus::fdo::DBusProxy::new(&conn).await.ok()?;
+        bus.name_has_owner(name).await.ok()?.then_some(conn)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliResult<Output> {
     use Command::*;
-    let conn = connect(g).await?;
     let no_opts: HashMap<&str, Value<'_>> = HashMap::new();
     let reply = match cmd {
         Install {
             file,
             allow_downgrade,
             name,
-        } => install(&conn, file, *allow_downgrade, name.as_deref()).await,
-        List => method(&conn, "List", &()).await,
-        Info { id } => method(&conn, "Info", &(id.as_str(),)).await,
-        Remove { id } => method(&conn, "Remove", &(id.as_str(), &no_opts)).await,
-        Rollback { id } => method(&conn, "Rollback", &(id.as_str(), &no_opts)).await,
-        Fsck => method(&conn, "Fsck", &()).await,
-        Permissions { id } => method(&conn, "Permissions", &(id.as_str(),)).await,
-        Ps => method(&conn, "Ps", &()).await,
-        Kill { id } => method(&conn, "Kill", &(id.as_str(),)).await,
-        Start { id } => method(&conn, "Start", &(id.as_str(),)).await,
-        Stop { id } => method(&conn, "Stop", &(id.as_str(),)).await,
-        Status { id } => method(&conn, "Status", &(id.as_deref().unwrap_or(""),)).await,
+        } => install(conn, file, *allow_downgrade, name.as_deref()).await,
+        List => method(conn, "List", &()).await,
+        Info { id } => method(conn, "Info", &(id.as_str(),)).await,
+        Remove { id } => method(conn, "Remove", &(id.as_str(), &no_opts)).await,
+        Rollback { id } => method(conn, "Rollback", &(id.as_str(), &no_opts)).await,
+        Fsck => method(conn, "Fsck", &()).await,
+        Permissions { id } => method(conn, "Permissions", &(id.as_str(),)).await,
+        Ps => method(conn, "Ps", &()).await,
+        Kill { id } => method(conn, "Kill", &(id.as_str(),)).await,
+        Start { id } => method(conn, "Start", &(id.as_str(),)).await,
+        Stop { id } => method(conn, "Stop", &(id.as_str(),)).await,
+        Status { id } => method(conn, "Status", &(id.as_deref().unwrap_or(""),)).await,
         _ => Err(other("not a daemon command")),
     }?;
     if matches!(cmd, Fsck) && reply.json["clean"] == serde_json::Value::Bool(false) {

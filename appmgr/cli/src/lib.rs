@@ -66,7 +66,7 @@ pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let via_daemon = || {
         client::is_routed(&cli.command)
             && !cli.global.direct
-            && client::daemon_running(&cli.global.state_dir)
+            && client::daemon_maybe_running(&cli.global.state_dir)
     };
     if is_store_command(&cli.command) || via_daemon() {
         // appmgr-ops holds the D-Bus client as well: the lean binary stays lean.
@@ -114,15 +114,18 @@ fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
     let json = cli.global.json;
     if client::is_routed(&cli.command)
         && !cli.global.direct
-        && client::daemon_running(&cli.global.state_dir)
+        && client::daemon_maybe_running(&cli.global.state_dir)
     {
-        return match client::call(&cli.global, &cli.command) {
-            Ok(out) => {
-                print_output(&out, json);
-                0
-            }
-            Err(e) => report(&e, json),
-        };
+        // `None`: the address was stale and nobody holds the lock; the local path.
+        if let Some(r) = client::call(&cli.global, &cli.command) {
+            return match r {
+                Ok(out) => {
+                    print_output(&out, json);
+                    0
+                }
+                Err(e) => report(&e, json),
+            };
+        }
     }
     // `run` exits with the app's status, not with an Output.
     if let args::Command::Run {

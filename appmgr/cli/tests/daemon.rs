@@ -180,7 +180,7 @@ impl Daemon {
             // Ready: the name is owned and the address the CLI reads is written (just
             // after the name; a snapshot taken in between would see it appear).
             if String::from_utf8_lossy(&owned.stdout).contains("boolean true")
-                && self.state.join("daemon/bus-address").exists()
+                && self.state.join("daemon.bus-address").exists()
             {
                 break;
             }
@@ -1002,4 +1002,323 @@ fn services_come_back_after_appmgrd_is_killed() {
         .collect();
     assert_eq!(mine.len(), 1, "{ps}");
     assert!(d.log().contains("leftover"), "{}", d.log());
+}
+
+/// Runs `c`, killed after `limit`: the result and how long it took.
+fn run_bounded(mut c: Command, limit: Duration) -> (Run, Duration) {
+    let t = Instant::now();
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    (
+        Run {
+            code: o.status.code().unwrap_or(137),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        },
+        took,
+    )
+}
+
+/// `setpriv` to `uid` (and its own gid) with the supplementary `groups` ("" for none).
+fn setpriv(uid: u32, groups: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        c.arg(format!("--groups={groups}"));
+    }
+    c
+}
+
+/// Whether some process holds a lock on `lock` (an exclusive one cannot be taken).
+fn lock_is_held(lock: &Path) -> bool {
+    !Command::new("flock")
+        .args(["-n", "-x", s(lock), "true"])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn daemon_files_are_root_only_and_no_user_can_stall_appmgrd() {
+    let e = setup("org.example.Unused", "");
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // What an older appmgrd left: a directory and a lock every user could open, and a
+    // user holding a shared lock on it.
+    let ddir = e.state.join("daemon");
+    let lock = ddir.join("lock");
+    fs::create_dir_all(&ddir).unwrap();
+    fs::set_permissions(&ddir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&lock, "").unwrap();
+    fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut holder = setpriv(65534, "")
+        .args(["flock", "-o", "-s", s(&lock), "sleep", "120"])
+        .spawn()
+        .unwrap();
+    wait_for("the user's lock", 10, || lock_is_held(&lock));
+    // appmgrd starts all the same: it repairs the directory and replaces the lock.
+    let mut d = Daemon::start(&e);
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(&ddir).unwrap();
+    assert!(m.is_dir());
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o700));
+    let m = fs::symlink_metadata(&lock).unwrap();
+    assert!(m.is_file());
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // No other user can open the directory or the lock (EACCES), so none can hold it.
+    for script in [
+        "exec 3<\"$1/lock\"",
+        "ls \"$1\"",
+        "flock -n -s \"$1/lock\" true",
+    ] {
+        let o = setpriv(65534, "")
+            .args(["sh", "-c", script, "sh", s(&ddir)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{script}: a user got in");
+        assert!(err.contains("Permission denied"), "{script}: {err}");
+    }
+    // A restart is not stalled, and users still reach the daemon (the address is
+    // public): a mutation is refused by appmgrd itself.
+    d.terminate();
+    d.spawn();
+    let r = as_user(&e, 65534, "", &["fsck"]);
+    assert_eq!(r.code, 7, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("may not change apps"), "{}", r.stderr);
+}
+
+/// appmgrd once, on a bus that does not exist: it gets as far as its own files.
+fn appmgrd_once(e: &Env) -> Run {
+    let mut c = Command::new(appmgrd_bin());
+    c.args(["--state-dir", s(&e.state), "--config-dir", s(&e.cfg)])
+        .args(["--bus-address", &format!("unix:path={}", s(&e.p("no-bus")))])
+        .args(["--bus-policy-file", "none", "--system-bus-socket", "none"])
+        .args(["--group-file", s(&e.cfg.join("group"))])
+        .args(["--userdb-dir", s(&e.p("userdb"))])
+        .env_remove("NOTIFY_SOCKET");
+    run_bounded(c, Duration::from_secs(30)).0
+}
+
+#[test]
+fn appmgrd_refuses_daemon_files_another_user_could_reach() {
+    let e = setup("org.example.Unused", "");
+    let ddir = e.state.join("daemon");
+    // A directory a user owns: refused, nothing written into it.
+    fs::create_dir_all(&ddir).unwrap();
+    std::os::unix::fs::chown(&ddir, Some(65534), Some(65534)).unwrap();
+    let before = e.snapshot();
+    let r = appmgrd_once(&e);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("owned by uid 65534"), "{}", r.stderr);
+    assert_eq!(before, e.snapshot(), "appmgrd wrote to a user's directory");
+    // A symbolic link: not followed.
+    fs::remove_dir(&ddir).unwrap();
+    let elsewhere = e.p("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &ddir).unwrap();
+    let before = e.snapshot();
+    let r = appmgrd_once(&e);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(before, e.snapshot());
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // A state directory every user may write to.
+    fs::remove_file(&ddir).unwrap();
+    fs::set_permissions(&e.state, fs::Permissions::from_mode(0o777)).unwrap();
+    let before = e.snapshot();
+    let r = appmgrd_once(&e);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("another user may write"), "{}", r.stderr);
+    assert_eq!(before, e.snapshot());
+    assert!(!ddir.exists());
+}
+
+#[test]
+fn stale_address_or_held_lock_never_hangs_the_cli() {
+    let id = "org.example.DaemonStale";
+    let e = setup(id, "");
+    let app = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "st1", 1000),
+        "st1.bundle",
+    );
+    // An address whose daemon is gone and a free lock: the local path, at once.
+    let addr = e.state.join("daemon.bus-address");
+    fs::write(&addr, format!("unix:path={}", s(&e.p("gone.sock")))).unwrap();
+    let t = Instant::now();
+    same_output(&e, &["list"]);
+    e.fails(&["status"], 1);
+    // (Well below one connect timeout per command: nothing waited.)
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // A bus that accepts but never answers, and the lock held by a process that does
+    // not serve: every command ends within the bound, in one line, changing nothing.
+    let _hung = std::os::unix::net::UnixListener::bind(e.p("hung.sock")).unwrap();
+    fs::write(&addr, format!("unix:path={}", s(&e.p("hung.sock")))).unwrap();
+    let ddir = e.state.join("daemon");
+    fs::create_dir_all(&ddir).unwrap();
+    fs::set_permissions(&ddir, fs::Permissions::from_mode(0o700)).unwrap();
+    let lock = ddir.join("lock");
+    fs::write(&lock, "").unwrap();
+    let mut holder = Command::new("flock")
+        .args(["-o", "-x", s(&lock), "sleep", "120"])
+        .spawn()
+        .unwrap();
+    wait_for("the lock", 10, || lock_is_held(&lock));
+    let before = e.snapshot();
+    for args in [vec!["list"], vec!["install", s(&app)], vec!["status"]] {
+        let mut c = e.cmd(&args);
+        c.env("APPMGR_DAEMON_WAIT", "1");
+        let (r, took) = run_bounded(c, Duration::from_secs(40));
+        assert!(took < Duration::from_secs(15), "{args:?} waited {took:?}");
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("no daemon answers"), "{}", r.stderr);
+        assert_eq!(before, e.snapshot(), "{args:?} changed the state dir");
+    }
+    // The same without an address (a daemon that never came up).
+    fs::remove_file(&addr).unwrap();
+    let mut c = e.cmd(&["list"]);
+    c.env("APPMGR_DAEMON_WAIT", "1");
+    let (r, took) = run_bounded(c, Duration::from_secs(40));
+    assert!(took < Duration::from_secs(10), "waited {took:?}");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // The lock released: the local path again.
+    e.ok(&["install", s(&app)]);
+    assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
+}
+
+/// `gdbus call` of a Manager1 method on the private bus, as `uid` with `groups` (root
+/// when `uid` is 0).
+fn gdbus(d: &Daemon, uid: u32, groups: &str, method: &str, args: &[&str]) -> Command {
+    let mut c = if uid == 0 {
+        Command::new("gdbus")
+    } else {
+        let mut c = setpriv(uid, groups);
+        c.arg("gdbus");
+        c
+    };
+    c.args(["call", "--address", &d.address, "--dest", BUS_NAME])
+        .args(["--object-path", "/org/appmgr/Manager1", "--timeout", "20"])
+        .arg("--method")
+        .arg(format!("{BUS_NAME}.{method}"))
+        .args(args);
+    c
+}
+
+#[test]
+fn install_path_opens_with_the_callers_rights_and_never_blocks() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = "org.example.DaemonPath";
+    let e = setup(id, "");
+    let app = e.bundle(
+        &app_manifest("1.0.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "ip1", 1000),
+        "ip1.bundle",
+    );
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start(&e);
+    // A root-only file (no bundle): none of its bytes may appear in a reply.
+    let secret = e.p("secret");
+    fs::write(&secret, "TOPSECRET-7f3a9c\n".repeat(64)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = e.p("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = e.p("fifo");
+    assert!(Command::new("mkfifo")
+        .args(["-m", "0666", s(&fifo)])
+        .status()
+        .unwrap()
+        .success());
+    let path_arg = |p: &Path| format!("'{}'", p.display());
+    let install_path = |p: &Path| {
+        let c = gdbus(
+            &d,
+            65534,
+            "4242",
+            "InstallPath",
+            &[&path_arg(p), "@a{sv} {}"],
+        );
+        run_bounded(c, Duration::from_secs(30))
+    };
+    let before = e.snapshot();
+    for (p, class) in [(&secret, "AccessDenied"), (&link, "InvalidArgs")] {
+        let (r, _) = install_path(p);
+        assert_ne!(r.code, 0, "{}: {}", p.display(), r.stdout);
+        assert!(
+            r.stderr.contains(&format!("org.appmgr.Error.{class}")),
+            "{}: {}",
+            p.display(),
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("TOPSECRET") && !r.stdout.contains("TOPSECRET"),
+            "{}: the file's bytes leaked: {}",
+            p.display(),
+            r.stderr
+        );
+        assert_eq!(
+            before,
+            e.snapshot(),
+            "{} changed the state dir",
+            p.display()
+        );
+    }
+    assert!(!d.log().contains("TOPSECRET"), "{}", d.log());
+    // A FIFO is refused at once, and while that request is in flight another client's
+    // List is answered.
+    let fifo_call = gdbus(
+        &d,
+        65534,
+        "4242",
+        "InstallPath",
+        &[&path_arg(&fifo), "@a{sv} {}"],
+    );
+    let pending = std::thread::spawn(move || run_bounded(fifo_call, Duration::from_secs(10)));
+    let (list, list_took) = run_bounded(gdbus(&d, 65534, "", "List", &[]), Duration::from_secs(10));
+    // Whatever happened, nobody stays blocked on the FIFO once the test is over.
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    let (r, took) = pending.join().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "the FIFO took {took:?}: {}",
+        r.stderr
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list_took < Duration::from_secs(4),
+        "List took {list_took:?}"
+    );
+    assert_eq!(before, e.snapshot());
+    // A bundle the operator may read installs.
+    let (r, _) = install_path(&app);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
 }

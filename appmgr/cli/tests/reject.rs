@@ -248,3 +248,53 @@ fn concurrent_operations_are_serialized() {
     assert!(prev.is_some());
     e.fsck_clean();
 }
+
+#[test]
+fn a_held_store_lock_ends_in_a_bounded_one_line_error() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let e = Env::new();
+    e.ok(&["install", e.runtime_bundle("1.0.0").to_str().unwrap()]);
+    let lock = e.state.join("lock");
+    let mut holder = Command::new("flock")
+        .args(["-o", "-x", lock.to_str().unwrap(), "sleep", "120"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n", "-x", lock.to_str().unwrap(), "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the lock was not taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = e.snapshot();
+    let t = Instant::now();
+    let mut c = e.cmd(&["--direct", "remove", "org.example.Platform"]);
+    c.env("APPMGR_LOCK_WAIT", "1").stdin(Stdio::null());
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(took < Duration::from_secs(10), "waited {took:?}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("held by another process"), "{err}");
+    assert_eq!(
+        before,
+        e.snapshot(),
+        "a refused remove changed the state dir"
+    );
+}

@@ -10,7 +10,9 @@
 //!   ([`Daemon::refresh_bus_policy`]).
 
 pub mod access;
+pub mod callerfile;
 pub mod error;
+pub mod files;
 pub mod journal;
 pub mod manager;
 pub mod mem;
@@ -173,9 +175,11 @@ fn app_bus_entries(g: &Global) -> Result<Vec<appmgr_policy::BusPolicyEntry>, app
 }
 
 /// Replaces `path` with `bytes` (mode 0644) by a synced temporary file and a rename: the
-/// one way appmgrd writes its files (bus policy, records, user records).
+/// one way appmgrd writes its files (bus policy, records, user records). The temporary
+/// file is created anew (`O_EXCL`: a symbolic link planted there is not followed).
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -183,7 +187,16 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Res
             .and_then(|n| n.to_str())
             .unwrap_or("appmgr")
     ));
-    let mut f = std::fs::File::create(&tmp)?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
@@ -192,26 +205,21 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Res
 
 /// Runs appmgrd until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), String> {
-    let ddir = client::daemon_dir(&config.state_dir);
-    std::fs::create_dir_all(&ddir).map_err(|e| format!("{}: {e}", ddir.display()))?;
-    let lock_path = client::lock_path(&config.state_dir);
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(format!(
-                "another appmgrd serves {} already",
-                config.state_dir.display()
-            ))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(format!("{}: {e}", lock_path.display()))
+    let (ddir, replaced) = files::daemon_dir(&config.state_dir)?;
+    let lock = files::take_lock(&config.state_dir, &ddir, replaced)?;
+    // A stale address (a daemon that was killed) goes: the address file appears again
+    // once this daemon answers. The CLI waits, bounded, while the lock is held.
+    for stale in [
+        client::address_path(&config.state_dir),
+        client::daemon_dir(&config.state_dir).join("bus-address"),
+    ] {
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", stale.display()))
+            }
+            _ => {}
         }
     }
-    // The address file appears again once the daemon is ready to answer: the CLI waits
-    // for it while the lock is held (preinstall can take a while).
-    let _ = std::fs::remove_file(client::address_path(&config.state_dir));
     let host = ops::HostConfig::load(&config.config_dir).map_err(|e| e.message)?;
     let operator_gid = match &host.operator_group {
         None => None,
@@ -295,6 +303,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
     journal::sd_notify("STOPPING=1\nSTATUS=stopping services");
+    // Clients stop routing to a daemon that is going away.
+    let _ = std::fs::remove_file(client::address_path(&config.state_dir));
     daemon.supervisor.stop_all().await;
     drop(lock);
     Ok(())

@@ -198,9 +198,9 @@ impl Manager {
         .await
     }
 
-    /// Installs or updates from the bundle at `path`, opened by appmgrd itself (for FOTA
-    /// agents that download to a directory appmgrd can read). `path` must be absolute and
-    /// name a regular file; options as for `Install`.
+    /// Installs or updates from the bundle at `path`, opened with the caller's own rights
+    /// (for FOTA agents that download to a directory). `path` must be absolute and name a
+    /// regular file, not a symbolic link; options as for `Install`.
     async fn install_path(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -209,7 +209,7 @@ impl Manager {
         path: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
-        // The caller is checked before appmgrd opens anything on its behalf.
+        // The caller is checked before anything is opened on its behalf.
         let caller = self.authorize(conn, &hdr, "InstallPath").await?;
         let p = std::path::Path::new(&path);
         if !p.is_absolute() || appmgr_types::has_unsafe_chars(&path) {
@@ -218,16 +218,16 @@ impl Manager {
                 appmgr_types::escape_for_display(&path)
             )));
         }
-        // An unreadable bundle file is an I/O failure (exit 1), as in the CLI.
-        let f = std::fs::File::open(p).map_err(|e| Error::Failed(format!("{path}: {e}")))?;
+        // With the caller's uid and groups, off the event loop, bounded: a root-only file
+        // is AccessDenied, a FIFO or device is refused at once.
+        let f = crate::callerfile::open(&caller, p).await?;
         let mut options = options;
         options.insert(
             "name".into(),
             OwnedValue::try_from(zbus::zvariant::Value::from(path.as_str()))
                 .map_err(zbus::Error::from)?,
         );
-        self.install_fd(&caller, emitter, std::os::fd::OwnedFd::from(f), options)
-            .await
+        self.install_fd(&caller, emitter, f, options).await
     }
 
     /// Removes an app or runtime (a running service is stopped first). No options yet;

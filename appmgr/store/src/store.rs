@@ -1050,14 +1050,38 @@ fn lock_file(root: &Path) -> Result<fs::File, StoreError> {
         .mode(0o600)
         .open(&p)
         .map_err(StoreError::io("open lock file", &p))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        StoreError::Io {
-            step: "lock",
-            path: p.clone(),
-            source: e.into(),
+    // Bounded: a lock another process keeps (a hung CLI, a stopped one) ends in an
+    // error after `APPMGR_LOCK_WAIT` seconds (default 120), not in a wait for ever.
+    let wait = std::env::var("APPMGR_LOCK_WAIT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StoreError::Io {
+                    step: "lock",
+                    path: p,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!("held by another process for {wait} s (APPMGR_LOCK_WAIT)"),
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    step: "lock",
+                    path: p,
+                    source: e.into(),
+                })
+            }
         }
-    })?;
-    Ok(f)
+    }
 }
 
 fn path_str(p: &Path) -> Result<String, StoreError> {
