@@ -171,6 +171,17 @@ pub fn ps(_g: &Global) -> CliResult<Output> {
     Ok(Output::new(t, j))
 }
 
+/// The pids in the app's cgroup (`appmgr.slice/app-ID.scope`). None when the host has no
+/// cgroup hierarchy appmgr can use: a launch needs one, so no app runs then.
+pub fn running_pids(app: &AppId) -> CliResult<Vec<i32>> {
+    let Ok(h) = appmgr_cgroup::Hierarchy::detect(appmgr_cgroup::DEFAULT_PARENT) else {
+        return Ok(Vec::new());
+    };
+    h.cgroup(app)
+        .pids()
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{app}: cgroups: {e}")))
+}
+
 pub fn kill(_g: &Global, id: &str) -> CliResult<Output> {
     let app = AppId::new(id)?;
     let h = hierarchy()?;

@@ -333,11 +333,30 @@ pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
     let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    // A running instance would outlive its deployment: refused, under the store lock, so
+    // the app is stopped first (`appmgr kill` / `stop`). Its uid, HOME and IPC objects stay
+    // with the ID (the store never reuses the uid), so a reinstall finds them.
+    if r.kind == Kind::App {
+        let pids = crate::cmd_apps::running_pids(&r.id)?;
+        if !pids.is_empty() {
+            return Err(CliError::new(
+                ErrorClass::Conflict,
+                format!(
+                    "cannot remove {r}: {} is running ({} process(es), pid {}); stop it first",
+                    r.id,
+                    pids.len(),
+                    pids[0]
+                ),
+            ));
+        }
+    }
     let i = store.remove(&lock, &r)?;
     Ok(Output::new(
         format!(
-            "removed {r} (highest version {} stays recorded)\n",
-            i.highest_version
+            "removed {r} (highest version {} and uid {} stay recorded; HOME {} is kept)\n",
+            i.highest_version,
+            i.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            crate::cmd_apps::data_dir(g, &r.id).display()
         ),
         ref_json(&i),
     ))

@@ -71,8 +71,12 @@ pub enum StoreError {
         needed: u64,
         available: u64,
     },
-    /// Every uid of the configured range is taken.
-    #[error("cannot install {ref_name}: no free uid left in {first}..={last}")]
+    /// Every uid of the configured range has been allocated (uids are never reused, so
+    /// removed apps count).
+    #[error(
+        "cannot install {ref_name}: uid-range {first}-{last} is exhausted (every uid in it \
+         was allocated once and uids are never reused; widen uid-range in appmgr.toml)"
+    )]
     UidsExhausted {
         ref_name: RefName,
         first: u32,

@@ -5,7 +5,7 @@
 //! checkout that the sandbox mounts read-only at `/app` (apps) or `/usr` (runtimes). It
 //! keeps the previous deployment of every ref for rollback, a record of the highest
 //! version ever installed (downgrades are refused even after a remove), and one uid per
-//! installed app. It knows nothing of the manifest format: callers pass a
+//! app for life: kept across remove and reinstall, never reused for another app. It knows nothing of the manifest format: callers pass a
 //! [`NewDeployment`] with the few fields it needs and the exact signed manifest bytes.
 //!
 //! # On-disk layout (`STATE` is the state directory, e.g. `/var/lib/appmgr`)
@@ -23,11 +23,13 @@
 //!   COMMIT/manifest.toml              the exact signed manifest bytes
 //!   COMMIT/corrupt                    written by fsck when the deployment failed checks
 //! STATE/staging/                      spool files, checkouts in progress, trees being deleted
+//! STATE/uids.json                     highest uid ever allocated (see `uids.rs`)
+//! STATE/data/ID/                      an app's HOME (created by the launchers, kept at remove)
 //! ```
 //!
 //! `state.json` holds the current deployment (commit, version, runtime, size), the previous
 //! one if any, the highest version ever installed and, for apps, the allocated uid. After a
-//! remove the record stays, with no deployments and no uid.
+//! remove the record stays, with no deployments and with its uid.
 //!
 //! Files in deployments are hardlinks to the repo's objects: identical files across apps,
 //! runtimes and versions are stored once. Objects, and so deployment files, are owned by
@@ -91,6 +93,7 @@ mod generation;
 mod import;
 mod record;
 mod store;
+mod uids;
 pub mod view;
 
 pub use crash::CRASH_ENV;

@@ -39,7 +39,9 @@ pub struct StateRecord {
     pub previous: Option<DeploymentRecord>,
     /// The highest version ever installed; kept after remove so downgrades stay refused.
     pub highest_version: Version,
-    /// For installed apps: the uid (and gid) the app runs as.
+    /// For apps: the uid (and gid) the app runs as, allocated at its first install and
+    /// kept for life (also after a remove, so a reinstall gets it back). `None` for
+    /// runtimes, and for apps removed by an older appmgr that released uids.
     pub uid: Option<u32>,
 }
 

@@ -27,7 +27,8 @@ const TXN_MARKER: &str = "txn";
 /// Store settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The uids (and equal gids) allocated to apps, one per installed app.
+    /// The uids (and equal gids) allocated to apps, one per app ref for life (kept after
+    /// remove, never reused; see `uids.rs`).
     pub uid_range: RangeInclusive<u32>,
     /// Free space that an install must leave on the file system, beyond its own size.
     pub reserve_bytes: u64,
@@ -660,10 +661,12 @@ impl Store {
                 });
             }
         }
-        let uid = match (r.kind, old.as_ref().and_then(|o| o.uid)) {
-            (Kind::App, Some(uid)) => Some(uid),
-            (Kind::App, None) => Some(self.allocate_uid(r)?),
-            (Kind::Runtime, _) => None,
+        // An app keeps its uid for life, also across remove and reinstall; a new one is
+        // only allocated on the first install (or for a record from before uids were kept).
+        let (uid, new_uid) = match (r.kind, old.as_ref().and_then(|o| o.uid)) {
+            (Kind::App, Some(uid)) => (Some(uid), false),
+            (Kind::App, None) => (Some(self.allocate_uid(r)?), true),
+            (Kind::Runtime, _) => (None, false),
         };
         self.check_space(r, new.installed_size)?;
 
@@ -714,6 +717,10 @@ impl Store {
             crate::crash::point("after-checkout");
             // Everything the new record points at must be on disk before the commit point.
             fsutil::syncfs(&self.root)?;
+            // The high-water mark first: a crash before the record only skips a uid.
+            if let (true, Some(u)) = (new_uid, uid) {
+                crate::uids::record(&self.root, u)?;
+            }
             record::write(&dir, &rec)
         })();
         if let Err(e) = switched {
@@ -901,18 +908,12 @@ impl Store {
         Ok(())
     }
 
+    /// A new uid for `r` (see [`crate::uids`]): never one that any record holds or that
+    /// was ever allocated before. Writes nothing.
     fn allocate_uid(&self, r: &RefName) -> Result<u32, StoreError> {
-        let used: std::collections::BTreeSet<u32> =
+        let held: std::collections::BTreeSet<u32> =
             self.records()?.values().filter_map(|x| x.uid).collect();
-        self.config
-            .uid_range
-            .clone()
-            .find(|u| !used.contains(u))
-            .ok_or(StoreError::UidsExhausted {
-                ref_name: r.clone(),
-                first: *self.config.uid_range.start(),
-                last: *self.config.uid_range.end(),
-            })
+        crate::uids::choose(&self.root, &self.config.uid_range, r, &held)
     }
 
     /// Swaps the current and previous deployments of `r`.
@@ -938,7 +939,8 @@ impl Store {
     }
 
     /// Removes both deployments of `r`, its refs and unreachable objects; keeps the record
-    /// of the highest version and releases the app's uid.
+    /// with the highest version and the app's uid (never given to another app, so a
+    /// reinstall gets it back with whatever the app left: HOME, IPC objects).
     pub fn remove(&self, lock: &StoreLock, r: &RefName) -> Result<RefInfo, StoreError> {
         self.check_lock(lock);
         let rec = self.installed_record(r)?;
@@ -954,7 +956,6 @@ impl Store {
         let new = StateRecord {
             current: None,
             previous: None,
-            uid: None,
             ..rec
         };
         self.begin()?;

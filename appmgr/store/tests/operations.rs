@@ -441,7 +441,7 @@ fn runtime_in_use_by_current_or_previous_deployment_cannot_be_removed() {
 }
 
 #[test]
-fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
+fn remove_deletes_deployments_refs_and_objects_and_keeps_the_uid() {
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -482,7 +482,12 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
     assert_eq!((ra.uid, rb.uid), (Some(70000), Some(70001)));
 
     let removed = store.remove(&lock, &b).unwrap();
-    assert!(removed.current.is_none() && removed.previous.is_none() && removed.uid.is_none());
+    assert!(removed.current.is_none() && removed.previous.is_none());
+    assert_eq!(
+        removed.uid,
+        Some(70001),
+        "the uid stays with the removed app"
+    );
     let snap = snapshot(&root);
     assert_eq!(snap.objects, with_a, "b's objects pruned, a's kept");
     assert!(
@@ -504,7 +509,7 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
     assert_eq!(snapshot(&root), before);
     assert!(store.find(&lock, &b.id).unwrap().is_empty());
 
-    // The released uid is reused, a's stays.
+    // b's uid is not reused (it still owns b's HOME, IPC objects, …), a's stays.
     let c = app_ref("org.example.C");
     let rc = install(
         &store,
@@ -516,7 +521,7 @@ fn remove_deletes_deployments_refs_and_objects_and_releases_the_uid() {
         false,
     )
     .unwrap();
-    assert_eq!(rc.uid, Some(70001));
+    assert_eq!(rc.uid, Some(70002));
     store.remove(&lock, &a).unwrap();
     store.remove(&lock, &c).unwrap();
     assert!(snapshot(&root)

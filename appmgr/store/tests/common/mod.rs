@@ -172,6 +172,8 @@ pub struct Snapshot {
     pub deploy: BTreeMap<String, (u64, u32)>,
     pub objects: BTreeSet<String>,
     pub staging: Vec<String>,
+    /// `STATE/uids.json`, the uid high-water mark.
+    pub uids: Option<String>,
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u32)>) {
@@ -237,6 +239,7 @@ pub fn snapshot(root: &Path) -> Snapshot {
         deploy,
         objects,
         staging,
+        uids: std::fs::read_to_string(root.join("uids.json")).ok(),
     }
 }
 
