@@ -69,6 +69,61 @@ fn corrupted_truncated_and_foreign_bundles() {
     );
 }
 
+/// `--json` anywhere before `--`: a usage error is exit 2 with the one line and the JSON
+/// object on the next line, and changes nothing.
+#[test]
+fn usage_errors_are_json_with_json() {
+    let e = installed_env();
+    let bundle = e.app_bundle("2.0.0");
+    for args in [
+        vec!["--json", "install"],
+        vec!["install", "--json"],
+        vec!["--json", "install", "--no-such-flag", s(&bundle)],
+        vec!["install", s(&bundle), "--json", "--no-such-flag"],
+        vec!["--json", "list", "extra"],
+        vec!["--json", "no-such-command"],
+        vec!["--json", "run", "org.example.Hello", "--bogus"],
+    ] {
+        let before = e.snapshot();
+        let r = e.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {:?}", r.stderr);
+        let msg = lines[0]
+            .strip_prefix("appmgr: ")
+            .unwrap_or_else(|| panic!("{args:?}: {}", lines[0]));
+        assert!(!msg.is_empty() && !msg.starts_with("error"), "{msg}");
+        let j: serde_json::Value = serde_json::from_str(lines[1])
+            .unwrap_or_else(|err| panic!("{args:?}: not JSON ({err}): {}", lines[1]));
+        assert_eq!(j["error"]["code"], 2, "{j}");
+        assert_eq!(j["error"]["class"], "InvalidArgs", "{j}");
+        assert_eq!(j["error"]["message"], msg, "{j}");
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        assert_eq!(before, e.snapshot(), "{args:?} changed the state dir");
+    }
+    // The missing argument and the unknown flag are named.
+    assert!(e.run(&["--json", "install"]).stderr.contains("<FILE>"));
+    assert!(e
+        .run(&["--json", "install", "--no-such-flag", s(&bundle)])
+        .stderr
+        .contains("--no-such-flag"));
+    // After `--` the arguments are the app's: `--json` there is not ours.
+    let r = e.run(&["run", "org.example.Hello", "--bogus", "--", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("{\"error\""), "{}", r.stderr);
+    // --help and --version are unchanged: stdout, exit 0.
+    for args in [
+        vec!["--json", "--help"],
+        vec!["install", "--help", "--json"],
+        vec!["--json", "--version"],
+    ] {
+        let r = e.run(&args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert!(!r.stdout.is_empty() && r.stderr.is_empty(), "{args:?}");
+    }
+    e.fsck_clean();
+}
+
 #[test]
 fn untrusted_and_out_of_scope_signers() {
     let e = installed_env();
