@@ -61,12 +61,19 @@ fn corrupted_truncated_and_foreign_bundles() {
     )
     .unwrap();
     assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
-    assert_refused(
-        &e,
-        &["install", s(&e.p("does-not-exist.bundle"))],
-        1,
-        "does-not-exist",
-    );
+}
+
+#[test]
+fn missing_bundle_file_is_not_found() {
+    let e = installed_env();
+    // Exit 5, one line naming the path.
+    let missing = e.p("does-not-exist.bundle");
+    assert_refused(&e, &["install", s(&missing)], 5, s(&missing));
+    // An empty stdin is a bad bundle, not a missing one.
+    let before = e.snapshot();
+    let r = e.run(&["install", "-"]);
+    assert!(r.code != 0 && r.code != 5, "{}: {}", r.code, r.stderr);
+    assert_eq!(before, e.snapshot());
 }
 
 /// `--json` anywhere before `--`: a usage error is exit 2 with the one line and the JSON
