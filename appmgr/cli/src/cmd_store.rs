@@ -155,12 +155,14 @@ pub fn install_from(
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
     let m = bundle.manifest().clone();
+    // The first thing read after the signature: a bundle for another architecture is a
+    // conflict with this host (exit 6), refused before the store is even opened.
     let host_arch = Arch::host();
     if m.arch != host_arch {
         return Err(CliError::new(
-            ErrorClass::Other,
+            ErrorClass::Conflict,
             format!(
-                "{}: bundle {} is for {}, this machine is {host_arch}",
+                "{}: bundle {} is for {}, this host is {host_arch}",
                 file.display(),
                 m.id,
                 m.arch

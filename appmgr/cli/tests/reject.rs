@@ -76,6 +76,52 @@ fn missing_bundle_file_is_not_found() {
     assert_eq!(before, e.snapshot());
 }
 
+/// The other architecture than this host's, for a bundle that cannot be installed here.
+fn foreign_arch() -> &'static str {
+    if arch() == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    }
+}
+
+#[test]
+fn bundle_for_another_arch_is_refused_before_anything_is_written() {
+    let e = installed_env();
+    let other = foreign_arch();
+    // The app and its runtime reference carry the foreign arch.
+    let manifest = app_manifest("2.0.0").replace(arch(), other);
+    assert!(
+        manifest.contains(&format!("arch = \"{other}\"")),
+        "{manifest}"
+    );
+    fs::create_dir_all(e.p("foreign/bin")).unwrap();
+    fs::write(e.p("foreign/bin/hello"), "#!/usr/bin/sh\n").unwrap();
+    let app = e.bundle(&manifest, &e.p("foreign"), "foreign-app.bundle");
+    let want = format!(
+        "bundle org.example.Hello is for {other}, this host is {}",
+        arch()
+    );
+    assert_refused(&e, &["install", s(&app)], 6, &want);
+    let rt = e.bundle(
+        &runtime_manifest("2.0.0").replace(arch(), other),
+        &e.p("foreign"),
+        "foreign-rt.bundle",
+    );
+    assert_refused(&e, &["install", s(&rt)], 6, other);
+    // A fresh state dir stays as it was (nothing staged, no object, ref or record).
+    let fresh = Env::new();
+    let before = fresh.snapshot();
+    let rt = fresh.bundle(
+        &runtime_manifest("2.0.0").replace(arch(), other),
+        &e.p("foreign"),
+        "foreign-rt.bundle",
+    );
+    let msg = fresh.fails(&["install", s(&rt)], 6);
+    assert!(msg.contains(other) && msg.contains(arch()), "{msg}");
+    assert_eq!(before, fresh.snapshot());
+}
+
 /// `--json` anywhere before `--`: a usage error is exit 2 with the one line and the JSON
 /// object on the next line, and changes nothing.
 #[test]
