@@ -123,8 +123,9 @@ pub fn install(
     install_from(g, f, shown, allow_downgrade, &mut progress)
 }
 
-/// The bundle an `install FILE` names: `-` is the file open on stdin. An unreadable file
-/// is an I/O failure (exit 1), on both CLI paths.
+/// The bundle an `install FILE` names: `-` is the file open on stdin. A file that does not
+/// exist is not found (exit 5); another unreadable file is an I/O failure (exit 1); on both
+/// CLI paths.
 pub(crate) fn open_bundle_arg(file: &Path) -> CliResult<std::fs::File> {
     if file == Path::new("-") {
         use std::os::fd::AsFd;
@@ -134,8 +135,13 @@ pub(crate) fn open_bundle_arg(file: &Path) -> CliResult<std::fs::File> {
             .map(std::fs::File::from)
             .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")));
     }
-    std::fs::File::open(file)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", file.display())))
+    std::fs::File::open(file).map_err(|e| {
+        let class = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorClass::NotFound,
+            _ => ErrorClass::Other,
+        };
+        CliError::new(class, format!("{}: {e}", file.display()))
+    })
 }
 
 /// Installs the bundle read from `f` (named `file` in messages), reporting progress.
@@ -149,12 +155,14 @@ pub fn install_from(
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
     let m = bundle.manifest().clone();
+    // The first thing read after the signature: a bundle for another architecture is a
+    // conflict with this host (exit 6), refused before the store is even opened.
     let host_arch = Arch::host();
     if m.arch != host_arch {
         return Err(CliError::new(
-            ErrorClass::Other,
+            ErrorClass::Conflict,
             format!(
-                "{}: bundle {} is for {}, this machine is {host_arch}",
+                "{}: bundle {} is for {}, this host is {host_arch}",
                 file.display(),
                 m.id,
                 m.arch

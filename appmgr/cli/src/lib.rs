@@ -18,6 +18,7 @@ mod error;
 pub use args::{Cli, Command, Global};
 pub use error::{CliError, CliResult};
 
+use appmgr_types::ErrorClass;
 use clap::Parser;
 use std::ffi::OsString;
 
@@ -57,11 +58,7 @@ pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let argv: Vec<OsString> = args.into_iter().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return parse_failed(&e, &argv),
     };
     let via_daemon = || {
         client::is_routed(&cli.command)
@@ -99,15 +96,56 @@ fn exec_ops(argv: &[OsString]) -> CliError {
 /// Runs `appmgr` with `args` and returns the exit code (every command in-process: what
 /// `appmgr-ops` runs).
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let argv: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return parse_failed(&e, &argv),
     };
     main_parsed(cli, run)
+}
+
+/// A command line clap did not accept. `--help` and `--version` print to stdout, exit 0.
+/// A usage error is exit 2: clap's own text, or with `--json` (wherever it appears) the
+/// one line and the JSON object every other error has.
+fn parse_failed(e: &clap::Error, argv: &[OsString]) -> i32 {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return 0;
+    }
+    if !wants_json(argv) && !daemon_protocol() {
+        let _ = e.print();
+        return ErrorClass::Usage.exit_code();
+    }
+    let err = CliError::new(ErrorClass::Usage, usage_line(e));
+    report(&err, true)
+}
+
+/// The first line of clap's message without its `error: ` tag, e.g. "the following
+/// required arguments were not provided: <FILE>" (the missing argument is on the next
+/// line of clap's text, so it is joined in).
+fn usage_line(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"));
+    let first = lines.next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} {}", rest.join(" "))
+    }
+}
+
+/// Whether `--json` was given before a `--` (the arguments after it are the app's).
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
 }
 
 fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {

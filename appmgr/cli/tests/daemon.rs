@@ -376,7 +376,10 @@ fn cli_through_daemon_matches_local_path_and_reports_progress() {
     fs::write(e.p("bad.bundle"), &bytes).unwrap();
     e.fails(&["install", s(&e.p("bad.bundle"))], 3);
     assert_eq!(before, e.snapshot());
-    e.fails(&["install", s(&e.p("absent.bundle"))], 1);
+    // A missing bundle file is not found, as on the local path; nothing changed.
+    let msg = e.fails(&["install", s(&e.p("absent.bundle"))], 5);
+    assert!(msg.contains("absent.bundle"), "{msg}");
+    assert_eq!(before, e.snapshot());
     let r = e.ok(&["--json", "rollback", id]);
     assert_eq!(r.json()["version"], "1.0.0");
     e.ok(&["remove", id]);
@@ -1264,7 +1267,12 @@ fn install_path_opens_with_the_callers_rights_and_never_blocks() {
         run_bounded(c, Duration::from_secs(30))
     };
     let before = e.snapshot();
-    for (p, class) in [(&secret, "AccessDenied"), (&link, "InvalidArgs")] {
+    let missing = e.p("missing.bundle");
+    for (p, class) in [
+        (&secret, "AccessDenied"),
+        (&link, "InvalidArgs"),
+        (&missing, "NotFound"),
+    ] {
         let (r, _) = install_path(p);
         assert_ne!(r.code, 0, "{}: {}", p.display(), r.stdout);
         assert!(

@@ -61,12 +61,120 @@ fn corrupted_truncated_and_foreign_bundles() {
     )
     .unwrap();
     assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
-    assert_refused(
-        &e,
-        &["install", s(&e.p("does-not-exist.bundle"))],
-        1,
-        "does-not-exist",
+}
+
+#[test]
+fn missing_bundle_file_is_not_found() {
+    let e = installed_env();
+    // Exit 5, one line naming the path.
+    let missing = e.p("does-not-exist.bundle");
+    assert_refused(&e, &["install", s(&missing)], 5, s(&missing));
+    // An empty stdin is a bad bundle, not a missing one.
+    let before = e.snapshot();
+    let r = e.run(&["install", "-"]);
+    assert!(r.code != 0 && r.code != 5, "{}: {}", r.code, r.stderr);
+    assert_eq!(before, e.snapshot());
+}
+
+/// The other architecture than this host's, for a bundle that cannot be installed here.
+fn foreign_arch() -> &'static str {
+    if arch() == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    }
+}
+
+#[test]
+fn bundle_for_another_arch_is_refused_before_anything_is_written() {
+    let e = installed_env();
+    let other = foreign_arch();
+    // The app and its runtime reference carry the foreign arch.
+    let manifest = app_manifest("2.0.0").replace(arch(), other);
+    assert!(
+        manifest.contains(&format!("arch = \"{other}\"")),
+        "{manifest}"
     );
+    fs::create_dir_all(e.p("foreign/bin")).unwrap();
+    fs::write(e.p("foreign/bin/hello"), "#!/usr/bin/sh\n").unwrap();
+    let app = e.bundle(&manifest, &e.p("foreign"), "foreign-app.bundle");
+    let want = format!(
+        "bundle org.example.Hello is for {other}, this host is {}",
+        arch()
+    );
+    assert_refused(&e, &["install", s(&app)], 6, &want);
+    let rt = e.bundle(
+        &runtime_manifest("2.0.0").replace(arch(), other),
+        &e.p("foreign"),
+        "foreign-rt.bundle",
+    );
+    assert_refused(&e, &["install", s(&rt)], 6, other);
+    // A fresh state dir stays as it was (nothing staged, no object, ref or record).
+    let fresh = Env::new();
+    let before = fresh.snapshot();
+    let rt = fresh.bundle(
+        &runtime_manifest("2.0.0").replace(arch(), other),
+        &e.p("foreign"),
+        "foreign-rt.bundle",
+    );
+    let msg = fresh.fails(&["install", s(&rt)], 6);
+    assert!(msg.contains(other) && msg.contains(arch()), "{msg}");
+    assert_eq!(before, fresh.snapshot());
+}
+
+/// `--json` anywhere before `--`: a usage error is exit 2 with the one line and the JSON
+/// object on the next line, and changes nothing.
+#[test]
+fn usage_errors_are_json_with_json() {
+    let e = installed_env();
+    let bundle = e.app_bundle("2.0.0");
+    for args in [
+        vec!["--json", "install"],
+        vec!["install", "--json"],
+        vec!["--json", "install", "--no-such-flag", s(&bundle)],
+        vec!["install", s(&bundle), "--json", "--no-such-flag"],
+        vec!["--json", "list", "extra"],
+        vec!["--json", "no-such-command"],
+        vec!["--json", "run", "org.example.Hello", "--bogus"],
+    ] {
+        let before = e.snapshot();
+        let r = e.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {:?}", r.stderr);
+        let msg = lines[0]
+            .strip_prefix("appmgr: ")
+            .unwrap_or_else(|| panic!("{args:?}: {}", lines[0]));
+        assert!(!msg.is_empty() && !msg.starts_with("error"), "{msg}");
+        let j: serde_json::Value = serde_json::from_str(lines[1])
+            .unwrap_or_else(|err| panic!("{args:?}: not JSON ({err}): {}", lines[1]));
+        assert_eq!(j["error"]["code"], 2, "{j}");
+        assert_eq!(j["error"]["class"], "InvalidArgs", "{j}");
+        assert_eq!(j["error"]["message"], msg, "{j}");
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        assert_eq!(before, e.snapshot(), "{args:?} changed the state dir");
+    }
+    // The missing argument and the unknown flag are named.
+    assert!(e.run(&["--json", "install"]).stderr.contains("<FILE>"));
+    assert!(e
+        .run(&["--json", "install", "--no-such-flag", s(&bundle)])
+        .stderr
+        .contains("--no-such-flag"));
+    // After `--` the arguments are the app's: `--json` there is not ours.
+    let r = e.run(&["run", "org.example.Hello", "--bogus", "--", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("{\"error\""), "{}", r.stderr);
+    // --help and --version are unchanged: stdout, exit 0.
+    for args in [
+        vec!["--json", "--help"],
+        vec!["install", "--help", "--json"],
+        vec!["--json", "--version"],
+    ] {
+        let r = e.run(&args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert!(!r.stdout.is_empty() && r.stderr.is_empty(), "{args:?}");
+    }
+    e.fsck_clean();
 }
 
 #[test]

@@ -267,3 +267,30 @@ fn unsafe_free_kill(pid: i32, sig: &str) {
         .unwrap()
         .success());
 }
+
+#[test]
+fn launch_errors_are_appmgr_lines_with_the_documented_code() {
+    let id = "org.example.RunLaunchErrorsArePrefixed";
+    let e = setup(LIMITS, id);
+    // An app whose command is not in its tree: the launcher's error is the user's
+    // `appmgr run` error, exit 127 (docs/sandbox.md), every line `appmgr: `.
+    let root = e.p("nocmd");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/other"), SCRIPT).unwrap();
+    let b = e.bundle(
+        &app_manifest("2.0.0")
+            .replace("org.example.Hello", id)
+            .replace("command = \"hello\"", "command = \"not-there\""),
+        &root,
+        "nocmd.bundle",
+    );
+    e.ok(&["install", s(&b)]);
+    let r = e.run(&["run", id]);
+    assert_eq!(r.code, 127, "{}{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(!lines.is_empty(), "no error line");
+    for l in &lines {
+        assert!(l.starts_with(&format!("appmgr: {id}: ")), "{l}");
+    }
+    assert!(r.stderr.contains("not-there"), "{}", r.stderr);
+}

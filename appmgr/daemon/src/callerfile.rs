@@ -78,6 +78,7 @@ pub fn open_regular(p: &Path) -> Result<OwnedFd, Error> {
         Errno::ACCESS | Errno::PERM => {
             Error::AccessDenied(format!("{shown}: the caller may not read it ({e})"))
         }
+        Errno::NOENT => Error::NotFound(format!("{shown}: {e}")),
         Errno::LOOP => Error::InvalidArgs(format!(
             "{shown}: a symbolic link: name the bundle file itself"
         )),

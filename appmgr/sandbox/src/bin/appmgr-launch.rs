@@ -31,14 +31,14 @@ fn main() {
     // Taken before the plan, so a bad report fd fails before anything else.
     let report: Option<OwnedFd> = report.map(|r| {
         appmgr_sandbox::sys::take_inherited_fd(r).unwrap_or_else(|e| {
-            eprintln!("appmgr-launch: cannot use the report fd {r}: {e}");
+            eprintln!("appmgr: cannot use the report fd {r}: {e}");
             std::process::exit(appmgr_sandbox::EXIT_LAUNCH_FAILED)
         })
     });
     let plan = match appmgr_sandbox::read_plan_fd(fd) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appmgr-launch: cannot read the launch plan from fd {fd}: {e}");
+            eprintln!("appmgr: cannot read the launch plan from fd {fd}: {e}");
             if let Some(r) = &report {
                 let msg = format!("error: cannot read the launch plan: {e}\n");
                 let _ = rustix::io::write(r, msg.as_bytes());
@@ -53,7 +53,7 @@ fn main() {
     match appmgr_sandbox::run_launcher(plan) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("appmgr-launch: {app}: {e}");
+            eprintln!("appmgr: {app}: {e}");
             std::process::exit(appmgr_sandbox::EXIT_LAUNCH_FAILED);
         }
     }

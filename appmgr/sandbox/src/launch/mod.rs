@@ -187,7 +187,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
 /// when a pid was reported. `after_exit` duties are the caller's.
 pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
     let fail = |report: &OwnedFd, msg: String| {
-        eprintln!("appmgr-launch: {}: {msg}", plan.app_id);
+        eprintln!("appmgr: {}: {msg}", plan.app_id);
         let _ = write_all(report, format!("error: {msg}\n").as_bytes());
         EXIT_LAUNCH_FAILED
     };
@@ -268,7 +268,7 @@ fn after_exit(app_id: &str, after: &crate::plan::AfterExit) {
     for procs in &after.leave_to {
         if let Err(e) = std::fs::write(procs, &me) {
             eprintln!(
-                "appmgr-launch: {app_id}: leaving the app cgroup via {}: {e}",
+                "appmgr: {app_id}: leaving the app cgroup via {}: {e}",
                 procs.display()
             );
         }
@@ -295,7 +295,7 @@ fn after_exit(app_id: &str, after: &crate::plan::AfterExit) {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(e) => {
-                    eprintln!("appmgr-launch: {app_id}: removing {}: {e}", d.display());
+                    eprintln!("appmgr: {app_id}: removing {}: {e}", d.display());
                     break;
                 }
             }
@@ -365,7 +365,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
             Ok(true) => None,
             Ok(false) => return EXIT_LAUNCH_FAILED,
             Err(e) => {
-                eprintln!("appmgr-launch: {}: {e}", plan.app_id);
+                eprintln!("appmgr: {}: {e}", plan.app_id);
                 return EXIT_LAUNCH_FAILED;
             }
         },
@@ -376,7 +376,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
         Some(fd) => {
             let _ = write_all(fd, e.to_string().as_bytes());
         }
-        None => eprintln!("appmgr-launch: {}: {e}", plan.app_id),
+        None => eprintln!("appmgr: {}: {e}", plan.app_id),
     };
     if let Err(e) = build_and_enter_root(plan) {
         report(&e);
@@ -387,10 +387,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
     set.push(libc::SIGCHLD);
     if let Some(fd) = &status {
         if let Err(e) = write_all(fd, b"+") {
-            eprintln!(
-                "appmgr-launch: {}: reporting to the launcher: {e}",
-                plan.app_id
-            );
+            eprintln!("appmgr: {}: reporting to the launcher: {e}", plan.app_id);
             return EXIT_LAUNCH_FAILED;
         }
     }
@@ -420,7 +417,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
             match supervise(app, &set) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("appmgr-launch: {}: {e}", plan.app_id);
+                    eprintln!("appmgr: {}: {e}", plan.app_id);
                     EXIT_LAUNCH_FAILED
                 }
             }
