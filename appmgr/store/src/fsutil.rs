@@ -1,8 +1,29 @@
 //! Small file-system helpers that attach the path to every error.
 
 use crate::error::StoreError;
+use serde::Serialize;
 use std::fs;
+use std::io::Write;
 use std::path::Path;
+
+/// Writes `value` as pretty JSON (with a final newline) to `tmp` and fsyncs it: the
+/// first half of an atomic record update, whose caller then renames `tmp` over `dst`
+/// and fsyncs the directory. `dst` only names the record in a serialization error.
+pub(crate) fn write_json_synced<T: Serialize>(
+    tmp: &Path,
+    dst: &Path,
+    value: &T,
+) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::BadRecord {
+        path: dst.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    let mut f = fs::File::create(tmp).map_err(StoreError::io("create record", tmp))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(StoreError::io("write record", tmp))
+}
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     fs::File::open(dir)

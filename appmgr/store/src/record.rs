@@ -10,7 +10,6 @@ use crate::view::ViewError;
 use appmgr_types::{RefName, RuntimeRef, Version};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 pub(crate) const RECORD_FILE: &str = "state.json";
@@ -75,16 +74,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<StateRecord>, ViewError> {
 pub(crate) fn write(dir: &Path, record: &StateRecord) -> Result<(), StoreError> {
     let tmp = dir.join(RECORD_TMP);
     let dst = dir.join(RECORD_FILE);
-    let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord {
-        path: dst.clone(),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    let mut f = fs::File::create(&tmp).map_err(StoreError::io("create state record", &tmp))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(StoreError::io("write state record", &tmp))?;
-    drop(f);
+    crate::fsutil::write_json_synced(&tmp, &dst, record)?;
     // dir is STATE/deploy/KIND/ID/ARCH/BRANCH.
     let root = dir.ancestors().nth(5).unwrap_or(dir);
     crate::generation::begin(root)?;

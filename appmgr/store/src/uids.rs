@@ -28,7 +28,6 @@ use appmgr_types::RefName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::ops::RangeInclusive;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -67,19 +66,13 @@ pub(crate) fn record(root: &Path, uid: u32) -> Result<(), StoreError> {
     }
     let tmp = root.join(UIDS_TMP);
     let dst = root.join(UIDS_FILE);
-    let mut bytes = serde_json::to_vec_pretty(&HighWater {
-        highest_allocated: uid,
-    })
-    .map_err(|e| StoreError::BadRecord {
-        path: dst.clone(),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    let mut f = fs::File::create(&tmp).map_err(StoreError::io("create uid record", &tmp))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(StoreError::io("write uid record", &tmp))?;
-    drop(f);
+    fsutil::write_json_synced(
+        &tmp,
+        &dst,
+        &HighWater {
+            highest_allocated: uid,
+        },
+    )?;
     fs::rename(&tmp, &dst).map_err(StoreError::io("rename uid record into", &dst))?;
     fsutil::sync_dir(root)
 }
