@@ -142,7 +142,6 @@ roles_for() {
 # resolve_kernel DA: kernel-DA from the linux-image-DA metapackage
 resolve_kernel() {
 	local da=$1 dep v
-	[ -f "$RUN_OUT/kernel-depends.txt" ] || apt-cache depends "linux-image-$da:$da" >"$RUN_OUT/kernel-depends.txt" 2>/dev/null || true
 	dep=$(kernel_dep "$da")
 	[ -n "$dep" ] || die "cannot resolve the kernel: linux-image-$da:$da has no linux-image-* dependency in the package index"
 	v=$(candidate "$dep" "$da")
