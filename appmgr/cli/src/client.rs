@@ -351,3 +351,38 @@ fn draw_bar(phase: &str, done: u64, total: u64) {
         total as f64 / 1e6
     );
 }
+
+/// Asks the bus at `socket` to reload its configuration (`ReloadConfig` returns once the
+/// new policy is in force), bounded by [`CONNECT_TIMEOUT`] twice. Used by
+/// `appmgr run` after it changed the per-app bus policy, as appmgrd does.
+pub fn reload_bus_config(socket: &Path) -> CliResult<()> {
+    let fail = |e: String| other(format!("{}: bus ReloadConfig: {e}", socket.display()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    rt.block_on(async {
+        let attempt = async {
+            let conn = zbus::connection::Builder::address(
+                format!("unix:path={}", socket.display()).as_str(),
+            )?
+            .method_timeout(CONNECT_TIMEOUT)
+            .build()
+            .await?;
+            conn.call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                "ReloadConfig",
+                &(),
+            )
+            .await?;
+            Ok::<_, zbus::Error>(())
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(_) => Err(fail("no answer".into())),
+        }
+    })
+}

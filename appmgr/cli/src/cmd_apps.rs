@@ -29,6 +29,10 @@ pub struct LaunchCtx {
     pub policies: PolicySet,
     pub board: Option<appmgr_board::BoardProfile>,
     facts: appmgr_policy::BoardFacts,
+    /// `system-bus-socket`, `bus-policy-file`, `userdb-dir` of appmgr.toml.
+    pub bus_socket: Option<std::path::PathBuf>,
+    pub bus_policy_file: Option<std::path::PathBuf>,
+    pub userdb_dir: Option<std::path::PathBuf>,
 }
 
 impl LaunchCtx {
@@ -43,7 +47,32 @@ impl LaunchCtx {
             policies: PolicySet::load_config_dir(&g.config_dir)?,
             board,
             facts,
+            bus_socket: host.system_bus_socket()?,
+            bus_policy_file: host.bus_policy_file()?,
+            userdb_dir: host.userdb_dir()?,
         })
+    }
+
+    /// The bus grant of every installed app with a uid: what the per-app bus policy is
+    /// rendered from. An app whose grant cannot be evaluated gets no allow rules.
+    pub fn bus_entries(&self) -> CliResult<Vec<appmgr_policy::BusPolicyEntry>> {
+        let mut entries = Vec::new();
+        for i in self.view.list_installed()? {
+            if i.ref_name.kind != Kind::App {
+                continue;
+            }
+            let Some(uid) = i.uid else { continue };
+            let perms = self
+                .app_grant(&i.ref_name.to_string())
+                .map(|a| a.grant.permissions)
+                .unwrap_or_default();
+            entries.push(appmgr_policy::BusPolicyEntry::from_permissions(
+                i.ref_name.id.clone(),
+                uid,
+                &perms,
+            ));
+        }
+        Ok(entries)
     }
 
     /// An installed app's current deployment, manifest, and the grant policy gives it now.
@@ -120,11 +149,42 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
 }
 
 pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
-    let a = LaunchCtx::load(g)?.app_grant(id)?;
-    // Serialized and rendered from the same value the launcher is given.
-    let j = serde_json::to_value(&a.grant)
+    let ctx = LaunchCtx::load(g)?;
+    let a = ctx.app_grant(id)?;
+    // Each item's status is read back from the plan `appmgr run` would build now.
+    let provided = match plan_for(
+        g,
+        &ctx,
+        &a,
+        Vec::new(),
+        Vec::new(),
+        Default::default(),
+        |_| {},
+    ) {
+        Ok(l) => l.provided,
+        Err(e) => not_launchable(&a.grant.permissions, &e.message),
+    };
+    let shown = appmgr_policy::ShownGrant {
+        grant: &a.grant,
+        provided: &provided,
+    };
+    let j = serde_json::to_value(&shown)
         .map_err(|e| CliError::new(ErrorClass::Other, e.to_string()))?;
-    Ok(Output::new(a.grant.render_text(), j))
+    Ok(Output::new(a.grant.render_text(&provided), j))
+}
+
+/// Every item not provided: the app cannot be launched at all (`reason`).
+fn not_launchable(p: &appmgr_types::Permissions, reason: &str) -> Vec<appmgr_types::Provision> {
+    p.entries()
+        .iter()
+        .map(|e| appmgr_types::Provision::not_provided(e, format!("cannot launch: {reason}")))
+        .collect()
+}
+
+/// A launch plan and the status of each granted item in it.
+pub struct Launch {
+    pub plan: appmgr_sandbox::LaunchPlan,
+    pub provided: Vec<appmgr_types::Provision>,
 }
 
 pub fn hierarchy() -> CliResult<appmgr_cgroup::Hierarchy> {
@@ -218,7 +278,7 @@ fn plan_for(
     cgroup_procs: Vec<std::path::PathBuf>,
     after_exit: appmgr_sandbox::AfterExit,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CliResult<appmgr_sandbox::LaunchPlan> {
+) -> CliResult<Launch> {
     let runtime_ref = a
         .deployment
         .runtime
@@ -257,6 +317,13 @@ fn plan_for(
             format!("{}: no uid allocated", a.manifest.id),
         )
     })?;
+    let mut device_nodes = std::collections::BTreeMap::new();
+    if let Some(b) = &ctx.board {
+        for d in &a.grant.permissions.devices {
+            let one = std::collections::BTreeSet::from([d.clone()]);
+            device_nodes.insert(d.clone(), b.resolve(&one, std::path::Path::new("/"))?);
+        }
+    }
     let devices = match &ctx.board {
         Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
         None if a.grant.permissions.devices.is_empty() => Vec::new(),
@@ -277,7 +344,11 @@ fn plan_for(
         data_dir: data_dir(g, &a.manifest.id),
         runtime_dir: None,
         notify_socket: None,
-        system_bus_socket: None,
+        // Offered only while the bus is up; the plan binds it only with a bus grant.
+        system_bus_socket: ctx
+            .bus_socket
+            .as_deref()
+            .and_then(appmgr_sandbox::host_socket),
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
@@ -293,8 +364,47 @@ fn plan_for(
         lang: None,
     };
     customize(&mut spec);
-    appmgr_sandbox::build_plan(&spec)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))
+    let plan = appmgr_sandbox::build_plan(&spec)
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))?;
+    let provided = appmgr_sandbox::provisions(&spec, &plan, &device_nodes);
+    Ok(Launch { plan, provided })
+}
+
+/// Before a launch that binds the system bus: the per-app bus policy of every installed
+/// app is brought into place and loaded by the bus, exactly as appmgrd does after an
+/// install, so the app's uid gets its `dbus-talk`/`dbus-own` names and nothing else.
+/// Without a bus grant in the plan nothing is done.
+fn install_bus_policy(ctx: &LaunchCtx, launch: &Launch, id: &AppId) -> CliResult<()> {
+    let bus = launch
+        .provided
+        .iter()
+        .any(|p| (p.key == "dbus-talk" || p.key == "dbus-own") && p.is_provided());
+    let Some(socket) = ctx.bus_socket.as_deref().filter(|_| bus) else {
+        return Ok(());
+    };
+    let entries = ctx.bus_entries()?;
+    let changed = appmgr_policy::userdb::install(
+        ctx.bus_policy_file.as_deref(),
+        ctx.userdb_dir.as_deref(),
+        &entries,
+    )
+    .map_err(|e| CliError::new(ErrorClass::Other, format!("{id}: bus policy: {e}")))?;
+    if changed {
+        crate::client::reload_bus_config(socket)?;
+    }
+    Ok(())
+}
+
+/// One stderr line per granted item the launch does not provide.
+fn report_not_provided(id: &AppId, launch: &Launch) {
+    for p in launch.provided.iter().filter(|p| !p.is_provided()) {
+        eprintln!(
+            "appmgr: {id}: {} {} not provided on this host: {}",
+            p.key,
+            appmgr_types::escape_for_display(&p.value),
+            p.reason.as_deref().unwrap_or("")
+        );
+    }
 }
 
 /// `appmgr run`: returns the exit status to exit with (the app's, 128+N for a signal).
@@ -313,15 +423,26 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             events: Vec::new(),
             remove_dirs: cg.dirs(),
         };
-        let plan = plan_for(g, &ctx, &a, args, cg.procs_files(), after, |_| {})?;
-        let out = serde_json::json!({"plan": plan, "cgroup": spec, "grant": a.grant});
+        let l = plan_for(g, &ctx, &a, args, cg.procs_files(), after, |_| {})?;
+        let out = serde_json::json!({
+            "plan": l.plan,
+            "cgroup": spec,
+            "grant": a.grant,
+            "provided": l.provided,
+        });
         crate::print_stdout(&format!(
             "{}\n",
             serde_json::to_string_pretty(&out).unwrap_or_default()
         ));
         return Ok(0);
     }
-    let (plan, cg) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
+    let (launch, cg) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
+    report_not_provided(&a.manifest.id, &launch);
+    if let Err(e) = install_bus_policy(&ctx, &launch, &a.manifest.id) {
+        let _ = cg.remove();
+        return Err(e);
+    }
+    let plan = launch.plan;
     // Become the launcher: no appmgr process stays beside the app. The launcher waits for
     // it, forwards signals, exits with its status, reports limit events and removes the
     // cgroup. exec returns only on failure.
@@ -345,7 +466,7 @@ pub fn prepare_launch(
     spec: &appmgr_cgroup::CgroupSpec,
     args: Vec<String>,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CliResult<(appmgr_sandbox::LaunchPlan, appmgr_cgroup::Cgroup)> {
+) -> CliResult<(Launch, appmgr_cgroup::Cgroup)> {
     // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
     // the app's own directory, owned by its uid, without following symlinks.
     let parent = g.state_dir.join("data");

@@ -6,6 +6,12 @@
 //!                             # /usr/share/appmgr/board-support/NAME.toml) or a path
 //! uid-range = "70000-79999"   # per-app uids/gids allocated at install
 //! operator-group = "appmgr"   # may install/remove/start/stop through appmgrd
+//! # The D-Bus system bus, for apps with dbus-talk/dbus-own grants (`appmgr run` and
+//! # appmgrd's services alike; appmgrd's flags of the same names override them). "none"
+//! # turns each off.
+//! system-bus-socket = "/run/dbus/system_bus_socket"
+//! bus-policy-file = "/etc/dbus-1/system.d/appmgr-apps.conf"
+//! userdb-dir = "/run/userdb"
 //! ```
 
 use crate::error::{CliError, CliResult};
@@ -20,6 +26,29 @@ pub struct HostConfig {
     pub uid_range: Option<String>,
     /// Members of this group may call appmgrd's mutating methods (besides root).
     pub operator_group: Option<String>,
+    /// The system bus socket bound into sandboxes of apps with a bus grant.
+    pub system_bus_socket: Option<String>,
+    /// Where the per-app bus policy drop-in is written.
+    pub bus_policy_file: Option<String>,
+    /// Where the app uids are published as nss-systemd user records.
+    pub userdb_dir: Option<String>,
+}
+
+/// Defaults of the bus settings (also appmgrd's).
+pub const DEFAULT_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+pub const DEFAULT_BUS_POLICY_FILE: &str = "/etc/dbus-1/system.d/appmgr-apps.conf";
+pub const DEFAULT_USERDB_DIR: &str = "/run/userdb";
+
+/// A configured absolute path, its default when unset, or `None` for `"none"`.
+fn path_or_none(key: &str, v: Option<&str>, default: &str) -> CliResult<Option<PathBuf>> {
+    match v.unwrap_or(default) {
+        "none" => Ok(None),
+        p if p.starts_with('/') && !appmgr_types::has_unsafe_chars(p) => Ok(Some(p.into())),
+        p => Err(CliError::new(
+            ErrorClass::Usage,
+            format!("appmgr.toml: {key} {p:?}: expected an absolute path or \"none\""),
+        )),
+    }
 }
 
 /// Where board profiles are looked up by name, after `CONFIG/board-support`.
@@ -73,6 +102,29 @@ impl HostConfig {
             cfg.uid_range = a..=b;
         }
         Ok(cfg)
+    }
+
+    /// The system bus socket path (`system-bus-socket`), `None` when turned off.
+    pub fn system_bus_socket(&self) -> CliResult<Option<PathBuf>> {
+        path_or_none(
+            "system-bus-socket",
+            self.system_bus_socket.as_deref(),
+            DEFAULT_SYSTEM_BUS_SOCKET,
+        )
+    }
+
+    /// The bus policy drop-in (`bus-policy-file`), `None` when turned off.
+    pub fn bus_policy_file(&self) -> CliResult<Option<PathBuf>> {
+        path_or_none(
+            "bus-policy-file",
+            self.bus_policy_file.as_deref(),
+            DEFAULT_BUS_POLICY_FILE,
+        )
+    }
+
+    /// The user-record directory (`userdb-dir`), `None` when turned off.
+    pub fn userdb_dir(&self) -> CliResult<Option<PathBuf>> {
+        path_or_none("userdb-dir", self.userdb_dir.as_deref(), DEFAULT_USERDB_DIR)
     }
 
     /// The configured board profile, if any.

@@ -296,7 +296,7 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
 /// functions the CLI's local path runs, so both paths produce the same output.
 pub mod ops {
     pub use crate::cmd_apps::{
-        data_dir, hierarchy, kill, permissions, prepare_launch, ps, resolve_view, AppGrant,
+        data_dir, hierarchy, kill, permissions, prepare_launch, ps, resolve_view, AppGrant, Launch,
         LaunchCtx,
     };
     pub use crate::cmd_store::{

@@ -19,7 +19,6 @@ pub mod mem;
 pub mod opsrun;
 pub mod preinstall;
 pub mod supervise;
-pub mod userdb;
 
 use appmgr_cli::{client, ops, Global};
 use appmgr_types::dbus;
@@ -52,7 +51,7 @@ pub struct Daemon {
     pub mutation: tokio::sync::Mutex<()>,
     pub supervisor: Arc<supervise::Supervisor>,
     conn: OnceLock<zbus::Connection>,
-    bus_policy: tokio::sync::Mutex<Option<String>>,
+    bus_policy: tokio::sync::Mutex<()>,
     /// The last `List` reply and the store change sequence it was built at.
     pub(crate) list_cache: std::sync::Mutex<Option<(u64, (String, String))>>,
 }
@@ -87,53 +86,38 @@ impl Daemon {
     /// Publishes the app uids as users (nss-systemd drop-ins), rewrites the bus policy
     /// drop-in from the installed apps' effective grants and asks the bus to reload it
     /// when it changed. dbus-daemon applies per-uid rules only to uids NSS resolves, so
-    /// the users come first.
+    /// the users come first. The same code (`appmgr_policy::userdb::install` on
+    /// `LaunchCtx::bus_entries`) runs in `appmgr run` before an app with a bus grant.
     pub async fn refresh_bus_policy(&self) {
         let g = self.global();
         let userdb = self.config.userdb_dir.clone();
-        let policy_wanted = self.config.bus_policy_file.is_some();
-        let rendered = tokio::task::spawn_blocking(move || {
-            let entries = app_bus_entries(&g)?;
-            if let Some(dir) = &userdb {
-                if let Err(e) = userdb::publish(dir, &entries) {
-                    journal::log(journal::ERR, None, None, &format!("{}: {e}", dir.display()));
-                }
-            }
-            Ok::<_, appmgr_cli::CliError>(
-                policy_wanted.then(|| appmgr_policy::render_bus_policy(&entries)),
-            )
+        let file = self.config.bus_policy_file.clone();
+        // One refresh at a time: the file is compared and replaced as a whole.
+        let _one = self.bus_policy.lock().await;
+        let changed = tokio::task::spawn_blocking(move || {
+            let entries = ops::LaunchCtx::load(&g)
+                .and_then(|ctx| ctx.bus_entries())
+                .map_err(|e| e.message)?;
+            appmgr_policy::userdb::install(file.as_deref(), userdb.as_deref(), &entries)
+                .map_err(|e| e.to_string())
         })
         .await;
-        let Some(path) = self.config.bus_policy_file.clone() else {
-            return;
-        };
-        let text = match rendered.map(|r| r.map(Option::unwrap_or_default)) {
-            Ok(Ok(t)) => t,
+        let changed = match changed {
+            Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 journal::log(
                     journal::ERR,
                     None,
                     None,
-                    &format!("bus policy not updated: {}", e.message),
+                    &format!("bus policy not updated: {e}"),
                 );
                 return;
             }
             Err(_) => return,
         };
-        let mut last = self.bus_policy.lock().await;
-        if last.as_deref() == Some(text.as_str()) {
+        if !changed {
             return;
         }
-        if let Err(e) = write_atomic(&path, text.as_bytes()) {
-            journal::log(
-                journal::ERR,
-                None,
-                None,
-                &format!("{}: {e}", path.display()),
-            );
-            return;
-        }
-        *last = Some(text);
         if let Some(conn) = self.conn.get() {
             let r = conn
                 .call_method(
@@ -151,56 +135,10 @@ impl Daemon {
     }
 }
 
-/// The bus grant of every installed app with a uid.
-fn app_bus_entries(g: &Global) -> Result<Vec<appmgr_policy::BusPolicyEntry>, appmgr_cli::CliError> {
-    let ctx = ops::LaunchCtx::load(g)?;
-    let mut entries = Vec::new();
-    for i in ctx.view.list_installed()? {
-        if i.ref_name.kind != appmgr_types::Kind::App {
-            continue;
-        }
-        let Some(uid) = i.uid else { continue };
-        // An app whose grant cannot be evaluated gets no allow rules (deny all).
-        let perms = ctx
-            .app_grant(&i.ref_name.to_string())
-            .map(|a| a.grant.permissions)
-            .unwrap_or_default();
-        entries.push(appmgr_policy::BusPolicyEntry::from_permissions(
-            i.ref_name.id.clone(),
-            uid,
-            &perms,
-        ));
-    }
-    Ok(entries)
-}
-
 /// Replaces `path` with `bytes` (mode 0644) by a synced temporary file and a rename: the
-/// one way appmgrd writes its files (bus policy, records, user records). The temporary
-/// file is created anew (`O_EXCL`: a symbolic link planted there is not followed).
+/// one way appmgrd writes its files (bus policy, records, user records).
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("appmgr")
-    ));
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    std::fs::rename(&tmp, path)
+    appmgr_policy::userdb::write_atomic(path, bytes)
 }
 
 /// Runs appmgrd until SIGTERM or SIGINT.
@@ -236,7 +174,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         mutation: tokio::sync::Mutex::new(()),
         supervisor: Arc::new(supervise::Supervisor::new(weak.clone())),
         conn: OnceLock::new(),
-        bus_policy: tokio::sync::Mutex::new(None),
+        bus_policy: tokio::sync::Mutex::new(()),
         list_cache: std::sync::Mutex::new(None),
     });
     tokio::spawn(daemon.supervisor.clone().run());

@@ -9,7 +9,9 @@ fn usage() -> &'static str {
      installs CONFIG/preinstall.d at start. Defaults: --state-dir $APPMGR_STATE_DIR or\n\
      /var/lib/appmgr, --config-dir $APPMGR_CONFIG_DIR or /etc/appmgr, --bus-policy-file\n\
      /etc/dbus-1/system.d/appmgr-apps.conf, --system-bus-socket /run/dbus/system_bus_socket,\n\
-     --userdb-dir /run/userdb (app uids as users for nss-systemd), --group-file /etc/group.\n"
+     --userdb-dir /run/userdb (app uids as users for nss-systemd), --group-file /etc/group;\n\
+     the bus settings' defaults come from CONFIG/appmgr.toml (the keys of the same names),\n\
+     which `appmgr run` uses too.\n"
 }
 
 fn main() {
@@ -26,6 +28,8 @@ fn main() {
         group_file: "/etc/group".into(),
         userdb_dir: Some("/run/userdb".into()),
     };
+    // Flags given explicitly; the others come from appmgr.toml after parsing.
+    let (mut policy_set, mut socket_set, mut userdb_set) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -41,15 +45,18 @@ fn main() {
             "--bus-policy-file" => {
                 let v = value("--bus-policy-file");
                 cfg.bus_policy_file = (v != "none").then(|| v.into());
+                policy_set = true;
             }
             "--system-bus-socket" => {
                 let v = value("--system-bus-socket");
                 cfg.system_bus_socket = (v != "none").then(|| v.into());
+                socket_set = true;
             }
             "--group-file" => cfg.group_file = value("--group-file").into(),
             "--userdb-dir" => {
                 let v = value("--userdb-dir");
                 cfg.userdb_dir = (v != "none").then(|| v.into());
+                userdb_set = true;
             }
             "-h" | "--help" => {
                 print!("{}", usage());
@@ -63,6 +70,31 @@ fn main() {
                 eprintln!("appmgrd: unknown argument {other:?}\n{}", usage());
                 std::process::exit(2);
             }
+        }
+    }
+    if !(policy_set && socket_set && userdb_set) {
+        let host = match appmgr_cli::ops::HostConfig::load(&cfg.config_dir) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("appmgrd: {}", e.message);
+                std::process::exit(2);
+            }
+        };
+        let r = (|| {
+            if !policy_set {
+                cfg.bus_policy_file = host.bus_policy_file()?;
+            }
+            if !socket_set {
+                cfg.system_bus_socket = host.system_bus_socket()?;
+            }
+            if !userdb_set {
+                cfg.userdb_dir = host.userdb_dir()?;
+            }
+            Ok::<_, appmgr_cli::CliError>(())
+        })();
+        if let Err(e) = r {
+            eprintln!("appmgrd: {}", e.message);
+            std::process::exit(2);
         }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -968,13 +968,15 @@ fn launch_blocking(
         None
     };
     let notify_path = notify.as_ref().map(|(_, p)| p.clone());
-    let (plan, cgroup) = ops::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
+    let (launch, cgroup) = ops::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
         s.notify_socket = notify_path;
-        s.system_bus_socket = bus_socket;
+        // Offered only while the bus is up, as `appmgr run` does.
+        s.system_bus_socket = bus_socket.as_deref().and_then(appmgr_sandbox::host_socket);
         // appmgrd reads the limit counters and removes the cgroup itself after the exit.
         s.after_exit.events.clear();
         s.after_exit.remove_dirs.clear();
     })?;
+    let plan = launch.plan;
     let counters = cgroup.event_counters();
     let (out, err) = output_streams(id, logs_dir)?;
     // Detached: the launcher sets the sandbox up and exits; init (pid 1 of the sandbox)

@@ -38,6 +38,7 @@ mod limits;
 mod parse;
 mod render;
 mod service;
+pub mod userdb;
 
 pub use board::{BoardFacts, Condition, NodePath};
 pub use bus::{render_bus_policy, BusPolicyEntry};
@@ -45,4 +46,5 @@ pub use error::PolicyError;
 pub use eval::{EffectiveGrant, ExcessItem, ExcessReason, Granted, PolicySet, Request, Source};
 pub use limits::{CpuWeight, CpusetRef, Limits, PidsMax, PolicyResources, SwapLimit};
 pub use parse::{OnExcess, MAX_FILE_SIZE};
+pub use render::ShownGrant;
 pub use service::{RestartPolicy, ServicePolicy};

@@ -3,14 +3,28 @@
 use crate::eval::{limit_items, summarize, EffectiveGrant, Item};
 use crate::parse::OnExcess;
 use appmgr_types::escape_for_display as esc;
+use appmgr_types::Provision;
+use serde::Serialize;
 use std::fmt::Write as _;
+
+/// What `appmgr permissions --json` prints: the effective grant, plus `provided`, one
+/// entry per permission item with its status on this host (`"provided"`,
+/// `"not-provided"` with a `reason`; more values may follow, e.g. `"refused"`).
+#[derive(Debug, Serialize)]
+pub struct ShownGrant<'a> {
+    #[serde(flatten)]
+    pub grant: &'a EffectiveGrant,
+    pub provided: &'a [Provision],
+}
 
 impl EffectiveGrant {
     /// The effective grant and limits as text, one line per item with the rule that
     /// granted it. Items are enumerated from `self.permissions` and `self.limits` (the
     /// values the launch plan consumes), never from a separate list; every name, path
-    /// and file is escaped (control characters, bidi overrides).
-    pub fn render_text(&self) -> String {
+    /// and file is escaped (control characters, bidi overrides). An item whose entry in
+    /// `provided` (see `appmgr_sandbox::provisions`) is not `provided` ends in
+    /// `(not provided on this host: REASON)`.
+    pub fn render_text(&self, provided: &[Provision]) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "app {}", esc(self.app.as_str()));
         let source_of = |key: &str, value: &str| {
@@ -27,7 +41,21 @@ impl EffectiveGrant {
         }
         for it in &items {
             let (k, v) = (it.key(), it.value());
-            let _ = writeln!(out, "  {k} {}  [{}]", esc(&v), source_of(k, &v));
+            let _ = write!(out, "  {k} {}  [{}]", esc(&v), source_of(k, &v));
+            match provided.iter().find(|p| p.key == k && p.value == v) {
+                Some(p) if !p.is_provided() => {
+                    let what = match p.status {
+                        appmgr_types::ProvisionStatus::NotProvided => "not provided on this host",
+                        appmgr_types::ProvisionStatus::Provided => "provided",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  ({what}: {})",
+                        esc(p.reason.as_deref().unwrap_or("no reason given"))
+                    );
+                }
+                _ => out.push('\n'),
+            }
         }
         let limits = limit_items(&self.limits);
         out.push_str("limits:\n");
@@ -55,5 +83,29 @@ impl EffectiveGrant {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appmgr_types::Permissions;
+
+    /// The lines `permissions` prints and the entries `appmgr_sandbox::provisions` reports
+    /// are keyed alike, so every printed item finds its status.
+    #[test]
+    fn items_and_entries_agree() {
+        let p: Permissions = toml::from_str(
+            "network = true\nipc = true\ndevices = [\"gpu\"]\nsockets = [\"wayland\", \"x11\"]\n\
+             dbus-talk = [\"org.example.*\"]\ndbus-own = [\"org.example.A\"]\n\
+             filesystems = [\"/srv/x\"]\nportals = [\"gpu\"]\nallow = [\"devel\"]",
+        )
+        .unwrap();
+        let items: Vec<(&str, String)> =
+            Item::all(&p).iter().map(|i| (i.key(), i.value())).collect();
+        let entries: Vec<(&str, String)> =
+            p.entries().iter().map(|e| (e.key(), e.value())).collect();
+        assert_eq!(items, entries);
+        assert_eq!(items.len(), 10);
     }
 }

@@ -1,7 +1,7 @@
 //! Precedence across files and rules, denials, limits, conditions, excess, display.
 
 use appmgr_policy::*;
-use appmgr_types::{AppId, ErrorClass, Permissions, Resources};
+use appmgr_types::{AppId, ErrorClass, Permissions, Provision, Resources};
 
 fn set(files: &[(&str, &str)]) -> PolicySet {
     PolicySet::from_sources(
@@ -392,8 +392,11 @@ fn core_sets_resolve_from_the_board() {
     }
 }
 
+/// The text names the rule behind each item and marks what the launcher does not provide
+/// (whether items are provided is compared with the sandbox itself in
+/// `appmgr/cli/tests/shown.rs`); the cgroup limits come from the same value.
 #[test]
-fn shown_is_enforced() {
+fn text_names_the_rule_and_marks_what_is_not_provided() {
     let s = set(&[
         ("10.toml", LIMITS),
         (
@@ -407,45 +410,44 @@ fn shown_is_enforced() {
         "cpu-max = \"30%\"",
     );
     let g = s.check(&r.r(), &board()).unwrap();
-    // JSON: the permissions object deserializes back into exactly the enforced value.
-    let json = serde_json::to_value(&g).unwrap();
-    let shown: Permissions = serde_json::from_value(json["permissions"].clone()).unwrap();
-    assert_eq!(shown, g.permissions);
-    assert_eq!(json["limits"]["cpu-max"], "30%");
-    assert_eq!(json["limits"]["memory-max"], "256M");
-    // Text: every line of the permissions section is an enforced item and vice versa.
-    let text = g.render_text();
-    let section: Vec<&str> = text
-        .lines()
-        .skip_while(|l| *l != "permissions:")
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
+    let entries = g.permissions.entries();
+    let provided: Vec<Provision> = entries
+        .iter()
+        .map(|e| {
+            if e.key() == "devices" && e.value() == "input" {
+                Provision::not_provided(e, "no device node for it on this host")
+            } else {
+                Provision::provided(e)
+            }
+        })
         .collect();
-    let mut from_text = Permissions::default();
-    for l in &section {
-        let mut it = l.split_whitespace();
-        let (k, v) = (it.next().unwrap(), it.next().unwrap());
-        let line = if k == "network" || k == "ipc" {
-            format!("{k} = {v}")
-        } else {
-            format!("{k} = [\"{v}\"]")
-        };
-        let one: Permissions = toml::from_str(&line).unwrap();
-        if one.network {
-            from_text.network = true;
-        }
-        from_text.devices.extend(one.devices);
-        from_text.filesystems.extend(one.filesystems);
-    }
-    assert_eq!(from_text, g.permissions, "{text}");
+    let text = g.render_text(&provided);
     assert!(
-        text.contains("devices gpu  [20.toml rule 1 (line 1)]"),
+        text.contains("  devices gpu  [20.toml rule 1 (line 1)]\n"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "  devices input  [20.toml rule 1 (line 1)]  (not provided on this host: no device node for it on this host)\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("not provided").count(), 1, "{text}");
     assert!(
         text.contains("cpu-max 30%  [requested by the app]"),
         "{text}"
     );
+    let json = serde_json::to_value(appmgr_policy::ShownGrant {
+        grant: &g,
+        provided: &provided,
+    })
+    .unwrap();
+    // network, devices gpu, devices input, filesystems: in display order.
+    assert_eq!(json["provided"][2]["value"], "input", "{json}");
+    assert_eq!(json["provided"][2]["status"], "not-provided", "{json}");
+    assert_eq!(json["provided"][1]["status"], "provided", "{json}");
+    assert!(json["provided"][1].get("reason").is_none(), "{json}");
+    assert_eq!(json["limits"]["cpu-max"], "30%");
     // The cgroup limits come from the same struct.
     let cg = g.cgroup_limits();
     assert_eq!(cg.cpu_max_percent, Some(30));
@@ -460,7 +462,7 @@ fn display_escapes_control_and_bidi_characters() {
         "[[rule]]\napps = [\"org.x.App\"]\ngrant = { network = true }\n",
     )]);
     let g = eval(&s, &req("org.x.App", "network = true", ""));
-    let text = g.render_text();
+    let text = g.render_text(&[]);
     assert!(!text.contains('\u{202e}'), "{text}");
     assert!(text.contains("10-\\u{202e}lmot.toml"), "{text}");
     let json = serde_json::to_string(&g).unwrap();

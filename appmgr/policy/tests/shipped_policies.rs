@@ -141,7 +141,7 @@ fn hmi_gets_gpu_and_input_with_its_limits() {
     assert_eq!(cg.memory_max, Some(256 << 20));
     assert_eq!(cg.memory_high, Some(224 << 20));
     assert_eq!(cg.memory_swap_max, Some(0), "from the default policy");
-    eprintln!("{}", g.render_text());
+    eprintln!("{}", g.render_text(&[]));
     // No GPU on this board: the framebuffer fallback instead.
     let g = check(&s, "com.example.Hmi", req, &board(&["input"], &[], false)).unwrap();
     let devs: Vec<_> = g
@@ -193,7 +193,7 @@ fn telematics_gets_network_and_64m_and_never_canbus() {
     let cg = g.cgroup_limits();
     assert_eq!(cg.memory_max, Some(64 << 20));
     assert_eq!(cg.cpus.unwrap().as_str(), "0-3");
-    assert!(g.render_text().contains("cpuset 0-3 (little)"));
+    assert!(g.render_text(&[]).contains("cpuset 0-3 (little)"));
     // Boards without core sets: no pinning, no error.
     assert!(check(
         &s,

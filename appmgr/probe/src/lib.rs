@@ -19,6 +19,9 @@
 //!
 //! Built statically (`-C target-feature=+crt-static`) so it runs in any runtime tree.
 
+mod dbus;
+mod observe;
+
 use appmgr_sandbox::sys::probe_syscall;
 use std::fmt::Write as _;
 
@@ -490,6 +493,10 @@ fn kill_signal_test() -> String {
 
 /// The full report as a JSON object.
 pub fn report(args: &[String]) -> String {
+    obj(&report_fields(args))
+}
+
+fn report_fields(args: &[String]) -> Vec<(String, String)> {
     let pids: Vec<String> = list_dir("/proc")
         .into_iter()
         .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
@@ -534,7 +541,7 @@ pub fn report(args: &[String]) -> String {
         ("etc_entries".into(), arr(&list_dir("/etc"))),
         ("passwd".into(), esc(&read("/etc/passwd"))),
     ];
-    obj(&fields)
+    fields
 }
 
 /// Entry point; returns the exit status.
@@ -581,6 +588,11 @@ pub fn run(args: &[String]) -> i32 {
             println!("{}", obj(&out));
             0
         }
+        Some("observe") => {
+            println!("{}", crate::observe::observe(args));
+            0
+        }
+        Some("bus-serve") => crate::observe::bus_serve(&args[2..]),
         Some("sleep") => {
             println!("ready");
             loop {
@@ -593,4 +605,13 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
     }
+}
+
+/// The real uid, from `/proc/self/status`.
+fn own_uid() -> u32 {
+    read("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(u32::MAX)
 }

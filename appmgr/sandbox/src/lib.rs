@@ -29,14 +29,19 @@
 //! Which names the app may then reach is the bus's business: the policy crate renders the
 //! per-uid dbus-daemon policy.
 //!
+//! **Shown == provided.** [`provisions`] reads back from a plan which granted items it
+//! provides; `appmgr permissions` and `appmgr run` report every other item as not
+//! provided on this host.
+//!
 //! Limits: `sockets` and `portals` grants are not bound yet (portals are a separate
-//! crate); filesystem grants are bound non-recursively (submounts of a
+//! crate; [`provisions`] reports them not provided); filesystem grants are bound non-recursively (submounts of a
 //! granted path are not visible); Ctrl-C on a terminal reaches the app both directly and
 //! through the forwarding chain.
 
 mod exec;
 mod launch;
 mod plan;
+mod provision;
 pub mod seccomp;
 pub mod sys;
 
@@ -53,4 +58,5 @@ pub use plan::{
     PlanError, PLAN_VERSION, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS,
     SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
 };
+pub use provision::{host_socket, provisions};
 pub use seccomp::SeccompPlan;

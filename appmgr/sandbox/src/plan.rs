@@ -815,7 +815,7 @@ fn machine_id(id: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn spec() -> LaunchSpec {

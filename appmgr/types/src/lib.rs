@@ -12,6 +12,7 @@ mod exit;
 mod glob;
 mod id;
 mod perms;
+mod provision;
 mod text;
 
 pub use exit::{dbus, ErrorClass};
@@ -21,6 +22,7 @@ pub use perms::{
     AllowFlag, BusName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit, Permissions,
     PortalName, Resources, SocketName,
 };
+pub use provision::{PermEntry, Provision, ProvisionStatus};
 pub use text::{escape_for_display, has_unsafe_chars};
 
 /// Why a value was refused: carried by every validated type's parse error.

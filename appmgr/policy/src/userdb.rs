@@ -1,3 +1,8 @@
+//! Installing the per-app bus policy where dbus-daemon applies it: the policy drop-in
+//! ([`crate::render_bus_policy`]) and the app uids as users. One implementation for
+//! appmgrd (after installs and removals) and `appmgr run` (before it launches an app with a
+//! bus grant), so a bus grant means the same under both.
+//!
 //! The app uids as users and groups, published as systemd user records
 //! (`/run/userdb/NAME.user`, `UID.user`, `NAME.group`, `GID.group`) that nss-systemd
 //! resolves. dbus-daemon serves a uid and applies `<policy user="UID">` only when NSS
@@ -7,12 +12,41 @@
 //! and no shell. Records appmgrd wrote for uids no longer installed are removed; records
 //! of anyone else are never touched.
 
-use appmgr_policy::BusPolicyEntry;
+use crate::BusPolicyEntry;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 const PREFIX: &str = "appmgr-";
+
+/// Replaces `path` with `bytes` (mode 0644) by a synced temporary file and a rename. The
+/// temporary file is created anew (`O_EXCL`, `O_NOFOLLOW`: a symbolic link planted there
+/// is not followed).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("appmgr")
+    ));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    std::fs::rename(&tmp, path)
+}
 
 /// Writes `dir/name` unless it already holds `bytes` (nss-systemd readers see no churn).
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -20,7 +54,7 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    crate::write_atomic(&path, bytes)
+    write_atomic(&path, bytes)
 }
 
 fn link(dir: &Path, name: &str, target: &str) -> std::io::Result<()> {
@@ -32,6 +66,34 @@ fn link(dir: &Path, name: &str, target: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
     std::fs::rename(&tmp, &path)
+}
+
+/// Brings the bus policy for `entries` (every installed app) into place: publishes the app
+/// uids as users in `userdb_dir` first (dbus-daemon resolves a uid before it applies its
+/// rules), then writes the drop-in `policy_file` when its content differs. Returns whether
+/// the drop-in changed: the caller then makes the bus reload its configuration
+/// (`org.freedesktop.DBus.ReloadConfig`). Either path may be absent (not managed here).
+pub fn install(
+    policy_file: Option<&Path>,
+    userdb_dir: Option<&Path>,
+    entries: &[BusPolicyEntry],
+) -> std::io::Result<bool> {
+    if let Some(dir) = userdb_dir {
+        publish(dir, entries).map_err(|e| with_path(dir, e))?;
+    }
+    let Some(file) = policy_file else {
+        return Ok(false);
+    };
+    let text = crate::render_bus_policy(entries);
+    if std::fs::read(file).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(false);
+    }
+    write_atomic(file, text.as_bytes()).map_err(|e| with_path(file, e))?;
+    Ok(true)
+}
+
+fn with_path(p: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
 }
 
 /// Writes the records of `entries` into `dir` and removes appmgrd's stale ones.
@@ -95,6 +157,23 @@ mod tests {
             talk: vec![],
             own: vec![],
         }
+    }
+
+    #[test]
+    fn install_writes_only_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("appmgr-apps.conf");
+        let u = d.path().join("userdb");
+        let mut a = e("org.example.A", 70001);
+        a.talk = vec![appmgr_types::BusName::new("org.example.X").unwrap()];
+        assert!(install(Some(&f), Some(&u), &[a.clone()]).unwrap());
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, crate::render_bus_policy(&[a.clone()]));
+        assert!(u.join("70001.user").exists());
+        assert!(!install(Some(&f), Some(&u), &[a]).unwrap(), "unchanged");
+        assert!(install(Some(&f), None, &[]).unwrap());
+        assert!(!std::fs::read_to_string(&f).unwrap().contains("70001"));
+        assert!(!install(None, None, &[]).unwrap());
     }
 
     #[test]

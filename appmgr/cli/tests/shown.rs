@@ -1,0 +1,521 @@
+//! "Shown == provided": `appmgr permissions --json` compared, item by item, with what the
+//! probe (`appmgr-probe observe`) sees from inside the sandbox of `appmgr run`, on a
+//! private dbus-daemon with the per-app bus policy. As root.
+mod common;
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The probe, built statically once into its own target directory (as the sandbox tests
+/// do; `APPMGR_PROBE` overrides).
+fn probe_bin() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        if let Some(p) = std::env::var_os("APPMGR_PROBE") {
+            return p.into();
+        }
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+        let dir = target.join("probe-static");
+        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&ws)
+            .args(["build", "-q", "-p", "appmgr-probe", "--bin", "appmgr-probe"])
+            .args(["--target", &triple])
+            .env("CARGO_TARGET_DIR", &dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("LIBSECCOMP_LINK_TYPE", "static")
+            .env(
+                "LIBSECCOMP_LIB_PATH",
+                format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
+            )
+            .status()
+            .expect("run cargo to build the static probe");
+        assert!(st.success(), "building the static probe failed");
+        dir.join(triple).join("debug/appmgr-probe")
+    })
+    .clone()
+}
+
+/// A private system-like bus in its own mount namespace (its /run/userdb is `userdb/`,
+/// nss-systemd resolves the app uids from there), with root allowed to own names, plus a
+/// responder (the probe's `bus-serve`) owning `names`. Killed on drop.
+struct Bus {
+    dir: PathBuf,
+    bus: Child,
+    responders: Vec<Child>,
+}
+
+impl Bus {
+    fn start(dir: &Path, names: &[&str]) -> Bus {
+        fs::create_dir_all(dir.join("system.d")).unwrap();
+        fs::create_dir_all(dir.join("userdb")).unwrap();
+        let sock = dir.join("bus.sock");
+        fs::write(
+            dir.join("bus.conf"),
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <policy user="root">
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+  </policy>
+  <includedir>{incl}</includedir>
+</busconfig>
+"#,
+                sock = sock.display(),
+                incl = dir.join("system.d").display()
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("nsswitch.conf"),
+            "passwd: files systemd\ngroup: files systemd\nshadow: files\nhosts: files\n",
+        )
+        .unwrap();
+        let script = format!(
+            "set -e; mount -t tmpfs tmpfs /run; mkdir /run/userdb; \
+             mount --bind {d}/userdb /run/userdb; \
+             mount --bind {d}/nsswitch.conf /etc/nsswitch.conf; \
+             exec dbus-daemon --config-file={d}/bus.conf --nofork --nopidfile",
+            d = dir.display(),
+        );
+        let bus = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(script)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/install-deps installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "private bus did not come up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut b = Bus {
+            dir: dir.to_path_buf(),
+            bus,
+            responders: Vec::new(),
+        };
+        // One connection per name: dbus-daemon checks `send_destination` against every
+        // name the receiving connection owns, so a shared owner would let a call to an
+        // ungranted name through because of the granted one.
+        for n in names {
+            let mut r = Command::new(probe_bin())
+                .args(["bus-serve", n])
+                .env(
+                    "DBUS_SYSTEM_BUS_ADDRESS",
+                    format!("unix:path={}", sock.display()),
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            use std::io::BufRead;
+            std::io::BufReader::new(r.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            b.responders.push(r);
+            assert_eq!(line, "ready\n", "the responder owns {n}");
+        }
+        b
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("bus.sock")
+    }
+
+    fn policy_file(&self) -> PathBuf {
+        self.dir.join("system.d/appmgr-apps.conf")
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        for c in self.responders.iter_mut().chain([&mut self.bus]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const GRANTED_TALK: &str = "org.example.ShownTarget";
+const OTHER_TALK: &str = "org.example.ShownOther";
+const OWN: &str = "org.example.ShownApp";
+const OTHER_OWN: &str = "org.example.ShownNotMine";
+
+/// Installs the runtime and an app whose command is the static probe, requesting
+/// `permissions` (granted in full by policy).
+fn install_probe_app(e: &Env, id: &str, permissions: &str) {
+    let root = e.p(&format!("probe-app-{id}"));
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy(probe_bin(), root.join("bin/probe")).unwrap();
+    fs::set_permissions(root.join("bin/probe"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = app_manifest("1.0.0")
+        .replace("org.example.Hello", id)
+        .replace("command = \"hello\"", "command = \"probe\"");
+    let b = e.bundle(
+        &format!("{manifest}\n[permissions]\n{permissions}"),
+        &root,
+        &format!("{id}.bundle"),
+    );
+    e.ok(&["install", s(&b)]);
+}
+
+fn host_ns(n: &str) -> String {
+    fs::read_link(format!("/proc/self/ns/{n}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Runs the probe in the app's sandbox: (observation, stderr of `appmgr run`).
+fn observe(e: &Env, id: &str, args: &[String]) -> (Value, String) {
+    let mut a = vec!["run", id, "--", "observe"];
+    a.extend(args.iter().map(String::as_str));
+    let r = e.run(&a);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    (r.json(), r.stderr)
+}
+
+/// Asserts, for every item of `permissions --json`, that the probe's observation matches
+/// its status. Returns the items seen as (key, value, provided).
+fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String, String, bool)> {
+    let items = shown["provided"].as_array().expect("`provided` list");
+    let perms = &shown["permissions"];
+    let mut out = Vec::new();
+    let sockets = strs(&seen["unix_sockets"]);
+    let env = strs(&seen["env"]);
+    let any_bus = items
+        .iter()
+        .any(|i| i["key"].as_str().unwrap().starts_with("dbus-") && i["status"] == "provided");
+    for i in items {
+        let (k, v) = (i["key"].as_str().unwrap(), i["value"].as_str().unwrap());
+        let provided = match i["status"].as_str().unwrap() {
+            "provided" => {
+                assert!(i.get("reason").is_none(), "{i}");
+                true
+            }
+            "not-provided" => {
+                assert!(i["reason"].as_str().is_some_and(|r| !r.is_empty()), "{i}");
+                false
+            }
+            other => panic!("unknown status {other:?}: {i}"),
+        };
+        let what = format!("{k} {v} shown {}: {seen}", i["status"]);
+        match k {
+            "network" => assert_eq!(
+                seen["namespaces"]["net"] == host_ns("net"),
+                provided,
+                "{what}"
+            ),
+            "ipc" => assert_eq!(
+                seen["namespaces"]["ipc"] == host_ns("ipc"),
+                provided,
+                "{what}"
+            ),
+            "devices" => {
+                // The test's board maps device NAME to /dev/net/NAME-ish nodes, see below.
+                let node = match v {
+                    "tun" => "/dev/net/tun",
+                    "absent" => "/dev/appmgr-absent-node",
+                    other => panic!("no observation for device {other}"),
+                };
+                assert_eq!(seen["paths"][node]["exists"], provided, "{what}");
+            }
+            "sockets" | "portals" => {
+                assert!(!provided, "no observation for a provided {k} yet: {what}");
+                // Nothing a wayland/pulseaudio/pipewire/x11 socket or a portal could be:
+                // the only socket in the sandbox is the bus, when a bus grant is provided.
+                let expected: Vec<String> = if any_bus {
+                    vec![bus_socket_inside.to_string()]
+                } else {
+                    vec![]
+                };
+                assert_eq!(sockets, expected, "{what}");
+                for var in [
+                    "WAYLAND_DISPLAY",
+                    "DISPLAY",
+                    "PULSE_SERVER",
+                    "PIPEWIRE_REMOTE",
+                ] {
+                    assert!(
+                        !env.iter().any(|e| e.starts_with(&format!("{var}="))),
+                        "{what}"
+                    );
+                }
+            }
+            "dbus-talk" => {
+                if provided {
+                    assert_eq!(seen["bus"]["talk"][v], "ok", "{what}");
+                    assert!(sockets.contains(&bus_socket_inside.to_string()), "{what}");
+                } else {
+                    assert_eq!(seen["bus"]["connected"], false, "{what}");
+                }
+            }
+            "dbus-own" => {
+                if provided {
+                    assert_eq!(seen["bus"]["own"][v], "ok", "{what}");
+                } else {
+                    assert_eq!(seen["bus"]["connected"], false, "{what}");
+                }
+            }
+            "filesystems" => {
+                let (p, acc) = v.rsplit_once(':').unwrap();
+                let o = &seen["paths"][p];
+                assert_eq!(o["exists"], provided, "{what}");
+                if provided {
+                    assert_eq!(o["write"] == "ok", acc == "rw", "{what}");
+                }
+            }
+            "allow" => {
+                let (call, blocked) = match v {
+                    "devel" => ("ptrace", "EPERM"),
+                    "bluetooth" => ("socket_bluetooth", "EAFNOSUPPORT"),
+                    "canbus" => ("socket_can", "EAFNOSUPPORT"),
+                    other => panic!("no observation for allow {other}"),
+                };
+                assert_eq!(seen["syscalls"][call] != blocked, provided, "{what}");
+            }
+            other => panic!("no observation for permission kind {other:?}: add one"),
+        }
+        // The item is one of the effective grant's.
+        match &perms[k] {
+            Value::Bool(b) => assert!(*b, "{what}"),
+            Value::Array(a) => assert!(a.iter().any(|x| x == v), "{what}"),
+            x => panic!("{k}: {x}"),
+        }
+        out.push((k.to_string(), v.to_string(), provided));
+    }
+    // Every granted item has exactly one status.
+    let n: usize = perms
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| match x {
+            Value::Bool(b) => *b as usize,
+            Value::Array(a) => a.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(items.len(), n, "{shown}");
+    out
+}
+
+#[test]
+fn permissions_json_matches_what_the_sandbox_provides() {
+    assert!(
+        is_root(),
+        "needs root (namespaces, cgroups, a private bus); CI runs it as root"
+    );
+    let id = "org.example.ShownAll";
+    let e = Env::new();
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bus = Bus::start(&e.p("bus"), &[GRANTED_TALK, OTHER_TALK]);
+    let board = e.cfg.join("board-support/shown.toml");
+    fs::create_dir_all(board.parent().unwrap()).unwrap();
+    fs::write(
+        &board,
+        format!(
+            "name = \"shown\"\narch = \"{}\"\n[devices.tun]\nnodes = [\"/dev/net/tun\"]\n\
+             [devices.absent]\nnodes = [\"/dev/appmgr-absent-node*\"]\n",
+            arch()
+        ),
+    )
+    .unwrap();
+    let host_toml = format!(
+        "board = \"shown\"\nsystem-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n",
+        bus.socket().display(),
+        bus.policy_file().display(),
+        e.p("bus/userdb").display()
+    );
+    fs::write(e.cfg.join("appmgr.toml"), &host_toml).unwrap();
+    let ro = e.p("shared-ro");
+    let rw = e.p("shared-rw");
+    fs::create_dir_all(&ro).unwrap();
+    fs::create_dir_all(&rw).unwrap();
+    fs::set_permissions(&rw, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o777)).unwrap();
+    let missing = e.p("shared-missing");
+    let perms = format!(
+        "network = true\nipc = true\ndevices = [\"tun\", \"absent\"]\n\
+         sockets = [\"wayland\", \"pulseaudio\", \"pipewire\", \"x11\"]\n\
+         dbus-talk = [\"{GRANTED_TALK}\"]\ndbus-own = [\"{OWN}\"]\n\
+         filesystems = [\"{}:ro\", \"{}:rw\", \"{}:rw\"]\nportals = [\"gpu\"]\n\
+         allow = [\"devel\", \"canbus\"]\n",
+        ro.display(),
+        rw.display(),
+        missing.display()
+    );
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ {} }}\n",
+            perms.trim_end().replace('\n', ", ")
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    install_probe_app(&e, id, &perms);
+
+    let args: Vec<String> = [
+        format!("path:{}", ro.display()),
+        format!("path:{}", rw.display()),
+        format!("path:{}", missing.display()),
+        "path:/dev/net/tun".into(),
+        "path:/dev/appmgr-absent-node".into(),
+        format!("talk:{GRANTED_TALK}"),
+        format!("talk:{OTHER_TALK}"),
+        format!("own:{OWN}"),
+        format!("own:{OTHER_OWN}"),
+    ]
+    .into();
+    let inside_bus = "/run/dbus/system_bus_socket";
+
+    // 1. The bus is up: every bus grant is provided and enforced by name.
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let (seen, stderr) = observe(&e, id, &args);
+    let items = compare(&shown, &seen, inside_bus);
+    let status = |k: &str, v: &str| {
+        items
+            .iter()
+            .find(|(a, b, _)| a == k && b == v)
+            .unwrap_or_else(|| panic!("{k} {v} not shown"))
+            .2
+    };
+    // What this host provides and what it cannot, by kind.
+    assert!(status("network", "true") && status("ipc", "true"));
+    assert!(status("devices", "tun") && !status("devices", "absent"));
+    for s in ["wayland", "pulseaudio", "pipewire", "x11"] {
+        assert!(!status("sockets", s));
+    }
+    assert!(!status("portals", "gpu"));
+    assert!(status("dbus-talk", GRANTED_TALK) && status("dbus-own", OWN));
+    assert!(status("allow", "devel") && status("allow", "canbus"));
+    assert!(!status("filesystems", &format!("{}:rw", missing.display())));
+    // Exactly the granted names: another service and another name are refused.
+    assert_eq!(
+        seen["bus"]["talk"][OTHER_TALK], "org.freedesktop.DBus.Error.AccessDenied",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["bus"]["own"][OTHER_OWN], "org.freedesktop.DBus.Error.AccessDenied",
+        "{seen}"
+    );
+    // `run` says what it does not provide, one line per item.
+    assert!(
+        stderr.contains(&format!(
+            "appmgr: {id}: portals gpu not provided on this host: "
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("dbus-talk"), "{stderr}");
+    // The text form flags the same items.
+    let text = e.ok(&["permissions", id]).stdout;
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals "))
+    {
+        assert!(l.contains("(not provided on this host: "), "{text}");
+    }
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with(&format!("  dbus-talk {GRANTED_TALK} "))
+            && !l.contains("not provided")));
+    // The per-app bus policy `run` installed is the one appmgrd renders.
+    let uid = e.ok(&["--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap();
+    let policy = fs::read_to_string(bus.policy_file()).unwrap();
+    assert!(
+        policy.contains(&format!("<policy user=\"{uid}\">")),
+        "{policy}"
+    );
+
+    // 2. No bus on this host: the bus grants are shown as not provided, `run` says so, and
+    // the sandbox has no bus socket at all.
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        host_toml.replace(s(&bus.socket()), s(&e.p("bus/not-running.sock"))),
+    )
+    .unwrap();
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let (seen, stderr) = observe(&e, id, &args);
+    let items = compare(&shown, &seen, inside_bus);
+    assert!(items
+        .iter()
+        .filter(|(k, _, _)| k.starts_with("dbus-"))
+        .all(|(_, _, p)| !p));
+    assert!(
+        stderr.contains(&format!(
+            "appmgr: {id}: dbus-talk {GRANTED_TALK} not provided on this host: no system bus socket"
+        )),
+        "{stderr}"
+    );
+    assert!(strs(&seen["unix_sockets"]).is_empty(), "{seen}");
+}
+
+#[test]
+fn without_a_bus_grant_there_is_no_bus() {
+    assert!(is_root(), "needs root; CI runs it as root");
+    let id = "org.example.ShownNoBus";
+    let e = Env::new();
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bus = Bus::start(&e.p("bus"), &[GRANTED_TALK]);
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!(
+            "system-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n",
+            bus.socket().display(),
+            bus.policy_file().display(),
+            e.p("bus/userdb").display()
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    install_probe_app(&e, id, "");
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    assert_eq!(shown["provided"], serde_json::json!([]));
+    let (seen, stderr) = observe(&e, id, &[format!("talk:{GRANTED_TALK}")]);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(strs(&seen["unix_sockets"]).is_empty(), "{seen}");
+    assert_eq!(seen["bus"]["connected"], false, "{seen}");
+    assert!(!strs(&seen["env"])
+        .iter()
+        .any(|v| v.starts_with("DBUS_SYSTEM_BUS_ADDRESS=")));
+    // Nothing was written for the bus: no bus grant launched, no policy installed by run.
+    assert!(!bus.policy_file().exists());
+}

@@ -1,0 +1,176 @@
+//! `observe`: what the tests compare with `appmgr permissions --json` item by item. The
+//! report's fields plus:
+//! - `unix_sockets`: every unix socket inode below `/run`, `/tmp`, `/var`, `/dev` and
+//!   `HOME` (host sockets a grant could have bound: wayland, pulseaudio, pipewire, the
+//!   bus, portals);
+//! - `paths`: for each `path:P` argument, whether P exists and whether a file can be
+//!   created in it;
+//! - `bus`: for each `talk:NAME` argument, the result of calling `Peer.Ping` on NAME, and
+//!   for each `own:NAME`, of `RequestName` (`ok`, or the bus's error name), over the
+//!   system bus at `DBUS_SYSTEM_BUS_ADDRESS` (or the standard path).
+//!
+//! `bus-serve NAME...` (run by a test on the host): owns every NAME on the bus at
+//! `DBUS_SYSTEM_BUS_ADDRESS`, prints `ready`, and answers every method call.
+
+use crate::dbus::{Arg, Conn};
+use crate::{arr, errno_name, esc, obj};
+
+fn walk_sockets(dir: &std::path::Path, depth: u32, out: &mut Vec<String>) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        // lstat, not the directory entry's type: a bound socket is a mount over the
+        // entry, and readdir reports the covered inode.
+        let Ok(t) = std::fs::symlink_metadata(e.path()).map(|m| m.file_type()) else {
+            continue;
+        };
+        if t.is_socket() {
+            out.push(e.path().display().to_string());
+        } else if t.is_dir() && depth > 0 {
+            walk_sockets(&e.path(), depth - 1, out);
+        }
+    }
+}
+
+/// Unix sockets visible in the places a host socket would be bound.
+pub fn unix_sockets() -> Vec<String> {
+    let mut out = Vec::new();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/home/app".into());
+    for d in ["/run", "/tmp", "/var", "/dev", home.as_str()] {
+        walk_sockets(std::path::Path::new(d), 6, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether `p` exists and whether a new file can be created in it.
+pub fn path_access(p: &str) -> String {
+    let exists = std::fs::symlink_metadata(p).is_ok();
+    let probe = format!("{p}/.appmgr-probe-{}", std::process::id());
+    let write = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            "ok".to_string()
+        }
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    obj(&[
+        ("exists".into(), exists.to_string()),
+        ("write".into(), esc(&write)),
+    ])
+}
+
+fn bus_path() -> String {
+    std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+        .ok()
+        .and_then(|a| a.strip_prefix("unix:path=").map(String::from))
+        .unwrap_or_else(|| "/run/dbus/system_bus_socket".into())
+}
+
+/// The bus checks for `talk:`/`own:` arguments.
+pub fn bus_checks(args: &[String]) -> String {
+    let talk: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("talk:"))
+        .collect();
+    let own: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("own:")).collect();
+    let mut conn = match Conn::connect(&bus_path()) {
+        Ok(c) => c,
+        Err(e) => {
+            return obj(&[
+                ("connected".into(), "false".into()),
+                ("error".into(), esc(&e.to_string())),
+            ])
+        }
+    };
+    let mut t = Vec::new();
+    for n in talk {
+        let r = conn.call(n, "/", "org.freedesktop.DBus.Peer", "Ping", &[]);
+        t.push((n.to_string(), esc(&outcome(r, None))));
+    }
+    let mut o = Vec::new();
+    for n in own {
+        // DBUS_NAME_FLAG_DO_NOT_QUEUE; reply 1: primary owner.
+        let r = conn.call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "RequestName",
+            &[Arg::Str(n), Arg::U32(4)],
+        );
+        o.push((n.to_string(), esc(&outcome(r, Some(1)))));
+    }
+    obj(&[
+        ("connected".into(), "true".into()),
+        ("talk".into(), obj(&t)),
+        ("own".into(), obj(&o)),
+    ])
+}
+
+fn outcome(r: std::io::Result<Result<Option<u32>, String>>, want: Option<u32>) -> String {
+    match r {
+        Ok(Ok(v)) if want.is_none() || v == want => "ok".into(),
+        Ok(Ok(v)) => format!("reply {v:?}"),
+        Ok(Err(name)) => name,
+        Err(e) => format!("io: {e}"),
+    }
+}
+
+/// `observe ARGS`: the report plus `unix_sockets`, `paths`, `bus`.
+pub fn observe(args: &[String]) -> String {
+    let mut f = crate::report_fields(args);
+    f.push(("unix_sockets".into(), arr(&unix_sockets())));
+    let paths: Vec<(String, String)> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("path:"))
+        .map(|p| (p.to_string(), path_access(p)))
+        .collect();
+    f.push(("paths".into(), obj(&paths)));
+    f.push(("bus".into(), bus_checks(args)));
+    obj(&f)
+}
+
+/// `bus-serve NAME...`: owns the names and answers calls until killed.
+pub fn bus_serve(names: &[String]) -> i32 {
+    let mut conn = match Conn::connect(&bus_path()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("appmgr-probe: bus: {e}");
+            return 1;
+        }
+    };
+    for n in names {
+        let r = conn.call(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "RequestName",
+            &[Arg::Str(n), Arg::U32(4)],
+        );
+        let o = outcome(r, Some(1));
+        if o != "ok" {
+            eprintln!("appmgr-probe: cannot own {n}: {o}");
+            return 1;
+        }
+    }
+    println!("ready");
+    let _ = conn.set_timeout(None);
+    loop {
+        match conn.recv() {
+            Ok(m) if m.kind == 1 => {
+                if conn.reply(&m).is_err() {
+                    return 1;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return 0,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Whether each granted permission item is actually provided by the launcher on this
+//! host. `appmgr permissions` shows this next to every item, so that a grant the sandbox
+//! does not (yet) give an app is never displayed as if it did ("shown == provided").
+//!
+//! The status is computed by `appmgr_sandbox::provisions` from the launch plan itself;
+//! this crate only holds the shared vocabulary.
+
+use crate::perms::{AllowFlag, BusName, DeviceName, FsGrant, Permissions, PortalName, SocketName};
+use serde::{Deserialize, Serialize};
+
+/// One item of a [`Permissions`] value: a boolean that is set, or one element of a set.
+/// [`Permissions::entries`] lists them in display order; `key`/`value` are the names
+/// `appmgr permissions` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermEntry<'a> {
+    Network,
+    Ipc,
+    Device(&'a DeviceName),
+    Socket(SocketName),
+    Talk(&'a BusName),
+    Own(&'a BusName),
+    Fs(&'a FsGrant),
+    Portal(&'a PortalName),
+    Allow(AllowFlag),
+}
+
+impl PermEntry<'_> {
+    /// The manifest key (`network`, `devices`, `dbus-talk`, ...).
+    pub fn key(&self) -> &'static str {
+        match self {
+            PermEntry::Network => "network",
+            PermEntry::Ipc => "ipc",
+            PermEntry::Device(_) => "devices",
+            PermEntry::Socket(_) => "sockets",
+            PermEntry::Talk(_) => "dbus-talk",
+            PermEntry::Own(_) => "dbus-own",
+            PermEntry::Fs(_) => "filesystems",
+            PermEntry::Portal(_) => "portals",
+            PermEntry::Allow(_) => "allow",
+        }
+    }
+
+    /// The element (`true` for the booleans).
+    pub fn value(&self) -> String {
+        match self {
+            PermEntry::Network | PermEntry::Ipc => "true".into(),
+            PermEntry::Device(d) => d.to_string(),
+            PermEntry::Socket(s) => s.to_string(),
+            PermEntry::Talk(b) | PermEntry::Own(b) => b.to_string(),
+            PermEntry::Fs(f) => f.to_string(),
+            PermEntry::Portal(p) => p.to_string(),
+            PermEntry::Allow(a) => a.to_string(),
+        }
+    }
+}
+
+impl Permissions {
+    /// Every item, in display order (the order of the manifest keys).
+    pub fn entries(&self) -> Vec<PermEntry<'_>> {
+        let mut v = Vec::new();
+        if self.network {
+            v.push(PermEntry::Network);
+        }
+        if self.ipc {
+            v.push(PermEntry::Ipc);
+        }
+        v.extend(self.devices.iter().map(PermEntry::Device));
+        v.extend(self.sockets.iter().copied().map(PermEntry::Socket));
+        v.extend(self.dbus_talk.iter().map(PermEntry::Talk));
+        v.extend(self.dbus_own.iter().map(PermEntry::Own));
+        v.extend(self.filesystems.iter().map(PermEntry::Fs));
+        v.extend(self.portals.iter().map(PermEntry::Portal));
+        v.extend(self.allow.iter().copied().map(PermEntry::Allow));
+        v
+    }
+}
+
+/// Whether the launcher gives the app a granted item. Serialized kebab-case
+/// (`"provided"`, `"not-provided"`); new values may be added (a grant the launcher refuses
+/// to resolve will be `"refused"`), so readers must treat unknown values as not provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProvisionStatus {
+    Provided,
+    NotProvided,
+}
+
+impl ProvisionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProvisionStatus::Provided => "provided",
+            ProvisionStatus::NotProvided => "not-provided",
+        }
+    }
+}
+
+/// The status of one granted item (`key`, `value` as in [`PermEntry`]), with a one-line
+/// reason when it is not provided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provision {
+    pub key: String,
+    pub value: String,
+    pub status: ProvisionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Provision {
+    pub fn provided(e: &PermEntry<'_>) -> Provision {
+        Provision {
+            key: e.key().into(),
+            value: e.value(),
+            status: ProvisionStatus::Provided,
+            reason: None,
+        }
+    }
+
+    pub fn not_provided(e: &PermEntry<'_>, reason: impl Into<String>) -> Provision {
+        Provision {
+            key: e.key().into(),
+            value: e.value(),
+            status: ProvisionStatus::NotProvided,
+            reason: Some(reason.into()),
+        }
+    }
+
+    pub fn is_provided(&self) -> bool {
+        self.status == ProvisionStatus::Provided
+    }
+}
