@@ -79,15 +79,18 @@ grep -q 'limit-hit memory-max' /tmp/oom.out || qt_fail "the OOM kill was not rep
 grep -q 'MemTotal' /proc/meminfo || qt_fail "the guest itself died"
 qt_ok "tmpfs + allocation: the app was OOM-killed, reported, cgroup removed"
 
-# 4. A launcher killed after an OOM kill leaves its cgroup with oom_kill 1;
-#    the next run must not report it.
-appmgr run org.qt.Oom -- sh -c 'dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null; echo hogged; exec sleep 60' >/tmp/stale.out 2>&1 &
+# 4. A launcher stopped while its app is OOM-killed (memory.oom.group kills the
+#    whole app, init survives at -1000 and ends), then killed: its cgroup stays
+#    behind with the oom_kill count, and the next run must not report it.
+appmgr run org.qt.Oom -- sh -c 'echo started; sleep 2; exec dd if=/dev/zero of=/dev/null bs=64M count=1' >/tmp/stale.out 2>&1 &
 launcher=$!
-wait_for 30 grep -q hogged /tmp/stale.out || qt_fail "no OOM kill before the sleep: $(cat /tmp/stale.out)"
+wait_for 20 grep -q started /tmp/stale.out || qt_fail "the app did not start: $(cat /tmp/stale.out)"
+kill -STOP $launcher
+wait_for 30 grep -q '^oom_kill [1-9]' $cg/memory.events || qt_fail "no OOM kill in $cg/memory.events"
+wait_for 10 sh -c "[ -z \"\$(cat $cg/cgroup.procs)\" ]" || qt_fail "the OOM-killed sandbox did not end"
 kill -9 $launcher
 wait $launcher
-grep -q '^oom_kill [1-9]' $cg/memory.events || qt_fail "precondition: $cg/memory.events shows no oom_kill"
-wait_for 10 sh -c "[ -z \"\$(cat $cg/cgroup.procs)\" ]" || qt_fail "the killed launcher's sandbox did not end"
+[ -d $cg ] || qt_fail "precondition: the killed launcher's cgroup is gone"
 qt_run 0 appmgr run org.qt.Oom -- true
 qt_out | grep -q limit-hit && qt_fail "a stale limit event was reported"
 [ -d $cg ] && qt_fail "$cg left behind"
