@@ -362,6 +362,7 @@ fn plan_for(
         cache_dir: g.state_dir.join("cache/seccomp"),
         timezone: None,
         lang: None,
+        memory_max: a.grant.cgroup_limits().memory_max,
     };
     customize(&mut spec);
     let plan = appmgr_sandbox::build_plan(&spec)

@@ -12,6 +12,8 @@
 //! system-bus-socket = "/run/dbus/system_bus_socket"
 //! bus-policy-file = "/etc/dbus-1/system.d/appmgr-apps.conf"
 //! userdb-dir = "/run/userdb"
+//! service-log-max = "1M"      # cap of a service's log file where no journald runs
+//!                             # (STATE/daemon/logs/ID.log, plus one rotated ID.log.1)
 //! ```
 
 use crate::error::{CliError, CliResult};
@@ -32,6 +34,8 @@ pub struct HostConfig {
     pub bus_policy_file: Option<String>,
     /// Where the app uids are published as nss-systemd user records.
     pub userdb_dir: Option<String>,
+    /// Cap of one service log file (at least 1M); default 1M.
+    pub service_log_max: Option<appmgr_types::MemoryLimit>,
 }
 
 /// Defaults of the bus settings (also appmgrd's).

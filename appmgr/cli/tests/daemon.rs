@@ -1330,3 +1330,68 @@ fn install_path_opens_with_the_callers_rights_and_never_blocks() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
 }
+
+#[test]
+fn service_log_files_are_capped_and_keep_the_newest_lines() {
+    let id = "org.example.DaemonLogCap";
+    let e = setup(id, SERVICE_POLICY);
+    // The default cap, 1M (`service-log-max` in appmgr.toml). About 4.5 MB of output as fast as the shell writes, on stdout and stderr, then idle.
+    let svc = service_bundle(
+        &e,
+        id,
+        "1.0.0",
+        "#!/usr/bin/sh\ni=0\nwhile [ $i -lt 50000 ]; do\n  echo \"line $i of a service that logs far too much\"\n  echo \"err $i\" >&2\n  i=$((i+1))\ndone\necho last-line\nexec busybox sleep 1000\n",
+        "\n[service]\nready = \"started\"\n",
+    );
+    e.ok(&["--direct", "install", s(&svc)]);
+    let _d = Daemon::start(&e);
+    let logs = e.state.join("daemon/logs");
+    let cur = logs.join(format!("{id}.log"));
+    wait_for("the last line in the log", 60, || {
+        fs::read_to_string(&cur).is_ok_and(|t| t.contains("last-line\n"))
+    });
+    let cap = 1u64 << 20;
+    let mut total = 0;
+    for f in fs::read_dir(&logs).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().to_string();
+        if !name.starts_with(id) {
+            continue;
+        }
+        let len = f.metadata().unwrap().len();
+        assert!(len <= cap, "{name}: {len} bytes over the {cap}-byte cap");
+        total += len;
+        assert!(
+            name == format!("{id}.log") || name == format!("{id}.log.1"),
+            "{name}"
+        );
+    }
+    assert!(total <= 2 * cap, "{total}");
+    assert!(total > cap, "rotation kept no old file: {total}");
+    // The newest output is what is kept; the oldest is gone.
+    let text = fs::read_to_string(&cur).unwrap();
+    assert!(
+        text.contains("line 49999 of a service"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+    let old = fs::read_to_string(logs.join(format!("{id}.log.1"))).unwrap();
+    assert!(!old.contains("line 0 of a service") && !text.contains("line 0 of a service"));
+    // Whole lines in both files.
+    assert!(text.ends_with('\n') && old.ends_with('\n'));
+    assert_eq!(status(&e, id)["state"], "running");
+}
+
+#[test]
+fn a_bad_service_log_max_is_refused_naming_the_key() {
+    let id = "org.example.DaemonLogCapBad";
+    let e = setup(id, SERVICE_POLICY);
+    fs::write(e.cfg.join("appmgr.toml"), "service-log-max = \"4Q\"\n").unwrap();
+    let r = appmgrd_once(&e);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("appmgr.toml") && r.stderr.contains("4Q"),
+        "{}",
+        r.stderr
+    );
+    assert!(!e.state.join("daemon/logs").exists());
+}

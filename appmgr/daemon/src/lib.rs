@@ -14,6 +14,7 @@ pub mod callerfile;
 pub mod error;
 pub mod files;
 pub mod journal;
+pub mod logfile;
 pub mod manager;
 pub mod mem;
 pub mod opsrun;
@@ -46,6 +47,8 @@ pub struct Config {
 pub struct Daemon {
     pub config: Config,
     pub operator_gid: Option<u32>,
+    /// Cap of a service's log file where no journald runs (`service-log-max`).
+    pub service_log_max: u64,
     /// One store mutation at a time inside the daemon (the store lock also serializes
     /// against local CLIs).
     pub mutation: tokio::sync::Mutex<()>,
@@ -171,6 +174,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let daemon = Arc::new_cyclic(|weak| Daemon {
         config: config.clone(),
         operator_gid,
+        service_log_max: host
+            .service_log_max
+            .map_or(logfile::DEFAULT_MAX, |m| m.bytes()),
         mutation: tokio::sync::Mutex::new(()),
         supervisor: Arc::new(supervise::Supervisor::new(weak.clone())),
         conn: OnceLock::new(),

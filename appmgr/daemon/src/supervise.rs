@@ -149,6 +149,8 @@ struct Launched {
     pidfd: OwnedFd,
     cgroup: appmgr_cgroup::Cgroup,
     counters: Vec<(PathBuf, &'static str, &'static str)>,
+    /// The counters' values before the launch (a reused cgroup keeps old counts).
+    baseline: Vec<u64>,
     version: String,
     settings: Settings,
 }
@@ -304,9 +306,9 @@ impl Supervisor {
         let id = app.to_string();
         let bus_socket = d.config.system_bus_socket.clone();
         let notify_dir = d.daemon_dir().join("notify");
-        let logs_dir = d.daemon_dir().join("logs");
+        let logs = (d.daemon_dir().join("logs"), d.service_log_max);
         let launched = tokio::task::spawn_blocking(move || {
-            launch_blocking(&g, &id, bus_socket, &notify_dir, &logs_dir)
+            launch_blocking(&g, &id, bus_socket, &notify_dir, &logs)
         })
         .await
         .map_err(|e| Error::Failed(format!("internal: {e}")))?;
@@ -378,7 +380,10 @@ impl Supervisor {
         let tx = self.tx.clone();
         let app = app.clone();
         let Launched {
-            cgroup, counters, ..
+            cgroup,
+            counters,
+            baseline,
+            ..
         } = launched;
         let reap_fd = pidfd.clone();
         tokio::spawn(async move {
@@ -395,7 +400,7 @@ impl Supervisor {
             let status = tokio::task::spawn_blocking(move || {
                 let st = reap(&reap_fd);
                 // Limit events, then the cgroup goes (init and the app have ended).
-                let events = read_events(&counters);
+                let events = read_events(&counters, &baseline);
                 remove_cgroup(&cgroup);
                 (st, events)
             })
@@ -925,7 +930,7 @@ fn launch_blocking(
     id: &str,
     bus_socket: Option<PathBuf>,
     notify_dir: &std::path::Path,
-    logs_dir: &std::path::Path,
+    logs: &(PathBuf, u64),
 ) -> LaunchResult {
     let other = |m: String| CliError::new(ErrorClass::Other, m);
     let ctx = ops::LaunchCtx::load(g)?;
@@ -978,7 +983,8 @@ fn launch_blocking(
     })?;
     let plan = launch.plan;
     let counters = cgroup.event_counters();
-    let (out, err) = output_streams(id, logs_dir)?;
+    let baseline = read_counts(&counters);
+    let (out, err) = output_streams(id, logs)?;
     // Detached: the launcher sets the sandbox up and exits; init (pid 1 of the sandbox)
     // becomes our child, so nothing but init stays beside the app.
     let init = match appmgr_sandbox::spawn_detached(&plan, out, err) {
@@ -994,6 +1000,7 @@ fn launch_blocking(
             pidfd: init.pidfd,
             cgroup,
             counters,
+            baseline,
             version: a.deployment.version.to_string(),
             settings,
         },
@@ -1001,11 +1008,12 @@ fn launch_blocking(
     ))
 }
 
-/// stdout and stderr of a service: journal streams tagged with the app ID, or
-/// `STATE/daemon/logs/ID.log` (append) where no journald runs.
+/// stdout and stderr of a service: journal streams tagged with the app ID, or where no
+/// journald runs a pipe into `STATE/daemon/logs/ID.log`, capped with one rotated file
+/// (see [`crate::logfile`]).
 fn output_streams(
     id: &str,
-    logs_dir: &std::path::Path,
+    (logs_dir, max): &(PathBuf, u64),
 ) -> Result<(std::process::Stdio, std::process::Stdio), CliError> {
     if let (Some(o), Some(e)) = (
         journal::app_stream(id, journal::INFO),
@@ -1013,39 +1021,48 @@ fn output_streams(
     ) {
         return Ok((OwnedFd::from(o).into(), OwnedFd::from(e).into()));
     }
-    let other = |m: String| CliError::new(ErrorClass::Other, m);
-    std::fs::create_dir_all(logs_dir).map_err(|e| other(format!("{}: {e}", logs_dir.display())))?;
-    let path = logs_dir.join(format!("{id}.log"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| other(format!("{}: {e}", path.display())))?;
-    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o640));
-    let f2 = f
-        .try_clone()
-        .map_err(|e| other(format!("{}: {e}", path.display())))?;
-    Ok((f.into(), f2.into()))
+    let (out, err) = crate::logfile::spawn(logs_dir, id, *max).map_err(|e| {
+        CliError::new(
+            ErrorClass::Other,
+            format!("{id}: log in {}: {e}", logs_dir.display()),
+        )
+    })?;
+    Ok((out.into(), err.into()))
 }
 
-/// Limit events from the cgroup's counter files (`memory-max`, `pids-max` with counts).
-fn read_events(counters: &[(PathBuf, &'static str, &'static str)]) -> Vec<String> {
+/// The current value of each counter (`KEY N` line of its file; 0 if unreadable).
+fn read_counts(counters: &[(PathBuf, &'static str, &'static str)]) -> Vec<u64> {
+    counters
+        .iter()
+        .map(|(file, key, _)| {
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| {
+                    text.lines().find_map(|line| {
+                        let mut it = line.split_whitespace();
+                        (it.next() == Some(key))
+                            .then(|| it.next().and_then(|n| n.parse::<u64>().ok()))
+                            .flatten()
+                    })
+                })
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Limit events from the cgroup's counter files (`memory-max`, `pids-max` with counts):
+/// the increase over `baseline`, read before the launch, so a reused cgroup's old counts
+/// are never reported again.
+fn read_events(
+    counters: &[(PathBuf, &'static str, &'static str)],
+    baseline: &[u64],
+) -> Vec<String> {
+    let now = read_counts(counters);
     let mut out = Vec::new();
-    for (file, key, event) in counters {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            if it.next() == Some(key) {
-                if let Some(n) = it
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .filter(|n| *n > 0)
-                {
-                    out.push(format!("{event} ({n})"));
-                }
-            }
+    for (i, (_, _, event)) in counters.iter().enumerate() {
+        let n = now[i].saturating_sub(baseline.get(i).copied().unwrap_or(0));
+        if n > 0 {
+            out.push(format!("{event} ({n})"));
         }
     }
     out

@@ -99,6 +99,28 @@ pub struct LaunchSpec {
     /// Same checks as `notify_socket` when used.
     #[serde(default)]
     pub system_bus_socket: Option<PathBuf>,
+    /// The app's memory limit in bytes (its cgroup's `memory.max`), if any. Sizes the
+    /// sandbox's writable tmpfs mounts (see [`tmpfs_sizes_mib`]).
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+}
+
+/// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
+pub const TMP_MAX_MIB: u32 = 256;
+/// Default size of the private `/dev/shm` in MiB.
+pub const SHM_MAX_MIB: u32 = 64;
+
+/// Sizes (MiB) of the sandbox's `/tmp` and private `/dev/shm`. Their pages are charged
+/// to the memory cgroup of the process that writes them (the app), so a full tmpfs
+/// counts against the app's `memory-max`; with a limit, `/tmp` gets half of it and
+/// `/dev/shm` a quarter (at least 1 MiB each, at most the defaults), so filling them
+/// ends in `ENOSPC` for the writer, not in an OOM kill with nothing left to free.
+pub fn tmpfs_sizes_mib(memory_max: Option<u64>) -> (u32, u32) {
+    let Some(m) = memory_max else {
+        return (TMP_MAX_MIB, SHM_MAX_MIB);
+    };
+    let mib = |bytes: u64, cap: u32| ((bytes >> 20).max(1)).min(u64::from(cap)) as u32;
+    (mib(m / 2, TMP_MAX_MIB), mib(m / 4, SHM_MAX_MIB))
 }
 
 /// A counter file line `KEY N`; N > 0 after the app ended means `event` happened.
@@ -466,6 +488,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
 
     let uid = spec.uid;
     let gid = spec.gid;
+    let (tmp_mib, shm_mib) = tmpfs_sizes_mib(spec.memory_max);
     let run_user = format!("/run/user/{uid}");
     let mut m: Vec<MountOp> = Vec::new();
 
@@ -547,7 +570,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         m.push(MountOp::Tmpfs {
             dest: "/dev/shm".into(),
             mode: 0o1777,
-            size_mib: 64,
+            size_mib: shm_mib,
             noexec: true,
         });
     }
@@ -584,7 +607,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     m.push(MountOp::Tmpfs {
         dest: "/tmp".into(),
         mode: 0o1777,
-        size_mib: 256,
+        size_mib: tmp_mib,
         noexec: false,
     });
     m.push(MountOp::Tmpfs {
@@ -844,7 +867,33 @@ pub(crate) mod tests {
             lang: None,
             notify_socket: None,
             system_bus_socket: None,
+            memory_max: None,
         }
+    }
+
+    fn tmpfs_size(p: &LaunchPlan, at: &str) -> u32 {
+        p.mounts
+            .iter()
+            .find_map(|m| match m {
+                MountOp::Tmpfs { dest, size_mib, .. } if dest == at => Some(*size_mib),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn tmpfs_sizes_follow_the_memory_limit() {
+        let mut s = spec();
+        let p = build_plan(&s).unwrap();
+        assert_eq!(tmpfs_size(&p, "/tmp"), TMP_MAX_MIB);
+        assert_eq!(tmpfs_size(&p, "/dev/shm"), SHM_MAX_MIB);
+        s.memory_max = Some(16 << 20);
+        let p = build_plan(&s).unwrap();
+        assert_eq!(tmpfs_size(&p, "/tmp"), 8);
+        assert_eq!(tmpfs_size(&p, "/dev/shm"), 4);
+        // Tiny limits still get a usable /tmp; large ones keep the defaults.
+        assert_eq!(tmpfs_sizes_mib(Some(4096)), (1, 1));
+        assert_eq!(tmpfs_sizes_mib(Some(8 << 30)), (TMP_MAX_MIB, SHM_MAX_MIB));
     }
 
     fn dests(p: &LaunchPlan) -> Vec<String> {

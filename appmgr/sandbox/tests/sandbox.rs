@@ -124,6 +124,7 @@ impl World {
             lang: None,
             notify_socket: None,
             system_bus_socket: None,
+            memory_max: None,
         }
     }
 }

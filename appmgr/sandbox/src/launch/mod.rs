@@ -53,6 +53,66 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// How long the launcher and init wait before shrinking themselves beside the app.
 const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// `oom_score_adj` of the launcher and init: never chosen by the OOM killer.
+const OOM_SCORE_ADJ_HELPER: i32 = -1000;
+/// `oom_score_adj` of the app (the kernel's default): the first choice in its cgroup.
+const OOM_SCORE_ADJ_APP: i32 = 0;
+/// `oom_score_adj` of the app where the helpers could not be protected (no
+/// CAP_SYS_RESOURCE, e.g. in a container): the app is made the first choice instead.
+const OOM_SCORE_ADJ_APP_UNPROTECTED: i32 = 1000;
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Sets the calling process's `oom_score_adj`. Lowering it needs CAP_SYS_RESOURCE; a
+/// process holding that capability also sets the floor (`oom_score_adj_min`) its
+/// descendants cannot go below once they lost the capability.
+fn set_oom_score_adj(v: i32) -> io::Result<()> {
+    std::fs::write(OOM_SCORE_ADJ, v.to_string())
+}
+
+/// The helpers' protection: -1000, or, where lowering is not permitted (the launcher
+/// runs without CAP_SYS_RESOURCE), left as it is (see [`app_oom_score_adj`]).
+fn protect_helpers() -> Result<(), LaunchError> {
+    match set_oom_score_adj(OOM_SCORE_ADJ_HELPER) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => Ok(()),
+        Err(e) => Err(io_err("set oom_score_adj", OOM_SCORE_ADJ)(e)),
+    }
+}
+
+/// In the app's process, before its capabilities go: 0 below protected helpers, else
+/// 1000, so the app is chosen before init either way.
+fn app_oom_score_adj() -> Result<(), LaunchError> {
+    let now = std::fs::read_to_string(OOM_SCORE_ADJ)
+        .map_err(io_err("read oom_score_adj", OOM_SCORE_ADJ))?;
+    let v = if now.trim() == OOM_SCORE_ADJ_HELPER.to_string() {
+        OOM_SCORE_ADJ_APP
+    } else {
+        OOM_SCORE_ADJ_APP_UNPROTECTED
+    };
+    set_oom_score_adj(v).map_err(io_err("set oom_score_adj", OOM_SCORE_ADJ))
+}
+
+/// Reads the counters of `events` now: the launch's baseline. A reused cgroup (left
+/// behind by a launcher that was killed) keeps its counts, so only an increase during
+/// this run is an event of this run.
+fn read_counters(events: &[crate::plan::EventCounter]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|c| {
+            std::fs::read_to_string(&c.file)
+                .ok()
+                .and_then(|t| {
+                    t.lines().find_map(|l| {
+                        let (k, v) = l.split_once(' ')?;
+                        (k == c.key).then(|| v.trim().parse::<u64>().ok()).flatten()
+                    })
+                })
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 /// Signals the launcher and init pass on to the app.
 const FORWARDED: &[i32] = &[
     libc::SIGHUP,
@@ -120,6 +180,13 @@ fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
     }
     let bpf = seccomp::load_or_compile(&plan.seccomp)?;
 
+    // The launcher and init are never the OOM killer's choice: a memory cgroup filled by
+    // the app's tmpfs pages (charged to it, but in nobody's RSS) would otherwise make the
+    // root helpers, with the larger RSS, the victims, and nothing would clean up after
+    // the app. Inherited by init; the app sets its own back to 0 before it drops
+    // CAP_SYS_RESOURCE, which also makes 0 the floor it cannot go below.
+    protect_helpers()?;
+
     let me = std::process::id().to_string();
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, &me).map_err(io_err("join cgroup", procs))?;
@@ -151,12 +218,18 @@ fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
 /// The launcher: everything from reading the plan to the app's exit. Returns the exit
 /// status for `appmgr-launch`.
 pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
+    // Opened before the cgroup namespace is unshared: with `nsdelegate` (systemd) the
+    // kernel checks a migration against the namespace the file was opened in, and the
+    // caller's cgroups are outside the app's.
+    let leave = open_leave_files(&plan.app_id, &plan.after_exit.leave_to);
     let (bpf, forwarded) = prepare(&plan)?;
+    let baseline = read_counters(&plan.after_exit.events);
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
 
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
+            drop(leave);
             drop(alive_w);
             std::process::exit(init(&plan, &bpf, Link::Alive(alive_r)));
         }
@@ -166,11 +239,15 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             let app_id = plan.app_id.clone();
             let after = plan.after_exit.clone();
             drop(plan);
+            // Init (and so the app) started inside the app's cgroups; the launcher leaves
+            // them now, so whatever ends the app (`appmgr kill` killing the cgroup, the
+            // OOM killer) leaves the launcher alive to report the status and clean up.
+            leave_cgroups(&app_id, &after, leave);
             // Keep the write end open: init watches it to notice our death.
             let alive = alive_w;
             let code = supervise(child, &forwarded)?;
             drop(alive);
-            after_exit(&app_id, &after);
+            after_exit(&app_id, &after, &baseline);
             Ok(code)
         }
     }
@@ -259,28 +336,47 @@ fn read_to_end(fd: &OwnedFd) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Reports limit events and removes the app's cgroups once the app has ended. Init's death
-/// made the kernel kill everything left in the pid namespace; the dying processes may
-/// keep a cgroup busy for a moment, so removal is retried briefly. Failures are reported,
-/// never fatal: the app's status is what the launcher exits with.
-fn after_exit(app_id: &str, after: &crate::plan::AfterExit) {
+/// Moves the launcher back to its caller's cgroups (a cgroup can only be removed when
+/// nothing is in it, and the launcher must outlive whatever kills the app's cgroup).
+fn leave_cgroups(app_id: &str, after: &crate::plan::AfterExit, files: Vec<Option<std::fs::File>>) {
+    use std::io::Write;
     let me = std::process::id().to_string();
-    for procs in &after.leave_to {
-        if let Err(e) = std::fs::write(procs, &me) {
+    for (procs, f) in after.leave_to.iter().zip(files) {
+        let Some(mut f) = f else { continue };
+        if let Err(e) = f.write_all(me.as_bytes()) {
             eprintln!(
                 "appmgr: {app_id}: leaving the app cgroup via {}: {e}",
                 procs.display()
             );
         }
     }
-    for c in &after.events {
-        let n = std::fs::read_to_string(&c.file).ok().and_then(|t| {
-            t.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == c.key).then(|| v.trim().parse::<u64>().ok()).flatten()
-            })
-        });
-        if let Some(n) = n.filter(|n| *n > 0) {
+}
+
+/// Opens the caller's `cgroup.procs` files; one that cannot be opened is reported and
+/// skipped (the launcher then stays in that hierarchy's app cgroup, as before).
+fn open_leave_files(app_id: &str, leave_to: &[std::path::PathBuf]) -> Vec<Option<std::fs::File>> {
+    leave_to
+        .iter()
+        .map(|p| match std::fs::OpenOptions::new().write(true).open(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("appmgr: {app_id}: opening {}: {e}", p.display());
+                None
+            }
+        })
+        .collect()
+}
+
+/// Reports limit events (counts above `baseline`, read at the start of this launch) and
+/// removes the app's cgroups once the app has ended. Init's death made the kernel kill
+/// everything left in the pid namespace; the dying processes may keep a cgroup busy for
+/// a moment, so removal is retried briefly. Failures are reported, never fatal: the
+/// app's status is what the launcher exits with.
+fn after_exit(app_id: &str, after: &crate::plan::AfterExit, baseline: &[u64]) {
+    let now = read_counters(&after.events);
+    for (i, c) in after.events.iter().enumerate() {
+        let n = now[i].saturating_sub(baseline.get(i).copied().unwrap_or(0));
+        if n > 0 {
             eprintln!("appmgr: event: {app_id} limit-hit {} ({n})", c.event);
         }
     }
@@ -397,7 +493,11 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
             EXIT_LAUNCH_FAILED
         }
         Ok(None) => {
-            let e = exec_app(plan, bpf, status.as_ref().map(|fd| fd.as_raw_fd()));
+            // Back to the default before the capabilities go (see `prepare`).
+            let e = match app_oom_score_adj() {
+                Ok(()) => exec_app(plan, bpf, status.as_ref().map(|fd| fd.as_raw_fd())),
+                Err(e) => e,
+            };
             report(&e);
             let code = match &e {
                 LaunchError::Io {
