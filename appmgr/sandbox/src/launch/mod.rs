@@ -31,6 +31,7 @@
 mod identity;
 mod root;
 mod sources;
+mod terminal;
 
 use crate::plan::{LaunchPlan, MountOp, PLAN_VERSION};
 use crate::seccomp::{self, SeccompError};
@@ -43,6 +44,7 @@ use sources::{open_source, Opened};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
+use terminal::Terminal;
 
 /// Exit status when the launcher itself fails (before the app runs).
 pub const EXIT_LAUNCH_FAILED: i32 = 125;
@@ -107,7 +109,7 @@ pub(super) fn rx(e: rustix::io::Errno) -> io::Error {
 /// Checks the plan, loads the seccomp program, joins the cgroups, unshares the namespaces
 /// init is created in and blocks the signals the launcher and init wait for. Returns the
 /// BPF program and that signal set.
-fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
+fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
     }
@@ -118,7 +120,7 @@ fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
             reason: "the app may not run as uid or gid 0".into(),
         });
     }
-    let bpf = seccomp::load_or_compile(&plan.seccomp)?;
+    let bpf = seccomp::load_or_compile_variant(&plan.seccomp, term.variant())?;
 
     let me = std::process::id().to_string();
     for procs in &plan.cgroup_procs {
@@ -151,14 +153,15 @@ fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
 /// The launcher: everything from reading the plan to the app's exit. Returns the exit
 /// status for `appmgr-launch`.
 pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
-    let (bpf, forwarded) = prepare(&plan)?;
+    let term = Terminal::inspect(&plan.app_id, false);
+    let (bpf, forwarded) = prepare(&plan, &term)?;
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
 
     match sys::fork().map_err(sys_err("fork"))? {
         None => {
             drop(alive_w);
-            std::process::exit(init(&plan, &bpf, Link::Alive(alive_r)));
+            std::process::exit(init(&plan, &bpf, &term, Link::Alive(alive_r)));
         }
         Some(child) => {
             drop(alive_r);
@@ -168,7 +171,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             drop(plan);
             // Keep the write end open: init watches it to notice our death.
             let alive = alive_w;
-            let code = supervise(child, &forwarded)?;
+            let code = supervise(child, &forwarded, term.job_control)?;
             drop(alive);
             after_exit(&app_id, &after);
             Ok(code)
@@ -191,7 +194,8 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
         let _ = write_all(report, format!("error: {msg}\n").as_bytes());
         EXIT_LAUNCH_FAILED
     };
-    let bpf = match prepare(&plan) {
+    let term = Terminal::inspect(&plan.app_id, true);
+    let bpf = match prepare(&plan, &term) {
         Ok((bpf, _)) => bpf,
         Err(e) => return fail(&report, e.to_string()),
     };
@@ -206,7 +210,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // them would keep the caller (and the launcher) from ever seeing EOF.
             drop(report);
             drop(status_r);
-            std::process::exit(init(&plan, &bpf, Link::Status(status_w)));
+            std::process::exit(init(&plan, &bpf, &term, Link::Status(status_w)));
         }
         Ok(Some(x)) => x,
     };
@@ -315,10 +319,14 @@ fn exit_code(status: i32) -> i32 {
 
 /// Waits for `child`, forwarding signals; returns the exit status to report.
 ///
+/// `job_control`: the app shares the launcher's process group (see `terminal`), so the
+/// signals the kernel sends to that whole group (the terminal's INTR, QUIT, WINCH,
+/// hangup) have reached the app already and are not forwarded a second time.
+///
 /// If the child is still running after [`SHRINK_AFTER`], the process drops its clean code
 /// pages (see [`sys::release_code_pages`]): long-running apps get a small helper, short
 /// ones do not pay for it on their start-up path.
-fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
+fn supervise(child: libc::pid_t, set: &[i32], job_control: bool) -> Result<i32, LaunchError> {
     let mut shrunk = false;
     loop {
         let sig = if shrunk {
@@ -333,13 +341,14 @@ fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
                 }
             }
         };
+        let sys::Caught { sig, from_kernel } = sig;
         if sig == libc::SIGCHLD {
             while let Some((pid, status)) = sys::waitpid_nohang(-1).map_err(sys_err("wait"))? {
                 if pid == child {
                     return Ok(exit_code(status));
                 }
             }
-        } else {
+        } else if !(job_control && from_kernel) {
             let _ = sys::kill(child, sig);
         }
     }
@@ -359,7 +368,7 @@ enum Link {
 
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
 /// Returns init's exit status.
-fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
+fn init(plan: &LaunchPlan, bpf: &[u8], term: &Terminal, link: Link) -> i32 {
     let status = match link {
         Link::Alive(alive) => match tie_to_launcher(alive) {
             Ok(true) => None,
@@ -397,7 +406,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
             EXIT_LAUNCH_FAILED
         }
         Ok(None) => {
-            let e = exec_app(plan, bpf, status.as_ref().map(|fd| fd.as_raw_fd()));
+            let e = exec_app(plan, bpf, term, status.as_ref().map(|fd| fd.as_raw_fd()));
             report(&e);
             let code = match &e {
                 LaunchError::Io {
@@ -414,7 +423,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
         }
         Ok(Some(app)) => {
             drop(status);
-            match supervise(app, &set) {
+            match supervise(app, &set, term.job_control) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("appmgr: {}: {e}", plan.app_id);
