@@ -65,6 +65,13 @@ impl EffectiveGrant {
         for (k, v) in &limits {
             let _ = writeln!(out, "  {k} {}  [{}]", esc(v), source_of(k, v));
         }
+        let notes = network_notes(self.permissions.network);
+        if !notes.is_empty() {
+            out.push_str("notes:\n");
+            for n in notes {
+                let _ = writeln!(out, "  {n}");
+            }
+        }
         if !self.excess.is_empty() {
             match self.on_excess {
                 OnExcess::Drop => {
@@ -83,6 +90,21 @@ impl EffectiveGrant {
             }
         }
         out
+    }
+}
+
+/// What the `network` grant means on this host today (docs/sandbox.md, "The network
+/// grant"): the sandbox joins the host's network namespace.
+const NETWORK_NOTE: &str = "network: the host's own network (no per-app network yet): \
+the app reaches services listening on the host's 127.0.0.1/::1 and the host's abstract \
+unix sockets, and can bind free ports on every host address, where it can pose as a host \
+service that is not running";
+
+fn network_notes(network: bool) -> Vec<&'static str> {
+    if network {
+        vec![NETWORK_NOTE]
+    } else {
+        vec![]
     }
 }
 

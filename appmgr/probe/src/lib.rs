@@ -16,6 +16,9 @@
 //!   killed by SIGSYS.
 //! - `write PATH...`: try to create each PATH, report the errno.
 //! - `sleep`: sleep until killed (for signal and death tests); prints `ready`.
+//! - `tty`: try to leave or take over the terminal on fd 0, then read one line from it.
+//! - `uevent [SECONDS]`: open and bind a kernel uevent (hotplug) socket, wait for one.
+//! - `netlink-route`: dump the link table through a NETLINK_ROUTE socket.
 //!
 //! Built statically (`-C target-feature=+crt-static`) so it runs in any runtime tree.
 
@@ -348,7 +351,180 @@ fn battery() -> Vec<(&'static str, libc::c_long, [usize; 6])> {
     ] {
         v.push((name, SYS_socket, [fam as usize, 15, 0, 0, 0, 0]));
     }
+    // Kernel uevents (hotplug): refused with EACCES; other netlink protocols stay (EINVAL
+    // for the invalid type, as above).
+    v.push((
+        "socket_netlink_uevent",
+        SYS_socket,
+        [
+            AF_NETLINK as usize,
+            15,
+            NETLINK_KOBJECT_UEVENT as usize,
+            0,
+            0,
+            0,
+        ],
+    ));
     v
+}
+
+fn res(r: Result<i64, i32>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => errno_name(e),
+    }
+}
+
+/// `tty`: tries every way out of job control on fd 0 (the caller's terminal when the app
+/// runs as a job), prints the errnos on one line, then reads one line from fd 0 and
+/// prints `read:LINE`, `read:EOF` or `read-error:ERRNO`.
+fn tty_mode() -> i32 {
+    use libc::*;
+    use std::io::BufRead;
+    let pgrp = probe_syscall(SYS_getpgid, [0; 6]).unwrap_or(0) as i32;
+    let ldisc: i32 = 0; // N_TTY
+    let ioctl =
+        |req: c_ulong, arg: usize| res(probe_syscall(SYS_ioctl, [0, req as usize, arg, 0, 0, 0]));
+    // (the ioctls before setsid: a successful setsid would leave fd 0 without a session)
+    let line = format!(
+        "tty tiocspgrp={} tiocnotty={} tiocsctty={} tiocsetd={} setsid={}",
+        ioctl(TIOCSPGRP, &pgrp as *const i32 as usize),
+        ioctl(TIOCNOTTY, 0),
+        ioctl(TIOCSCTTY, 0),
+        ioctl(TIOCSETD, &ldisc as *const i32 as usize),
+        res(probe_syscall(SYS_setsid, [0; 6])),
+    );
+    println!("{line}");
+    let mut buf = String::new();
+    match std::io::stdin().lock().read_line(&mut buf) {
+        Ok(0) => println!("read:EOF"),
+        Ok(_) => println!("read:{}", buf.trim_end()),
+        Err(e) => println!("read-error:{}", errno_name(e.raw_os_error().unwrap_or(0))),
+    }
+    0
+}
+
+fn sockaddr_nl(groups: u32) -> [u8; 12] {
+    let mut a = [0u8; 12];
+    a[..2].copy_from_slice(&(libc::AF_NETLINK as u16).to_ne_bytes());
+    a[8..].copy_from_slice(&groups.to_ne_bytes());
+    a
+}
+
+/// `uevent SECONDS`: opens a NETLINK_KOBJECT_UEVENT socket, binds it to the kernel's
+/// multicast group, prints `uevent socket=… bind=…` and waits up to SECONDS for one
+/// uevent: `received:ACTION@DEVPATH` or `received:none`.
+fn uevent_mode(secs: i64) -> i32 {
+    use libc::*;
+    let fd = match probe_syscall(
+        SYS_socket,
+        [
+            AF_NETLINK as usize,
+            (SOCK_DGRAM | SOCK_CLOEXEC) as usize,
+            NETLINK_KOBJECT_UEVENT as usize,
+            0,
+            0,
+            0,
+        ],
+    ) {
+        Ok(fd) => fd as usize,
+        Err(e) => {
+            println!("uevent socket={}", errno_name(e));
+            return 0;
+        }
+    };
+    let addr = sockaddr_nl(1);
+    let bind = probe_syscall(SYS_bind, [fd, addr.as_ptr() as usize, addr.len(), 0, 0, 0]);
+    println!("uevent socket=ok bind={}", res(bind));
+    let tv = [secs, 0i64];
+    let _ = probe_syscall(
+        SYS_setsockopt,
+        [
+            fd,
+            SOL_SOCKET as usize,
+            SO_RCVTIMEO as usize,
+            tv.as_ptr() as usize,
+            16,
+            0,
+        ],
+    );
+    let mut buf = vec![0u8; 8192];
+    match probe_syscall(
+        SYS_recvfrom,
+        [fd, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+    ) {
+        Ok(n) => {
+            let msg = &buf[..n as usize];
+            let head = msg.split(|b| *b == 0).next().unwrap_or_default();
+            println!("received:{}", String::from_utf8_lossy(head));
+        }
+        Err(e) => println!("received:none ({})", errno_name(e)),
+    }
+    0
+}
+
+/// `netlink-route`: a NETLINK_ROUTE socket asks for the link table (RTM_GETLINK dump) and
+/// prints `route socket=… bind=… send=… links=N` (N: RTM_NEWLINK messages received).
+fn netlink_route_mode() -> i32 {
+    use libc::*;
+    let fd = match probe_syscall(
+        SYS_socket,
+        [
+            AF_NETLINK as usize,
+            (SOCK_RAW | SOCK_CLOEXEC) as usize,
+            NETLINK_ROUTE as usize,
+            0,
+            0,
+            0,
+        ],
+    ) {
+        Ok(fd) => fd as usize,
+        Err(e) => {
+            println!("route socket={}", errno_name(e));
+            return 0;
+        }
+    };
+    let addr = sockaddr_nl(0);
+    let bind = res(probe_syscall(
+        SYS_bind,
+        [fd, addr.as_ptr() as usize, addr.len(), 0, 0, 0],
+    ));
+    // nlmsghdr (len, type, flags, seq, pid) + ifinfomsg (16 zero bytes: AF_UNSPEC, all).
+    let mut req = Vec::with_capacity(32);
+    req.extend_from_slice(&32u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req.extend_from_slice(&((NLM_F_REQUEST | NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 16]);
+    let send = res(probe_syscall(
+        SYS_sendto,
+        [fd, req.as_ptr() as usize, req.len(), 0, 0, 0],
+    ));
+    let mut links = 0;
+    let mut buf = vec![0u8; 32768];
+    'recv: for _ in 0..64 {
+        let Ok(n) = probe_syscall(
+            SYS_recvfrom,
+            [fd, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+        ) else {
+            break;
+        };
+        let mut msg = &buf[..n as usize];
+        while msg.len() >= 16 {
+            let len = u32::from_ne_bytes(msg[..4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(msg[4..6].try_into().unwrap());
+            if ty == NLMSG_DONE as u16 || ty == NLMSG_ERROR as u16 || len < 16 {
+                break 'recv;
+            }
+            if ty == RTM_NEWLINK {
+                links += 1;
+            }
+            msg = &msg[((len + 3) & !3).min(msg.len())..];
+        }
+    }
+    println!("route socket=ok bind={bind} send={send} links={links}");
+    0
 }
 
 fn syscalls() -> String {
@@ -593,6 +769,9 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
         Some("bus-serve") => crate::observe::bus_serve(&args[2..]),
+        Some("tty") => tty_mode(),
+        Some("uevent") => uevent_mode(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
+        Some("netlink-route") => netlink_route_mode(),
         Some("sleep") => {
             println!("ready");
             loop {

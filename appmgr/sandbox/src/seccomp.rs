@@ -45,6 +45,7 @@ pub const ARGUMENT_RULES: &[&str] = &[
     "ioperm",
     "modify_ldt",
     "uselib",
+    "setsid",
 ];
 
 /// Syscalls newer than what libseccomp 2.5.4 (Debian 12; upstream knows up to 450,
@@ -335,6 +336,46 @@ pub fn check_list_names(list: &[BlockedSyscall]) -> Result<(), SeccompError> {
 
 const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541C;
+const TIOCSCTTY: u64 = 0x540E;
+const TIOCSPGRP: u64 = 0x5410;
+const TIOCNOTTY: u64 = 0x5422;
+const TIOCSETD: u64 = 0x5423;
+/// `NETLINK_KOBJECT_UEVENT`: the kernel's hotplug broadcast (see [`build_filter`]).
+pub const NETLINK_KOBJECT_UEVENT: u64 = 15;
+/// What `socket(AF_NETLINK, _, NETLINK_KOBJECT_UEVENT)` fails with in the sandbox.
+pub const UEVENT_ERRNO: i32 = libc::EACCES;
+
+/// Which variant of the filter the launcher loads. The plan names the grant's filter;
+/// the launcher picks the variant from what it finds at launch (docs/sandbox.md, "The
+/// terminal").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// The app has no controlling terminal (its own session).
+    #[default]
+    Plain,
+    /// The app stays in the caller's session and foreground job so that the kernel's job
+    /// control decides when it may read the terminal: `setsid` and the ioctls that would
+    /// leave or take over the terminal (`TIOCNOTTY`, `TIOCSCTTY`, `TIOCSPGRP`,
+    /// `TIOCSETD`) fail with EPERM.
+    JobControlled,
+}
+
+impl Variant {
+    /// The cache file of this variant of `plan`'s filter.
+    pub fn cache_file(self, plan: &SeccompPlan) -> PathBuf {
+        match self {
+            Variant::Plain => plan.cache_file.clone(),
+            Variant::JobControlled => {
+                let stem = plan
+                    .cache_file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                plan.cache_file.with_file_name(format!("{stem}-tty.bpf"))
+            }
+        }
+    }
+}
 const PER_LINUX32: u64 = 0x0008;
 /// One past the highest address family this list knows (AF_MCTP = 45 in Linux 6.x).
 const AF_LIMIT: u64 = 46;
@@ -346,6 +387,15 @@ const S_ISGID: u64 = 0o2000;
 pub fn build_filter(
     plan: &SeccompPlan,
     primary: ScmpArch,
+) -> Result<ScmpFilterContext, SeccompError> {
+    build_filter_variant(plan, primary, Variant::Plain)
+}
+
+/// [`build_filter`] for one [`Variant`].
+pub fn build_filter_variant(
+    plan: &SeccompPlan,
+    primary: ScmpArch,
+    variant: Variant,
 ) -> Result<ScmpFilterContext, SeccompError> {
     let list = parse_list(BLOCKED_LIST)?;
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(lib("init"))?;
@@ -470,6 +520,28 @@ pub fn build_filter(
         )
         .map_err(lib("ioctl"))?;
     }
+    if variant == Variant::JobControlled {
+        // The app shares the caller's session and terminal; job control holds only while
+        // the terminal stays its controlling terminal and the caller's shell decides the
+        // foreground job. A new session, giving the terminal up, taking it as controlling
+        // terminal, making its own group the foreground one (possible from the background
+        // while SIGTTOU is ignored) or a line discipline without job control would each
+        // let it read what is typed for the shell.
+        ctx.add_rule(errno(libc::EPERM), sys("setsid")?)
+            .map_err(lib("setsid"))?;
+        for req in [TIOCNOTTY, TIOCSCTTY, TIOCSPGRP, TIOCSETD] {
+            ctx.add_rule_conditional(
+                errno(libc::EPERM),
+                sys("ioctl")?,
+                &[ScmpArgCompare::new(
+                    1,
+                    ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                    req,
+                )],
+            )
+            .map_err(lib("ioctl"))?;
+        }
+    }
 
     // Socket families: UNIX, INET, INET6, NETLINK; Bluetooth and CAN only with their flag.
     let mut allowed = vec![
@@ -503,6 +575,24 @@ pub fn build_filter(
         )],
     )
     .map_err(lib("socket"))?;
+    // Kernel uevents (hotplug: every device added, removed or changed, with its
+    // attributes) are broadcast to NETLINK_KOBJECT_UEVENT sockets in every network
+    // namespace owned by the initial user namespace, so the sandbox's own network
+    // namespace does not keep them out. No grant provides them (docs/sandbox.md,
+    // "Kernel uevents"). The protocol is an int: compare the low 32 bits.
+    ctx.add_rule_conditional(
+        errno(UEVENT_ERRNO),
+        socket,
+        &[
+            ScmpArgCompare::new(0, ScmpCompareOp::Equal, libc::AF_NETLINK as u64),
+            ScmpArgCompare::new(
+                2,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                NETLINK_KOBJECT_UEVENT,
+            ),
+        ],
+    )
+    .map_err(lib("socket uevent"))?;
 
     // personality: only PER_LINUX (and PER_LINUX32 with multiarch). Other personalities
     // turn on READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE and similar exploit helpers.
@@ -576,10 +666,18 @@ pub fn build_filter(
 /// directory and file must belong to the launcher's user and not be writable by others:
 /// a filter that someone else could swap is worse than none.
 pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
+    load_or_compile_variant(plan, Variant::Plain)
+}
+
+/// [`load_or_compile`] for one [`Variant`] (cached under [`Variant::cache_file`]).
+pub fn load_or_compile_variant(
+    plan: &SeccompPlan,
+    variant: Variant,
+) -> Result<Vec<u8>, SeccompError> {
     if plan.list_sha256 != hex::encode(Sha256::digest(BLOCKED_LIST.as_bytes())) {
         return Err(SeccompError::ListMismatch);
     }
-    let path = &plan.cache_file;
+    let path = &variant.cache_file(plan);
     let cio = |source| SeccompError::CacheIo {
         path: path.clone(),
         source,
@@ -619,7 +717,7 @@ pub fn load_or_compile(plan: &SeccompPlan) -> Result<Vec<u8>, SeccompError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(cio(e)),
     }
-    let ctx = build_filter(plan, ScmpArch::native())?;
+    let ctx = build_filter_variant(plan, ScmpArch::native(), variant)?;
     match store(&ctx, path, &check) {
         Ok(bpf) => Ok(bpf),
         // A read-only or full /var must not keep apps from starting: use the program
@@ -899,10 +997,12 @@ mod tests {
     fn filters_build_for_both_arches_and_all_flags() {
         for arch in [ScmpArch::X8664, ScmpArch::Aarch64] {
             for (d, m) in [(false, false), (true, false), (false, true), (true, true)] {
-                let ctx = build_filter(&plan(d, m), arch).unwrap();
-                let f = tempfile::tempfile().unwrap();
-                ctx.export_bpf(&f).unwrap();
-                assert!(f.metadata().unwrap().len() > 0);
+                for v in [Variant::Plain, Variant::JobControlled] {
+                    let ctx = build_filter_variant(&plan(d, m), arch, v).unwrap();
+                    let f = tempfile::tempfile().unwrap();
+                    ctx.export_bpf(&f).unwrap();
+                    assert!(f.metadata().unwrap().len() > 0);
+                }
             }
         }
     }
@@ -917,6 +1017,23 @@ mod tests {
             a,
             SeccompPlan::new("/nonexistent", false, false, true, false).cache_file
         );
+    }
+
+    /// The job-controlled variant is a different program in its own cache file next to
+    /// the plain one: a plain launch never loads it, nor the other way round.
+    #[test]
+    fn terminal_variant_has_its_own_program_and_cache_file() {
+        let t = tempfile::tempdir().unwrap();
+        let p = SeccompPlan::new(t.path().to_str().unwrap(), false, false, false, false);
+        let tty = Variant::JobControlled.cache_file(&p);
+        assert_eq!(Variant::Plain.cache_file(&p), p.cache_file);
+        assert_eq!(tty.parent(), p.cache_file.parent());
+        assert_ne!(tty, p.cache_file);
+        let plain = load_or_compile_variant(&p, Variant::Plain).unwrap();
+        let job = load_or_compile_variant(&p, Variant::JobControlled).unwrap();
+        assert_ne!(plain, job);
+        assert_eq!(std::fs::read(&p.cache_file).unwrap(), plain);
+        assert_eq!(std::fs::read(&tty).unwrap(), job);
     }
 
     #[test]

@@ -150,14 +150,32 @@ pub fn default_signal_dispositions() {
     }
 }
 
-/// Waits for one of `signals` (which must be blocked) and returns its number.
-pub fn sigwait(signals: &[i32]) -> io::Result<i32> {
+/// A signal taken by [`sigwait`] or [`sigwait_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caught {
+    pub sig: i32,
+    /// The kernel sent it itself (`SI_KERNEL`): a terminal's INTR, QUIT, SUSP or WINCH,
+    /// or its hangup, which go to the whole foreground process group at once.
+    pub from_kernel: bool,
+}
+
+fn caught(r: libc::c_int, info: &libc::siginfo_t) -> Caught {
+    Caught {
+        sig: r,
+        from_kernel: info.si_code == libc::SI_KERNEL,
+    }
+}
+
+/// Waits for one of `signals` (which must be blocked) and returns it.
+pub fn sigwait(signals: &[i32]) -> io::Result<Caught> {
     let set = sigset(signals);
     loop {
-        // SAFETY: `set` is valid; a null siginfo pointer is allowed by sigwaitinfo.
-        let r = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        // SAFETY: all-zero bytes are a valid siginfo_t (plain integers and a union).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` and `info` are valid for the call.
+        let r = unsafe { libc::sigwaitinfo(&set, &mut info) };
         if r >= 0 {
-            return Ok(r);
+            return Ok(caught(r, &info));
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
@@ -167,17 +185,22 @@ pub fn sigwait(signals: &[i32]) -> io::Result<i32> {
 }
 
 /// Like [`sigwait`], but gives up after `timeout`; `Ok(None)` on timeout.
-pub fn sigwait_timeout(signals: &[i32], timeout: std::time::Duration) -> io::Result<Option<i32>> {
+pub fn sigwait_timeout(
+    signals: &[i32],
+    timeout: std::time::Duration,
+) -> io::Result<Option<Caught>> {
     let set = sigset(signals);
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     loop {
-        // SAFETY: `set` and `ts` are valid for the call; a null siginfo pointer is allowed.
-        let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        // SAFETY: all-zero bytes are a valid siginfo_t (plain integers and a union).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set`, `info` and `ts` are valid for the call.
+        let r = unsafe { libc::sigtimedwait(&set, &mut info, &ts) };
         if r >= 0 {
-            return Ok(Some(r));
+            return Ok(Some(caught(r, &info)));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
@@ -186,6 +209,18 @@ pub fn sigwait_timeout(signals: &[i32], timeout: std::time::Duration) -> io::Res
             _ => return Err(e),
         }
     }
+}
+
+/// `dup2(old, new)` onto one of the standard streams (0, 1, 2), which no Rust object
+/// owns in the launcher. The new descriptor is not close-on-exec.
+pub fn dup2_std(old: std::os::fd::BorrowedFd<'_>, new: RawFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if !(0..=2).contains(&new) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `old` is a valid descriptor for the call; `new` is 0, 1 or 2, which the
+    // process uses only as its standard streams, so replacing it invalidates no owner.
+    cvt(unsafe { libc::dup2(old.as_raw_fd(), new) }).map(|_| ())
 }
 
 /// `kill(pid, sig)`.

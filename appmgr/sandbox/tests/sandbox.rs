@@ -267,6 +267,7 @@ const BLOCKED: &[(&str, &str)] = &[
     ("socket_bluetooth", "EAFNOSUPPORT"),
     ("socket_can", "EAFNOSUPPORT"),
     ("socket_family_200", "EAFNOSUPPORT"),
+    ("socket_netlink_uevent", "EACCES"),
 ];
 
 /// [`BLOCKED`] as this build's filter answers: fchmodat2 gets the setuid/setgid mode
@@ -1335,5 +1336,252 @@ fn detached_sandbox_runs_in_the_given_cgroup() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `script` with bash (job control on: `set -m`) as the session leader of a new
+/// terminal (a pty from script(1)), `$L` being the launcher and `$P` a file with the plan
+/// for `spec`. `typed` is what the operator types, in order: each text is written to the
+/// terminal once the output shows its trigger (`""`: at once). Returns the terminal's
+/// output (`\r` removed) once bash has exited (bounded: 60 s).
+fn on_terminal(w: &World, spec: &LaunchSpec, script: &str, typed: &[(&str, &str)]) -> String {
+    use std::io::{Read, Write};
+    init_launcher_env();
+    let plan = build_plan(spec).expect("plan");
+    let plan_file = w.root.join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let job = w.root.join("job.sh");
+    std::fs::write(&job, format!("set -m\n{script}\n")).unwrap();
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("bash {}", job.display()), "/dev/null"])
+        .env("L", std::env::var("APPMGR_LAUNCH").unwrap())
+        .env("P", &plan_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                seen.lock().unwrap().push_str(&text);
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending = typed.iter();
+    let mut next = pending.next();
+    let status = loop {
+        if let Some((trigger, text)) = next {
+            if seen.lock().unwrap().contains(trigger) {
+                stdin.write_all(text.as_bytes()).unwrap();
+                stdin.flush().unwrap();
+                next = pending.next();
+                continue;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    let out = seen.lock().unwrap().clone();
+    assert!(
+        status.is_some(),
+        "the terminal session did not end in time:\n{out}"
+    );
+    out
+}
+
+fn has_line(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
+
+/// The operator's terminal is read only by the foreground job. The app runs as a
+/// background job of a shell that owns the terminal: its read stops the job (SIGTTIN)
+/// instead of taking the line typed for the shell, which the shell then reads; every way
+/// out of job control is refused; brought to the foreground, the app reads the next line.
+#[test]
+fn background_job_cannot_read_the_terminal() {
+    require_root!();
+    let w = World::new();
+    let out = on_terminal(
+        &w,
+        &w.spec(&["tty"]),
+        r#""$L" --plan-fd 3 3<"$P" &
+pid=$!
+for i in $(seq 200); do s=$(cut -d' ' -f3 /proc/$pid/stat); [ "$s" = T ] && break; sleep 0.05; done
+echo "launcher-state:$s"
+IFS= read -r -t 10 line
+echo "shell-read:$line"
+fg %1 >/dev/null
+echo "job-exit:$?""#,
+        &[
+            ("", "secret-typed-for-the-shell\n"),
+            ("shell-read:", "granted-to-the-foreground-job\n"),
+        ],
+    );
+    assert!(
+        has_line(
+            &out,
+            "tty tiocspgrp=EPERM tiocnotty=EPERM tiocsctty=EPERM tiocsetd=EPERM setsid=EPERM"
+        ),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "launcher-state:T"),
+        "the job was not stopped:\n{out}"
+    );
+    assert!(
+        !has_line(&out, "read:secret-typed-for-the-shell"),
+        "the background app read the shell's input:\n{out}"
+    );
+    assert!(
+        has_line(&out, "shell-read:secret-typed-for-the-shell"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "read:granted-to-the-foreground-job"),
+        "{out}"
+    );
+    assert!(has_line(&out, "job-exit:0"), "{out}");
+}
+
+/// In the foreground the app reads the terminal, and the terminal's INTR (Ctrl-C)
+/// reaches it: the job ends with 130.
+#[test]
+fn foreground_job_reads_the_terminal_and_gets_ctrl_c() {
+    require_root!();
+    let w = World::new();
+    let out = on_terminal(
+        &w,
+        &w.spec(&["tty"]),
+        r#""$L" --plan-fd 3 3<"$P"; echo "job-exit:$?""#,
+        &[("tty ", "hello\n")],
+    );
+    assert!(has_line(&out, "read:hello"), "{out}");
+    assert!(has_line(&out, "job-exit:0"), "{out}");
+
+    let out = on_terminal(
+        &w,
+        &w.spec(&["sleep"]),
+        r#""$L" --plan-fd 3 3<"$P"; r=$?; echo; echo "job-exit:$r""#,
+        &[("ready", "\x03")],
+    );
+    assert!(has_line(&out, "job-exit:130"), "{out}");
+}
+
+/// A terminal that is not the job's controlling terminal (here: the launcher started in
+/// a session of its own, so no job control can guard it) is not given to the app:
+/// `/dev/null` instead, with a note; what was typed stays for the shell.
+#[test]
+fn foreign_terminal_is_not_given_to_the_app() {
+    require_root!();
+    let w = World::new();
+    let result = w.root.join("app-stdout");
+    let out = on_terminal(
+        &w,
+        &w.spec(&["tty"]),
+        &format!(
+            r#"setsid -w "$L" --plan-fd 3 3<"$P" >{}
+echo "job-exit:$?"
+IFS= read -r -t 5 line
+echo "shell-read:$line""#,
+            result.display()
+        ),
+        &[("", "secret-typed-for-the-shell\n")],
+    );
+    let app = std::fs::read_to_string(&result).unwrap();
+    assert!(
+        app.ends_with("\nread:EOF\n") && app.starts_with("tty tiocspgrp=ENOTTY"),
+        "{app}"
+    );
+    assert!(has_line(&out, "job-exit:0"), "{out}");
+    for fd in [0, 2] {
+        assert!(
+            out.contains(&format!(
+                "fd {fd} is a terminal that is not this job's controlling terminal: \
+                 the app gets /dev/null instead"
+            )),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("fd 1 is a terminal"), "{out}");
+    assert!(
+        has_line(&out, "shell-read:secret-typed-for-the-shell"),
+        "{out}"
+    );
+}
+
+/// Kernel uevents (hotplug) reach no app: `socket(AF_NETLINK, _, NETLINK_KOBJECT_UEVENT)`
+/// fails with EACCES with and without `network`, while a uevent triggered on the host
+/// reaches the same probe outside the sandbox (so a socket in the sandbox would have
+/// received it). NETLINK_ROUTE keeps working in both network setups.
+#[test]
+fn kernel_uevents_are_refused_to_every_app() {
+    require_root!();
+    let trigger = || std::fs::write("/sys/class/mem/null/uevent", "change").unwrap();
+    // Starts the probe, waits for its first line, triggers a uevent, returns all output.
+    let with_trigger = |mut cmd: Command| -> String {
+        use std::io::Read;
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        trigger();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(child.wait().unwrap().success());
+        first + &rest
+    };
+    // Outside any sandbox (root, host network namespace): the uevent arrives.
+    let mut host = Command::new(probe_bin());
+    host.args(["uevent", "5"]);
+    let got = with_trigger(host);
+    assert!(
+        got.starts_with("uevent socket=ok bind=ok\nreceived:change@/devices/virtual/mem/null"),
+        "{got}"
+    );
+
+    let w = World::new();
+    for network in [false, true] {
+        let mut s = w.spec(&["uevent", "5"]);
+        s.permissions.network = network;
+        let (cmd, _fd) = command(&s);
+        let got = with_trigger(cmd);
+        assert_eq!(got, "uevent socket=EACCES\n", "network={network}");
+
+        let mut s = w.spec(&["netlink-route"]);
+        s.permissions.network = network;
+        let o = launch(&s);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let links: usize = o
+            .stdout
+            .trim()
+            .strip_prefix("route socket=ok bind=ok send=ok links=")
+            .unwrap_or_else(|| panic!("{}", o.stdout))
+            .parse()
+            .unwrap();
+        assert!(links >= 1, "{}", o.stdout);
+        if !network {
+            // Its own network namespace: only lo.
+            assert_eq!(links, 1, "{}", o.stdout);
+        }
     }
 }

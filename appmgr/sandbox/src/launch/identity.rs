@@ -1,5 +1,6 @@
 //! Becoming the app: ids, capabilities, no_new_privs, seccomp, fds, execve.
 
+use super::terminal::Terminal;
 use super::{io_err, rx, sys_err, LaunchError};
 use crate::plan::LaunchPlan;
 use crate::sys;
@@ -8,8 +9,13 @@ use std::os::fd::RawFd;
 
 /// In the app process: become the app and exec it. Returns only on failure. `keep` is a
 /// close-on-exec fd that stays open until `execve` (detached mode's status pipe).
-pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> LaunchError {
-    match become_app(plan, bpf, keep) {
+pub(super) fn exec_app(
+    plan: &LaunchPlan,
+    bpf: &[u8],
+    term: &Terminal,
+    keep: Option<RawFd>,
+) -> LaunchError {
+    match become_app(plan, bpf, term, keep) {
         Err(e) => e,
         Ok(()) => {
             let e = sys::execve(&plan.exe, &plan.argv, &plan.env);
@@ -22,15 +28,19 @@ pub(super) fn exec_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> La
     }
 }
 
-fn become_app(plan: &LaunchPlan, bpf: &[u8], keep: Option<RawFd>) -> Result<(), LaunchError> {
+fn become_app(
+    plan: &LaunchPlan,
+    bpf: &[u8],
+    term: &Terminal,
+    keep: Option<RawFd>,
+) -> Result<(), LaunchError> {
     use rustix::thread as rt;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
     rustix::process::umask(Mode::from_raw_mode(0o022));
-    // A new session: the app has no controlling terminal, so it cannot inject input into
-    // the caller's terminal (TIOCSTI needs it) nor receive the terminal's job-control
-    // signals directly; the launcher forwards them.
-    rustix::process::setsid().map_err(|e| sys_err("setsid")(rx(e)))?;
+    // The session and fds 0-2: the app's own session without a terminal, or the
+    // caller's job when fds 0-2 hold its controlling terminal (see `terminal`).
+    term.apply()?;
     rustix::process::chdir(plan.cwd.as_str()).map_err(|e| io_err("chdir", &plan.cwd)(rx(e)))?;
     sys::drop_bounding_set().map_err(sys_err("drop bounding set"))?;
     rt::clear_ambient_capability_set().map_err(|e| sys_err("clear ambient capabilities")(rx(e)))?;

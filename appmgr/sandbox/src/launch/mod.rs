@@ -31,6 +31,7 @@
 mod identity;
 mod root;
 mod sources;
+mod terminal;
 
 use crate::plan::{LaunchPlan, MountOp, PLAN_VERSION};
 use crate::seccomp::{self, SeccompError};
@@ -43,6 +44,7 @@ use sources::{open_source, Opened};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
+use terminal::Terminal;
 
 /// Exit status when the launcher itself fails (before the app runs).
 pub const EXIT_LAUNCH_FAILED: i32 = 125;
@@ -167,7 +169,7 @@ pub(super) fn rx(e: rustix::io::Errno) -> io::Error {
 /// Checks the plan, loads the seccomp program, joins the cgroups, unshares the namespaces
 /// init is created in and blocks the signals the launcher and init wait for. Returns the
 /// BPF program and that signal set.
-fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
+fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
     }
@@ -178,7 +180,7 @@ fn prepare(plan: &LaunchPlan) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
             reason: "the app may not run as uid or gid 0".into(),
         });
     }
-    let bpf = seccomp::load_or_compile(&plan.seccomp)?;
+    let bpf = seccomp::load_or_compile_variant(&plan.seccomp, term.variant())?;
 
     // The launcher and init are never the OOM killer's choice: a memory cgroup filled by
     // the app's tmpfs pages (charged to it, but in nobody's RSS) would otherwise make the
@@ -222,7 +224,8 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     // kernel checks a migration against the namespace the file was opened in, and the
     // caller's cgroups are outside the app's.
     let leave = open_leave_files(&plan.app_id, &plan.after_exit.leave_to);
-    let (bpf, forwarded) = prepare(&plan)?;
+    let term = Terminal::inspect(&plan.app_id, false);
+    let (bpf, forwarded) = prepare(&plan, &term)?;
     let baseline = read_counters(&plan.after_exit.events);
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
@@ -231,7 +234,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         None => {
             drop(leave);
             drop(alive_w);
-            std::process::exit(init(&plan, &bpf, Link::Alive(alive_r)));
+            std::process::exit(init(&plan, &bpf, &term, Link::Alive(alive_r)));
         }
         Some(child) => {
             drop(alive_r);
@@ -245,7 +248,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             leave_cgroups(&app_id, &after, leave);
             // Keep the write end open: init watches it to notice our death.
             let alive = alive_w;
-            let code = supervise(child, &forwarded)?;
+            let code = supervise(child, &forwarded, term.job_control)?;
             drop(alive);
             after_exit(&app_id, &after, &baseline);
             Ok(code)
@@ -268,7 +271,8 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
         let _ = write_all(report, format!("error: {msg}\n").as_bytes());
         EXIT_LAUNCH_FAILED
     };
-    let bpf = match prepare(&plan) {
+    let term = Terminal::inspect(&plan.app_id, true);
+    let bpf = match prepare(&plan, &term) {
         Ok((bpf, _)) => bpf,
         Err(e) => return fail(&report, e.to_string()),
     };
@@ -283,7 +287,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // them would keep the caller (and the launcher) from ever seeing EOF.
             drop(report);
             drop(status_r);
-            std::process::exit(init(&plan, &bpf, Link::Status(status_w)));
+            std::process::exit(init(&plan, &bpf, &term, Link::Status(status_w)));
         }
         Ok(Some(x)) => x,
     };
@@ -411,10 +415,14 @@ fn exit_code(status: i32) -> i32 {
 
 /// Waits for `child`, forwarding signals; returns the exit status to report.
 ///
+/// `job_control`: the app shares the launcher's process group (see `terminal`), so the
+/// signals the kernel sends to that whole group (the terminal's INTR, QUIT, WINCH,
+/// hangup) have reached the app already and are not forwarded a second time.
+///
 /// If the child is still running after [`SHRINK_AFTER`], the process drops its clean code
 /// pages (see [`sys::release_code_pages`]): long-running apps get a small helper, short
 /// ones do not pay for it on their start-up path.
-fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
+fn supervise(child: libc::pid_t, set: &[i32], job_control: bool) -> Result<i32, LaunchError> {
     let mut shrunk = false;
     loop {
         let sig = if shrunk {
@@ -429,13 +437,14 @@ fn supervise(child: libc::pid_t, set: &[i32]) -> Result<i32, LaunchError> {
                 }
             }
         };
+        let sys::Caught { sig, from_kernel } = sig;
         if sig == libc::SIGCHLD {
             while let Some((pid, status)) = sys::waitpid_nohang(-1).map_err(sys_err("wait"))? {
                 if pid == child {
                     return Ok(exit_code(status));
                 }
             }
-        } else {
+        } else if !(job_control && from_kernel) {
             let _ = sys::kill(child, sig);
         }
     }
@@ -455,7 +464,7 @@ enum Link {
 
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
 /// Returns init's exit status.
-fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
+fn init(plan: &LaunchPlan, bpf: &[u8], term: &Terminal, link: Link) -> i32 {
     let status = match link {
         Link::Alive(alive) => match tie_to_launcher(alive) {
             Ok(true) => None,
@@ -495,7 +504,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
         Ok(None) => {
             // Back to the default before the capabilities go (see `prepare`).
             let e = match app_oom_score_adj() {
-                Ok(()) => exec_app(plan, bpf, status.as_ref().map(|fd| fd.as_raw_fd())),
+                Ok(()) => exec_app(plan, bpf, term, status.as_ref().map(|fd| fd.as_raw_fd())),
                 Err(e) => e,
             };
             report(&e);
@@ -514,7 +523,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], link: Link) -> i32 {
         }
         Ok(Some(app)) => {
             drop(status);
-            match supervise(app, &set) {
+            match supervise(app, &set, term.job_control) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("appmgr: {}: {e}", plan.app_id);
