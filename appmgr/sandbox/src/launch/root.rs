@@ -22,6 +22,8 @@ pub(super) const NEWROOT: &str = "/tmp";
 struct Root {
     fd: OwnedFd,
     own: Vec<u64>,
+    /// Directories already walked (relative to the root), reused by later targets.
+    walked: Vec<(String, OwnedFd)>,
 }
 
 fn dev_of(fd: &OwnedFd, dest: &str) -> Result<u64, LaunchError> {
@@ -82,7 +84,7 @@ impl Root {
 
     /// The parent directory of `dest` (created 0755 as needed) and the last component.
     fn parent<'d>(
-        &self,
+        &mut self,
         dest: &'d str,
         create: bool,
     ) -> Result<Option<(OwnedFd, &'d str)>, LaunchError> {
@@ -94,19 +96,47 @@ impl Root {
             .pop()
             .filter(|l| !l.is_empty() && *l != "." && *l != "..");
         let last = last.ok_or_else(|| Self::refused(dest, "no file name"))?;
-        let mut cur = rustix::io::fcntl_dupfd_cloexec(&self.fd, 3)
-            .map_err(|e| io_err("dup", NEWROOT)(rx(e)))?;
-        for p in parts {
-            match self.step(&cur, p, dest, create.then_some(0o755))? {
-                Some(fd) => cur = fd,
+        let dup = |fd: &OwnedFd| {
+            rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| io_err("dup", NEWROOT)(rx(e)))
+        };
+        // Start from the deepest directory already walked (most targets share a parent).
+        let mut start = 0;
+        let mut cur = None;
+        for k in (1..=parts.len()).rev() {
+            let key = parts[..k].join("/");
+            if let Some((_, fd)) = self.walked.iter().find(|(p, _)| *p == key) {
+                cur = Some(dup(fd)?);
+                start = k;
+                break;
+            }
+        }
+        let mut cur = match cur {
+            Some(c) => c,
+            None => dup(&self.fd)?,
+        };
+        for k in start..parts.len() {
+            match self.step(&cur, parts[k], dest, create.then_some(0o755))? {
+                Some(fd) => {
+                    self.walked.push((parts[..=k].join("/"), dup(&fd)?));
+                    cur = fd;
+                }
                 None => return Ok(None),
             }
         }
         Ok(Some((cur, last)))
     }
 
+    /// Forgets the walked directories at and below `dest`, which a mount just covered
+    /// (their descriptors name the covered directories).
+    fn covered(&mut self, dest: &str) {
+        let rel = dest.trim_start_matches('/');
+        let below = format!("{rel}/");
+        self.walked
+            .retain(|(p, _)| p != rel && !p.starts_with(&below));
+    }
+
     /// `mkdir -p dest` inside the sandbox's own file systems; returns the directory.
-    fn dir(&self, dest: &str, mode: u32) -> Result<OwnedFd, LaunchError> {
+    fn dir(&mut self, dest: &str, mode: u32) -> Result<OwnedFd, LaunchError> {
         let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
         Ok(self
             .step(&p, name, dest, Some(mode))?
@@ -114,7 +144,7 @@ impl Root {
     }
 
     /// An existing directory inside the sandbox's own file systems, if there is one.
-    fn existing_dir(&self, dest: &str) -> Result<Option<OwnedFd>, LaunchError> {
+    fn existing_dir(&mut self, dest: &str) -> Result<Option<OwnedFd>, LaunchError> {
         match self.parent(dest, false)? {
             Some((p, name)) => self.step(&p, name, dest, None),
             None => Ok(None),
@@ -122,7 +152,7 @@ impl Root {
     }
 
     /// An empty file to mount a non-directory on (kept if it exists), as `O_PATH`.
-    fn mount_point_file(&self, dest: &str) -> Result<OwnedFd, LaunchError> {
+    fn mount_point_file(&mut self, dest: &str) -> Result<OwnedFd, LaunchError> {
         let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
         let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         rfs::openat(&p, name, flags, Mode::from_raw_mode(0o644))
@@ -139,7 +169,7 @@ impl Root {
     }
 
     /// A new file written into the sandbox's own file systems (never replacing one).
-    fn write_file(&self, dest: &str, mode: u32, contents: &[u8]) -> Result<(), LaunchError> {
+    fn write_file(&mut self, dest: &str, mode: u32, contents: &[u8]) -> Result<(), LaunchError> {
         use std::io::Write;
         let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
         let flags =
@@ -151,7 +181,7 @@ impl Root {
             .map_err(io_err("write", in_root(dest)))
     }
 
-    fn symlink(&self, target: &str, dest: &str) -> Result<(), LaunchError> {
+    fn symlink(&mut self, target: &str, dest: &str) -> Result<(), LaunchError> {
         let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
         rfs::symlinkat(target, &p, name).map_err(|e| io_err("symlink", in_root(dest))(rx(e)))
     }
@@ -168,6 +198,7 @@ impl Root {
     ) -> Result<(), LaunchError> {
         rmount::mount(fstype, fd_path(dir).as_str(), fstype, flags, data)
             .map_err(|e| io_err("mount", in_root(dest))(rx(e)))?;
+        self.covered(dest);
         let (p, name) = self.parent(dest, false)?.ok_or_else(|| missing(dest))?;
         let fd = openat_safe(&p, Path::new(name), OFlags::PATH | OFlags::DIRECTORY)
             .map_err(|e| self.explain(dest, e))?;
@@ -249,7 +280,11 @@ pub(super) fn build_root(
     )
     .map_err(|e| io_err("open", NEWROOT)(rx(e)))?;
     let own = vec![dev_of(&fd, "/")?];
-    let mut root = Root { fd, own };
+    let mut root = Root {
+        fd,
+        own,
+        walked: Vec::new(),
+    };
 
     for (i, m) in plan.mounts.iter().enumerate() {
         match m {
@@ -298,6 +333,7 @@ pub(super) fn build_root(
                         root.mount_point_file(dest)?
                     };
                     bind_fd(src, &target, dest, *readonly, *dev)?;
+                    root.covered(dest);
                 }
             }
             MountOp::Proc { dest } => {
@@ -326,6 +362,7 @@ pub(super) fn build_root(
                 let p = fd_path(&d);
                 rmount::mount_bind(p.as_str(), p.as_str())
                     .map_err(|e| io_err("bind", in_root(dest))(rx(e)))?;
+                root.covered(dest);
                 // Reopen: the descriptor taken before the bind names the covered directory.
                 let d = root.existing_dir(dest)?.ok_or_else(|| missing(dest))?;
                 rmount::mount_remount(
