@@ -284,8 +284,9 @@ pub struct LaunchPlan {
     /// The root filesystem, built on a fresh tmpfs that is made read-only at the end.
     pub mounts: Vec<MountOp>,
     /// Checked against every [`BindSource::Granted`] after it was resolved: the host
-    /// directories the sandbox builds itself and the policy's `deny` paths.
-    #[serde(default)]
+    /// directories the sandbox builds itself and the policy's `deny` paths. Empty (and
+    /// not printed) without filesystem grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_paths: Vec<ProtectedPath>,
     pub seccomp: SeccompPlan,
     /// The complete environment of the app (nothing else is inherited).

@@ -20,9 +20,9 @@ pub(super) const NEWROOT: &str = "/tmp";
 /// tmpfs, `/dev`, `/tmp`, `/run`, procfs, ...). A bound host directory is never entered,
 /// so nothing is ever created, chowned or mounted through a directory an app can write.
 struct Root {
-    fd: OwnedFd,
     own: Vec<u64>,
-    /// Directories already walked (relative to the root), reused by later targets.
+    /// Directories walked so far, relative to the root (`""` is the root itself, always
+    /// first), reused by later targets; entries a mount covers are forgotten.
     walked: Vec<(String, OwnedFd)>,
 }
 
@@ -37,6 +37,19 @@ fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// The components of a sandbox path (`/a/b` → `a`, `b`), or a refusal.
+fn components(dest: &str) -> Result<Vec<&str>, LaunchError> {
+    let parts: Vec<&str> = dest.strip_prefix('/').unwrap_or("").split('/').collect();
+    if !dest.starts_with('/')
+        || parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(Root::refused(dest, "not a normal absolute path"));
+    }
+    Ok(parts)
+}
+
 impl Root {
     fn refused(dest: &str, reason: &str) -> LaunchError {
         LaunchError::Refused {
@@ -45,7 +58,20 @@ impl Root {
         }
     }
 
-    /// Opens (creating with `mode` when missing, if `create`) one directory below `dir`.
+    fn explain(dest: &str, e: Errno) -> LaunchError {
+        match unsafe_reason(e) {
+            Some(r) => Self::refused(dest, r),
+            None => io_err("open", in_root(dest))(rx(e)),
+        }
+    }
+
+    fn fd(&self, i: usize) -> &OwnedFd {
+        &self.walked[i].1
+    }
+
+    /// One directory below `dir`, created with `mode` when missing if `create` is given.
+    /// A directory found (not just created) must be on one of the sandbox's own file
+    /// systems; one just created is on its parent's.
     fn step(
         &self,
         dir: &OwnedFd,
@@ -54,17 +80,21 @@ impl Root {
         create: Option<u32>,
     ) -> Result<Option<OwnedFd>, LaunchError> {
         let how = OFlags::PATH | OFlags::DIRECTORY;
+        if let Some(mode) = create {
+            match rfs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+                Ok(()) => {
+                    let fd = openat_safe(dir, Path::new(name), how)
+                        .map_err(|e| Self::explain(dest, e))?;
+                    return Ok(Some(fd));
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(io_err("mkdir", in_root(dest))(rx(e))),
+            }
+        }
         let fd = match openat_safe(dir, Path::new(name), how) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => {
-                let Some(mode) = create else { return Ok(None) };
-                match rfs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(io_err("mkdir", in_root(dest))(rx(e))),
-                }
-                openat_safe(dir, Path::new(name), how).map_err(|e| self.explain(dest, e))?
-            }
-            Err(e) => return Err(self.explain(dest, e)),
+            Err(Errno::NOENT) if create.is_none() => return Ok(None),
+            Err(e) => return Err(Self::explain(dest, e)),
         };
         if !self.own.contains(&dev_of(&fd, dest)?) {
             return Err(Self::refused(
@@ -75,55 +105,45 @@ impl Root {
         Ok(Some(fd))
     }
 
-    fn explain(&self, dest: &str, e: Errno) -> LaunchError {
-        match unsafe_reason(e) {
-            Some(r) => Self::refused(dest, r),
-            None => io_err("open", in_root(dest))(rx(e)),
-        }
-    }
-
-    /// The parent directory of `dest` (created 0755 as needed) and the last component.
-    fn parent<'d>(
+    /// Walks `parts` from the root (from the deepest directory already walked), creating
+    /// missing directories (0755, the last one `last_mode`) when `last_mode` is given.
+    /// Returns the index of the directory in `walked`, or `None` if one is missing.
+    fn walk(
         &mut self,
-        dest: &'d str,
-        create: bool,
-    ) -> Result<Option<(OwnedFd, &'d str)>, LaunchError> {
-        let rel = dest
-            .strip_prefix('/')
-            .ok_or_else(|| Self::refused(dest, "not absolute"))?;
-        let mut parts: Vec<&str> = rel.split('/').collect();
-        let last = parts
-            .pop()
-            .filter(|l| !l.is_empty() && *l != "." && *l != "..");
-        let last = last.ok_or_else(|| Self::refused(dest, "no file name"))?;
-        let dup = |fd: &OwnedFd| {
-            rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| io_err("dup", NEWROOT)(rx(e)))
-        };
-        // Start from the deepest directory already walked (most targets share a parent).
+        dest: &str,
+        parts: &[&str],
+        last_mode: Option<u32>,
+    ) -> Result<Option<usize>, LaunchError> {
         let mut start = 0;
-        let mut cur = None;
+        let mut cur = 0;
         for k in (1..=parts.len()).rev() {
             let key = parts[..k].join("/");
-            if let Some((_, fd)) = self.walked.iter().find(|(p, _)| *p == key) {
-                cur = Some(dup(fd)?);
-                start = k;
+            if let Some(i) = self.walked.iter().position(|(p, _)| *p == key) {
+                (start, cur) = (k, i);
                 break;
             }
         }
-        let mut cur = match cur {
-            Some(c) => c,
-            None => dup(&self.fd)?,
-        };
         for k in start..parts.len() {
-            match self.step(&cur, parts[k], dest, create.then_some(0o755))? {
+            let mode = last_mode.map(|m| if k + 1 == parts.len() { m } else { 0o755 });
+            match self.step(self.fd(cur), parts[k], dest, mode)? {
                 Some(fd) => {
-                    self.walked.push((parts[..=k].join("/"), dup(&fd)?));
-                    cur = fd;
+                    self.walked.push((parts[..=k].join("/"), fd));
+                    cur = self.walked.len() - 1;
                 }
                 None => return Ok(None),
             }
         }
-        Ok(Some((cur, last)))
+        Ok(Some(cur))
+    }
+
+    /// The parent directory of `dest` (created as needed) and the last component.
+    fn parent<'d>(&mut self, dest: &'d str) -> Result<(usize, &'d str), LaunchError> {
+        let parts = components(dest)?;
+        let (last, dirs) = parts.split_last().ok_or_else(|| missing(dest))?;
+        let i = self
+            .walk(dest, dirs, Some(0o755))?
+            .ok_or_else(|| missing(dest))?;
+        Ok((i, last))
     }
 
     /// Forgets the walked directories at and below `dest`, which a mount just covered
@@ -132,33 +152,30 @@ impl Root {
         let rel = dest.trim_start_matches('/');
         let below = format!("{rel}/");
         self.walked
-            .retain(|(p, _)| p != rel && !p.starts_with(&below));
+            .retain(|(p, _)| p.is_empty() || (p != rel && !p.starts_with(&below)));
     }
 
-    /// `mkdir -p dest` inside the sandbox's own file systems; returns the directory.
-    fn dir(&mut self, dest: &str, mode: u32) -> Result<OwnedFd, LaunchError> {
-        let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
-        Ok(self
-            .step(&p, name, dest, Some(mode))?
-            .ok_or_else(|| missing(dest))?)
+    /// `mkdir -p dest` inside the sandbox's own file systems; returns its index.
+    fn dir(&mut self, dest: &str, mode: u32) -> Result<usize, LaunchError> {
+        let parts = components(dest)?;
+        self.walk(dest, &parts, Some(mode))?
+            .ok_or_else(|| missing(dest))
     }
 
     /// An existing directory inside the sandbox's own file systems, if there is one.
-    fn existing_dir(&mut self, dest: &str) -> Result<Option<OwnedFd>, LaunchError> {
-        match self.parent(dest, false)? {
-            Some((p, name)) => self.step(&p, name, dest, None),
-            None => Ok(None),
-        }
+    fn existing_dir(&mut self, dest: &str) -> Result<Option<usize>, LaunchError> {
+        let parts = components(dest)?;
+        self.walk(dest, &parts, None)
     }
 
     /// An empty file to mount a non-directory on (kept if it exists), as `O_PATH`.
     fn mount_point_file(&mut self, dest: &str) -> Result<OwnedFd, LaunchError> {
-        let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
+        let (p, name) = self.parent(dest)?;
         let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rfs::openat(&p, name, flags, Mode::from_raw_mode(0o644))
+        rfs::openat(self.fd(p), name, flags, Mode::from_raw_mode(0o644))
             .map_err(|e| io_err("create", in_root(dest))(rx(e)))?;
-        let fd =
-            openat_safe(&p, Path::new(name), OFlags::PATH).map_err(|e| self.explain(dest, e))?;
+        let fd = openat_safe(self.fd(p), Path::new(name), OFlags::PATH)
+            .map_err(|e| Self::explain(dest, e))?;
         if !self.own.contains(&dev_of(&fd, dest)?) {
             return Err(Self::refused(
                 dest,
@@ -171,10 +188,10 @@ impl Root {
     /// A new file written into the sandbox's own file systems (never replacing one).
     fn write_file(&mut self, dest: &str, mode: u32, contents: &[u8]) -> Result<(), LaunchError> {
         use std::io::Write;
-        let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
+        let (p, name) = self.parent(dest)?;
         let flags =
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rfs::openat(&p, name, flags, Mode::from_raw_mode(mode))
+        let fd = rfs::openat(self.fd(p), name, flags, Mode::from_raw_mode(mode))
             .map_err(|e| io_err("create", in_root(dest))(rx(e)))?;
         std::fs::File::from(fd)
             .write_all(contents)
@@ -182,27 +199,35 @@ impl Root {
     }
 
     fn symlink(&mut self, target: &str, dest: &str) -> Result<(), LaunchError> {
-        let (p, name) = self.parent(dest, true)?.ok_or_else(|| missing(dest))?;
-        rfs::symlinkat(target, &p, name).map_err(|e| io_err("symlink", in_root(dest))(rx(e)))
+        let (p, name) = self.parent(dest)?;
+        rfs::symlinkat(target, self.fd(p), name)
+            .map_err(|e| io_err("symlink", in_root(dest))(rx(e)))
     }
 
-    /// Mounts a new file system instance (`tmpfs`, `proc`, ...) on `dir` and records it
-    /// as the sandbox's own.
+    /// Mounts a new file system instance (`tmpfs`, `proc`, ...) on the directory `dest`
+    /// and records it as the sandbox's own.
     fn mount_fs(
         &mut self,
         dest: &str,
-        dir: &OwnedFd,
+        mode: u32,
         fstype: &str,
         flags: MountFlags,
         data: Option<&std::ffi::CStr>,
     ) -> Result<(), LaunchError> {
-        rmount::mount(fstype, fd_path(dir).as_str(), fstype, flags, data)
+        let d = self.dir(dest, mode)?;
+        rmount::mount(fstype, fd_path(self.fd(d)).as_str(), fstype, flags, data)
             .map_err(|e| io_err("mount", in_root(dest))(rx(e)))?;
         self.covered(dest);
-        let (p, name) = self.parent(dest, false)?.ok_or_else(|| missing(dest))?;
-        let fd = openat_safe(&p, Path::new(name), OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(|e| self.explain(dest, e))?;
+        let (p, name) = self.parent(dest)?;
+        let fd = openat_safe(
+            self.fd(p),
+            Path::new(name),
+            OFlags::PATH | OFlags::DIRECTORY,
+        )
+        .map_err(|e| Self::explain(dest, e))?;
         self.own.push(dev_of(&fd, dest)?);
+        self.walked
+            .push((dest.trim_start_matches('/').to_string(), fd));
         Ok(())
     }
 }
@@ -281,9 +306,8 @@ pub(super) fn build_root(
     .map_err(|e| io_err("open", NEWROOT)(rx(e)))?;
     let own = vec![dev_of(&fd, "/")?];
     let mut root = Root {
-        fd,
         own,
-        walked: Vec::new(),
+        walked: vec![(String::new(), fd)],
     };
 
     for (i, m) in plan.mounts.iter().enumerate() {
@@ -294,7 +318,7 @@ pub(super) fn build_root(
             MountOp::AppOwnedDir { dest, mode } => {
                 let d = root.dir(dest, *mode)?;
                 rfs::chownat(
-                    &d,
+                    root.fd(d),
                     "",
                     Some(rfs::Uid::from_raw(plan.uid)),
                     Some(rfs::Gid::from_raw(plan.gid)),
@@ -309,7 +333,6 @@ pub(super) fn build_root(
                 size_mib,
                 noexec,
             } => {
-                let d = root.dir(dest, 0o755)?;
                 let mut f = MountFlags::NOSUID | MountFlags::NODEV;
                 if *noexec {
                     f |= MountFlags::NOEXEC;
@@ -318,7 +341,7 @@ pub(super) fn build_root(
                     .map_err(|_| {
                         io_err("tmpfs options", in_root(dest))(io::ErrorKind::InvalidInput.into())
                     })?;
-                root.mount_fs(dest, &d, "tmpfs", f, Some(data.as_c_str()))?;
+                root.mount_fs(dest, 0o755, "tmpfs", f, Some(data.as_c_str()))?;
             }
             MountOp::Bind {
                 dest,
@@ -327,46 +350,44 @@ pub(super) fn build_root(
                 ..
             } => {
                 if let Some(src) = &opened[i] {
-                    let target = if src.is_dir {
-                        root.dir(dest, 0o755)?
+                    if src.is_dir {
+                        let d = root.dir(dest, 0o755)?;
+                        bind_fd(src, root.fd(d), dest, *readonly, *dev)?;
                     } else {
-                        root.mount_point_file(dest)?
-                    };
-                    bind_fd(src, &target, dest, *readonly, *dev)?;
+                        let f = root.mount_point_file(dest)?;
+                        bind_fd(src, &f, dest, *readonly, *dev)?;
+                    }
                     root.covered(dest);
                 }
             }
             MountOp::Proc { dest } => {
-                let d = root.dir(dest, 0o555)?;
                 let f = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-                root.mount_fs(dest, &d, "proc", f, None)?;
+                root.mount_fs(dest, 0o555, "proc", f, None)?;
             }
             MountOp::Sysfs { dest } => {
-                let d = root.dir(dest, 0o555)?;
                 let f = MountFlags::RDONLY
                     | MountFlags::NOSUID
                     | MountFlags::NODEV
                     | MountFlags::NOEXEC;
-                root.mount_fs(dest, &d, "sysfs", f, None)?;
+                root.mount_fs(dest, 0o555, "sysfs", f, None)?;
             }
             MountOp::Devpts { dest } => {
-                let d = root.dir(dest, 0o755)?;
                 let f = MountFlags::NOSUID | MountFlags::NOEXEC;
                 let data = c"newinstance,ptmxmode=0666,mode=620";
-                root.mount_fs(dest, &d, "devpts", f, Some(data))?;
+                root.mount_fs(dest, 0o755, "devpts", f, Some(data))?;
             }
             MountOp::RemountReadonly { dest } => {
                 let Some(d) = root.existing_dir(dest)? else {
                     continue;
                 };
-                let p = fd_path(&d);
+                let p = fd_path(root.fd(d));
                 rmount::mount_bind(p.as_str(), p.as_str())
                     .map_err(|e| io_err("bind", in_root(dest))(rx(e)))?;
                 root.covered(dest);
                 // Reopen: the descriptor taken before the bind names the covered directory.
                 let d = root.existing_dir(dest)?.ok_or_else(|| missing(dest))?;
                 rmount::mount_remount(
-                    fd_path(&d).as_str(),
+                    fd_path(root.fd(d)).as_str(),
                     MountFlags::BIND
                         | MountFlags::RDONLY
                         | MountFlags::NOSUID
@@ -410,7 +431,7 @@ pub(super) fn build_root(
                         continue;
                     }
                     let t = format!("{target}/{n}");
-                    rfs::symlinkat(t.as_str(), &d, n)
+                    rfs::symlinkat(t.as_str(), root.fd(d), n)
                         .map_err(|e| io_err("symlink", in_root(&format!("{dest}/{n}")))(rx(e)))?;
                 }
             }
