@@ -150,7 +150,12 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
 
 pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
     let ctx = LaunchCtx::load(g)?;
-    let a = ctx.app_grant(id)?;
+    let mut a = ctx.app_grant(id)?;
+    // Grants the launcher would refuse on this host now (resolved as at launch).
+    let deny: Vec<std::path::PathBuf> = a.grant.denied_paths.iter().map(Into::into).collect();
+    for (path, reason) in appmgr_sandbox::refused_filesystems(&a.grant.permissions, &deny) {
+        a.grant.refuse_filesystem(&path, reason);
+    }
     // Each item's status is read back from the plan `appmgr run` would build now.
     let provided = match plan_for(
         g,
@@ -363,10 +368,17 @@ fn plan_for(
         timezone: None,
         lang: None,
         memory_max: a.grant.cgroup_limits().memory_max,
+        deny_paths: a.grant.denied_paths.iter().map(Into::into).collect(),
     };
     customize(&mut spec);
-    let plan = appmgr_sandbox::build_plan(&spec)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", a.manifest.id)))?;
+    let plan = appmgr_sandbox::build_plan(&spec).map_err(|e| {
+        let class = match e {
+            appmgr_sandbox::PlanError::ReservedPath(_)
+            | appmgr_sandbox::PlanError::NestedGrant { .. } => ErrorClass::Policy,
+            _ => ErrorClass::Other,
+        };
+        CliError::new(class, format!("{}: {e}", a.manifest.id))
+    })?;
     let provided = appmgr_sandbox::provisions(&spec, &plan, &device_nodes);
     Ok(Launch { plan, provided })
 }

@@ -293,3 +293,82 @@ fn launch_errors_are_appmgr_lines_with_the_documented_code() {
     }
     assert!(r.stderr.contains("not-there"), "{}", r.stderr);
 }
+
+/// A filesystem grant whose path an app can redirect (a symlink planted in the writable
+/// share the policy grants): `permissions` shows it as refused, `run` refuses it with exit
+/// 4 and one line naming the path, and nothing of the symlink's target is shown or changed.
+#[test]
+fn grant_through_a_planted_symlink_is_refused_and_shown() {
+    let id = "org.example.RunGrantThroughAPlantedSymlink";
+    if !is_root() {
+        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
+    }
+    let e = Env::new();
+    let share = e.p("share");
+    let victim = e.p("victim");
+    fs::create_dir_all(share.join("docs")).unwrap();
+    fs::write(share.join("docs/readme"), "grant-content\n").unwrap();
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("secret"), "victim-secret\n").unwrap();
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ filesystems = [\"{}:rw\"] }}\n",
+            share.display()
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let root = e.p("runapp");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        format!("#!/usr/bin/sh\ncat {}/docs/*\n", share.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "{}\n[permissions]\nfilesystems = [\"{}/docs:ro\"]\n",
+        app_manifest("1.0.0").replace("org.example.Hello", id),
+        share.display()
+    );
+    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
+
+    // As granted: the share's content, nothing refused.
+    assert_eq!(e.ok(&["run", id]).stdout, "grant-content\n");
+    let p = e.ok(&["--json", "permissions", id]).json();
+    assert!(p.get("refused").is_none(), "{p}");
+
+    // The app (which may write the share) replaces the directory by a symlink.
+    fs::remove_dir_all(share.join("docs")).unwrap();
+    std::os::unix::fs::symlink(&victim, share.join("docs")).unwrap();
+    let path = format!("{}/docs", share.display());
+    let text = e.ok(&["permissions", id]).stdout;
+    assert!(text.contains("refused at launch"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("symlink"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(&path), "{line}");
+    let p = e.ok(&["--json", "permissions", id]).json();
+    assert_eq!(p["refused"][0]["key"], "filesystems", "{p}");
+    assert_eq!(p["refused"][0]["value"], format!("{path}:ro"), "{p}");
+
+    let r = e.run(&["run", id]);
+    assert_eq!(r.code, 4, "{}{}", r.stderr, r.stdout);
+    assert!(r.stdout.is_empty(), "the app ran: {}", r.stdout);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with(&format!("appmgr: {id}: refusing to launch: {path}: ")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("symlink"), "{}", r.stderr);
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(&victim).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o755));
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
+}

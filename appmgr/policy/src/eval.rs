@@ -108,6 +108,25 @@ pub struct EffectiveGrant {
     pub on_excess_source: Option<Source>,
     /// Service supervision settings, each key from the most specific rule that sets it.
     pub service: crate::service::ServicePolicy,
+    /// The `deny` filesystems of every applying rule. The launcher compares each granted
+    /// path with these on what it resolved to (device and inode), not on the string.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_paths: Vec<String>,
+    /// Granted items the launcher refuses on this host as it is now (a filesystem grant
+    /// that cannot be resolved safely: a symlink on the way, a protected or denied
+    /// directory under another name, a grant inside another). Filled by the caller from
+    /// the sandbox's check ([`EffectiveGrant::refuse`]); a launch with any of them ends
+    /// with exit 4.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedItem>,
+}
+
+/// A granted item that the launch would refuse, and why (one line naming the path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedItem {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
 }
 
 /// One permission item (a boolean or one element of a set).
@@ -538,6 +557,14 @@ impl PolicySet {
             health_crashes: svc(|s| s.health_crashes.map(u64::from)).map(|v| v as u32),
             health_timeout_s: svc(|s| s.health_timeout_s.map(u64::from)).map(|v| v as u32),
         };
+        let mut denied_paths: Vec<String> = Vec::new();
+        for a in &applying {
+            for f in &a.rule.deny.filesystems {
+                if !denied_paths.contains(&f.path) {
+                    denied_paths.push(f.path.clone());
+                }
+            }
+        }
         Ok(EffectiveGrant {
             app: req.app.clone(),
             permissions,
@@ -547,6 +574,8 @@ impl PolicySet {
             on_excess,
             on_excess_source,
             service,
+            denied_paths,
+            refused: Vec::new(),
         })
     }
 
@@ -613,6 +642,23 @@ impl EffectiveGrant {
             summary: summarize(&self.excess),
             items: self.excess.clone(),
         })
+    }
+
+    /// Records that the launch refuses the granted filesystem path `path` (`reason` from
+    /// the sandbox's check). Shown by `appmgr permissions`; the grant itself is unchanged
+    /// (the launcher refuses it again, on what it resolves then).
+    pub fn refuse_filesystem(&mut self, path: &str, reason: String) {
+        let value = self
+            .permissions
+            .filesystems
+            .iter()
+            .find(|f| f.path == path)
+            .map_or_else(|| path.to_string(), |f| f.to_string());
+        self.refused.push(RefusedItem {
+            key: "filesystems",
+            value,
+            reason,
+        });
     }
 
     /// What was dropped (requested, not granted, and the deciding rule says `drop`).

@@ -43,7 +43,9 @@ pub mod userdb;
 pub use board::{BoardFacts, Condition, NodePath};
 pub use bus::{render_bus_policy, BusPolicyEntry};
 pub use error::PolicyError;
-pub use eval::{EffectiveGrant, ExcessItem, ExcessReason, Granted, PolicySet, Request, Source};
+pub use eval::{
+    EffectiveGrant, ExcessItem, ExcessReason, Granted, PolicySet, RefusedItem, Request, Source,
+};
 pub use limits::{CpuWeight, CpusetRef, Limits, PidsMax, PolicyResources, SwapLimit};
 pub use parse::{OnExcess, MAX_FILE_SIZE};
 pub use render::ShownGrant;

@@ -57,6 +57,12 @@ impl EffectiveGrant {
                 _ => out.push('\n'),
             }
         }
+        if !self.refused.is_empty() {
+            out.push_str("refused at launch (the app does not start while these stand):\n");
+            for r in &self.refused {
+                let _ = writeln!(out, "  {} {}: {}", r.key, esc(&r.value), esc(&r.reason));
+            }
+        }
         let limits = limit_items(&self.limits);
         out.push_str("limits:\n");
         if limits.is_empty() {

@@ -50,13 +50,13 @@ pub use exec::{
     DetachedInit, ExecError, LAUNCHER_ENV, LAUNCHER_LIBEXEC, LAUNCHER_NAME,
 };
 pub use launch::{
-    run as run_launcher, run_detached, LaunchError, EXIT_CANNOT_EXEC, EXIT_LAUNCH_FAILED,
-    EXIT_NOT_FOUND,
+    refused_filesystems, run as run_launcher, run_detached, LaunchError, EXIT_CANNOT_EXEC,
+    EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED,
 };
 pub use plan::{
     build_plan, AfterExit, BindSource, EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces,
-    PlanError, PLAN_VERSION, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS,
-    SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
+    PlanError, ProtectedPath, PLAN_VERSION, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET,
+    SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
 };
 pub use provision::{host_socket, provisions};
 pub use seccomp::SeccompPlan;

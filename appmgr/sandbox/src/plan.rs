@@ -103,6 +103,11 @@ pub struct LaunchSpec {
     /// sandbox's writable tmpfs mounts (see [`tmpfs_sizes_mib`]).
     #[serde(default)]
     pub memory_max: Option<u64>,
+    /// Host paths no filesystem grant may expose, lie in or contain (the `deny`
+    /// filesystems of the policy rules that apply to the app). Compared by the launcher
+    /// on what a grant resolved to, not on the request string.
+    #[serde(default)]
+    pub deny_paths: Vec<PathBuf>,
 }
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
@@ -173,8 +178,13 @@ pub enum BindSource {
     AppDir(PathBuf),
     /// A device node: opened with `O_NOFOLLOW`, must be a character or block device.
     Device(PathBuf),
-    /// A granted host path; skipped if it does not exist.
+    /// A host path the plan itself binds (`/dev/shm` with `ipc`); skipped if it does not
+    /// exist.
     HostPath(PathBuf),
+    /// A filesystem grant: opened beneath `/` with `RESOLVE_NO_SYMLINKS` (a symlink
+    /// anywhere on the way refuses the launch), then compared by device and inode with
+    /// the plan's [`ProtectedPath`]s; skipped if it does not exist.
+    Granted(PathBuf),
     /// A host `AF_UNIX` socket (sd_notify socket, D-Bus system bus): opened with
     /// `O_NOFOLLOW`, must exist and be a socket.
     Socket(PathBuf),
@@ -245,6 +255,17 @@ pub enum MountOp {
     },
 }
 
+/// A host path that no filesystem grant may resolve to (or, with `below`, lie in or
+/// contain). The launcher resolves it as the host does and compares objects (device and
+/// inode), so a second name for it (a symlink the request string does not show, a bind
+/// mount) is caught too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedPath {
+    pub path: PathBuf,
+    pub below: bool,
+}
+
 /// Everything the launcher applies, in order. Serializable: the CLI prints it and passes
 /// it to `appmgr-launch` as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +283,11 @@ pub struct LaunchPlan {
     pub after_exit: AfterExit,
     /// The root filesystem, built on a fresh tmpfs that is made read-only at the end.
     pub mounts: Vec<MountOp>,
+    /// Checked against every [`BindSource::Granted`] after it was resolved: the host
+    /// directories the sandbox builds itself and the policy's `deny` paths. Empty (and
+    /// not printed) without filesystem grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_paths: Vec<ProtectedPath>,
     pub seccomp: SeccompPlan,
     /// The complete environment of the app (nothing else is inherited).
     pub env: Vec<(String, String)>,
@@ -283,6 +309,8 @@ pub enum PlanError {
     DeviceOutsideDev(String),
     #[error("filesystem grant {0:?} overlaps a path the sandbox owns")]
     ReservedPath(String),
+    #[error("filesystem grant {inner:?} is inside the granted {outer:?}: its mount point would be built through a bound host directory; grant one of them")]
+    NestedGrant { inner: String, outer: String },
     #[error(
         "command {0:?} must be a name in /app/bin or a normal absolute path below /app or /usr"
     )]
@@ -339,10 +367,73 @@ const RESERVED: &[&str] = &[
     // On every current host /var/run is a symlink to /run: a grant below it is a grant
     // below /run (e.g. /var/run/dbus, the system bus without a dbus grant).
     "/var/run",
+    // A symlink to /tmp inside the sandbox: a mount point below it would be built
+    // through a symlink.
+    "/var/tmp",
     SANDBOX_HOME,
 ];
 /// Paths that may hold grants below them, but not be granted themselves.
 const RESERVED_EXACT: &[&str] = &["/tmp", "/run", "/home", "/var"];
+/// Host directories the sandbox builds itself: the launcher refuses a grant that
+/// *resolves* to, into or around one of them (compared by device and inode), whatever
+/// the request string said. `/var/run` and the `/lib*` links are left out: on the host
+/// they are names for `/run` and `/usr`.
+const PROTECTED_BELOW: &[&str] = &[
+    "/usr",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/run/user",
+    "/run/appmgr",
+    "/run/dbus",
+];
+/// Host directories a grant may lie below but not resolve to.
+const PROTECTED_EXACT: &[&str] = &["/", "/tmp", "/run", "/home", "/var"];
+
+/// The checks on one filesystem grant that need no I/O: not a path the sandbox builds,
+/// not inside another grant of the same app (its mount point would be inside the bound
+/// host directory, which the app may write: sandbox-side targets are only built in the
+/// sandbox's own file systems).
+pub(crate) fn check_filesystem_grant(perms: &Permissions, p: &str) -> Result<(), PlanError> {
+    let under = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|r| r.starts_with('/'));
+    if RESERVED
+        .iter()
+        .any(|r| p == *r || under(p, r) || under(r, p))
+        || RESERVED_EXACT.contains(&p)
+    {
+        return Err(PlanError::ReservedPath(p.to_string()));
+    }
+    if let Some(outer) = perms.filesystems.iter().find(|o| under(p, &o.path)) {
+        return Err(PlanError::NestedGrant {
+            inner: p.to_string(),
+            outer: outer.path.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What every filesystem grant is compared with once resolved: the `deny` paths (and
+/// below), the host directories the sandbox builds itself.
+pub(crate) fn protected_paths(deny_paths: &[PathBuf]) -> Result<Vec<ProtectedPath>, PlanError> {
+    let mut v = Vec::new();
+    for d in deny_paths {
+        let s = check_host_path("deny path", d)?;
+        v.push(ProtectedPath {
+            path: s.into(),
+            below: true,
+        });
+    }
+    for (list, below) in [(PROTECTED_BELOW, true), (PROTECTED_EXACT, false)] {
+        for p in list {
+            v.push(ProtectedPath {
+                path: p.into(),
+                below,
+            });
+        }
+    }
+    Ok(v)
+}
 
 /// Variables a caller may never pass in, even if allow-listed: they change how the
 /// dynamic loader, libc or the resolver behave (the classic setuid-unsafe list of
@@ -709,18 +800,13 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         });
     }
 
-    // Granted host paths, at the same place.
+    // Granted host paths, at the same place. Each is opened by the launcher beneath `/`
+    // without following symlinks and compared with `protected` on what it resolved to.
     for g in &perms.filesystems {
         let p = g.path.as_str();
-        if RESERVED
-            .iter()
-            .any(|r| p == *r || p.starts_with(&format!("{r}/")) || r.starts_with(&format!("{p}/")))
-            || RESERVED_EXACT.contains(&p)
-        {
-            return Err(PlanError::ReservedPath(p.to_string()));
-        }
+        check_filesystem_grant(perms, p)?;
         m.push(MountOp::Bind {
-            source: BindSource::HostPath(p.into()),
+            source: BindSource::Granted(p.into()),
             dest: p.to_string(),
             readonly: g.access == FsAccess::Ro,
             dev: false,
@@ -789,6 +875,12 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         perms.allow.contains(&AllowFlag::Canbus),
     );
 
+    let protected_paths = if perms.filesystems.is_empty() {
+        Vec::new()
+    } else {
+        protected_paths(&spec.deny_paths)?
+    };
+
     Ok(LaunchPlan {
         version: PLAN_VERSION,
         app_id: spec.app_id.to_string(),
@@ -800,6 +892,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         cgroup_procs: spec.cgroup_procs.clone(),
         after_exit: spec.after_exit.clone(),
         mounts: m,
+        protected_paths,
         seccomp,
         env,
         exe,
@@ -868,6 +961,7 @@ pub(crate) mod tests {
             notify_socket: None,
             system_bus_socket: None,
             memory_max: None,
+            deny_paths: vec![],
         }
     }
 
@@ -1045,6 +1139,71 @@ pub(crate) mod tests {
         let mut s = spec();
         s.timezone = Some("../../etc/shadow".into());
         assert!(build_plan(&s).is_err());
+    }
+
+    #[test]
+    fn filesystem_grants_are_resolved_by_the_launcher() {
+        // A grant inside another grant is refused (its mount point would be inside the
+        // bound host directory), whichever access either has.
+        for (outer, inner) in [("/srv/a:rw", "/srv/a/b:ro"), ("/srv/a:ro", "/srv/a/b/c:rw")] {
+            let mut s = spec();
+            s.permissions.filesystems.insert(outer.parse().unwrap());
+            s.permissions.filesystems.insert(inner.parse().unwrap());
+            assert!(
+                matches!(build_plan(&s), Err(PlanError::NestedGrant { .. })),
+                "{inner} in {outer}"
+            );
+        }
+        // Siblings and prefixes that are not parents are fine.
+        let mut s = spec();
+        for g in ["/srv/a:rw", "/srv/ab:ro", "/srv/b:rw"] {
+            s.permissions.filesystems.insert(g.parse().unwrap());
+        }
+        s.deny_paths = vec!["/srv/keys".into()];
+        let p = build_plan(&s).unwrap();
+        // Granted sources (checked by the launcher), and the protected paths they are
+        // compared with once resolved: the deny path and the sandbox's own directories.
+        let granted: Vec<&BindSource> = p
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::Bind { source, .. } => Some(source),
+                _ => None,
+            })
+            .filter(|s| matches!(s, BindSource::Granted(_)))
+            .collect();
+        assert_eq!(granted.len(), 3);
+        assert!(p.protected_paths.contains(&ProtectedPath {
+            path: "/srv/keys".into(),
+            below: true
+        }));
+        for (path, below) in [
+            ("/etc", true),
+            ("/proc", true),
+            ("/tmp", false),
+            ("/", false),
+        ] {
+            assert!(
+                p.protected_paths.contains(&ProtectedPath {
+                    path: path.into(),
+                    below
+                }),
+                "{path}"
+            );
+        }
+        // Without filesystem grants there is nothing to compare (no cost per launch).
+        assert!(build_plan(&spec()).unwrap().protected_paths.is_empty());
+        // /var/tmp is the sandbox's own symlink: a mount point below it is refused.
+        let mut s = spec();
+        s.permissions
+            .filesystems
+            .insert("/var/tmp/x".parse().unwrap());
+        assert!(matches!(build_plan(&s), Err(PlanError::ReservedPath(_))));
+        // A deny path must be a normal absolute path.
+        let mut s = spec();
+        s.permissions.filesystems.insert("/srv/a".parse().unwrap());
+        s.deny_paths = vec!["/srv/../etc".into()];
+        assert!(matches!(build_plan(&s), Err(PlanError::BadPath { .. })));
     }
 
     fn socket_binds(p: &LaunchPlan) -> Vec<(String, String)> {

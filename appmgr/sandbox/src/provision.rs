@@ -111,7 +111,7 @@ pub fn provisions(
                 let in_plan = binds(plan).any(|(s, d, r)| {
                     d == g.path
                         && r == ro
-                        && matches!(s, BindSource::HostPath(p) if p == Path::new(&g.path))
+                        && matches!(s, BindSource::Granted(p) if p == Path::new(&g.path))
                 });
                 if !in_plan {
                     Provision::not_provided(e, "not bound into the sandbox")

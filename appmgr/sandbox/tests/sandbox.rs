@@ -125,6 +125,7 @@ impl World {
             notify_socket: None,
             system_bus_socket: None,
             memory_max: None,
+            deny_paths: vec![],
         }
     }
 }
@@ -748,7 +749,7 @@ fn data_dir_replaced_by_symlink_is_refused() {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let o = launch(&w.spec(&[]));
-        assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED, "{}", o.stdout);
+        assert_eq!(o.code, appmgr_sandbox::EXIT_REFUSED, "{}", o.stdout);
         assert!(o.stderr.contains("symlink"), "{}", o.stderr);
         assert!(o.stdout.is_empty());
         std::fs::remove_file(&link).unwrap();
@@ -758,7 +759,7 @@ fn data_dir_replaced_by_symlink_is_refused() {
     let mut s = w.spec(&[]);
     s.data_dir = linked_parent.join("org.example.Probe");
     let o = launch(&s);
-    assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED);
+    assert_eq!(o.code, appmgr_sandbox::EXIT_REFUSED);
     assert!(
         !data.exists(),
         "nothing created through the symlinked parent"
@@ -774,7 +775,7 @@ fn data_dir_replaced_by_symlink_is_refused() {
     // a data dir owned by someone else is refused too
     std::fs::create_dir_all(&data).unwrap();
     let o = launch(&w.spec(&[]));
-    assert_eq!(o.code, appmgr_sandbox::EXIT_LAUNCH_FAILED);
+    assert_eq!(o.code, appmgr_sandbox::EXIT_REFUSED);
     assert!(o.stderr.contains("owned by uid 0"), "{}", o.stderr);
 }
 
@@ -822,10 +823,18 @@ fn launcher_refuses_bad_plans() {
     root_uid.uid = 0;
     let mut other_list = good.clone();
     other_list.seccomp.list_sha256 = "00".repeat(32);
-    for (what, plan) in [
-        ("plan version", bad_version),
-        ("uid 0", root_uid),
-        ("seccomp list", other_list),
+    for (what, plan, want) in [
+        (
+            "plan version",
+            bad_version,
+            appmgr_sandbox::EXIT_LAUNCH_FAILED,
+        ),
+        ("uid 0", root_uid, appmgr_sandbox::EXIT_REFUSED),
+        (
+            "seccomp list",
+            other_list,
+            appmgr_sandbox::EXIT_LAUNCH_FAILED,
+        ),
     ] {
         let fd = appmgr_sandbox::plan_memfd(&plan).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_appmgr-launch"));
@@ -835,11 +844,7 @@ fn launcher_refuses_bad_plans() {
             .stdin(Stdio::null());
         appmgr_sandbox::sys::keep_fd_in_child(&mut c, fd.as_raw_fd());
         let o = c.output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(appmgr_sandbox::EXIT_LAUNCH_FAILED),
-            "{what}"
-        );
+        assert_eq!(o.status.code(), Some(want), "{what}");
         assert!(o.stdout.is_empty(), "{what}: the app ran");
     }
     // not a plan at all
@@ -1013,20 +1018,19 @@ fn socket_sources_must_be_sockets() {
     let _l = std::os::unix::net::UnixDatagram::bind(&real).unwrap();
     let link = w.root.join("link.sock");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    for (p, why) in [
-        (file, "not a socket"),
-        (link, "not a socket"),
-        (w.root.join("missing.sock"), "No such file"),
+    for (p, why, want) in [
+        (file, "not a socket", appmgr_sandbox::EXIT_REFUSED),
+        (link, "symlink", appmgr_sandbox::EXIT_REFUSED),
+        (
+            w.root.join("missing.sock"),
+            "No such file",
+            appmgr_sandbox::EXIT_LAUNCH_FAILED,
+        ),
     ] {
         let mut s = w.spec(&[]);
         s.notify_socket = Some(p.clone());
         let o = launch(&s);
-        assert_eq!(
-            o.code,
-            appmgr_sandbox::EXIT_LAUNCH_FAILED,
-            "{}",
-            p.display()
-        );
+        assert_eq!(o.code, want, "{}", p.display());
         assert!(o.stderr.contains(why), "{}: {}", p.display(), o.stderr);
         assert!(o.stdout.is_empty());
     }
@@ -1281,7 +1285,7 @@ fn detached_failures_leave_nothing_behind() {
     let _ = std::fs::remove_dir_all(&data);
     std::os::unix::fs::symlink(w.root.join("runtime"), &data).unwrap();
     let (code, init, message) = launch_err(detached(&w.spec(&[]), &out));
-    assert_eq!(code, Some(appmgr_sandbox::EXIT_LAUNCH_FAILED));
+    assert_eq!(code, Some(appmgr_sandbox::EXIT_REFUSED));
     assert!(init.is_some());
     assert!(message.contains("symlink"), "{message}");
     assert_reaped(init);
@@ -1584,4 +1588,341 @@ fn kernel_uevents_are_refused_to_every_app() {
             assert_eq!(links, 1, "{}", o.stdout);
         }
     }
+}
+
+// ---- Host paths under app-writable directories (docs/sandbox.md) ----
+
+/// A directory's entries and its own metadata: what must not change when a launch is
+/// refused (nothing created, chowned or chmodded in it).
+fn snapshot(p: &Path) -> (Vec<String>, u32, u32, u32, i64) {
+    let mut names: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (names, m.uid(), m.gid(), m.mode(), m.mtime())
+}
+
+/// A directory "outside every grant" with a secret in it, and a share an app may write.
+fn outside_and_share(w: &World) -> (PathBuf, PathBuf) {
+    let outside = w.root.join("outside");
+    std::fs::create_dir_all(outside.join("q")).unwrap();
+    std::fs::write(outside.join("secret"), "outside-secret\n").unwrap();
+    std::fs::write(outside.join("q/marker"), "outside-secret\n").unwrap();
+    let share = w.root.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o777)).unwrap();
+    (outside, share)
+}
+
+fn grant(s: &mut LaunchSpec, p: &Path, access: &str) {
+    s.permissions
+        .filesystems
+        .insert(format!("{}:{access}", p.display()).parse().unwrap());
+}
+
+/// Refused with exit 4, one line naming `path` and `why`, and the app never ran.
+fn assert_refused(o: &Outcome, path: &Path, why: &str) {
+    assert_eq!(
+        o.code,
+        appmgr_sandbox::EXIT_REFUSED,
+        "{}: {}{}",
+        path.display(),
+        o.stderr,
+        o.stdout
+    );
+    assert!(o.stdout.is_empty(), "the app ran: {}", o.stdout);
+    let line = o.stderr.trim_end();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(
+        line.starts_with("appmgr: org.example.Probe: refusing to launch: "),
+        "{line}"
+    );
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(line.contains(why), "{line}");
+}
+
+/// Every kind of grant that names a host path, with a symlink planted where an app could
+/// plant one: refused with exit 4 and a line naming the path, and nothing outside the
+/// grant is created, bound, chowned or shown.
+#[test]
+fn planted_symlinks_are_refused_for_every_grant_kind() {
+    require_root!();
+    let w = World::new();
+    let (outside, share) = outside_and_share(&w);
+    let before = snapshot(&outside);
+    let script = |p: &Path| format!("cat {0}/secret {0}/q/marker; ls {0}", p.display());
+
+    // Filesystem shares, ro and rw: the grant itself a symlink (absolute, relative, to
+    // host /etc and /proc), or a symlinked parent inside the writable share.
+    std::os::unix::fs::symlink(&outside, share.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../outside", share.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/etc", share.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/proc", share.join("proc")).unwrap();
+    std::os::unix::fs::symlink(&outside, share.join("parent")).unwrap();
+    for (p, access) in [
+        (share.join("abs"), "ro"),
+        (share.join("rel"), "rw"),
+        (share.join("etc"), "ro"),
+        (share.join("proc"), "rw"),
+        (share.join("parent/q"), "rw"),
+    ] {
+        let mut s = sh(&w, &script(&p));
+        grant(&mut s, &p, access);
+        assert_refused(&launch(&s), &p, "symlink");
+    }
+
+    // A share nested in another writable share: refused before anything is mounted (the
+    // inner mount point would be built through the bound host directory).
+    std::fs::create_dir_all(share.join("inner")).unwrap();
+    let mut s = sh(&w, "true");
+    grant(&mut s, &share, "rw");
+    grant(&mut s, &share.join("inner"), "ro");
+    assert!(matches!(
+        build_plan(&s),
+        Err(appmgr_sandbox::PlanError::NestedGrant { .. })
+    ));
+    // The launcher does not trust the plan for it either: a target inside a bound host
+    // directory is refused and nothing is created in the host directory.
+    // (A second grant that sorts after the share, its target moved into the share.)
+    let other = w.root.join("z-other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut s = sh(&w, "true");
+    grant(&mut s, &share, "rw");
+    grant(&mut s, &other, "ro");
+    let mut plan = build_plan(&s).unwrap();
+    let mnt = format!("{}/mnt", share.display());
+    for m in plan.mounts.iter_mut() {
+        if let appmgr_sandbox::MountOp::Bind { source, dest, .. } = m {
+            if matches!(source, appmgr_sandbox::BindSource::Granted(p) if p == &other) {
+                *dest = mnt.clone();
+            }
+        }
+    }
+    let share_before = snapshot(&share);
+    let o = launch_plan(&plan);
+    assert_refused(&o, Path::new(&mnt), "bound host directory");
+    assert_eq!(
+        snapshot(&share),
+        share_before,
+        "nothing created in the share"
+    );
+
+    // HOME (data dir) and the runtime dir planted as symlinks to the outside directory.
+    let data = w.root.join("data/org.example.Probe");
+    let _ = std::fs::remove_dir(&data);
+    std::os::unix::fs::symlink(&outside, &data).unwrap();
+    assert_refused(&launch(&sh(&w, "true")), &data, "symlink");
+    std::fs::remove_file(&data).unwrap();
+    let rundir = w.root.join("rundir");
+    std::os::unix::fs::symlink(&outside, &rundir).unwrap();
+    let mut s = sh(&w, "true");
+    s.runtime_dir = Some(rundir.clone());
+    assert_refused(&launch(&s), &rundir, "symlink");
+
+    // A device node reached through a symlinked directory below /dev.
+    let devdir = w.root.join("devdir");
+    std::fs::create_dir_all(&devdir).unwrap();
+    let c = std::ffi::CString::new(devdir.join("null").display().to_string()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        c.as_c_str(),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let devlink = PathBuf::from(format!("/dev/appmgr-test-link-{}", std::process::id()));
+    std::os::unix::fs::symlink(&devdir, &devlink).unwrap();
+    let mut s = sh(&w, "true");
+    s.devices = vec![devlink.join("null")];
+    let o = launch(&s);
+    std::fs::remove_file(&devlink).unwrap();
+    assert_refused(&o, &devlink.join("null"), "symlink");
+
+    // A socket below a symlinked directory.
+    let sockdir = w.root.join("sockdir");
+    std::fs::create_dir_all(&sockdir).unwrap();
+    let _l = std::os::unix::net::UnixDatagram::bind(sockdir.join("n.sock")).unwrap();
+    std::os::unix::fs::symlink(&sockdir, share.join("sock")).unwrap();
+    let mut s = sh(&w, "true");
+    s.notify_socket = Some(share.join("sock/n.sock"));
+    assert_refused(&launch(&s), &share.join("sock/n.sock"), "symlink");
+
+    // A deny rule bypassed through a symlink in a granted share...
+    let mut s = sh(&w, &script(&share.join("abs")));
+    s.deny_paths = vec![outside.clone()];
+    grant(&mut s, &share.join("abs"), "ro");
+    assert_refused(&launch(&s), &share.join("abs"), "symlink");
+    // ...and compared on what was resolved: the deny rule names the directory through an
+    // alias (a symlink the administrator made), the grant names it directly.
+    let alias = w.root.join("alias");
+    std::os::unix::fs::symlink(&outside, &alias).unwrap();
+    let mut s = sh(&w, &script(&outside));
+    s.deny_paths = vec![alias.clone()];
+    grant(&mut s, &outside, "ro");
+    assert_refused(&launch(&s), &outside, "protected path");
+    // A grant whose parent is denied under another name, and one that contains it.
+    let mut s = sh(&w, &script(&outside));
+    s.deny_paths = vec![alias.join("q")];
+    grant(&mut s, &outside, "ro");
+    assert_refused(&launch(&s), &outside, "overlapping");
+
+    // Nothing outside the grants changed (not created, chowned or chmodded).
+    assert_eq!(snapshot(&outside), before);
+}
+
+/// Host /etc and /proc under another name (a bind mount the request string does not
+/// show): compared by device and inode, refused.
+#[test]
+fn protected_host_paths_are_compared_on_what_was_resolved() {
+    require_root!();
+    let w = World::new();
+    for host in ["/etc", "/proc"] {
+        let alias = w.root.join(format!("alias{}", host.replace('/', "-")));
+        std::fs::create_dir_all(&alias).unwrap();
+        // In a private mount namespace of a child, so the host's mount table is untouched:
+        // the launcher inherits it.
+        let mut s = sh(&w, &format!("ls {}", alias.display()));
+        grant(&mut s, &alias, "ro");
+        let plan = build_plan(&s).unwrap();
+        let fd = appmgr_sandbox::plan_memfd(&plan).unwrap();
+        use std::os::fd::AsRawFd;
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {host} {} && exec \"$0\" --plan-fd {}",
+                alias.display(),
+                fd.as_raw_fd()
+            ))
+            .arg(env!("CARGO_BIN_EXE_appmgr-launch"))
+            .stdin(Stdio::null());
+        appmgr_sandbox::sys::keep_fd_in_child(&mut c, fd.as_raw_fd());
+        let out = c.output().unwrap();
+        let o = Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        };
+        assert_refused(&o, &alias, &format!("protected path {host}"));
+        assert_eq!(std::fs::read_dir(&alias).unwrap().count(), 0);
+    }
+}
+
+fn launch_plan(plan: &appmgr_sandbox::LaunchPlan) -> Outcome {
+    init_launcher_env();
+    let (mut cmd, _fd) = launcher_command(plan).expect("launcher command");
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn launcher");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// One app (another uid) flips a directory and a parent directory of another app's
+/// grants between real directories and symlinks to a directory outside every grant,
+/// while the other app is launched a few hundred times. Every launch is refused (exit 4)
+/// or sees only the grant's content, and nothing is created or bound outside.
+#[test]
+fn symlink_race_in_a_shared_grant_never_escapes() {
+    require_root!();
+    let w = World::new();
+    let (outside, share) = outside_and_share(&w);
+    let flipper_uid = UID + 1;
+    std::os::unix::fs::chown(&share, Some(flipper_uid), Some(flipper_uid)).unwrap();
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&outside);
+    // World-writable: an escape of the app's writes would show here.
+    let sentinel = w.root.join("sentinel");
+    std::fs::create_dir_all(&sentinel).unwrap();
+    std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let launches: usize = std::env::var("APPMGR_RACE_LAUNCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    // The other app's loop: `flip` (granted) and `p` (parent of the granted `p/q`) are
+    // in turn real directories holding grant content and symlinks to `outside`.
+    let loop_script = format!(
+        "cd {share} || exit 1; while :; do \
+           rm -rf flip p; mkdir -p flip p/q; echo grant > flip/marker; echo grant > p/q/marker; \
+           rm -rf flip p; ln -s {out} flip; ln -s {out} p; \
+           rm -f flip p; ln -s {sent} flip; ln -s ../sentinel p; \
+         done",
+        share = share.display(),
+        out = outside.display(),
+        sent = sentinel.display(),
+    );
+    let mut flipper = {
+        use std::os::unix::process::CommandExt;
+        Command::new("/bin/sh")
+            .args(["-c", &loop_script])
+            .uid(flipper_uid)
+            .gid(flipper_uid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (flip, q) = (share.join("flip"), share.join("p/q"));
+    let script = format!(
+        "cat {0}/marker {1}/marker 2>&1; ls {0} {1} 2>&1; mkdir {0}/made {1}/made 2>&1; true",
+        flip.display(),
+        q.display()
+    );
+    let mut s = sh(&w, &script);
+    grant(&mut s, &flip, "rw");
+    grant(&mut s, &q, "rw");
+    let (mut refused, mut ran, mut vanished) = (0, 0, 0);
+    let start = Instant::now();
+    for i in 0..launches {
+        let o = launch(&s);
+        match o.code {
+            0 => {
+                ran += 1;
+                assert!(
+                    !o.stdout.contains("outside-secret"),
+                    "launch {i}: {}",
+                    o.stdout
+                );
+                assert!(!o.stdout.contains("secret"), "launch {i}: {}", o.stdout);
+            }
+            4 => {
+                refused += 1;
+                assert!(o.stdout.is_empty());
+                assert!(
+                    o.stderr.contains(&flip.display().to_string())
+                        || o.stderr.contains(&q.display().to_string()),
+                    "{}",
+                    o.stderr
+                );
+            }
+            // The granted directory was removed between its opening and the bind.
+            125 if o.stderr.contains("No such file or directory") && o.stdout.is_empty() => {
+                vanished += 1
+            }
+            c => panic!("launch {i}: unexpected exit {c}: {}{}", o.stderr, o.stdout),
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = flipper.kill();
+    let _ = flipper.wait();
+    eprintln!(
+        "race: {launches} launches in {:.1} s ({:.1} ms each): {ran} ran, {refused} refused, \
+         {vanished} lost their source",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / launches as f64
+    );
+    assert!(refused > 0, "the flipper never raced a launch");
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "nothing created outside the grant"
+    );
+    assert_eq!(
+        std::fs::read_dir(&sentinel).unwrap().count(),
+        0,
+        "nothing created in the sentinel"
+    );
 }

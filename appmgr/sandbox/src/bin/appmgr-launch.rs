@@ -2,7 +2,8 @@
 //! `appmgr_sandbox`). Started by `appmgr run` and appmgrd, never by hand.
 //!
 //! Without `--report-fd`: exits with the app's status (128+N when the app was killed by
-//! signal N), 125 when the sandbox could not be set up.
+//! signal N), 125 when the sandbox could not be set up, 4 when the launch was refused (a
+//! host path that cannot be resolved safely, see `LaunchError::Refused`).
 //!
 //! With `--report-fd M` (detached mode, appmgrd's services): init becomes a child of the
 //! caller, its host pid is written to fd M, and the launcher exits 0 once the app runs, or
@@ -54,7 +55,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("appmgr: {app}: {e}");
-            std::process::exit(appmgr_sandbox::EXIT_LAUNCH_FAILED);
+            std::process::exit(e.exit_code());
         }
     }
 }

@@ -40,7 +40,7 @@ use identity::exec_app;
 use root::{build_root, NEWROOT};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
-use sources::{open_source, Opened};
+use sources::{host_root, open_source, Opened};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
@@ -51,6 +51,14 @@ pub const EXIT_LAUNCH_FAILED: i32 = 125;
 /// Exit status when the app's executable cannot be executed / does not exist.
 pub const EXIT_CANNOT_EXEC: i32 = 126;
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// Exit status when the launch is refused ([`LaunchError::Refused`]): a grant that cannot
+/// be resolved safely (a symlink on a host path, a protected or denied path reached
+/// through another name, a target inside a bound host directory), a source of the wrong
+/// type, a foreign-owned data dir. It is appmgr's "refused by policy" exit code.
+pub const EXIT_REFUSED: i32 = 4;
+/// The start of [`LaunchError::Refused`]'s message (detached mode recognises the class
+/// by it in init's status text).
+const REFUSED_PREFIX: &str = "refusing to launch: ";
 
 /// How long the launcher and init wait before shrinking themselves beside the app.
 const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
@@ -144,10 +152,20 @@ pub enum LaunchError {
         step: &'static str,
         source: io::Error,
     },
-    #[error("refusing to launch: {path}: {reason}")]
+    #[error("{REFUSED_PREFIX}{path}: {reason}")]
     Refused { path: String, reason: String },
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+}
+
+impl LaunchError {
+    /// The launcher's exit status for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::Refused { .. } => EXIT_REFUSED,
+            _ => EXIT_LAUNCH_FAILED,
+        }
+    }
 }
 
 pub(super) fn io_err(
@@ -164,6 +182,43 @@ pub(super) fn sys_err(step: &'static str) -> impl FnOnce(io::Error) -> LaunchErr
 
 pub(super) fn rx(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// The filesystem grants of `perms` that a launch on this host would refuse now, each with
+/// a one-line reason naming the path (for `appmgr permissions`): a grant the sandbox
+/// owns or nested in another, a symlink on the way, a protected or `deny_paths` directory
+/// reached under another name. Reads the file system (without following symlinks) and
+/// changes nothing; the launcher decides again, on what it resolves at launch.
+pub fn refused_filesystems(
+    perms: &appmgr_types::Permissions,
+    deny_paths: &[std::path::PathBuf],
+) -> Vec<(String, String)> {
+    let protected = match crate::plan::protected_paths(deny_paths) {
+        Ok(p) => p,
+        Err(e) => {
+            return perms
+                .filesystems
+                .iter()
+                .map(|g| (g.path.clone(), e.to_string()))
+                .collect()
+        }
+    };
+    let mut out = Vec::new();
+    for g in &perms.filesystems {
+        let reason = match crate::plan::check_filesystem_grant(perms, &g.path) {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => sources::check_granted(Path::new(&g.path), &protected)
+                .err()
+                .map(|e| match e {
+                    LaunchError::Refused { path, reason } => format!("{path}: {reason}"),
+                    other => other.to_string(),
+                }),
+        };
+        if let Some(r) = reason {
+            out.push((g.path.clone(), r));
+        }
+    }
+    out
 }
 
 /// Checks the plan, loads the seccomp program, joins the cgroups, unshares the namespaces
@@ -269,7 +324,11 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
     let fail = |report: &OwnedFd, msg: String| {
         eprintln!("appmgr: {}: {msg}", plan.app_id);
         let _ = write_all(report, format!("error: {msg}\n").as_bytes());
-        EXIT_LAUNCH_FAILED
+        if msg.starts_with(REFUSED_PREFIX) {
+            EXIT_REFUSED
+        } else {
+            EXIT_LAUNCH_FAILED
+        }
     };
     let term = Terminal::inspect(&plan.app_id, true);
     let bpf = match prepare(&plan, &term) {
@@ -485,7 +544,7 @@ fn init(plan: &LaunchPlan, bpf: &[u8], term: &Terminal, link: Link) -> i32 {
     };
     if let Err(e) = build_and_enter_root(plan) {
         report(&e);
-        return EXIT_LAUNCH_FAILED;
+        return e.exit_code();
     }
 
     let mut set = FORWARDED.to_vec();
@@ -559,11 +618,13 @@ fn build_and_enter_root(plan: &LaunchPlan) -> Result<(), LaunchError> {
     .map_err(|e| io_err("make slave", "/")(rx(e)))?;
     // Every source is opened now, in the new namespace (a bind source must belong to it)
     // and before the root tmpfs covers /tmp; binds then go through these fds.
+    // Each host path is resolved once, beneath `/`, without following symlinks.
+    let host = host_root()?;
     let mut opened: Vec<Option<Opened>> = Vec::with_capacity(plan.mounts.len());
     let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.mounts.len());
     for m in &plan.mounts {
         let (o, c) = match m {
-            MountOp::Bind { source, .. } => (open_source(source, plan)?, None),
+            MountOp::Bind { source, .. } => (open_source(&host, source, plan)?, None),
             MountOp::CopyHostFile { source, .. } => (None, std::fs::read(source).ok()),
             _ => (None, None),
         };
