@@ -103,6 +103,37 @@ fn bind_fd(src: &Opened, target: &Path, readonly: bool, dev: bool) -> Result<(),
     rmount::mount_remount(target, flags, "").map_err(|e| io_err("remount", target)(rx(e)))
 }
 
+/// A granted device as the app's own node: same type and device number as the host node
+/// opened as `src` (checked to be a character or block device when it was opened), owned
+/// by the app, mode 0600. Created on the sandbox's `/dev` tmpfs, never on a host file
+/// system; `mknod` refuses to replace anything.
+fn private_node(src: &Opened, target: &Path, uid: u32, gid: u32) -> Result<(), LaunchError> {
+    let st = rfs::fstat(&src.fd).map_err(|e| io_err("stat", target)(rx(e)))?;
+    let ft = rfs::FileType::from_raw_mode(st.st_mode);
+    if !matches!(
+        ft,
+        rfs::FileType::CharacterDevice | rfs::FileType::BlockDevice
+    ) {
+        return Err(LaunchError::Refused {
+            path: target.display().to_string(),
+            reason: "not a device node".into(),
+        });
+    }
+    if let Some(parent) = target.parent() {
+        mkdir_p(parent, 0o755)?;
+    }
+    rfs::mknodat(CWD, target, ft, Mode::from_raw_mode(0o600), st.st_rdev)
+        .map_err(|e| io_err("mknod", target)(rx(e)))?;
+    rfs::chownat(
+        CWD,
+        target,
+        Some(rfs::Uid::from_raw(uid)),
+        Some(rfs::Gid::from_raw(gid)),
+        rfs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io_err("chown", target)(rx(e)))
+}
+
 pub(super) fn build_root(
     plan: &LaunchPlan,
     opened: &[Option<Opened>],
@@ -142,10 +173,14 @@ pub(super) fn build_root(
                 mode,
                 size_mib,
                 noexec,
+                dev,
             } => {
                 let p = in_root(dest);
                 mkdir_p(&p, 0o755)?;
-                let mut f = MountFlags::NOSUID | MountFlags::NODEV;
+                let mut f = MountFlags::NOSUID;
+                if !*dev {
+                    f |= MountFlags::NODEV;
+                }
                 if *noexec {
                     f |= MountFlags::NOEXEC;
                 }
@@ -162,6 +197,11 @@ pub(super) fn build_root(
             } => {
                 if let Some(src) = &opened[i] {
                     bind_fd(src, &in_root(dest), *readonly, *dev)?;
+                }
+            }
+            MountOp::DeviceNode { dest, .. } => {
+                if let Some(src) = &opened[i] {
+                    private_node(src, &in_root(dest), plan.uid, plan.gid)?;
                 }
             }
             MountOp::Proc { dest } => {
