@@ -318,14 +318,12 @@ fn device_rules_confine_opens_even_for_root() {
         "c 1:3 rw\nc 136:* rw\n"
     );
     // A root shell in the cgroup: /dev/null opens, /dev/zero (1:5) does not.
-    let script = format!(
-        "for f in \"$@\"; do echo 0 > \"$f\" || exit 99; done; \
+    let script = "for f in \"$@\"; do echo 0 > \"$f\" || exit 99; done; \
          (exec 3<>/dev/null) || exit 10; \
          err=$( (exec 3</dev/zero) 2>&1 ) && exit 11; echo \"$err\" >&2; \
-         case \"$err\" in *'Operation not permitted'*) exit 0;; esac; exit 12"
-    );
+         case \"$err\" in *'Operation not permitted'*) exit 0;; esac; exit 12";
     let out = Command::new(BUSYBOX)
-        .args(["sh", "-c", &script, "sh"])
+        .args(["sh", "-c", script, "sh"])
         .args(cg.procs_files())
         .stdin(Stdio::null())
         .output()

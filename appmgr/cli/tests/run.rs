@@ -469,7 +469,7 @@ fn granted_device_node_opens_and_nothing_else_does() {
     // and the granted node; a node that appears in its /dev (made by root from outside)
     // is refused by the cgroup.
     let sneaky = "/dev/sneaky";
-    let mut child = e
+    let child = e
         .cmd(&["run", id, "--", "waitopen", sneaky])
         .stdout(std::process::Stdio::piped())
         .spawn()
