@@ -318,7 +318,18 @@ impl Hierarchy {
             }
             enable_controllers(&plan.enable)?;
             apply_writes(&plan.writes)?;
-            apply_writes(&helper.writes)
+            // The helper gets default values only (no limits): a file the kernel does not
+            // offer there is skipped.
+            let defaults: Vec<PlannedWrite> = helper
+                .writes
+                .iter()
+                .cloned()
+                .map(|w| PlannedWrite {
+                    optional: true,
+                    ..w
+                })
+                .collect();
+            apply_writes(&defaults)
         })();
         if let Err(e) = r {
             for d in created.iter().rev() {
