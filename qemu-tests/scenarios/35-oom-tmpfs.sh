@@ -54,12 +54,15 @@ sed 's/^/  | /' /tmp/adj.out
 grep -qx 'adj=0' /tmp/adj.out || qt_fail "the app's oom_score_adj is not 0"
 grep -q lowered /tmp/adj.out && qt_fail "the app lowered its own oom_score_adj"
 [ "$(cat /proc/$launcher/oom_score_adj)" = -1000 ] || qt_fail "launcher oom_score_adj $(cat /proc/$launcher/oom_score_adj)"
-grep -qx "$launcher" $cg/cgroup.procs && qt_fail "the launcher is still in the app's cgroup"
+grep -qx "$launcher" $cg/cgroup.procs && qt_fail "the launcher is in the app's cgroup"
+# init lives beside the launcher in launch-ID.scope, never in the app's cgroup.
+helper=/sys/fs/cgroup/appmgr.slice/launch-org.qt.Oom.scope
 init=
-for p in $(cat $cg/cgroup.procs); do
+for p in $(cat $helper/cgroup.procs); do
 	[ "$(ppid_of "$p")" = "$launcher" ] && init=$p
 done
-[ -n "$init" ] || qt_fail "no init (child of the launcher) in $cg"
+[ -n "$init" ] || qt_fail "no init (child of the launcher) in $helper"
+grep -qx "$init" $cg/cgroup.procs && qt_fail "init is in the app's cgroup"
 [ "$(cat /proc/$init/oom_score_adj)" = -1000 ] || qt_fail "init oom_score_adj $(cat /proc/$init/oom_score_adj)"
 qt_ok "launcher $launcher and init $init at -1000, app at 0 and refused -1000"
 qt_run 0 appmgr kill org.qt.Oom

@@ -89,11 +89,10 @@ impl Cgroup {
             .unwrap_or_else(|| PathBuf::from(&self.leaf))
     }
 
-    /// The app's directory in every distinct hierarchy (one on v2).
-    pub fn dirs(&self) -> Vec<PathBuf> {
+    fn leaf_dirs(&self, leaf: &str) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = Vec::new();
         for c in Controller::ALL {
-            if let Some(d) = self.dir(*c) {
+            if let Some(d) = self.hierarchy.dir(*c, leaf) {
                 if !v.contains(&d) {
                     v.push(d);
                 }
@@ -102,14 +101,52 @@ impl Cgroup {
         v
     }
 
-    /// The `cgroup.procs` files the launcher must write its own pid into (in this order)
-    /// after fork and before exec, so the app never runs a single instruction outside
-    /// its limits. On v1 this is one file per hierarchy.
+    fn helper_leaf(&self) -> String {
+        crate::spec::helper_leaf_name(&self.leaf)
+    }
+
+    /// The directories to remove once the app has ended: the app's cgroup in every
+    /// distinct hierarchy (one on v2), then its launcher's sibling (`launch-ID.scope`).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut v = self.leaf_dirs(&self.leaf);
+        v.extend(self.leaf_dirs(&self.helper_leaf()));
+        v
+    }
+
+    /// The `cgroup.procs` files the app process writes itself into (in this order) before
+    /// it drops its privileges and execs, so the app never runs a single instruction
+    /// outside its limits. On v1 this is one file per hierarchy. Only the app's own tasks
+    /// are ever in these cgroups: `pids.max` counts exactly them.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs()
+        self.leaf_dirs(&self.leaf)
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()
+    }
+
+    /// The `cgroup.procs` files the launcher writes its own pid into before it creates
+    /// init: the sibling cgroup `launch-ID.scope`, without limits, holding the launcher and
+    /// the sandbox's init (pid 1) for the app's lifetime.
+    pub fn helper_procs_files(&self) -> Vec<PathBuf> {
+        self.leaf_dirs(&self.helper_leaf())
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    pub(crate) fn helper_pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut set = BTreeSet::new();
+        for f in self.helper_procs_files() {
+            set.extend(fsutil::read_pids(&f)?);
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    /// On v2: the app's cgroup directory, to which the launcher attaches the device
+    /// program ([`crate::bpf_program`] of the spec's rules) before the app joins. `None`
+    /// on v1, where [`crate::Hierarchy::create`] wrote `devices.deny`/`devices.allow`.
+    pub fn device_program_target(&self) -> Option<PathBuf> {
+        (self.version() == CgroupVersion::V2).then(|| self.path())
     }
 
     /// The counters whose increase means a limit was hit, as (file, key, event name):

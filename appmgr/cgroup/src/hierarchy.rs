@@ -280,21 +280,31 @@ impl Hierarchy {
     /// an empty leftover is reused. On failure, directories created here are removed.
     pub fn create(&self, spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         let plan = self.plan(spec)?;
+        // The launcher and init live in a sibling without limits, so that the app's own
+        // cgroup counts and limits the app's tasks only.
+        let helper = self.plan(&CgroupSpec {
+            name: crate::spec::helper_leaf_name(&spec.name),
+            limits: Default::default(),
+            devices: None,
+        })?;
         let cg = self.handle(&spec.name);
-        if !cg.pids()?.is_empty() {
+        if !cg.pids()?.is_empty() || !cg.helper_pids()?.is_empty() {
             return Err(CgroupError::InUse {
                 path: cg.path().to_path_buf(),
             });
         }
         let mut created = Vec::new();
         let r = (|| {
-            for d in &plan.dirs {
+            for d in plan.dirs.iter().chain(&helper.dirs) {
                 if let Some(p) = d.parent() {
                     fs::create_dir_all(p).map_err(|source| CgroupError::Create {
                         path: p.to_path_buf(),
                         source,
                     })?;
                 }
+                // An empty leftover is replaced, not reused: a v2 device program stays
+                // attached to a cgroup until it is removed.
+                let _ = fs::remove_dir(d);
                 match fs::create_dir(d) {
                     Ok(()) => created.push(d.clone()),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -307,7 +317,19 @@ impl Hierarchy {
                 }
             }
             enable_controllers(&plan.enable)?;
-            apply_writes(&plan.writes)
+            apply_writes(&plan.writes)?;
+            // The helper gets default values only (no limits): a file the kernel does not
+            // offer there is skipped.
+            let defaults: Vec<PlannedWrite> = helper
+                .writes
+                .iter()
+                .cloned()
+                .map(|w| PlannedWrite {
+                    optional: true,
+                    ..w
+                })
+                .collect();
+            apply_writes(&defaults)
         })();
         if let Err(e) = r {
             for d in created.iter().rev() {

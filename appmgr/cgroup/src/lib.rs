@@ -30,6 +30,7 @@
 mod cgroup;
 mod cpu;
 mod cpuset;
+mod devices;
 mod error;
 mod fsutil;
 mod hierarchy;
@@ -39,9 +40,10 @@ mod spec;
 
 pub use cgroup::{Cgroup, CgroupStats, Outcome};
 pub use cpu::{quota_us, shares_for_weight, PERIOD_US};
+pub use devices::{bpf_program, DeviceKind, DeviceRule};
 pub use error::CgroupError;
 pub use hierarchy::{Hierarchy, Plan, PlannedWrite, DEFAULT_PARENT};
 pub use spec::{
-    app_of_leaf, leaf_name, CgroupLimits, CgroupSpec, CgroupVersion, Controller, CpuList, Setting,
-    Value,
+    app_of_leaf, helper_leaf_name, leaf_name, CgroupLimits, CgroupSpec, CgroupVersion, Controller,
+    CpuList, Setting, Value,
 };

@@ -1,5 +1,6 @@
 //! The pure half of plan-then-apply: what a cgroup should look like, as data.
 
+use crate::devices::{self, DeviceRule};
 use crate::{cpu, cpuset, memory, pids, CgroupError};
 use appmgr_types::AppId;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub enum Controller {
     /// v1 only: used by `kill` to stop a fork bomb from racing the killer. v2 has
     /// `cgroup.freeze` and `cgroup.kill` in every cgroup.
     Freezer,
+    /// v1 only: device access (`devices.deny`/`devices.allow`). v2 confines devices with a
+    /// BPF program instead (see `devices.rs`).
+    Devices,
 }
 
 impl Controller {
@@ -37,6 +41,7 @@ impl Controller {
         Controller::Pids,
         Controller::Cpuset,
         Controller::Freezer,
+        Controller::Devices,
     ];
     /// The controllers enabled in `cgroup.subtree_control` on v2.
     pub const V2: &'static [Controller] = &[
@@ -53,6 +58,7 @@ impl Controller {
             Controller::Pids => "pids",
             Controller::Cpuset => "cpuset",
             Controller::Freezer => "freezer",
+            Controller::Devices => "devices",
         }
     }
 }
@@ -226,6 +232,13 @@ pub struct CgroupSpec {
     /// the tree reads naturally under `systemd-cgls`).
     pub name: String,
     pub limits: CgroupLimits,
+    /// The device numbers the app may open; `None` leaves device access unconfined (a
+    /// cgroup not made for an app's sandbox, or re-applying limits to a running app,
+    /// which keeps the rules it was created with). `Some` confines it to exactly these:
+    /// v1 `devices.deny`/`devices.allow`, v2 a BPF program the launcher attaches
+    /// ([`crate::Cgroup::device_program_target`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceRule>>,
 }
 
 /// One value a controller needs written into the app's cgroup.
@@ -272,6 +285,7 @@ impl CgroupSpec {
         Ok(CgroupSpec {
             name: leaf_name(app),
             limits,
+            devices: None,
         })
     }
 
@@ -293,6 +307,9 @@ impl CgroupSpec {
                 out.extend(memory::v1(l));
                 out.extend(cpu::v1(l));
                 out.extend(pids::v1(l));
+                if let Some(d) = &self.devices {
+                    out.extend(devices::v1(d));
+                }
             }
         }
         out
@@ -302,6 +319,17 @@ impl CgroupSpec {
 /// `app-ID.scope`.
 pub fn leaf_name(app: &AppId) -> String {
     format!("app-{}.scope", app.as_str())
+}
+
+/// `launch-ID.scope`: the sibling of the app's cgroup that holds the launcher and the
+/// sandbox's init, so that the app's cgroup holds the app's own tasks only (its
+/// `pids.max` counts exactly them).
+pub fn helper_leaf_name(app_leaf: &str) -> String {
+    let id = app_leaf
+        .strip_prefix("app-")
+        .and_then(|s| s.strip_suffix(".scope"))
+        .unwrap_or(app_leaf);
+    format!("launch-{id}.scope")
 }
 
 /// The app ID in a leaf name, if it is one of appmgr's.

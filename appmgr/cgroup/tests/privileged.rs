@@ -265,3 +265,78 @@ fn limits_of_a_running_app_can_change_and_are_listed() {
     let dirs: Vec<PathBuf> = s.cg.dirs();
     assert!(dirs.iter().all(|d| !d.exists()));
 }
+
+/// v1 `devices`: with rules, the app's cgroup opens exactly the allowed numbers, even for
+/// root (EPERM from the controller); the launcher's sibling (`launch-ID.scope`) exists
+/// beside it without limits, and `remove` deletes both.
+#[test]
+fn device_rules_confine_opens_even_for_root() {
+    require_root!();
+    let parent = format!("appmgr-test-{}-Devices.slice", std::process::id());
+    let h = Hierarchy::detect(&parent).expect("detect cgroups");
+    if h.version() != CgroupVersion::V1 || h.mount(Controller::Devices).is_none() {
+        eprintln!("skipped: no cgroup v1 devices hierarchy (v2 is tested in qemu)");
+        return;
+    }
+    let app = AppId::new("org.test.Devices").unwrap();
+    let mut spec = CgroupSpec::for_app(
+        &app,
+        CgroupLimits {
+            pids_max: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    spec.devices = Some(vec![
+        DeviceRule::of_node(Path::new("/dev/null")).unwrap(),
+        DeviceRule::char(136, None),
+    ]);
+    let cg = h.create(&spec).expect("create cgroup");
+    let s = Scratch {
+        h: h.clone(),
+        cg: cg.clone(),
+    };
+    let helper = h
+        .mount(Controller::Pids)
+        .unwrap()
+        .join(&parent)
+        .join("launch-org.test.Devices.scope");
+    assert!(helper.is_dir());
+    assert_eq!(
+        std::fs::read_to_string(helper.join("pids.max"))
+            .unwrap()
+            .trim(),
+        "max"
+    );
+    let list = h
+        .mount(Controller::Devices)
+        .unwrap()
+        .join(&parent)
+        .join("app-org.test.Devices.scope/devices.list");
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        "c 1:3 rw\nc 136:* rw\n"
+    );
+    // A root shell in the cgroup: /dev/null opens, /dev/zero (1:5) does not.
+    let script = "for f in \"$@\"; do echo 0 > \"$f\" || exit 99; done; \
+         (exec 3<>/dev/null) || exit 10; \
+         err=$( (exec 3</dev/zero) 2>&1 ) && exit 11; echo \"$err\" >&2; \
+         case \"$err\" in *'Operation not permitted'*) exit 0;; esac; exit 12";
+    let out = Command::new(BUSYBOX)
+        .args(["sh", "-c", script, "sh"])
+        .args(cg.procs_files())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(s);
+    assert!(
+        !helper.exists(),
+        "the launcher's cgroup is removed with the app's"
+    );
+}

@@ -157,15 +157,20 @@ pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
         a.grant.refuse_filesystem(&path, reason);
     }
     // Each item's status is read back from the plan `appmgr run` would build now.
-    let provided = match plan_for(
-        g,
-        &ctx,
-        &a,
-        Vec::new(),
-        Vec::new(),
-        Default::default(),
-        |_| {},
-    ) {
+    // What the plan provides does not depend on the cgroup (none is needed to show it).
+    let plan = granted_nodes(&ctx, &a).and_then(|nodes| {
+        plan_for(
+            g,
+            &ctx,
+            &a,
+            Vec::new(),
+            nodes,
+            None,
+            Default::default(),
+            |_| {},
+        )
+    });
+    let provided = match plan {
         Ok(l) => l.provided,
         Err(e) => not_launchable(&a.grant.permissions, &e.message),
     };
@@ -272,15 +277,78 @@ pub fn data_dir(g: &Global, app: &AppId) -> std::path::PathBuf {
     g.state_dir.join("data").join(app.as_str())
 }
 
+/// The host nodes of the app's granted devices, resolved against the live `/dev` through
+/// the board profile.
+fn granted_nodes(ctx: &LaunchCtx, a: &AppGrant) -> CliResult<Vec<std::path::PathBuf>> {
+    Ok(match &ctx.board {
+        Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
+        None if a.grant.permissions.devices.is_empty() => Vec::new(),
+        None => {
+            return Err(CliError::new(
+                ErrorClass::Policy,
+                format!(
+                "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
+                a.manifest.id
+            ),
+            ))
+        }
+    })
+}
+
+/// The cgroup spec of a launch: the grant's limits, and device access confined to what
+/// the sandbox provides (its standard nodes, its private pts, the granted `nodes`).
+fn launch_cgroup_spec(
+    spec: &appmgr_cgroup::CgroupSpec,
+    nodes: &[std::path::PathBuf],
+) -> CliResult<appmgr_cgroup::CgroupSpec> {
+    use appmgr_cgroup::DeviceRule;
+    let mut rules = appmgr_sandbox::STANDARD_DEVICE_NODES
+        .iter()
+        .map(std::path::Path::new)
+        .chain(nodes.iter().map(|p| p.as_path()))
+        .map(DeviceRule::of_node)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::new(ErrorClass::Other, format!("device: {e}")))?;
+    rules.extend(
+        appmgr_sandbox::PTY_DEVICES
+            .iter()
+            .map(|(major, minor)| DeviceRule::char(*major, *minor)),
+    );
+    rules.sort();
+    rules.dedup();
+    let mut spec = spec.clone();
+    spec.devices = Some(rules);
+    Ok(spec)
+}
+
+/// The cgroup files and device program a launch plan needs from the app's cgroup.
+fn cgroup_wiring(
+    cg: &appmgr_cgroup::Cgroup,
+    spec: &appmgr_cgroup::CgroupSpec,
+    s: &mut appmgr_sandbox::LaunchSpec,
+) {
+    s.cgroup_procs = cg.procs_files();
+    s.helper_cgroup_procs = cg.helper_procs_files();
+    s.device_filter = match (cg.device_program_target(), &spec.devices) {
+        (Some(dir), Some(rules)) => Some(appmgr_sandbox::DeviceFilter {
+            cgroup: dir,
+            program: appmgr_cgroup::bpf_program(rules),
+        }),
+        _ => None,
+    };
+}
+
 /// Builds the launch plan for an installed app: the same [`EffectiveGrant`] that
 /// `permissions` shows becomes the plan's mounts, namespaces and seccomp settings, and its
 /// limits the cgroup spec.
+#[allow(clippy::too_many_arguments)]
 fn plan_for(
     g: &Global,
     ctx: &LaunchCtx,
     a: &AppGrant,
     args: Vec<String>,
-    cgroup_procs: Vec<std::path::PathBuf>,
+    devices: Vec<std::path::PathBuf>,
+    cgroup: Option<(&appmgr_cgroup::Cgroup, &appmgr_cgroup::CgroupSpec)>,
     after_exit: appmgr_sandbox::AfterExit,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
 ) -> CliResult<Launch> {
@@ -329,19 +397,6 @@ fn plan_for(
             device_nodes.insert(d.clone(), b.resolve(&one, std::path::Path::new("/"))?);
         }
     }
-    let devices = match &ctx.board {
-        Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
-        None if a.grant.permissions.devices.is_empty() => Vec::new(),
-        None => {
-            return Err(CliError::new(
-                ErrorClass::Policy,
-                format!(
-                "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
-                a.manifest.id
-            ),
-            ))
-        }
-    };
     let mut spec = appmgr_sandbox::LaunchSpec {
         app_id: a.manifest.id.clone(),
         runtime_files: rt.files.clone(),
@@ -360,7 +415,9 @@ fn plan_for(
         devices,
         command: a.manifest.command.clone().unwrap_or_default(),
         args,
-        cgroup_procs,
+        cgroup_procs: Vec::new(),
+        helper_cgroup_procs: Vec::new(),
+        device_filter: None,
         after_exit,
         env_allow: Vec::new(),
         caller_env: Vec::new(),
@@ -370,6 +427,9 @@ fn plan_for(
         memory_max: a.grant.cgroup_limits().memory_max,
         deny_paths: a.grant.denied_paths.iter().map(Into::into).collect(),
     };
+    if let Some((cg, cs)) = cgroup {
+        cgroup_wiring(cg, cs, &mut spec);
+    }
     customize(&mut spec);
     let plan = appmgr_sandbox::build_plan(&spec).map_err(|e| {
         let class = match e {
@@ -436,7 +496,9 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
             events: Vec::new(),
             remove_dirs: cg.dirs(),
         };
-        let l = plan_for(g, &ctx, &a, args, cg.procs_files(), after, |_| {})?;
+        let nodes = granted_nodes(&ctx, &a)?;
+        let spec = launch_cgroup_spec(&spec, &nodes)?;
+        let l = plan_for(g, &ctx, &a, args, nodes, Some((&cg, &spec)), after, |_| {})?;
         let out = serde_json::json!({
             "plan": l.plan,
             "cgroup": spec,
@@ -485,6 +547,8 @@ pub fn prepare_launch(
     let parent = g.state_dir.join("data");
     std::fs::create_dir_all(&parent)
         .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
+    let nodes = granted_nodes(ctx, a)?;
+    let spec = &launch_cgroup_spec(spec, &nodes)?;
     let cg = h.create(spec).map_err(|e| {
         let class = match e {
             appmgr_cgroup::CgroupError::InUse { .. } => ErrorClass::Conflict,
@@ -507,7 +571,16 @@ pub fn prepare_launch(
             .collect(),
         remove_dirs: cg.dirs(),
     };
-    match plan_for(g, ctx, a, args, cg.procs_files(), after_exit, customize) {
+    match plan_for(
+        g,
+        ctx,
+        a,
+        args,
+        nodes,
+        Some((&cg, spec)),
+        after_exit,
+        customize,
+    ) {
         Ok(p) => Ok((p, cg)),
         Err(e) => {
             let _ = cg.remove();

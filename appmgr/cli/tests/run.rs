@@ -14,6 +14,14 @@ case "$1" in
   hog) dd if=/dev/zero of=/dev/null bs=64M count=1 ;;
   sleep) echo started; sleep "$2" ;;
   env) env ;;
+  lsn) ls -ln "$2" ;;
+  open) shift; for f in "$@"; do
+      if err=$( (exec 3<>"$f") 2>&1 ); then echo "open:$f:ok"; else echo "open:$f:$err"; fi
+    done ;;
+  waitopen) n=0; while [ ! -e "$2" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done
+    if err=$( (exec 3<>"$2") 2>&1 ); then echo "open:$2:ok"; else echo "open:$2:$err"; fi ;;
+  forks) n=$2; i=1; while [ $i -lt "$n" ]; do sleep 30 & i=$((i+1)); done
+    echo "forked $((i-1))"; sleep 30 & echo "fork $n succeeded"; exit 0 ;;
   *) echo "usage" ; exit 2 ;;
 esac
 "#;
@@ -371,4 +379,238 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
     let m = fs::metadata(&victim).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o755));
     assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
+}
+
+/// The app's helpers (the launcher and the sandbox's init) are not the app's tasks: with
+/// `pids-max = 1` the app runs its one process, and with `pids-max = N` it can have
+/// exactly N tasks (N-1 forks succeed, the Nth fails with EAGAIN).
+#[test]
+fn pids_max_counts_only_the_apps_tasks() {
+    let id = "org.example.RunPidsMaxCountsOnlyTheAppsTasks";
+    let limits = |n: u32| {
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\nresources = {{ memory-max = \"64M\", pids-max = {n} }}\n"
+        )
+    };
+    let e = setup(&limits(1), id);
+    let policy = e.cfg.join("policies.d/50-test.toml");
+    let r = e.run(&["run", id, "--", "exit", "0"]);
+    assert_eq!(
+        r.code, 0,
+        "pids-max = 1 must run the app: {}{}",
+        r.stdout, r.stderr
+    );
+    // One task only: even one fork is refused.
+    let r = e.run(&["run", id, "--", "forks", "1"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("forked 0"), "{}", r.stdout);
+    assert!(!r.stdout.contains("succeeded"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("can't fork: Resource temporarily unavailable"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("limit-hit pids-max"), "{}", r.stderr);
+
+    fs::write(&policy, limits(4)).unwrap();
+    let r = e.run(&["run", id, "--", "forks", "4"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("forked 3"), "{}", r.stdout);
+    assert!(!r.stdout.contains("succeeded"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("can't fork: Resource temporarily unavailable"),
+        "{}",
+        r.stderr
+    );
+    // With one more task allowed the same app gets its Nth fork.
+    fs::write(&policy, limits(5)).unwrap();
+    let r = e.run(&["run", id, "--", "forks", "4"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("fork 4 succeeded"), "{}", r.stdout);
+    assert!(!r.stderr.contains("limit-hit"), "{}", r.stderr);
+    for d in [
+        format!("/sys/fs/cgroup/pids/appmgr.slice/app-{id}.scope"),
+        format!("/sys/fs/cgroup/pids/appmgr.slice/launch-{id}.scope"),
+    ] {
+        assert!(!std::path::Path::new(&d).exists(), "{d} left behind");
+    }
+}
+
+/// Host test nodes below /dev (device grants must name nodes there), removed on drop.
+struct DevDir(std::path::PathBuf);
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mknod(path: &std::path::Path, major: u32, minor: u32, mode: u32, gid: u32) {
+    let st = std::process::Command::new("mknod")
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::chown(path, Some(0), Some(gid)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A granted `0660 root:GROUP` node is usable by the app (a private node owned by its uid),
+/// an ungranted node is absent, and one that appears in the sandbox anyway is refused by
+/// the kernel (cgroup v1 `devices`) with EPERM. What `permissions` shows, the cgroup's
+/// `devices.list` enforces.
+#[test]
+fn granted_device_node_opens_and_nothing_else_does() {
+    let id = "org.example.RunGrantedDeviceNodeOpens";
+    let devices = std::path::Path::new("/sys/fs/cgroup/devices");
+    if !devices.join("devices.list").exists() {
+        eprintln!("skipped: no cgroup v1 devices hierarchy");
+        return;
+    }
+    let policy = "[[rule]]\napps = [\"org.example.Hello\"]\ngrant = { devices = [\"gpu\"] }\nresources = { memory-max = \"64M\", pids-max = 16 }\n";
+    if !is_root() {
+        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
+    }
+    let dir = DevDir(format!("/dev/appmgr-test-{}-devices", std::process::id()).into());
+    fs::create_dir_all(&dir.0).unwrap();
+    // /dev/fuse's numbers (opening it only allocates a connection), mode 0660 root:4242:
+    // like a render node that belongs to group `render`.
+    let gpu = dir.0.join("gpu0");
+    mknod(&gpu, 10, 229, 0o660, 4242);
+    // Not granted: /dev/net/tun's numbers (opening it creates nothing), world-writable.
+    let other = dir.0.join("other");
+    mknod(&other, 10, 200, 0o666, 0);
+
+    let e = Env::new();
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::create_dir_all(e.cfg.join("board-support")).unwrap();
+    fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+    fs::write(
+        e.cfg.join("board-support/testboard.toml"),
+        format!(
+            "name = \"testboard\"\narch = \"{}\"\n[devices.gpu]\nnodes = [\"{}/gpu*\"]\n",
+            arch(),
+            dir.0.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        policy.replace("org.example.Hello", id),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let root = e.p("runapp");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/hello"), SCRIPT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = app_manifest("1.0.0").replace("org.example.Hello", id)
+        + "\n[permissions]\ndevices = [\"gpu\"]\n";
+    let b = e.bundle(&manifest, &root, "runapp.bundle");
+    e.ok(&["install", s(&b)]);
+
+    let perms = e.ok(&["--json", "permissions", id]).json();
+    assert_eq!(
+        perms["permissions"]["devices"],
+        serde_json::json!(["gpu"]),
+        "{perms}"
+    );
+    let uid = e.ok(&["--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap();
+
+    let (g, o) = (gpu.display().to_string(), other.display().to_string());
+    let r = e.ok(&["run", id, "--", "open", &g, &o, "/dev/null"]);
+    assert!(r.stdout.contains(&format!("open:{g}:ok")), "{}", r.stdout);
+    // Not granted: absent from the sandbox (so `<>` tries to create it, and cannot).
+    assert!(
+        r.stdout.contains(&format!("open:{o}:")) && !r.stdout.contains(&format!("open:{o}:ok")),
+        "{}",
+        r.stdout
+    );
+    let r2 = e.run(&["run", id, "--", "lsn", &o]);
+    assert!(
+        r2.stderr.contains("No such file or directory"),
+        "{}",
+        r2.stderr
+    );
+    assert!(r.stdout.contains("open:/dev/null:ok"), "{}", r.stdout);
+    // The host node is untouched: owner, group, mode.
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(&gpu).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 4242, 0o660));
+
+    // While the app runs: its devices.list is exactly the standard nodes, the private pts
+    // and the granted node; a node that appears in its /dev (made by root from outside)
+    // is refused by the cgroup.
+    let sneaky = "/dev/sneaky";
+    let child = e
+        .cmd(&["run", id, "--", "waitopen", sneaky])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list = devices.join(format!("appmgr.slice/app-{id}.scope/devices.list"));
+    let procs = devices.join(format!("appmgr.slice/app-{id}.scope/cgroup.procs"));
+    let t = Instant::now();
+    let app = loop {
+        if let Some(p) = fs::read_to_string(&procs)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+        {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut enforced: Vec<String> = fs::read_to_string(&list)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    enforced.sort();
+    let mut want: Vec<String> = [
+        "c 1:3 rw",
+        "c 1:5 rw",
+        "c 1:7 rw",
+        "c 1:8 rw",
+        "c 1:9 rw",
+        "c 5:0 rw",
+        "c 5:2 rw",
+        "c 10:229 rw",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain((136..=143).map(|m| format!("c {m}:* rw")))
+    .collect();
+    want.sort();
+    assert_eq!(enforced, want);
+    // Root on the host reaches the sandbox's /dev through /proc/PID/root.
+    mknod(
+        std::path::Path::new(&format!("/proc/{app}/root{sneaky}")),
+        10,
+        200,
+        0o666,
+        0,
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("open:{sneaky}:")) && text.contains("Operation not permitted"),
+        "{text}"
+    );
+    // Inside, the granted node is the app's own: same numbers, its uid, mode 0600.
+    let r = e.ok(&["run", id, "--", "lsn", &g]);
+    let f: Vec<&str> = r.stdout.split_whitespace().collect();
+    assert_eq!(f[0], "crw-------", "{}", r.stdout);
+    assert_eq!(
+        (f[2], f[3]),
+        (&*uid.to_string(), &*uid.to_string()),
+        "{}",
+        r.stdout
+    );
+    assert_eq!((f[4], f[5]), ("10,", "229"), "{}", r.stdout);
 }

@@ -54,9 +54,10 @@ pub use launch::{
     EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED,
 };
 pub use plan::{
-    build_plan, AfterExit, BindSource, EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces,
-    PlanError, ProtectedPath, PLAN_VERSION, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET,
-    SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
+    build_plan, AfterExit, BindSource, DeviceFilter, EventCounter, LaunchPlan, LaunchSpec, MountOp,
+    Namespaces, PlanError, ProtectedPath, PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME,
+    SANDBOX_NOTIFY_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
+    STANDARD_DEVICE_NODES,
 };
 pub use provision::{host_socket, provisions};
 pub use seccomp::SeccompPlan;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
 /// the launcher are installed together, this catches a half-finished update).
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 /// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
 pub const SANDBOX_HOME: &str = "/home/app";
@@ -51,8 +51,9 @@ pub struct LaunchSpec {
     pub gid: u32,
     /// The effective grant (requested ∩ policy).
     pub permissions: Permissions,
-    /// Host device nodes for the granted devices, as resolved by `appmgr-board`; each is
-    /// bound at the same path. Must be below `/dev`.
+    /// Host device nodes for the granted devices, as resolved by `appmgr-board`. Each
+    /// becomes a private node at the same path in the sandbox's `/dev` (same type and
+    /// device number, owned by the app's uid, mode 0600). Must be below `/dev`.
     #[serde(default)]
     pub devices: Vec<PathBuf>,
     /// The manifest's `command`: an absolute path below `/app` or `/usr`, or a plain name
@@ -61,10 +62,19 @@ pub struct LaunchSpec {
     /// Arguments, passed to the app as data (never interpreted by the launcher).
     #[serde(default)]
     pub args: Vec<String>,
-    /// `cgroup.procs` files the launcher writes its pid into before it creates the
-    /// sandbox (the cgroup crate creates the cgroups).
+    /// The app's `cgroup.procs` files: the app process writes itself into them before it
+    /// drops its privileges and execs (the cgroup crate creates the cgroups). Only the
+    /// app's own tasks are in that cgroup.
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
+    /// `cgroup.procs` files the launcher writes its own pid into before it creates init:
+    /// the launcher and init live there, outside the app's cgroup (and its `pids.max`).
+    #[serde(default)]
+    pub helper_cgroup_procs: Vec<PathBuf>,
+    /// A cgroup v2 device program to attach to the app's cgroup before the app joins it
+    /// (`None` on v1, where the cgroup crate wrote the `devices` controller's rules).
+    #[serde(default)]
+    pub device_filter: Option<DeviceFilter>,
     /// What the launcher does once the app has ended, on behalf of a caller that exec'd it
     /// and is gone: report limit events, remove the app's cgroup directories.
     #[serde(default)]
@@ -127,6 +137,43 @@ pub fn tmpfs_sizes_mib(memory_max: Option<u64>) -> (u32, u32) {
     let mib = |bytes: u64, cap: u32| ((bytes >> 20).max(1)).min(u64::from(cap)) as u32;
     (mib(m / 2, TMP_MAX_MIB), mib(m / 4, SHM_MAX_MIB))
 }
+
+/// A `BPF_PROG_TYPE_CGROUP_DEVICE` program (eBPF instructions, one `u64` each, built by
+/// the cgroup crate) and the cgroup v2 directory the launcher attaches it to. Opaque to
+/// the sandbox crate, like the seccomp program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceFilter {
+    pub cgroup: PathBuf,
+    pub program: Vec<u64>,
+}
+
+/// Device numbers every sandbox's `/dev` provides besides the bound host nodes
+/// ([`STANDARD_DEVICE_NODES`]): the private devpts instance's `ptmx` (5:2, as
+/// `(major, Some(minor))`) and its `pts/N` (majors 136–143, every minor). Character
+/// devices. With the host nodes and the granted ones this is the complete list of what
+/// the app may open; the caller passes it to the cgroup crate.
+pub const PTY_DEVICES: &[(u32, Option<u32>)] = &[
+    (5, Some(2)),
+    (136, None),
+    (137, None),
+    (138, None),
+    (139, None),
+    (140, None),
+    (141, None),
+    (142, None),
+    (143, None),
+];
+
+/// Host device nodes bound into every sandbox's `/dev`.
+pub const STANDARD_DEVICE_NODES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
 
 /// A counter file line `KEY N`; N > 0 after the app ended means `event` happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +260,20 @@ pub enum MountOp {
         mode: u32,
         size_mib: u32,
         noexec: bool,
+        /// Device nodes on it may be opened (no `nodev`): only `/dev`, and only when a
+        /// device is granted. Nothing but init can create nodes there (root-owned 0755,
+        /// and the app has no `CAP_MKNOD`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dev: bool,
+    },
+    /// A granted device: the host node (`source`, opened `O_PATH|O_NOFOLLOW`, must be a
+    /// character or block device) is recreated with `mknod` at `dest` on the sandbox's
+    /// `/dev` tmpfs, with its type and device number, owned by the app's uid and gid, mode
+    /// 0600. The host node's owner, group and mode do not matter, and the app needs no
+    /// supplementary group (which would open every other file of that group too).
+    DeviceNode {
+        source: PathBuf,
+        dest: String,
     },
     Bind {
         source: BindSource,
@@ -280,6 +341,10 @@ pub struct LaunchPlan {
     pub uid: u32,
     pub gid: u32,
     pub cgroup_procs: Vec<PathBuf>,
+    #[serde(default)]
+    pub helper_cgroup_procs: Vec<PathBuf>,
+    #[serde(default)]
+    pub device_filter: Option<DeviceFilter>,
     pub after_exit: AfterExit,
     /// The root filesystem, built on a fresh tmpfs that is made read-only at the end.
     pub mounts: Vec<MountOp>,
@@ -505,8 +570,11 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     let app = check_host_path("app", &spec.app_files)?;
     let data = check_host_path("data dir", &spec.data_dir)?;
     let cache = check_host_path("cache dir", &spec.cache_dir)?;
-    for c in &spec.cgroup_procs {
+    for c in spec.cgroup_procs.iter().chain(&spec.helper_cgroup_procs) {
         check_host_path("cgroup.procs", c)?;
+    }
+    if let Some(f) = &spec.device_filter {
+        check_host_path("cgroup dir", &f.cgroup)?;
     }
     for c in &spec.after_exit.events {
         check_host_path("event counter", &c.file)?;
@@ -635,9 +703,10 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         mode: 0o755,
         size_mib: 1,
         noexec: true,
+        dev: !spec.devices.is_empty(),
     });
-    for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let p = format!("/dev/{n}");
+    for p in STANDARD_DEVICE_NODES {
+        let p = p.to_string();
         m.push(MountOp::Bind {
             source: BindSource::Device(p.clone().into()),
             dest: p,
@@ -663,6 +732,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
             mode: 0o1777,
             size_mib: shm_mib,
             noexec: true,
+            dev: false,
         });
     }
     m.push(symlink("/proc/self/fd", "/dev/fd"));
@@ -687,11 +757,9 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     }
     devs.sort();
     for d in devs {
-        m.push(MountOp::Bind {
-            source: BindSource::Device(d.clone().into()),
+        m.push(MountOp::DeviceNode {
+            source: d.clone().into(),
             dest: d,
-            readonly: false,
-            dev: true,
         });
     }
 
@@ -700,12 +768,14 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         mode: 0o1777,
         size_mib: tmp_mib,
         noexec: false,
+        dev: false,
     });
     m.push(MountOp::Tmpfs {
         dest: "/run".into(),
         mode: 0o755,
         size_mib: 1,
         noexec: true,
+        dev: false,
     });
     m.push(dir("/run/user", 0o755));
     m.push(MountOp::AppOwnedDir {
@@ -890,6 +960,8 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         uid,
         gid,
         cgroup_procs: spec.cgroup_procs.clone(),
+        helper_cgroup_procs: spec.helper_cgroup_procs.clone(),
+        device_filter: spec.device_filter.clone(),
         after_exit: spec.after_exit.clone(),
         mounts: m,
         protected_paths,
@@ -948,6 +1020,8 @@ pub(crate) mod tests {
             command: "hello".into(),
             args: vec!["--bind".into(), "/".into(), "/".into()],
             cgroup_procs: vec![],
+            helper_cgroup_procs: vec![],
+            device_filter: None,
             after_exit: AfterExit::default(),
             env_allow: vec![],
             caller_env: vec![
@@ -994,7 +1068,7 @@ pub(crate) mod tests {
         p.mounts
             .iter()
             .filter_map(|m| match m {
-                MountOp::Bind { dest, .. } => Some(dest.clone()),
+                MountOp::Bind { dest, .. } | MountOp::DeviceNode { dest, .. } => Some(dest.clone()),
                 _ => None,
             })
             .collect()
@@ -1057,6 +1131,20 @@ pub(crate) mod tests {
         let d = dests(&p);
         assert!(d.contains(&"/media/usb".to_string()));
         assert!(d.contains(&"/dev/dri/renderD128".to_string()));
+        // A granted device is the app's private node on a /dev that allows devices; no
+        // host node is bound for it.
+        assert!(p.mounts.iter().any(|m| matches!(m,
+            MountOp::DeviceNode { source, dest }
+                if dest == "/dev/dri/renderD128" && source.as_path() == Path::new(dest))));
+        assert!(!p.mounts.iter().any(|m| matches!(m,
+            MountOp::Bind { dest, .. } if dest == "/dev/dri/renderD128")));
+        assert!(p.mounts.iter().any(|m| matches!(m,
+            MountOp::Tmpfs { dest, dev: true, .. } if dest == "/dev")));
+        assert!(!build_plan(&spec())
+            .unwrap()
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::Tmpfs { dev: true, .. })));
         assert!(p
             .env
             .contains(&("WAYLAND_DISPLAY".into(), "wayland-0".into())));

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `network` | no network namespace |
 //! | `ipc` | no IPC namespace |
-//! | `devices NAME` | a device bind for every node the board resolved for NAME (at least one) |
+//! | `devices NAME` | a private device node (`device-node` op) for every node the board resolved for NAME (at least one) |
 //! | `sockets NAME` | a bind at the socket's sandbox path (none exists yet: never) |
 //! | `dbus-talk`, `dbus-own` | the system bus socket bound at [`SANDBOX_SYSTEM_BUS_SOCKET`] |
 //! | `filesystems PATH` | a bind of PATH with the granted access, and PATH exists (the launcher skips a missing one) |
@@ -75,14 +75,16 @@ pub fn provisions(
                 None => Provision::not_provided(e, "no device node for it on this host"),
                 Some(nodes) => {
                     let missing = nodes.iter().find(|n| {
-                        !n.to_str()
-                            .is_some_and(|p| bound(&|s| matches!(s, BindSource::Device(_)), p))
+                        !plan.mounts.iter().any(|m| {
+                            matches!(m, MountOp::DeviceNode { source, dest }
+                                if source == *n && Some(dest.as_str()) == n.to_str())
+                        })
                     });
                     match missing {
                         None => Provision::provided(e),
                         Some(n) => Provision::not_provided(
                             e,
-                            format!("{} is not bound into the sandbox", n.display()),
+                            format!("{} is not made in the sandbox", n.display()),
                         ),
                     }
                 }
@@ -206,7 +208,8 @@ mod tests {
         // A plan that lost a bind is reported from what it contains, not from the grant.
         let mut cut = plan.clone();
         cut.mounts.retain(|m| {
-            !matches!(m, MountOp::Bind { dest, .. } if dest == SANDBOX_SYSTEM_BUS_SOCKET || dest == "/dev/dri/renderD128")
+            !matches!(m, MountOp::Bind { dest, .. } if dest == SANDBOX_SYSTEM_BUS_SOCKET)
+                && !matches!(m, MountOp::DeviceNode { dest, .. } if dest == "/dev/dri/renderD128")
         });
         cut.namespaces.net = true;
         let v = provisions(&s, &cut, &nodes);

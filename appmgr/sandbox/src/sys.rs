@@ -1,12 +1,13 @@
 //! The only module of appmgr allowed to use `unsafe`: thin wrappers over the few
 //! syscalls that `rustix` does not wrap safely (fork, signal masks, execve, seccomp
-//! loading, close_range, one ioctl) and the raw-syscall entry the probe uses. Every block
+//! loading, the cgroup device program's `bpf(2)` load and attach, close_range, one ioctl) and the raw-syscall entry the probe uses. Every block
 //! says why it is sound; callers get safe functions.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
@@ -301,6 +302,123 @@ pub fn seccomp_set_filter(bpf: &[u8]) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type` (the kernel accepts a
+/// shorter attr and treats the rest as zero).
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_ATTACH`.
+#[repr(C)]
+struct BpfAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` points at a live, initialised `repr(C)` attr of `size` bytes (the
+    // callers below); the kernel copies it and reads the buffers it names, which the
+    // callers keep alive across the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size as libc::c_uint) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Loads a `BPF_PROG_TYPE_CGROUP_DEVICE` program (eBPF instructions, one `u64` each) and
+/// attaches it to the cgroup v2 directory `cgroup` with `BPF_F_ALLOW_MULTI` (programs of
+/// ancestors still run; every one must allow an access). The attachment holds the
+/// program until the cgroup is removed. On a verifier rejection the error carries the
+/// verifier's log.
+pub fn attach_cgroup_device_program(cgroup: &Path, insns: &[u64]) -> io::Result<()> {
+    if insns.is_empty() || insns.len() > 4096 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let dir = rustix::fs::open(
+        cgroup,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    let license = c"GPL";
+    let mut log = vec![0u8; 0];
+    let load = |log: &mut Vec<u8>| {
+        let attr = BpfProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
+            ..Default::default()
+        };
+        bpf(
+            BPF_PROG_LOAD,
+            (&attr as *const BpfProgLoadAttr).cast(),
+            std::mem::size_of::<BpfProgLoadAttr>(),
+        )
+    };
+    let prog = match load(&mut log) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Once more with the verifier's log, for a message that says why.
+            log = vec![0u8; 16 * 1024];
+            let _ = load(&mut log);
+            let text = String::from_utf8_lossy(&log);
+            let text = text.trim_end_matches('\0').trim();
+            let last = text.lines().last().unwrap_or("");
+            return Err(io::Error::new(
+                e.kind(),
+                format!("loading the device program: {e}: {last}"),
+            ));
+        }
+    };
+    // SAFETY: a successful BPF_PROG_LOAD returns a new file descriptor that we own.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog as RawFd) };
+    let attr = BpfAttachAttr {
+        target_fd: dir.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    bpf(
+        BPF_PROG_ATTACH,
+        (&attr as *const BpfAttachAttr).cast(),
+        std::mem::size_of::<BpfAttachAttr>(),
+    )
+    .map(drop)
 }
 
 /// Closes every fd from `first` up (close_range, Linux 5.9), except `keep` if given (which

@@ -112,6 +112,8 @@ impl World {
             command: "probe".into(),
             args: args.iter().map(|s| s.to_string()).collect(),
             cgroup_procs: vec![],
+            helper_cgroup_procs: vec![],
+            device_filter: None,
             after_exit: Default::default(),
             env_allow: vec![],
             caller_env: vec![
@@ -856,8 +858,9 @@ fn launcher_refuses_bad_plans() {
     assert_ne!(o.status.code(), Some(0));
 }
 
-/// The launcher puts the sandbox into the cgroups it is given before the app runs, and
-/// the app sees its own cgroup as the root (cgroup namespace).
+/// The app joins the cgroups it is given before it runs, and only the app: the launcher
+/// and init are in the helper cgroup. Inside, the app sees its own cgroup as the root
+/// (cgroup namespace).
 #[test]
 fn sandbox_runs_in_the_given_cgroup() {
     require_root!();
@@ -867,10 +870,13 @@ fn sandbox_runs_in_the_given_cgroup() {
         return;
     }
     let cg = pids.join(format!("appmgr-test-{}", std::process::id()));
+    let helper = pids.join(format!("appmgr-test-{}-launch", std::process::id()));
     std::fs::create_dir(&cg).unwrap();
+    std::fs::create_dir(&helper).unwrap();
     let w = World::new();
     let mut s = w.spec(&["sleep"]);
     s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    s.helper_cgroup_procs = vec![helper.join("cgroup.procs")];
     let (mut cmd, fd) = command(&s);
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     drop(fd);
@@ -880,14 +886,18 @@ fn sandbox_runs_in_the_given_cgroup() {
     let init = children(child.id())[0];
     let app = children(init)[0];
     let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    let helpers = std::fs::read_to_string(helper.join("cgroup.procs")).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    for p in [child.id(), init, app] {
-        assert!(
-            procs.split_whitespace().any(|x| x == p.to_string()),
-            "{p} not in the cgroup: {procs}"
-        );
-    }
+    let sorted = |t: &str| {
+        let mut v: Vec<String> = t.split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&procs), vec![app.to_string()], "only the app");
+    let mut want = vec![child.id().to_string(), init.to_string()];
+    want.sort();
+    assert_eq!(sorted(&helpers), want, "the launcher and init");
     // inside, the cgroup namespace makes the app's cgroup the root
     let mut s = w.spec(&[]);
     s.cgroup_procs = vec![cg.join("cgroup.procs")];
@@ -901,8 +911,10 @@ fn sandbox_runs_in_the_given_cgroup() {
         .to_string();
     assert!(line.ends_with(":pids:/"), "{line}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    for d in [&cg, &helper] {
+        while std::fs::remove_dir(d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -1310,11 +1322,17 @@ fn detached_sandbox_runs_in_the_given_cgroup() {
         return;
     }
     let cg = pids.join(format!("appmgr-test-detached-{}", std::process::id()));
+    let helper = pids.join(format!(
+        "appmgr-test-detached-{}-launch",
+        std::process::id()
+    ));
     std::fs::create_dir(&cg).unwrap();
+    std::fs::create_dir(&helper).unwrap();
     let w = World::new();
     let out = w.root.join("out");
     let mut s = w.spec(&["sleep"]);
     s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    s.helper_cgroup_procs = vec![helper.join("cgroup.procs")];
     let init = detached(&s, &out).expect("detached start");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&out)
@@ -1326,21 +1344,146 @@ fn detached_sandbox_runs_in_the_given_cgroup() {
     }
     let app = children(init.pid);
     let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    let helpers = std::fs::read_to_string(helper.join("cgroup.procs")).unwrap();
     let _ = rustix::process::pidfd_send_signal(&init.pidfd, rustix::process::Signal::KILL);
     reap(&init);
     assert_eq!(app.len(), 1);
-    let mut got: Vec<&str> = procs.split_whitespace().collect();
-    got.sort();
-    let mut want = vec![init.pid.to_string(), app[0].to_string()];
-    want.sort();
+    let got: Vec<&str> = procs.split_whitespace().collect();
+    assert_eq!(got, vec![app[0].to_string()], "exactly the app");
+    let got: Vec<&str> = helpers.split_whitespace().collect();
     assert_eq!(
-        got, want,
-        "exactly init and the app (the launcher has left)"
+        got,
+        vec![init.pid.to_string()],
+        "exactly init (the launcher has left)"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    for d in [&cg, &helper] {
+        while std::fs::remove_dir(d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+}
+
+/// Host test nodes below /dev, removed on drop.
+struct DevDir(PathBuf);
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mknod(path: &Path, major: u32, minor: u32, mode: u32, gid: u32) {
+    let st = Command::new("mknod")
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::chown(path, Some(0), Some(gid)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A granted `0660 root:GROUP` node is the app's own (a private node, uid-owned, 0600) and
+/// opens read-write; the cgroup v2 device program, attached by the launcher, refuses a
+/// node that was not granted even when it is bound into the sandbox (EPERM), and only the
+/// program does: the same plan without it opens that node. Runs in the host's cgroup2
+/// hierarchy (the `unified` mount of a hybrid host, or a v2 host's root), where device
+/// programs work without any controller.
+#[test]
+fn device_program_allows_exactly_the_granted_nodes() {
+    require_root!();
+    let base = [
+        Path::new("/sys/fs/cgroup/unified"),
+        Path::new("/sys/fs/cgroup"),
+    ]
+    .into_iter()
+    .find(|b| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" - cgroup2 ") && l.split(' ').nth(4) == Some(b.to_str().unwrap()))
+    });
+    let Some(base) = base else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let dir = DevDir(format!("/dev/appmgr-test-{}-bpf", std::process::id()).into());
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let gpu = dir.0.join("gpu0");
+    mknod(&gpu, 10, 229, 0o660, 4242); // /dev/fuse's numbers
+    let sneaky = dir.0.join("sneaky");
+    mknod(&sneaky, 10, 200, 0o666, 0); // /dev/net/tun's numbers, never granted
+    let w = World::new();
+    let g = gpu.display().to_string();
+    let script = format!(
+        "for f in {g} /dev/sneaky /dev/null /dev/zero; do \
+           if err=$( (exec 3<>$f) 2>&1 ); then echo open:$f:ok; else echo open:$f:$err; fi; \
+         done; ls -ln {g}"
+    );
+    let run = |filter: bool| {
+        let cg = base.join(format!("appmgr-test-{}-bpf-{filter}", std::process::id()));
+        std::fs::create_dir(&cg).unwrap();
+        let mut s = sh(&w, &script);
+        s.devices = vec![gpu.clone()];
+        s.cgroup_procs = vec![cg.join("cgroup.procs")];
+        if filter {
+            use appmgr_cgroup::DeviceRule;
+            let mut rules: Vec<DeviceRule> = appmgr_sandbox::STANDARD_DEVICE_NODES
+                .iter()
+                .map(|p| DeviceRule::of_node(Path::new(p)).unwrap())
+                .collect();
+            rules.extend(
+                appmgr_sandbox::PTY_DEVICES
+                    .iter()
+                    .map(|(a, b)| DeviceRule::char(*a, *b)),
+            );
+            rules.push(DeviceRule::of_node(&gpu).unwrap());
+            s.device_filter = Some(appmgr_sandbox::DeviceFilter {
+                cgroup: cg.clone(),
+                program: appmgr_cgroup::bpf_program(&rules),
+            });
+        }
+        init_launcher_env();
+        let mut plan = build_plan(&s).expect("plan");
+        // A node the plan did not grant, made reachable anyway.
+        plan.mounts.push(appmgr_sandbox::MountOp::Bind {
+            source: appmgr_sandbox::BindSource::Device(sneaky.clone()),
+            dest: "/dev/sneaky".into(),
+            readonly: false,
+            dev: true,
+        });
+        let (mut cmd, _fd) = launcher_command(&plan).expect("launcher command");
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(true);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("open:{g}:ok")), "{out}");
+    assert!(out.contains("open:/dev/null:ok"), "{out}");
+    assert!(out.contains("open:/dev/zero:ok"), "{out}");
+    assert!(
+        out.contains("open:/dev/sneaky:") && out.contains("Operation not permitted"),
+        "{out}"
+    );
+    let ls: Vec<&str> = out.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(ls[0], "crw-------", "{out}");
+    assert_eq!((ls[2], ls[3]), ("40123", "40123"), "{out}");
+    assert_eq!((ls[4], ls[5]), ("10,", "229"), "{out}");
+    // The host node is untouched.
+    let m = std::fs::metadata(&gpu).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 4242, 0o660));
+    // Without the program the bound node opens: the EPERM above is the program's.
+    let (code, out, err) = run(false);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("open:/dev/sneaky:ok"), "{out}");
 }
 
 /// Runs `script` with bash (job control on: `set -m`) as the session leader of a new

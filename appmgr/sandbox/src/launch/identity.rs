@@ -5,7 +5,7 @@ use super::{io_err, rx, sys_err, LaunchError};
 use crate::plan::LaunchPlan;
 use crate::sys;
 use rustix::fs::Mode;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 /// In the app process: become the app and exec it. Returns only on failure. `keep` is a
 /// close-on-exec fd that stays open until `execve` (detached mode's status pipe).
@@ -13,9 +13,10 @@ pub(super) fn exec_app(
     plan: &LaunchPlan,
     bpf: &[u8],
     term: &Terminal,
+    cgroups: &[OwnedFd],
     keep: Option<RawFd>,
 ) -> LaunchError {
-    match become_app(plan, bpf, term, keep) {
+    match become_app(plan, bpf, term, cgroups, keep) {
         Err(e) => e,
         Ok(()) => {
             let e = sys::execve(&plan.exe, &plan.argv, &plan.env);
@@ -28,13 +29,36 @@ pub(super) fn exec_app(
     }
 }
 
+/// Moves the calling process into the app's cgroups (`0` = the writer), then gives it
+/// its own cgroup namespace rooted there. Still root: init stays in the launcher's
+/// sibling cgroup, so the app's cgroup only ever holds the app's own tasks.
+fn join_app_cgroups(plan: &LaunchPlan, cgroups: &[OwnedFd]) -> Result<(), LaunchError> {
+    for (fd, path) in cgroups.iter().zip(&plan.cgroup_procs) {
+        match rustix::io::write(fd, b"0") {
+            Ok(1) => {}
+            Ok(_) => {
+                return Err(io_err("join cgroup", path)(
+                    std::io::ErrorKind::WriteZero.into(),
+                ))
+            }
+            Err(e) => return Err(io_err("join cgroup", path)(rx(e))),
+        }
+    }
+    if plan.namespaces.cgroup {
+        sys::unshare(libc::CLONE_NEWCGROUP).map_err(sys_err("unshare cgroup namespace"))?;
+    }
+    Ok(())
+}
+
 fn become_app(
     plan: &LaunchPlan,
     bpf: &[u8],
     term: &Terminal,
+    cgroups: &[OwnedFd],
     keep: Option<RawFd>,
 ) -> Result<(), LaunchError> {
     use rustix::thread as rt;
+    join_app_cgroups(plan, cgroups)?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| sys_err("pdeathsig")(rx(e)))?;
     rustix::process::umask(Mode::from_raw_mode(0o022));

@@ -221,10 +221,11 @@ pub fn refused_filesystems(
     out
 }
 
-/// Checks the plan, loads the seccomp program, joins the cgroups, unshares the namespaces
-/// init is created in and blocks the signals the launcher and init wait for. Returns the
-/// BPF program and that signal set.
-fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), LaunchError> {
+/// Checks the plan, loads the seccomp program, joins the helper cgroups, attaches the
+/// device program, opens the app's `cgroup.procs` files (the app joins through them),
+/// unshares the namespaces init is created in and blocks the signals the launcher and
+/// init wait for.
+fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
     }
@@ -244,13 +245,27 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), La
     // CAP_SYS_RESOURCE, which also makes 0 the floor it cannot go below.
     protect_helpers()?;
 
+    // The launcher and init stay outside the app's cgroup: its limits (pids.max above
+    // all) count the app's own tasks only.
     let me = std::process::id().to_string();
-    for procs in &plan.cgroup_procs {
+    for procs in &plan.helper_cgroup_procs {
         std::fs::write(procs, &me).map_err(io_err("join cgroup", procs))?;
+    }
+    // Before anything can join the app's cgroup, so no access escapes the program.
+    if let Some(f) = &plan.device_filter {
+        sys::attach_cgroup_device_program(&f.cgroup, &f.program)
+            .map_err(io_err("attach the device program to", &f.cgroup))?;
+    }
+    let mut app_cgroups = Vec::with_capacity(plan.cgroup_procs.len());
+    for procs in &plan.cgroup_procs {
+        let fd = rfs::open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io_err("open cgroup", procs)(rx(e)))?;
+        app_cgroups.push(fd);
     }
 
     // The mount namespace is unshared by init, not here: the launcher stays in the host's
-    // (init's pivot_root would otherwise move the launcher's root too).
+    // (init's pivot_root would otherwise move the launcher's root too). The cgroup
+    // namespace is the app's own, unshared once it has joined its cgroup.
     let ns = plan.namespaces;
     let mut flags = 0;
     for (on, f) in [
@@ -258,7 +273,6 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), La
         (ns.ipc, libc::CLONE_NEWIPC),
         (ns.uts, libc::CLONE_NEWUTS),
         (ns.net, libc::CLONE_NEWNET),
-        (ns.cgroup, libc::CLONE_NEWCGROUP),
     ] {
         if on {
             flags |= f;
@@ -269,7 +283,19 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<(Vec<u8>, Vec<i32>), La
     let mut forwarded = FORWARDED.to_vec();
     forwarded.push(libc::SIGCHLD);
     sys::block_signals(&forwarded).map_err(sys_err("block signals"))?;
-    Ok((bpf, forwarded))
+    Ok(Prepared {
+        bpf,
+        forwarded,
+        app_cgroups,
+    })
+}
+
+/// What [`prepare`] hands to init: the seccomp program, the signals to wait for, and the
+/// app's `cgroup.procs` files, open for writing (close-on-exec).
+struct Prepared {
+    bpf: Vec<u8>,
+    forwarded: Vec<i32>,
+    app_cgroups: Vec<OwnedFd>,
 }
 
 /// The launcher: everything from reading the plan to the app's exit. Returns the exit
@@ -280,7 +306,11 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
     // caller's cgroups are outside the app's.
     let leave = open_leave_files(&plan.app_id, &plan.after_exit.leave_to);
     let term = Terminal::inspect(&plan.app_id, false);
-    let (bpf, forwarded) = prepare(&plan, &term)?;
+    let Prepared {
+        bpf,
+        forwarded,
+        app_cgroups,
+    } = prepare(&plan, &term)?;
     let baseline = read_counters(&plan.after_exit.events);
     let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys_err("pipe")(rx(e)))?;
@@ -289,11 +319,12 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         None => {
             drop(leave);
             drop(alive_w);
-            std::process::exit(init(&plan, &bpf, &term, Link::Alive(alive_r)));
+            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, Link::Alive(alive_r)));
         }
         Some(child) => {
             drop(alive_r);
             drop(bpf);
+            drop(app_cgroups);
             let app_id = plan.app_id.clone();
             let after = plan.after_exit.clone();
             drop(plan);
@@ -331,8 +362,8 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
         }
     };
     let term = Terminal::inspect(&plan.app_id, true);
-    let bpf = match prepare(&plan, &term) {
-        Ok((bpf, _)) => bpf,
+    let (bpf, app_cgroups) = match prepare(&plan, &term) {
+        Ok(p) => (p.bpf, p.app_cgroups),
         Err(e) => return fail(&report, e.to_string()),
     };
     let (status_r, status_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
@@ -346,12 +377,13 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // them would keep the caller (and the launcher) from ever seeing EOF.
             drop(report);
             drop(status_r);
-            std::process::exit(init(&plan, &bpf, &term, Link::Status(status_w)));
+            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, Link::Status(status_w)));
         }
         Ok(Some(x)) => x,
     };
     drop(status_w);
     drop(bpf);
+    drop(app_cgroups);
     let outcome = match write_all(&report, format!("{pid}\n").as_bytes()) {
         Err(e) => Err(format!("reporting init's pid: {e}")),
         Ok(()) => match read_to_end(&status_r) {
@@ -523,7 +555,13 @@ enum Link {
 
 /// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
 /// Returns init's exit status.
-fn init(plan: &LaunchPlan, bpf: &[u8], term: &Terminal, link: Link) -> i32 {
+fn init(
+    plan: &LaunchPlan,
+    bpf: &[u8],
+    term: &Terminal,
+    app_cgroups: &[OwnedFd],
+    link: Link,
+) -> i32 {
     let status = match link {
         Link::Alive(alive) => match tie_to_launcher(alive) {
             Ok(true) => None,
@@ -563,7 +601,13 @@ fn init(plan: &LaunchPlan, bpf: &[u8], term: &Terminal, link: Link) -> i32 {
         Ok(None) => {
             // Back to the default before the capabilities go (see `prepare`).
             let e = match app_oom_score_adj() {
-                Ok(()) => exec_app(plan, bpf, term, status.as_ref().map(|fd| fd.as_raw_fd())),
+                Ok(()) => exec_app(
+                    plan,
+                    bpf,
+                    term,
+                    app_cgroups,
+                    status.as_ref().map(|fd| fd.as_raw_fd()),
+                ),
                 Err(e) => e,
             };
             report(&e);
@@ -625,6 +669,14 @@ fn build_and_enter_root(plan: &LaunchPlan) -> Result<(), LaunchError> {
     for m in &plan.mounts {
         let (o, c) = match m {
             MountOp::Bind { source, .. } => (open_source(&host, source, plan)?, None),
+            MountOp::DeviceNode { source, .. } => (
+                open_source(
+                    &host,
+                    &crate::plan::BindSource::Device(source.clone()),
+                    plan,
+                )?,
+                None,
+            ),
             MountOp::CopyHostFile { source, .. } => (None, std::fs::read(source).ok()),
             _ => (None, None),
         };

@@ -285,6 +285,42 @@ fn bind_fd(
         .map_err(|e| io_err("remount", in_root(dest))(rx(e)))
 }
 
+/// A granted device as the app's own node: same type and device number as the host node
+/// opened as `src` (checked to be a character or block device when it was opened), owned
+/// by the app, mode 0600. Created relative to a directory walked inside the sandbox's own
+/// file systems (never on a host file system); `mknodat` refuses to replace anything.
+fn private_node(
+    root: &mut Root,
+    src: &Opened,
+    dest: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<(), LaunchError> {
+    let st = rfs::fstat(&src.fd).map_err(|e| io_err("stat", in_root(dest))(rx(e)))?;
+    let ft = rfs::FileType::from_raw_mode(st.st_mode);
+    if !matches!(
+        ft,
+        rfs::FileType::CharacterDevice | rfs::FileType::BlockDevice
+    ) {
+        return Err(LaunchError::Refused {
+            path: dest.into(),
+            reason: "not a device node".into(),
+        });
+    }
+    let (p, name) = root.parent(dest)?;
+    let dir = root.fd(p);
+    rfs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), st.st_rdev)
+        .map_err(|e| io_err("mknod", in_root(dest))(rx(e)))?;
+    rfs::chownat(
+        dir,
+        name,
+        Some(rfs::Uid::from_raw(uid)),
+        Some(rfs::Gid::from_raw(gid)),
+        rfs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io_err("chown", in_root(dest))(rx(e)))
+}
+
 pub(super) fn build_root(
     plan: &LaunchPlan,
     opened: &[Option<Opened>],
@@ -332,8 +368,12 @@ pub(super) fn build_root(
                 mode,
                 size_mib,
                 noexec,
+                dev,
             } => {
-                let mut f = MountFlags::NOSUID | MountFlags::NODEV;
+                let mut f = MountFlags::NOSUID;
+                if !*dev {
+                    f |= MountFlags::NODEV;
+                }
                 if *noexec {
                     f |= MountFlags::NOEXEC;
                 }
@@ -358,6 +398,11 @@ pub(super) fn build_root(
                         bind_fd(src, &f, dest, *readonly, *dev)?;
                     }
                     root.covered(dest);
+                }
+            }
+            MountOp::DeviceNode { dest, .. } => {
+                if let Some(src) = &opened[i] {
+                    private_node(&mut root, src, dest, plan.uid, plan.gid)?;
                 }
             }
             MountOp::Proc { dest } => {
