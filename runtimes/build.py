@@ -29,13 +29,23 @@ def die(msg):
     sys.exit(1)
 
 
+def arch_all(pkg):
+    """Whether the candidate of `pkg` is an `Architecture: all` package."""
+    r = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg], capture_output=True, text=True)
+    return r.returncode == 0 and any(l.strip() == "Architecture: all" for l in r.stdout.splitlines())
+
+
 def fetch(pkgs, deb_arch, cache):
     cache.mkdir(parents=True, exist_ok=True)
     debs = []
     for p in pkgs:
         found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
         if not found:
-            subprocess.run(["apt-get", "download", "-q", f"{p}:{deb_arch}"], cwd=cache, check=True,
+            # An `Architecture: all` package (tzdata) has no `NAME:ARCH` for a foreign arch:
+            # apt-get refuses `tzdata:arm64` on an amd64 host, so a cross build asks for it
+            # by its plain name.
+            spec = p if arch_all(p) else f"{p}:{deb_arch}"
+            subprocess.run(["apt-get", "download", "-q", spec], cwd=cache, check=True,
                            stdout=subprocess.DEVNULL)
             found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
         if not found:
