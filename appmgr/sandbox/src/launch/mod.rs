@@ -377,7 +377,13 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // them would keep the caller (and the launcher) from ever seeing EOF.
             drop(report);
             drop(status_r);
-            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, Link::Status(status_w)));
+            std::process::exit(init(
+                &plan,
+                &bpf,
+                &term,
+                &app_cgroups,
+                Link::Status(status_w),
+            ));
         }
         Ok(Some(x)) => x,
     };
