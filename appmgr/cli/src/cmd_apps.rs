@@ -148,11 +148,23 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
     }
 }
 
+/// The host directories no filesystem grant may reach, on what the launcher resolves: the
+/// policy's `deny` paths, and the state directory (every app's data and the store), so a
+/// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data.
+fn protected_dirs(g: &Global, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = grant.denied_paths.iter().map(Into::into).collect();
+    // Compared by device and inode once resolved; a missing state dir has nothing to hide.
+    if let Ok(state) = std::fs::canonicalize(&g.state_dir) {
+        v.push(state);
+    }
+    v
+}
+
 pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
     let ctx = LaunchCtx::load(g)?;
     let mut a = ctx.app_grant(id)?;
     // Grants the launcher would refuse on this host now (resolved as at launch).
-    let deny: Vec<std::path::PathBuf> = a.grant.denied_paths.iter().map(Into::into).collect();
+    let deny = protected_dirs(g, &a.grant);
     for (path, reason) in appmgr_sandbox::refused_filesystems(&a.grant.permissions, &deny) {
         a.grant.refuse_filesystem(&path, reason);
     }
@@ -425,7 +437,7 @@ fn plan_for(
         timezone: None,
         lang: None,
         memory_max: a.grant.cgroup_limits().memory_max,
-        deny_paths: a.grant.denied_paths.iter().map(Into::into).collect(),
+        deny_paths: protected_dirs(g, &a.grant),
     };
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);

@@ -381,6 +381,78 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
     assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
 }
 
+/// The state directory holds every app's data and the store: a filesystem grant of a
+/// directory containing it (a policy granting `/var/lib`, say) is shown as refused and
+/// refused at launch, and nothing of another app's data reaches the sandbox.
+#[test]
+fn a_grant_containing_the_state_dir_is_refused() {
+    let id = "org.example.RunGrantContainingTheStateDir";
+    if !is_root() {
+        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
+    }
+    let e = Env::new();
+    let top = e.dir.path().to_path_buf();
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ filesystems = [\"{}:ro\"] }}\n",
+            top.display()
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let root = e.p("runapp");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        format!("#!/usr/bin/sh\nls {}\n", e.state.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "{}\n[permissions]\nfilesystems = [\"{}:ro\"]\n",
+        app_manifest("1.0.0").replace("org.example.Hello", id),
+        top.display()
+    );
+    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
+    let before = e.snapshot();
+
+    let p = e.ok(&["--json", "permissions", id]).json();
+    assert_eq!(p["refused"][0]["key"], "filesystems", "{p}");
+    assert_eq!(
+        p["refused"][0]["value"],
+        format!("{}:ro", top.display()),
+        "{p}"
+    );
+    let r = e.run(&["run", id]);
+    assert_eq!(r.code, 4, "{}{}", r.stderr, r.stdout);
+    assert!(r.stdout.is_empty(), "the app ran: {}", r.stdout);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "appmgr: {id}: refusing to launch: {}: ",
+            top.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    let state = fs::canonicalize(&e.state).unwrap();
+    assert!(
+        r.stderr.contains(&state.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    // Before the grant is resolved, `run` creates the (empty, root-owned) data root and
+    // the launcher caches the compiled seccomp program; nothing else may change.
+    let mut after = e.snapshot();
+    after.retain(|k, _| !k.starts_with("cache"));
+    assert_eq!(after.remove("data").as_deref(), Some("dir 40755"));
+    assert!(!after.keys().any(|k| k.starts_with("data/")), "{after:?}");
+    assert_eq!(after, before, "a refused launch changed the state dir");
+}
+
 /// The app's helpers (the launcher and the sandbox's init) are not the app's tasks: with
 /// `pids-max = 1` the app runs its one process, and with `pids-max = N` it can have
 /// exactly N tasks (N-1 forks succeed, the Nth fails with EAGAIN).
