@@ -7,7 +7,7 @@
 # (00-boot shows the same binary runs outside).
 # appmgr-probe (report mode) prints one JSON object; its "syscalls" map gives
 # the errno of each call made with side-effect-free arguments: blocked calls
-# must show EPERM/ENOSYS/EAFNOSUPPORT, the allowed controls (plain variants,
+# must show EPERM/ENOSYS/EAFNOSUPPORT (EACCES for the uevent socket), the allowed controls (plain variants,
 # UNIX/INET/INET6/NETLINK sockets, FIONREAD, PER_LINUX) anything else.
 . /qt/lib.sh
 qt_need_appmgr appmgr-launch appmgr-probe
@@ -38,6 +38,9 @@ for kv in $sys; do
 	*) want=blocked ;;
 	esac
 	case $v in EPERM|ENOSYS|EAFNOSUPPORT) got=blocked ;; *) got=allowed ;; esac
+	# the uevent socket's refusal is EACCES (docs/sandbox.md "Kernel uevents");
+	# the unfiltered call's answer is EINVAL, so EACCES can only be the filter
+	if [ "$k" = socket_netlink_uevent ] && [ "$v" = EACCES ]; then got=blocked; fi
 	# fchmodat2 came with Linux 6.6: on an older guest kernel ENOSYS is the
 	# kernel's own answer to the allowed call (the filter's refusal is EPERM)
 	if [ "$k" = fchmodat2_plain ] && [ "$v" = ENOSYS ] && ! kernel_at_least 6 6; then got=allowed; fi
