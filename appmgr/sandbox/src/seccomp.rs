@@ -505,31 +505,10 @@ pub fn build_filter_variant(
         .map_err(lib("clone"))?;
     }
 
-    // TIOCSTI pushes input into the terminal (escape to the caller's shell); TIOCLINUX can
-    // too on a VT. The request is an int: the kernel ignores the upper 32 bits, so compare
-    // only the lower ones.
-    for req in [TIOCSTI, TIOCLINUX] {
-        ctx.add_rule_conditional(
-            errno(libc::EPERM),
-            sys("ioctl")?,
-            &[ScmpArgCompare::new(
-                1,
-                ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                req,
-            )],
-        )
-        .map_err(lib("ioctl"))?;
-    }
-    if variant == Variant::JobControlled {
-        // The app shares the caller's session and terminal; job control holds only while
-        // the terminal stays its controlling terminal and the caller's shell decides the
-        // foreground job. A new session, giving the terminal up, taking it as controlling
-        // terminal, making its own group the foreground one (possible from the background
-        // while SIGTTOU is ignored) or a line discipline without job control would each
-        // let it read what is typed for the shell.
-        ctx.add_rule(errno(libc::EPERM), sys("setsid")?)
-            .map_err(lib("setsid"))?;
-        for req in [TIOCNOTTY, TIOCSCTTY, TIOCSPGRP, TIOCSETD] {
+    // The request is an int: the kernel ignores the upper 32 bits, so compare only the
+    // lower ones.
+    let refuse_ioctls = |ctx: &mut ScmpFilterContext, reqs: &[u64]| -> Result<(), SeccompError> {
+        for &req in reqs {
             ctx.add_rule_conditional(
                 errno(libc::EPERM),
                 sys("ioctl")?,
@@ -541,6 +520,21 @@ pub fn build_filter_variant(
             )
             .map_err(lib("ioctl"))?;
         }
+        Ok(())
+    };
+    // TIOCSTI pushes input into the terminal (escape to the caller's shell); TIOCLINUX can
+    // too on a VT.
+    refuse_ioctls(&mut ctx, &[TIOCSTI, TIOCLINUX])?;
+    if variant == Variant::JobControlled {
+        // The app shares the caller's session and terminal; job control holds only while
+        // the terminal stays its controlling terminal and the caller's shell decides the
+        // foreground job. A new session, giving the terminal up, taking it as controlling
+        // terminal, making its own group the foreground one (possible from the background
+        // while SIGTTOU is ignored) or a line discipline without job control would each
+        // let it read what is typed for the shell.
+        ctx.add_rule(errno(libc::EPERM), sys("setsid")?)
+            .map_err(lib("setsid"))?;
+        refuse_ioctls(&mut ctx, &[TIOCNOTTY, TIOCSCTTY, TIOCSPGRP, TIOCSETD])?;
     }
 
     // Socket families: UNIX, INET, INET6, NETLINK; Bluetooth and CAN only with their flag.
