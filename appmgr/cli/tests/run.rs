@@ -39,18 +39,23 @@ fn setup(policy: &str, id: &str) -> Env {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    install_script_app(&e, id, SCRIPT, "");
+    e
+}
+
+/// Installs app `id` whose command `/app/bin/hello` is `script`, with `extra` appended
+/// to its manifest (e.g. a `[permissions]` table).
+fn install_script_app(e: &Env, id: &str, script: &str, extra: &str) {
     let root = e.p("runapp");
     fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(root.join("bin/hello"), SCRIPT).unwrap();
+    fs::write(root.join("bin/hello"), script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let b = e.bundle(
-        &app_manifest("1.0.0").replace("org.example.Hello", id),
-        &root,
-        "runapp.bundle",
+    let manifest = format!(
+        "{}{extra}",
+        app_manifest("1.0.0").replace("org.example.Hello", id)
     );
-    e.ok(&["install", s(&b)]);
-    e
+    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
 }
 
 const LIMITS: &str = "[[rule]]\napps = [\"org.example.Hello\"]\nresources = { memory-max = \"16M\", memory-swap-max = 0, pids-max = 32, cpu-max = \"50%\" }\n";
@@ -328,21 +333,15 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    let root = e.p("runapp");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(
-        root.join("bin/hello"),
-        format!("#!/usr/bin/sh\ncat {}/docs/*\n", share.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = format!(
-        "{}\n[permissions]\nfilesystems = [\"{}/docs:ro\"]\n",
-        app_manifest("1.0.0").replace("org.example.Hello", id),
-        share.display()
+    install_script_app(
+        &e,
+        id,
+        &format!("#!/usr/bin/sh\ncat {}/docs/*\n", share.display()),
+        &format!(
+            "\n[permissions]\nfilesystems = [\"{}/docs:ro\"]\n",
+            share.display()
+        ),
     );
-    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
 
     // As granted: the share's content, nothing refused.
     assert_eq!(e.ok(&["run", id]).stdout, "grant-content\n");
@@ -402,21 +401,15 @@ fn a_grant_containing_the_state_dir_is_refused() {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    let root = e.p("runapp");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(
-        root.join("bin/hello"),
-        format!("#!/usr/bin/sh\nls {}\n", e.state.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = format!(
-        "{}\n[permissions]\nfilesystems = [\"{}:ro\"]\n",
-        app_manifest("1.0.0").replace("org.example.Hello", id),
-        top.display()
+    install_script_app(
+        &e,
+        id,
+        &format!("#!/usr/bin/sh\nls {}\n", e.state.display()),
+        &format!(
+            "\n[permissions]\nfilesystems = [\"{}:ro\"]\n",
+            top.display()
+        ),
     );
-    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
     let before = e.snapshot();
 
     let p = e.ok(&["--json", "permissions", id]).json();
@@ -575,15 +568,7 @@ fn granted_device_node_opens_and_nothing_else_does() {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    let root = e.p("runapp");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(root.join("bin/hello"), SCRIPT).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = app_manifest("1.0.0").replace("org.example.Hello", id)
-        + "\n[permissions]\ndevices = [\"gpu\"]\n";
-    let b = e.bundle(&manifest, &root, "runapp.bundle");
-    e.ok(&["install", s(&b)]);
+    install_script_app(&e, id, SCRIPT, "\n[permissions]\ndevices = [\"gpu\"]\n");
 
     let perms = e.ok(&["--json", "permissions", id]).json();
     assert_eq!(
