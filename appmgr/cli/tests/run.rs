@@ -28,18 +28,21 @@ esac
 
 /// Each test uses its own app ID: cgroups are host-wide, and tests run in parallel.
 fn setup(policy: &str, id: &str) -> Env {
+    let e = policy_env(|_| policy.replace("org.example.Hello", id));
+    install_script_app(&e, id, SCRIPT, "");
+    e
+}
+
+/// A private state and config dir (root only) with the policy `policy(&env)` (it may
+/// name paths inside the env) and the runtime installed.
+fn policy_env(policy: impl FnOnce(&Env) -> String) -> Env {
     if !is_root() {
         panic!("these tests need root (namespaces, cgroups); CI runs them as root");
     }
     let e = Env::new();
     fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
-    fs::write(
-        e.cfg.join("policies.d/50-test.toml"),
-        policy.replace("org.example.Hello", id),
-    )
-    .unwrap();
+    fs::write(e.cfg.join("policies.d/50-test.toml"), policy(&e)).unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    install_script_app(&e, id, SCRIPT, "");
     e
 }
 
@@ -313,26 +316,18 @@ fn launch_errors_are_appmgr_lines_with_the_documented_code() {
 #[test]
 fn grant_through_a_planted_symlink_is_refused_and_shown() {
     let id = "org.example.RunGrantThroughAPlantedSymlink";
-    if !is_root() {
-        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
-    }
-    let e = Env::new();
+    let e = policy_env(|e| {
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ filesystems = [\"{}:rw\"] }}\n",
+            e.p("share").display()
+        )
+    });
     let share = e.p("share");
     let victim = e.p("victim");
     fs::create_dir_all(share.join("docs")).unwrap();
     fs::write(share.join("docs/readme"), "grant-content\n").unwrap();
     fs::create_dir_all(&victim).unwrap();
     fs::write(victim.join("secret"), "victim-secret\n").unwrap();
-    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
-    fs::write(
-        e.cfg.join("policies.d/50-test.toml"),
-        format!(
-            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ filesystems = [\"{}:rw\"] }}\n",
-            share.display()
-        ),
-    )
-    .unwrap();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     install_script_app(
         &e,
         id,
@@ -386,21 +381,13 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
 #[test]
 fn a_grant_containing_the_state_dir_is_refused() {
     let id = "org.example.RunGrantContainingTheStateDir";
-    if !is_root() {
-        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
-    }
-    let e = Env::new();
-    let top = e.dir.path().to_path_buf();
-    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
-    fs::write(
-        e.cfg.join("policies.d/50-test.toml"),
+    let e = policy_env(|e| {
         format!(
             "[[rule]]\napps = [\"{id}\"]\ngrant = {{ filesystems = [\"{}:ro\"] }}\n",
-            top.display()
-        ),
-    )
-    .unwrap();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+            e.dir.path().display()
+        )
+    });
+    let top = e.dir.path().to_path_buf();
     install_script_app(
         &e,
         id,
@@ -549,25 +536,20 @@ fn granted_device_node_opens_and_nothing_else_does() {
     let other = dir.0.join("other");
     mknod(&other, 10, 200, 0o666, 0);
 
-    let e = Env::new();
-    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
-    fs::create_dir_all(e.cfg.join("board-support")).unwrap();
-    fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
-    fs::write(
-        e.cfg.join("board-support/testboard.toml"),
-        format!(
-            "name = \"testboard\"\narch = \"{}\"\n[devices.gpu]\nnodes = [\"{}/gpu*\"]\n",
-            arch(),
-            dir.0.display()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        e.cfg.join("policies.d/50-test.toml"),
-        policy.replace("org.example.Hello", id),
-    )
-    .unwrap();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let e = policy_env(|e| {
+        fs::create_dir_all(e.cfg.join("board-support")).unwrap();
+        fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+        fs::write(
+            e.cfg.join("board-support/testboard.toml"),
+            format!(
+                "name = \"testboard\"\narch = \"{}\"\n[devices.gpu]\nnodes = [\"{}/gpu*\"]\n",
+                arch(),
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        policy.replace("org.example.Hello", id)
+    });
     install_script_app(&e, id, SCRIPT, "\n[permissions]\ndevices = [\"gpu\"]\n");
 
     let perms = e.ok(&["--json", "permissions", id]).json();
