@@ -895,7 +895,15 @@ impl Store {
             path: self.root.clone(),
             source: e.into(),
         })?;
-        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        // As root (like libostree, which then counts f_bfree too) the blocks the file system
+        // reserves for root are available: apps, which run as other uids, can never take
+        // them, so they are the room an install or update always has.
+        let free = if rustix::process::geteuid().is_root() {
+            st.f_bfree
+        } else {
+            st.f_bavail
+        };
+        let available = free.saturating_mul(st.f_frsize);
         let needed = size.saturating_add(self.config.reserve_bytes);
         if available < needed {
             return Err(StoreError::NoSpace {
