@@ -438,6 +438,11 @@ fn plan_for(
         lang: None,
         memory_max: a.grant.cgroup_limits().memory_max,
         deny_paths: protected_dirs(g, &a.grant),
+        data_image: a
+            .grant
+            .limits
+            .storage_max
+            .map(|_| appmgr_sandbox::storage::image_path(&g.state_dir, a.manifest.id.as_str())),
     };
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);
@@ -568,6 +573,10 @@ pub fn prepare_launch(
         };
         CliError::new(class, format!("{}: {e}", a.manifest.id))
     })?;
+    if let Err(e) = prepare_storage(g, a) {
+        let _ = cg.remove();
+        return Err(e);
+    }
     let after_exit = appmgr_sandbox::AfterExit {
         leave_to: h
             .current_procs_files()
@@ -599,6 +608,37 @@ pub fn prepare_launch(
             Err(e)
         }
     }
+}
+
+/// Brings the app's storage in line with `storage-max` before a launch (the app is not
+/// running: its cgroup was just created): creates, resizes or exports its image.
+fn prepare_storage(g: &Global, a: &AppGrant) -> CliResult<()> {
+    use appmgr_sandbox::storage::{self, StorageError};
+    let id = a.manifest.id.as_str();
+    let uid = a
+        .info
+        .uid
+        .ok_or_else(|| CliError::new(ErrorClass::Other, format!("{id}: no uid allocated")))?;
+    let image = storage::image_path(&g.state_dir, id);
+    let data = data_dir(g, &a.manifest.id);
+    let req = storage::StorageRequest {
+        image: &image,
+        data_dir: &data,
+        uid,
+        gid: uid,
+        limit: a.grant.limits.storage_max.map(|l| l.bytes()),
+        reserve: appmgr_store::StoreConfig::default().reserve_bytes,
+    };
+    storage::prepare(&req).map(|_| ()).map_err(|e| {
+        let class = match e {
+            StorageError::DataTooLarge { .. } | StorageError::Unsafe { .. } => ErrorClass::Policy,
+            StorageError::InUse { .. } => ErrorClass::Conflict,
+            StorageError::NoSpace { .. } | StorageError::Tool { .. } | StorageError::Io { .. } => {
+                ErrorClass::Other
+            }
+        };
+        CliError::new(class, format!("{id}: {e}"))
+    })
 }
 
 /// `appmgr reload [ID]`: re-reads policy and applies the new limits to running apps (all,

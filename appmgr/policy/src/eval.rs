@@ -287,6 +287,9 @@ pub(crate) fn limit_items(l: &Limits) -> Vec<(&'static str, String)> {
         };
         v.push(("cpuset", v2));
     }
+    if let Some(x) = l.storage_max {
+        v.push(("storage-max", x.to_string()));
+    }
     v
 }
 
@@ -533,6 +536,10 @@ impl PolicySet {
                 }
             }
             limit_src.push(("cpuset", Some(Source::of(r))));
+        }
+        if let Some((v, r)) = decide(&applying, |r: &Rule| r.resources.storage_max) {
+            limits.storage_max = Some(v);
+            limit_src.push(("storage-max", Some(Source::of(r))));
         }
         for (key, value) in limit_items(&limits) {
             let source = limit_src

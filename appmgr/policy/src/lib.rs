@@ -46,7 +46,7 @@ pub use error::PolicyError;
 pub use eval::{
     EffectiveGrant, ExcessItem, ExcessReason, Granted, PolicySet, RefusedItem, Request, Source,
 };
-pub use limits::{CpuWeight, CpusetRef, Limits, PidsMax, PolicyResources, SwapLimit};
+pub use limits::{CpuWeight, CpusetRef, Limits, PidsMax, PolicyResources, StorageLimit, SwapLimit};
 pub use parse::{OnExcess, MAX_FILE_SIZE};
 pub use render::ShownGrant;
 pub use service::{RestartPolicy, ServicePolicy};

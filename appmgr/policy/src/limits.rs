@@ -54,6 +54,48 @@ impl<'de> Deserialize<'de> for SwapLimit {
     }
 }
 
+/// The size of an app's own file system (`storage-max`): a size like a memory limit
+/// (`64M`, `1G`, at least 1M), reported as a storage size when it is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StorageLimit(MemoryLimit);
+
+impl StorageLimit {
+    pub fn bytes(self) -> u64 {
+        self.0.bytes()
+    }
+}
+impl fmt::Display for StorageLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl Serialize for StorageLimit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+impl<'de> Deserialize<'de> for StorageLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        let parsed = match Raw::deserialize(d)? {
+            Raw::Int(b) => MemoryLimit::from_bytes(b).map_err(|e| e.reason),
+            Raw::Str(s) => s
+                .parse::<MemoryLimit>()
+                .map_err(|e| format!("{:?}: {}", e.value, e.reason)),
+        };
+        parsed.map(StorageLimit).map_err(|reason| {
+            serde::de::Error::custom(format!(
+                "invalid storage size {reason} (a size such as \"64M\" or \"1G\", at least 1M)"
+            ))
+        })
+    }
+}
+
 /// Relative CPU weight, 1 to 10000 (cgroup v2 scale, default 100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct CpuWeight(u32);
@@ -140,6 +182,7 @@ pub struct PolicyResources {
     pub memory_swap_max: Option<SwapLimit>,
     pub cpu_weight: Option<CpuWeight>,
     pub cpuset: Option<CpusetRef>,
+    pub storage_max: Option<StorageLimit>,
 }
 
 /// The limits enforced on one app: produced by policy evaluation, consumed by the
@@ -165,6 +208,10 @@ pub struct Limits {
     /// The core set name the CPUs came from, for display.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core_set: Option<String>,
+    /// The size of the app's own file system holding its HOME (not a cgroup limit: the
+    /// launcher mounts a per-app ext4 image of this size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_max: Option<StorageLimit>,
 }
 
 impl From<&Limits> for CgroupLimits {
@@ -210,6 +257,20 @@ mod tests {
             "swap = 1",
         ] {
             assert!(toml::from_str::<PolicyResources>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_max_is_a_size_and_a_bad_one_names_the_value() {
+        let r: PolicyResources = toml::from_str("storage-max = \"64M\"").unwrap();
+        assert_eq!(r.storage_max.map(StorageLimit::bytes), Some(64 << 20));
+        assert_eq!(r.storage_max.unwrap().to_string(), "64M");
+        for bad in ["\"4Q\"", "\"512K\"", "\"-1M\"", "0"] {
+            let e = toml::from_str::<PolicyResources>(&format!("storage-max = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("storage-max"), "{bad}: {e}");
+            assert!(e.contains("invalid storage size"), "{bad}: {e}");
         }
     }
 }

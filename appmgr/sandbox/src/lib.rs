@@ -21,6 +21,11 @@
 //! ([`spawn_detached`], for the daemon's services) init becomes the caller's child and
 //! the launcher exits once the app runs, so init is the only helper beside the app.
 //!
+//! **Storage limits.** With `storage-max`, [`storage::prepare`] (run by the caller before
+//! each launch) keeps a fully allocated per-app ext4 image of that size, and the launcher
+//! mounts it through a loop device at `HOME` instead of binding the data dir, so the app
+//! gets `ENOSPC` at its limit and nobody else notices.
+//!
 //! **unsafe** is confined to the `sys` module.
 //!
 //! **Host sockets.** The caller's sd_notify socket is bound at `/run/appmgr/notify`
@@ -43,6 +48,7 @@ mod launch;
 mod plan;
 mod provision;
 pub mod seccomp;
+pub mod storage;
 pub mod sys;
 
 pub use exec::{

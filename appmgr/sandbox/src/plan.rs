@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
 /// the launcher are installed together, this catches a half-finished update).
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
 pub const SANDBOX_HOME: &str = "/home/app";
@@ -118,6 +118,12 @@ pub struct LaunchSpec {
     /// on what a grant resolved to, not on the request string.
     #[serde(default)]
     pub deny_paths: Vec<PathBuf>,
+    /// The app's storage image (host path, root-owned, prepared by
+    /// [`crate::storage::prepare`]) when policy sets `storage-max`: the launcher attaches
+    /// it to a loop device and mounts its ext4 file system at [`SANDBOX_HOME`] instead of
+    /// binding `data_dir`, so the app's HOME ends in `ENOSPC` at the image's size.
+    #[serde(default)]
+    pub data_image: Option<PathBuf>,
 }
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
@@ -235,6 +241,10 @@ pub enum BindSource {
     /// A host `AF_UNIX` socket (sd_notify socket, D-Bus system bus): opened with
     /// `O_NOFOLLOW`, must exist and be a socket.
     Socket(PathBuf),
+    /// A per-app storage image: opened beneath `/` without following symlinks (a
+    /// root-owned regular file), locked, attached to a loop device and mounted (ext4,
+    /// `nosuid,nodev`) as a new file system whose root must belong to the app's uid.
+    StorageImage(PathBuf),
 }
 
 /// One step of building the sandbox's root, applied in order. `dest` is a path inside the
@@ -885,7 +895,10 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
 
     // The data dir last among binds of /home so nothing can shadow it.
     m.push(MountOp::Bind {
-        source: BindSource::AppDir(data.into()),
+        source: match &spec.data_image {
+            Some(img) => BindSource::StorageImage(check_host_path("storage image", img)?.into()),
+            None => BindSource::AppDir(data.into()),
+        },
         dest: SANDBOX_HOME.into(),
         readonly: false,
         dev: false,
@@ -1036,6 +1049,7 @@ pub(crate) mod tests {
             system_bus_socket: None,
             memory_max: None,
             deny_paths: vec![],
+            data_image: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The only module of appmgr allowed to use `unsafe`: thin wrappers over the few
 //! syscalls that `rustix` does not wrap safely (fork, signal masks, execve, seccomp
-//! loading, the cgroup device program's `bpf(2)` load and attach, close_range, one ioctl) and the raw-syscall entry the probe uses. Every block
+//! loading, the cgroup device program's `bpf(2)` load and attach, close_range, the
+//! interface-flags and loop-device ioctls) and the raw-syscall entry the probe uses. Every block
 //! says why it is sound; callers get safe functions.
 #![allow(unsafe_code)]
 
@@ -499,6 +500,78 @@ pub fn loopback_up() -> io::Result<()> {
     ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads an ifreq, which `ifr` is, valid for the call.
     cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr) }).map(|_| ())
+}
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` of `<linux/loop.h>` (`LOOP_CONFIGURE`, Linux 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+/// Detach the device when its last user (the mount) goes away.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// Attaches the regular file `backing` (opened read-write) to a free loop device with
+/// `LO_FLAGS_AUTOCLEAR` and returns the device, opened read-write, and its number. The
+/// device detaches itself when its last opener (the file system mounted from it, or the
+/// returned descriptor if nothing was mounted) is gone. A device another process took
+/// between `LOOP_CTL_GET_FREE` and `LOOP_CONFIGURE` (`EBUSY`) is retried a few times.
+pub fn loop_attach(
+    control: std::os::fd::BorrowedFd<'_>,
+    backing: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<(OwnedFd, u32)> {
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+        let path = CString::new(format!("/dev/loop{n}")).map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+        let raw = cvt(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
+            )
+        })?;
+        // SAFETY: `raw` was just returned by open and is owned by nothing else.
+        let dev = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: every field of LoopInfo64 and LoopConfig is an integer or an integer
+        // array, for which all-zero is a valid value.
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing.as_raw_fd() as u32;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `cfg` is (same
+        // layout, repr(C)), valid for the call; the kernel takes its own reference to
+        // the backing file.
+        match cvt(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg) }) {
+            Ok(_) => return Ok((dev, n as u32)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// Takes ownership of an fd number handed to this process on its command line.

@@ -128,6 +128,7 @@ impl World {
             system_bus_socket: None,
             memory_max: None,
             deny_paths: vec![],
+            data_image: None,
         }
     }
 }

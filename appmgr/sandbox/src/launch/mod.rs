@@ -29,6 +29,7 @@
 //!   and nothing but `execve` follows.
 
 mod identity;
+mod image;
 mod root;
 mod sources;
 mod terminal;

@@ -250,6 +250,18 @@ fn bind_fd(
     readonly: bool,
     dev: bool,
 ) -> Result<(), LaunchError> {
+    if src.detached {
+        // A file system mounted for this sandbox (the storage image): its mount
+        // attributes were set when it was created; it is attached, not cloned.
+        return rmount::move_mount(
+            src.fd.as_fd(),
+            "",
+            target.as_fd(),
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(|e| io_err("attach mount at", in_root(dest))(rx(e)));
+    }
     let tree = rmount::open_tree(
         src.fd.as_fd(),
         "",

@@ -17,6 +17,8 @@ use std::path::Path;
 pub(super) struct Opened {
     pub(super) fd: OwnedFd,
     pub(super) is_dir: bool,
+    /// `fd` is a new, detached mount (`fsmount`): attached as it is, not cloned.
+    pub(super) detached: bool,
 }
 
 /// How every host path and every sandbox-side target is resolved: beneath the directory
@@ -77,7 +79,7 @@ pub(super) fn host_root() -> Result<OwnedFd, LaunchError> {
 
 /// The parent directory of an absolute host path and the final component, both resolved
 /// beneath `root` without following symlinks. `Ok(None)` if the parent does not exist.
-fn open_parent<'p>(
+pub(super) fn open_parent<'p>(
     root: &OwnedFd,
     path: &'p Path,
 ) -> Result<Option<(OwnedFd, &'p std::ffi::OsStr)>, LaunchError> {
@@ -265,7 +267,19 @@ pub(super) fn open_source(
     let path = match src {
         BindSource::AppDir(p) => {
             let fd = open_app_dir(root, p, plan.uid, plan.gid)?;
-            return Ok(Some(Opened { fd, is_dir: true }));
+            return Ok(Some(Opened {
+                fd,
+                is_dir: true,
+                detached: false,
+            }));
+        }
+        BindSource::StorageImage(p) => {
+            let fd = super::image::mount_image(root, p, plan.uid)?;
+            return Ok(Some(Opened {
+                fd,
+                is_dir: true,
+                detached: true,
+            }));
         }
         BindSource::Deployment(p)
         | BindSource::Device(p)
@@ -310,6 +324,7 @@ pub(super) fn open_source(
     Ok(Some(Opened {
         fd,
         is_dir: ft == rfs::FileType::Directory,
+        detached: false,
     }))
 }
 

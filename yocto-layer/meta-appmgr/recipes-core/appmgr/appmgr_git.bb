@@ -146,5 +146,9 @@ RRECOMMENDS:${PN} += "${PN}-default-policy appmgr-config appmgr-trust-keys"
 # appmgrd serves on the system bus (the unit requires dbus.socket); the CLI alone does
 # not need it, so a recommendation.
 RRECOMMENDS:${PN} += "dbus"
+# storage-max (a per-app ext4 image mounted through a loop device): the e2fsprogs tools
+# that create, resize and export the images, and the loop driver where it is a module.
+# Only apps whose policy sets storage-max need them, so recommendations.
+RRECOMMENDS:${PN} += "e2fsprogs-mke2fs e2fsprogs-resize2fs e2fsprogs-e2fsck e2fsprogs kernel-module-loop"
 
 BBCLASSEXTEND = "native"
