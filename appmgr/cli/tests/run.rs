@@ -18,7 +18,7 @@ case "$1" in
   open) shift; for f in "$@"; do
       if err=$( (exec 3<>"$f") 2>&1 ); then echo "open:$f:ok"; else echo "open:$f:$err"; fi
     done ;;
-  waitopen) n=0; while [ ! -e "$2" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done
+  waitopen) n=0; while [ ! -e "$2" ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done
     if err=$( (exec 3<>"$2") 2>&1 ); then echo "open:$2:ok"; else echo "open:$2:$err"; fi ;;
   forks) n=$2; i=1; while [ $i -lt "$n" ]; do sleep 30 & i=$((i+1)); done
     echo "forked $((i-1))"; sleep 30 & echo "fork $n succeeded"; exit 0 ;;
