@@ -39,6 +39,16 @@ pub struct Global {
     pub direct: bool,
 }
 
+impl Global {
+    /// The directories the use cases work on.
+    pub fn ctx(&self) -> appmgr_core::Ctx {
+        appmgr_core::Ctx {
+            state_dir: self.state_dir.clone(),
+            config_dir: self.config_dir.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Signing keys.

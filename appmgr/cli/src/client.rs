@@ -14,31 +14,16 @@
 //! not serve yet; each ends in a one-line error (exit 1).
 
 use crate::args::{Command, Global};
-use crate::error::{CliError, CliResult};
 use crate::Output;
+use crate::{CliError, CliResult};
 use appmgr_types::{dbus, ErrorClass};
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use zbus::zvariant::Value;
 
-/// `STATE/daemon`: appmgrd's own files (lock, health records, logs, notify sockets),
-/// root-only (0700).
-pub fn daemon_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("daemon")
-}
-
-/// The lock appmgrd holds while it serves `state_dir`.
-pub fn lock_path(state_dir: &Path) -> PathBuf {
-    daemon_dir(state_dir).join("lock")
-}
-
-/// The D-Bus address appmgrd serves `state_dir` on (readable by every local user, so
-/// operators find the daemon; written by root only).
-pub fn address_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("daemon.bus-address")
-}
+pub use appmgr_core::paths::{address_path, daemon_dir, lock_path};
 
 /// How long one connection attempt (connect, authenticate, ask who owns the name) may
 /// take.
@@ -213,14 +198,9 @@ async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliRe
         Status { id } => method(conn, "Status", &(id.as_deref().unwrap_or(""),)).await,
         _ => Err(other("not a daemon command")),
     }?;
-    if matches!(cmd, Fsck) && reply.json["clean"] == serde_json::Value::Bool(false) {
-        // The same as the local path: findings on stdout, then the integrity error.
-        crate::print_output(&reply, g.json);
-        let n = reply.json["problems"].as_array().map_or(0, Vec::len);
-        return Err(CliError::new(
-            ErrorClass::Integrity,
-            format!("store {}: {n} problem(s) found", g.state_dir.display()),
-        ));
+    if matches!(cmd, Fsck) {
+        // The same rule as the local path: findings, then the integrity error.
+        return appmgr_core::store_ops::fsck_verdict(&g.ctx(), reply);
     }
     Ok(reply)
 }
@@ -275,7 +255,7 @@ async fn install(
     shown: Option<&str>,
 ) -> CliResult<Output> {
     use futures_util::StreamExt;
-    let f = crate::cmd_store::open_bundle_arg(file)?;
+    let f = crate::local::open_bundle_arg(file)?;
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
     let name = shown

@@ -1,7 +1,7 @@
 //! `key`, `trust` and `bundle` commands: no store, no lock, no root needed.
 
 use crate::args::{BundleCmd, CompressionArg, Global, KeyCmd, TrustCmd};
-use crate::error::CliResult;
+use crate::CliResult;
 use crate::Output;
 use appmgr_bundle::{keys, Compression, Manifest, TrustStore};
 use appmgr_types::Glob;

@@ -1,7 +1,7 @@
 //! The `appmgr` command line: argument parsing, output (text or `--json`) and the mapping
-//! of every library error to one stderr line and a documented exit code
-//! (`appmgr_types::ErrorClass`). The commands themselves are thin: they call the
-//! `bundle`, `store` and `policy` crates.
+//! of every error to one stderr line and a documented exit code
+//! (`appmgr_types::ErrorClass`). The use cases themselves live in `appmgr-core`; the
+//! commands here call them and render what they return.
 //!
 //! Output contract: data goes to stdout (a JSON document with `--json`); errors go to
 //! stderr as one line `appmgr: MESSAGE`, and with `--json` also as a second stderr line
@@ -9,33 +9,19 @@
 
 mod args;
 pub mod client;
-mod cmd_apps;
 mod cmd_bundle;
-mod cmd_store;
-mod config;
-mod error;
+mod local;
 
+pub use appmgr_core::paths::OPS_NAME;
+pub use appmgr_core::{Error as CliError, Output};
 pub use args::{Cli, Command, Global};
-pub use error::{CliError, CliResult};
+
+/// The result of a command.
+pub type CliResult<T> = Result<T, CliError>;
 
 use appmgr_types::ErrorClass;
 use clap::Parser;
 use std::ffi::OsString;
-
-/// What a command produced: text for people and a JSON value for `--json`.
-pub struct Output {
-    pub text: String,
-    pub json: serde_json::Value,
-}
-
-impl Output {
-    pub fn new(text: impl Into<String>, json: serde_json::Value) -> Self {
-        Output {
-            text: text.into(),
-            json,
-        }
-    }
-}
 
 /// The store commands: they need libostree, so the lean `appmgr` binary hands them to
 /// `appmgr-ops` (same arguments, same output, same exit codes).
@@ -46,9 +32,6 @@ fn is_store_command(c: &args::Command) -> bool {
         Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck
     )
 }
-
-/// The name of the binary that runs store commands.
-pub const OPS_NAME: &str = "appmgr-ops";
 
 /// `appmgr`: handles every command that does not need libostree itself (run,
 /// permissions, ps, kill, reload, key, trust, bundle) and execs `appmgr-ops` for the
@@ -78,14 +61,7 @@ pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 /// or `/usr/libexec/appmgr`). Returns only on failure.
 fn exec_ops(argv: &[OsString]) -> CliError {
     use std::os::unix::process::CommandExt;
-    let path = std::env::var_os("APPMGR_OPS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
-            let p = exe.parent()?.join(OPS_NAME);
-            p.exists().then_some(p)
-        })
-        .unwrap_or_else(|| std::path::Path::new("/usr/libexec/appmgr").join(OPS_NAME));
+    let path = appmgr_core::paths::ops_binary();
     let e = std::process::Command::new(&path).args(&argv[1..]).exec();
     CliError::new(
         appmgr_types::ErrorClass::Other,
@@ -172,7 +148,7 @@ fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
         print_plan,
     } = &cli.command
     {
-        return match cmd_apps::run(&cli.global, id, args.clone(), *print_plan) {
+        return match local::run(&cli.global, id, args.clone(), *print_plan) {
             Ok(code) => code,
             Err(e) => report(&e, json),
         };
@@ -219,8 +195,12 @@ pub(crate) fn print_stdout(s: &str) {
     let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }
 
-/// Prints an error (one line, plus a JSON object with `--json`) and returns its code.
+/// Prints an error (one line, plus a JSON object with `--json`) and returns its code. What
+/// the command found before it failed (fsck's findings) is printed first, as output.
 fn report(e: &CliError, json: bool) -> i32 {
+    if let Some(out) = &e.output {
+        print_output(out, json);
+    }
     if daemon_protocol() {
         let obj = serde_json::json!({"error": {
             "code": e.class.exit_code(),
@@ -244,19 +224,21 @@ fn report(e: &CliError, json: bool) -> i32 {
 
 /// Dispatches one parsed command line, store commands included (`appmgr-ops`).
 pub fn run(cli: Cli) -> CliResult<Output> {
+    use appmgr_core::store_ops;
     use args::Command::*;
     let g = &cli.global;
+    let ctx = g.ctx();
     match &cli.command {
         Install {
             file,
             allow_downgrade,
             name,
-        } => cmd_store::install(g, file, *allow_downgrade, name.as_deref()),
-        List => cmd_store::list(g),
-        Info { id } => cmd_store::info(g, id),
-        Remove { id } => cmd_store::remove(g, id),
-        Rollback { id } => cmd_store::rollback(g, id),
-        Fsck => cmd_store::fsck(g),
+        } => local::install(g, file, *allow_downgrade, name.as_deref()),
+        List => store_ops::list(&ctx),
+        Info { id } => store_ops::info(&ctx, id),
+        Remove { id } => store_ops::remove(&ctx, id),
+        Rollback { id } => store_ops::rollback(&ctx, id),
+        Fsck => store_ops::fsck(&ctx),
         _ => run_lean(cli),
     }
 }
@@ -270,10 +252,10 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Key(c) => cmd_bundle::key(g, c),
         Trust(c) => cmd_bundle::trust(g, c),
         Bundle(c) => cmd_bundle::bundle(g, c),
-        Permissions { id } => cmd_apps::permissions(g, &id),
-        Ps => cmd_apps::ps(g),
-        Kill { id } => cmd_apps::kill(g, &id),
-        Reload { id } => cmd_apps::reload(g, id.as_deref()),
+        Permissions { id } => appmgr_core::apps::permissions(&g.ctx(), &id),
+        Ps => appmgr_core::apps::ps(&g.ctx()),
+        Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
+        Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
         Start { .. } | Stop { .. } | Status { .. } => Err(CliError::new(
             appmgr_types::ErrorClass::Other,
             format!(
@@ -290,17 +272,4 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         }
         Run { .. } => unreachable!("run is dispatched before"),
     }
-}
-
-/// The command implementations appmgrd runs on behalf of its D-Bus callers: the same
-/// functions the CLI's local path runs, so both paths produce the same output.
-pub mod ops {
-    pub use crate::cmd_apps::{
-        data_dir, hierarchy, kill, permissions, prepare_launch, ps, resolve_view, AppGrant, Launch,
-        LaunchCtx,
-    };
-    pub use crate::cmd_store::{
-        fsck_report, info, install_from, list, open_store, remove, rollback, Progress,
-    };
-    pub use crate::config::HostConfig;
 }

@@ -1,7 +1,7 @@
 //! appmgrd's D-Bus errors: one name per CLI exit code (`org.appmgr.Error.NAME`, NAME
 //! from `ErrorClass::name`), so a client maps a reply back to the same code.
 
-use appmgr_cli::CliError;
+use appmgr_core::Error as CoreError;
 use appmgr_types::ErrorClass;
 
 #[derive(Debug, zbus::DBusError)]
@@ -25,8 +25,8 @@ pub enum Error {
     AccessDenied(String),
 }
 
-impl From<CliError> for Error {
-    fn from(e: CliError) -> Self {
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Self {
         Error::of(e.class, e.message)
     }
 }

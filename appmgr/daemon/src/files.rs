@@ -4,7 +4,7 @@
 //! mode 0600. A user who cannot open the lock cannot hold it, so cannot keep appmgrd
 //! from starting.
 
-use appmgr_cli::client;
+use appmgr_core::paths;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use std::os::fd::OwnedFd;
@@ -47,7 +47,7 @@ fn state_dir(state: &Path) -> Result<OwnedFd, String> {
 /// lock file is replaced as well (someone may hold the old one open).
 pub fn daemon_dir(state: &Path) -> Result<(OwnedFd, bool), String> {
     let sfd = state_dir(state)?;
-    let shown = client::daemon_dir(state);
+    let shown = paths::daemon_dir(state);
     match rustix::fs::mkdirat(&sfd, "daemon", Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(format!("{}: {e}", shown.display())),
@@ -84,7 +84,7 @@ pub fn daemon_dir(state: &Path) -> Result<(OwnedFd, bool), String> {
 /// Takes the exclusive lock `STATE/daemon/lock` (mode 0600) without waiting: a held lock
 /// means another appmgrd serves the state directory.
 pub fn take_lock(state: &Path, dir: &OwnedFd, replace: bool) -> Result<OwnedFd, String> {
-    let shown = client::lock_path(state);
+    let shown = paths::lock_path(state);
     let err = |e: Errno| format!("{}: {e}", shown.display());
     if replace {
         match rustix::fs::unlinkat(dir, "lock", AtFlags::empty()) {

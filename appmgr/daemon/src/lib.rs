@@ -21,7 +21,7 @@ pub mod opsrun;
 pub mod preinstall;
 pub mod supervise;
 
-use appmgr_cli::{client, ops, Global};
+use appmgr_core::{apps, paths, Ctx};
 use appmgr_types::dbus;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -60,18 +60,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The command context every method runs with (never `--direct`-routed again).
-    pub fn global(&self) -> Global {
-        Global {
+    /// The directories every use case runs on.
+    pub fn ctx(&self) -> Ctx {
+        Ctx {
             state_dir: self.config.state_dir.clone(),
             config_dir: self.config.config_dir.clone(),
-            json: false,
-            direct: true,
         }
     }
 
     pub fn daemon_dir(&self) -> PathBuf {
-        client::daemon_dir(&self.config.state_dir)
+        paths::daemon_dir(&self.config.state_dir)
     }
 
     pub async fn emit_service_state(&self, id: &str, state: &str) {
@@ -92,13 +90,13 @@ impl Daemon {
     /// the users come first. The same code (`appmgr_policy::userdb::install` on
     /// `LaunchCtx::bus_entries`) runs in `appmgr run` before an app with a bus grant.
     pub async fn refresh_bus_policy(&self) {
-        let g = self.global();
+        let g = self.ctx();
         let userdb = self.config.userdb_dir.clone();
         let file = self.config.bus_policy_file.clone();
         // One refresh at a time: the file is compared and replaced as a whole.
         let _one = self.bus_policy.lock().await;
         let changed = tokio::task::spawn_blocking(move || {
-            let entries = ops::LaunchCtx::load(&g)
+            let entries = apps::LaunchCtx::load(&g)
                 .and_then(|ctx| ctx.bus_entries())
                 .map_err(|e| e.message)?;
             appmgr_policy::userdb::install(file.as_deref(), userdb.as_deref(), &entries)
@@ -151,8 +149,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     // A stale address (a daemon that was killed) goes: the address file appears again
     // once this daemon answers. The CLI waits, bounded, while the lock is held.
     for stale in [
-        client::address_path(&config.state_dir),
-        client::daemon_dir(&config.state_dir).join("bus-address"),
+        paths::address_path(&config.state_dir),
+        paths::daemon_dir(&config.state_dir).join("bus-address"),
     ] {
         match std::fs::remove_file(&stale) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -161,7 +159,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             _ => {}
         }
     }
-    let host = ops::HostConfig::load(&config.config_dir).map_err(|e| e.message)?;
+    let host = appmgr_core::config::HostConfig::load(&config.config_dir).map_err(|e| e.message)?;
     let operator_gid = match &host.operator_group {
         None => None,
         Some(name) => Some(access::group_gid(&config.group_file, name).ok_or_else(|| {
@@ -213,8 +211,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
             .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into())
     });
-    write_atomic(&client::address_path(&config.state_dir), address.as_bytes())
-        .map_err(|e| format!("{}: {e}", client::address_path(&config.state_dir).display()))?;
+    write_atomic(&paths::address_path(&config.state_dir), address.as_bytes())
+        .map_err(|e| format!("{}: {e}", paths::address_path(&config.state_dir).display()))?;
     mem::trim();
     journal::sd_notify("READY=1\nSTATUS=serving org.appmgr.Manager1");
     journal::log(
@@ -248,7 +246,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     journal::sd_notify("STOPPING=1\nSTATUS=stopping services");
     // Clients stop routing to a daemon that is going away.
-    let _ = std::fs::remove_file(client::address_path(&config.state_dir));
+    let _ = std::fs::remove_file(paths::address_path(&config.state_dir));
     daemon.supervisor.stop_all().await;
     drop(lock);
     Ok(())
@@ -267,7 +265,7 @@ fn watchdog_interval() -> Option<std::time::Duration> {
 
 async fn preinstall_all(d: &Arc<Daemon>) {
     let dir = d.config.config_dir.join("preinstall.d");
-    let g = d.global();
+    let g = d.ctx();
     let _guard = d.mutation.lock().await;
     let mut r = Vec::new();
     match preinstall::load(&dir) {

@@ -73,7 +73,7 @@ fn main() {
         }
     }
     if !(policy_set && socket_set && userdb_set) {
-        let host = match appmgr_cli::ops::HostConfig::load(&cfg.config_dir) {
+        let host = match appmgr_core::config::HostConfig::load(&cfg.config_dir) {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("appmgrd: {}", e.message);
@@ -90,7 +90,7 @@ fn main() {
             if !userdb_set {
                 cfg.userdb_dir = host.userdb_dir()?;
             }
-            Ok::<_, appmgr_cli::CliError>(())
+            Ok::<_, appmgr_core::Error>(())
         })();
         if let Err(e) = r {
             eprintln!("appmgrd: {}", e.message);

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::journal::{self, Event};
 use crate::opsrun;
 use crate::Daemon;
-use appmgr_cli::{ops, CliError};
+use appmgr_core::{apps, store_ops, Error as CoreError};
 use appmgr_types::ErrorClass;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub struct Manager {
 
 type Reply = Result<(String, String), Error>;
 
-fn reply(out: appmgr_cli::Output) -> Reply {
+fn reply(out: appmgr_core::Output) -> Reply {
     let json = serde_json::to_string(&out.json)
         .map_err(|e| Error::Failed(format!("cannot encode the reply: {e}")))?;
     Ok((out.text, json))
@@ -59,7 +59,7 @@ impl Manager {
 
     /// Runs `f` on the blocking pool.
     async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+        f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
     ) -> Result<T, Error> {
         tokio::task::spawn_blocking(f)
             .await
@@ -74,9 +74,9 @@ impl Manager {
         args: &[&str],
         stdin: Option<std::os::fd::OwnedFd>,
         progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
-    ) -> Result<appmgr_cli::Output, Error> {
+    ) -> Result<appmgr_core::Output, Error> {
         let _guard = self.d.mutation.lock().await;
-        let g = self.d.global();
+        let g = self.d.ctx();
         let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
         let out = opsrun::run(&g, &args, stdin, progress).await;
         self.d.refresh_bus_policy().await;
@@ -159,9 +159,9 @@ impl Manager {
         reply(out)
     }
 
-    async fn fsck_report(&self) -> Result<appmgr_cli::Output, Error> {
+    async fn fsck_report(&self) -> Result<appmgr_core::Output, Error> {
         let _guard = self.d.mutation.lock().await;
-        let g = self.d.global();
+        let g = self.d.ctx();
         match opsrun::run_full(&g, &["fsck".into()], None, None).await? {
             (Some(out), _) if out.json.get("clean").is_some() => Ok(out),
             (_, Some(e)) => Err(e),
@@ -292,8 +292,8 @@ impl Manager {
                 }
             }
         }
-        let g = self.d.global();
-        let r = reply(Self::blocking(move || ops::list(&g)).await?)?;
+        let g = self.d.ctx();
+        let r = reply(Self::blocking(move || store_ops::list(&g)).await?)?;
         if let Some(g) = before.filter(|g| view.generation() == Some(*g)) {
             if let Ok(mut c) = self.d.list_cache.lock() {
                 *c = Some((g, r.clone()));
@@ -304,20 +304,20 @@ impl Manager {
 
     /// One installed app or runtime.
     async fn info(&self, id: String) -> Result<(String, String), Error> {
-        let g = self.d.global();
-        reply(Self::blocking(move || ops::info(&g, &id)).await?)
+        let g = self.d.ctx();
+        reply(Self::blocking(move || store_ops::info(&g, &id)).await?)
     }
 
     /// The effective grant and limits of an app with the rule behind each.
     async fn permissions(&self, id: String) -> Result<(String, String), Error> {
-        let g = self.d.global();
-        reply(Self::blocking(move || ops::permissions(&g, &id)).await?)
+        let g = self.d.ctx();
+        reply(Self::blocking(move || apps::permissions(&g, &id)).await?)
     }
 
     /// Running apps with their cgroup figures.
     async fn ps(&self) -> Result<(String, String), Error> {
-        let g = self.d.global();
-        reply(Self::blocking(move || ops::ps(&g)).await?)
+        let g = self.d.ctx();
+        reply(Self::blocking(move || apps::ps(&g)).await?)
     }
 
     /// Verifies the store; problems are in the reply (`clean` false), not an error.
@@ -342,8 +342,8 @@ impl Manager {
     ) -> Result<(String, String), Error> {
         self.authorize(conn, &hdr, "Kill").await?;
         self.d.supervisor.mark_stopping(&id).await;
-        let g = self.d.global();
-        reply(Self::blocking(move || ops::kill(&g, &id)).await?)
+        let g = self.d.ctx();
+        reply(Self::blocking(move || apps::kill(&g, &id)).await?)
     }
 
     /// Starts an app as a supervised service.

@@ -6,7 +6,7 @@
 //! `{"error": {code, class, message}}` on stderr.
 
 use crate::error::Error;
-use appmgr_cli::Output;
+use appmgr_core::Output;
 use appmgr_types::ErrorClass;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -23,23 +23,13 @@ pub struct Progress {
 
 /// Where `appmgr-ops` is: `$APPMGR_OPS`, next to appmgrd, or `/usr/libexec/appmgr`.
 pub fn ops_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("APPMGR_OPS") {
-        return p.into();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.canonicalize().ok())
-        .and_then(|e| {
-            let p = e.with_file_name(appmgr_cli::OPS_NAME);
-            p.exists().then_some(p)
-        })
-        .unwrap_or_else(|| PathBuf::from("/usr/libexec/appmgr").join(appmgr_cli::OPS_NAME))
+    appmgr_core::paths::ops_binary()
 }
 
 /// Runs `appmgr-ops --direct ARGS` on `g`'s state and config dirs, with `stdin` (the
 /// bundle of an install) and progress forwarded to `progress`.
 pub async fn run(
-    g: &appmgr_cli::Global,
+    g: &appmgr_core::Ctx,
     args: &[OsString],
     stdin: Option<OwnedFd>,
     progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
@@ -54,7 +44,7 @@ pub async fn run(
 /// [`run`], also returning what the child printed before it failed (fsck prints its
 /// findings, then fails with exit 3).
 pub async fn run_full(
-    g: &appmgr_cli::Global,
+    g: &appmgr_core::Ctx,
     args: &[OsString],
     stdin: Option<OwnedFd>,
     progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,

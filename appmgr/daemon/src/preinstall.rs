@@ -11,7 +11,7 @@
 //! sha256 = "…"          # of the bundle file; optional
 //! ```
 
-use appmgr_cli::{CliError, Global};
+use appmgr_core::{Ctx, Error as CoreError};
 use appmgr_types::{AppId, ErrorClass, Kind, Version};
 use serde::Deserialize;
 use sha2::Digest;
@@ -36,14 +36,14 @@ pub enum Outcome {
     Failed(String),
 }
 
-fn err(class: ErrorClass, m: String) -> CliError {
-    CliError::new(class, m)
+fn err(class: ErrorClass, m: String) -> CoreError {
+    CoreError::new(class, m)
 }
 
 /// Every entry file with its parsed entry (or why it is refused), in name order.
-pub type Entries = Vec<(PathBuf, Result<Entry, CliError>)>;
+pub type Entries = Vec<(PathBuf, Result<Entry, CoreError>)>;
 
-pub fn load(dir: &Path) -> Result<Entries, CliError> {
+pub fn load(dir: &Path) -> Result<Entries, CoreError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -64,7 +64,7 @@ pub fn load(dir: &Path) -> Result<Entries, CliError> {
         .collect())
 }
 
-fn parse(path: &Path) -> Result<Entry, CliError> {
+fn parse(path: &Path) -> Result<Entry, CoreError> {
     let bytes = std::fs::read(path)
         .map_err(|e| err(ErrorClass::Other, format!("{}: {e}", path.display())))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
@@ -108,7 +108,7 @@ fn parse(path: &Path) -> Result<Entry, CliError> {
 }
 
 /// Whether the entry's ref is installed at its version or higher already.
-fn present(g: &Global, e: &Entry) -> bool {
+fn present(g: &Ctx, e: &Entry) -> bool {
     let view = appmgr_store::View::new(&g.state_dir);
     view.installed(&e.id).is_ok_and(|refs| {
         refs.iter().any(|i| {
@@ -133,7 +133,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// Installs one entry unless present. The bundle goes through the normal install path
 /// (in appmgr-ops): signature, trust scope, policy, downgrade protection.
-pub async fn apply(g: &Global, e: &Entry) -> Outcome {
+pub async fn apply(g: &Ctx, e: &Entry) -> Outcome {
     if present(g, e) {
         return Outcome::Present(format!(
             "{} {} {} is installed",

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::journal::{self, Event};
 use crate::Daemon;
 use appmgr_bundle::ReadyProtocol;
-use appmgr_cli::{ops, CliError, Output};
+use appmgr_core::{apps, Error as CoreError, Output};
 use appmgr_types::{AppId, ErrorClass};
 use serde::Serialize;
 use serde_json::json;
@@ -225,17 +225,17 @@ impl Supervisor {
     }
 
     /// The service settings of an installed app, `None` if it is not a service.
-    pub fn settings_of(g: &appmgr_cli::Global, id: &str) -> Result<Option<Settings>, CliError> {
-        let ctx = ops::LaunchCtx::load(g)?;
+    pub fn settings_of(g: &appmgr_core::Ctx, id: &str) -> Result<Option<Settings>, CoreError> {
+        let ctx = apps::LaunchCtx::load(g)?;
         let a = ctx.app_grant(id)?;
         Ok(settings_from(&a))
     }
 
     /// Starts every installed app whose service settings say autostart.
     pub async fn start_autostart(self: &Arc<Self>) {
-        let g = self.d().global();
+        let g = self.d().ctx();
         let list = tokio::task::spawn_blocking(move || -> Vec<String> {
-            let Ok(ctx) = ops::LaunchCtx::load(&g) else {
+            let Ok(ctx) = apps::LaunchCtx::load(&g) else {
                 return Vec::new();
             };
             let Ok(all) = ctx.view.list_installed() else {
@@ -302,7 +302,7 @@ impl Supervisor {
     /// Launches (or relaunches) `app`; with `health`, the new run opens a health window.
     async fn launch(self: &Arc<Self>, app: &AppId, health: Option<Health>) -> Result<(), Error> {
         let d = self.d();
-        let g = d.global();
+        let g = d.ctx();
         let id = app.to_string();
         let bus_socket = d.config.system_bus_socket.clone();
         let notify_dir = d.daemon_dir().join("notify");
@@ -622,7 +622,7 @@ impl Supervisor {
         };
         self.stop_and_wait(app).await;
         let d = self.d();
-        let g = d.global();
+        let g = d.ctx();
         let id = app.to_string();
         let _guard = d.mutation.lock().await;
         let r = crate::opsrun::run(&g, &["rollback".into(), id.into()], None, None).await;
@@ -710,7 +710,7 @@ impl Supervisor {
             }
             if Instant::now() >= deadline {
                 let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                if let Ok(h) = ops::hierarchy() {
+                if let Ok(h) = apps::hierarchy() {
                     let _ = h.cgroup(app).kill();
                 }
             }
@@ -785,7 +785,7 @@ impl Supervisor {
         if j["kind"] != "app" {
             return;
         }
-        let g = self.d().global();
+        let g = self.d().ctx();
         let sid = id.to_string();
         let settings = tokio::task::spawn_blocking(move || Supervisor::settings_of(&g, &sid))
             .await
@@ -901,7 +901,7 @@ impl std::os::fd::AsRawFd for PidfdRef {
 /// Service settings: the manifest's `[service]` declares the app a service and how it
 /// reports readiness; policy's `service` table (if any rule sets it) decides autostart,
 /// restart and the health window, and can make any app a service.
-pub fn settings_from(a: &ops::AppGrant) -> Option<Settings> {
+pub fn settings_from(a: &apps::AppGrant) -> Option<Settings> {
     let decl = a.manifest.service.as_ref();
     let pol = &a.grant.service;
     if decl.is_none() && !pol.declares_service() {
@@ -921,19 +921,19 @@ pub fn settings_from(a: &ops::AppGrant) -> Option<Settings> {
     })
 }
 
-type LaunchResult = Result<(Launched, Option<std::os::unix::net::UnixDatagram>), CliError>;
+type LaunchResult = Result<(Launched, Option<std::os::unix::net::UnixDatagram>), CoreError>;
 
 /// The blocking part of a launch: policy check, cgroup, notify socket, output streams,
 /// plan, spawn of the launcher, pidfd.
 fn launch_blocking(
-    g: &appmgr_cli::Global,
+    g: &appmgr_core::Ctx,
     id: &str,
     bus_socket: Option<PathBuf>,
     notify_dir: &std::path::Path,
     logs: &(PathBuf, u64),
 ) -> LaunchResult {
-    let other = |m: String| CliError::new(ErrorClass::Other, m);
-    let ctx = ops::LaunchCtx::load(g)?;
+    let other = |m: String| CoreError::new(ErrorClass::Other, m);
+    let ctx = apps::LaunchCtx::load(g)?;
     let a = ctx.app_grant(id)?;
     a.grant.check()?;
     let settings = settings_from(&a).unwrap_or(Settings {
@@ -950,9 +950,9 @@ fn launch_blocking(
         .info
         .uid
         .ok_or_else(|| other(format!("{id}: no uid allocated")))?;
-    let h = ops::hierarchy()?;
+    let h = apps::hierarchy()?;
     let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
-        .map_err(|e| CliError::new(ErrorClass::Policy, format!("{id}: {e}")))?;
+        .map_err(|e| CoreError::new(ErrorClass::Policy, format!("{id}: {e}")))?;
     std::fs::create_dir_all(g.state_dir.join("data"))
         .map_err(|e| other(format!("{}: {e}", g.state_dir.display())))?;
     // The notify socket: one per app uid, owned by that uid, bound into the sandbox.
@@ -973,7 +973,7 @@ fn launch_blocking(
         None
     };
     let notify_path = notify.as_ref().map(|(_, p)| p.clone());
-    let (launch, cgroup) = ops::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
+    let (launch, cgroup) = apps::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
         s.notify_socket = notify_path;
         // Offered only while the bus is up, as `appmgr run` does.
         s.system_bus_socket = bus_socket.as_deref().and_then(appmgr_sandbox::host_socket);
@@ -1014,7 +1014,7 @@ fn launch_blocking(
 fn output_streams(
     id: &str,
     (logs_dir, max): &(PathBuf, u64),
-) -> Result<(std::process::Stdio, std::process::Stdio), CliError> {
+) -> Result<(std::process::Stdio, std::process::Stdio), CoreError> {
     if let (Some(o), Some(e)) = (
         journal::app_stream(id, journal::INFO),
         journal::app_stream(id, journal::WARNING),
@@ -1022,7 +1022,7 @@ fn output_streams(
         return Ok((OwnedFd::from(o).into(), OwnedFd::from(e).into()));
     }
     let (out, err) = crate::logfile::spawn(logs_dir, id, *max).map_err(|e| {
-        CliError::new(
+        CoreError::new(
             ErrorClass::Other,
             format!("{id}: log in {}: {e}", logs_dir.display()),
         )
@@ -1087,7 +1087,7 @@ impl Supervisor {
 /// Kills what is left in an app's cgroup and removes the cgroup; returns how many
 /// processes there were.
 fn stop_leftover(id: &str) -> usize {
-    let (Ok(h), Ok(app)) = (ops::hierarchy(), AppId::new(id)) else {
+    let (Ok(h), Ok(app)) = (apps::hierarchy(), AppId::new(id)) else {
         return 0;
     };
     let cg = h.cgroup(&app);

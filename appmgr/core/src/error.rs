@@ -1,20 +1,33 @@
 use appmgr_types::ErrorClass;
 
-/// An error as the CLI reports it: a class (which fixes the exit code) and one line.
+/// The one error type of every use case: a class (which fixes the CLI's exit code and
+/// appmgrd's D-Bus error name, `ErrorClass`) and one line. Every library error is mapped
+/// to it once, here. `output` is what a use case found before it failed (fsck's findings,
+/// the apps `reload` could not apply): front ends show it before the error.
 #[derive(Debug)]
-pub struct CliError {
+pub struct Error {
     pub class: ErrorClass,
     pub message: String,
+    pub output: Option<Box<crate::Output>>,
 }
 
-impl CliError {
+impl Error {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        CliError {
+        Error {
             class,
             message: one_line(&message.into()),
+            output: None,
         }
     }
+
+    /// The same error, carrying what was found before it.
+    pub fn with_output(mut self, out: crate::Output) -> Self {
+        self.output = Some(Box::new(out));
+        self
+    }
 }
+
+impl std::error::Error for Error {}
 
 /// Errors are one line: nested causes are joined with `: `.
 fn one_line(s: &str) -> String {
@@ -25,13 +38,13 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-impl std::fmt::Display for CliError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-pub type CliResult<T> = Result<T, CliError>;
+pub type CoreResult<T> = Result<T, Error>;
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -47,61 +60,61 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-impl From<appmgr_bundle::BundleError> for CliError {
+impl From<appmgr_bundle::BundleError> for Error {
     fn from(e: appmgr_bundle::BundleError) -> Self {
         if let Some(inner) = e.sink_error() {
             if let Some(se) = inner.downcast_ref::<appmgr_store::StoreError>() {
-                return CliError::new(se.class(), chain(&e));
+                return Error::new(se.class(), chain(&e));
             }
         }
-        CliError::new(e.class(), chain(&e))
+        Error::new(e.class(), chain(&e))
     }
 }
 
-impl From<appmgr_bundle::TrustError> for CliError {
+impl From<appmgr_bundle::TrustError> for Error {
     fn from(e: appmgr_bundle::TrustError) -> Self {
-        CliError::new(e.class(), chain(&e))
+        Error::new(e.class(), chain(&e))
     }
 }
 
-impl From<appmgr_bundle::keys::KeyError> for CliError {
+impl From<appmgr_bundle::keys::KeyError> for Error {
     fn from(e: appmgr_bundle::keys::KeyError) -> Self {
         appmgr_bundle::TrustError::from(e).into()
     }
 }
 
-impl From<appmgr_store::StoreError> for CliError {
+impl From<appmgr_store::StoreError> for Error {
     fn from(e: appmgr_store::StoreError) -> Self {
         // An import that failed because the bundle was bad is the bundle's failure (3).
         if let appmgr_store::StoreError::Import { source, .. } = &e {
             if let Some(be) = source.downcast_ref::<appmgr_bundle::BundleError>() {
-                return CliError::new(be.class(), chain(be));
+                return Error::new(be.class(), chain(be));
             }
         }
-        CliError::new(e.class(), chain(&e))
+        Error::new(e.class(), chain(&e))
     }
 }
 
-impl From<appmgr_store::ViewError> for CliError {
+impl From<appmgr_store::ViewError> for Error {
     fn from(e: appmgr_store::ViewError) -> Self {
-        CliError::new(e.class(), chain(&e))
+        Error::new(e.class(), chain(&e))
     }
 }
 
-impl From<appmgr_policy::PolicyError> for CliError {
+impl From<appmgr_policy::PolicyError> for Error {
     fn from(e: appmgr_policy::PolicyError) -> Self {
-        CliError::new(e.class(), chain(&e))
+        Error::new(e.class(), chain(&e))
     }
 }
 
-impl From<appmgr_board::BoardError> for CliError {
+impl From<appmgr_board::BoardError> for Error {
     fn from(e: appmgr_board::BoardError) -> Self {
-        CliError::new(ErrorClass::Other, chain(&e))
+        Error::new(ErrorClass::Other, chain(&e))
     }
 }
 
-impl From<appmgr_types::InvalidValue> for CliError {
+impl From<appmgr_types::InvalidValue> for Error {
     fn from(e: appmgr_types::InvalidValue) -> Self {
-        CliError::new(ErrorClass::Usage, e.to_string())
+        Error::new(ErrorClass::Usage, e.to_string())
     }
 }

@@ -1,9 +1,9 @@
 //! Commands about apps as they run: the effective grant (`permissions`), running
 //! instances (`ps`) and stopping one (`kill`). `run` builds on the same grant.
 
-use crate::args::Global;
 use crate::config::{board_facts, HostConfig};
-use crate::error::{CliError, CliResult};
+use crate::error::{CoreResult, Error};
+use crate::Ctx;
 use crate::Output;
 use appmgr_bundle::Manifest;
 use appmgr_policy::{EffectiveGrant, PolicySet, Request};
@@ -36,7 +36,7 @@ pub struct LaunchCtx {
 }
 
 impl LaunchCtx {
-    pub fn load(g: &Global) -> CliResult<LaunchCtx> {
+    pub fn load(g: &Ctx) -> CoreResult<LaunchCtx> {
         // Lock-free and libostree-free: launching reads only the records (see
         // appmgr_store::view), so `appmgr run` does not load GLib.
         let host = HostConfig::load(&g.config_dir)?;
@@ -55,7 +55,7 @@ impl LaunchCtx {
 
     /// The bus grant of every installed app with a uid: what the per-app bus policy is
     /// rendered from. An app whose grant cannot be evaluated gets no allow rules.
-    pub fn bus_entries(&self) -> CliResult<Vec<appmgr_policy::BusPolicyEntry>> {
+    pub fn bus_entries(&self) -> CoreResult<Vec<appmgr_policy::BusPolicyEntry>> {
         let mut entries = Vec::new();
         for i in self.view.list_installed()? {
             if i.ref_name.kind != Kind::App {
@@ -76,11 +76,11 @@ impl LaunchCtx {
     }
 
     /// An installed app's current deployment, manifest, and the grant policy gives it now.
-    pub fn app_grant(&self, id: &str) -> CliResult<AppGrant> {
+    pub fn app_grant(&self, id: &str) -> CoreResult<AppGrant> {
         let info = resolve_view(&self.view, id)?;
         let r = &info.ref_name;
         if r.kind != Kind::App {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorClass::Usage,
                 format!("{r} is a runtime, not an app"),
             ));
@@ -88,15 +88,15 @@ impl LaunchCtx {
         let deployment = info
             .current
             .clone()
-            .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
+            .ok_or_else(|| Error::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
         let bytes = std::fs::read(&deployment.manifest).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorClass::Other,
                 format!("{}: {e}", deployment.manifest.display()),
             )
         })?;
         let manifest = Manifest::parse(&bytes, true).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorClass::Integrity,
                 format!("{}: {e}", deployment.manifest.display()),
             )
@@ -120,22 +120,22 @@ impl LaunchCtx {
 
 /// `ID` (one installed ref with that ID) or a full ref `KIND/ID/ARCH/BRANCH` (any ref
 /// with a record, installed or removed) to its state, reading each record once.
-pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
+pub fn resolve_view(view: &View, id: &str) -> CoreResult<RefInfo> {
     if id.contains('/') {
         let r = id.parse::<RefName>()?;
         return view
             .info(&r)?
-            .ok_or_else(|| CliError::new(ErrorClass::NotFound, format!("{r}: not installed")));
+            .ok_or_else(|| Error::new(ErrorClass::NotFound, format!("{r}: not installed")));
     }
     let app = AppId::new(id)?;
     let mut refs = view.installed(&app)?;
     match refs.len() {
-        0 => Err(CliError::new(
+        0 => Err(Error::new(
             ErrorClass::NotFound,
             format!("{app}: not installed"),
         )),
         1 => Ok(refs.remove(0)),
-        _ => Err(CliError::new(
+        _ => Err(Error::new(
             ErrorClass::Usage,
             format!(
                 "{app} is ambiguous: name one of {}",
@@ -151,7 +151,7 @@ pub fn resolve_view(view: &View, id: &str) -> CliResult<RefInfo> {
 /// The host directories no filesystem grant may reach, on what the launcher resolves: the
 /// policy's `deny` paths, and the state directory (every app's data and the store), so a
 /// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data.
-fn protected_dirs(g: &Global, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
+fn protected_dirs(g: &Ctx, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
     let mut v: Vec<std::path::PathBuf> = grant.denied_paths.iter().map(Into::into).collect();
     // Compared by device and inode once resolved; a missing state dir has nothing to hide.
     if let Ok(state) = std::fs::canonicalize(&g.state_dir) {
@@ -160,7 +160,7 @@ fn protected_dirs(g: &Global, grant: &EffectiveGrant) -> Vec<std::path::PathBuf>
     v
 }
 
-pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
+pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
     let ctx = LaunchCtx::load(g)?;
     let mut a = ctx.app_grant(id)?;
     // Grants the launcher would refuse on this host now (resolved as at launch).
@@ -190,8 +190,8 @@ pub fn permissions(g: &Global, id: &str) -> CliResult<Output> {
         grant: &a.grant,
         provided: &provided,
     };
-    let j = serde_json::to_value(&shown)
-        .map_err(|e| CliError::new(ErrorClass::Other, e.to_string()))?;
+    let j =
+        serde_json::to_value(&shown).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
     Ok(Output::new(a.grant.render_text(&provided), j))
 }
 
@@ -209,9 +209,9 @@ pub struct Launch {
     pub provided: Vec<appmgr_types::Provision>,
 }
 
-pub fn hierarchy() -> CliResult<appmgr_cgroup::Hierarchy> {
+pub fn hierarchy() -> CoreResult<appmgr_cgroup::Hierarchy> {
     appmgr_cgroup::Hierarchy::detect(appmgr_cgroup::DEFAULT_PARENT)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))
+        .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))
 }
 
 fn mib(b: Option<u64>) -> String {
@@ -219,11 +219,11 @@ fn mib(b: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn ps(_g: &Global) -> CliResult<Output> {
+pub fn ps(_g: &Ctx) -> CoreResult<Output> {
     let h = hierarchy()?;
     let all = h
         .list()
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))?;
+        .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))?;
     let running: Vec<_> = all.into_iter().filter(|s| !s.pids.is_empty()).collect();
     let mut t = String::new();
     let _ = writeln!(
@@ -248,36 +248,36 @@ pub fn ps(_g: &Global) -> CliResult<Output> {
             }
         );
     }
-    let j = serde_json::to_value(&running)
-        .map_err(|e| CliError::new(ErrorClass::Other, e.to_string()))?;
+    let j =
+        serde_json::to_value(&running).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
     Ok(Output::new(t, j))
 }
 
 /// The pids in the app's cgroup (`appmgr.slice/app-ID.scope`). None when the host has no
 /// cgroup hierarchy appmgr can use: a launch needs one, so no app runs then.
-pub fn running_pids(app: &AppId) -> CliResult<Vec<i32>> {
+pub fn running_pids(app: &AppId) -> CoreResult<Vec<i32>> {
     let Ok(h) = appmgr_cgroup::Hierarchy::detect(appmgr_cgroup::DEFAULT_PARENT) else {
         return Ok(Vec::new());
     };
     h.cgroup(app)
         .pids()
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{app}: cgroups: {e}")))
+        .map_err(|e| Error::new(ErrorClass::Other, format!("{app}: cgroups: {e}")))
 }
 
-pub fn kill(_g: &Global, id: &str) -> CliResult<Output> {
+pub fn kill(_g: &Ctx, id: &str) -> CoreResult<Output> {
     let app = AppId::new(id)?;
     let h = hierarchy()?;
     let cg = h.cgroup(&app);
     let pids = cg.pids().unwrap_or_default();
     if pids.is_empty() {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorClass::NotFound,
             format!("{app}: not running"),
         ));
     }
     let n = cg
         .kill()
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{app}: {e}")))?;
+        .map_err(|e| Error::new(ErrorClass::Other, format!("{app}: {e}")))?;
     Ok(Output::new(
         format!("killed {app} ({n} processes)\n"),
         json!({"id": app, "killed": n}),
@@ -285,18 +285,18 @@ pub fn kill(_g: &Global, id: &str) -> CliResult<Output> {
 }
 
 /// Where an app's persistent data (its HOME) lives on the host.
-pub fn data_dir(g: &Global, app: &AppId) -> std::path::PathBuf {
+pub fn data_dir(g: &Ctx, app: &AppId) -> std::path::PathBuf {
     g.state_dir.join("data").join(app.as_str())
 }
 
 /// The host nodes of the app's granted devices, resolved against the live `/dev` through
 /// the board profile.
-fn granted_nodes(ctx: &LaunchCtx, a: &AppGrant) -> CliResult<Vec<std::path::PathBuf>> {
+fn granted_nodes(ctx: &LaunchCtx, a: &AppGrant) -> CoreResult<Vec<std::path::PathBuf>> {
     Ok(match &ctx.board {
         Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
         None if a.grant.permissions.devices.is_empty() => Vec::new(),
         None => {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorClass::Policy,
                 format!(
                 "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
@@ -312,7 +312,7 @@ fn granted_nodes(ctx: &LaunchCtx, a: &AppGrant) -> CliResult<Vec<std::path::Path
 fn launch_cgroup_spec(
     spec: &appmgr_cgroup::CgroupSpec,
     nodes: &[std::path::PathBuf],
-) -> CliResult<appmgr_cgroup::CgroupSpec> {
+) -> CoreResult<appmgr_cgroup::CgroupSpec> {
     use appmgr_cgroup::DeviceRule;
     let mut rules = appmgr_sandbox::STANDARD_DEVICE_NODES
         .iter()
@@ -320,7 +320,7 @@ fn launch_cgroup_spec(
         .chain(nodes.iter().map(|p| p.as_path()))
         .map(DeviceRule::of_node)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("device: {e}")))?;
+        .map_err(|e| Error::new(ErrorClass::Other, format!("device: {e}")))?;
     rules.extend(
         appmgr_sandbox::PTY_DEVICES
             .iter()
@@ -355,7 +355,7 @@ fn cgroup_wiring(
 /// limits the cgroup spec.
 #[allow(clippy::too_many_arguments)]
 fn plan_for(
-    g: &Global,
+    g: &Ctx,
     ctx: &LaunchCtx,
     a: &AppGrant,
     args: Vec<String>,
@@ -363,13 +363,13 @@ fn plan_for(
     cgroup: Option<(&appmgr_cgroup::Cgroup, &appmgr_cgroup::CgroupSpec)>,
     after_exit: appmgr_sandbox::AfterExit,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CliResult<Launch> {
+) -> CoreResult<Launch> {
     let runtime_ref = a
         .deployment
         .runtime
         .as_ref()
         .ok_or_else(|| {
-            CliError::new(
+            Error::new(
                 ErrorClass::Integrity,
                 format!("{}: app without runtime", a.manifest.id),
             )
@@ -380,14 +380,14 @@ fn plan_for(
         .info(&runtime_ref)?
         .and_then(|i| i.current)
         .ok_or_else(|| {
-            CliError::new(
+            Error::new(
                 ErrorClass::NotFound,
                 format!("{}: runtime {runtime_ref} is not installed", a.manifest.id),
             )
         })?;
     for d in [&a.deployment, &rt] {
         if d.marked_corrupt || appmgr_store::deployment_is_marked_corrupt(&d.path) {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorClass::Integrity,
                 format!(
                     "{}: deployment is corrupt (found by fsck); reinstall the bundle to repair",
@@ -397,7 +397,7 @@ fn plan_for(
         }
     }
     let uid = a.info.uid.ok_or_else(|| {
-        CliError::new(
+        Error::new(
             ErrorClass::Other,
             format!("{}: no uid allocated", a.manifest.id),
         )
@@ -454,7 +454,7 @@ fn plan_for(
             | appmgr_sandbox::PlanError::NestedGrant { .. } => ErrorClass::Policy,
             _ => ErrorClass::Other,
         };
-        CliError::new(class, format!("{}: {e}", a.manifest.id))
+        Error::new(class, format!("{}: {e}", a.manifest.id))
     })?;
     let provided = appmgr_sandbox::provisions(&spec, &plan, &device_nodes);
     Ok(Launch { plan, provided })
@@ -463,8 +463,14 @@ fn plan_for(
 /// Before a launch that binds the system bus: the per-app bus policy of every installed
 /// app is brought into place and loaded by the bus, exactly as appmgrd does after an
 /// install, so the app's uid gets its `dbus-talk`/`dbus-own` names and nothing else.
-/// Without a bus grant in the plan nothing is done.
-fn install_bus_policy(ctx: &LaunchCtx, launch: &Launch, id: &AppId) -> CliResult<()> {
+/// Without a bus grant in the plan nothing is done. `reload_bus` asks the bus at the
+/// socket to reload its configuration (the front end's D-Bus client does that).
+pub fn install_bus_policy(
+    ctx: &LaunchCtx,
+    launch: &Launch,
+    id: &AppId,
+    reload_bus: impl FnOnce(&std::path::Path) -> CoreResult<()>,
+) -> CoreResult<()> {
     let bus = launch
         .provided
         .iter()
@@ -478,72 +484,67 @@ fn install_bus_policy(ctx: &LaunchCtx, launch: &Launch, id: &AppId) -> CliResult
         ctx.userdb_dir.as_deref(),
         &entries,
     )
-    .map_err(|e| CliError::new(ErrorClass::Other, format!("{id}: bus policy: {e}")))?;
+    .map_err(|e| Error::new(ErrorClass::Other, format!("{id}: bus policy: {e}")))?;
     if changed {
-        crate::client::reload_bus_config(socket)?;
+        reload_bus(socket)?;
     }
     Ok(())
 }
 
-/// One stderr line per granted item the launch does not provide.
-fn report_not_provided(id: &AppId, launch: &Launch) {
-    for p in launch.provided.iter().filter(|p| !p.is_provided()) {
-        eprintln!(
-            "appmgr: {id}: {} {} not provided on this host: {}",
-            p.key,
-            appmgr_types::escape_for_display(&p.value),
-            p.reason.as_deref().unwrap_or("")
-        );
-    }
+/// `appmgr run --print-plan`: the plan a launch of `id` would apply now, its cgroup, the
+/// grant and what is provided; nothing is created.
+pub fn plan_report(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<serde_json::Value> {
+    let ctx = LaunchCtx::load(g)?;
+    let a = ctx.app_grant(id)?;
+    a.grant.check()?;
+    let h = hierarchy()?;
+    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
+        .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
+    let cg = h.cgroup(&a.manifest.id);
+    let after = appmgr_sandbox::AfterExit {
+        leave_to: h.current_procs_files().unwrap_or_default(),
+        events: Vec::new(),
+        remove_dirs: cg.dirs(),
+    };
+    let nodes = granted_nodes(&ctx, &a)?;
+    let spec = launch_cgroup_spec(&spec, &nodes)?;
+    let l = plan_for(g, &ctx, &a, args, nodes, Some((&cg, &spec)), after, |_| {})?;
+    Ok(serde_json::json!({
+        "plan": l.plan,
+        "cgroup": spec,
+        "grant": a.grant,
+        "provided": l.provided,
+    }))
 }
 
-/// `appmgr run`: returns the exit status to exit with (the app's, 128+N for a signal).
-pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResult<i32> {
+/// A foreground launch (`appmgr run`) ready to be applied: its cgroup exists, the plan is
+/// built. The caller reports what is not provided, installs the bus policy
+/// ([`install_bus_policy`]) and execs the launcher; on any failure it removes `cgroup`.
+pub struct ForegroundLaunch {
+    pub ctx: LaunchCtx,
+    pub id: AppId,
+    pub launch: Launch,
+    pub cgroup: appmgr_cgroup::Cgroup,
+}
+
+/// Prepares `appmgr run ID -- ARGS`: the grant is checked against policy now (it may
+/// have changed since install), the app's storage brought in line, its cgroup created
+/// and the plan built.
+pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
     let ctx = LaunchCtx::load(g)?;
     let a = ctx.app_grant(id)?;
     // Policy may have changed since install: refuse to start with an ungranted request.
     a.grant.check()?;
     let h = hierarchy()?;
     let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
-        .map_err(|e| CliError::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
-    if print_plan {
-        let cg = h.cgroup(&a.manifest.id);
-        let after = appmgr_sandbox::AfterExit {
-            leave_to: h.current_procs_files().unwrap_or_default(),
-            events: Vec::new(),
-            remove_dirs: cg.dirs(),
-        };
-        let nodes = granted_nodes(&ctx, &a)?;
-        let spec = launch_cgroup_spec(&spec, &nodes)?;
-        let l = plan_for(g, &ctx, &a, args, nodes, Some((&cg, &spec)), after, |_| {})?;
-        let out = serde_json::json!({
-            "plan": l.plan,
-            "cgroup": spec,
-            "grant": a.grant,
-            "provided": l.provided,
-        });
-        crate::print_stdout(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&out).unwrap_or_default()
-        ));
-        return Ok(0);
-    }
-    let (launch, cg) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
-    report_not_provided(&a.manifest.id, &launch);
-    if let Err(e) = install_bus_policy(&ctx, &launch, &a.manifest.id) {
-        let _ = cg.remove();
-        return Err(e);
-    }
-    let plan = launch.plan;
-    // Become the launcher: no appmgr process stays beside the app. The launcher waits for
-    // it, forwards signals, exits with its status, reports limit events and removes the
-    // cgroup. exec returns only on failure.
-    let err = appmgr_sandbox::exec_launcher(&plan);
-    let _ = cg.remove();
-    Err(CliError::new(
-        ErrorClass::Other,
-        format!("{}: {err}", a.manifest.id),
-    ))
+        .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
+    let (launch, cgroup) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
+    Ok(ForegroundLaunch {
+        id: a.manifest.id.clone(),
+        ctx,
+        launch,
+        cgroup,
+    })
 }
 
 /// Creates the app's cgroup (refused if the app runs already) and builds the launch plan
@@ -551,19 +552,19 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
 /// remove the cgroup. `customize` adjusts the launch spec (appmgrd adds the notify
 /// socket and the bus socket). On failure nothing is left behind.
 pub fn prepare_launch(
-    g: &Global,
+    g: &Ctx,
     ctx: &LaunchCtx,
     a: &AppGrant,
     h: &appmgr_cgroup::Hierarchy,
     spec: &appmgr_cgroup::CgroupSpec,
     args: Vec<String>,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CliResult<(Launch, appmgr_cgroup::Cgroup)> {
+) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
     // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
     // the app's own directory, owned by its uid, without following symlinks.
     let parent = g.state_dir.join("data");
     std::fs::create_dir_all(&parent)
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
+        .map_err(|e| Error::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
     let nodes = granted_nodes(ctx, a)?;
     let spec = &launch_cgroup_spec(spec, &nodes)?;
     let cg = h.create(spec).map_err(|e| {
@@ -571,7 +572,7 @@ pub fn prepare_launch(
             appmgr_cgroup::CgroupError::InUse { .. } => ErrorClass::Conflict,
             _ => ErrorClass::Other,
         };
-        CliError::new(class, format!("{}: {e}", a.manifest.id))
+        Error::new(class, format!("{}: {e}", a.manifest.id))
     })?;
     if let Err(e) = prepare_storage(g, a) {
         let _ = cg.remove();
@@ -580,7 +581,7 @@ pub fn prepare_launch(
     let after_exit = appmgr_sandbox::AfterExit {
         leave_to: h
             .current_procs_files()
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))?,
+            .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))?,
         events: cg
             .event_counters()
             .into_iter()
@@ -612,13 +613,13 @@ pub fn prepare_launch(
 
 /// Brings the app's storage in line with `storage-max` before a launch (the app is not
 /// running: its cgroup was just created): creates, resizes or exports its image.
-fn prepare_storage(g: &Global, a: &AppGrant) -> CliResult<()> {
+fn prepare_storage(g: &Ctx, a: &AppGrant) -> CoreResult<()> {
     use appmgr_sandbox::storage::{self, StorageError};
     let id = a.manifest.id.as_str();
     let uid = a
         .info
         .uid
-        .ok_or_else(|| CliError::new(ErrorClass::Other, format!("{id}: no uid allocated")))?;
+        .ok_or_else(|| Error::new(ErrorClass::Other, format!("{id}: no uid allocated")))?;
     let image = storage::image_path(&g.state_dir, id);
     let data = data_dir(g, &a.manifest.id);
     let req = storage::StorageRequest {
@@ -637,18 +638,18 @@ fn prepare_storage(g: &Global, a: &AppGrant) -> CliResult<()> {
                 ErrorClass::Other
             }
         };
-        CliError::new(class, format!("{id}: {e}"))
+        Error::new(class, format!("{id}: {e}"))
     })
 }
 
 /// `appmgr reload [ID]`: re-reads policy and applies the new limits to running apps (all,
 /// or one). An app that policy no longer allows to run is reported (exit 4) and left to
 /// the operator: killing is `appmgr kill`'s job.
-pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
+pub fn reload(g: &Ctx, only: Option<&str>) -> CoreResult<Output> {
     let h = hierarchy()?;
     let running: Vec<AppId> = h
         .list()
-        .map_err(|e| CliError::new(ErrorClass::Other, format!("cgroups: {e}")))?
+        .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))?
         .into_iter()
         .filter(|s| !s.pids.is_empty())
         .filter_map(|s| s.app)
@@ -656,7 +657,7 @@ pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
         .collect();
     if let Some(o) = only {
         if running.is_empty() {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorClass::NotFound,
                 format!("{o}: not running"),
             ));
@@ -675,10 +676,10 @@ pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
             continue;
         }
         let spec = appmgr_cgroup::CgroupSpec::for_app(&app, a.grant.cgroup_limits())
-            .map_err(|e| CliError::new(ErrorClass::Policy, format!("{app}: {e}")))?;
+            .map_err(|e| Error::new(ErrorClass::Policy, format!("{app}: {e}")))?;
         h.cgroup(&app)
             .apply(&spec)
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("{app}: {e}")))?;
+            .map_err(|e| Error::new(ErrorClass::Other, format!("{app}: {e}")))?;
         let _ = writeln!(
             text,
             "{app}: limits applied: {}",
@@ -687,11 +688,14 @@ pub fn reload(g: &Global, only: Option<&str>) -> CliResult<Output> {
         applied.push(json!({"id": app, "limits": spec.limits}));
     }
     if !refused.is_empty() {
-        crate::print_stdout(&text);
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorClass::Policy,
             format!("{} running app(s) exceed the current policy", refused.len()),
-        ));
+        )
+        .with_output(Output::new(
+            text,
+            json!({"applied": applied, "refused": refused}),
+        )));
     }
     Ok(Output::new(text, json!({"applied": applied})))
 }

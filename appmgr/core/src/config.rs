@@ -16,7 +16,7 @@
 //!                             # (STATE/daemon/logs/ID.log, plus one rotated ID.log.1)
 //! ```
 
-use crate::error::{CliError, CliResult};
+use crate::error::{CoreResult, Error};
 use appmgr_types::ErrorClass;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -44,11 +44,11 @@ pub const DEFAULT_BUS_POLICY_FILE: &str = "/etc/dbus-1/system.d/appmgr-apps.conf
 pub const DEFAULT_USERDB_DIR: &str = "/run/userdb";
 
 /// A configured absolute path, its default when unset, or `None` for `"none"`.
-fn path_or_none(key: &str, v: Option<&str>, default: &str) -> CliResult<Option<PathBuf>> {
+fn path_or_none(key: &str, v: Option<&str>, default: &str) -> CoreResult<Option<PathBuf>> {
     match v.unwrap_or(default) {
         "none" => Ok(None),
         p if p.starts_with('/') && !appmgr_types::has_unsafe_chars(p) => Ok(Some(p.into())),
-        p => Err(CliError::new(
+        p => Err(Error::new(
             ErrorClass::Usage,
             format!("appmgr.toml: {key} {p:?}: expected an absolute path or \"none\""),
         )),
@@ -59,20 +59,20 @@ fn path_or_none(key: &str, v: Option<&str>, default: &str) -> CliResult<Option<P
 pub const SYSTEM_BOARD_DIR: &str = "/usr/share/appmgr/board-support";
 
 impl HostConfig {
-    pub fn load(config_dir: &Path) -> CliResult<HostConfig> {
+    pub fn load(config_dir: &Path) -> CoreResult<HostConfig> {
         let path = config_dir.join("appmgr.toml");
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HostConfig::default()),
             Err(e) => {
-                return Err(CliError::new(
+                return Err(Error::new(
                     ErrorClass::Other,
                     format!("{}: {e}", path.display()),
                 ))
             }
         };
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorClass::Usage,
                 format!("{}: not UTF-8 at byte {}", path.display(), e.valid_up_to()),
             )
@@ -82,18 +82,18 @@ impl HostConfig {
                 .span()
                 .map(|s| text[..s.start].matches('\n').count() + 1)
                 .unwrap_or(0);
-            CliError::new(
+            Error::new(
                 ErrorClass::Usage,
                 format!("{}: line {line}: {}", path.display(), e.message()),
             )
         })
     }
 
-    pub fn store_config(&self) -> CliResult<appmgr_store::StoreConfig> {
+    pub fn store_config(&self) -> CoreResult<appmgr_store::StoreConfig> {
         let mut cfg = appmgr_store::StoreConfig::default();
         if let Some(r) = &self.uid_range {
             let bad = || {
-                CliError::new(ErrorClass::Usage, format!("appmgr.toml: uid-range {r:?}: expected FIRST-LAST, e.g. 70000-79999, above 1000"))
+                Error::new(ErrorClass::Usage, format!("appmgr.toml: uid-range {r:?}: expected FIRST-LAST, e.g. 70000-79999, above 1000"))
             };
             let (a, b) = r.split_once('-').ok_or_else(bad)?;
             let (a, b): (u32, u32) = (
@@ -109,7 +109,7 @@ impl HostConfig {
     }
 
     /// The system bus socket path (`system-bus-socket`), `None` when turned off.
-    pub fn system_bus_socket(&self) -> CliResult<Option<PathBuf>> {
+    pub fn system_bus_socket(&self) -> CoreResult<Option<PathBuf>> {
         path_or_none(
             "system-bus-socket",
             self.system_bus_socket.as_deref(),
@@ -118,7 +118,7 @@ impl HostConfig {
     }
 
     /// The bus policy drop-in (`bus-policy-file`), `None` when turned off.
-    pub fn bus_policy_file(&self) -> CliResult<Option<PathBuf>> {
+    pub fn bus_policy_file(&self) -> CoreResult<Option<PathBuf>> {
         path_or_none(
             "bus-policy-file",
             self.bus_policy_file.as_deref(),
@@ -127,12 +127,12 @@ impl HostConfig {
     }
 
     /// The user-record directory (`userdb-dir`), `None` when turned off.
-    pub fn userdb_dir(&self) -> CliResult<Option<PathBuf>> {
+    pub fn userdb_dir(&self) -> CoreResult<Option<PathBuf>> {
         path_or_none("userdb-dir", self.userdb_dir.as_deref(), DEFAULT_USERDB_DIR)
     }
 
     /// The configured board profile, if any.
-    pub fn board(&self, config_dir: &Path) -> CliResult<Option<appmgr_board::BoardProfile>> {
+    pub fn board(&self, config_dir: &Path) -> CoreResult<Option<appmgr_board::BoardProfile>> {
         let Some(b) = &self.board else {
             return Ok(None);
         };
@@ -154,7 +154,7 @@ impl HostConfig {
 /// present now, and its named core sets.
 pub fn board_facts(
     board: Option<&appmgr_board::BoardProfile>,
-) -> CliResult<appmgr_policy::BoardFacts> {
+) -> CoreResult<appmgr_policy::BoardFacts> {
     let mut facts = appmgr_policy::BoardFacts::default();
     let Some(b) = board else { return Ok(facts) };
     facts.devices = b.devices.keys().cloned().collect();
@@ -162,7 +162,7 @@ pub fn board_facts(
     facts.present_nodes = nodes.iter().map(|p| p.display().to_string()).collect();
     for (name, set) in &b.cpusets {
         let list = appmgr_cgroup::CpuList::new(&set.to_string()).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorClass::Other,
                 format!("board {}: cpuset {name}: {e}", b.name),
             )

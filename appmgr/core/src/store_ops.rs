@@ -1,8 +1,8 @@
 //! Commands on the store: install, list, info, remove, rollback, fsck.
 
-use crate::args::Global;
 use crate::config::{board_facts, HostConfig};
-use crate::error::{CliError, CliResult};
+use crate::error::{CoreResult, Error};
+use crate::Ctx;
 use crate::Output;
 use appmgr_bundle::TrustStore;
 use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store};
@@ -11,7 +11,7 @@ use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
 
-pub fn open_store(g: &Global) -> CliResult<(Store, HostConfig)> {
+pub fn open_store(g: &Ctx) -> CoreResult<(Store, HostConfig)> {
     let host = HostConfig::load(&g.config_dir)?;
     let store = Store::open(&g.state_dir, host.store_config()?)?;
     Ok((store, host))
@@ -95,63 +95,14 @@ impl appmgr_bundle::PayloadSink for Counting<'_> {
     }
 }
 
-/// `install FILE` (`-`: the bundle open on stdin, named `name` in messages). With
-/// `APPMGR_PROGRESS=stderr` (appmgrd's protocol with appmgr-ops) progress goes to stderr
-/// as `appmgr-progress PHASE BYTES TOTAL` lines.
-pub fn install(
-    g: &Global,
-    file: &Path,
-    allow_downgrade: bool,
-    name: Option<&str>,
-) -> CliResult<Output> {
-    // Read once, not per file of the payload.
-    let report = std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr");
-    // At most one line per percent and phase (a payload has thousands of files).
-    let mut last = (u64::MAX, "");
-    let mut progress = |p: Progress| {
-        let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
-        if report && (pct, p.phase) != last {
-            last = (pct, p.phase);
-            eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
-        }
-    };
-    let f = open_bundle_arg(file)?;
-    let shown = match name {
-        Some(n) if file == Path::new("-") => Path::new(n),
-        _ => file,
-    };
-    install_from(g, f, shown, allow_downgrade, &mut progress)
-}
-
-/// The bundle an `install FILE` names: `-` is the file open on stdin. A file that does not
-/// exist is not found (exit 5); another unreadable file is an I/O failure (exit 1); on both
-/// CLI paths.
-pub(crate) fn open_bundle_arg(file: &Path) -> CliResult<std::fs::File> {
-    if file == Path::new("-") {
-        use std::os::fd::AsFd;
-        return std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")));
-    }
-    std::fs::File::open(file).map_err(|e| {
-        let class = match e.kind() {
-            std::io::ErrorKind::NotFound => ErrorClass::NotFound,
-            _ => ErrorClass::Other,
-        };
-        CliError::new(class, format!("{}: {e}", file.display()))
-    })
-}
-
 /// Installs the bundle read from `f` (named `file` in messages), reporting progress.
 pub fn install_from(
-    g: &Global,
+    g: &Ctx,
     f: std::fs::File,
     file: &Path,
     allow_downgrade: bool,
     progress: &mut dyn FnMut(Progress),
-) -> CliResult<Output> {
+) -> CoreResult<Output> {
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
     let m = bundle.manifest().clone();
@@ -159,7 +110,7 @@ pub fn install_from(
     // conflict with this host (exit 6), refused before the store is even opened.
     let host_arch = Arch::host();
     if m.arch != host_arch {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorClass::Conflict,
             format!(
                 "{}: bundle {} is for {}, this host is {host_arch}",
@@ -282,7 +233,7 @@ fn line(i: &RefInfo) -> String {
 
 /// Installed refs, read from the records without the store lock (a list never waits for
 /// an install, and appmgrd answers it without libostree).
-pub fn list(g: &Global) -> CliResult<Output> {
+pub fn list(g: &Ctx) -> CoreResult<Output> {
     let all = appmgr_store::View::new(&g.state_dir).list_installed()?;
     let mut text = String::new();
     for i in &all {
@@ -295,11 +246,11 @@ pub fn list(g: &Global) -> CliResult<Output> {
 }
 
 /// One ref's state, from its record (lock-free, like [`list`]).
-pub fn info(g: &Global, id: &str) -> CliResult<Output> {
-    let i = crate::cmd_apps::resolve_view(&appmgr_store::View::new(&g.state_dir), id)?;
+pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
+    let i = crate::apps::resolve_view(&appmgr_store::View::new(&g.state_dir), id)?;
     let r = i.ref_name.clone();
     let Some(cur) = &i.current else {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorClass::NotFound,
             format!(
                 "{r}: not installed (highest version ever installed: {})",
@@ -337,17 +288,17 @@ pub fn info(g: &Global, id: &str) -> CliResult<Output> {
     Ok(Output::new(t, ref_json(&i)))
 }
 
-pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
+pub fn remove(g: &Ctx, id: &str) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    let r = crate::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     // A running instance would outlive its deployment: refused, under the store lock, so
     // the app is stopped first (`appmgr kill` / `stop`). Its uid, HOME and IPC objects stay
     // with the ID (the store never reuses the uid), so a reinstall finds them.
     if r.kind == Kind::App {
-        let pids = crate::cmd_apps::running_pids(&r.id)?;
+        let pids = crate::apps::running_pids(&r.id)?;
         if !pids.is_empty() {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorClass::Conflict,
                 format!(
                     "cannot remove {r}: {} is running ({} process(es), pid {}); stop it first",
@@ -364,16 +315,16 @@ pub fn remove(g: &Global, id: &str) -> CliResult<Output> {
             "removed {r} (highest version {} and uid {} stay recorded; HOME {} is kept)\n",
             i.highest_version,
             i.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
-            crate::cmd_apps::data_dir(g, &r.id).display()
+            crate::apps::data_dir(g, &r.id).display()
         ),
         ref_json(&i),
     ))
 }
 
-pub fn rollback(g: &Global, id: &str) -> CliResult<Output> {
+pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = crate::cmd_apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    let r = crate::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     let i = store.rollback(&lock, &r)?;
     let cur = i
         .current
@@ -391,25 +342,32 @@ pub fn rollback(g: &Global, id: &str) -> CliResult<Output> {
     ))
 }
 
-pub fn fsck(g: &Global) -> CliResult<Output> {
-    let out = fsck_report(g)?;
+/// `fsck`: the findings, or the integrity error (exit 3) carrying them when the store is
+/// not clean.
+pub fn fsck(g: &Ctx) -> CoreResult<Output> {
+    fsck_verdict(g, fsck_report(g)?)
+}
+
+/// The one rule for fsck's exit: findings of an unclean store fail with the integrity
+/// class (exit 3), carrying the findings; a clean report is the output. Both the local
+/// path and the daemon client apply it to the report.
+pub fn fsck_verdict(g: &Ctx, out: Output) -> CoreResult<Output> {
     if out.json["clean"] == serde_json::Value::Bool(false) {
-        // Print the findings, then fail with the integrity code.
-        crate::print_output(&out, g.json);
-        return Err(CliError::new(
+        let problems = out.json["problems"].as_array().map_or(0, Vec::len);
+        return Err(Error::new(
             ErrorClass::Integrity,
             format!(
-                "store {}: {} problem(s) found",
+                "store {}: {problems} problem(s) found",
                 g.state_dir.display(),
-                out.json["problems"].as_array().map_or(0, Vec::len)
             ),
-        ));
+        )
+        .with_output(out));
     }
     Ok(out)
 }
 
 /// fsck's findings as output, clean or not (`json["clean"]` tells): what appmgrd returns.
-pub fn fsck_report(g: &Global) -> CliResult<Output> {
+pub fn fsck_report(g: &Ctx) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
     let report = store.fsck(&lock)?;

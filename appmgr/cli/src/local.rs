@@ -1,0 +1,94 @@
+//! The CLI's local path for the commands that are more than a call into `appmgr-core`:
+//! `install` (a file name or stdin, progress lines for appmgrd's worker protocol) and
+//! `run` (the plan printed, or the launcher exec'd in place of this process).
+
+use crate::{CliError, CliResult, Global, Output};
+use appmgr_core::store_ops::{install_from, Progress};
+use appmgr_types::ErrorClass;
+use std::path::Path;
+
+/// `install FILE` (`-`: the bundle open on stdin, named `name` in messages). With
+/// `APPMGR_PROGRESS=stderr` (appmgrd's protocol with appmgr-ops) progress goes to stderr
+/// as `appmgr-progress PHASE BYTES TOTAL` lines.
+pub fn install(
+    g: &Global,
+    file: &Path,
+    allow_downgrade: bool,
+    name: Option<&str>,
+) -> CliResult<Output> {
+    // Read once, not per file of the payload.
+    let report = std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr");
+    // At most one line per percent and phase (a payload has thousands of files).
+    let mut last = (u64::MAX, "");
+    let mut progress = |p: Progress| {
+        let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+        if report && (pct, p.phase) != last {
+            last = (pct, p.phase);
+            eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
+        }
+    };
+    let f = open_bundle_arg(file)?;
+    let shown = match name {
+        Some(n) if file == Path::new("-") => Path::new(n),
+        _ => file,
+    };
+    install_from(&g.ctx(), f, shown, allow_downgrade, &mut progress)
+}
+
+/// The bundle an `install FILE` names: `-` is the file open on stdin. A file that does not
+/// exist is not found (exit 5); another unreadable file is an I/O failure (exit 1); on both
+/// CLI paths.
+pub(crate) fn open_bundle_arg(file: &Path) -> CliResult<std::fs::File> {
+    if file == Path::new("-") {
+        use std::os::fd::AsFd;
+        return std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| CliError::new(ErrorClass::Other, format!("stdin: {e}")));
+    }
+    std::fs::File::open(file).map_err(|e| {
+        let class = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorClass::NotFound,
+            _ => ErrorClass::Other,
+        };
+        CliError::new(class, format!("{}: {e}", file.display()))
+    })
+}
+
+/// `appmgr run`: returns the exit status to exit with (the app's, 128+N for a signal).
+pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResult<i32> {
+    if print_plan {
+        let out = appmgr_core::apps::plan_report(&g.ctx(), id, args)?;
+        crate::print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out).unwrap_or_default()
+        ));
+        return Ok(0);
+    }
+    let f = appmgr_core::apps::prepare_run(&g.ctx(), id, args)?;
+    for p in f.launch.provided.iter().filter(|p| !p.is_provided()) {
+        eprintln!(
+            "appmgr: {}: {} {} not provided on this host: {}",
+            f.id,
+            p.key,
+            appmgr_types::escape_for_display(&p.value),
+            p.reason.as_deref().unwrap_or("")
+        );
+    }
+    if let Err(e) = appmgr_core::apps::install_bus_policy(
+        &f.ctx,
+        &f.launch,
+        &f.id,
+        crate::client::reload_bus_config,
+    ) {
+        let _ = f.cgroup.remove();
+        return Err(e);
+    }
+    // Become the launcher: no appmgr process stays beside the app. The launcher waits for
+    // it, forwards signals, exits with its status, reports limit events and removes the
+    // cgroup. exec returns only on failure.
+    let err = appmgr_sandbox::exec_launcher(&f.launch.plan);
+    let _ = f.cgroup.remove();
+    Err(CliError::new(ErrorClass::Other, format!("{}: {err}", f.id)))
+}
