@@ -182,6 +182,8 @@ pub enum Event {
 pub enum Passed {
     /// The new version sent `READY=1`.
     Ready,
+    /// The window's time passed with fewer crashes than allowed (`ready = "started"`).
+    Window,
 }
 
 /// What the I/O layer has to do, in order.
@@ -345,12 +347,10 @@ impl Machine {
         };
         let mut out = vec![Action::Announce(self.state)];
         if let Some(h) = &self.health {
-            if h.needs_ready {
-                out.push(Action::HealthDeadlineAt {
-                    at: h.deadline,
-                    generation: self.generation,
-                });
-            }
+            out.push(Action::HealthDeadlineAt {
+                at: h.deadline,
+                generation: self.generation,
+            });
         }
         out
     }
@@ -389,6 +389,15 @@ impl Machine {
             success,
             ran,
         }];
+        // A window without READY closes at its deadline: a later end is no longer its
+        // crash (even if the deadline's own event has not been handled yet).
+        if self
+            .health
+            .as_ref()
+            .is_some_and(|h| !h.needs_ready && now >= h.deadline)
+        {
+            out.extend(self.close_window());
+        }
         if !self.want_running {
             self.state = State::Stopped;
             out.push(Action::Announce(State::Stopped));
@@ -445,8 +454,24 @@ impl Machine {
         out
     }
 
+    /// Closes the open window of a `ready = "started"` update: it passed.
+    fn close_window(&mut self) -> Option<Action> {
+        let h = self.health.take()?;
+        Some(Action::Accepted {
+            from_version: h.from_version,
+            to_version: h.to_version,
+            why: Passed::Window,
+        })
+    }
+
     fn health_deadline(&mut self, generation: u64) -> Vec<Action> {
-        if generation != self.generation || self.state != State::Starting {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        if self.health.as_ref().is_some_and(|h| !h.needs_ready) {
+            return self.close_window().into_iter().collect();
+        }
+        if self.state != State::Starting {
             return Vec::new();
         }
         let Some(h) = self.health.take() else {
@@ -906,7 +931,17 @@ mod tests {
             &mut m,
             &c,
             vec![
-                (0, update(&c, r, 2), vec![Announce(State::Running)]),
+                (
+                    0,
+                    update(&c, r, 2),
+                    vec![
+                        Announce(State::Running),
+                        HealthDeadlineAt {
+                            at: c.at(3_000),
+                            generation: 1,
+                        },
+                    ],
+                ),
                 (
                     50,
                     exited(1, Exit::Code(3)),
@@ -920,8 +955,18 @@ mod tests {
                     ],
                 ),
                 (150, Event::RestartDue { generation: 1 }, vec![Launch]),
-                // The relaunch keeps the window and its count.
-                (160, launched(r), vec![Announce(State::Running)]),
+                // The relaunch keeps the window, its count and its deadline.
+                (
+                    160,
+                    launched(r),
+                    vec![
+                        Announce(State::Running),
+                        HealthDeadlineAt {
+                            at: c.at(3_000),
+                            generation: 2,
+                        },
+                    ],
+                ),
                 (
                     200,
                     exited(2, Exit::Code(3)),
@@ -1113,6 +1158,113 @@ mod tests {
         );
         let a = m.handle(Event::HealthDeadline { generation: 2 }, c.at(5_200));
         assert!(matches!(a.as_slice(), [RollBack { .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn a_started_window_closes_at_its_deadline() {
+        let c = Clock::new();
+        let mut m = Machine::new();
+        let r = rules(OnFailure, false);
+        let accepted = || Accepted {
+            from_version: "1.0.0".into(),
+            to_version: "2.0.0".into(),
+            why: Passed::Window,
+        };
+        run(
+            &mut m,
+            &c,
+            vec![
+                (
+                    0,
+                    update(&c, r, 2),
+                    vec![
+                        Announce(State::Running),
+                        HealthDeadlineAt {
+                            at: c.at(3_000),
+                            generation: 1,
+                        },
+                    ],
+                ),
+                (
+                    1_000,
+                    exited(1, CRASH),
+                    vec![
+                        ended(CRASH, 1_000),
+                        Announce(State::Backoff),
+                        RestartAt {
+                            at: c.at(1_100),
+                            generation: 1,
+                        },
+                    ],
+                ),
+                (1_100, Event::RestartDue { generation: 1 }, vec![Launch]),
+                (
+                    1_100,
+                    launched(r),
+                    vec![
+                        Announce(State::Running),
+                        HealthDeadlineAt {
+                            at: c.at(3_000),
+                            generation: 2,
+                        },
+                    ],
+                ),
+                // The first launch's timer is stale; the current one closes the window.
+                (3_000, Event::HealthDeadline { generation: 1 }, vec![]),
+                (
+                    3_000,
+                    Event::HealthDeadline { generation: 2 },
+                    vec![accepted()],
+                ),
+                (3_000, Event::HealthDeadline { generation: 2 }, vec![]),
+                // The second crash comes after the window: restarted, not rolled back.
+                (
+                    3_500,
+                    exited(2, CRASH),
+                    vec![
+                        ended(CRASH, 2_400),
+                        Announce(State::Backoff),
+                        RestartAt {
+                            at: c.at(3_700),
+                            generation: 2,
+                        },
+                    ],
+                ),
+            ],
+        );
+        assert!(m.health().is_none());
+
+        // An end at the deadline, before the deadline's event, closes it as well.
+        let mut m = Machine::new();
+        m.handle(update(&c, r, 1), c.at(0));
+        assert_eq!(
+            m.handle(exited(1, CRASH), c.at(3_000)),
+            vec![
+                ended(CRASH, 3_000),
+                accepted(),
+                Announce(State::Backoff),
+                RestartAt {
+                    at: c.at(3_100),
+                    generation: 1,
+                },
+            ]
+        );
+        // 1 ms earlier it is the window's crash.
+        let mut m = Machine::new();
+        m.handle(update(&c, r, 1), c.at(0));
+        let a = m.handle(exited(1, CRASH), c.at(2_999));
+        assert!(matches!(a.last(), Some(RollBack { .. })), "{a:?}");
+    }
+
+    #[test]
+    fn a_notify_window_still_counts_crashes_until_ready() {
+        // Without READY=1 the window stays open past the deadline for crashes too: the
+        // deadline's rollback or the crash count decides, never acceptance.
+        let c = Clock::new();
+        let mut m = Machine::new();
+        m.handle(update(&c, rules(OnFailure, true), 1), c.at(0));
+        let a = m.handle(exited(1, CRASH), c.at(4_000));
+        assert!(matches!(a.last(), Some(RollBack { .. })), "{a:?}");
     }
 
     #[test]

@@ -214,14 +214,19 @@ impl Supervisor {
                 Action::Accepted {
                     from_version,
                     to_version,
-                    why: restart::Passed::Ready,
+                    why,
                 } => journal::log(
                     journal::INFO,
                     None,
                     Some(app.as_str()),
-                    &format!(
-                        "{app} {to_version} reported ready: update from {from_version} accepted"
-                    ),
+                    &match why {
+                        restart::Passed::Ready => format!(
+                            "{app} {to_version} reported ready: update from {from_version} accepted"
+                        ),
+                        restart::Passed::Window => format!(
+                            "{app} {to_version} passed its health window: update from {from_version} accepted"
+                        ),
+                    },
                 ),
                 Action::RestartAt { at, generation } => {
                     let tx = self.tx.clone();
