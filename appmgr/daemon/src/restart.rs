@@ -156,10 +156,12 @@ impl Exit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A launch succeeded (a new generation starts). `window` opens a health window (an
-    /// update); without one an open window carries over to the new run.
+    /// update); without one an open window carries over to the new run. `restart`: the
+    /// launch answers [`Action::Launch`] (a restart after the backoff), not a request.
     Launched {
         rules: Rules,
         window: Option<Health>,
+        restart: bool,
     },
     /// The launch that [`Action::Launch`] asked for failed.
     RestartFailed { reason: String },
@@ -291,7 +293,11 @@ impl Machine {
     /// Applies `event`, which happened at `now`, and returns what to do.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
-            Event::Launched { rules, window } => self.launched(rules, window, now),
+            Event::Launched {
+                rules,
+                window,
+                restart,
+            } => self.launched(rules, window, restart, now),
             Event::RestartFailed { reason } => {
                 self.state = State::Failed;
                 self.last_exit = Some(format!("restart failed: {reason}"));
@@ -332,10 +338,24 @@ impl Machine {
         }
     }
 
-    fn launched(&mut self, rules: Rules, window: Option<Health>, now: Instant) -> Vec<Action> {
+    fn launched(
+        &mut self,
+        rules: Rules,
+        window: Option<Health>,
+        restart: bool,
+        now: Instant,
+    ) -> Vec<Action> {
         self.generation += 1;
         self.rules = Some(rules);
         self.started_at = Some(now);
+        if restart && !self.want_running {
+            // Stopped while its restart was being launched: the stop wins, the new run
+            // ends at once (its end finds the service unwanted: `stopped`).
+            self.state = State::Stopping;
+            return vec![Action::Terminate {
+                kill_at: now + Duration::from_secs(rules.stop_timeout_s.into()),
+            }];
+        }
         self.want_running = true;
         if window.is_some() {
             self.health = window;
@@ -519,6 +539,15 @@ mod tests {
         Event::Launched {
             rules: r,
             window: None,
+            restart: false,
+        }
+    }
+
+    fn relaunched(r: Rules) -> Event {
+        Event::Launched {
+            rules: r,
+            window: None,
+            restart: true,
         }
     }
 
@@ -598,7 +627,7 @@ mod tests {
                 // Early or stale timers do nothing.
                 (1_050, Event::RestartDue { generation: 0 }, vec![]),
                 (1_100, Event::RestartDue { generation: 1 }, vec![Launch]),
-                (1_150, launched(r), vec![Announce(State::Running)]),
+                (1_150, relaunched(r), vec![Announce(State::Running)]),
                 (
                     1_250,
                     exited(2, Exit::Signal(11)),
@@ -612,7 +641,7 @@ mod tests {
                     ],
                 ),
                 (1_450, Event::RestartDue { generation: 2 }, vec![Launch]),
-                (1_500, launched(r), vec![Announce(State::Running)]),
+                (1_500, relaunched(r), vec![Announce(State::Running)]),
                 (
                     1_600,
                     exited(3, CRASH),
@@ -626,7 +655,7 @@ mod tests {
                     ],
                 ),
                 (2_000, Event::RestartDue { generation: 3 }, vec![Launch]),
-                (2_000, launched(r), vec![Announce(State::Running)]),
+                (2_000, relaunched(r), vec![Announce(State::Running)]),
                 (
                     2_100,
                     exited(4, CRASH),
@@ -669,7 +698,7 @@ mod tests {
                 vec![Launch]
             );
         }
-        m.handle(launched(r), c.at(t));
+        m.handle(relaunched(r), c.at(t));
         if ready {
             m.handle(
                 Event::Ready {
@@ -844,10 +873,59 @@ mod tests {
         );
         assert_eq!(m.state(), State::Stopped);
 
+        // Stop while the restart is being launched: the new run is ended at once.
+        let mut m = Machine::new();
+        run(
+            &mut m,
+            &c,
+            vec![
+                (0, launched(r), vec![Announce(State::Running)]),
+                (
+                    10,
+                    exited(1, CRASH),
+                    vec![
+                        ended(CRASH, 10),
+                        Announce(State::Backoff),
+                        RestartAt {
+                            at: c.at(110),
+                            generation: 1,
+                        },
+                    ],
+                ),
+                (110, Event::RestartDue { generation: 1 }, vec![Launch]),
+                (120, Event::StopRequested, vec![]),
+                (
+                    150,
+                    relaunched(r),
+                    vec![Terminate {
+                        kill_at: c.at(5_150),
+                    }],
+                ),
+                (
+                    160,
+                    exited(2, Exit::Signal(15)),
+                    vec![ended(Exit::Signal(15), 10), Announce(State::Stopped)],
+                ),
+            ],
+        );
+        assert!(!m.want_running());
         // A start after the stop wants it running again.
-        m.handle(launched(r), c.at(300));
+        assert_eq!(
+            m.handle(launched(r), c.at(300)),
+            vec![Announce(State::Running)]
+        );
         assert!(m.want_running());
-        assert_eq!(m.generation(), 2);
+        assert_eq!(m.generation(), 3);
+
+        // A restart launched while still wanted runs normally.
+        let mut m = Machine::new();
+        m.handle(launched(r), c.at(0));
+        m.handle(exited(1, CRASH), c.at(10));
+        m.handle(Event::RestartDue { generation: 1 }, c.at(110));
+        assert_eq!(
+            m.handle(relaunched(r), c.at(120)),
+            vec![Announce(State::Running)]
+        );
     }
 
     #[test]
@@ -919,6 +997,7 @@ mod tests {
         Event::Launched {
             rules: r,
             window: Some(window(c, max_crashes, r.needs_ready)),
+            restart: false,
         }
     }
 
@@ -958,7 +1037,7 @@ mod tests {
                 // The relaunch keeps the window, its count and its deadline.
                 (
                     160,
-                    launched(r),
+                    relaunched(r),
                     vec![
                         Announce(State::Running),
                         HealthDeadlineAt {
@@ -1010,7 +1089,7 @@ mod tests {
         assert!(matches!(a.last(), Some(RestartAt { .. })), "{a:?}");
         assert_eq!(m.health().map(|h| h.crashes), Some(0));
         m.handle(Event::RestartDue { generation: 1 }, c.at(110));
-        m.handle(launched(r), c.at(110));
+        m.handle(relaunched(r), c.at(110));
         // The end of a stopped run is not counted either.
         m.handle(Event::StopRequested, c.at(120));
         let a = m.handle(exited(2, Exit::Signal(15)), c.at(130));
@@ -1147,7 +1226,7 @@ mod tests {
         );
         // The same absolute deadline, already past, for the new generation.
         assert_eq!(
-            m.handle(launched(r), c.at(5_200)),
+            m.handle(relaunched(r), c.at(5_200)),
             vec![
                 Announce(State::Starting),
                 HealthDeadlineAt {
@@ -1200,7 +1279,7 @@ mod tests {
                 (1_100, Event::RestartDue { generation: 1 }, vec![Launch]),
                 (
                     1_100,
-                    launched(r),
+                    relaunched(r),
                     vec![
                         Announce(State::Running),
                         HealthDeadlineAt {
@@ -1281,6 +1360,7 @@ mod tests {
             Event::Launched {
                 rules: r,
                 window: Some(next.clone()),
+                restart: false,
             },
             c.at(30),
         );

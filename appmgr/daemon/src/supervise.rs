@@ -257,7 +257,7 @@ impl Supervisor {
         for a in rest {
             match a {
                 Action::Launch => {
-                    if let Err(e) = self.launch(app, None).await {
+                    if let Err(e) = self.launch_as(app, None, true).await {
                         let mut map = self.services.lock().await;
                         if let Some(s) = map.get_mut(app.as_str()) {
                             let reason = e.message();
@@ -366,6 +366,17 @@ impl Supervisor {
 
     /// Launches (or relaunches) `app`; with `health`, the new run opens a health window.
     async fn launch(self: &Arc<Self>, app: &AppId, health: Option<Health>) -> Result<(), Error> {
+        self.launch_as(app, health, false).await
+    }
+
+    /// [`Supervisor::launch`]; `restart`: for the machine's [`Action::Launch`], so a stop
+    /// that came while the launch was under way ends the new run at once.
+    async fn launch_as(
+        self: &Arc<Self>,
+        app: &AppId,
+        health: Option<Health>,
+        restart: bool,
+    ) -> Result<(), Error> {
         let d = self.d();
         let g = d.global();
         let id = app.to_string();
@@ -381,6 +392,7 @@ impl Supervisor {
         let pid = launched.pid;
         let pidfd = Arc::new(launched.pidfd);
         let generation;
+        let stop_now;
         {
             let mut map = self.services.lock().await;
             let s = map.entry(app.to_string()).or_insert_with(|| Service {
@@ -401,13 +413,13 @@ impl Supervisor {
                 restart::Event::Launched {
                     rules: s.settings.rules(),
                     window: health,
+                    restart,
                 },
                 Instant::now(),
             );
             generation = s.machine.generation();
-            // A launch asks for a state signal and the health deadline only.
-            let more = self.perform(s, actions).await;
-            debug_assert!(more.is_empty());
+            // A state signal and the health deadline, or (stopped meanwhile) Terminate.
+            stop_now = !self.perform(s, actions).await.is_empty();
             journal::log(
                 journal::INFO,
                 Some(Event::ServiceStarted),
@@ -423,6 +435,7 @@ impl Supervisor {
         }
         // Wait for the exit on the pidfd, then reap.
         let tx = self.tx.clone();
+        let requester = app;
         let app = app.clone();
         let Launched {
             cgroup,
@@ -459,6 +472,9 @@ impl Supervisor {
                 });
             }
         });
+        if stop_now {
+            self.stop_and_wait(requester).await;
+        }
         Ok(())
     }
 
