@@ -423,27 +423,26 @@ impl Machine {
             out.push(Action::Announce(State::Stopped));
             return out;
         }
-        if !success {
-            if let Some(h) = self.health.as_mut() {
+        let failed_window = self.health.take_if(|h| {
+            if !success {
                 h.crashes += 1;
-                if h.crashes >= h.max_crashes {
-                    let reason = format!(
-                        "{} crash(es) of {} within the health window (last: {desc})",
-                        h.crashes, h.to_version
-                    );
-                    // Not restarted: the rollback starts the previous version.
-                    let h = self.health.take().expect("checked above");
-                    self.state = State::Stopped;
-                    self.want_running = false;
-                    out.push(Action::Announce(State::Stopped));
-                    out.push(Action::RollBack {
-                        from_version: h.from_version,
-                        to_version: h.to_version,
-                        reason,
-                    });
-                    return out;
-                }
             }
+            h.crashes >= h.max_crashes
+        });
+        if let Some(h) = failed_window {
+            // Not restarted: the rollback starts the previous version.
+            self.state = State::Stopped;
+            self.want_running = false;
+            out.push(Action::Announce(State::Stopped));
+            out.push(Action::RollBack {
+                reason: format!(
+                    "{} crash(es) of {} within the health window (last: {desc})",
+                    h.crashes, h.to_version
+                ),
+                from_version: h.from_version,
+                to_version: h.to_version,
+            });
+            return out;
         }
         if ran >= HEALTHY_RUN {
             self.failures = 0;
