@@ -19,6 +19,7 @@ pub mod manager;
 pub mod mem;
 pub mod opsrun;
 pub mod preinstall;
+pub mod restart;
 pub mod supervise;
 
 use appmgr_core::{apps, paths, Ctx};

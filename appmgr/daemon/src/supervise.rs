@@ -4,12 +4,18 @@
 //! after an update: N crashes, or no `READY=1` within T seconds, roll the app back to
 //! the previous version, recorded in `STATE/daemon/health/ID.json`.
 //!
+//! The decisions (restart or not, when, roll back or not) are made by the pure state
+//! machine in [`crate::restart`]; this module feeds it events with the time and carries
+//! out the actions it returns.
+//!
 //! No process stays beside the app for supervision: the daemon itself waits on the
 //! pidfd. The launcher (and its tiny init as pid 1 of the sandbox) are the only
 //! per-app processes, as with `appmgr run`.
 
 use crate::error::Error;
 use crate::journal::{self, Event};
+use crate::restart::{self, Action, Exit, Machine};
+pub use crate::restart::{Health, State};
 use crate::Daemon;
 use appmgr_bundle::ReadyProtocol;
 use appmgr_core::{apps, Error as CoreError, Output};
@@ -38,44 +44,17 @@ pub struct Settings {
     pub health_timeout_s: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    Starting,
-    Running,
-    Ready,
-    Backoff,
-    Stopping,
-    Stopped,
-    Failed,
-}
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Ready => "ready",
-            State::Backoff => "backoff",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Failed => "failed",
+impl Settings {
+    /// What the restart and health decisions need of the settings.
+    fn rules(&self) -> restart::Rules {
+        restart::Rules {
+            restart: self.restart,
+            restart_delay_ms: self.restart_delay_ms,
+            restart_delay_max_ms: self.restart_delay_max_ms,
+            needs_ready: self.ready == ReadyProtocol::Notify,
+            stop_timeout_s: self.stop_timeout_s,
         }
     }
-}
-
-/// The window after an update in which the new version must prove itself.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Health {
-    pub from_version: String,
-    pub to_version: String,
-    pub crashes: u32,
-    pub max_crashes: u32,
-    pub timeout_s: u32,
-    #[serde(skip)]
-    pub deadline: Instant,
-    pub needs_ready: bool,
 }
 
 /// What appmgrd recorded when it rolled an app back by itself.
@@ -92,21 +71,21 @@ pub struct RollbackRecord {
 #[derive(Debug)]
 struct Service {
     id: AppId,
-    state: State,
     settings: Settings,
     version: String,
+    /// Set while a run's process exists (the machine's state says the same).
     pid: Option<u32>,
     pidfd: Option<Arc<OwnedFd>>,
-    /// Bumped at every launch: a stale exit or timer belongs to an older one.
-    generation: u64,
-    /// Consecutive failed runs (reset after a run that lasted 30 s or became ready).
-    failures: u32,
-    restarts: u32,
-    started_at: Option<Instant>,
-    last_exit: Option<String>,
     status_text: Option<String>,
-    health: Option<Health>,
-    want_running: bool,
+    /// State, generation (a stale exit or timer belongs to an older launch), backoff,
+    /// restarts, last exit, health window: every decision is the machine's.
+    machine: Machine,
+}
+
+impl Service {
+    fn state(&self) -> State {
+        self.machine.state()
+    }
 }
 
 pub struct Supervisor {
@@ -192,28 +171,114 @@ impl Supervisor {
     }
 
     async fn restart_after_backoff(self: &Arc<Self>, app: &AppId, generation: u64) {
-        let go = {
+        let rest = {
             let mut map = self.services.lock().await;
-            match map.get_mut(app.as_str()) {
-                Some(s)
-                    if s.generation == generation
-                        && s.want_running
-                        && s.state == State::Backoff =>
-                {
-                    s.restarts += 1;
-                    true
-                }
-                _ => false,
-            }
+            let Some(s) = map.get_mut(app.as_str()) else {
+                return;
+            };
+            let actions = s
+                .machine
+                .handle(restart::Event::RestartDue { generation }, Instant::now());
+            self.perform(s, actions).await
         };
-        if go {
-            if let Err(e) = self.launch(app, None).await {
-                let mut map = self.services.lock().await;
-                if let Some(s) = map.get_mut(app.as_str()) {
-                    s.state = State::Failed;
-                    s.last_exit = Some(format!("restart failed: {}", e.message()));
-                    self.announce(s).await;
+        self.follow_up(app, rest).await;
+    }
+
+    /// Carries out the actions that need no waiting, under the services lock: state
+    /// signals, journal entries, timers. Returns the rest (launch, rollback, terminate)
+    /// for the caller to carry out once the lock is released.
+    async fn perform(&self, s: &Service, actions: Vec<Action>) -> Vec<Action> {
+        let app = &s.id;
+        let mut rest = Vec::new();
+        for a in actions {
+            match a {
+                Action::Announce(state) => {
+                    if let Some(d) = self.daemon.upgrade() {
+                        d.emit_service_state(app.as_str(), state.name()).await;
+                    }
                 }
+                Action::Ended { desc, success, ran } => journal::log(
+                    if success {
+                        journal::INFO
+                    } else {
+                        journal::WARNING
+                    },
+                    Some(Event::ServiceExited),
+                    Some(app.as_str()),
+                    &format!(
+                        "{app} {} {desc} after {:.1} s",
+                        s.version,
+                        ran.as_secs_f64()
+                    ),
+                ),
+                Action::Accepted {
+                    from_version,
+                    to_version,
+                    why,
+                } => journal::log(
+                    journal::INFO,
+                    None,
+                    Some(app.as_str()),
+                    &match why {
+                        restart::Passed::Ready => format!(
+                            "{app} {to_version} reported ready: update from {from_version} accepted"
+                        ),
+                        restart::Passed::Window => format!(
+                            "{app} {to_version} passed its health window: update from {from_version} accepted"
+                        ),
+                    },
+                ),
+                Action::RestartAt { at, generation } => {
+                    let tx = self.tx.clone();
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        let _ = tx.send(Msg::Restart { app, generation });
+                    });
+                }
+                Action::HealthDeadlineAt { at, generation } => {
+                    let tx = self.tx.clone();
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        let _ = tx.send(Msg::HealthDeadline { app, generation });
+                    });
+                }
+                a @ (Action::Launch | Action::RollBack { .. } | Action::Terminate { .. }) => {
+                    rest.push(a)
+                }
+            }
+        }
+        rest
+    }
+
+    /// Carries out what [`Supervisor::perform`] left, without the services lock.
+    async fn follow_up(self: &Arc<Self>, app: &AppId, rest: Vec<Action>) {
+        for a in rest {
+            match a {
+                Action::Launch => {
+                    if let Err(e) = self.launch_as(app, None, true).await {
+                        let mut map = self.services.lock().await;
+                        if let Some(s) = map.get_mut(app.as_str()) {
+                            let reason = e.message();
+                            let actions = s
+                                .machine
+                                .handle(restart::Event::RestartFailed { reason }, Instant::now());
+                            let more = self.perform(s, actions).await;
+                            debug_assert!(more.is_empty());
+                        }
+                    }
+                }
+                Action::RollBack {
+                    from_version,
+                    to_version,
+                    reason,
+                } => {
+                    self.health_rollback(app, from_version, to_version, reason)
+                        .await
+                }
+                // Only a stop request terminates, and stop_and_wait carries that out.
+                _ => {}
             }
         }
     }
@@ -284,12 +349,12 @@ impl Supervisor {
         {
             let map = self.services.lock().await;
             if let Some(s) = map.get(app.as_str()) {
-                if s.pid.is_some() || s.state == State::Backoff {
+                if s.pid.is_some() || s.state() == State::Backoff {
                     return Err(Error::of(
                         ErrorClass::Conflict,
                         format!(
                             "{app}: already running under appmgrd (state {})",
-                            s.state.name()
+                            s.state().name()
                         ),
                     ));
                 }
@@ -301,6 +366,17 @@ impl Supervisor {
 
     /// Launches (or relaunches) `app`; with `health`, the new run opens a health window.
     async fn launch(self: &Arc<Self>, app: &AppId, health: Option<Health>) -> Result<(), Error> {
+        self.launch_as(app, health, false).await
+    }
+
+    /// [`Supervisor::launch`]; `restart`: for the machine's [`Action::Launch`], so a stop
+    /// that came while the launch was under way ends the new run at once.
+    async fn launch_as(
+        self: &Arc<Self>,
+        app: &AppId,
+        health: Option<Health>,
+        restart: bool,
+    ) -> Result<(), Error> {
         let d = self.d();
         let g = d.ctx();
         let id = app.to_string();
@@ -316,59 +392,40 @@ impl Supervisor {
         let pid = launched.pid;
         let pidfd = Arc::new(launched.pidfd);
         let generation;
+        let stop_now;
         {
             let mut map = self.services.lock().await;
             let s = map.entry(app.to_string()).or_insert_with(|| Service {
                 id: app.clone(),
-                state: State::Stopped,
                 settings: launched.settings.clone(),
                 version: launched.version.clone(),
                 pid: None,
                 pidfd: None,
-                generation: 0,
-                failures: 0,
-                restarts: 0,
-                started_at: None,
-                last_exit: None,
                 status_text: None,
-                health: None,
-                want_running: true,
+                machine: Machine::new(),
             });
-            s.generation += 1;
-            generation = s.generation;
             s.settings = launched.settings.clone();
             s.version = launched.version.clone();
             s.pid = Some(pid);
             s.pidfd = Some(pidfd.clone());
-            s.started_at = Some(Instant::now());
-            s.want_running = true;
             s.status_text = None;
-            if health.is_some() {
-                s.health = health;
-            }
-            s.state = if s.settings.ready == ReadyProtocol::Notify {
-                State::Starting
-            } else {
-                State::Running
-            };
-            self.announce(s).await;
+            let actions = s.machine.handle(
+                restart::Event::Launched {
+                    rules: s.settings.rules(),
+                    window: health,
+                    restart,
+                },
+                Instant::now(),
+            );
+            generation = s.machine.generation();
+            // A state signal and the health deadline, or (stopped meanwhile) Terminate.
+            stop_now = !self.perform(s, actions).await.is_empty();
             journal::log(
                 journal::INFO,
                 Some(Event::ServiceStarted),
                 Some(app.as_str()),
                 &format!("{app} {} started (launcher pid {pid})", s.version),
             );
-            if let Some(h) = &s.health {
-                if h.needs_ready {
-                    let tx = self.tx.clone();
-                    let app = app.clone();
-                    let wait = h.deadline.saturating_duration_since(Instant::now());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let _ = tx.send(Msg::HealthDeadline { app, generation });
-                    });
-                }
-            }
         }
         // Readiness messages.
         if let Some(sock) = notify {
@@ -378,6 +435,7 @@ impl Supervisor {
         }
         // Wait for the exit on the pidfd, then reap.
         let tx = self.tx.clone();
+        let requester = app;
         let app = app.clone();
         let Launched {
             cgroup,
@@ -414,6 +472,9 @@ impl Supervisor {
                 });
             }
         });
+        if stop_now {
+            self.stop_and_wait(requester).await;
+        }
         Ok(())
     }
 
@@ -439,25 +500,16 @@ impl Supervisor {
             let Some(s) = map.get_mut(app.as_str()) else {
                 return;
             };
-            if s.generation != generation {
+            if s.machine.generation() != generation {
                 return;
             }
             for line in text.lines() {
-                if line == "READY=1" && s.state == State::Starting {
-                    s.state = State::Ready;
-                    s.failures = 0;
-                    if let Some(h) = s.health.take() {
-                        journal::log(
-                            journal::INFO,
-                            None,
-                            Some(app.as_str()),
-                            &format!(
-                                "{app} {} reported ready: update from {} accepted",
-                                h.to_version, h.from_version
-                            ),
-                        );
-                    }
-                    self.announce(s).await;
+                if line == "READY=1" {
+                    let actions = s
+                        .machine
+                        .handle(restart::Event::Ready { generation }, Instant::now());
+                    let more = self.perform(s, actions).await;
+                    debug_assert!(more.is_empty());
                 } else if let Some(t) = line.strip_prefix("STATUS=") {
                     s.status_text = Some(appmgr_types::escape_for_display(
                         &t.chars().take(200).collect::<String>(),
@@ -467,28 +519,20 @@ impl Supervisor {
         }
     }
 
-    async fn announce(&self, s: &Service) {
-        if let Some(d) = self.daemon.upgrade() {
-            d.emit_service_state(s.id.as_str(), s.state.name()).await;
-        }
-    }
-
     /// The health deadline of launch `generation` passed.
     async fn health_deadline(self: &Arc<Self>, app: &AppId, generation: u64) {
-        let reason = {
-            let map = self.services.lock().await;
-            let Some(s) = map.get(app.as_str()) else {
+        let rest = {
+            let mut map = self.services.lock().await;
+            let Some(s) = map.get_mut(app.as_str()) else {
                 return;
             };
-            if s.generation != generation || s.state != State::Starting {
-                return;
-            }
-            match &s.health {
-                Some(h) => format!("no READY=1 within {} s of the update", h.timeout_s),
-                None => return,
-            }
+            let actions = s.machine.handle(
+                restart::Event::HealthDeadline { generation },
+                Instant::now(),
+            );
+            self.perform(s, actions).await
         };
-        self.health_rollback(app, reason).await;
+        self.follow_up(app, rest).await;
     }
 
     async fn exited(
@@ -498,7 +542,6 @@ impl Supervisor {
         status: Option<std::process::ExitStatus>,
         events: Vec<String>,
     ) {
-        use std::os::unix::process::ExitStatusExt;
         for e in &events {
             journal::log(
                 journal::WARNING,
@@ -507,119 +550,35 @@ impl Supervisor {
                 &format!("{app}: limit hit: {e}"),
             );
         }
-        let (desc, success) = match status {
-            Some(st) => match (st.code(), st.signal()) {
-                (Some(0), _) => ("exited with status 0".to_string(), true),
-                (Some(c), _) => (format!("exited with status {c}"), false),
-                (None, Some(sig)) => (format!("killed by signal {sig}"), false),
-                _ => ("ended".to_string(), false),
-            },
-            None => ("lost".to_string(), false),
-        };
-        let mut rollback: Option<String> = None;
-        let mut delay: Option<Duration> = None;
-        {
+        let rest = {
             let mut map = self.services.lock().await;
             let Some(s) = map.get_mut(app.as_str()) else {
                 return;
             };
-            if s.generation != generation {
+            if s.machine.generation() != generation {
                 return;
             }
             s.pid = None;
             s.pidfd = None;
-            s.last_exit = Some(desc.clone());
-            let ran = s.started_at.map(|t| t.elapsed()).unwrap_or_default();
-            journal::log(
-                if success {
-                    journal::INFO
-                } else {
-                    journal::WARNING
-                },
-                Some(Event::ServiceExited),
-                Some(app.as_str()),
-                &format!(
-                    "{app} {} {desc} after {:.1} s",
-                    s.version,
-                    ran.as_secs_f64()
-                ),
-            );
-            if !s.want_running {
-                s.state = State::Stopped;
-                self.announce(s).await;
-                return;
-            }
-            if !success {
-                if let Some(h) = s.health.as_mut() {
-                    h.crashes += 1;
-                    if h.crashes >= h.max_crashes {
-                        rollback = Some(format!(
-                            "{} crash(es) of {} within the health window (last: {desc})",
-                            h.crashes, h.to_version
-                        ));
-                    }
-                }
-                if rollback.is_some() {
-                    // Not restarted: the rollback starts the previous version.
-                    s.state = State::Stopped;
-                    s.want_running = false;
-                    self.announce(s).await;
-                }
-            }
-            if rollback.is_none() {
-                if ran >= Duration::from_secs(30) {
-                    s.failures = 0;
-                }
-                let again = match s.settings.restart {
-                    appmgr_policy::RestartPolicy::Always => true,
-                    appmgr_policy::RestartPolicy::OnFailure => !success,
-                    appmgr_policy::RestartPolicy::Never => false,
-                };
-                if again {
-                    let base = s.settings.restart_delay_ms.max(1);
-                    let exp = base.saturating_mul(1u64 << s.failures.min(20));
-                    delay = Some(Duration::from_millis(
-                        exp.min(s.settings.restart_delay_max_ms),
-                    ));
-                    s.failures = s.failures.saturating_add(1);
-                    s.state = State::Backoff;
-                } else {
-                    s.state = if success {
-                        State::Stopped
-                    } else {
-                        State::Failed
-                    };
-                    s.want_running = false;
-                }
-                self.announce(s).await;
-            }
-        }
-        if let Some(reason) = rollback {
-            self.health_rollback(app, reason).await;
-            return;
-        }
-        if let Some(delay) = delay {
-            let tx = self.tx.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send(Msg::Restart { app, generation });
-            });
-        }
+            let exit = Exit::of(status);
+            let actions = s
+                .machine
+                .handle(restart::Event::Exited { generation, exit }, Instant::now());
+            self.perform(s, actions).await
+        };
+        self.follow_up(app, rest).await;
     }
 
     /// Rolls `app` back after a failed health window and starts the previous version.
-    async fn health_rollback(self: &Arc<Self>, app: &AppId, reason: String) {
-        let (from, to) = {
-            let mut map = self.services.lock().await;
-            let Some(s) = map.get_mut(app.as_str()) else {
-                return;
-            };
-            let Some(h) = s.health.take() else { return };
-            // The failed version is stopped before the switch.
-            s.want_running = false;
-            (h.from_version, h.to_version)
-        };
+    /// The machine has closed the window and no longer wants the failed version `to`.
+    async fn health_rollback(
+        self: &Arc<Self>,
+        app: &AppId,
+        from: String,
+        to: String,
+        reason: String,
+    ) {
+        // The failed version is stopped before the switch.
         self.stop_and_wait(app).await;
         let d = self.d();
         let g = d.ctx();
@@ -682,24 +641,25 @@ impl Supervisor {
     /// SIGTERM to the launcher (forwarded to the app), SIGKILL to the whole cgroup after
     /// the stop timeout; returns when the launcher has been reaped.
     async fn stop_and_wait(&self, app: &AppId) {
-        let (pidfd, timeout) = {
+        let (pidfd, deadline) = {
             let mut map = self.services.lock().await;
             let Some(s) = map.get_mut(app.as_str()) else {
                 return;
             };
-            s.want_running = false;
-            if s.pid.is_none() {
-                if s.state == State::Backoff {
-                    s.state = State::Stopped;
-                }
+            let actions = s
+                .machine
+                .handle(restart::Event::StopRequested, Instant::now());
+            let kill_at = actions.iter().find_map(|a| match a {
+                Action::Terminate { kill_at } => Some(*kill_at),
+                _ => None,
+            });
+            let Some(kill_at) = kill_at else {
                 return;
-            }
-            s.state = State::Stopping;
-            (s.pidfd.clone(), s.settings.stop_timeout_s)
+            };
+            (s.pidfd.clone(), kill_at)
         };
         let Some(pidfd) = pidfd else { return };
         let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(timeout.into());
         loop {
             let gone = {
                 let map = self.services.lock().await;
@@ -723,7 +683,7 @@ impl Supervisor {
         {
             let map = self.services.lock().await;
             match map.get(app.as_str()) {
-                Some(s) if s.pid.is_some() || s.state == State::Backoff => {}
+                Some(s) if s.pid.is_some() || s.state() == State::Backoff => {}
                 _ => {
                     return Err(Error::of(
                         ErrorClass::NotFound,
@@ -753,7 +713,10 @@ impl Supervisor {
     pub async fn mark_stopping(&self, id: &str) {
         let mut map = self.services.lock().await;
         if let Some(s) = map.get_mut(id) {
-            s.want_running = false;
+            let none = s
+                .machine
+                .handle(restart::Event::KillRequested, Instant::now());
+            debug_assert!(none.is_empty());
         }
     }
 
@@ -795,7 +758,7 @@ impl Supervisor {
         let Some(settings) = settings else { return };
         let running = {
             let map = self.services.lock().await;
-            map.get(id).is_some_and(|s| s.want_running)
+            map.get(id).is_some_and(|s| s.machine.want_running())
         };
         if !running && !settings.autostart {
             return;
@@ -803,15 +766,14 @@ impl Supervisor {
         let from = j["previous-version"].as_str().map(str::to_string);
         let to = j["version"].as_str().unwrap_or("").to_string();
         let health = match (j["action"].as_str(), from) {
-            (Some("updated"), Some(from)) => Some(Health {
-                from_version: from,
-                to_version: to,
-                crashes: 0,
-                max_crashes: settings.health_crashes.max(1),
-                timeout_s: settings.health_timeout_s,
-                deadline: Instant::now() + Duration::from_secs(settings.health_timeout_s.into()),
-                needs_ready: settings.ready == ReadyProtocol::Notify,
-            }),
+            (Some("updated"), Some(from)) => Some(Health::open(
+                from,
+                to,
+                settings.health_crashes,
+                settings.health_timeout_s,
+                settings.ready == ReadyProtocol::Notify,
+                Instant::now(),
+            )),
             _ => None,
         };
         self.stop_and_wait(&app).await;
@@ -842,12 +804,12 @@ impl Supervisor {
             text.push_str(&format!(
                 "{:<32} {:<9} {:<12} pid {:<8} restarts {}{}{}\n",
                 s.id.as_str(),
-                s.state.name(),
+                s.state().name(),
                 s.version,
                 s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                s.restarts,
-                s.last_exit
-                    .as_ref()
+                s.machine.restarts(),
+                s.machine
+                    .last_exit()
                     .map(|e| format!("  last: {e}"))
                     .unwrap_or_default(),
                 last_rollback
@@ -860,14 +822,14 @@ impl Supervisor {
             ));
             rows.push(json!({
                 "id": s.id,
-                "state": s.state.name(),
+                "state": s.state().name(),
                 "version": s.version,
                 "pid": s.pid,
-                "restarts": s.restarts,
-                "last-exit": s.last_exit,
+                "restarts": s.machine.restarts(),
+                "last-exit": s.machine.last_exit(),
                 "status-text": s.status_text,
                 "settings": s.settings,
-                "health-window": s.health,
+                "health-window": s.machine.health(),
                 "last-rollback": last_rollback,
             }));
         }
