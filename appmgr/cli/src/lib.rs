@@ -11,6 +11,7 @@ mod args;
 pub mod client;
 mod cmd_bundle;
 mod local;
+pub mod worker;
 
 pub use appmgr_core::paths::OPS_NAME;
 pub use appmgr_core::{Error as CliError, Output};
@@ -88,7 +89,7 @@ fn parse_failed(e: &clap::Error, argv: &[OsString]) -> i32 {
         let _ = e.print();
         return 0;
     }
-    if !wants_json(argv) && !daemon_protocol() {
+    if !wants_json(argv) {
         let _ = e.print();
         return ErrorClass::Usage.exit_code();
     }
@@ -162,20 +163,8 @@ fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
     }
 }
 
-/// appmgrd runs store mutations in `appmgr-ops` (so the daemon links no libostree) with
-/// `APPMGR_REPLY=daemon`: the output is then one JSON object `{"text", "json"}` on
-/// stdout, and an error one JSON object `{"error": {...}}` on stderr.
-fn daemon_protocol() -> bool {
-    std::env::var_os("APPMGR_REPLY").is_some_and(|v| v == "daemon")
-}
-
 /// Prints a command's output: the JSON document with `--json`, else the text.
 pub(crate) fn print_output(out: &Output, json: bool) {
-    if daemon_protocol() {
-        let both = serde_json::json!({"text": out.text, "json": out.json});
-        print_stdout(&format!("{both}\n"));
-        return;
-    }
     if json {
         print_stdout(&format!(
             "{}\n",
@@ -200,15 +189,6 @@ pub(crate) fn print_stdout(s: &str) {
 fn report(e: &CliError, json: bool) -> i32 {
     if let Some(out) = &e.output {
         print_output(out, json);
-    }
-    if daemon_protocol() {
-        let obj = serde_json::json!({"error": {
-            "code": e.class.exit_code(),
-            "class": e.class.name(),
-            "message": e.message,
-        }});
-        eprintln!("{obj}");
-        return e.class.exit_code();
     }
     eprintln!("appmgr: {}", e.message);
     if json {

@@ -1,5 +1,5 @@
 //! The CLI's local path for the commands that are more than a call into `appmgr-core`:
-//! `install` (a file name or stdin, progress lines for appmgrd's worker protocol) and
+//! `install` (a file name or stdin) and
 //! `run` (the plan printed, or the launcher exec'd in place of this process).
 
 use crate::{CliError, CliResult, Global, Output};
@@ -7,26 +7,14 @@ use appmgr_core::store_ops::{install_from, Progress};
 use appmgr_types::ErrorClass;
 use std::path::Path;
 
-/// `install FILE` (`-`: the bundle open on stdin, named `name` in messages). With
-/// `APPMGR_PROGRESS=stderr` (appmgrd's protocol with appmgr-ops) progress goes to stderr
-/// as `appmgr-progress PHASE BYTES TOTAL` lines.
+/// `install FILE` (`-`: the bundle open on stdin, named `name` in messages).
 pub fn install(
     g: &Global,
     file: &Path,
     allow_downgrade: bool,
     name: Option<&str>,
 ) -> CliResult<Output> {
-    // Read once, not per file of the payload.
-    let report = std::env::var_os("APPMGR_PROGRESS").is_some_and(|v| v == "stderr");
-    // At most one line per percent and phase (a payload has thousands of files).
-    let mut last = (u64::MAX, "");
-    let mut progress = |p: Progress| {
-        let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
-        if report && (pct, p.phase) != last {
-            last = (pct, p.phase);
-            eprintln!("appmgr-progress {} {} {}", p.phase, p.bytes, p.total);
-        }
-    };
+    let mut progress = |_: Progress| {};
     let f = open_bundle_arg(file)?;
     let shown = match name {
         Some(n) if file == Path::new("-") => Path::new(n),

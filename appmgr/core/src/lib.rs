@@ -18,6 +18,7 @@ pub mod config;
 mod error;
 pub mod paths;
 pub mod store_ops;
+pub mod worker;
 
 pub use error::{CoreResult, Error};
 
@@ -35,7 +36,8 @@ pub struct Ctx {
 
 /// What a use case produced: text for people and a JSON value for machines (`--json`, the
 /// daemon's replies). The two are built together so they cannot disagree.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Output {
     pub text: String,
     pub json: serde_json::Value,

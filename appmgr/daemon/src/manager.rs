@@ -71,14 +71,13 @@ impl Manager {
     /// bus policy is brought up to date.
     async fn mutate(
         &self,
-        args: &[&str],
+        op: appmgr_core::worker::Op,
         stdin: Option<std::os::fd::OwnedFd>,
         progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
     ) -> Result<appmgr_core::Output, Error> {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.ctx();
-        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        let out = opsrun::run(&g, &args, stdin, progress).await;
+        let out = opsrun::run(&g, op, stdin, progress).await;
         self.d.refresh_bus_policy().await;
         crate::mem::trim();
         out
@@ -132,11 +131,11 @@ impl Manager {
             }
             let _ = Manager::install_progress(&emitter, &who, "done", 1, 1).await;
         });
-        let mut args = vec!["install", "-", "--name", name.as_str()];
-        if allow_downgrade {
-            args.push("--allow-downgrade");
-        }
-        let out = self.mutate(&args, Some(bundle), Some(tx)).await;
+        let op = appmgr_core::worker::Op::Install {
+            name,
+            allow_downgrade,
+        };
+        let out = self.mutate(op, Some(bundle), Some(tx)).await;
         let _ = forward.await;
         let out = out?;
         let id = id_of(&out.json);
@@ -162,12 +161,8 @@ impl Manager {
     async fn fsck_report(&self) -> Result<appmgr_core::Output, Error> {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.ctx();
-        match opsrun::run_full(&g, &["fsck".into()], None, None).await? {
-            (Some(out), _) if out.json.get("clean").is_some() => Ok(out),
-            (_, Some(e)) => Err(e),
-            (Some(out), None) => Ok(out),
-            (None, None) => Err(Error::Failed("appmgr-ops answered nothing".into())),
-        }
+        // The findings, clean or not: the caller decides what an unclean store means.
+        opsrun::run(&g, appmgr_core::worker::Op::Fsck, None, None).await
     }
 }
 
@@ -242,7 +237,13 @@ impl Manager {
         self.authorize(conn, &hdr, "Remove").await?;
         no_options(&options)?;
         self.d.supervisor.stop_if_running(&id).await;
-        let out = self.mutate(&["remove", &id], None, None).await?;
+        let out = self
+            .mutate(
+                appmgr_core::worker::Op::Remove { id: id.clone() },
+                None,
+                None,
+            )
+            .await?;
         let id = id_of(&out.json);
         self.d.supervisor.forget(&id).await;
         journal::log(
@@ -265,7 +266,13 @@ impl Manager {
     ) -> Result<(String, String), Error> {
         self.authorize(conn, &hdr, "Rollback").await?;
         no_options(&options)?;
-        let out = self.mutate(&["rollback", &id], None, None).await?;
+        let out = self
+            .mutate(
+                appmgr_core::worker::Op::Rollback { id: id.clone() },
+                None,
+                None,
+            )
+            .await?;
         let id = id_of(&out.json);
         journal::log(
             journal::INFO,

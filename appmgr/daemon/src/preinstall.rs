@@ -161,13 +161,11 @@ pub async fn apply(g: &Ctx, e: &Entry) -> Outcome {
             Err(x) => return Outcome::Failed(format!("internal: {x}")),
         }
     }
-    let args: Vec<std::ffi::OsString> = vec![
-        "install".into(),
-        "-".into(),
-        "--name".into(),
-        e.bundle.clone().into_os_string(),
-    ];
-    match crate::opsrun::run(g, &args, Some(std::os::fd::OwnedFd::from(f)), None).await {
+    let op = appmgr_core::worker::Op::Install {
+        name: e.bundle.to_string_lossy().into_owned(),
+        allow_downgrade: false,
+    };
+    match crate::opsrun::run(g, op, Some(std::os::fd::OwnedFd::from(f)), None).await {
         Ok(out) => {
             let got_id = out.json["id"].as_str().unwrap_or("");
             let got_version = out.json["version"].as_str().unwrap_or("");

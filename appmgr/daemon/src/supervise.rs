@@ -584,7 +584,8 @@ impl Supervisor {
         let g = d.ctx();
         let id = app.to_string();
         let _guard = d.mutation.lock().await;
-        let r = crate::opsrun::run(&g, &["rollback".into(), id.into()], None, None).await;
+        let op = appmgr_core::worker::Op::Rollback { id };
+        let r = crate::opsrun::run(&g, op, None, None).await;
         drop(_guard);
         d.refresh_bus_policy().await;
         let record = RollbackRecord {

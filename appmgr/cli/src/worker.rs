@@ -1,0 +1,104 @@
+//! `appmgr-ops --worker-fd N`: appmgrd's store worker (see `appmgr_core::worker` for the
+//! protocol). Reads one request from the socket N, runs it through `appmgr-core`, and
+//! answers with progress messages and one final message on the same socket.
+
+use appmgr_core::store_ops::{self, Progress};
+use appmgr_core::worker::{Message, Op, Request, VERSION};
+use appmgr_core::{Error, Output};
+use appmgr_types::ErrorClass;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// The longest request line accepted (a request holds two paths and a name).
+const MAX_REQUEST: u64 = 64 * 1024;
+
+fn send(sock: &mut UnixStream, m: &Message) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    sock.write_all(&line)
+}
+
+fn read_request(sock: &UnixStream) -> Result<Request, Error> {
+    let mut line = String::new();
+    BufReader::new(std::io::Read::take(sock, MAX_REQUEST))
+        .read_line(&mut line)
+        .map_err(|e| Error::new(ErrorClass::Other, format!("worker request: {e}")))?;
+    let r: Request = serde_json::from_str(&line).map_err(|e| {
+        Error::new(
+            ErrorClass::Usage,
+            format!("worker request: not a protocol {VERSION} request: {e}"),
+        )
+    })?;
+    if r.version != VERSION {
+        return Err(Error::new(
+            ErrorClass::Usage,
+            format!(
+                "worker request: protocol version {}, this appmgr-ops speaks {VERSION}",
+                r.version
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+fn run(req: &Request, sock: &mut UnixStream) -> Result<Output, Error> {
+    let ctx = req.ctx();
+    match &req.op {
+        Op::Install {
+            name,
+            allow_downgrade,
+        } => {
+            let f = crate::local::open_bundle_arg(Path::new("-"))?;
+            // At most one message per percent and phase (a payload has thousands of files).
+            let mut last = (u64::MAX, "");
+            let mut progress_sock = sock
+                .try_clone()
+                .map_err(|e| Error::new(ErrorClass::Other, format!("worker socket: {e}")))?;
+            let mut progress = |p: Progress| {
+                let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+                if (pct, p.phase) != last {
+                    last = (pct, p.phase);
+                    let _ = send(
+                        &mut progress_sock,
+                        &Message::Progress {
+                            version: VERSION,
+                            phase: p.phase.to_string(),
+                            bytes: p.bytes,
+                            total: p.total,
+                        },
+                    );
+                }
+            };
+            store_ops::install_from(&ctx, f, Path::new(name), *allow_downgrade, &mut progress)
+        }
+        Op::Remove { id } => store_ops::remove(&ctx, id),
+        Op::Rollback { id } => store_ops::rollback(&ctx, id),
+        Op::Fsck => store_ops::fsck_report(&ctx),
+    }
+}
+
+/// Serves one request on the socket `fd`; returns the exit code (the class's).
+pub fn serve(fd: &str) -> i32 {
+    let sock = fd
+        .parse::<i32>()
+        .map_err(std::io::Error::other)
+        .and_then(appmgr_sandbox::sys::take_inherited_fd);
+    let mut sock = match sock {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("appmgr-ops: --worker-fd {fd}: {e}");
+            return ErrorClass::Usage.exit_code();
+        }
+    };
+    let result = read_request(&sock).and_then(|req| run(&req, &mut sock));
+    let code = match &result {
+        Ok(_) => 0,
+        Err(e) => e.class.exit_code(),
+    };
+    if let Err(e) = send(&mut sock, &Message::of_result(result)) {
+        eprintln!("appmgr-ops: worker reply: {e}");
+        return ErrorClass::Other.exit_code();
+    }
+    code
+}
