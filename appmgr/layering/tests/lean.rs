@@ -94,13 +94,17 @@ fn lean_crates_do_not_depend_on_ostree() {
     // Positive control: the store does reach ostree, directly.
     let store = graph.forbidden_routes("appmgr-store").unwrap();
     assert!(
-        store.get("ostree").is_some_and(|p| p == &["appmgr-store", "ostree"]),
+        store
+            .get("ostree")
+            .is_some_and(|p| p == &["appmgr-store", "ostree"]),
         "control: appmgr-store should depend on ostree directly, routes found: {store:?}"
     );
 
     let mut failures = Vec::new();
     for (krate, allowed, why) in LEAN_CRATES {
-        let routes = graph.forbidden_routes(krate).unwrap_or_else(|e| panic!("{e}"));
+        let routes = graph
+            .forbidden_routes(krate)
+            .unwrap_or_else(|e| panic!("{e}"));
         for (first, path) in &routes {
             if !allowed.contains(&first.as_str()) {
                 failures.push(format!(
