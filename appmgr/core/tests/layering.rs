@@ -13,7 +13,7 @@ fn layer(name: &str) -> Option<u32> {
         "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" | "appmgr-state" => 1,
         "appmgr-store" | "appmgr-policy" => 2,
         "appmgr-core" => 3,
-        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" => 4,
+        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" | "appmgr-layering" => 4,
         _ => return None,
     })
 }
