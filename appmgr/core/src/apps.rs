@@ -7,7 +7,7 @@ use crate::Ctx;
 use crate::Output;
 use appmgr_bundle::Manifest;
 use appmgr_policy::{EffectiveGrant, PolicySet, Request};
-use appmgr_store::{Deployment, RefInfo, View};
+use appmgr_state::{Deployment, RefInfo, View};
 use appmgr_types::RefName;
 use appmgr_types::{AppId, ErrorClass, Kind};
 use serde_json::json;
@@ -38,7 +38,7 @@ pub struct LaunchCtx {
 impl LaunchCtx {
     pub fn load(g: &Ctx) -> CoreResult<LaunchCtx> {
         // Lock-free and libostree-free: launching reads only the records (see
-        // appmgr_store::view), so `appmgr run` does not load GLib.
+        // appmgr_state), so `appmgr run` does not load GLib.
         let host = HostConfig::load(&g.config_dir)?;
         let board = host.board(&g.config_dir)?;
         let facts = board_facts(board.as_ref())?;
@@ -386,7 +386,7 @@ fn plan_for(
             )
         })?;
     for d in [&a.deployment, &rt] {
-        if d.marked_corrupt || appmgr_store::deployment_is_marked_corrupt(&d.path) {
+        if d.marked_corrupt || appmgr_state::deployment_is_marked_corrupt(&d.path) {
             return Err(Error::new(
                 ErrorClass::Integrity,
                 format!(
@@ -628,7 +628,7 @@ fn prepare_storage(g: &Ctx, a: &AppGrant) -> CoreResult<()> {
         uid,
         gid: uid,
         limit: a.grant.limits.storage_max.map(|l| l.bytes()),
-        reserve: appmgr_store::StoreConfig::default().reserve_bytes,
+        reserve: appmgr_state::DEFAULT_RESERVE_BYTES,
     };
     storage::prepare(&req).map(|_| ()).map_err(|e| {
         let class = match e {

@@ -95,8 +95,8 @@ impl From<appmgr_store::StoreError> for Error {
     }
 }
 
-impl From<appmgr_store::ViewError> for Error {
-    fn from(e: appmgr_store::ViewError) -> Self {
+impl From<appmgr_state::ViewError> for Error {
+    fn from(e: appmgr_state::ViewError) -> Self {
         Error::new(e.class(), chain(&e))
     }
 }

@@ -234,7 +234,7 @@ fn line(i: &RefInfo) -> String {
 /// Installed refs, read from the records without the store lock (a list never waits for
 /// an install, and appmgrd answers it without libostree).
 pub fn list(g: &Ctx) -> CoreResult<Output> {
-    let all = appmgr_store::View::new(&g.state_dir).list_installed()?;
+    let all = appmgr_state::View::new(&g.state_dir).list_installed()?;
     let mut text = String::new();
     for i in &all {
         let _ = writeln!(text, "{}", line(i));
@@ -247,7 +247,7 @@ pub fn list(g: &Ctx) -> CoreResult<Output> {
 
 /// One ref's state, from its record (lock-free, like [`list`]).
 pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
-    let i = crate::apps::resolve_view(&appmgr_store::View::new(&g.state_dir), id)?;
+    let i = crate::apps::resolve_view(&appmgr_state::View::new(&g.state_dir), id)?;
     let r = i.ref_name.clone();
     let Some(cur) = &i.current else {
         return Err(Error::new(
@@ -291,7 +291,7 @@ pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
 pub fn remove(g: &Ctx, id: &str) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = crate::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
     // A running instance would outlive its deployment: refused, under the store lock, so
     // the app is stopped first (`appmgr kill` / `stop`). Its uid, HOME and IPC objects stay
     // with the ID (the store never reuses the uid), so a reinstall finds them.
@@ -324,7 +324,7 @@ pub fn remove(g: &Ctx, id: &str) -> CoreResult<Output> {
 pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
-    let r = crate::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
     let i = store.rollback(&lock, &r)?;
     let cur = i
         .current

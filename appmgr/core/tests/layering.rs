@@ -10,10 +10,10 @@ use std::process::Command;
 fn layer(name: &str) -> Option<u32> {
     Some(match name {
         "appmgr-types" => 0,
-        "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" => 1,
+        "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" | "appmgr-state" => 1,
         "appmgr-store" | "appmgr-policy" => 2,
         "appmgr-core" => 3,
-        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" => 4,
+        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" | "appmgr-layering" => 4,
         _ => return None,
     })
 }

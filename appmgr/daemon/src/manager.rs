@@ -288,7 +288,7 @@ impl Manager {
     async fn list(&self) -> Result<(String, String), Error> {
         // Served from memory while the store's change sequence stands still (one small
         // read per call); rebuilt from the records after any change, by anyone.
-        let view = appmgr_store::View::new(&self.d.config.state_dir);
+        let view = appmgr_state::View::new(&self.d.config.state_dir);
         let before = view.generation();
         if let Some(g) = before {
             if let Ok(c) = self.d.list_cache.lock() {

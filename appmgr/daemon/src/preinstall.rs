@@ -109,7 +109,7 @@ fn parse(path: &Path) -> Result<Entry, CoreError> {
 
 /// Whether the entry's ref is installed at its version or higher already.
 fn present(g: &Ctx, e: &Entry) -> bool {
-    let view = appmgr_store::View::new(&g.state_dir);
+    let view = appmgr_state::View::new(&g.state_dir);
     view.installed(&e.id).is_ok_and(|refs| {
         refs.iter().any(|i| {
             i.ref_name.kind == e.kind && i.current.as_ref().is_some_and(|d| d.version >= e.version)

@@ -184,13 +184,13 @@ impl StoreError {
     }
 }
 
-impl From<crate::view::ViewError> for StoreError {
-    fn from(e: crate::view::ViewError) -> Self {
+impl From<appmgr_state::ViewError> for StoreError {
+    fn from(e: appmgr_state::ViewError) -> Self {
         match e {
-            crate::view::ViewError::Io { step, path, source } => {
+            appmgr_state::ViewError::Io { step, path, source } => {
                 StoreError::Io { step, path, source }
             }
-            crate::view::ViewError::BadRecord { path, reason } => {
+            appmgr_state::ViewError::BadRecord { path, reason } => {
                 StoreError::BadRecord { path, reason }
             }
         }

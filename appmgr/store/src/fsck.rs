@@ -5,7 +5,8 @@
 use crate::checksum;
 use crate::error::StoreError;
 use crate::fsutil::list_dir;
-use crate::store::{Store, StoreLock, CORRUPT_MARKER, PREVIOUS_REF_PREFIX};
+use crate::store::{Store, StoreLock, PREVIOUS_REF_PREFIX};
+use appmgr_state::CORRUPT_MARKER;
 use appmgr_types::RefName;
 use ostree::{gio, glib};
 use serde::Serialize;

@@ -66,5 +66,5 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), StoreError> {
 
 /// Names in a directory; an absent directory has none.
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, StoreError> {
-    Ok(crate::view::list_dir(dir)?)
+    Ok(appmgr_state::view::list_dir(dir)?)
 }

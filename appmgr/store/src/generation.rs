@@ -1,23 +1,11 @@
-//! A sequence number over everything `list`/`info` show (records and corrupt marks), in
-//! `STATE/records.seq`, for readers that cache (appmgrd's `List`). Seqlock style: every
-//! change makes it odd before and even after, so a reader that reads the same even number
-//! before and after building its answer knows the answer is current. A writer that dies
-//! between leaves it odd: readers then never cache until the next change completes.
-//! Not synced: after a reboot every cache is empty anyway.
+//! Writing the change sequence `STATE/records.seq` (its meaning and reading are in
+//! `appmgr_state::generation`): odd before a change, even after.
 
 use crate::error::StoreError;
+use appmgr_state::generation::{read, SEQ_FILE};
 use std::path::Path;
 
-pub(crate) const SEQ_FILE: &str = "records.seq";
 const SEQ_TMP: &str = ".records.seq.tmp";
-
-pub(crate) fn read(root: &Path) -> Option<u64> {
-    match std::fs::read_to_string(root.join(SEQ_FILE)) {
-        Ok(s) => s.trim().parse().ok(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
-        Err(_) => None,
-    }
-}
 
 fn store(root: &Path, n: u64) -> Result<(), StoreError> {
     let tmp = root.join(SEQ_TMP);

@@ -5,7 +5,9 @@
 //! checkout that the sandbox mounts read-only at `/app` (apps) or `/usr` (runtimes). It
 //! keeps the previous deployment of every ref for rollback, a record of the highest
 //! version ever installed (downgrades are refused even after a remove), and one uid per
-//! app for life: kept across remove and reinstall, never reused for another app. It knows nothing of the manifest format: callers pass a
+//! app for life: kept across remove and reinstall, never reused for another app. The
+//! record format, the deployment layout and the read-only [`View`] are `appmgr-state`'s
+//! (which has no libostree); this crate is their only writer. It knows nothing of the manifest format: callers pass a
 //! [`NewDeployment`] with the few fields it needs and the exact signed manifest bytes.
 //!
 //! # On-disk layout (`STATE` is the state directory, e.g. `/var/lib/appmgr`)
@@ -94,15 +96,15 @@ mod import;
 mod record;
 mod store;
 mod uids;
-pub mod view;
 
+/// The records, their read-only view and the deployment paths live in `appmgr-state`
+/// (no libostree there); they are re-exported so store users need one import.
+pub use appmgr_state::{
+    deployment_is_marked_corrupt, view, Deployment, DeploymentRecord, RefInfo, StateRecord, View,
+    ViewError, CORRUPT_MARKER,
+};
 pub use crash::CRASH_ENV;
 pub use error::{ImportError, StoreError};
 pub use fsck::{FsckProblem, FsckReport};
 pub use import::SPOOL_THRESHOLD;
-pub use record::{DeploymentRecord, StateRecord};
-pub use store::{
-    deployment_is_marked_corrupt, Deployment, InstallOptions, InstallReport, NewDeployment,
-    RefInfo, Store, StoreConfig, StoreLock, CORRUPT_MARKER,
-};
-pub use view::{View, ViewError};
+pub use store::{InstallOptions, InstallReport, NewDeployment, Store, StoreConfig, StoreLock};

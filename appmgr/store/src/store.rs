@@ -3,8 +3,10 @@
 use crate::error::{ImportError, StoreError};
 use crate::fsutil::{self, create_dir_all, list_dir, remove_any};
 use crate::import::StoreSink;
-use crate::record::{self, DeploymentRecord, StateRecord, RECORD_FILE, RECORD_TMP};
+use crate::record;
 use appmgr_bundle::payload::PayloadSink;
+use appmgr_state::record::{DeploymentRecord, StateRecord, RECORD_FILE, RECORD_TMP};
+use appmgr_state::view::{Deployment, RefInfo, View, FILES_DIR, MANIFEST_FILE};
 use appmgr_types::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 use ostree::{gio, glib};
 use serde::Serialize;
@@ -16,10 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Ref namespace that keeps each ref's previous commit reachable.
 pub(crate) const PREVIOUS_REF_PREFIX: &str = "appmgr/previous/";
-/// Name of the marker written inside a deployment that fsck found corrupt.
-pub const CORRUPT_MARKER: &str = "corrupt";
-pub(crate) const MANIFEST_FILE: &str = "manifest.toml";
-pub(crate) const FILES_DIR: &str = "files";
 /// Present while a mutating operation runs: its presence at the next lock means the
 /// last operation was interrupted and unreachable objects must be pruned.
 const TXN_MARKER: &str = "txn";
@@ -38,7 +36,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             uid_range: 70000..=79999,
-            reserve_bytes: 16 << 20,
+            reserve_bytes: appmgr_state::DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -83,48 +81,12 @@ pub struct InstallReport {
     pub objects_repaired: u64,
 }
 
-/// One deployment as seen by callers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Deployment {
-    pub commit: String,
-    pub version: Version,
-    pub runtime: Option<RuntimeRef>,
-    pub installed_size: u64,
-    /// `deploy/KIND/ID/ARCH/BRANCH/COMMIT`
-    pub path: PathBuf,
-    /// The tree mounted at `/app` or `/usr`.
-    pub files: PathBuf,
-    /// The exact signed manifest bytes.
-    pub manifest: PathBuf,
-    /// fsck found this deployment corrupt; launchers must refuse it.
-    pub marked_corrupt: bool,
-}
-
-/// The state of one ref.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct RefInfo {
-    #[serde(rename = "ref")]
-    pub ref_name: RefName,
-    pub current: Option<Deployment>,
-    pub previous: Option<Deployment>,
-    pub highest_version: Version,
-    pub uid: Option<u32>,
-}
-
-impl RefInfo {
-    pub fn is_installed(&self) -> bool {
-        self.current.is_some()
-    }
-}
-
 /// An open store. All operations need a [`StoreLock`] from [`Store::lock`].
 pub struct Store {
     root: PathBuf,
     repo: ostree::Repo,
     config: StoreConfig,
-    view: crate::view::View,
+    view: View,
 }
 
 /// Proof that the exclusive store lock (`flock` on `STATE/lock`) is held.
@@ -171,7 +133,7 @@ impl Store {
         for d in ["deploy/app", "deploy/runtime", "staging"] {
             create_dir_all(&root.join(d))?;
         }
-        let view = crate::view::View::new(&root);
+        let view = View::new(&root);
         Ok(Store {
             root,
             repo,
@@ -1040,12 +1002,6 @@ struct Staged {
     stage: PathBuf,
     stats: crate::import::ImportStats,
     repaired: std::collections::HashMap<(u64, u64), String>,
-}
-
-/// Whether fsck marked the deployment directory (`…/COMMIT`, the parent of `files/`)
-/// corrupt. A launcher must refuse to run such a deployment.
-pub fn deployment_is_marked_corrupt(deployment_dir: &Path) -> bool {
-    deployment_dir.join(CORRUPT_MARKER).exists()
 }
 
 fn lock_file(root: &Path) -> Result<fs::File, StoreError> {

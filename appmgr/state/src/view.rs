@@ -4,14 +4,63 @@
 //! and the deployment paths; it must not pay for loading libostree and GLib (about 20 ms
 //! of dynamic linking on these boards). Reading without the lock is safe because every
 //! record is replaced by one atomic rename and the deployments a record names exist before
-//! that rename and are removed only after the record stops naming them. [`crate::Store`]
+//! that rename and are removed only after the record stops naming them. `appmgr_store::Store`
 //! uses the same functions for its own reads, so the layout is defined once.
 
 use crate::record::{self, DeploymentRecord, StateRecord, RECORD_FILE};
-use crate::store::{deployment_is_marked_corrupt, Deployment, RefInfo, FILES_DIR, MANIFEST_FILE};
-use appmgr_types::{AppId, Arch, Branch, ErrorClass, Kind, RefName};
+use appmgr_types::{AppId, Arch, Branch, ErrorClass, Kind, RefName, RuntimeRef, Version};
+use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// Name of the marker written inside a deployment that fsck found corrupt.
+pub const CORRUPT_MARKER: &str = "corrupt";
+/// The exact signed manifest bytes, beside `files/` in a deployment.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The checked-out tree of a deployment (mounted at `/app` or `/usr`).
+pub const FILES_DIR: &str = "files";
+
+/// One deployment as seen by callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Deployment {
+    pub commit: String,
+    pub version: Version,
+    pub runtime: Option<RuntimeRef>,
+    pub installed_size: u64,
+    /// `deploy/KIND/ID/ARCH/BRANCH/COMMIT`
+    pub path: PathBuf,
+    /// The tree mounted at `/app` or `/usr`.
+    pub files: PathBuf,
+    /// The exact signed manifest bytes.
+    pub manifest: PathBuf,
+    /// fsck found this deployment corrupt; launchers must refuse it.
+    pub marked_corrupt: bool,
+}
+
+/// The state of one ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RefInfo {
+    #[serde(rename = "ref")]
+    pub ref_name: RefName,
+    pub current: Option<Deployment>,
+    pub previous: Option<Deployment>,
+    pub highest_version: Version,
+    pub uid: Option<u32>,
+}
+
+impl RefInfo {
+    pub fn is_installed(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
+/// Whether fsck marked the deployment directory (`…/COMMIT`, the parent of `files/`)
+/// corrupt. A launcher must refuse to run such a deployment.
+pub fn deployment_is_marked_corrupt(deployment_dir: &Path) -> bool {
+    deployment_dir.join(CORRUPT_MARKER).exists()
+}
 
 /// Why the records could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +98,8 @@ impl View {
         }
     }
 
-    /// `deploy/KIND/ID/ARCH/BRANCH`.
-    pub(crate) fn ref_dir(&self, r: &RefName) -> PathBuf {
+    /// `deploy/KIND/ID/ARCH/BRANCH`: the ref's record and deployments.
+    pub fn ref_dir(&self, r: &RefName) -> PathBuf {
         self.root
             .join("deploy")
             .join(r.kind.as_str())
@@ -59,11 +108,13 @@ impl View {
             .join(r.branch.as_str())
     }
 
-    pub(crate) fn deployment_dir(&self, r: &RefName, commit: &str) -> PathBuf {
+    /// `deploy/KIND/ID/ARCH/BRANCH/COMMIT`.
+    pub fn deployment_dir(&self, r: &RefName, commit: &str) -> PathBuf {
         self.ref_dir(r).join(commit)
     }
 
-    pub(crate) fn deployment(&self, r: &RefName, d: &DeploymentRecord) -> Deployment {
+    /// The paths and state of the deployment `d` of `r`.
+    pub fn deployment(&self, r: &RefName, d: &DeploymentRecord) -> Deployment {
         let path = self.deployment_dir(r, &d.commit);
         Deployment {
             commit: d.commit.clone(),
@@ -77,7 +128,8 @@ impl View {
         }
     }
 
-    pub(crate) fn info_of(&self, rec: &StateRecord) -> RefInfo {
+    /// What callers see of a record.
+    pub fn info_of(&self, rec: &StateRecord) -> RefInfo {
         RefInfo {
             ref_name: rec.ref_name.clone(),
             current: rec
@@ -114,7 +166,7 @@ impl View {
     }
 
     /// Every `deploy/KIND/ID/ARCH/BRANCH` directory whose names are valid.
-    pub(crate) fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
+    pub fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
         let mut out = Vec::new();
         for kind in [Kind::App, Kind::Runtime] {
             let kdir = self.root.join("deploy").join(kind.as_str());
@@ -181,7 +233,7 @@ impl View {
 }
 
 /// Names in a directory, sorted; an absent directory has none.
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, ViewError> {
+pub fn list_dir(dir: &Path) -> Result<Vec<String>, ViewError> {
     let io = |source| ViewError::Io {
         step: "list directory",
         path: dir.to_path_buf(),
