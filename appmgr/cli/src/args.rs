@@ -39,6 +39,39 @@ pub struct Global {
     pub direct: bool,
 }
 
+/// Where a command runs: the one table of every command's routing, matched
+/// exhaustively so a new command must be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Needs libostree: the lean `appmgr` hands it to `appmgr-ops`.
+    pub store: bool,
+    /// Goes through appmgrd when appmgrd serves the state directory.
+    pub daemon: bool,
+    /// Exists only with appmgrd (it supervises services).
+    pub daemon_only: bool,
+}
+
+impl Command {
+    pub fn route(&self) -> Route {
+        use Command::*;
+        let (store, daemon, daemon_only) = match self {
+            Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck => {
+                (true, true, false)
+            }
+            Permissions { .. } | Ps | Kill { .. } => (false, true, false),
+            Start { .. } | Stop { .. } | Status { .. } => (false, true, true),
+            // Always local: the app runs in the foreground; reload applies to running
+            // apps from this host; keys, trust and bundles are files.
+            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) => (false, false, false),
+        };
+        Route {
+            store,
+            daemon,
+            daemon_only,
+        }
+    }
+}
+
 impl Global {
     /// The directories the use cases work on.
     pub fn ctx(&self) -> appmgr_core::Ctx {

@@ -66,33 +66,14 @@ pub fn daemon_maybe_running(state_dir: &Path) -> bool {
     std::fs::symlink_metadata(address_path(state_dir)).is_ok() || lock_held(state_dir)
 }
 
-/// The commands that go through appmgrd when it runs. `run`, `reload` and the key,
-/// trust and bundle commands always work locally.
+/// The commands that go through appmgrd when it runs (`Command::route`).
 pub fn is_routed(c: &Command) -> bool {
-    use Command::*;
-    matches!(
-        c,
-        Install { .. }
-            | List
-            | Info { .. }
-            | Remove { .. }
-            | Rollback { .. }
-            | Fsck
-            | Permissions { .. }
-            | Ps
-            | Kill { .. }
-            | Start { .. }
-            | Stop { .. }
-            | Status { .. }
-    )
+    c.route().daemon
 }
 
 /// Commands that only exist with appmgrd (it supervises services).
 pub fn needs_daemon(c: &Command) -> bool {
-    matches!(
-        c,
-        Command::Start { .. } | Command::Stop { .. } | Command::Status { .. }
-    )
+    c.route().daemon_only
 }
 
 fn other(msg: impl Into<String>) -> CliError {

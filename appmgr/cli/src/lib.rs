@@ -27,11 +27,7 @@ use std::ffi::OsString;
 /// The store commands: they need libostree, so the lean `appmgr` binary hands them to
 /// `appmgr-ops` (same arguments, same output, same exit codes).
 fn is_store_command(c: &args::Command) -> bool {
-    use args::Command::*;
-    matches!(
-        c,
-        Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck
-    )
+    c.route().store
 }
 
 /// `appmgr`: handles every command that does not need libostree itself (run,

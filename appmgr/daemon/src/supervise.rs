@@ -954,7 +954,16 @@ fn launch_blocking(
         Ok(i) => i,
         Err(e) => {
             remove_cgroup(&cgroup);
-            return Err(other(format!("{id}: {e}")));
+            // The launcher's refusal (a grant it cannot provide safely) is the policy
+            // class, as for `appmgr run` (exit 4): Start answers PolicyRefused.
+            let class = match &e {
+                appmgr_sandbox::ExecError::Launch {
+                    code: Some(appmgr_sandbox::EXIT_REFUSED),
+                    ..
+                } => ErrorClass::Policy,
+                _ => ErrorClass::Other,
+            };
+            return Err(CoreError::new(class, format!("{id}: {e}")));
         }
     };
     Ok((
