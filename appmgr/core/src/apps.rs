@@ -494,9 +494,7 @@ pub fn install_bus_policy(
 /// `appmgr run --print-plan`: the plan a launch of `id` would apply now, its cgroup, the
 /// grant and what is provided; nothing is created.
 pub fn plan_report(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<serde_json::Value> {
-    let ctx = LaunchCtx::load(g)?;
-    let a = ctx.app_grant(id)?;
-    a.grant.check()?;
+    let (ctx, a) = load_grant(g, id)?;
     let h = hierarchy()?;
     let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
         .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
@@ -527,18 +525,36 @@ pub struct ForegroundLaunch {
     pub cgroup: appmgr_cgroup::Cgroup,
 }
 
-/// Prepares `appmgr run ID -- ARGS`: the grant is checked against policy now (it may
-/// have changed since install), the app's storage brought in line, its cgroup created
-/// and the plan built.
-pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
+/// The one launch use case, step 1: the host configuration loaded once and `id`'s grant
+/// checked against policy now (it may have changed since install: an ungranted request
+/// is refused).
+pub fn load_grant(g: &Ctx, id: &str) -> CoreResult<(LaunchCtx, AppGrant)> {
     let ctx = LaunchCtx::load(g)?;
     let a = ctx.app_grant(id)?;
-    // Policy may have changed since install: refuse to start with an ungranted request.
     a.grant.check()?;
+    Ok((ctx, a))
+}
+
+/// The one launch use case, step 2 (for `appmgr run` and appmgrd's services alike): the
+/// app's storage brought in line, its cgroup created, the plan built (`customize`
+/// adjusts the launch spec). On failure nothing is left behind.
+pub fn start_launch(
+    g: &Ctx,
+    ctx: &LaunchCtx,
+    a: &AppGrant,
+    args: Vec<String>,
+    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
+) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
     let h = hierarchy()?;
     let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
         .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
-    let (launch, cgroup) = prepare_launch(g, &ctx, &a, &h, &spec, args, |_| {})?;
+    prepare_launch(g, ctx, a, &h, &spec, args, customize)
+}
+
+/// Prepares `appmgr run ID -- ARGS` ([`load_grant`], [`start_launch`]).
+pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
+    let (ctx, a) = load_grant(g, id)?;
+    let (launch, cgroup) = start_launch(g, &ctx, &a, args, |_| {})?;
     Ok(ForegroundLaunch {
         id: a.manifest.id.clone(),
         ctx,

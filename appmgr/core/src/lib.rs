@@ -17,6 +17,7 @@ pub mod apps;
 pub mod config;
 mod error;
 pub mod paths;
+pub mod service;
 pub mod store_ops;
 pub mod worker;
 

@@ -30,21 +30,15 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
 
-/// How a service is run: from the manifest's `[service]` and policy's `service` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Settings {
-    pub autostart: bool,
-    pub restart: appmgr_policy::RestartPolicy,
-    pub restart_delay_ms: u64,
-    pub restart_delay_max_ms: u64,
-    pub ready: ReadyProtocol,
-    pub stop_timeout_s: u32,
-    pub health_crashes: u32,
-    pub health_timeout_s: u32,
+/// How a service is run (`appmgr-core`'s one definition, defaults included).
+pub use appmgr_core::service::Settings;
+
+/// The restart and health rules of a service's settings.
+trait RulesOf {
+    fn rules(&self) -> restart::Rules;
 }
 
-impl Settings {
+impl RulesOf for Settings {
     /// What the restart and health decisions need of the settings.
     fn rules(&self) -> restart::Rules {
         restart::Rules {
@@ -865,23 +859,7 @@ impl std::os::fd::AsRawFd for PidfdRef {
 /// reports readiness; policy's `service` table (if any rule sets it) decides autostart,
 /// restart and the health window, and can make any app a service.
 pub fn settings_from(a: &apps::AppGrant) -> Option<Settings> {
-    let decl = a.manifest.service.as_ref();
-    let pol = &a.grant.service;
-    if decl.is_none() && !pol.declares_service() {
-        return None;
-    }
-    Some(Settings {
-        autostart: pol.autostart.unwrap_or(true),
-        restart: pol
-            .restart
-            .unwrap_or(appmgr_policy::RestartPolicy::OnFailure),
-        restart_delay_ms: pol.restart_delay_ms.unwrap_or(1000),
-        restart_delay_max_ms: pol.restart_delay_max_ms.unwrap_or(60_000),
-        ready: decl.map(|d| d.ready).unwrap_or_default(),
-        stop_timeout_s: decl.map(|d| d.stop_timeout).unwrap_or(10),
-        health_crashes: pol.health_crashes.unwrap_or(3),
-        health_timeout_s: pol.health_timeout_s.unwrap_or(30),
-    })
+    appmgr_core::service::settings_of(a)
 }
 
 type LaunchResult = Result<(Launched, Option<std::os::unix::net::UnixDatagram>), CoreError>;
@@ -896,28 +874,12 @@ fn launch_blocking(
     logs: &(PathBuf, u64),
 ) -> LaunchResult {
     let other = |m: String| CoreError::new(ErrorClass::Other, m);
-    let ctx = apps::LaunchCtx::load(g)?;
-    let a = ctx.app_grant(id)?;
-    a.grant.check()?;
-    let settings = settings_from(&a).unwrap_or(Settings {
-        autostart: false,
-        restart: appmgr_policy::RestartPolicy::Never,
-        restart_delay_ms: 1000,
-        restart_delay_max_ms: 60_000,
-        ready: ReadyProtocol::Started,
-        stop_timeout_s: 10,
-        health_crashes: 3,
-        health_timeout_s: 30,
-    });
+    let (ctx, a) = apps::load_grant(g, id)?;
+    let settings = settings_from(&a).unwrap_or_else(Settings::manual);
     let uid = a
         .info
         .uid
         .ok_or_else(|| other(format!("{id}: no uid allocated")))?;
-    let h = apps::hierarchy()?;
-    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
-        .map_err(|e| CoreError::new(ErrorClass::Policy, format!("{id}: {e}")))?;
-    std::fs::create_dir_all(g.state_dir.join("data"))
-        .map_err(|e| other(format!("{}: {e}", g.state_dir.display())))?;
     // The notify socket: one per app uid, owned by that uid, bound into the sandbox.
     let notify = if settings.ready == ReadyProtocol::Notify {
         std::fs::create_dir_all(notify_dir)
@@ -936,7 +898,7 @@ fn launch_blocking(
         None
     };
     let notify_path = notify.as_ref().map(|(_, p)| p.clone());
-    let (launch, cgroup) = apps::prepare_launch(g, &ctx, &a, &h, &spec, Vec::new(), |s| {
+    let (launch, cgroup) = apps::start_launch(g, &ctx, &a, Vec::new(), |s| {
         s.notify_socket = notify_path;
         // Offered only while the bus is up, as `appmgr run` does.
         s.system_bus_socket = bus_socket.as_deref().and_then(appmgr_sandbox::host_socket);
