@@ -212,8 +212,8 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         } => local::install(g, file, *allow_downgrade, name.as_deref()),
         List => store_ops::list(&ctx),
         Info { id } => store_ops::info(&ctx, id),
-        Remove { id } => store_ops::remove(&ctx, id),
-        Rollback { id } => store_ops::rollback(&ctx, id),
+        Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
+        Rollback { id } => store_ops::rollback(&ctx, id).map(|d| d.output),
         Fsck => store_ops::fsck(&ctx),
         _ => run_lean(cli),
     }

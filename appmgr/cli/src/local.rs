@@ -20,7 +20,7 @@ pub fn install(
         Some(n) if file == Path::new("-") => Path::new(n),
         _ => file,
     };
-    install_from(&g.ctx(), f, shown, allow_downgrade, &mut progress)
+    install_from(&g.ctx(), f, shown, allow_downgrade, &mut progress).map(|d| d.output)
 }
 
 /// The bundle an `install FILE` names: `-` is the file open on stdin. A file that does not

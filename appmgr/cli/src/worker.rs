@@ -2,7 +2,7 @@
 //! protocol). Reads one request from the socket N, runs it through `appmgr-core`, and
 //! answers with progress messages and one final message on the same socket.
 
-use appmgr_core::store_ops::{self, Progress};
+use appmgr_core::store_ops::{self, Change, Done, Progress};
 use appmgr_core::worker::{Message, Op, Request, VERSION};
 use appmgr_core::{Error, Output};
 use appmgr_types::ErrorClass;
@@ -42,8 +42,9 @@ fn read_request(sock: &UnixStream) -> Result<Request, Error> {
     Ok(r)
 }
 
-fn run(req: &Request, sock: &mut UnixStream) -> Result<Output, Error> {
+fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>), Error> {
     let ctx = req.ctx();
+    let done = |d: Done| (d.output, Some(d.change));
     match &req.op {
         Op::Install {
             name,
@@ -71,10 +72,11 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<Output, Error> {
                 }
             };
             store_ops::install_from(&ctx, f, Path::new(name), *allow_downgrade, &mut progress)
+                .map(done)
         }
-        Op::Remove { id } => store_ops::remove(&ctx, id),
-        Op::Rollback { id } => store_ops::rollback(&ctx, id),
-        Op::Fsck => store_ops::fsck_report(&ctx),
+        Op::Remove { id } => store_ops::remove(&ctx, id).map(done),
+        Op::Rollback { id } => store_ops::rollback(&ctx, id).map(done),
+        Op::Fsck => store_ops::fsck_report(&ctx).map(|o| (o, None)),
     }
 }
 

@@ -6,7 +6,7 @@ use crate::Ctx;
 use crate::Output;
 use appmgr_bundle::TrustStore;
 use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store};
-use appmgr_types::{Arch, ErrorClass, Kind};
+use appmgr_types::{AppId, Arch, ErrorClass, Kind};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
@@ -39,6 +39,63 @@ pub fn ref_json(i: &RefInfo) -> serde_json::Value {
         "previous-version": prev.map(|d| d.version.to_string()),
         "previous": prev.map(|d| json!({"version": d.version.to_string(), "commit": d.commit, "deployment": d.files})),
     })
+}
+
+/// What a store mutation did, typed: what appmgrd acts on (a health window after an
+/// update, forgetting a removed service), never read back from the rendered output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Installed,
+    Updated,
+    Downgraded,
+    Reinstalled,
+    Removed,
+    RolledBack,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Installed => "installed",
+            Action::Updated => "updated",
+            Action::Downgraded => "downgraded",
+            Action::Reinstalled => "reinstalled",
+            Action::Removed => "removed",
+            Action::RolledBack => "rolled-back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Change {
+    pub id: AppId,
+    pub kind: Kind,
+    pub action: Action,
+    /// The current version after the change (`None` after a remove).
+    pub version: Option<String>,
+    /// The version that was current before (install, update) or is previous now.
+    pub previous_version: Option<String>,
+}
+
+impl Change {
+    fn of(i: &RefInfo, action: Action, before: Option<String>) -> Change {
+        Change {
+            id: i.ref_name.id.clone(),
+            kind: i.ref_name.kind,
+            action,
+            version: i.current.as_ref().map(|d| d.version.to_string()),
+            previous_version: before.or_else(|| i.previous.as_ref().map(|d| d.version.to_string())),
+        }
+    }
+}
+
+/// A mutation's output for people and machines, and the typed change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    pub output: Output,
+    pub change: Change,
 }
 
 /// Where an install is: `phase` is `verifying` (signature and manifest checked, nothing
@@ -102,7 +159,7 @@ pub fn install_from(
     file: &Path,
     allow_downgrade: bool,
     progress: &mut dyn FnMut(Progress),
-) -> CoreResult<Output> {
+) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
     let m = bundle.manifest().clone();
@@ -177,14 +234,17 @@ pub fn install_from(
         }
         r
     })?;
-    let (what, from) = match &report.replaced {
-        None => ("installed", String::new()),
-        Some(old) if old.version < report.version => ("updated", format!(" from {}", old.version)),
-        Some(old) if old.version > report.version => {
-            ("downgraded", format!(" from {}", old.version))
+    let (action, from) = match &report.replaced {
+        None => (Action::Installed, String::new()),
+        Some(old) if old.version < report.version => {
+            (Action::Updated, format!(" from {}", old.version))
         }
-        Some(_) => ("reinstalled", String::new()),
+        Some(old) if old.version > report.version => {
+            (Action::Downgraded, format!(" from {}", old.version))
+        }
+        Some(_) => (Action::Reinstalled, String::new()),
     };
+    let what = action.as_str();
     let mut text = format!(
         "{what} {}{from} to {} ({} files, {} bytes; {} objects written, {} shared{})\n",
         report.ref_name,
@@ -212,7 +272,11 @@ pub fn install_from(
     j["objects-repaired"] = json!(report.objects_repaired);
     j["files"] = json!(report.files);
     j["bytes"] = json!(report.bytes);
-    Ok(Output::new(text, j))
+    let before = report.replaced.as_ref().map(|d| d.version.to_string());
+    Ok(Done {
+        output: Output::new(text, j),
+        change: Change::of(&info, action, before),
+    })
 }
 
 fn line(i: &RefInfo) -> String {
@@ -288,7 +352,7 @@ pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
     Ok(Output::new(t, ref_json(&i)))
 }
 
-pub fn remove(g: &Ctx, id: &str) -> CoreResult<Output> {
+pub fn remove(g: &Ctx, id: &str) -> CoreResult<Done> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
     let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
@@ -310,18 +374,21 @@ pub fn remove(g: &Ctx, id: &str) -> CoreResult<Output> {
         }
     }
     let i = store.remove(&lock, &r)?;
-    Ok(Output::new(
-        format!(
-            "removed {r} (highest version {} and uid {} stay recorded; HOME {} is kept)\n",
-            i.highest_version,
-            i.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
-            crate::apps::data_dir(g, &r.id).display()
+    Ok(Done {
+        output: Output::new(
+            format!(
+                "removed {r} (highest version {} and uid {} stay recorded; HOME {} is kept)\n",
+                i.highest_version,
+                i.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                crate::apps::data_dir(g, &r.id).display()
+            ),
+            ref_json(&i),
         ),
-        ref_json(&i),
-    ))
+        change: Change::of(&i, Action::Removed, None),
+    })
 }
 
-pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Output> {
+pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Done> {
     let (store, _) = open_store(g)?;
     let lock = store.lock()?;
     let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
@@ -336,10 +403,13 @@ pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Output> {
         .as_ref()
         .map(|d| d.version.to_string())
         .unwrap_or_default();
-    Ok(Output::new(
-        format!("rolled back {r} to {cur} (previous is now {prev})\n"),
-        ref_json(&i),
-    ))
+    Ok(Done {
+        output: Output::new(
+            format!("rolled back {r} to {cur} (previous is now {prev})\n"),
+            ref_json(&i),
+        ),
+        change: Change::of(&i, Action::RolledBack, None),
+    })
 }
 
 /// `fsck`: the findings, or the integrity error (exit 3) carrying them when the store is

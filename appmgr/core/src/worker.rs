@@ -8,6 +8,7 @@
 //! is read from the environment and no human output is parsed; both sides refuse a
 //! message of another protocol [`VERSION`].
 
+use crate::store_ops::Change;
 use crate::{Ctx, Error, Output};
 use appmgr_types::ErrorClass;
 use serde::{Deserialize, Serialize};
@@ -73,8 +74,12 @@ pub enum Message {
         bytes: u64,
         total: u64,
     },
-    /// The operation succeeded.
-    Done { version: u32, output: Output },
+    /// The operation succeeded; `change` is what an install, remove or rollback did.
+    Done {
+        version: u32,
+        output: Output,
+        change: Option<Change>,
+    },
     /// The operation failed: the error class's stable name (`ErrorClass::name`), its
     /// line, and what was found before the failure.
     Failed {
@@ -95,11 +100,12 @@ impl Message {
     }
 
     /// The final message of an operation's result.
-    pub fn of_result(r: Result<Output, Error>) -> Message {
+    pub fn of_result(r: Result<(Output, Option<Change>), Error>) -> Message {
         match r {
-            Ok(output) => Message::Done {
+            Ok((output, change)) => Message::Done {
                 version: VERSION,
                 output,
+                change,
             },
             Err(e) => Message::Failed {
                 version: VERSION,
@@ -111,10 +117,10 @@ impl Message {
     }
 
     /// A final message as the result it reports (`None` for progress).
-    pub fn into_result(self) -> Option<Result<Output, Error>> {
+    pub fn into_result(self) -> Option<Result<(Output, Option<Change>), Error>> {
         match self {
             Message::Progress { .. } => None,
-            Message::Done { output, .. } => Some(Ok(output)),
+            Message::Done { output, change, .. } => Some(Ok((output, change))),
             Message::Failed {
                 class,
                 message,

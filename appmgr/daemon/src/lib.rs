@@ -81,8 +81,8 @@ impl Daemon {
         }
     }
 
-    pub async fn after_install(&self, id: &str, j: &serde_json::Value) {
-        self.supervisor.after_install(id, j).await;
+    pub async fn after_install(&self, change: &appmgr_core::store_ops::Change) {
+        self.supervisor.after_install(change).await;
     }
 
     /// Publishes the app uids as users (nss-systemd drop-ins), rewrites the bus policy

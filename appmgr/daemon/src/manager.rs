@@ -74,7 +74,7 @@ impl Manager {
         op: appmgr_core::worker::Op,
         stdin: Option<std::os::fd::OwnedFd>,
         progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
-    ) -> Result<appmgr_core::Output, Error> {
+    ) -> Result<opsrun::Finished, Error> {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.ctx();
         let out = opsrun::run(&g, op, stdin, progress).await;
@@ -137,13 +137,9 @@ impl Manager {
         };
         let out = self.mutate(op, Some(bundle), Some(tx)).await;
         let _ = forward.await;
-        let out = out?;
-        let id = id_of(&out.json);
-        let action = out.json["action"]
-            .as_str()
-            .unwrap_or("installed")
-            .to_string();
-        let event = if action == "updated" {
+        let done = out?;
+        let change = done.change()?.clone();
+        let event = if change.action == appmgr_core::store_ops::Action::Updated {
             Event::Updated
         } else {
             Event::Installed
@@ -151,23 +147,21 @@ impl Manager {
         journal::log(
             journal::INFO,
             Some(event),
-            Some(&id),
-            out.text.lines().next().unwrap_or(""),
+            Some(change.id.as_str()),
+            done.output.text.lines().next().unwrap_or(""),
         );
-        self.d.after_install(&id, &out.json).await;
-        reply(out)
+        self.d.after_install(&change).await;
+        reply(done.output)
     }
 
     async fn fsck_report(&self) -> Result<appmgr_core::Output, Error> {
         let _guard = self.d.mutation.lock().await;
         let g = self.d.ctx();
         // The findings, clean or not: the caller decides what an unclean store means.
-        opsrun::run(&g, appmgr_core::worker::Op::Fsck, None, None).await
+        opsrun::run(&g, appmgr_core::worker::Op::Fsck, None, None)
+            .await
+            .map(|f| f.output)
     }
-}
-
-fn id_of(j: &serde_json::Value) -> String {
-    j["id"].as_str().unwrap_or("").to_string()
 }
 
 #[zbus::interface(name = "org.appmgr.Manager1")]
@@ -237,22 +231,22 @@ impl Manager {
         self.authorize(conn, &hdr, "Remove").await?;
         no_options(&options)?;
         self.d.supervisor.stop_if_running(&id).await;
-        let out = self
+        let done = self
             .mutate(
                 appmgr_core::worker::Op::Remove { id: id.clone() },
                 None,
                 None,
             )
             .await?;
-        let id = id_of(&out.json);
+        let id = done.change()?.id.to_string();
         self.d.supervisor.forget(&id).await;
         journal::log(
             journal::INFO,
             Some(Event::Removed),
             Some(&id),
-            out.text.trim_end(),
+            done.output.text.trim_end(),
         );
-        reply(out)
+        reply(done.output)
     }
 
     /// Switches an app or runtime back to its previous deployment (a running service is
@@ -266,22 +260,22 @@ impl Manager {
     ) -> Result<(String, String), Error> {
         self.authorize(conn, &hdr, "Rollback").await?;
         no_options(&options)?;
-        let out = self
+        let done = self
             .mutate(
                 appmgr_core::worker::Op::Rollback { id: id.clone() },
                 None,
                 None,
             )
             .await?;
-        let id = id_of(&out.json);
+        let id = done.change()?.id.to_string();
         journal::log(
             journal::INFO,
             Some(Event::RolledBack),
             Some(&id),
-            out.text.trim_end(),
+            done.output.text.trim_end(),
         );
         self.d.supervisor.restart_if_running(&id).await;
-        reply(out)
+        reply(done.output)
     }
 
     /// Installed apps and runtimes (lock-free: the records are read as they are).

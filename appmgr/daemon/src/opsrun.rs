@@ -6,6 +6,7 @@
 //! stdin; the child's stderr (diagnostics only) goes to the daemon's.
 
 use crate::error::Error;
+use appmgr_core::store_ops::Change;
 use appmgr_core::worker::{Message, Op, Request, VERSION};
 use appmgr_core::Output;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -32,6 +33,23 @@ pub fn ops_path() -> PathBuf {
     appmgr_core::paths::ops_binary()
 }
 
+/// What the worker did: its output and, for install, remove and rollback, the typed
+/// change the daemon acts on.
+#[derive(Debug)]
+pub struct Finished {
+    pub output: Output,
+    pub change: Option<Change>,
+}
+
+impl Finished {
+    /// The change of an install, remove or rollback (the worker always reports one).
+    pub fn change(&self) -> Result<&Change, Error> {
+        self.change
+            .as_ref()
+            .ok_or_else(|| Error::Failed("appmgr-ops reported no change".into()))
+    }
+}
+
 /// Runs `op` in an `appmgr-ops` worker on `g`'s state and config dirs, with `stdin` (the
 /// bundle of an install) and progress forwarded to `progress`.
 pub async fn run(
@@ -39,7 +57,7 @@ pub async fn run(
     op: Op,
     stdin: Option<OwnedFd>,
     progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-) -> Result<Output, Error> {
+) -> Result<Finished, Error> {
     let path = ops_path();
     let (mine, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Error::Failed(format!("worker socketpair: {e}")))?;
@@ -134,7 +152,7 @@ pub async fn run(
     // The final message was sent; the worker exits right after it.
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     match result? {
-        Ok(out) => Ok(out),
+        Ok((output, change)) => Ok(Finished { output, change }),
         Err(e) => Err(Error::from(e)),
     }
 }

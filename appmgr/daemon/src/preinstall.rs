@@ -166,9 +166,12 @@ pub async fn apply(g: &Ctx, e: &Entry) -> Outcome {
         allow_downgrade: false,
     };
     match crate::opsrun::run(g, op, Some(std::os::fd::OwnedFd::from(f)), None).await {
-        Ok(out) => {
-            let got_id = out.json["id"].as_str().unwrap_or("");
-            let got_version = out.json["version"].as_str().unwrap_or("");
+        Ok(done) => {
+            let (got_id, got_version) = match &done.change {
+                Some(c) => (c.id.as_str(), c.version.as_deref().unwrap_or("")),
+                None => ("", ""),
+            };
+            let out = &done.output;
             if got_id != e.id.as_str() {
                 return Outcome::Failed(format!(
                     "{}: installed {got_id}, but the entry names {}",

@@ -738,9 +738,10 @@ impl Supervisor {
 
     /// After an install: an updated service that runs (or autostarts) is restarted on the
     /// new version inside a health window; a new autostart service is started.
-    pub async fn after_install(self: &Arc<Self>, id: &str, j: &serde_json::Value) {
-        let Ok(app) = AppId::new(id) else { return };
-        if j["kind"] != "app" {
+    pub async fn after_install(self: &Arc<Self>, change: &appmgr_core::store_ops::Change) {
+        let app = change.id.clone();
+        let id = app.as_str();
+        if change.kind != appmgr_types::Kind::App {
             return;
         }
         let g = self.d().ctx();
@@ -758,10 +759,10 @@ impl Supervisor {
         if !running && !settings.autostart {
             return;
         }
-        let from = j["previous-version"].as_str().map(str::to_string);
-        let to = j["version"].as_str().unwrap_or("").to_string();
-        let health = match (j["action"].as_str(), from) {
-            (Some("updated"), Some(from)) => Some(Health::open(
+        let from = change.previous_version.clone();
+        let to = change.version.clone().unwrap_or_default();
+        let health = match (change.action, from) {
+            (appmgr_core::store_ops::Action::Updated, Some(from)) => Some(Health::open(
                 from,
                 to,
                 settings.health_crashes,
