@@ -1,0 +1,263 @@
+//! The install environment: a private state and config dir, a trusted key, a small but
+//! real runtime (static busybox) and app trees, the `appmgr` CLI run against them, and a
+//! snapshot of the state dir so a refused command can be proven to have changed nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::bin;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub cfg: PathBuf,
+    pub key: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl Env {
+    /// A fresh environment with a generated vendor key that the config dir trusts. (Not
+    /// `Default`: it runs the CLI.)
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = dir.path().join("etc");
+        let e = Env {
+            key: dir.path().join("vendor.key"),
+            dir,
+            state,
+            cfg,
+        };
+        e.ok(&["key", "generate", "--out", e.p("vendor").to_str().unwrap()]);
+        e.ok(&["trust", "add", e.p("vendor.pub").to_str().unwrap()]);
+        e
+    }
+
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["--state-dir", self.state.to_str().unwrap()])
+            .args(["--config-dir", self.cfg.to_str().unwrap()])
+            .args(args)
+            .env_remove("APPMGR_STATE_DIR")
+            .env_remove("APPMGR_CONFIG_DIR");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.cmd(args).output().unwrap();
+        Run {
+            code: status.code().unwrap_or(128 + 9),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(
+            r.code, 0,
+            "appmgr {args:?} failed: {}{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+
+    /// Runs and expects exit `code` with a one-line error on stderr; returns the message.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let r = self.run(args);
+        assert_eq!(
+            r.code, code,
+            "appmgr {args:?}: expected exit {code}, got {}: {}{}",
+            r.code, r.stdout, r.stderr
+        );
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "error must be one line: {:?}", r.stderr);
+        assert!(lines[0].starts_with("appmgr: "), "{}", lines[0]);
+        lines[0].to_string()
+    }
+
+    /// Builds and signs a bundle from a tree.
+    pub fn bundle(&self, manifest: &str, root: &Path, out: &str) -> PathBuf {
+        let m = self.p(&format!("{out}.toml"));
+        fs::write(&m, manifest).unwrap();
+        let outp = self.p(out);
+        self.ok(&[
+            "bundle",
+            "create",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+            "--out",
+            outp.to_str().unwrap(),
+        ]);
+        outp
+    }
+
+    /// A runtime with a static busybox as /usr/bin/sh.
+    pub fn runtime_bundle(&self, version: &str) -> PathBuf {
+        let root = self.p(&format!("rt-{version}"));
+        if !root.exists() {
+            fs::create_dir_all(root.join("bin")).unwrap();
+            fs::create_dir_all(root.join("etc")).unwrap();
+            fs::copy("/bin/busybox", root.join("bin/busybox"))
+                .expect("busybox-static is installed");
+            std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+            fs::write(
+                root.join("etc/os-release"),
+                format!("ID=test\nVERSION_ID={version}\n"),
+            )
+            .unwrap();
+        }
+        self.bundle(
+            &runtime_manifest(version),
+            &root,
+            &format!("rt-{version}.bundle"),
+        )
+    }
+
+    /// An app whose files differ by version.
+    pub fn app_bundle(&self, version: &str) -> PathBuf {
+        self.app_bundle_with(version, "")
+    }
+
+    pub fn app_bundle_with(&self, version: &str, extra_manifest: &str) -> PathBuf {
+        let root = self.p(&format!("app-{version}"));
+        if !root.exists() {
+            fs::create_dir_all(root.join("bin")).unwrap();
+            fs::write(
+                root.join("bin/hello"),
+                format!("#!/usr/bin/sh\necho hello {version}\n"),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::create_dir_all(root.join("share")).unwrap();
+            fs::write(root.join("share/data"), vec![b'd'; 100_000]).unwrap();
+            fs::write(root.join("share/version"), version).unwrap();
+        }
+        let name = format!("app-{version}-{:x}.bundle", fxhash(extra_manifest));
+        self.bundle(
+            &format!("{}{extra_manifest}", app_manifest(version)),
+            &root,
+            &name,
+        )
+    }
+
+    /// Every path in the state dir with its type, size and (for regular files) content
+    /// hash, except the lock file. Equal snapshots mean nothing was written.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if self.state.exists() {
+            walk(&self.state, &self.state, &mut out);
+        }
+        out
+    }
+
+    pub fn fsck_clean(&self) {
+        let r = self.run(&["--json", "fsck"]);
+        assert_eq!(r.code, 0, "fsck not clean: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.json()["clean"], true);
+    }
+
+    /// (current version, previous version) of the demo app, or None if not installed.
+    pub fn app_state(&self) -> Option<(String, Option<String>)> {
+        self.app_state_of("org.example.Hello")
+    }
+
+    /// (current version, previous version) of app `id`, or None if not installed.
+    pub fn app_state_of(&self, id: &str) -> Option<(String, Option<String>)> {
+        let r = self.run(&["--json", "info", id]);
+        if r.code == 5 {
+            return None;
+        }
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        let j = r.json();
+        Some((
+            j["version"].as_str().unwrap().to_string(),
+            j["previous-version"].as_str().map(str::to_string),
+        ))
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let mut ents: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    ents.sort_by_key(|e| e.file_name());
+    for e in ents {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == "lock" {
+            continue;
+        }
+        let m = fs::symlink_metadata(&p).unwrap();
+        let desc = if m.is_dir() {
+            walk(root, &p, out);
+            format!("dir {:o}", m.mode())
+        } else if m.file_type().is_symlink() {
+            format!("link {}", fs::read_link(&p).unwrap().display())
+        } else {
+            let data = fs::read(&p).unwrap();
+            format!(
+                "file {:o} {} {:x}",
+                m.mode(),
+                data.len(),
+                fxhash(&String::from_utf8_lossy(&data))
+            )
+        };
+        out.insert(rel, desc);
+    }
+}
+
+pub fn arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+pub fn runtime_manifest(version: &str) -> String {
+    format!(
+        "id = \"org.example.Platform\"\nkind = \"runtime\"\nversion = \"{version}\"\narch = \"{}\"\nbranch = \"1\"\n",
+        arch()
+    )
+}
+
+pub fn app_manifest(version: &str) -> String {
+    format!(
+        "id = \"org.example.Hello\"\nkind = \"app\"\nversion = \"{version}\"\narch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.example.Platform/{a}/1\"\ncommand = \"hello\"\n",
+        a = arch()
+    )
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
