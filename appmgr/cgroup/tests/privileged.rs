@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 fn skip_reason() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
+    if !appmgr_testkit::is_root() {
         return Some("not root".into());
     }
     if !Path::new(BUSYBOX).exists() {
@@ -24,10 +24,7 @@ fn skip_reason() -> Option<String> {
 
 macro_rules! require_root {
     () => {
-        if let Some(r) = skip_reason() {
-            eprintln!("skipped: {r}");
-            return;
-        }
+        appmgr_testkit::skip_if!(skip_reason())
     };
 }
 

@@ -3,8 +3,7 @@
 //! and that fsck is clean (the next command collects the leftovers).
 //!
 //! Iterations: `APPMGR_CRASH_ITERATIONS` (default 200, as CI runs it).
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use rand::Rng;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ type State = Option<(String, Option<String>)>;
 
 #[test]
 fn sigkill_at_random_moments_leaves_old_or_new_state() {
+    require_root!("installs write root-owned files");
     let iterations: usize = std::env::var("APPMGR_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -2,8 +2,7 @@
 //! qemu-tests/scenarios/35-oom-tmpfs.sh): the sandbox's tmpfs mounts are sized from the
 //! app's memory limit, the launcher and init are never the OOM killer's victims, cleanup
 //! runs whatever ended the app, and limit events are those of the current run only.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,7 +33,11 @@ esac
 const LIMITS: &str = "[[rule]]\napps = [\"org.example.Hello\"]\nresources = { memory-max = \"16M\", memory-swap-max = 0, pids-max = 32 }\n";
 
 fn setup(id: &str) -> Env {
-    assert!(is_root(), "these tests need root (namespaces, cgroups)");
+    // Each test calls require_root! first: here it would fail instead of skipping.
+    assert!(
+        is_root(),
+        "these tests need root: start the test with require_root!"
+    );
     let e = Env::new();
     fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
     fs::write(
@@ -124,6 +127,7 @@ fn start(e: &Env, args: &[&str], first_line: &str) -> (std::process::Child, impl
 
 #[test]
 fn filling_tmp_ends_in_enospc_within_the_memory_limit() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.ExhaustFillingTmp";
     let e = setup(id);
     // memory-max 16M: /tmp is 8M and /dev/shm 4M; the writer gets ENOSPC, nothing is
@@ -149,6 +153,7 @@ fn filling_tmp_ends_in_enospc_within_the_memory_limit() {
 
 #[test]
 fn launcher_and_init_are_never_oom_victims_and_the_app_cannot_protect_itself() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.ExhaustOomScoreAdj";
     let e = setup(id);
     // With CAP_SYS_RESOURCE the helpers are at -1000 and the app at 0; without it (the
@@ -193,6 +198,7 @@ fn launcher_and_init_are_never_oom_victims_and_the_app_cannot_protect_itself() {
 
 #[test]
 fn tmpfs_pages_count_against_the_app_and_the_launcher_reports_the_kill() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.ExhaustTmpfsThenHog";
     let e = setup(id);
     // 12M of tmpfs pages (in nobody's RSS) plus a 64M allocation in a 16M cgroup: the
@@ -211,6 +217,7 @@ fn tmpfs_pages_count_against_the_app_and_the_launcher_reports_the_kill() {
 
 #[test]
 fn cleanup_runs_when_the_app_is_killed_from_outside() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.ExhaustKilledFromOutside";
     let e = setup(id);
     let (mut child, _out) = start(&e, &["run", id, "--", "sleep", "30"], "started");
@@ -226,6 +233,7 @@ fn cleanup_runs_when_the_app_is_killed_from_outside() {
 
 #[test]
 fn limit_events_of_an_earlier_run_are_not_reported_again() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.ExhaustStaleEvents";
     let e = setup(id);
     // A run that hits the limit and whose launcher is then killed: its cgroup stays

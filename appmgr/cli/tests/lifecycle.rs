@@ -1,9 +1,9 @@
 //! Install, update, rollback, remove through the real binary, with the JSON contract.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 
 #[test]
 fn install_update_rollback_remove() {
+    require_root!("installs write root-owned files");
     let e = Env::new();
     let rt = e.runtime_bundle("1.0.0");
     let v1 = e.app_bundle("1.0.0");
@@ -86,6 +86,7 @@ fn install_update_rollback_remove() {
 
 #[test]
 fn downgrade_refused_even_after_remove_unless_allowed() {
+    require_root!("installs write root-owned files");
     let e = Env::new();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     let v1 = e.app_bundle("1.0.0");
@@ -105,6 +106,7 @@ fn downgrade_refused_even_after_remove_unless_allowed() {
 
 #[test]
 fn shared_files_are_stored_once() {
+    require_root!("installs write root-owned files");
     let e = Env::new();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     e.ok(&["install", s(&e.app_bundle("1.0.0"))]);

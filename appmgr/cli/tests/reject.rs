@@ -1,7 +1,6 @@
 //! Every refused install leaves the store exactly as it was: same files in the state dir,
 //! old version current and intact, fsck clean.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use std::fs;
 
 fn installed_env() -> Env {
@@ -31,6 +30,7 @@ fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
 
 #[test]
 fn corrupted_truncated_and_foreign_bundles() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     let good = fs::read(e.app_bundle("2.0.0")).unwrap();
     let bad = e.p("bad.bundle");
@@ -65,6 +65,7 @@ fn corrupted_truncated_and_foreign_bundles() {
 
 #[test]
 fn missing_bundle_file_is_not_found() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     // Exit 5, one line naming the path.
     let missing = e.p("does-not-exist.bundle");
@@ -87,6 +88,7 @@ fn foreign_arch() -> &'static str {
 
 #[test]
 fn bundle_for_another_arch_is_refused_before_anything_is_written() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     let other = foreign_arch();
     // The app and its runtime reference carry the foreign arch.
@@ -126,6 +128,7 @@ fn bundle_for_another_arch_is_refused_before_anything_is_written() {
 /// object on the next line, and changes nothing.
 #[test]
 fn usage_errors_are_json_with_json() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     let bundle = e.app_bundle("2.0.0");
     for args in [
@@ -179,6 +182,7 @@ fn usage_errors_are_json_with_json() {
 
 #[test]
 fn untrusted_and_out_of_scope_signers() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     let v2 = e.app_bundle("2.0.0");
     // Signed by a key that is not trusted.
@@ -201,6 +205,7 @@ fn untrusted_and_out_of_scope_signers() {
 
 #[test]
 fn downgrade_and_policy_excess() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     e.ok(&["install", s(&e.app_bundle("2.0.0"))]);
     e.ok(&["rollback", "org.example.Hello"]);
@@ -215,6 +220,7 @@ fn downgrade_and_policy_excess() {
 
 #[test]
 fn update_requesting_more_than_policy_grants_is_refused() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     // No policy files: nothing is granted, so an update asking for the network is refused
     // with the excess named and exit 4.
@@ -329,6 +335,7 @@ fn bad_manifests_are_refused_at_create() {
 
 #[test]
 fn concurrent_operations_are_serialized() {
+    require_root!("installs write root-owned files");
     let e = installed_env();
     let bundles: Vec<_> = ["2.0.0", "3.0.0", "4.0.0", "5.0.0"]
         .iter()
@@ -359,6 +366,7 @@ fn concurrent_operations_are_serialized() {
 
 #[test]
 fn a_held_store_lock_ends_in_a_bounded_one_line_error() {
+    require_root!("installs write root-owned files");
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let e = Env::new();

@@ -1,7 +1,6 @@
 //! `appmgr run` end to end, as root on the host: the installed app runs sandboxed under the
 //! grant `permissions` shows and the cgroup limits policy sets.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -36,9 +35,11 @@ fn setup(policy: &str, id: &str) -> Env {
 /// A private state and config dir (root only) with the policy `policy(&env)` (it may
 /// name paths inside the env) and the runtime installed.
 fn policy_env(policy: impl FnOnce(&Env) -> String) -> Env {
-    if !is_root() {
-        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
-    }
+    // Each test calls require_root! first: here it would fail instead of skipping.
+    assert!(
+        is_root(),
+        "these tests need root: start the test with require_root!"
+    );
     let e = Env::new();
     fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
     fs::write(e.cfg.join("policies.d/50-test.toml"), policy(&e)).unwrap();
@@ -65,6 +66,7 @@ const LIMITS: &str = "[[rule]]\napps = [\"org.example.Hello\"]\nresources = { me
 
 #[test]
 fn exit_status_signals_identity_and_argv() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunExitStatusSignalsIdentityAndArgv";
     let e = setup(LIMITS, id);
     assert_eq!(e.run(&["run", id, "--", "exit", "7"]).code, 7);
@@ -107,6 +109,7 @@ fn exit_status_signals_identity_and_argv() {
 
 #[test]
 fn plan_and_permissions_come_from_one_grant() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunPlanAndPermissionsComeFromOneGrant";
     let e = setup(LIMITS, id);
     let plan = e.ok(&["run", "--print-plan", id]).json();
@@ -124,6 +127,7 @@ fn plan_and_permissions_come_from_one_grant() {
 
 #[test]
 fn memory_hog_is_oom_killed_and_reported() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunMemoryHogIsOomKilledAndReported";
     let e = setup(LIMITS, id);
     let r = e.run(&["run", id, "--", "hog"]);
@@ -137,6 +141,7 @@ fn memory_hog_is_oom_killed_and_reported() {
 
 #[test]
 fn policy_changed_after_install_refuses_launch() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunPolicyChangedAfterInstallRefusesLaunch";
     let e = setup(LIMITS, id);
     // Policy is read again at every launch: a policy file that no longer parses means
@@ -152,6 +157,7 @@ fn policy_changed_after_install_refuses_launch() {
 
 #[test]
 fn corrupt_deployment_is_refused_until_reinstalled() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunCorruptDeploymentIsRefusedUntilReinstall";
     let e = setup(LIMITS, id);
     let info = e.ok(&["--json", "info", id]).json();
@@ -172,6 +178,7 @@ fn corrupt_deployment_is_refused_until_reinstalled() {
 
 #[test]
 fn data_dir_replaced_by_symlink_is_refused() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunDataDirReplacedBySymlinkIsRefused";
     let e = setup(LIMITS, id);
     e.ok(&["run", id, "--", "exit", "0"]);
@@ -202,6 +209,7 @@ fn data_dir_replaced_by_symlink_is_refused() {
 
 #[test]
 fn signals_reach_the_app_and_kill_works() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunSignalsReachTheAppAndKillWorks";
     let e = setup(LIMITS, id);
     let mut child = e
@@ -285,6 +293,7 @@ fn unsafe_free_kill(pid: i32, sig: &str) {
 
 #[test]
 fn launch_errors_are_appmgr_lines_with_the_documented_code() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunLaunchErrorsArePrefixed";
     let e = setup(LIMITS, id);
     // An app whose command is not in its tree: the launcher's error is the user's
@@ -315,6 +324,7 @@ fn launch_errors_are_appmgr_lines_with_the_documented_code() {
 /// 4 and one line naming the path, and nothing of the symlink's target is shown or changed.
 #[test]
 fn grant_through_a_planted_symlink_is_refused_and_shown() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunGrantThroughAPlantedSymlink";
     let e = policy_env(|e| {
         format!(
@@ -380,6 +390,7 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
 /// refused at launch, and nothing of another app's data reaches the sandbox.
 #[test]
 fn a_grant_containing_the_state_dir_is_refused() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunGrantContainingTheStateDir";
     let e = policy_env(|e| {
         format!(
@@ -438,6 +449,7 @@ fn a_grant_containing_the_state_dir_is_refused() {
 /// exactly N tasks (N-1 forks succeed, the Nth fails with EAGAIN).
 #[test]
 fn pids_max_counts_only_the_apps_tasks() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunPidsMaxCountsOnlyTheAppsTasks";
     let limits = |n: u32| {
         format!(
@@ -516,6 +528,7 @@ fn mknod(path: &std::path::Path, major: u32, minor: u32, mode: u32, gid: u32) {
 /// `devices.list` enforces.
 #[test]
 fn granted_device_node_opens_and_nothing_else_does() {
+    require_root!("namespaces, cgroups");
     let id = "org.example.RunGrantedDeviceNodeOpens";
     let devices = std::path::Path::new("/sys/fs/cgroup/devices");
     if !devices.join("devices.list").exists() {
@@ -523,9 +536,6 @@ fn granted_device_node_opens_and_nothing_else_does() {
         return;
     }
     let policy = "[[rule]]\napps = [\"org.example.Hello\"]\ngrant = { devices = [\"gpu\"] }\nresources = { memory-max = \"64M\", pids-max = 16 }\n";
-    if !is_root() {
-        panic!("these tests need root (namespaces, cgroups); CI runs them as root");
-    }
     let dir = DevDir(format!("/dev/appmgr-test-{}-devices", std::process::id()).into());
     fs::create_dir_all(&dir.0).unwrap();
     // /dev/fuse's numbers (opening it only allocates a connection), mode 0660 root:4242:

@@ -1,15 +1,13 @@
 //! "Shown == provided": `appmgr permissions --json` compared, item by item, with what the
 //! probe (`appmgr-probe observe`) sees from inside the sandbox of `appmgr run`, on a
 //! private dbus-daemon with the per-app bus policy. As root.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The probe, built statically once into its own target directory (as the sandbox tests
 /// do; `APPMGR_PROBE` overrides).
@@ -47,77 +45,23 @@ fn probe_bin() -> PathBuf {
 /// nss-systemd resolves the app uids from there), with root allowed to own names, plus a
 /// responder (the probe's `bus-serve`) owning `names`. Killed on drop.
 struct Bus {
-    dir: PathBuf,
-    bus: Child,
+    bus: PrivateBus,
     responders: Vec<Child>,
 }
 
 impl Bus {
     fn start(dir: &Path, names: &[&str]) -> Bus {
-        fs::create_dir_all(dir.join("system.d")).unwrap();
-        fs::create_dir_all(dir.join("userdb")).unwrap();
-        let sock = dir.join("bus.sock");
-        fs::write(
-            dir.join("bus.conf"),
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <policy user="root">
+        let bus = PrivateBus::start(
+            dir,
+            BusConfig::system_like(Nss::Userdb).section(
+                r#"<policy user="root">
     <allow own="*"/>
     <allow send_type="method_call"/>
-  </policy>
-  <includedir>{incl}</includedir>
-</busconfig>
-"#,
-                sock = sock.display(),
-                incl = dir.join("system.d").display()
+  </policy>"#,
             ),
-        )
-        .unwrap();
-        fs::write(
-            dir.join("nsswitch.conf"),
-            "passwd: files systemd\ngroup: files systemd\nshadow: files\nhosts: files\n",
-        )
-        .unwrap();
-        let script = format!(
-            "set -e; mount -t tmpfs tmpfs /run; mkdir /run/userdb; \
-             mount --bind {d}/userdb /run/userdb; \
-             mount --bind {d}/nsswitch.conf /etc/nsswitch.conf; \
-             exec dbus-daemon --config-file={d}/bus.conf --nofork --nopidfile",
-            d = dir.display(),
         );
-        let bus = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(script)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (scripts/install-deps installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "private bus did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let sock = bus.socket();
         let mut b = Bus {
-            dir: dir.to_path_buf(),
             bus,
             responders: Vec::new(),
         };
@@ -146,17 +90,18 @@ impl Bus {
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.join("bus.sock")
+        self.bus.socket()
     }
 
     fn policy_file(&self) -> PathBuf {
-        self.dir.join("system.d/appmgr-apps.conf")
+        self.bus.policy_dir().join("appmgr-apps.conf")
     }
 }
 
 impl Drop for Bus {
     fn drop(&mut self) {
-        for c in self.responders.iter_mut().chain([&mut self.bus]) {
+        // The bus itself is killed when the field drops, after its clients.
+        for c in self.responders.iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -336,10 +281,7 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
 
 #[test]
 fn permissions_json_matches_what_the_sandbox_provides() {
-    assert!(
-        is_root(),
-        "needs root (namespaces, cgroups, a private bus); CI runs it as root"
-    );
+    require_root!("namespaces, cgroups, a private bus");
     let id = "org.example.ShownAll";
     let e = Env::new();
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -490,7 +432,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
 
 #[test]
 fn without_a_bus_grant_there_is_no_bus() {
-    assert!(is_root(), "needs root; CI runs it as root");
+    require_root!("namespaces, cgroups, a private bus");
     let id = "org.example.ShownNoBus";
     let e = Env::new();
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();

@@ -2,8 +2,7 @@
 //! size (a loop-mounted image), so filling it ends in ENOSPC for that app while other
 //! apps and installs proceed; the image follows the limit across policy changes without
 //! losing a file; a malformed or too small limit is refused and changes nothing.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,7 @@
 //! removed app's uid goes to no other app, a reinstall gets it back and reads the HOME it
 //! wrote before the remove, a remove is refused while the app runs, and an exhausted
 //! `uid-range` is a clean refusal.
-mod common;
-use common::*;
+use appmgr_testkit::*;
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,9 +56,7 @@ fn uid(e: &Env, id: &str) -> u64 {
 
 #[test]
 fn reinstalled_app_gets_its_uid_back_and_reads_its_home() {
-    if !is_root() {
-        panic!("this test needs root (namespaces, cgroups); CI runs it as root");
-    }
+    require_root!("namespaces, cgroups");
     let a = "org.example.UidReinstalledA";
     let b = "org.example.UidReinstalledB";
     let e = env_with_runtime();
@@ -93,9 +90,7 @@ fn reinstalled_app_gets_its_uid_back_and_reads_its_home() {
 
 #[test]
 fn remove_is_refused_while_the_app_runs() {
-    if !is_root() {
-        panic!("this test needs root (namespaces, cgroups); CI runs it as root");
-    }
+    require_root!("namespaces, cgroups");
     let id = "org.example.UidRemoveWhileRunning";
     let e = env_with_runtime();
     allow(&e, &[id]);
@@ -139,6 +134,7 @@ fn remove_is_refused_while_the_app_runs() {
 
 #[test]
 fn exhausted_uid_range_is_refused_and_writes_nothing() {
+    require_root!("installs write root-owned files");
     let e = env_with_runtime();
     fs::create_dir_all(&e.cfg).unwrap();
     fs::write(e.cfg.join("appmgr.toml"), "uid-range = \"70000-70001\"\n").unwrap();

@@ -9,7 +9,9 @@ use std::process::Command;
 /// (same layer = siblings, which must not depend on each other).
 fn layer(name: &str) -> Option<u32> {
     Some(match name {
-        "appmgr-types" => 0,
+        // The test kit depends on no appmgr crate and is only ever a dev-dependency
+        // (checked below).
+        "appmgr-types" | "appmgr-testkit" => 0,
         "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" | "appmgr-state" => 1,
         "appmgr-store" | "appmgr-policy" => 2,
         "appmgr-core" => 3,
@@ -51,6 +53,13 @@ fn dependencies_point_down_only() {
         seen.insert(name.to_string(), mine);
         for d in p["dependencies"].as_array().unwrap() {
             let dep = d["name"].as_str().unwrap();
+            if dep == "appmgr-testkit" && d["kind"].as_str() != Some("dev") {
+                wrong.push(format!("{name}: appmgr-testkit as a non-dev dependency"));
+            }
+            // Not even the daemon's tests build on the CLI crate.
+            if name == "appmgr-daemon" && dep == "appmgr-cli" {
+                wrong.push(format!("{name} depends on {dep} ({})", d["kind"]));
+            }
             // dev-dependencies (tests) may reach anywhere; build scripts likewise.
             if !d["kind"].is_null() {
                 continue;

@@ -8,9 +8,10 @@
 //! missing.
 
 use appmgr_policy::{render_bus_policy, BusPolicyEntry};
+use appmgr_testkit::{BusConfig, Nss, PrivateBus};
 use appmgr_types::{AppId, BusName};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
@@ -30,68 +31,39 @@ const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
 const CHILD_ENV: &str = "APPMGR_TEST_BUS_SERVICE";
 
 fn skip_reason() -> Option<String> {
-    // /proc/self belongs to the process's effective uid.
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
+    if !appmgr_testkit::is_root() {
         return Some("needs root (runs clients as app uids)".into());
     }
-    for tool in ["dbus-daemon", "dbus-send", "setpriv", "unshare"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
+    appmgr_testkit::missing_tool(&["dbus-daemon", "dbus-send", "setpriv", "unshare"])
 }
 
-fn config(dir: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={dir}/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <!-- permissive for everyone: the per-uid app sections must override this -->
-    <allow send_destination="{GRANTED}"/>
-    <allow send_destination="{OTHER}"/>
-    <allow send_destination="{PFX_ONE}"/>
-  </policy>
-  <policy user="root">
+/// The kit's system-bus-like configuration whose default context lets every user call the
+/// test services, and root own them.
+fn config() -> BusConfig {
+    BusConfig::system_like(Nss::ExtraUsers(
+        [("a", APP_A), ("b", APP_B), ("plain", PLAIN)]
+            .into_iter()
+            .map(|(n, u)| (format!("appmgr-test-{n}"), u))
+            .collect(),
+    ))
+    .default_rule(r#"<deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>"#)
+    .default_rule("<!-- permissive for everyone: the per-uid app sections must override this -->")
+    .default_rule(&format!(r#"<allow send_destination="{GRANTED}"/>"#))
+    .default_rule(&format!(r#"<allow send_destination="{OTHER}"/>"#))
+    .default_rule(&format!(r#"<allow send_destination="{PFX_ONE}"/>"#))
+    .section(
+        r#"<policy user="root">
     <allow own_prefix="org.appmgr.Test"/>
     <allow send_destination_prefix="org.appmgr.Test"/>
-  </policy>
-  <includedir>{dir}/system.d</includedir>
-</busconfig>
-"#,
-        dir = dir.display()
+  </policy>"#,
     )
 }
 
 struct Bus {
+    // Killed before `dir` is removed.
+    _bus: PrivateBus,
     dir: tempfile::TempDir,
     addr: String,
-    daemon: Child,
 }
 
 impl Bus {
@@ -99,66 +71,23 @@ impl Bus {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(dir.path().join("system.d")).unwrap();
-        let conf = dir.path().join("bus.conf");
-        std::fs::write(&conf, config(dir.path())).unwrap();
+        write_policy(dir.path(), entries);
         // dbus-daemon serves a uid, and honours `<policy user="UID">`, only when NSS
         // resolves it (else: "Unknown username", and the connection's Hello is never
         // answered). The app uids get passwd/group entries in a private mount namespace
         // of the daemon only: an overlay on /etc, nothing written to the host's /etc.
-        let (up, work) = (dir.path().join("etc-up"), dir.path().join("etc-work"));
-        std::fs::create_dir(&up).unwrap();
-        std::fs::create_dir(&work).unwrap();
-        let mut pw = String::new();
-        let mut gr = String::new();
-        for (n, u) in [("a", APP_A), ("b", APP_B), ("plain", PLAIN)] {
-            pw.push_str(&format!(
-                "appmgr-test-{n}:x:{u}:{u}::/nonexistent:/usr/sbin/nologin\n"
-            ));
-            gr.push_str(&format!("appmgr-test-{n}:x:{u}:\n"));
-        }
-        std::fs::write(dir.path().join("passwd.add"), pw).unwrap();
-        std::fs::write(dir.path().join("group.add"), gr).unwrap();
-        let script = format!(
-            "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={work} /etc; \
-             cat {d}/passwd.add >> /etc/passwd; cat {d}/group.add >> /etc/group; \
-             exec dbus-daemon --config-file={conf} --nofork --nopidfile --print-address=1",
-            up = up.display(),
-            work = work.display(),
-            d = dir.path().display(),
-            conf = conf.display(),
-        );
-        let bus = Bus {
-            addr: String::new(),
-            daemon: Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                .arg(script)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("start dbus-daemon"),
-            dir,
-        };
-        let mut bus = bus;
-        bus.write_policy(entries);
-        // The address is printed once the socket listens.
-        let mut line = String::new();
-        BufReader::new(bus.daemon.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
-        bus.addr = line.trim().to_string();
+        let bus = PrivateBus::start(dir.path(), config());
         // Like the system bus socket: every uid may connect; the policy decides the rest.
-        let sock = bus.dir.path().join("bus.sock");
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-        bus
+        std::fs::set_permissions(bus.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        Bus {
+            addr: bus.address(),
+            _bus: bus,
+            dir,
+        }
     }
 
     fn write_policy(&self, entries: &[BusPolicyEntry]) {
-        let xml = render_bus_policy(entries);
-        let p = self.dir.path().join("system.d/appmgr-apps.conf");
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, xml).unwrap();
-        std::fs::rename(&tmp, &p).unwrap();
+        write_policy(self.dir.path(), entries);
     }
 
     fn reload(&self) {
@@ -219,11 +148,13 @@ impl Bus {
     }
 }
 
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
+/// The rendered policy for `entries`, atomically, as the bus's drop-in.
+fn write_policy(dir: &Path, entries: &[BusPolicyEntry]) {
+    let xml = render_bus_policy(entries);
+    let p = dir.join("system.d/appmgr-apps.conf");
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, xml).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
 }
 
 #[derive(Debug)]
@@ -362,10 +293,7 @@ fn app_service_child() {
 
 #[test]
 fn app_uids_get_exactly_their_bus_grants() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    appmgr_testkit::skip_if!(skip_reason());
     let a = entry(
         "org.example.AppA",
         APP_A,

@@ -3,6 +3,7 @@
 //! inside. Skipped (with a message) when not root.
 
 use appmgr_sandbox::{build_plan, launcher_command, LaunchSpec, SeccompPlan};
+use appmgr_testkit::require_root;
 use appmgr_types::{AllowFlag, AppId, Permissions};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -14,19 +15,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const UID: u32 = 40123;
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (namespaces, mounts, setuid)");
-            return;
-        }
-    };
-}
 
 /// The probe, built statically once per test run into its own target directory.
 fn probe_bin() -> PathBuf {
@@ -303,7 +291,7 @@ const ALLOWED: &[(&str, &str)] = &[
 
 #[test]
 fn default_sandbox_is_closed() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let r = report(&w.spec(&[]));
     let st = &r["status"];
@@ -468,7 +456,7 @@ fn default_sandbox_is_closed() {
 /// as root without a sandbox, the same calls fail differently (or succeed harmlessly).
 #[test]
 fn blocked_errnos_come_from_the_filter() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let t = tempfile::tempdir().unwrap();
     let plan = SeccompPlan {
         cache_file: t.path().join("f.bpf"),
@@ -502,7 +490,7 @@ fn blocked_errnos_come_from_the_filter() {
 
 #[test]
 fn grants_open_exactly_what_they_name() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     // network + ipc: the host's namespaces; resolv.conf copied
     let mut s = w.spec(&[]);
@@ -583,7 +571,7 @@ fn grants_open_exactly_what_they_name() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn foreign_abi_syscalls_kill_unless_multiarch() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     for mode in ["int80", "x32"] {
         let o = launch(&w.spec(&[mode]));
@@ -605,7 +593,7 @@ fn foreign_abi_syscalls_kill_unless_multiarch() {
 
 #[test]
 fn arguments_are_data_and_environment_is_built() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let args = ["--bind", "/", "/", "--", "$(id)", "; rm -rf /", "-c"];
     let o = launch(&w.spec(&args));
@@ -640,7 +628,7 @@ fn arguments_are_data_and_environment_is_built() {
 
 #[test]
 fn exit_status_is_the_apps() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let mut s = w.spec(&["-c", "exit 7"]);
     s.command = "/usr/bin/sh".into();
@@ -680,7 +668,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn signals_are_forwarded_to_the_app() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let mut s = w.spec(&[
         "-c",
@@ -707,7 +695,7 @@ fn signals_are_forwarded_to_the_app() {
 
 #[test]
 fn launcher_death_kills_the_sandbox() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let (mut cmd, fd) = command(&w.spec(&["sleep"]));
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
@@ -737,7 +725,7 @@ fn launcher_death_kills_the_sandbox() {
 
 #[test]
 fn data_dir_replaced_by_symlink_is_refused() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let victim = w.root.join("victim");
     std::fs::create_dir_all(&victim).unwrap();
@@ -786,7 +774,7 @@ fn data_dir_replaced_by_symlink_is_refused() {
 #[test]
 #[ignore]
 fn latency() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let mut s = w.spec(&[]);
     s.command = "/usr/bin/true".into();
@@ -816,7 +804,7 @@ fn latency() {
 /// The launcher re-checks what it must not trust from the plan's producer.
 #[test]
 fn launcher_refuses_bad_plans() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     use std::os::fd::AsRawFd;
     let w = World::new();
     let good = build_plan(&w.spec(&[])).unwrap();
@@ -864,7 +852,7 @@ fn launcher_refuses_bad_plans() {
 /// (cgroup namespace).
 #[test]
 fn sandbox_runs_in_the_given_cgroup() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let pids = Path::new("/sys/fs/cgroup/pids");
     if !pids.join("cgroup.procs").exists() {
         eprintln!("skipped: no cgroup v1 pids hierarchy");
@@ -987,7 +975,7 @@ fn world_writable(p: &Path) {
 
 #[test]
 fn notify_socket_reaches_the_caller() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     add_helper(&w);
     let host = w.root.join("notify.sock");
@@ -1023,7 +1011,7 @@ fn notify_socket_reaches_the_caller() {
 
 #[test]
 fn socket_sources_must_be_sockets() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let file = w.root.join("not-a-socket");
     std::fs::write(&file, "x").unwrap();
@@ -1051,7 +1039,7 @@ fn socket_sources_must_be_sockets() {
 
 #[test]
 fn system_bus_only_with_a_dbus_grant() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     add_helper(&w);
     let host = w.root.join("system_bus_socket");
@@ -1093,7 +1081,7 @@ fn system_bus_only_with_a_dbus_grant() {
 
 #[test]
 fn standard_streams_are_the_callers() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     use std::io::Read;
     use std::os::fd::AsFd;
     let w = World::new();
@@ -1185,7 +1173,7 @@ fn assert_reaped(pid: Option<u32>) {
 
 #[test]
 fn detached_leaves_only_init_beside_the_app() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let out = w.root.join("out");
     let s = sh(
@@ -1261,7 +1249,7 @@ fn detached_leaves_only_init_beside_the_app() {
 
 #[test]
 fn detached_init_exits_with_the_apps_status() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let out = w.root.join("out");
     let init = detached(&sh(&w, "exit 7"), &out).expect("detached start");
@@ -1272,7 +1260,7 @@ fn detached_init_exits_with_the_apps_status() {
 
 #[test]
 fn detached_failures_leave_nothing_behind() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let out = w.root.join("out");
     let launch_err = |r: Result<appmgr_sandbox::DetachedInit, appmgr_sandbox::ExecError>| match r {
@@ -1316,7 +1304,7 @@ fn detached_failures_leave_nothing_behind() {
 
 #[test]
 fn detached_sandbox_runs_in_the_given_cgroup() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let pids = Path::new("/sys/fs/cgroup/pids");
     if !pids.join("cgroup.procs").exists() {
         eprintln!("skipped: no cgroup v1 pids hierarchy");
@@ -1392,7 +1380,7 @@ fn mknod(path: &Path, major: u32, minor: u32, mode: u32, gid: u32) {
 /// programs work without any controller.
 #[test]
 fn device_program_allows_exactly_the_granted_nodes() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let base = [
         Path::new("/sys/fs/cgroup/unified"),
         Path::new("/sys/fs/cgroup"),
@@ -1567,7 +1555,7 @@ fn has_line(out: &str, line: &str) -> bool {
 /// out of job control is refused; brought to the foreground, the app reads the next line.
 #[test]
 fn background_job_cannot_read_the_terminal() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let out = on_terminal(
         &w,
@@ -1615,7 +1603,7 @@ echo "job-exit:$?""#,
 /// reaches it: the job ends with 130.
 #[test]
 fn foreground_job_reads_the_terminal_and_gets_ctrl_c() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let out = on_terminal(
         &w,
@@ -1640,7 +1628,7 @@ fn foreground_job_reads_the_terminal_and_gets_ctrl_c() {
 /// `/dev/null` instead, with a note; what was typed stays for the shell.
 #[test]
 fn foreign_terminal_is_not_given_to_the_app() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let result = w.root.join("app-stdout");
     let out = on_terminal(
@@ -1683,7 +1671,7 @@ echo "shell-read:$line""#,
 /// received it). NETLINK_ROUTE keeps working in both network setups.
 #[test]
 fn kernel_uevents_are_refused_to_every_app() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let trigger = || std::fs::write("/sys/class/mem/null/uevent", "change").unwrap();
     // Starts the probe, waits for its first line, triggers a uevent, returns all output.
     let with_trigger = |mut cmd: Command| -> String {
@@ -1792,7 +1780,7 @@ fn assert_refused(o: &Outcome, path: &Path, why: &str) {
 /// grant is created, bound, chowned or shown.
 #[test]
 fn planted_symlinks_are_refused_for_every_grant_kind() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let (outside, share) = outside_and_share(&w);
     let before = snapshot(&outside);
@@ -1921,7 +1909,7 @@ fn planted_symlinks_are_refused_for_every_grant_kind() {
 /// show): compared by device and inode, refused.
 #[test]
 fn protected_host_paths_are_compared_on_what_was_resolved() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     for host in ["/etc", "/proc"] {
         let alias = w.root.join(format!("alias{}", host.replace('/', "-")));
@@ -1971,7 +1959,7 @@ fn launch_plan(plan: &appmgr_sandbox::LaunchPlan) -> Outcome {
 /// or sees only the grant's content, and nothing is created or bound outside.
 #[test]
 fn symlink_race_in_a_shared_grant_never_escapes() {
-    require_root!();
+    require_root!("namespaces, mounts, setuid");
     let w = World::new();
     let (outside, share) = outside_and_share(&w);
     let flipper_uid = UID + 1;

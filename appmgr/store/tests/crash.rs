@@ -8,6 +8,7 @@
 
 mod common;
 use appmgr_store::{Store, CRASH_ENV};
+use appmgr_testkit::require_root;
 use common::*;
 use rand::Rng;
 use std::path::{Path, PathBuf};
@@ -317,43 +318,51 @@ fn random_kills(op: &str, rounds: usize) {
 
 #[test]
 fn install_update_survives_every_crash_point() {
+    require_root!("the store writes root-owned objects");
     crash_points("install-v3");
 }
 
 #[test]
 fn first_install_survives_every_crash_point() {
+    require_root!("the store writes root-owned objects");
     crash_points("install-first");
 }
 
 #[test]
 fn reinstall_same_version_survives_every_crash_point() {
+    require_root!("the store writes root-owned objects");
     crash_points("reinstall-v2");
 }
 
 #[test]
 fn rollback_survives_every_crash_point() {
+    require_root!("the store writes root-owned objects");
     crash_points("rollback");
 }
 
 #[test]
 fn remove_survives_every_crash_point() {
+    require_root!("the store writes root-owned objects");
     crash_points("remove");
 }
 
 #[test]
 fn install_survives_sigkill_at_random_moments() {
+    require_root!("the store writes root-owned objects");
     random_kills("install-v3", 10);
     random_kills("install-first", 6);
 }
 
 #[test]
 fn rollback_and_remove_survive_sigkill_at_random_moments() {
+    require_root!("the store writes root-owned objects");
     random_kills("rollback", 8);
     random_kills("remove", 8);
 }
 
 #[test]
 fn parallel_installs_from_several_processes_are_serialized() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     open(&root);
@@ -440,6 +449,7 @@ fn peak_rss_kib(mib: u64) -> u64 {
 
 #[test]
 fn peak_memory_does_not_grow_with_the_payload() {
+    require_root!("the store writes root-owned objects");
     let small = peak_rss_kib(18);
     let large = peak_rss_kib(180);
     eprintln!("peak RSS: 18 MiB payload {small} KiB, 180 MiB payload {large} KiB");

@@ -4,6 +4,7 @@
 
 mod common;
 use appmgr_store::{InstallOptions, NewDeployment, StoreError};
+use appmgr_testkit::require_root;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +46,7 @@ fn used_bytes(p: &Path) -> u64 {
 
 #[test]
 fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
+    require_root!("mounts a tmpfs");
     let tmp = tempdir();
     let _fs = Tmpfs::mount(tmp.path(), "40M");
     let root = state(tmp.path());

@@ -3,12 +3,14 @@
 
 mod common;
 use appmgr_store::{deployment_is_marked_corrupt, Store, StoreConfig, StoreError};
+use appmgr_testkit::require_root;
 use appmgr_types::ErrorClass;
 use common::*;
 use std::os::unix::fs::MetadataExt;
 
 #[test]
 fn install_runtime_and_app_deploys_hardlinked_root_owned_files() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -86,6 +88,7 @@ fn install_runtime_and_app_deploys_hardlinked_root_owned_files() {
 
 #[test]
 fn update_keeps_previous_and_rollback_swaps_with_stable_uid() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -164,6 +167,7 @@ fn update_keeps_previous_and_rollback_swaps_with_stable_uid() {
 
 #[test]
 fn same_version_redeploys_and_keeps_previous() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -229,6 +233,7 @@ fn assert_refused_unchanged(
 
 #[test]
 fn downgrade_is_refused_unless_allowed_even_after_remove() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -307,6 +312,7 @@ fn downgrade_is_refused_unless_allowed_even_after_remove() {
 
 #[test]
 fn app_whose_runtime_is_missing_is_refused() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -371,6 +377,7 @@ fn app_whose_runtime_is_missing_is_refused() {
 
 #[test]
 fn runtime_in_use_by_current_or_previous_deployment_cannot_be_removed() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -442,6 +449,7 @@ fn runtime_in_use_by_current_or_previous_deployment_cannot_be_removed() {
 
 #[test]
 fn remove_deletes_deployments_refs_and_objects_and_keeps_the_uid() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -539,6 +547,7 @@ fn remove_deletes_deployments_refs_and_objects_and_keeps_the_uid() {
 
 #[test]
 fn rollback_without_previous_is_a_clear_error() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -584,6 +593,7 @@ impl std::error::Error for ReaderFailure {}
 
 #[test]
 fn failing_import_discards_everything_and_keeps_the_reader_error() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -630,6 +640,7 @@ fn failing_import_discards_everything_and_keeps_the_reader_error() {
 
 #[test]
 fn inconsistent_entries_are_refused() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -711,6 +722,7 @@ fn inconsistent_entries_are_refused() {
 
 #[test]
 fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -798,6 +810,7 @@ fn fsck_finds_corruption_marks_the_deployment_and_reinstall_repairs() {
 
 #[test]
 fn uid_range_is_exhausted_cleanly() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = Store::open(
@@ -840,6 +853,7 @@ fn uid_range_is_exhausted_cleanly() {
 
 #[test]
 fn large_files_are_spooled_and_round_trip() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -875,6 +889,7 @@ fn large_files_are_spooled_and_round_trip() {
 
 #[test]
 fn leftovers_are_collected_at_lock_time() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -938,6 +953,7 @@ fn store_set_ref(root: &std::path::Path, name: &str, commit: &str) {
 
 #[test]
 fn a_lost_deployment_directory_is_checked_out_again_from_its_commit() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -962,6 +978,7 @@ fn a_lost_deployment_directory_is_checked_out_again_from_its_commit() {
 
 #[test]
 fn an_unreadable_record_is_reported_and_left_alone_while_other_refs_work() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -1015,6 +1032,7 @@ fn an_unreadable_record_is_reported_and_left_alone_while_other_refs_work() {
 /// branch keeps its own `highest-version`, and a downgrade within a branch stays refused.
 #[test]
 fn lower_version_on_another_branch_is_not_a_downgrade() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -1064,6 +1082,7 @@ fn lower_version_on_another_branch_is_not_a_downgrade() {
 /// crate's real parser into the store's importer: refused, with nothing on disk changed.
 #[test]
 fn pax_size_disagreement_is_refused_before_anything_is_stored() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);

@@ -5,6 +5,7 @@
 
 mod common;
 use appmgr_store::{Store, StoreConfig, StoreError, StoreLock};
+use appmgr_testkit::require_root;
 use appmgr_types::ErrorClass;
 use common::*;
 use std::path::Path;
@@ -15,10 +16,6 @@ fn payload(seed: u64) -> Payload {
 
 fn uid_of(store: &Store, lock: &StoreLock, id: &str) -> Option<u32> {
     store.info(lock, &app_ref(id)).unwrap().uid
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// Rewrites a record as appmgr before uid-for-life wrote it after a remove: `uid: null`.
@@ -47,6 +44,7 @@ fn make_home(root: &Path, id: &str, uid: u32) {
 
 #[test]
 fn removed_uid_goes_to_no_other_app_and_comes_back_on_reinstall() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -70,6 +68,7 @@ fn removed_uid_goes_to_no_other_app_and_comes_back_on_reinstall() {
 
 #[test]
 fn high_water_mark_is_persistent_and_survives_reopen() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     {
@@ -113,6 +112,7 @@ fn high_water_mark_is_persistent_and_survives_reopen() {
 
 #[test]
 fn exhausted_range_is_a_clear_refusal_that_writes_nothing() {
+    require_root!("the store writes root-owned objects");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = Store::open(
@@ -186,10 +186,7 @@ fn exhausted_range_is_a_clear_refusal_that_writes_nothing() {
 /// the app can open its HOME.
 #[test]
 fn old_store_removed_app_gets_the_uid_of_its_home_back() {
-    if !is_root() {
-        eprintln!("skipped: chown of a data directory needs root");
-        return;
-    }
+    require_root!("chown of a data directory");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);
@@ -239,10 +236,7 @@ fn old_store_removed_app_gets_the_uid_of_its_home_back() {
 /// uid for every other app.
 #[test]
 fn old_store_recycled_uid_is_not_given_out_again() {
-    if !is_root() {
-        eprintln!("skipped: chown of a data directory needs root");
-        return;
-    }
+    require_root!("chown of a data directory");
     let tmp = tempdir();
     let root = state(tmp.path());
     let store = open(&root);

@@ -1,9 +1,10 @@
 //! appmgrd end to end, as root, on a private dbus-daemon with a system-bus-like policy:
 //! the CLI through the daemon (same output and exit codes as the local path), progress
 //! signals, access control, concurrent clients, SIGKILL mid-install, the health window,
-//! the per-app bus policy, and the committed introspection XML.
-mod common;
-use common::*;
+//! the per-app bus policy, and the committed introspection XML. Each test is skipped (with
+//! the reason) when not root. The CLI binaries are not this crate's: `cargo test
+//! --workspace` builds them, or `cargo build -p appmgr-cli -p appmgr-sandbox --bins` first.
+use appmgr_testkit::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,76 +14,21 @@ use std::time::{Duration, Instant};
 const BUS_NAME: &str = "org.appmgr.Manager1";
 
 fn appmgrd_bin() -> PathBuf {
-    let p = Path::new(bin()).with_file_name("appmgrd");
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        p.display()
-    );
-    p
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    binary("appmgrd")
 }
 
 /// A private bus (system-bus-like policy plus the shipped appmgrd bus policy) and an
 /// appmgrd serving the Env's state dir on it. Both are killed on drop.
 struct Daemon {
-    bus: Child,
+    // Dropped after `Drop::drop` has ended appmgrd.
+    _bus: PrivateBus,
     daemon: Option<Child>,
     address: String,
     policy_dir: PathBuf,
+    userdb: PathBuf,
     state: PathBuf,
     cfg: PathBuf,
     stderr: PathBuf,
-}
-
-fn system_like_config(dir: &Path) -> (PathBuf, String, PathBuf) {
-    let sock = dir.join("bus.sock");
-    let incl = dir.join("system.d");
-    fs::create_dir_all(&incl).unwrap();
-    // The daemon's own policy file, as shipped.
-    fs::copy(
-        repo().join("appmgr/daemon/data/org.appmgr.Manager1.conf"),
-        incl.join("org.appmgr.Manager1.conf"),
-    )
-    .expect("appmgr/daemon/data/org.appmgr.Manager1.conf is shipped");
-    let conf = dir.join("bus.conf");
-    fs::write(
-        &conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <includedir>{incl}</includedir>
-</busconfig>
-"#,
-            sock = sock.display(),
-            incl = incl.display()
-        ),
-    )
-    .unwrap();
-    (conf, format!("unix:path={}", sock.display()), incl)
 }
 
 impl Daemon {
@@ -90,43 +36,29 @@ impl Daemon {
         // Unprivileged callers must reach the bus socket and the daemon's files.
         fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let busdir = e.p("bus");
-        fs::create_dir_all(&busdir).unwrap();
-        let (conf, address, policy_dir) = system_like_config(&busdir);
+        fs::create_dir_all(busdir.join("system.d")).unwrap();
+        // The daemon's own policy file, as shipped.
+        fs::copy(
+            repo_root().join("appmgr/daemon/data/org.appmgr.Manager1.conf"),
+            busdir.join("system.d/org.appmgr.Manager1.conf"),
+        )
+        .expect("appmgr/daemon/data/org.appmgr.Manager1.conf is shipped");
         // dbus-daemon serves a uid, and applies `<policy user="UID">`, only when NSS
         // resolves it: appmgrd publishes the app uids as nss-systemd user records. The bus
         // runs in its own mount namespace where /run/userdb is the directory appmgrd
         // writes to and nsswitch.conf consults nss-systemd; the host is not touched.
-        let userdb = busdir.join("userdb");
-        fs::create_dir_all(&userdb).unwrap();
-        fs::write(
-            busdir.join("nsswitch.conf"),
-            "passwd: files systemd\ngroup: files systemd\nshadow: files\nhosts: files\n",
-        )
-        .unwrap();
-        let script = format!(
-            "set -e; mount -t tmpfs tmpfs /run; mkdir /run/userdb; \
-             mount --bind {d}/userdb /run/userdb; \
-             mount --bind {d}/nsswitch.conf /etc/nsswitch.conf; \
-             exec dbus-daemon --config-file={conf} --nofork --nopidfile",
-            d = busdir.display(),
-            conf = conf.display(),
+        let bus = PrivateBus::start(
+            &busdir,
+            BusConfig::system_like(Nss::Userdb).default_rule(
+                r#"<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>"#,
+            ),
         );
-        let bus = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(script)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (scripts/install-deps installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !busdir.join("bus.sock").exists() {
-            assert!(Instant::now() < deadline, "private bus did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let mut d = Daemon {
-            bus,
+            address: bus.address(),
+            policy_dir: bus.policy_dir(),
+            userdb: bus.userdb_dir(),
+            _bus: bus,
             daemon: None,
-            address,
-            policy_dir,
             state: e.state.clone(),
             cfg: e.cfg.clone(),
             stderr: e.p("appmgrd.log"),
@@ -150,15 +82,9 @@ impl Daemon {
             ])
             .args(["--system-bus-socket", "none"])
             .args(["--group-file", s(&self.cfg.join("group"))])
-            .args([
-                "--userdb-dir",
-                s(&self.policy_dir.parent().unwrap().join("userdb")),
-            ])
+            .args(["--userdb-dir", s(&self.userdb)])
             .env_remove("NOTIFY_SOCKET")
-            .env(
-                "APPMGR_LAUNCH",
-                Path::new(bin()).with_file_name("appmgr-launch"),
-            )
+            .env("APPMGR_LAUNCH", binary("appmgr-launch"))
             .stderr(log)
             .spawn()
             .unwrap();
@@ -223,14 +149,16 @@ impl Drop for Daemon {
             eprintln!("--- appmgrd's log ---\n{}", self.log());
         }
         self.terminate();
-        let _ = self.bus.kill();
-        let _ = self.bus.wait();
     }
 }
 
 /// An Env whose commands run locally (`--direct`), with runtime and app v1 installed.
 fn setup(id: &str, policy: &str) -> Env {
-    assert!(is_root(), "appmgrd tests need root (CI runs them as root)");
+    // Each test calls require_root! first: here it would fail instead of skipping.
+    assert!(
+        is_root(),
+        "appmgrd tests need root: start the test with require_root!"
+    );
     let e = Env::new();
     fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
     fs::write(
@@ -277,6 +205,7 @@ fn same_output(e: &Env, args: &[&str]) {
 
 #[test]
 fn cli_through_daemon_matches_local_path_and_reports_progress() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonRt";
     let e = setup(id, "");
     let app_v1 = e.bundle(
@@ -301,7 +230,7 @@ fn cli_through_daemon_matches_local_path_and_reports_progress() {
     );
     let out = Command::new("script")
         .args(["-qec", &cmdline, "/dev/null"])
-        .env("APPMGR_OPS", Path::new(bin()).with_file_name("appmgr-ops"))
+        .env("APPMGR_OPS", binary("appmgr-ops"))
         .output()
         .unwrap();
     let tty = String::from_utf8_lossy(&out.stdout);
@@ -430,7 +359,7 @@ fn as_user(e: &Env, uid: u32, groups: &str, args: &[&str]) -> Run {
     c.arg(bin())
         .args(["--state-dir", s(&e.state), "--config-dir", s(&e.cfg)])
         .args(args)
-        .env("APPMGR_OPS", Path::new(bin()).with_file_name("appmgr-ops"));
+        .env("APPMGR_OPS", binary("appmgr-ops"));
     let o = c.output().unwrap();
     Run {
         code: o.status.code().unwrap_or(137),
@@ -441,6 +370,7 @@ fn as_user(e: &Env, uid: u32, groups: &str, args: &[&str]) -> Run {
 
 #[test]
 fn unprivileged_callers_are_denied_and_change_nothing() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonAcl";
     let e = setup(id, "");
     let v1 = e.bundle(
@@ -493,6 +423,7 @@ fn unprivileged_callers_are_denied_and_change_nothing() {
 
 #[test]
 fn ten_clients_install_and_remove_concurrently() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let e = setup("org.example.Unused", "");
     let shared = [
         e.bundle(
@@ -549,6 +480,7 @@ fn ten_clients_install_and_remove_concurrently() {
 
 #[test]
 fn sigkill_of_appmgrd_mid_install_leaves_old_or_new() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonKill";
     let e = setup(id, "");
     let v1 = e.bundle(
@@ -621,6 +553,7 @@ fn status(e: &Env, id: &str) -> serde_json::Value {
 
 #[test]
 fn health_window_rolls_back_a_crashing_update() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonHealth";
     let e = setup(id, SERVICE_POLICY);
     let good = service_bundle(
@@ -683,6 +616,7 @@ fn health_window_rolls_back_a_crashing_update() {
 
 #[test]
 fn health_window_rolls_back_an_update_that_never_gets_ready() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonReady";
     let e = setup(id, SERVICE_POLICY);
     let good = service_bundle(
@@ -723,6 +657,7 @@ fn health_window_rolls_back_an_update_that_never_gets_ready() {
 
 #[test]
 fn per_app_bus_policy_lets_an_app_reach_granted_names_only() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let talker = "org.example.BusTalker";
     let mute = "org.example.BusMute";
     let policy = format!(
@@ -794,6 +729,7 @@ fn per_app_bus_policy_lets_an_app_reach_granted_names_only() {
 /// rewrites the file after a deliberate API change).
 #[test]
 fn introspection_matches_the_committed_xml() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let e = setup("unused", "");
     let d = Daemon::start(&e);
     let out = Command::new("dbus-send")
@@ -822,7 +758,7 @@ fn introspection_matches_the_committed_xml() {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n";
-    let path = repo().join("appmgr/daemon/dbus/org.appmgr.Manager1.xml");
+    let path = repo_root().join("appmgr/daemon/dbus/org.appmgr.Manager1.xml");
     if std::env::var_os("APPMGR_UPDATE_INTROSPECTION").is_some() {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, &served).unwrap();
@@ -864,8 +800,8 @@ fn store_snapshot(e: &Env) -> std::collections::BTreeMap<String, String> {
 
 #[test]
 fn preinstall_installs_factory_bundles_once() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.Factory";
-    assert!(is_root(), "appmgrd tests need root (CI runs them as root)");
     let e = Env::new();
     let rt = e.runtime_bundle("1.0.0");
     let app = e.bundle(
@@ -971,6 +907,7 @@ fn preinstall_installs_factory_bundles_once() {
 
 #[test]
 fn services_come_back_after_appmgrd_is_killed() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonCrash";
     let e = setup(id, SERVICE_POLICY);
     let svc = service_bundle(
@@ -1056,6 +993,7 @@ fn lock_is_held(lock: &Path) -> bool {
 
 #[test]
 fn daemon_files_are_root_only_and_no_user_can_stall_appmgrd() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let e = setup("org.example.Unused", "");
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     // What an older appmgrd left: a directory and a lock every user could open, and a
@@ -1119,6 +1057,7 @@ fn appmgrd_once(e: &Env) -> Run {
 
 #[test]
 fn appmgrd_refuses_daemon_files_another_user_could_reach() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let e = setup("org.example.Unused", "");
     let ddir = e.state.join("daemon");
     // A directory a user owns: refused, nothing written into it.
@@ -1153,6 +1092,7 @@ fn appmgrd_refuses_daemon_files_another_user_could_reach() {
 
 #[test]
 fn stale_address_or_held_lock_never_hangs_the_cli() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonStale";
     let e = setup(id, "");
     let app = e.bundle(
@@ -1233,6 +1173,7 @@ fn gdbus(d: &Daemon, uid: u32, groups: &str, method: &str, args: &[&str]) -> Com
 
 #[test]
 fn install_path_opens_with_the_callers_rights_and_never_blocks() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     use std::os::unix::fs::OpenOptionsExt;
     let id = "org.example.DaemonPath";
     let e = setup(id, "");
@@ -1333,6 +1274,7 @@ fn install_path_opens_with_the_callers_rights_and_never_blocks() {
 
 #[test]
 fn service_log_files_are_capped_and_keep_the_newest_lines() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonLogCap";
     let e = setup(id, SERVICE_POLICY);
     // The default cap, 1M (`service-log-max` in appmgr.toml). About 4.5 MB of output as fast as the shell writes, on stdout and stderr, then idle.
@@ -1383,6 +1325,7 @@ fn service_log_files_are_capped_and_keep_the_newest_lines() {
 
 #[test]
 fn a_bad_service_log_max_is_refused_naming_the_key() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let id = "org.example.DaemonLogCapBad";
     let e = setup(id, SERVICE_POLICY);
     fs::write(e.cfg.join("appmgr.toml"), "service-log-max = \"4Q\"\n").unwrap();

@@ -1,13 +1,14 @@
-//! Shared harness for the CLI's end-to-end tests: a private state and config dir, a
-//! trusted key, a small but real runtime (static busybox) and app trees, and helpers that
-//! snapshot the state dir so a refused command can be proven to have changed nothing.
-#![allow(dead_code)]
+//! The install environment: a private state and config dir, a trusted key, a small but
+//! real runtime (static busybox) and app trees, the `appmgr` CLI run against them, and a
+//! snapshot of the state dir so a refused command can be proven to have changed nothing.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::bin;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -29,11 +30,10 @@ impl Run {
     }
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_appmgr")
-}
-
 impl Env {
+    /// A fresh environment with a generated vendor key that the config dir trusts. (Not
+    /// `Default`: it runs the CLI.)
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -238,16 +238,6 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         };
         out.insert(rel, desc);
     }
-}
-
-/// Whether the tests run as root (the privileged ones need it; CI runs them as root).
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 pub fn arch() -> &'static str {

@@ -1,0 +1,300 @@
+//! The shared harness of appmgr's integration tests (dev-only, `publish = false`).
+//!
+//! One copy, used by the tests of every crate, of what they all need:
+//!
+//! - **root and skipping**: [`is_root`] (the effective uid), [`require_root!`] and
+//!   [`skip_if!`], which end a test early and print `SKIPPED <test>: <reason>` straight to
+//!   the terminal (past libtest's output capture), so an unprivileged `cargo test` reports
+//!   the privileged tests as skipped with the reason instead of failing them;
+//! - **binaries** ([`binary`], [`bin`]): `appmgr`, `appmgr-ops`, `appmgrd` and
+//!   `appmgr-launch` are found next to the running test executable's target directory
+//!   (`target/<profile>/`, or `APPMGR_TEST_BIN_DIR`), from the tests of any crate. A missing
+//!   binary, or one older than one of its sources (cargo's dep-info file next to it), is a
+//!   panic naming the binary and the `cargo build` command that makes it: `cargo test -p X`
+//!   builds only X's own binaries, `cargo test --workspace` builds them all;
+//! - **an install environment** ([`Env`]): a private state and config dir, a trusted key, a
+//!   real runtime (static busybox) and app bundles, the CLI run against them, and a snapshot
+//!   of the state dir so a refused command can be proven to have changed nothing;
+//! - **a private bus** ([`PrivateBus`], [`BusConfig`]): a dbus-daemon with a
+//!   system-bus-like policy in its own mount namespace (app uids resolved from a userdb
+//!   directory or from extra passwd entries), up within a bounded wait and killed on drop.
+//!
+//! The kit depends on no appmgr crate (it runs the binaries as processes), so any crate may
+//! take it as a dev-dependency without a cycle, and the daemon's tests never pull in the CLI
+//! crate.
+
+mod bus;
+mod env;
+
+pub use bus::{BusConfig, Nss, PrivateBus};
+pub use env::*;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Whether the tests run with effective uid 0 (the privileged ones need it; CI and
+/// scripts/test run them as root).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Reports a skipped test on the terminal: `SKIPPED <test>: <reason>`. Written to the
+/// stderr file directly, so it shows even though libtest captures a passing test's output.
+/// `location` names the test when the thread does not (`--test-threads=1`).
+pub fn skipped(location: &str, reason: &str) {
+    let thread = std::thread::current();
+    let test = thread
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or(location)
+        .to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// Ends the current test (`return`) when not root, printing why it is skipped:
+/// `require_root!("namespaces, cgroups")`.
+#[macro_export]
+macro_rules! require_root {
+    ($why:expr) => {
+        if !$crate::is_root() {
+            $crate::skipped(
+                concat!(module_path!(), ":", line!()),
+                &format!("needs root ({})", $why),
+            );
+            return;
+        }
+    };
+}
+
+/// Ends the current test (`return`) when `reason` (an `Option<String>`) is `Some`,
+/// printing it: `skip_if!(missing_tool(&["dbus-daemon"]))`.
+#[macro_export]
+macro_rules! skip_if {
+    ($reason:expr) => {
+        if let Some(reason) = $reason {
+            $crate::skipped(concat!(module_path!(), ":", line!()), &reason);
+            return;
+        }
+    };
+}
+
+/// `Some("TOOL is not installed")` for the first of `tools` not found on `PATH`.
+pub fn missing_tool(tools: &[&str]) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    tools
+        .iter()
+        .find(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .map(|t| format!("{t} is not installed"))
+}
+
+/// The repository's root directory (the workspace this kit belongs to).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root")
+}
+
+/// Where the workspace's binaries are: `APPMGR_TEST_BIN_DIR`, else the profile directory
+/// of the running test executable (`target/debug/deps/NAME-HASH` → `target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("APPMGR_TEST_BIN_DIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable's directory")
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The package that builds binary `name`.
+fn package_of(name: &str) -> &'static str {
+    match name {
+        "appmgr" | "appmgr-ops" => "appmgr-cli",
+        "appmgrd" => "appmgr-daemon",
+        "appmgr-launch" => "appmgr-sandbox",
+        "appmgr-probe" => "appmgr-probe",
+        _ => "<the package that defines it>",
+    }
+}
+
+/// The workspace binary `name` (`appmgr`, `appmgr-ops`, `appmgrd`, `appmgr-launch`) in
+/// [`bin_dir`]. Panics, naming the binary and the command that builds it, when it is
+/// missing or older than one of its sources (per cargo's dep-info file `NAME.d` beside it).
+pub fn binary(name: &str) -> PathBuf {
+    static CHECKED: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = checked.get(name) {
+        return p.clone();
+    }
+    let p = locate(&bin_dir(), name).unwrap_or_else(|e| panic!("appmgr-testkit: {e}"));
+    checked.insert(name.to_string(), p.clone());
+    p
+}
+
+/// `dir/name` if it exists and is not older than its sources; else why not and how to
+/// build it.
+fn locate(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let p = dir.join(name);
+    let build = format!(
+        "build it with `cargo build -p {} --bin {name}` (or `cargo build --workspace --bins`, \
+         as scripts/test does; `cargo test -p X` builds only X's own binaries)",
+        package_of(name)
+    );
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{name} is missing at {} ({e}): {build}", p.display()))?;
+    match newer_source(&dir.join(format!("{name}.d")), built) {
+        Some(src) => Err(format!(
+            "{name} at {} is older than its source {}: {build}",
+            p.display(),
+            src.display()
+        )),
+        None => Ok(p),
+    }
+}
+
+/// The first source listed in the dep-info file `dep_info` (`TARGET: SRC SRC …`, spaces in
+/// paths escaped as `\ `) that is missing or modified after `built`. None when there is no
+/// dep-info file (binaries not built by cargo here, e.g. `APPMGR_TEST_BIN_DIR`).
+fn newer_source(dep_info: &Path, built: SystemTime) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dep_info).ok()?;
+    let first = text.lines().next()?;
+    let (_, deps) = first.split_once(": ")?;
+    let mut paths = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ' ' => paths.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    paths.push(cur);
+    paths
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .find(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .map_or(true, |t| t > built)
+        })
+}
+
+/// [`binary`]'s path as a `&'static str` (the form the CLI tests pass to `Command::new`).
+pub fn binary_str(name: &str) -> &'static str {
+    static PATHS: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut paths = PATHS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = paths.get(name) {
+        return s;
+    }
+    let p = binary(name);
+    let s: &'static str = Box::leak(
+        p.to_str()
+            .unwrap_or_else(|| panic!("{} is not UTF-8", p.display()))
+            .to_string()
+            .into_boxed_str(),
+    );
+    paths.insert(name.to_string(), s);
+    s
+}
+
+/// The `appmgr` CLI.
+pub fn bin() -> &'static str {
+    binary_str("appmgr")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dep_info_newer_or_missing_sources_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a b.rs");
+        std::fs::write(&a, "").unwrap();
+        let built = SystemTime::now() + Duration::from_secs(60);
+        let info = d.path().join("x.d");
+        let escaped = a.display().to_string().replace(' ', "\\ ");
+        std::fs::write(&info, format!("/t/x: {escaped}\n\n{escaped}:\n")).unwrap();
+        assert_eq!(newer_source(&info, built), None);
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(newer_source(&info, earlier), Some(a.clone()));
+        std::fs::write(&info, format!("/t/x: {escaped} /nonexistent/src.rs\n")).unwrap();
+        assert_eq!(
+            newer_source(&info, built),
+            Some(PathBuf::from("/nonexistent/src.rs"))
+        );
+        assert_eq!(newer_source(&d.path().join("none.d"), built), None);
+    }
+
+    #[test]
+    fn a_missing_or_stale_binary_is_refused_with_the_build_command() {
+        let d = tempfile::tempdir().unwrap();
+        let e = locate(d.path(), "appmgr").unwrap_err();
+        assert!(e.starts_with("appmgr is missing at "), "{e}");
+        assert!(
+            e.contains("`cargo build -p appmgr-cli --bin appmgr`"),
+            "{e}"
+        );
+        let e = locate(d.path(), "appmgrd").unwrap_err();
+        assert!(
+            e.contains("`cargo build -p appmgr-daemon --bin appmgrd`"),
+            "{e}"
+        );
+        // Built, and its source edited afterwards: stale.
+        let bin = d.path().join("appmgr-launch");
+        std::fs::write(&bin, "").unwrap();
+        let src = d.path().join("launch.rs");
+        std::fs::write(&src, "").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        std::fs::write(
+            d.path().join("appmgr-launch.d"),
+            format!("{}: {}\n", bin.display(), src.display()),
+        )
+        .unwrap();
+        let e = locate(d.path(), "appmgr-launch").unwrap_err();
+        assert!(
+            e.contains("is older than its source") && e.contains("launch.rs"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`cargo build -p appmgr-sandbox --bin appmgr-launch`"),
+            "{e}"
+        );
+        // Rebuilt after the edit: found.
+        std::fs::File::options()
+            .write(true)
+            .open(&bin)
+            .unwrap()
+            .set_modified(later + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(locate(d.path(), "appmgr-launch"), Ok(bin));
+    }
+
+    #[test]
+    fn missing_tool_names_the_tool() {
+        assert_eq!(missing_tool(&["sh"]), None);
+        assert_eq!(
+            missing_tool(&["sh", "appmgr-no-such-tool"]),
+            Some("appmgr-no-such-tool is not installed".into())
+        );
+    }
+}
