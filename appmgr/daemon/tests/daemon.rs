@@ -1338,3 +1338,44 @@ fn a_bad_service_log_max_is_refused_naming_the_key() {
     );
     assert!(!e.state.join("daemon/logs").exists());
 }
+
+#[test]
+fn a_launch_the_launcher_refuses_fails_start_with_policy_refused() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
+    let id = "org.example.DaemonRefusedLaunch";
+    let policy = SERVICE_POLICY.replace("autostart = true", "autostart = false");
+    let e = setup(id, &policy);
+    let b = service_bundle(
+        &e,
+        id,
+        "1.0.0",
+        "#!/usr/bin/sh\nexec busybox sleep 1000\n",
+        "\n[service]\nready = \"started\"\n",
+    );
+    e.ok(&["--direct", "install", s(&b)]);
+    // The app's HOME replaced by a symlink to a directory outside: the launcher refuses
+    // (exit 4) before anything is created or chowned there.
+    let outside = e.p("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let data = e.state.join("data").join(id);
+    let _ = fs::remove_dir_all(&data);
+    fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &data).unwrap();
+    let _d = Daemon::start(&e);
+    let msg = e.fails(&["start", id], 4);
+    assert!(
+        msg.contains("refusing to launch") && msg.contains("symlink"),
+        "{msg}"
+    );
+    let r = e.run(&["--json", "start", id]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("\"PolicyRefused\""), "{}", r.stderr);
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    let m = fs::metadata(&outside).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&m),
+        0,
+        "the outside directory was chowned"
+    );
+    assert_ne!(status(&e, id)["state"], "running");
+}
