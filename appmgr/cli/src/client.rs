@@ -181,7 +181,7 @@ async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliRe
     }?;
     if matches!(cmd, Fsck) {
         // The same rule as the local path: findings, then the integrity error.
-        return appmgr_core::store_ops::fsck_verdict(&g.ctx(), reply);
+        return appmgr_core::records::fsck_verdict(&g.ctx(), reply);
     }
     Ok(reply)
 }

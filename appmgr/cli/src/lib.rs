@@ -200,7 +200,8 @@ fn report(e: &CliError, json: bool) -> i32 {
 
 /// Dispatches one parsed command line, store commands included (`appmgr-ops`).
 pub fn run(cli: Cli) -> CliResult<Output> {
-    use appmgr_core::store_ops;
+    use appmgr_core::records;
+    use appmgr_storeops as store_ops;
     use args::Command::*;
     let g = &cli.global;
     let ctx = g.ctx();
@@ -210,8 +211,8 @@ pub fn run(cli: Cli) -> CliResult<Output> {
             allow_downgrade,
             name,
         } => local::install(g, file, *allow_downgrade, name.as_deref()),
-        List => store_ops::list(&ctx),
-        Info { id } => store_ops::info(&ctx, id),
+        List => records::list(&ctx),
+        Info { id } => records::info(&ctx, id),
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
         Rollback { id } => store_ops::rollback(&ctx, id).map(|d| d.output),
         Fsck => store_ops::fsck(&ctx),

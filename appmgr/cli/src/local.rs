@@ -3,7 +3,7 @@
 //! `run` (the plan printed, or the launcher exec'd in place of this process).
 
 use crate::{CliError, CliResult, Global, Output};
-use appmgr_core::store_ops::{install_from, Progress};
+use appmgr_storeops::{install_from, Progress};
 use appmgr_types::ErrorClass;
 use std::path::Path;
 

@@ -2,9 +2,10 @@
 //! protocol). Reads one request from the socket N, runs it through `appmgr-core`, and
 //! answers with progress messages and one final message on the same socket.
 
-use appmgr_core::store_ops::{self, Change, Done, Progress};
+use appmgr_core::records::{Change, Done};
 use appmgr_core::worker::{Message, Op, Request, VERSION};
 use appmgr_core::{Error, Output};
+use appmgr_storeops::{self as store_ops, Progress};
 use appmgr_types::ErrorClass;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

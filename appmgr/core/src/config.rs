@@ -89,8 +89,8 @@ impl HostConfig {
         })
     }
 
-    pub fn store_config(&self) -> CoreResult<appmgr_store::StoreConfig> {
-        let mut cfg = appmgr_store::StoreConfig::default();
+    /// `uid-range`, validated: `None` when unset (the store's default applies).
+    pub fn uid_range(&self) -> CoreResult<Option<std::ops::RangeInclusive<u32>>> {
         if let Some(r) = &self.uid_range {
             let bad = || {
                 Error::new(ErrorClass::Usage, format!("appmgr.toml: uid-range {r:?}: expected FIRST-LAST, e.g. 70000-79999, above 1000"))
@@ -103,9 +103,9 @@ impl HostConfig {
             if a < 1000 || b < a || b >= u32::MAX - 1 {
                 return Err(bad());
             }
-            cfg.uid_range = a..=b;
+            return Ok(Some(a..=b));
         }
-        Ok(cfg)
+        Ok(None)
     }
 
     /// The system bus socket path (`system-bus-socket`), `None` when turned off.

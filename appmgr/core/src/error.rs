@@ -46,7 +46,8 @@ impl std::fmt::Display for Error {
 
 pub type CoreResult<T> = Result<T, Error>;
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes as one line, each cause once.
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -62,11 +63,6 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl From<appmgr_bundle::BundleError> for Error {
     fn from(e: appmgr_bundle::BundleError) -> Self {
-        if let Some(inner) = e.sink_error() {
-            if let Some(se) = inner.downcast_ref::<appmgr_store::StoreError>() {
-                return Error::new(se.class(), chain(&e));
-            }
-        }
         Error::new(e.class(), chain(&e))
     }
 }
@@ -80,18 +76,6 @@ impl From<appmgr_bundle::TrustError> for Error {
 impl From<appmgr_bundle::keys::KeyError> for Error {
     fn from(e: appmgr_bundle::keys::KeyError) -> Self {
         appmgr_bundle::TrustError::from(e).into()
-    }
-}
-
-impl From<appmgr_store::StoreError> for Error {
-    fn from(e: appmgr_store::StoreError) -> Self {
-        // An import that failed because the bundle was bad is the bundle's failure (3).
-        if let appmgr_store::StoreError::Import { source, .. } = &e {
-            if let Some(be) = source.downcast_ref::<appmgr_bundle::BundleError>() {
-                return Error::new(be.class(), chain(be));
-            }
-        }
-        Error::new(e.class(), chain(&e))
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! The mechanism crates below (`types`, `bundle`, `store`, `policy`, `board`, `cgroup`,
 //! `sandbox`) know nothing of each other's formats or of the front ends; this crate puts
-//! them together into what an operator asks for: install, update, remove, roll back, fsck
-//! (`store_ops`), the effective grant, launch, ps, kill and reload (`apps`). The front
+//! them together into what an operator asks for: the effective grant, launch, ps, kill
+//! and reload (`apps`), installed refs and one ref's state (`records`), the service
+//! settings (`service`), the worker protocol (`worker`). The store mutations (install,
+//! update, remove, rollback, fsck) need libostree and live in `appmgr-storeops`, above
+//! this crate, which only `appmgr-ops` links: nothing here depends on the store. The front
 //! ends sit side by side on it: `appmgr-cli` (argument parsing, rendering, the D-Bus
 //! client) and `appmgr-daemon` (D-Bus, access control, supervision); neither depends on
 //! the other.
@@ -17,11 +20,11 @@ pub mod apps;
 pub mod config;
 mod error;
 pub mod paths;
+pub mod records;
 pub mod service;
-pub mod store_ops;
 pub mod worker;
 
-pub use error::{CoreResult, Error};
+pub use error::{chain as error_chain, CoreResult, Error};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 //! is read from the environment and no human output is parsed; both sides refuse a
 //! message of another protocol [`VERSION`].
 
-use crate::store_ops::Change;
+use crate::records::Change;
 use crate::{Ctx, Error, Output};
 use appmgr_types::ErrorClass;
 use serde::{Deserialize, Serialize};

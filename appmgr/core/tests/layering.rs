@@ -15,7 +15,9 @@ fn layer(name: &str) -> Option<u32> {
         "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" | "appmgr-state" => 1,
         "appmgr-store" | "appmgr-policy" => 2,
         "appmgr-core" => 3,
-        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" | "appmgr-layering" => 4,
+        // The store mutations, over core: only appmgr-ops links them.
+        "appmgr-storeops" => 4,
+        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" | "appmgr-layering" => 5,
         _ => return None,
     })
 }

@@ -81,7 +81,7 @@ impl Daemon {
         }
     }
 
-    pub async fn after_install(&self, change: &appmgr_core::store_ops::Change) {
+    pub async fn after_install(&self, change: &appmgr_core::records::Change) {
         self.supervisor.after_install(change).await;
     }
 

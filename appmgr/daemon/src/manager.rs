@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::journal::{self, Event};
 use crate::opsrun;
 use crate::Daemon;
-use appmgr_core::{apps, store_ops, Error as CoreError};
+use appmgr_core::{apps, records, Error as CoreError};
 use appmgr_types::ErrorClass;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,7 +139,7 @@ impl Manager {
         let _ = forward.await;
         let done = out?;
         let change = done.change()?.clone();
-        let event = if change.action == appmgr_core::store_ops::Action::Updated {
+        let event = if change.action == appmgr_core::records::Action::Updated {
             Event::Updated
         } else {
             Event::Installed
@@ -294,7 +294,7 @@ impl Manager {
             }
         }
         let g = self.d.ctx();
-        let r = reply(Self::blocking(move || store_ops::list(&g)).await?)?;
+        let r = reply(Self::blocking(move || records::list(&g)).await?)?;
         if let Some(g) = before.filter(|g| view.generation() == Some(*g)) {
             if let Ok(mut c) = self.d.list_cache.lock() {
                 *c = Some((g, r.clone()));
@@ -306,7 +306,7 @@ impl Manager {
     /// One installed app or runtime.
     async fn info(&self, id: String) -> Result<(String, String), Error> {
         let g = self.d.ctx();
-        reply(Self::blocking(move || store_ops::info(&g, &id)).await?)
+        reply(Self::blocking(move || records::info(&g, &id)).await?)
     }
 
     /// The effective grant and limits of an app with the rule behind each.

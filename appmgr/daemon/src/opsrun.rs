@@ -6,7 +6,7 @@
 //! stdin; the child's stderr (diagnostics only) goes to the daemon's.
 
 use crate::error::Error;
-use appmgr_core::store_ops::Change;
+use appmgr_core::records::Change;
 use appmgr_core::worker::{Message, Op, Request, VERSION};
 use appmgr_core::Output;
 use std::os::fd::{AsRawFd, OwnedFd};

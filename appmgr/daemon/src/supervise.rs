@@ -738,7 +738,7 @@ impl Supervisor {
 
     /// After an install: an updated service that runs (or autostarts) is restarted on the
     /// new version inside a health window; a new autostart service is started.
-    pub async fn after_install(self: &Arc<Self>, change: &appmgr_core::store_ops::Change) {
+    pub async fn after_install(self: &Arc<Self>, change: &appmgr_core::records::Change) {
         let app = change.id.clone();
         let id = app.as_str();
         if change.kind != appmgr_types::Kind::App {
@@ -762,7 +762,7 @@ impl Supervisor {
         let from = change.previous_version.clone();
         let to = change.version.clone().unwrap_or_default();
         let health = match (change.action, from) {
-            (appmgr_core::store_ops::Action::Updated, Some(from)) => Some(Health::open(
+            (appmgr_core::records::Action::Updated, Some(from)) => Some(Health::open(
                 from,
                 to,
                 settings.health_crashes,

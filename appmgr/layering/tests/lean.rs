@@ -70,27 +70,15 @@ fn lean_binaries_need_no_libostree_or_glib() {
 const LEAN_CRATES: &[(&str, &[&str], &str)] = &[
     ("appmgr-state", &[], ""),
     ("appmgr-sandbox", &[], ""),
-    (
-        "appmgr-core",
-        &["appmgr-store"],
-        "store_ops.rs runs the store operations of appmgr-ops; listed so that a new route \
-         through core (which cli and daemon see only as their hop to appmgr-core) fails",
-    ),
+    ("appmgr-core", &[], ""),
     (
         "appmgr-cli",
-        &["appmgr-core"],
-        "appmgr-core holds the store operations (store_ops.rs: install, remove, rollback, \
-         fsck over appmgr_store::Store, run in appmgr-ops) in the same crate as the lean \
-         use cases (launch, list/info through appmgr-state); the appmgr binary itself is \
-         checked by lean_binaries_need_no_libostree_or_glib",
+        &["appmgr-storeops"],
+        "the crate also builds appmgr-ops, which runs the store mutations \
+         (appmgr-storeops over appmgr_store::Store); the lean appmgr binary of the same \
+         crate is checked by lean_binaries_need_no_libostree_or_glib",
     ),
-    (
-        "appmgr-daemon",
-        &["appmgr-core"],
-        "as for appmgr-cli: appmgrd uses only core's lean parts (apps::*, store_ops::list \
-         and info through appmgr-state) and has no direct store dependency, but appmgr-core \
-         depends on appmgr-store as a whole",
-    ),
+    ("appmgr-daemon", &[], ""),
 ];
 
 #[test]

@@ -1,101 +1,53 @@
-//! Commands on the store: install, list, info, remove, rollback, fsck.
+//! appmgr-storeops: the use cases that change the store (install, update, remove,
+//! rollback, fsck). They need libostree, so they live apart from `appmgr-core`: only
+//! `appmgr-ops` (the CLI's store binary and appmgrd's worker) links them, and the lean
+//! `appmgr`, `appmgrd` and `appmgr-launch` do not even depend on them.
 
-use crate::config::{board_facts, HostConfig};
-use crate::error::{CoreResult, Error};
-use crate::Ctx;
-use crate::Output;
 use appmgr_bundle::TrustStore;
-use appmgr_store::{InstallOptions, NewDeployment, RefInfo, Store};
-use appmgr_types::{AppId, Arch, ErrorClass, Kind};
+use appmgr_core::config::{board_facts, HostConfig};
+use appmgr_core::records::{ref_json, Action, Change, Done};
+use appmgr_core::{CoreResult, Ctx, Error, Output};
+use appmgr_store::{InstallOptions, NewDeployment, Store, StoreError};
+use appmgr_types::{Arch, ErrorClass, Kind};
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
 
+/// A store error as the one error type: an import that failed because the bundle was bad
+/// is the bundle's failure (exit 3).
+pub fn store_error(e: StoreError) -> Error {
+    if let StoreError::Import { source, .. } = &e {
+        if let Some(be) = source.downcast_ref::<appmgr_bundle::BundleError>() {
+            return Error::new(be.class(), appmgr_core::error_chain(be));
+        }
+    }
+    Error::new(e.class(), appmgr_core::error_chain(&e))
+}
+
+/// A bundle error during an install: one that the store (the sink) caused has the
+/// store's class.
+fn bundle_error(e: appmgr_bundle::BundleError) -> Error {
+    if let Some(inner) = e.sink_error() {
+        if let Some(se) = inner.downcast_ref::<StoreError>() {
+            return Error::new(se.class(), appmgr_core::error_chain(&e));
+        }
+    }
+    Error::from(e)
+}
+
+/// The store's settings from `appmgr.toml` (the uid range).
+fn store_config(host: &HostConfig) -> CoreResult<appmgr_store::StoreConfig> {
+    let mut cfg = appmgr_store::StoreConfig::default();
+    if let Some(r) = host.uid_range()? {
+        cfg.uid_range = r;
+    }
+    Ok(cfg)
+}
+
 pub fn open_store(g: &Ctx) -> CoreResult<(Store, HostConfig)> {
     let host = HostConfig::load(&g.config_dir)?;
-    let store = Store::open(&g.state_dir, host.store_config()?)?;
+    let store = Store::open(&g.state_dir, store_config(&host)?).map_err(store_error)?;
     Ok((store, host))
-}
-
-pub fn ref_json(i: &RefInfo) -> serde_json::Value {
-    let r = &i.ref_name;
-    let cur = i.current.as_ref();
-    let prev = i.previous.as_ref();
-    json!({
-        "id": r.id,
-        "kind": r.kind,
-        "version": cur.map(|d| d.version.to_string()),
-        "arch": r.arch,
-        "branch": r.branch,
-        "ref": r.to_string(),
-        "installed": cur.is_some(),
-        "commit": cur.map(|d| d.commit.clone()),
-        "runtime": cur.and_then(|d| d.runtime.as_ref().map(|x| x.to_string())),
-        "installed-size": cur.map(|d| d.installed_size),
-        "deployment": cur.map(|d| d.files.clone()),
-        "marked-corrupt": cur.map(|d| d.marked_corrupt),
-        "uid": i.uid,
-        "highest-version": i.highest_version.to_string(),
-        "previous-version": prev.map(|d| d.version.to_string()),
-        "previous": prev.map(|d| json!({"version": d.version.to_string(), "commit": d.commit, "deployment": d.files})),
-    })
-}
-
-/// What a store mutation did, typed: what appmgrd acts on (a health window after an
-/// update, forgetting a removed service), never read back from the rendered output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Installed,
-    Updated,
-    Downgraded,
-    Reinstalled,
-    Removed,
-    RolledBack,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Installed => "installed",
-            Action::Updated => "updated",
-            Action::Downgraded => "downgraded",
-            Action::Reinstalled => "reinstalled",
-            Action::Removed => "removed",
-            Action::RolledBack => "rolled-back",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Change {
-    pub id: AppId,
-    pub kind: Kind,
-    pub action: Action,
-    /// The current version after the change (`None` after a remove).
-    pub version: Option<String>,
-    /// The version that was current before (install, update) or is previous now.
-    pub previous_version: Option<String>,
-}
-
-impl Change {
-    fn of(i: &RefInfo, action: Action, before: Option<String>) -> Change {
-        Change {
-            id: i.ref_name.id.clone(),
-            kind: i.ref_name.kind,
-            action,
-            version: i.current.as_ref().map(|d| d.version.to_string()),
-            previous_version: before.or_else(|| i.previous.as_ref().map(|d| d.version.to_string())),
-        }
-    }
-}
-
-/// A mutation's output for people and machines, and the typed change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Done {
-    pub output: Output,
-    pub change: Change,
 }
 
 /// Where an install is: `phase` is `verifying` (signature and manifest checked, nothing
@@ -161,7 +113,7 @@ pub fn install_from(
     progress: &mut dyn FnMut(Progress),
 ) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
-    let bundle = appmgr_bundle::open_file(f, file, Some(&trust))?;
+    let bundle = appmgr_bundle::open_file(f, file, Some(&trust)).map_err(bundle_error)?;
     let m = bundle.manifest().clone();
     // The first thing read after the signature: a bundle for another architecture is a
     // conflict with this host (exit 6), refused before the store is even opened.
@@ -197,7 +149,7 @@ pub fn install_from(
             .map(|d| format!("{}={}", d.key, appmgr_types::escape_for_display(&d.value)))
             .collect();
     }
-    let lock = store.lock()?;
+    let lock = store.lock().map_err(store_error)?;
     let payload = m.payload.as_ref().expect("verified bundles have a payload");
     let manifest_bytes = bundle.manifest_bytes().to_vec();
     let signer = bundle.signer().unwrap_or_default().to_string();
@@ -214,26 +166,28 @@ pub fn install_from(
         bytes: 0,
         total,
     });
-    let report = store.install(&lock, &new, InstallOptions { allow_downgrade }, |sink| {
-        let mut counting = Counting {
-            inner: sink,
-            bytes: 0,
-            total,
-            progress: &mut *progress,
-        };
-        let r = bundle
-            .import(&mut counting)
-            .map(|_| ())
-            .map_err(|e| Box::new(e) as appmgr_store::ImportError);
-        if r.is_ok() {
-            progress(Progress {
-                phase: "committing",
-                bytes: total,
+    let report = store
+        .install(&lock, &new, InstallOptions { allow_downgrade }, |sink| {
+            let mut counting = Counting {
+                inner: sink,
+                bytes: 0,
                 total,
-            });
-        }
-        r
-    })?;
+                progress: &mut *progress,
+            };
+            let r = bundle
+                .import(&mut counting)
+                .map(|_| ())
+                .map_err(|e| Box::new(e) as appmgr_store::ImportError);
+            if r.is_ok() {
+                progress(Progress {
+                    phase: "committing",
+                    bytes: total,
+                    total,
+                });
+            }
+            r
+        })
+        .map_err(store_error)?;
     let (action, from) = match &report.replaced {
         None => (Action::Installed, String::new()),
         Some(old) if old.version < report.version => {
@@ -262,7 +216,7 @@ pub fn install_from(
     for d in &dropped {
         let _ = writeln!(text, "dropped by policy: {d}");
     }
-    let info = store.info(&lock, &report.ref_name)?;
+    let info = store.info(&lock, &report.ref_name).map_err(store_error)?;
     let mut j = ref_json(&info);
     j["action"] = json!(what);
     j["signed-by"] = json!(signer);
@@ -279,88 +233,15 @@ pub fn install_from(
     })
 }
 
-fn line(i: &RefInfo) -> String {
-    let cur = i.current.as_ref();
-    format!(
-        "{:<8} {:<36} {:<12} {:<8} {:<10}{}",
-        i.ref_name.kind.as_str(),
-        i.ref_name.id.as_str(),
-        cur.map(|d| d.version.to_string()).unwrap_or_default(),
-        i.ref_name.arch.as_str(),
-        i.ref_name.branch.as_str(),
-        match &i.previous {
-            Some(p) => format!(" (previous {})", p.version),
-            None => String::new(),
-        }
-    )
-}
-
-/// Installed refs, read from the records without the store lock (a list never waits for
-/// an install, and appmgrd answers it without libostree).
-pub fn list(g: &Ctx) -> CoreResult<Output> {
-    let all = appmgr_state::View::new(&g.state_dir).list_installed()?;
-    let mut text = String::new();
-    for i in &all {
-        let _ = writeln!(text, "{}", line(i));
-    }
-    Ok(Output::new(
-        text,
-        json!(all.iter().map(ref_json).collect::<Vec<_>>()),
-    ))
-}
-
-/// One ref's state, from its record (lock-free, like [`list`]).
-pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
-    let i = crate::apps::resolve_view(&appmgr_state::View::new(&g.state_dir), id)?;
-    let r = i.ref_name.clone();
-    let Some(cur) = &i.current else {
-        return Err(Error::new(
-            ErrorClass::NotFound,
-            format!(
-                "{r}: not installed (highest version ever installed: {})",
-                i.highest_version
-            ),
-        ));
-    };
-    let mut t = String::new();
-    let _ = writeln!(t, "ref:             {r}");
-    let _ = writeln!(t, "version:         {}", cur.version);
-    let _ = writeln!(t, "commit:          {}", cur.commit);
-    if let Some(rt) = &cur.runtime {
-        let _ = writeln!(t, "runtime:         {rt}");
-    }
-    let _ = writeln!(t, "deployment:      {}", cur.files.display());
-    let _ = writeln!(t, "installed size:  {} bytes", cur.installed_size);
-    if let Some(uid) = i.uid {
-        let _ = writeln!(t, "uid/gid:         {uid}");
-    }
-    match &i.previous {
-        Some(p) => {
-            let _ = writeln!(t, "previous:        {} ({})", p.version, p.commit);
-        }
-        None => {
-            let _ = writeln!(t, "previous:        none");
-        }
-    }
-    let _ = writeln!(t, "highest version: {}", i.highest_version);
-    if cur.marked_corrupt {
-        let _ = writeln!(
-            t,
-            "state:           CORRUPT (reinstall the bundle to repair)"
-        );
-    }
-    Ok(Output::new(t, ref_json(&i)))
-}
-
 pub fn remove(g: &Ctx, id: &str) -> CoreResult<Done> {
     let (store, _) = open_store(g)?;
-    let lock = store.lock()?;
-    let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
+    let lock = store.lock().map_err(store_error)?;
+    let r = appmgr_core::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     // A running instance would outlive its deployment: refused, under the store lock, so
     // the app is stopped first (`appmgr kill` / `stop`). Its uid, HOME and IPC objects stay
     // with the ID (the store never reuses the uid), so a reinstall finds them.
     if r.kind == Kind::App {
-        let pids = crate::apps::running_pids(&r.id)?;
+        let pids = appmgr_core::apps::running_pids(&r.id)?;
         if !pids.is_empty() {
             return Err(Error::new(
                 ErrorClass::Conflict,
@@ -373,14 +254,14 @@ pub fn remove(g: &Ctx, id: &str) -> CoreResult<Done> {
             ));
         }
     }
-    let i = store.remove(&lock, &r)?;
+    let i = store.remove(&lock, &r).map_err(store_error)?;
     Ok(Done {
         output: Output::new(
             format!(
                 "removed {r} (highest version {} and uid {} stay recorded; HOME {} is kept)\n",
                 i.highest_version,
                 i.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
-                crate::apps::data_dir(g, &r.id).display()
+                appmgr_core::apps::data_dir(g, &r.id).display()
             ),
             ref_json(&i),
         ),
@@ -390,9 +271,9 @@ pub fn remove(g: &Ctx, id: &str) -> CoreResult<Done> {
 
 pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Done> {
     let (store, _) = open_store(g)?;
-    let lock = store.lock()?;
-    let r = crate::apps::resolve_view(&appmgr_state::View::new(store.root()), id)?.ref_name;
-    let i = store.rollback(&lock, &r)?;
+    let lock = store.lock().map_err(store_error)?;
+    let r = appmgr_core::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
+    let i = store.rollback(&lock, &r).map_err(store_error)?;
     let cur = i
         .current
         .as_ref()
@@ -415,32 +296,14 @@ pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Done> {
 /// `fsck`: the findings, or the integrity error (exit 3) carrying them when the store is
 /// not clean.
 pub fn fsck(g: &Ctx) -> CoreResult<Output> {
-    fsck_verdict(g, fsck_report(g)?)
-}
-
-/// The one rule for fsck's exit: findings of an unclean store fail with the integrity
-/// class (exit 3), carrying the findings; a clean report is the output. Both the local
-/// path and the daemon client apply it to the report.
-pub fn fsck_verdict(g: &Ctx, out: Output) -> CoreResult<Output> {
-    if out.json["clean"] == serde_json::Value::Bool(false) {
-        let problems = out.json["problems"].as_array().map_or(0, Vec::len);
-        return Err(Error::new(
-            ErrorClass::Integrity,
-            format!(
-                "store {}: {problems} problem(s) found",
-                g.state_dir.display(),
-            ),
-        )
-        .with_output(out));
-    }
-    Ok(out)
+    appmgr_core::records::fsck_verdict(g, fsck_report(g)?)
 }
 
 /// fsck's findings as output, clean or not (`json["clean"]` tells): what appmgrd returns.
 pub fn fsck_report(g: &Ctx) -> CoreResult<Output> {
     let (store, _) = open_store(g)?;
-    let lock = store.lock()?;
-    let report = store.fsck(&lock)?;
+    let lock = store.lock().map_err(store_error)?;
+    let report = store.fsck(&lock).map_err(store_error)?;
     let mut t = String::new();
     for c in &report.collected {
         let _ = writeln!(t, "collected leftover: {c}");
