@@ -52,7 +52,7 @@ total=$(($1 * $2))
 [ $total -le 8388608 ] && [ $total -ge 6291456 ] || qt_fail "HOME is $total bytes under storage-max 8M"
 [ "$3" = "$4" ] || qt_fail "HOME is owned by $3, the app runs as $4"
 [ "$(stat -c '%s %u %a' $img)" = "8388608 0 600" ] || qt_fail "image: $(stat -c '%s %u %a' $img)"
-[ $(($(stat -c %b $img) * 512)) -ge 8388608 ] || qt_fail "the image's space is not allocated"
+[ $(($(stat -c %b $img) * 512)) -ge 8388608 ] || qt_fail "the image's space is not allocated ($(stat -c %b $img) blocks of 512 bytes)"
 qt_ok "HOME: $total bytes of ext4 owned by uid $3 (storage-max 8M), image 8M root 0600"
 
 # 2. filling HOME: ENOSPC at the limit, in this app only; no loop device stays.

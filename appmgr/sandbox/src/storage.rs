@@ -327,9 +327,10 @@ fn create(req: &StorageRequest<'_>, size: u64, limit: u64) -> Result<(), Storage
             e => e,
         });
     }
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("sync", &tmp))?;
+    if let Err(e) = allocate(&tmp, size) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, req.image).map_err(io_err("rename into place", req.image))?;
     sync_dir(dir)?;
     // The files are in the durable image now; the plain copy goes.
@@ -393,6 +394,22 @@ fn resize(req: &StorageRequest<'_>, len: u64, want: u64, limit: u64) -> Result<(
     if want < len {
         f.set_len(want).map_err(io_err("truncate", img))?;
     }
+    drop(f);
+    allocate(img, want)
+}
+
+/// Allocates every block of the image and makes it durable. mkfs and resize2fs may punch
+/// holes where they zero a range (the journal, for instance): `fallocate` over the whole
+/// file fills them again without changing what any byte reads as, so the app's space is
+/// reserved on the host file system whatever the tools did.
+fn allocate(img: &Path, size: u64) -> Result<(), StorageError> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(img)
+        .map_err(io_err("open", img))?;
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, size)
+        .map_err(|e| io_err("allocate", img)(e.into()))?;
     f.sync_all().map_err(io_err("sync", img))
 }
 
