@@ -65,7 +65,7 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
         );
     }
     if let Err(e) = appmgr_core::apps::install_bus_policy(
-        &f.ctx,
+        &g.ctx(),
         &f.launch,
         &f.id,
         crate::client::reload_bus_config,

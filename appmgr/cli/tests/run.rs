@@ -436,7 +436,10 @@ fn a_grant_containing_the_state_dir_is_refused() {
         r.stderr
     );
     // Before the grant is resolved, `run` creates the (empty, root-owned) data root and
-    // the launcher caches the compiled seccomp program; nothing else may change.
+    // the launcher caches the compiled seccomp program (install compiled it already);
+    // nothing else may change.
+    let mut before = before;
+    before.retain(|k, _| !k.starts_with("cache"));
     let mut after = e.snapshot();
     after.retain(|k, _| !k.starts_with("cache"));
     assert_eq!(after.remove("data").as_deref(), Some("dir 40755"));
@@ -662,4 +665,209 @@ fn granted_device_node_opens_and_nothing_else_does() {
         r.stdout
     );
     assert_eq!((f[4], f[5]), ("10,", "229"), "{}", r.stdout);
+}
+
+/// The kept launch plan of `id` (`STATE/plans/ID.plan`): its header words and its body.
+fn kept_plan(e: &Env, id: &str) -> (Vec<String>, serde_json::Value) {
+    let text = fs::read_to_string(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    let (head, body) = text.split_once('\n').unwrap();
+    (
+        head.split(' ').map(str::to_string).collect(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
+/// Writes `body` as the kept plan of `id`, sealed (the header's digest is the body's).
+fn write_plan(e: &Env, id: &str, body: &serde_json::Value, seal_ok: bool) {
+    use sha2::Digest;
+    let body = serde_json::to_string(body).unwrap();
+    let mut seal = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    if !seal_ok {
+        seal = seal.replace(&seal[..1], if &seal[..1] == "0" { "1" } else { "0" });
+    }
+    let path = e.state.join("plans").join(format!("{id}.plan"));
+    fs::write(&path, format!("appmgr-prepared-launch 1 {seal}\n{body}")).unwrap();
+}
+
+fn lang_seen(e: &Env, id: &str) -> String {
+    let r = e.ok(&["run", id, "--", "env"]);
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LANG="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Plan at install, apply at launch: install keeps a sealed, root-only plan; `run` applies
+/// that plan (a change made to it, sealed, is what runs); a plan whose seal does not match,
+/// or that is not root's alone, is ignored and replaced by a fresh derivation.
+#[test]
+fn a_launch_applies_the_plan_kept_at_install_and_only_a_sealed_one() {
+    require_root!("namespaces, cgroups");
+    use std::os::unix::fs::MetadataExt;
+    let id = "org.example.RunKeptPlan";
+    let e = setup(LIMITS, id);
+    let dir = fs::symlink_metadata(e.state.join("plans")).unwrap();
+    assert!(dir.is_dir());
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o700));
+    let f = fs::symlink_metadata(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    assert_eq!((f.uid(), f.mode() & 0o7777, f.nlink()), (0, 0o600, 1));
+    let (head, body) = kept_plan(&e, id);
+    assert_eq!(head[..2], ["appmgr-prepared-launch", "1"]);
+    assert_eq!(body["spec"]["app-id"], id);
+    // Its inputs name the policy file and the app's record, by digest.
+    let inputs = body["spec"]["inputs"].as_array().unwrap();
+    let named = |suffix: &str| {
+        inputs
+            .iter()
+            .any(|i| i["path"].as_str().unwrap().ends_with(suffix) && i["sha256"].is_string())
+    };
+    assert!(named("policies.d/50-test.toml"), "{inputs:?}");
+    assert!(
+        named(&format!("{id}/{}/stable/state.json", arch())),
+        "{inputs:?}"
+    );
+    assert!(named("manifest.toml"), "{inputs:?}");
+    // The seccomp filters were compiled at install, not at the first launch.
+    assert_eq!(
+        fs::read_dir(e.state.join("cache/seccomp")).unwrap().count(),
+        2
+    );
+    assert_eq!(lang_seen(&e, id), "C.UTF-8");
+
+    // The launch applies what the kept plan says.
+    let mut changed = body.clone();
+    changed["spec"]["lang"] = serde_json::json!("de_DE.UTF-8");
+    write_plan(&e, id, &changed, true);
+    assert_eq!(lang_seen(&e, id), "de_DE.UTF-8");
+
+    // A broken seal: ignored, derived afresh, and the kept plan is replaced.
+    write_plan(&e, id, &changed, false);
+    assert_eq!(lang_seen(&e, id), "C.UTF-8");
+    assert_eq!(kept_plan(&e, id).1, body);
+
+    // Sealed but not root's: ignored too.
+    write_plan(&e, id, &changed, true);
+    let path = e.state.join("plans").join(format!("{id}.plan"));
+    std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+    assert_eq!(lang_seen(&e, id), "C.UTF-8");
+    assert_eq!(kept_plan(&e, id).1, body);
+    let f = fs::symlink_metadata(&path).unwrap();
+    assert_eq!((f.uid(), f.mode() & 0o7777), (0, 0o600));
+}
+
+/// A kept plan is never applied after one of its inputs changed: a new policy file (the
+/// directory's listing), an edited one that no longer grants the request, a removed
+/// runtime. `reload` and every store change derive the plans again.
+#[test]
+fn a_kept_plan_never_outlives_its_inputs() {
+    require_root!("namespaces, cgroups");
+    let id = "org.example.RunStalePlan";
+    let e = setup(&LIMITS.replace("memory-max = \"16M\", ", ""), id);
+    let memory_max = |e: &Env| {
+        let p = e.ok(&["run", "--print-plan", id]).json();
+        p["cgroup"]["limits"]["memory-max"].clone()
+    };
+    assert_eq!(memory_max(&e), serde_json::Value::Null);
+    let (_, before) = kept_plan(&e, id);
+
+    // A new policy file: the listing changed, so the new limit applies at once.
+    let extra = e.cfg.join("policies.d/60-memory.toml");
+    fs::write(
+        &extra,
+        format!("[[rule]]\napps = [\"{id}\"]\nresources = {{ memory-max = \"16M\" }}\n"),
+    )
+    .unwrap();
+    assert_eq!(memory_max(&e), serde_json::json!(16u64 << 20));
+    let r = e.ok(&["run", id, "--", "exit", "0"]);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    assert_ne!(kept_plan(&e, id).1, before, "the launch kept the new plan");
+
+    // An edited policy file: the next launch applies the new limit, and keeps the plan.
+    fs::remove_file(&extra).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!("[[rule]]\napps = [\"{id}\"]\nresources = {{ pids-max = 8 }}\n"),
+    )
+    .unwrap();
+    let kept = fs::read(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    e.ok(&["run", id, "--", "exit", "0"]);
+    assert_ne!(
+        fs::read(e.state.join("plans").join(format!("{id}.plan"))).unwrap(),
+        kept
+    );
+    assert_eq!(kept_plan(&e, id).1["limits"]["limits"]["pids-max"], 8);
+
+    // `reload` derives the kept plans again.
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!("[[rule]]\napps = [\"{id}\"]\nresources = {{ pids-max = 9 }}\n"),
+    )
+    .unwrap();
+    e.ok(&["reload"]);
+    assert_eq!(kept_plan(&e, id).1["limits"]["limits"]["pids-max"], 9);
+
+    // An update and a rollback keep the plan of the version that is current; a removal
+    // drops it, and the launch says why.
+    assert_eq!(kept_plan(&e, id).1["app-version"], "1.0.0");
+    let manifest = app_manifest("1.1.0").replace("org.example.Hello", id);
+    e.ok(&[
+        "install",
+        s(&e.bundle(&manifest, &e.p("runapp"), "runapp2.bundle")),
+    ]);
+    assert_eq!(kept_plan(&e, id).1["app-version"], "1.1.0");
+    e.ok(&["rollback", id]);
+    assert_eq!(kept_plan(&e, id).1["app-version"], "1.0.0");
+    e.ok(&["remove", id]);
+    assert!(!e.state.join("plans").join(format!("{id}.plan")).exists());
+    let msg = e.fails(&["run", id], 5);
+    assert!(msg.contains("not installed"), "{msg}");
+}
+
+/// The launcher checks the plan's input digests itself, before anything is applied: a plan
+/// made before a policy file changed is refused naming that file, and the same plan runs
+/// while its inputs are unchanged.
+#[test]
+fn the_launcher_refuses_a_plan_whose_inputs_changed() {
+    require_root!("namespaces, cgroups");
+    let id = "org.example.RunLauncherStale";
+    let e = setup(LIMITS, id);
+    let plan = e.ok(&["run", "--print-plan", id, "--", "exit", "3"]).json()["plan"].clone();
+    assert!(!plan["inputs"].as_array().unwrap().is_empty(), "{plan}");
+    let file = e.p("plan.json");
+    fs::write(&file, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let launch = || {
+        // The plan on fd 3, as `appmgr run` passes it (there, in a sealed memfd).
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", "exec \"$0\" --plan-fd 3 3<\"$1\""])
+            .arg(binary("appmgr-launch"))
+            .arg(&file)
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // `--print-plan` creates no cgroup: with its inputs unchanged the launcher gets past
+    // the check and fails where it joins the cgroup.
+    let (code, err) = launch();
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("join cgroup") && !err.contains("stale"),
+        "{err}"
+    );
+    let policy = e.cfg.join("policies.d/50-test.toml");
+    fs::write(
+        &policy,
+        format!("{}\n# edited\n", fs::read_to_string(&policy).unwrap()),
+    )
+    .unwrap();
+    let (code, err) = launch();
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("stale") && err.contains(policy.to_str().unwrap()),
+        "{err}"
+    );
 }

@@ -3,6 +3,7 @@
 
 use crate::config::{board_facts, HostConfig};
 use crate::error::{CoreResult, Error};
+use crate::prepared::PreparedLaunch;
 use crate::Ctx;
 use crate::Output;
 use appmgr_bundle::Manifest;
@@ -33,6 +34,11 @@ pub struct LaunchCtx {
     pub bus_socket: Option<std::path::PathBuf>,
     pub bus_policy_file: Option<std::path::PathBuf>,
     pub userdb_dir: Option<std::path::PathBuf>,
+    /// The board profile's file, if one is configured.
+    pub board_path: Option<std::path::PathBuf>,
+    /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
+    /// policy directory and its files, the board profile and its local candidate.
+    pub config_inputs: Vec<std::path::PathBuf>,
 }
 
 impl LaunchCtx {
@@ -42,14 +48,28 @@ impl LaunchCtx {
         let host = HostConfig::load(&g.config_dir)?;
         let board = host.board(&g.config_dir)?;
         let facts = board_facts(board.as_ref())?;
+        let policies = PolicySet::load_config_dir(&g.config_dir)?;
+        let board_path = host.board_path(&g.config_dir);
+        let mut config_inputs = vec![
+            g.config_dir.join("appmgr.toml"),
+            g.config_dir.join("policies.d"),
+        ];
+        config_inputs.extend(policies.files().iter().map(std::path::PathBuf::from));
+        if let Some(b) = host.board.as_deref().filter(|b| !b.contains('/')) {
+            // Which file a board name means depends on whether the local one exists.
+            config_inputs.push(g.config_dir.join("board-support").join(format!("{b}.toml")));
+        }
+        config_inputs.extend(board_path.clone());
         Ok(LaunchCtx {
             view: View::new(&g.state_dir),
-            policies: PolicySet::load_config_dir(&g.config_dir)?,
+            policies,
             board,
             facts,
             bus_socket: host.system_bus_socket()?,
             bus_policy_file: host.bus_policy_file()?,
             userdb_dir: host.userdb_dir()?,
+            board_path,
+            config_inputs,
         })
     }
 
@@ -170,17 +190,9 @@ pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
     }
     // Each item's status is read back from the plan `appmgr run` would build now.
     // What the plan provides does not depend on the cgroup (none is needed to show it).
-    let plan = granted_nodes(&ctx, &a).and_then(|nodes| {
-        plan_for(
-            g,
-            &ctx,
-            &a,
-            Vec::new(),
-            nodes,
-            None,
-            Default::default(),
-            |_| {},
-        )
+    let plan = PreparedLaunch::from_grant(g, &ctx, &a).and_then(|p| {
+        let d = resolve_devices(ctx.board.as_ref(), &p)?;
+        apply_prepared(&p, Vec::new(), d, None, Default::default(), |_| {})
     });
     let provided = match plan {
         Ok(l) => l.provided,
@@ -290,21 +302,52 @@ pub fn data_dir(g: &Ctx, app: &AppId) -> std::path::PathBuf {
 }
 
 /// The host nodes of the app's granted devices, resolved against the live `/dev` through
-/// the board profile.
-fn granted_nodes(ctx: &LaunchCtx, a: &AppGrant) -> CoreResult<Vec<std::path::PathBuf>> {
-    Ok(match &ctx.board {
-        Some(b) => b.resolve(&a.grant.permissions.devices, std::path::Path::new("/"))?,
-        None if a.grant.permissions.devices.is_empty() => Vec::new(),
-        None => {
-            return Err(Error::new(
-                ErrorClass::Policy,
-                format!(
-                "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
-                a.manifest.id
-            ),
-            ))
+/// the board profile: all of them, and by granted device (for what `permissions` shows).
+pub(crate) struct Devices {
+    all: Vec<std::path::PathBuf>,
+    by_grant: std::collections::BTreeMap<appmgr_types::DeviceName, Vec<std::path::PathBuf>>,
+}
+
+fn resolve_devices(
+    board: Option<&appmgr_board::BoardProfile>,
+    p: &PreparedLaunch,
+) -> CoreResult<Devices> {
+    let granted = &p.spec.permissions.devices;
+    let Some(b) = board else {
+        if granted.is_empty() {
+            return Ok(Devices {
+                all: Vec::new(),
+                by_grant: Default::default(),
+            });
         }
+        return Err(Error::new(
+            ErrorClass::Policy,
+            format!(
+                "{}: devices granted but no board profile configured (board = … in appmgr.toml)",
+                p.id()
+            ),
+        ));
+    };
+    let root = std::path::Path::new("/");
+    let mut by_grant = std::collections::BTreeMap::new();
+    for d in granted {
+        let one = std::collections::BTreeSet::from([d.clone()]);
+        by_grant.insert(d.clone(), b.resolve(&one, root)?);
+    }
+    Ok(Devices {
+        all: b.resolve(granted, root)?,
+        by_grant,
     })
+}
+
+/// The board profile a launch of `p` needs: read (again) only when devices are granted.
+fn launch_board(p: &PreparedLaunch) -> CoreResult<Option<appmgr_board::BoardProfile>> {
+    match &p.board {
+        Some(path) if !p.spec.permissions.devices.is_empty() => {
+            Ok(Some(appmgr_board::BoardProfile::load(path)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The cgroup spec of a launch: the grant's limits, and device access confined to what
@@ -350,20 +393,15 @@ fn cgroup_wiring(
     };
 }
 
-/// Builds the launch plan for an installed app: the same [`EffectiveGrant`] that
-/// `permissions` shows becomes the plan's mounts, namespaces and seccomp settings, and its
-/// limits the cgroup spec.
-#[allow(clippy::too_many_arguments)]
-fn plan_for(
+/// The launch spec of an installed app with the live parts left empty (arguments, device
+/// nodes, cgroup files, after-exit duties, the bus socket): the same [`EffectiveGrant`]
+/// that `permissions` shows becomes the plan's mounts, namespaces and seccomp settings.
+/// What a [`PreparedLaunch`] keeps.
+pub(crate) fn template_spec(
     g: &Ctx,
     ctx: &LaunchCtx,
     a: &AppGrant,
-    args: Vec<String>,
-    devices: Vec<std::path::PathBuf>,
-    cgroup: Option<(&appmgr_cgroup::Cgroup, &appmgr_cgroup::CgroupSpec)>,
-    after_exit: appmgr_sandbox::AfterExit,
-    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CoreResult<Launch> {
+) -> CoreResult<appmgr_sandbox::LaunchSpec> {
     let runtime_ref = a
         .deployment
         .runtime
@@ -402,35 +440,24 @@ fn plan_for(
             format!("{}: no uid allocated", a.manifest.id),
         )
     })?;
-    let mut device_nodes = std::collections::BTreeMap::new();
-    if let Some(b) = &ctx.board {
-        for d in &a.grant.permissions.devices {
-            let one = std::collections::BTreeSet::from([d.clone()]);
-            device_nodes.insert(d.clone(), b.resolve(&one, std::path::Path::new("/"))?);
-        }
-    }
-    let mut spec = appmgr_sandbox::LaunchSpec {
+    Ok(appmgr_sandbox::LaunchSpec {
         app_id: a.manifest.id.clone(),
         runtime_files: rt.files.clone(),
         app_files: a.deployment.files.clone(),
         data_dir: data_dir(g, &a.manifest.id),
         runtime_dir: None,
         notify_socket: None,
-        // Offered only while the bus is up; the plan binds it only with a bus grant.
-        system_bus_socket: ctx
-            .bus_socket
-            .as_deref()
-            .and_then(appmgr_sandbox::host_socket),
+        system_bus_socket: None,
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
-        devices,
+        devices: Vec::new(),
         command: a.manifest.command.clone().unwrap_or_default(),
-        args,
+        args: Vec::new(),
         cgroup_procs: Vec::new(),
         helper_cgroup_procs: Vec::new(),
         device_filter: None,
-        after_exit,
+        after_exit: Default::default(),
         env_allow: Vec::new(),
         caller_env: Vec::new(),
         cache_dir: g.state_dir.join("cache/seccomp"),
@@ -443,7 +470,30 @@ fn plan_for(
             .limits
             .storage_max
             .map(|_| appmgr_sandbox::storage::image_path(&g.state_dir, a.manifest.id.as_str())),
-    };
+        inputs: Vec::new(),
+    })
+}
+
+/// The launch plan of a prepared launch with the live parts filled in: `args`, the device
+/// nodes present now, the cgroup's files, the after-exit duties; `customize` adjusts the
+/// spec last. The status of each granted item is read back from the plan.
+fn apply_prepared(
+    p: &PreparedLaunch,
+    args: Vec<String>,
+    devices: Devices,
+    cgroup: Option<(&appmgr_cgroup::Cgroup, &appmgr_cgroup::CgroupSpec)>,
+    after_exit: appmgr_sandbox::AfterExit,
+    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
+) -> CoreResult<Launch> {
+    let mut spec = p.spec.clone();
+    spec.args = args;
+    spec.devices = devices.all;
+    spec.after_exit = after_exit;
+    // Offered only while the bus is up; the plan binds it only with a bus grant.
+    spec.system_bus_socket = p
+        .bus_socket
+        .as_deref()
+        .and_then(appmgr_sandbox::host_socket);
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);
     }
@@ -454,19 +504,20 @@ fn plan_for(
             | appmgr_sandbox::PlanError::NestedGrant { .. } => ErrorClass::Policy,
             _ => ErrorClass::Other,
         };
-        Error::new(class, format!("{}: {e}", a.manifest.id))
+        Error::new(class, format!("{}: {e}", p.id()))
     })?;
-    let provided = appmgr_sandbox::provisions(&spec, &plan, &device_nodes);
+    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant);
     Ok(Launch { plan, provided })
 }
 
 /// Before a launch that binds the system bus: the per-app bus policy of every installed
 /// app is brought into place and loaded by the bus, exactly as appmgrd does after an
 /// install, so the app's uid gets its `dbus-talk`/`dbus-own` names and nothing else.
-/// Without a bus grant in the plan nothing is done. `reload_bus` asks the bus at the
-/// socket to reload its configuration (the front end's D-Bus client does that).
+/// Without a bus grant in the plan nothing is done (and nothing is read). `reload_bus`
+/// asks the bus at the socket to reload its configuration (the front end's D-Bus client
+/// does that).
 pub fn install_bus_policy(
-    ctx: &LaunchCtx,
+    g: &Ctx,
     launch: &Launch,
     id: &AppId,
     reload_bus: impl FnOnce(&std::path::Path) -> CoreResult<()>,
@@ -475,7 +526,11 @@ pub fn install_bus_policy(
         .provided
         .iter()
         .any(|p| (p.key == "dbus-talk" || p.key == "dbus-own") && p.is_provided());
-    let Some(socket) = ctx.bus_socket.as_deref().filter(|_| bus) else {
+    if !bus {
+        return Ok(());
+    }
+    let ctx = LaunchCtx::load(g)?;
+    let Some(socket) = ctx.bus_socket.as_deref() else {
         return Ok(());
     };
     let entries = ctx.bus_entries()?;
@@ -491,22 +546,22 @@ pub fn install_bus_policy(
     Ok(())
 }
 
-/// `appmgr run --print-plan`: the plan a launch of `id` would apply now, its cgroup, the
-/// grant and what is provided; nothing is created.
+/// `appmgr run --print-plan`: the plan a launch of `id` would apply now (from the same
+/// prepared launch, with the digests of its inputs), its cgroup, the grant and what is
+/// provided; nothing is created.
 pub fn plan_report(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<serde_json::Value> {
-    let (ctx, a) = load_grant(g, id)?;
+    let (_, a) = load_grant(g, id)?;
+    let p = crate::prepared::for_launch(g, id)?;
     let h = hierarchy()?;
-    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
-        .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
-    let cg = h.cgroup(&a.manifest.id);
+    let cg = h.cgroup(p.id());
     let after = appmgr_sandbox::AfterExit {
         leave_to: h.current_procs_files().unwrap_or_default(),
         events: Vec::new(),
         remove_dirs: cg.dirs(),
     };
-    let nodes = granted_nodes(&ctx, &a)?;
-    let spec = launch_cgroup_spec(&spec, &nodes)?;
-    let l = plan_for(g, &ctx, &a, args, nodes, Some((&cg, &spec)), after, |_| {})?;
+    let d = resolve_devices(launch_board(&p)?.as_ref(), &p)?;
+    let spec = launch_cgroup_spec(&p.limits, &d.all)?;
+    let l = apply_prepared(&p, args, d, Some((&cg, &spec)), after, |_| {})?;
     Ok(serde_json::json!({
         "plan": l.plan,
         "cgroup": spec,
@@ -519,15 +574,14 @@ pub fn plan_report(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<serde_jso
 /// built. The caller reports what is not provided, installs the bus policy
 /// ([`install_bus_policy`]) and execs the launcher; on any failure it removes `cgroup`.
 pub struct ForegroundLaunch {
-    pub ctx: LaunchCtx,
     pub id: AppId,
     pub launch: Launch,
     pub cgroup: appmgr_cgroup::Cgroup,
 }
 
-/// The one launch use case, step 1: the host configuration loaded once and `id`'s grant
-/// checked against policy now (it may have changed since install: an ungranted request
-/// is refused).
+/// `id`'s grant evaluated from the host configuration as it is now and checked (an
+/// ungranted request is refused): what a launch plan is derived from
+/// ([`crate::prepared`]).
 pub fn load_grant(g: &Ctx, id: &str) -> CoreResult<(LaunchCtx, AppGrant)> {
     let ctx = LaunchCtx::load(g)?;
     let a = ctx.app_grant(id)?;
@@ -535,91 +589,58 @@ pub fn load_grant(g: &Ctx, id: &str) -> CoreResult<(LaunchCtx, AppGrant)> {
     Ok((ctx, a))
 }
 
-/// The one launch use case, step 2 (for `appmgr run` and appmgrd's services alike): the
-/// app's storage brought in line, its cgroup created, the plan built (`customize`
-/// adjusts the launch spec). On failure nothing is left behind.
+/// The one launch use case (for `appmgr run` and appmgrd's services alike), applied to
+/// the prepared launch ([`crate::prepared::for_launch`]): the app's storage brought in
+/// line, its cgroup created (refused if the app runs already), the plan built with the
+/// live parts; its post-exit duties report limit events and remove the cgroup.
+/// `customize` adjusts the launch spec (appmgrd adds the notify socket and the bus
+/// socket). On failure nothing is left behind.
 pub fn start_launch(
     g: &Ctx,
-    ctx: &LaunchCtx,
-    a: &AppGrant,
+    p: &PreparedLaunch,
     args: Vec<String>,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
 ) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
     let h = hierarchy()?;
-    let spec = appmgr_cgroup::CgroupSpec::for_app(&a.manifest.id, a.grant.cgroup_limits())
-        .map_err(|e| Error::new(ErrorClass::Policy, format!("{}: {e}", a.manifest.id)))?;
-    prepare_launch(g, ctx, a, &h, &spec, args, customize)
-}
-
-/// Prepares `appmgr run ID -- ARGS` ([`load_grant`], [`start_launch`]).
-pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
-    let (ctx, a) = load_grant(g, id)?;
-    let (launch, cgroup) = start_launch(g, &ctx, &a, args, |_| {})?;
-    Ok(ForegroundLaunch {
-        id: a.manifest.id.clone(),
-        ctx,
-        launch,
-        cgroup,
-    })
-}
-
-/// Creates the app's cgroup (refused if the app runs already) and builds the launch plan
-/// that places the launcher in it; the plan's post-exit duties report limit events and
-/// remove the cgroup. `customize` adjusts the launch spec (appmgrd adds the notify
-/// socket and the bus socket). On failure nothing is left behind.
-pub fn prepare_launch(
-    g: &Ctx,
-    ctx: &LaunchCtx,
-    a: &AppGrant,
-    h: &appmgr_cgroup::Hierarchy,
-    spec: &appmgr_cgroup::CgroupSpec,
-    args: Vec<String>,
-    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
-) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
     // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
     // the app's own directory, owned by its uid, without following symlinks.
     let parent = g.state_dir.join("data");
     std::fs::create_dir_all(&parent)
         .map_err(|e| Error::new(ErrorClass::Other, format!("{}: {e}", parent.display())))?;
-    let nodes = granted_nodes(ctx, a)?;
-    let spec = &launch_cgroup_spec(spec, &nodes)?;
+    let devices = resolve_devices(launch_board(p)?.as_ref(), p)?;
+    let spec = &launch_cgroup_spec(&p.limits, &devices.all)?;
     let cg = h.create(spec).map_err(|e| {
         let class = match e {
             appmgr_cgroup::CgroupError::InUse { .. } => ErrorClass::Conflict,
             _ => ErrorClass::Other,
         };
-        Error::new(class, format!("{}: {e}", a.manifest.id))
+        Error::new(class, format!("{}: {e}", p.id()))
     })?;
-    if let Err(e) = prepare_storage(g, a) {
+    if let Err(e) = prepare_storage(g, p) {
         let _ = cg.remove();
         return Err(e);
     }
-    let after_exit = appmgr_sandbox::AfterExit {
-        leave_to: h
-            .current_procs_files()
-            .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))?,
-        events: cg
-            .event_counters()
-            .into_iter()
-            .map(|(file, key, event)| appmgr_sandbox::EventCounter {
-                file,
-                key: key.into(),
-                event: event.into(),
-            })
-            .collect(),
-        remove_dirs: cg.dirs(),
+    let after_exit = match h.current_procs_files() {
+        Ok(leave_to) => appmgr_sandbox::AfterExit {
+            leave_to,
+            events: cg
+                .event_counters()
+                .into_iter()
+                .map(|(file, key, event)| appmgr_sandbox::EventCounter {
+                    file,
+                    key: key.into(),
+                    event: event.into(),
+                })
+                .collect(),
+            remove_dirs: cg.dirs(),
+        },
+        Err(e) => {
+            let _ = cg.remove();
+            return Err(Error::new(ErrorClass::Other, format!("cgroups: {e}")));
+        }
     };
-    match plan_for(
-        g,
-        ctx,
-        a,
-        args,
-        nodes,
-        Some((&cg, spec)),
-        after_exit,
-        customize,
-    ) {
-        Ok(p) => Ok((p, cg)),
+    match apply_prepared(p, args, devices, Some((&cg, spec)), after_exit, customize) {
+        Ok(l) => Ok((l, cg)),
         Err(e) => {
             let _ = cg.remove();
             Err(e)
@@ -627,23 +648,30 @@ pub fn prepare_launch(
     }
 }
 
+/// Prepares `appmgr run ID -- ARGS`: the kept plan (or a new one) and [`start_launch`].
+pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
+    let p = crate::prepared::for_launch(g, id)?;
+    let (launch, cgroup) = start_launch(g, &p, args, |_| {})?;
+    Ok(ForegroundLaunch {
+        id: p.id().clone(),
+        launch,
+        cgroup,
+    })
+}
+
 /// Brings the app's storage in line with `storage-max` before a launch (the app is not
 /// running: its cgroup was just created): creates, resizes or exports its image.
-fn prepare_storage(g: &Ctx, a: &AppGrant) -> CoreResult<()> {
+fn prepare_storage(g: &Ctx, p: &PreparedLaunch) -> CoreResult<()> {
     use appmgr_sandbox::storage::{self, StorageError};
-    let id = a.manifest.id.as_str();
-    let uid = a
-        .info
-        .uid
-        .ok_or_else(|| Error::new(ErrorClass::Other, format!("{id}: no uid allocated")))?;
+    let id = p.id().as_str();
     let image = storage::image_path(&g.state_dir, id);
-    let data = data_dir(g, &a.manifest.id);
+    let data = data_dir(g, p.id());
     let req = storage::StorageRequest {
         image: &image,
         data_dir: &data,
-        uid,
-        gid: uid,
-        limit: a.grant.limits.storage_max.map(|l| l.bytes()),
+        uid: p.spec.uid,
+        gid: p.spec.gid,
+        limit: p.storage_max,
         reserve: appmgr_state::DEFAULT_RESERVE_BYTES,
     };
     storage::prepare(&req).map(|_| ()).map_err(|e| {
@@ -679,6 +707,11 @@ pub fn reload(g: &Ctx, only: Option<&str>) -> CoreResult<Output> {
             ));
         }
     }
+    // Policy or board may have changed: the kept launch plans are derived again (every
+    // installed app's, or the one named), so the next launch applies the new grant
+    // without deriving it first.
+    let one: Vec<AppId> = only.and_then(|o| AppId::new(o).ok()).into_iter().collect();
+    crate::prepared::refresh(g, only.map(|_| one.as_slice()));
     let mut text = String::new();
     let mut applied = Vec::new();
     let mut refused = Vec::new();

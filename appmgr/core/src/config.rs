@@ -133,10 +133,16 @@ impl HostConfig {
 
     /// The configured board profile, if any.
     pub fn board(&self, config_dir: &Path) -> CoreResult<Option<appmgr_board::BoardProfile>> {
-        let Some(b) = &self.board else {
-            return Ok(None);
-        };
-        let path = if b.contains('/') {
+        match self.board_path(config_dir) {
+            Some(path) => Ok(Some(appmgr_board::BoardProfile::load(&path)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The file the configured board profile is read from, if one is configured.
+    pub fn board_path(&self, config_dir: &Path) -> Option<PathBuf> {
+        let b = self.board.as_ref()?;
+        Some(if b.contains('/') {
             PathBuf::from(b)
         } else {
             let local = config_dir.join("board-support").join(format!("{b}.toml"));
@@ -145,8 +151,7 @@ impl HostConfig {
             } else {
                 Path::new(SYSTEM_BOARD_DIR).join(format!("{b}.toml"))
             }
-        };
-        Ok(Some(appmgr_board::BoardProfile::load(&path)?))
+        })
     }
 }
 

@@ -20,6 +20,7 @@ pub mod apps;
 pub mod config;
 mod error;
 pub mod paths;
+pub mod prepared;
 pub mod records;
 pub mod service;
 pub mod worker;

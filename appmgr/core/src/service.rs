@@ -4,7 +4,7 @@
 use crate::apps::AppGrant;
 use appmgr_bundle::ReadyProtocol;
 use appmgr_policy::RestartPolicy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// First restart delay when policy sets none.
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 1000;
@@ -18,8 +18,8 @@ pub const DEFAULT_HEALTH_CRASHES: u32 = 3;
 /// The health window after an update, in seconds.
 pub const DEFAULT_HEALTH_TIMEOUT_S: u32 = 30;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     pub autostart: bool,
     pub restart: RestartPolicy,

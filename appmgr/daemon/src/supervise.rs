@@ -875,12 +875,10 @@ fn launch_blocking(
     logs: &(PathBuf, u64),
 ) -> LaunchResult {
     let other = |m: String| CoreError::new(ErrorClass::Other, m);
-    let (ctx, a) = apps::load_grant(g, id)?;
-    let settings = settings_from(&a).unwrap_or_else(Settings::manual);
-    let uid = a
-        .info
-        .uid
-        .ok_or_else(|| other(format!("{id}: no uid allocated")))?;
+    // The kept plan (made at install, checked against its inputs), or a new one.
+    let p = appmgr_core::prepared::for_launch(g, id)?;
+    let settings = p.settings.clone().unwrap_or_else(Settings::manual);
+    let uid = p.spec.uid;
     // The notify socket: one per app uid, owned by that uid, bound into the sandbox.
     let notify = if settings.ready == ReadyProtocol::Notify {
         std::fs::create_dir_all(notify_dir)
@@ -899,7 +897,7 @@ fn launch_blocking(
         None
     };
     let notify_path = notify.as_ref().map(|(_, p)| p.clone());
-    let (launch, cgroup) = apps::start_launch(g, &ctx, &a, Vec::new(), |s| {
+    let (launch, cgroup) = apps::start_launch(g, &p, Vec::new(), |s| {
         s.notify_socket = notify_path;
         // Offered only while the bus is up, as `appmgr run` does.
         s.system_bus_socket = bus_socket.as_deref().and_then(appmgr_sandbox::host_socket);
@@ -936,7 +934,7 @@ fn launch_blocking(
             cgroup,
             counters,
             baseline,
-            version: a.deployment.version.to_string(),
+            version: p.app_version.clone(),
             settings,
         },
         notify.map(|(s, _)| s),

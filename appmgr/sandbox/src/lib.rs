@@ -44,6 +44,7 @@
 //! through the forwarding chain.
 
 mod exec;
+pub mod inputs;
 mod launch;
 mod plan;
 mod provision;

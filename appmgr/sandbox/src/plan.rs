@@ -3,6 +3,7 @@
 //! No I/O happens here, so every decision is unit-tested and `appmgr run --print-plan`
 //! shows exactly what will be enforced.
 
+use crate::inputs::PlanInput;
 use crate::seccomp::SeccompPlan;
 use appmgr_types::{AllowFlag, AppId, FsAccess, Permissions};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
 /// the launcher are installed together, this catches a half-finished update).
-pub const PLAN_VERSION: u32 = 3;
+pub const PLAN_VERSION: u32 = 4;
 
 /// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
 pub const SANDBOX_HOME: &str = "/home/app";
@@ -124,6 +125,10 @@ pub struct LaunchSpec {
     /// binding `data_dir`, so the app's HOME ends in `ENOSPC` at the image's size.
     #[serde(default)]
     pub data_image: Option<PathBuf>,
+    /// What this spec was derived from, by digest (see [`crate::inputs`]): carried into
+    /// the plan, and the launcher refuses the plan when one of them changed since.
+    #[serde(default)]
+    pub inputs: Vec<PlanInput>,
 }
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
@@ -371,6 +376,11 @@ pub struct LaunchPlan {
     /// `argv`, including `argv[0]`.
     pub argv: Vec<String>,
     pub cwd: String,
+    /// The inputs the plan was derived from, by digest; checked by the launcher before
+    /// anything else (a plan made at install is refused once policy, board, records or
+    /// manifest changed).
+    #[serde(default)]
+    pub inputs: Vec<PlanInput>,
 }
 
 /// Why a spec cannot become a plan.
@@ -983,6 +993,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         exe,
         argv,
         cwd: SANDBOX_HOME.into(),
+        inputs: spec.inputs.clone(),
     })
 }
 
@@ -1050,6 +1061,7 @@ pub(crate) mod tests {
             memory_max: None,
             deny_paths: vec![],
             data_image: None,
+            inputs: Vec::new(),
         }
     }
 

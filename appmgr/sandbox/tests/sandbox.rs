@@ -117,6 +117,7 @@ impl World {
             memory_max: None,
             deny_paths: vec![],
             data_image: None,
+            inputs: Vec::new(),
         }
     }
 }

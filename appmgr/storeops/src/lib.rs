@@ -227,6 +227,8 @@ pub fn install_from(
     j["files"] = json!(report.files);
     j["bytes"] = json!(report.bytes);
     let before = report.replaced.as_ref().map(|d| d.version.to_string());
+    drop(lock);
+    appmgr_core::prepared::refresh_after_change(g, &report.ref_name);
     Ok(Done {
         output: Output::new(text, j),
         change: Change::of(&info, action, before),
@@ -255,6 +257,8 @@ pub fn remove(g: &Ctx, id: &str) -> CoreResult<Done> {
         }
     }
     let i = store.remove(&lock, &r).map_err(store_error)?;
+    drop(lock);
+    appmgr_core::prepared::refresh_after_change(g, &r);
     Ok(Done {
         output: Output::new(
             format!(
@@ -274,6 +278,8 @@ pub fn rollback(g: &Ctx, id: &str) -> CoreResult<Done> {
     let lock = store.lock().map_err(store_error)?;
     let r = appmgr_core::apps::resolve_view(&appmgr_store::View::new(store.root()), id)?.ref_name;
     let i = store.rollback(&lock, &r).map_err(store_error)?;
+    drop(lock);
+    appmgr_core::prepared::refresh_after_change(g, &r);
     let cur = i
         .current
         .as_ref()

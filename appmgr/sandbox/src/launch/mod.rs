@@ -157,6 +157,10 @@ pub enum LaunchError {
     Refused { path: String, reason: String },
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// One of the plan's inputs changed since the plan was made: applying it could grant
+    /// what policy no longer does. The caller makes a new plan and tries again.
+    #[error("the launch plan is stale: {0}")]
+    Stale(#[from] crate::inputs::StaleInput),
 }
 
 impl LaunchError {
@@ -229,6 +233,11 @@ pub fn refused_filesystems(
 fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
+    }
+    // Before anything is applied: a plan made earlier (at install, on reload) is only
+    // as good as its inputs.
+    if let Some(stale) = crate::inputs::first_stale(&plan.inputs) {
+        return Err(stale.into());
     }
     // build_plan refuses these already; the launcher does not trust that alone.
     if plan.uid == 0 || plan.gid == 0 {
