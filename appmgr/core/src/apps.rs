@@ -73,28 +73,6 @@ impl LaunchCtx {
         })
     }
 
-    /// The bus grant of every installed app with a uid: what the per-app bus policy is
-    /// rendered from. An app whose grant cannot be evaluated gets no allow rules.
-    pub fn bus_entries(&self) -> CoreResult<Vec<appmgr_policy::BusPolicyEntry>> {
-        let mut entries = Vec::new();
-        for i in self.view.list_installed()? {
-            if i.ref_name.kind != Kind::App {
-                continue;
-            }
-            let Some(uid) = i.uid else { continue };
-            let perms = self
-                .app_grant(&i.ref_name.to_string())
-                .map(|a| a.grant.permissions)
-                .unwrap_or_default();
-            entries.push(appmgr_policy::BusPolicyEntry::from_permissions(
-                i.ref_name.id.clone(),
-                uid,
-                &perms,
-            ));
-        }
-        Ok(entries)
-    }
-
     /// An installed app's current deployment, manifest, and the grant policy gives it now.
     pub fn app_grant(&self, id: &str) -> CoreResult<AppGrant> {
         let info = resolve_view(&self.view, id)?;
@@ -136,6 +114,40 @@ impl LaunchCtx {
             grant,
         })
     }
+}
+
+/// The bus grant of every installed app with a uid: what the per-app bus policy is
+/// rendered from. Read from the apps' kept launch plans where they are current; the host
+/// configuration is loaded (once) only for an app without one. An app whose grant cannot
+/// be evaluated gets no allow rules.
+pub fn bus_entries(g: &Ctx) -> CoreResult<Vec<appmgr_policy::BusPolicyEntry>> {
+    let mut ctx: Option<LaunchCtx> = None;
+    let mut entries = Vec::new();
+    for i in View::new(&g.state_dir).list_installed()? {
+        if i.ref_name.kind != Kind::App {
+            continue;
+        }
+        let Some(uid) = i.uid else { continue };
+        let kept = crate::prepared::load(g, &i.ref_name.id).filter(|p| p.ref_name == i.ref_name);
+        let perms = match kept {
+            Some(p) => p.spec.permissions,
+            None => {
+                if ctx.is_none() {
+                    ctx = Some(LaunchCtx::load(g)?);
+                }
+                ctx.as_ref()
+                    .and_then(|c| c.app_grant(&i.ref_name.to_string()).ok())
+                    .map(|a| a.grant.permissions)
+                    .unwrap_or_default()
+            }
+        };
+        entries.push(appmgr_policy::BusPolicyEntry::from_permissions(
+            i.ref_name.id.clone(),
+            uid,
+            &perms,
+        ));
+    }
+    Ok(entries)
 }
 
 /// `ID` (one installed ref with that ID) or a full ref `KIND/ID/ARCH/BRANCH` (any ref
@@ -529,19 +541,19 @@ pub fn install_bus_policy(
     if !bus {
         return Ok(());
     }
-    let ctx = LaunchCtx::load(g)?;
-    let Some(socket) = ctx.bus_socket.as_deref() else {
+    let host = HostConfig::load(&g.config_dir)?;
+    let Some(socket) = host.system_bus_socket()? else {
         return Ok(());
     };
-    let entries = ctx.bus_entries()?;
+    let entries = bus_entries(g)?;
     let changed = appmgr_policy::userdb::install(
-        ctx.bus_policy_file.as_deref(),
-        ctx.userdb_dir.as_deref(),
+        host.bus_policy_file()?.as_deref(),
+        host.userdb_dir()?.as_deref(),
         &entries,
     )
     .map_err(|e| Error::new(ErrorClass::Other, format!("{id}: bus policy: {e}")))?;
     if changed {
-        reload_bus(socket)?;
+        reload_bus(&socket)?;
     }
     Ok(())
 }

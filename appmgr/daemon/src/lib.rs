@@ -89,7 +89,7 @@ impl Daemon {
     /// drop-in from the installed apps' effective grants and asks the bus to reload it
     /// when it changed. dbus-daemon applies per-uid rules only to uids NSS resolves, so
     /// the users come first. The same code (`appmgr_policy::userdb::install` on
-    /// `LaunchCtx::bus_entries`) runs in `appmgr run` before an app with a bus grant.
+    /// `apps::bus_entries`, from the kept launch plans) runs in `appmgr run` before an app with a bus grant.
     pub async fn refresh_bus_policy(&self) {
         let g = self.ctx();
         let userdb = self.config.userdb_dir.clone();
@@ -97,9 +97,7 @@ impl Daemon {
         // One refresh at a time: the file is compared and replaced as a whole.
         let _one = self.bus_policy.lock().await;
         let changed = tokio::task::spawn_blocking(move || {
-            let entries = apps::LaunchCtx::load(&g)
-                .and_then(|ctx| ctx.bus_entries())
-                .map_err(|e| e.message)?;
+            let entries = apps::bus_entries(&g).map_err(|e| e.message)?;
             appmgr_policy::userdb::install(file.as_deref(), userdb.as_deref(), &entries)
                 .map_err(|e| e.to_string())
         })

@@ -285,6 +285,14 @@ impl Supervisor {
 
     /// The service settings of an installed app, `None` if it is not a service.
     pub fn settings_of(g: &appmgr_core::Ctx, id: &str) -> Result<Option<Settings>, CoreError> {
+        // The kept launch plan (current: its inputs are unchanged) has them; without
+        // one the grant is evaluated.
+        if let Some(p) = appmgr_types::AppId::new(id)
+            .ok()
+            .and_then(|a| appmgr_core::prepared::load(g, &a))
+        {
+            return Ok(p.settings);
+        }
         let ctx = apps::LaunchCtx::load(g)?;
         let a = ctx.app_grant(id)?;
         Ok(settings_from(&a))
