@@ -55,6 +55,8 @@ impl LaunchCtx {
             g.config_dir.join("policies.d"),
         ];
         config_inputs.extend(policies.files().iter().map(std::path::PathBuf::from));
+        // Conditions on device nodes: the grant depends on whether they exist.
+        config_inputs.extend(policies.condition_nodes().into_iter().map(Into::into));
         if let Some(b) = host.board.as_deref().filter(|b| !b.contains('/')) {
             // Which file a board name means depends on whether the local one exists.
             config_inputs.push(g.config_dir.join("board-support").join(format!("{b}.toml")));

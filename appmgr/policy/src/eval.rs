@@ -393,6 +393,16 @@ impl PolicySet {
         self.rules.len()
     }
 
+    /// Every device node a rule's condition (`has-nodes`, `lacks-nodes`) looks at: what an
+    /// evaluation depends on besides the policy files and the board.
+    pub fn condition_nodes(&self) -> std::collections::BTreeSet<String> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.when.has_nodes.iter().chain(&r.when.lacks_nodes))
+            .map(|n| n.as_str().to_string())
+            .collect()
+    }
+
     /// Evaluates policy for one app. Never refuses by itself (so `appmgr permissions`
     /// can show a refused app's situation); use [`PolicySet::check`] (install, update,
     /// launch) or [`EffectiveGrant::check`]. Fails only when the app's request is

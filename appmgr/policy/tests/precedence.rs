@@ -536,3 +536,21 @@ fn evaluation_is_fast_with_many_rules() {
     eprintln!("evaluation: {per:?} per app");
     assert!(per < std::time::Duration::from_millis(20), "{per:?}");
 }
+
+/// What an evaluation depends on besides the files: the device nodes the conditions name
+/// (a kept launch plan carries them as inputs).
+#[test]
+fn condition_nodes_lists_every_node_a_condition_names() {
+    let s = PolicySet::from_sources([(
+        "10-a.toml".to_string(),
+        b"[[rule]]\napps = [\"a.b\"]\nwhen = { has-nodes = [\"/dev/dri/renderD128\"] }\n\
+          [[rule]]\napps = [\"*\"]\nwhen = { lacks-nodes = [\"/dev/mali0\"], has-devices = [\"gpu\"] }\n\
+          [[rule]]\napps = [\"c.d\"]\n"
+            .to_vec(),
+    )])
+    .unwrap();
+    assert_eq!(
+        s.condition_nodes().into_iter().collect::<Vec<_>>(),
+        ["/dev/dri/renderD128", "/dev/mali0"]
+    );
+}

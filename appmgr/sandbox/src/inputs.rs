@@ -32,9 +32,9 @@ impl PlanInput {
     }
 }
 
-/// The digest of `path` now (see the module docs); `None` when it does not exist. A path
-/// that is neither a regular file nor a directory (a FIFO, a device) is an error: nothing
-/// a plan depends on is one, and reading it could block.
+/// The digest of `path` now (see the module docs); `None` when it does not exist. Any
+/// other file (a device node a policy condition names, a FIFO) is never read (that could
+/// block): its digest is that of its type and device number.
 pub fn digest_path(path: &Path) -> io::Result<Option<String>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -60,10 +60,20 @@ pub fn digest_path(path: &Path) -> io::Result<Option<String>> {
         };
         h.update(&bytes);
     } else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "neither a regular file nor a directory",
-        ));
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let t = meta.file_type();
+        let kind = if t.is_char_device() {
+            "char"
+        } else if t.is_block_device() {
+            "block"
+        } else if t.is_fifo() {
+            "fifo"
+        } else if t.is_socket() {
+            "socket"
+        } else {
+            "other"
+        };
+        h.update(format!("{kind} {}", meta.rdev()).as_bytes());
     }
     Ok(Some(hex::encode(h.finalize())))
 }
@@ -137,7 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_is_not_an_input() {
+    fn a_node_is_known_by_its_type_and_number_and_never_read() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("fifo");
         rustix::fs::mknodat(
@@ -148,11 +158,13 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(digest_path(&p).is_err());
-        let i = PlanInput {
-            path: p,
-            sha256: None,
-        };
-        assert_eq!(first_stale(&[i]).unwrap().what, "unreadable");
+        // A FIFO nobody writes: reading it would block; its digest returns at once.
+        let fifo = PlanInput::of(&p).unwrap();
+        assert!(fifo.sha256.is_some());
+        let null = PlanInput::of("/dev/null").unwrap();
+        assert_ne!(null.sha256, fifo.sha256);
+        assert_eq!(first_stale(&[fifo.clone(), null]), None);
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(first_stale(&[fifo]).unwrap().what, "removed");
     }
 }
