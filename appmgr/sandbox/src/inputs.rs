@@ -112,7 +112,9 @@ mod tests {
     fn every_kind_of_change_is_stale() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("policy.toml");
-        let gone = d.path().join("corrupt");
+        // Outside the listed directory, so creating it changes only its own input.
+        let other = tempfile::tempdir().unwrap();
+        let gone = other.path().join("corrupt");
         std::fs::write(&f, "a").unwrap();
         let inputs = vec![
             PlanInput::of(&f).unwrap(),
