@@ -871,3 +871,56 @@ fn the_launcher_refuses_a_plan_whose_inputs_changed() {
         "{err}"
     );
 }
+
+/// A policy condition on a device node (`has-nodes`) makes the grant depend on whether
+/// the node exists: the kept plan names the node among its inputs, so the node appearing
+/// or going changes what the next launch applies.
+#[test]
+fn a_kept_plan_follows_the_device_nodes_a_condition_names() {
+    require_root!("namespaces, cgroups");
+    let id = "org.example.RunNodeCondition";
+    let dir = DevDir(format!("/dev/appmgr-test-{}-cond", std::process::id()).into());
+    fs::create_dir_all(&dir.0).unwrap();
+    let node = dir.0.join("sensor0");
+    let e = policy_env(|e| {
+        fs::create_dir_all(e.cfg.join("board-support")).unwrap();
+        fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+        fs::write(
+            e.cfg.join("board-support/testboard.toml"),
+            format!(
+                "name = \"testboard\"\narch = \"{}\"\n[devices.sensor]\nnodes = [\"{}/sensor*\"]\n",
+                arch(),
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\nwhen = {{ has-nodes = [\"{}\"] }}\nresources = {{ pids-max = 7 }}\n",
+            node.display()
+        )
+    });
+    install_script_app(&e, id, SCRIPT, "");
+    let pids_max =
+        |e: &Env| e.ok(&["run", "--print-plan", id]).json()["cgroup"]["limits"]["pids-max"].clone();
+    assert_eq!(pids_max(&e), serde_json::Value::Null);
+    let (_, body) = kept_plan(&e, id);
+    let input = body["spec"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == node.to_str().unwrap())
+        .cloned();
+    assert_eq!(
+        input,
+        Some(serde_json::json!({"path": node.to_str().unwrap(), "sha256": null})),
+        "{body}"
+    );
+
+    // /dev/null's numbers: the node appears, the condition holds, the limit applies.
+    mknod(&node, 1, 3, 0o600, 0);
+    assert_eq!(pids_max(&e), 7);
+    e.ok(&["run", id, "--", "exit", "0"]);
+    assert_eq!(kept_plan(&e, id).1["limits"]["limits"]["pids-max"], 7);
+    fs::remove_file(&node).unwrap();
+    assert_eq!(pids_max(&e), serde_json::Value::Null);
+}
