@@ -667,9 +667,14 @@ fn granted_device_node_opens_and_nothing_else_does() {
     assert_eq!((f[4], f[5]), ("10,", "229"), "{}", r.stdout);
 }
 
-/// The kept launch plan of `id` (`STATE/plans/ID.plan`): its header words and its body.
+/// Where the kept launch plan of `id` lives.
+fn plan_file(e: &Env, id: &str) -> std::path::PathBuf {
+    e.state.join("plans").join(format!("{id}.plan"))
+}
+
+/// The kept launch plan of `id`: its header words and its body.
 fn kept_plan(e: &Env, id: &str) -> (Vec<String>, serde_json::Value) {
-    let text = fs::read_to_string(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    let text = fs::read_to_string(plan_file(e, id)).unwrap();
     let (head, body) = text.split_once('\n').unwrap();
     (
         head.split(' ').map(str::to_string).collect(),
@@ -685,8 +690,11 @@ fn write_plan(e: &Env, id: &str, body: &serde_json::Value, seal_ok: bool) {
     if !seal_ok {
         seal = seal.replace(&seal[..1], if &seal[..1] == "0" { "1" } else { "0" });
     }
-    let path = e.state.join("plans").join(format!("{id}.plan"));
-    fs::write(&path, format!("appmgr-prepared-launch 1 {seal}\n{body}")).unwrap();
+    fs::write(
+        plan_file(e, id),
+        format!("appmgr-prepared-launch 1 {seal}\n{body}"),
+    )
+    .unwrap();
 }
 
 fn lang_seen(e: &Env, id: &str) -> String {
@@ -710,7 +718,7 @@ fn a_launch_applies_the_plan_kept_at_install_and_only_a_sealed_one() {
     let dir = fs::symlink_metadata(e.state.join("plans")).unwrap();
     assert!(dir.is_dir());
     assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o700));
-    let f = fs::symlink_metadata(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    let f = fs::symlink_metadata(plan_file(&e, id)).unwrap();
     assert_eq!((f.uid(), f.mode() & 0o7777, f.nlink()), (0, 0o600, 1));
     let (head, body) = kept_plan(&e, id);
     assert_eq!(head[..2], ["appmgr-prepared-launch", "1"]);
@@ -748,7 +756,7 @@ fn a_launch_applies_the_plan_kept_at_install_and_only_a_sealed_one() {
 
     // Sealed but not root's: ignored too.
     write_plan(&e, id, &changed, true);
-    let path = e.state.join("plans").join(format!("{id}.plan"));
+    let path = plan_file(&e, id);
     std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
     assert_eq!(lang_seen(&e, id), "C.UTF-8");
     assert_eq!(kept_plan(&e, id).1, body);
@@ -790,12 +798,9 @@ fn a_kept_plan_never_outlives_its_inputs() {
         format!("[[rule]]\napps = [\"{id}\"]\nresources = {{ pids-max = 8 }}\n"),
     )
     .unwrap();
-    let kept = fs::read(e.state.join("plans").join(format!("{id}.plan"))).unwrap();
+    let kept = fs::read(plan_file(&e, id)).unwrap();
     e.ok(&["run", id, "--", "exit", "0"]);
-    assert_ne!(
-        fs::read(e.state.join("plans").join(format!("{id}.plan"))).unwrap(),
-        kept
-    );
+    assert_ne!(fs::read(plan_file(&e, id)).unwrap(), kept);
     assert_eq!(kept_plan(&e, id).1["limits"]["limits"]["pids-max"], 8);
 
     // `reload` derives the kept plans again.
@@ -819,7 +824,7 @@ fn a_kept_plan_never_outlives_its_inputs() {
     e.ok(&["rollback", id]);
     assert_eq!(kept_plan(&e, id).1["app-version"], "1.0.0");
     e.ok(&["remove", id]);
-    assert!(!e.state.join("plans").join(format!("{id}.plan")).exists());
+    assert!(!plan_file(&e, id).exists());
     let msg = e.fails(&["run", id], 5);
     assert!(msg.contains("not installed"), "{msg}");
 }

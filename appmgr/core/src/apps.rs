@@ -30,10 +30,8 @@ pub struct LaunchCtx {
     pub policies: PolicySet,
     pub board: Option<appmgr_board::BoardProfile>,
     facts: appmgr_policy::BoardFacts,
-    /// `system-bus-socket`, `bus-policy-file`, `userdb-dir` of appmgr.toml.
+    /// `system-bus-socket` of appmgr.toml.
     pub bus_socket: Option<std::path::PathBuf>,
-    pub bus_policy_file: Option<std::path::PathBuf>,
-    pub userdb_dir: Option<std::path::PathBuf>,
     /// The board profile's file, if one is configured.
     pub board_path: Option<std::path::PathBuf>,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
@@ -68,8 +66,6 @@ impl LaunchCtx {
             board,
             facts,
             bus_socket: host.system_bus_socket()?,
-            bus_policy_file: host.bus_policy_file()?,
-            userdb_dir: host.userdb_dir()?,
             board_path,
             config_inputs,
         })

@@ -184,23 +184,13 @@ pub fn for_launch(g: &Ctx, id: &str) -> CoreResult<PreparedLaunch> {
     Ok(p)
 }
 
-/// What `refresh` did for one app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refreshed {
-    /// A plan is kept (and its seccomp filters compiled).
-    Kept,
-    /// The app does not derive now (refused by policy, runtime missing): no plan is kept,
-    /// the launch will say why.
-    Dropped(String),
-}
-
 /// Derives and keeps the plans of the installed apps `ids` (all installed apps when
 /// `None`), and compiles their seccomp filters into the cache, so their next launch
 /// applies a ready plan. Called after every store change and on `reload`; a no-op unless
 /// root. Apps not installed any more lose their plan.
-pub fn refresh(g: &Ctx, ids: Option<&[AppId]>) -> Vec<(AppId, Refreshed)> {
+pub fn refresh(g: &Ctx, ids: Option<&[AppId]>) {
     if !rustix::process::geteuid().is_root() {
-        return Vec::new();
+        return;
     }
     let view = appmgr_state::View::new(&g.state_dir);
     let installed: Vec<AppId> = view
@@ -220,28 +210,23 @@ pub fn refresh(g: &Ctx, ids: Option<&[AppId]>) -> Vec<(AppId, Refreshed)> {
             v
         }
     };
-    let mut out = Vec::new();
     for id in wanted {
         if !installed.contains(&id) {
             forget(g, &id);
             continue;
         }
-        let r = match derive(g, id.as_str()) {
-            Ok(p) => match save(g, &p) {
-                Ok(()) => {
+        // An app that does not derive now (refused by policy, runtime missing) keeps no
+        // plan: its launch derives and says why. A plan that cannot be kept is derived
+        // again at the next launch.
+        match derive(g, id.as_str()) {
+            Ok(p) => {
+                if save(g, &p).is_ok() {
                     precompile_seccomp(&p);
-                    Refreshed::Kept
                 }
-                Err(e) => Refreshed::Dropped(format!("cannot keep the plan: {e}")),
-            },
-            Err(e) => {
-                forget(g, &id);
-                Refreshed::Dropped(e.message)
             }
-        };
-        out.push((id, r));
+            Err(_) => forget(g, &id),
+        }
     }
-    out
 }
 
 /// After a store change of `r`: the plans of the apps it touches are derived again (the
@@ -250,7 +235,7 @@ pub fn refresh_after_change(g: &Ctx, r: &RefName) {
     match r.kind {
         Kind::App => refresh(g, Some(std::slice::from_ref(&r.id))),
         Kind::Runtime => refresh(g, Some(&apps_on_runtime(g, r))),
-    };
+    }
 }
 
 /// Apps that use the runtime `r` (installed now).
@@ -408,9 +393,4 @@ pub fn forget(g: &Ctx, id: &AppId) {
     if let Ok(dir) = open_dir(g) {
         let _ = rustix::fs::unlinkat(&dir, plan_name(id), rustix::fs::AtFlags::empty());
     }
-}
-
-/// The kept plan's path (tests, docs).
-pub fn plan_path(g: &Ctx, id: &AppId) -> PathBuf {
-    plans_dir(g).join(plan_name(id))
 }
