@@ -43,12 +43,17 @@ pub struct BusPolicyEntry {
 }
 
 impl BusPolicyEntry {
-    /// The entry for an app's effective permissions (`dbus_talk`, `dbus_own`).
+    /// The entry for an app's effective permissions (`dbus_talk`, `dbus_own`); a granted
+    /// portal that is served adds the portal service's name to `talk`.
     pub fn from_permissions(app_id: AppId, uid: u32, perms: &Permissions) -> BusPolicyEntry {
+        let mut talk: BTreeSet<BusName> = perms.dbus_talk.iter().cloned().collect();
+        if perms.has_served_portal() {
+            talk.insert(BusName::new(appmgr_types::PORTAL_BUS_NAME).expect("a valid bus name"));
+        }
         BusPolicyEntry {
             app_id,
             uid,
-            talk: perms.dbus_talk.iter().cloned().collect(),
+            talk: talk.into_iter().collect(),
             own: perms.dbus_own.iter().cloned().collect(),
         }
     }
@@ -289,5 +294,23 @@ mod tests {
             &Permissions::default(),
         );
         assert!(e.talk.is_empty() && e.own.is_empty());
+    }
+
+    #[test]
+    fn a_served_portal_opens_exactly_the_portal_name() {
+        let id = AppId::new("org.example.App").unwrap();
+        let mut p = Permissions::default();
+        p.portals
+            .insert(appmgr_types::PortalName::new("bluetooth").unwrap());
+        // Not served: no bus name is opened for it.
+        let e = BusPolicyEntry::from_permissions(id.clone(), 70001, &p);
+        assert!(e.talk.is_empty());
+        p.portals
+            .insert(appmgr_types::PortalName::new("gpu").unwrap());
+        p.dbus_talk.insert(bn("org.example.Other"));
+        let e = BusPolicyEntry::from_permissions(id, 70001, &p);
+        let talk: Vec<&str> = e.talk.iter().map(|b| b.as_str()).collect();
+        assert_eq!(talk, ["org.appmgr.Portal1", "org.example.Other"]);
+        assert!(e.own.is_empty());
     }
 }

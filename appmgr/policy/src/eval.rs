@@ -6,8 +6,8 @@ use crate::parse::{parse_file, OnExcess, Rule};
 use crate::PolicyError;
 use appmgr_cgroup::CgroupLimits;
 use appmgr_types::{
-    escape_for_display, AllowFlag, AppId, BusName, DeviceName, FsGrant, Permissions, PortalName,
-    Resources, SocketName,
+    escape_for_display, AllowFlag, AppId, BusName, ChannelName, DeviceName, FsGrant, Permissions,
+    PortalName, Resources, SocketName,
 };
 use serde::Serialize;
 use std::fmt;
@@ -141,6 +141,8 @@ pub(crate) enum Item {
     Fs(FsGrant),
     Portal(PortalName),
     Allow(AllowFlag),
+    SensorChannel(ChannelName),
+    SensorRate(u32),
 }
 
 fn paths_overlap(a: &str, b: &str) -> bool {
@@ -165,6 +167,8 @@ impl Item {
         v.extend(p.filesystems.iter().cloned().map(Item::Fs));
         v.extend(p.portals.iter().cloned().map(Item::Portal));
         v.extend(p.allow.iter().copied().map(Item::Allow));
+        v.extend(p.sensors.channels.iter().cloned().map(Item::SensorChannel));
+        v.extend(p.sensors.max_rate_hz.map(Item::SensorRate));
         v
     }
 
@@ -179,6 +183,8 @@ impl Item {
             Item::Fs(_) => "filesystems",
             Item::Portal(_) => "portals",
             Item::Allow(_) => "allow",
+            Item::SensorChannel(_) => "sensors.channels",
+            Item::SensorRate(_) => "sensors.max-rate-hz",
         }
     }
 
@@ -191,6 +197,8 @@ impl Item {
             Item::Fs(f) => f.to_string(),
             Item::Portal(p) => p.to_string(),
             Item::Allow(a) => a.to_string(),
+            Item::SensorChannel(c) => c.to_string(),
+            Item::SensorRate(r) => r.to_string(),
         }
     }
 
@@ -206,6 +214,9 @@ impl Item {
             Item::Fs(f) => g.filesystems.iter().any(|x| x.covers(f)),
             Item::Portal(p) => g.portals.contains(p),
             Item::Allow(a) => g.allow.contains(a),
+            Item::SensorChannel(c) => g.sensors.channels.contains(c),
+            // A rate is covered by any grant of that rate or more.
+            Item::SensorRate(r) => g.sensors.max_rate_hz.is_some_and(|m| m >= *r),
         }
     }
 
@@ -227,6 +238,9 @@ impl Item {
                 .any(|x| paths_overlap(&x.path, &f.path)),
             Item::Portal(x) => d.portals.contains(x),
             Item::Allow(x) => d.allow.contains(x),
+            Item::SensorChannel(x) => d.sensors.channels.contains(x),
+            // Denying a rate denies streams at that rate or faster.
+            Item::SensorRate(r) => d.sensors.max_rate_hz.is_some_and(|m| *r >= m),
         }
     }
 
@@ -255,6 +269,10 @@ impl Item {
             Item::Allow(x) => {
                 p.allow.insert(x);
             }
+            Item::SensorChannel(x) => {
+                p.sensors.channels.insert(x);
+            }
+            Item::SensorRate(r) => p.sensors.max_rate_hz = Some(r),
         }
     }
 }

@@ -554,3 +554,55 @@ fn condition_nodes_lists_every_node_a_condition_names() {
         ["/dev/dri/renderD128", "/dev/mali0"]
     );
 }
+
+#[test]
+fn sensor_grants_intersect_per_channel_and_cap_the_rate() {
+    let s = set(&[(
+        "10.toml",
+        "[[rule]]\napps = [\"org.x.*\"]\ngrant = { portals = [\"sensors\"], sensors = { channels = [\"accel_x\", \"accel_y\"], max-rate-hz = 50 } }\n\
+         [[rule]]\napps = [\"org.x.Bad\"]\ndeny = { sensors = { channels = [\"accel_y\"] } }\n",
+    )]);
+    // Within the grant: exactly what was asked for, not the rest of the grant.
+    let ok = req(
+        "org.x.App",
+        "portals = [\"sensors\"]\n[sensors]\nchannels = [\"accel_x\"]\nmax-rate-hz = 20",
+        "",
+    );
+    let g = s.check(&ok.r(), &board()).unwrap();
+    let ch: Vec<&str> = g
+        .permissions
+        .sensors
+        .channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(ch, ["accel_x"]);
+    assert_eq!(g.permissions.sensors.max_rate_hz, Some(20));
+    // A channel or a rate beyond the grant is named in the refusal.
+    let more = req(
+        "org.x.App",
+        "portals = [\"sensors\"]\n[sensors]\nchannels = [\"accel_x\", \"temp\"]\nmax-rate-hz = 20",
+        "",
+    );
+    let m = refusal(&s, &more);
+    assert!(m.contains("sensors.channels") && m.contains("temp"), "{m}");
+    let fast = req(
+        "org.x.App",
+        "portals = [\"sensors\"]\n[sensors]\nchannels = [\"accel_x\"]\nmax-rate-hz = 51",
+        "",
+    );
+    let m = refusal(&s, &fast);
+    assert!(m.contains("sensors.max-rate-hz") && m.contains("51"), "{m}");
+    // An explicit denial wins over the grant.
+    let denied = req(
+        "org.x.Bad",
+        "portals = [\"sensors\"]\n[sensors]\nchannels = [\"accel_y\"]",
+        "",
+    );
+    let m = refusal(&s, &denied);
+    assert!(m.contains("accel_y"), "{m}");
+    // Keys are checked: a rate of 0 or an unknown key is an error, not a silent default.
+    assert!(toml::from_str::<Permissions>("[sensors]\nmax-rate-hz = 0").is_err());
+    assert!(toml::from_str::<Permissions>("[sensors]\nrate = 5").is_err());
+    assert!(toml::from_str::<Permissions>("[sensors]\nchannels = [\"Accel\"]").is_err());
+}

@@ -825,7 +825,10 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         });
         socket_env.push(("NOTIFY_SOCKET".into(), SANDBOX_NOTIFY_SOCKET.into()));
     }
-    let bus_granted = !perms.dbus_talk.is_empty() || !perms.dbus_own.is_empty();
+    // A served portal is reached over the system bus (the bus policy lets the app's uid
+    // call exactly the portal's name).
+    let bus_granted =
+        !perms.dbus_talk.is_empty() || !perms.dbus_own.is_empty() || perms.has_served_portal();
     if let Some(bus) = spec.system_bus_socket.as_ref().filter(|_| bus_granted) {
         let s = check_host_path("system bus socket", bus)?;
         m.push(dir("/run/dbus", 0o755));

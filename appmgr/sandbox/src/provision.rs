@@ -11,7 +11,8 @@
 //! | `sockets NAME` | a bind at the socket's sandbox path (none exists yet: never) |
 //! | `dbus-talk`, `dbus-own` | the system bus socket bound at [`SANDBOX_SYSTEM_BUS_SOCKET`] |
 //! | `filesystems PATH` | a bind of PATH with the granted access, and PATH exists (the launcher skips a missing one) |
-//! | `portals NAME` | a portal endpoint (none exists yet: never) |
+//! | `portals NAME` | NAME is served by the portal service (`gpu`, `sensors`) and the system bus socket is bound |
+//! | `sensors.channels`, `sensors.max-rate-hz` | the `sensors` portal is provided |
 //! | `allow FLAG` | the seccomp plan's flag |
 //!
 //! The only host I/O is the existence check of granted host paths and [`host_socket`].
@@ -61,6 +62,12 @@ pub fn provisions(
     let bound = |src_is: &dyn Fn(&BindSource) -> bool, dest: &str| {
         binds(plan).any(|(s, d, _)| d == dest && src_is(s))
     };
+    let bus_bound = || {
+        bound(
+            &|s| matches!(s, BindSource::Socket(_)),
+            SANDBOX_SYSTEM_BUS_SOCKET,
+        )
+    };
     spec.permissions
         .entries()
         .iter()
@@ -99,10 +106,7 @@ pub fn provisions(
                 ),
             },
             PermEntry::Talk(_) | PermEntry::Own(_) => {
-                if bound(
-                    &|s| matches!(s, BindSource::Socket(_)),
-                    SANDBOX_SYSTEM_BUS_SOCKET,
-                ) {
+                if bus_bound() {
                     Provision::provided(e)
                 } else {
                     Provision::not_provided(e, "no system bus socket on this host")
@@ -123,7 +127,27 @@ pub fn provisions(
                     Provision::provided(e)
                 }
             }
-            PermEntry::Portal(_) => Provision::not_provided(e, "appmgr serves no portals yet"),
+            PermEntry::Portal(p) if !p.is_served() => {
+                Provision::not_provided(e, format!("appmgr serves no {p} portal yet"))
+            }
+            PermEntry::Portal(_) if !bus_bound() => {
+                Provision::not_provided(e, "no system bus socket to reach the portal")
+            }
+            PermEntry::Portal(_) => Provision::provided(e),
+            PermEntry::SensorChannel(_) | PermEntry::SensorRate(_) => {
+                if !spec
+                    .permissions
+                    .portals
+                    .iter()
+                    .any(|p| p.as_str() == "sensors")
+                {
+                    Provision::not_provided(e, "the sensors portal is not granted")
+                } else if !bus_bound() {
+                    Provision::not_provided(e, "no system bus socket to reach the portal")
+                } else {
+                    Provision::provided(e)
+                }
+            }
             PermEntry::Allow(f) => {
                 let on = match f {
                     AllowFlag::Devel => plan.seccomp.devel,
@@ -164,6 +188,11 @@ mod tests {
         p.sockets.insert(SocketName::Pipewire);
         p.portals
             .insert(appmgr_types::PortalName::new("gpu").unwrap());
+        p.portals
+            .insert(appmgr_types::PortalName::new("bluetooth").unwrap());
+        p.sensors
+            .channels
+            .insert(appmgr_types::ChannelName::new("accel_x").unwrap());
         p.dbus_talk.insert(BusName::new("org.example.X").unwrap());
         p.dbus_own.insert(BusName::new("org.example.Own").unwrap());
         let here = format!("{}:ro", env!("CARGO_MANIFEST_DIR"));
@@ -186,6 +215,8 @@ mod tests {
         assert_eq!(status(&v, "sockets", "wayland"), NotProvided);
         assert_eq!(status(&v, "sockets", "pipewire"), NotProvided);
         assert_eq!(status(&v, "portals", "gpu"), NotProvided);
+        assert_eq!(status(&v, "portals", "bluetooth"), NotProvided);
+        assert_eq!(status(&v, "sensors.channels", "accel_x"), NotProvided);
         // No bus socket in the spec: the bus grants are not provided.
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), NotProvided);
         assert_eq!(status(&v, "dbus-own", "org.example.Own"), NotProvided);
@@ -205,6 +236,11 @@ mod tests {
         let v = provisions(&s, &plan, &nodes);
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), Provided);
         assert_eq!(status(&v, "dbus-own", "org.example.Own"), Provided);
+        // Served portals are reached over the bound bus; bluetooth is not served yet, and
+        // sensor channels without the sensors portal are not provided.
+        assert_eq!(status(&v, "portals", "gpu"), Provided);
+        assert_eq!(status(&v, "portals", "bluetooth"), NotProvided);
+        assert_eq!(status(&v, "sensors.channels", "accel_x"), NotProvided);
         // A plan that lost a bind is reported from what it contains, not from the grant.
         let mut cut = plan.clone();
         cut.mounts.retain(|m| {

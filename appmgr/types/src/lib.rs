@@ -19,8 +19,9 @@ pub use exit::{dbus, ErrorClass};
 pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 pub use perms::{
-    AllowFlag, BusName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit, Permissions,
-    PortalName, Resources, SocketName,
+    AllowFlag, BusName, ChannelName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit,
+    Permissions, PortalName, Resources, SensorGrant, SocketName, MAX_SENSOR_RATE_HZ,
+    PORTAL_BUS_NAME, SERVED_PORTALS,
 };
 pub use provision::{PermEntry, Provision, ProvisionStatus};
 pub use text::{escape_for_display, has_unsafe_chars};

@@ -66,10 +66,70 @@ ident_type!(
     "device"
 );
 ident_type!(
-    /// A portal served by appmgrd (`gpu`, `bluetooth`, `sensors`, ...).
+    /// A portal served by appmgr's portal service (`gpu`, `sensors`, `bluetooth`, ...).
     PortalName,
     "portal"
 );
+ident_type!(
+    /// An IIO channel as sysfs spells it without `in_` and `_raw` (`accel_x`, `temp`,
+    /// `voltage0`, `voltage1-voltage2`).
+    ChannelName,
+    "sensor channel"
+);
+
+/// The portal service's well-known bus name. An app granted a served portal may call it
+/// (and nothing else, unless `dbus-talk` says so).
+pub const PORTAL_BUS_NAME: &str = "org.appmgr.Portal1";
+
+/// The portals the portal service serves. A granted portal not listed here is shown as not
+/// provided.
+pub const SERVED_PORTALS: &[&str] = &["gpu", "sensors"];
+
+impl PortalName {
+    /// Whether appmgr's portal service serves this portal.
+    pub fn is_served(&self) -> bool {
+        SERVED_PORTALS.contains(&self.as_str())
+    }
+}
+
+impl Permissions {
+    /// Whether any granted portal is served (the app gets the bus to reach the portal).
+    pub fn has_served_portal(&self) -> bool {
+        self.portals.iter().any(PortalName::is_served)
+    }
+}
+
+/// The fastest sensor stream rate a grant may name (`max-rate-hz`).
+pub const MAX_SENSOR_RATE_HZ: u32 = 10_000;
+
+/// `[permissions.sensors]` of a manifest and `grant = { sensors = { ... } }` of a policy
+/// rule: the IIO channels the Sensors portal may read for the app, and the highest rate
+/// of a stream (`Open`). Without `max-rate-hz` only single reads (`Read`) are possible.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SensorGrant {
+    pub channels: BTreeSet<ChannelName>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "de_rate")]
+    pub max_rate_hz: Option<u32>,
+}
+
+impl SensorGrant {
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.max_rate_hz.is_none()
+    }
+}
+
+fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v == 0 || v > u64::from(MAX_SENSOR_RATE_HZ) {
+        return Err(serde::de::Error::custom(InvalidValue::new(
+            "max-rate-hz",
+            &v.to_string(),
+            "must be 1 to 10000",
+        )));
+    }
+    Ok(Some(v as u32))
+}
 
 macro_rules! closed_enum {
     ($(#[$m:meta])* $name:ident, $what:literal, { $($var:ident => $s:literal),+ $(,)? }) => {
@@ -296,6 +356,9 @@ pub struct Permissions {
     pub filesystems: BTreeSet<FsGrant>,
     pub portals: BTreeSet<PortalName>,
     pub allow: BTreeSet<AllowFlag>,
+    /// The Sensors portal's channels and rate (`[permissions.sensors]`).
+    #[serde(skip_serializing_if = "SensorGrant::is_empty")]
+    pub sensors: SensorGrant,
 }
 
 impl Permissions {

@@ -5,7 +5,9 @@
 //! The status is computed by `appmgr_sandbox::provisions` from the launch plan itself;
 //! this crate only holds the shared vocabulary.
 
-use crate::perms::{AllowFlag, BusName, DeviceName, FsGrant, Permissions, PortalName, SocketName};
+use crate::perms::{
+    AllowFlag, BusName, ChannelName, DeviceName, FsGrant, Permissions, PortalName, SocketName,
+};
 use serde::{Deserialize, Serialize};
 
 /// One item of a [`Permissions`] value: a boolean that is set, or one element of a set.
@@ -22,6 +24,10 @@ pub enum PermEntry<'a> {
     Fs(&'a FsGrant),
     Portal(&'a PortalName),
     Allow(AllowFlag),
+    /// One channel of `[permissions.sensors]`.
+    SensorChannel(&'a ChannelName),
+    /// `max-rate-hz` of `[permissions.sensors]`.
+    SensorRate(u32),
 }
 
 impl PermEntry<'_> {
@@ -37,6 +43,8 @@ impl PermEntry<'_> {
             PermEntry::Fs(_) => "filesystems",
             PermEntry::Portal(_) => "portals",
             PermEntry::Allow(_) => "allow",
+            PermEntry::SensorChannel(_) => "sensors.channels",
+            PermEntry::SensorRate(_) => "sensors.max-rate-hz",
         }
     }
 
@@ -50,6 +58,8 @@ impl PermEntry<'_> {
             PermEntry::Fs(f) => f.to_string(),
             PermEntry::Portal(p) => p.to_string(),
             PermEntry::Allow(a) => a.to_string(),
+            PermEntry::SensorChannel(c) => c.to_string(),
+            PermEntry::SensorRate(r) => r.to_string(),
         }
     }
 }
@@ -71,6 +81,8 @@ impl Permissions {
         v.extend(self.filesystems.iter().map(PermEntry::Fs));
         v.extend(self.portals.iter().map(PermEntry::Portal));
         v.extend(self.allow.iter().copied().map(PermEntry::Allow));
+        v.extend(self.sensors.channels.iter().map(PermEntry::SensorChannel));
+        v.extend(self.sensors.max_rate_hz.map(PermEntry::SensorRate));
         v
     }
 }
