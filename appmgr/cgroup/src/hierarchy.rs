@@ -188,6 +188,41 @@ impl Hierarchy {
         out
     }
 
+    /// The app whose cgroup `proc_cgroup` (the text of `/proc/PID/cgroup`, read in the
+    /// host's cgroup namespace) places the process in: in every hierarchy appmgr uses the
+    /// process must be in `/PARENT/app-ID.scope` of the same app, or a cgroup below it.
+    /// None for any other process (the launcher's `launch-ID.scope`, a system service, a
+    /// process in two apps' cgroups). Pure.
+    pub fn app_of_proc_cgroup(&self, proc_cgroup: &str) -> Option<appmgr_types::AppId> {
+        let mut app: Option<appmgr_types::AppId> = None;
+        let mut seen: Vec<&Path> = Vec::new();
+        for (c, m) in &self.mounts {
+            if seen.contains(&m.as_path()) {
+                continue;
+            }
+            seen.push(m);
+            let rel = proc_cgroup.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                let hit = match self.version {
+                    CgroupVersion::V2 => ctrls.is_empty(),
+                    CgroupVersion::V1 => ctrls.split(',').any(|x| x == c.as_str()),
+                };
+                hit.then_some(path)
+            })?;
+            let below = Path::new(rel.strip_prefix('/')?)
+                .strip_prefix(&self.parent)
+                .ok()?;
+            let leaf = below.components().next()?.as_os_str().to_str()?;
+            let this = crate::spec::app_of_leaf(leaf)?;
+            match &app {
+                Some(a) if *a != this => return None,
+                _ => app = Some(this),
+            }
+        }
+        app
+    }
+
     /// [`Hierarchy::procs_files_of`] for the calling process: where a process that joined
     /// an app cgroup (the launcher) goes back to, so the app cgroup can be removed.
     pub fn current_procs_files(&self) -> Result<Vec<PathBuf>, CgroupError> {
@@ -474,6 +509,41 @@ mod tests {
                 "/sys/fs/cgroup/user.slice/session-1.scope/cgroup.procs"
             )]
         );
+    }
+
+    #[test]
+    fn the_app_of_a_process_from_its_cgroups() {
+        let v2 = Hierarchy::v2("/sys/fs/cgroup", DEFAULT_PARENT).unwrap();
+        let app = |h: &Hierarchy, t: &str| h.app_of_proc_cgroup(t).map(|a| a.to_string());
+        assert_eq!(
+            app(&v2, "0::/appmgr.slice/app-org.x.A.scope\n").as_deref(),
+            Some("org.x.A")
+        );
+        assert_eq!(
+            app(&v2, "0::/appmgr.slice/app-org.x.A.scope/sub\n").as_deref(),
+            Some("org.x.A")
+        );
+        for other in [
+            "0::/appmgr.slice/launch-org.x.A.scope\n",
+            "0::/user.slice/app-org.x.A.scope\n",
+            "0::/appmgr.slice\n",
+            "0::/\n",
+            "",
+            "0::/appmgr.slice/app-org.x.A.scopeX\n",
+        ] {
+            assert_eq!(app(&v2, other), None, "{other:?}");
+        }
+        // v1: every hierarchy appmgr uses must name the same app.
+        let h = Hierarchy::from_mountinfo(HYBRID, DEFAULT_PARENT).unwrap();
+        let v1 = |a: &str, b: &str| {
+            format!(
+                "12:name=systemd:/user.slice\n7:freezer:{a}\n4:memory:{a}\n3:cpu,cpuacct:{a}\n2:pids:{b}\n1:cpuset:{a}\n0::/user.slice\n"
+            )
+        };
+        let a = "/appmgr.slice/app-org.x.A.scope";
+        assert_eq!(app(&h, &v1(a, a)).as_deref(), Some("org.x.A"));
+        assert_eq!(app(&h, &v1(a, "/appmgr.slice/app-org.x.B.scope")), None);
+        assert_eq!(app(&h, &v1(a, "/")), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 pub mod apps;
 pub mod config;
 mod error;
+pub mod journal;
 pub mod paths;
 pub mod prepared;
 pub mod records;

@@ -13,7 +13,7 @@ pub mod access;
 pub mod callerfile;
 pub mod error;
 pub mod files;
-pub mod journal;
+pub use appmgr_core::journal;
 pub mod logfile;
 pub mod manager;
 pub mod mem;

@@ -1,4 +1,4 @@
-//! Logging: structured entries to the systemd journal (native protocol over
+//! Logging for appmgrd and appmgr-portald: structured entries to the systemd journal (native protocol over
 //! `/run/systemd/journal/socket`) with stable message IDs, or one line on stderr where no
 //! journald runs. Also the per-app output streams (`stdout` protocol) for service apps.
 
@@ -18,10 +18,16 @@ pub enum Event {
     ServiceStarted,
     ServiceExited,
     HealthRollback,
+    /// The portal service handed a granted resource to an app.
+    PortalGranted,
+    /// The portal service refused a call (not granted, or a caller that is not an app).
+    PortalDenied,
+    /// The portal service withdrew what it had handed out (grant revoked, app stopped).
+    PortalRevoked,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 12] = [
         Event::Installed,
         Event::Updated,
         Event::RolledBack,
@@ -31,6 +37,9 @@ impl Event {
         Event::ServiceStarted,
         Event::ServiceExited,
         Event::HealthRollback,
+        Event::PortalGranted,
+        Event::PortalDenied,
+        Event::PortalRevoked,
     ];
 
     pub fn message_id(self) -> &'static str {
@@ -44,6 +53,9 @@ impl Event {
             Event::ServiceStarted => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e07",
             Event::ServiceExited => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e08",
             Event::HealthRollback => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e09",
+            Event::PortalGranted => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e10",
+            Event::PortalDenied => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e11",
+            Event::PortalRevoked => "5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e12",
         }
     }
 
@@ -58,6 +70,9 @@ impl Event {
             Event::ServiceStarted => "service-started",
             Event::ServiceExited => "service-exited",
             Event::HealthRollback => "health-rollback",
+            Event::PortalGranted => "portal-granted",
+            Event::PortalDenied => "portal-denied",
+            Event::PortalRevoked => "portal-revoked",
         }
     }
 }
@@ -69,6 +84,18 @@ const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
 pub const ERR: u8 = 3;
 pub const WARNING: u8 = 4;
 pub const INFO: u8 = 6;
+
+static IDENTIFIER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sets the `SYSLOG_IDENTIFIER` (and stderr prefix) of this process's entries, once, at
+/// start; `appmgrd` when never set.
+pub fn set_identifier(name: &'static str) {
+    let _ = IDENTIFIER.set(name);
+}
+
+fn identifier() -> &'static str {
+    IDENTIFIER.get().copied().unwrap_or("appmgrd")
+}
 
 /// Whether journald runs here (its sockets exist); else logs go to stderr.
 pub fn journald_present() -> bool {
@@ -85,7 +112,7 @@ pub fn log(priority: u8, event: Option<Event>, app: Option<&str>, message: &str)
         (Some(e), None) => format!(" [{}]", e.name()),
         _ => String::new(),
     };
-    let _ = writeln!(std::io::stderr().lock(), "appmgrd:{tag} {message}");
+    let _ = writeln!(std::io::stderr().lock(), "{}:{tag} {message}", identifier());
 }
 
 /// One journal field in the native protocol: `KEY=value\n`, or the binary-safe form
@@ -114,7 +141,7 @@ fn send_native(
     let mut buf = Vec::with_capacity(256);
     field(&mut buf, "MESSAGE", message);
     field(&mut buf, "PRIORITY", &priority.to_string());
-    field(&mut buf, "SYSLOG_IDENTIFIER", "appmgrd");
+    field(&mut buf, "SYSLOG_IDENTIFIER", identifier());
     if let Some(e) = event {
         field(&mut buf, "MESSAGE_ID", e.message_id());
         field(&mut buf, "APPMGR_EVENT", e.name());
