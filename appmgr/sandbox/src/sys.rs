@@ -1,7 +1,7 @@
 //! The only module of appmgr allowed to use `unsafe`: thin wrappers over the few
 //! syscalls that `rustix` does not wrap safely (fork, signal masks, execve, seccomp
 //! loading, the cgroup device program's `bpf(2)` load and attach, close_range, the
-//! interface-flags and loop-device ioctls) and the raw-syscall entry the probe uses. Every block
+//! interface-flags, loop-device and DRM-version ioctls) and the raw-syscall entry the probe uses. Every block
 //! says why it is sound; callers get safe functions.
 #![allow(unsafe_code)]
 
@@ -684,4 +684,64 @@ pub fn release_code_pages() {
     // SAFETY: malloc_trim only returns free heap memory to the kernel; the process is
     // single-threaded and holds no allocator lock here.
     unsafe { libc::malloc_trim(0) };
+}
+
+/// `struct drm_version` of `<drm/drm.h>` (64-bit layout; the ioctl number encodes its size).
+#[repr(C)]
+struct DrmVersion {
+    major: libc::c_int,
+    minor: libc::c_int,
+    patchlevel: libc::c_int,
+    name_len: libc::size_t,
+    name: *mut libc::c_char,
+    date_len: libc::size_t,
+    date: *mut libc::c_char,
+    desc_len: libc::size_t,
+    desc: *mut libc::c_char,
+}
+
+/// `DRM_IOCTL_VERSION`: `_IOWR('d', 0x00, struct drm_version)`.
+const DRM_IOCTL_VERSION: libc::c_ulong = (3 << 30)
+    | ((std::mem::size_of::<DrmVersion>() as libc::c_ulong) << 16)
+    | ((b'd' as libc::c_ulong) << 8);
+
+/// The kernel driver's name of a DRM device (`DRM_IOCTL_VERSION` on `fd`): what the GPU
+/// portal reports and what the probe checks on the descriptor it was handed. At most 64
+/// bytes of the name are read.
+pub fn drm_driver_name(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<String> {
+    let mut name = [0u8; 64];
+    let mut v = DrmVersion {
+        major: 0,
+        minor: 0,
+        patchlevel: 0,
+        name_len: name.len(),
+        name: name.as_mut_ptr().cast(),
+        date_len: 0,
+        date: std::ptr::null_mut(),
+        desc_len: 0,
+        desc: std::ptr::null_mut(),
+    };
+    // SAFETY: `v` is a properly laid out `struct drm_version` that lives across the call;
+    // its only non-null buffer is `name`, valid for `name_len` bytes, and the kernel
+    // writes at most `*_len` bytes into each buffer (zero-length ones are not touched).
+    // The kernel does not keep the pointers after the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), DRM_IOCTL_VERSION as _, &mut v) })?;
+    // The kernel sets name_len to the full length; it copied min(full, buffer).
+    let n = v.name_len.min(name.len());
+    Ok(String::from_utf8_lossy(&name[..n]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn drm_version_ioctl_number_and_a_non_drm_node() {
+        // The value <drm/drm.h> gives on 64-bit Linux.
+        assert_eq!(DRM_IOCTL_VERSION, 0xC040_6400);
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let e = drm_driver_name(f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
 }
