@@ -695,6 +695,27 @@ mod tests {
         let gpu = &imx.devices[&DeviceName::new("gpu").unwrap()];
         assert!(gpu.nodes.iter().any(|n| n == "/dev/galcore"));
         assert!(gpu.nodes.iter().any(|n| n.starts_with("/dev/dri/")));
+        // Every shipped board offers its GPU render node and its IIO sensors.
+        let family = |name: &str| {
+            let p = all.iter().find(|p| p.name == name).unwrap();
+            let g = p
+                .gpu
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no gpu portal"));
+            assert_eq!(g.render_node, "/dev/dri/renderD*", "{name}");
+            let s = p
+                .sensors
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no sensors"));
+            assert_eq!(s.sysfs, Path::new("/sys/bus/iio/devices"), "{name}");
+            (g.family.as_str(), g.driver.as_deref())
+        };
+        assert_eq!(family("qemu-virt-x86_64"), ("virtio", None));
+        assert_eq!(family("qemu-virt-aarch64"), ("virtio", None));
+        assert_eq!(family("raspberry-pi-4"), ("videocore", None));
+        assert_eq!(family("rk3588"), ("mali", None));
+        assert_eq!(family("imx8mp"), ("vivante", Some("etnaviv")));
+        assert_eq!(all.len(), 5, "a new profile: add it to the checks above");
     }
 
     const HEAD: &str = "name = \"b\"\narch = \"aarch64\"\n";
