@@ -14,7 +14,20 @@
 //!
 //! [cpusets]
 //! hmi = "4-7"
+//!
+//! [portals.gpu]
+//! render-node = "/dev/dri/renderD*"
+//! family = "mali"
+//!
+//! [portals.sensors]
+//! sysfs = "/sys/bus/iio/devices"
+//! devices = ["accel0"]
 //! ```
+//!
+//! The optional `[portals.*]` tables say what the portals of appmgrd may hand out on this
+//! board: the GPU render node ([`GpuPortalSpec`]) and the IIO sensors
+//! ([`SensorPortalSpec`]). A GPU portal never names a primary DRM node (`card*`): that
+//! node can modeset and stays with the compositor.
 //!
 //! Parsing is strict (unknown keys, bad device names, relative or non-normal paths, node
 //! paths outside `/dev`, sysfs paths outside `/sys`, overlapping ranges are errors, and
@@ -54,6 +67,12 @@ pub enum BoardError {
     #[error("cannot list {path} while resolving device `{device}`: {source}")]
     Resolve {
         device: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list {path} while resolving portals.gpu.render-node {pattern:?}: {source}")]
+    ResolveGpu {
+        pattern: String,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -138,6 +157,32 @@ pub struct DeviceMap {
     pub sysfs: Vec<String>,
 }
 
+/// The GPU the GPU portal hands out on this board (`[portals.gpu]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuPortalSpec {
+    /// The render node: a path below `/dev`, `*` and `?` allowed in its last component
+    /// only (the first match in name order is used, see [`GpuPortalSpec::resolve`]).
+    /// Never a primary DRM node (`card*`).
+    pub render_node: String,
+    /// The GPU family, a lowercase name: `virtio`, `mali`, `vivante`, `videocore`,
+    /// `intel`, ...
+    pub family: String,
+    /// The kernel driver's name, for nodes that answer no `DRM_IOCTL_VERSION` (Mali
+    /// kbase `/dev/mali0`, Vivante `/dev/galcore`); for a DRM render node the driver the
+    /// board is expected to have.
+    pub driver: Option<String>,
+}
+
+/// The IIO sensors the sensor portal may serve on this board (`[portals.sensors]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorPortalSpec {
+    /// Where the IIO devices appear (`iio:deviceN` directories), below `/sys`.
+    pub sysfs: PathBuf,
+    /// IIO device names (each device's sysfs `name` attribute) the portal may serve;
+    /// empty: every device found.
+    pub devices: Vec<String>,
+}
+
 /// A parsed, validated board profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardProfile {
@@ -146,6 +191,10 @@ pub struct BoardProfile {
     pub description: String,
     pub devices: BTreeMap<DeviceName, DeviceMap>,
     pub cpusets: BTreeMap<String, CpuSet>,
+    /// `[portals.gpu]`, if the board offers its GPU through the portal.
+    pub gpu: Option<GpuPortalSpec>,
+    /// `[portals.sensors]`, if the board offers IIO sensors through the portal.
+    pub sensors: Option<SensorPortalSpec>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +208,31 @@ struct RawProfile {
     devices: BTreeMap<String, RawDevice>,
     #[serde(default)]
     cpusets: BTreeMap<String, String>,
+    #[serde(default)]
+    portals: RawPortals,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPortals {
+    gpu: Option<RawGpuPortal>,
+    sensors: Option<RawSensorPortal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGpuPortal {
+    render_node: String,
+    family: String,
+    driver: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensorPortal {
+    sysfs: String,
+    #[serde(default)]
+    devices: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,10 +264,123 @@ fn check_path(p: &str, root: &str, allow_glob: bool) -> Result<(), String> {
         ));
     }
     if !allow_glob && p.contains(['*', '?', '[']) {
-        return Err(format!("{p:?}: patterns are only allowed in `nodes`"));
+        return Err(format!(
+            "{p:?}: patterns are only allowed in device node paths"
+        ));
     }
     if p.contains('[') {
         return Err(format!("{p:?}: only `*` and `?` are supported in patterns"));
+    }
+    Ok(())
+}
+
+/// A GPU render node: a normal path below `/dev`, a pattern in its last component only,
+/// and never a name of a primary (modesetting) DRM node: the kernel's `cardN`, or in a
+/// `by-path` directory udev's `...-card` links to one.
+fn check_render_node(p: &str) -> Result<(), String> {
+    check_path(p, "/dev", true)?;
+    let (dir, last) = p.rsplit_once('/').unwrap_or(("", p));
+    if dir.contains(['*', '?']) {
+        return Err(format!(
+            "{p:?}: `*` and `?` are only allowed in the last path component"
+        ));
+    }
+    let last = last.as_bytes();
+    // udev's links (`/dev/dri/by-path/pci-0000:00:02.0-card`) are only checked by name in
+    // a `by-path` directory; a link elsewhere is checked by its target at resolve time.
+    let link_dir = dir.ends_with("/by-path");
+    if pattern_meets(last, 7, 5, primary_node_step)
+        || (link_dir && pattern_meets(last, 6, 5, card_link_step))
+    {
+        return Err(format!(
+            "{p:?} can name a primary DRM node (`card*`), which can modeset: the GPU portal \
+             hands out render nodes only (e.g. `/dev/dri/renderD*`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a file name is the kernel's name of a primary DRM node: `card` and digits.
+fn is_primary_node_name(name: &[u8]) -> bool {
+    name.strip_prefix(b"card")
+        .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+}
+
+/// The automaton of `card[0-9]+`: states 0-4 are that many bytes of `card` read, 5 (the
+/// accepting one) one or more digits after it, 6 dead.
+fn primary_node_step(q: usize, c: u8) -> usize {
+    match q {
+        0..=3 if b"card"[q] == c => q + 1,
+        4 | 5 if c.is_ascii_digit() => 5,
+        _ => 6,
+    }
+}
+
+/// The automaton of names ending in `-card` (udev's by-path links to primary nodes):
+/// state q is the longest prefix of `-card` that the bytes read end with; 5 accepts.
+fn card_link_step(q: usize, c: u8) -> usize {
+    const SUFFIX: &[u8] = b"-card";
+    let mut read = SUFFIX[..q.min(SUFFIX.len())].to_vec();
+    read.push(c);
+    (0..=SUFFIX.len().min(read.len()))
+        .rev()
+        .find(|&k| read.ends_with(&SUFFIX[..k]))
+        .unwrap_or(0)
+}
+
+/// Whether some file name that the pattern `pat` (`*` any run, `?` one byte) matches is
+/// accepted by the automaton `step` (total on bytes, `states` states, 0 first, `accept`
+/// accepting). Exact: every reachable pair (pattern position, automaton state) is
+/// visited once; `*` and `?` stand for any byte a file name may hold (not `/`, not NUL).
+fn pattern_meets(pat: &[u8], states: usize, accept: usize, step: fn(usize, u8) -> usize) -> bool {
+    let name_bytes = || (1..=u8::MAX).filter(|&b| b != b'/');
+    let mut seen = vec![vec![false; states]; pat.len() + 1];
+    let mut todo = vec![(0usize, 0usize)];
+    while let Some((i, q)) = todo.pop() {
+        if std::mem::replace(&mut seen[i][q], true) {
+            continue;
+        }
+        match pat.get(i) {
+            None => {}
+            Some(b'*') => {
+                todo.push((i + 1, q));
+                todo.extend(name_bytes().map(|b| (i, step(q, b))));
+            }
+            Some(b'?') => todo.extend(name_bytes().map(|b| (i + 1, step(q, b)))),
+            Some(&c) => todo.push((i + 1, step(q, c))),
+        }
+    }
+    seen[pat.len()][accept]
+}
+
+/// A lowercase name (`[a-z][a-z0-9_-]*`, at most `max` characters).
+fn check_lower_name(v: &str, max: usize) -> Result<(), String> {
+    if v.is_empty()
+        || v.len() > max
+        || !v.starts_with(|c: char| c.is_ascii_lowercase())
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{v:?} must be 1-{max} lowercase letters, digits, `-`, `_`, starting with a letter"
+        ));
+    }
+    Ok(())
+}
+
+/// An IIO device name as the kernel shows it in sysfs `name` (`accel0`, `bmi160`,
+/// `fec10000.saradc`, `iio_dummy_part_no`): 1-64 ASCII letters, digits, `_ . : + -`.
+fn check_iio_name(v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-'))
+    {
+        return Err(format!(
+            "{v:?} must be an IIO device name: 1-64 ASCII letters, digits, `_`, `.`, `:`, `+`, `-`"
+        ));
     }
     Ok(())
 }
@@ -271,12 +458,52 @@ impl BoardProfile {
             let set = CpuSet::parse(&list).map_err(|r| invalid(key, r))?;
             cpusets.insert(name, set);
         }
+        let gpu = match raw.portals.gpu {
+            None => None,
+            Some(g) => {
+                check_render_node(&g.render_node)
+                    .map_err(|r| invalid("portals.gpu.render-node".into(), r))?;
+                check_lower_name(&g.family, 32)
+                    .map_err(|r| invalid("portals.gpu.family".into(), r))?;
+                if let Some(d) = &g.driver {
+                    check_lower_name(d, 32).map_err(|r| invalid("portals.gpu.driver".into(), r))?;
+                }
+                Some(GpuPortalSpec {
+                    render_node: g.render_node,
+                    family: g.family,
+                    driver: g.driver,
+                })
+            }
+        };
+        let sensors = match raw.portals.sensors {
+            None => None,
+            Some(s) => {
+                check_path(&s.sysfs, "/sys", false)
+                    .map_err(|r| invalid("portals.sensors.sysfs".into(), r))?;
+                let mut seen = BTreeSet::new();
+                for d in &s.devices {
+                    check_iio_name(d).map_err(|r| invalid("portals.sensors.devices".into(), r))?;
+                    if !seen.insert(d.as_str()) {
+                        return Err(invalid(
+                            "portals.sensors.devices".into(),
+                            format!("{d:?} is listed twice"),
+                        ));
+                    }
+                }
+                Some(SensorPortalSpec {
+                    sysfs: PathBuf::from(s.sysfs),
+                    devices: s.devices,
+                })
+            }
+        };
         Ok(BoardProfile {
             name: raw.name,
             arch,
             description: raw.description,
             devices,
             cpusets,
+            gpu,
+            sensors,
         })
     }
 
@@ -318,6 +545,42 @@ impl BoardProfile {
             }
         }
         Ok(out.into_iter().collect())
+    }
+}
+
+impl GpuPortalSpec {
+    /// The render node the portal hands out now: the first existing match of
+    /// [`render_node`](Self::render_node) in name order, `None` when nothing matches (no
+    /// GPU driver bound, or the node is not there yet). Symlinks are not followed while
+    /// expanding the pattern; a dangling link, and a match that is or links to a primary
+    /// DRM node (`cardN`), are passed over.
+    pub fn resolve(&self) -> Result<Option<PathBuf>, BoardError> {
+        self.resolve_under(Path::new("/"))
+    }
+
+    /// [`resolve`](Self::resolve) against the tree under `root` instead of `/` (tests);
+    /// the path returned is the host-visible one (`/dev/...`).
+    fn resolve_under(&self, root: &Path) -> Result<Option<PathBuf>, BoardError> {
+        let mut found = BTreeSet::new();
+        expand(root, &self.render_node, &mut found).map_err(|(path, source)| {
+            BoardError::ResolveGpu {
+                pattern: self.render_node.clone(),
+                path,
+                source,
+            }
+        })?;
+        let rel = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        Ok(found.into_iter().find(|p| {
+            let real = rel(p);
+            // A dangling link is no node; a primary node, or a link to one, is never one to
+            // hand out (checked at parse time too; the fields are public).
+            let primary = |n: Option<&std::ffi::OsStr>| {
+                n.is_some_and(|n| is_primary_node_name(n.as_encoded_bytes()))
+            };
+            real.exists()
+                && !primary(p.file_name())
+                && std::fs::read_link(&real).map_or(true, |t| !primary(t.file_name()))
+        }))
     }
 }
 
@@ -432,6 +695,256 @@ mod tests {
         let gpu = &imx.devices[&DeviceName::new("gpu").unwrap()];
         assert!(gpu.nodes.iter().any(|n| n == "/dev/galcore"));
         assert!(gpu.nodes.iter().any(|n| n.starts_with("/dev/dri/")));
+        // Every shipped board offers its GPU render node and its IIO sensors.
+        let family = |name: &str| {
+            let p = all.iter().find(|p| p.name == name).unwrap();
+            let g = p
+                .gpu
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no gpu portal"));
+            assert_eq!(g.render_node, "/dev/dri/renderD*", "{name}");
+            let s = p
+                .sensors
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no sensors"));
+            assert_eq!(s.sysfs, Path::new("/sys/bus/iio/devices"), "{name}");
+            (g.family.as_str(), g.driver.as_deref())
+        };
+        assert_eq!(family("qemu-virt-x86_64"), ("virtio", None));
+        assert_eq!(family("qemu-virt-aarch64"), ("virtio", None));
+        assert_eq!(family("raspberry-pi-4"), ("videocore", None));
+        assert_eq!(family("rk3588"), ("mali", None));
+        assert_eq!(family("imx8mp"), ("vivante", Some("etnaviv")));
+        assert_eq!(all.len(), 5, "a new profile: add it to the checks above");
+    }
+
+    const HEAD: &str = "name = \"b\"\narch = \"aarch64\"\n";
+
+    #[test]
+    fn portals_parse() {
+        let p = parse(&format!(
+            "{HEAD}[portals.gpu]\nrender-node = \"/dev/dri/renderD*\"\nfamily = \"mali\"\n\
+             [portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\ndevices = [\"accel0\", \"fec10000.saradc\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.gpu,
+            Some(GpuPortalSpec {
+                render_node: "/dev/dri/renderD*".into(),
+                family: "mali".into(),
+                driver: None,
+            })
+        );
+        assert_eq!(
+            p.sensors,
+            Some(SensorPortalSpec {
+                sysfs: "/sys/bus/iio/devices".into(),
+                devices: vec!["accel0".into(), "fec10000.saradc".into()],
+            })
+        );
+        let p = parse(&format!(
+            "{HEAD}[portals.gpu]\nrender-node = \"/dev/galcore\"\nfamily = \"vivante\"\ndriver = \"galcore\"\n"
+        ))
+        .unwrap();
+        assert_eq!(p.gpu.unwrap().driver.as_deref(), Some("galcore"));
+        assert_eq!(p.sensors, None);
+        let p = parse(&format!(
+            "{HEAD}[portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\n"
+        ))
+        .unwrap();
+        assert_eq!((p.gpu, p.sensors.unwrap().devices), (None, vec![]));
+        let p = parse(HEAD).unwrap();
+        assert_eq!((p.gpu, p.sensors), (None, None));
+        for ok in [
+            "/dev/dri/renderD128",
+            "/dev/dri/renderD12?",
+            "/dev/mali0",
+            "/dev/dri/by-path/platform-fb000000.gpu-render",
+            "/dev/dri/by-path/*-render",
+        ] {
+            let text = format!("{HEAD}[portals.gpu]\nrender-node = {ok:?}\nfamily = \"virtio\"\n");
+            assert!(parse(&text).is_ok(), "{ok}: {:?}", parse(&text).err());
+        }
+    }
+
+    #[test]
+    fn portal_rejections_name_file_key_and_value() {
+        let gpu = |node: &str| {
+            format!("{HEAD}[portals.gpu]\nrender-node = {node:?}\nfamily = \"virtio\"\n")
+        };
+        let mut cases: Vec<(String, &str, &str)> = Vec::new();
+        // Primary (modesetting) nodes, by name, by pattern, and udev's links to them.
+        for card in [
+            "/dev/dri/card0",
+            "/dev/dri/card1",
+            "/dev/dri/card*",
+            "/dev/dri/*",
+            "/dev/dri/c?rd1",
+            "/dev/dri/????2",
+            "/dev/dri/*1",
+            "/dev/dri/by-path/pci-0000:00:02.0-card",
+            "/dev/dri/by-path/*",
+            "/dev/dri/by-path/*-car?",
+        ] {
+            cases.push((gpu(card), "portals.gpu.render-node", "primary DRM node"));
+        }
+        for (node, why) in [
+            ("/sys/class/drm/renderD128", "not below /dev"),
+            ("/tmp/renderD128", "not below /dev"),
+            ("dev/dri/renderD128", "not below /dev"),
+            ("/dev/dri/../dri/renderD128", "must be normal"),
+            ("/dev/*/renderD128", "last path component"),
+            ("/dev/dri/renderD[0-9]", "only `*` and `?`"),
+        ] {
+            cases.push((gpu(node), "portals.gpu.render-node", why));
+        }
+        let table = |body: &str| format!("{HEAD}{body}");
+        cases.extend([
+            (
+                table("[portals.gpu]\nrender-node = \"/dev/dri/renderD*\"\nfamily = \"Mali\"\n"),
+                "portals.gpu.family",
+                "\"Mali\"",
+            ),
+            (
+                table("[portals.gpu]\nrender-node = \"/dev/dri/renderD*\"\nfamily = \"mali\"\ndriver = \"pan frost\"\n"),
+                "portals.gpu.driver",
+                "\"pan frost\"",
+            ),
+            (
+                table("[portals.gpu]\nrender-node = \"/dev/dri/renderD*\"\nfamily = \"mali\"\nnode = \"/dev/mali0\"\n"),
+                "node",
+                "unknown field",
+            ),
+            (
+                table("[portals.gpu]\nrender-node = \"/dev/dri/renderD*\"\n"),
+                "family",
+                "missing field",
+            ),
+            (
+                table("[portals.audio]\nsysfs = \"/sys/class/sound\"\n"),
+                "audio",
+                "unknown field",
+            ),
+            (
+                table("[portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\nchannels = [\"accel_x\"]\n"),
+                "channels",
+                "unknown field",
+            ),
+            (
+                table("[portals.sensors]\nsysfs = \"/dev/iio\"\n"),
+                "portals.sensors.sysfs",
+                "not below /sys",
+            ),
+            (
+                table("[portals.sensors]\nsysfs = \"/sys/bus/iio/*\"\n"),
+                "portals.sensors.sysfs",
+                "patterns are only allowed",
+            ),
+            (
+                table("[portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\ndevices = [\"accel/0\"]\n"),
+                "portals.sensors.devices",
+                "\"accel/0\"",
+            ),
+            (
+                table("[portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\ndevices = [\"accel0\", \"accel0\"]\n"),
+                "portals.sensors.devices",
+                "listed twice",
+            ),
+        ]);
+        for (text, key, why) in &cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("test.toml"), "{e}");
+            assert!(e.contains(key), "{text:?}: no key {key}: {e}");
+            assert!(e.contains(why), "{text:?}: no {why:?}: {e}");
+        }
+        // The value is named too.
+        let e = parse(&gpu("/dev/dri/card0")).unwrap_err().to_string();
+        assert!(e.contains("\"/dev/dri/card0\""), "{e}");
+    }
+
+    #[test]
+    fn primary_node_patterns_are_recognized_exactly() {
+        let primary = |p: &str| pattern_meets(p.as_bytes(), 7, 5, primary_node_step);
+        let link = |p: &str| pattern_meets(p.as_bytes(), 6, 5, card_link_step);
+        for yes in [
+            "card0", "card12", "card*", "ca*", "*", "*0", "c*1", "?????", "card??",
+        ] {
+            assert!(primary(yes), "{yes}");
+        }
+        for no in [
+            "card",
+            "cardx",
+            "card0x",
+            "????",
+            "render*",
+            "renderD128",
+            "mali0",
+            "*x",
+        ] {
+            assert!(!primary(no), "{no}");
+        }
+        for yes in [
+            "-card",
+            "pci-0000:00:02.0-card",
+            "*",
+            "*-card",
+            "*card",
+            "x-c?rd",
+            "*d",
+        ] {
+            assert!(link(yes), "{yes}");
+        }
+        for no in ["-render", "*-render", "card0", "-cards", "*-car", "x-card?"] {
+            assert!(!link(no), "{no}");
+        }
+        assert!(is_primary_node_name(b"card0") && is_primary_node_name(b"card10"));
+        assert!(!is_primary_node_name(b"card") && !is_primary_node_name(b"renderD128"));
+    }
+
+    #[test]
+    fn gpu_render_node_resolves_to_the_first_match_in_name_order() {
+        let t = tempfile::tempdir().unwrap();
+        let dri = t.path().join("dev/dri");
+        std::fs::create_dir_all(dri.join("by-path")).unwrap();
+        for f in ["card0", "renderD129", "renderD128"] {
+            std::fs::write(dri.join(f), "").unwrap();
+        }
+        let link = |name: &str, to: &str| {
+            std::os::unix::fs::symlink(to, dri.join("by-path").join(name)).unwrap()
+        };
+        // udev-style relative links; a link to the primary node and a dangling one are
+        // passed over.
+        link("a-render", "../card0");
+        link("b-render", "../renderD404");
+        link("c-render", "../renderD129");
+        link("d-render", "../renderD128");
+        let spec = |node: &str| GpuPortalSpec {
+            render_node: node.into(),
+            family: "virtio".into(),
+            driver: None,
+        };
+        let got = |node: &str| spec(node).resolve_under(t.path()).unwrap();
+        assert_eq!(
+            got("/dev/dri/renderD*"),
+            Some(PathBuf::from("/dev/dri/renderD128"))
+        );
+        assert_eq!(
+            got("/dev/dri/renderD129"),
+            Some(PathBuf::from("/dev/dri/renderD129"))
+        );
+        assert_eq!(
+            got("/dev/dri/by-path/*-render"),
+            Some(PathBuf::from("/dev/dri/by-path/c-render"))
+        );
+        assert_eq!(got("/dev/dri/renderD2*"), None);
+        assert_eq!(got("/dev/dri/card0"), None);
+        assert_eq!(got("/dev/mali0"), None);
+        assert_eq!(got("/dev/nodir/renderD*"), None);
+        // The public form reads the live /dev.
+        assert!(spec("/dev/appmgr-no-such-node*")
+            .resolve()
+            .unwrap()
+            .is_none());
     }
 
     #[test]
