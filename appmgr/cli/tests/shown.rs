@@ -109,6 +109,7 @@ impl Drop for Bus {
 }
 
 const GRANTED_TALK: &str = "org.example.ShownTarget";
+const PORTAL: &str = appmgr_types::PORTAL_BUS_NAME;
 const OTHER_TALK: &str = "org.example.ShownOther";
 const OWN: &str = "org.example.ShownApp";
 const OTHER_OWN: &str = "org.example.ShownNotMine";
@@ -200,6 +201,13 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
                 };
                 assert_eq!(seen["paths"][node]["exists"], provided, "{what}");
             }
+            "portals" if provided => {
+                // A served portal is reached over the bus: the app's uid may call the
+                // portal service's name (a responder owns it here; the portal's own
+                // behaviour is tested in appmgr-portals' tests and qemu scenario 90).
+                assert_eq!(seen["bus"]["talk"][PORTAL], "ok", "{what}");
+                assert!(sockets.contains(&bus_socket_inside.to_string()), "{what}");
+            }
             "sockets" | "portals" => {
                 assert!(!provided, "no observation for a provided {k} yet: {what}");
                 // Nothing a wayland/pulseaudio/pipewire/x11 socket or a portal could be:
@@ -285,7 +293,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     let id = "org.example.ShownAll";
     let e = Env::new();
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let bus = Bus::start(&e.p("bus"), &[GRANTED_TALK, OTHER_TALK]);
+    let bus = Bus::start(&e.p("bus"), &[GRANTED_TALK, OTHER_TALK, PORTAL]);
     let board = e.cfg.join("board-support/shown.toml");
     fs::create_dir_all(board.parent().unwrap()).unwrap();
     fs::write(
@@ -315,7 +323,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
         "network = true\nipc = true\ndevices = [\"tun\", \"absent\"]\n\
          sockets = [\"wayland\", \"pulseaudio\", \"pipewire\", \"x11\"]\n\
          dbus-talk = [\"{GRANTED_TALK}\"]\ndbus-own = [\"{OWN}\"]\n\
-         filesystems = [\"{}:ro\", \"{}:rw\", \"{}:rw\"]\nportals = [\"gpu\"]\n\
+         filesystems = [\"{}:ro\", \"{}:rw\", \"{}:rw\"]\nportals = [\"gpu\", \"bluetooth\"]\n\
          allow = [\"devel\", \"canbus\"]\n",
         ro.display(),
         rw.display(),
@@ -341,6 +349,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
         "path:/dev/appmgr-absent-node".into(),
         format!("talk:{GRANTED_TALK}"),
         format!("talk:{OTHER_TALK}"),
+        format!("talk:{PORTAL}"),
         format!("own:{OWN}"),
         format!("own:{OTHER_OWN}"),
     ]
@@ -364,7 +373,8 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     for s in ["wayland", "pulseaudio", "pipewire", "x11"] {
         assert!(!status("sockets", s));
     }
-    assert!(!status("portals", "gpu"));
+    // gpu is served (over the bus); bluetooth has no portal yet.
+    assert!(status("portals", "gpu") && !status("portals", "bluetooth"));
     assert!(status("dbus-talk", GRANTED_TALK) && status("dbus-own", OWN));
     assert!(status("allow", "devel") && status("allow", "canbus"));
     assert!(!status("filesystems", &format!("{}:rw", missing.display())));
@@ -380,7 +390,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     // `run` says what it does not provide, one line per item.
     assert!(
         stderr.contains(&format!(
-            "appmgr: {id}: portals gpu not provided on this host: "
+            "appmgr: {id}: portals bluetooth not provided on this host: appmgr serves no bluetooth portal yet"
         )),
         "{stderr}"
     );
@@ -389,10 +399,13 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     let text = e.ok(&["permissions", id]).stdout;
     for l in text
         .lines()
-        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals "))
+        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals bluetooth "))
     {
         assert!(l.contains("(not provided on this host: "), "{text}");
     }
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("  portals gpu ") && !l.contains("not provided")));
     assert!(text
         .lines()
         .any(|l| l.starts_with(&format!("  dbus-talk {GRANTED_TALK} "))
@@ -419,7 +432,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     let items = compare(&shown, &seen, inside_bus);
     assert!(items
         .iter()
-        .filter(|(k, _, _)| k.starts_with("dbus-"))
+        .filter(|(k, _, _)| k.starts_with("dbus-") || k == "portals")
         .all(|(_, _, p)| !p));
     assert!(
         stderr.contains(&format!(

@@ -83,6 +83,7 @@ const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
 /// Syslog priorities.
 pub const ERR: u8 = 3;
 pub const WARNING: u8 = 4;
+pub const NOTICE: u8 = 5;
 pub const INFO: u8 = 6;
 
 static IDENTIFIER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();

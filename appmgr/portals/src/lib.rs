@@ -1,0 +1,249 @@
+//! appmgr-portals: `appmgr-portald`, the portal service on the system bus
+//! (`org.appmgr.Portal1` at `/org/appmgr/portal`). An app asks over D-Bus; the service
+//! identifies the app from the kernel's view of the caller ([`identity`]), checks the
+//! static grant (the app's effective permissions, from the same kept launch plan the
+//! launcher applies, [`grants`]), and hands back exactly the granted resource as a file
+//! descriptor. Nothing is asked of a person; every grant, denial and revocation is a
+//! journal event with a stable MESSAGE_ID.
+//!
+//! - [`gpu`]: `org.appmgr.portal.Gpu1`: a descriptor of the board's render node.
+//! - [`sensors`]: `org.appmgr.portal.Sensors1`: granted IIO channels, single reads and
+//!   rate-limited streams fanned out from one sampler ([`iio`] reads sysfs).
+//! - [`watch`]: revocation: a stream ends, and an app holding a render node it is no longer
+//!   granted is stopped, within 100 ms of its caller exiting or `appmgr reload`.
+//!
+//! It runs as its own process, not inside appmgrd: it needs device nodes and `/proc`, not
+//! the store, so its unit can give it the render and IIO nodes and a read-only view of
+//! everything else (docs/portals.md). It shares only `appmgr-core` with the other front
+//! ends.
+
+pub mod gpu;
+pub mod grants;
+pub mod identity;
+pub mod iio;
+pub mod sensors;
+pub mod watch;
+
+use appmgr_core::journal;
+use appmgr_types::AppId;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The service's well-known name, object and interfaces (a public contract).
+pub const BUS_NAME: &str = appmgr_types::PORTAL_BUS_NAME;
+pub const OBJECT_PATH: &str = "/org/appmgr/portal";
+pub const GPU_INTERFACE: &str = "org.appmgr.portal.Gpu1";
+pub const SENSORS_INTERFACE: &str = "org.appmgr.portal.Sensors1";
+
+/// How long a call to the bus daemon (the caller's credentials) may take.
+const BUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub config_dir: PathBuf,
+    /// The bus to serve on; the system bus when `None`.
+    pub bus_address: Option<String>,
+    /// Where IIO devices are, instead of the board profile's `[portals.sensors] sysfs`.
+    pub iio_dir: Option<PathBuf>,
+}
+
+/// The portal's D-Bus errors (`org.appmgr.Error.NAME`).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.appmgr.Error")]
+pub enum PortalError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller is not an app, or its grant does not cover the request.
+    AccessDenied(String),
+    /// Granted, but this board or host does not have it (no render node, no channel).
+    NotAvailable(String),
+    /// Malformed arguments.
+    InvalidArgs(String),
+}
+
+/// At most this many denials are journaled per window; the rest are counted.
+const DENIAL_LOG_BURST: u32 = 20;
+const DENIAL_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+struct RateLimit {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// State shared by the interfaces and the background tasks.
+pub struct Shared {
+    pub config: Config,
+    ctx: appmgr_core::Ctx,
+    hierarchy: Result<appmgr_cgroup::Hierarchy, String>,
+    dbus: OnceLock<zbus::fdo::DBusProxy<'static>>,
+    pub(crate) streams: Mutex<sensors::Streams>,
+    pub(crate) handouts: Mutex<Vec<gpu::Handout>>,
+    /// Wakes the sampler and the watcher when streams or handouts change.
+    pub(crate) changed: tokio::sync::Notify,
+    denials: Mutex<RateLimit>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        let hierarchy = appmgr_cgroup::Hierarchy::detect(appmgr_cgroup::DEFAULT_PARENT)
+            .map_err(|e| format!("cgroups: {e}"));
+        Arc::new(Shared {
+            ctx: appmgr_core::Ctx {
+                state_dir: config.state_dir.clone(),
+                config_dir: config.config_dir.clone(),
+            },
+            config,
+            hierarchy,
+            dbus: OnceLock::new(),
+            streams: Mutex::new(sensors::Streams::default()),
+            handouts: Mutex::new(Vec::new()),
+            changed: tokio::sync::Notify::new(),
+            denials: Mutex::new(RateLimit {
+                window_start: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+        })
+    }
+
+    pub fn ctx(&self) -> &appmgr_core::Ctx {
+        &self.ctx
+    }
+
+    /// The calling app, identified from the bus credentials of the message's sender. A
+    /// caller that is not an app is denied (and journaled).
+    pub(crate) async fn caller(
+        &self,
+        hdr: &zbus::message::Header<'_>,
+        what: &str,
+    ) -> Result<identity::AppCaller, PortalError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| PortalError::AccessDenied("a message without a sender".into()))?;
+        let proxy = self
+            .dbus
+            .get()
+            .ok_or_else(|| PortalError::NotAvailable("the portal is starting".into()))?;
+        let creds = tokio::time::timeout(
+            BUS_TIMEOUT,
+            proxy.get_connection_credentials(sender.clone().into()),
+        )
+        .await
+        .map_err(|_| PortalError::NotAvailable("the bus did not answer in time".into()))?
+        .map_err(|e| PortalError::AccessDenied(format!("credentials of {sender}: {e}")))?;
+        let (Some(uid), Some(pid)) = (creds.unix_user_id(), creds.process_id()) else {
+            let m = format!("{what}: the bus did not tell {sender}'s uid and pid");
+            self.deny(None, &m);
+            return Err(PortalError::AccessDenied(m));
+        };
+        let h = self.hierarchy.as_ref().map_err(|e| {
+            let m = format!("{what}: cannot identify apps: {e}");
+            self.deny(None, &m);
+            PortalError::AccessDenied(m)
+        })?;
+        identity::identify(uid, pid, h, &self.config.state_dir).map_err(|e| {
+            let m = format!("{what}: {}", e.0);
+            self.deny(None, &m);
+            PortalError::AccessDenied(m)
+        })
+    }
+
+    /// Journals a denial (rate-limited) and returns it as the caller's error.
+    pub(crate) fn denied(&self, app: &AppId, m: String) -> PortalError {
+        self.deny(Some(app), &m);
+        PortalError::AccessDenied(m)
+    }
+
+    fn deny(&self, app: Option<&AppId>, m: &str) {
+        let mut r = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        if r.window_start.elapsed() > DENIAL_LOG_WINDOW {
+            if r.suppressed > 0 {
+                journal::log(
+                    journal::WARNING,
+                    Some(journal::Event::PortalDenied),
+                    None,
+                    &format!("{} more denials were not logged", r.suppressed),
+                );
+            }
+            *r = RateLimit {
+                window_start: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            };
+        }
+        if r.logged < DENIAL_LOG_BURST {
+            r.logged += 1;
+            journal::log(
+                journal::WARNING,
+                Some(journal::Event::PortalDenied),
+                app.map(|a| a.as_str()),
+                m,
+            );
+        } else {
+            r.suppressed += 1;
+        }
+    }
+}
+
+/// Serves the portal until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), String> {
+    let shared = Shared::new(config);
+    if let Err(e) = &shared.hierarchy {
+        journal::log(
+            journal::WARNING,
+            None,
+            None,
+            &format!("no app can be identified: {e}"),
+        );
+    }
+    let builder = match &shared.config.bus_address {
+        Some(a) => zbus::connection::Builder::address(a.as_str())
+            .map_err(|e| format!("bus address {a}: {e}"))?,
+        None => zbus::connection::Builder::system().map_err(|e| format!("system bus: {e}"))?,
+    };
+    let conn = tokio::time::timeout(
+        BUS_TIMEOUT,
+        builder
+            .method_timeout(BUS_TIMEOUT)
+            .serve_at(OBJECT_PATH, gpu::Gpu { s: shared.clone() })
+            .map_err(|e| e.to_string())?
+            .serve_at(OBJECT_PATH, sensors::Sensors { s: shared.clone() })
+            .map_err(|e| e.to_string())?
+            .build(),
+    )
+    .await
+    .map_err(|_| "the bus did not answer in time".to_string())?
+    .map_err(|e| format!("cannot connect to the bus: {e}"))?;
+    let proxy = zbus::fdo::DBusProxy::new(&conn)
+        .await
+        .map_err(|e| format!("org.freedesktop.DBus: {e}"))?;
+    let _ = shared.dbus.set(proxy);
+    tokio::spawn(sensors::sampler(shared.clone()));
+    tokio::spawn(watch::watcher(shared.clone()));
+    tokio::time::timeout(
+        BUS_TIMEOUT,
+        conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into()),
+    )
+    .await
+    .map_err(|_| format!("the bus did not answer in time when owning {BUS_NAME}"))?
+    .map_err(|e| format!("cannot own {BUS_NAME} on the bus: {e}"))?;
+    journal::sd_notify(&format!("READY=1\nSTATUS=serving {BUS_NAME}"));
+    journal::log(
+        journal::INFO,
+        None,
+        None,
+        &format!("serving {BUS_NAME} (Gpu1, Sensors1)"),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    journal::sd_notify("STOPPING=1");
+    Ok(())
+}

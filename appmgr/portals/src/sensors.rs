@@ -1,0 +1,374 @@
+//! `org.appmgr.portal.Sensors1`: the IIO channels of an app's `[permissions.sensors]`
+//! grant, as single reads and as streams.
+//!
+//! A stream is a pipe. Each record is written whole (one `write` of at most 264 bytes, less
+//! than `PIPE_BUF`, so a reader never sees a torn record): a little-endian u64 timestamp in
+//! nanoseconds of `CLOCK_MONOTONIC`, then one little-endian f64 per channel in the order
+//! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
+//! interval after the previous one was due, and never earlier than one interval after the
+//! previous one was written when the service fell behind. A reader that does not keep up
+//! loses records (the write end does not block), never the service's time.
+//!
+//! One sampler task serves every stream: at each due time it reads each needed channel
+//! once and fans the value out to every stream due then, so two apps reading the same
+//! device cost one sysfs read. A stream ends (EOF) when its caller exits, when `appmgr
+//! reload` or a store change leaves the grant without its channels or rate (see
+//! [`crate::watch`]), or when the reader closes it.
+
+use crate::iio::{self, Channel, OpenChannel};
+use crate::{grants, PortalError, Shared};
+use appmgr_core::journal;
+use appmgr_types::{AppId, ChannelName, Permissions};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The most channels one stream may carry (a record stays below `PIPE_BUF`).
+pub const MAX_STREAM_CHANNELS: usize = 32;
+
+/// One open stream.
+pub struct Stream {
+    pub id: u64,
+    pub app: AppId,
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    pub channels: Vec<ChannelName>,
+    /// Keys into [`Streams::open`], in record order.
+    keys: Vec<PathBuf>,
+    pub rate_hz: u32,
+    interval: Duration,
+    next_due: Instant,
+    pipe: OwnedFd,
+    pub written: u64,
+    pub dropped: u64,
+}
+
+/// Every open stream and the channel files they keep open (shared between streams).
+#[derive(Default)]
+pub struct Streams {
+    next_id: u64,
+    pub list: Vec<Stream>,
+    open: BTreeMap<PathBuf, (OpenChannel, usize)>,
+}
+
+impl Streams {
+    /// Removes stream `id`; its write end closes, so the reader sees EOF.
+    pub fn remove(&mut self, id: u64) -> Option<Stream> {
+        let i = self.list.iter().position(|s| s.id == id)?;
+        let s = self.list.swap_remove(i);
+        for k in &s.keys {
+            if let Some(e) = self.open.get_mut(k) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    self.open.remove(k);
+                }
+            }
+        }
+        Some(s)
+    }
+}
+
+/// Where this board's IIO devices are, and which of them the portal serves.
+pub fn iio_source(s: &Shared) -> Result<(PathBuf, Vec<String>), PortalError> {
+    if let Some(d) = &s.config.iio_dir {
+        return Ok((d.clone(), Vec::new()));
+    }
+    let host = appmgr_core::config::HostConfig::load(&s.config.config_dir)
+        .map_err(|e| PortalError::NotAvailable(e.message))?;
+    let board = host
+        .board(&s.config.config_dir)
+        .map_err(|e| PortalError::NotAvailable(e.message))?;
+    Ok(match board.and_then(|b| b.sensors) {
+        Some(sp) => (sp.sysfs, sp.devices),
+        None => (PathBuf::from("/sys/bus/iio/devices"), Vec::new()),
+    })
+}
+
+fn channels_now(s: &Shared) -> Result<Vec<Channel>, PortalError> {
+    let (dir, only) = iio_source(s)?;
+    iio::discover(&dir, &only).map_err(|e| PortalError::NotAvailable(e.to_string()))
+}
+
+/// Why `perms` does not cover a stream of `channels` at `rate_hz`, if it does not.
+pub fn stream_refusal(
+    perms: &Permissions,
+    channels: &[ChannelName],
+    rate_hz: u32,
+) -> Option<String> {
+    if !grants::has_portal(perms, "sensors") {
+        return Some("the sensors portal is not granted".into());
+    }
+    if let Some(c) = channels
+        .iter()
+        .find(|c| !perms.sensors.channels.contains(*c))
+    {
+        return Some(format!("sensor channel {c} is not granted"));
+    }
+    match perms.sensors.max_rate_hz {
+        None if rate_hz > 0 => Some("no stream rate is granted (sensors.max-rate-hz)".into()),
+        Some(m) if rate_hz > m => Some(format!(
+            "{rate_hz} Hz is above the granted sensors.max-rate-hz {m}"
+        )),
+        _ => None,
+    }
+}
+
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+}
+
+/// The sampler: waits for the earliest due stream, reads the channels due streams need
+/// (each once), writes their records, and ends streams whose reader is gone.
+pub async fn sampler(s: Arc<Shared>) {
+    loop {
+        // Registered before the state is read, so a change made meanwhile wakes it.
+        let changed = s.changed.notified();
+        let next = {
+            let st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
+            st.list.iter().map(|x| x.next_due).min()
+        };
+        match next {
+            None => changed.await,
+            Some(due) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = changed => continue,
+                }
+            }
+        }
+        let now = Instant::now();
+        let ts = now_ns();
+        let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut values: BTreeMap<PathBuf, f64> = BTreeMap::new();
+        let mut gone = Vec::new();
+        let Streams { list, open, .. } = &mut *st;
+        for x in list.iter_mut().filter(|x| x.next_due <= now) {
+            let mut rec = Vec::with_capacity(8 + 8 * x.keys.len());
+            rec.extend_from_slice(&ts.to_le_bytes());
+            let mut ok = true;
+            for k in &x.keys {
+                let v = match values.get(k) {
+                    Some(v) => *v,
+                    None => match open.get(k).map(|(c, _)| c.read()) {
+                        Some(Ok(v)) => {
+                            values.insert(k.clone(), v);
+                            v
+                        }
+                        _ => {
+                            ok = false;
+                            break;
+                        }
+                    },
+                };
+                rec.extend_from_slice(&v.to_le_bytes());
+            }
+            if !ok {
+                // The device went away: the stream ends.
+                gone.push((x.id, "its device is gone"));
+                continue;
+            }
+            match rustix::io::write(&x.pipe, &rec) {
+                Ok(_) => x.written += 1,
+                Err(rustix::io::Errno::AGAIN) => x.dropped += 1,
+                Err(_) => {
+                    gone.push((x.id, "its reader closed it"));
+                    continue;
+                }
+            }
+            x.next_due += x.interval;
+            if x.next_due <= now {
+                x.next_due = now + x.interval;
+            }
+        }
+        for (id, why) in gone {
+            if let Some(x) = st.remove(id) {
+                journal::log(
+                    journal::INFO,
+                    Some(journal::Event::PortalRevoked),
+                    Some(x.app.as_str()),
+                    &format!("sensors: stream {id} of pid {} ended: {why}", x.pid),
+                );
+            }
+        }
+    }
+}
+
+/// `org.appmgr.portal.Sensors1`.
+pub struct Sensors {
+    pub(crate) s: Arc<Shared>,
+}
+
+fn parse_channel(c: &str) -> Result<ChannelName, PortalError> {
+    ChannelName::new(c).map_err(|e| PortalError::InvalidArgs(e.to_string()))
+}
+
+impl Sensors {
+    async fn granted(
+        &self,
+        hdr: &zbus::message::Header<'_>,
+        what: &str,
+    ) -> Result<(crate::identity::AppCaller, Permissions), PortalError> {
+        let c = self.s.caller(hdr, what).await?;
+        let perms = grants::of(self.s.ctx(), &c.app)
+            .map_err(|e| self.s.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
+        if !grants::has_portal(&perms, "sensors") {
+            return Err(self.s.denied(
+                &c.app,
+                format!("{}: the sensors portal is not granted", c.app),
+            ));
+        }
+        Ok((c, perms))
+    }
+}
+
+#[zbus::interface(name = "org.appmgr.portal.Sensors1")]
+impl Sensors {
+    #[zbus(out_args("channels"))]
+    async fn list(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<Vec<(String, String, String, f64)>, PortalError> {
+        let (_, perms) = self.granted(&hdr, "Sensors1.List").await?;
+        let mut out = Vec::new();
+        for ch in channels_now(&self.s)? {
+            if perms.sensors.channels.contains(&ch.name) {
+                let scale = ch
+                    .scale()
+                    .map_err(|e| PortalError::NotAvailable(e.to_string()))?;
+                out.push((
+                    ch.name.to_string(),
+                    ch.device.clone(),
+                    iio::unit_of(ch.name.as_str()).to_string(),
+                    scale,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    #[zbus(out_args("value"))]
+    async fn read(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        channel: String,
+    ) -> Result<f64, PortalError> {
+        let name = parse_channel(&channel)?;
+        let (c, perms) = self.granted(&hdr, "Sensors1.Read").await?;
+        if !perms.sensors.channels.contains(&name) {
+            return Err(self.s.denied(
+                &c.app,
+                format!("{}: sensor channel {name} is not granted", c.app),
+            ));
+        }
+        let ch = channels_now(&self.s)?
+            .into_iter()
+            .find(|x| x.name == name)
+            .ok_or_else(|| PortalError::NotAvailable(format!("no sensor has channel {name}")))?;
+        ch.read()
+            .map_err(|e| PortalError::NotAvailable(format!("{name}: {e}")))
+    }
+
+    #[zbus(out_args("fd"))]
+    async fn open(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        channels: Vec<String>,
+        rate_hz: u32,
+    ) -> Result<zbus::zvariant::OwnedFd, PortalError> {
+        if channels.is_empty() || channels.len() > MAX_STREAM_CHANNELS {
+            return Err(PortalError::InvalidArgs(format!(
+                "a stream carries 1 to {MAX_STREAM_CHANNELS} channels, not {}",
+                channels.len()
+            )));
+        }
+        let names = channels
+            .iter()
+            .map(|c| parse_channel(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
+            return Err(PortalError::InvalidArgs("a channel is named twice".into()));
+        }
+        if rate_hz == 0 || rate_hz > appmgr_types::MAX_SENSOR_RATE_HZ {
+            return Err(PortalError::InvalidArgs(format!(
+                "rate {rate_hz} Hz: must be 1 to {}",
+                appmgr_types::MAX_SENSOR_RATE_HZ
+            )));
+        }
+        let (c, perms) = self.granted(&hdr, "Sensors1.Open").await?;
+        if let Some(why) = stream_refusal(&perms, &names, rate_hz) {
+            return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
+        }
+        let found = channels_now(&self.s)?;
+        let mut picked = Vec::new();
+        for n in &names {
+            let ch = found
+                .iter()
+                .find(|x| &x.name == n)
+                .ok_or_else(|| PortalError::NotAvailable(format!("no sensor has channel {n}")))?;
+            picked.push(ch.clone());
+        }
+        let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| PortalError::NotAvailable(format!("pipe: {e}")))?;
+        let fl = rustix::fs::fcntl_getfl(&write_end)
+            .map_err(|e| PortalError::NotAvailable(format!("pipe: {e}")))?;
+        rustix::fs::fcntl_setfl(&write_end, fl | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| PortalError::NotAvailable(format!("pipe: {e}")))?;
+        // Rounded up: records are never closer than 1/rate_hz.
+        let interval = Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(rate_hz)));
+        let id = {
+            let mut st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut keys = Vec::new();
+            for ch in &picked {
+                let k = ch.raw.clone();
+                if !st.open.contains_key(&k) {
+                    let o = ch
+                        .open()
+                        .map_err(|e| PortalError::NotAvailable(format!("{}: {e}", ch.name)))?;
+                    st.open.insert(k.clone(), (o, 0));
+                }
+                if let Some(e) = st.open.get_mut(&k) {
+                    e.1 += 1;
+                }
+                keys.push(k);
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            st.list.push(Stream {
+                id,
+                app: c.app.clone(),
+                pid: c.pid,
+                pidfd: c.pidfd,
+                channels: names.clone(),
+                keys,
+                rate_hz,
+                interval,
+                next_due: Instant::now(),
+                pipe: write_end,
+                written: 0,
+                dropped: 0,
+            });
+            id
+        };
+        self.s.changed.notify_waiters();
+        journal::log(
+            journal::INFO,
+            Some(journal::Event::PortalGranted),
+            Some(c.app.as_str()),
+            &format!(
+                "sensors: stream {id} of {} at {rate_hz} Hz to pid {} of {}",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                c.pid,
+                c.app
+            ),
+        );
+        Ok(read_end.into())
+    }
+}
