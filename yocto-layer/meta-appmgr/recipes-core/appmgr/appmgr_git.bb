@@ -10,7 +10,7 @@ CVE_PRODUCT = "appmgr"
 # The workspace's license is declared in the root Cargo.toml (`[workspace.package]`);
 # yocto-layer/check recomputes this checksum against the tree.
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=24;endline=24;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=25;endline=25;md5=2507bd5f0713f05419cd2f22fa06fe62"
 
 DEPENDS = "glib-2.0 libseccomp ostree"
 
@@ -38,7 +38,7 @@ REQUIRED_DISTRO_FEATURES:class-native = ""
 # `appmgr-launch` (the single-threaded sandbox launcher) and `appmgrd` (the daemon:
 # D-Bus API, service apps; it finds appmgr-launch next to itself). The build machine
 # only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
-APPMGR_BINS = "appmgr appmgr-ops appmgr-launch appmgrd"
+APPMGR_BINS = "appmgr appmgr-ops appmgr-launch appmgrd appmgr-portald"
 APPMGR_BINS:class-native = "appmgr"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
 
@@ -105,6 +105,10 @@ do_install() {
     install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/system-services
     install -m 0644 ${S}/appmgr/daemon/data/org.appmgr.Manager1.conf ${D}${datadir}/dbus-1/system.d/
     install -m 0644 ${S}/appmgr/daemon/data/org.appmgr.Manager1.service ${D}${datadir}/dbus-1/system-services/
+    # The portal service (org.appmgr.Portal1): root owns the name, everyone may call it
+    # (the portal identifies apps from the kernel and refuses everyone else).
+    install -m 0644 ${S}/appmgr/portals/data/org.appmgr.Portal1.conf ${D}${datadir}/dbus-1/system.d/
+    install -m 0644 ${S}/appmgr/portals/data/org.appmgr.Portal1.service ${D}${datadir}/dbus-1/system-services/
 
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${nonarch_libdir}/tmpfiles.d ${D}${systemd_system_unitdir}
@@ -113,6 +117,9 @@ do_install() {
         sed 's|/usr/libexec/|${libexecdir}/|g' ${S}/appmgr/daemon/data/appmgrd.service \
             > ${D}${systemd_system_unitdir}/appmgrd.service
         chmod 0644 ${D}${systemd_system_unitdir}/appmgrd.service
+        sed 's|/usr/libexec/|${libexecdir}/|g' ${S}/appmgr/portals/data/appmgr-portald.service \
+            > ${D}${systemd_system_unitdir}/appmgr-portald.service
+        chmod 0644 ${D}${systemd_system_unitdir}/appmgr-portald.service
     fi
 }
 
@@ -123,16 +130,20 @@ do_install:class-native() {
 
 PACKAGES =+ "${PN}-default-policy"
 
-# appmgrd is enabled (multi-user.target).
-SYSTEMD_SERVICE:${PN} = "appmgrd.service"
+# appmgrd and the portal service are enabled (multi-user.target); appmgrd also wants
+# the portal service, so it starts with appmgrd.
+SYSTEMD_SERVICE:${PN} = "appmgrd.service appmgr-portald.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 FILES:${PN} += "${libexecdir}/appmgr \
                 ${localstatedir}/lib/appmgr \
                 ${nonarch_libdir}/tmpfiles.d/appmgr.conf \
                 ${systemd_system_unitdir}/appmgrd.service \
+                ${systemd_system_unitdir}/appmgr-portald.service \
                 ${datadir}/dbus-1/system.d/org.appmgr.Manager1.conf \
                 ${datadir}/dbus-1/system-services/org.appmgr.Manager1.service \
+                ${datadir}/dbus-1/system.d/org.appmgr.Portal1.conf \
+                ${datadir}/dbus-1/system-services/org.appmgr.Portal1.service \
                 ${sysconfdir}/appmgr/trust.d \
                 ${sysconfdir}/appmgr/preinstall.d \
                 "
