@@ -7,38 +7,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 
-/// The probe, built statically once into its own target directory (as the sandbox tests
-/// do; `APPMGR_PROBE` overrides).
 fn probe_bin() -> PathBuf {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        if let Some(p) = std::env::var_os("APPMGR_PROBE") {
-            return p.into();
-        }
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-        let dir = target.join("probe-static");
-        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&ws)
-            .args(["build", "-q", "-p", "appmgr-probe", "--bin", "appmgr-probe"])
-            .args(["--target", &triple])
-            .env("CARGO_TARGET_DIR", &dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env("LIBSECCOMP_LINK_TYPE", "static")
-            .env(
-                "LIBSECCOMP_LIB_PATH",
-                format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
-            )
-            .status()
-            .expect("run cargo to build the static probe");
-        assert!(st.success(), "building the static probe failed");
-        dir.join(triple).join("debug/appmgr-probe")
-    })
-    .clone()
+    appmgr_testkit::static_probe()
 }
 
 /// A private system-like bus in its own mount namespace (its /run/userdb is `userdb/`,

@@ -126,6 +126,47 @@ fn package_of(name: &str) -> &'static str {
     }
 }
 
+/// The probe (`appmgr-probe`) built statically (it runs inside sandboxes whose runtime
+/// has no libc), once per test run, into `TARGET/probe-static`; `APPMGR_PROBE` overrides.
+pub fn static_probe() -> PathBuf {
+    static P: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut p = P.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = p.as_ref() {
+        return p.clone();
+    }
+    let built = match std::env::var_os("APPMGR_PROBE") {
+        Some(x) => PathBuf::from(x),
+        None => {
+            // TARGET/<profile> → TARGET
+            let target = bin_dir()
+                .parent()
+                .expect("the target directory")
+                .to_path_buf();
+            let dir = target.join("probe-static");
+            let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+            let st = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .current_dir(repo_root())
+            .args(["build", "-q", "-p", "appmgr-probe", "--bin", "appmgr-probe"])
+            .args(["--target", &triple])
+            .env("CARGO_TARGET_DIR", &dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("LIBSECCOMP_LINK_TYPE", "static")
+            .env(
+                "LIBSECCOMP_LIB_PATH",
+                format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
+            )
+            .status()
+            .expect("run cargo to build the static probe");
+            assert!(st.success(), "building the static probe failed");
+            dir.join(triple).join("debug/appmgr-probe")
+        }
+    };
+    *p = Some(built.clone());
+    built
+}
+
 /// The workspace binary `name` (`appmgr`, `appmgr-ops`, `appmgrd`, `appmgr-launch`) in
 /// [`bin_dir`]. Panics, naming the binary and the command that builds it, when it is
 /// missing or older than one of its sources (per cargo's dep-info file `NAME.d` beside it).
