@@ -85,23 +85,6 @@ const OTHER_TALK: &str = "org.example.ShownOther";
 const OWN: &str = "org.example.ShownApp";
 const OTHER_OWN: &str = "org.example.ShownNotMine";
 
-/// Installs the runtime and an app whose command is the static probe, requesting
-/// `permissions` (granted in full by policy).
-fn install_probe_app(e: &Env, id: &str, permissions: &str) {
-    let root = e.p(&format!("probe-app-{id}"));
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::copy(probe_bin(), root.join("bin/probe")).unwrap();
-    fs::set_permissions(root.join("bin/probe"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = app_manifest("1.0.0")
-        .replace("org.example.Hello", id)
-        .replace("command = \"hello\"", "command = \"probe\"");
-    let b = e.bundle(
-        &format!("{manifest}\n[permissions]\n{permissions}"),
-        &root,
-        &format!("{id}.bundle"),
-    );
-    e.ok(&["install", s(&b)]);
-}
 
 fn host_ns(n: &str) -> String {
     fs::read_link(format!("/proc/self/ns/{n}"))
@@ -310,7 +293,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    install_probe_app(&e, id, &perms);
+    e.install_probe_app(id, &perms);
 
     let args: Vec<String> = [
         format!("path:{}", ro.display()),
@@ -432,7 +415,7 @@ fn without_a_bus_grant_there_is_no_bus() {
     )
     .unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    install_probe_app(&e, id, "");
+    e.install_probe_app(id, "");
     let shown = e.ok(&["--json", "permissions", id]).json();
     assert_eq!(shown["provided"], serde_json::json!([]));
     let (seen, stderr) = observe(&e, id, &[format!("talk:{GRANTED_TALK}")]);

@@ -170,6 +170,26 @@ impl Env {
         )
     }
 
+    /// Installs an app `id` whose command is the static probe ([`crate::static_probe`]),
+    /// requesting `permissions` (the body of its `[permissions]` table). The runtime must
+    /// be installed.
+    pub fn install_probe_app(&self, id: &str, permissions: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let root = self.p(&format!("probe-app-{id}"));
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::copy(crate::static_probe(), root.join("bin/probe")).unwrap();
+        fs::set_permissions(root.join("bin/probe"), fs::Permissions::from_mode(0o755)).unwrap();
+        let manifest = app_manifest("1.0.0")
+            .replace("org.example.Hello", id)
+            .replace("command = \"hello\"", "command = \"probe\"");
+        let b = self.bundle(
+            &format!("{manifest}\n[permissions]\n{permissions}"),
+            &root,
+            &format!("{id}.bundle"),
+        );
+        self.ok(&["install", s(&b)]);
+    }
+
     /// Every path in the state dir with its type, size and (for regular files) content
     /// hash, except the lock file. Equal snapshots mean nothing was written.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
