@@ -61,8 +61,11 @@ impl Command {
             Permissions { .. } | Ps | Kill { .. } => (false, true, false),
             Start { .. } | Stop { .. } | Status { .. } => (false, true, true),
             // Always local: the app runs in the foreground; reload applies to running
-            // apps from this host; keys, trust and bundles are files.
-            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) => (false, false, false),
+            // apps from this host; keys, trust and bundles are files; the board is this
+            // host's, read from the config dir (no state, no lock: no daemon needed).
+            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) | Board(_) => {
+                (false, false, false)
+            }
         };
         Route {
             store,
@@ -93,6 +96,9 @@ pub enum Command {
     /// Build, inspect and verify bundles.
     #[command(subcommand)]
     Bundle(BundleCmd),
+    /// This host's board profile.
+    #[command(subcommand)]
+    Board(BoardCmd),
     /// Install or update an app or runtime from a signed bundle.
     Install {
         /// The bundle file (`-`: the bundle open on stdin).
@@ -149,6 +155,14 @@ pub enum KeyCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BoardCmd {
+    /// What the configured board offers: logical devices (node patterns and the nodes
+    /// present now), core sets, the GPU portal's render node and the sensor portal's IIO
+    /// devices.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

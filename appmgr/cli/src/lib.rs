@@ -31,8 +31,8 @@ fn is_store_command(c: &args::Command) -> bool {
 }
 
 /// `appmgr`: handles every command that does not need libostree itself (run,
-/// permissions, ps, kill, reload, key, trust, bundle) and execs `appmgr-ops` for the
-/// store commands. Keeping libostree and GLib out of this binary saves their dynamic
+/// permissions, ps, kill, reload, key, trust, bundle, board) and execs `appmgr-ops` for
+/// the store commands. Keeping libostree and GLib out of this binary saves their dynamic
 /// linking (about 20 ms) on every `appmgr run`.
 pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let argv: Vec<OsString> = args.into_iter().collect();
@@ -229,6 +229,7 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Key(c) => cmd_bundle::key(g, c),
         Trust(c) => cmd_bundle::trust(g, c),
         Bundle(c) => cmd_bundle::bundle(g, c),
+        Board(args::BoardCmd::Show) => appmgr_core::board::show(&g.ctx()),
         Permissions { id } => appmgr_core::apps::permissions(&g.ctx(), &id),
         Ps => appmgr_core::apps::ps(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),

@@ -4,12 +4,12 @@
 //! `sandbox`) know nothing of each other's formats or of the front ends; this crate puts
 //! them together into what an operator asks for: the effective grant, launch, ps, kill
 //! and reload (`apps`), installed refs and one ref's state (`records`), the service
-//! settings (`service`), the worker protocol (`worker`). The store mutations (install,
-//! update, remove, rollback, fsck) need libostree and live in `appmgr-storeops`, above
-//! this crate, which only `appmgr-ops` links: nothing here depends on the store. The front
-//! ends sit side by side on it: `appmgr-cli` (argument parsing, rendering, the D-Bus
-//! client) and `appmgr-daemon` (D-Bus, access control, supervision); neither depends on
-//! the other.
+//! settings (`service`), the worker protocol (`worker`), what the configured board offers
+//! (`board`). The store mutations (install, update, remove, rollback, fsck) need
+//! libostree and live in `appmgr-storeops`, above this crate, which only `appmgr-ops`
+//! links: nothing here depends on the store. The front ends sit side by side on it:
+//! `appmgr-cli` (argument parsing, rendering, the D-Bus client) and `appmgr-daemon`
+//! (D-Bus, access control, supervision); neither depends on the other.
 //!
 //! No argument parsing, no D-Bus and no printing here: a use case takes a [`Ctx`] (the
 //! state and config directories) and typed arguments, and returns its [`Output`] (text
@@ -17,6 +17,7 @@
 //! D-Bus error name (`appmgr_types::ErrorClass`).
 
 pub mod apps;
+pub mod board;
 pub mod config;
 mod error;
 pub mod journal;
