@@ -85,7 +85,6 @@ const OTHER_TALK: &str = "org.example.ShownOther";
 const OWN: &str = "org.example.ShownApp";
 const OTHER_OWN: &str = "org.example.ShownNotMine";
 
-
 fn host_ns(n: &str) -> String {
     fs::read_link(format!("/proc/self/ns/{n}"))
         .unwrap()

@@ -522,8 +522,9 @@ fn apply_prepared(
 
 /// Before a launch that binds the system bus: the per-app bus policy of every installed
 /// app is brought into place and loaded by the bus, exactly as appmgrd does after an
-/// install, so the app's uid gets its `dbus-talk`/`dbus-own` names and nothing else.
-/// Without a bus grant in the plan nothing is done (and nothing is read). `reload_bus`
+/// install, so the app's uid gets its `dbus-talk`/`dbus-own` names (and the portal
+/// service's, with a served portal) and nothing else. Without a bus grant in the plan
+/// nothing is done (and nothing is read). `reload_bus`
 /// asks the bus at the socket to reload its configuration (the front end's D-Bus client
 /// does that).
 pub fn install_bus_policy(
@@ -535,7 +536,7 @@ pub fn install_bus_policy(
     let bus = launch
         .provided
         .iter()
-        .any(|p| (p.key == "dbus-talk" || p.key == "dbus-own") && p.is_provided());
+        .any(|p| matches!(p.key.as_str(), "dbus-talk" | "dbus-own" | "portals") && p.is_provided());
     if !bus {
         return Ok(());
     }

@@ -231,7 +231,7 @@ impl Sensors {
     async fn list(
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
-    ) -> Result<Vec<(String, String, String, f64)>, PortalError> {
+    ) -> Result<Vec<(String, String, f64, String)>, PortalError> {
         let (_, perms) = self.granted(&hdr, "Sensors1.List").await?;
         let mut out = Vec::new();
         for ch in channels_now(&self.s)? {
@@ -242,8 +242,8 @@ impl Sensors {
                 out.push((
                     ch.name.to_string(),
                     ch.device.clone(),
-                    iio::unit_of(ch.name.as_str()).to_string(),
                     scale,
+                    iio::unit_of(ch.name.as_str()).to_string(),
                 ));
             }
         }

@@ -31,11 +31,12 @@ impl Drop for Portald {
     }
 }
 
+/// Fields drop in order: the service, then the bus, then the directories.
 struct Setup {
-    e: Env,
+    portald: Option<Portald>,
     bus: PrivateBus,
     iio: PathBuf,
-    portald: Option<Portald>,
+    e: Env,
 }
 
 /// An IIO device as iio_dummy lays it out in sysfs.
@@ -107,6 +108,9 @@ fn setup() -> Setup {
         B,
         "portals = [\"sensors\"]\n[permissions.sensors]\nchannels = [\"temp\"]\nmax-rate-hz = 10",
     );
+    // The per-app bus policy and the app uids' user records, as appmgrd publishes them at
+    // start (here `appmgr run` does, as it does before every launch).
+    e.ok(&["run", B, "--", "args"]);
     let iio = e.p("iio");
     fake_iio(&iio);
     let mut st = Setup {
@@ -124,7 +128,8 @@ fn start_portald(st: &Setup) -> Portald {
     let sock_path = st.e.p("notify.sock");
     let _ = fs::remove_file(&sock_path);
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let child = Command::new(binary("appmgr-portald"))
         .args(["--state-dir", s(&st.e.state), "--config-dir", s(&st.e.cfg)])
         .args(["--bus-address", &st.bus.address(), "--iio-dir", s(&st.iio)])
@@ -160,7 +165,13 @@ fn uid_of(st: &Setup, id: &str) -> u32 {
 
 /// `dbus-send` of `method` (on the portal object) with `args`, as `uid` (when given),
 /// after the test has placed the process as `place` says. Returns (success, output).
-fn send(st: &Setup, uid: Option<u32>, place: Option<&[PathBuf]>, method: &str, args: &[&str]) -> (bool, String) {
+fn send(
+    st: &Setup,
+    uid: Option<u32>,
+    place: Option<&[PathBuf]>,
+    method: &str,
+    args: &[&str],
+) -> (bool, String) {
     let mut cmd = String::from("read go; exec ");
     if let Some(u) = uid {
         cmd.push_str(&format!("setpriv --reuid={u} --regid={u} --clear-groups "));
@@ -238,7 +249,10 @@ fn introspection_matches_the_committed_xml() {
     let live = interfaces(&out.replace("\\\"", "\""));
     for (iface, file) in [
         ("org.appmgr.portal.Gpu1", "org.appmgr.portal.Gpu1.xml"),
-        ("org.appmgr.portal.Sensors1", "org.appmgr.portal.Sensors1.xml"),
+        (
+            "org.appmgr.portal.Sensors1",
+            "org.appmgr.portal.Sensors1.xml",
+        ),
     ] {
         let committed = interfaces(
             &fs::read_to_string(repo_root().join("appmgr/portals/dbus").join(file)).unwrap(),
@@ -334,8 +348,17 @@ fn callers_are_apps_by_the_kernels_view() {
     let st = setup();
     let (ua, ub) = (uid_of(&st, A), uid_of(&st, B));
     // Root, in no app's cgroup: refused, however it is allowed on the bus.
-    let (ok, out) = send(&st, None, None, "org.appmgr.portal.Gpu1.OpenRenderNode", &[]);
-    assert!(!ok && out.contains(DENIED) && out.contains("in no app's cgroup"), "{out}");
+    let (ok, out) = send(
+        &st,
+        None,
+        None,
+        "org.appmgr.portal.Gpu1.OpenRenderNode",
+        &[],
+    );
+    assert!(
+        !ok && out.contains(DENIED) && out.contains("in no app's cgroup"),
+        "{out}"
+    );
     // A's uid outside A's cgroup: the uid alone is not an app.
     let (ok, out) = send(
         &st,
@@ -344,10 +367,13 @@ fn callers_are_apps_by_the_kernels_view() {
         "org.appmgr.portal.Sensors1.Read",
         &["string:accel_x"],
     );
-    assert!(!ok && out.contains(DENIED) && out.contains("in no app's cgroup"), "{out}");
+    assert!(
+        !ok && out.contains(DENIED) && out.contains("in no app's cgroup"),
+        "{out}"
+    );
 
     // With A running, a process placed in A's cgroup.
-    let mut running = st.e.cmd(&["run", A, "--", "sleep", "30"]);
+    let mut running = st.e.cmd(&["run", A, "--", "sleep"]);
     let mut a = running.stdout(Stdio::null()).spawn().unwrap();
     let files = app_procs_files(A);
     // ... with B's uid: refused, the uid is not A's.
@@ -359,7 +385,8 @@ fn callers_are_apps_by_the_kernels_view() {
         &["string:accel_x"],
     );
     assert!(
-        !ok && out.contains(DENIED) && out.contains(&format!("runs as uid {ub}, not {A}'s uid {ua}")),
+        !ok && out.contains(DENIED)
+            && out.contains(&format!("runs as uid {ub}, not {A}'s uid {ua}")),
         "{out}"
     );
     // ... with A's uid: it is A by every kernel fact, and gets A's channel (control).
@@ -386,11 +413,14 @@ fn grants_decide_what_each_app_gets() {
     assert_eq!(g["open"]["driver"], "null-test", "{g}");
     assert_eq!(g["open"]["rdev"], serde_json::json!([1, 3]), "{g}");
     assert_eq!(g["info"]["family"], "test", "{g}");
-    assert!(g["by_path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["ok"] == false), "{g}");
+    assert!(
+        g["by_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["ok"] == false),
+        "{g}"
+    );
     let g = probe(&st, B, &["gpu"]);
     assert_eq!(g["open"]["ok"], false, "{g}");
     assert_eq!(g["open"]["error"], DENIED, "{g}");
@@ -419,8 +449,14 @@ fn grants_decide_what_each_app_gets() {
         ],
         "{l}"
     );
-    assert_eq!(probe(&st, A, &["sensors", "read", "accel_x"])["value"], 17.0);
-    assert_eq!(probe(&st, A, &["sensors", "read", "voltage0"])["value"], 20.0);
+    assert_eq!(
+        probe(&st, A, &["sensors", "read", "accel_x"])["value"],
+        17.0
+    );
+    assert_eq!(
+        probe(&st, A, &["sensors", "read", "voltage0"])["value"],
+        20.0
+    );
     let r = probe(&st, A, &["sensors", "read", "temp"]);
     assert_eq!(r["error"], DENIED, "{r}");
     let r = probe(&st, A, &["sensors", "read", "Bad/Name"]);
@@ -455,7 +491,10 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
         // Never above the rate; close to it (start-up of the stream aside).
         assert!(j["max_rate_hz"].as_f64().unwrap() <= rate, "{j}");
         assert!(n >= rate * 1.2 && n <= rate * 2.0 + 1.0, "{j}");
-        assert!(j["min_gap_ms"].as_f64().unwrap() >= 1000.0 / rate - 0.001, "{j}");
+        assert!(
+            j["min_gap_ms"].as_f64().unwrap() >= 1000.0 / rate - 0.001,
+            "{j}"
+        );
         assert_eq!(j["eof"], false, "{j}");
         assert_eq!(j["torn"], 0, "{j}");
     }
@@ -465,7 +504,11 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
     // Revocation: the policy stops granting accel_x; `appmgr reload` ends A's stream.
     let a = spawn(A, &["accel_x", "20", "10"]);
     std::thread::sleep(Duration::from_millis(1500));
-    fs::write(st.e.cfg.join("policies.d/50-portal.toml"), policy("\"voltage0\"")).unwrap();
+    fs::write(
+        st.e.cfg.join("policies.d/50-portal.toml"),
+        policy("\"voltage0\""),
+    )
+    .unwrap();
     st.e.ok(&["reload"]);
     let reloaded = mono_ns();
     let out = a.wait_with_output().unwrap();
