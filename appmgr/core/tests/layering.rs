@@ -1,6 +1,6 @@
 //! The workspace's dependency graph points down only: `cargo metadata` must show every
 //! crate depending (normal dependencies) on crates of lower layers only, so the front
-//! ends (`appmgr-cli`, `appmgr-daemon`) sit side by side on `appmgr-core` and the
+//! ends (`appmgr-cli`, `appmgr-daemon`, `appmgr-portals`) sit side by side on `appmgr-core` and the
 //! mechanism crates never see the use cases or the policy format.
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -17,7 +17,7 @@ fn layer(name: &str) -> Option<u32> {
         "appmgr-core" => 3,
         // The store mutations, over core: only appmgr-ops links them.
         "appmgr-storeops" => 4,
-        "appmgr-cli" | "appmgr-daemon" | "appmgr-probe" | "appmgr-layering" => 5,
+        "appmgr-cli" | "appmgr-daemon" | "appmgr-portals" | "appmgr-probe" | "appmgr-layering" => 5,
         _ => return None,
     })
 }
@@ -61,6 +61,15 @@ fn dependencies_point_down_only() {
             // Not even the daemon's tests build on the CLI crate.
             if name == "appmgr-daemon" && dep == "appmgr-cli" {
                 wrong.push(format!("{name} depends on {dep} ({})", d["kind"]));
+            }
+            // The portal service never needs the store (nor libostree in its image).
+            if name == "appmgr-portals"
+                && matches!(dep, "appmgr-store" | "appmgr-storeops" | "ostree")
+                && d["kind"].is_null()
+            {
+                wrong.push(format!(
+                    "{name} depends on {dep}: the portal service reads no store"
+                ));
             }
             // dev-dependencies (tests) may reach anywhere; build scripts likewise.
             if !d["kind"].is_null() {

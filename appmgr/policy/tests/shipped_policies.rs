@@ -124,7 +124,7 @@ fn default_policy_denies_everything_and_sets_ceilings() {
 #[test]
 fn hmi_gets_gpu_and_input_with_its_limits() {
     let s = without_debug();
-    let req = "devices = [\"gpu\", \"input\", \"fbdev\"]\nsockets = [\"wayland\"]";
+    let req = "devices = [\"input\", \"fbdev\"]\nsockets = [\"wayland\"]\nportals = [\"gpu\"]";
     let gpu_board = board(&["gpu", "input"], &["/dev/dri/renderD128"], false);
     let g = check(&s, "com.example.Hmi", req, &gpu_board).unwrap();
     let devs: Vec<_> = g
@@ -133,7 +133,15 @@ fn hmi_gets_gpu_and_input_with_its_limits() {
         .iter()
         .map(|d| d.to_string())
         .collect();
-    assert_eq!(devs, ["gpu", "input"]);
+    // The GPU comes through the portal, never as a device node in the sandbox.
+    assert_eq!(devs, ["input"]);
+    let portals: Vec<_> = g
+        .permissions
+        .portals
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(portals, ["gpu"]);
     assert_eq!(g.dropped().len(), 1);
     assert_eq!(g.dropped()[0].value, "fbdev");
     let cg = g.cgroup_limits();
@@ -142,7 +150,7 @@ fn hmi_gets_gpu_and_input_with_its_limits() {
     assert_eq!(cg.memory_high, Some(224 << 20));
     assert_eq!(cg.memory_swap_max, Some(0), "from the default policy");
     eprintln!("{}", g.render_text(&[]));
-    // No GPU on this board: the framebuffer fallback instead.
+    // No GPU on this board: the framebuffer fallback instead, and no gpu portal.
     let g = check(&s, "com.example.Hmi", req, &board(&["input"], &[], false)).unwrap();
     let devs: Vec<_> = g
         .permissions
@@ -151,6 +159,8 @@ fn hmi_gets_gpu_and_input_with_its_limits() {
         .map(|d| d.to_string())
         .collect();
     assert_eq!(devs, ["fbdev", "input"]);
+    assert!(g.permissions.portals.is_empty());
+    assert_eq!(g.dropped()[0].value, "gpu");
     // devel is not granted without the override.
     assert!(
         check(&s, "com.example.Hmi", "allow = [\"devel\"]", &gpu_board)

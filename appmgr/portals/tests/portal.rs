@@ -469,6 +469,25 @@ fn grants_decide_what_each_app_gets() {
     assert_eq!(r["error"], DENIED, "{r}");
     // The portal wrote nothing to the state directory.
     assert_eq!(before, st.e.snapshot());
+
+    // An update asking for an ungranted channel is refused and changes nothing; the
+    // installed version keeps its grant.
+    let root = st.e.p(&format!("probe-app-{A}"));
+    let m = app_manifest("1.1.0")
+        .replace("org.example.Hello", A)
+        .replace("command = \"hello\"", "command = \"probe\"");
+    let b = st.e.bundle(
+        &format!(
+            "{m}\n[permissions]\nportals = [\"gpu\", \"sensors\"]\n[permissions.sensors]\nchannels = [\"accel_x\", \"temp\"]\n"
+        ),
+        &root,
+        "a-more.bundle",
+    );
+    let before = st.e.snapshot();
+    let err = st.e.fails(&["install", s(&b)], 4);
+    assert!(err.contains("sensors.channels") && err.contains("temp"), "{err}");
+    assert_eq!(before, st.e.snapshot());
+    assert_eq!(probe(&st, A, &["sensors", "read", "accel_x"])["value"], 17.0);
 }
 
 #[test]

@@ -19,11 +19,21 @@
 //! - `tty`: try to leave or take over the terminal on fd 0, then read one line from it.
 //! - `uevent [SECONDS]`: open and bind a kernel uevent (hotplug) socket, wait for one.
 //! - `netlink-route`: dump the link table through a NETLINK_ROUTE socket.
+//! - `observe ARGS` / `bus-serve NAME...`: see the `observe` module.
+//! - `portal gpu`, `portal sensors list`, `portal sensors read CHANNEL`,
+//!   `portal sensors stream CH[,CH...] RATE_HZ SECONDS`: call the portal service
+//!   (`org.appmgr.Portal1` on the system bus at `DBUS_SYSTEM_BUS_ADDRESS`, default
+//!   `/run/dbus/system_bus_socket`) as the app, examine the descriptors it hands out, and
+//!   print one JSON object. Exit 0 when the probe worked, also when the portal answered
+//!   with a D-Bus error (`{"ok":false,"error":NAME,"message":TEXT}` in place of the call's
+//!   result); 1 when the bus cannot be reached or a reply is malformed; 2 for bad
+//!   arguments. The keys of each subcommand's object are listed in the `portal` module.
 //!
 //! Built statically (`-C target-feature=+crt-static`) so it runs in any runtime tree.
 
 mod dbus;
 mod observe;
+mod portal;
 
 use appmgr_sandbox::sys::probe_syscall;
 use std::fmt::Write as _;
@@ -769,6 +779,7 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
         Some("bus-serve") => crate::observe::bus_serve(&args[2..]),
+        Some("portal") => crate::portal::run(&args[2..]),
         Some("tty") => tty_mode(),
         Some("uevent") => uevent_mode(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
         Some("netlink-route") => netlink_route_mode(),

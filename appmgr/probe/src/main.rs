@@ -1,4 +1,7 @@
-//! `appmgr-probe [report|int80|x32|load-filter FILE|sleep|args...]`: see the library docs.
+//! `appmgr-probe [report|int80|x32|load-filter FILE|write PATH...|sleep|tty|uevent [SECONDS]|
+//! netlink-route|observe ARGS|bus-serve NAME...|portal gpu|portal sensors list|
+//! portal sensors read CHANNEL|portal sensors stream CH[,CH...] RATE_HZ SECONDS|args...]`:
+//! see the library docs.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -12,7 +12,7 @@
 //! `bus-serve NAME...` (run by a test on the host): owns every NAME on the bus at
 //! `DBUS_SYSTEM_BUS_ADDRESS`, prints `ready`, and answers every method call.
 
-use crate::dbus::{Arg, Conn};
+use crate::dbus::{system_bus_path, Arg, Conn};
 use crate::{arr, errno_name, esc, obj};
 
 fn walk_sockets(dir: &std::path::Path, depth: u32, out: &mut Vec<String>) {
@@ -67,13 +67,6 @@ pub fn path_access(p: &str) -> String {
     ])
 }
 
-fn bus_path() -> String {
-    std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
-        .ok()
-        .and_then(|a| a.strip_prefix("unix:path=").map(String::from))
-        .unwrap_or_else(|| "/run/dbus/system_bus_socket".into())
-}
-
 /// The bus checks for `talk:`/`own:` arguments.
 pub fn bus_checks(args: &[String]) -> String {
     let talk: Vec<&str> = args
@@ -81,7 +74,7 @@ pub fn bus_checks(args: &[String]) -> String {
         .filter_map(|a| a.strip_prefix("talk:"))
         .collect();
     let own: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("own:")).collect();
-    let mut conn = match Conn::connect(&bus_path()) {
+    let mut conn = match system_bus_path().and_then(|p| Conn::connect(&p)) {
         Ok(c) => c,
         Err(e) => {
             return obj(&[
@@ -139,7 +132,7 @@ pub fn observe(args: &[String]) -> String {
 
 /// `bus-serve NAME...`: owns the names and answers calls until killed.
 pub fn bus_serve(names: &[String]) -> i32 {
-    let mut conn = match Conn::connect(&bus_path()) {
+    let mut conn = match system_bus_path().and_then(|p| Conn::connect(&p)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("appmgr-probe: bus: {e}");

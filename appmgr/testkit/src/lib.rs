@@ -122,6 +122,7 @@ fn package_of(name: &str) -> &'static str {
         "appmgrd" => "appmgr-daemon",
         "appmgr-launch" => "appmgr-sandbox",
         "appmgr-probe" => "appmgr-probe",
+        "appmgr-portald" => "appmgr-portals",
         _ => "<the package that defines it>",
     }
 }
