@@ -4,10 +4,11 @@
 //! A stream is a pipe. Each record is written whole (one `write` of at most 264 bytes, less
 //! than `PIPE_BUF`, so a reader never sees a torn record): a little-endian u64 timestamp in
 //! nanoseconds of `CLOCK_MONOTONIC`, then one little-endian f64 per channel in the order
-//! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
-//! interval after the previous one was due, and never earlier than one interval after the
-//! previous one was written when the service fell behind. A reader that does not keep up
-//! loses records (the write end does not block), never the service's time.
+//! `Open` was given. Records come at most `rate_hz` per second and never closer than one
+//! interval: the next record is due one interval after the previous one's timestamp, so a
+//! late wakeup (a loaded machine) delays the records after it and the rate only ever errs
+//! low. A reader that does not keep up loses records (the write end does not block), never
+//! the service's time.
 //!
 //! One sampler task serves every stream: at each due time it reads each needed channel
 //! once and fans the value out to every stream due then, so two apps reading the same
@@ -140,8 +141,10 @@ pub async fn sampler(s: Arc<Shared>) {
                 }
             }
         }
-        let now = Instant::now();
+        // The timestamp first: no record's timestamp is later than `now`, so the next one,
+        // due at `now + interval` or later, is at least one interval after it.
         let ts = now_ns();
+        let now = Instant::now();
         let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
         let mut values: BTreeMap<PathBuf, f64> = BTreeMap::new();
         let mut gone = Vec::new();
@@ -179,10 +182,10 @@ pub async fn sampler(s: Arc<Shared>) {
                     continue;
                 }
             }
-            x.next_due += x.interval;
-            if x.next_due <= now {
-                x.next_due = now + x.interval;
-            }
+            // One interval after this record, not after when it was due: after a late
+            // wakeup, a due time kept on the old grid would bring the next record less
+            // than an interval after this one (and a second with rate_hz + 1 records).
+            x.next_due = now + x.interval;
         }
         for (id, why) in gone {
             if let Some(x) = st.remove(id) {
