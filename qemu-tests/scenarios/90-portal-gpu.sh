@@ -58,6 +58,8 @@ case $state in running|degraded) ;; *) qt_fail "systemd state: $state" ;; esac
 
 # ---- install as appmgr_git.bb do_install does; the portal unit verifies
 qt_install_package
+# a scenario after this one in the same boot must not find them running
+trap 'systemctl stop appmgrd appmgr-portald' EXIT
 qt_run 0 systemd-analyze verify /usr/lib/systemd/system/appmgr-portald.service
 qt_out | grep -v 'qt-runner\|^ *$' | grep -q . && fail "systemd-analyze verify complains about appmgr-portald.service"
 [ -L /etc/systemd/system/dbus-org.appmgr.Portal1.service ] || fail "enable did not create the dbus-org.appmgr.Portal1.service alias"
