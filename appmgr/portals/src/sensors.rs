@@ -5,9 +5,10 @@
 //! than `PIPE_BUF`, so a reader never sees a torn record): a little-endian u64 timestamp in
 //! nanoseconds of `CLOCK_MONOTONIC`, then one little-endian f64 per channel in the order
 //! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
-//! interval after the previous one was due, and never earlier than one interval after the
-//! previous one was written when the service fell behind. A reader that does not keep up
-//! loses records (the write end does not block), never the service's time.
+//! interval (⌈10⁹/rate⌉ ns) after the previous one was taken, so no two are closer and no
+//! 1-second window holds more than `rate_hz`; the timer's granularity (1 ms) can make the
+//! average slightly slower. A reader that does not keep up loses records (the write end
+//! does not block), never the service's time.
 //!
 //! One sampler task serves every stream: at each due time it reads each needed channel
 //! once and fans the value out to every stream due then, so two apps reading the same
@@ -179,10 +180,10 @@ pub async fn sampler(s: Arc<Shared>) {
                     continue;
                 }
             }
-            x.next_due += x.interval;
-            if x.next_due <= now {
-                x.next_due = now + x.interval;
-            }
+            // One interval after this record: consecutive records are never closer
+            // than 1/rate (so no 1-second window holds more than rate of them); a late
+            // wake-up makes the average a little slower, never faster.
+            x.next_due = now + x.interval;
         }
         for (id, why) in gone {
             if let Some(x) = st.remove(id) {
