@@ -231,6 +231,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     .await
     .map_err(|_| format!("the bus did not answer in time when owning {BUS_NAME}"))?
     .map_err(|e| format!("cannot own {BUS_NAME} on the bus: {e}"))?;
+    appmgr_sandbox::sys::malloc_trim();
     journal::sd_notify(&format!("READY=1\nSTATUS=serving {BUS_NAME}"));
     journal::log(
         journal::INFO,

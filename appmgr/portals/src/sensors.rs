@@ -6,8 +6,8 @@
 //! nanoseconds of `CLOCK_MONOTONIC`, then one little-endian f64 per channel in the order
 //! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
 //! interval (⌈10⁹/rate⌉ ns) after the previous one was taken, so no two are closer and no
-//! 1-second window holds more than `rate_hz`; the timer's granularity (1 ms) can make the
-//! average slightly slower. A reader that does not keep up loses records (the write end
+//! 1-second window holds more than `rate_hz`; a late wake-up (a `timerfd` wakes within
+//! tens of µs) makes the average slightly slower, never faster. A reader that does not keep up loses records (the write end
 //! does not block), never the service's time.
 //!
 //! One sampler task serves every stream: at each due time it reads each needed channel
@@ -122,9 +122,75 @@ fn now_ns() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
+/// A timer of `timerfd` precision (tens of µs): tokio's own timers round to whole
+/// milliseconds, which would stretch a 5 ms (200 Hz) interval by up to a fifth.
+struct Timer(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl Timer {
+    fn new() -> std::io::Result<Timer> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags};
+        let fd = rustix::time::timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // tokio 1.54 deprecates `new` because a `T` whose `as_raw_fd` can change (or that
+        // does not own its descriptor) could outlive the registration; an `OwnedFd` owned
+        // by the `AsyncFd` for its whole life is the case `new` is sound for, and the safe
+        // call keeps this crate free of `unsafe`.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd)?;
+        Ok(Timer(fd))
+    }
+
+    /// Returns at `due` (at once if it has passed).
+    async fn sleep_until(&self, due: Instant) -> std::io::Result<()> {
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = rustix::time::Itimerspec {
+            it_interval: zero,
+            it_value: rustix::time::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            },
+        };
+        rustix::time::timerfd_settime(
+            self.0.get_ref(),
+            rustix::time::TimerfdTimerFlags::empty(),
+            &spec,
+        )?;
+        loop {
+            let mut g = self.0.readable().await?;
+            let mut buf = [0u8; 8];
+            match rustix::io::read(g.get_inner(), &mut buf) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::AGAIN) => g.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// The sampler: waits for the earliest due stream, reads the channels due streams need
 /// (each once), writes their records, and ends streams whose reader is gone.
 pub async fn sampler(s: Arc<Shared>) {
+    let timer = match Timer::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            journal::log(
+                journal::WARNING,
+                None,
+                None,
+                &format!("sensors: no timerfd ({e}); streams use millisecond timers"),
+            );
+            None
+        }
+    };
     loop {
         // Registered before the state is read, so a change made meanwhile wakes it.
         let changed = s.changed.notified();
@@ -134,12 +200,24 @@ pub async fn sampler(s: Arc<Shared>) {
         };
         match next {
             None => changed.await,
-            Some(due) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = changed => continue,
+            Some(due) => match &timer {
+                Some(t) => {
+                    tokio::select! {
+                        r = t.sleep_until(due) => {
+                            if r.is_err() {
+                                tokio::time::sleep_until(due).await;
+                            }
+                        }
+                        _ = changed => continue,
+                    }
                 }
-            }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = changed => continue,
+                    }
+                }
+            },
         }
         let now = Instant::now();
         let ts = now_ns();
@@ -338,6 +416,14 @@ impl Sensors {
             }
             st.next_id += 1;
             let id = st.next_id;
+            // A stream at the rate of an open one joins its schedule: both are served by
+            // the same wake-up and the same reads (each is still never faster than its
+            // rate: its first record simply comes up to one interval later).
+            let next_due = st
+                .list
+                .iter()
+                .find(|x| x.interval == interval)
+                .map_or_else(Instant::now, |x| x.next_due);
             st.list.push(Stream {
                 id,
                 app: c.app.clone(),
@@ -347,7 +433,7 @@ impl Sensors {
                 keys,
                 rate_hz,
                 interval,
-                next_due: Instant::now(),
+                next_due,
                 pipe: write_end,
                 written: 0,
                 dropped: 0,

@@ -566,6 +566,47 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
     assert!(err.contains("sensors.channels=[accel_x]"), "{err}");
 }
 
+#[test]
+fn an_app_keeping_a_revoked_render_node_is_stopped() {
+    skip_if!(skip_reason());
+    let st = setup();
+    let mut holder =
+        st.e.cmd(&["run", A, "--", "portal", "gpu-hold", "60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    // The policy stops granting the gpu portal (A still asks for it).
+    fs::write(
+        st.e.cfg.join("policies.d/50-portal.toml"),
+        policy("\"accel_x\", \"voltage0\"").replace(
+            "portals = [\"gpu\", \"sensors\"]",
+            "portals = [\"sensors\"]",
+        ),
+    )
+    .unwrap();
+    let r = st.e.run(&["reload"]);
+    let reloaded = Instant::now();
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    // The kernel cannot take the descriptor back: the app's processes are stopped, within
+    // 100 ms of the reload that revoked the grant.
+    let app = appmgr_types::AppId::new(A).unwrap();
+    while !appmgr_core::apps::running_pids(&app).unwrap().is_empty() {
+        assert!(
+            reloaded.elapsed() < Duration::from_millis(100),
+            "{A} still runs 100 ms after reload"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = holder.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+}
+
 fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64

@@ -15,6 +15,9 @@
 //!   `dev_dri`: the entries of `/dev/dri` (null when it does not exist). `by_path`: for
 //!   each of them and `/dev/dri/renderD128`, `/dev/dri/card0`, an `open(O_RDWR)`:
 //!   `{"path":P,"ok":BOOL,"errno":N|null,"error":"ENOENT"|null}`.
+//! - `portal gpu-hold SECONDS`: `Gpu1.OpenRenderNode`, prints `held` (a line) once the
+//!   descriptor is here, keeps it for SECONDS, then prints `{"held_s":SECONDS}`: a holder
+//!   for revocation tests (the service stops an app that keeps a revoked render node).
 //! - `portal sensors list`: `{"ok":true,"channels":[{"channel","device","unit","scale"}]}`.
 //! - `portal sensors read CHANNEL`: `{"ok":true,"value":X}`.
 //! - `portal sensors stream CH[,CH...] RATE_HZ SECONDS`: `Sensors1.Open`, then the records
@@ -52,7 +55,7 @@ const SENSORS: &str = "org.appmgr.portal.Sensors1";
 /// The longest `stream` observation accepted.
 const MAX_STREAM_SECONDS: f64 = 3600.0;
 
-const USAGE: &str = "usage: appmgr-probe portal gpu | portal sensors list | \
+const USAGE: &str = "usage: appmgr-probe portal gpu | portal gpu-hold SECONDS | portal sensors list | \
                      portal sensors read CHANNEL | portal sensors stream CH[,CH...] RATE_HZ SECONDS | \
                      portal sensors streams K CH[,CH...] RATE_HZ SECONDS | \
                      portal bench (gpu N | read CHANNEL N | open PATH N | sysfs PATH N)";
@@ -65,6 +68,13 @@ pub fn run(args: &[String]) -> i32 {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = match a.as_slice() {
         ["gpu"] => gpu(),
+        ["gpu-hold", secs] => match secs.parse::<u64>().ok().filter(|s| (1..=3600).contains(s)) {
+            Some(secs) => gpu_hold(secs),
+            None => {
+                eprintln!("appmgr-probe: portal gpu-hold: SECONDS is 1 to 3600\n{USAGE}");
+                return 2;
+            }
+        },
         ["sensors", "list"] => sensors_list(),
         ["sensors", "read", ch] => sensors_read(ch),
         ["sensors", "stream", chs, rate, secs] => {
@@ -389,6 +399,26 @@ fn gpu() -> Result<String, Fail> {
         ("dev_dri".into(), opt(entries.map(|e| crate::arr(&e)))),
         ("by_path".into(), by_path),
     ]))
+}
+
+/// `portal gpu-hold SECONDS`.
+fn gpu_hold(secs: u64) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    let mut m = match call(&mut conn, GPU, "OpenRenderNode", &[], "hs")? {
+        Err(e) => return Ok(error_json(&e)),
+        Ok(m) => m,
+    };
+    let i = match values(&m, "Gpu1.OpenRenderNode")?.as_slice() {
+        [Value::Fd(i), Value::Str(_)] => *i,
+        v => return Err(format!("Gpu1.OpenRenderNode: unexpected body {v:?}")),
+    };
+    let fd = m
+        .take_fd(i)
+        .map_err(|e| format!("Gpu1.OpenRenderNode: {e}"))?;
+    println!("held");
+    std::thread::sleep(Duration::from_secs(secs));
+    drop(fd);
+    Ok(obj(&[("held_s".into(), secs.to_string())]))
 }
 
 /// `portal sensors list`.
