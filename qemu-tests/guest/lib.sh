@@ -132,3 +132,128 @@ qt_json_field() {
 	done
 	printf '%s\n' "$s" | tr ',' '\n' | sed -n "s/^ *\"$1\" *: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *\$/\1/p" | head -n 1
 }
+
+# qt_json_get PATH [FILE]: one value of the JSON document in FILE (default: the
+# last qt_run's output), from its first line that starts with "{" or "[" on
+# (what precedes it, e.g. a warning, is skipped). PATH is keys and array
+# indices joined by dots: "open.ok", "open.rdev.0", "channels.1.device"; a
+# trailing ".#" gives the number of members of an object or array. Strings come
+# unquoted, objects and arrays as {} and []. Exit 1 (and no output) when the
+# path is absent or the document is malformed. A small parser in awk (the
+# guests have no jq or python).
+qt_json_get() {
+	awk -v want="$1" '
+	function ws() { while (pos <= n && index(" \t\r\n", substr(s, pos, 1))) pos++ }
+	function str(   c, d, out) {
+		if (substr(s, pos, 1) != "\"") { bad = 1; return "" }
+		pos++; out = ""
+		while (pos <= n) {
+			c = substr(s, pos, 1)
+			if (c == "\\") {
+				d = substr(s, pos + 1, 1)
+				if (d == "n") out = out "\n"; else if (d == "t") out = out "\t"
+				else if (d == "u") { out = out "?"; pos += 4 } else out = out d
+				pos += 2; continue
+			}
+			if (c == "\"") { pos++; return out }
+			out = out c; pos++
+		}
+		bad = 1; return out
+	}
+	function key(p, k) { return p == "" ? k : p "." k }
+	function val(p,   c, d, k, i, st) {
+		if (bad) return
+		ws(); c = substr(s, pos, 1)
+		if (c == "{" || c == "[") {
+			pos++; i = 0; ws()
+			if (substr(s, pos, 1) == (c == "{" ? "}" : "]")) { pos++ }
+			else while (!bad) {
+				if (c == "{") { ws(); k = str(); ws(); if (substr(s, pos, 1) != ":") { bad = 1; return }; pos++; val(key(p, k)) }
+				else val(key(p, i))
+				i++; ws(); d = substr(s, pos, 1); pos++
+				if (d == (c == "{" ? "}" : "]")) break
+				if (d != ",") { bad = 1; return }
+			}
+			V[p] = (c == "{" ? "{}" : "[]"); L[p] = i; HAS[p] = 1; return
+		}
+		if (c == "\"") { V[p] = str(); HAS[p] = 1; return }
+		st = pos
+		while (pos <= n && !index(",}] \t\r\n", substr(s, pos, 1))) pos++
+		if (pos == st) { bad = 1; return }
+		V[p] = substr(s, st, pos - st); HAS[p] = 1
+	}
+	on == 0 && /^[[:space:]]*[[{]/ { on = 1 }
+	on { s = s $0 "\n" }
+	END {
+		n = length(s); pos = 1; bad = 0
+		if (n == 0) exit 1
+		val("")
+		if (bad) exit 1
+		if (want ~ /\.#$/ || want == "#") {
+			w = want; sub(/\.?#$/, "", w)
+			if (!(w in L)) exit 1
+			print L[w]; exit 0
+		}
+		if (!(want in HAS)) exit 1
+		print V[want]
+	}' "${2:-/tmp/qt-out}"
+}
+
+# qt_wait SECONDS CMD...: poll every second (bounded) until CMD succeeds.
+qt_wait() {
+	_n=$1
+	shift
+	while [ "$_n" -gt 0 ]; do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 1
+		_n=$((_n - 1))
+	done
+	"$@" >/dev/null 2>&1
+}
+
+# qt_install_package: in the debootstrap guest, install appmgr, appmgrd and
+# appmgr-portald with their units, bus policies, D-Bus activation files,
+# tmpfiles and the board profiles where yocto-layer's appmgr_git.bb do_install
+# puts them (from /opt/appmgr/bin and the stage's /qt/data), enable both
+# services as the recipe does (SYSTEMD_AUTO_ENABLE), and make systemd and
+# dbus-daemon read them. Exports PATH, APPMGR_STATE_DIR, APPMGR_CONFIG_DIR.
+qt_install_package() {
+	_L=/usr/libexec/appmgr
+	for _f in /qt/data/appmgrd/appmgrd.service /qt/data/portals/appmgr-portald.service \
+		/qt/data/board-support/qemu-virt-x86_64.toml; do
+		[ -f $_f ] || qt_fail "$_f was not staged (qemu-tests/lib/image.sh stage_initramfs)"
+	done
+	mkdir -p $_L /usr/share/dbus-1/system.d /usr/share/dbus-1/system-services \
+		/usr/share/appmgr/board-support /etc/appmgr/policies.d /etc/appmgr/trust.d /etc/appmgr/preinstall.d
+	for _b in appmgr appmgr-ops appmgr-launch appmgrd appmgr-portald; do
+		install -m 0755 /opt/appmgr/bin/$_b $_L/$_b || qt_fail "cannot install $_b"
+	done
+	ln -sf ../libexec/appmgr/appmgr /usr/bin/appmgr
+	install -m 0644 /qt/data/board-support/*.toml /usr/share/appmgr/board-support/
+	install -m 0644 /qt/data/appmgrd/appmgrd.service /qt/data/portals/appmgr-portald.service /usr/lib/systemd/system/
+	install -m 0644 /qt/data/appmgrd/org.appmgr.Manager1.conf /qt/data/portals/org.appmgr.Portal1.conf /usr/share/dbus-1/system.d/
+	install -m 0644 /qt/data/appmgrd/org.appmgr.Manager1.service /qt/data/portals/org.appmgr.Portal1.service \
+		/usr/share/dbus-1/system-services/
+	install -m 0644 /qt/data/appmgrd/appmgr.tmpfiles.conf /usr/lib/tmpfiles.d/appmgr.conf
+	export PATH=$_L:$PATH APPMGR_STATE_DIR=/var/lib/appmgr APPMGR_CONFIG_DIR=/etc/appmgr
+	qt_run 0 systemd-tmpfiles --create /usr/lib/tmpfiles.d/appmgr.conf
+	qt_run 0 systemctl daemon-reload
+	qt_run 0 systemctl reload dbus
+	qt_run 0 systemctl enable appmgrd appmgr-portald
+}
+
+# qt_app_users ID...: passwd and group entries appmgr-UID for the uids appmgr
+# allotted to the installed apps, then a bus reload. dbus-daemon serves a uid
+# and applies <policy user="UID"> only when NSS resolves it; the debootstrap
+# guest has no nss-systemd to read the /run/userdb records appmgr publishes,
+# so this is what docs/daemon.md asks of an integrator without it.
+qt_app_users() {
+	for _id in "$@"; do
+		appmgr --json info "$_id" >/tmp/qt-info.json 2>&1 || { cat /tmp/qt-info.json; qt_fail "appmgr info $_id failed"; }
+		_u=$(qt_json_get uid /tmp/qt-info.json) || qt_fail "appmgr info $_id has no uid: $(cat /tmp/qt-info.json)"
+		grep -q "^appmgr-$_u:" /etc/passwd ||
+			echo "appmgr-$_u:x:$_u:$_u:$_id:/nonexistent:/usr/sbin/nologin" >>/etc/passwd
+		grep -q "^appmgr-$_u:" /etc/group || echo "appmgr-$_u:x:$_u:" >>/etc/group
+	done
+	qt_run 0 systemctl reload dbus
+}

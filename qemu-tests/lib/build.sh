@@ -4,7 +4,7 @@
 # directories) for the guest.
 
 declare -A BUILD_STATUS   # arch -> "ok" | "failed: reason"
-APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe appmgrd)
+APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe appmgrd appmgr-portald)
 # Cargo profile for the cross-built guest binaries: dev without debuginfo
 # (faster to build and link than release on 2 cores; the guests do not need the
 # speed). The host arch's binaries are built exactly as `cargo test --workspace`

@@ -76,6 +76,11 @@ stage_initramfs() {
 	# installed in the debootstrap guest as the Yocto recipe installs them
 	mkdir -p "$s/qt/data/appmgrd"
 	cp "$REPO_DIR"/appmgr/daemon/data/* "$s/qt/data/appmgrd/" 2>/dev/null || true
+	# the same for appmgr-portald (unit, bus policy, activation file), and the
+	# board profiles the recipe installs in /usr/share/appmgr/board-support
+	mkdir -p "$s/qt/data/portals" "$s/qt/data/board-support"
+	cp "$REPO_DIR"/appmgr/portals/data/* "$s/qt/data/portals/" 2>/dev/null || true
+	cp "$REPO_DIR"/board-support/*.toml "$s/qt/data/board-support/" 2>/dev/null || true
 	echo "$a" >"$s/qt/arch"
 	# a 32-bit static busybox (armhf on aarch64, i386 on x86_64) for the compat checks
 	mkdir -p "$s/qt/compat"

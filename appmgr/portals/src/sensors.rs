@@ -219,8 +219,10 @@ pub async fn sampler(s: Arc<Shared>) {
                 }
             },
         }
-        let now = Instant::now();
+        // The timestamp first: no record's timestamp is later than `now`, so the next one,
+        // due at `now + interval` or later, is at least one interval after it.
         let ts = now_ns();
+        let now = Instant::now();
         let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
         let mut values: BTreeMap<PathBuf, f64> = BTreeMap::new();
         let mut gone = Vec::new();
