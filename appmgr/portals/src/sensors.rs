@@ -7,8 +7,8 @@
 //! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
 //! interval (⌈10⁹/rate⌉ ns) after the previous one was taken, so no two are closer and no
 //! 1-second window holds more than `rate_hz`; a late wake-up (a `timerfd` wakes within
-//! tens of µs) makes the average slightly slower, never faster. A reader that does not keep up loses records (the write end
-//! does not block), never the service's time.
+//! tens of µs) makes the average slightly slower, never faster. A reader that does not
+//! keep up loses records (the write end does not block), never the service's time.
 //!
 //! One sampler task serves every stream: at each due time it reads each needed channel
 //! once and fans the value out to every stream due then, so two apps reading the same
