@@ -287,25 +287,6 @@ fn parse_channel(c: &str) -> Result<ChannelName, PortalError> {
     ChannelName::new(c).map_err(|e| PortalError::InvalidArgs(e.to_string()))
 }
 
-impl Sensors {
-    async fn granted(
-        &self,
-        hdr: &zbus::message::Header<'_>,
-        what: &str,
-    ) -> Result<(crate::identity::AppCaller, Permissions), PortalError> {
-        let c = self.s.caller(hdr, what).await?;
-        let perms = grants::of(self.s.ctx(), &c.app)
-            .map_err(|e| self.s.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
-        if !grants::has_portal(&perms, "sensors") {
-            return Err(self.s.denied(
-                &c.app,
-                format!("{}: the sensors portal is not granted", c.app),
-            ));
-        }
-        Ok((c, perms))
-    }
-}
-
 #[zbus::interface(name = "org.appmgr.portal.Sensors1")]
 impl Sensors {
     #[zbus(out_args("channels"))]
@@ -313,7 +294,7 @@ impl Sensors {
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<Vec<(String, String, f64, String)>, PortalError> {
-        let (_, perms) = self.granted(&hdr, "Sensors1.List").await?;
+        let (_, perms) = self.s.granted(&hdr, "Sensors1.List", "sensors").await?;
         let mut out = Vec::new();
         for ch in channels_now(&self.s)? {
             if perms.sensors.channels.contains(&ch.name) {
@@ -338,7 +319,7 @@ impl Sensors {
         channel: String,
     ) -> Result<f64, PortalError> {
         let name = parse_channel(&channel)?;
-        let (c, perms) = self.granted(&hdr, "Sensors1.Read").await?;
+        let (c, perms) = self.s.granted(&hdr, "Sensors1.Read", "sensors").await?;
         if !perms.sensors.channels.contains(&name) {
             return Err(self.s.denied(
                 &c.app,
@@ -379,7 +360,7 @@ impl Sensors {
                 appmgr_types::MAX_SENSOR_RATE_HZ
             )));
         }
-        let (c, perms) = self.granted(&hdr, "Sensors1.Open").await?;
+        let (c, perms) = self.s.granted(&hdr, "Sensors1.Open", "sensors").await?;
         if let Some(why) = stream_refusal(&perms, &names, rate_hz) {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
         }

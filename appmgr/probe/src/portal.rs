@@ -471,6 +471,26 @@ fn sensors_read(ch: &str) -> Result<String, Fail> {
     }
 }
 
+/// `Sensors1.Open(channels, rate)`: the stream's descriptor, or the error reply.
+fn open_stream(
+    conn: &mut Conn,
+    channels: &[&str],
+    rate: u32,
+) -> Result<Result<OwnedFd, DbusError>, Fail> {
+    let args = [Arg::StrArray(channels), Arg::U32(rate)];
+    let mut m = match call(conn, SENSORS, "Open", &args, "h")? {
+        Err(e) => return Ok(Err(e)),
+        Ok(m) => m,
+    };
+    let index = match values(&m, "Sensors1.Open")?.as_slice() {
+        [Value::Fd(i)] => *i,
+        v => return Err(format!("Sensors1.Open: unexpected body {v:?}")),
+    };
+    m.take_fd(index)
+        .map(Ok)
+        .map_err(|e| format!("Sensors1.Open: {e}"))
+}
+
 /// `portal sensors stream CH[,CH...] RATE_HZ SECONDS`.
 fn sensors_stream(chs: &str, rate: u32, secs: f64) -> Result<String, Fail> {
     let channels: Vec<&str> = if chs.is_empty() {
@@ -479,18 +499,10 @@ fn sensors_stream(chs: &str, rate: u32, secs: f64) -> Result<String, Fail> {
         chs.split(',').collect()
     };
     let mut conn = connect()?;
-    let args = [Arg::StrArray(&channels), Arg::U32(rate)];
-    let mut m = match call(&mut conn, SENSORS, "Open", &args, "h")? {
+    let fd = match open_stream(&mut conn, &channels, rate)? {
         Err(e) => return Ok(error_json(&e)),
-        Ok(m) => m,
+        Ok(fd) => fd,
     };
-    let index = match values(&m, "Sensors1.Open")?.as_slice() {
-        [Value::Fd(i)] => *i,
-        v => return Err(format!("Sensors1.Open: unexpected body {v:?}")),
-    };
-    let fd = m
-        .take_fd(index)
-        .map_err(|e| format!("Sensors1.Open: {e}"))?;
     // The bus connection is not needed while reading.
     drop(conn);
     let s = read_stream(fd, channels.len(), Duration::from_secs_f64(secs));
@@ -503,19 +515,10 @@ fn sensors_streams(k: usize, chs: &str, rate: u32, secs: f64) -> Result<String, 
     let mut conn = connect()?;
     let mut fds = Vec::new();
     for _ in 0..k {
-        let args = [Arg::StrArray(&channels), Arg::U32(rate)];
-        let mut m = match call(&mut conn, SENSORS, "Open", &args, "h")? {
+        match open_stream(&mut conn, &channels, rate)? {
             Err(e) => return Ok(error_json(&e)),
-            Ok(m) => m,
-        };
-        let index = match values(&m, "Sensors1.Open")?.as_slice() {
-            [Value::Fd(i)] => *i,
-            v => return Err(format!("Sensors1.Open: unexpected body {v:?}")),
-        };
-        fds.push(
-            m.take_fd(index)
-                .map_err(|e| format!("Sensors1.Open: {e}"))?,
-        );
+            Ok(fd) => fds.push(fd),
+        }
     }
     drop(conn);
     let n = channels.len();
