@@ -162,6 +162,20 @@ impl Hierarchy {
         self.mounts.get(&c).map(|m| m.join(&self.parent).join(leaf))
     }
 
+    /// The path `proc_cgroup` (the text of `/proc/PID/cgroup`) gives for controller `c`'s
+    /// hierarchy (v2: the unified line).
+    fn path_in<'t>(&self, proc_cgroup: &'t str, c: Controller) -> Option<&'t str> {
+        proc_cgroup.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            let hit = match self.version {
+                CgroupVersion::V2 => ctrls.is_empty(),
+                CgroupVersion::V1 => ctrls.split(',').any(|x| x == c.as_str()),
+            };
+            hit.then_some(path)
+        })
+    }
+
     /// The `cgroup.procs` files of the cgroups that `proc_cgroup` (the text of
     /// `/proc/PID/cgroup`) names, one per distinct hierarchy appmgr uses. Pure.
     pub fn procs_files_of(&self, proc_cgroup: &str) -> Vec<PathBuf> {
@@ -171,15 +185,7 @@ impl Hierarchy {
             if seen.contains(&m.as_path()) {
                 continue;
             }
-            let rel = proc_cgroup.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-                let hit = match self.version {
-                    CgroupVersion::V2 => ctrls.is_empty(),
-                    CgroupVersion::V1 => ctrls.split(',').any(|x| x == c.as_str()),
-                };
-                hit.then_some(path)
-            });
+            let rel = self.path_in(proc_cgroup, *c);
             if let Some(rel) = rel {
                 seen.push(m);
                 out.push(m.join(rel.trim_start_matches('/')).join("cgroup.procs"));
@@ -201,15 +207,7 @@ impl Hierarchy {
                 continue;
             }
             seen.push(m);
-            let rel = proc_cgroup.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-                let hit = match self.version {
-                    CgroupVersion::V2 => ctrls.is_empty(),
-                    CgroupVersion::V1 => ctrls.split(',').any(|x| x == c.as_str()),
-                };
-                hit.then_some(path)
-            })?;
+            let rel = self.path_in(proc_cgroup, *c)?;
             let below = Path::new(rel.strip_prefix('/')?)
                 .strip_prefix(&self.parent)
                 .ok()?;

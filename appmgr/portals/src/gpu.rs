@@ -6,7 +6,7 @@
 //! needs no `/dev/dri` in its sandbox and its device cgroup allows no GPU node: an open
 //! descriptor is not checked again by the device cgroup, a path would be.
 
-use crate::{grants, PortalError, Shared};
+use crate::{PortalError, Shared};
 use appmgr_core::journal;
 use appmgr_types::AppId;
 use std::collections::HashMap;
@@ -117,14 +117,7 @@ impl Gpu {
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(zbus::zvariant::OwnedFd, String), PortalError> {
-        let c = self.s.caller(&hdr, "Gpu1.OpenRenderNode").await?;
-        let perms = grants::of(self.s.ctx(), &c.app)
-            .map_err(|e| self.s.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
-        if !grants::has_portal(&perms, "gpu") {
-            return Err(self
-                .s
-                .denied(&c.app, format!("{}: the gpu portal is not granted", c.app)));
-        }
+        let (c, _) = self.s.granted(&hdr, "Gpu1.OpenRenderNode", "gpu").await?;
         let gpu = board_gpu(self.s.ctx())?;
         let (fd, driver) = open_node(&gpu)?;
         journal::log(
@@ -157,14 +150,7 @@ impl Gpu {
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<HashMap<String, OwnedValue>, PortalError> {
-        let c = self.s.caller(&hdr, "Gpu1.Info").await?;
-        let perms = grants::of(self.s.ctx(), &c.app)
-            .map_err(|e| self.s.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
-        if !grants::has_portal(&perms, "gpu") {
-            return Err(self
-                .s
-                .denied(&c.app, format!("{}: the gpu portal is not granted", c.app)));
-        }
+        self.s.granted(&hdr, "Gpu1.Info", "gpu").await?;
         let gpu = board_gpu(self.s.ctx())?;
         let (_, driver) = open_node(&gpu)?;
         Ok(HashMap::from([

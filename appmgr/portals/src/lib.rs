@@ -152,6 +152,26 @@ impl Shared {
         })
     }
 
+    /// The calling app and its effective permissions, if they grant portal `portal` (else
+    /// AccessDenied, journaled).
+    pub(crate) async fn granted(
+        &self,
+        hdr: &zbus::message::Header<'_>,
+        what: &str,
+        portal: &str,
+    ) -> Result<(identity::AppCaller, appmgr_types::Permissions), PortalError> {
+        let c = self.caller(hdr, what).await?;
+        let perms = grants::of(self.ctx(), &c.app)
+            .map_err(|e| self.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
+        if !grants::has_portal(&perms, portal) {
+            return Err(self.denied(
+                &c.app,
+                format!("{}: the {portal} portal is not granted", c.app),
+            ));
+        }
+        Ok((c, perms))
+    }
+
     /// Journals a denial (rate-limited) and returns it as the caller's error.
     pub(crate) fn denied(&self, app: &AppId, m: String) -> PortalError {
         self.deny(Some(app), &m);
@@ -231,6 +251,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     .await
     .map_err(|_| format!("the bus did not answer in time when owning {BUS_NAME}"))?
     .map_err(|e| format!("cannot own {BUS_NAME} on the bus: {e}"))?;
+    appmgr_sandbox::sys::malloc_trim();
     journal::sd_notify(&format!("READY=1\nSTATUS=serving {BUS_NAME}"));
     journal::log(
         journal::INFO,

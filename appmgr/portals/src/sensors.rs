@@ -4,11 +4,11 @@
 //! A stream is a pipe. Each record is written whole (one `write` of at most 264 bytes, less
 //! than `PIPE_BUF`, so a reader never sees a torn record): a little-endian u64 timestamp in
 //! nanoseconds of `CLOCK_MONOTONIC`, then one little-endian f64 per channel in the order
-//! `Open` was given. Records come at most `rate_hz` per second and never closer than one
-//! interval: the next record is due one interval after the previous one's timestamp, so a
-//! late wakeup (a loaded machine) delays the records after it and the rate only ever errs
-//! low. A reader that does not keep up loses records (the write end does not block), never
-//! the service's time.
+//! `Open` was given. Records come at most `rate_hz` per second: the next record is due one
+//! interval (⌈10⁹/rate⌉ ns) after the previous one was taken, so no two are closer and no
+//! 1-second window holds more than `rate_hz`; a late wake-up (a `timerfd` wakes within
+//! tens of µs) makes the average slightly slower, never faster. A reader that does not
+//! keep up loses records (the write end does not block), never the service's time.
 //!
 //! One sampler task serves every stream: at each due time it reads each needed channel
 //! once and fans the value out to every stream due then, so two apps reading the same
@@ -122,9 +122,75 @@ fn now_ns() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
+/// A timer of `timerfd` precision (tens of µs): tokio's own timers round to whole
+/// milliseconds, which would stretch a 5 ms (200 Hz) interval by up to a fifth.
+struct Timer(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl Timer {
+    fn new() -> std::io::Result<Timer> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags};
+        let fd = rustix::time::timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // tokio 1.54 deprecates `new` because a `T` whose `as_raw_fd` can change (or that
+        // does not own its descriptor) could outlive the registration; an `OwnedFd` owned
+        // by the `AsyncFd` for its whole life is the case `new` is sound for, and the safe
+        // call keeps this crate free of `unsafe`.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd)?;
+        Ok(Timer(fd))
+    }
+
+    /// Returns at `due` (at once if it has passed).
+    async fn sleep_until(&self, due: Instant) -> std::io::Result<()> {
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = rustix::time::Itimerspec {
+            it_interval: zero,
+            it_value: rustix::time::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            },
+        };
+        rustix::time::timerfd_settime(
+            self.0.get_ref(),
+            rustix::time::TimerfdTimerFlags::empty(),
+            &spec,
+        )?;
+        loop {
+            let mut g = self.0.readable().await?;
+            let mut buf = [0u8; 8];
+            match rustix::io::read(g.get_inner(), &mut buf) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::AGAIN) => g.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// The sampler: waits for the earliest due stream, reads the channels due streams need
 /// (each once), writes their records, and ends streams whose reader is gone.
 pub async fn sampler(s: Arc<Shared>) {
+    let timer = match Timer::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            journal::log(
+                journal::WARNING,
+                None,
+                None,
+                &format!("sensors: no timerfd ({e}); streams use millisecond timers"),
+            );
+            None
+        }
+    };
     loop {
         // Registered before the state is read, so a change made meanwhile wakes it.
         let changed = s.changed.notified();
@@ -134,12 +200,24 @@ pub async fn sampler(s: Arc<Shared>) {
         };
         match next {
             None => changed.await,
-            Some(due) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = changed => continue,
+            Some(due) => match &timer {
+                Some(t) => {
+                    tokio::select! {
+                        r = t.sleep_until(due) => {
+                            if r.is_err() {
+                                tokio::time::sleep_until(due).await;
+                            }
+                        }
+                        _ = changed => continue,
+                    }
                 }
-            }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = changed => continue,
+                    }
+                }
+            },
         }
         // The timestamp first: no record's timestamp is later than `now`, so the next one,
         // due at `now + interval` or later, is at least one interval after it.
@@ -182,9 +260,9 @@ pub async fn sampler(s: Arc<Shared>) {
                     continue;
                 }
             }
-            // One interval after this record, not after when it was due: after a late
-            // wakeup, a due time kept on the old grid would bring the next record less
-            // than an interval after this one (and a second with rate_hz + 1 records).
+            // One interval after this record: consecutive records are never closer
+            // than 1/rate (so no 1-second window holds more than rate of them); a late
+            // wake-up makes the average a little slower, never faster.
             x.next_due = now + x.interval;
         }
         for (id, why) in gone {
@@ -209,25 +287,6 @@ fn parse_channel(c: &str) -> Result<ChannelName, PortalError> {
     ChannelName::new(c).map_err(|e| PortalError::InvalidArgs(e.to_string()))
 }
 
-impl Sensors {
-    async fn granted(
-        &self,
-        hdr: &zbus::message::Header<'_>,
-        what: &str,
-    ) -> Result<(crate::identity::AppCaller, Permissions), PortalError> {
-        let c = self.s.caller(hdr, what).await?;
-        let perms = grants::of(self.s.ctx(), &c.app)
-            .map_err(|e| self.s.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
-        if !grants::has_portal(&perms, "sensors") {
-            return Err(self.s.denied(
-                &c.app,
-                format!("{}: the sensors portal is not granted", c.app),
-            ));
-        }
-        Ok((c, perms))
-    }
-}
-
 #[zbus::interface(name = "org.appmgr.portal.Sensors1")]
 impl Sensors {
     #[zbus(out_args("channels"))]
@@ -235,7 +294,7 @@ impl Sensors {
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<Vec<(String, String, f64, String)>, PortalError> {
-        let (_, perms) = self.granted(&hdr, "Sensors1.List").await?;
+        let (_, perms) = self.s.granted(&hdr, "Sensors1.List", "sensors").await?;
         let mut out = Vec::new();
         for ch in channels_now(&self.s)? {
             if perms.sensors.channels.contains(&ch.name) {
@@ -260,7 +319,7 @@ impl Sensors {
         channel: String,
     ) -> Result<f64, PortalError> {
         let name = parse_channel(&channel)?;
-        let (c, perms) = self.granted(&hdr, "Sensors1.Read").await?;
+        let (c, perms) = self.s.granted(&hdr, "Sensors1.Read", "sensors").await?;
         if !perms.sensors.channels.contains(&name) {
             return Err(self.s.denied(
                 &c.app,
@@ -301,7 +360,7 @@ impl Sensors {
                 appmgr_types::MAX_SENSOR_RATE_HZ
             )));
         }
-        let (c, perms) = self.granted(&hdr, "Sensors1.Open").await?;
+        let (c, perms) = self.s.granted(&hdr, "Sensors1.Open", "sensors").await?;
         if let Some(why) = stream_refusal(&perms, &names, rate_hz) {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
         }
@@ -340,6 +399,14 @@ impl Sensors {
             }
             st.next_id += 1;
             let id = st.next_id;
+            // A stream at the rate of an open one joins its schedule: both are served by
+            // the same wake-up and the same reads (each is still never faster than its
+            // rate: its first record simply comes up to one interval later).
+            let next_due = st
+                .list
+                .iter()
+                .find(|x| x.interval == interval)
+                .map_or_else(Instant::now, |x| x.next_due);
             st.list.push(Stream {
                 id,
                 app: c.app.clone(),
@@ -349,7 +416,7 @@ impl Sensors {
                 keys,
                 rate_hz,
                 interval,
-                next_due: Instant::now(),
+                next_due,
                 pipe: write_end,
                 written: 0,
                 dropped: 0,

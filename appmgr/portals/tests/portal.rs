@@ -31,13 +31,17 @@ impl Drop for Portald {
     }
 }
 
-/// Fields drop in order: the service, then the bus, then the directories.
+/// Fields drop in order: the service, then the bus, then the directories, then the lock.
 struct Setup {
     portald: Option<Portald>,
     bus: PrivateBus,
     iio: PathBuf,
     e: Env,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// The tests share the app IDs, hence their cgroups: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// An IIO device as iio_dummy lays it out in sysfs.
 fn fake_iio(root: &Path) {
@@ -64,6 +68,7 @@ fn policy(a_channels: &str) -> String {
 }
 
 fn setup() -> Setup {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = Env::new();
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let bus = PrivateBus::start(&e.p("bus"), BusConfig::system_like(Nss::Userdb));
@@ -118,6 +123,7 @@ fn setup() -> Setup {
         bus,
         iio,
         portald: None,
+        _serial: serial,
     };
     st.portald = Some(start_portald(&st));
     st
@@ -406,7 +412,6 @@ fn callers_are_apps_by_the_kernels_view() {
 fn grants_decide_what_each_app_gets() {
     skip_if!(skip_reason());
     let st = setup();
-    let before = st.e.snapshot();
     // GPU: A is granted it and gets the board's node, B is not.
     let g = probe(&st, A, &["gpu"]);
     assert_eq!(g["open"]["ok"], true, "{g}");
@@ -426,6 +431,8 @@ fn grants_decide_what_each_app_gets() {
     assert_eq!(g["open"]["error"], DENIED, "{g}");
     assert_eq!(g["info"]["error"], DENIED, "{g}");
 
+    // From here on the state directory holds both apps' data; the portal writes nothing.
+    let before = st.e.snapshot();
     // Sensors: exactly the granted channels, scaled.
     let l = probe(&st, A, &["sensors", "list"]);
     let got: Vec<(String, String, String, f64)> = l["channels"]
@@ -485,9 +492,15 @@ fn grants_decide_what_each_app_gets() {
     );
     let before = st.e.snapshot();
     let err = st.e.fails(&["install", s(&b)], 4);
-    assert!(err.contains("sensors.channels") && err.contains("temp"), "{err}");
+    assert!(
+        err.contains("sensors.channels") && err.contains("temp"),
+        "{err}"
+    );
     assert_eq!(before, st.e.snapshot());
-    assert_eq!(probe(&st, A, &["sensors", "read", "accel_x"])["value"], 17.0);
+    assert_eq!(
+        probe(&st, A, &["sensors", "read", "accel_x"])["value"],
+        17.0
+    );
 }
 
 #[test]
@@ -528,8 +541,16 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
         policy("\"voltage0\""),
     )
     .unwrap();
-    st.e.ok(&["reload"]);
+    // reload reports the running app that now exceeds its policy (exit 4), and has
+    // re-derived the plans the portal follows.
+    let r = st.e.run(&["reload"]);
     let reloaded = mono_ns();
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!("{A}: not applied")),
+        "{}",
+        r.stdout
+    );
     let out = a.wait_with_output().unwrap();
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["eof"], true, "{j}");
@@ -539,9 +560,51 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
         "the stream ended {} ms after reload returned: {j}",
         (eof - reloaded) / 1_000_000
     );
-    // And a new request is refused.
-    let r = probe(&st, A, &["sensors", "read", "accel_x"]);
-    assert_eq!(r["error"], DENIED, "{r}");
+    // And A, now beyond its policy, does not start again.
+    let err =
+        st.e.fails(&["run", A, "--", "portal", "sensors", "read", "accel_x"], 4);
+    assert!(err.contains("sensors.channels=[accel_x]"), "{err}");
+}
+
+#[test]
+fn an_app_keeping_a_revoked_render_node_is_stopped() {
+    skip_if!(skip_reason());
+    let st = setup();
+    let mut holder =
+        st.e.cmd(&["run", A, "--", "portal", "gpu-hold", "60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    // The policy stops granting the gpu portal (A still asks for it).
+    fs::write(
+        st.e.cfg.join("policies.d/50-portal.toml"),
+        policy("\"accel_x\", \"voltage0\"").replace(
+            "portals = [\"gpu\", \"sensors\"]",
+            "portals = [\"sensors\"]",
+        ),
+    )
+    .unwrap();
+    let r = st.e.run(&["reload"]);
+    let reloaded = Instant::now();
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    // The kernel cannot take the descriptor back: the app's processes are stopped, within
+    // 100 ms of the reload that revoked the grant.
+    let app = appmgr_types::AppId::new(A).unwrap();
+    while !appmgr_core::apps::running_pids(&app).unwrap().is_empty() {
+        assert!(
+            reloaded.elapsed() < Duration::from_millis(100),
+            "{A} still runs 100 ms after reload"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = holder.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
 }
 
 fn mono_ns() -> u64 {

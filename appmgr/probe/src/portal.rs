@@ -15,6 +15,9 @@
 //!   `dev_dri`: the entries of `/dev/dri` (null when it does not exist). `by_path`: for
 //!   each of them and `/dev/dri/renderD128`, `/dev/dri/card0`, an `open(O_RDWR)`:
 //!   `{"path":P,"ok":BOOL,"errno":N|null,"error":"ENOENT"|null}`.
+//! - `portal gpu-hold SECONDS`: `Gpu1.OpenRenderNode`, prints `held` (a line) once the
+//!   descriptor is here, keeps it for SECONDS, then prints `{"held_s":SECONDS}`: a holder
+//!   for revocation tests (the service stops an app that keeps a revoked render node).
 //! - `portal sensors list`: `{"ok":true,"channels":[{"channel","device","unit","scale"}]}`.
 //! - `portal sensors read CHANNEL`: `{"ok":true,"value":X}`.
 //! - `portal sensors stream CH[,CH...] RATE_HZ SECONDS`: `Sensors1.Open`, then the records
@@ -23,7 +26,18 @@
 //!   "torn":T,"read_error":ERRNO|null}`. `seconds`: the time observed (SECONDS, or less
 //!   when the stream ended first); `max_rate_hz`: the most records whose timestamps fall
 //!   in one 1-second window; `min_gap_ms`: the smallest difference between consecutive
-//!   timestamps (negative if they went backwards); `torn`: partial records at EOF.
+//!   timestamps (negative if they went backwards); `torn`: partial records at EOF;
+//!   `eof_mono_ns`: `CLOCK_MONOTONIC` when EOF was read (to compare with the time a
+//!   revocation was made), null without EOF.
+//! - `portal sensors streams K CH[,CH...] RATE_HZ SECONDS`: K streams opened on one
+//!   connection and read side by side: `{"ok":true,"streams":K,"records":TOTAL,
+//!   "eof":COUNT_ENDED,"max_rate_hz":HIGHEST_OF_ANY}` (for the portal's CPU and memory
+//!   with many streams).
+//! - `portal bench gpu N` / `portal bench read CHANNEL N`: N calls of
+//!   `Gpu1.OpenRenderNode` (each descriptor closed) / `Sensors1.Read` on one connection;
+//!   `portal bench open PATH N` / `portal bench sysfs PATH N`: N `open`+`close` /
+//!   `open`+`read`+`close` of PATH here, the baselines the round trips are compared with:
+//!   `{"n":N,"p50_us":X,"p99_us":Y,"errors":E}`.
 
 use crate::dbus::{system_bus_path, Arg, Conn, DbusError, Msg, Value};
 use crate::{errno_name, esc, obj};
@@ -41,8 +55,10 @@ const SENSORS: &str = "org.appmgr.portal.Sensors1";
 /// The longest `stream` observation accepted.
 const MAX_STREAM_SECONDS: f64 = 3600.0;
 
-const USAGE: &str = "usage: appmgr-probe portal gpu | portal sensors list | \
-                     portal sensors read CHANNEL | portal sensors stream CH[,CH...] RATE_HZ SECONDS";
+const USAGE: &str = "usage: appmgr-probe portal gpu | portal gpu-hold SECONDS | portal sensors list | \
+                     portal sensors read CHANNEL | portal sensors stream CH[,CH...] RATE_HZ SECONDS | \
+                     portal sensors streams K CH[,CH...] RATE_HZ SECONDS | \
+                     portal bench (gpu N | read CHANNEL N | open PATH N | sysfs PATH N)";
 
 /// Why the probe itself failed (exit 1).
 type Fail = String;
@@ -52,6 +68,13 @@ pub fn run(args: &[String]) -> i32 {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = match a.as_slice() {
         ["gpu"] => gpu(),
+        ["gpu-hold", secs] => match secs.parse::<u64>().ok().filter(|s| (1..=3600).contains(s)) {
+            Some(secs) => gpu_hold(secs),
+            None => {
+                eprintln!("appmgr-probe: portal gpu-hold: SECONDS is 1 to 3600\n{USAGE}");
+                return 2;
+            }
+        },
         ["sensors", "list"] => sensors_list(),
         ["sensors", "read", ch] => sensors_read(ch),
         ["sensors", "stream", chs, rate, secs] => {
@@ -67,6 +90,42 @@ pub fn run(args: &[String]) -> i32 {
                         "appmgr-probe: portal sensors stream: RATE_HZ is a u32, SECONDS a \
                          number in (0, {MAX_STREAM_SECONDS}]\n{USAGE}"
                     );
+                    return 2;
+                }
+            }
+        }
+        ["sensors", "streams", k, chs, rate, secs] => {
+            let k = k.parse::<usize>().ok().filter(|k| (1..=256).contains(k));
+            let rate = rate.parse::<u32>();
+            let secs = secs
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0 && *s <= MAX_STREAM_SECONDS);
+            match (k, rate, secs) {
+                (Some(k), Ok(rate), Some(secs)) => sensors_streams(k, chs, rate, secs),
+                _ => {
+                    eprintln!("appmgr-probe: portal sensors streams: K is 1 to 256\n{USAGE}");
+                    return 2;
+                }
+            }
+        }
+        ["bench", what @ ..] => {
+            let n = what
+                .last()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=1_000_000).contains(n));
+            match (what, n) {
+                (["gpu", _], Some(n)) => bench_gpu(n),
+                (["read", ch, _], Some(n)) => bench_read(ch, n),
+                (["open", p, _], Some(n)) => {
+                    Ok(bench_local(n, || std::fs::File::open(p).map(drop)))
+                }
+                (["sysfs", p, _], Some(n)) => Ok(bench_local(n, || {
+                    let mut s = String::new();
+                    std::fs::File::open(p)?.read_to_string(&mut s).map(drop)
+                })),
+                _ => {
+                    eprintln!("{USAGE}");
                     return 2;
                 }
             }
@@ -342,6 +401,26 @@ fn gpu() -> Result<String, Fail> {
     ]))
 }
 
+/// `portal gpu-hold SECONDS`.
+fn gpu_hold(secs: u64) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    let mut m = match call(&mut conn, GPU, "OpenRenderNode", &[], "hs")? {
+        Err(e) => return Ok(error_json(&e)),
+        Ok(m) => m,
+    };
+    let i = match values(&m, "Gpu1.OpenRenderNode")?.as_slice() {
+        [Value::Fd(i), Value::Str(_)] => *i,
+        v => return Err(format!("Gpu1.OpenRenderNode: unexpected body {v:?}")),
+    };
+    let fd = m
+        .take_fd(i)
+        .map_err(|e| format!("Gpu1.OpenRenderNode: {e}"))?;
+    println!("held");
+    std::thread::sleep(Duration::from_secs(secs));
+    drop(fd);
+    Ok(obj(&[("held_s".into(), secs.to_string())]))
+}
+
 /// `portal sensors list`.
 fn sensors_list() -> Result<String, Fail> {
     let mut conn = connect()?;
@@ -392,6 +471,26 @@ fn sensors_read(ch: &str) -> Result<String, Fail> {
     }
 }
 
+/// `Sensors1.Open(channels, rate)`: the stream's descriptor, or the error reply.
+fn open_stream(
+    conn: &mut Conn,
+    channels: &[&str],
+    rate: u32,
+) -> Result<Result<OwnedFd, DbusError>, Fail> {
+    let args = [Arg::StrArray(channels), Arg::U32(rate)];
+    let mut m = match call(conn, SENSORS, "Open", &args, "h")? {
+        Err(e) => return Ok(Err(e)),
+        Ok(m) => m,
+    };
+    let index = match values(&m, "Sensors1.Open")?.as_slice() {
+        [Value::Fd(i)] => *i,
+        v => return Err(format!("Sensors1.Open: unexpected body {v:?}")),
+    };
+    m.take_fd(index)
+        .map(Ok)
+        .map_err(|e| format!("Sensors1.Open: {e}"))
+}
+
 /// `portal sensors stream CH[,CH...] RATE_HZ SECONDS`.
 fn sensors_stream(chs: &str, rate: u32, secs: f64) -> Result<String, Fail> {
     let channels: Vec<&str> = if chs.is_empty() {
@@ -400,22 +499,123 @@ fn sensors_stream(chs: &str, rate: u32, secs: f64) -> Result<String, Fail> {
         chs.split(',').collect()
     };
     let mut conn = connect()?;
-    let args = [Arg::StrArray(&channels), Arg::U32(rate)];
-    let mut m = match call(&mut conn, SENSORS, "Open", &args, "h")? {
+    let fd = match open_stream(&mut conn, &channels, rate)? {
         Err(e) => return Ok(error_json(&e)),
-        Ok(m) => m,
+        Ok(fd) => fd,
     };
-    let index = match values(&m, "Sensors1.Open")?.as_slice() {
-        [Value::Fd(i)] => *i,
-        v => return Err(format!("Sensors1.Open: unexpected body {v:?}")),
-    };
-    let fd = m
-        .take_fd(index)
-        .map_err(|e| format!("Sensors1.Open: {e}"))?;
     // The bus connection is not needed while reading.
     drop(conn);
     let s = read_stream(fd, channels.len(), Duration::from_secs_f64(secs));
     Ok(s.json())
+}
+
+/// `portal sensors streams K CH[,CH...] RATE_HZ SECONDS`.
+fn sensors_streams(k: usize, chs: &str, rate: u32, secs: f64) -> Result<String, Fail> {
+    let channels: Vec<&str> = chs.split(',').collect();
+    let mut conn = connect()?;
+    let mut fds = Vec::new();
+    for _ in 0..k {
+        match open_stream(&mut conn, &channels, rate)? {
+            Err(e) => return Ok(error_json(&e)),
+            Ok(fd) => fds.push(fd),
+        }
+    }
+    drop(conn);
+    let n = channels.len();
+    let limit = Duration::from_secs_f64(secs);
+    let readers: Vec<_> = fds
+        .into_iter()
+        .map(|fd| std::thread::spawn(move || read_stream(fd, n, limit)))
+        .collect();
+    let (mut records, mut ended, mut max_rate) = (0, 0, 0);
+    for r in readers {
+        let s = r
+            .join()
+            .map_err(|_| "a stream reader panicked".to_string())?;
+        records += s.timestamps.len();
+        ended += usize::from(s.eof_after.is_some());
+        max_rate = max_rate.max(s.max_rate_hz());
+    }
+    Ok(obj(&[
+        ("ok".into(), "true".into()),
+        ("streams".into(), k.to_string()),
+        ("records".into(), records.to_string()),
+        ("eof".into(), ended.to_string()),
+        ("max_rate_hz".into(), max_rate.to_string()),
+    ]))
+}
+
+/// p50/p99 of `lat` (sorted here) in µs, with the error count.
+fn latency_json(mut lat: Vec<Duration>, errors: usize) -> String {
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    obj(&[
+        ("n".into(), lat.len().to_string()),
+        ("p50_us".into(), format!("{:.1}", pct(0.50))),
+        ("p99_us".into(), format!("{:.1}", pct(0.99))),
+        ("errors".into(), errors.to_string()),
+    ])
+}
+
+/// N local operations, timed one by one.
+fn bench_local(n: usize, mut op: impl FnMut() -> std::io::Result<()>) -> String {
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        errors += usize::from(op().is_err());
+        lat.push(t.elapsed());
+    }
+    latency_json(lat, errors)
+}
+
+/// `portal bench gpu N`: OpenRenderNode round trips, each descriptor received and closed.
+fn bench_gpu(n: usize) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        match call(&mut conn, GPU, "OpenRenderNode", &[], "hs")? {
+            Ok(mut m) => {
+                let i = match values(&m, "Gpu1.OpenRenderNode")?.as_slice() {
+                    [Value::Fd(i), Value::Str(_)] => *i,
+                    v => return Err(format!("Gpu1.OpenRenderNode: unexpected body {v:?}")),
+                };
+                drop(
+                    m.take_fd(i)
+                        .map_err(|e| format!("Gpu1.OpenRenderNode: {e}"))?,
+                );
+            }
+            Err(_) => errors += 1,
+        }
+        lat.push(t.elapsed());
+    }
+    Ok(latency_json(lat, errors))
+}
+
+/// `portal bench read CHANNEL N`: Sensors1.Read round trips.
+fn bench_read(ch: &str, n: usize) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        if call(&mut conn, SENSORS, "Read", &[Arg::Str(ch)], "d")?.is_err() {
+            errors += 1;
+        }
+        lat.push(t.elapsed());
+    }
+    Ok(latency_json(lat, errors))
+}
+
+/// `CLOCK_MONOTONIC` now, in ns (the clock of the portal's record timestamps).
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// What a record stream delivered.
@@ -425,6 +625,8 @@ struct StreamStats {
     first: Option<Vec<f64>>,
     /// When EOF came (from the start of reading).
     eof_after: Option<Duration>,
+    /// `CLOCK_MONOTONIC` when EOF was read.
+    eof_mono_ns: Option<u64>,
     observed: Duration,
     /// Partial records at EOF.
     torn: usize,
@@ -461,6 +663,7 @@ fn read_stream(fd: OwnedFd, nch: usize, limit: Duration) -> StreamStats {
         match (&file).read(&mut buf) {
             Ok(0) => {
                 st.eof_after = Some(start.elapsed());
+                st.eof_mono_ns = Some(mono_ns());
                 break;
             }
             Ok(n) => {
@@ -545,6 +748,10 @@ impl StreamStats {
             ("max_rate_hz".into(), self.max_rate_hz().to_string()),
             ("min_gap_ms".into(), opt(self.min_gap_ms().map(num))),
             ("torn".into(), self.torn.to_string()),
+            (
+                "eof_mono_ns".into(),
+                opt(self.eof_mono_ns.map(|n| n.to_string())),
+            ),
             (
                 "read_error".into(),
                 opt(self.read_error.as_deref().map(esc)),

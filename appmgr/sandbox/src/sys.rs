@@ -686,6 +686,17 @@ pub fn release_code_pages() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Returns free heap pages of every malloc arena to the kernel (glibc `malloc_trim(0)`):
+/// the daemons call it once start-up is over, so their idle footprint is not start-up's
+/// peak.
+pub fn malloc_trim() {
+    // SAFETY: malloc_trim takes a size and touches only the allocator's own state, which
+    // it locks; it is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// `struct drm_version` of `<drm/drm.h>` (64-bit layout; the ioctl number encodes its size).
 #[repr(C)]
 struct DrmVersion {
