@@ -148,11 +148,13 @@ pub fn recheck(s: &Shared) {
     drop(hs);
     for app in stop {
         let pids = appmgr_core::apps::running_pids(&app).unwrap_or_default();
+        // Gone already counts as stopped: killing the sandbox's init takes the others.
         let mut killed = 0;
         for pid in &pids {
             if let Some(p) = rustix::process::Pid::from_raw(*pid) {
-                if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
-                    killed += 1;
+                match rustix::process::kill_process(p, rustix::process::Signal::KILL) {
+                    Ok(()) | Err(rustix::io::Errno::SRCH) => killed += 1,
+                    Err(_) => {}
                 }
             }
         }
