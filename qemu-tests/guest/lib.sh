@@ -257,3 +257,29 @@ qt_app_users() {
 	done
 	qt_run 0 systemctl reload dbus
 }
+
+# ---- the portal scenarios (90, 91)
+QT_PORTAL_DENIED=org.appmgr.Error.AccessDenied
+# portal-granted, portal-denied, portal-revoked (appmgr/core/src/journal.rs)
+QT_PORTAL_ID_GRANTED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e10
+QT_PORTAL_ID_DENIED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e11
+QT_PORTAL_ID_REVOKED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e12
+# qt_portal_fail MSG: fail with the portal's and appmgrd's journal
+qt_portal_fail() {
+	echo "--- journalctl -u appmgr-portald -u appmgrd (last 40 lines)"
+	journalctl -u appmgr-portald -u appmgrd --no-pager -n 40 -o short-monotonic 2>&1 | sed 's/^/  | /'
+	qt_fail "$*"
+}
+# qt_portal_probe ID OUT ARGS...: appmgr-probe ARGS in ID's sandbox; its JSON in OUT,
+# its stderr in OUT.err; fails unless it printed a JSON object
+qt_portal_probe() {
+	_id=$1 _out=$2
+	shift 2
+	echo "+ appmgr run $_id -- /app/bin/appmgr-probe $*"
+	appmgr run "$_id" -- /app/bin/appmgr-probe "$@" >"$_out" 2>"$_out.err"
+	_rc=$?
+	sed 's/^/  | /' "$_out"
+	sed 's/^/  ! /' "$_out.err"
+	echo "  (exit $_rc)"
+	qt_json_get "#" "$_out" >/dev/null || qt_portal_fail "$_id: the probe printed no JSON object (exit $_rc)"
+}

@@ -19,28 +19,13 @@ qt_need_appmgr appmgr-launch appmgrd appmgr-portald appmgr-probe
 
 G=org.qt.GpuApp
 N=org.qt.NoGpu
-DENIED=org.appmgr.Error.AccessDenied
-ID_GRANTED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e10
-ID_DENIED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e11
-ID_REVOKED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e12
-
-fail() {
-	echo "--- journalctl -u appmgr-portald -u appmgrd (last 40 lines)"
-	journalctl -u appmgr-portald -u appmgrd --no-pager -n 40 -o short-monotonic 2>&1 | sed 's/^/  | /'
-	qt_fail "$*"
-}
+DENIED=$QT_PORTAL_DENIED
+ID_GRANTED=$QT_PORTAL_ID_GRANTED
+ID_DENIED=$QT_PORTAL_ID_DENIED
+ID_REVOKED=$QT_PORTAL_ID_REVOKED
+fail() { qt_portal_fail "$@"; }
 # probe ID OUT ARGS...: appmgr-probe ARGS in ID's sandbox; its JSON in OUT
-probe() {
-	_id=$1 _out=$2
-	shift 2
-	echo "+ appmgr run $_id -- /app/bin/appmgr-probe $*"
-	appmgr run "$_id" -- /app/bin/appmgr-probe "$@" >"$_out" 2>/tmp/probe.err
-	_rc=$?
-	sed 's/^/  | /' "$_out"
-	sed 's/^/  ! /' /tmp/probe.err
-	echo "  (exit $_rc)"
-	qt_json_get "#" "$_out" >/dev/null || fail "$_id: the probe printed no JSON object (exit $_rc)"
-}
+probe() { qt_portal_probe "$@"; }
 j() { qt_json_get "$@"; }
 # granted_items: the "permissions:" section of the last qt_run's `appmgr permissions`
 granted_items() { qt_out | sed -n '/^permissions:/,/^[a-z]/p' | grep '^  '; }
