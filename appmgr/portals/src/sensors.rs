@@ -70,6 +70,22 @@ impl Streams {
         }
         Some(s)
     }
+
+    /// Ends stream `id` (its reader sees EOF) and journals `what` happened to it, e.g.
+    /// `revoked: sensor channel temp is not granted`.
+    pub fn end(&mut self, id: u64, priority: u8, what: &str) {
+        if let Some(x) = self.remove(id) {
+            journal::log(
+                priority,
+                Some(journal::Event::PortalRevoked),
+                Some(x.app.as_str()),
+                &format!(
+                    "sensors: stream {id} of pid {} {what} ({} records, {} dropped)",
+                    x.pid, x.written, x.dropped
+                ),
+            );
+        }
+    }
 }
 
 /// Where this board's IIO devices are, and which of them the portal serves.
@@ -266,14 +282,7 @@ pub async fn sampler(s: Arc<Shared>) {
             x.next_due = now + x.interval;
         }
         for (id, why) in gone {
-            if let Some(x) = st.remove(id) {
-                journal::log(
-                    journal::INFO,
-                    Some(journal::Event::PortalRevoked),
-                    Some(x.app.as_str()),
-                    &format!("sensors: stream {id} of pid {} ended: {why}", x.pid),
-                );
-            }
+            st.end(id, journal::INFO, &format!("ended: {why}"));
         }
     }
 }

@@ -75,17 +75,7 @@ fn reap_exited(s: &Shared) {
         .map(|x| x.id)
         .collect();
     for id in dead {
-        if let Some(x) = st.remove(id) {
-            journal::log(
-                journal::INFO,
-                Some(journal::Event::PortalRevoked),
-                Some(x.app.as_str()),
-                &format!(
-                    "sensors: stream {id} closed: pid {} exited ({} records, {} dropped)",
-                    x.pid, x.written, x.dropped
-                ),
-            );
-        }
+        st.end(id, journal::INFO, "closed: its caller exited");
     }
     drop(st);
     s.handouts
@@ -122,14 +112,7 @@ pub fn recheck(s: &Shared) {
         })
         .collect();
     for (id, why) in revoked {
-        if let Some(x) = st.remove(id) {
-            journal::log(
-                journal::NOTICE,
-                Some(journal::Event::PortalRevoked),
-                Some(x.app.as_str()),
-                &format!("sensors: stream {id} of pid {} revoked: {why}", x.pid),
-            );
-        }
+        st.end(id, journal::NOTICE, &format!("revoked: {why}"));
     }
     drop(st);
 
