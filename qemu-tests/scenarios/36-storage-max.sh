@@ -61,6 +61,7 @@ qt_out | grep -q 'No space left' || qt_fail "filling HOME did not end in ENOSPC"
 size=$(sed -n 's/^size=//p' /tmp/qt-out)
 [ "$size" -le 8388608 ] && [ "$size" -ge 4194304 ] || qt_fail "wrote $size bytes under storage-max 8M"
 [ -z "$(losetup -j $img)" ] || qt_fail "a loop device still holds the image after the app ended: $(losetup -j $img)"
+[ $(($(stat -c %b $img) * 512)) -ge 8388608 ] || qt_fail "the image lost allocated space while mounted ($(stat -c %b $img) blocks of 512 bytes)"
 grep -q " $APPMGR_STATE_DIR" /proc/self/mountinfo && qt_fail "a mount below the state dir is visible on the host"
 qt_run 0 appmgr run org.qt.Big -- sh -c 'dd if=/dev/zero of="$HOME/fill" bs=64k count=256 2>&1; echo size=$(wc -c <"$HOME/fill")'
 [ "$(sed -n 's/^size=//p' /tmp/qt-out)" = 16777216 ] || qt_fail "the other app could not write 16M"

@@ -294,7 +294,13 @@ fn create(req: &StorageRequest<'_>, size: u64, limit: u64) -> Result<(), Storage
             .map_err(|e| io_err("allocate", &tmp)(e.into()))?;
     }
     // nodiscard: mkfs would otherwise punch the allocated blocks back out of the file.
-    let owner = format!("root_owner={}:{},nodiscard", req.uid, req.gid);
+    // lazy_itable_init=0: the inode tables are written now, so the kernel's lazy init
+    // thread has nothing to zero later (through the loop device that zeroing punches
+    // holes, and the image would no longer hold all of the app's space).
+    let owner = format!(
+        "root_owner={}:{},nodiscard,lazy_itable_init=0",
+        req.uid, req.gid
+    );
     let tmp_s = tmp.to_string_lossy().into_owned();
     let data_s = req.data_dir.to_string_lossy().into_owned();
     // The file system's root is made from the plain data dir (created like the launcher
