@@ -283,3 +283,41 @@ qt_portal_probe() {
 	echo "  (exit $_rc)"
 	qt_json_get "#" "$_out" >/dev/null || qt_portal_fail "$_id: the probe printed no JSON object (exit $_rc)"
 }
+
+# ---- iio_dummy (needs: iio; scenarios 70, 91)
+# qt_iio_load: the kernel's IIO core and buffer modules (modprobe in the
+# debootstrap guest; the busybox guest loaded them at boot), then the
+# out-of-tree ones staged in /qt/extra/iio, in dependency order; configfs
+# mounted. Prints the configfs mount point.
+qt_iio_load() {
+	for _m in industrialio configfs kfifo_buf industrialio-triggered-buffer; do
+		grep -q "^$(echo $_m | tr - _) " /proc/modules && continue
+		modprobe $_m >&2 || qt_fail "modprobe $_m failed"
+	done
+	[ -f /qt/extra/iio/iio_dummy.ko ] || qt_fail "the iio_dummy modules were not staged into /qt/extra/iio (needs: iio)"
+	for _m in industrialio-configfs industrialio-sw-device industrialio-sw-trigger iio-trig-hrtimer iio_dummy; do
+		grep -q "^$(echo $_m | tr - _) " /proc/modules && continue
+		insmod /qt/extra/iio/$_m.ko >&2 || qt_fail "insmod $_m failed"
+	done
+	_cfg=$(awk '$3 == "configfs" { print $2; exit }' /proc/mounts)
+	if [ -z "$_cfg" ]; then
+		_cfg=/sys/kernel/config
+		mount -t configfs none $_cfg >&2 || qt_fail "mount configfs failed"
+	fi
+	echo "$_cfg"
+}
+# qt_iio_device CFG NAME: creates the dummy IIO device NAME (if missing), prints its
+# sysfs directory
+qt_iio_device() {
+	[ -d "$1/iio/devices/dummy/$2" ] || mkdir "$1/iio/devices/dummy/$2" || qt_fail "cannot create the dummy IIO device $2"
+	_d=$(grep -lx "$2" /sys/bus/iio/devices/iio:device*/name | head -n1)
+	[ -n "$_d" ] || qt_fail "no iio:device named $2"
+	echo "${_d%/name}"
+}
+# qt_iio_trigger CFG NAME DEVDIR: creates the hrtimer trigger NAME (if missing) and
+# makes it DEVDIR's current trigger (what a board's udev rule does)
+qt_iio_trigger() {
+	[ -d "$1/iio/triggers/hrtimer/$2" ] || mkdir "$1/iio/triggers/hrtimer/$2" || qt_fail "cannot create the hrtimer trigger $2"
+	echo "$2" >"$3/trigger/current_trigger" || qt_fail "cannot make $2 the current trigger of $3"
+	[ "$(cat "$3/trigger/current_trigger")" = "$2" ] || qt_fail "$3's current trigger is '$(cat "$3/trigger/current_trigger")', not $2"
+}

@@ -6,15 +6,24 @@
 # The packages are the ones packages.sh resolved to match that kernel.
 # Cached per kernel .deb; a cached build is used only while its stamp names the
 # same kernel, headers and source, and every module's vermagic is that kernel's.
-# In the guest: insmod industrialio-configfs industrialio-sw-device iio_dummy
-# (industrialio and configfs are in the base initramfs), mount configfs, then
-# mkdir /config/iio/devices/dummy/NAME creates an IIO device with raw channels.
-IIO_MODULES=(industrialio-configfs.ko industrialio-sw-device.ko iio_dummy.ko)
+# In the guest: insmod the modules in IIO_MODULES' order (industrialio, configfs,
+# kfifo_buf and industrialio-triggered-buffer come from the kernel's own modules),
+# mount configfs, then mkdir /config/iio/devices/dummy/NAME creates an IIO device
+# with raw channels and a buffer, and mkdir /config/iio/triggers/hrtimer/NAME a
+# trigger with a sampling_frequency.
+# iio_dummy is built with its triggered buffer (as CONFIG_IIO_SIMPLE_DUMMY_BUFFER
+# does), and the hrtimer trigger with the sw-trigger core it registers with (Debian
+# builds neither), so scans can be taken at a rate: iio_dummy then needs Debian's
+# industrialio-triggered-buffer and kfifo_buf loaded first.
+IIO_MODULES=(industrialio-configfs.ko industrialio-sw-device.ko industrialio-sw-trigger.ko iio-trig-hrtimer.ko iio_dummy.ko)
+# how the modules are built: a cached build of another recipe is rebuilt
+IIO_RECIPE=2
 
 # iio_stamp: what a cached build must have been made from
 iio_stamp() {
 	local r
 	for r in kernel-amd64 "${IIO_ROLES[@]}"; do echo "$r ${PKG_NAME[$r]} ${PKG_VER[$r]} ${PKG_SHA[$r]}"; done
+	echo "recipe $IIO_RECIPE"
 }
 
 # iio_consistent DIR KVER: the cached build in DIR is complete, from this run's
@@ -66,15 +75,19 @@ build_iio_dummy() {
 	if ! dpkg-deb --fsys-tarfile "${PKG_FILE[source]}" | tar -xO "./usr/src/linux-source-$series.tar.xz" |
 		tar -xJ -C "$src" --strip-components=3 "linux-source-$series/drivers/iio/dummy" \
 			"linux-source-$series/drivers/iio/industrialio-sw-device.c" \
-			"linux-source-$series/drivers/iio/industrialio-configfs.c" 2>"$log"; then
+			"linux-source-$series/drivers/iio/industrialio-configfs.c" \
+			"linux-source-$series/drivers/iio/industrialio-sw-trigger.c" \
+			"linux-source-$series/drivers/iio/trigger/iio-trig-hrtimer.c" 2>"$log"; then
 		tail -n 5 "$log" | sed 's/^/      | /'
 		rm -rf "$src"
 		die "extracting drivers/iio/dummy from ${PKG_FILE[source]} failed"
 	fi
-	mv "$src"/dummy/* "$src/"
+	mv "$src"/dummy/* "$src"/trigger/* "$src/"
 	cat >"$src/Kbuild" <<-'KB'
-		obj-m += industrialio-configfs.o industrialio-sw-device.o iio_dummy.o
-		iio_dummy-y := iio_simple_dummy.o
+		obj-m += industrialio-configfs.o industrialio-sw-device.o industrialio-sw-trigger.o
+		obj-m += iio-trig-hrtimer.o iio_dummy.o
+		iio_dummy-y := iio_simple_dummy.o iio_simple_dummy_buffer.o
+		ccflags-y += -DCONFIG_IIO_SIMPLE_DUMMY_BUFFER
 	KB
 	if ! make -C "/usr/src/linux-headers-$kv" M="$src" modules >"$log" 2>&1; then
 		tail -n 20 "$log" | sed 's/^/      | /'

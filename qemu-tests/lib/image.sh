@@ -6,7 +6,7 @@
 #   plan   /qt/plan.sh: what this boot does                      (per boot)
 
 # Modules loaded at boot (with their dependencies, in order).
-GUEST_MODULES=(virtio_pci virtio_blk virtio_rng ext4 configfs industrialio)
+GUEST_MODULES=(virtio_pci virtio_blk virtio_rng ext4 configfs industrialio industrialio-triggered-buffer)
 
 # prune_other DIR GLOB KEEP: remove DIR/GLOB files other than KEEP (images of
 # kernels or package sets this run does not use)

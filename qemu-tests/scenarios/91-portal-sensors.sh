@@ -55,24 +55,13 @@ stream_ok() {
 state=$(timeout 120 systemctl is-system-running --wait 2>&1)
 case $state in running|degraded) ;; *) qt_fail "systemd state: $state" ;; esac
 
-# ---- iio_dummy: an accel0 device through configfs
-for m in industrialio configfs; do modprobe $m || qt_fail "modprobe $m failed"; done
-[ -f /qt/extra/iio/iio_dummy.ko ] || qt_fail "the iio_dummy modules were not staged into /qt/extra/iio (needs: iio)"
-for m in industrialio-configfs industrialio-sw-device iio_dummy; do
-	grep -q "^$(echo $m | tr - _) " /proc/modules && continue
-	insmod /qt/extra/iio/$m.ko || qt_fail "insmod $m failed"
-done
-CFG=$(awk '$3 == "configfs" { print $2; exit }' /proc/mounts)
-if [ -z "$CFG" ]; then
-	CFG=/sys/kernel/config
-	mount -t configfs none $CFG || qt_fail "mount configfs failed"
-fi
-[ -d $CFG/iio/devices/dummy/accel0 ] || mkdir $CFG/iio/devices/dummy/accel0 || qt_fail "cannot create a dummy IIO device"
-dev=$(grep -l '^accel0$' /sys/bus/iio/devices/iio:device*/name | head -n1)
-[ -n "$dev" ] || qt_fail "no iio:device named accel0"
-dev=${dev%/name}
+# ---- iio_dummy: an accel0 device through configfs, with a buffer on an hrtimer
+# trigger (a board's udev rule sets the current trigger; here the scenario does)
+cfg=$(qt_iio_load)
+dev=$(qt_iio_device "$cfg" accel0)
 ls "$dev" | tr '\n' ' '
 echo
+qt_iio_trigger "$cfg" accel0-trig "$dev"
 # attr CH SUFFIX: the file the IIO ABI gives CH's SUFFIX (per channel, then shared by type)
 attr() {
 	_t=$(echo "$1" | sed 's/[^a-z].*//')
@@ -97,7 +86,26 @@ for ch in accel_x voltage0 voltage1-voltage2; do
 	echo "  $ch: raw $(cat "$dev/in_${ch}_raw") scale $(scale_of $ch) offset $(p=$(attr $ch offset) && cat $p || echo 0) -> $(expect $ch)"
 done
 EX_ACCEL=$(expect accel_x) EX_VOLT=$(expect voltage0)
-qt_ok "$dev: accel0 (accel_x = $EX_ACCEL, voltage0 = $EX_VOLT)"
+# buffered CH RAW: (RAW + offset) * scale; iio_dummy's scans carry fixed values that
+# differ from its sysfs ones (accel_x 344, voltage0 7), so a stream's values tell
+# which path served it
+buffered() {
+	_sc=1 _of=0
+	_p=$(attr "$1" scale) && _sc=$(cat "$_p")
+	_p=$(attr "$1" offset) && _of=$(cat "$_p")
+	awk -v r="$2" -v o="$_of" -v s="$_sc" 'BEGIN { printf "%.12g\n", (r + o) * s }'
+}
+BUF_ACCEL=$(buffered accel_x 344) BUF_VOLT=$(buffered voltage0 7)
+# enabled: the scan elements switched on now, e.g. "accel_x timestamp"
+enabled() {
+	for _e in "$dev"/scan_elements/*_en; do
+		[ "$(cat "$_e")" = 1 ] || continue
+		_e=${_e##*/in_}
+		printf '%s ' "${_e%_en}"
+	done
+	echo "buffer=$(cat "$dev/buffer/enable")"
+}
+qt_ok "$dev: accel0 (sysfs: accel_x = $EX_ACCEL, voltage0 = $EX_VOLT; scans: $BUF_ACCEL, $BUF_VOLT), trigger accel0-trig"
 
 # ---- the package, appmgrd and appmgr-portald (pulled in by Wants=)
 qt_install_package
@@ -171,31 +179,57 @@ qt_wait 5 sh -c "journalctl -t appmgr-portald MESSAGE_ID=$ID_DENIED APPMGR_APP=$
 	fail "no portal-denied ($ID_DENIED) journal entry for $S's voltage1-voltage2"
 qt_ok "Read: accel_x $EX_ACCEL, voltage0 $EX_VOLT as sysfs computes them; ungranted channels refused and journaled"
 
-# ---- streams: the rate holds; above the granted rate is refused
-probe $S /tmp/ss.json portal sensors stream accel_x 20 3
+# ---- streams from the buffer: only the stream's channels are sampled, the rate
+# holds, the buffer stops with the last stream; above the granted rate is refused
+[ "$(enabled)" = "buffer=0" ] || fail "before any stream: $(enabled)"
+probe_bg $S /tmp/ss.json portal sensors stream accel_x 20 3
+ps_=$!
+sleep 1.5
+during=$(enabled)
+wait $ps_
+show_bg $S /tmp/ss.json
+[ "$during" = "accel_x timestamp buffer=1" ] || fail "while $S streamed accel_x the device sampled: $during"
+[ "$(enabled)" = "buffer=0" ] || fail "after the stream ended: $(enabled)"
 stream_ok /tmp/ss.json 20 40
-near "$(j first.0 /tmp/ss.json)" "$EX_ACCEL" || fail "the stream's first accel_x is $(j first.0 /tmp/ss.json), sysfs gives $EX_ACCEL"
+near "$(j first.0 /tmp/ss.json)" "$BUF_ACCEL" || fail "the stream's first accel_x is $(j first.0 /tmp/ss.json), the buffer's scans give $BUF_ACCEL (sysfs $EX_ACCEL)"
+journalctl -t appmgr-portald MESSAGE_ID=$ID_GRANTED APPMGR_APP=$S --no-pager -o cat | grep 'stream' | tail -n 1 |
+	grep -q 'from the IIO buffer of accel0 (trigger accel0-trig)' || fail "the grant of $S's stream does not say it is served from accel0's buffer"
 probe $S /tmp/sx.json portal sensors stream accel_x 21 1
 denied /tmp/sx.json || fail "$S's stream at 21 Hz (granted 20) was not refused with $DENIED"
 probe $T /tmp/tx.json portal sensors stream voltage0 11 1
 denied /tmp/tx.json || fail "$T's stream at 11 Hz (granted 10) was not refused with $DENIED"
-qt_ok "stream at 20 Hz for 3 s: $(j records /tmp/ss.json) records, at most $(j max_rate_hz /tmp/ss.json) in one second, min gap $(j min_gap_ms /tmp/ss.json) ms; 21 Hz ($S) and 11 Hz ($T) refused"
+qt_ok "buffered stream at 20 Hz for 3 s: $(j records /tmp/ss.json) records, at most $(j max_rate_hz /tmp/ss.json) in one second, min gap $(j min_gap_ms /tmp/ss.json) ms, sampling only '$during'; 21 Hz ($S) and 11 Hz ($T) refused"
 
 # ---- two apps stream at once
 probe_bg $S /tmp/s2.json portal sensors stream accel_x,voltage0 20 3
 ps_=$!
 probe_bg $T /tmp/t2.json portal sensors stream voltage0 10 3
 pt_=$!
+sleep 1.5
+during=$(enabled)
 wait $ps_
 wait $pt_
 show_bg $S /tmp/s2.json
 show_bg $T /tmp/t2.json
+[ "$during" = "accel_x timestamp voltage0 buffer=1" ] || fail "while both streamed the device sampled: $during"
 stream_ok /tmp/s2.json 20 40
 stream_ok /tmp/t2.json 10 20
-near "$(j first.0 /tmp/s2.json)" "$EX_ACCEL" && near "$(j first.1 /tmp/s2.json)" "$EX_VOLT" ||
-	fail "$S's records are not (accel_x, voltage0) = ($EX_ACCEL, $EX_VOLT)"
-near "$(j first.0 /tmp/t2.json)" "$EX_VOLT" || fail "$T's records are not voltage0 = $EX_VOLT"
-qt_ok "concurrent: $S $(j records /tmp/s2.json) records of (accel_x, voltage0) at <= 20/s, $T $(j records /tmp/t2.json) of voltage0 at <= 10/s"
+near "$(j first.0 /tmp/s2.json)" "$BUF_ACCEL" && near "$(j first.1 /tmp/s2.json)" "$BUF_VOLT" ||
+	fail "$S's records are not (accel_x, voltage0) = ($BUF_ACCEL, $BUF_VOLT)"
+near "$(j first.0 /tmp/t2.json)" "$BUF_VOLT" || fail "$T's records are not voltage0 = $BUF_VOLT"
+qt_ok "concurrent, one buffer fanned out: $S $(j records /tmp/s2.json) records of (accel_x, voltage0) at <= 20/s, $T $(j records /tmp/t2.json) of voltage0 at <= 10/s"
+
+# ---- without a trigger the device has no buffered scans: streams poll sysfs
+echo >"$dev/trigger/current_trigger" || fail "cannot clear accel0's trigger"
+probe $S /tmp/sp.json portal sensors stream accel_x,voltage0 20 2
+stream_ok /tmp/sp.json 20 25
+near "$(j first.0 /tmp/sp.json)" "$EX_ACCEL" && near "$(j first.1 /tmp/sp.json)" "$EX_VOLT" ||
+	fail "the polled stream's records are not (accel_x, voltage0) = ($EX_ACCEL, $EX_VOLT) as sysfs gives them"
+[ "$(enabled)" = "buffer=0" ] || fail "a polled stream touched the buffer: $(enabled)"
+journalctl -t appmgr-portald MESSAGE_ID=$ID_GRANTED APPMGR_APP=$S --no-pager -o cat | grep 'stream' | tail -n 1 |
+	grep -q 'polling sysfs (accel0 has no current trigger)' || fail "the grant of the polled stream does not say why it polls"
+echo accel0-trig >"$dev/trigger/current_trigger" || fail "cannot restore accel0's trigger"
+qt_ok "no trigger: $(j records /tmp/sp.json) records polled from sysfs ($EX_ACCEL, $EX_VOLT)"
 
 # ---- revocation: the policy stops granting S accel_x; `appmgr reload` ends S's
 # stream, T's goes on
@@ -211,6 +245,9 @@ sleep 1
 policy '"voltage0"'
 qt_run 0 appmgr reload
 t_reload=$(cut -d' ' -f1 /proc/uptime)
+# S's stream is gone: the buffer samples T's voltage0 only
+narrowed() { [ "$(enabled)" = "timestamp voltage0 buffer=1" ]; }
+qt_wait 3 narrowed || fail "after the revocation the device samples: $(enabled)"
 wait $ps_
 wait $pt_
 show_bg $S /tmp/s3.json
@@ -226,6 +263,7 @@ awk -v t="$(j eof_after_s /tmp/s3.json)" -v l="$lim" 'BEGIN { exit !(t + 0 <= l 
 [ "$(j records /tmp/s3.json)" -ge 1 ] || fail "$S's stream delivered nothing before the revocation"
 [ "$(j eof /tmp/t3.json)" = false ] || fail "$T's stream ended too (its grant did not change)"
 stream_ok /tmp/t3.json 10 60
+[ "$(enabled)" = "buffer=0" ] || fail "after the last stream: $(enabled)"
 qt_wait 5 sh -c "journalctl -t appmgr-portald MESSAGE_ID=$ID_REVOKED APPMGR_APP=$S --no-pager -o cat | grep -q revoked" ||
 	fail "no portal-revoked ($ID_REVOKED) journal entry for $S's stream"
 journalctl -t appmgr-portald MESSAGE_ID=$ID_REVOKED APPMGR_APP=$S --no-pager -o cat | sed 's/^/  | /'

@@ -74,7 +74,7 @@ pub fn pread_attr(fd: &OwnedFd) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
-fn read_attr(path: &Path) -> io::Result<String> {
+pub(crate) fn read_attr(path: &Path) -> io::Result<String> {
     pread_attr(&open_nofollow(path)?)
 }
 

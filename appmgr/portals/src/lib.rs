@@ -8,7 +8,8 @@
 //!
 //! - [`gpu`]: `org.appmgr.portal.Gpu1`: a descriptor of the board's render node.
 //! - [`sensors`]: `org.appmgr.portal.Sensors1`: granted IIO channels, single reads and
-//!   rate-limited streams fanned out from one sampler ([`iio`] reads sysfs).
+//!   rate-limited streams fanned out from a device's IIO buffer ([`buffer`]) or from one
+//!   sampler polling sysfs ([`iio`]).
 //! - [`watch`]: revocation: a stream ends, and an app holding a render node it is no longer
 //!   granted is stopped, within 100 ms of its caller exiting or `appmgr reload`.
 //!
@@ -17,6 +18,7 @@
 //! everything else (docs/portals.md). It shares only `appmgr-core` with the other front
 //! ends.
 
+pub mod buffer;
 pub mod gpu;
 pub mod grants;
 pub mod identity;
@@ -48,6 +50,8 @@ pub struct Config {
     pub bus_address: Option<String>,
     /// Where IIO devices are, instead of the board profile's `[portals.sensors] sysfs`.
     pub iio_dir: Option<PathBuf>,
+    /// Where the IIO character devices (`iio:deviceN`) are, instead of `/dev`.
+    pub iio_dev_dir: Option<PathBuf>,
 }
 
 /// The portal's D-Bus errors (`org.appmgr.Error.NAME`).

@@ -2,13 +2,14 @@
 
 fn usage() -> &'static str {
     "usage: appmgr-portald [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
-     \x20                     [--iio-dir DIR]\n\
+     \x20                     [--iio-dir DIR] [--iio-dev-dir DIR]\n\
      \n\
      Serves org.appmgr.Portal1 (org.appmgr.portal.Gpu1, org.appmgr.portal.Sensors1) at\n\
      /org/appmgr/portal on the system bus (or ADDRESS). Defaults: --state-dir\n\
      $APPMGR_STATE_DIR or /var/lib/appmgr, --config-dir $APPMGR_CONFIG_DIR or /etc/appmgr;\n\
      the render node and the IIO devices come from the board profile (--iio-dir replaces\n\
-     its [portals.sensors] sysfs directory).\n"
+     its [portals.sensors] sysfs directory; --iio-dev-dir replaces /dev as the place of\n\
+     the IIO devices' buffers).\n"
 }
 
 fn main() {
@@ -22,6 +23,7 @@ fn main() {
             .unwrap_or_else(|| "/etc/appmgr".into()),
         bus_address: None,
         iio_dir: None,
+        iio_dev_dir: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -36,6 +38,7 @@ fn main() {
             "--config-dir" => cfg.config_dir = value("--config-dir").into(),
             "--bus-address" => cfg.bus_address = Some(value("--bus-address")),
             "--iio-dir" => cfg.iio_dir = Some(value("--iio-dir").into()),
+            "--iio-dev-dir" => cfg.iio_dev_dir = Some(value("--iio-dev-dir").into()),
             "-h" | "--help" => {
                 print!("{}", usage());
                 return;

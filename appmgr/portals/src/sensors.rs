@@ -10,19 +10,24 @@
 //! tens of µs) makes the average slightly slower, never faster. A reader that does not
 //! keep up loses records (the write end does not block), never the service's time.
 //!
-//! One sampler task serves every stream: at each due time it reads each needed channel
-//! once and fans the value out to every stream due then, so two apps reading the same
-//! device cost one sysfs read. A stream ends (EOF) when its caller exits, when `appmgr
-//! reload` or a store change leaves the grant without its channels or rate (see
+//! Where the channels of a stream are all on one device that has an IIO buffer and a
+//! trigger, the stream is served from that buffer ([`crate::buffer`]): the kernel samples
+//! exactly the channels the device's streams carry, and each scan is fanned out to every
+//! stream of that device that is due (paced on the scans' timestamps the same way).
+//! Otherwise one sampler task polls sysfs for every such stream: at each due time it reads
+//! each needed channel once and fans the value out to every stream due then, so two apps
+//! reading the same device cost one read. A stream ends (EOF) when its caller exits, when
+//! `appmgr reload` or a store change leaves the grant without its channels or rate (see
 //! [`crate::watch`]), or when the reader closes it.
 
+use crate::buffer::{Capture, Scan};
 use crate::iio::{self, Channel, OpenChannel};
 use crate::{grants, PortalError, Shared};
 use appmgr_core::journal;
 use appmgr_types::{AppId, ChannelName, Permissions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -37,38 +42,119 @@ pub struct Stream {
     pub pid: u32,
     pub pidfd: OwnedFd,
     pub channels: Vec<ChannelName>,
-    /// Keys into [`Streams::open`], in record order.
-    keys: Vec<PathBuf>,
     pub rate_hz: u32,
     interval: Duration,
-    next_due: Instant,
+    src: Source,
     pipe: OwnedFd,
     pub written: u64,
     pub dropped: u64,
 }
 
-/// Every open stream and the channel files they keep open (shared between streams).
+/// Where a stream's samples come from.
+enum Source {
+    /// Polled from sysfs by the sampler: keys into [`Streams::open`] in record order, and
+    /// when the next record is due.
+    Poll {
+        keys: Vec<PathBuf>,
+        next_due: Instant,
+    },
+    /// Fanned out from the buffer of the capture of device directory `dev`: the next
+    /// record is the first scan stamped at or after `next_ts`.
+    Buffer { dev: PathBuf, next_ts: u64 },
+}
+
+impl Stream {
+    /// Where its samples come from, for the journal.
+    pub fn source(&self, st: &Streams) -> String {
+        match &self.src {
+            Source::Poll { .. } => "polling sysfs".into(),
+            Source::Buffer { dev, .. } => match st.captures.get(dev) {
+                Some(c) => format!(
+                    "from the IIO buffer of {} (trigger {})",
+                    c.device, c.trigger
+                ),
+                None => "from an IIO buffer".into(),
+            },
+        }
+    }
+
+    /// Writes one whole record; `Err` says why the stream ends.
+    fn deliver(&mut self, rec: &[u8]) -> Result<(), &'static str> {
+        match rustix::io::write(&self.pipe, rec) {
+            Ok(_) => self.written += 1,
+            Err(rustix::io::Errno::AGAIN) => self.dropped += 1,
+            Err(_) => return Err("its reader closed it"),
+        }
+        Ok(())
+    }
+}
+
+/// Every open stream, the channel files polled streams keep open (shared between
+/// streams), and the device buffers buffered streams use.
 #[derive(Default)]
 pub struct Streams {
     next_id: u64,
     pub list: Vec<Stream>,
     open: BTreeMap<PathBuf, (OpenChannel, usize)>,
+    captures: BTreeMap<PathBuf, Capture>,
 }
 
 impl Streams {
-    /// Removes stream `id`; its write end closes, so the reader sees EOF.
+    /// Removes stream `id`; its write end closes, so the reader sees EOF. A device buffer
+    /// it used is narrowed to the remaining streams' channels, or stopped.
     pub fn remove(&mut self, id: u64) -> Option<Stream> {
         let i = self.list.iter().position(|s| s.id == id)?;
         let s = self.list.swap_remove(i);
-        for k in &s.keys {
-            if let Some(e) = self.open.get_mut(k) {
-                e.1 -= 1;
-                if e.1 == 0 {
-                    self.open.remove(k);
+        match &s.src {
+            Source::Poll { keys, .. } => {
+                for k in keys {
+                    if let Some(e) = self.open.get_mut(k) {
+                        e.1 -= 1;
+                        if e.1 == 0 {
+                            self.open.remove(k);
+                        }
+                    }
+                }
+            }
+            Source::Buffer { dev, .. } => {
+                if let Err(e) = self.refresh(dev) {
+                    // The buffer keeps its wider set of channels; each stream still gets
+                    // only its own.
+                    journal::log(
+                        journal::WARNING,
+                        None,
+                        None,
+                        &format!(
+                            "sensors: cannot narrow the IIO buffer of {}: {e}",
+                            dev.display()
+                        ),
+                    );
                 }
             }
         }
         Some(s)
+    }
+
+    /// Configures device `dev`'s buffer for its streams now: their channels, the fastest
+    /// rate; stopped and closed when it has none.
+    fn refresh(&mut self, dev: &Path) -> std::io::Result<()> {
+        let mut chans = BTreeSet::new();
+        let mut rate = 0;
+        for x in &self.list {
+            if matches!(&x.src, Source::Buffer { dev: d, .. } if d == dev) {
+                chans.extend(x.channels.iter().cloned());
+                rate = rate.max(x.rate_hz);
+            }
+        }
+        let Some(c) = self.captures.get_mut(dev) else {
+            return Ok(());
+        };
+        if chans.is_empty() {
+            let r = c.stop();
+            self.captures.remove(dev);
+            return r;
+        }
+        c.configure(&chans, rate)
     }
 
     /// Ends stream `id` (its reader sees EOF) and journals `what` happened to it, e.g.
@@ -84,6 +170,85 @@ impl Streams {
                     x.pid, x.written, x.dropped
                 ),
             );
+        }
+    }
+
+    /// Writes each of `scans` of device `dev` to every stream of that device due at its
+    /// timestamp; returns the streams that must end, and why.
+    fn fan_out(&mut self, dev: &Path, scans: &[Scan]) -> Vec<(u64, &'static str)> {
+        let mut gone = Vec::new();
+        for x in self.list.iter_mut() {
+            let interval = x.interval.as_nanos() as u64;
+            for scan in scans {
+                let Source::Buffer { dev: d, next_ts } = &mut x.src else {
+                    break;
+                };
+                if d != dev || scan.ts < *next_ts {
+                    continue;
+                }
+                let mut rec = Vec::with_capacity(8 + 8 * x.channels.len());
+                rec.extend_from_slice(&scan.ts.to_le_bytes());
+                for c in &x.channels {
+                    if let Some(v) = scan.values.get(c) {
+                        rec.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                if rec.len() != 8 + 8 * x.channels.len() {
+                    // A scan from before the buffer carried this stream's channels.
+                    continue;
+                }
+                // One interval after this scan: the same pacing as a polled stream.
+                *next_ts = scan.ts + interval;
+                if let Err(why) = x.deliver(&rec) {
+                    gone.push((x.id, why));
+                    break;
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// Reads device `dev`'s buffer while its capture (with this descriptor) lasts, and fans
+/// the scans out. Reads happen with the streams locked, so a reconfiguration (which
+/// drains the buffer) never meets a scan of the old layout.
+async fn reader(s: Arc<Shared>, dev: PathBuf, fd: Arc<tokio::io::unix::AsyncFd<OwnedFd>>) {
+    loop {
+        let Ok(mut g) = fd.readable().await else {
+            return;
+        };
+        let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = st.captures.get_mut(&dev) else {
+            return;
+        };
+        if !Arc::ptr_eq(&c.fd, &fd) {
+            return;
+        }
+        match c.read_scans(now_ns()) {
+            Ok(scans) if scans.is_empty() => g.clear_ready(),
+            Ok(scans) => {
+                for (id, why) in st.fan_out(&dev, &scans) {
+                    st.end(id, journal::INFO, &format!("ended: {why}"));
+                }
+            }
+            Err(e) => {
+                let name = c.device.clone();
+                let ids: Vec<u64> = st
+                    .list
+                    .iter()
+                    .filter(|x| matches!(&x.src, Source::Buffer { dev: d, .. } if *d == dev))
+                    .map(|x| x.id)
+                    .collect();
+                for id in ids {
+                    st.end(
+                        id,
+                        journal::WARNING,
+                        &format!("ended: the IIO buffer of {name} failed: {e}"),
+                    );
+                }
+                st.captures.remove(&dev);
+                return;
+            }
         }
     }
 }
@@ -212,7 +377,13 @@ pub async fn sampler(s: Arc<Shared>) {
         let changed = s.changed.notified();
         let next = {
             let st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
-            st.list.iter().map(|x| x.next_due).min()
+            st.list
+                .iter()
+                .filter_map(|x| match &x.src {
+                    Source::Poll { next_due, .. } => Some(*next_due),
+                    Source::Buffer { .. } => None,
+                })
+                .min()
         };
         match next {
             None => changed.await,
@@ -243,11 +414,17 @@ pub async fn sampler(s: Arc<Shared>) {
         let mut values: BTreeMap<PathBuf, f64> = BTreeMap::new();
         let mut gone = Vec::new();
         let Streams { list, open, .. } = &mut *st;
-        for x in list.iter_mut().filter(|x| x.next_due <= now) {
-            let mut rec = Vec::with_capacity(8 + 8 * x.keys.len());
+        for x in list.iter_mut() {
+            let Source::Poll { keys, next_due } = &mut x.src else {
+                continue;
+            };
+            if *next_due > now {
+                continue;
+            }
+            let mut rec = Vec::with_capacity(8 + 8 * keys.len());
             rec.extend_from_slice(&ts.to_le_bytes());
             let mut ok = true;
-            for k in &x.keys {
+            for k in keys.iter() {
                 let v = match values.get(k) {
                     Some(v) => *v,
                     None => match open.get(k).map(|(c, _)| c.read()) {
@@ -268,23 +445,82 @@ pub async fn sampler(s: Arc<Shared>) {
                 gone.push((x.id, "its device is gone"));
                 continue;
             }
-            match rustix::io::write(&x.pipe, &rec) {
-                Ok(_) => x.written += 1,
-                Err(rustix::io::Errno::AGAIN) => x.dropped += 1,
-                Err(_) => {
-                    gone.push((x.id, "its reader closed it"));
-                    continue;
-                }
-            }
             // One interval after this record: consecutive records are never closer
             // than 1/rate (so no 1-second window holds more than rate of them); a late
             // wake-up makes the average a little slower, never faster.
-            x.next_due = now + x.interval;
+            *next_due = now + x.interval;
+            if let Err(why) = x.deliver(&rec) {
+                gone.push((x.id, why));
+            }
         }
         for (id, why) in gone {
             st.end(id, journal::INFO, &format!("ended: {why}"));
         }
     }
+}
+
+/// A polled source for `picked`: their `_raw` files, kept open (shared with other polled
+/// streams). A stream at the rate of a polled one joins its schedule: both are served by
+/// the same wake-up and the same reads (each is still never faster than its rate: its
+/// first record simply comes up to one interval later).
+fn poll_source(
+    st: &mut Streams,
+    picked: &[Channel],
+    interval: Duration,
+) -> Result<Source, PortalError> {
+    let mut keys = Vec::new();
+    for ch in picked {
+        let k = ch.raw.clone();
+        if !st.open.contains_key(&k) {
+            let o = ch
+                .open()
+                .map_err(|e| PortalError::NotAvailable(format!("{}: {e}", ch.name)))?;
+            st.open.insert(k.clone(), (o, 0));
+        }
+        if let Some(e) = st.open.get_mut(&k) {
+            e.1 += 1;
+        }
+        keys.push(k);
+    }
+    let next_due = st
+        .list
+        .iter()
+        .find_map(|x| match &x.src {
+            Source::Poll { next_due, .. } if x.interval == interval => Some(*next_due),
+            _ => None,
+        })
+        .unwrap_or_else(Instant::now);
+    Ok(Source::Poll { keys, next_due })
+}
+
+/// Makes sure the buffer of the device of `picked` (all on one device) is open with their
+/// scales and offsets, and read by a [`reader`] task; the caller configures it.
+fn attach(
+    s: &Arc<Shared>,
+    st: &mut Streams,
+    sysfs: &Path,
+    picked: &[Channel],
+) -> std::io::Result<()> {
+    let dir = &picked[0].dir;
+    let mut chans = Vec::new();
+    for c in picked {
+        chans.push((c.name.clone(), c.scale()?, c.offset()?));
+    }
+    if let Some(cap) = st.captures.get_mut(dir) {
+        for (n, scale, offset) in &chans {
+            cap.add_channel(n, *scale, *offset)?;
+        }
+        return Ok(());
+    }
+    let dev_dir = s
+        .config
+        .iio_dev_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/dev"));
+    let mut cap = Capture::open(sysfs, &dev_dir, dir, &picked[0].device, &chans)?;
+    cap.task = Some(tokio::spawn(reader(s.clone(), dir.clone(), cap.fd.clone())));
+    st.captures.insert(dir.clone(), cap);
+    Ok(())
 }
 
 /// `org.appmgr.portal.Sensors1`.
@@ -390,47 +626,78 @@ impl Sensors {
             .map_err(|e| PortalError::NotAvailable(format!("pipe: {e}")))?;
         // Rounded up: records are never closer than 1/rate_hz.
         let interval = Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(rate_hz)));
-        let id = {
-            let mut st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
-            let mut keys = Vec::new();
-            for ch in &picked {
-                let k = ch.raw.clone();
-                if !st.open.contains_key(&k) {
-                    let o = ch
-                        .open()
-                        .map_err(|e| PortalError::NotAvailable(format!("{}: {e}", ch.name)))?;
-                    st.open.insert(k.clone(), (o, 0));
+        let (sysfs, _) = iio_source(&self.s)?;
+        let dev = picked[0].dir.clone();
+        let one_device = picked.iter().all(|x| x.dir == dev);
+        let mut tries = 0;
+        let mut pidfd = Some(c.pidfd);
+        let mut pipe = Some(write_end);
+        let (id, how) = loop {
+            let busy = {
+                let mut st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
+                let buffered = if one_device {
+                    attach(&self.s, &mut st, &sysfs, &picked)
+                } else {
+                    Err(std::io::Error::other(
+                        "its channels are on more than one device",
+                    ))
+                };
+                match buffered {
+                    Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && tries < 20 => true,
+                    buffered => {
+                        let buffered = buffered.map_err(|e| e.to_string());
+                        let src = match &buffered {
+                            Ok(()) => Source::Buffer {
+                                dev: dev.clone(),
+                                next_ts: 0,
+                            },
+                            Err(_) => poll_source(&mut st, &picked, interval)?,
+                        };
+                        st.next_id += 1;
+                        let id = st.next_id;
+                        let (Some(pidfd), Some(pipe)) = (pidfd.take(), pipe.take()) else {
+                            unreachable!("moved only here, once")
+                        };
+                        st.list.push(Stream {
+                            id,
+                            app: c.app.clone(),
+                            pid: c.pid,
+                            pidfd,
+                            channels: names.clone(),
+                            rate_hz,
+                            interval,
+                            src,
+                            pipe,
+                            written: 0,
+                            dropped: 0,
+                        });
+                        let mut why_not = buffered.err();
+                        if why_not.is_none() {
+                            if let Err(e) = st.refresh(&dev) {
+                                // The buffer cannot take it (its sysfs is read-only, the
+                                // trigger refuses the rate...): this stream polls instead.
+                                why_not = Some(format!("configuring the buffer: {e}"));
+                                let src = poll_source(&mut st, &picked, interval)?;
+                                if let Some(x) = st.list.last_mut() {
+                                    x.src = src;
+                                }
+                                let _ = st.refresh(&dev);
+                            }
+                        }
+                        let how = match (&why_not, st.list.last()) {
+                            (None, Some(x)) => x.source(&st),
+                            (Some(w), _) => format!("polling sysfs ({w})"),
+                            _ => String::new(),
+                        };
+                        break (id, how);
+                    }
                 }
-                if let Some(e) = st.open.get_mut(&k) {
-                    e.1 += 1;
-                }
-                keys.push(k);
+            };
+            if busy {
+                // The device's buffer is still held by a capture that just ended.
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            st.next_id += 1;
-            let id = st.next_id;
-            // A stream at the rate of an open one joins its schedule: both are served by
-            // the same wake-up and the same reads (each is still never faster than its
-            // rate: its first record simply comes up to one interval later).
-            let next_due = st
-                .list
-                .iter()
-                .find(|x| x.interval == interval)
-                .map_or_else(Instant::now, |x| x.next_due);
-            st.list.push(Stream {
-                id,
-                app: c.app.clone(),
-                pid: c.pid,
-                pidfd: c.pidfd,
-                channels: names.clone(),
-                keys,
-                rate_hz,
-                interval,
-                next_due,
-                pipe: write_end,
-                written: 0,
-                dropped: 0,
-            });
-            id
         };
         self.s.changed.notify_waiters();
         journal::log(
@@ -438,7 +705,7 @@ impl Sensors {
             Some(journal::Event::PortalGranted),
             Some(c.app.as_str()),
             &format!(
-                "sensors: stream {id} of {} at {rate_hz} Hz to pid {} of {}",
+                "sensors: stream {id} of {} at {rate_hz} Hz to pid {} of {}, {how}",
                 names
                     .iter()
                     .map(|n| n.as_str())
