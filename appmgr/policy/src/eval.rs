@@ -6,8 +6,8 @@ use crate::parse::{parse_file, OnExcess, Rule};
 use crate::PolicyError;
 use appmgr_cgroup::CgroupLimits;
 use appmgr_types::{
-    escape_for_display, AllowFlag, AppId, BusName, ChannelName, DeviceName, FsGrant, Permissions,
-    PortalName, Resources, SocketName,
+    escape_for_display, AllowFlag, AppId, BtDevice, BtRole, BusName, ChannelName, DeviceName,
+    FsGrant, GattUuid, Permissions, PortalName, Resources, SocketName,
 };
 use serde::Serialize;
 use std::fmt;
@@ -143,6 +143,9 @@ pub(crate) enum Item {
     Allow(AllowFlag),
     SensorChannel(ChannelName),
     SensorRate(u32),
+    BtDevice(BtDevice),
+    BtService(GattUuid),
+    BtRole(BtRole),
 }
 
 fn paths_overlap(a: &str, b: &str) -> bool {
@@ -169,6 +172,9 @@ impl Item {
         v.extend(p.allow.iter().copied().map(Item::Allow));
         v.extend(p.sensors.channels.iter().cloned().map(Item::SensorChannel));
         v.extend(p.sensors.max_rate_hz.map(Item::SensorRate));
+        v.extend(p.bluetooth.devices.iter().copied().map(Item::BtDevice));
+        v.extend(p.bluetooth.services.iter().copied().map(Item::BtService));
+        v.extend(p.bluetooth.roles.iter().copied().map(Item::BtRole));
         v
     }
 
@@ -185,6 +191,9 @@ impl Item {
             Item::Allow(_) => "allow",
             Item::SensorChannel(_) => "sensors.channels",
             Item::SensorRate(_) => "sensors.max-rate-hz",
+            Item::BtDevice(_) => "bluetooth.devices",
+            Item::BtService(_) => "bluetooth.services",
+            Item::BtRole(_) => "bluetooth.roles",
         }
     }
 
@@ -199,6 +208,9 @@ impl Item {
             Item::Allow(a) => a.to_string(),
             Item::SensorChannel(c) => c.to_string(),
             Item::SensorRate(r) => r.to_string(),
+            Item::BtDevice(d) => d.to_string(),
+            Item::BtService(u) => u.to_string(),
+            Item::BtRole(r) => r.to_string(),
         }
     }
 
@@ -217,6 +229,10 @@ impl Item {
             Item::SensorChannel(c) => g.sensors.channels.contains(c),
             // A rate is covered by any grant of that rate or more.
             Item::SensorRate(r) => g.sensors.max_rate_hz.is_some_and(|m| m >= *r),
+            // `*` covers every address; a requested `*` only a granted `*`.
+            Item::BtDevice(d) => BtDevice::reaches(&g.bluetooth.devices, d),
+            Item::BtService(u) => g.bluetooth.services.contains(u),
+            Item::BtRole(r) => g.bluetooth.roles.contains(r),
         }
     }
 
@@ -241,6 +257,14 @@ impl Item {
             Item::SensorChannel(x) => d.sensors.channels.contains(x),
             // Denying a rate denies streams at that rate or faster.
             Item::SensorRate(r) => d.sensors.max_rate_hz.is_some_and(|m| *r >= m),
+            // Overlap: denying one address refuses a request for `*` (which would reach
+            // it), and denying `*` refuses every address.
+            Item::BtDevice(x) => match x {
+                BtDevice::Any => !d.bluetooth.devices.is_empty(),
+                _ => BtDevice::reaches(&d.bluetooth.devices, x),
+            },
+            Item::BtService(u) => d.bluetooth.services.contains(u),
+            Item::BtRole(r) => d.bluetooth.roles.contains(r),
         }
     }
 
@@ -273,6 +297,15 @@ impl Item {
                 p.sensors.channels.insert(x);
             }
             Item::SensorRate(r) => p.sensors.max_rate_hz = Some(r),
+            Item::BtDevice(x) => {
+                p.bluetooth.devices.insert(x);
+            }
+            Item::BtService(x) => {
+                p.bluetooth.services.insert(x);
+            }
+            Item::BtRole(x) => {
+                p.bluetooth.roles.insert(x);
+            }
         }
     }
 }

@@ -606,3 +606,87 @@ fn sensor_grants_intersect_per_channel_and_cap_the_rate() {
     assert!(toml::from_str::<Permissions>("[sensors]\nrate = 5").is_err());
     assert!(toml::from_str::<Permissions>("[sensors]\nchannels = [\"Accel\"]").is_err());
 }
+
+#[test]
+fn bluetooth_grants_intersect_per_device_service_and_role() {
+    let s = set(&[(
+        "30.toml",
+        "[[rule]]\napps = [\"org.x.*\"]\ngrant = { portals = [\"bluetooth\"], bluetooth = { devices = [\"*\"], services = [\"180f\", \"180d\"], roles = [\"scan\", \"connect\", \"notify\"] } }\n\
+         [[rule]]\napps = [\"org.x.One\"]\ngrant = { bluetooth = { devices = [\"AA:BB:CC:DD:EE:FF\"], services = [\"180f\"], roles = [\"connect\"] } }\n\
+         [[rule]]\napps = [\"org.x.Bad\"]\ndeny = { bluetooth = { devices = [\"11:22:33:44:55:66\"], roles = [\"notify\"] } }\n",
+    )]);
+    // `*` granted covers an address asked for; the 128-bit form of a granted 16-bit UUID
+    // is the same service; only what was asked for is granted.
+    let ok = req(
+        "org.x.App",
+        "portals = [\"bluetooth\"]\n[bluetooth]\ndevices = [\"aa:bb:cc:dd:ee:ff\"]\nservices = [\"0000180F-0000-1000-8000-00805f9b34fb\"]\nroles = [\"connect\"]",
+        "",
+    );
+    let g = s.check(&ok.r(), &board()).unwrap();
+    let b = &g.permissions.bluetooth;
+    assert_eq!(
+        (
+            b.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            b.services.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+            b.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+        ),
+        (
+            vec!["AA:BB:CC:DD:EE:FF".to_string()],
+            vec!["180f".to_string()],
+            vec!["connect".to_string()]
+        )
+    );
+    // A service, a role beyond the grant is named in the refusal.
+    let m = refusal(
+        &s,
+        &req("org.x.App", "[bluetooth]\nservices = [\"1812\"]", ""),
+    );
+    assert!(
+        m.contains("bluetooth.services") && m.contains("1812"),
+        "{m}"
+    );
+    let m = refusal(
+        &s,
+        &req("org.x.App", "[bluetooth]\nroles = [\"write\"]", ""),
+    );
+    assert!(m.contains("bluetooth.roles") && m.contains("write"), "{m}");
+    // A grant of one address does not cover `*`.
+    let one = set(&[(
+        "30.toml",
+        "[[rule]]\napps = [\"org.x.One\"]\ngrant = { bluetooth = { devices = [\"AA:BB:CC:DD:EE:FF\"] } }\n",
+    )]);
+    let m = refusal(
+        &one,
+        &req("org.x.One", "[bluetooth]\ndevices = [\"*\"]", ""),
+    );
+    assert!(m.contains("bluetooth.devices") && m.contains('*'), "{m}");
+    // Denials match by overlap: denying one address refuses `*`, which would reach it.
+    let m = refusal(&s, &req("org.x.Bad", "[bluetooth]\ndevices = [\"*\"]", ""));
+    assert!(m.contains("bluetooth.devices"), "{m}");
+    let m = refusal(
+        &s,
+        &req("org.x.Bad", "[bluetooth]\nroles = [\"notify\"]", ""),
+    );
+    assert!(m.contains("notify"), "{m}");
+    assert!(s
+        .check(
+            &req(
+                "org.x.Bad",
+                "[bluetooth]\ndevices = [\"AA:BB:CC:DD:EE:FF\"]",
+                ""
+            )
+            .r(),
+            &board()
+        )
+        .is_ok());
+    // Keys and values are checked; adapters and pairing have no key at all.
+    for bad in [
+        "[bluetooth]\ndevices = [\"AA:BB:CC:DD:EE\"]",
+        "[bluetooth]\nservices = [\"18f\"]",
+        "[bluetooth]\nroles = [\"pair\"]",
+        "[bluetooth]\nadapters = [\"hci0\"]",
+        "[bluetooth]\npower = true",
+    ] {
+        assert!(toml::from_str::<Permissions>(bad).is_err(), "{bad}");
+    }
+}

@@ -13,6 +13,7 @@
 //! | `filesystems PATH` | a bind of PATH with the granted access, and PATH exists (the launcher skips a missing one) |
 //! | `portals NAME` | NAME is served by the portal service (`gpu`, `sensors`) and the system bus socket is bound |
 //! | `sensors.channels`, `sensors.max-rate-hz` | the `sensors` portal is provided |
+//! | `bluetooth.devices`, `.services`, `.roles` | the `bluetooth` portal is served and granted and the bus bound (it is not served yet: never) |
 //! | `allow FLAG` | the seccomp plan's flag |
 //!
 //! The only host I/O is the existence check of granted host paths and [`host_socket`].
@@ -148,6 +149,21 @@ pub fn provisions(
                     Provision::provided(e)
                 }
             }
+            PermEntry::BtDevice(_) | PermEntry::BtService(_) | PermEntry::BtRole(_) => {
+                let p = appmgr_types::PortalName::new("bluetooth").ok();
+                match p {
+                    Some(p) if !p.is_served() => {
+                        Provision::not_provided(e, "appmgr serves no bluetooth portal yet")
+                    }
+                    Some(p) if !spec.permissions.portals.contains(&p) => {
+                        Provision::not_provided(e, "the bluetooth portal is not granted")
+                    }
+                    _ if !bus_bound() => {
+                        Provision::not_provided(e, "no system bus socket to reach the portal")
+                    }
+                    _ => Provision::provided(e),
+                }
+            }
             PermEntry::Allow(f) => {
                 let on = match f {
                     AllowFlag::Devel => plan.seccomp.devel,
@@ -193,6 +209,9 @@ mod tests {
         p.sensors
             .channels
             .insert(appmgr_types::ChannelName::new("accel_x").unwrap());
+        p.bluetooth.devices.insert("*".parse().unwrap());
+        p.bluetooth.services.insert("180f".parse().unwrap());
+        p.bluetooth.roles.insert(appmgr_types::BtRole::Connect);
         p.dbus_talk.insert(BusName::new("org.example.X").unwrap());
         p.dbus_own.insert(BusName::new("org.example.Own").unwrap());
         let here = format!("{}:ro", env!("CARGO_MANIFEST_DIR"));
@@ -241,6 +260,19 @@ mod tests {
         assert_eq!(status(&v, "portals", "gpu"), Provided);
         assert_eq!(status(&v, "portals", "bluetooth"), NotProvided);
         assert_eq!(status(&v, "sensors.channels", "accel_x"), NotProvided);
+        // Granted Bluetooth devices, services and roles are shown, and not provided while
+        // no portal serves them.
+        for (k, val) in [
+            ("bluetooth.devices", "*"),
+            ("bluetooth.services", "180f"),
+            ("bluetooth.roles", "connect"),
+        ] {
+            let x = v.iter().find(|p| p.key == k && p.value == val).unwrap();
+            assert_eq!(
+                (x.status, x.reason.as_deref()),
+                (NotProvided, Some("appmgr serves no bluetooth portal yet"))
+            );
+        }
         // A plan that lost a bind is reported from what it contains, not from the grant.
         let mut cut = plan.clone();
         cut.mounts.retain(|m| {

@@ -8,6 +8,7 @@
 //! The crate holds no I/O and no policy: it is the shared language of `bundle`, `store`,
 //! `policy`, `sandbox` and `cgroup`, so that none of them has to know another's file format.
 
+mod bluetooth;
 mod exit;
 mod glob;
 mod id;
@@ -15,6 +16,7 @@ mod perms;
 mod provision;
 mod text;
 
+pub use bluetooth::{BluetoothGrant, BtDevice, BtRole, GattUuid};
 pub use exit::{dbus, ErrorClass};
 pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};

@@ -1,7 +1,7 @@
 //! What an app asks for (`[permissions]`, `[resources]` in its manifest) and what a policy
 //! grants use the same types, so the effective grant is a plain intersection.
 
-use crate::{has_unsafe_chars, InvalidValue};
+use crate::{has_unsafe_chars, BluetoothGrant, InvalidValue};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -359,6 +359,9 @@ pub struct Permissions {
     /// The Sensors portal's channels and rate (`[permissions.sensors]`).
     #[serde(skip_serializing_if = "SensorGrant::is_empty")]
     pub sensors: SensorGrant,
+    /// The Bluetooth portal's devices, services and roles (`[permissions.bluetooth]`).
+    #[serde(skip_serializing_if = "BluetoothGrant::is_empty")]
+    pub bluetooth: BluetoothGrant,
 }
 
 impl Permissions {

@@ -5,6 +5,7 @@
 //! The status is computed by `appmgr_sandbox::provisions` from the launch plan itself;
 //! this crate only holds the shared vocabulary.
 
+use crate::bluetooth::{BtDevice, BtRole, GattUuid};
 use crate::perms::{
     AllowFlag, BusName, ChannelName, DeviceName, FsGrant, Permissions, PortalName, SocketName,
 };
@@ -28,6 +29,12 @@ pub enum PermEntry<'a> {
     SensorChannel(&'a ChannelName),
     /// `max-rate-hz` of `[permissions.sensors]`.
     SensorRate(u32),
+    /// One device of `[permissions.bluetooth]`.
+    BtDevice(&'a BtDevice),
+    /// One GATT service of `[permissions.bluetooth]`.
+    BtService(&'a GattUuid),
+    /// One role of `[permissions.bluetooth]`.
+    BtRole(BtRole),
 }
 
 impl PermEntry<'_> {
@@ -45,6 +52,9 @@ impl PermEntry<'_> {
             PermEntry::Allow(_) => "allow",
             PermEntry::SensorChannel(_) => "sensors.channels",
             PermEntry::SensorRate(_) => "sensors.max-rate-hz",
+            PermEntry::BtDevice(_) => "bluetooth.devices",
+            PermEntry::BtService(_) => "bluetooth.services",
+            PermEntry::BtRole(_) => "bluetooth.roles",
         }
     }
 
@@ -60,6 +70,9 @@ impl PermEntry<'_> {
             PermEntry::Allow(a) => a.to_string(),
             PermEntry::SensorChannel(c) => c.to_string(),
             PermEntry::SensorRate(r) => r.to_string(),
+            PermEntry::BtDevice(d) => d.to_string(),
+            PermEntry::BtService(u) => u.to_string(),
+            PermEntry::BtRole(r) => r.to_string(),
         }
     }
 }
@@ -83,6 +96,9 @@ impl Permissions {
         v.extend(self.allow.iter().copied().map(PermEntry::Allow));
         v.extend(self.sensors.channels.iter().map(PermEntry::SensorChannel));
         v.extend(self.sensors.max_rate_hz.map(PermEntry::SensorRate));
+        v.extend(self.bluetooth.devices.iter().map(PermEntry::BtDevice));
+        v.extend(self.bluetooth.services.iter().map(PermEntry::BtService));
+        v.extend(self.bluetooth.roles.iter().copied().map(PermEntry::BtRole));
         v
     }
 }
