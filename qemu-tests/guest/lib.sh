@@ -321,3 +321,45 @@ qt_iio_trigger() {
 	echo "$2" >"$3/trigger/current_trigger" || qt_fail "cannot make $2 the current trigger of $3"
 	[ "$(cat "$3/trigger/current_trigger")" = "$2" ] || qt_fail "$3's current trigger is '$(cat "$3/trigger/current_trigger")', not $2"
 }
+
+# ---- BlueZ on virtual controllers (debootstrap guest; scenario 75)
+# qt_bt_setup N: N btvirt controllers (hci0 .. hciN-1, addresses 00:AA:01:0K:00:0K)
+# that hear each other over btvirt's virtual air, with bluetoothd (systemd)
+# driving all of them; the AF_ALG modules bluetoothd's crypto needs are loaded.
+qt_bt_setup() {
+	for _m in algif_hash algif_skcipher ecdh_generic cmac hci_vhci; do
+		modprobe $_m || qt_fail "modprobe $_m failed"
+	done
+	btvirt -l"$1" >/tmp/btvirt.log 2>&1 &
+	_last=hci$(($1 - 1))
+	qt_wait 10 test -e /sys/class/bluetooth/$_last || qt_fail "btvirt made no $_last: $(cat /tmp/btvirt.log)"
+	systemctl start bluetooth || qt_fail "systemctl start bluetooth failed"
+	# every adapter on the bus and powered (bluetoothd powers them: AutoEnable)
+	_powered() {
+		for _i in $(seq 0 $(($1 - 1))); do
+			[ "$(busctl --system get-property org.bluez /org/bluez/hci$_i org.bluez.Adapter1 Powered 2>/dev/null)" = "b true" ] || return 1
+		done
+	}
+	qt_wait 20 _powered "$1" || qt_fail "bluetoothd does not drive hci0..$_last powered: $(bluetoothctl list 2>&1)"
+}
+# qt_bt_peripheral ADAPTER SERVICES [ARGS...]: appmgr-bt-peripheral on ADAPTER
+# serving SERVICES (e.g. 180f,180d) in the background, its output in
+# /tmp/periph-ADAPTER.log; prints its address once registered
+qt_bt_peripheral() {
+	_a=$1 _s=$2
+	shift 2
+	/opt/appmgr/bin/appmgr-bt-peripheral --adapter "$_a" --services "$_s" "$@" >/tmp/periph-$_a.log 2>&1 &
+	if ! qt_wait 30 grep -q '^ready ' /tmp/periph-$_a.log; then
+		journalctl -u bluetooth --no-pager -n 30 -o short-monotonic >&2
+		qt_fail "the peripheral on $_a did not register: $(cat /tmp/periph-$_a.log)"
+	fi
+	sed -n 's/^ready //p' /tmp/periph-$_a.log
+}
+# qt_bt_char DEVPATH UUID16: the object path of DEVPATH's characteristic UUID16
+qt_bt_char() {
+	busctl --system tree org.bluez --list | grep "^$1/service[0-9a-f]*/char[0-9a-f]*$" | while read -r _c; do
+		case $(busctl --system get-property org.bluez "$_c" org.bluez.GattCharacteristic1 UUID) in
+		*"0000$2-0000-1000-8000-00805f9b34fb"*) echo "$_c" ;;
+		esac
+	done
+}
