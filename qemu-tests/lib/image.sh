@@ -72,6 +72,7 @@ stage_initramfs() {
 	cp "$QT_DIR/guest/runner" "$QT_DIR/guest/lib.sh" "$s/qt/"
 	cp -r "$QT_DIR/guest/fixtures" "$s/qt/" 2>/dev/null || true
 	cp "$QT_DIR"/scenarios/*.sh "$s/qt/scenarios/"
+	cp "$QT_DIR"/bench/*.sh "$s/qt/scenarios/" 2>/dev/null || true
 	# appmgrd's systemd unit, slice, bus policy, activation and tmpfiles files,
 	# installed in the debootstrap guest as the Yocto recipe installs them
 	mkdir -p "$s/qt/data/appmgrd"
