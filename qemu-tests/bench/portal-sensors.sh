@@ -55,22 +55,10 @@ printf '[Service]\nEnvironment=G_MESSAGES_DEBUG=all\n' >/etc/systemd/system/iio-
 qt_run 0 systemctl daemon-reload
 qt_run 0 udevadm control --reload
 
-# ---- iio_dummy: an accel0 device through configfs (as 91-portal-sensors)
-for m in industrialio configfs; do modprobe $m || qt_fail "modprobe $m failed"; done
-[ -f /qt/extra/iio/iio_dummy.ko ] || qt_fail "the iio_dummy modules were not staged into /qt/extra/iio (needs: iio)"
-for m in industrialio-configfs industrialio-sw-device iio_dummy; do
-	grep -q "^$(echo $m | tr - _) " /proc/modules && continue
-	insmod /qt/extra/iio/$m.ko || qt_fail "insmod $m failed"
-done
-CFG=$(awk '$3 == "configfs" { print $2; exit }' /proc/mounts)
-if [ -z "$CFG" ]; then
-	CFG=/sys/kernel/config
-	mount -t configfs none $CFG || qt_fail "mount configfs failed"
-fi
-[ -d $CFG/iio/devices/dummy/accel0 ] || mkdir $CFG/iio/devices/dummy/accel0 || qt_fail "cannot create a dummy IIO device"
-dev=$(grep -l '^accel0$' /sys/bus/iio/devices/iio:device*/name | head -n1)
-[ -n "$dev" ] || qt_fail "no iio:device named accel0"
-dev=$(dirname "$dev")
+# ---- iio_dummy: an accel0 device through configfs (the guest lib's helpers, as
+# 91-portal-sensors); no trigger: nothing here streams
+cfg=$(qt_iio_load)
+dev=$(qt_iio_device "$cfg" accel0)
 ls "$dev" | tr '\n' ' '
 echo
 # what the portal reads per Read: the raw file, and the scale and offset files
