@@ -79,6 +79,12 @@ boot_scenarios() {
 	done
 	plan=$dir/plan-$tag.sh
 	printf 'MODE=scenarios\nSCENARIOS="%s"\n' "$spec" >"$plan"
+	# calls per measure for the benches (qemu-tests/bench), which read the plan
+	case ${APPMGR_QEMU_BENCH_CALLS:-} in
+	'') ;;
+	*[!0-9]*) die "APPMGR_QEMU_BENCH_CALLS is a number of calls, not '$APPMGR_QEMU_BENCH_CALLS'" ;;
+	*) echo "BENCH_CALLS=$APPMGR_QEMU_BENCH_CALLS" >>"$plan" ;;
+	esac
 	local initrd=$dir/initrd-$tag.img serial=$dir/serial-$tag.log disks=()
 	if [ "$guest" = debootstrap ]; then
 		build_rootfs "$a"

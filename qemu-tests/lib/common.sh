@@ -19,7 +19,12 @@ hdr() {
 	echo "${v:-$3}"
 }
 
-scenario_file() { echo "$QT_DIR/scenarios/$1.sh"; }
+# A bench (qemu-tests/bench/NAME.sh, --bench) has the same headers and runs the
+# same way; its names never start with a digit, so they never collide with a
+# scenario's and all_scenarios never lists them.
+scenario_file() {
+	if [ -f "$QT_DIR/scenarios/$1.sh" ]; then echo "$QT_DIR/scenarios/$1.sh"; else echo "$QT_DIR/bench/$1.sh"; fi
+}
 scenario_arches() { hdr "$(scenario_file "$1")" arch "aarch64 x86_64"; }
 scenario_guest() { hdr "$(scenario_file "$1")" guest initramfs; }
 scenario_timeout() {
@@ -49,10 +54,17 @@ all_scenarios() {
 	done
 }
 
+all_benches() {
+	local f
+	for f in "$QT_DIR"/bench/*.sh; do
+		[ -f "$f" ] && basename "$f" .sh
+	done
+}
+
 list_scenarios() {
 	local s
 	printf '%-28s %-18s %-12s %-8s %s\n' SCENARIO ARCH GUEST TIMEOUT "POWERCUT / NEEDS"
-	for s in $(all_scenarios); do
+	for s in $(all_scenarios) $(all_benches); do
 		printf '%-28s %-18s %-12s %-8s %s\n' "$s" "$(scenario_arches "$s" | tr ' ' ,)" \
 			"$(scenario_guest "$s")" "$(scenario_timeout "$s")" \
 			"$(scenario_powercut "$s") $(scenario_needs "$s")"
@@ -62,6 +74,12 @@ list_scenarios() {
 SEL=()
 select_scenarios() {
 	local s p hit
+	for p in ${BENCHES[@]+"${BENCHES[@]}"}; do
+		case $p in [0-9]*|*/*|'') echo "qemu-tests: no bench '$p' (see --list)" >&2; exit 2 ;; esac
+		[ -f "$QT_DIR/bench/$p.sh" ] || { echo "qemu-tests: no bench '$p' (see --list)" >&2; exit 2; }
+		SEL+=("$p")
+	done
+	[ ${#SEL[@]} -gt 0 ] && [ ${#SCENARIOS[@]} -eq 0 ] && return
 	if [ ${#SCENARIOS[@]} -eq 0 ]; then
 		mapfile -t SEL < <(all_scenarios)
 		return

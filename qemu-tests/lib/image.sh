@@ -72,6 +72,7 @@ stage_initramfs() {
 	cp "$QT_DIR/guest/runner" "$QT_DIR/guest/lib.sh" "$s/qt/"
 	cp -r "$QT_DIR/guest/fixtures" "$s/qt/" 2>/dev/null || true
 	cp "$QT_DIR"/scenarios/*.sh "$s/qt/scenarios/"
+	cp "$QT_DIR"/bench/*.sh "$s/qt/scenarios/" 2>/dev/null || true
 	# appmgrd's systemd unit, slice, bus policy, activation and tmpfiles files,
 	# installed in the debootstrap guest as the Yocto recipe installs them
 	mkdir -p "$s/qt/data/appmgrd"
@@ -121,10 +122,12 @@ rm_tree() {
 }
 
 # A Debian bookworm rootfs with systemd, dbus, bluez (+ btvirt from
-# bluez-test-tools), libostree and libseccomp, the kernel's modules, and a
+# bluez-test-tools), libostree and libseccomp, iio-sensor-proxy (what
+# bench/portals-guest compares the sensor portal with; its udev rule tags no
+# device the scenarios make, so it never starts in them), the kernel's modules, and a
 # qt-runner.service that runs /qt/runner from the payload disk. Cached as a raw
 # ext4 image; each boot writes to a qcow2 overlay, so the image stays pristine.
-ROOTFS_PKGS=systemd,systemd-sysv,dbus,bluez,bluez-test-tools,udev,kmod,libostree-1-1,libseccomp2,iproute2,procps
+ROOTFS_PKGS=systemd,systemd-sysv,dbus,bluez,bluez-test-tools,udev,kmod,libostree-1-1,libseccomp2,iproute2,procps,iio-sensor-proxy
 declare -A ROOTFS_IMG
 build_rootfs() {
 	local a=$1 da key img d log

@@ -35,9 +35,18 @@
 //!   with many streams).
 //! - `portal bench gpu N` / `portal bench read CHANNEL N`: N calls of
 //!   `Gpu1.OpenRenderNode` (each descriptor closed) / `Sensors1.Read` on one connection;
-//!   `portal bench open PATH N` / `portal bench sysfs PATH N`: N `open`+`close` /
-//!   `open`+`read`+`close` of PATH here, the baselines the round trips are compared with:
+//!   `portal bench open PATH N` / `portal bench sysfs PATH[,PATH...] N`: N `open`+`close` /
+//!   `open`+`read`+`close` of PATH (of each PATH in turn, e.g. an IIO `_raw` and its
+//!   `_scale`, as one sample) here, the baselines the round trips are compared with:
 //!   `{"n":N,"p50_us":X,"p99_us":Y,"errors":E}`.
+//! - `portal bench sensorproxy N`: the same figures for iio-sensor-proxy
+//!   (`net.hadess.SensorProxy` at `/net/hadess/SensorProxy`), the desktop's answer to the
+//!   same question: `ClaimAccelerometer`, then a wait (at most 10 s) until its
+//!   `AccelerometerOrientation` is not `undefined`, i.e. it has read the device, then N
+//!   `Properties.Get` of that property (what its interface offers per read: the value it
+//!   last polled, not a fresh read), then `ReleaseAccelerometer`. Adds
+//!   `"has_accelerometer":BOOL,"orientation":S,"first_reading_ms":X|null` (null: no reading
+//!   within 10 s; the round trips are measured all the same).
 
 use crate::dbus::{system_bus_path, Arg, Conn, DbusError, Msg, Value};
 use crate::{errno_name, esc, obj};
@@ -58,7 +67,8 @@ const MAX_STREAM_SECONDS: f64 = 3600.0;
 const USAGE: &str = "usage: appmgr-probe portal gpu | portal gpu-hold SECONDS | portal sensors list | \
                      portal sensors read CHANNEL | portal sensors stream CH[,CH...] RATE_HZ SECONDS | \
                      portal sensors streams K CH[,CH...] RATE_HZ SECONDS | \
-                     portal bench (gpu N | read CHANNEL N | open PATH N | sysfs PATH N)";
+                     portal bench (gpu N | read CHANNEL N | open PATH N | sysfs PATH[,PATH...] N | \
+                     sensorproxy N)";
 
 /// Why the probe itself failed (exit 1).
 type Fail = String;
@@ -120,10 +130,14 @@ pub fn run(args: &[String]) -> i32 {
                 (["open", p, _], Some(n)) => {
                     Ok(bench_local(n, || std::fs::File::open(p).map(drop)))
                 }
-                (["sysfs", p, _], Some(n)) => Ok(bench_local(n, || {
-                    let mut s = String::new();
-                    std::fs::File::open(p)?.read_to_string(&mut s).map(drop)
+                (["sysfs", paths, _], Some(n)) => Ok(bench_local(n, || {
+                    for p in paths.split(',') {
+                        let mut s = String::new();
+                        std::fs::File::open(p)?.read_to_string(&mut s)?;
+                    }
+                    Ok(())
                 })),
+                (["sensorproxy", _], Some(n)) => bench_sensorproxy(n),
                 _ => {
                     eprintln!("{USAGE}");
                     return 2;
@@ -152,8 +166,8 @@ fn connect() -> Result<Conn, Fail> {
     Conn::connect(&path).map_err(|e| format!("bus at {path}: {e}"))
 }
 
-/// Calls `iface.member`: the reply if it is a return of signature `want`, the error reply
-/// as a result; any other reply is malformed.
+/// Calls the portal's `iface.member`: the reply if it is a return of signature `want`, the
+/// error reply as a result; any other reply is malformed.
 fn call(
     conn: &mut Conn,
     iface: &str,
@@ -161,8 +175,20 @@ fn call(
     args: &[Arg],
     want: &str,
 ) -> Result<Result<Msg, DbusError>, Fail> {
+    call_at(conn, (DEST, PATH), iface, member, args, want)
+}
+
+/// [`call`] to the object `(bus name, path)`.
+fn call_at(
+    conn: &mut Conn,
+    (dest, path): (&str, &str),
+    iface: &str,
+    member: &str,
+    args: &[Arg],
+    want: &str,
+) -> Result<Result<Msg, DbusError>, Fail> {
     let m = conn
-        .call_msg(DEST, PATH, iface, member, args)
+        .call_msg(dest, path, iface, member, args)
         .map_err(|e| format!("{iface}.{member}: {e}"))?;
     match m.into_result() {
         Ok(m) if m.signature == want => Ok(Ok(m)),
@@ -546,18 +572,23 @@ fn sensors_streams(k: usize, chs: &str, rate: u32, secs: f64) -> Result<String, 
 }
 
 /// p50/p99 of `lat` (sorted here) in µs, with the error count.
-fn latency_json(mut lat: Vec<Duration>, errors: usize) -> String {
+fn latency_json(lat: Vec<Duration>, errors: usize) -> String {
+    obj(&latency_fields(lat, errors))
+}
+
+/// The members of [`latency_json`]'s object.
+fn latency_fields(mut lat: Vec<Duration>, errors: usize) -> Vec<(String, String)> {
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
-    obj(&[
+    vec![
         ("n".into(), lat.len().to_string()),
         ("p50_us".into(), format!("{:.1}", pct(0.50))),
         ("p99_us".into(), format!("{:.1}", pct(0.99))),
         ("errors".into(), errors.to_string()),
-    ])
+    ]
 }
 
 /// N local operations, timed one by one.
@@ -610,6 +641,99 @@ fn bench_read(ch: &str, n: usize) -> Result<String, Fail> {
         lat.push(t.elapsed());
     }
     Ok(latency_json(lat, errors))
+}
+
+/// iio-sensor-proxy's object and interface.
+const PROXY: (&str, &str) = ("net.hadess.SensorProxy", "/net/hadess/SensorProxy");
+const PROXY_IFACE: &str = "net.hadess.SensorProxy";
+/// How long `bench sensorproxy` waits for the proxy's first reading (it polls its
+/// accelerometer every 700 ms once claimed).
+const PROXY_FIRST_READING: Duration = Duration::from_secs(10);
+
+/// One `Properties.Get` of iio-sensor-proxy's `prop`: its value, or the error reply.
+fn proxy_get(conn: &mut Conn, prop: &str) -> Result<Result<Value, DbusError>, Fail> {
+    let what = format!("Properties.Get {prop}");
+    Ok(
+        match call_at(
+            conn,
+            PROXY,
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            &[Arg::Str(PROXY_IFACE), Arg::Str(prop)],
+            "v",
+        )? {
+            Ok(m) => match values(&m, &what)?.pop() {
+                Some(Value::Variant(v)) => Ok(*v),
+                v => return Err(format!("{what}: unexpected body {v:?}")),
+            },
+            Err(e) => Err(e),
+        },
+    )
+}
+
+/// `portal bench sensorproxy N`: iio-sensor-proxy's per-read round trip (see the module
+/// documentation).
+fn bench_sensorproxy(n: usize) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    let has = match proxy_get(&mut conn, "HasAccelerometer")? {
+        Ok(Value::Bool(b)) => b,
+        Ok(v) => return Err(format!("HasAccelerometer is {v:?}, not a boolean")),
+        Err(e) => return Ok(error_json(&e)),
+    };
+    if let Err(e) = call_at(&mut conn, PROXY, PROXY_IFACE, "ClaimAccelerometer", &[], "")? {
+        return Ok(error_json(&e));
+    }
+    let orientation = |conn: &mut Conn| -> Result<Result<String, DbusError>, Fail> {
+        Ok(match proxy_get(conn, "AccelerometerOrientation")? {
+            Ok(Value::Str(s)) => Ok(s),
+            Ok(v) => return Err(format!("AccelerometerOrientation is {v:?}, not a string")),
+            Err(e) => Err(e),
+        })
+    };
+    let claimed = Instant::now();
+    let mut first = None;
+    let mut last = String::new();
+    while claimed.elapsed() < PROXY_FIRST_READING {
+        match orientation(&mut conn)? {
+            Ok(o) if o != "undefined" => {
+                first = Some(claimed.elapsed());
+                last = o;
+                break;
+            }
+            Ok(o) => last = o,
+            Err(e) => return Ok(error_json(&e)),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        match orientation(&mut conn)? {
+            Ok(o) => last = o,
+            Err(_) => errors += 1,
+        }
+        lat.push(t.elapsed());
+    }
+    // Best effort: the claim also ends with this connection.
+    let _ = call_at(
+        &mut conn,
+        PROXY,
+        PROXY_IFACE,
+        "ReleaseAccelerometer",
+        &[],
+        "",
+    );
+    let mut fields = latency_fields(lat, errors);
+    fields.extend([
+        ("has_accelerometer".into(), has.to_string()),
+        ("orientation".into(), esc(&last)),
+        (
+            "first_reading_ms".into(),
+            opt(first.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))),
+        ),
+    ]);
+    Ok(obj(&fields))
 }
 
 /// `CLOCK_MONOTONIC` now, in ns (the clock of the portal's record timestamps).

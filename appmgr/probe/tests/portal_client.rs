@@ -303,3 +303,108 @@ fn no_bus_and_bad_arguments_are_probe_failures() {
         assert!(err.contains("usage"), "{err}");
     }
 }
+
+/// A double of iio-sensor-proxy: an accelerometer whose orientation is `undefined` until
+/// it has been claimed and asked twice (its first poll), then `left-up`.
+#[derive(Default)]
+struct Proxy {
+    claims: u32,
+    releases: u32,
+    gets: u32,
+}
+
+struct SensorProxy(Arc<Mutex<Proxy>>);
+
+#[zbus::interface(name = "net.hadess.SensorProxy")]
+impl SensorProxy {
+    fn claim_accelerometer(&self) {
+        self.0.lock().unwrap().claims += 1;
+    }
+
+    fn release_accelerometer(&self) {
+        self.0.lock().unwrap().releases += 1;
+    }
+
+    #[zbus(property)]
+    fn has_accelerometer(&self) -> bool {
+        true
+    }
+
+    #[zbus(property)]
+    fn accelerometer_orientation(&self) -> String {
+        let mut p = self.0.lock().unwrap();
+        if p.claims == 0 {
+            return "undefined".into();
+        }
+        p.gets += 1;
+        if p.gets <= 2 { "undefined" } else { "left-up" }.into()
+    }
+}
+
+/// `portal bench sensorproxy N`: claim, wait for the first reading, N timed `Get`s,
+/// release; and `portal bench sysfs A,B N` reads every file of the list per sample.
+#[test]
+fn the_probe_benches_iio_sensor_proxy_and_sysfs() {
+    appmgr_testkit::skip_if!(skip_reason());
+    const PROXY: &str = "net.hadess.SensorProxy";
+    let dir = tempfile::tempdir().unwrap();
+    let config = BusConfig::system_like(Nss::ExtraUsers(Vec::new())).section(&format!(
+        r#"<policy user="root">
+    <allow own="{PROXY}"/>
+    <allow send_destination="{PROXY}"/>
+  </policy>"#
+    ));
+    let bus = PrivateBus::start(dir.path(), config);
+    let addr = bus.address();
+    let state = Arc::new(Mutex::new(Proxy::default()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _service = rt
+        .block_on(async {
+            zbus::connection::Builder::address(addr.as_str())?
+                .name(PROXY)?
+                .serve_at("/net/hadess/SensorProxy", SensorProxy(state.clone()))?
+                .build()
+                .await
+        })
+        .unwrap_or_else(|e| panic!("the test sensor proxy on the private bus: {e}"));
+
+    let (code, v, err) = probe(&addr, &["bench", "sensorproxy", "20"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["n"], 20, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["has_accelerometer"], true, "{v}");
+    assert_eq!(v["orientation"], "left-up", "{v}");
+    assert!(v["first_reading_ms"].as_f64().is_some(), "{v}");
+    assert!(v["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+    let p = state.lock().unwrap();
+    assert_eq!(
+        (p.claims, p.releases, p.gets),
+        (1, 1, 23),
+        "claims, releases, gets"
+    );
+    drop(p);
+
+    let a = dir.path().join("in_accel_x_raw");
+    let b = dir.path().join("in_accel_scale");
+    std::fs::write(&a, "34\n").unwrap();
+    std::fs::write(&b, "0.5\n").unwrap();
+    let both = format!("{},{}", a.display(), b.display());
+    let (code, v, err) = probe(&addr, &["bench", "sysfs", &both, "10"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (v["n"].clone(), v["errors"].clone()),
+        (json!(10), json!(0)),
+        "{v}"
+    );
+    let missing = format!("{},{}", a.display(), dir.path().join("none").display());
+    let (code, v, err) = probe(&addr, &["bench", "sysfs", &missing, "10"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        v["errors"], 10,
+        "a missing file of the list is an error: {v}"
+    );
+}
