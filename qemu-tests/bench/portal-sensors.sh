@@ -56,7 +56,7 @@ qt_run 0 systemctl daemon-reload
 qt_run 0 udevadm control --reload
 
 # ---- iio_dummy: an accel0 device through configfs (the guest lib's helpers, as
-# 91-portal-sensors); no trigger: nothing here streams
+# 91-portal-sensors); its trigger is set only for the buffered stream at the end
 cfg=$(qt_iio_load)
 dev=$(qt_iio_device "$cfg" accel0)
 ls "$dev" | tr '\n' ' '
@@ -127,5 +127,26 @@ bench portal /tmp/portal.json
 appmgr run $B -- /app/bin/appmgr-probe portal bench sensorproxy "$N" >/tmp/proxy.json 2>/tmp/proxy.err ||
 	{ cat /tmp/proxy.err; proxy_fail "the iio-sensor-proxy bench failed"; }
 bench proxy /tmp/proxy.json
+# ---- streaming at 200 Hz for 10 s: the portal's CPU (utime + stime of its process
+# over the stream's 10 s) from the IIO buffer (an hrtimer trigger on accel0), then
+# polling sysfs (the trigger removed)
+pid=$(systemctl show -p MainPID --value appmgr-portald)
+hz=$(getconf CLK_TCK)
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+stream_cpu() { # NAME EXPECTED-SOURCE
+	_t0=$(ticks)
+	appmgr run $B -- /app/bin/appmgr-probe portal sensors stream accel_x 200 10 >/tmp/$1.json 2>/tmp/$1.err ||
+		{ cat /tmp/$1.err; fail "the $1 stream failed"; }
+	_t1=$(ticks)
+	[ "$(qt_json_get ok /tmp/$1.json)" = true ] || fail "the $1 stream: $(cat /tmp/$1.json)"
+	journalctl -t appmgr-portald --no-pager -o cat | grep ' Hz to pid ' | tail -n 1 | grep -q "$2" ||
+		fail "the $1 stream was not served $2: $(journalctl -t appmgr-portald --no-pager -o cat | grep ' Hz to pid ' | tail -n 1)"
+	_cpu=$(awk -v a="$_t0" -v b="$_t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz / 10 * 100 }')
+	echo "@@BENCH stream_$1 {\"cpu_pct\":$_cpu,\"records\":$(qt_json_get records /tmp/$1.json),\"max_rate_hz\":$(qt_json_get max_rate_hz /tmp/$1.json)}"
+}
+qt_iio_trigger "$cfg" accel0-trig "$dev"
+stream_cpu buffered 'from the IIO buffer of accel0'
+echo >"$dev/trigger/current_trigger"
+stream_cpu polled 'polling sysfs'
 echo "@@BENCH info {\"calls\":$N,\"first_claim_ms\":$(qt_json_get first_reading_ms /tmp/proxy1.json),\"raw\":\"$RAW\",\"files\":\"$files\",\"proxy_version\":\"$(dpkg-query -W -f '${Version}' iio-sensor-proxy)\",\"kernel\":\"$(uname -r)\",\"orientation\":\"$(qt_json_get orientation /tmp/proxy.json)\"}"
 qt_ok "measured $N calls each"
