@@ -131,16 +131,27 @@ impl Gpu {
                 c.app
             ),
         );
-        self.s
-            .handouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Handout {
-                app: c.app,
-                pid: c.pid,
-                pidfd: c.pidfd,
-                node: gpu.node,
+        {
+            // One record per live process and node: a process that asks again is already
+            // watched (its earlier pidfd pins it), and a record per call would let an app
+            // that loops on OpenRenderNode pile up the portal's descriptors and the
+            // watcher's work.
+            let mut hs = self.s.handouts.lock().unwrap_or_else(|p| p.into_inner());
+            let known = hs.iter().any(|h| {
+                h.pid == c.pid
+                    && h.node == gpu.node
+                    && h.app == c.app
+                    && !crate::identity::exited(&h.pidfd)
             });
+            if !known {
+                hs.push(Handout {
+                    app: c.app,
+                    pid: c.pid,
+                    pidfd: c.pidfd,
+                    node: gpu.node,
+                });
+            }
+        }
         self.s.changed.notify_waiters();
         Ok((fd.into(), driver))
     }

@@ -35,6 +35,10 @@ use tokio::time::Instant;
 /// The most channels one stream may carry (a record stays below `PIPE_BUF`).
 pub const MAX_STREAM_CHANNELS: usize = 32;
 
+/// The most streams one app may hold open at once: each costs the portal a pipe, a pidfd
+/// and a share of every sample, so an app opening streams in a loop is stopped here.
+pub const MAX_STREAMS_PER_APP: usize = 32;
+
 /// One open stream.
 pub struct Stream {
     pub id: u64,
@@ -608,6 +612,16 @@ impl Sensors {
         let (c, perms) = self.s.granted(&hdr, "Sensors1.Open", "sensors").await?;
         if let Some(why) = stream_refusal(&perms, &names, rate_hz) {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
+        }
+        let open_now = {
+            let st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
+            st.list.iter().filter(|x| x.app == c.app).count()
+        };
+        if open_now >= MAX_STREAMS_PER_APP {
+            return Err(PortalError::NotAvailable(format!(
+                "{} holds {open_now} open streams, the most one app may hold",
+                c.app
+            )));
         }
         let found = channels_now(&self.s)?;
         let mut picked = Vec::new();

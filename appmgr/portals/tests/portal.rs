@@ -430,6 +430,19 @@ fn grants_decide_what_each_app_gets() {
     assert_eq!(g["open"]["ok"], false, "{g}");
     assert_eq!(g["open"]["error"], DENIED, "{g}");
     assert_eq!(g["info"]["error"], DENIED, "{g}");
+    // A process asking 300 times is watched once: the portal does not keep a descriptor
+    // per call (it used to, which let a looping app exhaust the portal's descriptors and
+    // stretched every call's p99 as the watcher walked them).
+    let pid = st.portald.as_ref().expect("portald runs").0.id();
+    let fds = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before_fds = fds();
+    let b = probe(&st, A, &["bench", "gpu", "300"]);
+    assert_eq!(b["errors"], 0, "{b}");
+    let after_fds = fds();
+    assert!(
+        after_fds <= before_fds + 3,
+        "the portal holds {after_fds} descriptors after 300 OpenRenderNode calls of one process, {before_fds} before"
+    );
 
     // From here on the state directory holds both apps' data; the portal writes nothing.
     let before = st.e.snapshot();
@@ -513,6 +526,30 @@ fn streams_keep_the_rate_fan_out_and_end_on_revocation() {
         a.extend(args);
         st.e.cmd(&a).stdout(Stdio::piped()).spawn().unwrap()
     };
+    // One app holds at most 32 streams: the 33rd is refused, and 32 run.
+    let many = probe(
+        &st,
+        A,
+        &["sensors", "streams", "33", "accel_x", "20", "0.3"],
+    );
+    assert_eq!(many["ok"], false, "{many}");
+    assert_eq!(many["error"], "org.appmgr.Error.NotAvailable", "{many}");
+    assert!(
+        many["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("32 open streams")),
+        "{many}"
+    );
+    let most = probe(
+        &st,
+        A,
+        &["sensors", "streams", "32", "accel_x", "20", "0.3"],
+    );
+    assert_eq!(
+        (most["ok"].clone(), most["streams"].clone()),
+        (true.into(), 32.into()),
+        "{most}"
+    );
     let a = spawn(A, &["accel_x,voltage0", "20", "2"]);
     let b = spawn(B, &["temp", "10", "2"]);
     let ja: Value = serde_json::from_slice(&a.wait_with_output().unwrap().stdout).unwrap();
