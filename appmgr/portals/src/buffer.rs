@@ -177,6 +177,16 @@ pub fn elements(dir: &Path) -> io::Result<Vec<Element>> {
     Ok(out)
 }
 
+/// An errno as an I/O error that names `path`.
+fn at(path: &Path) -> impl Fn(rustix::io::Errno) -> io::Error + '_ {
+    move |e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", path.display()),
+        )
+    }
+}
+
 /// Writes `value` to the sysfs attribute `path` (never through a final symlink).
 pub fn write_attr(path: &Path, value: &str) -> io::Result<()> {
     use rustix::fs::{Mode, OFlags};
@@ -185,18 +195,8 @@ pub fn write_attr(path: &Path, value: &str) -> io::Result<()> {
         OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("{}: {e}", path.display()),
-        )
-    })?;
-    rustix::io::write(&fd, value.as_bytes()).map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("{}: {e}", path.display()),
-        )
-    })?;
+    .map_err(at(path))?;
+    rustix::io::write(&fd, value.as_bytes()).map_err(at(path))?;
     Ok(())
 }
 
@@ -286,12 +286,7 @@ impl Capture {
                 OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::empty(),
             )
-            .map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("{}: {e}", node.display()),
-                )
-            })?
+            .map_err(at(&node))?
         };
         // tokio 1.54 deprecates `new` (see `sensors::Timer::new`): an `OwnedFd` owned by
         // the `AsyncFd` for its whole life is the sound case.

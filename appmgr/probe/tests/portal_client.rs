@@ -126,6 +126,26 @@ impl Sensors {
     }
 }
 
+/// A private system-like bus (in `dir`) on which root may own `name` and anyone call it.
+fn bus_owning(dir: &std::path::Path, name: &str) -> PrivateBus {
+    let config = BusConfig::system_like(Nss::ExtraUsers(Vec::new())).section(&format!(
+        r#"<policy user="root">
+    <allow own="{name}"/>
+    <allow send_destination="{name}"/>
+  </policy>"#
+    ));
+    PrivateBus::start(dir, config)
+}
+
+/// The runtime the test doubles of the services are served from.
+fn service_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn skip_reason() -> Option<String> {
     if !appmgr_testkit::is_root() {
         return Some("needs root (the private bus runs in its own mount namespace)".into());
@@ -157,21 +177,11 @@ fn probe(addr: &str, args: &[&str]) -> (i32, Value, String) {
 fn the_probe_reads_what_the_portal_hands_out() {
     appmgr_testkit::skip_if!(skip_reason());
     let dir = tempfile::tempdir().unwrap();
-    let config = BusConfig::system_like(Nss::ExtraUsers(Vec::new())).section(&format!(
-        r#"<policy user="root">
-    <allow own="{NAME}"/>
-    <allow send_destination="{NAME}"/>
-  </policy>"#
-    ));
-    let bus = PrivateBus::start(dir.path(), config);
+    let bus = bus_owning(dir.path(), NAME);
     let addr = bus.address();
 
     let state = Arc::new(Mutex::new(State::default()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = service_runtime();
     let _service = rt
         .block_on(async {
             zbus::connection::Builder::address(addr.as_str())?
@@ -348,20 +358,10 @@ fn the_probe_benches_iio_sensor_proxy_and_sysfs() {
     appmgr_testkit::skip_if!(skip_reason());
     const PROXY: &str = "net.hadess.SensorProxy";
     let dir = tempfile::tempdir().unwrap();
-    let config = BusConfig::system_like(Nss::ExtraUsers(Vec::new())).section(&format!(
-        r#"<policy user="root">
-    <allow own="{PROXY}"/>
-    <allow send_destination="{PROXY}"/>
-  </policy>"#
-    ));
-    let bus = PrivateBus::start(dir.path(), config);
+    let bus = bus_owning(dir.path(), PROXY);
     let addr = bus.address();
     let state = Arc::new(Mutex::new(Proxy::default()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = service_runtime();
     let _service = rt
         .block_on(async {
             zbus::connection::Builder::address(addr.as_str())?
