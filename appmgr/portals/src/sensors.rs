@@ -623,7 +623,10 @@ impl Sensors {
                 c.app
             )));
         }
-        let found = channels_now(&self.s)?;
+        // One read of the host config and board for both the channels and the triggers.
+        let (sysfs, only) = iio_source(&self.s)?;
+        let found =
+            iio::discover(&sysfs, &only).map_err(|e| PortalError::NotAvailable(e.to_string()))?;
         let mut picked = Vec::new();
         for n in &names {
             let ch = found
@@ -640,7 +643,6 @@ impl Sensors {
             .map_err(|e| PortalError::NotAvailable(format!("pipe: {e}")))?;
         // Rounded up: records are never closer than 1/rate_hz.
         let interval = Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(rate_hz)));
-        let (sysfs, _) = iio_source(&self.s)?;
         let dev = picked[0].dir.clone();
         let one_device = picked.iter().all(|x| x.dir == dev);
         let mut tries = 0;
