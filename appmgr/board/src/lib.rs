@@ -22,11 +22,14 @@
 //! [portals.sensors]
 //! sysfs = "/sys/bus/iio/devices"
 //! devices = ["accel0"]
+//!
+//! [portals.bluetooth]
+//! adapter = "hci0"
 //! ```
 //!
 //! The optional `[portals.*]` tables say what the portals of appmgrd may hand out on this
-//! board: the GPU render node ([`GpuPortalSpec`]) and the IIO sensors
-//! ([`SensorPortalSpec`]). A GPU portal never names a primary DRM node (`card*`): that
+//! board: the GPU render node ([`GpuPortalSpec`]), the IIO sensors
+//! ([`SensorPortalSpec`]) and the Bluetooth adapter ([`BluetoothPortalSpec`]). A GPU portal never names a primary DRM node (`card*`): that
 //! node can modeset and stays with the compositor.
 //!
 //! Parsing is strict (unknown keys, bad device names, relative or non-normal paths, node
@@ -183,6 +186,15 @@ pub struct SensorPortalSpec {
     pub devices: Vec<String>,
 }
 
+/// The Bluetooth adapter the Bluetooth portal drives through BlueZ on this board
+/// (`[portals.bluetooth]`). Other adapters stay with the system (a board may keep one for
+/// a car kit, for example).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BluetoothPortalSpec {
+    /// The adapter's kernel name, `hciN` (BlueZ's object `/org/bluez/hciN`).
+    pub adapter: String,
+}
+
 /// A parsed, validated board profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardProfile {
@@ -195,6 +207,8 @@ pub struct BoardProfile {
     pub gpu: Option<GpuPortalSpec>,
     /// `[portals.sensors]`, if the board offers IIO sensors through the portal.
     pub sensors: Option<SensorPortalSpec>,
+    /// `[portals.bluetooth]`, if the board offers an adapter through the portal.
+    pub bluetooth: Option<BluetoothPortalSpec>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +231,13 @@ struct RawProfile {
 struct RawPortals {
     gpu: Option<RawGpuPortal>,
     sensors: Option<RawSensorPortal>,
+    bluetooth: Option<RawBluetoothPortal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBluetoothPortal {
+    adapter: String,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +392,14 @@ fn check_lower_name(v: &str, max: usize) -> Result<(), String> {
 
 /// An IIO device name as the kernel shows it in sysfs `name` (`accel0`, `bmi160`,
 /// `fec10000.saradc`, `iio_dummy_part_no`): 1-64 ASCII letters, digits, `_ . : + -`.
+/// A Bluetooth adapter's kernel name: `hci` and a number.
+fn check_hci_name(v: &str) -> Result<(), String> {
+    match v.strip_prefix("hci") {
+        Some(n) if !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_digit()) => Ok(()),
+        _ => Err(format!("{v:?} must be an adapter name like hci0")),
+    }
+}
+
 fn check_iio_name(v: &str) -> Result<(), String> {
     if v.is_empty()
         || v.len() > 64
@@ -496,6 +525,14 @@ impl BoardProfile {
                 })
             }
         };
+        let bluetooth = match raw.portals.bluetooth {
+            None => None,
+            Some(b) => {
+                check_hci_name(&b.adapter)
+                    .map_err(|r| invalid("portals.bluetooth.adapter".into(), r))?;
+                Some(BluetoothPortalSpec { adapter: b.adapter })
+            }
+        };
         Ok(BoardProfile {
             name: raw.name,
             arch,
@@ -504,6 +541,7 @@ impl BoardProfile {
             cpusets,
             gpu,
             sensors,
+            bluetooth,
         })
     }
 
@@ -754,7 +792,9 @@ mod tests {
         .unwrap();
         assert_eq!((p.gpu, p.sensors.unwrap().devices), (None, vec![]));
         let p = parse(HEAD).unwrap();
-        assert_eq!((p.gpu, p.sensors), (None, None));
+        assert_eq!((p.gpu, p.sensors, p.bluetooth), (None, None, None));
+        let p = parse(&format!("{HEAD}[portals.bluetooth]\nadapter = \"hci12\"\n")).unwrap();
+        assert_eq!(p.bluetooth.unwrap().adapter, "hci12");
         for ok in [
             "/dev/dri/renderD128",
             "/dev/dri/renderD12?",
@@ -849,6 +889,21 @@ mod tests {
                 table("[portals.sensors]\nsysfs = \"/sys/bus/iio/devices\"\ndevices = [\"accel0\", \"accel0\"]\n"),
                 "portals.sensors.devices",
                 "listed twice",
+            ),
+            (
+                table("[portals.bluetooth]\nadapter = \"/org/bluez/hci0\"\n"),
+                "portals.bluetooth.adapter",
+                "like hci0",
+            ),
+            (
+                table("[portals.bluetooth]\nadapter = \"hci\"\n"),
+                "portals.bluetooth.adapter",
+                "\"hci\"",
+            ),
+            (
+                table("[portals.bluetooth]\nadapter = \"hci0\"\npower = true\n"),
+                "power",
+                "unknown field",
             ),
         ]);
         for (text, key, why) in &cases {

@@ -276,7 +276,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
         "network = true\nipc = true\ndevices = [\"tun\", \"absent\"]\n\
          sockets = [\"wayland\", \"pulseaudio\", \"pipewire\", \"x11\"]\n\
          dbus-talk = [\"{GRANTED_TALK}\"]\ndbus-own = [\"{OWN}\"]\n\
-         filesystems = [\"{}:ro\", \"{}:rw\", \"{}:rw\"]\nportals = [\"gpu\", \"bluetooth\"]\n\
+         filesystems = [\"{}:ro\", \"{}:rw\", \"{}:rw\"]\nportals = [\"gpu\", \"bluetooth\", \"camera\"]\n\
          allow = [\"devel\", \"canbus\"]\n",
         ro.display(),
         rw.display(),
@@ -326,8 +326,9 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     for s in ["wayland", "pulseaudio", "pipewire", "x11"] {
         assert!(!status("sockets", s));
     }
-    // gpu is served (over the bus); bluetooth has no portal yet.
-    assert!(status("portals", "gpu") && !status("portals", "bluetooth"));
+    // gpu and bluetooth are served (over the bus); camera has no portal.
+    assert!(status("portals", "gpu") && status("portals", "bluetooth"));
+    assert!(!status("portals", "camera"));
     assert!(status("dbus-talk", GRANTED_TALK) && status("dbus-own", OWN));
     assert!(status("allow", "devel") && status("allow", "canbus"));
     assert!(!status("filesystems", &format!("{}:rw", missing.display())));
@@ -343,7 +344,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     // `run` says what it does not provide, one line per item.
     assert!(
         stderr.contains(&format!(
-            "appmgr: {id}: portals bluetooth not provided on this host: appmgr serves no bluetooth portal yet"
+            "appmgr: {id}: portals camera not provided on this host: appmgr serves no camera portal yet"
         )),
         "{stderr}"
     );
@@ -352,7 +353,7 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     let text = e.ok(&["permissions", id]).stdout;
     for l in text
         .lines()
-        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals bluetooth "))
+        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals camera "))
     {
         assert!(l.contains("(not provided on this host: "), "{text}");
     }

@@ -301,7 +301,7 @@ mod tests {
         let id = AppId::new("org.example.App").unwrap();
         let mut p = Permissions::default();
         p.portals
-            .insert(appmgr_types::PortalName::new("bluetooth").unwrap());
+            .insert(appmgr_types::PortalName::new("camera").unwrap());
         // Not served: no bus name is opened for it.
         let e = BusPolicyEntry::from_permissions(id.clone(), 70001, &p);
         assert!(e.talk.is_empty());

@@ -223,16 +223,29 @@ fn telematics_gets_network_and_64m_and_never_canbus() {
 }
 
 #[test]
-fn bluetooth_app_only_where_the_board_has_bluetooth() {
+fn bluetooth_apps_get_the_portal_only_where_the_board_has_bluetooth() {
     let s = installed();
-    let req = "devices = [\"bluetooth\"]\nallow = [\"bluetooth\"]\nportals = [\"bluetooth\"]\ndbus-talk = [\"org.bluez\"]";
-    let g = check(
-        &s,
-        "com.example.BtAudio",
-        req,
-        &board(&["bluetooth"], &[], false),
-    )
-    .unwrap();
-    assert_eq!(g.permissions.devices.len(), 1);
-    assert!(check(&s, "com.example.BtAudio", req, &BoardFacts::default()).is_err());
+    let bt = board(&["bluetooth"], &[], false);
+    let req = "portals = [\"bluetooth\"]\n[bluetooth]\ndevices = [\"*\"]\n\
+               services = [\"180d\", \"180f\"]\nroles = [\"scan\", \"connect\", \"notify\"]";
+    let g = check(&s, "com.example.FitnessHmi", req, &bt).unwrap();
+    assert_eq!(g.permissions.bluetooth.services.len(), 2);
+    assert!(g.permissions.allow.is_empty() && g.permissions.dbus_talk.is_empty());
+    assert!(check(&s, "com.example.FitnessHmi", req, &BoardFacts::default()).is_err());
+    // Beyond the example's grant: a role, a service, raw sockets, BlueZ itself.
+    for extra in [
+        "portals = [\"bluetooth\"]\n[bluetooth]\ndevices = [\"*\"]\nservices = [\"180f\"]\nroles = [\"write\"]",
+        "portals = [\"bluetooth\"]\n[bluetooth]\ndevices = [\"*\"]\nservices = [\"181a\"]\nroles = [\"scan\"]",
+        "allow = [\"bluetooth\"]",
+        "dbus-talk = [\"org.bluez\"]",
+    ] {
+        let e = check(&s, "com.example.FitnessHmi", extra, &bt).unwrap_err();
+        assert!(e.to_string().contains("beyond what policy grants"), "{extra}: {e}");
+    }
+    // The diagnostics app reaches its one dongle by address, never `*`.
+    let dongle = "portals = [\"bluetooth\"]\n[bluetooth]\ndevices = [\"C0:FF:EE:00:00:01\"]\n\
+                  services = [\"6e400001-b5a3-f393-e0a9-e50e24dcca9e\"]\nroles = [\"connect\", \"write\"]";
+    assert!(check(&s, "com.example.Diagnostics", dongle, &bt).is_ok());
+    let any = dongle.replace("C0:FF:EE:00:00:01", "*");
+    assert!(check(&s, "com.example.Diagnostics", &any, &bt).is_err());
 }

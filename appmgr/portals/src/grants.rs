@@ -8,12 +8,21 @@ use appmgr_types::{AppId, Permissions};
 
 /// The effective permissions of installed app `app`, or why it has none.
 pub fn of(g: &appmgr_core::Ctx, app: &AppId) -> Result<Permissions, String> {
-    if let Some(p) = appmgr_core::prepared::load(g, app) {
-        return Ok(p.spec.permissions);
-    }
-    appmgr_core::prepared::derive(g, app.as_str())
-        .map(|p| p.spec.permissions)
-        .map_err(|e| e.message)
+    of_with_inputs(g, app).map(|(p, _)| p)
+}
+
+/// [`of`], with the inputs the grant was derived from (policy files, manifest, host
+/// config, by digest): while none of them changed and the kept plans did not, the grant
+/// is the same.
+pub fn of_with_inputs(
+    g: &appmgr_core::Ctx,
+    app: &AppId,
+) -> Result<(Permissions, Vec<appmgr_sandbox::inputs::PlanInput>), String> {
+    let p = match appmgr_core::prepared::load(g, app) {
+        Some(p) => p,
+        None => appmgr_core::prepared::derive(g, app.as_str()).map_err(|e| e.message)?,
+    };
+    Ok((p.spec.permissions, p.spec.inputs))
 }
 
 /// Whether `p` grants portal `name`.

@@ -10,14 +10,19 @@
 //! - [`sensors`]: `org.appmgr.portal.Sensors1`: granted IIO channels, single reads and
 //!   rate-limited streams fanned out from a device's IIO buffer ([`buffer`]) or from one
 //!   sampler polling sysfs ([`iio`]).
-//! - [`watch`]: revocation: a stream ends, and an app holding a render node it is no longer
-//!   granted is stopped, within 100 ms of its caller exiting or `appmgr reload`.
+//! - [`bluetooth`]: `org.appmgr.portal.Bluetooth1`: scans, connections, reads, writes and
+//!   notification streams of the granted Bluetooth LE devices and GATT services, through
+//!   BlueZ, which the portal drives as its own client.
+//! - [`watch`]: revocation: a stream ends, a scan stops, a connection is released, and an
+//!   app holding a render node it is no longer granted is stopped, within 100 ms of its
+//!   caller exiting or `appmgr reload`.
 //!
 //! It runs as its own process, not inside appmgrd: it needs device nodes and `/proc`, not
 //! the store, so its unit can give it the render and IIO nodes and a read-only view of
 //! everything else (docs/portals.md). It shares only `appmgr-core` with the other front
 //! ends.
 
+pub mod bluetooth;
 pub mod buffer;
 pub mod gpu;
 pub mod grants;
@@ -28,6 +33,8 @@ pub mod watch;
 
 use appmgr_core::journal;
 use appmgr_types::AppId;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -37,6 +44,7 @@ pub const BUS_NAME: &str = appmgr_types::PORTAL_BUS_NAME;
 pub const OBJECT_PATH: &str = "/org/appmgr/portal";
 pub const GPU_INTERFACE: &str = "org.appmgr.portal.Gpu1";
 pub const SENSORS_INTERFACE: &str = "org.appmgr.portal.Sensors1";
+pub const BLUETOOTH_INTERFACE: &str = "org.appmgr.portal.Bluetooth1";
 
 /// How long a call to the bus daemon (the caller's credentials) may take.
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +74,9 @@ pub enum PortalError {
     NotAvailable(String),
     /// Malformed arguments.
     InvalidArgs(String),
+    /// Granted and available, but the device or the system service failed or refused the
+    /// operation (the message carries its error).
+    Failed(String),
 }
 
 /// At most this many denials are journaled per window; the rest are counted.
@@ -78,12 +89,35 @@ struct RateLimit {
     suppressed: u64,
 }
 
+/// The most callers whose identification is kept (see [`Shared::granted`]).
+const MAX_KNOWN_CALLERS: usize = 256;
+
+/// A caller identified before, and the grant it had: valid while its process lives, the
+/// kept plans are unchanged and none of the grant's inputs changed.
+struct KnownCaller {
+    app: AppId,
+    uid: u32,
+    pid: u32,
+    pidfd: OwnedFd,
+    perms: appmgr_types::Permissions,
+    inputs: Vec<appmgr_sandbox::inputs::PlanInput>,
+    plans: Option<watch::PlansStamp>,
+}
+
 /// State shared by the interfaces and the background tasks.
 pub struct Shared {
     pub config: Config,
     ctx: appmgr_core::Ctx,
     hierarchy: Result<appmgr_cgroup::Hierarchy, String>,
     dbus: OnceLock<zbus::fdo::DBusProxy<'static>>,
+    /// The connection the portal serves on (for the Bluetooth portal's unicast signals).
+    pub(crate) serving: OnceLock<zbus::Connection>,
+    /// The portal's own connection as a client of BlueZ (see [`bluetooth`]).
+    pub(crate) bluez: OnceLock<zbus::Connection>,
+    pub(crate) bt: Mutex<bluetooth::Bt>,
+    /// Serializes changes of the BlueZ discovery session.
+    pub(crate) bt_discovery: tokio::sync::Mutex<()>,
+    known: Mutex<HashMap<String, KnownCaller>>,
     pub(crate) streams: Mutex<sensors::Streams>,
     pub(crate) handouts: Mutex<Vec<gpu::Handout>>,
     /// Wakes the sampler and the watcher when streams or handouts change.
@@ -103,6 +137,11 @@ impl Shared {
             config,
             hierarchy,
             dbus: OnceLock::new(),
+            serving: OnceLock::new(),
+            bluez: OnceLock::new(),
+            bt: Mutex::new(bluetooth::Bt::default()),
+            bt_discovery: tokio::sync::Mutex::new(()),
+            known: Mutex::new(HashMap::new()),
             streams: Mutex::new(sensors::Streams::default()),
             handouts: Mutex::new(Vec::new()),
             changed: tokio::sync::Notify::new(),
@@ -158,15 +197,51 @@ impl Shared {
 
     /// The calling app and its effective permissions, if they grant portal `portal` (else
     /// AccessDenied, journaled).
+    ///
+    /// A caller's identification and grant are kept per unique bus name (which the bus
+    /// never gives twice, and whose credentials are fixed when it connects) and used again
+    /// while its pidfd shows the process alive, the kept plans are unchanged and every
+    /// input of the grant (policy files, manifest, host config) has its recorded digest:
+    /// the same answer a fresh identification would give, without the bus round trip and
+    /// the plan's parse on every call.
     pub(crate) async fn granted(
         &self,
         hdr: &zbus::message::Header<'_>,
         what: &str,
         portal: &str,
     ) -> Result<(identity::AppCaller, appmgr_types::Permissions), PortalError> {
-        let c = self.caller(hdr, what).await?;
-        let perms = grants::of(self.ctx(), &c.app)
-            .map_err(|e| self.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
+        let sender = hdr.sender().map(|s| s.to_string());
+        let plans = watch::plans_stamp(self.ctx());
+        let (c, perms) = match sender.as_deref().and_then(|s| self.known_caller(s, plans)) {
+            Some(hit) => hit,
+            None => {
+                let c = self.caller(hdr, what).await?;
+                let (perms, inputs) = grants::of_with_inputs(self.ctx(), &c.app)
+                    .map_err(|e| self.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
+                if let (Some(sender), Ok(pidfd)) = (sender, c.pidfd.try_clone()) {
+                    let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                    if k.len() >= MAX_KNOWN_CALLERS {
+                        k.retain(|_, x| !identity::exited(&x.pidfd));
+                        if k.len() >= MAX_KNOWN_CALLERS {
+                            k.clear();
+                        }
+                    }
+                    k.insert(
+                        sender,
+                        KnownCaller {
+                            app: c.app.clone(),
+                            uid: c.uid,
+                            pid: c.pid,
+                            pidfd,
+                            perms: perms.clone(),
+                            inputs,
+                            plans,
+                        },
+                    );
+                }
+                (c, perms)
+            }
+        };
         if !grants::has_portal(&perms, portal) {
             return Err(self.denied(
                 &c.app,
@@ -174,6 +249,33 @@ impl Shared {
             ));
         }
         Ok((c, perms))
+    }
+
+    /// The kept identification of `sender`, if it is still valid (see [`Shared::granted`]).
+    fn known_caller(
+        &self,
+        sender: &str,
+        plans: Option<watch::PlansStamp>,
+    ) -> Option<(identity::AppCaller, appmgr_types::Permissions)> {
+        let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let x = k.get(sender)?;
+        let valid = x.plans == plans
+            && !identity::exited(&x.pidfd)
+            && appmgr_sandbox::inputs::first_stale(&x.inputs).is_none();
+        if !valid {
+            k.remove(sender);
+            return None;
+        }
+        let pidfd = x.pidfd.try_clone().ok()?;
+        Some((
+            identity::AppCaller {
+                app: x.app.clone(),
+                uid: x.uid,
+                pid: x.pid,
+                pidfd,
+            },
+            x.perms.clone(),
+        ))
     }
 
     /// Journals a denial (rate-limited) and returns it as the caller's error.
@@ -237,6 +339,8 @@ pub async fn run(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .serve_at(OBJECT_PATH, sensors::Sensors { s: shared.clone() })
             .map_err(|e| e.to_string())?
+            .serve_at(OBJECT_PATH, bluetooth::Bluetooth { s: shared.clone() })
+            .map_err(|e| e.to_string())?
             .build(),
     )
     .await
@@ -246,6 +350,40 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("org.freedesktop.DBus: {e}"))?;
     let _ = shared.dbus.set(proxy);
+    let _ = shared.serving.set(conn.clone());
+    // BlueZ is reached on a connection of its own: its discovery and notification
+    // sessions belong to that client, and its calls may take longer than BUS_TIMEOUT (a
+    // connection), each bounded by its own timeout instead.
+    let bluez = match &shared.config.bus_address {
+        Some(a) => zbus::connection::Builder::address(a.as_str()).map_err(|e| e.to_string()),
+        None => zbus::connection::Builder::system().map_err(|e| e.to_string()),
+    };
+    match bluez {
+        Ok(b) => match tokio::time::timeout(BUS_TIMEOUT, b.max_queued(4096).build()).await {
+            Ok(Ok(c)) => {
+                let _ = shared.bluez.set(c.clone());
+                tokio::spawn(bluetooth::events(shared.clone(), c));
+            }
+            Ok(Err(e)) => journal::log(
+                journal::WARNING,
+                None,
+                None,
+                &format!("bluetooth: no client connection for BlueZ: {e}"),
+            ),
+            Err(_) => journal::log(
+                journal::WARNING,
+                None,
+                None,
+                "bluetooth: the bus did not answer in time for BlueZ's connection",
+            ),
+        },
+        Err(e) => journal::log(
+            journal::WARNING,
+            None,
+            None,
+            &format!("bluetooth: no client connection for BlueZ: {e}"),
+        ),
+    }
     tokio::spawn(sensors::sampler(shared.clone()));
     tokio::spawn(watch::watcher(shared.clone()));
     tokio::time::timeout(
@@ -261,7 +399,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         journal::INFO,
         None,
         None,
-        &format!("serving {BUS_NAME} (Gpu1, Sensors1)"),
+        &format!("serving {BUS_NAME} (Gpu1, Sensors1, Bluetooth1)"),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

@@ -4,12 +4,13 @@ fn usage() -> &'static str {
     "usage: appmgr-portald [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
      \x20                     [--iio-dir DIR] [--iio-dev-dir DIR]\n\
      \n\
-     Serves org.appmgr.Portal1 (org.appmgr.portal.Gpu1, org.appmgr.portal.Sensors1) at\n\
+     Serves org.appmgr.Portal1 (org.appmgr.portal.Gpu1, .Sensors1, .Bluetooth1) at\n\
      /org/appmgr/portal on the system bus (or ADDRESS). Defaults: --state-dir\n\
      $APPMGR_STATE_DIR or /var/lib/appmgr, --config-dir $APPMGR_CONFIG_DIR or /etc/appmgr;\n\
      the render node and the IIO devices come from the board profile (--iio-dir replaces\n\
      its [portals.sensors] sysfs directory; --iio-dev-dir replaces /dev as the place of\n\
-     the IIO devices' buffers).\n"
+     the IIO devices' buffers). The Bluetooth portal drives the board's adapter\n\
+     ([portals.bluetooth] adapter, else hci0) through BlueZ on the same bus.\n"
 }
 
 fn main() {

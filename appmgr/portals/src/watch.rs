@@ -23,7 +23,10 @@ pub const TICK: Duration = Duration::from_millis(40);
 
 /// What identifies a state of the plans directory (any entry added, replaced or removed
 /// changes its mtime; a replaced directory its inode).
-fn plans_stamp(g: &appmgr_core::Ctx) -> Option<(u64, i64, i64, i64, i64)> {
+pub type PlansStamp = (u64, i64, i64, i64, i64);
+
+/// The plans directory's [`PlansStamp`] now (`None`: it does not exist).
+pub fn plans_stamp(g: &appmgr_core::Ctx) -> Option<PlansStamp> {
     let st = rustix::fs::stat(g.state_dir.join(appmgr_core::prepared::PLANS_DIR)).ok()?;
     Some((
         st.st_ino,
@@ -49,7 +52,8 @@ pub async fn watcher(s: Arc<Shared>) {
                 .handouts
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
+                .is_empty()
+            || s.bt.lock().unwrap_or_else(|p| p.into_inner()).busy();
         if !busy {
             changed.await;
             // Plans changed while idle are what new calls were checked against.
@@ -66,7 +70,7 @@ pub async fn watcher(s: Arc<Shared>) {
     }
 }
 
-fn reap_exited(s: &Shared) {
+fn reap_exited(s: &Arc<Shared>) {
     let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
     let dead: Vec<u64> = st
         .list
@@ -82,15 +86,23 @@ fn reap_exited(s: &Shared) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|h| !crate::identity::exited(&h.pidfd));
+    crate::bluetooth::reap_exited(s);
 }
 
 /// Checks every app holding a stream or a render node against its grant now.
-pub fn recheck(s: &Shared) {
+pub fn recheck(s: &Arc<Shared>) {
     let mut apps: BTreeMap<AppId, Option<appmgr_types::Permissions>> = BTreeMap::new();
     {
         let st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
         apps.extend(st.list.iter().map(|x| (x.app.clone(), None)));
     }
+    apps.extend(
+        s.bt.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apps()
+            .into_iter()
+            .map(|a| (a, None)),
+    );
     apps.extend(
         s.handouts
             .lock()
@@ -115,6 +127,7 @@ pub fn recheck(s: &Shared) {
         st.end(id, journal::NOTICE, &format!("revoked: {why}"));
     }
     drop(st);
+    crate::bluetooth::recheck(s, &granted);
 
     let mut hs = s.handouts.lock().unwrap_or_else(|p| p.into_inner());
     let stop: Vec<AppId> = {

@@ -259,6 +259,10 @@ fn introspection_matches_the_committed_xml() {
             "org.appmgr.portal.Sensors1",
             "org.appmgr.portal.Sensors1.xml",
         ),
+        (
+            "org.appmgr.portal.Bluetooth1",
+            "org.appmgr.portal.Bluetooth1.xml",
+        ),
     ] {
         let committed = interfaces(
             &fs::read_to_string(repo_root().join("appmgr/portals/dbus").join(file)).unwrap(),

@@ -11,9 +11,9 @@
 //! | `sockets NAME` | a bind at the socket's sandbox path (none exists yet: never) |
 //! | `dbus-talk`, `dbus-own` | the system bus socket bound at [`SANDBOX_SYSTEM_BUS_SOCKET`] |
 //! | `filesystems PATH` | a bind of PATH with the granted access, and PATH exists (the launcher skips a missing one) |
-//! | `portals NAME` | NAME is served by the portal service (`gpu`, `sensors`) and the system bus socket is bound |
+//! | `portals NAME` | NAME is served by the portal service (`gpu`, `sensors`, `bluetooth`) and the system bus socket is bound |
 //! | `sensors.channels`, `sensors.max-rate-hz` | the `sensors` portal is provided |
-//! | `bluetooth.devices`, `.services`, `.roles` | the `bluetooth` portal is served and granted and the bus bound (it is not served yet: never) |
+//! | `bluetooth.devices`, `.services`, `.roles` | the `bluetooth` portal is provided |
 //! | `allow FLAG` | the seccomp plan's flag |
 //!
 //! The only host I/O is the existence check of granted host paths and [`host_socket`].
@@ -136,33 +136,10 @@ pub fn provisions(
             }
             PermEntry::Portal(_) => Provision::provided(e),
             PermEntry::SensorChannel(_) | PermEntry::SensorRate(_) => {
-                if !spec
-                    .permissions
-                    .portals
-                    .iter()
-                    .any(|p| p.as_str() == "sensors")
-                {
-                    Provision::not_provided(e, "the sensors portal is not granted")
-                } else if !bus_bound() {
-                    Provision::not_provided(e, "no system bus socket to reach the portal")
-                } else {
-                    Provision::provided(e)
-                }
+                portal_item(e, "sensors", spec, bus_bound())
             }
             PermEntry::BtDevice(_) | PermEntry::BtService(_) | PermEntry::BtRole(_) => {
-                let p = appmgr_types::PortalName::new("bluetooth").ok();
-                match p {
-                    Some(p) if !p.is_served() => {
-                        Provision::not_provided(e, "appmgr serves no bluetooth portal yet")
-                    }
-                    Some(p) if !spec.permissions.portals.contains(&p) => {
-                        Provision::not_provided(e, "the bluetooth portal is not granted")
-                    }
-                    _ if !bus_bound() => {
-                        Provision::not_provided(e, "no system bus socket to reach the portal")
-                    }
-                    _ => Provision::provided(e),
-                }
+                portal_item(e, "bluetooth", spec, bus_bound())
             }
             PermEntry::Allow(f) => {
                 let on = match f {
@@ -179,6 +156,24 @@ pub fn provisions(
             }
         })
         .collect()
+}
+
+/// An item of portal `portal`'s grant: provided exactly when that portal is (served,
+/// granted, and the bus to reach it bound).
+fn portal_item(e: &PermEntry, portal: &str, spec: &LaunchSpec, bus_bound: bool) -> Provision {
+    match appmgr_types::PortalName::new(portal) {
+        Ok(p) if !p.is_served() => {
+            Provision::not_provided(e, format!("appmgr serves no {portal} portal yet"))
+        }
+        Ok(p) if spec.permissions.portals.contains(&p) => {
+            if bus_bound {
+                Provision::provided(e)
+            } else {
+                Provision::not_provided(e, "no system bus socket to reach the portal")
+            }
+        }
+        _ => Provision::not_provided(e, format!("the {portal} portal is not granted")),
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +201,8 @@ mod tests {
             .insert(appmgr_types::PortalName::new("gpu").unwrap());
         p.portals
             .insert(appmgr_types::PortalName::new("bluetooth").unwrap());
+        p.portals
+            .insert(appmgr_types::PortalName::new("camera").unwrap());
         p.sensors
             .channels
             .insert(appmgr_types::ChannelName::new("accel_x").unwrap());
@@ -236,6 +233,7 @@ mod tests {
         assert_eq!(status(&v, "portals", "gpu"), NotProvided);
         assert_eq!(status(&v, "portals", "bluetooth"), NotProvided);
         assert_eq!(status(&v, "sensors.channels", "accel_x"), NotProvided);
+        assert_eq!(status(&v, "bluetooth.roles", "connect"), NotProvided);
         // No bus socket in the spec: the bus grants are not provided.
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), NotProvided);
         assert_eq!(status(&v, "dbus-own", "org.example.Own"), NotProvided);
@@ -255,24 +253,35 @@ mod tests {
         let v = provisions(&s, &plan, &nodes);
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), Provided);
         assert_eq!(status(&v, "dbus-own", "org.example.Own"), Provided);
-        // Served portals are reached over the bound bus; bluetooth is not served yet, and
-        // sensor channels without the sensors portal are not provided.
+        // Served portals are reached over the bound bus; camera is not served, and sensor
+        // channels without the sensors portal are not provided.
         assert_eq!(status(&v, "portals", "gpu"), Provided);
-        assert_eq!(status(&v, "portals", "bluetooth"), NotProvided);
-        assert_eq!(status(&v, "sensors.channels", "accel_x"), NotProvided);
-        // Granted Bluetooth devices, services and roles are shown, and not provided while
-        // no portal serves them.
+        assert_eq!(status(&v, "portals", "bluetooth"), Provided);
+        assert_eq!(status(&v, "portals", "camera"), NotProvided);
+        let x = v.iter().find(|p| p.key == "sensors.channels").unwrap();
+        assert_eq!(
+            (x.status, x.reason.as_deref()),
+            (NotProvided, Some("the sensors portal is not granted"))
+        );
+        // Granted Bluetooth devices, services and roles go with the bluetooth portal.
         for (k, val) in [
             ("bluetooth.devices", "*"),
             ("bluetooth.services", "180f"),
             ("bluetooth.roles", "connect"),
         ] {
-            let x = v.iter().find(|p| p.key == k && p.value == val).unwrap();
-            assert_eq!(
-                (x.status, x.reason.as_deref()),
-                (NotProvided, Some("appmgr serves no bluetooth portal yet"))
-            );
+            assert_eq!(status(&v, k, val), Provided);
         }
+        let mut no_portal = s.clone();
+        no_portal
+            .permissions
+            .portals
+            .retain(|p| p.as_str() != "bluetooth");
+        let v2 = provisions(&no_portal, &build_plan(&no_portal).unwrap(), &nodes);
+        let x = v2.iter().find(|p| p.key == "bluetooth.roles").unwrap();
+        assert_eq!(
+            (x.status, x.reason.as_deref()),
+            (NotProvided, Some("the bluetooth portal is not granted"))
+        );
         // A plan that lost a bind is reported from what it contains, not from the grant.
         let mut cut = plan.clone();
         cut.mounts.retain(|m| {

@@ -83,7 +83,7 @@ pub const PORTAL_BUS_NAME: &str = "org.appmgr.Portal1";
 
 /// The portals the portal service serves. A granted portal not listed here is shown as not
 /// provided.
-pub const SERVED_PORTALS: &[&str] = &["gpu", "sensors"];
+pub const SERVED_PORTALS: &[&str] = &["gpu", "sensors", "bluetooth"];
 
 impl PortalName {
     /// Whether appmgr's portal service serves this portal.
