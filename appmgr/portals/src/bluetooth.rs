@@ -1189,9 +1189,11 @@ impl Bluetooth {
         let adapter = lock(&self.s).adapter.clone();
         let path = device_path(&adapter, &addr);
         let mut info = device_props(&conn, &path).await.map_err(|e| match e {
-            PortalError::NotAvailable(_) => PortalError::NotAvailable(format!(
-                "{addr} is not known to BlueZ on {adapter}: scan for it first"
-            )),
+            PortalError::NotAvailable(m) if m.starts_with("BlueZ has no ") => {
+                PortalError::NotAvailable(format!(
+                    "{addr} is not known to BlueZ on {adapter}: scan for it first"
+                ))
+            }
             e => e,
         })?;
         if let Some(why) = refusal(&perms, BtRole::Connect, &addr, Some(&info.uuids), None) {

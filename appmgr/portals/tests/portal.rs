@@ -648,6 +648,95 @@ fn an_app_keeping_a_revoked_render_node_is_stopped() {
     assert!(!status.success(), "{status:?}");
 }
 
+#[test]
+fn bluetooth_is_refused_without_its_grant_and_without_bluez_is_not_available() {
+    skip_if!(skip_reason());
+    let st = setup();
+    const C: &str = "org.example.PortalC";
+    const DEV: &str = "00:AA:01:01:00:01";
+    fs::write(
+        st.e.cfg.join("policies.d/60-bluetooth.toml"),
+        format!(
+            "[[rule]]\napps = [\"{C}\"]\ngrant = {{ portals = [\"bluetooth\"], bluetooth = {{ \
+             devices = [\"*\"], services = [\"180f\"], roles = [\"scan\", \"connect\"] }} }}\n"
+        ),
+    )
+    .unwrap();
+    st.e.install_probe_app(
+        C,
+        "portals = [\"bluetooth\"]\n[permissions.bluetooth]\ndevices = [\"*\"]\n\
+         services = [\"180f\"]\nroles = [\"scan\", \"connect\"]",
+    );
+    let dev = |x: &str| x.replace("DEV", DEV);
+    let steps: Vec<String> = [
+        "scan,1",
+        "connect,DEV",
+        "read,DEV,180f,2a19",
+        "write,DEV,180f,2a19,01",
+        "notify,DEV,180f,2a19,1",
+        "disconnect,DEV",
+    ]
+    .iter()
+    .map(|x| dev(x))
+    .collect();
+    let mut args = vec!["bt"];
+    args.extend(steps.iter().map(String::as_str));
+    // A holds other portals, not bluetooth: every method is refused, and journaled.
+    let r = probe(&st, A, &args);
+    for k in 0..steps.len() {
+        assert_eq!(r["steps"][k]["ok"], false, "{r}");
+        assert_eq!(r["steps"][k]["error"], DENIED, "step {k}: {r}");
+    }
+    let m = r["steps"][1]["message"].as_str().unwrap();
+    assert!(m.contains("the bluetooth portal is not granted"), "{m}");
+    // C is granted 180f with scan and connect, on a bus without BlueZ: what its grant
+    // covers is not available (bounded, with the reason); what it does not is refused
+    // before BlueZ is asked.
+    let t0 = Instant::now();
+    let r = probe(&st, C, &args);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{r}");
+    let not_available = "org.appmgr.Error.NotAvailable";
+    for (k, want) in [
+        (0, not_available),
+        (1, not_available),
+        // No hold (Connect failed): not connected for this caller.
+        (2, not_available),
+        (3, DENIED),
+        (4, DENIED),
+        (5, not_available),
+    ] {
+        assert_eq!(r["steps"][k]["error"], want, "step {k}: {r}");
+    }
+    let m = r["steps"][1]["message"].as_str().unwrap();
+    assert!(m.contains("BlueZ (org.bluez) is not running"), "{m}");
+    assert!(r["steps"][3]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bluetooth role write is not granted"));
+    assert!(r["steps"][4]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bluetooth role notify is not granted"));
+    let r = probe(&st, C, &["bt", &dev("read,DEV,180d,2a38")]);
+    assert_eq!(r["steps"][0]["error"], DENIED, "{r}");
+    assert!(r["steps"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bluetooth service 180d is not granted"));
+    // Malformed arguments are named.
+    let r = probe(
+        &st,
+        C,
+        &["bt", "connect,AA:BB", "read,AA:BB:CC:DD:EE:FF,18f,2a19"],
+    );
+    for k in 0..2 {
+        assert_eq!(
+            r["steps"][k]["error"], "org.appmgr.Error.InvalidArgs",
+            "{r}"
+        );
+    }
+}
+
 fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64

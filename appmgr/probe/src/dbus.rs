@@ -1,6 +1,6 @@
 //! A minimal D-Bus client (no library in a static probe): SASL `EXTERNAL` with unix fd
-//! passing negotiated (`NEGOTIATE_UNIX_FD`), `Hello`, method calls with `s`, `u` and `as`
-//! arguments, and replies matched by serial. Messages are received with `recvmsg`, and the
+//! passing negotiated (`NEGOTIATE_UNIX_FD`), `Hello`, method calls with `s`, `u`, `as`,
+//! `ay`, `b`, `v` and empty `a{sv}` arguments, and replies matched by serial. Messages are received with `recvmsg`, and the
 //! `SCM_RIGHTS` descriptors that come with them are handed to the message whose
 //! `UNIX_FDS` header field counts them (its `h` values index into them). Bodies of any
 //! signature are decoded into [`Value`]s. Little-endian only (x86_64, aarch64). Enough to
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub const METHOD_CALL: u8 = 1;
 pub const METHOD_RETURN: u8 = 2;
 pub const ERROR: u8 = 3;
+pub const SIGNAL: u8 = 4;
 
 // Header field codes.
 const F_PATH: u8 = 1;
@@ -45,12 +46,18 @@ const MAX_DEPTH: u32 = 64;
 /// so none is ever lost to a truncated control buffer.
 const MAX_FDS_PER_RECV: usize = 253;
 
-/// A value of a message this client writes: `s`, `u`, `as` (bodies), `o`, `g` (header
-/// fields).
+/// A value of a message this client writes: `s`, `u`, `as`, `ay`, `b`, `v`, an empty
+/// `a{sv}` (bodies), `o`, `g` (header fields).
 pub enum Arg<'a> {
     Str(&'a str),
     U32(u32),
     StrArray(&'a [&'a str]),
+    Bytes(&'a [u8]),
+    Bool(bool),
+    /// `v` holding the value.
+    Variant(&'a Arg<'a>),
+    /// `a{sv}` without entries (e.g. BlueZ's empty options).
+    EmptyDict,
     Path(&'a str),
     Sig(&'a str),
 }
@@ -61,6 +68,10 @@ impl Arg<'_> {
             Arg::Str(_) => "s",
             Arg::U32(_) => "u",
             Arg::StrArray(_) => "as",
+            Arg::Bytes(_) => "ay",
+            Arg::Bool(_) => "b",
+            Arg::Variant(_) => "v",
+            Arg::EmptyDict => "a{sv}",
             Arg::Path(_) => "o",
             Arg::Sig(_) => "g",
         }
@@ -225,6 +236,25 @@ fn put_arg(buf: &mut Vec<u8>, a: &Arg) {
             }
             let n = (buf.len() - start) as u32;
             buf[at..at + 4].copy_from_slice(&n.to_le_bytes());
+        }
+        Arg::Bytes(b) => {
+            pad(buf, 4);
+            buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            buf.extend_from_slice(b);
+        }
+        Arg::Bool(b) => {
+            pad(buf, 4);
+            buf.extend_from_slice(&u32::from(*b).to_le_bytes());
+        }
+        Arg::Variant(v) => {
+            put_sig(buf, v.sig());
+            put_arg(buf, v);
+        }
+        Arg::EmptyDict => {
+            pad(buf, 4);
+            buf.extend_from_slice(&[0; 4]);
+            // The padding to the entries' 8-alignment comes even without entries.
+            pad(buf, 8);
         }
     }
 }
@@ -684,6 +714,20 @@ impl Conn {
         member: &str,
         args: &[Arg],
     ) -> io::Result<Msg> {
+        self.call_msg_with(dest, path, iface, member, args, &mut drop)
+    }
+
+    /// [`Conn::call_msg`], handing the other messages received while waiting (signals,
+    /// say) to `other` instead of dropping them.
+    pub fn call_msg_with(
+        &mut self,
+        dest: &str,
+        path: &str,
+        iface: &str,
+        member: &str,
+        args: &[Arg],
+        other: &mut dyn FnMut(Msg),
+    ) -> io::Result<Msg> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let serial = self.send(
             METHOD_CALL,
@@ -698,7 +742,10 @@ impl Conn {
         loop {
             let m = self.recv_until(deadline)?;
             if m.reply_serial != Some(serial) {
-                continue; // signals, other replies; their descriptors are closed here
+                // signals, other replies; their descriptors are closed unless `other` keeps
+                // them
+                other(m);
+                continue;
             }
             return match m.kind {
                 METHOD_RETURN | ERROR => Ok(m),
@@ -752,6 +799,12 @@ impl Conn {
     pub fn recv(&mut self) -> io::Result<Msg> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         self.recv_until(deadline)
+    }
+
+    /// The next message, waiting until `deadline` at most (an error of kind `TimedOut`
+    /// then).
+    pub fn recv_before(&mut self, deadline: Instant) -> io::Result<Msg> {
+        self.recv_until(Some(deadline))
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> io::Result<Msg> {
@@ -995,6 +1048,131 @@ mod tests {
         // The empty array.
         let b = body(&[Arg::StrArray(&[]), Arg::U32(1)]);
         assert_eq!(b, [0, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    /// `ay`, `b`, `v` and the empty `a{sv}` as written (BlueZ's `Properties.Set` and
+    /// `ReadValue` arguments), then decoded back.
+    #[test]
+    fn marshals_bytes_bools_variants_and_empty_dicts() {
+        // Properties.Set("org.bluez.Adapter1", "Powered", <false>)
+        let b = body(&[
+            Arg::Str("ab"),
+            Arg::Str("P"),
+            Arg::Variant(&Arg::Bool(false)),
+        ]);
+        let mut want = Vec::new();
+        want.extend_from_slice(&le32(2));
+        want.extend_from_slice(b"ab\0\0"); // + padding to 4
+        want.extend_from_slice(&le32(1));
+        want.extend_from_slice(b"P\0"); // the variant's signature follows unaligned
+        want.extend_from_slice(b"\x01b\0"); // signature "b"
+        want.extend_from_slice(&[0; 3]); // padding to the boolean's 4
+        want.extend_from_slice(&le32(0));
+        assert_eq!(b, want);
+        assert_eq!(
+            decode_body("ssv", &b).unwrap()[2],
+            Value::Variant(Box::new(Value::Bool(false)))
+        );
+        assert_eq!(body(&[Arg::Bool(true)]), le32(1));
+
+        // ay: length, then the bytes, unpadded; the next value aligned after them.
+        let b = body(&[Arg::Bytes(&[1, 2, 3]), Arg::U32(9)]);
+        let mut want = le32(3).to_vec();
+        want.extend_from_slice(&[1, 2, 3, 0]);
+        want.extend_from_slice(&le32(9));
+        assert_eq!(b, want);
+        assert_eq!(
+            decode_body("ayu", &b).unwrap(),
+            [
+                Value::Array(vec![Value::Byte(1), Value::Byte(2), Value::Byte(3)]),
+                Value::U32(9)
+            ]
+        );
+        assert_eq!(body(&[Arg::Bytes(&[])]), le32(0));
+
+        // Empty a{sv}: the length, then the padding to the entries' alignment (8), also
+        // when there are none; here after a string ending at offset 6.
+        let b = body(&[Arg::Str("x"), Arg::EmptyDict]);
+        let mut want = le32(1).to_vec();
+        want.extend_from_slice(b"x\0\0\0"); // to offset 8
+        want.extend_from_slice(&le32(0)); // length at 8
+        want.extend_from_slice(&[0; 4]); // padding to 16
+        assert_eq!(b, want);
+        assert_eq!(
+            decode_body("sa{sv}", &b).unwrap(),
+            [Value::Str("x".into()), Value::Dict(vec![])]
+        );
+        // Alone: the length, then 4 bytes of padding.
+        assert_eq!(body(&[Arg::EmptyDict]), [0; 8]);
+
+        // In a message: the signature header field is derived from the arguments.
+        let m = build_message(
+            METHOD_CALL,
+            2,
+            &[(F_MEMBER, Arg::Str("Set"))],
+            &[
+                Arg::Str("a"),
+                Arg::Variant(&Arg::Bool(true)),
+                Arg::EmptyDict,
+            ],
+        );
+        let (msg, _) = parse_message(&m).unwrap();
+        assert_eq!(msg.signature, "sva{sv}");
+        assert_eq!(
+            msg.values().unwrap(),
+            [
+                Value::Str("a".into()),
+                Value::Variant(Box::new(Value::Bool(true))),
+                Value::Dict(vec![])
+            ]
+        );
+    }
+
+    /// Messages received while waiting for a reply reach `call_msg_with`'s `other`.
+    #[test]
+    fn other_messages_during_a_call_are_kept_when_asked() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut c = Conn::raw(b);
+        let bus = std::thread::spawn(move || {
+            let mut bus = Conn::raw(a);
+            let call = bus.recv().unwrap();
+            let sig = build_message(
+                SIGNAL,
+                1,
+                &[(F_MEMBER, Arg::Str("DeviceFound"))],
+                &[Arg::Str("AA")],
+            );
+            bus.s.write_all(&sig).unwrap();
+            let r = build_message(
+                METHOD_RETURN,
+                2,
+                &[(F_REPLY_SERIAL, Arg::U32(call.serial))],
+                &[],
+            );
+            bus.s.write_all(&r).unwrap();
+            bus.s.write_all(&sig).unwrap();
+            bus // kept open: no EOF below
+        });
+        let mut kept = Vec::new();
+        let r = c
+            .call_msg_with("d", "/p", "i.f", "StartScan", &[], &mut |m| kept.push(m))
+            .unwrap();
+        assert_eq!(r.kind, METHOD_RETURN);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].kind, SIGNAL);
+        assert_eq!(kept[0].member.as_deref(), Some("DeviceFound"));
+        let _bus = bus.join().unwrap();
+        // The one after the reply: received next; then nothing until the deadline.
+        let m = c
+            .recv_before(Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(m.kind, SIGNAL);
+        let t = Instant::now();
+        let e = c
+            .recv_before(Instant::now() + Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     /// A built message parses back, header fields included.

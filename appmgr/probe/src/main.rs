@@ -1,6 +1,7 @@
 //! `appmgr-probe [report|int80|x32|load-filter FILE|write PATH...|sleep|tty|uevent [SECONDS]|
 //! netlink-route|observe ARGS|bus-serve NAME...|portal gpu|portal sensors list|
-//! portal sensors read CHANNEL|portal sensors stream CH[,CH...] RATE_HZ SECONDS|args...]`:
+//! portal sensors read CHANNEL|portal sensors stream CH[,CH...] RATE_HZ SECONDS|
+//! portal bt STEP...|portal bench ...|args...]`:
 //! see the library docs.
 
 fn main() {

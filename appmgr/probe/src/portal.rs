@@ -47,12 +47,65 @@
 //!   last polled, not a fresh read), then `ReleaseAccelerometer`. Adds
 //!   `"has_accelerometer":BOOL,"orientation":S,"first_reading_ms":X|null` (null: no reading
 //!   within 10 s; the round trips are measured all the same).
+//! - `portal bt STEP...`: `Bluetooth1` steps run in order on one connection (the portal
+//!   ties scans, connections and streams to the calling process): `{"steps":[R1,R2,…]}`,
+//!   each `Ri` an object `{"step":STEP,"ok":true,…}` with the step's members below, or
+//!   `{"step":STEP,"ok":false,"error":NAME,"message":TEXT|null}` for an error reply; a
+//!   failed step does not stop the next ones. A step's fields are separated by commas.
+//!   After step K (from 1), a line on stderr: `step K STEP ok` or `step K STEP error NAME`
+//!   (`step K STEP fail` before exit 1, when the steps so far are printed all the same, as
+//!   `{"steps":[…],"failed":{"step":STEP,"message":M}}`). All steps are checked first (exit
+//!   2 with nothing called); SECONDS is a number in (0, 3600]; each call waits at most
+//!   60 s.
+//!   - `scan,SECONDS`: `AddMatch` of `type='signal',interface='org.appmgr.portal.Bluetooth1'`
+//!     (once per run, its refusal ignored), `StartScan`, the `DeviceFound` signals
+//!     collected for SECONDS (also those sent before StartScan's reply), `StopScan`:
+//!     `"signals":N,"found":[{"address":A,"name":S,"services":[UUID…],"rssi":R}…],
+//!     "stop_error":NAME|null,"seconds":S`. `found`: merged by address (case-insensitive;
+//!     services the union, name and rssi the latest), sorted by address; `seconds`: the
+//!     time collected.
+//!   - `scan-until,ADDRESS,SECONDS`: the same, ending as soon as ADDRESS (any case) is
+//!     found, after SECONDS at most.
+//!   - `connect,ADDRESS`, `disconnect,ADDRESS`: `"ms":X` (the call's round trip).
+//!   - `read,ADDRESS,SERVICE,CHAR`: `"value":[BYTE…],"ms":X`.
+//!   - `write,ADDRESS,SERVICE,CHAR,HEX`: the value as hex digits (`01`, `0a0b`; empty for
+//!     no bytes): `"ms":X`.
+//!   - `notify,ADDRESS,SERVICE,CHAR,SECONDS`: `Notify`, `notify open` on stderr once the
+//!     descriptor is here, then its records (a u16 LE length, then the value) read until
+//!     EOF or for SECONDS: `"records":N,"bytes":B,"first":[BYTE…]|null,"last":[BYTE…]|null,
+//!     "eof":BOOL,"eof_mono_ns":X|null,"torn":T,"seconds":S,"read_error":ERRNO|null`.
+//!     `bytes`: of the values (without the lengths); `eof_mono_ns`: `CLOCK_MONOTONIC` when
+//!     EOF was read; `torn`: the bytes left over that are not a whole record (at EOF or at
+//!     the end of SECONDS); `seconds`: the time read. The descriptor is closed after.
+//!   - `call,METHOD`: `Bluetooth1.METHOD()` (e.g. `SetPowered`, `Pair`: not in the
+//!     contract, `org.freedesktop.DBus.Error.UnknownMethod`): no members.
+//!   - `bluez-power-off`: straight to BlueZ (as an app must not),
+//!     `org.bluez /org/bluez/hci0 Properties.Set("org.bluez.Adapter1","Powered",<false>)`:
+//!     no members (the bus should refuse: the error form).
+//!   - `bluez-pair,ADDRESS`: straight to BlueZ, `Device1.Pair()` of
+//!     `/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF`: no members.
+//!   - `sleep,SECONDS`: no members.
+//! - `portal bench bt-read ADDRESS SERVICE CHAR N`: `Bluetooth1.Connect`, N
+//!   `ReadCharacteristic`, `Disconnect`: the figures of the other benches and
+//!   `"connect_error":NAME|null` (the reads are made all the same).
+//!   `portal bench bluez-read CHARPATH N`: the baseline, N
+//!   `org.bluez.GattCharacteristic1.ReadValue({})` of the object CHARPATH straight to
+//!   BlueZ (as root on the host): the same figures.
+//! - `portal bench bt-notify ADDRESS SERVICE CHAR SECONDS`: `Connect`, `Notify`, the
+//!   records counted for SECONDS (or until EOF), `Disconnect`: `{"records":N,"bytes":B,
+//!   "seconds":S,"rate_hz":R|null,"eof":BOOL}` (`rate_hz`: records / seconds, null for
+//!   0 s; an error reply of Connect or Notify: the error form; `seconds`: the time read,
+//!   less than SECONDS after an EOF). `portal bench bluez-notify CHARPATH SECONDS`: the
+//!   baseline: `AddMatch` of BlueZ's `PropertiesChanged` on CHARPATH, `StartNotify`, the
+//!   signals whose changed properties hold `Value` counted for SECONDS (and those before
+//!   StartNotify's reply), `StopNotify`: the same members (`bytes`: of the values; `eof`
+//!   false).
 
-use crate::dbus::{system_bus_path, Arg, Conn, DbusError, Msg, Value};
+use crate::dbus::{system_bus_path, Arg, Conn, DbusError, Msg, Value, SIGNAL};
 use crate::{errno_name, esc, obj};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -60,6 +113,7 @@ const DEST: &str = "org.appmgr.Portal1";
 const PATH: &str = "/org/appmgr/portal";
 const GPU: &str = "org.appmgr.portal.Gpu1";
 const SENSORS: &str = "org.appmgr.portal.Sensors1";
+const BT: &str = "org.appmgr.portal.Bluetooth1";
 
 /// The longest `stream` observation accepted.
 const MAX_STREAM_SECONDS: f64 = 3600.0;
@@ -68,10 +122,18 @@ const USAGE: &str = "usage: appmgr-probe portal gpu | portal gpu-hold SECONDS | 
                      portal sensors read CHANNEL | portal sensors stream CH[,CH...] RATE_HZ SECONDS | \
                      portal sensors streams K CH[,CH...] RATE_HZ SECONDS | \
                      portal bench (gpu N | read CHANNEL N | open PATH N | sysfs PATH[,PATH...] N | \
-                     sensorproxy N)";
+                     sensorproxy N | bt-read ADDRESS SERVICE CHAR N | bluez-read CHARPATH N | \
+                     bt-notify ADDRESS SERVICE CHAR SECONDS | bluez-notify CHARPATH SECONDS) | \
+                     portal bt STEP... (STEP: scan,SECONDS | scan-until,ADDRESS,SECONDS | \
+                     connect,ADDRESS | disconnect,ADDRESS | read,ADDRESS,SERVICE,CHAR | \
+                     write,ADDRESS,SERVICE,CHAR,HEX | notify,ADDRESS,SERVICE,CHAR,SECONDS | \
+                     call,METHOD | bluez-power-off | bluez-pair,ADDRESS | sleep,SECONDS)";
 
 /// Why the probe itself failed (exit 1).
 type Fail = String;
+
+/// The members of a JSON object, values already JSON.
+type Fields = Vec<(String, String)>;
 
 /// `portal ARGS`; returns the exit status.
 pub fn run(args: &[String]) -> i32 {
@@ -119,6 +181,39 @@ pub fn run(args: &[String]) -> i32 {
                 }
             }
         }
+        ["bt", steps @ ..] if !steps.is_empty() => {
+            let mut parsed = Vec::new();
+            for s in steps {
+                match parse_step(s) {
+                    Ok(step) => parsed.push((*s, step)),
+                    Err(e) => {
+                        eprintln!("appmgr-probe: portal bt: {e}\n{USAGE}");
+                        return 2;
+                    }
+                }
+            }
+            bt(&parsed)
+        }
+        ["bench", "bt-notify", a, sv, c, secs] => match parse_seconds(secs) {
+            Some(secs) => bench_bt_notify(&Gatt::new(a, sv, c), secs),
+            None => {
+                eprintln!(
+                    "appmgr-probe: portal bench bt-notify: SECONDS is a number in \
+                     (0, {MAX_STREAM_SECONDS}]\n{USAGE}"
+                );
+                return 2;
+            }
+        },
+        ["bench", "bluez-notify", path, secs] => match parse_seconds(secs) {
+            Some(secs) if is_object_path(path) => bench_bluez_notify(path, secs),
+            _ => {
+                eprintln!(
+                    "appmgr-probe: portal bench bluez-notify: CHARPATH is an object path, \
+                     SECONDS a number in (0, {MAX_STREAM_SECONDS}]\n{USAGE}"
+                );
+                return 2;
+            }
+        },
         ["bench", what @ ..] => {
             let n = what
                 .last()
@@ -138,6 +233,10 @@ pub fn run(args: &[String]) -> i32 {
                     Ok(())
                 })),
                 (["sensorproxy", _], Some(n)) => bench_sensorproxy(n),
+                (["bt-read", a, sv, c, _], Some(n)) => bench_bt_read(&Gatt::new(a, sv, c), n),
+                (["bluez-read", path, _], Some(n)) if is_object_path(path) => {
+                    bench_bluez_read(path, n)
+                }
                 _ => {
                     eprintln!("{USAGE}");
                     return 2;
@@ -187,14 +286,37 @@ fn call_at(
     args: &[Arg],
     want: &str,
 ) -> Result<Result<Msg, DbusError>, Fail> {
+    call_full(
+        conn,
+        (dest, path),
+        iface,
+        member,
+        args,
+        Some(want),
+        &mut drop,
+    )
+}
+
+/// [`call_at`]; `want` None accepts a return of any signature, and the messages received
+/// while waiting for the reply (signals) go to `other`.
+fn call_full(
+    conn: &mut Conn,
+    (dest, path): (&str, &str),
+    iface: &str,
+    member: &str,
+    args: &[Arg],
+    want: Option<&str>,
+    other: &mut dyn FnMut(Msg),
+) -> Result<Result<Msg, DbusError>, Fail> {
     let m = conn
-        .call_msg(dest, path, iface, member, args)
+        .call_msg_with(dest, path, iface, member, args, other)
         .map_err(|e| format!("{iface}.{member}: {e}"))?;
     match m.into_result() {
-        Ok(m) if m.signature == want => Ok(Ok(m)),
+        Ok(m) if want.is_none_or(|w| m.signature == w) => Ok(Ok(m)),
         Ok(m) => Err(format!(
-            "{iface}.{member}: reply of signature {:?}, expected {want:?}",
-            m.signature
+            "{iface}.{member}: reply of signature {:?}, expected {:?}",
+            m.signature,
+            want.unwrap_or_default()
         )),
         Err(e) => Ok(Err(e)),
     }
@@ -206,11 +328,16 @@ fn values(m: &Msg, what: &str) -> Result<Vec<Value>, Fail> {
 }
 
 fn error_json(e: &DbusError) -> String {
-    obj(&[
+    obj(&error_fields(e))
+}
+
+/// The members of [`error_json`]'s object.
+fn error_fields(e: &DbusError) -> Fields {
+    vec![
         ("ok".into(), "false".into()),
         ("error".into(), esc(&e.name)),
         ("message".into(), opt(e.message.as_deref().map(esc))),
-    ])
+    ]
 }
 
 fn opt(v: Option<String>) -> String {
@@ -736,6 +863,735 @@ fn bench_sensorproxy(n: usize) -> Result<String, Fail> {
     Ok(obj(&fields))
 }
 
+/// The bus itself, for `AddMatch`.
+const BUS: (&str, &str) = ("org.freedesktop.DBus", "/org/freedesktop/DBus");
+const BUS_IFACE: &str = "org.freedesktop.DBus";
+const PROPS: &str = "org.freedesktop.DBus.Properties";
+/// BlueZ, called directly by `bt bluez-*` steps and the `bench bluez-*` baselines.
+const BLUEZ: &str = "org.bluez";
+const BLUEZ_ADAPTER: &str = "/org/bluez/hci0";
+const GATT_CHAR: &str = "org.bluez.GattCharacteristic1";
+/// The bound on each Bluetooth call: BlueZ connects and resolves services slowly, the
+/// more so under an emulated CPU (the bus may answer `NoReply` sooner).
+const BT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A characteristic as the portal names it.
+#[derive(Debug, PartialEq)]
+struct Gatt {
+    address: String,
+    service: String,
+    characteristic: String,
+}
+
+impl Gatt {
+    fn new(address: &str, service: &str, characteristic: &str) -> Gatt {
+        Gatt {
+            address: address.into(),
+            service: service.into(),
+            characteristic: characteristic.into(),
+        }
+    }
+
+    fn args(&self) -> [Arg<'_>; 3] {
+        [
+            Arg::Str(&self.address),
+            Arg::Str(&self.service),
+            Arg::Str(&self.characteristic),
+        ]
+    }
+}
+
+/// One step of `portal bt`.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// `scan,SECONDS` (`until` None) or `scan-until,ADDRESS,SECONDS`.
+    Scan {
+        secs: f64,
+        until: Option<String>,
+    },
+    Connect(String),
+    Disconnect(String),
+    Read(Gatt),
+    Write(Gatt, Vec<u8>),
+    Notify(Gatt, f64),
+    /// A method of the portal's Bluetooth interface, without arguments.
+    Call(String),
+    BluezPowerOff,
+    /// The address, upper case.
+    BluezPair(String),
+    Sleep(f64),
+}
+
+/// SECONDS: a number in (0, 3600].
+fn parse_seconds(s: &str) -> Option<f64> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0 && *s <= MAX_STREAM_SECONDS)
+}
+
+/// Pairs of hex digits (`01`, `0a0B`; empty: no bytes).
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// `AA:BB:CC:DD:EE:FF` (either case).
+fn is_address(s: &str) -> bool {
+    s.len() == 17
+        && s.split(':').count() == 6
+        && s.split(':')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A D-Bus member name (the bus drops a connection that sends an invalid one).
+fn is_member_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A D-Bus object path (likewise).
+fn is_object_path(s: &str) -> bool {
+    s == "/"
+        || (s.starts_with('/')
+            && s[1..].split('/').all(|e| {
+                !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }))
+}
+
+/// BlueZ's object for the device `address` (valid, see [`is_address`]) on hci0.
+fn bluez_device_path(address: &str) -> String {
+    format!(
+        "{BLUEZ_ADAPTER}/dev_{}",
+        address.to_ascii_uppercase().replace(':', "_")
+    )
+}
+
+/// One `portal bt` step: its fields separated by commas (see the module documentation).
+fn parse_step(s: &str) -> Result<Step, String> {
+    let f: Vec<&str> = s.split(',').collect();
+    let secs = |t: &str| {
+        parse_seconds(t)
+            .ok_or_else(|| format!("{s}: SECONDS is a number in (0, {MAX_STREAM_SECONDS}]"))
+    };
+    Ok(match f.as_slice() {
+        ["scan", t] => Step::Scan {
+            secs: secs(t)?,
+            until: None,
+        },
+        ["scan-until", a, t] => Step::Scan {
+            secs: secs(t)?,
+            until: Some(a.to_string()),
+        },
+        ["connect", a] => Step::Connect(a.to_string()),
+        ["disconnect", a] => Step::Disconnect(a.to_string()),
+        ["read", a, sv, c] => Step::Read(Gatt::new(a, sv, c)),
+        ["write", a, sv, c, hex] => Step::Write(
+            Gatt::new(a, sv, c),
+            parse_hex(hex).ok_or_else(|| format!("{s}: HEX is pairs of hex digits"))?,
+        ),
+        ["notify", a, sv, c, t] => Step::Notify(Gatt::new(a, sv, c), secs(t)?),
+        ["call", m] if is_member_name(m) => Step::Call(m.to_string()),
+        ["call", _] => return Err(format!("{s}: METHOD is not a D-Bus member name")),
+        ["bluez-power-off"] => Step::BluezPowerOff,
+        ["bluez-pair", a] if is_address(a) => Step::BluezPair(a.to_ascii_uppercase()),
+        ["bluez-pair", _] => return Err(format!("{s}: ADDRESS is AA:BB:CC:DD:EE:FF")),
+        ["sleep", t] => Step::Sleep(secs(t)?),
+        _ => return Err(format!("{s}: unknown step or wrong number of fields")),
+    })
+}
+
+/// A duration in ms, as JSON.
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+fn bytes_json(b: &[u8]) -> String {
+    format!(
+        "[{}]",
+        b.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// The bytes of an `ay` value.
+fn bytes_of(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|b| match b {
+                Value::Byte(b) => Some(*b),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// The portal's `Bluetooth1.member`.
+fn bt_call(
+    conn: &mut Conn,
+    member: &str,
+    args: &[Arg],
+    want: &str,
+) -> Result<Result<Msg, DbusError>, Fail> {
+    call(conn, BT, member, args, want)
+}
+
+/// A device as merged from `DeviceFound` signals.
+#[derive(Debug, PartialEq)]
+struct Device {
+    address: String,
+    name: String,
+    services: std::collections::BTreeSet<String>,
+    rssi: i16,
+}
+
+/// What a scan found: every `DeviceFound`, merged by address (case-insensitively).
+#[derive(Debug, Default)]
+struct Found {
+    signals: usize,
+    /// By upper-case address.
+    devices: std::collections::BTreeMap<String, Device>,
+}
+
+impl Found {
+    /// One `DeviceFound`: the union of the services, the latest name and RSSI.
+    fn add(&mut self, address: &str, name: &str, services: &[String], rssi: i16) {
+        self.signals += 1;
+        let d = self
+            .devices
+            .entry(address.to_ascii_uppercase())
+            .or_insert_with(|| Device {
+                address: address.into(),
+                name: String::new(),
+                services: Default::default(),
+                rssi,
+            });
+        d.address = address.into();
+        d.name = name.into();
+        d.services.extend(services.iter().cloned());
+        d.rssi = rssi;
+    }
+
+    /// Counts `m` if it is a `DeviceFound`; other messages are left alone.
+    fn take(&mut self, m: &Msg) -> Result<(), Fail> {
+        if m.kind != SIGNAL
+            || m.interface.as_deref() != Some(BT)
+            || m.member.as_deref() != Some("DeviceFound")
+        {
+            return Ok(());
+        }
+        let what = "Bluetooth1.DeviceFound";
+        if m.signature != "ssasn" {
+            return Err(format!(
+                "{what}: signature {:?}, not \"ssasn\"",
+                m.signature
+            ));
+        }
+        let v = values(m, what)?;
+        let [Value::Str(address), Value::Str(name), Value::Array(svcs), Value::I16(rssi)] =
+            v.as_slice()
+        else {
+            return Err(format!("{what}: unexpected body {v:?}"));
+        };
+        let svcs: Vec<String> = svcs
+            .iter()
+            .filter_map(|s| match s {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        self.add(address, name, &svcs, *rssi);
+        Ok(())
+    }
+
+    fn has(&self, address: &str) -> bool {
+        self.devices.contains_key(&address.to_ascii_uppercase())
+    }
+
+    /// `"signals":N,"found":[…]` (sorted by address).
+    fn fields(&self) -> Fields {
+        let found: Vec<String> = self
+            .devices
+            .values()
+            .map(|d| {
+                let services: Vec<String> = d.services.iter().cloned().collect();
+                obj(&[
+                    ("address".into(), esc(&d.address)),
+                    ("name".into(), esc(&d.name)),
+                    ("services".into(), crate::arr(&services)),
+                    ("rssi".into(), d.rssi.to_string()),
+                ])
+            })
+            .collect();
+        vec![
+            ("signals".into(), self.signals.to_string()),
+            ("found".into(), format!("[{}]", found.join(","))),
+        ]
+    }
+}
+
+/// `portal bt STEP...`: the steps in order on one connection (see the module
+/// documentation).
+fn bt(steps: &[(&str, Step)]) -> Result<String, Fail> {
+    let mut conn = connect()?;
+    conn.set_timeout(Some(BT_TIMEOUT))
+        .map_err(|e| format!("bus: {e}"))?;
+    let mut matched = false;
+    let mut results = Vec::new();
+    let list = |results: &[String]| format!("[{}]", results.join(","));
+    for (k, (text, step)) in steps.iter().enumerate() {
+        let k = k + 1;
+        let mut f = vec![("step".to_string(), esc(text))];
+        match bt_step(&mut conn, step, &mut matched) {
+            Ok(Ok(fields)) => {
+                eprintln!("step {k} {text} ok");
+                f.push(("ok".into(), "true".into()));
+                f.extend(fields);
+            }
+            Ok(Err(e)) => {
+                eprintln!("step {k} {text} error {}", e.name);
+                f.extend(error_fields(&e));
+            }
+            Err(e) => {
+                // The steps so far are results all the same.
+                eprintln!("step {k} {text} fail");
+                println!(
+                    "{}",
+                    obj(&[
+                        ("steps".into(), list(&results)),
+                        (
+                            "failed".into(),
+                            obj(&[("step".into(), esc(text)), ("message".into(), esc(&e)),]),
+                        ),
+                    ])
+                );
+                return Err(format!("step {k} {text}: {e}"));
+            }
+        }
+        let _ = std::io::stderr().flush();
+        results.push(obj(&f));
+    }
+    Ok(obj(&[("steps".into(), list(&results))]))
+}
+
+/// One step: its members after `"ok":true`, or the error reply.
+fn bt_step(
+    conn: &mut Conn,
+    step: &Step,
+    matched: &mut bool,
+) -> Result<Result<Fields, DbusError>, Fail> {
+    let t = Instant::now();
+    let took = |_| vec![("ms".to_string(), ms(t.elapsed()))];
+    let done = |_| Fields::new();
+    Ok(match step {
+        Step::Scan { secs, until } => return scan(conn, *secs, until.as_deref(), matched),
+        Step::Connect(a) => bt_call(conn, "Connect", &[Arg::Str(a)], "")?.map(took),
+        Step::Disconnect(a) => bt_call(conn, "Disconnect", &[Arg::Str(a)], "")?.map(took),
+        Step::Read(g) => match bt_call(conn, "ReadCharacteristic", &g.args(), "ay")? {
+            Ok(m) => {
+                let d = t.elapsed();
+                let what = "Bluetooth1.ReadCharacteristic";
+                let v = values(&m, what)?;
+                let b = v
+                    .first()
+                    .and_then(bytes_of)
+                    .ok_or_else(|| format!("{what}: unexpected body {v:?}"))?;
+                Ok(vec![("value".into(), bytes_json(&b)), ("ms".into(), ms(d))])
+            }
+            Err(e) => Err(e),
+        },
+        Step::Write(g, value) => {
+            let [a, s, c] = g.args();
+            bt_call(
+                conn,
+                "WriteCharacteristic",
+                &[a, s, c, Arg::Bytes(value)],
+                "",
+            )?
+            .map(took)
+        }
+        Step::Notify(g, secs) => match bt_notify(conn, g)? {
+            Ok(fd) => {
+                eprintln!("notify open");
+                let _ = std::io::stderr().flush();
+                Ok(read_notifications(fd, Duration::from_secs_f64(*secs)).fields())
+            }
+            Err(e) => Err(e),
+        },
+        Step::Call(member) => {
+            call_full(conn, (DEST, PATH), BT, member, &[], None, &mut drop)?.map(done)
+        }
+        Step::BluezPowerOff => call_full(
+            conn,
+            (BLUEZ, BLUEZ_ADAPTER),
+            PROPS,
+            "Set",
+            &[
+                Arg::Str("org.bluez.Adapter1"),
+                Arg::Str("Powered"),
+                Arg::Variant(&Arg::Bool(false)),
+            ],
+            None,
+            &mut drop,
+        )?
+        .map(done),
+        Step::BluezPair(a) => call_full(
+            conn,
+            (BLUEZ, &bluez_device_path(a)),
+            "org.bluez.Device1",
+            "Pair",
+            &[],
+            None,
+            &mut drop,
+        )?
+        .map(done),
+        Step::Sleep(secs) => {
+            std::thread::sleep(Duration::from_secs_f64(*secs));
+            Ok(Fields::new())
+        }
+    })
+}
+
+/// `AddMatch(rule)`: the error reply, if any.
+fn add_match(conn: &mut Conn, rule: &str) -> Result<Result<(), DbusError>, Fail> {
+    Ok(call_at(conn, BUS, BUS_IFACE, "AddMatch", &[Arg::Str(rule)], "")?.map(drop))
+}
+
+/// The `scan`/`scan-until` step: StartScan, `DeviceFound` collected for `secs` (or until
+/// `until` was found), StopScan.
+fn scan(
+    conn: &mut Conn,
+    secs: f64,
+    until: Option<&str>,
+    matched: &mut bool,
+) -> Result<Result<Fields, DbusError>, Fail> {
+    if !*matched {
+        // DeviceFound is unicast, delivered without a rule; the rule does no harm (its
+        // refusal is not the portal's).
+        let rule = format!("type='signal',interface='{BT}'");
+        let _ = add_match(conn, &rule)?;
+        *matched = true;
+    }
+    let mut found = Found::default();
+    let mut bad = None;
+    // Signals sent before the reply (for devices already known) count too.
+    let started = call_full(
+        conn,
+        (DEST, PATH),
+        BT,
+        "StartScan",
+        &[],
+        Some(""),
+        &mut |m| {
+            if let Err(e) = found.take(&m) {
+                bad.get_or_insert(e);
+            }
+        },
+    )?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    if let Err(e) = started {
+        return Ok(Err(e));
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    while !until.is_some_and(|a| found.has(a)) {
+        match conn.recv_before(deadline) {
+            Ok(m) => found.take(&m)?,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => return Err(format!("waiting for Bluetooth1.DeviceFound: {e}")),
+        }
+    }
+    let seconds = start.elapsed();
+    let stopped = bt_call(conn, "StopScan", &[], "")?;
+    let mut f = found.fields();
+    f.push((
+        "stop_error".into(),
+        opt(stopped.err().map(|e| esc(&e.name))),
+    ));
+    f.push(("seconds".into(), format!("{:.3}", seconds.as_secs_f64())));
+    Ok(Ok(f))
+}
+
+/// `Bluetooth1.Notify`: the pipe's read end, or the error reply.
+fn bt_notify(conn: &mut Conn, g: &Gatt) -> Result<Result<OwnedFd, DbusError>, Fail> {
+    let what = "Bluetooth1.Notify";
+    let mut m = match bt_call(conn, "Notify", &g.args(), "h")? {
+        Err(e) => return Ok(Err(e)),
+        Ok(m) => m,
+    };
+    let index = match values(&m, what)?.as_slice() {
+        [Value::Fd(i)] => *i,
+        v => return Err(format!("{what}: unexpected body {v:?}")),
+    };
+    m.take_fd(index).map(Ok).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Splits `buf` into whole notification records (a u16 little-endian length, then that
+/// many bytes: the values are returned) and the bytes left over (an incomplete record).
+fn split_records(buf: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let mut records = Vec::new();
+    let mut rest = buf;
+    while let [lo, hi, tail @ ..] = rest {
+        let len = u16::from_le_bytes([*lo, *hi]) as usize;
+        if tail.len() < len {
+            break;
+        }
+        records.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    (records, rest)
+}
+
+/// What a notification pipe delivered.
+#[derive(Debug, Default)]
+struct Notifications {
+    records: usize,
+    /// The values' bytes (without the length prefixes).
+    bytes: usize,
+    first: Option<Vec<u8>>,
+    last: Option<Vec<u8>>,
+    /// Bytes left over at the end, not a whole record.
+    torn: usize,
+    end: ReadEnd,
+}
+
+impl Notifications {
+    /// Takes the records of `pending` (the bytes read and not yet used), leaving an
+    /// incomplete one there.
+    fn take(&mut self, pending: &mut Vec<u8>) {
+        let (records, rest) = split_records(pending);
+        let used = pending.len() - rest.len();
+        for r in records {
+            self.records += 1;
+            self.bytes += r.len();
+            if self.first.is_none() {
+                self.first = Some(r.to_vec());
+            }
+            self.last = Some(r.to_vec());
+        }
+        pending.drain(..used);
+    }
+
+    fn fields(&self) -> Fields {
+        vec![
+            ("records".into(), self.records.to_string()),
+            ("bytes".into(), self.bytes.to_string()),
+            ("first".into(), opt(self.first.as_deref().map(bytes_json))),
+            ("last".into(), opt(self.last.as_deref().map(bytes_json))),
+            ("eof".into(), self.end.eof_after.is_some().to_string()),
+            (
+                "eof_mono_ns".into(),
+                opt(self.end.eof_mono_ns.map(|n| n.to_string())),
+            ),
+            ("torn".into(), self.torn.to_string()),
+            (
+                "seconds".into(),
+                format!("{:.3}", self.end.observed.as_secs_f64()),
+            ),
+            (
+                "read_error".into(),
+                opt(self.end.read_error.as_deref().map(esc)),
+            ),
+        ]
+    }
+}
+
+/// Reads notification records from `fd` until EOF or `limit`, never blocking past it.
+fn read_notifications(fd: OwnedFd, limit: Duration) -> Notifications {
+    let mut n = Notifications::default();
+    let mut pending = Vec::new();
+    let end = read_for(fd, limit, |b| {
+        pending.extend_from_slice(b);
+        n.take(&mut pending);
+    });
+    n.end = end;
+    n.torn = pending.len();
+    n
+}
+
+/// `{"records","bytes","seconds","rate_hz","eof"}` of the `bench *-notify` commands.
+fn rate_json(records: usize, bytes: usize, observed: Duration, eof: bool) -> String {
+    let secs = observed.as_secs_f64();
+    obj(&[
+        ("records".into(), records.to_string()),
+        ("bytes".into(), bytes.to_string()),
+        ("seconds".into(), format!("{secs:.3}")),
+        (
+            "rate_hz".into(),
+            opt((secs > 0.0).then(|| format!("{:.1}", records as f64 / secs))),
+        ),
+        ("eof".into(), eof.to_string()),
+    ])
+}
+
+/// A connection with the Bluetooth calls' bound.
+fn bt_connect() -> Result<Conn, Fail> {
+    let mut conn = connect()?;
+    conn.set_timeout(Some(BT_TIMEOUT))
+        .map_err(|e| format!("bus: {e}"))?;
+    Ok(conn)
+}
+
+/// `portal bench bt-read ADDRESS SERVICE CHAR N`: Connect, N ReadCharacteristic round
+/// trips, Disconnect.
+fn bench_bt_read(g: &Gatt, n: usize) -> Result<String, Fail> {
+    let mut conn = bt_connect()?;
+    let connect_error = bt_call(&mut conn, "Connect", &[Arg::Str(&g.address)], "")?.err();
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        if bt_call(&mut conn, "ReadCharacteristic", &g.args(), "ay")?.is_err() {
+            errors += 1;
+        }
+        lat.push(t.elapsed());
+    }
+    // Best effort: the hold also ends with this connection.
+    let _ = bt_call(&mut conn, "Disconnect", &[Arg::Str(&g.address)], "");
+    let mut fields = latency_fields(lat, errors);
+    fields.push((
+        "connect_error".into(),
+        opt(connect_error.map(|e| esc(&e.name))),
+    ));
+    Ok(obj(&fields))
+}
+
+/// `portal bench bluez-read CHARPATH N`: BlueZ's `ReadValue` round trips.
+fn bench_bluez_read(path: &str, n: usize) -> Result<String, Fail> {
+    let mut conn = bt_connect()?;
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = call_at(
+            &mut conn,
+            (BLUEZ, path),
+            GATT_CHAR,
+            "ReadValue",
+            &[Arg::EmptyDict],
+            "ay",
+        )?;
+        errors += usize::from(r.is_err());
+        lat.push(t.elapsed());
+    }
+    Ok(latency_json(lat, errors))
+}
+
+/// `portal bench bt-notify ADDRESS SERVICE CHAR SECONDS`: Connect, Notify, the records
+/// counted for SECONDS (or until EOF), Disconnect.
+fn bench_bt_notify(g: &Gatt, secs: f64) -> Result<String, Fail> {
+    let mut conn = bt_connect()?;
+    if let Err(e) = bt_call(&mut conn, "Connect", &[Arg::Str(&g.address)], "")? {
+        return Ok(error_json(&e));
+    }
+    let disconnect = |conn: &mut Conn| {
+        let _ = bt_call(conn, "Disconnect", &[Arg::Str(&g.address)], "");
+    };
+    let fd = match bt_notify(&mut conn, g)? {
+        Ok(fd) => fd,
+        Err(e) => {
+            disconnect(&mut conn);
+            return Ok(error_json(&e));
+        }
+    };
+    let n = read_notifications(fd, Duration::from_secs_f64(secs));
+    disconnect(&mut conn);
+    Ok(rate_json(
+        n.records,
+        n.bytes,
+        n.end.observed,
+        n.end.eof_after.is_some(),
+    ))
+}
+
+/// The length of the new `Value` if `m` is BlueZ's `PropertiesChanged` of the object
+/// `path` with one.
+fn value_changed(m: &Msg, path: &str) -> Result<Option<usize>, Fail> {
+    if m.kind != SIGNAL
+        || m.path.as_deref() != Some(path)
+        || m.interface.as_deref() != Some(PROPS)
+        || m.member.as_deref() != Some("PropertiesChanged")
+    {
+        return Ok(None);
+    }
+    let what = "Properties.PropertiesChanged";
+    if m.signature != "sa{sv}as" {
+        return Err(format!("{what}: signature {:?}", m.signature));
+    }
+    let v = values(m, what)?;
+    let Some(Value::Dict(changed)) = v.get(1) else {
+        return Err(format!("{what}: unexpected body {v:?}"));
+    };
+    Ok(changed.iter().find_map(|(k, v)| match (k, v) {
+        (Value::Str(k), Value::Variant(v)) if k == "Value" => {
+            Some(bytes_of(v).map_or(0, |b| b.len()))
+        }
+        _ => None,
+    }))
+}
+
+/// `portal bench bluez-notify CHARPATH SECONDS`: BlueZ's notifications
+/// (`PropertiesChanged` of `Value`) counted for SECONDS after `StartNotify`.
+fn bench_bluez_notify(path: &str, secs: f64) -> Result<String, Fail> {
+    let mut conn = bt_connect()?;
+    let rule = format!(
+        "type='signal',sender='{BLUEZ}',path='{path}',interface='{PROPS}',\
+         member='PropertiesChanged'"
+    );
+    if let Err(e) = add_match(&mut conn, &rule)? {
+        return Ok(error_json(&e));
+    }
+    let (mut records, mut bytes) = (0, 0);
+    let mut bad = None;
+    let mut count = |m: &Msg| -> Result<(), Fail> {
+        if let Some(len) = value_changed(m, path)? {
+            records += 1;
+            bytes += len;
+        }
+        Ok(())
+    };
+    let started = call_full(
+        &mut conn,
+        (BLUEZ, path),
+        GATT_CHAR,
+        "StartNotify",
+        &[],
+        Some(""),
+        &mut |m| {
+            if let Err(e) = count(&m) {
+                bad.get_or_insert(e);
+            }
+        },
+    )?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    if let Err(e) = started {
+        return Ok(error_json(&e));
+    }
+    let limit = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    loop {
+        match conn.recv_before(start + limit) {
+            Ok(m) => count(&m)?,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => return Err(format!("waiting for PropertiesChanged: {e}")),
+        }
+    }
+    let observed = start.elapsed().min(limit);
+    let _ = call_at(&mut conn, (BLUEZ, path), GATT_CHAR, "StopNotify", &[], "");
+    Ok(rate_json(records, bytes, observed, false))
+}
+
 /// `CLOCK_MONOTONIC` now, in ns (the clock of the portal's record timestamps).
 fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -757,14 +1613,25 @@ struct StreamStats {
     read_error: Option<String>,
 }
 
-/// Reads `nch`-channel records from `fd` until EOF or `limit`, never blocking past it.
-fn read_stream(fd: OwnedFd, nch: usize, limit: Duration) -> StreamStats {
-    let rec = 8 + 8 * nch;
+/// How reading a pipe ended.
+#[derive(Debug, Default)]
+struct ReadEnd {
+    /// When EOF came (from the start of reading).
+    eof_after: Option<Duration>,
+    /// `CLOCK_MONOTONIC` when EOF was read.
+    eof_mono_ns: Option<u64>,
+    /// The time read: until EOF, else `limit`.
+    observed: Duration,
+    read_error: Option<String>,
+}
+
+/// Reads `fd` until EOF, an error or `limit`, never blocking past it; each chunk read
+/// goes to `chunk`.
+fn read_for(fd: OwnedFd, limit: Duration, mut chunk: impl FnMut(&[u8])) -> ReadEnd {
     let file = std::fs::File::from(fd);
     let start = Instant::now();
     let deadline = start + limit;
-    let mut st = StreamStats::default();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut end = ReadEnd::default();
     let mut buf = vec![0u8; 65536];
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if left.is_zero() {
@@ -780,42 +1647,55 @@ fn read_stream(fd: OwnedFd, nch: usize, limit: Duration) -> StreamStats {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                st.read_error = Some(errno_name(e.raw_os_error()));
+                end.read_error = Some(errno_name(e.raw_os_error()));
                 break;
             }
         }
         match (&file).read(&mut buf) {
             Ok(0) => {
-                st.eof_after = Some(start.elapsed());
-                st.eof_mono_ns = Some(mono_ns());
+                end.eof_after = Some(start.elapsed());
+                end.eof_mono_ns = Some(mono_ns());
                 break;
             }
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                let whole = pending.len() / rec * rec;
-                for r in pending[..whole].chunks_exact(rec) {
-                    st.timestamps
-                        .push(u64::from_le_bytes(r[..8].try_into().unwrap()));
-                    if st.first.is_none() {
-                        st.first = Some(
-                            r[8..]
-                                .chunks_exact(8)
-                                .map(|v| f64::from_le_bytes(v.try_into().unwrap()))
-                                .collect(),
-                        );
-                    }
-                }
-                pending.drain(..whole);
-            }
+            Ok(n) => chunk(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                st.read_error = Some(errno_name(errno_of(&e)));
+                end.read_error = Some(errno_name(errno_of(&e)));
                 break;
             }
         }
     }
-    st.observed = st.eof_after.unwrap_or_else(|| start.elapsed().min(limit));
+    end.observed = end.eof_after.unwrap_or_else(|| start.elapsed().min(limit));
+    end
+}
+
+/// Reads `nch`-channel records from `fd` until EOF or `limit`, never blocking past it.
+fn read_stream(fd: OwnedFd, nch: usize, limit: Duration) -> StreamStats {
+    let rec = 8 + 8 * nch;
+    let mut st = StreamStats::default();
+    let mut pending: Vec<u8> = Vec::new();
+    let end = read_for(fd, limit, |b| {
+        pending.extend_from_slice(b);
+        let whole = pending.len() / rec * rec;
+        for r in pending[..whole].chunks_exact(rec) {
+            st.timestamps
+                .push(u64::from_le_bytes(r[..8].try_into().unwrap()));
+            if st.first.is_none() {
+                st.first = Some(
+                    r[8..]
+                        .chunks_exact(8)
+                        .map(|v| f64::from_le_bytes(v.try_into().unwrap()))
+                        .collect(),
+                );
+            }
+        }
+        pending.drain(..whole);
+    });
+    st.eof_after = end.eof_after;
+    st.eof_mono_ns = end.eof_mono_ns;
+    st.observed = end.observed;
+    st.read_error = end.read_error;
     if st.eof_after.is_some() {
         st.torn = pending.len().div_ceil(rec);
     }
@@ -938,6 +1818,221 @@ mod tests {
         assert!(j.contains(r#""first":[],"#), "{j}");
         assert!(j.contains(r#""min_gap_ms":null,"#), "{j}");
         drop(w);
+    }
+
+    #[test]
+    fn bt_steps_parse() {
+        let g = |a: &str, s: &str, c: &str| Gatt::new(a, s, c);
+        let a = "AA:BB:CC:DD:EE:01";
+        for (text, want) in [
+            (
+                "scan,5",
+                Step::Scan {
+                    secs: 5.0,
+                    until: None,
+                },
+            ),
+            (
+                "scan-until,aa:bb:cc:dd:ee:01,2.5",
+                Step::Scan {
+                    secs: 2.5,
+                    until: Some("aa:bb:cc:dd:ee:01".into()),
+                },
+            ),
+            ("connect,AA:BB:CC:DD:EE:01", Step::Connect(a.into())),
+            ("disconnect,AA:BB:CC:DD:EE:01", Step::Disconnect(a.into())),
+            // Addresses go to the portal as given (its InvalidArgs is a result).
+            ("connect,nonsense", Step::Connect("nonsense".into())),
+            (
+                "read,AA:BB:CC:DD:EE:01,180f,2a19",
+                Step::Read(g(a, "180f", "2a19")),
+            ),
+            (
+                "write,AA:BB:CC:DD:EE:01,180f,2a19,0aFf",
+                Step::Write(g(a, "180f", "2a19"), vec![0x0a, 0xff]),
+            ),
+            (
+                "write,AA:BB:CC:DD:EE:01,180f,2a19,",
+                Step::Write(g(a, "180f", "2a19"), vec![]),
+            ),
+            (
+                "notify,AA:BB:CC:DD:EE:01,180d,2a37,3600",
+                Step::Notify(g(a, "180d", "2a37"), 3600.0),
+            ),
+            ("call,SetPowered", Step::Call("SetPowered".into())),
+            ("bluez-power-off", Step::BluezPowerOff),
+            ("bluez-pair,aa:bb:cc:dd:ee:01", Step::BluezPair(a.into())),
+            ("sleep,0.2", Step::Sleep(0.2)),
+        ] {
+            assert_eq!(parse_step(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "scan",
+            "scan,0",
+            "scan,-1",
+            "scan,3600.5",
+            "scan,nan",
+            "scan,inf",
+            "scan,x",
+            "scan,5,6",
+            "scan-until,5",
+            "connect",
+            "connect,A,B",
+            "read,A,180f",
+            "write,A,180f,2a19",
+            "write,A,180f,2a19,0",
+            "write,A,180f,2a19,zz",
+            "write,A,180f,2a19,0x01",
+            "notify,A,180d,2a37",
+            "notify,A,180d,2a37,0",
+            "call",
+            "call,",
+            "call,Set.Powered",
+            "call,1Pair",
+            "bluez-power-off,1",
+            "bluez-pair,AA:BB",
+            "bluez-pair,AA:BB:CC:DD:EE:GG",
+            "bluez-pair,AA-BB-CC-DD-EE-FF",
+            "sleep",
+            "sleep,0",
+            "Scan,5",
+            "pair,AA:BB:CC:DD:EE:01",
+        ] {
+            assert!(parse_step(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bt_arguments_are_checked() {
+        assert_eq!(parse_hex("01"), Some(vec![1]));
+        assert_eq!(parse_hex("0a0B"), Some(vec![10, 11]));
+        assert_eq!(parse_hex(""), Some(vec![]));
+        for bad in ["0", "abc", "g0", "0x01", " 01", "+1", "é1"] {
+            assert_eq!(parse_hex(bad), None, "{bad:?}");
+        }
+        assert!(is_address("AA:BB:CC:dd:ee:0f"));
+        assert!(!is_address("AA:BB:CC:DD:EE:F"));
+        assert!(!is_address("AA:BB:CC:DD:EEE:F"));
+        assert!(!is_address("AA:BB:CC:DD:EE:FF:"));
+        assert_eq!(
+            bluez_device_path("aa:bb:cc:dd:ee:0f"),
+            "/org/bluez/hci0/dev_AA_BB_CC_DD_EE_0F"
+        );
+        assert!(is_member_name("Pair") && is_member_name("_x1"));
+        assert!(!is_member_name("") && !is_member_name("a.b") && !is_member_name("9a"));
+        for ok in [
+            "/",
+            "/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF/service0010/char0011",
+        ] {
+            assert!(is_object_path(ok), "{ok}");
+        }
+        for bad in ["", "org", "/org/", "//org", "/org//b", "/org/b-c", "/o'"] {
+            assert!(!is_object_path(bad), "{bad}");
+        }
+    }
+
+    fn nrec(value: &[u8]) -> Vec<u8> {
+        let mut r = (value.len() as u16).to_le_bytes().to_vec();
+        r.extend_from_slice(value);
+        r
+    }
+
+    #[test]
+    fn notification_records_split() {
+        let mut buf = nrec(&[1, 2]);
+        buf.extend(nrec(&[]));
+        buf.extend(nrec(&[3; 300]));
+        let (recs, rest) = split_records(&buf);
+        assert_eq!(recs, [&[1u8, 2][..], &[], &[3; 300]]);
+        assert!(rest.is_empty());
+        // A torn tail: a length alone, a length and part of the value, one byte.
+        for tail in [&[5u8, 0][..], &[5, 0, 1, 2], &[9]] {
+            let mut b = nrec(&[7]);
+            b.extend_from_slice(tail);
+            let (recs, rest) = split_records(&b);
+            assert_eq!(recs, [&[7u8][..]]);
+            assert_eq!(rest, tail);
+        }
+        assert_eq!(split_records(&[]), (vec![], &[][..]));
+        // A record split across reads: whole once the rest arrives.
+        let mut n = Notifications::default();
+        let r = nrec(&[1, 2, 3, 4]);
+        let mut pending = r[..3].to_vec();
+        n.take(&mut pending);
+        assert_eq!((n.records, pending.len()), (0, 3));
+        pending.extend_from_slice(&r[3..]);
+        pending.extend_from_slice(&nrec(&[9])[..1]);
+        n.take(&mut pending);
+        assert_eq!((n.records, n.bytes), (1, 4));
+        assert_eq!(pending, [1]);
+        assert_eq!(n.first.as_deref(), Some(&[1u8, 2, 3, 4][..]));
+        assert_eq!(n.last, n.first);
+    }
+
+    #[test]
+    fn notifications_are_read_to_eof() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(&nrec(&[1])).unwrap();
+        w.write_all(&nrec(&[2, 3])).unwrap();
+        w.write_all(&nrec(&[4, 5, 6])).unwrap();
+        w.write_all(&[10, 0, 1]).unwrap(); // torn: 3 bytes
+        drop(w);
+        let n = read_notifications(r.into(), Duration::from_secs(5));
+        assert_eq!((n.records, n.bytes, n.torn), (3, 6, 3));
+        assert!(n.end.eof_after.is_some() && n.end.eof_mono_ns.is_some());
+        let j = obj(&n.fields());
+        assert!(
+            j.starts_with(r#"{"records":3,"bytes":6,"first":[1],"last":[4,5,6],"eof":true,"#),
+            "{j}"
+        );
+        assert!(j.contains(r#""torn":3,"#), "{j}");
+        assert!(j.ends_with(r#""read_error":null}"#), "{j}");
+    }
+
+    #[test]
+    fn notifications_that_do_not_end_are_read_for_the_limit_only() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let t = Instant::now();
+        w.write_all(&[1, 0]).unwrap(); // a record in flight
+        let n = read_notifications(r.into(), Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(3));
+        assert_eq!((n.records, n.torn), (0, 2));
+        let j = obj(&n.fields());
+        assert!(
+            j.contains(r#""first":null,"last":null,"eof":false,"eof_mono_ns":null,"#),
+            "{j}"
+        );
+        drop(w);
+        let j = rate_json(30, 60, Duration::from_secs(2), false);
+        assert_eq!(
+            j,
+            r#"{"records":30,"bytes":60,"seconds":2.000,"rate_hz":15.0,"eof":false}"#
+        );
+    }
+
+    #[test]
+    fn found_devices_merge_by_address() {
+        let mut f = Found::default();
+        let svc = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        f.add("AA:BB:CC:DD:EE:02", "b", &svc(&["180d"]), -70);
+        f.add("AA:BB:CC:DD:EE:01", "", &svc(&["180f"]), 0);
+        f.add("aa:bb:cc:dd:ee:01", "Thermo", &svc(&["181a", "180f"]), -40);
+        assert_eq!(f.signals, 3);
+        assert!(f.has("AA:bb:CC:DD:EE:01") && !f.has("AA:BB:CC:DD:EE:03"));
+        let j = obj(&f.fields());
+        assert_eq!(
+            j,
+            concat!(
+                r#"{"signals":3,"found":["#,
+                r#"{"address":"aa:bb:cc:dd:ee:01","name":"Thermo","services":["180f","181a"],"rssi":-40},"#,
+                r#"{"address":"AA:BB:CC:DD:EE:02","name":"b","services":["180d"],"rssi":-70}]}"#
+            )
+        );
+        assert_eq!(
+            obj(&Found::default().fields()),
+            r#"{"signals":0,"found":[]}"#
+        );
     }
 
     #[test]
