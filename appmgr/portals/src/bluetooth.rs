@@ -531,7 +531,34 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Bt> {
 
 // ---- BlueZ
 
-fn bluez(s: &Shared) -> Result<zbus::Connection, PortalError> {
+/// The portal's BlueZ client connection, made (and BlueZ's signals followed) at the first
+/// Bluetooth call. BlueZ is reached on a connection of its own: its discovery and
+/// notification sessions belong to that client, and its calls may take longer than the
+/// serving connection's method timeout (a connection), each bounded by its own instead.
+async fn bluez(s: &Arc<Shared>) -> Result<zbus::Connection, PortalError> {
+    s.bluez
+        .get_or_try_init(|| async {
+            let b = match &s.config.bus_address {
+                Some(a) => zbus::connection::Builder::address(a.as_str()),
+                None => zbus::connection::Builder::system(),
+            }
+            .map_err(|e| PortalError::NotAvailable(format!("no bus for BlueZ: {e}")))?;
+            let c = tokio::time::timeout(crate::BUS_TIMEOUT, b.max_queued(4096).build())
+                .await
+                .map_err(|_| {
+                    PortalError::NotAvailable("the bus did not answer in time (BlueZ)".into())
+                })?
+                .map_err(|e| PortalError::NotAvailable(format!("no bus for BlueZ: {e}")))?;
+            follow(s.clone(), &c).await;
+            Ok(c)
+        })
+        .await
+        .cloned()
+}
+
+/// The BlueZ connection if a Bluetooth call made it (for cleanups: without it there is
+/// nothing to clean up).
+fn bluez_now(s: &Shared) -> Result<zbus::Connection, PortalError> {
     s.bluez
         .get()
         .cloned()
@@ -656,7 +683,7 @@ async fn char_path(
 /// narrowed or stopped.
 async fn sync_discovery(s: &Shared) -> Result<(), PortalError> {
     let _one = s.bt_discovery.lock().await;
-    let conn = bluez(s)?;
+    let conn = bluez_now(s)?;
     let (want, now, adapter) = {
         let b = lock(s);
         (b.wanted(), b.discovering.clone(), b.adapter.clone())
@@ -712,7 +739,7 @@ fn spawn_cleanup(s: &Arc<Shared>, c: Cleanup) {
     }
     let s = s.clone();
     tokio::spawn(async move {
-        let Ok(conn) = bluez(&s) else {
+        let Ok(conn) = bluez_now(&s) else {
             return;
         };
         for p in &c.stop_notify {
@@ -772,17 +799,18 @@ fn adapter_path(s: &Shared) -> String {
     format!("/org/bluez/{}", named.as_deref().unwrap_or(DEFAULT_ADAPTER))
 }
 
-/// Follows BlueZ's signals on the portal's client connection for as long as it lasts:
-/// devices appearing, changing and going, characteristic values (notifications), and
-/// `bluetoothd` itself going away.
-pub async fn events(s: Arc<Shared>, conn: zbus::Connection) {
+/// Follows BlueZ's signals on the portal's client connection for as long as it lasts
+/// (subscribed before this returns, so the first call misses none): devices appearing,
+/// changing and going, characteristic values (notifications), and `bluetoothd` itself
+/// going away.
+async fn follow(s: Arc<Shared>, conn: &zbus::Connection) {
     lock(&s).adapter = adapter_path(&s);
-    let mut stream = zbus::MessageStream::from(&conn);
+    let mut stream = zbus::MessageStream::from(conn);
     let rules = [
         "type='signal',sender='org.bluez'",
         "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.bluez'",
     ];
-    match zbus::fdo::DBusProxy::new(&conn).await {
+    match zbus::fdo::DBusProxy::new(conn).await {
         Ok(p) => {
             for r in rules {
                 let added = match zbus::MatchRule::try_from(r) {
@@ -806,17 +834,19 @@ pub async fn events(s: Arc<Shared>, conn: zbus::Connection) {
             &format!("bluetooth: cannot follow BlueZ: {e}"),
         ),
     }
-    while let Some(m) = stream.next().await {
-        let Ok(m) = m else { continue };
-        if m.message_type() != zbus::message::Type::Signal {
-            continue;
+    tokio::spawn(async move {
+        while let Some(m) = stream.next().await {
+            let Ok(m) = m else { continue };
+            if m.message_type() != zbus::message::Type::Signal {
+                continue;
+            }
+            let (found, cleanup) = handle(&s, &m);
+            spawn_cleanup(&s, cleanup);
+            if !found.is_empty() {
+                send(&s, found).await;
+            }
         }
-        let (found, cleanup) = handle(&s, &m);
-        spawn_cleanup(&s, cleanup);
-        if !found.is_empty() {
-            send(&s, found).await;
-        }
-    }
+    });
 }
 
 /// Applies one signal to the state.
@@ -1065,7 +1095,7 @@ impl Bluetooth {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
         }
         let dev = self.held(&c.app, c.pid, &addr)?;
-        let conn = bluez(&self.s)?;
+        let conn = bluez(&self.s).await?;
         let path = char_path(&self.s, &conn, &dev, &addr, svc, chr).await?;
         Ok((c, addr, path, conn))
     }
@@ -1088,7 +1118,7 @@ impl Bluetooth {
             .sender()
             .map(|x| x.to_string())
             .ok_or_else(|| PortalError::InvalidArgs("a call without a sender".into()))?;
-        let conn = bluez(&self.s)?;
+        let conn = bluez(&self.s).await?;
         {
             let mut b = lock(&self.s);
             b.scans.retain(|x| x.sender != sender);
@@ -1146,8 +1176,7 @@ impl Bluetooth {
         &self,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(), PortalError> {
-        let (c, _) = self
-            .s
+        self.s
             .granted(&hdr, "Bluetooth1.StopScan", "bluetooth")
             .await?;
         let sender = hdr.sender().map(|x| x.to_string()).unwrap_or_default();
@@ -1158,7 +1187,9 @@ impl Bluetooth {
                 b.end_scan(i, journal::INFO, "ended: StopScan", &mut cl);
             }
         }
-        let _ = c;
+        if self.s.bluez.get().is_none() {
+            return Ok(());
+        }
         sync_discovery(&self.s).await
     }
 
@@ -1185,7 +1216,7 @@ impl Bluetooth {
         if let Some(why) = refusal(&perms, BtRole::Connect, &addr, None, None) {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
         }
-        let conn = bluez(&self.s)?;
+        let conn = bluez(&self.s).await?;
         let adapter = lock(&self.s).adapter.clone();
         let path = device_path(&adapter, &addr);
         let mut info = device_props(&conn, &path).await.map_err(|e| match e {

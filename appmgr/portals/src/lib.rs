@@ -47,7 +47,7 @@ pub const SENSORS_INTERFACE: &str = "org.appmgr.portal.Sensors1";
 pub const BLUETOOTH_INTERFACE: &str = "org.appmgr.portal.Bluetooth1";
 
 /// How long a call to the bus daemon (the caller's credentials) may take.
-const BUS_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the service runs with.
 #[derive(Debug, Clone)]
@@ -112,8 +112,9 @@ pub struct Shared {
     dbus: OnceLock<zbus::fdo::DBusProxy<'static>>,
     /// The connection the portal serves on (for the Bluetooth portal's unicast signals).
     pub(crate) serving: OnceLock<zbus::Connection>,
-    /// The portal's own connection as a client of BlueZ (see [`bluetooth`]).
-    pub(crate) bluez: OnceLock<zbus::Connection>,
+    /// The portal's own connection as a client of BlueZ, made at the first Bluetooth
+    /// call (see [`bluetooth`]): a board or an app set without Bluetooth costs nothing.
+    pub(crate) bluez: tokio::sync::OnceCell<zbus::Connection>,
     pub(crate) bt: Mutex<bluetooth::Bt>,
     /// Serializes changes of the BlueZ discovery session.
     pub(crate) bt_discovery: tokio::sync::Mutex<()>,
@@ -138,7 +139,7 @@ impl Shared {
             hierarchy,
             dbus: OnceLock::new(),
             serving: OnceLock::new(),
-            bluez: OnceLock::new(),
+            bluez: tokio::sync::OnceCell::new(),
             bt: Mutex::new(bluetooth::Bt::default()),
             bt_discovery: tokio::sync::Mutex::new(()),
             known: Mutex::new(HashMap::new()),
@@ -351,39 +352,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("org.freedesktop.DBus: {e}"))?;
     let _ = shared.dbus.set(proxy);
     let _ = shared.serving.set(conn.clone());
-    // BlueZ is reached on a connection of its own: its discovery and notification
-    // sessions belong to that client, and its calls may take longer than BUS_TIMEOUT (a
-    // connection), each bounded by its own timeout instead.
-    let bluez = match &shared.config.bus_address {
-        Some(a) => zbus::connection::Builder::address(a.as_str()).map_err(|e| e.to_string()),
-        None => zbus::connection::Builder::system().map_err(|e| e.to_string()),
-    };
-    match bluez {
-        Ok(b) => match tokio::time::timeout(BUS_TIMEOUT, b.max_queued(4096).build()).await {
-            Ok(Ok(c)) => {
-                let _ = shared.bluez.set(c.clone());
-                tokio::spawn(bluetooth::events(shared.clone(), c));
-            }
-            Ok(Err(e)) => journal::log(
-                journal::WARNING,
-                None,
-                None,
-                &format!("bluetooth: no client connection for BlueZ: {e}"),
-            ),
-            Err(_) => journal::log(
-                journal::WARNING,
-                None,
-                None,
-                "bluetooth: the bus did not answer in time for BlueZ's connection",
-            ),
-        },
-        Err(e) => journal::log(
-            journal::WARNING,
-            None,
-            None,
-            &format!("bluetooth: no client connection for BlueZ: {e}"),
-        ),
-    }
     tokio::spawn(sensors::sampler(shared.clone()));
     tokio::spawn(watch::watcher(shared.clone()));
     tokio::time::timeout(

@@ -21,7 +21,9 @@
 //! - `netlink-route`: dump the link table through a NETLINK_ROUTE socket.
 //! - `observe ARGS` / `bus-serve NAME...`: see the `observe` module.
 //! - `portal gpu`, `portal sensors list`, `portal sensors read CHANNEL`,
-//!   `portal sensors stream CH[,CH...] RATE_HZ SECONDS`: call the portal service
+//!   `portal sensors stream CH[,CH...] RATE_HZ SECONDS`, `portal bt STEP...` (Bluetooth:
+//!   scan, connect, read, write, notify in order on one connection), `portal bench ...`
+//!   (round trips, and the direct BlueZ baselines): call the portal service
 //!   (`org.appmgr.Portal1` on the system bus at `DBUS_SYSTEM_BUS_ADDRESS`, default
 //!   `/run/dbus/system_bus_socket`) as the app, examine the descriptors it hands out, and
 //!   print one JSON object. Exit 0 when the probe worked, also when the portal answered
