@@ -264,6 +264,14 @@ QT_PORTAL_DENIED=org.appmgr.Error.AccessDenied
 QT_PORTAL_ID_GRANTED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e10
 QT_PORTAL_ID_DENIED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e11
 QT_PORTAL_ID_REVOKED=5d1c6a0e8f2b4c0d9a7e3b1f6c2d8e12
+# qt_portal_up: the qemu board profile configured, appmgrd (re)started, and
+# appmgr-portald (pulled in by its Wants=) active within 30 s
+qt_portal_up() {
+	printf 'board = "qemu-virt-x86_64"\n' >/etc/appmgr/appmgr.toml
+	qt_run 0 systemctl restart appmgrd
+	_portald_up() { [ "$(systemctl show -p ActiveState --value appmgr-portald)" = active ]; }
+	qt_wait 30 _portald_up || qt_portal_fail "appmgr-portald did not start with appmgrd"
+}
 # qt_portal_fail MSG: fail with the portal's and appmgrd's journal
 qt_portal_fail() {
 	echo "--- journalctl -u appmgr-portald -u appmgrd (last 40 lines)"

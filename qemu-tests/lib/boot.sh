@@ -85,6 +85,11 @@ boot_scenarios() {
 	*[!0-9]*) die "APPMGR_QEMU_BENCH_CALLS is a number of calls, not '$APPMGR_QEMU_BENCH_CALLS'" ;;
 	*) echo "BENCH_CALLS=$APPMGR_QEMU_BENCH_CALLS" >>"$plan" ;;
 	esac
+	case ${APPMGR_QEMU_BENCH_NOTIFY_SECONDS:-} in
+	'') ;;
+	*[!0-9]*) die "APPMGR_QEMU_BENCH_NOTIFY_SECONDS is a number of seconds, not '$APPMGR_QEMU_BENCH_NOTIFY_SECONDS'" ;;
+	*) echo "BENCH_NOTIFY_SECONDS=$APPMGR_QEMU_BENCH_NOTIFY_SECONDS" >>"$plan" ;;
+	esac
 	local initrd=$dir/initrd-$tag.img serial=$dir/serial-$tag.log disks=()
 	if [ "$guest" = debootstrap ]; then
 		build_rootfs "$a"

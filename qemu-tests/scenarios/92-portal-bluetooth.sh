@@ -102,10 +102,7 @@ qt_ok "bluetoothd drives hci0..hci2; peripherals $A1 (180f, 180d) and $A2 (181a)
 
 # ---- the package, appmgrd and appmgr-portald (pulled in by Wants=)
 qt_install_package
-printf 'board = "qemu-virt-x86_64"\n' >/etc/appmgr/appmgr.toml
-qt_run 0 systemctl restart appmgrd
-portald_up() { [ "$(systemctl show -p ActiveState --value appmgr-portald)" = active ]; }
-qt_wait 30 portald_up || fail "appmgr-portald did not start with appmgrd"
+qt_portal_up
 qt_ok "appmgrd and appmgr-portald active"
 
 # ---- apps

@@ -1,0 +1,78 @@
+#!/bin/sh
+# arch: x86_64
+# guest: debootstrap
+# needs: appmgr
+# timeout: 900
+# Bench, not a test (qemu-tests/run --bench portal-bluetooth; bench/bluetooth-guest
+# runs it and writes the table): GATT reads and notifications of one real BlueZ
+# connection, two ways, in one boot. btvirt's controllers and bluetoothd as in
+# 92-portal-bluetooth; the peripheral appmgr-bt-peripheral on hci1 changes its
+# notifying characteristics every BENCH_NOTIFY_MS (5) ms.
+#   direct  appmgr-probe as root on the host, a client of org.bluez:
+#           GattCharacteristic1.ReadValue per read; StartNotify and the
+#           PropertiesChanged(Value) signals it brings
+#   portal  the same probe in an app's sandbox: Bluetooth1.ReadCharacteristic per
+#           read; Bluetooth1.Notify and its stream's records
+# The device is connected from the host first, so both share the one link.
+# Results: one line "@@BENCH NAME JSON" per measure, parsed by the host.
+. /qt/lib.sh
+. /qt/plan.sh
+qt_need_appmgr appmgr-launch appmgrd appmgr-portald appmgr-probe appmgr-bt-peripheral
+N=${BENCH_CALLS:-1000}
+SECS=${BENCH_NOTIFY_SECONDS:-10}
+X=org.qt.BenchBluetooth
+PROBE=/opt/appmgr/bin/appmgr-probe
+fail() { qt_portal_fail "$@"; }
+bench() { # NAME JSONFILE: the result line the host reads
+	qt_json_get "#" "$2" >/dev/null || fail "$1: no JSON in $(cat "$2")"
+	echo "@@BENCH $1 $(tr -d '\n' <"$2")"
+}
+
+state=$(timeout 120 systemctl is-system-running --wait 2>&1)
+case $state in running|degraded) ;; *) qt_fail "systemd state: $state" ;; esac
+trap 'systemctl stop appmgrd appmgr-portald; pkill -f appmgr-bt-peripheral; pkill -x btvirt; systemctl stop bluetooth' EXIT
+[ -x $PROBE ] || PROBE=$(command -v appmgr-probe)
+qt_bt_setup 2
+A1=$(qt_bt_peripheral hci1 180f,180d --battery 87 --interval-ms "${BENCH_NOTIFY_MS:-5}") || { echo "$A1"; exit 1; }
+D1=/org/bluez/hci0/dev_$(echo "$A1" | tr : _)
+
+qt_install_package
+qt_portal_up
+qt_setup_keys /tmp/qt-keys
+qt_bundle runtime org.qt.Runtime 1.0.0 /tmp/rt.bundle
+QT_MANIFEST_EXTRA='[permissions]
+portals = ["bluetooth"]
+[permissions.bluetooth]
+devices = ["*"]
+services = ["180f", "180d"]
+roles = ["scan", "connect", "notify"]' qt_bundle app $X 1.0.0 /tmp/x.bundle
+qt_policy 50-bench-bluetooth "[[rule]]
+apps = [\"$X\"]
+grant = { portals = [\"bluetooth\"], bluetooth = { devices = [\"*\"], services = [\"180f\", \"180d\"], roles = [\"scan\", \"connect\", \"notify\"] } }"
+qt_run 0 appmgr install /tmp/rt.bundle
+qt_run 0 appmgr install /tmp/x.bundle
+qt_app_users $X
+
+# the app finds the device (BlueZ learns it), the host connects it
+appmgr run $X -- /app/bin/appmgr-probe portal bt "scan-until,$A1,30" >/tmp/scan.json 2>&1 || true
+[ "$(qt_json_get steps.0.ok /tmp/scan.json)" = true ] || fail "the app's scan failed: $(cat /tmp/scan.json)"
+busctl --system --timeout=60 call org.bluez "$D1" org.bluez.Device1 Connect || fail "Connect to $A1 failed"
+resolved() { [ "$(busctl --system get-property org.bluez "$D1" org.bluez.Device1 ServicesResolved)" = "b true" ]; }
+qt_wait 30 resolved || fail "the services of $A1 did not resolve"
+BAT=$(qt_bt_char "$D1" 2a19) HRM=$(qt_bt_char "$D1" 2a37)
+[ -n "$BAT" ] && [ -n "$HRM" ] || fail "no 2a19 or 2a37 on $A1"
+echo "@@BENCH info {\"calls\":$N,\"notify_seconds\":$SECS,\"notify_ms\":${BENCH_NOTIFY_MS:-5},\"kernel\":\"$(uname -r)\",\"bluez\":\"$(dpkg-query -W -f '${Version}' bluez)\"}"
+
+# reads, alternating twice so drift shows
+for round in 1 2; do
+	$PROBE portal bench bluez-read "$BAT" "$N" >/tmp/d.json || fail "direct reads failed: $(cat /tmp/d.json)"
+	bench direct_read_$round /tmp/d.json
+	appmgr run $X -- /app/bin/appmgr-probe portal bench bt-read "$A1" 180f 2a19 "$N" >/tmp/p.json || fail "portal reads failed: $(cat /tmp/p.json)"
+	bench portal_read_$round /tmp/p.json
+done
+# notifications
+$PROBE portal bench bluez-notify "$HRM" "$SECS" >/tmp/dn.json || fail "direct notifications failed: $(cat /tmp/dn.json)"
+bench direct_notify /tmp/dn.json
+appmgr run $X -- /app/bin/appmgr-probe portal bench bt-notify "$A1" 180d 2a37 "$SECS" >/tmp/pn.json || fail "portal notifications failed: $(cat /tmp/pn.json)"
+bench portal_notify /tmp/pn.json
+busctl --system call org.bluez "$D1" org.bluez.Device1 Disconnect || true
