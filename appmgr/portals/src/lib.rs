@@ -101,7 +101,63 @@ struct KnownCaller {
     pidfd: OwnedFd,
     perms: appmgr_types::Permissions,
     inputs: Vec<appmgr_sandbox::inputs::PlanInput>,
+    /// Each input's [`InputStamp`] when its digest was last found unchanged.
+    stamps: Vec<InputStamp>,
     plans: Option<watch::PlansStamp>,
+}
+
+/// What identifies a version of a grant input without reading it: device, inode, size,
+/// mtime and ctime (any write changes the ctime, which no caller can set back); `None`
+/// for an absent path. A stamp taken within [`RACY`] of its ctime is not trusted (a
+/// write in the same clock tick may leave it unchanged), so that input is checked by
+/// digest until the stamp is older.
+type InputStamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
+/// How old a ctime must be before a stamp alone may vouch for its file.
+const RACY: Duration = Duration::from_secs(2);
+
+fn input_stamp(p: &std::path::Path) -> InputStamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
+
+/// Whether stamp `s` (taken now) may vouch for its input: absent, or its ctime is at
+/// least [`RACY`] in the past.
+fn trusted(s: &InputStamp) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    s.is_none_or(|x| now - x.5 >= RACY.as_secs() as i64)
+}
+
+/// Whether `inputs` still have their digests: by stamp where `stamps` (updated here)
+/// vouch for them, by digest otherwise.
+fn inputs_unchanged(
+    inputs: &[appmgr_sandbox::inputs::PlanInput],
+    stamps: &mut [InputStamp],
+) -> bool {
+    inputs.iter().zip(stamps.iter_mut()).all(|(i, st)| {
+        let now = input_stamp(&i.path);
+        if now == *st && trusted(st) {
+            return true;
+        }
+        let same = appmgr_sandbox::inputs::digest_path(&i.path).is_ok_and(|d| d == i.sha256);
+        // Stamped before the digest was taken, so a write after it changes the stamp;
+        // one too recent to vouch is not kept (the digest is taken again next time).
+        *st = if trusted(&now) { now } else { None };
+        same
+    })
 }
 
 /// State shared by the interfaces and the background tasks.
@@ -219,7 +275,12 @@ impl Shared {
                 let c = self.caller(hdr, what).await?;
                 let (perms, inputs) = grants::of_with_inputs(self.ctx(), &c.app)
                     .map_err(|e| self.denied(&c.app, format!("{}: no grant: {e}", c.app)))?;
-                if let (Some(sender), Ok(pidfd)) = (sender, c.pidfd.try_clone()) {
+                // The digests were checked before these stamps: a write since then is
+                // recent, so its stamp is not trusted and the digest is taken again.
+                let mut stamps: Vec<InputStamp> =
+                    inputs.iter().map(|i| input_stamp(&i.path)).collect();
+                let keep = inputs_unchanged(&inputs, &mut stamps);
+                if let (Some(sender), Ok(pidfd), true) = (sender, c.pidfd.try_clone(), keep) {
                     let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
                     if k.len() >= MAX_KNOWN_CALLERS {
                         k.retain(|_, x| !identity::exited(&x.pidfd));
@@ -236,6 +297,7 @@ impl Shared {
                             pidfd,
                             perms: perms.clone(),
                             inputs,
+                            stamps,
                             plans,
                         },
                     );
@@ -259,10 +321,10 @@ impl Shared {
         plans: Option<watch::PlansStamp>,
     ) -> Option<(identity::AppCaller, appmgr_types::Permissions)> {
         let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let x = k.get(sender)?;
+        let x = k.get_mut(sender)?;
         let valid = x.plans == plans
             && !identity::exited(&x.pidfd)
-            && appmgr_sandbox::inputs::first_stale(&x.inputs).is_none();
+            && inputs_unchanged(&x.inputs, &mut x.stamps);
         if !valid {
             k.remove(sender);
             return None;
@@ -377,4 +439,40 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     journal::sd_notify("STOPPING=1");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appmgr_sandbox::inputs::PlanInput;
+
+    #[test]
+    fn a_recent_stamp_never_vouches_and_every_change_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("policy.toml");
+        let gone = d.path().join("absent");
+        std::fs::write(&f, "grant = 1\n").unwrap();
+        let inputs = vec![PlanInput::of(&f).unwrap(), PlanInput::of(&gone).unwrap()];
+        let mut stamps: Vec<InputStamp> = inputs.iter().map(|i| input_stamp(&i.path)).collect();
+        // Just written: its stamp is too recent to vouch, so the digest decides (and the
+        // stamp is not kept); the absent path's stamp vouches for its absence.
+        assert!(!trusted(&stamps[0]));
+        assert!(trusted(&stamps[1]) && stamps[1].is_none());
+        assert!(inputs_unchanged(&inputs, &mut stamps));
+        assert_eq!(stamps[0], None);
+        // The same size within the same second: only the digest can tell.
+        std::fs::write(&f, "grant = 2\n").unwrap();
+        assert!(!inputs_unchanged(&inputs, &mut stamps));
+        std::fs::write(&f, "grant = 1\n").unwrap();
+        assert!(inputs_unchanged(&inputs, &mut stamps));
+        // A path that was absent appears.
+        std::fs::write(&gone, "").unwrap();
+        assert!(!inputs_unchanged(&inputs, &mut stamps));
+        // An old ctime vouches; a stamp that differs from now does not.
+        let old = Some((1, 2, 3, 4, 5, 6, 7));
+        assert!(trusted(&old));
+        let mut s = vec![old, None];
+        std::fs::remove_file(&gone).unwrap();
+        assert!(inputs_unchanged(&inputs, &mut s));
+    }
 }
