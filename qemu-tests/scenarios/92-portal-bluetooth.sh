@@ -153,7 +153,11 @@ bt $F /tmp/f.json "scan-until,$A1,30" "connect,$A1" "read,$A1,180f,2a19" "read,$
 for k in 0 1 2 3 4 5 6; do ok /tmp/f.json $k; done
 [ "$(found /tmp/f.json 0 "$A1")" = "180d 180f" ] || fail "$F's scan lists $A1 with '$(found /tmp/f.json 0 "$A1")', expected '180d 180f'"
 [ -z "$(found /tmp/f.json 0 "$A2")" ] || fail "$F's scan reported $A2, which offers only 181a"
-[ "$(bytes /tmp/f.json 2 value)" = 87 ] || fail "$F read battery level '$(bytes /tmp/f.json 2 value)', expected 87"
+# the peripheral counts its battery level down from 87 while a central listens, and
+# bluetoothd's battery plugin subscribes to it on connect: a few ticks may have passed
+bat=$(bytes /tmp/f.json 2 value)
+case $bat in [0-9]|[0-9][0-9]) [ "$bat" -le 87 ] && [ "$bat" -ge 50 ] ;; *) false ;; esac ||
+	fail "$F read battery level '$bat', expected 87 or a little less"
 [ "$(bytes /tmp/f.json 3 value)" = 1 ] || fail "$F read body sensor location '$(bytes /tmp/f.json 3 value)', expected 1"
 n=$(j steps.4.records /tmp/f.json)
 [ "${n:-0}" -ge 5 ] || fail "$F received $n heart rate notifications in 3 s, expected at least 5 (every 100 ms)"
@@ -165,7 +169,7 @@ refused /tmp/f.json 7 org.freedesktop.DBus.Error.UnknownMethod
 refused /tmp/f.json 8 org.freedesktop.DBus.Error.UnknownMethod
 refused /tmp/f.json 9 org.freedesktop.DBus.Error.AccessDenied
 refused /tmp/f.json 10 org.freedesktop.DBus.Error.AccessDenied
-qt_ok "$F (no AF_BLUETOOTH socket in its sandbox): found $A1 (180d 180f) and not $A2; battery 87, location 1; $n notifications in 3 s; a write reached the peripheral; no SetPowered/Pair method, org.bluez refused by the bus"
+qt_ok "$F (no AF_BLUETOOTH socket in its sandbox): found $A1 (180d 180f) and not $A2; battery $bat, location 1; $n notifications in 3 s; a write reached the peripheral; no SetPowered/Pair method, org.bluez refused by the bus"
 
 # ---- B (180f) and E (181a) scan at once: the discovery's filter holds both
 # services, so BlueZ reports both peripherals; each app sees only its own

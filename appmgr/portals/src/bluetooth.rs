@@ -314,6 +314,9 @@ pub struct Bt {
     chars: HashMap<(String, GattUuid, GattUuid), String>,
     /// The services of the running discovery's filter; `None`: no discovery.
     discovering: Option<BTreeSet<GattUuid>>,
+    /// Characteristics the portal is subscribed to (`StartNotify` and a match rule for
+    /// their value changes): exactly those with a stream, give or take a cleanup.
+    subscribed: BTreeSet<String>,
     next_id: u64,
 }
 
@@ -380,7 +383,9 @@ impl Bt {
         for id in ids {
             self.end_notify(id, priority, "ended: its connection was released", c);
         }
-        if !self.holds.iter().any(|y| y.path == h.path) && self.connected_by_portal.remove(&h.path)
+        // Disconnected by the cleanup, which checks again that nobody holds it then.
+        if !self.holds.iter().any(|y| y.path == h.path)
+            && self.connected_by_portal.contains(&h.path)
         {
             c.disconnect.push(h.path);
         }
@@ -469,6 +474,7 @@ impl Bt {
         self.chars.clear();
         self.loaded = false;
         self.discovering = None;
+        self.subscribed.clear();
         c.rescan = !self.scans.is_empty();
     }
 
@@ -486,9 +492,8 @@ impl Bt {
         while let Some(i) = self.holds.iter().position(|h| h.path == path) {
             self.release(i, journal::INFO, what, c);
         }
-        // Nothing to unsubscribe or disconnect on a device that is gone.
-        c.stop_notify
-            .retain(|p| !p.starts_with(&format!("{path}/")));
+        // Nothing to disconnect on a device that is gone (its subscriptions' match rules
+        // still go, in the cleanup).
         c.disconnect.retain(|p| p != path);
         self.connected_by_portal.remove(path);
         let prefix = format!("{path}/");
@@ -742,10 +747,35 @@ fn spawn_cleanup(s: &Arc<Shared>, c: Cleanup) {
         let Ok(conn) = bluez_now(&s) else {
             return;
         };
-        for p in &c.stop_notify {
-            let _ = call(&conn, p, CHAR1, "StopNotify", &(), CALL_TIMEOUT).await;
+        if !c.stop_notify.is_empty() {
+            let _one = s.bt_notify.lock().await;
+            for p in &c.stop_notify {
+                // A stream may have started on it since (it found it subscribed).
+                let unused = {
+                    let mut b = lock(&s);
+                    let unused = !b.notifies.iter().any(|x| x.char_path == *p);
+                    unused && b.subscribed.remove(p)
+                };
+                if unused {
+                    let _ = call(&conn, p, CHAR1, "StopNotify", &(), CALL_TIMEOUT).await;
+                    let _ = value_rule(&conn, p, false).await;
+                }
+            }
         }
+        let _one = if c.disconnect.is_empty() {
+            None
+        } else {
+            Some(s.bt_conn.lock().await)
+        };
         for p in &c.disconnect {
+            // A Connect since the release holds it again (and found it connected).
+            let unheld = {
+                let mut b = lock(&s);
+                !b.holds.iter().any(|h| h.path == *p) && b.connected_by_portal.remove(p)
+            };
+            if !unheld {
+                continue;
+            }
             if let Err(e) = call(&conn, p, DEVICE1, "Disconnect", &(), CALL_TIMEOUT).await {
                 journal::log(
                     journal::WARNING,
@@ -766,6 +796,29 @@ fn spawn_cleanup(s: &Arc<Shared>, c: Cleanup) {
             }
         }
     });
+}
+
+/// Adds (or removes) the match rule for the value changes of characteristic `path`: the
+/// portal hears a characteristic's values only while it streams them, not every read's.
+async fn value_rule(conn: &zbus::Connection, path: &str, add: bool) -> Result<(), PortalError> {
+    let rule = format!(
+        "type='signal',sender='{BLUEZ}',interface='{PROPERTIES}',member='PropertiesChanged',path='{path}'"
+    );
+    let method = if add { "AddMatch" } else { "RemoveMatch" };
+    tokio::time::timeout(
+        CALL_TIMEOUT,
+        conn.call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            method,
+            &(rule,),
+        ),
+    )
+    .await
+    .map_err(|_| PortalError::Failed(format!("the bus did not answer {method}")))?
+    .map_err(|e| PortalError::Failed(format!("{method}: {e}")))
+    .map(drop)
 }
 
 /// Sends `DeviceFound` signals, each to its scan's connection only.
@@ -806,8 +859,11 @@ fn adapter_path(s: &Shared) -> String {
 async fn follow(s: Arc<Shared>, conn: &zbus::Connection) {
     lock(&s).adapter = adapter_path(&s);
     let mut stream = zbus::MessageStream::from(conn);
+    // Devices and GATT objects coming and going, devices' properties, BlueZ itself;
+    // characteristics' values only while streamed (`value_rule`).
     let rules = [
-        "type='signal',sender='org.bluez'",
+        "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.ObjectManager'",
+        "type='signal',sender='org.bluez',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',arg0='org.bluez.Device1'",
         "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.bluez'",
     ];
     match zbus::fdo::DBusProxy::new(conn).await {
@@ -906,7 +962,6 @@ fn handle(s: &Shared, m: &zbus::Message) -> (Vec<Found>, Cleanup) {
                             &mut c,
                         );
                     }
-                    c.stop_notify.retain(|x| *x != p && !x.starts_with(&prefix));
                 }
             }
         }
@@ -1219,6 +1274,7 @@ impl Bluetooth {
         let conn = bluez(&self.s).await?;
         let adapter = lock(&self.s).adapter.clone();
         let path = device_path(&adapter, &addr);
+        let _one = self.s.bt_conn.lock().await;
         let mut info = device_props(&conn, &path).await.map_err(|e| match e {
             PortalError::NotAvailable(m) if m.starts_with("BlueZ has no ") => {
                 PortalError::NotAvailable(format!(
@@ -1387,7 +1443,7 @@ impl Bluetooth {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(pipe_err)?;
         let fl = rustix::fs::fcntl_getfl(&write_end).map_err(pipe_err)?;
         rustix::fs::fcntl_setfl(&write_end, fl | rustix::fs::OFlags::NONBLOCK).map_err(pipe_err)?;
-        let (id, first) = {
+        let id = {
             let mut b = lock(&self.s);
             let open_now = b.notifies.iter().filter(|x| x.app == c.app).count();
             if open_now >= MAX_NOTIFY_PER_APP {
@@ -1396,7 +1452,6 @@ impl Bluetooth {
                     c.app
                 )));
             }
-            let first = !b.notifies.iter().any(|x| x.char_path == path);
             let dev = b
                 .holds
                 .iter()
@@ -1419,24 +1474,37 @@ impl Bluetooth {
                 written: 0,
                 dropped: 0,
             });
-            (id, first)
+            id
         };
         self.s.changed.notify_waiters();
-        if first {
-            match call(&conn, &path, CHAR1, "StartNotify", &(), CALL_TIMEOUT).await {
-                Ok(_) => {}
-                Err(PortalError::Failed(m)) if m.contains("InProgress") => {}
-                Err(e) => {
-                    let mut cl = Cleanup::default();
-                    lock(&self.s).end_notify(
-                        id,
-                        journal::INFO,
-                        "ended: StartNotify failed",
-                        &mut cl,
-                    );
-                    return Err(e);
+        let subscribed = {
+            let _one = self.s.bt_notify.lock().await;
+            if lock(&self.s).subscribed.contains(&path) {
+                Ok(())
+            } else {
+                let r = match value_rule(&conn, &path, true).await {
+                    Ok(()) => call(&conn, &path, CHAR1, "StartNotify", &(), CALL_TIMEOUT)
+                        .await
+                        .map(drop),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(PortalError::Failed(m)) if m.contains("InProgress") => Ok(()),
+                    Err(e) => {
+                        let _ = value_rule(&conn, &path, false).await;
+                        Err(e)
+                    }
                 }
+                .map(|()| {
+                    lock(&self.s).subscribed.insert(path.clone());
+                })
             }
+        };
+        if let Err(e) = subscribed {
+            let mut cl = Cleanup::default();
+            lock(&self.s).end_notify(id, journal::INFO, "ended: StartNotify failed", &mut cl);
+            return Err(e);
         }
         journal::log(
             journal::INFO,

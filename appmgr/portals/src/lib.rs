@@ -174,6 +174,11 @@ pub struct Shared {
     pub(crate) bt: Mutex<bluetooth::Bt>,
     /// Serializes changes of the BlueZ discovery session.
     pub(crate) bt_discovery: tokio::sync::Mutex<()>,
+    /// Serializes subscriptions to characteristics (`StartNotify`, `StopNotify`).
+    pub(crate) bt_notify: tokio::sync::Mutex<()>,
+    /// Serializes connecting and disconnecting devices, so a `Connect` never meets the
+    /// portal's own disconnection of a device nobody held a moment before.
+    pub(crate) bt_conn: tokio::sync::Mutex<()>,
     known: Mutex<HashMap<String, KnownCaller>>,
     pub(crate) streams: Mutex<sensors::Streams>,
     pub(crate) handouts: Mutex<Vec<gpu::Handout>>,
@@ -198,6 +203,8 @@ impl Shared {
             bluez: tokio::sync::OnceCell::new(),
             bt: Mutex::new(bluetooth::Bt::default()),
             bt_discovery: tokio::sync::Mutex::new(()),
+            bt_notify: tokio::sync::Mutex::new(()),
+            bt_conn: tokio::sync::Mutex::new(()),
             known: Mutex::new(HashMap::new()),
             streams: Mutex::new(sensors::Streams::default()),
             handouts: Mutex::new(Vec::new()),
