@@ -90,8 +90,8 @@ echo "@@BENCH info {\"calls\":$N,\"notify_seconds\":$SECS,\"notify_ms\":${BENCH_
 c0=$(portal_cpu)
 appmgr run $X -- /app/bin/appmgr-probe portal bench bt-read 00:00:00:00:00:01 180f 2a19 "$N" >/tmp/f.json || fail "portal floor failed: $(cat /tmp/f.json)"
 bench portal_floor /tmp/f.json "$c0"
-# reads, alternating twice so drift shows
-for round in 1 2; do
+# reads, alternating four times so drift shows
+for round in 1 2 3 4; do
 	$PROBE portal bench bluez-read "$BAT" "$N" >/tmp/d.json || fail "direct reads failed: $(cat /tmp/d.json)"
 	bench direct_read_$round /tmp/d.json
 	c0=$(portal_cpu)
