@@ -204,9 +204,11 @@ refused /tmp/n.json 6 org.freedesktop.DBus.Error.AccessDenied
 refused /tmp/n.json 7 org.freedesktop.DBus.Error.AccessDenied
 qt_wait 5 sh -c "journalctl -t appmgr-portald MESSAGE_ID=$ID_DENIED APPMGR_APP=$N --no-pager -o cat | grep -q 'bluetooth portal is not granted'" ||
 	fail "no portal-denied ($ID_DENIED) journal entry for $N"
+# of the writes attempted (F's, B's and N's), only F's reached the peripheral
+[ "$(grep -c '^write ' /tmp/periph-hci1.log)" = 1 ] || fail "the peripheral received other writes than F's: $(grep '^write ' /tmp/periph-hci1.log)"
 [ "$(busctl --system get-property org.bluez $H0 org.bluez.Adapter1 Powered)" = "b true" ] || fail "hci0 is not powered any more"
 [ "$(busctl --system get-property org.bluez "$D1" org.bluez.Device1 Paired)" = "b false" ] || fail "$A1 got paired"
-qt_ok "$N refused every method (journaled); hci0 still powered, $A1 not paired"
+qt_ok "$N refused every method (journaled); only F's write reached the peripheral; hci0 still powered, $A1 not paired"
 
 # ---- revocation: the policy drops F's notify role; `appmgr reload` ends its stream
 bt_bg $F /tmp/r.json "connect,$A1" "notify,$A1,180d,2a37,20"
