@@ -32,6 +32,9 @@ pub struct LaunchCtx {
     facts: appmgr_policy::BoardFacts,
     /// `system-bus-socket` of appmgr.toml.
     pub bus_socket: Option<std::path::PathBuf>,
+    /// `wayland-socket`, `x11-socket`, `pipewire-socket`, `pulseaudio-socket` of
+    /// appmgr.toml (kinds turned off are absent).
+    pub host_sockets: std::collections::BTreeMap<appmgr_types::SocketName, std::path::PathBuf>,
     /// The board profile's file, if one is configured.
     pub board_path: Option<std::path::PathBuf>,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
@@ -66,6 +69,7 @@ impl LaunchCtx {
             board,
             facts,
             bus_socket: host.system_bus_socket()?,
+            host_sockets: host.host_sockets()?,
             board_path,
             config_inputs,
         })
@@ -458,6 +462,7 @@ pub(crate) fn template_spec(
         runtime_dir: None,
         notify_socket: None,
         system_bus_socket: None,
+        host_sockets: Default::default(),
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
@@ -504,6 +509,8 @@ fn apply_prepared(
         .bus_socket
         .as_deref()
         .and_then(appmgr_sandbox::host_socket);
+    // The granted display and audio sockets present now; x11 falls back (in the plan).
+    spec.host_sockets = appmgr_sandbox::offered_sockets(&spec.permissions, &p.host_sockets);
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);
     }
@@ -516,7 +523,7 @@ fn apply_prepared(
         };
         Error::new(class, format!("{}: {e}", p.id()))
     })?;
-    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant);
+    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant, &p.host_sockets);
     Ok(Launch { plan, provided })
 }
 

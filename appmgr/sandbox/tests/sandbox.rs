@@ -86,6 +86,7 @@ impl World {
             lang: None,
             notify_socket: None,
             system_bus_socket: None,
+            host_sockets: Default::default(),
             memory_max: None,
             deny_paths: vec![],
             data_image: None,
