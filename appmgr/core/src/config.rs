@@ -252,3 +252,68 @@ pub fn board_facts(
     }
     Ok(facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> HostConfig {
+        toml::from_str(t).unwrap()
+    }
+
+    #[test]
+    fn host_sockets_have_defaults_and_can_be_turned_off() {
+        let d = parse("").host_sockets().unwrap();
+        assert_eq!(d[&SocketName::Wayland], Path::new(DEFAULT_WAYLAND_SOCKET));
+        assert_eq!(d[&SocketName::X11], Path::new("/tmp/.X11-unix/X0"));
+        assert_eq!(
+            d[&SocketName::Pipewire],
+            Path::new("/run/pipewire/pipewire-0")
+        );
+        assert_eq!(d[&SocketName::Pulseaudio], Path::new("/run/pulse/native"));
+        let c = parse("wayland-socket = \"/run/user/900/wayland-1\"\nx11-socket = \"none\"\n")
+            .host_sockets()
+            .unwrap();
+        assert_eq!(
+            c[&SocketName::Wayland],
+            Path::new("/run/user/900/wayland-1")
+        );
+        assert!(!c.contains_key(&SocketName::X11));
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn bad_paths_are_refused_naming_the_key() {
+        for (key, bad) in [
+            ("wayland-socket", "wayland-0"),
+            ("x11-socket", "/tmp/.X11-unix/../X0"),
+            ("pipewire-socket", "/run/pipewire/"),
+            ("pulseaudio-socket", "/run/./pulse/native"),
+            ("pulseaudio-socket", "/"),
+            ("pulseaudio-socket", ""),
+            ("wayland-socket", "/run/\u{202e}x"),
+            ("system-bus-socket", "/run//dbus/system_bus_socket"),
+        ] {
+            let mut c = HostConfig::default();
+            let v = Some(bad.to_string());
+            match key {
+                "wayland-socket" => c.wayland_socket = v,
+                "x11-socket" => c.x11_socket = v,
+                "pipewire-socket" => c.pipewire_socket = v,
+                "pulseaudio-socket" => c.pulseaudio_socket = v,
+                _ => c.system_bus_socket = v,
+            }
+            let e = c
+                .host_sockets()
+                .and_then(|_| c.system_bus_socket())
+                .unwrap_err();
+            assert_eq!(e.class, ErrorClass::Usage, "{bad}");
+            assert!(
+                e.message.starts_with(&format!("appmgr.toml: {key} ")),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains('\u{202e}'), "{}", e.message);
+        }
+    }
+}
