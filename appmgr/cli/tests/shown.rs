@@ -626,3 +626,58 @@ fn without_a_bus_grant_there_is_no_bus() {
     // Nothing was written for the bus: no bus grant launched, no policy installed by run.
     assert!(!bus.policy_file().exists());
 }
+
+/// A filesystem grant of the directory that holds a configured host socket (here the
+/// compositor's) would hand the socket out without a `sockets` grant: it is shown as
+/// refused, naming the socket, and the launch is refused (exit 4) without the app running.
+#[test]
+fn a_directory_grant_cannot_hand_out_a_host_socket() {
+    require_root!("namespaces, cgroups");
+    let id = "org.example.ShownSocketDir";
+    let e = Env::new();
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = e.p("compositor");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    serve_socket(&dir.join("wayland-0"), "wayland");
+    fs::create_dir_all(&e.cfg).unwrap();
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!("wayland-socket = \"{}\"\n", dir.join("wayland-0").display()),
+    )
+    .unwrap();
+    let perms = format!("filesystems = [\"{}:rw\"]\n", dir.display());
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ {} }}\n",
+            perms.trim_end()
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    e.install_probe_app(id, &perms);
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let refused = shown["refused"].as_array().expect("refused list");
+    assert!(
+        refused.iter().any(|i| i["key"] == "filesystems"
+            && i["value"] == format!("{}:rw", dir.display())
+            && i["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("protected path") && r.contains("wayland-0"))),
+        "{shown}"
+    );
+    let r = e.run(&["run", id, "--", "observe"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty(), "the app ran: {}", r.stdout);
+    assert!(
+        r.stderr.contains(s(&dir)) && r.stderr.contains("wayland-0"),
+        "{}",
+        r.stderr
+    );
+    // Without the socket configured there, the same grant is provided.
+    fs::write(e.cfg.join("appmgr.toml"), "wayland-socket = \"none\"\n").unwrap();
+    let (seen, _) = observe(&e, id, &[format!("path:{}", dir.display())]);
+    assert_eq!(seen["paths"][s(&dir)]["exists"], true, "{seen}");
+}

@@ -184,9 +184,12 @@ pub fn resolve_view(view: &View, id: &str) -> CoreResult<RefInfo> {
 
 /// The host directories no filesystem grant may reach, on what the launcher resolves: the
 /// policy's `deny` paths, and the state directory (every app's data and the store), so a
-/// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data.
-fn protected_dirs(g: &Ctx, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
+/// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data;
+/// and the configured display and audio sockets, so a grant of their directory (such as
+/// `/run/pipewire`) cannot hand one out: they come only with a `sockets` grant.
+fn protected_dirs(g: &Ctx, ctx: &LaunchCtx, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
     let mut v: Vec<std::path::PathBuf> = grant.denied_paths.iter().map(Into::into).collect();
+    v.extend(ctx.host_sockets.values().cloned());
     // Compared by device and inode once resolved; a missing state dir has nothing to hide.
     if let Ok(state) = std::fs::canonicalize(&g.state_dir) {
         v.push(state);
@@ -198,7 +201,7 @@ pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
     let ctx = LaunchCtx::load(g)?;
     let mut a = ctx.app_grant(id)?;
     // Grants the launcher would refuse on this host now (resolved as at launch).
-    let deny = protected_dirs(g, &a.grant);
+    let deny = protected_dirs(g, &ctx, &a.grant);
     for (path, reason) in appmgr_sandbox::refused_filesystems(&a.grant.permissions, &deny) {
         a.grant.refuse_filesystem(&path, reason);
     }
@@ -479,7 +482,7 @@ pub(crate) fn template_spec(
         timezone: None,
         lang: None,
         memory_max: a.grant.cgroup_limits().memory_max,
-        deny_paths: protected_dirs(g, &a.grant),
+        deny_paths: protected_dirs(g, ctx, &a.grant),
         data_image: a
             .grant
             .limits
