@@ -692,7 +692,10 @@ fn write_plan(e: &Env, id: &str, body: &serde_json::Value, seal_ok: bool) {
     }
     fs::write(
         plan_file(e, id),
-        format!("appmgr-prepared-launch 1 {seal}\n{body}"),
+        format!(
+            "appmgr-prepared-launch {} {seal}\n{body}",
+            appmgr_core::prepared::PREPARED_VERSION
+        ),
     )
     .unwrap();
 }
@@ -721,7 +724,8 @@ fn a_launch_applies_the_plan_kept_at_install_and_only_a_sealed_one() {
     let f = fs::symlink_metadata(plan_file(&e, id)).unwrap();
     assert_eq!((f.uid(), f.mode() & 0o7777, f.nlink()), (0, 0o600, 1));
     let (head, body) = kept_plan(&e, id);
-    assert_eq!(head[..2], ["appmgr-prepared-launch", "1"]);
+    let version = appmgr_core::prepared::PREPARED_VERSION.to_string();
+    assert_eq!(head[..2], ["appmgr-prepared-launch", version.as_str()]);
     assert_eq!(body["spec"]["app-id"], id);
     // Its inputs name the policy file and the app's record, by digest.
     let inputs = body["spec"]["inputs"].as_array().unwrap();

@@ -92,6 +92,47 @@ fn host_ns(n: &str) -> String {
         .to_string()
 }
 
+/// A sockets kind's path inside the sandbox, the variable that names it, and the byte
+/// the test's host server for it writes to every client.
+fn socket_kind(kind: &str) -> (&'static str, &'static str, u8) {
+    match kind {
+        "wayland" => ("/run/appmgr/wayland-0", "WAYLAND_DISPLAY", b'w'),
+        "x11" => ("/tmp/.X11-unix/X0", "DISPLAY", b'x'),
+        "pipewire" => ("/run/appmgr/pipewire-0", "PIPEWIRE_REMOTE", b'p'),
+        "pulseaudio" => ("/run/appmgr/pulse-native", "PULSE_SERVER", b'a'),
+        other => panic!("no observation for socket {other}"),
+    }
+}
+
+/// A real listening host socket for `kind` at `path`, mode 0666 (as an appliance's
+/// compositor or sound server makes it for its clients), whose server writes the kind's
+/// byte to every connection; it serves until the test process ends.
+fn serve_socket(path: &Path, kind: &str) {
+    use std::io::Write;
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666)).unwrap();
+    let byte = socket_kind(kind).2;
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(&[byte]);
+        }
+    });
+}
+
+/// The `provided` entry of `shown` for (key, value): (status, reason).
+fn shown_item(shown: &Value, k: &str, v: &str) -> (String, String) {
+    let i = shown["provided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == k && i["value"] == v)
+        .unwrap_or_else(|| panic!("{k} {v} not shown: {shown}"));
+    (
+        i["status"].as_str().unwrap().to_string(),
+        i["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
@@ -120,6 +161,12 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
     let any_bus = items
         .iter()
         .any(|i| i["key"].as_str().unwrap().starts_with("dbus-") && i["status"] == "provided");
+    // The unix sockets the sandbox may hold: the bus with a provided bus grant, and each
+    // provided display or audio socket; nothing else.
+    let mut expected_sockets: Vec<String> = Vec::new();
+    if any_bus {
+        expected_sockets.push(bus_socket_inside.to_string());
+    }
     for i in items {
         let (k, v) = (i["key"].as_str().unwrap(), i["value"].as_str().unwrap());
         let provided = match i["status"].as_str().unwrap() {
@@ -161,27 +208,27 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
                 assert_eq!(seen["bus"]["talk"][PORTAL], "ok", "{what}");
                 assert!(sockets.contains(&bus_socket_inside.to_string()), "{what}");
             }
-            "sockets" | "portals" => {
-                assert!(!provided, "no observation for a provided {k} yet: {what}");
-                // Nothing a wayland/pulseaudio/pipewire/x11 socket or a portal could be:
-                // the only socket in the sandbox is the bus, when a bus grant is provided.
-                let expected: Vec<String> = if any_bus {
-                    vec![bus_socket_inside.to_string()]
+            "sockets" => {
+                // Connected from inside through the variable a client library reads, and
+                // the host server's own byte came back.
+                let (inside, var, byte) = socket_kind(v);
+                let d = &seen["display_sockets"][var];
+                if provided {
+                    assert!(sockets.contains(&inside.to_string()), "{what}");
+                    assert_eq!(d["path"], inside, "{what}");
+                    assert_eq!(d["connect"], format!("ok:{byte}"), "{what}");
+                    expected_sockets.push(inside.to_string());
                 } else {
-                    vec![]
-                };
-                assert_eq!(sockets, expected, "{what}");
-                for var in [
-                    "WAYLAND_DISPLAY",
-                    "DISPLAY",
-                    "PULSE_SERVER",
-                    "PIPEWIRE_REMOTE",
-                ] {
+                    assert!(!sockets.contains(&inside.to_string()), "{what}");
+                    assert!(d.is_null(), "{what}");
                     assert!(
                         !env.iter().any(|e| e.starts_with(&format!("{var}="))),
                         "{what}"
                     );
                 }
+            }
+            "portals" => {
+                assert!(!provided, "no observation for a provided {k} yet: {what}");
             }
             "dbus-talk" => {
                 if provided {
@@ -225,6 +272,8 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
         }
         out.push((k.to_string(), v.to_string(), provided));
     }
+    expected_sockets.sort();
+    assert_eq!(sockets, expected_sockets, "{seen}");
     // Every granted item has exactly one status.
     let n: usize = perms
         .as_object()
@@ -258,11 +307,28 @@ fn permissions_json_matches_what_the_sandbox_provides() {
         ),
     )
     .unwrap();
+    // The host's display and audio servers: Wayland, X11 and PipeWire run; PulseAudio
+    // is configured but does not run.
+    let hs = e.p("host-sockets");
+    fs::create_dir_all(&hs).unwrap();
+    for (name, kind) in [
+        ("wayland-0", "wayland"),
+        ("X0", "x11"),
+        ("pipewire-0", "pipewire"),
+    ] {
+        serve_socket(&hs.join(name), kind);
+    }
+    let pulse = hs.join("pulse-native");
     let host_toml = format!(
-        "board = \"shown\"\nsystem-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n",
+        "board = \"shown\"\nsystem-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n\
+         wayland-socket = \"{}\"\nx11-socket = \"{}\"\npipewire-socket = \"{}\"\npulseaudio-socket = \"{}\"\n",
         bus.socket().display(),
         bus.policy_file().display(),
-        e.p("bus/userdb").display()
+        e.p("bus/userdb").display(),
+        hs.join("wayland-0").display(),
+        hs.join("X0").display(),
+        hs.join("pipewire-0").display(),
+        pulse.display(),
     );
     fs::write(e.cfg.join("appmgr.toml"), &host_toml).unwrap();
     let ro = e.p("shared-ro");
@@ -323,8 +389,39 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     // What this host provides and what it cannot, by kind.
     assert!(status("network", "true") && status("ipc", "true"));
     assert!(status("devices", "tun") && !status("devices", "absent"));
-    for s in ["wayland", "pulseaudio", "pipewire", "x11"] {
-        assert!(!status("sockets", s));
+    // Wayland and PipeWire run; x11 is the fallback of Wayland; PulseAudio is missing.
+    assert!(status("sockets", "wayland") && status("sockets", "pipewire"));
+    assert!(!status("sockets", "x11") && !status("sockets", "pulseaudio"));
+    assert_eq!(
+        shown_item(&shown, "sockets", "x11").1,
+        "a Wayland socket exists (x11 is the fallback)"
+    );
+    assert_eq!(
+        shown_item(&shown, "sockets", "pulseaudio").1,
+        format!("no socket at {} on this host", pulse.display())
+    );
+    assert!(
+        stderr.contains(&format!(
+            "appmgr: {id}: sockets pulseaudio not provided on this host: no socket at {}",
+            pulse.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "appmgr: {id}: sockets x11 not provided on this host: a Wayland socket exists"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sockets wayland") && !stderr.contains("sockets pipewire"));
+    // The client variables are the plan's, pointing at the bound sockets.
+    let env = strs(&seen["env"]);
+    for v in [
+        "WAYLAND_DISPLAY=/run/appmgr/wayland-0",
+        "PIPEWIRE_RUNTIME_DIR=/run/appmgr",
+        "PIPEWIRE_REMOTE=pipewire-0",
+    ] {
+        assert!(env.contains(&v.to_string()), "{v}: {env:?}");
     }
     // gpu and bluetooth are served (over the bus); camera has no portal.
     assert!(status("portals", "gpu") && status("portals", "bluetooth"));
@@ -351,11 +448,18 @@ fn permissions_json_matches_what_the_sandbox_provides() {
     assert!(!stderr.contains("dbus-talk"), "{stderr}");
     // The text form flags the same items.
     let text = e.ok(&["permissions", id]).stdout;
+    for l in text.lines().filter(|l| {
+        l.starts_with("  sockets x11 ")
+            || l.starts_with("  sockets pulseaudio ")
+            || l.starts_with("  portals camera ")
+    }) {
+        assert!(l.contains("(not provided on this host: "), "{text}");
+    }
     for l in text
         .lines()
-        .filter(|l| l.starts_with("  sockets ") || l.starts_with("  portals camera "))
+        .filter(|l| l.starts_with("  sockets wayland ") || l.starts_with("  sockets pipewire "))
     {
-        assert!(l.contains("(not provided on this host: "), "{text}");
+        assert!(!l.contains("not provided"), "{text}");
     }
     assert!(text
         .lines()
@@ -394,7 +498,95 @@ fn permissions_json_matches_what_the_sandbox_provides() {
         )),
         "{stderr}"
     );
-    assert!(strs(&seen["unix_sockets"]).is_empty(), "{seen}");
+    // Only the display and audio sockets are left.
+    assert_eq!(
+        strs(&seen["unix_sockets"]),
+        ["/run/appmgr/pipewire-0", "/run/appmgr/wayland-0"],
+        "{seen}"
+    );
+
+    // 3. The compositor is gone: x11 is bound instead, wayland is not provided and says
+    // which host path is missing.
+    fs::remove_file(hs.join("wayland-0")).unwrap();
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let (seen, stderr) = observe(&e, id, &args);
+    let items = compare(&shown, &seen, inside_bus);
+    assert!(items.contains(&("sockets".into(), "x11".into(), true)));
+    assert!(items.contains(&("sockets".into(), "wayland".into(), false)));
+    assert_eq!(
+        shown_item(&shown, "sockets", "wayland").1,
+        format!(
+            "no socket at {} on this host",
+            hs.join("wayland-0").display()
+        )
+    );
+    assert!(strs(&seen["env"]).contains(&"DISPLAY=:0".to_string()));
+    assert!(stderr.contains("sockets wayland not provided on this host: no socket at"));
+
+    // 4. A symlink planted in place of a socket (to the X11 socket here) is never
+    // followed: shown as refused, and the launch is refused naming the path (exit 4);
+    // the app never runs and nothing changes.
+    let pw = hs.join("pipewire-0");
+    fs::remove_file(&pw).unwrap();
+    std::os::unix::fs::symlink(hs.join("X0"), &pw).unwrap();
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let (st, reason) = shown_item(&shown, "sockets", "pipewire");
+    assert_eq!(st, "not-provided");
+    assert!(
+        reason.contains(&pw.display().to_string()) && reason.contains("the launch is refused"),
+        "{reason}"
+    );
+    let refused = |e: &Env| {
+        let r = e.run(&["run", id, "--", "observe"]);
+        assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.is_empty(), "the app ran: {}", r.stdout);
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains("refusing to launch"))
+            .unwrap_or_else(|| panic!("{}", r.stderr));
+        assert!(line.contains(s(&pw)) && line.contains("symlink"), "{line}");
+    };
+    refused(&e);
+    let before = e.snapshot();
+    refused(&e);
+    assert_eq!(
+        e.snapshot(),
+        before,
+        "a refused launch changed the state dir"
+    );
+    assert_eq!(fs::read_link(&pw).unwrap(), hs.join("X0"));
+    let m = fs::symlink_metadata(hs.join("X0")).unwrap();
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o666,
+        "the target is untouched"
+    );
+    e.fsck_clean();
+}
+
+#[test]
+fn bad_socket_paths_in_appmgr_toml_are_refused() {
+    let e = Env::new();
+    fs::create_dir_all(&e.cfg).unwrap();
+    let before = e.snapshot();
+    for (key, bad) in [
+        ("wayland-socket", "run/wayland-0"),
+        ("x11-socket", "/tmp/../X0"),
+        ("pipewire-socket", "/run/pipewire/"),
+        ("pulseaudio-socket", "/run//pulse/native"),
+        ("wayland-socket", "/run/\\u202ewayland"),
+    ] {
+        fs::write(e.cfg.join("appmgr.toml"), format!("{key} = \"{bad}\"\n")).unwrap();
+        for cmd in ["permissions", "run"] {
+            let msg = e.fails(&[cmd, "org.example.Any"], 2);
+            assert!(
+                msg.contains(&format!("appmgr.toml: {key} ")) && msg.contains("absolute path"),
+                "{msg}"
+            );
+        }
+        assert_eq!(e.snapshot(), before);
+    }
 }
 
 #[test]
@@ -404,16 +596,21 @@ fn without_a_bus_grant_there_is_no_bus() {
     let e = Env::new();
     fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let bus = Bus::start(&e.p("bus"), &[GRANTED_TALK]);
-    fs::write(
-        e.cfg.join("appmgr.toml"),
-        format!(
-            "system-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n",
-            bus.socket().display(),
-            bus.policy_file().display(),
-            e.p("bus/userdb").display()
-        ),
-    )
-    .unwrap();
+    // Every display and audio server runs; none is granted.
+    let hs = e.p("host-sockets");
+    fs::create_dir_all(&hs).unwrap();
+    let mut toml = format!(
+        "system-bus-socket = \"{}\"\nbus-policy-file = \"{}\"\nuserdb-dir = \"{}\"\n",
+        bus.socket().display(),
+        bus.policy_file().display(),
+        e.p("bus/userdb").display()
+    );
+    for kind in ["wayland", "x11", "pipewire", "pulseaudio"] {
+        let p = hs.join(kind);
+        serve_socket(&p, kind);
+        toml.push_str(&format!("{kind}-socket = \"{}\"\n", p.display()));
+    }
+    fs::write(e.cfg.join("appmgr.toml"), toml).unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     e.install_probe_app(id, "");
     let shown = e.ok(&["--json", "permissions", id]).json();
@@ -425,6 +622,62 @@ fn without_a_bus_grant_there_is_no_bus() {
     assert!(!strs(&seen["env"])
         .iter()
         .any(|v| v.starts_with("DBUS_SYSTEM_BUS_ADDRESS=")));
+    assert_eq!(seen["display_sockets"], serde_json::json!({}), "{seen}");
     // Nothing was written for the bus: no bus grant launched, no policy installed by run.
     assert!(!bus.policy_file().exists());
+}
+
+/// A filesystem grant of the directory that holds a configured host socket (here the
+/// compositor's) would hand the socket out without a `sockets` grant: it is shown as
+/// refused, naming the socket, and the launch is refused (exit 4) without the app running.
+#[test]
+fn a_directory_grant_cannot_hand_out_a_host_socket() {
+    require_root!("namespaces, cgroups");
+    let id = "org.example.ShownSocketDir";
+    let e = Env::new();
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = e.p("compositor");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    serve_socket(&dir.join("wayland-0"), "wayland");
+    fs::create_dir_all(&e.cfg).unwrap();
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!("wayland-socket = \"{}\"\n", dir.join("wayland-0").display()),
+    )
+    .unwrap();
+    let perms = format!("filesystems = [\"{}:rw\"]\n", dir.display());
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ {} }}\n",
+            perms.trim_end()
+        ),
+    )
+    .unwrap();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    e.install_probe_app(id, &perms);
+    let shown = e.ok(&["--json", "permissions", id]).json();
+    let refused = shown["refused"].as_array().expect("refused list");
+    assert!(
+        refused.iter().any(|i| i["key"] == "filesystems"
+            && i["value"] == format!("{}:rw", dir.display())
+            && i["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("protected path") && r.contains("wayland-0"))),
+        "{shown}"
+    );
+    let r = e.run(&["run", id, "--", "observe"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty(), "the app ran: {}", r.stdout);
+    assert!(
+        r.stderr.contains(s(&dir)) && r.stderr.contains("wayland-0"),
+        "{}",
+        r.stderr
+    );
+    // Without the socket configured there, the same grant is provided.
+    fs::write(e.cfg.join("appmgr.toml"), "wayland-socket = \"none\"\n").unwrap();
+    let (seen, _) = observe(&e, id, &[format!("path:{}", dir.display())]);
+    assert_eq!(seen["paths"][s(&dir)]["exists"], true, "{seen}");
 }

@@ -32,6 +32,9 @@ pub struct LaunchCtx {
     facts: appmgr_policy::BoardFacts,
     /// `system-bus-socket` of appmgr.toml.
     pub bus_socket: Option<std::path::PathBuf>,
+    /// `wayland-socket`, `x11-socket`, `pipewire-socket`, `pulseaudio-socket` of
+    /// appmgr.toml (kinds turned off are absent).
+    pub host_sockets: std::collections::BTreeMap<appmgr_types::SocketName, std::path::PathBuf>,
     /// The board profile's file, if one is configured.
     pub board_path: Option<std::path::PathBuf>,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
@@ -66,6 +69,7 @@ impl LaunchCtx {
             board,
             facts,
             bus_socket: host.system_bus_socket()?,
+            host_sockets: host.host_sockets()?,
             board_path,
             config_inputs,
         })
@@ -180,9 +184,12 @@ pub fn resolve_view(view: &View, id: &str) -> CoreResult<RefInfo> {
 
 /// The host directories no filesystem grant may reach, on what the launcher resolves: the
 /// policy's `deny` paths, and the state directory (every app's data and the store), so a
-/// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data.
-fn protected_dirs(g: &Ctx, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
+/// grant of a parent such as `/var/lib` is refused rather than exposing other apps' data;
+/// and the configured display and audio sockets, so a grant of their directory (such as
+/// `/run/pipewire`) cannot hand one out: they come only with a `sockets` grant.
+fn protected_dirs(g: &Ctx, ctx: &LaunchCtx, grant: &EffectiveGrant) -> Vec<std::path::PathBuf> {
     let mut v: Vec<std::path::PathBuf> = grant.denied_paths.iter().map(Into::into).collect();
+    v.extend(ctx.host_sockets.values().cloned());
     // Compared by device and inode once resolved; a missing state dir has nothing to hide.
     if let Ok(state) = std::fs::canonicalize(&g.state_dir) {
         v.push(state);
@@ -194,7 +201,7 @@ pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
     let ctx = LaunchCtx::load(g)?;
     let mut a = ctx.app_grant(id)?;
     // Grants the launcher would refuse on this host now (resolved as at launch).
-    let deny = protected_dirs(g, &a.grant);
+    let deny = protected_dirs(g, &ctx, &a.grant);
     for (path, reason) in appmgr_sandbox::refused_filesystems(&a.grant.permissions, &deny) {
         a.grant.refuse_filesystem(&path, reason);
     }
@@ -458,6 +465,7 @@ pub(crate) fn template_spec(
         runtime_dir: None,
         notify_socket: None,
         system_bus_socket: None,
+        host_sockets: Default::default(),
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
@@ -474,7 +482,7 @@ pub(crate) fn template_spec(
         timezone: None,
         lang: None,
         memory_max: a.grant.cgroup_limits().memory_max,
-        deny_paths: protected_dirs(g, &a.grant),
+        deny_paths: protected_dirs(g, ctx, &a.grant),
         data_image: a
             .grant
             .limits
@@ -504,6 +512,8 @@ fn apply_prepared(
         .bus_socket
         .as_deref()
         .and_then(appmgr_sandbox::host_socket);
+    // The granted display and audio sockets present now; x11 falls back (in the plan).
+    spec.host_sockets = appmgr_sandbox::offered_sockets(&spec.permissions, &p.host_sockets);
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);
     }
@@ -516,7 +526,7 @@ fn apply_prepared(
         };
         Error::new(class, format!("{}: {e}", p.id()))
     })?;
-    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant);
+    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant, &p.host_sockets);
     Ok(Launch { plan, provided })
 }
 

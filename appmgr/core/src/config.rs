@@ -14,11 +14,23 @@
 //! userdb-dir = "/run/userdb"
 //! service-log-max = "1M"      # cap of a service's log file where no journald runs
 //!                             # (STATE/daemon/logs/ID.log, plus one rotated ID.log.1)
+//! # The host sockets bound into sandboxes of apps granted `sockets = [...]`, each only
+//! # while something exists at the path (see docs/sandbox.md, "Host sockets"). "none"
+//! # turns each off. The defaults are those of an appliance whose compositor and sound
+//! # server run as system services:
+//! wayland-socket = "/run/wayland-0"              # e.g. Yocto's weston-init
+//! x11-socket = "/tmp/.X11-unix/X0"               # display :0 (the fallback of wayland)
+//! pipewire-socket = "/run/pipewire/pipewire-0"   # PipeWire's system-wide instance
+//! pulseaudio-socket = "/run/pulse/native"        # PulseAudio --system, pipewire-pulse
 //! ```
+//!
+//! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
+//! trailing `/`), no control or bidi characters; the error names the key.
 
 use crate::error::{CoreResult, Error};
-use appmgr_types::ErrorClass;
+use appmgr_types::{ErrorClass, SocketName};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,21 +48,47 @@ pub struct HostConfig {
     pub userdb_dir: Option<String>,
     /// Cap of one service log file (at least 1M); default 1M.
     pub service_log_max: Option<appmgr_types::MemoryLimit>,
+    /// The host's Wayland compositor socket (`sockets = ["wayland"]`).
+    pub wayland_socket: Option<String>,
+    /// The host's X11 server socket (`sockets = ["x11"]`, used when no Wayland socket is).
+    pub x11_socket: Option<String>,
+    /// The host's PipeWire socket (`sockets = ["pipewire"]`).
+    pub pipewire_socket: Option<String>,
+    /// The host's PulseAudio socket (`sockets = ["pulseaudio"]`).
+    pub pulseaudio_socket: Option<String>,
 }
 
 /// Defaults of the bus settings (also appmgrd's).
 pub const DEFAULT_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 pub const DEFAULT_BUS_POLICY_FILE: &str = "/etc/dbus-1/system.d/appmgr-apps.conf";
 pub const DEFAULT_USERDB_DIR: &str = "/run/userdb";
+/// Defaults of the host socket settings (`sockets` grants).
+pub const DEFAULT_WAYLAND_SOCKET: &str = "/run/wayland-0";
+pub const DEFAULT_X11_SOCKET: &str = "/tmp/.X11-unix/X0";
+pub const DEFAULT_PIPEWIRE_SOCKET: &str = "/run/pipewire/pipewire-0";
+pub const DEFAULT_PULSEAUDIO_SOCKET: &str = "/run/pulse/native";
+
+/// An absolute path without `.`, `..` or empty components (so no trailing `/` either).
+fn normal_abs(p: &str) -> bool {
+    p.len() > 1
+        && p.starts_with('/')
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
 
 /// A configured absolute path, its default when unset, or `None` for `"none"`.
 fn path_or_none(key: &str, v: Option<&str>, default: &str) -> CoreResult<Option<PathBuf>> {
     match v.unwrap_or(default) {
         "none" => Ok(None),
-        p if p.starts_with('/') && !appmgr_types::has_unsafe_chars(p) => Ok(Some(p.into())),
+        p if normal_abs(p) && !appmgr_types::has_unsafe_chars(p) => Ok(Some(p.into())),
         p => Err(Error::new(
             ErrorClass::Usage,
-            format!("appmgr.toml: {key} {p:?}: expected an absolute path or \"none\""),
+            format!(
+                "appmgr.toml: {key} \"{}\": expected an absolute path without . or .. \
+                 components (or \"none\")",
+                appmgr_types::escape_for_display(p)
+            ),
         )),
     }
 }
@@ -131,6 +169,44 @@ impl HostConfig {
         path_or_none("userdb-dir", self.userdb_dir.as_deref(), DEFAULT_USERDB_DIR)
     }
 
+    /// The host path of each socket kind (`wayland-socket`, `x11-socket`,
+    /// `pipewire-socket`, `pulseaudio-socket`), defaults filled in; a kind turned off
+    /// (`"none"`) is absent.
+    pub fn host_sockets(&self) -> CoreResult<BTreeMap<SocketName, PathBuf>> {
+        let mut m = BTreeMap::new();
+        for (kind, key, v, default) in [
+            (
+                SocketName::Wayland,
+                "wayland-socket",
+                &self.wayland_socket,
+                DEFAULT_WAYLAND_SOCKET,
+            ),
+            (
+                SocketName::X11,
+                "x11-socket",
+                &self.x11_socket,
+                DEFAULT_X11_SOCKET,
+            ),
+            (
+                SocketName::Pipewire,
+                "pipewire-socket",
+                &self.pipewire_socket,
+                DEFAULT_PIPEWIRE_SOCKET,
+            ),
+            (
+                SocketName::Pulseaudio,
+                "pulseaudio-socket",
+                &self.pulseaudio_socket,
+                DEFAULT_PULSEAUDIO_SOCKET,
+            ),
+        ] {
+            if let Some(p) = path_or_none(key, v.as_deref(), default)? {
+                m.insert(kind, p);
+            }
+        }
+        Ok(m)
+    }
+
     /// The configured board profile, if any.
     pub fn board(&self, config_dir: &Path) -> CoreResult<Option<appmgr_board::BoardProfile>> {
         match self.board_path(config_dir) {
@@ -175,4 +251,69 @@ pub fn board_facts(
         facts.core_sets.insert(name.clone(), list);
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> HostConfig {
+        toml::from_str(t).unwrap()
+    }
+
+    #[test]
+    fn host_sockets_have_defaults_and_can_be_turned_off() {
+        let d = parse("").host_sockets().unwrap();
+        assert_eq!(d[&SocketName::Wayland], Path::new(DEFAULT_WAYLAND_SOCKET));
+        assert_eq!(d[&SocketName::X11], Path::new("/tmp/.X11-unix/X0"));
+        assert_eq!(
+            d[&SocketName::Pipewire],
+            Path::new("/run/pipewire/pipewire-0")
+        );
+        assert_eq!(d[&SocketName::Pulseaudio], Path::new("/run/pulse/native"));
+        let c = parse("wayland-socket = \"/run/user/900/wayland-1\"\nx11-socket = \"none\"\n")
+            .host_sockets()
+            .unwrap();
+        assert_eq!(
+            c[&SocketName::Wayland],
+            Path::new("/run/user/900/wayland-1")
+        );
+        assert!(!c.contains_key(&SocketName::X11));
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn bad_paths_are_refused_naming_the_key() {
+        for (key, bad) in [
+            ("wayland-socket", "wayland-0"),
+            ("x11-socket", "/tmp/.X11-unix/../X0"),
+            ("pipewire-socket", "/run/pipewire/"),
+            ("pulseaudio-socket", "/run/./pulse/native"),
+            ("pulseaudio-socket", "/"),
+            ("pulseaudio-socket", ""),
+            ("wayland-socket", "/run/\u{202e}x"),
+            ("system-bus-socket", "/run//dbus/system_bus_socket"),
+        ] {
+            let mut c = HostConfig::default();
+            let v = Some(bad.to_string());
+            match key {
+                "wayland-socket" => c.wayland_socket = v,
+                "x11-socket" => c.x11_socket = v,
+                "pipewire-socket" => c.pipewire_socket = v,
+                "pulseaudio-socket" => c.pulseaudio_socket = v,
+                _ => c.system_bus_socket = v,
+            }
+            let e = c
+                .host_sockets()
+                .and_then(|_| c.system_bus_socket())
+                .unwrap_err();
+            assert_eq!(e.class, ErrorClass::Usage, "{bad}");
+            assert!(
+                e.message.starts_with(&format!("appmgr.toml: {key} ")),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains('\u{202e}'), "{}", e.message);
+        }
+    }
 }

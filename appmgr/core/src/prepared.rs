@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// The format of a kept plan; another version is derived afresh.
-pub const PREPARED_VERSION: u32 = 1;
+pub const PREPARED_VERSION: u32 = 2;
 /// `STATE/plans`: the kept plans.
 pub const PLANS_DIR: &str = "plans";
 const HEADER: &str = "appmgr-prepared-launch";
@@ -53,7 +53,7 @@ pub struct PreparedLaunch {
     /// The version of the deployment the plan runs.
     pub app_version: String,
     /// The launch spec with the live parts empty (arguments, device nodes, cgroup files,
-    /// after-exit duties, the bus socket); `spec.inputs` are the digests of what it was
+    /// after-exit duties, the bus socket, the host sockets); `spec.inputs` are the digests of what it was
     /// derived from.
     pub spec: LaunchSpec,
     /// The app's cgroup with the grant's limits (device rules are added at launch).
@@ -65,6 +65,9 @@ pub struct PreparedLaunch {
     pub board: Option<PathBuf>,
     /// `system-bus-socket`: offered to the sandbox while the bus is up.
     pub bus_socket: Option<PathBuf>,
+    /// The configured host socket of each kind (`wayland-socket`, ...; kinds turned off
+    /// are absent): those of granted kinds are offered to the sandbox while present.
+    pub host_sockets: std::collections::BTreeMap<appmgr_types::SocketName, PathBuf>,
     /// The service settings, `None` for an app that is not a service.
     pub settings: Option<Settings>,
 }
@@ -89,6 +92,7 @@ impl PreparedLaunch {
             storage_max: a.grant.limits.storage_max.map(|l| l.bytes()),
             board: ctx.board_path.clone(),
             bus_socket: ctx.bus_socket.clone(),
+            host_sockets: ctx.host_sockets.clone(),
             settings: crate::service::settings_of(a),
         })
     }

@@ -5,6 +5,11 @@
 //!   bus, portals);
 //! - `paths`: for each `path:P` argument, whether P exists and whether a file can be
 //!   created in it;
+//! - `display_sockets`: for each of `WAYLAND_DISPLAY`, `DISPLAY`, `PULSE_SERVER` and
+//!   `PIPEWIRE_REMOTE` that is set, the socket path a client library derives from it
+//!   (`XDG_RUNTIME_DIR`/`PIPEWIRE_RUNTIME_DIR` for relative names, `/tmp/.X11-unix/XN` for
+//!   `:N`, `unix:` stripped) and `connect`: `ok:BYTE` (connected, and the first byte the
+//!   server wrote, within 5 s), `ok` (connected, nothing read) or the errno name;
 //! - `bus`: for each `talk:NAME` argument, the result of calling `Peer.Ping` on NAME, and
 //!   for each `own:NAME`, of `RequestName` (`ok`, or the bus's error name), over the
 //!   system bus at `DBUS_SYSTEM_BUS_ADDRESS` (or the standard path).
@@ -116,10 +121,79 @@ fn outcome(r: std::io::Result<Result<Option<u32>, String>>, want: Option<u32>) -
     }
 }
 
-/// `observe ARGS`: the report plus `unix_sockets`, `paths`, `bus`.
+/// The socket path a client derives from the variable `var` set to `value`.
+fn client_socket_path(var: &str, value: &str) -> Option<String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let in_dir = |dir: Option<String>, name: &str| {
+        if name.starts_with('/') {
+            Some(name.to_string())
+        } else {
+            dir.map(|d| format!("{d}/{name}"))
+        }
+    };
+    match var {
+        "WAYLAND_DISPLAY" => in_dir(env("XDG_RUNTIME_DIR"), value),
+        "PIPEWIRE_REMOTE" => in_dir(
+            env("PIPEWIRE_RUNTIME_DIR").or_else(|| env("XDG_RUNTIME_DIR")),
+            value,
+        ),
+        "PULSE_SERVER" => value.strip_prefix("unix:").map(str::to_string),
+        "DISPLAY" => {
+            let n = value.strip_prefix(':')?;
+            let n = n.split('.').next()?;
+            Some(format!("/tmp/.X11-unix/X{n}"))
+        }
+        _ => None,
+    }
+}
+
+/// Connects to `path` and reads the first byte the server sends.
+fn connect_and_read(path: &str) -> String {
+    use std::io::Read;
+    let mut c = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(c) => c,
+        Err(e) => return errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut b = [0u8; 1];
+    match c.read(&mut b) {
+        Ok(1) => format!("ok:{}", b[0]),
+        _ => "ok".into(),
+    }
+}
+
+/// `display_sockets`: see the module docs.
+pub fn display_sockets() -> String {
+    let mut out = Vec::new();
+    for var in [
+        "WAYLAND_DISPLAY",
+        "DISPLAY",
+        "PULSE_SERVER",
+        "PIPEWIRE_REMOTE",
+    ] {
+        let Ok(v) = std::env::var(var) else { continue };
+        let path = client_socket_path(var, &v);
+        let connect = path
+            .as_deref()
+            .map(connect_and_read)
+            .unwrap_or_else(|| "no path".into());
+        out.push((
+            var.to_string(),
+            obj(&[
+                ("value".into(), esc(&v)),
+                ("path".into(), esc(path.as_deref().unwrap_or(""))),
+                ("connect".into(), esc(&connect)),
+            ]),
+        ));
+    }
+    obj(&out)
+}
+
+/// `observe ARGS`: the report plus `unix_sockets`, `display_sockets`, `paths`, `bus`.
 pub fn observe(args: &[String]) -> String {
     let mut f = crate::report_fields(args);
     f.push(("unix_sockets".into(), arr(&unix_sockets())));
+    f.push(("display_sockets".into(), display_sockets()));
     let paths: Vec<(String, String)> = args
         .iter()
         .filter_map(|a| a.strip_prefix("path:"))

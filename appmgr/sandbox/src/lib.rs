@@ -32,14 +32,16 @@
 //! (`NOTIFY_SOCKET`); the D-Bus system bus socket at `/run/dbus/system_bus_socket`
 //! (`DBUS_SYSTEM_BUS_ADDRESS`) only when the grant has `dbus-talk` or `dbus-own` names.
 //! Which names the app may then reach is the bus's business: the policy crate renders the
-//! per-uid dbus-daemon policy.
+//! per-uid dbus-daemon policy. Granted display and audio sockets (`sockets`: wayland,
+//! pipewire, pulseaudio, x11) that the caller offers (present on the host) are bound at
+//! fixed paths ([`sandbox_socket`]) with their variables ([`socket_env`]); x11 only when
+//! no granted Wayland socket is offered ([`x11_is_fallback`]).
 //!
 //! **Shown == provided.** [`provisions`] reads back from a plan which granted items it
 //! provides; `appmgr permissions` and `appmgr run` report every other item as not
 //! provided on this host.
 //!
-//! Limits: `sockets` and `portals` grants are not bound yet (portals are a separate
-//! crate; [`provisions`] reports them not provided); filesystem grants are bound non-recursively (submounts of a
+//! Limits: filesystem grants are bound non-recursively (submounts of a
 //! granted path are not visible); Ctrl-C on a terminal reaches the app both directly and
 //! through the forwarding chain.
 
@@ -61,10 +63,11 @@ pub use launch::{
     EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED,
 };
 pub use plan::{
-    build_plan, AfterExit, BindSource, DeviceFilter, EventCounter, LaunchPlan, LaunchSpec, MountOp,
-    Namespaces, PlanError, ProtectedPath, PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME,
-    SANDBOX_NOTIFY_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
-    STANDARD_DEVICE_NODES,
+    build_plan, sandbox_socket, socket_env, x11_is_fallback, AfterExit, BindSource, DeviceFilter,
+    EventCounter, LaunchPlan, LaunchSpec, MountOp, Namespaces, PlanError, ProtectedPath,
+    PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET, SANDBOX_PIPEWIRE_SOCKET,
+    SANDBOX_PULSEAUDIO_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER,
+    SANDBOX_WAYLAND_SOCKET, SANDBOX_X11_SOCKET, STANDARD_DEVICE_NODES,
 };
-pub use provision::{host_socket, provisions};
+pub use provision::{host_socket, offered_sockets, provisions};
 pub use seccomp::SeccompPlan;

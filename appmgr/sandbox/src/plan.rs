@@ -5,8 +5,9 @@
 
 use crate::inputs::PlanInput;
 use crate::seccomp::SeccompPlan;
-use appmgr_types::{AllowFlag, AppId, FsAccess, Permissions};
+use appmgr_types::{AllowFlag, AppId, FsAccess, Permissions, SocketName};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
@@ -24,6 +25,53 @@ pub const SANDBOX_NOTIFY_SOCKET: &str = "/run/appmgr/notify";
 pub const SANDBOX_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// `DBUS_SYSTEM_BUS_ADDRESS` of an app that may use the system bus.
 pub const SANDBOX_SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
+/// Where the host's Wayland socket appears inside the sandbox (`WAYLAND_DISPLAY` is this
+/// absolute path). Below the root-owned `/run/appmgr`, not in `XDG_RUNTIME_DIR`: that
+/// directory is the app's (or the host's shared runtime dir), and no mount point is ever
+/// made in a directory the app can write.
+pub const SANDBOX_WAYLAND_SOCKET: &str = "/run/appmgr/wayland-0";
+/// Where the host's PipeWire socket appears (`PIPEWIRE_RUNTIME_DIR=/run/appmgr`,
+/// `PIPEWIRE_REMOTE=pipewire-0`).
+pub const SANDBOX_PIPEWIRE_SOCKET: &str = "/run/appmgr/pipewire-0";
+/// Where the host's PulseAudio (or pipewire-pulse) socket appears
+/// (`PULSE_SERVER=unix:/run/appmgr/pulse-native`).
+pub const SANDBOX_PULSEAUDIO_SOCKET: &str = "/run/appmgr/pulse-native";
+/// Where the host's X11 socket appears: display `:0` (`DISPLAY=:0`), on the sandbox's own
+/// `/tmp` in a root-owned `/tmp/.X11-unix`.
+pub const SANDBOX_X11_SOCKET: &str = "/tmp/.X11-unix/X0";
+
+/// Where a host socket of kind `s` is bound inside the sandbox.
+pub fn sandbox_socket(s: SocketName) -> &'static str {
+    match s {
+        SocketName::Wayland => SANDBOX_WAYLAND_SOCKET,
+        SocketName::X11 => SANDBOX_X11_SOCKET,
+        SocketName::Pulseaudio => SANDBOX_PULSEAUDIO_SOCKET,
+        SocketName::Pipewire => SANDBOX_PIPEWIRE_SOCKET,
+    }
+}
+
+/// The variables that point a client library at the socket of kind `s` inside the
+/// sandbox. Set by the plan only; a caller can never pass them in.
+pub fn socket_env(s: SocketName) -> &'static [(&'static str, &'static str)] {
+    match s {
+        SocketName::Wayland => &[("WAYLAND_DISPLAY", SANDBOX_WAYLAND_SOCKET)],
+        SocketName::X11 => &[("DISPLAY", ":0")],
+        SocketName::Pulseaudio => &[("PULSE_SERVER", "unix:/run/appmgr/pulse-native")],
+        SocketName::Pipewire => &[
+            ("PIPEWIRE_RUNTIME_DIR", "/run/appmgr"),
+            ("PIPEWIRE_REMOTE", "pipewire-0"),
+        ],
+    }
+}
+
+/// Whether the plan of `spec` leaves out a granted, offered x11 socket because a granted
+/// Wayland socket is offered too: x11 is the fallback for hosts without Wayland.
+pub fn x11_is_fallback(spec: &LaunchSpec) -> bool {
+    let granted = &spec.permissions.sockets;
+    granted.contains(&SocketName::Wayland)
+        && granted.contains(&SocketName::X11)
+        && spec.host_sockets.contains_key(&SocketName::Wayland)
+}
 
 /// Everything the caller (CLI or daemon) knows about one launch. Plain data: the store
 /// gives the deployment paths and the uid/gid, `policy` the effective permissions,
@@ -110,6 +158,15 @@ pub struct LaunchSpec {
     /// Same checks as `notify_socket` when used.
     #[serde(default)]
     pub system_bus_socket: Option<PathBuf>,
+    /// Host paths of the display and audio sockets (`sockets` grants) the caller offers:
+    /// those present on the host now (the caller leaves out a missing one, as it does the
+    /// bus). Each whose kind is in `permissions.sockets` is bound (the socket inode,
+    /// read-write) at [`sandbox_socket`] with the variables of [`socket_env`]; the others
+    /// are ignored. `x11` is the fallback: it is not bound when a granted `wayland`
+    /// socket is offered too. Same checks as `notify_socket` (the launch is refused when a
+    /// path is a symlink, below one, or not a socket).
+    #[serde(default)]
+    pub host_sockets: BTreeMap<SocketName, PathBuf>,
     /// The app's memory limit in bytes (its cgroup's `memory.max`), if any. Sizes the
     /// sandbox's writable tmpfs mounts (see [`tmpfs_sizes_mib`]).
     #[serde(default)]
@@ -445,10 +502,12 @@ const RESERVED: &[&str] = &[
     "/lib32",
     "/libx32",
     "/run/user",
-    // The sd_notify and system bus sockets: a filesystem grant may neither shadow them nor
-    // hand out the bus without a dbus grant.
+    // The sd_notify, system bus, Wayland, PipeWire and PulseAudio sockets: a filesystem
+    // grant may neither shadow them nor hand out the bus without a dbus grant.
     "/run/appmgr",
     "/run/dbus",
+    // The X11 socket's directory on the sandbox's /tmp.
+    "/tmp/.X11-unix",
     // On every current host /var/run is a symlink to /run: a grant below it is a grant
     // below /run (e.g. /var/run/dbus, the system bus without a dbus grant).
     "/var/run",
@@ -546,9 +605,16 @@ fn env_name_forbidden(name: &str) -> bool {
         "TZ",
         "APPMGR_APP_ID",
         // Built by the plan from the spec's sockets; a caller's value could point the app
-        // at a bus or socket it was not granted.
+        // at a bus or socket it was not granted (with `network`, the host's abstract
+        // sockets such as X11's `@/tmp/.X11-unix/X0` are reachable by name).
         "NOTIFY_SOCKET",
         "DBUS_SYSTEM_BUS_ADDRESS",
+        "WAYLAND_DISPLAY",
+        "WAYLAND_SOCKET",
+        "DISPLAY",
+        "PULSE_SERVER",
+        "PIPEWIRE_REMOTE",
+        "PIPEWIRE_RUNTIME_DIR",
     ];
     EXACT.contains(&name)
         || name.starts_with("LD_")
@@ -813,17 +879,23 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     // Host sockets: the bind of the socket inode is the whole grant (connect/sendto need
     // write permission on the inode, which the caller arranges for the app's uid). The
     // directories above them are root-owned on the /run tmpfs.
-    let mut socket_env: Vec<(String, String)> = Vec::new();
+    let mut socket_vars: Vec<(String, String)> = Vec::new();
+    let mut run_appmgr = false;
+    let mut run_appmgr_dir = |m: &mut Vec<MountOp>| {
+        if !std::mem::replace(&mut run_appmgr, true) {
+            m.push(dir("/run/appmgr", 0o755));
+        }
+    };
     if let Some(ns) = &spec.notify_socket {
         let s = check_host_path("notify socket", ns)?;
-        m.push(dir("/run/appmgr", 0o755));
+        run_appmgr_dir(&mut m);
         m.push(MountOp::Bind {
             source: BindSource::Socket(s.into()),
             dest: SANDBOX_NOTIFY_SOCKET.into(),
             readonly: false,
             dev: false,
         });
-        socket_env.push(("NOTIFY_SOCKET".into(), SANDBOX_NOTIFY_SOCKET.into()));
+        socket_vars.push(("NOTIFY_SOCKET".into(), SANDBOX_NOTIFY_SOCKET.into()));
     }
     // A served portal is reached over the system bus (the bus policy lets the app's uid
     // call exactly the portal's name).
@@ -838,10 +910,41 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
             readonly: false,
             dev: false,
         });
-        socket_env.push((
+        socket_vars.push((
             "DBUS_SYSTEM_BUS_ADDRESS".into(),
             SANDBOX_SYSTEM_BUS_ADDRESS.into(),
         ));
+    }
+    // Display and audio sockets: granted kinds the caller offers, x11 only as the
+    // fallback of a missing Wayland socket.
+    let x11_fallback = x11_is_fallback(spec);
+    for (&kind, host) in &spec.host_sockets {
+        if !perms.sockets.contains(&kind) || (kind == SocketName::X11 && x11_fallback) {
+            continue;
+        }
+        let what = match kind {
+            SocketName::Wayland => "wayland socket",
+            SocketName::X11 => "x11 socket",
+            SocketName::Pulseaudio => "pulseaudio socket",
+            SocketName::Pipewire => "pipewire socket",
+        };
+        let s = check_host_path(what, host)?;
+        if kind == SocketName::X11 {
+            m.push(dir("/tmp/.X11-unix", 0o755));
+        } else {
+            run_appmgr_dir(&mut m);
+        }
+        m.push(MountOp::Bind {
+            source: BindSource::Socket(s.into()),
+            dest: sandbox_socket(kind).into(),
+            readonly: false,
+            dev: false,
+        });
+        socket_vars.extend(
+            socket_env(kind)
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
     }
 
     // /etc: the runtime's /usr/etc as symlinks, plus generated identity files.
@@ -941,7 +1044,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         ("XDG_CONFIG_DIRS".into(), "/app/etc/xdg:/etc/xdg".into()),
         ("APPMGR_APP_ID".into(), spec.app_id.to_string()),
     ];
-    env.extend(socket_env);
+    env.extend(socket_vars);
     for name in &spec.env_allow {
         if !valid_env_name(name) || env_name_forbidden(name) {
             return Err(PlanError::EnvNotAllowed(name.clone()));
@@ -1061,6 +1164,7 @@ pub(crate) mod tests {
             lang: None,
             notify_socket: None,
             system_bus_socket: None,
+            host_sockets: BTreeMap::new(),
             memory_max: None,
             deny_paths: vec![],
             data_image: None,
@@ -1153,7 +1257,8 @@ pub(crate) mod tests {
             .filesystems
             .insert("/media/usb:rw".parse().unwrap());
         s.devices = vec!["/dev/dri/renderD128".into()];
-        s.env_allow = vec!["WAYLAND_DISPLAY".into()];
+        s.env_allow = vec!["MY_APP_MODE".into()];
+        s.caller_env.push(("MY_APP_MODE".into(), "kiosk".into()));
         let p = build_plan(&s).unwrap();
         assert!(!p.namespaces.net && !p.namespaces.ipc && !p.loopback);
         assert!(p.seccomp.devel);
@@ -1174,9 +1279,7 @@ pub(crate) mod tests {
             .mounts
             .iter()
             .any(|m| matches!(m, MountOp::Tmpfs { dev: true, .. })));
-        assert!(p
-            .env
-            .contains(&("WAYLAND_DISPLAY".into(), "wayland-0".into())));
+        assert!(p.env.contains(&("MY_APP_MODE".into(), "kiosk".into())));
         assert!(p.mounts.iter().any(
             |m| matches!(m, MountOp::CopyHostFile { dest, .. } if dest == "/etc/resolv.conf")
         ));
@@ -1436,9 +1539,153 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn display_and_audio_sockets_only_when_granted_and_offered() {
+        let offered: BTreeMap<SocketName, PathBuf> = [
+            (SocketName::Wayland, "/run/wayland-0".into()),
+            (SocketName::X11, "/tmp/.X11-unix/X0".into()),
+            (SocketName::Pipewire, "/run/pipewire/pipewire-0".into()),
+            (SocketName::Pulseaudio, "/run/pulse/native".into()),
+        ]
+        .into();
+        let vars = [
+            "WAYLAND_DISPLAY",
+            "DISPLAY",
+            "PULSE_SERVER",
+            "PIPEWIRE_REMOTE",
+            "PIPEWIRE_RUNTIME_DIR",
+        ];
+        // Offered, not granted: nothing.
+        let mut s = spec();
+        s.host_sockets = offered.clone();
+        let p = build_plan(&s).unwrap();
+        assert!(socket_binds(&p).is_empty());
+        assert!(vars.iter().all(|v| env_of(&p, v).is_none()));
+        // Granted wayland and pipewire: exactly those two, with their variables.
+        s.permissions.sockets = [SocketName::Wayland, SocketName::Pipewire].into();
+        let p = build_plan(&s).unwrap();
+        assert_eq!(
+            socket_binds(&p),
+            [
+                (
+                    "/run/wayland-0".to_string(),
+                    SANDBOX_WAYLAND_SOCKET.to_string()
+                ),
+                (
+                    "/run/pipewire/pipewire-0".to_string(),
+                    SANDBOX_PIPEWIRE_SOCKET.to_string()
+                ),
+            ]
+        );
+        assert_eq!(env_of(&p, "WAYLAND_DISPLAY"), Some("/run/appmgr/wayland-0"));
+        assert_eq!(env_of(&p, "PIPEWIRE_RUNTIME_DIR"), Some("/run/appmgr"));
+        assert_eq!(env_of(&p, "PIPEWIRE_REMOTE"), Some("pipewire-0"));
+        assert_eq!(env_of(&p, "DISPLAY"), None);
+        assert_eq!(env_of(&p, "PULSE_SERVER"), None);
+        assert_eq!(env_of(&p, "XDG_RUNTIME_DIR"), Some("/run/user/20001"));
+        // Below one root-owned /run/appmgr made once, after the /run tmpfs.
+        let pos = |f: &dyn Fn(&MountOp) -> bool| p.mounts.iter().position(f).unwrap();
+        let run = pos(&|m| matches!(m, MountOp::Tmpfs { dest, .. } if dest == "/run"));
+        let d = pos(&|m| matches!(m, MountOp::Dir { dest, .. } if dest == "/run/appmgr"));
+        let b = pos(&|m| matches!(m, MountOp::Bind { dest, .. } if dest == SANDBOX_WAYLAND_SOCKET));
+        assert!(run < d && d < b);
+        s.notify_socket = Some("/run/appmgrd/n.sock".into());
+        let p = build_plan(&s).unwrap();
+        let dirs = p
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, MountOp::Dir { dest, .. } if dest == "/run/appmgr"))
+            .count();
+        assert_eq!(dirs, 1);
+        // pulseaudio: PULSE_SERVER names the socket.
+        let mut s = spec();
+        s.host_sockets = offered.clone();
+        s.permissions.sockets = [SocketName::Pulseaudio].into();
+        let p = build_plan(&s).unwrap();
+        assert_eq!(
+            env_of(&p, "PULSE_SERVER"),
+            Some("unix:/run/appmgr/pulse-native")
+        );
+        assert_eq!(socket_binds(&p)[0].1, SANDBOX_PULSEAUDIO_SOCKET);
+        // x11 alone: bound at display :0 on the sandbox's /tmp.
+        let mut s = spec();
+        s.host_sockets = offered.clone();
+        s.permissions.sockets = [SocketName::X11].into();
+        let p = build_plan(&s).unwrap();
+        assert_eq!(
+            socket_binds(&p),
+            [(
+                "/tmp/.X11-unix/X0".to_string(),
+                SANDBOX_X11_SOCKET.to_string()
+            )]
+        );
+        assert_eq!(env_of(&p, "DISPLAY"), Some(":0"));
+        let tmp = pos_of(
+            &p,
+            |m| matches!(m, MountOp::Tmpfs { dest, .. } if dest == "/tmp"),
+        );
+        let xd = pos_of(
+            &p,
+            |m| matches!(m, MountOp::Dir { dest, .. } if dest == "/tmp/.X11-unix"),
+        );
+        assert!(tmp < xd);
+        // x11 and wayland granted: x11 is the fallback, bound only without Wayland.
+        s.permissions.sockets = [SocketName::X11, SocketName::Wayland].into();
+        assert!(x11_is_fallback(&s));
+        let p = build_plan(&s).unwrap();
+        assert_eq!(
+            socket_binds(&p),
+            [(
+                "/run/wayland-0".to_string(),
+                SANDBOX_WAYLAND_SOCKET.to_string()
+            )]
+        );
+        assert_eq!(env_of(&p, "DISPLAY"), None);
+        s.host_sockets.remove(&SocketName::Wayland);
+        assert!(!x11_is_fallback(&s));
+        let p = build_plan(&s).unwrap();
+        assert_eq!(socket_binds(&p)[0].1, SANDBOX_X11_SOCKET);
+        assert_eq!(env_of(&p, "WAYLAND_DISPLAY"), None);
+        // Host paths are checked like every other.
+        for bad in ["relative/wayland-0", "/run/../etc/shadow", "/run/w\n"] {
+            let mut s = spec();
+            s.permissions.sockets = [SocketName::Wayland].into();
+            s.host_sockets = [(SocketName::Wayland, bad.into())].into();
+            assert!(
+                matches!(
+                    build_plan(&s),
+                    Err(PlanError::BadPath {
+                        what: "wayland socket",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.contains(r#""host-sockets":{"x11":"/tmp/.X11-unix/X0","#),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<LaunchSpec>(&j).unwrap(), s);
+    }
+
+    fn pos_of(p: &LaunchPlan, f: impl Fn(&MountOp) -> bool) -> usize {
+        p.mounts.iter().position(f).unwrap()
+    }
+
+    #[test]
     fn socket_paths_cannot_be_reached_otherwise() {
         // A caller cannot point the app elsewhere through its environment...
-        for name in ["NOTIFY_SOCKET", "DBUS_SYSTEM_BUS_ADDRESS"] {
+        for name in [
+            "NOTIFY_SOCKET",
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "WAYLAND_DISPLAY",
+            "WAYLAND_SOCKET",
+            "DISPLAY",
+            "PULSE_SERVER",
+            "PIPEWIRE_REMOTE",
+            "PIPEWIRE_RUNTIME_DIR",
+        ] {
             let mut s = spec();
             s.env_allow = vec![name.into()];
             s.caller_env = vec![(name.into(), "unix:path=/tmp/x".into())];
@@ -1458,6 +1705,9 @@ pub(crate) mod tests {
             "/var/run",
             "/var/run/dbus",
             "/var/run/dbus/system_bus_socket",
+            "/run/appmgr/wayland-0",
+            "/tmp/.X11-unix",
+            "/tmp/.X11-unix/X0",
         ] {
             let mut s = spec();
             s.permissions.filesystems.insert(bad.parse().unwrap());

@@ -8,7 +8,7 @@
 //! | `network` | no network namespace |
 //! | `ipc` | no IPC namespace |
 //! | `devices NAME` | a private device node (`device-node` op) for every node the board resolved for NAME (at least one) |
-//! | `sockets NAME` | a bind at the socket's sandbox path (none exists yet: never) |
+//! | `sockets NAME` | a bind of a host socket at the kind's sandbox path ([`sandbox_socket`]) |
 //! | `dbus-talk`, `dbus-own` | the system bus socket bound at [`SANDBOX_SYSTEM_BUS_SOCKET`] |
 //! | `filesystems PATH` | a bind of PATH with the granted access, and PATH exists (the launcher skips a missing one) |
 //! | `portals NAME` | NAME is served by the portal service (`gpu`, `sensors`, `bluetooth`) and the system bus socket is bound |
@@ -16,18 +16,34 @@
 //! | `bluetooth.devices`, `.services`, `.roles` | the `bluetooth` portal is provided |
 //! | `allow FLAG` | the seccomp plan's flag |
 //!
-//! The only host I/O is the existence check of granted host paths and [`host_socket`].
+//! The only host I/O is the existence check of granted host paths and host sockets
+//! ([`host_socket`], [`offered_sockets`]).
 
-use crate::plan::{BindSource, LaunchPlan, LaunchSpec, MountOp, SANDBOX_SYSTEM_BUS_SOCKET};
-use appmgr_types::{AllowFlag, DeviceName, FsAccess, PermEntry, Provision, SocketName};
+use crate::plan::{
+    sandbox_socket, x11_is_fallback, BindSource, LaunchPlan, LaunchSpec, MountOp,
+    SANDBOX_SYSTEM_BUS_SOCKET,
+};
+use appmgr_types::{
+    AllowFlag, DeviceName, FsAccess, PermEntry, Permissions, Provision, SocketName,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Where a host socket of this kind would appear inside the sandbox. No kind is bound
-/// yet; when one is, its path goes here and [`provisions`] reports it provided as soon as
-/// the plan binds it there.
-fn socket_dest(_s: SocketName) -> Option<&'static str> {
-    None
+/// The display and audio sockets a caller offers a launch ([`LaunchSpec::host_sockets`]):
+/// of the host paths configured for each kind (`configured`, kinds turned off are absent),
+/// those of granted kinds where something exists now (not following a final symlink).
+/// A missing one is left out (the app runs without it, shown not provided); anything
+/// else is offered, and the launcher refuses the launch unless it is a socket reached
+/// without symlinks, so a symlink planted in place of a socket is refused, not followed.
+pub fn offered_sockets(
+    perms: &Permissions,
+    configured: &BTreeMap<SocketName, PathBuf>,
+) -> BTreeMap<SocketName, PathBuf> {
+    configured
+        .iter()
+        .filter(|(k, p)| perms.sockets.contains(k) && std::fs::symlink_metadata(p).is_ok())
+        .map(|(k, p)| (*k, p.clone()))
+        .collect()
 }
 
 /// `path` if it is a unix socket now (not following a final symlink): the launcher refuses
@@ -54,11 +70,14 @@ fn binds(plan: &LaunchPlan) -> impl Iterator<Item = (&BindSource, &str, bool)> {
 
 /// The status of every item of `spec.permissions`, in display order. `plan` must be
 /// `build_plan(spec)`; `device_nodes` is what the board profile resolved for each granted
-/// device (a device missing from it has no node on this host).
+/// device (a device missing from it has no node on this host); `configured_sockets` the
+/// host path configured for each socket kind (a kind turned off is absent), to name what
+/// is missing.
 pub fn provisions(
     spec: &LaunchSpec,
     plan: &LaunchPlan,
     device_nodes: &BTreeMap<DeviceName, Vec<PathBuf>>,
+    configured_sockets: &BTreeMap<SocketName, PathBuf>,
 ) -> Vec<Provision> {
     let bound = |src_is: &dyn Fn(&BindSource) -> bool, dest: &str| {
         binds(plan).any(|(s, d, _)| d == dest && src_is(s))
@@ -97,15 +116,7 @@ pub fn provisions(
                     }
                 }
             },
-            PermEntry::Socket(s) => match socket_dest(*s) {
-                Some(dest) if bound(&|s| matches!(s, BindSource::Socket(_)), dest) => {
-                    Provision::provided(e)
-                }
-                _ => Provision::not_provided(
-                    e,
-                    format!("the launcher does not bind host {s} sockets yet"),
-                ),
-            },
+            PermEntry::Socket(s) => socket_item(e, *s, spec, plan, configured_sockets),
             PermEntry::Talk(_) | PermEntry::Own(_) => {
                 if bus_bound() {
                     Provision::provided(e)
@@ -156,6 +167,52 @@ pub fn provisions(
             }
         })
         .collect()
+}
+
+/// A `sockets` item: provided when the plan binds a host socket at the kind's sandbox
+/// path and that host path is a socket now (the launcher refuses anything else).
+fn socket_item(
+    e: &PermEntry,
+    kind: SocketName,
+    spec: &LaunchSpec,
+    plan: &LaunchPlan,
+    configured: &BTreeMap<SocketName, PathBuf>,
+) -> Provision {
+    let dest = sandbox_socket(kind);
+    let source = binds(plan).find_map(|(s, d, _)| match s {
+        BindSource::Socket(p) if d == dest => Some(p),
+        _ => None,
+    });
+    if let Some(src) = source {
+        return match host_socket(src).filter(|p| no_symlink_above(p)) {
+            Some(_) => Provision::provided(e),
+            None => Provision::not_provided(
+                e,
+                format!(
+                    "{} is not a socket reached without symlinks: the launch is refused",
+                    src.display()
+                ),
+            ),
+        };
+    }
+    if kind == SocketName::X11 && x11_is_fallback(spec) {
+        return Provision::not_provided(e, "a Wayland socket exists (x11 is the fallback)");
+    }
+    match configured.get(&kind) {
+        None => Provision::not_provided(e, format!("no host {kind} socket is configured")),
+        Some(p) if !spec.host_sockets.contains_key(&kind) => {
+            Provision::not_provided(e, format!("no socket at {} on this host", p.display()))
+        }
+        Some(_) => Provision::not_provided(e, "not bound into the sandbox"),
+    }
+}
+
+/// No directory above `p` is a symlink (the launcher opens bind sources beneath `/`
+/// without following any).
+fn no_symlink_above(p: &Path) -> bool {
+    p.ancestors()
+        .skip(1)
+        .all(|a| std::fs::symlink_metadata(a).is_ok_and(|m| !m.file_type().is_symlink()))
 }
 
 /// An item of portal `portal`'s grant: provided exactly when that portal is (served,
@@ -225,7 +282,7 @@ mod tests {
         )]
         .into();
         let plan = build_plan(&s).unwrap();
-        let v = provisions(&s, &plan, &nodes);
+        let v = provisions(&s, &plan, &nodes, &BTreeMap::new());
         assert_eq!(v.len(), s.permissions.entries().len());
         assert_eq!(status(&v, "network", "true"), Provided);
         assert_eq!(status(&v, "sockets", "wayland"), NotProvided);
@@ -250,7 +307,7 @@ mod tests {
         // With the bus socket the plan binds it, and both bus grants are provided.
         s.system_bus_socket = Some("/run/dbus/system_bus_socket".into());
         let plan = build_plan(&s).unwrap();
-        let v = provisions(&s, &plan, &nodes);
+        let v = provisions(&s, &plan, &nodes, &BTreeMap::new());
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), Provided);
         assert_eq!(status(&v, "dbus-own", "org.example.Own"), Provided);
         // Served portals are reached over the bound bus; camera is not served, and sensor
@@ -276,7 +333,12 @@ mod tests {
             .permissions
             .portals
             .retain(|p| p.as_str() != "bluetooth");
-        let v2 = provisions(&no_portal, &build_plan(&no_portal).unwrap(), &nodes);
+        let v2 = provisions(
+            &no_portal,
+            &build_plan(&no_portal).unwrap(),
+            &nodes,
+            &BTreeMap::new(),
+        );
         let x = v2.iter().find(|p| p.key == "bluetooth.roles").unwrap();
         assert_eq!(
             (x.status, x.reason.as_deref()),
@@ -289,13 +351,95 @@ mod tests {
                 && !matches!(m, MountOp::DeviceNode { dest, .. } if dest == "/dev/dri/renderD128")
         });
         cut.namespaces.net = true;
-        let v = provisions(&s, &cut, &nodes);
+        let v = provisions(&s, &cut, &nodes, &BTreeMap::new());
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), NotProvided);
         assert_eq!(status(&v, "devices", "gpu"), NotProvided);
         assert_eq!(status(&v, "network", "true"), NotProvided);
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j[0]["status"], "not-provided");
         assert!(j[0]["reason"].is_string());
+    }
+
+    #[test]
+    fn sockets_are_read_back_with_the_reason() {
+        use ProvisionStatus::*;
+        let d = std::env::temp_dir().join(format!("appmgr-hs2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let (w, x, pw) = (d.join("wayland-0"), d.join("X0"), d.join("pipewire-0"));
+        let _l1 = std::os::unix::net::UnixListener::bind(&w).unwrap();
+        let _l2 = std::os::unix::net::UnixListener::bind(&x).unwrap();
+        std::os::unix::fs::symlink(&w, &pw).unwrap();
+        // pulseaudio is configured but missing.
+        let configured: BTreeMap<SocketName, PathBuf> = [
+            (SocketName::Wayland, w.clone()),
+            (SocketName::X11, x.clone()),
+            (SocketName::Pipewire, pw.clone()),
+            (SocketName::Pulseaudio, d.join("missing")),
+        ]
+        .into();
+        let mut s = crate::plan::tests::spec();
+        s.permissions.sockets = SocketName::ALL.iter().copied().collect();
+        s.host_sockets = offered_sockets(&s.permissions, &configured);
+        // The missing one is not offered; the symlink is (the launcher refuses it).
+        assert_eq!(
+            s.host_sockets.keys().copied().collect::<Vec<_>>(),
+            [SocketName::Wayland, SocketName::X11, SocketName::Pipewire]
+        );
+        let plan = build_plan(&s).unwrap();
+        let v = provisions(&s, &plan, &BTreeMap::new(), &configured);
+        let reason = |val: &str| {
+            let p = v
+                .iter()
+                .find(|p| p.key == "sockets" && p.value == val)
+                .unwrap();
+            (p.status, p.reason.clone().unwrap_or_default())
+        };
+        assert_eq!(reason("wayland"), (Provided, String::new()));
+        assert_eq!(
+            reason("x11"),
+            (
+                NotProvided,
+                "a Wayland socket exists (x11 is the fallback)".into()
+            )
+        );
+        assert_eq!(
+            reason("pipewire"),
+            (
+                NotProvided,
+                format!(
+                    "{} is not a socket reached without symlinks: the launch is refused",
+                    pw.display()
+                )
+            )
+        );
+        assert_eq!(
+            reason("pulseaudio"),
+            (
+                NotProvided,
+                format!("no socket at {} on this host", d.join("missing").display())
+            )
+        );
+        // Without the Wayland socket x11 is provided; a kind turned off says so.
+        drop(_l1);
+        std::fs::remove_file(&w).unwrap();
+        let mut off = configured.clone();
+        off.remove(&SocketName::Pipewire);
+        s.host_sockets = offered_sockets(&s.permissions, &off);
+        let plan = build_plan(&s).unwrap();
+        let v = provisions(&s, &plan, &BTreeMap::new(), &off);
+        let st = |val: &str| v.iter().find(|p| p.value == val).unwrap().clone();
+        assert_eq!(st("x11").status, Provided);
+        assert_eq!(st("wayland").status, NotProvided);
+        assert_eq!(
+            st("pipewire").reason.as_deref(),
+            Some("no host pipewire socket is configured")
+        );
+        // Ungranted kinds are never offered.
+        let mut none = s.permissions.clone();
+        none.sockets.clear();
+        assert!(offered_sockets(&none, &configured).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl World {
             lang: None,
             notify_socket: None,
             system_bus_socket: None,
+            host_sockets: Default::default(),
             memory_max: None,
             deny_paths: vec![],
             data_image: None,
@@ -1050,6 +1051,55 @@ fn system_bus_only_with_a_dbus_grant() {
     let mut got = String::new();
     std::io::Read::read_to_string(&mut c, &mut got).unwrap();
     assert_eq!(got, "hello");
+}
+
+/// Display and audio sockets: bound with their variables for granted kinds (also with a
+/// host-shared runtime dir at `XDG_RUNTIME_DIR`: no mount point is made in it), x11
+/// left out while Wayland is offered, and a socket reached through a symlinked directory
+/// refused (exit 4) without the app running.
+#[test]
+fn display_sockets_are_bound_outside_the_runtime_dir() {
+    require_root!("namespaces, mounts, setuid");
+    use appmgr_types::SocketName;
+    let w = World::new();
+    add_helper(&w);
+    let (wl, x) = (w.root.join("wayland-0"), w.root.join("X0"));
+    let _lw = std::os::unix::net::UnixListener::bind(&wl).unwrap();
+    let _lx = std::os::unix::net::UnixListener::bind(&x).unwrap();
+    world_writable(&wl);
+    world_writable(&x);
+    let script = "echo \"w=${WAYLAND_DISPLAY-unset} d=${DISPLAY-unset}\"; \
+                  /app/bin/helper connect /run/appmgr/wayland-0 && echo wayland; \
+                  /app/bin/helper connect /tmp/.X11-unix/X0 && echo x11; \
+                  ls -A \"$XDG_RUNTIME_DIR\"";
+    let mut s = sh(&w, script);
+    let rundir = w.root.join("rundir");
+    s.runtime_dir = Some(rundir.clone());
+    s.permissions.sockets = [SocketName::Wayland, SocketName::X11].into();
+    s.host_sockets = [
+        (SocketName::Wayland, wl.clone()),
+        (SocketName::X11, x.clone()),
+    ]
+    .into();
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    assert_eq!(o.stdout, "w=/run/appmgr/wayland-0 d=unset\nwayland\n");
+    assert_eq!(std::fs::read_dir(&rundir).unwrap().count(), 0);
+    // No Wayland offered: x11 is bound instead.
+    s.host_sockets.remove(&SocketName::Wayland);
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    assert_eq!(o.stdout, "w=unset d=:0\nx11\n");
+    // A directory on the way replaced by a symlink: refused, the app never runs.
+    let real = w.root.join("real");
+    std::fs::create_dir(&real).unwrap();
+    let sock = real.join("wayland-0");
+    let _lr = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::os::unix::fs::symlink(&real, w.root.join("linked")).unwrap();
+    let via = w.root.join("linked/wayland-0");
+    s.host_sockets = [(SocketName::Wayland, via.clone())].into();
+    let o = launch(&s);
+    assert_refused(&o, &via, "symlink");
 }
 
 #[test]

@@ -208,6 +208,22 @@ fn ancestry(dir: &OwnedFd) -> Result<Vec<(u64, u64)>, Errno> {
 /// builds itself and the policy's `deny` rules). Objects are compared by device and
 /// inode, so a second name for a protected directory (a bind mount, an alias the request
 /// string does not show) is caught as well as the name itself.
+/// The directories at and above a protected path (`fd`, opened from `path` as the host
+/// resolves it); for a protected file or socket (a configured host socket), the
+/// directories above it, so a grant of a directory holding it is refused too.
+fn protected_ancestry(path: &Path, fd: &OwnedFd) -> Result<Vec<(u64, u64)>, Errno> {
+    if rfs::FileType::from_raw_mode(rfs::fstat(fd)?.st_mode) == rfs::FileType::Directory {
+        return ancestry(fd);
+    }
+    let parent = path.parent().ok_or(Errno::NOENT)?;
+    let dir = rfs::open(
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    ancestry(&dir)
+}
+
 fn check_protected(
     path: &Path,
     obj: &OwnedFd,
@@ -236,7 +252,8 @@ fn check_protected(
         let Ok(pid) = id_of(&pfd) else { continue };
         let hit = if p.below {
             let inside = above.contains(&pid);
-            let contains = is_dir && ancestry(&pfd).is_ok_and(|a| a.contains(&me));
+            let contains =
+                is_dir && protected_ancestry(&p.path, &pfd).is_ok_and(|a| a.contains(&me));
             inside || contains
         } else {
             me == pid
