@@ -1445,7 +1445,11 @@ impl Bluetooth {
         rustix::fs::fcntl_setfl(&write_end, fl | rustix::fs::OFlags::NONBLOCK).map_err(pipe_err)?;
         let id = {
             let mut b = lock(&self.s);
-            let open_now = b.notifies.iter().filter(|x| x.app == c.app).count();
+            let open_now = b
+                .notifies
+                .iter()
+                .filter(|x| x.app == c.app && !crate::identity::exited(&x.pidfd))
+                .count();
             if open_now >= MAX_NOTIFY_PER_APP {
                 return Err(PortalError::NotAvailable(format!(
                     "{} holds {open_now} notification streams, the most one app may hold",

@@ -614,7 +614,18 @@ impl Sensors {
             return Err(self.s.denied(&c.app, format!("{}: {why}", c.app)));
         }
         let open_now = {
-            let st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
+            // Streams of this app's exited callers end now, not at the watcher's next
+            // tick: they must not count against the limit.
+            let dead: Vec<u64> = st
+                .list
+                .iter()
+                .filter(|x| x.app == c.app && crate::identity::exited(&x.pidfd))
+                .map(|x| x.id)
+                .collect();
+            for id in dead {
+                st.end(id, journal::INFO, "closed: its caller exited");
+            }
             st.list.iter().filter(|x| x.app == c.app).count()
         };
         if open_now >= MAX_STREAMS_PER_APP {
