@@ -177,6 +177,19 @@ impl Streams {
         }
     }
 
+    /// Ends the streams (of app `only`, or of every app) whose caller has exited.
+    pub fn end_exited(&mut self, only: Option<&AppId>) {
+        let dead: Vec<u64> = self
+            .list
+            .iter()
+            .filter(|x| only.is_none_or(|a| *a == x.app) && crate::identity::exited(&x.pidfd))
+            .map(|x| x.id)
+            .collect();
+        for id in dead {
+            self.end(id, journal::INFO, "closed: its caller exited");
+        }
+    }
+
     /// Writes each of `scans` of device `dev` to every stream of that device due at its
     /// timestamp; returns the streams that must end, and why.
     fn fan_out(&mut self, dev: &Path, scans: &[Scan]) -> Vec<(u64, &'static str)> {
@@ -617,15 +630,7 @@ impl Sensors {
             let mut st = self.s.streams.lock().unwrap_or_else(|p| p.into_inner());
             // Streams of this app's exited callers end now, not at the watcher's next
             // tick: they must not count against the limit.
-            let dead: Vec<u64> = st
-                .list
-                .iter()
-                .filter(|x| x.app == c.app && crate::identity::exited(&x.pidfd))
-                .map(|x| x.id)
-                .collect();
-            for id in dead {
-                st.end(id, journal::INFO, "closed: its caller exited");
-            }
+            st.end_exited(Some(&c.app));
             st.list.iter().filter(|x| x.app == c.app).count()
         };
         if open_now >= MAX_STREAMS_PER_APP {

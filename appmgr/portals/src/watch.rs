@@ -71,17 +71,10 @@ pub async fn watcher(s: Arc<Shared>) {
 }
 
 fn reap_exited(s: &Arc<Shared>) {
-    let mut st = s.streams.lock().unwrap_or_else(|p| p.into_inner());
-    let dead: Vec<u64> = st
-        .list
-        .iter()
-        .filter(|x| crate::identity::exited(&x.pidfd))
-        .map(|x| x.id)
-        .collect();
-    for id in dead {
-        st.end(id, journal::INFO, "closed: its caller exited");
-    }
-    drop(st);
+    s.streams
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .end_exited(None);
     s.handouts
         .lock()
         .unwrap_or_else(|p| p.into_inner())
