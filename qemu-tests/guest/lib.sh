@@ -292,6 +292,21 @@ qt_portal_probe() {
 	qt_json_get "#" "$_out" >/dev/null || qt_portal_fail "$_id: the probe printed no JSON object (exit $_rc)"
 }
 
+# qt_portal_probe_bg ID OUT ARGS...: the same in the background ($! is its job; after
+# `wait`, qt_portal_show_bg ID OUT prints it and fails unless it printed a JSON object)
+qt_portal_probe_bg() {
+	_id=$1 _out=$2
+	shift 2
+	echo "+ appmgr run $_id -- /app/bin/appmgr-probe $* &"
+	appmgr run "$_id" -- /app/bin/appmgr-probe "$@" >"$_out" 2>"$_out.err" &
+}
+qt_portal_show_bg() {
+	echo "  $1:"
+	sed 's/^/  | /' "$2"
+	sed 's/^/  ! /' "$2.err"
+	qt_json_get "#" "$2" >/dev/null || qt_portal_fail "$1: the probe printed no JSON object"
+}
+
 # ---- iio_dummy (needs: iio; scenarios 70, 91)
 # qt_iio_load: the kernel's IIO core and buffer modules (modprobe in the
 # debootstrap guest; the busybox guest loaded them at boot), then the

@@ -25,19 +25,6 @@ ID_REVOKED=$QT_PORTAL_ID_REVOKED
 fail() { qt_portal_fail "$@"; }
 # probe ID OUT ARGS...: appmgr-probe ARGS in ID's sandbox; its JSON in OUT
 probe() { qt_portal_probe "$@"; }
-# probe_bg ID OUT ARGS...: the same in the background (show_bg ID OUT after wait)
-probe_bg() {
-	_id=$1 _out=$2
-	shift 2
-	echo "+ appmgr run $_id -- /app/bin/appmgr-probe $* &"
-	appmgr run "$_id" -- /app/bin/appmgr-probe "$@" >"$_out" 2>"$_out.err" &
-}
-show_bg() {
-	echo "  $1:"
-	sed 's/^/  | /' "$2"
-	sed 's/^/  ! /' "$2.err"
-	qt_json_get "#" "$2" >/dev/null || fail "$1: the probe printed no JSON object"
-}
 j() { qt_json_get "$@"; }
 # near A B: |A - B| <= 1e-6 * max(1, |B|)
 near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; if (m < 1) m = 1; exit !(a != "" && d <= 1e-6 * m) }'; }
@@ -182,12 +169,12 @@ qt_ok "Read: accel_x $EX_ACCEL, voltage0 $EX_VOLT as sysfs computes them; ungran
 # ---- streams from the buffer: only the stream's channels are sampled, the rate
 # holds, the buffer stops with the last stream; above the granted rate is refused
 [ "$(enabled)" = "buffer=0" ] || fail "before any stream: $(enabled)"
-probe_bg $S /tmp/ss.json portal sensors stream accel_x 20 3
+qt_portal_probe_bg $S /tmp/ss.json portal sensors stream accel_x 20 3
 ps_=$!
 sleep 1.5
 during=$(enabled)
 wait $ps_
-show_bg $S /tmp/ss.json
+qt_portal_show_bg $S /tmp/ss.json
 [ "$during" = "accel_x timestamp buffer=1" ] || fail "while $S streamed accel_x the device sampled: $during"
 [ "$(enabled)" = "buffer=0" ] || fail "after the stream ended: $(enabled)"
 stream_ok /tmp/ss.json 20 40
@@ -201,16 +188,16 @@ denied /tmp/tx.json || fail "$T's stream at 11 Hz (granted 10) was not refused w
 qt_ok "buffered stream at 20 Hz for 3 s: $(j records /tmp/ss.json) records, at most $(j max_rate_hz /tmp/ss.json) in one second, min gap $(j min_gap_ms /tmp/ss.json) ms, sampling only '$during'; 21 Hz ($S) and 11 Hz ($T) refused"
 
 # ---- two apps stream at once
-probe_bg $S /tmp/s2.json portal sensors stream accel_x,voltage0 20 3
+qt_portal_probe_bg $S /tmp/s2.json portal sensors stream accel_x,voltage0 20 3
 ps_=$!
-probe_bg $T /tmp/t2.json portal sensors stream voltage0 10 3
+qt_portal_probe_bg $T /tmp/t2.json portal sensors stream voltage0 10 3
 pt_=$!
 sleep 1.5
 during=$(enabled)
 wait $ps_
 wait $pt_
-show_bg $S /tmp/s2.json
-show_bg $T /tmp/t2.json
+qt_portal_show_bg $S /tmp/s2.json
+qt_portal_show_bg $T /tmp/t2.json
 [ "$during" = "accel_x timestamp voltage0 buffer=1" ] || fail "while both streamed the device sampled: $during"
 stream_ok /tmp/s2.json 20 40
 stream_ok /tmp/t2.json 10 20
@@ -234,9 +221,9 @@ qt_ok "no trigger: $(j records /tmp/sp.json) records polled from sysfs ($EX_ACCE
 # ---- revocation: the policy stops granting S accel_x; `appmgr reload` ends S's
 # stream, T's goes on
 t_launch=$(cut -d' ' -f1 /proc/uptime)
-probe_bg $S /tmp/s3.json portal sensors stream accel_x 20 10
+qt_portal_probe_bg $S /tmp/s3.json portal sensors stream accel_x 20 10
 ps_=$!
-probe_bg $T /tmp/t3.json portal sensors stream voltage0 10 10
+qt_portal_probe_bg $T /tmp/t3.json portal sensors stream voltage0 10 10
 pt_=$!
 streaming() { [ "$(journalctl -t appmgr-portald MESSAGE_ID=$ID_GRANTED APPMGR_APP=$1 --no-pager -o cat | grep -c 'stream')" -ge "$2" ]; }
 qt_wait 20 streaming $S 3 || fail "$S's third stream did not start"
@@ -250,8 +237,8 @@ narrowed() { [ "$(enabled)" = "timestamp voltage0 buffer=1" ]; }
 qt_wait 3 narrowed || fail "after the revocation the device samples: $(enabled)"
 wait $ps_
 wait $pt_
-show_bg $S /tmp/s3.json
-show_bg $T /tmp/t3.json
+qt_portal_show_bg $S /tmp/s3.json
+qt_portal_show_bg $T /tmp/t3.json
 [ "$(j eof /tmp/s3.json)" = true ] || fail "$S's stream did not end (eof $(j eof /tmp/s3.json)) after its grant was revoked"
 awk -v t="$(j eof_after_s /tmp/s3.json)" 'BEGIN { exit !(t != "" && t + 0 < 8) }' ||
 	fail "$S's stream ended after $(j eof_after_s /tmp/s3.json) s, not well before its 10 s"

@@ -40,18 +40,6 @@ bt() {
 	shift 2
 	qt_portal_probe "$_bi" "$_bo" portal bt "$@"
 }
-bt_bg() {
-	_id=$1 _out=$2
-	shift 2
-	echo "+ appmgr run $_id -- /app/bin/appmgr-probe portal bt $* &"
-	appmgr run "$_id" -- /app/bin/appmgr-probe portal bt "$@" >"$_out" 2>"$_out.err" &
-}
-show_bg() {
-	echo "  $1:"
-	sed 's/^/  | /' "$2"
-	sed 's/^/  ! /' "$2.err"
-	j "#" "$2" >/dev/null || fail "$1: the probe printed no JSON object"
-}
 # ok OUT K: step K succeeded
 ok() { [ "$(j steps.$2.ok "$1")" = true ] || fail "$1: step $2 ($(j steps.$2.step "$1")) failed: $(j steps.$2.error "$1") $(j steps.$2.message "$1")"; }
 # refused OUT K [ERROR]: step K was refused with ERROR (AccessDenied by default)
@@ -173,13 +161,13 @@ qt_ok "$F (no AF_BLUETOOTH socket in its sandbox): found $A1 (180d 180f) and not
 
 # ---- B (180f) and E (181a) scan at once: the discovery's filter holds both
 # services, so BlueZ reports both peripherals; each app sees only its own
-bt_bg $E /tmp/e.json scan,12
+qt_portal_probe_bg $E /tmp/e.json portal bt scan,12
 pe=$!
 sleep 1
 bt $B /tmp/b.json scan,8 "connect,$A1" "read,$A1,180f,2a19" "read,$A1,180d,2a38" \
 	"notify,$A1,180d,2a37,1" "write,$A1,180f,2a19,01" "notify,$A1,180f,2a19,1" "disconnect,$A1"
 wait $pe
-show_bg $E /tmp/e.json
+qt_portal_show_bg $E /tmp/e.json
 ok /tmp/e.json 0
 [ "$(found /tmp/e.json 0 "$A2")" = 181a ] || fail "$E's scan lists $A2 with '$(found /tmp/e.json 0 "$A2")', expected 181a"
 [ -z "$(found /tmp/e.json 0 "$A1")" ] || fail "$E's scan reported $A1, which offers no 181a"
@@ -211,15 +199,15 @@ qt_wait 5 sh -c "journalctl -t appmgr-portald MESSAGE_ID=$ID_DENIED APPMGR_APP=$
 qt_ok "$N refused every method (journaled); only F's write reached the peripheral; hci0 still powered, $A1 not paired"
 
 # ---- revocation: the policy drops F's notify role; `appmgr reload` ends its stream
-bt_bg $F /tmp/r.json "connect,$A1" "notify,$A1,180d,2a37,20"
+qt_portal_probe_bg $F /tmp/r.json portal bt "connect,$A1" "notify,$A1,180d,2a37,20"
 pr=$!
-qt_wait 60 grep -q '^notify open' /tmp/r.json.err || { kill $pr; show_bg $F /tmp/r.json; fail "$F's notification stream did not open"; }
+qt_wait 60 grep -q '^notify open' /tmp/r.json.err || { kill $pr; qt_portal_show_bg $F /tmp/r.json; fail "$F's notification stream did not open"; }
 sleep 1
 policy '"scan", "connect", "write"'
 qt_run 0 appmgr reload
 t_reload=$(cut -d' ' -f1 /proc/uptime)
 wait $pr
-show_bg $F /tmp/r.json
+qt_portal_show_bg $F /tmp/r.json
 ok /tmp/r.json 0
 [ "$(j steps.1.eof /tmp/r.json)" = true ] || fail "$F's notification stream did not end after its notify role was revoked"
 [ "$(j steps.1.records /tmp/r.json)" -ge 1 ] || fail "$F's stream delivered nothing before the revocation"
