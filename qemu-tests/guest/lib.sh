@@ -225,9 +225,12 @@ qt_install_package() {
 	done
 	mkdir -p $_L /usr/share/dbus-1/system.d /usr/share/dbus-1/system-services \
 		/usr/share/appmgr/board-support /etc/appmgr/policies.d /etc/appmgr/trust.d /etc/appmgr/preinstall.d
-	for _b in appmgr appmgr-ops appmgr-launch appmgrd appmgr-portald; do
+	for _b in appmgr appmgr-ops appmgr-launch; do
 		install -m 0755 /opt/appmgr/bin/$_b $_L/$_b || qt_fail "cannot install $_b"
 	done
+	# appmgrd and appmgr-portald are the appmgr executable (appmgr/multicall).
+	ln -sfn appmgr $_L/appmgrd
+	ln -sfn appmgr $_L/appmgr-portald
 	ln -sf ../libexec/appmgr/appmgr /usr/bin/appmgr
 	install -m 0644 /qt/data/board-support/*.toml /usr/share/appmgr/board-support/
 	install -m 0644 /qt/data/appmgrd/appmgrd.service /qt/data/portals/appmgr-portald.service /usr/lib/systemd/system/

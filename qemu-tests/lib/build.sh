@@ -4,7 +4,10 @@
 # directories) for the guest.
 
 declare -A BUILD_STATUS   # arch -> "ok" | "failed: reason"
-APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe appmgrd appmgr-portald)
+APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe)
+# Programs that are the `appmgr` executable under another name (appmgr/multicall): staged
+# as symlinks to it, as the Yocto recipe installs them.
+APPMGR_LINKS=(appmgrd appmgr-portald)
 # Cargo profile for the cross-built guest binaries: dev without debuginfo
 # (faster to build and link than release on 2 cores; the guests do not need the
 # speed). The host arch's binaries are built exactly as `cargo test --workspace`
@@ -171,6 +174,9 @@ stage_appmgr() {
 	done
 	if [ ${#found[@]} -gt 0 ]; then
 		collect_libs "$a" "${STAGE[$a]}" "${found[@]}"
+	fi
+	if [ -f "${STAGE[$a]}/opt/appmgr/bin/appmgr" ]; then
+		for b in "${APPMGR_LINKS[@]}"; do ln -sfn appmgr "${STAGE[$a]}/opt/appmgr/bin/$b"; done
 	fi
 	{
 		echo "build: ${BUILD_STATUS[$a]}"

@@ -45,9 +45,11 @@ L=/usr/libexec/appmgr
 D=/qt/data/appmgrd
 [ -f $D/appmgrd.service ] || qt_fail "appmgr/daemon/data was not staged into /qt/data/appmgrd"
 mkdir -p $L /usr/share/dbus-1/system.d /usr/share/dbus-1/system-services
-for b in appmgr appmgr-ops appmgr-launch appmgrd; do
+for b in appmgr appmgr-ops appmgr-launch; do
 	[ -f /opt/appmgr/bin/$b ] && install -m 0755 /opt/appmgr/bin/$b $L/$b
 done
+# appmgrd is the appmgr executable run under that name (appmgr/multicall)
+ln -sfn appmgr $L/appmgrd
 ln -sf ../libexec/appmgr/appmgr /usr/bin/appmgr
 install -m 0644 $D/appmgrd.service /usr/lib/systemd/system/
 install -m 0644 $D/org.appmgr.Manager1.conf /usr/share/dbus-1/system.d/

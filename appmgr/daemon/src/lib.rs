@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod callerfile;
+pub mod cmdline;
 pub mod error;
 pub mod files;
 pub use appmgr_core::journal;

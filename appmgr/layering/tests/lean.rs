@@ -79,6 +79,14 @@ const LEAN_CRATES: &[(&str, &[&str], &str)] = &[
          crate is checked by lean_binaries_need_no_libostree_or_glib",
     ),
     ("appmgr-daemon", &[], ""),
+    ("appmgr-portals", &[], ""),
+    (
+        "appmgr-multicall",
+        &["appmgr-cli"],
+        "the appmgr executable runs the CLI's lean entry point, and appmgr-cli also \
+         builds appmgr-ops; the executable itself is checked by \
+         lean_binaries_need_no_libostree_or_glib",
+    ),
 ];
 
 #[test]

@@ -24,6 +24,7 @@
 
 pub mod bluetooth;
 pub mod buffer;
+pub mod cmdline;
 pub mod gpu;
 pub mod grants;
 pub mod identity;

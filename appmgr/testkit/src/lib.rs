@@ -118,12 +118,24 @@ pub fn bin_dir() -> PathBuf {
 /// The package that builds binary `name`.
 fn package_of(name: &str) -> &'static str {
     match name {
-        "appmgr" | "appmgr-ops" => "appmgr-cli",
-        "appmgrd" => "appmgr-daemon",
+        "appmgr" => "appmgr-multicall",
+        "appmgr-ops" => "appmgr-cli",
         "appmgr-launch" => "appmgr-sandbox",
         "appmgr-probe" => "appmgr-probe",
-        "appmgr-portald" => "appmgr-portals",
         _ => "<the package that defines it>",
+    }
+}
+
+/// The programs that are the `appmgr` executable run under another name (a symlink, as
+/// installed; see `appmgr-multicall`).
+pub const MULTICALL_NAMES: &[&str] = &["appmgrd", "appmgr-portald"];
+
+/// The executable that `name` runs: `appmgr` for the [`MULTICALL_NAMES`], else `name`.
+fn image_of(name: &str) -> &str {
+    if MULTICALL_NAMES.contains(&name) {
+        "appmgr"
+    } else {
+        name
     }
 }
 
@@ -168,7 +180,7 @@ pub fn static_probe() -> PathBuf {
     built
 }
 
-/// The workspace binary `name` (`appmgr`, `appmgr-ops`, `appmgrd`, `appmgr-launch`) in
+/// The workspace binary `name` (`appmgr`, `appmgr-ops`, `appmgrd`, `appmgr-launch`, …) in
 /// [`bin_dir`]. Panics, naming the binary and the command that builds it, when it is
 /// missing or older than one of its sources (per cargo's dep-info file `NAME.d` beside it).
 pub fn binary(name: &str) -> PathBuf {
@@ -183,8 +195,32 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// `dir/name` if it exists and is not older than its sources; else why not and how to
-/// build it.
+/// build it. For the [`MULTICALL_NAMES`], the `appmgr` executable is checked and
+/// `dir/name` made the symlink to it that the installed layout has (cargo builds no such
+/// link).
 fn locate(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let image = image_of(name);
+    if image != name {
+        let target = locate(dir, image)?;
+        let link = dir.join(name);
+        if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(image)) {
+            return Ok(link);
+        }
+        // Made under a temporary name and renamed over whatever is there (a binary of an
+        // older layout, say), so that tests running in parallel never see a half-made link.
+        let tmp = dir.join(format!(".{name}.{}.link", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(image, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .map_err(|e| {
+                format!(
+                    "{name}: cannot link {} to {}: {e}",
+                    link.display(),
+                    target.display()
+                )
+            })?;
+        return Ok(link);
+    }
     let p = dir.join(name);
     let build = format!(
         "build it with `cargo build -p {} --bin {name}` (or `cargo build --workspace --bins`, \
@@ -287,12 +323,14 @@ mod tests {
         let e = locate(d.path(), "appmgr").unwrap_err();
         assert!(e.starts_with("appmgr is missing at "), "{e}");
         assert!(
-            e.contains("`cargo build -p appmgr-cli --bin appmgr`"),
+            e.contains("`cargo build -p appmgr-multicall --bin appmgr`"),
             "{e}"
         );
+        // appmgrd is the appmgr executable: its absence is appmgr's.
         let e = locate(d.path(), "appmgrd").unwrap_err();
         assert!(
-            e.contains("`cargo build -p appmgr-daemon --bin appmgrd`"),
+            e.starts_with("appmgr is missing at ")
+                && e.contains("`cargo build -p appmgr-multicall --bin appmgr`"),
             "{e}"
         );
         // Built, and its source edited afterwards: stale.
@@ -329,6 +367,27 @@ mod tests {
             .set_modified(later + Duration::from_secs(1))
             .unwrap();
         assert_eq!(locate(d.path(), "appmgr-launch"), Ok(bin));
+    }
+
+    #[test]
+    fn the_daemons_are_links_to_the_appmgr_executable() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("appmgr"), "").unwrap();
+        // A binary of the old layout is replaced by the link.
+        std::fs::write(d.path().join("appmgrd"), "old").unwrap();
+        for name in MULTICALL_NAMES {
+            let p = locate(d.path(), name).unwrap();
+            assert_eq!(p, d.path().join(name));
+            assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("appmgr"));
+            // Found again as it is.
+            assert_eq!(locate(d.path(), name), Ok(p));
+        }
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "temporary links left: {left:?}");
     }
 
     #[test]

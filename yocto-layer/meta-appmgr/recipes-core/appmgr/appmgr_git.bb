@@ -33,22 +33,17 @@ inherit cargo cargo-update-recipe-crates pkgconfig systemd features_check
 REQUIRED_DISTRO_FEATURES = "seccomp"
 REQUIRED_DISTRO_FEATURES:class-native = ""
 
-# Only the binaries the target needs: `appmgr` (the lean CLI, no libostree),
-# `appmgr-ops` (store commands; appmgr execs it from its own directory),
-# `appmgr-launch` (the single-threaded sandbox launcher) and `appmgrd` (the daemon:
-# D-Bus API, service apps; it finds appmgr-launch next to itself). The build machine
+# Only the executables the target needs: `appmgr` (appmgr/multicall: the lean CLI, which
+# links no libostree, and also appmgrd and appmgr-portald, installed as symlinks to it and
+# chosen by the name they are run as), `appmgr-ops` (store commands; appmgr execs it from
+# its own directory) and `appmgr-launch` (the single-threaded sandbox launcher). Cargo.toml's
+# release profile builds them for size (docs/benchmarks.md, "Footprint"). The build machine
 # only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
-APPMGR_BINS = "appmgr appmgr-ops appmgr-launch appmgrd"
+APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
 APPMGR_BINS:class-native = "appmgr"
+# The programs that are `appmgr` under another name.
+APPMGR_LINKS = "appmgrd appmgr-portald"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
-
-# The portal service (`appmgr-portald`, always running) is built with the size-first
-# profile of Cargo.toml, [profile.release-small]: its idle RSS is mostly its own code
-# (docs/benchmarks.md, issue 12). cargo refuses --profile beside the --release of
-# CARGO_BUILD_FLAGS, so do_compile builds it in a second run.
-APPMGR_SMALL_BINS = "appmgr-portald"
-APPMGR_SMALL_BINS:class-native = ""
-APPMGR_SMALL_SUBDIR = "${RUST_HOST_SYS}/release-small"
 
 # The oldest Rust the locked dependencies build with (edition 2024 crates, Cargo.lock
 # version 4). scarthgap's own toolchain is 1.75: see docs/yocto.md.
@@ -73,14 +68,6 @@ python () {
         raise bb.parse.SkipRecipe("set SRCREV (and APPMGR_GIT_URI) for appmgr, or build a work tree with externalsrc (docs/yocto.md)")
 }
 
-do_compile:append() {
-    export RUSTFLAGS="${RUSTFLAGS}"
-    for b in ${APPMGR_SMALL_BINS}; do
-        "${CARGO}" build -v --frozen --target ${RUST_HOST_SYS} --profile release-small \
-            --manifest-path=${CARGO_MANIFEST_PATH} ${PACKAGECONFIG_CONFARGS} --bin $b
-    done
-}
-
 do_install() {
     # appmgr-ops and the launcher are looked up next to the running `appmgr`
     # (/proc/self/exe), so all three live in ${libexecdir}/appmgr and ${bindir}/appmgr is
@@ -89,8 +76,8 @@ do_install() {
     for b in ${APPMGR_BINS}; do
         install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/$b ${D}${libexecdir}/appmgr/$b
     done
-    for b in ${APPMGR_SMALL_BINS}; do
-        install -m 0755 ${B}/target/${APPMGR_SMALL_SUBDIR}/$b ${D}${libexecdir}/appmgr/$b
+    for l in ${APPMGR_LINKS}; do
+        ln -s appmgr ${D}${libexecdir}/appmgr/$l
     done
     ln -rs ${D}${libexecdir}/appmgr/appmgr ${D}${bindir}/appmgr
 

@@ -1,4 +1,5 @@
-//! appmgrd: see the crate documentation of `appmgr_daemon`.
+//! `appmgrd`'s command line: options, host configuration defaults, the runtime. The
+//! `appmgr` executable calls [`main`] when it runs as `appmgrd` (see `appmgr-multicall`).
 
 fn usage() -> &'static str {
     "usage: appmgrd [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
@@ -14,8 +15,8 @@ fn usage() -> &'static str {
      which `appmgr run` uses too.\n"
 }
 
-fn main() {
-    let mut cfg = appmgr_daemon::Config {
+pub fn main(args: Vec<String>) -> i32 {
+    let mut cfg = crate::Config {
         state_dir: std::env::var_os("APPMGR_STATE_DIR")
             .map(Into::into)
             .unwrap_or_else(|| "/var/lib/appmgr".into()),
@@ -30,7 +31,7 @@ fn main() {
     };
     // Flags given explicitly; the others come from appmgr.toml after parsing.
     let (mut policy_set, mut socket_set, mut userdb_set) = (false, false, false);
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
             args.next().unwrap_or_else(|| {
@@ -60,15 +61,15 @@ fn main() {
             }
             "-h" | "--help" => {
                 print!("{}", usage());
-                return;
+                return 0;
             }
             "--version" => {
                 println!("appmgrd {}", env!("CARGO_PKG_VERSION"));
-                return;
+                return 0;
             }
             other => {
                 eprintln!("appmgrd: unknown argument {other:?}\n{}", usage());
-                std::process::exit(2);
+                return 2;
             }
         }
     }
@@ -77,7 +78,7 @@ fn main() {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("appmgrd: {}", e.message);
-                std::process::exit(2);
+                return 2;
             }
         };
         let r = (|| {
@@ -94,7 +95,7 @@ fn main() {
         })();
         if let Err(e) = r {
             eprintln!("appmgrd: {}", e.message);
-            std::process::exit(2);
+            return 2;
         }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -106,12 +107,13 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("appmgrd: cannot start: {e}");
-            std::process::exit(1);
+            return 1;
         }
     };
-    if let Err(e) = rt.block_on(appmgr_daemon::run(cfg)) {
-        appmgr_daemon::journal::log(appmgr_daemon::journal::ERR, None, None, &e);
+    if let Err(e) = rt.block_on(crate::run(cfg)) {
+        crate::journal::log(crate::journal::ERR, None, None, &e);
         eprintln!("appmgrd: {e}");
-        std::process::exit(1);
+        return 1;
     }
+    0
 }

@@ -1,4 +1,5 @@
-//! appmgr-portald: see the crate documentation of `appmgr_portals`.
+//! `appmgr-portald`'s command line. The `appmgr` executable calls [`main`] when it runs
+//! as `appmgr-portald` (see `appmgr-multicall`).
 
 fn usage() -> &'static str {
     "usage: appmgr-portald [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
@@ -13,9 +14,9 @@ fn usage() -> &'static str {
      ([portals.bluetooth] adapter, else hci0) through BlueZ on the same bus.\n"
 }
 
-fn main() {
+pub fn main(args: Vec<String>) -> i32 {
     appmgr_core::journal::set_identifier("appmgr-portald");
-    let mut cfg = appmgr_portals::Config {
+    let mut cfg = crate::Config {
         state_dir: std::env::var_os("APPMGR_STATE_DIR")
             .map(Into::into)
             .unwrap_or_else(|| "/var/lib/appmgr".into()),
@@ -26,7 +27,7 @@ fn main() {
         iio_dir: None,
         iio_dev_dir: None,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
             args.next().unwrap_or_else(|| {
@@ -42,15 +43,15 @@ fn main() {
             "--iio-dev-dir" => cfg.iio_dev_dir = Some(value("--iio-dev-dir").into()),
             "-h" | "--help" => {
                 print!("{}", usage());
-                return;
+                return 0;
             }
             "--version" => {
                 println!("appmgr-portald {}", env!("CARGO_PKG_VERSION"));
-                return;
+                return 0;
             }
             other => {
                 eprintln!("appmgr-portald: unknown argument {other:?}\n{}", usage());
-                std::process::exit(2);
+                return 2;
             }
         }
     }
@@ -61,15 +62,16 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("appmgr-portald: cannot start: {e}");
-            std::process::exit(1);
+            return 1;
         }
     };
-    if let Err(e) = rt.block_on(appmgr_portals::run(cfg)) {
+    if let Err(e) = rt.block_on(crate::run(cfg)) {
         // journal::log writes to stderr where no journald runs.
         appmgr_core::journal::log(appmgr_core::journal::ERR, None, None, &e);
         if appmgr_core::journal::journald_present() {
             eprintln!("appmgr-portald: {e}");
         }
-        std::process::exit(1);
+        return 1;
     }
+    0
 }
