@@ -31,27 +31,24 @@ fn is_store_command(c: &args::Command) -> bool {
 }
 
 /// `appmgr`: handles every command that does not need libostree itself (run,
-/// permissions, ps, kill, reload, key, trust, bundle, board) and execs `appmgr-ops` for
-/// the store commands. Keeping libostree and GLib out of this binary saves their dynamic
-/// linking (about 20 ms) on every `appmgr run`.
+/// permissions, ps, kill, reload, key, trust, bundle, board), sends the routed commands to
+/// appmgrd when it serves the state directory, and execs `appmgr-ops` for the store
+/// commands it runs locally. Keeping libostree and GLib out of this executable saves their
+/// dynamic linking (about 20 ms) on every `appmgr run`.
 pub fn main_lean<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let argv: Vec<OsString> = args.into_iter().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => return parse_failed(&e, &argv),
     };
-    let via_daemon = || {
-        client::is_routed(&cli.command)
-            && !cli.global.direct
-            && client::daemon_maybe_running(&cli.global.state_dir)
-    };
-    if is_store_command(&cli.command) || via_daemon() {
-        // appmgr-ops holds the D-Bus client as well: the lean binary stays lean.
-        let json = cli.global.json;
-        let err = exec_ops(&argv);
-        return report(&err, json);
-    }
-    main_parsed(cli, run_lean)
+    main_parsed(cli, |cli| {
+        if is_store_command(&cli.command) {
+            // Reached only on the local path: appmgrd did not take the command.
+            Err(exec_ops(&argv))
+        } else {
+            run_lean(cli)
+        }
+    })
 }
 
 /// Replaces the process with `appmgr-ops` (from `$APPMGR_OPS`, next to this executable,
@@ -66,15 +63,47 @@ fn exec_ops(argv: &[OsString]) -> CliError {
     )
 }
 
-/// Runs `appmgr` with `args` and returns the exit code (every command in-process: what
-/// `appmgr-ops` runs).
-pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+/// What `appmgr-ops` says to any command but a store command.
+const OPS_ONLY_STORE: &str = "appmgr-ops runs the store commands only (install, list, info, \
+                              remove, rollback, fsck): run this command with appmgr";
+
+/// `appmgr-ops`: runs a store command (install, list, info, remove, rollback, fsck)
+/// in-process, on the local path, and returns the exit code. `appmgr` execs it with its
+/// own arguments once it has found that no appmgrd takes the command; this executable
+/// holds no D-Bus client, so while appmgrd holds the state directory's lock it refuses
+/// (the command belongs to appmgrd) instead of going around the daemon. Every other
+/// command is a usage error naming `appmgr`.
+pub fn main_ops<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let argv: Vec<OsString> = args.into_iter().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => return parse_failed(&e, &argv),
     };
-    main_parsed(cli, run)
+    let json = cli.global.json;
+    if !is_store_command(&cli.command) {
+        return report(&CliError::new(ErrorClass::Usage, OPS_ONLY_STORE), json);
+    }
+    if client::is_routed(&cli.command)
+        && !cli.global.direct
+        && client::lock_held(&cli.global.state_dir)
+    {
+        let err = CliError::new(
+            ErrorClass::Other,
+            format!(
+                "appmgrd serves {}: run the command with appmgr, which sends it to appmgrd \
+                 (appmgr-ops runs store commands locally only)",
+                cli.global.state_dir.display()
+            ),
+        );
+        return report(&err, json);
+    }
+    match run_store(cli) {
+        Ok(out) => {
+            print_output(&out, json);
+            0
+        }
+        Err(e) => report(&e, json),
+    }
 }
 
 /// A command line clap did not accept. `--help` and `--version` print to stdout, exit 0.
@@ -121,7 +150,7 @@ fn wants_json(argv: &[OsString]) -> bool {
         .any(|a| a == "--json")
 }
 
-fn main_parsed(cli: Cli, dispatch: fn(Cli) -> CliResult<Output>) -> i32 {
+fn main_parsed(cli: Cli, dispatch: impl FnOnce(Cli) -> CliResult<Output>) -> i32 {
     let json = cli.global.json;
     if client::is_routed(&cli.command)
         && !cli.global.direct
@@ -198,8 +227,9 @@ fn report(e: &CliError, json: bool) -> i32 {
     e.class.exit_code()
 }
 
-/// Dispatches one parsed command line, store commands included (`appmgr-ops`).
-pub fn run(cli: Cli) -> CliResult<Output> {
+/// Runs one store command in-process (`appmgr-ops`). Nothing else is dispatched here, so
+/// that the code of the other commands is not linked into appmgr-ops.
+fn run_store(cli: Cli) -> CliResult<Output> {
     use appmgr_core::records;
     use appmgr_storeops as store_ops;
     use args::Command::*;
@@ -216,7 +246,7 @@ pub fn run(cli: Cli) -> CliResult<Output> {
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
         Rollback { id } => store_ops::rollback(&ctx, id).map(|d| d.output),
         Fsck => store_ops::fsck(&ctx),
-        _ => run_lean(cli),
+        _ => Err(CliError::new(ErrorClass::Usage, OPS_ONLY_STORE)),
     }
 }
 
