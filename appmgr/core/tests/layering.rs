@@ -1,7 +1,8 @@
 //! The workspace's dependency graph points down only: `cargo metadata` must show every
 //! crate depending (normal dependencies) on crates of lower layers only, so the front
 //! ends (`appmgr-cli`, `appmgr-daemon`, `appmgr-portals`) sit side by side on `appmgr-core` and the
-//! mechanism crates never see the use cases or the policy format.
+//! mechanism crates never see the use cases or the policy format. `appmgr-multicall` (the
+//! `appmgr` executable) is the one crate above them.
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -18,6 +19,9 @@ fn layer(name: &str) -> Option<u32> {
         // The store mutations, over core: only appmgr-ops links them.
         "appmgr-storeops" => 4,
         "appmgr-cli" | "appmgr-daemon" | "appmgr-portals" | "appmgr-probe" | "appmgr-layering" => 5,
+        // The `appmgr` executable: the three front ends in one image, none of them built
+        // on another (appmgr-daemon and appmgr-portals still never see appmgr-cli).
+        "appmgr-multicall" => 6,
         _ => return None,
     })
 }
