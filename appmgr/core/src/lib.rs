@@ -18,6 +18,7 @@
 
 pub mod apps;
 pub mod board;
+pub mod cmdline;
 pub mod config;
 mod error;
 pub mod journal;

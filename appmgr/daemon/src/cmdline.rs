@@ -1,6 +1,8 @@
 //! `appmgrd`'s command line: options, host configuration defaults, the runtime. The
 //! `appmgr` executable calls [`main`] when it runs as `appmgrd` (see `appmgr-multicall`).
 
+use std::path::PathBuf;
+
 fn usage() -> &'static str {
     "usage: appmgrd [--state-dir DIR] [--config-dir DIR] [--bus-address ADDRESS]\n\
      \x20              [--bus-policy-file FILE|none] [--system-bus-socket PATH|none]\n\
@@ -16,88 +18,10 @@ fn usage() -> &'static str {
 }
 
 pub fn main(args: Vec<String>) -> i32 {
-    let mut cfg = crate::Config {
-        state_dir: std::env::var_os("APPMGR_STATE_DIR")
-            .map(Into::into)
-            .unwrap_or_else(|| "/var/lib/appmgr".into()),
-        config_dir: std::env::var_os("APPMGR_CONFIG_DIR")
-            .map(Into::into)
-            .unwrap_or_else(|| "/etc/appmgr".into()),
-        bus_address: None,
-        bus_policy_file: Some("/etc/dbus-1/system.d/appmgr-apps.conf".into()),
-        system_bus_socket: Some("/run/dbus/system_bus_socket".into()),
-        group_file: "/etc/group".into(),
-        userdb_dir: Some("/run/userdb".into()),
+    let cfg = match parse(args) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
-    // Flags given explicitly; the others come from appmgr.toml after parsing.
-    let (mut policy_set, mut socket_set, mut userdb_set) = (false, false, false);
-    let mut args = args.into_iter().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next().unwrap_or_else(|| {
-                eprintln!("appmgrd: {name} needs a value\n{}", usage());
-                std::process::exit(2)
-            })
-        };
-        match a.as_str() {
-            "--state-dir" => cfg.state_dir = value("--state-dir").into(),
-            "--config-dir" => cfg.config_dir = value("--config-dir").into(),
-            "--bus-address" => cfg.bus_address = Some(value("--bus-address")),
-            "--bus-policy-file" => {
-                let v = value("--bus-policy-file");
-                cfg.bus_policy_file = (v != "none").then(|| v.into());
-                policy_set = true;
-            }
-            "--system-bus-socket" => {
-                let v = value("--system-bus-socket");
-                cfg.system_bus_socket = (v != "none").then(|| v.into());
-                socket_set = true;
-            }
-            "--group-file" => cfg.group_file = value("--group-file").into(),
-            "--userdb-dir" => {
-                let v = value("--userdb-dir");
-                cfg.userdb_dir = (v != "none").then(|| v.into());
-                userdb_set = true;
-            }
-            "-h" | "--help" => {
-                print!("{}", usage());
-                return 0;
-            }
-            "--version" => {
-                println!("appmgrd {}", env!("CARGO_PKG_VERSION"));
-                return 0;
-            }
-            other => {
-                eprintln!("appmgrd: unknown argument {other:?}\n{}", usage());
-                return 2;
-            }
-        }
-    }
-    if !(policy_set && socket_set && userdb_set) {
-        let host = match appmgr_core::config::HostConfig::load(&cfg.config_dir) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("appmgrd: {}", e.message);
-                return 2;
-            }
-        };
-        let r = (|| {
-            if !policy_set {
-                cfg.bus_policy_file = host.bus_policy_file()?;
-            }
-            if !socket_set {
-                cfg.system_bus_socket = host.system_bus_socket()?;
-            }
-            if !userdb_set {
-                cfg.userdb_dir = host.userdb_dir()?;
-            }
-            Ok::<_, appmgr_core::Error>(())
-        })();
-        if let Err(e) = r {
-            eprintln!("appmgrd: {}", e.message);
-            return 2;
-        }
-    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -116,4 +40,56 @@ pub fn main(args: Vec<String>) -> i32 {
         return 1;
     }
     0
+}
+
+/// The configuration from the options, the bus settings not given taken from
+/// CONFIG/appmgr.toml. `Err`: the exit code (help, version, a usage error printed).
+fn parse(args: Vec<String>) -> Result<crate::Config, i32> {
+    let mut common = appmgr_core::cmdline::Common::from_env();
+    let mut bus_policy_file = None;
+    let mut system_bus_socket = None;
+    let mut userdb_dir = None;
+    let mut group_file = PathBuf::from("/etc/group");
+    let mut o = appmgr_core::cmdline::Options::new("appmgrd", usage(), args);
+    while let Some(a) = o.next_option() {
+        match a.as_str() {
+            "--bus-policy-file" => bus_policy_file = Some(o.value_or_none(&a)?.map(PathBuf::from)),
+            "--system-bus-socket" => {
+                system_bus_socket = Some(o.value_or_none(&a)?.map(PathBuf::from))
+            }
+            "--userdb-dir" => userdb_dir = Some(o.value_or_none(&a)?.map(PathBuf::from)),
+            "--group-file" => group_file = o.value(&a)?.into(),
+            _ => o.common(&a, &mut common)?,
+        }
+    }
+    // Settings not given as options come from appmgr.toml (or its defaults).
+    let from_host = || -> Result<_, appmgr_core::Error> {
+        let host = appmgr_core::config::HostConfig::load(&common.config_dir)?;
+        Ok((
+            bus_policy_file
+                .clone()
+                .map_or_else(|| host.bus_policy_file(), Ok)?,
+            system_bus_socket
+                .clone()
+                .map_or_else(|| host.system_bus_socket(), Ok)?,
+            userdb_dir.clone().map_or_else(|| host.userdb_dir(), Ok)?,
+        ))
+    };
+    let (bus_policy_file, system_bus_socket, userdb_dir) =
+        match (&bus_policy_file, &system_bus_socket, &userdb_dir) {
+            (Some(p), Some(s), Some(u)) => (p.clone(), s.clone(), u.clone()),
+            _ => from_host().map_err(|e| {
+                eprintln!("appmgrd: {}", e.message);
+                2
+            })?,
+        };
+    Ok(crate::Config {
+        state_dir: common.state_dir,
+        config_dir: common.config_dir,
+        bus_address: common.bus_address,
+        bus_policy_file,
+        system_bus_socket,
+        group_file,
+        userdb_dir,
+    })
 }

@@ -16,45 +16,26 @@ fn usage() -> &'static str {
 
 pub fn main(args: Vec<String>) -> i32 {
     appmgr_core::journal::set_identifier("appmgr-portald");
-    let mut cfg = crate::Config {
-        state_dir: std::env::var_os("APPMGR_STATE_DIR")
-            .map(Into::into)
-            .unwrap_or_else(|| "/var/lib/appmgr".into()),
-        config_dir: std::env::var_os("APPMGR_CONFIG_DIR")
-            .map(Into::into)
-            .unwrap_or_else(|| "/etc/appmgr".into()),
-        bus_address: None,
-        iio_dir: None,
-        iio_dev_dir: None,
-    };
-    let mut args = args.into_iter().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next().unwrap_or_else(|| {
-                eprintln!("appmgr-portald: {name} needs a value\n{}", usage());
-                std::process::exit(2)
-            })
+    let mut common = appmgr_core::cmdline::Common::from_env();
+    let (mut iio_dir, mut iio_dev_dir) = (None, None);
+    let mut o = appmgr_core::cmdline::Options::new("appmgr-portald", usage(), args);
+    while let Some(a) = o.next_option() {
+        let r = match a.as_str() {
+            "--iio-dir" => o.value(&a).map(|v| iio_dir = Some(v.into())),
+            "--iio-dev-dir" => o.value(&a).map(|v| iio_dev_dir = Some(v.into())),
+            _ => o.common(&a, &mut common),
         };
-        match a.as_str() {
-            "--state-dir" => cfg.state_dir = value("--state-dir").into(),
-            "--config-dir" => cfg.config_dir = value("--config-dir").into(),
-            "--bus-address" => cfg.bus_address = Some(value("--bus-address")),
-            "--iio-dir" => cfg.iio_dir = Some(value("--iio-dir").into()),
-            "--iio-dev-dir" => cfg.iio_dev_dir = Some(value("--iio-dev-dir").into()),
-            "-h" | "--help" => {
-                print!("{}", usage());
-                return 0;
-            }
-            "--version" => {
-                println!("appmgr-portald {}", env!("CARGO_PKG_VERSION"));
-                return 0;
-            }
-            other => {
-                eprintln!("appmgr-portald: unknown argument {other:?}\n{}", usage());
-                return 2;
-            }
+        if let Err(code) = r {
+            return code;
         }
     }
+    let cfg = crate::Config {
+        state_dir: common.state_dir,
+        config_dir: common.config_dir,
+        bus_address: common.bus_address,
+        iio_dir,
+        iio_dev_dir,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
