@@ -359,6 +359,12 @@ qt_bt_setup() {
 	btvirt -l"$1" >/tmp/btvirt.log 2>&1 &
 	_last=hci$(($1 - 1))
 	qt_wait 10 test -e /sys/class/bluetooth/$_last || qt_fail "btvirt made no $_last: $(cat /tmp/btvirt.log)"
+	# No GATT database cached by an earlier scenario of this boot: the peripherals have
+	# the same addresses each time, but bluetoothd numbers their attributes in the order
+	# the peripheral's object manager lists them (a hash map's), so stale handles would
+	# send a notification subscription to another characteristic's value.
+	systemctl stop bluetooth 2>/dev/null
+	rm -rf /var/lib/bluetooth/*/cache
 	systemctl start bluetooth || qt_fail "systemctl start bluetooth failed"
 	# every adapter on the bus and powered (bluetoothd powers them: AutoEnable)
 	_powered() {
