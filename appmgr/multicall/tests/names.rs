@@ -1,6 +1,6 @@
 //! The installed `appmgr` executable runs the program named by the link it is run through:
 //! each answers with its own name, usage and exit codes.
-use appmgr_testkit::binary;
+use appmgr_testkit::{binary, MULTICALL_NAMES};
 use std::process::Command;
 
 fn run(name: &str, args: &[&str]) -> (i32, String, String) {
@@ -15,7 +15,9 @@ fn run(name: &str, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn each_name_runs_its_own_program() {
     let version = env!("CARGO_PKG_VERSION");
-    for name in ["appmgrd", "appmgr-portald"] {
+    // Every name the test kit links (as the installed layout does) must be one the
+    // executable dispatches: an unknown name would answer as the CLI.
+    for &name in MULTICALL_NAMES {
         let link = binary(name);
         assert_eq!(
             std::fs::read_link(&link).unwrap(),
