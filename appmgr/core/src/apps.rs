@@ -37,6 +37,10 @@ pub struct LaunchCtx {
     pub host_sockets: std::collections::BTreeMap<appmgr_types::SocketName, std::path::PathBuf>,
     /// The board profile's file, if one is configured.
     pub board_path: Option<std::path::PathBuf>,
+    /// `network-pool` of appmgr.toml.
+    pub net_pool: appmgr_types::Ipv4Net,
+    /// The first uid of `uid-range` (network slot 0).
+    pub uid_first: u32,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
     /// policy directory and its files, the board profile and its local candidate.
     pub config_inputs: Vec<std::path::PathBuf>,
@@ -70,6 +74,8 @@ impl LaunchCtx {
             facts,
             bus_socket: host.system_bus_socket()?,
             host_sockets: host.host_sockets()?,
+            net_pool: host.network_pool()?,
+            uid_first: host.uid_first()?,
             board_path,
             config_inputs,
         })
@@ -489,7 +495,99 @@ pub(crate) fn template_spec(
             .storage_max
             .map(|_| appmgr_sandbox::storage::image_path(&g.state_dir, a.manifest.id.as_str())),
         inputs: Vec::new(),
+        network: network_spec(ctx, a, uid)?,
     })
+}
+
+/// The static half of the app's network: its slot in the pool and the installed apps
+/// whose grant names it back in `talk-to`. Names and name servers are read at launch
+/// ([`live_network`]).
+fn network_spec(
+    ctx: &LaunchCtx,
+    a: &AppGrant,
+    uid: u32,
+) -> CoreResult<Option<appmgr_sandbox::net::NetSpec>> {
+    let grant = &a.grant.permissions.network;
+    if !grant.is_granted() {
+        return Ok(None);
+    }
+    let slot = |id: &AppId, uid: u32| {
+        uid.checked_sub(ctx.uid_first).ok_or_else(|| {
+            Error::new(
+                ErrorClass::Other,
+                format!("{id}: uid {uid} is below uid-range, so it has no network slot"),
+            )
+        })
+    };
+    let mut peers = Vec::new();
+    for peer in &grant.talk_to {
+        // A peer that is not installed, or whose grant does not name this app, is no peer
+        // (shown not provided).
+        let Ok(p) = ctx.app_grant(peer.as_str()) else {
+            continue;
+        };
+        let Some(puid) = p.info.uid else { continue };
+        if p.grant.permissions.network.talk_to.contains(&a.manifest.id) {
+            peers.push(appmgr_sandbox::net::NetPeer {
+                app: peer.clone(),
+                uid: puid,
+                slot: slot(peer, puid)?,
+            });
+        }
+    }
+    Ok(Some(appmgr_sandbox::net::NetSpec {
+        pool: ctx.net_pool,
+        slot: slot(&a.manifest.id, uid)?,
+        resolved: Default::default(),
+        nameservers: Vec::new(),
+        peers,
+    }))
+}
+
+/// The live half of the app's network, at launch: without `ip` and `nft` there is none
+/// (the grant is shown not provided); the grant's names are resolved now, by appmgr, and
+/// the host's name servers read.
+fn live_network(spec: &mut appmgr_sandbox::LaunchSpec) {
+    if appmgr_sandbox::net::available().is_err() {
+        spec.network = None;
+        return;
+    }
+    let Some(n) = spec.network.as_mut() else {
+        return;
+    };
+    for name in spec.permissions.network.names() {
+        use std::net::ToSocketAddrs;
+        let mut addrs: Vec<std::net::Ipv4Addr> = (name, 0)
+            .to_socket_addrs()
+            .map(|v| {
+                v.filter_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(a) => Some(a),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        addrs.sort();
+        addrs.dedup();
+        n.resolved.insert(name.to_string(), addrs);
+    }
+    if spec.permissions.network.dns {
+        n.nameservers =
+            host_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    }
+}
+
+/// The IPv4 name servers of a `resolv.conf` an app can reach: not the host's loopback
+/// ones (the app has its own loopback).
+pub(crate) fn host_nameservers(resolv_conf: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut v: Vec<std::net::Ipv4Addr> = resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .filter(|a: &std::net::Ipv4Addr| !a.is_loopback() && !a.is_unspecified())
+        .collect();
+    v.dedup();
+    v
 }
 
 /// The launch plan of a prepared launch with the live parts filled in: `args`, the device
@@ -514,6 +612,7 @@ fn apply_prepared(
         .and_then(appmgr_sandbox::host_socket);
     // The granted display and audio sockets present now; x11 falls back (in the plan).
     spec.host_sockets = appmgr_sandbox::offered_sockets(&spec.permissions, &p.host_sockets);
+    live_network(&mut spec);
     if let Some((cg, cs)) = cgroup {
         cgroup_wiring(cg, cs, &mut spec);
     }

@@ -22,6 +22,9 @@
 //! x11-socket = "/tmp/.X11-unix/X0"               # display :0 (the fallback of wayland)
 //! pipewire-socket = "/run/pipewire/pipewire-0"   # PipeWire's system-wide instance
 //! pulseaudio-socket = "/run/pulse/native"        # PulseAudio --system, pipewire-pulse
+//! # Per-app networks (docs/network.md): each app with a network grant gets the /30 at
+//! # (its uid - the first of uid-range) in this IPv4 pool.
+//! network-pool = "10.233.0.0/16"
 //! ```
 //!
 //! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
@@ -56,7 +59,12 @@ pub struct HostConfig {
     pub pipewire_socket: Option<String>,
     /// The host's PulseAudio socket (`sockets = ["pulseaudio"]`).
     pub pulseaudio_socket: Option<String>,
+    /// The IPv4 pool of the per-app networks.
+    pub network_pool: Option<String>,
 }
+
+/// The first uid of the store's default `uid-range` (70000-79999).
+pub const DEFAULT_UID_FIRST: u32 = 70000;
 
 /// Defaults of the bus settings (also appmgrd's).
 pub const DEFAULT_SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
@@ -144,6 +152,35 @@ impl HostConfig {
             return Ok(Some(a..=b));
         }
         Ok(None)
+    }
+
+    /// `network-pool`, validated (at most a /30 per app, so a prefix of 30 or shorter).
+    pub fn network_pool(&self) -> CoreResult<appmgr_types::Ipv4Net> {
+        let s = self
+            .network_pool
+            .as_deref()
+            .unwrap_or(appmgr_sandbox::net::DEFAULT_POOL);
+        let bad = |why: &str| {
+            Error::new(
+                ErrorClass::Usage,
+                format!("appmgr.toml: network-pool {s:?}: {why}"),
+            )
+        };
+        let n: appmgr_types::Ipv4Net = s
+            .parse()
+            .map_err(|e: appmgr_types::InvalidValue| bad(&e.reason))?;
+        if n.prefix() > 30 {
+            return Err(bad("must be a /30 or larger network"));
+        }
+        Ok(n)
+    }
+
+    /// The first uid of `uid-range`: an app's network slot is its uid minus this.
+    pub fn uid_first(&self) -> CoreResult<u32> {
+        Ok(self
+            .uid_range()?
+            .map(|r| *r.start())
+            .unwrap_or(DEFAULT_UID_FIRST))
     }
 
     /// The system bus socket path (`system-bus-socket`), `None` when turned off.

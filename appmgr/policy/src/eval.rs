@@ -7,7 +7,7 @@ use crate::PolicyError;
 use appmgr_cgroup::CgroupLimits;
 use appmgr_types::{
     escape_for_display, AllowFlag, AppId, BtDevice, BtRole, BusName, ChannelName, DeviceName,
-    FsGrant, GattUuid, Permissions, PortalName, Resources, SocketName,
+    Egress, FsGrant, GattUuid, Listen, Permissions, PortalName, Resources, SocketName,
 };
 use serde::Serialize;
 use std::fmt;
@@ -132,7 +132,16 @@ pub struct RefusedItem {
 /// One permission item (a boolean or one element of a set).
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
+    /// `network = true`: any egress, DNS included.
     Network,
+    /// One entry of `network.egress`.
+    Egress(Egress),
+    /// One entry of `network.listen`.
+    Listen(Listen),
+    /// `network.dns`.
+    Dns,
+    /// One app of `network.talk-to`.
+    TalkTo(AppId),
     Ipc,
     Device(DeviceName),
     Socket(SocketName),
@@ -157,9 +166,16 @@ impl Item {
     /// Every item in `p`, in display order.
     pub(crate) fn all(p: &Permissions) -> Vec<Item> {
         let mut v = Vec::new();
-        if p.network {
+        let n = &p.network;
+        if n.any {
             v.push(Item::Network);
         }
+        v.extend(n.egress.iter().cloned().map(Item::Egress));
+        v.extend(n.listen.iter().copied().map(Item::Listen));
+        if n.dns {
+            v.push(Item::Dns);
+        }
+        v.extend(n.talk_to.iter().cloned().map(Item::TalkTo));
         if p.ipc {
             v.push(Item::Ipc);
         }
@@ -181,6 +197,10 @@ impl Item {
     pub(crate) fn key(&self) -> &'static str {
         match self {
             Item::Network => "network",
+            Item::Egress(_) => "network.egress",
+            Item::Listen(_) => "network.listen",
+            Item::Dns => "network.dns",
+            Item::TalkTo(_) => "network.talk-to",
             Item::Ipc => "ipc",
             Item::Device(_) => "devices",
             Item::Socket(_) => "sockets",
@@ -199,7 +219,10 @@ impl Item {
 
     pub(crate) fn value(&self) -> String {
         match self {
-            Item::Network | Item::Ipc => "true".into(),
+            Item::Network | Item::Dns | Item::Ipc => "true".into(),
+            Item::Egress(e) => e.to_string(),
+            Item::Listen(l) => l.to_string(),
+            Item::TalkTo(a) => a.to_string(),
             Item::Device(d) => d.to_string(),
             Item::Socket(s) => s.to_string(),
             Item::Talk(b) | Item::Own(b) => b.to_string(),
@@ -217,7 +240,15 @@ impl Item {
     /// Whether a rule's `grant` covers this requested item.
     fn granted_by(&self, g: &Permissions) -> bool {
         match self {
-            Item::Network => g.network,
+            // Only `network = true` covers a requested `true`: a narrowed policy does
+            // not turn "any" into its own list.
+            Item::Network => g.network.any,
+            // `true` is any egress, DNS included; listen and talk-to are granted by
+            // name only.
+            Item::Egress(e) => g.network.any || g.network.egress.iter().any(|x| x.covers(e)),
+            Item::Dns => g.network.any || g.network.dns,
+            Item::Listen(l) => g.network.listen.contains(l),
+            Item::TalkTo(a) => g.network.talk_to.contains(a),
             Item::Ipc => g.ipc,
             Item::Device(d) => g.devices.contains(d),
             Item::Socket(s) => g.sockets.contains(s),
@@ -242,7 +273,18 @@ impl Item {
     /// access.
     fn denied_by(&self, d: &Permissions) -> bool {
         match self {
-            Item::Network => d.network,
+            // Denying `network = true` denies the network altogether, every entry
+            // included. Otherwise by overlap: a requested `true` reaches every denied
+            // egress entry and DNS; an egress entry is denied when its network and a
+            // denied one's overlap (same port and protocol). Names are compared as
+            // names: what they resolve to is only known at launch.
+            Item::Network => d.network.any || d.network.dns || !d.network.egress.is_empty(),
+            Item::Egress(e) => {
+                d.network.any || d.network.egress.iter().any(|x| x.covers(e) || e.covers(x))
+            }
+            Item::Dns => d.network.any || d.network.dns,
+            Item::Listen(l) => d.network.any || d.network.listen.contains(l),
+            Item::TalkTo(a) => d.network.any || d.network.talk_to.contains(a),
             Item::Ipc => d.ipc,
             Item::Device(x) => d.devices.contains(x),
             Item::Socket(x) => d.sockets.contains(x),
@@ -270,7 +312,17 @@ impl Item {
 
     fn insert_into(self, p: &mut Permissions) {
         match self {
-            Item::Network => p.network = true,
+            Item::Network => p.network.any = true,
+            Item::Egress(x) => {
+                p.network.egress.insert(x);
+            }
+            Item::Listen(x) => {
+                p.network.listen.insert(x);
+            }
+            Item::Dns => p.network.dns = true,
+            Item::TalkTo(x) => {
+                p.network.talk_to.insert(x);
+            }
             Item::Ipc => p.ipc = true,
             Item::Device(x) => {
                 p.devices.insert(x);
@@ -661,7 +713,8 @@ impl PolicySet {
     }
 }
 
-/// `devices=[camera, video], network=true and memory-max=512M (policy allows 256M)`.
+/// `devices=[camera, video], network=true, network.egress=[10.0.0.1:443/tcp] and
+/// memory-max=512M (policy allows 256M)`.
 pub(crate) fn summarize(items: &[ExcessItem]) -> String {
     let mut groups: Vec<(&'static str, Vec<&ExcessItem>)> = Vec::new();
     for it in items {
@@ -680,7 +733,7 @@ pub(crate) fn summarize(items: &[ExcessItem]) -> String {
                     escape_for_display(&first.value),
                     escape_for_display(ceiling)
                 ),
-                _ if matches!(*key, "network" | "ipc") => format!("{key}=true"),
+                _ if matches!(*key, "network" | "network.dns" | "ipc") => format!("{key}=true"),
                 _ => format!(
                     "{key}=[{}]",
                     its.iter()

@@ -105,7 +105,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
         });
     }
     let raw: RawFile = toml::from_str(src).map_err(|e| {
-        let off = e.span().map_or(0, |s| s.start);
+        let off = e.span().map_or(0, |s| bad_element_in(src, s, e.message()));
         let line = line_of(bytes, off);
         let line_start = src[..off.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
         // One line, and nothing a terminal would interpret: a quoted key or value in
@@ -163,6 +163,28 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
             })
         })
         .collect()
+}
+
+/// Where the error in `span` is: the span's start, or, when the message quotes an
+/// invalid value (`invalid egress entry "x:0": ...`) and the span (an array, say)
+/// holds that string, the string itself, so a bad entry of a multi-line array is
+/// reported on its own line.
+fn bad_element_in(src: &str, span: std::ops::Range<usize>, message: &str) -> usize {
+    let quoted = message
+        .strip_prefix("invalid ")
+        .and_then(|m| m.split_once('"'))
+        .and_then(|(_, rest)| rest.split_once("\": "))
+        .map(|(v, _)| v)
+        .filter(|v| !v.is_empty() && !v.contains(['\\', '"', '\'']));
+    let within = src.get(span.clone()).unwrap_or_default();
+    quoted
+        .and_then(|v| {
+            [format!("\"{v}\""), format!("'{v}'")]
+                .iter()
+                .filter_map(|q| within.find(q.as_str()))
+                .min()
+        })
+        .map_or(span.start, |i| span.start + i)
 }
 
 /// The key named in a serde message about keys (`unknown field `x``).
@@ -247,7 +269,7 @@ mod tests {
         assert_eq!(rules.len(), 2);
         assert_eq!((rules[0].index, rules[0].line), (1, 2));
         assert_eq!((rules[1].index, rules[1].line), (2, 6));
-        assert!(rules[0].grant.network);
+        assert!(rules[0].grant.network.any);
         assert_eq!(rules[1].on_excess, Some(OnExcess::Drop));
         assert!(parse_file("empty.toml", b"").unwrap().is_empty());
     }
@@ -291,6 +313,11 @@ mod tests {
                 5,
                 "devices",
             ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\ngrant = { devices = [\n  \"gpu\",\n  \"GPU\",\n] }\n",
+                5,
+                "devices",
+            ),
             ("[[rule]]\napps = [\"a/b\"]\n", 2, "apps"),
             (
                 "[[rule]]\napps = [\"a.b\"]\non-excess = \"ignore\"\n",
@@ -320,6 +347,58 @@ mod tests {
         ] {
             let (l, k, m) = parse_err(src);
             assert_eq!((l, k.as_deref()), (line, Some(key)), "{src}: {m}");
+        }
+    }
+
+    #[test]
+    fn bad_network_entries_name_file_line_and_value() {
+        for (src, line, key, value) in [
+            (
+                "[[rule]]\napps = [\"a.b\"]\ngrant = { network = { egress = [\"x:99999\"] } }\n",
+                3,
+                "egress",
+                "x:99999",
+            ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\n\n[rule.grant.network]\ndns = true\negress = [\n  \"10.0.0.0/8:1\",\n  \"10.1.2.3/8:80\",\n]\n",
+                8,
+                "egress",
+                "10.1.2.3/8:80",
+            ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\n[rule.deny]\nnetwork.egress = [\"[::1]:80\"]\n",
+                4,
+                "egress",
+                "[::1]:80",
+            ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\ngrant = { network = { listen = [\"0/udp\"] } }\n",
+                3,
+                "listen",
+                "0/udp",
+            ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\ngrant = { network = { talk-to = [\"bad/app\"] } }\n",
+                3,
+                "talk-to",
+                "bad/app",
+            ),
+            (
+                "[[rule]]\napps = [\"a.b\"]\ngrant = { network = { egres = [] } }\n",
+                3,
+                "egres",
+                "egres",
+            ),
+        ] {
+            let e = err(src);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("10-test.toml:{line}:")),
+                "{src}: {msg}"
+            );
+            assert!(msg.contains(&format!("key `{key}`")), "{src}: {msg}");
+            assert!(msg.contains(value), "{src}: {msg}");
+            assert_eq!(e.class(), appmgr_types::ErrorClass::Policy);
         }
     }
 

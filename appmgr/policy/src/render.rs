@@ -3,7 +3,7 @@
 use crate::eval::{limit_items, summarize, EffectiveGrant, Item};
 use crate::parse::OnExcess;
 use appmgr_types::escape_for_display as esc;
-use appmgr_types::Provision;
+use appmgr_types::{NetworkGrant, Provision};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -71,7 +71,7 @@ impl EffectiveGrant {
         for (k, v) in &limits {
             let _ = writeln!(out, "  {k} {}  [{}]", esc(v), source_of(k, v));
         }
-        let notes = network_notes(self.permissions.network);
+        let notes = network_notes(&self.permissions.network);
         if !notes.is_empty() {
             out.push_str("notes:\n");
             for n in notes {
@@ -99,19 +99,44 @@ impl EffectiveGrant {
     }
 }
 
-/// What the `network` grant means on this host today (docs/sandbox.md, "The network
-/// grant"): the sandbox joins the host's network namespace.
-const NETWORK_NOTE: &str = "network: the host's own network (no per-app network yet): \
-the app reaches services listening on the host's 127.0.0.1/::1 and the host's abstract \
-unix sockets, and can bind free ports on every host address, where it can pose as a host \
-service that is not running";
+/// What a `network` grant means (docs/sandbox.md, "The network grant"): the app's own
+/// network namespace, joined to the host by a veth pair and NAT.
+const NETWORK_NOTE: &str = "network: its own network namespace, joined to the host by a \
+veth pair and NAT; the host's loopback, its abstract unix sockets and other apps are \
+unreachable";
 
-fn network_notes(network: bool) -> Vec<&'static str> {
-    if network {
-        vec![NETWORK_NOTE]
-    } else {
-        vec![]
+/// The notes for a network grant: none without one; otherwise [`NETWORK_NOTE`] and one
+/// line saying what this grant reaches (the entries themselves are the items above).
+fn network_notes(n: &NetworkGrant) -> Vec<String> {
+    if !n.is_granted() {
+        return vec![];
     }
+    let mut what: Vec<&str> = Vec::new();
+    if n.any {
+        what.push("any egress (network = true), DNS included");
+    } else {
+        what.push(if n.egress.is_empty() {
+            "no egress"
+        } else {
+            "egress only to the listed destinations (names resolved by appmgr at launch \
+             and written to the app's /etc/hosts)"
+        });
+        what.push(if n.dns {
+            "DNS through the host's name servers"
+        } else {
+            "no DNS"
+        });
+    }
+    if !n.listen.is_empty() {
+        what.push("inbound only on the listed ports of its own address");
+    }
+    if !n.talk_to.is_empty() {
+        what.push("talk-to apps reachable only when their own grant names this app back");
+    }
+    vec![
+        NETWORK_NOTE.to_string(),
+        format!("network: {}", what.join("; ")),
+    ]
 }
 
 #[cfg(test)]
@@ -135,5 +160,43 @@ mod tests {
             p.entries().iter().map(|e| (e.key(), e.value())).collect();
         assert_eq!(items, entries);
         assert_eq!(items.len(), 10);
+
+        let p: Permissions = toml::from_str(
+            "network = { egress = [\"198.51.100.0/24:443\", \"b.example:8883/tcp\"], \
+             listen = [\"8080\"], dns = true, talk-to = [\"org.example.Server\"] }\nipc = true",
+        )
+        .unwrap();
+        let items: Vec<(&str, String)> =
+            Item::all(&p).iter().map(|i| (i.key(), i.value())).collect();
+        let entries: Vec<(&str, String)> =
+            p.entries().iter().map(|e| (e.key(), e.value())).collect();
+        assert_eq!(items, entries);
+        assert_eq!(
+            items,
+            [
+                ("network.egress", "198.51.100.0/24:443/tcp".to_string()),
+                ("network.egress", "b.example:8883/tcp".to_string()),
+                ("network.listen", "8080/tcp".to_string()),
+                ("network.dns", "true".to_string()),
+                ("network.talk-to", "org.example.Server".to_string()),
+                ("ipc", "true".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn network_notes_follow_the_grant() {
+        assert!(network_notes(&NetworkGrant::default()).is_empty());
+        let any = network_notes(&NetworkGrant::any());
+        assert_eq!(any.len(), 2);
+        assert_eq!(any[0], NETWORK_NOTE);
+        assert!(any[1].contains("any egress") && any[1].contains("DNS included"));
+        let mut n = NetworkGrant::default();
+        n.listen.insert("8080".parse().unwrap());
+        let only_listen = network_notes(&n);
+        assert_eq!(
+            only_listen[1],
+            "network: no egress; no DNS; inbound only on the listed ports of its own address"
+        );
     }
 }

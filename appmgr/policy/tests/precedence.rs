@@ -104,7 +104,10 @@ fn grants_union_across_files_and_intersect_with_request() {
     let r = req("org.x.App", "devices = [\"gpu\", \"input\"]", "");
     let g = s.check(&r.r(), &board()).unwrap();
     assert_eq!(g.permissions.devices.len(), 2);
-    assert!(!g.permissions.network, "granted but not requested");
+    assert!(
+        !g.permissions.network.is_granted(),
+        "granted but not requested"
+    );
     assert!(g.permissions.sockets.is_empty());
     let src = |v: &str| {
         g.provenance

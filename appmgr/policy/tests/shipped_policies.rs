@@ -188,27 +188,57 @@ fn debug_override_grants_devel_to_one_app_only() {
     assert!(check(&s, "com.example.Telematics", "allow = [\"devel\"]", &b).is_err());
 }
 
+/// What the telematics app's manifest asks for: its backend and the update servers.
+const TELEMATICS_NET: &str =
+    "network = { egress = [\"telematics.example.com:8883/tcp\", \"198.51.100.0/24:443\"] }";
+
 #[test]
-fn telematics_gets_network_and_64m_and_never_canbus() {
+fn telematics_gets_its_backend_and_64m_and_never_canbus() {
     let s = installed();
     let b = board(&[], &[], true);
     let g = check(
         &s,
         "com.example.Telematics",
-        "network = true\ndbus-talk = [\"org.freedesktop.ModemManager1\"]",
+        &format!("{TELEMATICS_NET}\ndbus-talk = [\"org.freedesktop.ModemManager1\"]"),
         &b,
     )
     .unwrap();
-    assert!(g.permissions.network);
+    let net = &g.permissions.network;
+    assert!(net.is_granted() && !net.any && !net.dns);
+    assert!(net.listen.is_empty() && net.talk_to.is_empty());
+    let egress: Vec<_> = net.egress.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        egress,
+        ["198.51.100.0/24:443/tcp", "telematics.example.com:8883/tcp"]
+    );
+    assert_eq!(net.names().collect::<Vec<_>>(), ["telematics.example.com"]);
     let cg = g.cgroup_limits();
     assert_eq!(cg.memory_max, Some(64 << 20));
     assert_eq!(cg.cpus.unwrap().as_str(), "0-3");
-    assert!(g.render_text(&[]).contains("cpuset 0-3 (little)"));
+    let text = g.render_text(&[]);
+    assert!(text.contains("cpuset 0-3 (little)"), "{text}");
+    assert!(
+        text.contains("  network.egress telematics.example.com:8883/tcp  [")
+            && text.contains("20-telematics.toml rule 1 (line 4)]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("egress only to the listed destinations"),
+        "{text}"
+    );
+    // A narrower request is covered too.
+    assert!(check(
+        &s,
+        "com.example.Telematics",
+        "network = { egress = [\"198.51.100.20:443\"] }",
+        &b
+    )
+    .is_ok());
     // Boards without core sets: no pinning, no error.
     assert!(check(
         &s,
         "com.example.Telematics",
-        "network = true",
+        TELEMATICS_NET,
         &BoardFacts::default()
     )
     .unwrap()
@@ -220,6 +250,30 @@ fn telematics_gets_network_and_64m_and_never_canbus() {
         e.to_string(),
         "com.example.Telematics requests allow=[canbus] beyond what policy grants"
     );
+    // Any network, DNS, other destinations and inbound ports are beyond the allowlist.
+    for (req, excess) in [
+        ("network = true", "network=true"),
+        ("network = { dns = true }", "network.dns=true"),
+        (
+            "network = { egress = [\"telematics.example.com:443\"] }",
+            "network.egress=[telematics.example.com:443/tcp]",
+        ),
+        (
+            "network = { egress = [\"198.51.0.0/16:443\"] }",
+            "network.egress=[198.51.0.0/16:443/tcp]",
+        ),
+        (
+            "network = { listen = [\"8883\"] }",
+            "network.listen=[8883/tcp]",
+        ),
+    ] {
+        let e = check(&s, "com.example.Telematics", req, &b).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("com.example.Telematics requests {excess} beyond what policy grants"),
+            "{req}"
+        );
+    }
 }
 
 #[test]

@@ -103,6 +103,10 @@ pub fn errno_name(e: i32) -> String {
         libc::EIO => "EIO",
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ETIMEDOUT => "ETIMEDOUT",
         _ => return format!("E{e}"),
     };
     n.to_string()
@@ -477,6 +481,108 @@ fn uevent_mode(secs: i64) -> i32 {
 
 /// `netlink-route`: a NETLINK_ROUTE socket asks for the link table (RTM_GETLINK dump) and
 /// prints `route socket=… bind=… send=… links=N` (N: RTM_NEWLINK messages received).
+/// `net TARGET...`: what the app's network lets it do, one result per target, as JSON:
+/// `tcp:HOST:PORT` (connect and read one line: `ok LINE`), `udp:HOST:PORT` (send `ping`,
+/// read the answer), `abstract:NAME` (connect to an abstract unix socket), `resolve:NAME`
+/// (the addresses the app's resolver gives), `listen:PORT` (print `listening`, then accept
+/// one TCP connection within 10 s and answer `hello`), `links` (interfaces and addresses).
+/// Failures are errno names or `timeout`.
+fn net_mode(targets: &[String]) -> String {
+    use std::io::{BufRead, Write};
+    use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+    use std::time::Duration;
+    let t = Duration::from_secs(3);
+    let err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timeout".to_string(),
+        _ => e
+            .raw_os_error()
+            .map(errno_name)
+            .unwrap_or_else(|| e.to_string()),
+    };
+    let addr = |hp: &str| -> Result<std::net::SocketAddr, String> {
+        hp.to_socket_addrs()
+            .map_err(|e| format!("resolve: {e}"))?
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| "resolve: no address".to_string())
+    };
+    let mut out = Vec::new();
+    for target in targets {
+        let r: Result<String, String> = if let Some(hp) = target.strip_prefix("tcp:") {
+            addr(hp).and_then(|a| {
+                let s = TcpStream::connect_timeout(&a, t).map_err(err)?;
+                s.set_read_timeout(Some(t)).map_err(err)?;
+                let mut line = String::new();
+                std::io::BufReader::new(s)
+                    .read_line(&mut line)
+                    .map_err(err)?;
+                Ok(format!("ok {}", line.trim()))
+            })
+        } else if let Some(hp) = target.strip_prefix("udp:") {
+            addr(hp).and_then(|a| {
+                let s = UdpSocket::bind("0.0.0.0:0").map_err(err)?;
+                s.set_read_timeout(Some(t)).map_err(err)?;
+                s.send_to(b"ping", a).map_err(err)?;
+                let mut b = [0u8; 64];
+                let n = s.recv(&mut b).map_err(err)?;
+                Ok(format!("ok {}", String::from_utf8_lossy(&b[..n]).trim()))
+            })
+        } else if let Some(name) = target.strip_prefix("abstract:") {
+            abstract_connect(name).map(|()| "ok".to_string())
+        } else if let Some(name) = target.strip_prefix("resolve:") {
+            format!("{name}:0")
+                .to_socket_addrs()
+                .map(|v| v.map(|a| a.ip().to_string()).collect::<Vec<_>>().join(" "))
+                .map_err(|e| format!("resolve: {e}"))
+        } else if let Some(port) = target.strip_prefix("listen:") {
+            (|| {
+                let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(err)?;
+                println!("listening");
+                let _ = std::io::stdout().flush();
+                l.set_nonblocking(true).map_err(err)?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match l.accept() {
+                        Ok((mut s, peer)) => {
+                            let _ = s.write_all(b"hello\n");
+                            return Ok(format!("accepted {}", peer.ip()));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if std::time::Instant::now() > deadline {
+                                return Err("timeout".to_string());
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+            })()
+        } else if target == "links" {
+            Ok(list_dir("/sys/class/net").join(" "))
+        } else {
+            Err("unknown target".into())
+        };
+        out.push((target.clone(), esc(&r.unwrap_or_else(|e| e))));
+    }
+    obj(&out)
+}
+
+/// Connects a unix stream socket to the abstract address `name`.
+fn abstract_connect(name: &str) -> Result<(), String> {
+    use rustix::net::{
+        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| errno_name(e.raw_os_error()))?;
+    let a = SocketAddrUnix::new_abstract_name(name.as_bytes())
+        .map_err(|e| errno_name(e.raw_os_error()))?;
+    connect(&fd, &a).map_err(|e| errno_name(e.raw_os_error()))
+}
+
 fn netlink_route_mode() -> i32 {
     use libc::*;
     let fd = match probe_syscall(
@@ -785,6 +891,10 @@ pub fn run(args: &[String]) -> i32 {
         Some("tty") => tty_mode(),
         Some("uevent") => uevent_mode(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
         Some("netlink-route") => netlink_route_mode(),
+        Some("net") => {
+            println!("{}", net_mode(&args[2..]));
+            0
+        }
         Some("sleep") => {
             println!("ready");
             loop {

@@ -194,6 +194,8 @@ pub fn observe(args: &[String]) -> String {
     let mut f = crate::report_fields(args);
     f.push(("unix_sockets".into(), arr(&unix_sockets())));
     f.push(("display_sockets".into(), display_sockets()));
+    // The sandbox's sysfs shows its own network namespace's interfaces.
+    f.push(("net_links".into(), arr(&crate::list_dir("/sys/class/net"))));
     let paths: Vec<(String, String)> = args
         .iter()
         .filter_map(|a| a.strip_prefix("path:"))

@@ -48,6 +48,7 @@
 mod exec;
 pub mod inputs;
 mod launch;
+pub mod net;
 mod plan;
 mod provision;
 pub mod seccomp;

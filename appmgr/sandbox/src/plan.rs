@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
 /// the launcher are installed together, this catches a half-finished update).
-pub const PLAN_VERSION: u32 = 4;
+pub const PLAN_VERSION: u32 = 5;
 
 /// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
 pub const SANDBOX_HOME: &str = "/home/app";
@@ -186,6 +186,11 @@ pub struct LaunchSpec {
     /// the plan, and the launcher refuses the plan when one of them changed since.
     #[serde(default)]
     pub inputs: Vec<PlanInput>,
+    /// The app's network (slot, resolved names, name servers, peers) when its grant has
+    /// one and this host can give it ([`crate::net::available`]). Without it, a
+    /// `network` grant is not provided: the sandbox's own namespace has only `lo`.
+    #[serde(default)]
+    pub network: Option<crate::net::NetSpec>,
 }
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
@@ -438,6 +443,10 @@ pub struct LaunchPlan {
     /// manifest changed).
     #[serde(default)]
     pub inputs: Vec<PlanInput>,
+    /// The app's own network: created by the launcher before init, joined by init
+    /// (instead of a new, empty network namespace), removed after the app ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::net::NetPlan>,
 }
 
 /// Why a spec cannot become a plan.
@@ -461,6 +470,8 @@ pub enum PlanError {
     EnvNotAllowed(String),
     #[error("{what} {value:?} is not valid")]
     BadValue { what: &'static str, value: String },
+    #[error("{0}")]
+    Network(#[from] crate::net::NetPlanError),
 }
 
 fn normal_abs(p: &str) -> bool {
@@ -727,7 +738,8 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         pid: true,
         ipc: !perms.ipc,
         uts: true,
-        net: !perms.network,
+        // Always its own: with a network grant, the one the launcher made for the app.
+        net: true,
         cgroup: true,
     };
 
@@ -963,7 +975,13 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         ),
         (
             "hosts",
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+            format!(
+                "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n{}",
+                spec.network
+                    .as_ref()
+                    .map(|n| crate::net::hosts_lines(&perms.network, n))
+                    .unwrap_or_default()
+            ),
         ),
         ("hostname", format!("{hostname}\n")),
         ("machine-id", format!("{}\n", machine_id(spec.app_id.as_str()))),
@@ -989,11 +1007,23 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         "/etc/localtime",
     ));
     m.push(symlink("/proc/self/mounts", "/etc/mtab"));
-    if perms.network {
-        m.push(MountOp::CopyHostFile {
+    match &spec.network {
+        // Any egress: the host's own resolver configuration.
+        Some(_) if perms.network.any => m.push(MountOp::CopyHostFile {
             source: "/etc/resolv.conf".into(),
             dest: "/etc/resolv.conf".into(),
-        });
+        }),
+        // `dns`: the name servers the rules let it reach, and only those.
+        Some(n) if perms.network.dns && !n.nameservers.is_empty() => m.push(MountOp::File {
+            dest: "/etc/resolv.conf".into(),
+            mode: 0o644,
+            contents: n
+                .nameservers
+                .iter()
+                .map(|a| format!("nameserver {a}\n"))
+                .collect(),
+        }),
+        _ => {}
     }
 
     // Granted host paths, at the same place. Each is opened by the launcher beneath `/`
@@ -1080,6 +1110,11 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         protected_paths(&spec.deny_paths)?
     };
 
+    let net = match (&spec.network, perms.network.is_granted()) {
+        (Some(n), true) => Some(crate::net::plan(&spec.app_id, uid, &perms.network, n)?),
+        _ => None,
+    };
+
     Ok(LaunchPlan {
         version: PLAN_VERSION,
         app_id: spec.app_id.to_string(),
@@ -1100,6 +1135,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         argv,
         cwd: SANDBOX_HOME.into(),
         inputs: spec.inputs.clone(),
+        net,
     })
 }
 
@@ -1169,6 +1205,7 @@ pub(crate) mod tests {
             deny_paths: vec![],
             data_image: None,
             inputs: Vec::new(),
+            network: None,
         }
     }
 
@@ -1250,7 +1287,7 @@ pub(crate) mod tests {
     #[test]
     fn grants_open_the_plan() {
         let mut s = spec();
-        s.permissions.network = true;
+        s.permissions.network = appmgr_types::NetworkGrant::any();
         s.permissions.ipc = true;
         s.permissions.allow.insert(AllowFlag::Devel);
         s.permissions
@@ -1260,7 +1297,9 @@ pub(crate) mod tests {
         s.env_allow = vec!["MY_APP_MODE".into()];
         s.caller_env.push(("MY_APP_MODE".into(), "kiosk".into()));
         let p = build_plan(&s).unwrap();
-        assert!(!p.namespaces.net && !p.namespaces.ipc && !p.loopback);
+        // Always an own network namespace; without a network spec (no ip/nft on the host)
+        // it has only lo and the grant is shown not provided.
+        assert!(p.namespaces.net && p.net.is_none() && !p.namespaces.ipc && p.loopback);
         assert!(p.seccomp.devel);
         let d = dests(&p);
         assert!(d.contains(&"/media/usb".to_string()));
@@ -1280,9 +1319,23 @@ pub(crate) mod tests {
             .iter()
             .any(|m| matches!(m, MountOp::Tmpfs { dev: true, .. })));
         assert!(p.env.contains(&("MY_APP_MODE".into(), "kiosk".into())));
-        assert!(p.mounts.iter().any(
-            |m| matches!(m, MountOp::CopyHostFile { dest, .. } if dest == "/etc/resolv.conf")
-        ));
+        let resolv = |p: &LaunchPlan| {
+            p.mounts.iter().any(
+                |m| matches!(m, MountOp::CopyHostFile { dest, .. } if dest == "/etc/resolv.conf"),
+            )
+        };
+        // resolv.conf only with a network to query it through.
+        assert!(!resolv(&p));
+        let mut with_net = s.clone();
+        with_net.network = Some(crate::net::NetSpec {
+            pool: crate::net::DEFAULT_POOL.parse().unwrap(),
+            slot: 0,
+            resolved: Default::default(),
+            nameservers: vec![],
+            peers: vec![],
+        });
+        let pn = build_plan(&with_net).unwrap();
+        assert!(resolv(&pn) && pn.net.as_ref().unwrap().any);
         assert_ne!(
             p.seccomp.cache_file,
             build_plan(&spec()).unwrap().seccomp.cache_file
@@ -1496,7 +1549,7 @@ pub(crate) mod tests {
         assert_eq!(env_of(&p, "DBUS_SYSTEM_BUS_ADDRESS"), None);
         assert!(!dests(&p).iter().any(|d| d.starts_with("/run/dbus")));
         // Other grants do not open the bus.
-        s.permissions.network = true;
+        s.permissions.network = appmgr_types::NetworkGrant::any();
         s.permissions.ipc = true;
         assert!(socket_binds(&build_plan(&s).unwrap()).is_empty());
 

@@ -5,7 +5,11 @@
 //!
 //! | item | provided when the plan has |
 //! |---|---|
-//! | `network` | no network namespace |
+//! | `network` | the app's own network ([`crate::net`]): a veth pair, NAT, egress outside the pool |
+//! | `network.egress ENTRY` | the network, and for a name: at least one address it resolved to |
+//! | `network.listen PORT` | the network |
+//! | `network.dns` | the network and a host name server that is not a loopback address |
+//! | `network.talk-to ID` | the network, and ID's grant names this app back and ID is installed |
 //! | `ipc` | no IPC namespace |
 //! | `devices NAME` | a private device node (`device-node` op) for every node the board resolved for NAME (at least one) |
 //! | `sockets NAME` | a bind of a host socket at the kind's sandbox path ([`sandbox_socket`]) |
@@ -56,6 +60,37 @@ pub fn host_socket(path: &Path) -> Option<PathBuf> {
         .map(|_| path.to_path_buf())
 }
 
+/// A network item: provided only through the app's own network.
+fn network_item(e: &PermEntry<'_>, spec: &LaunchSpec, plan: &LaunchPlan) -> Provision {
+    let (Some(net), Some(ns)) = (&plan.net, &spec.network) else {
+        return Provision::not_provided(
+            e,
+            "no per-app network on this host (ip and nft are needed): the sandbox has only lo",
+        );
+    };
+    match e {
+        PermEntry::Egress(g) => match &g.host {
+            appmgr_types::EgressHost::Name(n)
+                if ns.resolved.get(n).is_none_or(|v| v.is_empty()) =>
+            {
+                Provision::not_provided(e, format!("{n} did not resolve at launch"))
+            }
+            _ => Provision::provided(e),
+        },
+        PermEntry::Dns if ns.nameservers.is_empty() => Provision::not_provided(
+            e,
+            "the host has no name server the app can reach (loopback ones are the host's own)",
+        ),
+        PermEntry::TalkTo(id) if !net.peers.iter().any(|p| &p.app == *id) => {
+            Provision::not_provided(
+                e,
+                format!("{id} is not installed or does not name this app in its talk-to"),
+            )
+        }
+        _ => Provision::provided(e),
+    }
+}
+
 fn binds(plan: &LaunchPlan) -> impl Iterator<Item = (&BindSource, &str, bool)> {
     plan.mounts.iter().filter_map(|m| match m {
         MountOp::Bind {
@@ -92,10 +127,11 @@ pub fn provisions(
         .entries()
         .iter()
         .map(|e| match e {
-            PermEntry::Network if !plan.namespaces.net => Provision::provided(e),
-            PermEntry::Network => {
-                Provision::not_provided(e, "the sandbox has its own network namespace")
-            }
+            PermEntry::Network
+            | PermEntry::Egress(_)
+            | PermEntry::Listen(_)
+            | PermEntry::Dns
+            | PermEntry::TalkTo(_) => network_item(e, spec, plan),
             PermEntry::Ipc if !plan.namespaces.ipc => Provision::provided(e),
             PermEntry::Ipc => Provision::not_provided(e, "the sandbox has its own IPC namespace"),
             PermEntry::Device(d) => match device_nodes.get(*d).filter(|n| !n.is_empty()) {
@@ -250,8 +286,15 @@ mod tests {
     fn read_back_from_the_plan() {
         use ProvisionStatus::*;
         let mut s = crate::plan::tests::spec();
+        s.network = Some(crate::net::NetSpec {
+            pool: crate::net::DEFAULT_POOL.parse().unwrap(),
+            slot: 1,
+            resolved: [("a.example".to_string(), vec![])].into(),
+            nameservers: vec![],
+            peers: vec![],
+        });
         let p = &mut s.permissions;
-        p.network = true;
+        p.network = appmgr_types::NetworkGrant::any();
         p.sockets.insert(SocketName::Wayland);
         p.sockets.insert(SocketName::Pipewire);
         p.portals
@@ -350,7 +393,7 @@ mod tests {
             !matches!(m, MountOp::Bind { dest, .. } if dest == SANDBOX_SYSTEM_BUS_SOCKET)
                 && !matches!(m, MountOp::DeviceNode { dest, .. } if dest == "/dev/dri/renderD128")
         });
-        cut.namespaces.net = true;
+        cut.net = None;
         let v = provisions(&s, &cut, &nodes, &BTreeMap::new());
         assert_eq!(status(&v, "dbus-talk", "org.example.X"), NotProvided);
         assert_eq!(status(&v, "devices", "gpu"), NotProvided);
@@ -358,6 +401,81 @@ mod tests {
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j[0]["status"], "not-provided");
         assert!(j[0]["reason"].is_string());
+    }
+
+    #[test]
+    fn network_items_are_read_back() {
+        use ProvisionStatus::*;
+        let mut s = crate::plan::tests::spec();
+        s.permissions.network = serde_json::from_str(
+            r#"{"egress": ["192.0.2.0/24:443", "a.example:80", "gone.example:80"], "dns": true,
+                "listen": ["8080"], "talk-to": ["org.example.Peer", "org.example.Deaf"]}"#,
+        )
+        .unwrap();
+        let none = provisions(
+            &s,
+            &build_plan(&s).unwrap(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert!(none.iter().all(|p| p.status == NotProvided), "{none:?}");
+        s.network = Some(crate::net::NetSpec {
+            pool: crate::net::DEFAULT_POOL.parse().unwrap(),
+            slot: 1,
+            resolved: [
+                ("a.example".to_string(), vec!["192.0.2.9".parse().unwrap()]),
+                ("gone.example".to_string(), vec![]),
+            ]
+            .into(),
+            nameservers: vec![],
+            peers: vec![crate::net::NetPeer {
+                app: "org.example.Peer".parse().unwrap(),
+                uid: 70009,
+                slot: 9,
+            }],
+        });
+        let plan = build_plan(&s).unwrap();
+        let v = provisions(&s, &plan, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(
+            status(&v, "network.egress", "192.0.2.0/24:443/tcp"),
+            Provided
+        );
+        assert_eq!(status(&v, "network.egress", "a.example:80/tcp"), Provided);
+        assert_eq!(
+            status(&v, "network.egress", "gone.example:80/tcp"),
+            NotProvided
+        );
+        assert_eq!(status(&v, "network.listen", "8080/tcp"), Provided);
+        assert_eq!(status(&v, "network.dns", "true"), NotProvided);
+        assert_eq!(status(&v, "network.talk-to", "org.example.Peer"), Provided);
+        assert_eq!(
+            status(&v, "network.talk-to", "org.example.Deaf"),
+            NotProvided
+        );
+        // The app finds its names in /etc/hosts; with no name server it may reach, it gets
+        // no resolv.conf.
+        assert!(plan
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::File { dest, contents, .. }
+            if dest == "/etc/hosts" && contents.contains("192.0.2.9\ta.example\n"))));
+        let resolv = |p: &LaunchPlan| {
+            p.mounts.iter().find_map(|m| match m {
+                MountOp::File { dest, contents, .. } if dest == "/etc/resolv.conf" => {
+                    Some(contents.clone())
+                }
+                MountOp::CopyHostFile { dest, .. } if dest == "/etc/resolv.conf" => {
+                    Some("host".into())
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(resolv(&plan), None);
+        s.network.as_mut().unwrap().nameservers = vec!["192.0.2.53".parse().unwrap()];
+        let plan = build_plan(&s).unwrap();
+        assert_eq!(resolv(&plan).as_deref(), Some("nameserver 192.0.2.53\n"));
+        let v = provisions(&s, &plan, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(status(&v, "network.dns", "true"), Provided);
     }
 
     #[test]

@@ -502,6 +502,99 @@ pub fn loopback_up() -> io::Result<()> {
     cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr) }).map(|_| ())
 }
 
+/// `struct rtentry` of `<linux/route.h>` (`SIOCADDRT`).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+const RTF_UP: libc::c_ushort = 0x1;
+const RTF_GATEWAY: libc::c_ushort = 0x2;
+
+fn sockaddr_v4(a: std::net::Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and sockaddr is plain
+    // data; this is the conversion the socket API is designed around.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Configures interface `name` of the current network namespace: IPv4 address `addr`
+/// with `prefix`, up, and the default route via `gateway` (classic ioctls, no netlink).
+pub fn configure_app_if(
+    name: &str,
+    addr: std::net::Ipv4Addr,
+    prefix: u8,
+    gateway: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    if name.len() >= libc::IFNAMSIZ || prefix == 0 || prefix > 32 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: plain integer arguments.
+    let sock =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
+    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
+    let ifreq = || {
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        ifr
+    };
+    let mut ifr = ifreq();
+    ifr.ifr_ifru.ifru_addr = sockaddr_v4(addr);
+    // SAFETY: SIOCSIFADDR reads an ifreq, which `ifr` is, valid for the call.
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFADDR as _, &mut ifr) })?;
+    let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix)));
+    let mut ifr = ifreq();
+    ifr.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
+    // SAFETY: as above (SIOCSIFNETMASK).
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &mut ifr) })?;
+    let mut ifr = ifreq();
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above (SIOCSIFFLAGS).
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &mut ifr) })?;
+    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut rt = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr_v4(any),
+        rt_gateway: sockaddr_v4(gateway),
+        rt_genmask: sockaddr_v4(any),
+        rt_flags: RTF_UP | RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: SIOCADDRT reads a `struct rtentry`, which `RtEntry` mirrors; `rt` is valid
+    // for the call and rt_dev is NULL (the kernel picks the device by the gateway).
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &mut rt) }).map(|_| ())
+}
+
 /// `struct loop_info64` of `<linux/loop.h>`.
 #[repr(C)]
 struct LoopInfo64 {

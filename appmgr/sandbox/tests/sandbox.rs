@@ -91,6 +91,7 @@ impl World {
             deny_paths: vec![],
             data_image: None,
             inputs: Vec::new(),
+            network: None,
         }
     }
 }
@@ -123,6 +124,17 @@ fn report(spec: &LaunchSpec) -> Value {
     let o = launch(spec);
     assert_eq!(o.code, 0, "probe failed: {}\n{}", o.stderr, o.stdout);
     serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
+}
+
+/// A network spec in the tests' own pool (never the default one real apps use).
+fn own_network(slot: u32) -> appmgr_sandbox::net::NetSpec {
+    appmgr_sandbox::net::NetSpec {
+        pool: "10.235.0.0/24".parse().unwrap(),
+        slot,
+        resolved: Default::default(),
+        nameservers: vec![],
+        peers: vec![],
+    }
 }
 
 fn host_ns(n: &str) -> String {
@@ -466,17 +478,16 @@ fn blocked_errnos_come_from_the_filter() {
 fn grants_open_exactly_what_they_name() {
     require_root!("namespaces, mounts, setuid");
     let w = World::new();
-    // network + ipc: the host's namespaces; resolv.conf copied
+    // ipc: the host's namespace. network: never the host's; with the app's own network
+    // (tests/network.rs) resolv.conf is copied, without one (no NetSpec) it is not.
     let mut s = w.spec(&[]);
-    s.permissions.network = true;
+    s.permissions.network = appmgr_types::NetworkGrant::any();
     s.permissions.ipc = true;
     let r = report(&s);
-    assert_eq!(r["namespaces"]["net"], host_ns("net"));
+    assert_ne!(r["namespaces"]["net"], host_ns("net"));
     assert_eq!(r["namespaces"]["ipc"], host_ns("ipc"));
     assert_ne!(r["namespaces"]["mnt"], host_ns("mnt"));
-    if Path::new("/etc/resolv.conf").exists() {
-        assert!(strs(&r["etc_entries"]).contains(&"resolv.conf".to_string()));
-    }
+    assert!(!strs(&r["etc_entries"]).contains(&"resolv.conf".to_string()));
     // devel: ptrace and perf_event_open re-allowed, nothing else
     let mut s = w.spec(&[]);
     s.permissions.allow.insert(AllowFlag::Devel);
@@ -1721,13 +1732,19 @@ fn kernel_uevents_are_refused_to_every_app() {
     let w = World::new();
     for network in [false, true] {
         let mut s = w.spec(&["uevent", "5"]);
-        s.permissions.network = network;
+        if network {
+            s.permissions.network = appmgr_types::NetworkGrant::any();
+            s.network = Some(own_network(7));
+        }
         let (cmd, _fd) = command(&s);
         let got = with_trigger(cmd);
         assert_eq!(got, "uevent socket=EACCES\n", "network={network}");
 
         let mut s = w.spec(&["netlink-route"]);
-        s.permissions.network = network;
+        if network {
+            s.permissions.network = appmgr_types::NetworkGrant::any();
+            s.network = Some(own_network(7));
+        }
         let o = launch(&s);
         assert_eq!(o.code, 0, "{}", o.stderr);
         let links: usize = o
@@ -1737,11 +1754,8 @@ fn kernel_uevents_are_refused_to_every_app() {
             .unwrap_or_else(|| panic!("{}", o.stdout))
             .parse()
             .unwrap();
-        assert!(links >= 1, "{}", o.stdout);
-        if !network {
-            // Its own network namespace: only lo.
-            assert_eq!(links, 1, "{}", o.stdout);
-        }
+        // Its own network namespace: only lo, and eth0 with a network.
+        assert_eq!(links, 1 + usize::from(network), "{}", o.stdout);
     }
 }
 
@@ -2080,4 +2094,351 @@ fn symlink_race_in_a_shared_grant_never_escapes() {
         0,
         "nothing created in the sentinel"
     );
+}
+
+// ---- Per-app networks (docs/network.md) ----
+
+/// A network namespace of the test's own with a veth to the host: the "internet" the
+/// apps are allowed (or not) to reach. Removed on drop.
+struct Remote {
+    name: String,
+    host_if: String,
+    addr: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Remote {
+    /// `10.236.N.2/30`, the host end `10.236.N.1`.
+    fn new(n: u8) -> Remote {
+        let name = format!("amt-remote-{n}");
+        let host_if = format!("amt-r{n}");
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("10.236.{n}.1/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["link", "set", "eth0", "up"],
+        ] {
+            let mut a = vec!["-n", name.as_str()];
+            a.extend(args);
+            ip(&a);
+        }
+        let addr = format!("10.236.{n}.2/30");
+        ip(&["-n", &name, "addr", "add", &addr, "dev", "eth0"]);
+        let gw = format!("10.236.{n}.1");
+        ip(&["-n", &name, "route", "add", "default", "via", &gw]);
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/forwarding"), "1").unwrap();
+        Remote {
+            name,
+            host_if,
+            addr: format!("10.236.{n}.2").parse().unwrap(),
+        }
+    }
+
+    /// A TCP server on `port` inside the namespace that answers `hi-PORT` to everyone,
+    /// and reports each peer address it saw.
+    fn serve(&self, port: u16) -> std::sync::mpsc::Receiver<std::net::IpAddr> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ns = format!("/run/netns/{}", self.name);
+        let addr = self.addr;
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).unwrap();
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            let l = std::net::TcpListener::bind((addr, port)).unwrap();
+            ready_tx.send(()).unwrap();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                use std::io::Write;
+                let _ = tx.send(s.peer_addr().unwrap().ip());
+                let _ = writeln!(s, "hi-{port}");
+            }
+        });
+        ready_rx.recv().unwrap();
+        rx
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+fn net_tools() -> bool {
+    appmgr_sandbox::net::available().is_ok()
+}
+
+macro_rules! require_net {
+    () => {
+        require_root!("network namespaces, nftables");
+        if !net_tools() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "ip and nft must be installed in CI"
+            );
+            eprintln!("SKIPPED: ip or nft is not installed");
+            return;
+        }
+    };
+}
+
+/// What the kernel holds of app network `uid`: namespace, host interface, nft table.
+fn leftovers(uid: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    if Path::new(&format!("/run/netns/appmgr-{uid}")).exists() {
+        v.push("netns".to_string());
+    }
+    if Path::new(&format!("/sys/class/net/am-{uid}")).exists() {
+        v.push("link".to_string());
+    }
+    let o = Command::new("nft")
+        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
+        .output()
+        .unwrap();
+    if o.status.success() {
+        v.push("table".to_string());
+    }
+    v
+}
+
+fn net_spec(w: &World, uid: u32, slot: u32, args: &[&str], grant: &str) -> LaunchSpec {
+    let mut s = w.spec(args);
+    s.uid = uid;
+    s.gid = uid;
+    s.data_dir = w.root.join(format!("data/{uid}"));
+    s.permissions.network = serde_json::from_str(grant).unwrap();
+    s.network = Some(own_network(slot));
+    s
+}
+
+#[test]
+fn own_network_reaches_only_what_is_granted() {
+    require_net!();
+    let w = World::new();
+    let remote = Remote::new(1);
+    let seen = remote.serve(7001);
+    let _other = remote.serve(7002);
+    // Host services the app must not reach: loopback, an abstract socket, the host's own
+    // address on the app's link.
+    let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lo_port = lo.local_addr().unwrap().port();
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let any_port = any.local_addr().unwrap().port();
+    let abs_name = format!("appmgr-test-{}", std::process::id());
+    let _abs = {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(abs_name.as_bytes()).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&a).unwrap()
+    };
+    let uid = UID + 100;
+    let grant = format!(
+        r#"{{"egress": ["{}:7001", "remote.test:7001"]}}"#,
+        remote.addr
+    );
+    let mut s = net_spec(&w, uid, 1, &[], &grant);
+    s.network.as_mut().unwrap().resolved = [("remote.test".to_string(), vec![remote.addr])].into();
+    let host_addr = "10.235.0.5";
+    let targets = [
+        format!("tcp:{}:7001", remote.addr),
+        "tcp:remote.test:7001".to_string(),
+        format!("tcp:{}:7002", remote.addr),
+        format!("tcp:127.0.0.1:{lo_port}"),
+        format!("tcp:{host_addr}:{any_port}"),
+        format!("abstract:{abs_name}"),
+        "resolve:remote.test".to_string(),
+    ];
+    s.args = std::iter::once("net".to_string())
+        .chain(targets.iter().cloned())
+        .collect();
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    let r: Value =
+        serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.stdout));
+    assert_eq!(r[&targets[0]], "ok hi-7001", "{r}");
+    assert_eq!(r[&targets[1]], "ok hi-7001", "{r}");
+    // The remote saw the host's address (NAT), never the pool's.
+    let peer = seen.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(peer.to_string(), "10.236.1.1");
+    // Refused at once (admin-prohibited), not left to time out.
+    assert_eq!(r[&targets[2]], "EHOSTUNREACH", "{r}");
+    // Its own loopback and abstract namespace: nothing of the host's.
+    assert_eq!(r[&targets[3]], "ECONNREFUSED", "{r}");
+    assert_eq!(r[&targets[4]], "EHOSTUNREACH", "{r}");
+    assert_eq!(r[&targets[5]], "ECONNREFUSED", "{r}");
+    assert_eq!(r[&targets[6]], remote.addr.to_string(), "{r}");
+    assert_eq!(
+        leftovers(uid),
+        Vec::<String>::new(),
+        "removed after the app ended: {}",
+        o.stderr
+    );
+}
+
+/// Starts app `s` (a probe that prints `listening` first) and returns it with its stdout.
+fn start_listener(s: &LaunchSpec) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let (mut cmd, fd) = command(s);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(fd);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "{line}");
+    (child, out)
+}
+
+#[test]
+fn apps_reach_each_other_only_when_both_grants_say_so() {
+    require_net!();
+    let w = World::new();
+    let (a_uid, b_uid) = (UID + 110, UID + 111);
+    let (a_slot, b_slot) = (10, 11);
+    let b_addr = "10.235.0.46"; // slot 11: .44/30, the app is .46
+    let a_id: AppId = "org.example.A".parse().unwrap();
+    let b_id: AppId = "org.example.B".parse().unwrap();
+    let peer = |app: &AppId, uid, slot| appmgr_sandbox::net::NetPeer {
+        app: app.clone(),
+        uid,
+        slot,
+    };
+    for mutual in [false, true] {
+        // B listens on 7100; with `mutual`, both name each other in talk-to.
+        let talk = |other: &AppId| {
+            if mutual {
+                format!(r#", "talk-to": ["{other}"]"#)
+            } else {
+                String::new()
+            }
+        };
+        let mut b = net_spec(
+            &w,
+            b_uid,
+            b_slot,
+            &["net", "listen:7100"],
+            &format!(r#"{{"listen": ["7100"]{}}}"#, talk(&a_id)),
+        );
+        b.app_id = b_id.clone();
+        b.network.as_mut().unwrap().peers = vec![peer(&a_id, a_uid, a_slot)];
+        let (mut bproc, mut bout) = start_listener(&b);
+
+        let target = format!("tcp:{b_addr}:7100");
+        let mut a = net_spec(
+            &w,
+            a_uid,
+            a_slot,
+            &["net", &target],
+            &format!(r#"{{"egress": ["192.0.2.1:9"]{}}}"#, talk(&b_id)),
+        );
+        a.app_id = a_id.clone();
+        a.network.as_mut().unwrap().peers = vec![peer(&b_id, b_uid, b_slot)];
+        let o = launch(&a);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let r: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+        if mutual {
+            assert_eq!(r[&target], "ok hello", "{r}");
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut bout, &mut rest).unwrap();
+            // B saw A's own address: no NAT between apps.
+            assert!(rest.contains("\"accepted 10.235.0.42\""), "{rest}");
+        } else {
+            assert_eq!(r[&target], "EHOSTUNREACH", "{r}");
+            // The host itself reaches B's listen port (its own address only).
+            let mut s = std::net::TcpStream::connect_timeout(
+                &format!("{b_addr}:7100").parse().unwrap(),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            let mut line = String::new();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            BufReader::new(&mut s).read_line(&mut line).unwrap();
+            assert_eq!(line, "hello\n");
+        }
+        // SIGTERM, forwarded to the app: the launcher removes the network after it.
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(bproc.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        bproc.wait().unwrap();
+        for uid in [a_uid, b_uid] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !leftovers(uid).is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(leftovers(uid), Vec::<String>::new(), "uid {uid}");
+        }
+    }
+}
+
+#[test]
+fn a_network_outlives_no_crash_and_is_never_shared() {
+    require_net!();
+    let w = World::new();
+    let uid = UID + 120;
+    let s = net_spec(
+        &w,
+        uid,
+        20,
+        &["net", "listen:7200"],
+        r#"{"listen": ["7200"]}"#,
+    );
+    let (mut first, _out) = start_listener(&s);
+    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    // A second instance of the same app is refused, and the first one's network stays.
+    let o = launch(&s);
+    assert_eq!(o.code, 125, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("already runs with its network"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    // Nothing is stale while init lives.
+    assert!(!appmgr_sandbox::net::remove_stale()
+        .unwrap()
+        .contains(&format!("appmgr-{uid}")));
+    // SIGKILL of the launcher: init and the app die, the network is left behind ...
+    let init = children(first.id());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while init
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(Instant::now() < deadline, "init survived its launcher");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    // ... until the stale networks are collected (appmgrd at start), or the app's next
+    // launch takes its place.
+    let removed = appmgr_sandbox::net::remove_stale().unwrap();
+    assert!(removed.contains(&format!("appmgr-{uid}")), "{removed:?}");
+    assert_eq!(leftovers(uid), Vec::<String>::new());
 }

@@ -12,6 +12,7 @@ mod bluetooth;
 mod exit;
 mod glob;
 mod id;
+mod network;
 mod perms;
 mod provision;
 mod text;
@@ -20,6 +21,7 @@ pub use bluetooth::{BluetoothGrant, BtDevice, BtRole, GattUuid};
 pub use exit::{dbus, ErrorClass};
 pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
+pub use network::{Egress, EgressHost, Ipv4Net, Listen, NetworkGrant, Proto};
 pub use perms::{
     AllowFlag, BusName, ChannelName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit,
     Permissions, PortalName, Resources, SensorGrant, SocketName, MAX_SENSOR_RATE_HZ,

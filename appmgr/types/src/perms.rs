@@ -1,7 +1,7 @@
 //! What an app asks for (`[permissions]`, `[resources]` in its manifest) and what a policy
 //! grants use the same types, so the effective grant is a plain intersection.
 
-use crate::{has_unsafe_chars, BluetoothGrant, InvalidValue};
+use crate::{has_unsafe_chars, BluetoothGrant, InvalidValue, NetworkGrant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -347,7 +347,8 @@ impl<'de> Deserialize<'de> for FsGrant {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Permissions {
-    pub network: bool,
+    /// `true` (any egress) or a table narrowing it (see [`NetworkGrant`]).
+    pub network: NetworkGrant,
     pub ipc: bool,
     pub devices: BTreeSet<DeviceName>,
     pub sockets: BTreeSet<SocketName>,
@@ -528,7 +529,7 @@ filesystems = ["/var/lib/maps:ro", "/media/usb:rw", "/srv/x"]
 allow = ["devel"]"#,
         )
         .unwrap();
-        assert!(p.network && !p.ipc);
+        assert!(p.network.any && !p.ipc);
         assert_eq!(p.devices.len(), 2);
         assert!(p.filesystems.contains(&"/srv/x:ro".parse().unwrap()));
         assert!(toml::from_str::<Permissions>("netwrok = true").is_err());

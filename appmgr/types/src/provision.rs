@@ -6,9 +6,11 @@
 //! this crate only holds the shared vocabulary.
 
 use crate::bluetooth::{BtDevice, BtRole, GattUuid};
+use crate::network::{Egress, Listen};
 use crate::perms::{
     AllowFlag, BusName, ChannelName, DeviceName, FsGrant, Permissions, PortalName, SocketName,
 };
+use crate::AppId;
 use serde::{Deserialize, Serialize};
 
 /// One item of a [`Permissions`] value: a boolean that is set, or one element of a set.
@@ -16,7 +18,16 @@ use serde::{Deserialize, Serialize};
 /// `appmgr permissions` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PermEntry<'a> {
+    /// `network = true`: any egress.
     Network,
+    /// One entry of `network.egress`.
+    Egress(&'a Egress),
+    /// One entry of `network.listen`.
+    Listen(&'a Listen),
+    /// `network.dns`.
+    Dns,
+    /// One app of `network.talk-to`.
+    TalkTo(&'a AppId),
     Ipc,
     Device(&'a DeviceName),
     Socket(SocketName),
@@ -42,6 +53,10 @@ impl PermEntry<'_> {
     pub fn key(&self) -> &'static str {
         match self {
             PermEntry::Network => "network",
+            PermEntry::Egress(_) => "network.egress",
+            PermEntry::Listen(_) => "network.listen",
+            PermEntry::Dns => "network.dns",
+            PermEntry::TalkTo(_) => "network.talk-to",
             PermEntry::Ipc => "ipc",
             PermEntry::Device(_) => "devices",
             PermEntry::Socket(_) => "sockets",
@@ -61,7 +76,10 @@ impl PermEntry<'_> {
     /// The element (`true` for the booleans).
     pub fn value(&self) -> String {
         match self {
-            PermEntry::Network | PermEntry::Ipc => "true".into(),
+            PermEntry::Network | PermEntry::Ipc | PermEntry::Dns => "true".into(),
+            PermEntry::Egress(e) => e.to_string(),
+            PermEntry::Listen(l) => l.to_string(),
+            PermEntry::TalkTo(a) => a.to_string(),
             PermEntry::Device(d) => d.to_string(),
             PermEntry::Socket(s) => s.to_string(),
             PermEntry::Talk(b) | PermEntry::Own(b) => b.to_string(),
@@ -81,9 +99,16 @@ impl Permissions {
     /// Every item, in display order (the order of the manifest keys).
     pub fn entries(&self) -> Vec<PermEntry<'_>> {
         let mut v = Vec::new();
-        if self.network {
+        let n = &self.network;
+        if n.any {
             v.push(PermEntry::Network);
         }
+        v.extend(n.egress.iter().map(PermEntry::Egress));
+        v.extend(n.listen.iter().map(PermEntry::Listen));
+        if n.dns {
+            v.push(PermEntry::Dns);
+        }
+        v.extend(n.talk_to.iter().map(PermEntry::TalkTo));
         if self.ipc {
             v.push(PermEntry::Ipc);
         }

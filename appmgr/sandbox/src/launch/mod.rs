@@ -161,6 +161,9 @@ pub enum LaunchError {
     /// what policy no longer does. The caller makes a new plan and tries again.
     #[error("the launch plan is stale: {0}")]
     Stale(#[from] crate::inputs::StaleInput),
+    /// The app's network could not be set up (nothing of it is left).
+    #[error("network: {0}")]
+    Network(#[from] crate::net::NetError),
 }
 
 impl LaunchError {
@@ -282,13 +285,24 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> 
         (ns.pid, libc::CLONE_NEWPID),
         (ns.ipc, libc::CLONE_NEWIPC),
         (ns.uts, libc::CLONE_NEWUTS),
-        (ns.net, libc::CLONE_NEWNET),
+        // The app's own network is made here and joined by init; the launcher stays in
+        // the host's namespace to remove it afterwards.
+        (ns.net && plan.net.is_none(), libc::CLONE_NEWNET),
     ] {
         if on {
             flags |= f;
         }
     }
-    sys::unshare(flags).map_err(sys_err("unshare"))?;
+    // Last: nothing after it may fail without removing it again.
+    let net = match &plan.net {
+        Some(n) => Some(crate::net::setup(n)?),
+        None => None,
+    };
+    if let Err(e) = sys::unshare(flags) {
+        drop(net);
+        net_cleanup(plan);
+        return Err(sys_err("unshare")(e));
+    }
 
     let mut forwarded = FORWARDED.to_vec();
     forwarded.push(libc::SIGCHLD);
@@ -297,7 +311,41 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> 
         bpf,
         forwarded,
         app_cgroups,
+        net,
     })
+}
+
+/// Removes the app's network after its sandbox ended (init let go of it).
+fn net_cleanup(plan: &LaunchPlan) {
+    if let Some(n) = &plan.net {
+        net_teardown(&plan.app_id, n);
+    }
+}
+
+fn net_teardown(app_id: &str, n: &crate::net::NetPlan) {
+    // The launcher's children would go to the sandbox's pid namespace, which died with
+    // init (fork fails with ENOMEM there): `ip` and `nft` run in the host's again.
+    let back = rfs::open(
+        "/proc/self/ns/pid",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| {
+        rustix::thread::move_into_link_name_space(
+            fd.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        )
+    });
+    if let Err(e) = back {
+        eprintln!(
+            "appmgr: {app_id}: removing its network: pid namespace: {}",
+            rx(e)
+        );
+        return;
+    }
+    if let Err(e) = crate::net::teardown(n) {
+        eprintln!("appmgr: {app_id}: removing its network: {e}");
+    }
 }
 
 /// What [`prepare`] hands to init: the seccomp program, the signals to wait for, and the
@@ -306,6 +354,8 @@ struct Prepared {
     bpf: Vec<u8>,
     forwarded: Vec<i32>,
     app_cgroups: Vec<OwnedFd>,
+    /// The app's network: the namespace init joins and the lock init holds.
+    net: Option<crate::net::NetHandle>,
 }
 
 /// The launcher: everything from reading the plan to the app's exit. Returns the exit
@@ -320,23 +370,37 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         bpf,
         forwarded,
         app_cgroups,
+        net,
     } = prepare(&plan, &term)?;
     let baseline = read_counters(&plan.after_exit.events);
-    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| sys_err("pipe")(rx(e)))?;
+    let forked = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| sys_err("pipe")(rx(e)))
+        .and_then(|p| Ok((p, sys::fork().map_err(sys_err("fork"))?)));
+    let ((alive_r, alive_w), forked) = match forked {
+        Ok(x) => x,
+        Err(e) => {
+            drop(net);
+            net_cleanup(&plan);
+            return Err(e);
+        }
+    };
 
-    match sys::fork().map_err(sys_err("fork"))? {
+    match forked {
         None => {
             drop(leave);
             drop(alive_w);
-            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, Link::Alive(alive_r)));
+            let link = Link::Alive(alive_r);
+            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, net.as_ref(), link));
         }
         Some(child) => {
             drop(alive_r);
             drop(bpf);
             drop(app_cgroups);
+            // Init holds the network's lock now; ours would keep it held after init died.
+            drop(net);
             let app_id = plan.app_id.clone();
             let after = plan.after_exit.clone();
+            let net_plan = plan.net.clone();
             drop(plan);
             // Init (and so the app) started inside the app's cgroups; the launcher leaves
             // them now, so whatever ends the app (`appmgr kill` killing the cgroup, the
@@ -344,10 +408,13 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             leave_cgroups(&app_id, &after, leave);
             // Keep the write end open: init watches it to notice our death.
             let alive = alive_w;
-            let code = supervise(child, &forwarded, term.job_control)?;
+            let code = supervise(child, &forwarded, term.job_control);
             drop(alive);
             after_exit(&app_id, &after, &baseline);
-            Ok(code)
+            if let Some(n) = &net_plan {
+                net_teardown(&app_id, n);
+            }
+            code
         }
     }
 }
@@ -372,16 +439,27 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
         }
     };
     let term = Terminal::inspect(&plan.app_id, true);
-    let (bpf, app_cgroups) = match prepare(&plan, &term) {
-        Ok(p) => (p.bpf, p.app_cgroups),
+    let (bpf, app_cgroups, net) = match prepare(&plan, &term) {
+        Ok(p) => (p.bpf, p.app_cgroups, p.net),
         Err(e) => return fail(&report, e.to_string()),
+    };
+    // Set-up failed after the network was made: nothing may be left of it.
+    let fail_net = |report: &OwnedFd, msg: String| {
+        net_cleanup(&plan);
+        fail(report, msg)
     };
     let (status_r, status_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
         Ok(p) => p,
-        Err(e) => return fail(&report, format!("pipe: {}", rx(e))),
+        Err(e) => {
+            drop(net);
+            return fail_net(&report, format!("pipe: {}", rx(e)));
+        }
     };
     let (pid, pidfd) = match sys::clone_sibling() {
-        Err(e) => return fail(&report, format!("clone init: {e}")),
+        Err(e) => {
+            drop(net);
+            return fail_net(&report, format!("clone init: {e}"));
+        }
         Ok(None) => {
             // The report fd and the status pipe's read end are the launcher's: holding
             // them would keep the caller (and the launcher) from ever seeing EOF.
@@ -392,11 +470,13 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
                 &bpf,
                 &term,
                 &app_cgroups,
+                net.as_ref(),
                 Link::Status(status_w),
             ));
         }
         Ok(Some(x)) => x,
     };
+    drop(net);
     drop(status_w);
     drop(bpf);
     drop(app_cgroups);
@@ -417,7 +497,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // wait until it has exited, so the caller's wait for it returns at once.
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
             let _ = sys::wait_readable(pidfd.as_fd());
-            fail(&report, msg)
+            fail_net(&report, msg)
         }
     }
 }
@@ -576,6 +656,7 @@ fn init(
     bpf: &[u8],
     term: &Terminal,
     app_cgroups: &[OwnedFd],
+    net: Option<&crate::net::NetHandle>,
     link: Link,
 ) -> i32 {
     let status = match link {
@@ -596,6 +677,14 @@ fn init(
         }
         None => eprintln!("appmgr: {}: {e}", plan.app_id),
     };
+    // The app's network first: the root is built in the namespaces the app runs in.
+    if let (Some(n), Some(h)) = (&plan.net, net) {
+        if let Err(e) = crate::net::enter(n, &h.netns) {
+            let e = sys_err("join the app's network")(e);
+            report(&e);
+            return e.exit_code();
+        }
+    }
     if let Err(e) = build_and_enter_root(plan) {
         report(&e);
         return e.exit_code();

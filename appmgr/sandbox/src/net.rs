@@ -1,0 +1,717 @@
+//! Per-app networks: every app with a `network` grant runs in its own network namespace,
+//! joined to the host by a veth pair and NATed; nftables rules keyed on the host end of
+//! the pair allow exactly what the grant says (docs/network.md).
+//!
+//! ```text
+//!   host netns                                   app netns (/run/netns/appmgr-UID)
+//!   am-UID  POOL+4·slot+1/30  ◄── veth ──►  eth0  POOL+4·slot+2/30, default via +1
+//!   table inet appmgr-UID: forward/input/output filter, postrouting masquerade
+//! ```
+//!
+//! **Plan** ([`NetSpec`] + the grant → [`NetPlan`]) is pure. **Apply** runs in the
+//! single-threaded launcher (or appmgrd for cleanup): `ip -batch` creates the namespace and
+//! the pair, `nft -j -f -` loads the table in one transaction (the nft JSON API), init joins
+//! the namespace by descriptor and configures `eth0` by ioctl. A per-app lock file, held
+//! by init for the app's life, tells a live network from a stale one: set-up removes the
+//! stale leftovers of its app first, [`remove_stale`] all of them (appmgrd at start).
+
+use appmgr_types::{AppId, EgressHost, Ipv4Net, Listen, NetworkGrant, Proto};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The default address pool; each app gets the `/30` at its slot.
+pub const DEFAULT_POOL: &str = "10.233.0.0/16";
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+/// Lock files of live app networks (held by each sandbox's init).
+pub const LOCK_DIR: &str = "/run/appmgr/net";
+/// Prefix of every name appmgr creates (namespace, nft table); the host interface is
+/// `am-UID`.
+pub const NAME_PREFIX: &str = "appmgr-";
+/// The app's interface inside its namespace.
+pub const APP_IF: &str = "eth0";
+/// Dropped connection attempts are logged at most this often per app (kernel log, thus
+/// the journal), after a burst of 5.
+pub const LOG_RATE_PER_MINUTE: u32 = 6;
+
+/// What the caller resolved for one launch: the app's slot in the pool, the addresses of
+/// the names in its grant, the host's name servers, and the peers that grant `talk-to`
+/// back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetSpec {
+    pub pool: Ipv4Net,
+    pub slot: u32,
+    /// Every name of the grant's egress entries; an empty list when it did not resolve.
+    #[serde(default)]
+    pub resolved: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// The host's name servers (`/etc/resolv.conf`), for `dns`.
+    #[serde(default)]
+    pub nameservers: Vec<Ipv4Addr>,
+    /// Apps whose grant names this one in `talk-to` as this one's names them, with their
+    /// slots.
+    #[serde(default)]
+    pub peers: Vec<NetPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetPeer {
+    pub app: AppId,
+    pub uid: u32,
+    pub slot: u32,
+}
+
+/// One allowed destination (a resolved egress entry, a name server, a peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Dest {
+    pub net: Ipv4Net,
+    pub proto: Proto,
+    pub port: u16,
+}
+
+/// A peer app: its host interface and address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeerIf {
+    pub app: AppId,
+    pub host_if: String,
+    pub addr: Ipv4Addr,
+}
+
+/// Everything the launcher applies for the app's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetPlan {
+    /// Namespace name (`/run/netns/NAME`) and nft table name: `appmgr-UID`.
+    pub name: String,
+    /// The host end of the pair: `am-UID`.
+    pub host_if: String,
+    pub host_addr: Ipv4Addr,
+    pub app_addr: Ipv4Addr,
+    pub pool: Ipv4Net,
+    /// `network = true`: anything outside the pool.
+    pub any: bool,
+    pub egress: Vec<Dest>,
+    pub listen: Vec<Listen>,
+    pub peers: Vec<PeerIf>,
+    /// The prefix of the kernel log line of a dropped attempt.
+    pub log_prefix: String,
+}
+
+/// Why a network cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetPlanError {
+    #[error("network pool {pool} has no slot {slot} (widen network-pool in appmgr.toml)")]
+    PoolExhausted { pool: Ipv4Net, slot: u32 },
+}
+
+/// The host address, app address of `slot` in `pool`.
+pub fn slot_addrs(pool: Ipv4Net, slot: u32) -> Result<(Ipv4Addr, Ipv4Addr), NetPlanError> {
+    let size: u64 = 1u64 << (32 - u32::from(pool.prefix()));
+    let base = u64::from(slot) * 4;
+    if pool.prefix() > 30 || base + 3 >= size {
+        return Err(NetPlanError::PoolExhausted { pool, slot });
+    }
+    let b = u32::from(pool.addr()) + base as u32;
+    Ok((Ipv4Addr::from(b + 1), Ipv4Addr::from(b + 2)))
+}
+
+/// The host interface of the app with `uid`.
+pub fn host_if(uid: u32) -> String {
+    format!("am-{uid}")
+}
+
+/// Plans the network of the app `app` (uid `uid`) for `grant`. The grant's names that
+/// did not resolve and `dns` without name servers contribute nothing (see
+/// [`crate::provisions`]).
+pub fn plan(
+    app: &AppId,
+    uid: u32,
+    grant: &NetworkGrant,
+    spec: &NetSpec,
+) -> Result<NetPlan, NetPlanError> {
+    let (host_addr, app_addr) = slot_addrs(spec.pool, spec.slot)?;
+    let mut egress = Vec::new();
+    for e in &grant.egress {
+        let nets: Vec<Ipv4Net> = match &e.host {
+            EgressHost::Net(n) => vec![*n],
+            EgressHost::Name(n) => spec
+                .resolved
+                .get(n)
+                .map(|v| v.iter().map(|a| Ipv4Net::host(*a)).collect())
+                .unwrap_or_default(),
+        };
+        for net in nets {
+            egress.push(Dest {
+                net,
+                proto: e.proto,
+                port: e.port,
+            });
+        }
+    }
+    if grant.dns && !grant.any {
+        for ns in &spec.nameservers {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                egress.push(Dest {
+                    net: Ipv4Net::host(*ns),
+                    proto,
+                    port: 53,
+                });
+            }
+        }
+    }
+    let mut peers = Vec::new();
+    for p in &spec.peers {
+        if !grant.talk_to.contains(&p.app) {
+            continue;
+        }
+        let (_, addr) = slot_addrs(spec.pool, p.slot)?;
+        peers.push(PeerIf {
+            app: p.app.clone(),
+            host_if: host_if(p.uid),
+            addr,
+        });
+    }
+    let mut id = app.as_str().to_string();
+    id.truncate(96);
+    Ok(NetPlan {
+        name: format!("{NAME_PREFIX}{uid}"),
+        host_if: host_if(uid),
+        host_addr,
+        app_addr,
+        pool: spec.pool,
+        any: grant.any,
+        egress,
+        listen: grant.listen.iter().copied().collect(),
+        peers,
+        log_prefix: format!("appmgr drop {id}: "),
+    })
+}
+
+/// The `/etc/hosts` lines for the resolved names of `grant`: the app resolves them
+/// through this file, never through DNS.
+pub fn hosts_lines(grant: &NetworkGrant, spec: &NetSpec) -> String {
+    let mut s = String::new();
+    for name in grant.names() {
+        for a in spec.resolved.get(name).into_iter().flatten() {
+            s.push_str(&format!("{a}\t{name}\n"));
+        }
+    }
+    s
+}
+
+fn meta(key: &str, op: &str, right: Value) -> Value {
+    json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}})
+}
+
+fn ip_field(field: &str, op: &str, net: &Ipv4Net) -> Value {
+    let right = if net.prefix() == 32 {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix()}})
+    };
+    json!({"match": {"op": op, "left": {"payload": {"protocol": "ip", "field": field}}, "right": right}})
+}
+
+fn l4(proto: Proto, port: u16) -> [Value; 2] {
+    [
+        meta("l4proto", "==", json!(proto.as_str())),
+        json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}}),
+    ]
+}
+
+fn ct_state(states: &[&str]) -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": states}})
+}
+
+/// The nft JSON transaction that (re)creates the app's table.
+pub fn ruleset(p: &NetPlan) -> Value {
+    let t = p.name.as_str();
+    let h = p.host_if.as_str();
+    let mut cmds: Vec<Value> = Vec::new();
+    // "add" then "delete" then "add": a stale table of the same name goes, atomically.
+    cmds.push(json!({"add": {"table": {"family": "inet", "name": t}}}));
+    cmds.push(json!({"delete": {"table": {"family": "inet", "name": t}}}));
+    cmds.push(json!({"add": {"table": {"family": "inet", "name": t}}}));
+    let chain = |name: &str, ty: &str, hook: &str, prio: i32| {
+        json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty,
+            "hook": hook, "prio": prio, "policy": "accept"}}})
+    };
+    cmds.push(chain("forward", "filter", "forward", -5));
+    cmds.push(chain("input", "filter", "input", -5));
+    cmds.push(chain("output", "filter", "output", -5));
+    cmds.push(chain("postrouting", "nat", "postrouting", 100));
+    let mut rule = |chain: &str, expr: Vec<Value>| {
+        cmds.push(
+            json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}}),
+        );
+    };
+    let iif = || meta("iifname", "==", json!(h));
+    let oif = || meta("oifname", "==", json!(h));
+    let accept = || json!({"accept": null});
+    let drop = || json!({"drop": null});
+    // The app learns at once that a destination is not granted (EHOSTUNREACH), rather
+    // than waiting for a timeout.
+    let reject = || json!({"reject": {"type": "icmpx", "expr": "admin-prohibited"}});
+    let est = || ct_state(&["established", "related"]);
+
+    // forward: the app's own traffic through the host.
+    rule("forward", vec![iif(), est(), accept()]);
+    rule("forward", vec![oif(), est(), accept()]);
+    if p.any {
+        rule(
+            "forward",
+            vec![iif(), ip_field("daddr", "!=", &p.pool), accept()],
+        );
+    }
+    for d in &p.egress {
+        let [a, b] = l4(d.proto, d.port);
+        rule(
+            "forward",
+            vec![iif(), ip_field("daddr", "==", &d.net), a, b, accept()],
+        );
+    }
+    for peer in &p.peers {
+        let o = meta("oifname", "==", json!(peer.host_if));
+        rule("forward", vec![iif(), o, accept()]);
+        let i = meta("iifname", "==", json!(peer.host_if));
+        rule("forward", vec![i, oif(), accept()]);
+    }
+    for l in &p.listen {
+        let [a, b] = l4(l.proto, l.port);
+        rule(
+            "forward",
+            vec![
+                oif(),
+                ip_field("daddr", "==", &Ipv4Net::host(p.app_addr)),
+                a,
+                b,
+                accept(),
+            ],
+        );
+    }
+    rule(
+        "forward",
+        vec![
+            iif(),
+            ct_state(&["new"]),
+            json!({"limit": {"rate": LOG_RATE_PER_MINUTE, "per": "minute", "burst": 5}}),
+            json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
+        ],
+    );
+    rule("forward", vec![iif(), reject()]);
+    rule("forward", vec![oif(), drop()]);
+
+    // input: nothing of the host itself (its addresses, its loopback through them).
+    rule("input", vec![iif(), est(), accept()]);
+    rule("input", vec![iif(), reject()]);
+    // output: the host reaches the app only on its listen ports.
+    rule("output", vec![oif(), est(), accept()]);
+    for l in &p.listen {
+        let [a, b] = l4(l.proto, l.port);
+        rule("output", vec![oif(), a, b, accept()]);
+    }
+    rule("output", vec![oif(), drop()]);
+    // postrouting: leaving the pool, the app's traffic takes the host's address.
+    rule(
+        "postrouting",
+        vec![
+            ip_field("saddr", "==", &Ipv4Net::host(p.app_addr)),
+            ip_field("daddr", "!=", &p.pool),
+            json!({"masquerade": null}),
+        ],
+    );
+    json!({ "nftables": cmds })
+}
+
+/// The `ip -batch` lines that create the namespace and the pair and configure the host
+/// end. The app end is configured by init, inside ([`crate::sys::configure_app_if`]).
+pub fn ip_batch(p: &NetPlan) -> String {
+    format!(
+        "netns add {name}\n\
+         link add {h} type veth peer name {APP_IF} netns {name}\n\
+         addr add {ha}/30 dev {h}\n\
+         link set {h} up\n",
+        name = p.name,
+        h = p.host_if,
+        ha = p.host_addr,
+    )
+}
+
+// ---- apply (root, host network namespace) ----
+
+const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+/// How long one `ip` or `nft` run may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long teardown waits for init to let go of the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// A failed network step.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{tool} is not installed (looked in {})", TOOL_DIRS.join(", "))]
+    Missing { tool: &'static str },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{step}: {tool} failed: {stderr}")]
+    Tool {
+        step: String,
+        tool: &'static str,
+        stderr: String,
+    },
+    #[error("{app} already runs with its network (one instance per app with a network)")]
+    Busy { app: String },
+}
+
+fn io_err(step: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
+    let step = step.into();
+    move |source| NetError::Io { step, source }
+}
+
+fn tool(name: &'static str) -> Result<PathBuf, NetError> {
+    TOOL_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or(NetError::Missing { tool: name })
+}
+
+/// Whether this host can give apps their networks (`ip` and `nft` are installed).
+pub fn available() -> Result<(), NetError> {
+    tool("ip")?;
+    tool("nft")?;
+    Ok(())
+}
+
+/// Runs `tool args` with `input` on stdin, an empty environment and a deadline.
+fn run_tool(name: &'static str, args: &[&str], input: &[u8], step: &str) -> Result<(), NetError> {
+    let path = tool(name)?;
+    let mut child = Command::new(&path)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err(format!("{step}: run {}", path.display())))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(input)
+            .map_err(io_err(format!("{step}: write to {name}")))?;
+    }
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    loop {
+        match child.try_wait().map_err(io_err(step))? {
+            Some(st) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut e, &mut err);
+                }
+                if st.success() {
+                    return Ok(());
+                }
+                return Err(NetError::Tool {
+                    step: step.into(),
+                    tool: name,
+                    stderr: err.trim().replace('\n', "; "),
+                });
+            }
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(NetError::Tool {
+                    step: step.into(),
+                    tool: name,
+                    stderr: format!("no answer within {}s", TOOL_TIMEOUT.as_secs()),
+                });
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+fn lock_path(name: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{name}.lock"))
+}
+
+/// Opens (creating) and tries to lock `name`'s lock file. `Ok(None)`: held elsewhere.
+fn try_lock(name: &str) -> Result<Option<OwnedFd>, NetError> {
+    use rustix::fs::{flock, FlockOperation, Mode, OFlags};
+    for (d, mode) in [("/run/appmgr", 0o755), (LOCK_DIR, 0o700)] {
+        rustix::fs::mkdir(d, Mode::from_raw_mode(mode))
+            .or_else(|e| {
+                if e == rustix::io::Errno::EXIST {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| io_err(format!("create {d}"))(e.into()))?;
+    }
+    let p = lock_path(name);
+    let fd = rustix::fs::open(
+        &p,
+        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io_err(format!("open {}", p.display()))(e.into()))?;
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(fd)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(io_err(format!("lock {}", p.display()))(e.into())),
+    }
+}
+
+/// Removes whatever exists of the network `name` with host interface `host_if` (table,
+/// pair, namespace). The caller holds the lock.
+fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
+    let mut first = None;
+    let table = json!({"nftables": [
+        {"add": {"table": {"family": "inet", "name": name}}},
+        {"delete": {"table": {"family": "inet", "name": name}}},
+    ]});
+    if let Err(e) = run_tool(
+        "nft",
+        &["-j", "-f", "-"],
+        table.to_string().as_bytes(),
+        "remove the rules",
+    ) {
+        first.get_or_insert(e);
+    }
+    if Path::new("/sys/class/net").join(host_if).exists() {
+        if let Err(e) = run_tool("ip", &["link", "del", host_if], b"", "remove the veth pair") {
+            first.get_or_insert(e);
+        }
+    }
+    if Path::new(NETNS_DIR).join(name).exists() {
+        if let Err(e) = run_tool("ip", &["netns", "del", name], b"", "remove the namespace") {
+            first.get_or_insert(e);
+        }
+    }
+    // The lock file stays: unlinking it would let a second locker in on a new file while
+    // a holder still has the old one.
+    first.map_or(Ok(()), Err)
+}
+
+/// A network set up for one launch: the namespace (joined by init with `setns`) and the
+/// lock, which init keeps for the app's life.
+#[derive(Debug)]
+pub struct NetHandle {
+    pub netns: OwnedFd,
+    pub lock: OwnedFd,
+}
+
+/// Creates the app's network (after removing stale leftovers of the same app). Refused
+/// while another instance of the app holds its network. On failure nothing is left.
+pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
+    let lock = try_lock(&p.name)?.ok_or_else(|| NetError::Busy {
+        app: p
+            .log_prefix
+            .trim_start_matches("appmgr drop ")
+            .trim_end_matches(": ")
+            .into(),
+    })?;
+    remove(&p.name, &p.host_if)?;
+    let done = (|| {
+        run_tool(
+            "ip",
+            &["-batch", "-"],
+            ip_batch(p).as_bytes(),
+            "create the network",
+        )?;
+        let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
+        std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
+        run_tool(
+            "nft",
+            &["-j", "-f", "-"],
+            ruleset(p).to_string().as_bytes(),
+            "load the rules",
+        )?;
+        let ns = Path::new(NETNS_DIR).join(&p.name);
+        let netns = rustix::fs::open(
+            &ns,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io_err(format!("open {}", ns.display()))(e.into()))?;
+        Ok(netns)
+    })();
+    match done {
+        Ok(netns) => Ok(NetHandle { netns, lock }),
+        Err(e) => {
+            let _ = remove(&p.name, &p.host_if);
+            Err(e)
+        }
+    }
+}
+
+/// Removes the app's network once its sandbox has ended: waits (bounded) until init has
+/// let go of the lock, so a network still in use is never removed.
+pub fn teardown(p: &NetPlan) -> Result<(), NetError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let lock = loop {
+        if let Some(l) = try_lock(&p.name)? {
+            break l;
+        }
+        if Instant::now() > deadline {
+            return Err(NetError::Busy {
+                app: p.name.clone(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let r = remove(&p.name, &p.host_if);
+    drop(lock);
+    r
+}
+
+/// Finds app networks no sandbox holds (left by a killed launcher or appmgrd) and
+/// removes them: namespaces in [`NETNS_DIR`] and nft tables named `appmgr-UID`. Returns
+/// the names removed.
+pub fn remove_stale() -> Result<Vec<String>, NetError> {
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(NETNS_DIR) {
+        for e in rd.flatten() {
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    if tool("nft").is_ok() {
+        let out = Command::new(tool("nft")?)
+            .args(["-j", "list", "tables", "inet"])
+            .env_clear()
+            .stderr(Stdio::null())
+            .output()
+            .map_err(io_err("list nft tables"))?;
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            for item in v["nftables"].as_array().into_iter().flatten() {
+                if let Some(n) = item["table"]["name"].as_str() {
+                    names.push(n.to_string());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut removed = Vec::new();
+    for name in names {
+        let Some(uid) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let Ok(uid) = uid.parse::<u32>() else {
+            continue;
+        };
+        if let Some(lock) = try_lock(&name)? {
+            remove(&name, &host_if(uid))?;
+            drop(lock);
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Init's half: joins the namespace and configures the app's end.
+pub(crate) fn enter(p: &NetPlan, netns: impl AsFd) -> io::Result<()> {
+    rustix::thread::move_into_link_name_space(
+        netns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(io::Error::from)?;
+    crate::sys::configure_app_if(APP_IF, p.app_addr, 30, p.host_addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NetSpec {
+        NetSpec {
+            pool: DEFAULT_POOL.parse().unwrap(),
+            slot: 3,
+            resolved: [(
+                "backend.example".to_string(),
+                vec!["192.0.2.7".parse().unwrap()],
+            )]
+            .into(),
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            peers: vec![NetPeer {
+                app: "org.example.Peer".parse().unwrap(),
+                uid: 70010,
+                slot: 10,
+            }],
+        }
+    }
+
+    #[test]
+    fn addresses_follow_the_slot() {
+        let pool: Ipv4Net = "10.233.0.0/16".parse().unwrap();
+        assert_eq!(
+            slot_addrs(pool, 3).unwrap(),
+            (
+                "10.233.0.13".parse().unwrap(),
+                "10.233.0.14".parse().unwrap()
+            )
+        );
+        assert!(slot_addrs(pool, 16383).is_ok());
+        assert!(slot_addrs(pool, 16384).is_err());
+        assert!(slot_addrs("10.0.0.0/31".parse().unwrap(), 0).is_err());
+    }
+
+    #[test]
+    fn plan_resolves_names_dns_and_mutual_peers() {
+        let g: NetworkGrant = serde_json::from_str(
+            r#"{"egress": ["198.51.100.0/24:443", "backend.example:8883", "gone.example:1"],
+                "dns": true, "listen": ["8080"], "talk-to": ["org.example.Peer"]}"#,
+        )
+        .unwrap();
+        let id: AppId = "org.example.App".parse().unwrap();
+        let p = plan(&id, 70003, &g, &spec()).unwrap();
+        assert_eq!(p.name, "appmgr-70003");
+        assert_eq!(p.host_if, "am-70003");
+        let dests: Vec<String> = p
+            .egress
+            .iter()
+            .map(|d| format!("{}:{}/{}", d.net, d.port, d.proto))
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "198.51.100.0/24:443/tcp",
+                "192.0.2.7:8883/tcp",
+                "192.0.2.53:53/udp",
+                "192.0.2.53:53/tcp"
+            ]
+        );
+        assert_eq!(p.peers[0].addr, "10.233.0.42".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(hosts_lines(&g, &spec()), "192.0.2.7\tbackend.example\n");
+        // A peer the grant does not name is no peer.
+        let mut g2 = g.clone();
+        g2.talk_to.clear();
+        assert!(plan(&id, 70003, &g2, &spec()).unwrap().peers.is_empty());
+    }
+
+    #[test]
+    fn ruleset_is_one_table_that_drops_by_default() {
+        let g = NetworkGrant::any();
+        let id: AppId = "org.example.App".parse().unwrap();
+        let p = plan(&id, 70003, &g, &spec()).unwrap();
+        let r = ruleset(&p).to_string();
+        assert!(r.contains("\"appmgr-70003\"") && r.contains("\"am-70003\""));
+        assert!(r.contains("masquerade") && r.contains("\"drop\""));
+        // any: everything outside the pool, nothing inside it.
+        assert!(
+            r.contains("\"op\":\"!=\",\"right\":{\"prefix\":{\"addr\":\"10.233.0.0\",\"len\":16}}")
+        );
+    }
+}
