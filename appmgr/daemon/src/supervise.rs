@@ -124,6 +124,8 @@ struct Launched {
     counters: Vec<(PathBuf, &'static str, &'static str)>,
     /// The counters' values before the launch (a reused cgroup keeps old counts).
     baseline: Vec<u64>,
+    /// The app's network, removed after init ended (the launcher is gone).
+    net: Option<appmgr_sandbox::net::NetPlan>,
     version: String,
     settings: Settings,
 }
@@ -343,6 +345,24 @@ impl Supervisor {
                 );
             }
         }
+        // Networks no sandbox holds any more (an appmgrd or a launcher that was killed, the
+        // leftovers stopped above) go now; a live one is never touched.
+        let removed = tokio::task::spawn_blocking(appmgr_sandbox::net::remove_stale).await;
+        match removed {
+            Ok(Ok(names)) if !names.is_empty() => journal::log(
+                journal::WARNING,
+                None,
+                None,
+                &format!("removed stale app networks: {}", names.join(", ")),
+            ),
+            Ok(Err(e)) => journal::log(
+                journal::WARNING,
+                None,
+                None,
+                &format!("stale app networks: {e}"),
+            ),
+            _ => {}
+        }
     }
 
     /// `Start`: launches the app under supervision.
@@ -443,6 +463,7 @@ impl Supervisor {
             cgroup,
             counters,
             baseline,
+            net,
             ..
         } = launched;
         let reap_fd = pidfd.clone();
@@ -462,6 +483,16 @@ impl Supervisor {
                 // Limit events, then the cgroup goes (init and the app have ended).
                 let events = read_events(&counters, &baseline);
                 remove_cgroup(&cgroup);
+                if let Some(n) = &net {
+                    if let Err(e) = appmgr_sandbox::net::teardown(n) {
+                        journal::log(
+                            journal::WARNING,
+                            None,
+                            None,
+                            &format!("{}: removing its network: {e}", n.name),
+                        );
+                    }
+                }
                 (st, events)
             })
             .await;
@@ -942,6 +973,7 @@ fn launch_blocking(
             cgroup,
             counters,
             baseline,
+            net: plan.net.clone(),
             version: p.app_version.clone(),
             settings,
         },
