@@ -127,7 +127,7 @@ rm_tree() {
 # device the scenarios make, so it never starts in them), the kernel's modules, and a
 # qt-runner.service that runs /qt/runner from the payload disk. Cached as a raw
 # ext4 image; each boot writes to a qcow2 overlay, so the image stays pristine.
-ROOTFS_PKGS=systemd,systemd-sysv,dbus,bluez,bluez-test-tools,udev,kmod,libostree-1-1,libseccomp2,iproute2,procps,iio-sensor-proxy
+ROOTFS_PKGS=systemd,systemd-sysv,dbus,bluez,bluez-test-tools,udev,kmod,libostree-1-1,libseccomp2,iproute2,nftables,procps,iio-sensor-proxy
 declare -A ROOTFS_IMG
 build_rootfs() {
 	local a=$1 da key img d log

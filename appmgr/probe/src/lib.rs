@@ -485,7 +485,9 @@ fn uevent_mode(secs: i64) -> i32 {
 /// `tcp:HOST:PORT` (connect and read one line: `ok LINE`), `udp:HOST:PORT` (send `ping`,
 /// read the answer), `abstract:NAME` (connect to an abstract unix socket), `resolve:NAME`
 /// (the addresses the app's resolver gives), `listen:PORT` (print `listening`, then accept
-/// one TCP connection within 10 s and answer `hello`), `links` (interfaces and addresses).
+/// one TCP connection within 10 s and answer `hello`), `abstract-listen:NAME` (the same on
+/// an abstract unix socket), `send:HOST:PORT:MIB` (write MIB MiB, print the rate),
+/// `sink:PORT` (print `listening`, read one connection to its end), `links` (the interfaces).
 /// Failures are errno names or `timeout`.
 fn net_mode(targets: &[String]) -> String {
     use std::io::{BufRead, Write};
@@ -556,6 +558,40 @@ fn net_mode(targets: &[String]) -> String {
                     }
                 }
             })()
+        } else if let Some(name) = target.strip_prefix("abstract-listen:") {
+            abstract_listen(name)
+        } else if let Some(spec) = target.strip_prefix("send:") {
+            // send:HOST:PORT:MIB: write MIB MiB of zeros, report the rate.
+            match spec.rsplit_once(':') {
+                Some((hp, mib)) => match mib.parse::<u64>() {
+                    Ok(mib) => addr(hp).and_then(|a| {
+                        let mut s = TcpStream::connect_timeout(&a, t).map_err(err)?;
+                        let buf = vec![0u8; 1 << 20];
+                        let t0 = std::time::Instant::now();
+                        for _ in 0..mib {
+                            s.write_all(&buf).map_err(err)?;
+                        }
+                        s.shutdown(std::net::Shutdown::Write).map_err(err)?;
+                        // The sink closes once it has read everything.
+                        let mut rest = Vec::new();
+                        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+                        let secs = t0.elapsed().as_secs_f64();
+                        Ok(format!("{:.1} MiB/s", mib as f64 / secs))
+                    }),
+                    Err(_) => Err("send:HOST:PORT:MIB".into()),
+                },
+                None => Err("send:HOST:PORT:MIB".into()),
+            }
+        } else if let Some(port) = target.strip_prefix("sink:") {
+            // sink:PORT: print `listening`, read one connection to its end.
+            (|| {
+                let l = TcpListener::bind(format!("0.0.0.0:{port}")).map_err(err)?;
+                println!("listening");
+                let _ = std::io::stdout().flush();
+                let (mut s, _) = l.accept().map_err(err)?;
+                let n = std::io::copy(&mut s, &mut std::io::sink()).map_err(err)?;
+                Ok(format!("read {n}"))
+            })()
         } else if target == "links" {
             Ok(list_dir("/sys/class/net").join(" "))
         } else {
@@ -564,6 +600,32 @@ fn net_mode(targets: &[String]) -> String {
         out.push((target.clone(), esc(&r.unwrap_or_else(|e| e))));
     }
     obj(&out)
+}
+
+/// Listens on the abstract address `name`, prints `listening`, and accepts one connection
+/// within 10 s.
+fn abstract_listen(name: &str) -> Result<String, String> {
+    use rustix::net::{bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::io::Write;
+    let e = |e: rustix::io::Errno| errno_name(e.raw_os_error());
+    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK, None)
+        .map_err(e)?;
+    let a = SocketAddrUnix::new_abstract_name(name.as_bytes()).map_err(e)?;
+    bind(&fd, &a).map_err(e)?;
+    listen(&fd, 4).map_err(e)?;
+    println!("listening");
+    let _ = std::io::stdout().flush();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match rustix::net::accept(&fd) {
+            Ok(_) => return Ok("accepted".into()),
+            Err(rustix::io::Errno::AGAIN) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(rustix::io::Errno::AGAIN) => return Err("timeout".into()),
+            Err(x) => return Err(e(x)),
+        }
+    }
 }
 
 /// Connects a unix stream socket to the abstract address `name`.

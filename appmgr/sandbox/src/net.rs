@@ -516,6 +516,18 @@ pub struct NetHandle {
 /// Creates the app's network (after removing stale leftovers of the same app). Refused
 /// while another instance of the app holds its network. On failure nothing is left.
 pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
+    // The names go into an `ip -batch` script: only the forms `plan` makes are accepted.
+    let uid = p
+        .name
+        .strip_prefix(NAME_PREFIX)
+        .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|u| u.parse::<u32>().ok());
+    if uid.map(host_if) != Some(p.host_if.clone()) {
+        return Err(NetError::Io {
+            step: format!("network names {:?}/{:?}", p.name, p.host_if),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
     let lock = try_lock(&p.name)?.ok_or_else(|| NetError::Busy {
         app: p
             .log_prefix
@@ -699,6 +711,24 @@ mod tests {
         let mut g2 = g.clone();
         g2.talk_to.clear();
         assert!(plan(&id, 70003, &g2, &spec()).unwrap().peers.is_empty());
+    }
+
+    #[test]
+    fn setup_takes_only_the_names_plan_makes() {
+        let id: AppId = "org.example.App".parse().unwrap();
+        let good = plan(&id, 70003, &NetworkGrant::any(), &spec()).unwrap();
+        for (name, hif) in [
+            ("appmgr-70003\nnetns del x", "am-70003"),
+            ("appmgr-70003", "am-70004"),
+            ("other-70003", "am-70003"),
+            ("appmgr-", "am-"),
+        ] {
+            let mut p = good.clone();
+            p.name = name.into();
+            p.host_if = hif.into();
+            let e = setup(&p).unwrap_err();
+            assert!(e.to_string().starts_with("network names"), "{e}");
+        }
     }
 
     #[test]
