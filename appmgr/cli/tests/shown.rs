@@ -182,8 +182,7 @@ fn compare(shown: &Value, seen: &Value, bus_socket_inside: &str) -> Vec<(String,
         };
         let what = format!("{k} {v} shown {}: {seen}", i["status"]);
         match k {
-            "network" | "network.egress" | "network.listen" | "network.dns"
-            | "network.talk-to" => {
+            "network" | "network.egress" | "network.listen" | "network.dns" | "network.talk-to" => {
                 // Never the host's network; provided means the app's own link to it
                 // (tests/network.rs and the sandbox's tests check what it reaches).
                 assert_ne!(seen["namespaces"]["net"], host_ns("net"), "{what}");

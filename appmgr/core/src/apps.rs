@@ -254,28 +254,35 @@ fn mib(b: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn ps(_g: &Ctx) -> CoreResult<Output> {
+/// `appmgr ps`: every running app with its cgroup figures and its network address.
+pub fn ps(g: &Ctx) -> CoreResult<Output> {
     let h = hierarchy()?;
     let all = h
         .list()
         .map_err(|e| Error::new(ErrorClass::Other, format!("cgroups: {e}")))?;
     let running: Vec<_> = all.into_iter().filter(|s| !s.pids.is_empty()).collect();
+    let nets = NetLookup::load(g);
+    let addrs: Vec<Option<std::net::Ipv4Addr>> = running
+        .iter()
+        .map(|s| s.app.as_ref().and_then(|a| nets.address(a, &s.pids)))
+        .collect();
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<32} {:>8} {:>9} {:>9} {:>9} {:>8}  cgroup",
-        "app", "pid", "mem", "peak", "limit", "cpu-s"
+        "{:<32} {:>8} {:>9} {:>9} {:>9} {:>8}  {:<15}  cgroup",
+        "app", "pid", "mem", "peak", "limit", "cpu-s", "address"
     );
-    for s in &running {
+    for (s, addr) in running.iter().zip(&addrs) {
         let _ = writeln!(
             t,
-            "{:<32} {:>8} {:>9} {:>9} {:>9} {:>8.2}  {}{}",
+            "{:<32} {:>8} {:>9} {:>9} {:>9} {:>8.2}  {:<15}  {}{}",
             s.app.as_ref().map(|a| a.as_str()).unwrap_or("?"),
             s.pids.first().copied().unwrap_or(0),
             mib(s.memory_current),
             mib(s.memory_peak),
             mib(s.limits.memory_max),
             s.cpu_time_usec.unwrap_or(0) as f64 / 1e6,
+            addr.map_or_else(|| "-".to_string(), |a| a.to_string()),
             s.path.display(),
             match (s.oom_kills, s.pids_max_hits) {
                 (0, 0) => String::new(),
@@ -283,9 +290,64 @@ pub fn ps(_g: &Ctx) -> CoreResult<Output> {
             }
         );
     }
-    let j =
-        serde_json::to_value(&running).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
-    Ok(Output::new(t, j))
+    let mut j = Vec::with_capacity(running.len());
+    for (s, addr) in running.iter().zip(&addrs) {
+        let mut v =
+            serde_json::to_value(s).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("address".into(), json!(addr.map(|a| a.to_string())));
+        }
+        j.push(v);
+    }
+    Ok(Output::new(t, serde_json::Value::Array(j)))
+}
+
+/// What `ps` needs to tell a running app's network address: the installed apps' uids,
+/// `network-pool` and the first uid of `uid-range` (an app's slot is its uid minus it).
+struct NetLookup {
+    view: View,
+    /// `None` when appmgr.toml cannot be read: no address is shown then.
+    net: Option<(appmgr_types::Ipv4Net, u32)>,
+}
+
+impl NetLookup {
+    fn load(g: &Ctx) -> NetLookup {
+        let net = HostConfig::load(&g.config_dir)
+            .and_then(|h| Ok((h.network_pool()?, h.uid_first()?)))
+            .ok();
+        NetLookup {
+            view: View::new(&g.state_dir),
+            net,
+        }
+    }
+
+    /// The address of `app` (whose processes are `pids`) in its own network, while that
+    /// network exists (`/run/netns/appmgr-UID`) and, where their namespaces can be read,
+    /// while it is the one the app's processes are in. `None` otherwise.
+    fn address(&self, app: &AppId, pids: &[i32]) -> Option<std::net::Ipv4Addr> {
+        use std::os::unix::fs::MetadataExt;
+        let (pool, uid_first) = self.net?;
+        let refs = self.view.installed(app).ok()?;
+        let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        refs.iter().filter_map(|r| r.uid).find_map(|uid| {
+            let ns = std::path::Path::new(appmgr_sandbox::net::NETNS_DIR)
+                .join(format!("{}{uid}", appmgr_sandbox::net::NAME_PREFIX));
+            let ns = id(&ns)?;
+            // The namespaces of other users' processes are readable by root only: then
+            // the network's existence is all there is to go on.
+            let seen: Vec<_> = pids
+                .iter()
+                .filter_map(|p| id(std::path::Path::new(&format!("/proc/{p}/ns/net"))))
+                .collect();
+            if !seen.is_empty() && !seen.contains(&ns) {
+                return None;
+            }
+            let slot = uid.checked_sub(uid_first)?;
+            appmgr_sandbox::net::slot_addrs(pool, slot)
+                .ok()
+                .map(|(_, app_addr)| app_addr)
+        })
+    }
 }
 
 /// The pids in the app's cgroup (`appmgr.slice/app-ID.scope`). None when the host has no

@@ -1,0 +1,384 @@
+//! Service apps' own networks under appmgrd, as root, on a private dbus-daemon: while a
+//! service with a network grant runs, its namespace (`/run/netns/appmgr-UID`), host
+//! interface (`am-UID`) and nft table (`inet appmgr-UID`) exist and `ps` (through the
+//! daemon and locally) shows the address it is reached at; when appmgrd stops it, all three
+//! go; when appmgrd was SIGKILLed, the next appmgrd stops the leftover instance, starts the
+//! service afresh, and what is left of the network is the new instance's (its lock held);
+//! when appmgrd ends (SIGTERM), nothing is left. Skipped (with the reason) when not root or
+//! without `ip` and `nft`, which CI must have. The CLI binaries are not this crate's: `cargo
+//! test --workspace` builds them, or `cargo build --workspace --bins` first.
+use appmgr_testkit::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const BUS_NAME: &str = "org.appmgr.Manager1";
+
+/// This file's own pool and uids: networks are host-wide (`appmgr-UID`), and other tests
+/// run apps with networks in the default ones.
+const POOL: &str = "10.239.0.0/24";
+const UID_RANGE: (u32, u32) = (71300, 71399);
+const PORT: u16 = 7300;
+
+macro_rules! require_net {
+    () => {
+        require_root!("runs appmgrd on a private dbus-daemon; network namespaces, nftables");
+        if let Err(e) = appmgr_sandbox::net::available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "ip and nft must be installed in CI: {e}"
+            );
+            skip_if!(Some(format!("no app networks on this host: {e}")));
+        }
+    };
+}
+
+/// A private bus (system-bus-like policy plus the shipped appmgrd bus policy) and an
+/// appmgrd serving the Env's state dir on it, as in tests/daemon.rs. Both are killed on
+/// drop (appmgrd with SIGTERM: it stops its services first).
+struct Daemon {
+    _bus: PrivateBus,
+    daemon: Option<Child>,
+    address: String,
+    policy_dir: PathBuf,
+    userdb: PathBuf,
+    state: PathBuf,
+    cfg: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(e: &Env) -> Daemon {
+        fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let busdir = e.p("bus");
+        fs::create_dir_all(busdir.join("system.d")).unwrap();
+        fs::copy(
+            repo_root().join("appmgr/daemon/data/org.appmgr.Manager1.conf"),
+            busdir.join("system.d/org.appmgr.Manager1.conf"),
+        )
+        .expect("appmgr/daemon/data/org.appmgr.Manager1.conf is shipped");
+        let bus = PrivateBus::start(&busdir, BusConfig::system_like(Nss::Userdb));
+        let mut d = Daemon {
+            address: bus.address(),
+            policy_dir: bus.policy_dir(),
+            userdb: bus.userdb_dir(),
+            _bus: bus,
+            daemon: None,
+            state: e.state.clone(),
+            cfg: e.cfg.clone(),
+            stderr: e.p("appmgrd.log"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .unwrap();
+        let child = Command::new(binary("appmgrd"))
+            .args(["--state-dir", s(&self.state), "--config-dir", s(&self.cfg)])
+            .args(["--bus-address", &self.address])
+            .args([
+                "--bus-policy-file",
+                s(&self.policy_dir.join("appmgr-apps.conf")),
+            ])
+            .args(["--system-bus-socket", "none"])
+            .args(["--group-file", s(&self.cfg.join("group"))])
+            .args(["--userdb-dir", s(&self.userdb)])
+            .env_remove("NOTIFY_SOCKET")
+            .env("APPMGR_LAUNCH", binary("appmgr-launch"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        // Up when it owns its name and has written the address the CLI reads.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let owned = Command::new("dbus-send")
+                .arg(format!("--bus={}", self.address))
+                .args([
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                ])
+                .arg("org.freedesktop.DBus.NameHasOwner")
+                .arg(format!("string:{BUS_NAME}"))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&owned.stdout).contains("boolean true")
+                && self.state.join("daemon.bus-address").exists()
+            {
+                break;
+            }
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("appmgrd exited ({st}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "appmgrd did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- appmgrd's log ---\n{}", self.log());
+        }
+        self.terminate();
+    }
+}
+
+/// Kills whatever of app `id` still runs when a test fails half-way (an instance a killed
+/// appmgrd left, which no daemon stops), and collects its network.
+struct Leftover<'a>(&'a Env, &'a str);
+
+impl Drop for Leftover<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["--direct", "kill", self.1]);
+        let _ = appmgr_sandbox::net::remove_stale();
+    }
+}
+
+/// What the kernel holds of app network `uid`: namespace, host interface, nft table.
+fn leftovers(uid: u32) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if fs::symlink_metadata(format!("/run/netns/appmgr-{uid}")).is_ok() {
+        v.push("netns");
+    }
+    if fs::symlink_metadata(format!("/sys/class/net/am-{uid}")).is_ok() {
+        v.push("link");
+    }
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
+        .output()
+        .unwrap();
+    if table.status.success() {
+        v.push("table");
+    }
+    v
+}
+
+const ALL: [&str; 3] = ["netns", "link", "table"];
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_gone(uid: u32, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leftovers(uid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        leftovers(uid),
+        Vec::<&str>::new(),
+        "the network of uid {uid} is left {when}"
+    );
+}
+
+fn status(e: &Env, id: &str) -> serde_json::Value {
+    let r = e.run(&["--json", "status", id]);
+    if r.code != 0 {
+        return serde_json::Value::Null;
+    }
+    r.json()
+}
+
+fn running_pid(e: &Env, id: &str) -> Option<u64> {
+    let st = status(e, id);
+    (st["state"] == "running")
+        .then(|| st["pid"].as_u64())
+        .flatten()
+}
+
+/// `id`'s address as `ps --json` shows it (`args` before `ps`: `--direct` or nothing).
+fn ps_address(e: &Env, args: &[&str], id: &str) -> serde_json::Value {
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    argv.push("ps");
+    let ps = e.ok(&argv).json();
+    let mine: Vec<_> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["app"] == id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{ps}");
+    mine[0]["address"].clone()
+}
+
+/// The body of `GET /marker` from the service's web server at `addr`.
+fn fetch_marker(addr: std::net::Ipv4Addr) -> String {
+    let mut c = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((addr, PORT)),
+        Duration::from_secs(3),
+    )
+    .unwrap_or_else(|err| panic!("connect to {addr}:{PORT}: {err}"));
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"GET /marker HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    r
+}
+
+/// Whether the network's lock is held: [`appmgr_sandbox::net::remove_stale`] (what
+/// appmgrd does at start) leaves the network alone.
+fn kept_by_remove_stale(uid: u32) -> bool {
+    let removed = appmgr_sandbox::net::remove_stale().unwrap();
+    !removed.contains(&format!("appmgr-{uid}"))
+}
+
+#[test]
+fn a_services_network_lives_and_goes_with_the_service() {
+    require_net!();
+    let id = "org.example.NetService";
+    let e = Env::new();
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ network = {{ listen = [\"{PORT}\"] }} }}\n\
+             service = {{ autostart = true, restart = \"on-failure\", restart-delay-ms = 100 }}\n"
+        ),
+    )
+    .unwrap();
+    fs::write(e.cfg.join("group"), "root:x:0:\n").unwrap();
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!(
+            "uid-range = \"{}-{}\"\nnetwork-pool = \"{POOL}\"\n",
+            UID_RANGE.0, UID_RANGE.1
+        ),
+    )
+    .unwrap();
+    e.ok(&["--direct", "install", s(&e.runtime_bundle("1.0.0"))]);
+    // A web server on the listen port, serving a marker only this test knows.
+    let marker = format!("appmgr-net-test-{}", std::process::id());
+    let root = e.p("svc");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("share")).unwrap();
+    fs::write(root.join("share/marker"), &marker).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        format!("#!/usr/bin/sh\nexec busybox httpd -f -p {PORT} -h /app/share\n"),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "{}\n[permissions]\nnetwork = {{ listen = [\"{PORT}\"] }}\n\n[service]\nready = \"started\"\n",
+        app_manifest("1.0.0").replace("org.example.Hello", id)
+    );
+    e.ok(&[
+        "--direct",
+        "install",
+        s(&e.bundle(&manifest, &root, "svc.bundle")),
+    ]);
+    let uid = e.ok(&["--direct", "--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap() as u32;
+    let (_, app_addr) = appmgr_sandbox::net::slot_addrs(
+        POOL.parse().unwrap(),
+        uid.checked_sub(UID_RANGE.0).unwrap(),
+    )
+    .unwrap();
+    let _leftover = Leftover(&e, id);
+    assert_eq!(
+        leftovers(uid),
+        Vec::<&str>::new(),
+        "a network before the app ran"
+    );
+
+    // Autostarted: its network exists, ps shows its address (through appmgrd and
+    // locally), and the app answers there.
+    let mut d = Daemon::start(&e);
+    wait_for("autostart", 20, || running_pid(&e, id).is_some());
+    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(ps_address(&e, &[], id), app_addr.to_string());
+    assert_eq!(ps_address(&e, &["--direct"], id), app_addr.to_string());
+    let r = fetch_marker(app_addr);
+    assert!(r.contains(&marker), "{r}");
+
+    // Stopped through appmgrd: all of it goes.
+    let r = e.ok(&["--json", "stop", id]);
+    assert_eq!(r.json()["state"], "stopped");
+    wait_gone(uid, "after Stop");
+
+    // Started again through appmgrd, then appmgrd is SIGKILLed: the instance it left
+    // keeps running with its network, which is not stale (init holds the lock).
+    e.ok(&["start", id]);
+    wait_for("Start", 20, || running_pid(&e, id).is_some());
+    assert_eq!(leftovers(uid), ALL);
+    let old = running_pid(&e, id).unwrap();
+    d.kill9();
+    assert!(Path::new(&format!("/proc/{old}")).exists());
+    assert_eq!(leftovers(uid), ALL);
+    assert!(
+        kept_by_remove_stale(uid),
+        "a running app's network was removed"
+    );
+    assert!(fetch_marker(app_addr).contains(&marker));
+
+    // The next appmgrd stops the leftover and autostarts the service afresh: the network
+    // there is the new instance's (held: nothing stale is removed), and it answers.
+    d.spawn();
+    wait_for("the restart by the new appmgrd", 20, || {
+        running_pid(&e, id).is_some_and(|p| p != old)
+    });
+    wait_for("the leftover to end", 10, || {
+        fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    assert!(d.log().contains("leftover"), "{}", d.log());
+    assert_eq!(leftovers(uid), ALL);
+    assert!(
+        kept_by_remove_stale(uid),
+        "the new instance's network was removed"
+    );
+    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(ps_address(&e, &[], id), app_addr.to_string());
+    let r = fetch_marker(app_addr);
+    assert!(r.contains(&marker), "{r}");
+
+    // Killed through appmgrd (not restarted): gone; started again, then appmgrd ends
+    // (SIGTERM stops its services): gone.
+    e.ok(&["kill", id]);
+    wait_gone(uid, "after Kill");
+    e.ok(&["start", id]);
+    wait_for("Start", 20, || running_pid(&e, id).is_some());
+    assert_eq!(leftovers(uid), ALL);
+    drop(d);
+    wait_gone(uid, "after appmgrd ended");
+}
