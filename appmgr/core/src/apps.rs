@@ -361,7 +361,7 @@ pub fn running_pids(app: &AppId) -> CoreResult<Vec<i32>> {
         .map_err(|e| Error::new(ErrorClass::Other, format!("{app}: cgroups: {e}")))
 }
 
-pub fn kill(_g: &Ctx, id: &str) -> CoreResult<Output> {
+pub fn kill(g: &Ctx, id: &str) -> CoreResult<Output> {
     let app = AppId::new(id)?;
     let h = hierarchy()?;
     let cg = h.cgroup(&app);
@@ -375,6 +375,14 @@ pub fn kill(_g: &Ctx, id: &str) -> CoreResult<Output> {
     let n = cg
         .kill()
         .map_err(|e| Error::new(ErrorClass::Other, format!("{app}: {e}")))?;
+    // An instance nobody watches (left by a killed appmgrd) leaves its network to whoever
+    // ends it; a watched one is removed by its launcher or appmgrd, whichever is first.
+    if let Some(uid) = resolve_view(&View::new(&g.state_dir), id)
+        .ok()
+        .and_then(|i| i.uid)
+    {
+        let _ = appmgr_sandbox::net::remove_if_stale(uid, std::time::Duration::from_secs(2));
+    }
     Ok(Output::new(
         format!("killed {app} ({n} processes)\n"),
         json!({"id": app, "killed": n}),

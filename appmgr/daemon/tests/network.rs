@@ -381,4 +381,13 @@ fn a_services_network_lives_and_goes_with_the_service() {
     assert_eq!(leftovers(uid), ALL);
     drop(d);
     wait_gone(uid, "after appmgrd ended");
+
+    // An instance nobody watches any more (its appmgrd was SIGKILLed, none runs now),
+    // ended by `appmgr kill`: the kill removes its network.
+    let mut d = Daemon::start(&e);
+    wait_for("autostart", 20, || running_pid(&e, id).is_some());
+    d.kill9();
+    assert_eq!(leftovers(uid), ALL);
+    e.ok(&["--direct", "kill", id]);
+    wait_gone(uid, "after kill of an unwatched instance");
 }

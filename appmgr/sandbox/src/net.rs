@@ -354,6 +354,8 @@ const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long teardown waits for init to let go of the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long set-up waits for a collector to finish with the lock.
+const SETUP_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// A failed network step.
 #[derive(Debug, thiserror::Error)]
@@ -528,7 +530,9 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             source: io::Error::from(io::ErrorKind::InvalidInput),
         });
     }
-    let lock = try_lock(&p.name)?.ok_or_else(|| NetError::Busy {
+    // A collector (`remove_stale`, a `kill`) holds the lock for the few milliseconds of a
+    // removal: wait that out, not a live instance.
+    let lock = lock_within(&p.name, SETUP_LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
         app: p
             .log_prefix
             .trim_start_matches("appmgr drop ")
@@ -572,21 +576,46 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
 /// Removes the app's network once its sandbox has ended: waits (bounded) until init has
 /// let go of the lock, so a network still in use is never removed.
 pub fn teardown(p: &NetPlan) -> Result<(), NetError> {
-    let deadline = Instant::now() + LOCK_WAIT;
-    let lock = loop {
-        if let Some(l) = try_lock(&p.name)? {
-            break l;
-        }
-        if Instant::now() > deadline {
-            return Err(NetError::Busy {
-                app: p.name.clone(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let lock = lock_within(&p.name, LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
+        app: p.name.clone(),
+    })?;
     let r = remove(&p.name, &p.host_if);
     drop(lock);
     r
+}
+
+/// The lock of network `name`, waiting up to `wait` for its holder to let go.
+fn lock_within(name: &str, wait: Duration) -> Result<Option<OwnedFd>, NetError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(l) = try_lock(name)? {
+            return Ok(Some(l));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Removes the network of the app with `uid` if it exists and no sandbox holds it,
+/// waiting up to `wait` for a dying sandbox to let go (`appmgr kill` of an instance no
+/// launcher or appmgrd watches). `Ok(true)`: it was removed.
+pub fn remove_if_stale(uid: u32, wait: Duration) -> Result<bool, NetError> {
+    let name = format!("{NAME_PREFIX}{uid}");
+    if !Path::new(NETNS_DIR).join(&name).exists()
+        && !Path::new("/sys/class/net").join(host_if(uid)).exists()
+    {
+        return Ok(false);
+    }
+    match lock_within(&name, wait)? {
+        Some(lock) => {
+            let r = remove(&name, &host_if(uid));
+            drop(lock);
+            r.map(|()| true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Finds app networks no sandbox holds (left by a killed launcher or appmgrd) and
@@ -617,6 +646,7 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
     names.sort();
     names.dedup();
     let mut removed = Vec::new();
+    let mut first_err = None;
     for name in names {
         let Some(uid) = name.strip_prefix(NAME_PREFIX) else {
             continue;
@@ -624,13 +654,27 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
         let Ok(uid) = uid.parse::<u32>() else {
             continue;
         };
-        if let Some(lock) = try_lock(&name)? {
-            remove(&name, &host_if(uid))?;
-            drop(lock);
-            removed.push(name);
+        // One network that cannot be removed does not keep the others.
+        let r = try_lock(&name).and_then(|l| match l {
+            Some(lock) => {
+                let r = remove(&name, &host_if(uid));
+                drop(lock);
+                r.map(|()| true)
+            }
+            None => Ok(false),
+        });
+        match r {
+            Ok(true) => removed.push(name),
+            Ok(false) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
-    Ok(removed)
+    match first_err {
+        Some(e) if removed.is_empty() => Err(e),
+        _ => Ok(removed),
+    }
 }
 
 /// Init's half: joins the namespace and configures the app's end.
