@@ -238,9 +238,8 @@ pub fn ruleset(p: &NetPlan) -> Value {
     let t = p.name.as_str();
     let h = p.host_if.as_str();
     let mut cmds: Vec<Value> = Vec::new();
-    // "add" then "delete" then "add": a stale table of the same name goes, atomically.
-    cmds.push(json!({"add": {"table": {"family": "inet", "name": t}}}));
-    cmds.push(json!({"delete": {"table": {"family": "inet", "name": t}}}));
+    // A stale table of the same name was removed before (`setup`); deleting one here
+    // would cost every launch an RCU grace period.
     cmds.push(json!({"add": {"table": {"family": "inet", "name": t}}}));
     let chain = |name: &str, ty: &str, hook: &str, prio: i32| {
         json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty,
@@ -480,6 +479,7 @@ fn try_lock(name: &str) -> Result<Option<OwnedFd>, NetError> {
 /// pair, namespace). The caller holds the lock.
 fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
     let mut first = None;
+    // The rules first: nothing is allowed any more, whatever else remains.
     let table = json!({"nftables": [
         {"add": {"table": {"family": "inet", "name": name}}},
         {"delete": {"table": {"family": "inet", "name": name}}},
@@ -492,19 +492,39 @@ fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
     ) {
         first.get_or_insert(e);
     }
-    if Path::new("/sys/class/net").join(host_if).exists() {
-        if let Err(e) = run_tool("ip", &["link", "del", host_if], b"", "remove the veth pair") {
-            first.get_or_insert(e);
-        }
-    }
     if Path::new(NETNS_DIR).join(name).exists() {
+        // The namespace's last reference: the kernel destroys it, and with it the pair,
+        // in the background (no synchronous RCU wait of `ip link del` here).
         if let Err(e) = run_tool("ip", &["netns", "del", name], b"", "remove the namespace") {
             first.get_or_insert(e);
         }
+    } else if Path::new("/sys/class/net").join(host_if).exists() {
+        // A pair without its namespace (a set-up cut short), or one being destroyed.
+        if let Err(e) = run_tool("ip", &["link", "del", host_if], b"", "remove the veth pair") {
+            if Path::new("/sys/class/net").join(host_if).exists() {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if first.is_none() {
+        let _ = std::fs::remove_file(marker_path(name));
     }
     // The lock file stays: unlinking it would let a second locker in on a new file while
     // a holder still has the old one.
     first.map_or(Ok(()), Err)
+}
+
+/// Exists from the start of a set-up until a removal completed: a network with it may be
+/// half made or half removed, and is removed whole before the next set-up.
+fn marker_path(name: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{name}.up"))
+}
+
+/// Whether anything of network `name` may exist (checked without running a tool).
+fn may_exist(name: &str, host_if: &str) -> bool {
+    marker_path(name).exists()
+        || Path::new(NETNS_DIR).join(name).exists()
+        || Path::new("/sys/class/net").join(host_if).exists()
 }
 
 /// A network set up for one launch: the namespace (joined by init with `setns`) and the
@@ -539,7 +559,11 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             .trim_end_matches(": ")
             .into(),
     })?;
-    remove(&p.name, &p.host_if)?;
+    if may_exist(&p.name, &p.host_if) {
+        remove(&p.name, &p.host_if)?;
+    }
+    std::fs::write(marker_path(&p.name), b"")
+        .map_err(io_err(format!("write {}", marker_path(&p.name).display())))?;
     let done = (|| {
         run_tool(
             "ip",
@@ -603,9 +627,7 @@ fn lock_within(name: &str, wait: Duration) -> Result<Option<OwnedFd>, NetError> 
 /// launcher or appmgrd watches). `Ok(true)`: it was removed.
 pub fn remove_if_stale(uid: u32, wait: Duration) -> Result<bool, NetError> {
     let name = format!("{NAME_PREFIX}{uid}");
-    if !Path::new(NETNS_DIR).join(&name).exists()
-        && !Path::new("/sys/class/net").join(host_if(uid)).exists()
-    {
+    if !may_exist(&name, &host_if(uid)) {
         return Ok(false);
     }
     match lock_within(&name, wait)? {
@@ -626,6 +648,14 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
     if let Ok(rd) = std::fs::read_dir(NETNS_DIR) {
         for e in rd.flatten() {
             names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    // Set-ups or removals cut short.
+    if let Ok(rd) = std::fs::read_dir(LOCK_DIR) {
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_string_lossy().strip_suffix(".up") {
+                names.push(n.to_string());
+            }
         }
     }
     if tool("nft").is_ok() {

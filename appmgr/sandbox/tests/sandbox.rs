@@ -2224,6 +2224,16 @@ fn leftovers(uid: u32) -> Vec<String> {
     v
 }
 
+/// Waits (5 s at most) until nothing of app network `uid` is left: the kernel destroys a
+/// removed namespace's pair in the background.
+fn assert_gone(uid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leftovers(uid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(leftovers(uid), Vec::<String>::new(), "{what}");
+}
+
 fn net_spec(w: &World, uid: u32, slot: u32, args: &[&str], grant: &str) -> LaunchSpec {
     let mut s = w.spec(args);
     s.uid = uid;
@@ -2289,12 +2299,7 @@ fn own_network_reaches_only_what_is_granted() {
     assert_eq!(r[&targets[4]], "EHOSTUNREACH", "{r}");
     assert_eq!(r[&targets[5]], "ECONNREFUSED", "{r}");
     assert_eq!(r[&targets[6]], remote.addr.to_string(), "{r}");
-    assert_eq!(
-        leftovers(uid),
-        Vec::<String>::new(),
-        "removed after the app ended: {}",
-        o.stderr
-    );
+    assert_gone(uid, &format!("removed after the app ended: {}", o.stderr));
 }
 
 /// Starts app `s` (a probe that prints `listening` first) and returns it with its stdout.
@@ -2387,11 +2392,7 @@ fn apps_reach_each_other_only_when_both_grants_say_so() {
         .unwrap();
         bproc.wait().unwrap();
         for uid in [a_uid, b_uid] {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !leftovers(uid).is_empty() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            assert_eq!(leftovers(uid), Vec::<String>::new(), "uid {uid}");
+            assert_gone(uid, &format!("uid {uid}"));
         }
     }
 }
@@ -2440,5 +2441,5 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
     // launch takes its place.
     let removed = appmgr_sandbox::net::remove_stale().unwrap();
     assert!(removed.contains(&format!("appmgr-{uid}")), "{removed:?}");
-    assert_eq!(leftovers(uid), Vec::<String>::new());
+    assert_gone(uid, "after remove_stale");
 }

@@ -322,10 +322,37 @@ fn net_cleanup(plan: &LaunchPlan) {
     }
 }
 
-fn net_teardown(app_id: &str, n: &crate::net::NetPlan) {
-    // The launcher's children would go to the sandbox's pid namespace, which died with
-    // init (fork fails with ENOMEM there): `ip` and `nft` run in the host's again.
-    let back = rfs::open(
+/// [`net_teardown`] in a child the launcher does not wait for: the caller of `appmgr
+/// run` gets the app's status without the tens of milliseconds the kernel takes to free
+/// the rules (an RCU grace period). The child holds the network's lock while it works,
+/// so the app's next launch waits for it (bounded); if it dies, the network is stale and
+/// collected like any other. Falls back to removing it here when it cannot fork.
+fn net_teardown_detached(app_id: &str, n: &crate::net::NetPlan) {
+    if let Err(e) = host_pid_namespace() {
+        eprintln!("appmgr: {app_id}: removing its network: pid namespace: {e}");
+        return;
+    }
+    match sys::fork() {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            // Nothing of the caller's: its pipes must see EOF when the launcher exits.
+            if let Ok(null) = rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            {
+                for fd in 0..3 {
+                    let _ = sys::dup2_std(null.as_fd(), fd);
+                }
+            }
+            let _ = crate::net::teardown(n);
+            std::process::exit(0);
+        }
+        Err(_) => net_teardown(app_id, n),
+    }
+}
+
+/// Children of the launcher are created in the host's pid namespace again (the sandbox's
+/// died with init: fork fails with ENOMEM there).
+fn host_pid_namespace() -> io::Result<()> {
+    rfs::open(
         "/proc/self/ns/pid",
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
@@ -335,12 +362,13 @@ fn net_teardown(app_id: &str, n: &crate::net::NetPlan) {
             fd.as_fd(),
             Some(rustix::thread::LinkNameSpaceType::ProcessID),
         )
-    });
-    if let Err(e) = back {
-        eprintln!(
-            "appmgr: {app_id}: removing its network: pid namespace: {}",
-            rx(e)
-        );
+    })
+    .map_err(rx)
+}
+
+fn net_teardown(app_id: &str, n: &crate::net::NetPlan) {
+    if let Err(e) = host_pid_namespace() {
+        eprintln!("appmgr: {app_id}: removing its network: pid namespace: {e}");
         return;
     }
     if let Err(e) = crate::net::teardown(n) {
@@ -412,7 +440,7 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             drop(alive);
             after_exit(&app_id, &after, &baseline);
             if let Some(n) = &net_plan {
-                net_teardown(&app_id, n);
+                net_teardown_detached(&app_id, n);
             }
             code
         }

@@ -167,5 +167,11 @@ RRECOMMENDS:${PN} += "dbus"
 # that create, resize and export the images, and the loop driver where it is a module.
 # Only apps whose policy sets storage-max need them, so recommendations.
 RRECOMMENDS:${PN} += "e2fsprogs-mke2fs e2fsprogs-resize2fs e2fsprogs-e2fsck e2fsprogs kernel-module-loop"
+# Per-app networks (docs/network.md): iproute2's ip (namespace, veth) and nft (the rules,
+# JSON API), and the kernel parts where they are modules. Without them a network grant is
+# shown not provided and the app gets only lo, so recommendations.
+RRECOMMENDS:${PN} += "iproute2-ip nftables kernel-module-veth kernel-module-nf-tables \
+    kernel-module-nft-nat kernel-module-nft-masq kernel-module-nft-reject-inet \
+    kernel-module-nft-ct kernel-module-nft-limit kernel-module-nft-log"
 
 BBCLASSEXTEND = "native"
