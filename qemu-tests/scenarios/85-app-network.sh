@@ -27,7 +27,9 @@ ip -n qt-remote link set lo up
 ip -n qt-remote link set eth0 up
 ip -n qt-remote addr add 10.236.1.2/30 dev eth0
 ip -n qt-remote route add default via 10.236.1.1
-echo 1 >/proc/sys/net/ipv4/conf/qt-r0/forwarding
+# qt-r0 is left as the guest made it (not forwarding), like an uplink: appmgr makes the
+# replies to its apps come back through it.
+fwd_before=$(cat /proc/sys/net/ipv4/ip_forward)
 echo "10.236.1.2 remote.qt" >>/etc/hosts
 # serve PORT: one connection answered "hello" by the probe inside the remote namespace
 serve() { ip netns exec qt-remote "$probe" net "listen:$1" >/tmp/qt-serve-$1 2>&1 & }
@@ -91,6 +93,11 @@ check links "eth0 lo"
 qt_ok "allowed destinations answer (by address and by name); unlisted port, host address, host loopback refused"
 grep -q "accepted 10.236.1.1" /tmp/qt-serve-7001 || qt_fail "the remote did not see the guest's address (NAT): $(cat /tmp/qt-serve-7001)"
 qt_ok "the remote saw the guest's address (NAT)"
+[ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] || qt_fail "ip_forward is not on after an app network"
+if [ "$fwd_before" = 0 ]; then
+	nft list table inet appmgr-forward-guard >/dev/null || qt_fail "forwarding turned on without the guard table"
+	qt_ok "forwarding turned on for apps only (guard table loaded first)"
+fi
 
 # the refused attempts are in the kernel's journal, tagged with the app
 n=20

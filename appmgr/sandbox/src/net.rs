@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// The default address pool; each app gets the `/30` at its slot.
 pub const DEFAULT_POOL: &str = "10.233.0.0/16";
+/// The nft table of [`guard_ruleset`].
+pub const GUARD_TABLE: &str = "appmgr-forward-guard";
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 /// Lock files of live app networks (held by each sandbox's init).
@@ -332,6 +335,24 @@ pub fn ruleset(p: &NetPlan) -> Value {
     json!({ "nftables": cmds })
 }
 
+/// The table that keeps a host which did not forward from forwarding anything but the
+/// apps' traffic, once appmgr turned IPv4 forwarding on for them ([`GUARD_TABLE`]).
+pub fn guard_ruleset() -> Value {
+    let t = GUARD_TABLE;
+    json!({"nftables": [
+        {"add": {"table": {"family": "inet", "name": t}}},
+        {"delete": {"table": {"family": "inet", "name": t}}},
+        {"add": {"table": {"family": "inet", "name": t}}},
+        {"add": {"chain": {"family": "inet", "table": t, "name": "forward", "type": "filter",
+            "hook": "forward", "prio": -5, "policy": "accept"}}},
+        {"add": {"rule": {"family": "inet", "table": t, "chain": "forward", "expr": [
+            meta("iifname", "!=", json!("am-*")),
+            meta("oifname", "!=", json!("am-*")),
+            {"drop": null},
+        ]}}},
+    ]})
+}
+
 /// The `ip -batch` lines that create the namespace and the pair and configure the host
 /// end. The app end is configured by init, inside ([`crate::sys::configure_app_if`]).
 pub fn ip_batch(p: &NetPlan) -> String {
@@ -571,6 +592,7 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             ip_batch(p).as_bytes(),
             "create the network",
         )?;
+        ensure_forwarding()?;
         let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
         std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
         run_tool(
@@ -595,6 +617,24 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             Err(e)
         }
     }
+}
+
+/// Replies to an app's traffic arrive on the host's uplink and are forwarded only if that
+/// interface forwards. A host that forwards (`ip_forward` 1) stays as it is; on one that
+/// does not, forwarding is turned on with [`guard_ruleset`] loaded first, so the host still
+/// forwards nothing that is not to or from an app.
+fn ensure_forwarding() -> Result<(), NetError> {
+    let on = std::fs::read_to_string(IP_FORWARD).map_err(io_err(format!("read {IP_FORWARD}")))?;
+    if on.trim() == "1" {
+        return Ok(());
+    }
+    run_tool(
+        "nft",
+        &["-j", "-f", "-"],
+        guard_ruleset().to_string().as_bytes(),
+        "load the forwarding guard",
+    )?;
+    std::fs::write(IP_FORWARD, b"1").map_err(io_err(format!("write {IP_FORWARD}")))
 }
 
 /// Removes the app's network once its sandbox has ended: waits (bounded) until init has

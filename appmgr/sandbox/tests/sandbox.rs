@@ -2140,7 +2140,8 @@ impl Remote {
         ip(&["-n", &name, "addr", "add", &addr, "dev", "eth0"]);
         let gw = format!("10.236.{n}.1");
         ip(&["-n", &name, "route", "add", "default", "via", &gw]);
-        std::fs::write(format!("/proc/sys/net/ipv4/conf/{host_if}/forwarding"), "1").unwrap();
+        // Not forwarding: the host's side of a remote is like an uplink; appmgr makes replies
+        // to apps come back through it.
         Remote {
             name,
             host_if,
@@ -2173,6 +2174,24 @@ impl Remote {
         });
         ready_rx.recv().unwrap();
         rx
+    }
+}
+
+impl Remote {
+    /// Whether a TCP connection from inside this namespace to `to` succeeds (2 s).
+    fn connects(&self, to: std::net::SocketAddr) -> bool {
+        let ns = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).unwrap();
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok()
+        })
+        .join()
+        .unwrap()
     }
 }
 
@@ -2299,6 +2318,30 @@ fn own_network_reaches_only_what_is_granted() {
     assert_eq!(r[&targets[4]], "EHOSTUNREACH", "{r}");
     assert_eq!(r[&targets[5]], "ECONNREFUSED", "{r}");
     assert_eq!(r[&targets[6]], remote.addr.to_string(), "{r}");
+    // The host forwards now. Where appmgr turned that on (the host did not forward before
+    // its first app network: the guard table exists), only for apps: two namespaces of
+    // the host's own still cannot talk through it.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let guard = Command::new("nft")
+        .args(["list", "table", "inet", appmgr_sandbox::net::GUARD_TABLE])
+        .output()
+        .unwrap();
+    if guard.status.success() {
+        let other = Remote::new(2);
+        let _srv = other.serve(7005);
+        assert!(!remote.connects((other.addr, 7005).into()));
+        // The same from the host itself (not forwarded) works: the server is up.
+        assert!(std::net::TcpStream::connect_timeout(
+            &(other.addr, 7005).into(),
+            Duration::from_secs(2)
+        )
+        .is_ok());
+    }
     assert_gone(uid, &format!("removed after the app ended: {}", o.stderr));
 }
 
