@@ -11,11 +11,9 @@ use appmgr_testkit::*;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BUS_NAME: &str = "org.appmgr.Manager1";
 
 /// This file's own pool and uids: networks are host-wide (`appmgr-UID`), and other tests
 /// run apps with networks in the default ones.
@@ -36,127 +34,8 @@ macro_rules! require_net {
     };
 }
 
-/// A private bus (system-bus-like policy plus the shipped appmgrd bus policy) and an
-/// appmgrd serving the Env's state dir on it, as in tests/daemon.rs. Both are killed on
-/// drop (appmgrd with SIGTERM: it stops its services first).
-struct Daemon {
-    _bus: PrivateBus,
-    daemon: Option<Child>,
-    address: String,
-    policy_dir: PathBuf,
-    userdb: PathBuf,
-    state: PathBuf,
-    cfg: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(e: &Env) -> Daemon {
-        fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let busdir = e.p("bus");
-        fs::create_dir_all(busdir.join("system.d")).unwrap();
-        fs::copy(
-            repo_root().join("appmgr/daemon/data/org.appmgr.Manager1.conf"),
-            busdir.join("system.d/org.appmgr.Manager1.conf"),
-        )
-        .expect("appmgr/daemon/data/org.appmgr.Manager1.conf is shipped");
-        let bus = PrivateBus::start(&busdir, BusConfig::system_like(Nss::Userdb));
-        let mut d = Daemon {
-            address: bus.address(),
-            policy_dir: bus.policy_dir(),
-            userdb: bus.userdb_dir(),
-            _bus: bus,
-            daemon: None,
-            state: e.state.clone(),
-            cfg: e.cfg.clone(),
-            stderr: e.p("appmgrd.log"),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr)
-            .unwrap();
-        let child = Command::new(binary("appmgrd"))
-            .args(["--state-dir", s(&self.state), "--config-dir", s(&self.cfg)])
-            .args(["--bus-address", &self.address])
-            .args([
-                "--bus-policy-file",
-                s(&self.policy_dir.join("appmgr-apps.conf")),
-            ])
-            .args(["--system-bus-socket", "none"])
-            .args(["--group-file", s(&self.cfg.join("group"))])
-            .args(["--userdb-dir", s(&self.userdb)])
-            .env_remove("NOTIFY_SOCKET")
-            .env("APPMGR_LAUNCH", binary("appmgr-launch"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        // Up when it owns its name and has written the address the CLI reads.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let owned = Command::new("dbus-send")
-                .arg(format!("--bus={}", self.address))
-                .args([
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                ])
-                .arg("org.freedesktop.DBus.NameHasOwner")
-                .arg(format!("string:{BUS_NAME}"))
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&owned.stdout).contains("boolean true")
-                && self.state.join("daemon.bus-address").exists()
-            {
-                break;
-            }
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("appmgrd exited ({st}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "appmgrd did not come up: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- appmgrd's log ---\n{}", self.log());
-        }
-        self.terminate();
-    }
-}
+mod harness;
+use harness::Daemon;
 
 /// Kills whatever of app `id` still runs when a test fails half-way (an instance a killed
 /// appmgrd left, which no daemon stops), and collects its network.
