@@ -110,9 +110,9 @@ qt_ok "refused connection attempts are logged (kernel journal)"
 
 # ---- nothing is left after the app
 leftovers() {
-	ip netns list | grep appmgr-
+	ip netns list | grep "appmgr-[0-9]"
 	ip -o link | grep ' am-'
-	nft list tables | grep appmgr-
+	nft list tables | grep "appmgr-[0-9]"
 }
 # gone WHEN: nothing left within 5 s (the kernel destroys a removed namespace's pair in
 # the background)
