@@ -248,6 +248,11 @@ pub fn ruleset(p: &NetPlan) -> Value {
         json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty,
             "hook": hook, "prio": prio, "policy": "accept"}}})
     };
+    // One budget for the log lines of the app's refused attempts, whichever chain refuses.
+    cmds.push(
+        json!({"add": {"limit": {"family": "inet", "table": t, "name": "log",
+        "rate": LOG_RATE_PER_MINUTE, "per": "minute", "burst": 5}}}),
+    );
     cmds.push(chain("forward", "filter", "forward", -5));
     cmds.push(chain("input", "filter", "input", -5));
     cmds.push(chain("output", "filter", "output", -5));
@@ -306,7 +311,7 @@ pub fn ruleset(p: &NetPlan) -> Value {
         vec![
             iif(),
             ct_state(&["new"]),
-            json!({"limit": {"rate": LOG_RATE_PER_MINUTE, "per": "minute", "burst": 5}}),
+            json!({"limit": "log"}),
             json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
         ],
     );
@@ -315,6 +320,15 @@ pub fn ruleset(p: &NetPlan) -> Value {
 
     // input: nothing of the host itself (its addresses, its loopback through them).
     rule("input", vec![iif(), est(), accept()]);
+    rule(
+        "input",
+        vec![
+            iif(),
+            ct_state(&["new"]),
+            json!({"limit": "log"}),
+            json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
+        ],
+    );
     rule("input", vec![iif(), reject()]);
     // output: the host reaches the app only on its listen ports.
     rule("output", vec![oif(), est(), accept()]);
@@ -430,8 +444,11 @@ fn run_tool(name: &'static str, args: &[&str], input: &[u8], step: &str) -> Resu
         .spawn()
         .map_err(io_err(format!("{step}: run {}", path.display())))?;
     if let Some(mut i) = child.stdin.take() {
-        i.write_all(input)
-            .map_err(io_err(format!("{step}: write to {name}")))?;
+        if let Err(e) = i.write_all(input) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io_err(format!("{step}: write to {name}"))(e));
+        }
     }
     let deadline = Instant::now() + TOOL_TIMEOUT;
     loop {
@@ -459,7 +476,8 @@ fn run_tool(name: &'static str, args: &[&str], input: &[u8], step: &str) -> Resu
                     stderr: format!("no answer within {}s", TOOL_TIMEOUT.as_secs()),
                 });
             }
-            None => std::thread::sleep(Duration::from_millis(1)),
+            // A launch waits for these runs (a few ms each): look often.
+            None => std::thread::sleep(Duration::from_micros(100)),
         }
     }
 }
