@@ -605,11 +605,18 @@ fn net_mode(targets: &[String]) -> String {
 /// Listens on the abstract address `name`, prints `listening`, and accepts one connection
 /// within 10 s.
 fn abstract_listen(name: &str) -> Result<String, String> {
-    use rustix::net::{bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use rustix::net::{
+        bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
     use std::io::Write;
     let e = |e: rustix::io::Errno| errno_name(e.raw_os_error());
-    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK, None)
-        .map_err(e)?;
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(e)?;
     let a = SocketAddrUnix::new_abstract_name(name.as_bytes()).map_err(e)?;
     bind(&fd, &a).map_err(e)?;
     listen(&fd, 4).map_err(e)?;
