@@ -151,6 +151,18 @@ fn ps_shows_the_address_the_app_is_reached_at() {
     let ps = e.ok(&["--json", "ps"]).json();
     let mine = entry(&ps, id).unwrap_or_else(|| panic!("{id} not in {ps}"));
     assert_eq!(mine["address"], app_addr.to_string(), "{mine}");
+    // permissions shows the rules a launch applies: the same address, the listen port,
+    // no egress; the app without a network has none.
+    let perms = e.ok(&["--json", "permissions", id]).json();
+    let rules = &perms["network_rules"];
+    assert_eq!(rules["address"], app_addr.to_string(), "{perms}");
+    assert_eq!(rules["listen"], serde_json::json!(["7300/tcp"]), "{perms}");
+    assert_eq!(rules["egress"], serde_json::json!([]), "{perms}");
+    let text = e.ok(&["permissions", id]).stdout;
+    assert!(text.contains(&format!("address {app_addr}/30")), "{text}");
+    assert!(text.contains("  listen 7300/tcp\n"), "{text}");
+    let plain_perms = e.ok(&["--json", "permissions", plain]).json();
+    assert!(plain_perms.get("network_rules").is_none(), "{plain_perms}");
     let other = entry(&ps, plain).unwrap_or_else(|| panic!("{plain} not in {ps}"));
     assert!(other["address"].is_null(), "{other}");
     // Text: the same, `-` for none.

@@ -217,17 +217,66 @@ pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
         let d = resolve_devices(ctx.board.as_ref(), &p)?;
         apply_prepared(&p, Vec::new(), d, None, Default::default(), |_| {})
     });
-    let provided = match plan {
-        Ok(l) => l.provided,
-        Err(e) => not_launchable(&a.grant.permissions, &e.message),
+    let (provided, net) = match plan {
+        Ok(l) => (l.provided, l.plan.net),
+        Err(e) => (not_launchable(&a.grant.permissions, &e.message), None),
     };
     let shown = appmgr_policy::ShownGrant {
         grant: &a.grant,
         provided: &provided,
     };
-    let j =
+    let mut j =
         serde_json::to_value(&shown).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
-    Ok(Output::new(a.grant.render_text(&provided), j))
+    let mut text = a.grant.render_text(&provided);
+    if let Some(n) = &net {
+        let (t, rules) = network_rules(n);
+        text.push_str(&t);
+        j["network_rules"] = rules;
+    }
+    Ok(Output::new(text, j))
+}
+
+/// The rules the app's network would get if it started now (names resolved now): its
+/// address and every destination, inbound port and peer the nft table allows.
+fn network_rules(n: &appmgr_sandbox::net::NetPlan) -> (String, serde_json::Value) {
+    let egress: Vec<String> = if n.any {
+        vec![format!("any outside {}", n.pool)]
+    } else {
+        n.egress
+            .iter()
+            .map(|d| format!("{}:{}/{}", d.net, d.port, d.proto))
+            .collect()
+    };
+    let listen: Vec<String> = n.listen.iter().map(|l| l.to_string()).collect();
+    let peers: Vec<String> = n
+        .peers
+        .iter()
+        .map(|p| format!("{} ({})", p.app, p.addr))
+        .collect();
+    let mut t = format!(
+        "network rules (as a launch now would apply them):\n  address {}/30 via {} (NAT to the host's address)\n",
+        n.app_addr, n.host_addr
+    );
+    for (what, v) in [
+        ("egress", &egress),
+        ("listen", &listen),
+        ("talk-to", &peers),
+    ] {
+        for x in v {
+            t.push_str(&format!("  {what} {x}\n"));
+        }
+    }
+    if egress.is_empty() {
+        t.push_str("  egress none\n");
+    }
+    let j = json!({
+        "address": n.app_addr.to_string(),
+        "gateway": n.host_addr.to_string(),
+        "egress": egress,
+        "listen": listen,
+        "talk-to": peers,
+    });
+    (t, j)
 }
 
 /// Every item not provided: the app cannot be launched at all (`reason`).
