@@ -41,6 +41,8 @@ pub struct LaunchCtx {
     pub net_pool: appmgr_types::Ipv4Net,
     /// The first uid of `uid-range` (network slot 0).
     pub uid_first: u32,
+    /// `network-mode = "routed"` of appmgr.toml (no NAT).
+    pub net_routed: bool,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
     /// policy directory and its files, the board profile and its local candidate.
     pub config_inputs: Vec<std::path::PathBuf>,
@@ -76,6 +78,7 @@ impl LaunchCtx {
             host_sockets: host.host_sockets()?,
             net_pool: host.network_pool()?,
             uid_first: host.uid_first()?,
+            net_routed: host.network_routed()?,
             board_path,
             config_inputs,
         })
@@ -253,8 +256,13 @@ fn network_rules(n: &appmgr_sandbox::net::NetPlan) -> (String, serde_json::Value
         .iter()
         .map(|p| format!("{} ({})", p.app, p.addr))
         .collect();
+    let mode = if n.routed {
+        "routed: leaves with its own address"
+    } else {
+        "NAT to the host's address"
+    };
     let mut t = format!(
-        "network rules (as a launch now would apply them):\n  address {}/30 via {} (NAT to the host's address)\n",
+        "network rules (as a launch now would apply them):\n  address {}/30 via {} ({mode})\n",
         n.app_addr, n.host_addr
     );
     for (what, v) in [
@@ -272,6 +280,7 @@ fn network_rules(n: &appmgr_sandbox::net::NetPlan) -> (String, serde_json::Value
     let j = json!({
         "address": n.app_addr.to_string(),
         "gateway": n.host_addr.to_string(),
+        "mode": if n.routed { "routed" } else { "nat" },
         "egress": egress,
         "listen": listen,
         "talk-to": peers,
@@ -660,6 +669,7 @@ fn network_spec(
         resolved: Default::default(),
         nameservers: Vec::new(),
         peers,
+        routed: ctx.net_routed,
     }))
 }
 

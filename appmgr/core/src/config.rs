@@ -25,6 +25,9 @@
 //! # Per-app networks (docs/network.md): each app with a network grant gets the /30 at
 //! # (its uid - the first of uid-range) in this IPv4 pool.
 //! network-pool = "10.233.0.0/16"
+//! # "nat" (default): the apps' traffic leaves with the host's address; "routed": with
+//! # their own, for networks that route network-pool to this host
+//! network-mode = "nat"
 //! ```
 //!
 //! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
@@ -61,6 +64,8 @@ pub struct HostConfig {
     pub pulseaudio_socket: Option<String>,
     /// The IPv4 pool of the per-app networks.
     pub network_pool: Option<String>,
+    /// `nat` or `routed`.
+    pub network_mode: Option<String>,
 }
 
 /// The first uid of the store's default `uid-range` (70000-79999).
@@ -173,6 +178,18 @@ impl HostConfig {
             return Err(bad("must be a /30 or larger network"));
         }
         Ok(n)
+    }
+
+    /// `network-mode`, validated: whether the per-app networks are routed (no NAT).
+    pub fn network_routed(&self) -> CoreResult<bool> {
+        match self.network_mode.as_deref() {
+            None | Some("nat") => Ok(false),
+            Some("routed") => Ok(true),
+            Some(other) => Err(Error::new(
+                ErrorClass::Usage,
+                format!("appmgr.toml: network-mode {other:?}: expected \"nat\" or \"routed\""),
+            )),
+        }
     }
 
     /// The first uid of `uid-range`: an app's network slot is its uid minus this.

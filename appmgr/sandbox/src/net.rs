@@ -62,6 +62,10 @@ pub struct NetSpec {
     /// slots.
     #[serde(default)]
     pub peers: Vec<NetPeer>,
+    /// `network-mode = "routed"`: no NAT; the app's traffic keeps its own address and the
+    /// network must route the pool to this host.
+    #[serde(default)]
+    pub routed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +107,9 @@ pub struct NetPlan {
     pub pool: Ipv4Net,
     /// `network = true`: anything outside the pool.
     pub any: bool,
+    /// No NAT ([`NetSpec::routed`]).
+    #[serde(default)]
+    pub routed: bool,
     pub egress: Vec<Dest>,
     pub listen: Vec<Listen>,
     pub peers: Vec<PeerIf>,
@@ -197,6 +204,7 @@ pub fn plan(
         listen: grant.listen.iter().copied().collect(),
         peers,
         log_prefix: format!("appmgr drop {id}: "),
+        routed: spec.routed,
     })
 }
 
@@ -256,7 +264,9 @@ pub fn ruleset(p: &NetPlan) -> Value {
     cmds.push(chain("forward", "filter", "forward", -5));
     cmds.push(chain("input", "filter", "input", -5));
     cmds.push(chain("output", "filter", "output", -5));
-    cmds.push(chain("postrouting", "nat", "postrouting", 100));
+    if !p.routed {
+        cmds.push(chain("postrouting", "nat", "postrouting", 100));
+    }
     let mut rule = |chain: &str, expr: Vec<Value>| {
         cmds.push(
             json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}}),
@@ -337,15 +347,18 @@ pub fn ruleset(p: &NetPlan) -> Value {
         rule("output", vec![oif(), a, b, accept()]);
     }
     rule("output", vec![oif(), drop()]);
-    // postrouting: leaving the pool, the app's traffic takes the host's address.
-    rule(
-        "postrouting",
-        vec![
-            ip_field("saddr", "==", &Ipv4Net::host(p.app_addr)),
-            ip_field("daddr", "!=", &p.pool),
-            json!({"masquerade": null}),
-        ],
-    );
+    // postrouting: leaving the pool, the app's traffic takes the host's address (unless
+    // the network routes the pool to this host).
+    if !p.routed {
+        rule(
+            "postrouting",
+            vec![
+                ip_field("saddr", "==", &Ipv4Net::host(p.app_addr)),
+                ip_field("daddr", "!=", &p.pool),
+                json!({"masquerade": null}),
+            ],
+        );
+    }
     json!({ "nftables": cmds })
 }
 
@@ -794,6 +807,7 @@ mod tests {
                 uid: 70010,
                 slot: 10,
             }],
+            routed: false,
         }
     }
 

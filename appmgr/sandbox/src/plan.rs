@@ -1333,6 +1333,7 @@ pub(crate) mod tests {
             resolved: Default::default(),
             nameservers: vec![],
             peers: vec![],
+            routed: false,
         });
         let pn = build_plan(&with_net).unwrap();
         assert!(resolv(&pn) && pn.net.as_ref().unwrap().any);

@@ -292,6 +292,7 @@ mod tests {
             resolved: [("a.example".to_string(), vec![])].into(),
             nameservers: vec![],
             peers: vec![],
+            routed: false,
         });
         let p = &mut s.permissions;
         p.network = appmgr_types::NetworkGrant::any();
@@ -433,6 +434,7 @@ mod tests {
                 uid: 70009,
                 slot: 9,
             }],
+            routed: false,
         });
         let plan = build_plan(&s).unwrap();
         let v = provisions(&s, &plan, &BTreeMap::new(), &BTreeMap::new());

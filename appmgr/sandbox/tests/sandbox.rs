@@ -134,6 +134,7 @@ fn own_network(slot: u32) -> appmgr_sandbox::net::NetSpec {
         resolved: Default::default(),
         nameservers: vec![],
         peers: vec![],
+        routed: false,
     }
 }
 
@@ -2485,4 +2486,26 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
     let removed = appmgr_sandbox::net::remove_stale().unwrap();
     assert!(removed.contains(&format!("appmgr-{uid}")), "{removed:?}");
     assert_gone(uid, "after remove_stale");
+}
+
+#[test]
+fn a_routed_network_keeps_the_apps_own_address() {
+    require_net!();
+    let w = World::new();
+    let remote = Remote::new(3);
+    let seen = remote.serve(7001);
+    let uid = UID + 130;
+    let target = format!("tcp:{}:7001", remote.addr);
+    let grant = format!(r#"{{"egress": ["{}:7001"]}}"#, remote.addr);
+    let mut s = net_spec(&w, uid, 30, &["net", &target], &grant);
+    s.network.as_mut().unwrap().routed = true;
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(r[&target], "ok hi-7001", "{r}");
+    // No NAT: the remote (whose default route is the host) saw the app's own address,
+    // slot 30 of 10.235.0.0/24.
+    let peer = seen.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(peer.to_string(), "10.235.0.122");
+    assert_gone(uid, "after a routed app");
 }
