@@ -170,8 +170,8 @@ RRECOMMENDS:${PN} += "e2fsprogs-mke2fs e2fsprogs-resize2fs e2fsprogs-e2fsck e2fs
 # Per-app networks (docs/network.md): iproute2's ip (namespace, veth) and nft (the rules,
 # JSON API), and the kernel parts where they are modules. Without them a network grant is
 # shown not provided and the app gets only lo, so recommendations.
-RRECOMMENDS:${PN} += "iproute2-ip nftables kernel-module-veth kernel-module-nf-tables \
-    kernel-module-nft-nat kernel-module-nft-masq kernel-module-nft-reject-inet \
-    kernel-module-nft-ct kernel-module-nft-limit kernel-module-nft-log"
+RRECOMMENDS:${PN} += "iproute2-ip nftables kernel-module-veth kernel-module-nf-tables"
+RRECOMMENDS:${PN} += "kernel-module-nft-nat kernel-module-nft-masq kernel-module-nft-reject-inet"
+RRECOMMENDS:${PN} += "kernel-module-nft-ct kernel-module-nft-limit kernel-module-nft-log"
 
 BBCLASSEXTEND = "native"
