@@ -15,38 +15,6 @@ use std::time::{Duration, Instant};
 const POOL: &str = "10.238.0.0/24";
 const UID_RANGE: (u32, u32) = (71200, 71299);
 
-macro_rules! require_net {
-    () => {
-        require_root!("network namespaces, nftables, cgroups");
-        if let Err(e) = appmgr_sandbox::net::available() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "ip and nft must be installed in CI: {e}"
-            );
-            skip_if!(Some(format!("no app networks on this host: {e}")));
-        }
-    };
-}
-
-/// What the kernel holds of app network `uid`: namespace, host interface, nft table.
-fn leftovers(uid: u32) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if fs::symlink_metadata(format!("/run/netns/appmgr-{uid}")).is_ok() {
-        v.push("netns");
-    }
-    if fs::symlink_metadata(format!("/sys/class/net/am-{uid}")).is_ok() {
-        v.push("link");
-    }
-    let table = std::process::Command::new("nft")
-        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
-        .output()
-        .unwrap();
-    if table.status.success() {
-        v.push("table");
-    }
-    v
-}
-
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -105,7 +73,7 @@ fn text_address(ps: &str, id: &str) -> Option<String> {
 
 #[test]
 fn ps_shows_the_address_the_app_is_reached_at() {
-    require_net!();
+    require_net!("network namespaces, nftables, cgroups");
     let id = "org.example.NetPsListener";
     let plain = "org.example.NetPsPlain";
     let e = Env::new();
@@ -135,7 +103,7 @@ fn ps_shows_the_address_the_app_is_reached_at() {
     )
     .unwrap();
     assert_eq!(
-        leftovers(uid),
+        net_leftovers(uid),
         Vec::<&str>::new(),
         "a network before the app ran"
     );
@@ -145,7 +113,7 @@ fn ps_shows_the_address_the_app_is_reached_at() {
     assert_eq!(first, "listening");
     let (mut sleeper, _sleeper_out, first) = start(&e, plain, &["sleep"]);
     assert_eq!(first, "ready");
-    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
 
     // JSON: the app's address for the app with a network, null for the one without.
     let ps = e.ok(&["--json", "ps"]).json();
@@ -201,7 +169,9 @@ fn ps_shows_the_address_the_app_is_reached_at() {
     // Ended: not in ps, and its network is gone (the launcher removes it).
     let ps = e.ok(&["--json", "ps"]).json();
     assert!(entry(&ps, id).is_none(), "{ps}");
-    wait_for("the network to be removed", 5, || leftovers(uid).is_empty());
+    wait_for("the network to be removed", 5, || {
+        net_leftovers(uid).is_empty()
+    });
 
     e.ok(&["kill", plain]);
     sleeper.wait().unwrap();

@@ -12,7 +12,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// This file's own pool and uids: networks are host-wide (`appmgr-UID`), and other tests
@@ -20,19 +19,6 @@ use std::time::{Duration, Instant};
 const POOL: &str = "10.239.0.0/24";
 const UID_RANGE: (u32, u32) = (71300, 71399);
 const PORT: u16 = 7300;
-
-macro_rules! require_net {
-    () => {
-        require_root!("runs appmgrd on a private dbus-daemon; network namespaces, nftables");
-        if let Err(e) = appmgr_sandbox::net::available() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "ip and nft must be installed in CI: {e}"
-            );
-            skip_if!(Some(format!("no app networks on this host: {e}")));
-        }
-    };
-}
 
 mod harness;
 use harness::Daemon;
@@ -48,25 +34,6 @@ impl Drop for Leftover<'_> {
     }
 }
 
-/// What the kernel holds of app network `uid`: namespace, host interface, nft table.
-fn leftovers(uid: u32) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if fs::symlink_metadata(format!("/run/netns/appmgr-{uid}")).is_ok() {
-        v.push("netns");
-    }
-    if fs::symlink_metadata(format!("/sys/class/net/am-{uid}")).is_ok() {
-        v.push("link");
-    }
-    let table = Command::new("nft")
-        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
-        .output()
-        .unwrap();
-    if table.status.success() {
-        v.push("table");
-    }
-    v
-}
-
 const ALL: [&str; 3] = ["netns", "link", "table"];
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -79,11 +46,11 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 fn wait_gone(uid: u32, when: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !leftovers(uid).is_empty() && Instant::now() < deadline {
+    while !net_leftovers(uid).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        leftovers(uid),
+        net_leftovers(uid),
         Vec::<&str>::new(),
         "the network of uid {uid} is left {when}"
     );
@@ -143,7 +110,7 @@ fn kept_by_remove_stale(uid: u32) -> bool {
 
 #[test]
 fn a_services_network_lives_and_goes_with_the_service() {
-    require_net!();
+    require_net!("runs appmgrd on a private dbus-daemon; network namespaces, nftables");
     let id = "org.example.NetService";
     let e = Env::new();
     fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
@@ -196,7 +163,7 @@ fn a_services_network_lives_and_goes_with_the_service() {
     .unwrap();
     let _leftover = Leftover(&e, id);
     assert_eq!(
-        leftovers(uid),
+        net_leftovers(uid),
         Vec::<&str>::new(),
         "a network before the app ran"
     );
@@ -205,7 +172,7 @@ fn a_services_network_lives_and_goes_with_the_service() {
     // locally), and the app answers there.
     let mut d = Daemon::start(&e);
     wait_for("autostart", 20, || running_pid(&e, id).is_some());
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     assert_eq!(ps_address(&e, &[], id), app_addr.to_string());
     assert_eq!(ps_address(&e, &["--direct"], id), app_addr.to_string());
     let r = fetch_marker(app_addr);
@@ -220,11 +187,11 @@ fn a_services_network_lives_and_goes_with_the_service() {
     // keeps running with its network, which is not stale (init holds the lock).
     e.ok(&["start", id]);
     wait_for("Start", 20, || running_pid(&e, id).is_some());
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     let old = running_pid(&e, id).unwrap();
     d.kill9();
     assert!(Path::new(&format!("/proc/{old}")).exists());
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     assert!(
         kept_by_remove_stale(uid),
         "a running app's network was removed"
@@ -241,12 +208,12 @@ fn a_services_network_lives_and_goes_with_the_service() {
         fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
     });
     assert!(d.log().contains("leftover"), "{}", d.log());
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     assert!(
         kept_by_remove_stale(uid),
         "the new instance's network was removed"
     );
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     assert_eq!(ps_address(&e, &[], id), app_addr.to_string());
     let r = fetch_marker(app_addr);
     assert!(r.contains(&marker), "{r}");
@@ -257,7 +224,7 @@ fn a_services_network_lives_and_goes_with_the_service() {
     wait_gone(uid, "after Kill");
     e.ok(&["start", id]);
     wait_for("Start", 20, || running_pid(&e, id).is_some());
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     drop(d);
     wait_gone(uid, "after appmgrd ended");
 
@@ -266,7 +233,7 @@ fn a_services_network_lives_and_goes_with_the_service() {
     let mut d = Daemon::start(&e);
     wait_for("autostart", 20, || running_pid(&e, id).is_some());
     d.kill9();
-    assert_eq!(leftovers(uid), ALL);
+    assert_eq!(net_leftovers(uid), ALL);
     e.ok(&["--direct", "kill", id]);
     wait_gone(uid, "after kill of an unwatched instance");
 }

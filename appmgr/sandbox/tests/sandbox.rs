@@ -3,7 +3,7 @@
 //! inside. Skipped (with a message) when not root.
 
 use appmgr_sandbox::{build_plan, launcher_command, LaunchSpec, SeccompPlan};
-use appmgr_testkit::require_root;
+use appmgr_testkit::{net_leftovers, require_net, require_root};
 use appmgr_types::{AllowFlag, AppId, Permissions};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -2207,51 +2207,14 @@ impl Drop for Remote {
     }
 }
 
-fn net_tools() -> bool {
-    appmgr_sandbox::net::available().is_ok()
-}
-
-macro_rules! require_net {
-    () => {
-        require_root!("network namespaces, nftables");
-        if !net_tools() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "ip and nft must be installed in CI"
-            );
-            eprintln!("SKIPPED: ip or nft is not installed");
-            return;
-        }
-    };
-}
-
-/// What the kernel holds of app network `uid`: namespace, host interface, nft table.
-fn leftovers(uid: u32) -> Vec<String> {
-    let mut v = Vec::new();
-    if Path::new(&format!("/run/netns/appmgr-{uid}")).exists() {
-        v.push("netns".to_string());
-    }
-    if Path::new(&format!("/sys/class/net/am-{uid}")).exists() {
-        v.push("link".to_string());
-    }
-    let o = Command::new("nft")
-        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
-        .output()
-        .unwrap();
-    if o.status.success() {
-        v.push("table".to_string());
-    }
-    v
-}
-
 /// Waits (5 s at most) until nothing of app network `uid` is left: the kernel destroys a
 /// removed namespace's pair in the background.
 fn assert_gone(uid: u32, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !leftovers(uid).is_empty() && Instant::now() < deadline {
+    while !net_leftovers(uid).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(leftovers(uid), Vec::<String>::new(), "{what}");
+    assert_eq!(net_leftovers(uid), Vec::<&str>::new(), "{what}");
 }
 
 fn net_spec(w: &World, uid: u32, slot: u32, args: &[&str], grant: &str) -> LaunchSpec {
@@ -2266,7 +2229,7 @@ fn net_spec(w: &World, uid: u32, slot: u32, args: &[&str], grant: &str) -> Launc
 
 #[test]
 fn own_network_reaches_only_what_is_granted() {
-    require_net!();
+    require_net!("network namespaces, nftables");
     let w = World::new();
     let remote = Remote::new(1);
     let seen = remote.serve(7001);
@@ -2364,7 +2327,7 @@ fn start_listener(s: &LaunchSpec) -> (std::process::Child, BufReader<std::proces
 
 #[test]
 fn apps_reach_each_other_only_when_both_grants_say_so() {
-    require_net!();
+    require_net!("network namespaces, nftables");
     let w = World::new();
     let (a_uid, b_uid) = (UID + 110, UID + 111);
     let (a_slot, b_slot) = (10, 11);
@@ -2443,7 +2406,7 @@ fn apps_reach_each_other_only_when_both_grants_say_so() {
 
 #[test]
 fn a_network_outlives_no_crash_and_is_never_shared() {
-    require_net!();
+    require_net!("network namespaces, nftables");
     let w = World::new();
     let uid = UID + 120;
     let s = net_spec(
@@ -2454,7 +2417,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         r#"{"listen": ["7200"]}"#,
     );
     let (mut first, _out) = start_listener(&s);
-    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
     // A second instance of the same app is refused, and the first one's network stays.
     let o = launch(&s);
     assert_eq!(o.code, 125, "{}", o.stdout);
@@ -2463,7 +2426,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         "{}",
         o.stderr
     );
-    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
     // Nothing is stale while init lives.
     assert!(!appmgr_sandbox::net::remove_stale()
         .unwrap()
@@ -2480,7 +2443,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         assert!(Instant::now() < deadline, "init survived its launcher");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
     // ... until the stale networks are collected (appmgrd at start), or the app's next
     // launch takes its place.
     let removed = appmgr_sandbox::net::remove_stale().unwrap();
@@ -2490,7 +2453,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
 
 #[test]
 fn a_routed_network_keeps_the_apps_own_address() {
-    require_net!();
+    require_net!("network namespaces, nftables");
     let w = World::new();
     let remote = Remote::new(3);
     let seen = remote.serve(7001);

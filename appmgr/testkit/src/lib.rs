@@ -81,6 +81,44 @@ macro_rules! skip_if {
     };
 }
 
+/// For tests of app networks: [`require_root!`], then skips (with the reason) when the host
+/// cannot give apps networks (`ip` or `nft` missing), except in CI (`CI` set), where that
+/// fails the test. Expands to a call of `appmgr_sandbox::net::available`, which the
+/// calling crate must reach.
+#[macro_export]
+macro_rules! require_net {
+    ($why:expr) => {
+        $crate::require_root!($why);
+        if let Err(e) = appmgr_sandbox::net::available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "ip and nft must be installed in CI: {e}"
+            );
+            $crate::skip_if!(Some(format!("no app networks on this host: {e}")));
+        }
+    };
+}
+
+/// What the kernel holds of the network of the app with `uid` (docs/network.md): its
+/// namespace, its host interface, its nft table, by those names.
+pub fn net_leftovers(uid: u32) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if std::fs::symlink_metadata(format!("/run/netns/appmgr-{uid}")).is_ok() {
+        v.push("netns");
+    }
+    if std::fs::symlink_metadata(format!("/sys/class/net/am-{uid}")).is_ok() {
+        v.push("link");
+    }
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
+        .output()
+        .expect("run nft");
+    if table.status.success() {
+        v.push("table");
+    }
+    v
+}
+
 /// `Some("TOOL is not installed")` for the first of `tools` not found on `PATH`.
 pub fn missing_tool(tools: &[&str]) -> Option<String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
