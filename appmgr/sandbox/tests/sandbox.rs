@@ -2155,15 +2155,8 @@ impl Remote {
     fn serve(&self, port: u16) -> std::sync::mpsc::Receiver<std::net::IpAddr> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let ns = format!("/run/netns/{}", self.name);
         let addr = self.addr;
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).unwrap();
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap();
+        in_netns(&self.name, move || {
             let l = std::net::TcpListener::bind((addr, port)).unwrap();
             ready_tx.send(()).unwrap();
             for s in l.incoming() {
@@ -2181,19 +2174,29 @@ impl Remote {
 impl Remote {
     /// Whether a TCP connection from inside this namespace to `to` succeeds (2 s).
     fn connects(&self, to: std::net::SocketAddr) -> bool {
-        let ns = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).unwrap();
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap();
+        in_netns(&self.name, move || {
             std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok()
         })
         .join()
         .unwrap()
     }
+}
+
+/// Runs `f` on a thread of its own inside the network namespace `/run/netns/NAME`.
+fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
 }
 
 impl Drop for Remote {
