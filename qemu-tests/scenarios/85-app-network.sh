@@ -42,12 +42,6 @@ wait_listening() {
 		sleep 0.1
 	done
 }
-# host services the app must not reach: a TCP port on every host address and an
-# abstract socket
-"$probe" net listen:7009 >/tmp/qt-host-7009 2>&1 &
-hostsrv=$!
-"$probe" net abstract-listen:qt-host-abstract >/tmp/qt-host-abstract 2>&1 &
-hostabs=$!
 qt_ok "remote namespace 10.236.1.2 (remote.qt) routed through the guest"
 
 qt_setup_keys /tmp/qt-keys
@@ -70,12 +64,24 @@ done
 qt_ok "permissions shows both egress entries provided"
 
 # ---- enforced: from inside
-serve 7001
-serve 7002
-wait_listening 7001
-wait_listening 7002
 gw=$(appmgr run org.qt.Net --print-plan 2>/dev/null | sed -n 's/.*"host-addr": *"\([0-9.]*\)".*/\1/p' | head -n 1)
 [ -n "$gw" ] || qt_fail "no host-addr in the launch plan"
+# Listeners (each takes one connection within 60 s): the remote's, and host services the
+# app must not reach, a TCP port on every host address and an abstract socket.
+serve 7001
+serve 7002
+"$probe" net listen:7009 >/tmp/qt-host-7009 2>&1 &
+hostsrv=$!
+"$probe" net abstract-listen:qt-host-abstract >/tmp/qt-host-abstract 2>&1 &
+hostabs=$!
+wait_listening 7001
+wait_listening 7002
+n=50
+until grep -q listening /tmp/qt-host-7009 && grep -q listening /tmp/qt-host-abstract; do
+	n=$((n - 1))
+	[ $n -gt 0 ] || qt_fail "the host's listeners did not start"
+	sleep 0.1
+done
 qt_run 0 appmgr run org.qt.Net -- /app/bin/appmgr-probe net \
 	tcp:10.236.1.2:7001 tcp:remote.qt:7002 tcp:10.236.1.2:7003 "tcp:$gw:7009" \
 	tcp:127.0.0.1:7009 "abstract:qt-host-abstract" links
@@ -90,6 +96,9 @@ check "tcp:$gw:7009" EHOSTUNREACH
 check tcp:127.0.0.1:7009 ECONNREFUSED
 check abstract:qt-host-abstract ECONNREFUSED
 check links "eth0 lo"
+# The host's listeners were there all along (still waiting: nothing reached them).
+kill -0 $hostsrv 2>/dev/null && kill -0 $hostabs 2>/dev/null ||
+	qt_fail "a host listener ended before the checks: $(cat /tmp/qt-host-7009 /tmp/qt-host-abstract)"
 qt_ok "allowed destinations answer (by address and by name); unlisted port, host address, host loopback refused"
 grep -q "accepted 10.236.1.1" /tmp/qt-serve-7001 || qt_fail "the remote did not see the guest's address (NAT): $(cat /tmp/qt-serve-7001)"
 qt_ok "the remote saw the guest's address (NAT)"

@@ -485,10 +485,14 @@ fn uevent_mode(secs: i64) -> i32 {
 /// `tcp:HOST:PORT` (connect and read one line: `ok LINE`), `udp:HOST:PORT` (send `ping`,
 /// read the answer), `abstract:NAME` (connect to an abstract unix socket), `resolve:NAME`
 /// (the addresses the app's resolver gives), `listen:PORT` (print `listening`, then accept
-/// one TCP connection within 10 s and answer `hello`), `abstract-listen:NAME` (the same on
+/// one TCP connection within [`LISTEN_WINDOW`] and answer `hello`), `abstract-listen:NAME` (the same on
 /// an abstract unix socket), `send:HOST:PORT:MIB` (write MIB MiB, print the rate),
 /// `sink:PORT` (print `listening`, read one connection to its end), `links` (the interfaces).
 /// Failures are errno names or `timeout`.
+/// How long the `net` mode's listeners wait for their one connection: long enough for a
+/// launch in a loaded, emulated guest.
+const LISTEN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn net_mode(targets: &[String]) -> String {
     use std::io::{BufRead, Write};
     use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -541,7 +545,7 @@ fn net_mode(targets: &[String]) -> String {
                 println!("listening");
                 let _ = std::io::stdout().flush();
                 l.set_nonblocking(true).map_err(err)?;
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let deadline = std::time::Instant::now() + LISTEN_WINDOW;
                 loop {
                     match l.accept() {
                         Ok((mut s, peer)) => {
@@ -603,7 +607,7 @@ fn net_mode(targets: &[String]) -> String {
 }
 
 /// Listens on the abstract address `name`, prints `listening`, and accepts one connection
-/// within 10 s.
+/// within [`LISTEN_WINDOW`].
 fn abstract_listen(name: &str) -> Result<String, String> {
     use rustix::net::{
         bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
@@ -622,7 +626,7 @@ fn abstract_listen(name: &str) -> Result<String, String> {
     listen(&fd, 4).map_err(e)?;
     println!("listening");
     let _ = std::io::stdout().flush();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + LISTEN_WINDOW;
     loop {
         match rustix::net::accept(&fd) {
             Ok(_) => return Ok("accepted".into()),
