@@ -421,8 +421,9 @@ pub enum NetError {
         tool: &'static str,
         stderr: String,
     },
-    #[error("{app} already runs with its network (one instance per app with a network)")]
-    Busy { app: String },
+    /// The network's lock is held: an instance of the app runs with it.
+    #[error("the app already runs with its network {name} (one instance per app with a network)")]
+    Busy { name: String },
 }
 
 fn io_err(step: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
@@ -445,14 +446,20 @@ pub fn available() -> Result<(), NetError> {
     Ok(())
 }
 
-/// Runs `tool args` with `input` on stdin, an empty environment and a deadline.
-fn run_tool(name: &'static str, args: &[&str], input: &[u8], step: &str) -> Result<(), NetError> {
+/// Runs `tool args` with `input` on stdin, an empty environment and a deadline; returns
+/// what it printed (a listing: small, read once it has exited).
+fn run_tool(
+    name: &'static str,
+    args: &[&str],
+    input: &[u8],
+    step: &str,
+) -> Result<Vec<u8>, NetError> {
     let path = tool(name)?;
     let mut child = Command::new(&path)
         .args(args)
         .env_clear()
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io_err(format!("{step}: run {}", path.display())))?;
@@ -472,7 +479,11 @@ fn run_tool(name: &'static str, args: &[&str], input: &[u8], step: &str) -> Resu
                     let _ = io::Read::read_to_string(&mut e, &mut err);
                 }
                 if st.success() {
-                    return Ok(());
+                    let mut out = Vec::new();
+                    if let Some(mut o) = child.stdout.take() {
+                        let _ = io::Read::read_to_end(&mut o, &mut out);
+                    }
+                    return Ok(out);
                 }
                 return Err(NetError::Tool {
                     step: step.into(),
@@ -605,11 +616,7 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
     // A collector (`remove_stale`, a `kill`) holds the lock for the few milliseconds of a
     // removal: wait that out, not a live instance.
     let lock = lock_within(&p.name, SETUP_LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
-        app: p
-            .log_prefix
-            .trim_start_matches("appmgr drop ")
-            .trim_end_matches(": ")
-            .into(),
+        name: p.name.clone(),
     })?;
     if may_exist(&p.name, &p.host_if) {
         remove(&p.name, &p.host_if)?;
@@ -672,7 +679,7 @@ fn ensure_forwarding() -> Result<(), NetError> {
 /// let go of the lock, so a network still in use is never removed.
 pub fn teardown(p: &NetPlan) -> Result<(), NetError> {
     let lock = lock_within(&p.name, LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
-        app: p.name.clone(),
+        name: p.name.clone(),
     })?;
     let r = remove(&p.name, &p.host_if);
     drop(lock);
@@ -730,13 +737,13 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
         }
     }
     if tool("nft").is_ok() {
-        let out = Command::new(tool("nft")?)
-            .args(["-j", "list", "tables", "inet"])
-            .env_clear()
-            .stderr(Stdio::null())
-            .output()
-            .map_err(io_err("list nft tables"))?;
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+        let out = run_tool(
+            "nft",
+            &["-j", "list", "tables", "inet"],
+            b"",
+            "list nft tables",
+        )?;
+        if let Ok(v) = serde_json::from_slice::<Value>(&out) {
             for item in v["nftables"].as_array().into_iter().flatten() {
                 if let Some(n) = item["table"]["name"].as_str() {
                     names.push(n.to_string());
