@@ -795,14 +795,7 @@ fn services_come_back_after_appmgrd_is_killed() {
     wait_for("the leftover to end", 10, || {
         fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
     });
-    let ps = e.ok(&["--json", "ps"]).json();
-    let mine: Vec<_> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["app"] == id)
-        .collect();
-    assert_eq!(mine.len(), 1, "{ps}");
+    harness::ps_entry(&e, &[], id);
     assert!(d.log().contains("leftover"), "{}", d.log());
 }
 

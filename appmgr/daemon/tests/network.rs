@@ -73,18 +73,7 @@ fn running_pid(e: &Env, id: &str) -> Option<u64> {
 
 /// `id`'s address as `ps --json` shows it (`args` before `ps`: `--direct` or nothing).
 fn ps_address(e: &Env, args: &[&str], id: &str) -> serde_json::Value {
-    let mut argv = vec!["--json"];
-    argv.extend_from_slice(args);
-    argv.push("ps");
-    let ps = e.ok(&argv).json();
-    let mine: Vec<_> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["app"] == id)
-        .collect();
-    assert_eq!(mine.len(), 1, "{ps}");
-    mine[0]["address"].clone()
+    harness::ps_entry(e, args, id)["address"].clone()
 }
 
 /// The body of `GET /marker` from the service's web server at `addr`.

@@ -148,29 +148,27 @@ mod tests {
     /// are keyed alike, so every printed item finds its status.
     #[test]
     fn items_and_entries_agree() {
-        let p: Permissions = toml::from_str(
+        // Both sides of one grant, keyed and valued alike.
+        let agreed = |toml_text: &str| -> Vec<(&'static str, String)> {
+            let p: Permissions = toml::from_str(toml_text).unwrap();
+            let items: Vec<(&str, String)> =
+                Item::all(&p).iter().map(|i| (i.key(), i.value())).collect();
+            let entries: Vec<(&str, String)> =
+                p.entries().iter().map(|e| (e.key(), e.value())).collect();
+            assert_eq!(items, entries);
+            items
+        };
+        let items = agreed(
             "network = true\nipc = true\ndevices = [\"gpu\"]\nsockets = [\"wayland\", \"x11\"]\n\
              dbus-talk = [\"org.example.*\"]\ndbus-own = [\"org.example.A\"]\n\
              filesystems = [\"/srv/x\"]\nportals = [\"gpu\"]\nallow = [\"devel\"]",
-        )
-        .unwrap();
-        let items: Vec<(&str, String)> =
-            Item::all(&p).iter().map(|i| (i.key(), i.value())).collect();
-        let entries: Vec<(&str, String)> =
-            p.entries().iter().map(|e| (e.key(), e.value())).collect();
-        assert_eq!(items, entries);
+        );
         assert_eq!(items.len(), 10);
 
-        let p: Permissions = toml::from_str(
+        let items = agreed(
             "network = { egress = [\"198.51.100.0/24:443\", \"b.example:8883/tcp\"], \
              listen = [\"8080\"], dns = true, talk-to = [\"org.example.Server\"] }\nipc = true",
-        )
-        .unwrap();
-        let items: Vec<(&str, String)> =
-            Item::all(&p).iter().map(|i| (i.key(), i.value())).collect();
-        let entries: Vec<(&str, String)> =
-            p.entries().iter().map(|e| (e.key(), e.value())).collect();
-        assert_eq!(items, entries);
+        );
         assert_eq!(
             items,
             [

@@ -148,3 +148,19 @@ impl Drop for Daemon {
         self.terminate();
     }
 }
+
+/// The one `ps --json` entry of app `id` (`args` before `ps`: `--direct` or nothing).
+pub fn ps_entry(e: &Env, args: &[&str], id: &str) -> serde_json::Value {
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    argv.push("ps");
+    let ps = e.ok(&argv).json();
+    let mine: Vec<_> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["app"] == id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{ps}");
+    mine[0].clone()
+}
