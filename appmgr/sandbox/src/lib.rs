@@ -49,6 +49,7 @@ mod exec;
 pub mod inputs;
 mod launch;
 pub mod net;
+pub mod netnames;
 mod plan;
 mod provision;
 pub mod seccomp;
