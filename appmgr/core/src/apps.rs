@@ -43,6 +43,8 @@ pub struct LaunchCtx {
     pub uid_first: u32,
     /// `network-mode = "routed"` of appmgr.toml (no NAT).
     pub net_routed: bool,
+    /// `network-resolvers` of appmgr.toml (empty: the host's name servers).
+    pub net_resolvers: Vec<std::net::SocketAddrV4>,
     /// The host configuration files read (whether they exist or not): `appmgr.toml`, the
     /// policy directory and its files, the board profile and its local candidate.
     pub config_inputs: Vec<std::path::PathBuf>,
@@ -79,6 +81,7 @@ impl LaunchCtx {
             net_pool: host.network_pool()?,
             uid_first: host.uid_first()?,
             net_routed: host.network_routed()?,
+            net_resolvers: host.network_resolvers()?,
             board_path,
             config_inputs,
         })
@@ -245,9 +248,27 @@ fn network_rules(n: &appmgr_sandbox::net::NetPlan) -> (String, serde_json::Value
     let egress: Vec<String> = if n.any {
         vec![format!("any outside {}", n.pool)]
     } else {
+        let names = n.names.iter().map(|r| {
+            let addrs = n.name_addrs.get(&r.name).cloned().unwrap_or_default();
+            let now = if addrs.is_empty() {
+                "did not resolve".to_string()
+            } else {
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let again = n.name_refresh.get(&r.name).copied().unwrap_or_default();
+            format!(
+                "{}:{}/{} ({now}; looked up again in {again} s)",
+                r.name, r.port, r.proto
+            )
+        });
         n.egress
             .iter()
             .map(|d| format!("{}:{}/{}", d.net, d.port, d.proto))
+            .chain(names)
             .collect()
     };
     let listen: Vec<String> = n.listen.iter().map(|l| l.to_string()).collect();
@@ -670,6 +691,8 @@ fn network_spec(
         nameservers: Vec::new(),
         peers,
         routed: ctx.net_routed,
+        refresh: Default::default(),
+        resolvers: ctx.net_resolvers.clone(),
     }))
 }
 
@@ -684,21 +707,16 @@ fn live_network(spec: &mut appmgr_sandbox::LaunchSpec) {
     let Some(n) = spec.network.as_mut() else {
         return;
     };
+    let resolver = appmgr_sandbox::netnames::Resolver::new(&n.resolvers);
     for name in spec.permissions.network.names() {
-        use std::net::ToSocketAddrs;
-        let mut addrs: Vec<std::net::Ipv4Addr> = (name, 0)
-            .to_socket_addrs()
-            .map(|v| {
-                v.filter_map(|a| match a.ip() {
-                    std::net::IpAddr::V4(a) => Some(a),
-                    std::net::IpAddr::V6(_) => None,
-                })
-                .collect()
-            })
-            .unwrap_or_default();
-        addrs.sort();
-        addrs.dedup();
+        // Not resolving is not fatal: the item is shown not provided, and the name is
+        // looked up again while the app runs.
+        let (addrs, ttl) = match resolver.resolve(name) {
+            Ok(a) => (a.addrs, a.ttl),
+            Err(_) => (Vec::new(), appmgr_sandbox::netnames::RETRY),
+        };
         n.resolved.insert(name.to_string(), addrs);
+        n.refresh.insert(name.to_string(), ttl.as_secs());
     }
     if spec.permissions.network.dns {
         n.nameservers =

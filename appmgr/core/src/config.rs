@@ -28,6 +28,9 @@
 //! # "nat" (default): the apps' traffic leaves with the host's address; "routed": with
 //! # their own, for networks that route network-pool to this host
 //! network-mode = "nat"
+//! # The name servers appmgr asks for the names in egress grants (IPv4, port 53 unless
+//! # given); default: the host's /etc/resolv.conf, read at every lookup
+//! network-resolvers = ["192.0.2.53", "127.0.0.1:5353"]
 //! ```
 //!
 //! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
@@ -66,6 +69,8 @@ pub struct HostConfig {
     pub network_pool: Option<String>,
     /// `nat` or `routed`.
     pub network_mode: Option<String>,
+    /// Name servers for the names of egress grants (`ADDR` or `ADDR:PORT`).
+    pub network_resolvers: Option<Vec<String>>,
 }
 
 /// The first uid of the store's default `uid-range` (70000-79999).
@@ -190,6 +195,30 @@ impl HostConfig {
                 format!("appmgr.toml: network-mode {other:?}: expected \"nat\" or \"routed\""),
             )),
         }
+    }
+
+    /// `network-resolvers`, validated: IPv4 addresses, port 53 unless given.
+    pub fn network_resolvers(&self) -> CoreResult<Vec<std::net::SocketAddrV4>> {
+        let mut v = Vec::new();
+        for s in self.network_resolvers.iter().flatten() {
+            let a = s
+                .parse::<std::net::SocketAddrV4>()
+                .or_else(|_| {
+                    s.parse::<std::net::Ipv4Addr>()
+                        .map(|a| std::net::SocketAddrV4::new(a, 53))
+                })
+                .map_err(|_| {
+                    Error::new(
+                        ErrorClass::Usage,
+                        format!(
+                            "appmgr.toml: network-resolvers {s:?}: expected an IPv4 address, \
+                             optionally with :PORT"
+                        ),
+                    )
+                })?;
+            v.push(a);
+        }
+        Ok(v)
     }
 
     /// The first uid of `uid-range`: an app's network slot is its uid minus this.

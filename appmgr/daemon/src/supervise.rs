@@ -467,6 +467,10 @@ impl Supervisor {
             ..
         } = launched;
         let reap_fd = pidfd.clone();
+        let names = net
+            .as_ref()
+            .filter(|n| !n.names.is_empty())
+            .map(|n| tokio::spawn(keep_names(n.clone(), app.to_string())));
         tokio::spawn(async move {
             // `with_interest` is deprecated only because it cannot prove that the fd
             // stays open; PidfdRef owns it (an Arc<OwnedFd>) for the AsyncFd's lifetime.
@@ -477,6 +481,9 @@ impl Supervisor {
             );
             if let Ok(afd) = afd {
                 let _ = afd.readable().await;
+            }
+            if let Some(h) = names {
+                h.abort();
             }
             let status = tokio::task::spawn_blocking(move || {
                 let st = reap(&reap_fd);
@@ -900,6 +907,41 @@ impl std::os::fd::AsRawFd for PidfdRef {
 /// restart and the health window, and can make any app a service.
 pub fn settings_from(a: &apps::AppGrant) -> Option<Settings> {
     appmgr_core::service::settings_of(a)
+}
+
+/// Looks the names of a service's network up again as their TTLs run out
+/// ([`appmgr_sandbox::net::Refresher`]), until aborted when the service's init ends.
+async fn keep_names(n: appmgr_sandbox::net::NetPlan, app: String) {
+    let started = Instant::now();
+    let name = n.name.clone();
+    let made =
+        tokio::task::spawn_blocking(move || appmgr_sandbox::net::Refresher::new(&n, started)).await;
+    let mut r = match made {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(e)) => {
+            journal::log(
+                journal::WARNING,
+                None,
+                Some(&app),
+                &format!("{name}: names will not be looked up again: {e}"),
+            );
+            return;
+        }
+    };
+    loop {
+        tokio::time::sleep_until(r.next_due().into()).await;
+        let done = tokio::task::spawn_blocking(move || {
+            let problems = r.refresh(Instant::now());
+            (r, problems)
+        })
+        .await;
+        let Ok((back, problems)) = done else { return };
+        r = back;
+        for p in problems {
+            journal::log(journal::WARNING, None, Some(&app), &format!("{name}: {p}"));
+        }
+    }
 }
 
 type LaunchResult = Result<(Launched, Option<std::os::unix::net::UnixDatagram>), CoreError>;

@@ -226,3 +226,119 @@ fn a_services_network_lives_and_goes_with_the_service() {
     e.ok(&["--direct", "kill", id]);
     wait_gone(uid, "after kill of an unwatched instance");
 }
+
+/// The addresses in the nft set of network `appmgr-UID` for its first name.
+fn name_set(uid: u32) -> Vec<String> {
+    let o = std::process::Command::new("nft")
+        .args([
+            "-j",
+            "list",
+            "set",
+            "inet",
+            &format!("appmgr-{uid}"),
+            "name_0",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let mut got: Vec<String> = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn a_services_names_follow_their_ttl() {
+    require_net!("runs appmgrd on a private dbus-daemon; network namespaces, nftables");
+    let id = "org.example.NetNames";
+    let e = Env::new();
+    // Addresses only written into rules, never contacted (TEST-NET-1).
+    let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+    let dns = Dnsmasq::start(&e.p(""), "svc.test", a);
+    let answers = |addr| {
+        let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);
+        move || matches!(r.resolve("svc.test"), Ok(x) if x.addrs == [addr])
+    };
+    dns.wait_for("svc.test", answers(a));
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        e.cfg.join("policies.d/50-test.toml"),
+        format!(
+            "[[rule]]\napps = [\"{id}\"]\ngrant = {{ network = {{ egress = [\"svc.test:7005\"] }} }}\n\
+             service = {{ autostart = true }}\n"
+        ),
+    )
+    .unwrap();
+    fs::write(e.cfg.join("group"), "root:x:0:\n").unwrap();
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!(
+            "uid-range = \"{}-{}\"\nnetwork-pool = \"{POOL}\"\nnetwork-resolvers = [\"{}\"]\n",
+            UID_RANGE.0,
+            UID_RANGE.1,
+            dns.server()
+        ),
+    )
+    .unwrap();
+    e.ok(&["--direct", "install", s(&e.runtime_bundle("1.0.0"))]);
+    let root = e.p("svc");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        "#!/usr/bin/sh\nexec busybox sleep 600\n",
+    )
+    .unwrap();
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "{}\n[permissions]\nnetwork = {{ egress = [\"svc.test:7005\"] }}\n\n[service]\nready = \"started\"\n",
+        app_manifest("1.0.0").replace("org.example.Hello", id)
+    );
+    e.ok(&[
+        "--direct",
+        "install",
+        s(&e.bundle(&manifest, &root, "svc.bundle")),
+    ]);
+    let uid = e.ok(&["--direct", "--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap() as u32;
+    let _leftover = Leftover(&e, id);
+    // permissions asks the configured server now, and says when it would ask again.
+    let perms = e.ok(&["--direct", "--json", "permissions", id]).json();
+    assert_eq!(
+        perms["network_rules"]["egress"],
+        serde_json::json!([format!("svc.test:7005/tcp ({a}; looked up again in 5 s)")]),
+        "{perms}"
+    );
+
+    let mut d = Daemon::start(&e);
+    wait_for("autostart", 20, || running_pid(&e, id).is_some());
+    let hosts = appmgr_sandbox::net::names_dir(&format!("appmgr-{uid}")).join("hosts");
+    let lines = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(name_set(uid), [a.to_string()]);
+    assert!(
+        lines(&hosts).ends_with(&format!("{a}\tsvc.test\n")),
+        "{}",
+        lines(&hosts)
+    );
+    // The name moves: within its TTL (5 s) and a margin, appmgrd has the service's rules
+    // and /etc/hosts follow, and only the new address is allowed.
+    dns.set("svc.test", b);
+    dns.wait_for("svc.test", answers(b));
+    wait_for("the refresh", 20, || name_set(uid) == [b.to_string()]);
+    wait_for("the new /etc/hosts", 5, || {
+        lines(&hosts).ends_with(&format!("{b}\tsvc.test\n"))
+    });
+    assert!(!lines(&hosts).contains(&a.to_string()), "{}", lines(&hosts));
+
+    e.ok(&["--json", "stop", id]);
+    wait_gone(uid, "after Stop");
+    assert!(!hosts.exists());
+    d.terminate();
+}

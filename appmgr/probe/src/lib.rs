@@ -487,7 +487,10 @@ fn uevent_mode(secs: i64) -> i32 {
 /// (the addresses the app's resolver gives), `listen:PORT` (print `listening`, then accept
 /// one TCP connection within [`LISTEN_WINDOW`] and answer `hello`), `abstract-listen:NAME` (the same on
 /// an abstract unix socket), `send:HOST:PORT:MIB` (write MIB MiB, print the rate),
-/// `sink:PORT` (print `listening`, read one connection to its end), `links` (the interfaces).
+/// `sink:PORT` (print `listening`, read one connection to its end), `links` (the interfaces),
+/// `watch:HOST:PORT:SECS` (every 200 ms: look HOST up and connect; the distinct
+/// `ADDR=RESULT`s in order, joined by ` | `; ends SECS after the start or once a second
+/// address was reached), `sleep:MS` (waits, then `slept`).
 /// Failures are errno names or `timeout`.
 /// How long the `net` mode's listeners wait for their one connection: long enough for a
 /// launch in a loaded, emulated guest.
@@ -596,6 +599,50 @@ fn net_mode(targets: &[String]) -> String {
                 let n = std::io::copy(&mut s, &mut std::io::sink()).map_err(err)?;
                 Ok(format!("read {n}"))
             })()
+        } else if let Some(spec) = target.strip_prefix("watch:") {
+            match spec.rsplit_once(':').map(|(hp, s)| (hp, s.parse::<u64>())) {
+                Some((hp, Ok(secs))) => {
+                    let end = std::time::Instant::now() + Duration::from_secs(secs);
+                    let mut seen: Vec<String> = Vec::new();
+                    let mut first_addr = None;
+                    while std::time::Instant::now() < end {
+                        let r = match addr(hp) {
+                            Ok(a) => {
+                                let res = TcpStream::connect_timeout(&a, t)
+                                    .and_then(|s| {
+                                        s.set_read_timeout(Some(t))?;
+                                        let mut line = String::new();
+                                        std::io::BufReader::new(s).read_line(&mut line)?;
+                                        Ok(format!("ok {}", line.trim()))
+                                    })
+                                    .unwrap_or_else(err);
+                                let ip = a.ip().to_string();
+                                let done = res.starts_with("ok ")
+                                    && first_addr.get_or_insert_with(|| ip.clone()) != &ip;
+                                (format!("{ip}={res}"), done)
+                            }
+                            Err(e) => (e, false),
+                        };
+                        if seen.last() != Some(&r.0) {
+                            seen.push(r.0);
+                        }
+                        if r.1 {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Ok(seen.join(" | "))
+                }
+                _ => Err("watch:HOST:PORT:SECS".into()),
+            }
+        } else if let Some(ms) = target.strip_prefix("sleep:") {
+            match ms.parse::<u64>() {
+                Ok(ms) => {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    Ok("slept".into())
+                }
+                Err(_) => Err("sleep:MS".into()),
+            }
         } else if target == "links" {
             Ok(list_dir("/sys/class/net").join(" "))
         } else {

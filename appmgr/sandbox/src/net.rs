@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,6 +55,14 @@ pub struct NetSpec {
     /// Every name of the grant's egress entries; an empty list when it did not resolve.
     #[serde(default)]
     pub resolved: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Seconds until each name is looked up again (its answer's TTL, see
+    /// [`crate::netnames`]); a name without one is looked up again after
+    /// [`crate::netnames::RETRY`].
+    #[serde(default)]
+    pub refresh: BTreeMap<String, u64>,
+    /// The name servers appmgr asks (`network-resolvers`); empty: the host's.
+    #[serde(default)]
+    pub resolvers: Vec<SocketAddrV4>,
     /// The host's name servers (`/etc/resolv.conf`), for `dns`.
     #[serde(default)]
     pub nameservers: Vec<Ipv4Addr>,
@@ -85,6 +93,17 @@ pub struct Dest {
     pub port: u16,
 }
 
+/// An egress entry by name: allowed to the addresses in the nft set `set` (one per name),
+/// which appmgr keeps equal to the name's current answer ([`Refresher`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NameRule {
+    pub name: String,
+    pub set: String,
+    pub proto: Proto,
+    pub port: u16,
+}
+
 /// A peer app: its host interface and address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -110,7 +129,23 @@ pub struct NetPlan {
     /// No NAT ([`NetSpec::routed`]).
     #[serde(default)]
     pub routed: bool,
+    /// Destinations by address (entries by address, name servers).
     pub egress: Vec<Dest>,
+    /// Destinations by name.
+    #[serde(default)]
+    pub names: Vec<NameRule>,
+    /// Each name's addresses at launch, and seconds until it is looked up again.
+    #[serde(default)]
+    pub name_addrs: BTreeMap<String, Vec<Ipv4Addr>>,
+    #[serde(default)]
+    pub name_refresh: BTreeMap<String, u64>,
+    /// The name servers the refresh asks; empty: the host's.
+    #[serde(default)]
+    pub resolvers: Vec<SocketAddrV4>,
+    /// The app's `/etc/hosts` above the names' lines: with names, the file lives in the
+    /// network's names directory ([`names_dir`]) and is rewritten when an answer changes.
+    #[serde(default)]
+    pub hosts_head: String,
     pub listen: Vec<Listen>,
     pub peers: Vec<PeerIf>,
     /// The prefix of the kernel log line of a dropped attempt.
@@ -151,21 +186,43 @@ pub fn plan(
 ) -> Result<NetPlan, NetPlanError> {
     let (host_addr, app_addr) = slot_addrs(spec.pool, spec.slot)?;
     let mut egress = Vec::new();
+    let mut names = Vec::new();
+    let mut name_addrs = BTreeMap::new();
+    let mut name_refresh = BTreeMap::new();
     for e in &grant.egress {
-        let nets: Vec<Ipv4Net> = match &e.host {
-            EgressHost::Net(n) => vec![*n],
-            EgressHost::Name(n) => spec
-                .resolved
-                .get(n)
-                .map(|v| v.iter().map(|a| Ipv4Net::host(*a)).collect())
-                .unwrap_or_default(),
-        };
-        for net in nets {
-            egress.push(Dest {
-                net,
+        match &e.host {
+            EgressHost::Net(net) => egress.push(Dest {
+                net: *net,
                 proto: e.proto,
                 port: e.port,
-            });
+            }),
+            EgressHost::Name(n) => {
+                let name = n.as_str().to_string();
+                // One set per name, shared by its entries (ports, protocols).
+                let set = match names.iter().find(|r: &&NameRule| r.name == name) {
+                    Some(r) => r.set.clone(),
+                    None => format!("name_{}", name_addrs.len()),
+                };
+                if !name_addrs.contains_key(&name) {
+                    name_addrs.insert(
+                        name.clone(),
+                        spec.resolved.get(&name).cloned().unwrap_or_default(),
+                    );
+                    name_refresh.insert(
+                        name.clone(),
+                        spec.refresh
+                            .get(&name)
+                            .copied()
+                            .unwrap_or(crate::netnames::RETRY.as_secs()),
+                    );
+                }
+                names.push(NameRule {
+                    name,
+                    set,
+                    proto: e.proto,
+                    port: e.port,
+                });
+            }
         }
     }
     if grant.dns && !grant.any {
@@ -201,6 +258,11 @@ pub fn plan(
         pool: spec.pool,
         any: grant.any,
         egress,
+        names,
+        name_addrs,
+        name_refresh,
+        resolvers: spec.resolvers.clone(),
+        hosts_head: String::new(),
         listen: grant.listen.iter().copied().collect(),
         peers,
         log_prefix: format!("appmgr drop {id}: "),
@@ -208,17 +270,26 @@ pub fn plan(
     })
 }
 
-/// The `/etc/hosts` lines for the resolved names of `grant`: the app resolves them
-/// through this file, never through DNS.
-pub fn hosts_lines(grant: &NetworkGrant, spec: &NetSpec) -> String {
-    let mut s = String::new();
-    for name in grant.names() {
-        for a in spec.resolved.get(name).into_iter().flatten() {
+/// The app's `/etc/hosts` with its names at `addrs`: the app resolves them through this
+/// file, never through DNS.
+pub fn hosts_file(head: &str, addrs: &BTreeMap<String, Vec<Ipv4Addr>>) -> String {
+    let mut s = head.to_string();
+    for (name, v) in addrs {
+        for a in v {
             s.push_str(&format!("{a}\t{name}\n"));
         }
     }
     s
 }
+
+/// The directory of the app network `name` that holds the app's `/etc/hosts` (bound
+/// read-only at [`SANDBOX_NAMES_DIR`]), when its grant has names.
+pub fn names_dir(name: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{name}.d"))
+}
+
+/// Where the app sees [`names_dir`]; its `/etc/hosts` links to `hosts` in it.
+pub const SANDBOX_NAMES_DIR: &str = "/run/appmgr/net";
 
 fn meta(key: &str, op: &str, right: Value) -> Value {
     json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}})
@@ -261,6 +332,16 @@ pub fn ruleset(p: &NetPlan) -> Value {
         json!({"add": {"limit": {"family": "inet", "table": t, "name": "log",
         "rate": LOG_RATE_PER_MINUTE, "per": "minute", "burst": 5}}}),
     );
+    // One set per name, holding its current addresses ([`Refresher`] replaces them).
+    for (name, set) in name_sets(p) {
+        cmds.push(
+            json!({"add": {"set": {"family": "inet", "table": t, "name": set,
+            "type": "ipv4_addr"}}}),
+        );
+        if let Some(el) = set_elements(t, set, p.name_addrs.get(name)) {
+            cmds.push(json!({ "add": el }));
+        }
+    }
     cmds.push(chain("forward", "filter", "forward", -5));
     cmds.push(chain("input", "filter", "input", -5));
     cmds.push(chain("output", "filter", "output", -5));
@@ -296,6 +377,13 @@ pub fn ruleset(p: &NetPlan) -> Value {
             "forward",
             vec![iif(), ip_field("daddr", "==", &d.net), a, b, accept()],
         );
+    }
+    for r in &p.names {
+        let [a, b] = l4(r.proto, r.port);
+        let daddr = json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "right": format!("@{}", r.set)}});
+        rule("forward", vec![iif(), daddr, a, b, accept()]);
     }
     for peer in &p.peers {
         let o = meta("oifname", "==", json!(peer.host_if));
@@ -360,6 +448,26 @@ pub fn ruleset(p: &NetPlan) -> Value {
         );
     }
     json!({ "nftables": cmds })
+}
+
+/// Each name of the plan with its set, once.
+fn name_sets(p: &NetPlan) -> Vec<(&str, &str)> {
+    let mut v: Vec<(&str, &str)> = p
+        .names
+        .iter()
+        .map(|r| (r.name.as_str(), r.set.as_str()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The `element` object that puts `addrs` into set `set` of table `table` (none for no
+/// addresses: nft refuses an empty list).
+fn set_elements(table: &str, set: &str, addrs: Option<&Vec<Ipv4Addr>>) -> Option<Value> {
+    let addrs = addrs.filter(|a| !a.is_empty())?;
+    let elem: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    Some(json!({"element": {"family": "inet", "table": table, "name": set, "elem": elem}}))
 }
 
 /// The table that keeps a host which did not forward from forwarding anything but the
@@ -569,6 +677,12 @@ fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
             }
         }
     }
+    let d = names_dir(name);
+    if let Err(e) = std::fs::remove_dir_all(&d) {
+        if e.kind() != io::ErrorKind::NotFound {
+            first.get_or_insert(io_err(format!("remove {}", d.display()))(e));
+        }
+    }
     if first.is_none() {
         let _ = std::fs::remove_file(marker_path(name));
     }
@@ -631,6 +745,12 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             "create the network",
         )?;
         ensure_forwarding()?;
+        if !p.names.is_empty() {
+            let d = names_dir(&p.name);
+            std::fs::create_dir(&d).map_err(io_err(format!("create {}", d.display())))?;
+            let dir = open_names_dir(&p.name)?;
+            write_hosts(&dir, &p.name, &hosts_file(&p.hosts_head, &p.name_addrs))?;
+        }
         let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
         std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
         run_tool(
@@ -654,6 +774,160 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             let _ = remove(&p.name, &p.host_if);
             Err(e)
         }
+    }
+}
+
+fn open_names_dir(name: &str) -> Result<OwnedFd, NetError> {
+    use rustix::fs::{Mode, OFlags};
+    let d = names_dir(name);
+    rustix::fs::open(
+        &d,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(format!("open {}", d.display()))(e.into()))
+}
+
+/// Replaces `hosts` in the names directory `dir` whole (a new file renamed over it), so
+/// the app never reads half a file.
+fn write_hosts(dir: &OwnedFd, name: &str, contents: &str) -> Result<(), NetError> {
+    use rustix::fs::{Mode, OFlags};
+    let step = || format!("write {}/hosts", names_dir(name).display());
+    let f = rustix::fs::openat(
+        dir,
+        "hosts.new",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| io_err(step())(e.into()))?;
+    std::fs::File::from(f)
+        .write_all(contents.as_bytes())
+        .map_err(io_err(step()))?;
+    rustix::fs::renameat(dir, "hosts.new", dir, "hosts").map_err(|e| io_err(step())(e.into()))
+}
+
+/// Keeps an app network's names current while the app runs: each name is looked up again
+/// when its answer's TTL has run out ([`crate::netnames`]); when an answer changed, its
+/// set's elements are replaced in one nft transaction, then the app's `/etc/hosts`. A
+/// failed lookup keeps the last addresses and is retried after
+/// [`crate::netnames::RETRY`]. Run by the launcher (`appmgr run`) or appmgrd (services).
+pub struct Refresher {
+    table: String,
+    sets: Vec<(String, String)>,
+    head: String,
+    dir: OwnedFd,
+    addrs: BTreeMap<String, Vec<Ipv4Addr>>,
+    due: BTreeMap<String, Instant>,
+    resolver: crate::netnames::Resolver,
+}
+
+impl Refresher {
+    /// The refresher of a network set up from `p`, `None` when its grant has no names.
+    /// `started` is when the names were looked up for the launch.
+    pub fn new(p: &NetPlan, started: Instant) -> Result<Option<Refresher>, NetError> {
+        if p.names.is_empty() {
+            return Ok(None);
+        }
+        let due = p
+            .name_addrs
+            .keys()
+            .map(|n| {
+                let secs = p.name_refresh.get(n).copied().unwrap_or(0);
+                (n.clone(), started + Duration::from_secs(secs))
+            })
+            .collect();
+        Ok(Some(Refresher {
+            table: p.name.clone(),
+            sets: name_sets(p)
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect(),
+            head: p.hosts_head.clone(),
+            dir: open_names_dir(&p.name)?,
+            addrs: p.name_addrs.clone(),
+            due,
+            resolver: crate::netnames::Resolver::new(&p.resolvers),
+        }))
+    }
+
+    /// The names directory, open (the keeper process keeps it across closing the rest).
+    pub fn dir_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.dir)
+    }
+
+    /// When the next name is due.
+    pub fn next_due(&self) -> Instant {
+        self.due
+            .values()
+            .min()
+            .copied()
+            .unwrap_or_else(|| Instant::now() + crate::netnames::MAX_REFRESH)
+    }
+
+    /// The addresses the rules allow for each name now.
+    pub fn addrs(&self) -> &BTreeMap<String, Vec<Ipv4Addr>> {
+        &self.addrs
+    }
+
+    /// Looks up the names due at `now` and applies what changed. Returns one line per
+    /// problem, for the caller's log; the network keeps working on the last answers.
+    pub fn refresh(&mut self, now: Instant) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut changed = Vec::new();
+        let due: Vec<String> = self
+            .due
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let next = match self.resolver.resolve(&name) {
+                Ok(a) => {
+                    if self.addrs.get(&name) != Some(&a.addrs) {
+                        self.addrs.insert(name.clone(), a.addrs);
+                        changed.push(name.clone());
+                    }
+                    a.ttl
+                }
+                Err(e) => {
+                    problems.push(format!(
+                        "looking up {name} again: {e} (its last addresses stay)"
+                    ));
+                    crate::netnames::RETRY
+                }
+            };
+            self.due.insert(name, Instant::now() + next);
+        }
+        if changed.is_empty() {
+            return problems;
+        }
+        // The app never finds an address in its /etc/hosts that the rules do not allow:
+        // the new addresses are added, then /etc/hosts replaced, then the sets made exact
+        // (a removed address stays allowed for the moment in between).
+        let t = self.table.as_str();
+        let (mut add, mut exact) = (Vec::new(), Vec::new());
+        for (name, set) in self.sets.iter().filter(|(n, _)| changed.contains(n)) {
+            exact.push(json!({"flush": {"set": {"family": "inet", "table": t, "name": set}}}));
+            if let Some(el) = set_elements(t, set, self.addrs.get(name)) {
+                add.push(json!({ "add": el }));
+                exact.push(json!({ "add": el }));
+            }
+        }
+        let nft = |cmds: Vec<Value>, step: &str| {
+            let tx = json!({ "nftables": cmds }).to_string();
+            run_tool("nft", &["-j", "-f", "-"], tx.as_bytes(), step).map(drop)
+        };
+        let done = (|| {
+            if !add.is_empty() {
+                nft(add, "add the names' new addresses")?;
+            }
+            write_hosts(&self.dir, &self.table, &hosts_file(&self.head, &self.addrs))?;
+            nft(exact, "remove the names' old addresses")
+        })();
+        if let Err(e) = done {
+            problems.push(e.to_string());
+        }
+        problems
     }
 }
 
@@ -801,6 +1075,7 @@ mod tests {
 
     fn spec() -> NetSpec {
         NetSpec {
+            resolvers: Vec::new(),
             pool: DEFAULT_POOL.parse().unwrap(),
             slot: 3,
             resolved: [(
@@ -808,6 +1083,7 @@ mod tests {
                 vec!["192.0.2.7".parse().unwrap()],
             )]
             .into(),
+            refresh: [("backend.example".to_string(), 120)].into(),
             nameservers: vec!["192.0.2.53".parse().unwrap()],
             peers: vec![NetPeer {
                 app: "org.example.Peer".parse().unwrap(),
@@ -853,13 +1129,45 @@ mod tests {
             dests,
             [
                 "198.51.100.0/24:443/tcp",
-                "192.0.2.7:8883/tcp",
                 "192.0.2.53:53/udp",
                 "192.0.2.53:53/tcp"
             ]
         );
         assert_eq!(p.peers[0].addr, "10.233.0.42".parse::<Ipv4Addr>().unwrap());
-        assert_eq!(hosts_lines(&g, &spec()), "192.0.2.7\tbackend.example\n");
+        // Names go through sets, one per name; a name that did not resolve has an empty
+        // one, looked up again soon.
+        let names: Vec<(&str, &str, u16)> = p
+            .names
+            .iter()
+            .map(|r| (r.name.as_str(), r.set.as_str(), r.port))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("backend.example", "name_0", 8883),
+                ("gone.example", "name_1", 1)
+            ]
+        );
+        assert_eq!(p.name_refresh["backend.example"], 120);
+        assert_eq!(
+            p.name_refresh["gone.example"],
+            crate::netnames::RETRY.as_secs()
+        );
+        assert_eq!(
+            hosts_file("127.0.0.1\tlocalhost\n", &p.name_addrs),
+            "127.0.0.1\tlocalhost\n192.0.2.7\tbackend.example\n"
+        );
+        let r = ruleset(&p).to_string();
+        assert!(
+            r.contains(r#"{"add":{"element":{"elem":["192.0.2.7"],"family":"inet","name":"name_0","table":"appmgr-70003"}}}"#),
+            "{r}"
+        );
+        assert!(r.contains(r#""right":"@name_1""#), "{r}");
+        assert!(
+            !r.contains(r#""name":"name_1","table":"appmgr-70003"}}}"#)
+                || !r.contains(r#""elem":[],"#),
+            "{r}"
+        );
         // A peer the grant does not name is no peer.
         let mut g2 = g.clone();
         g2.talk_to.clear();

@@ -308,6 +308,9 @@ pub enum BindSource {
     /// A host `AF_UNIX` socket (sd_notify socket, D-Bus system bus): opened with
     /// `O_NOFOLLOW`, must exist and be a socket.
     Socket(PathBuf),
+    /// The names directory of the app's network ([`crate::net::names_dir`]): opened
+    /// beneath `/` without following symlinks, must be a root-owned directory.
+    NetNames(PathBuf),
     /// A per-app storage image: opened beneath `/` without following symlinks (a
     /// root-owned regular file), locked, attached to a loop device and mounted (ext4,
     /// `nosuid,nodev`) as a new file system whose root must belong to the app's uid.
@@ -961,6 +964,29 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
 
     // /etc: the runtime's /usr/etc as symlinks, plus generated identity files.
     let hostname = sanitize_hostname(spec.app_id.as_str());
+    let hosts_head =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut net = match (&spec.network, perms.network.is_granted()) {
+        (Some(n), true) => Some(crate::net::plan(&spec.app_id, uid, &perms.network, n)?),
+        _ => None,
+    };
+    // With names, the app's /etc/hosts lives in its network's names directory, where
+    // appmgr replaces it when an answer changes (crate::netnames).
+    let names_hosts = match net.as_mut().filter(|n| !n.names.is_empty()) {
+        Some(n) => {
+            n.hosts_head = hosts_head.clone();
+            run_appmgr_dir(&mut m);
+            m.push(dir(crate::net::SANDBOX_NAMES_DIR, 0o755));
+            m.push(MountOp::Bind {
+                source: BindSource::NetNames(crate::net::names_dir(&n.name)),
+                dest: crate::net::SANDBOX_NAMES_DIR.into(),
+                readonly: true,
+                dev: false,
+            });
+            true
+        }
+        None => false,
+    };
     let mut generated = vec![
         (
             "passwd",
@@ -973,20 +999,17 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
             "group",
             format!("root:x:0:\n{SANDBOX_USER}:x:{gid}:\nnogroup:x:65534:\n"),
         ),
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n{}",
-                spec.network
-                    .as_ref()
-                    .map(|n| crate::net::hosts_lines(&perms.network, n))
-                    .unwrap_or_default()
-            ),
-        ),
+        ("hosts", hosts_head),
         ("hostname", format!("{hostname}\n")),
         ("machine-id", format!("{}\n", machine_id(spec.app_id.as_str()))),
     ];
+    if names_hosts {
+        generated.retain(|(n, _)| *n != "hosts");
+    }
     let mut except: Vec<String> = generated.iter().map(|(n, _)| n.to_string()).collect();
+    if names_hosts {
+        except.push("hosts".into());
+    }
     except.push("localtime".into());
     except.push("resolv.conf".into());
     except.push("mtab".into());
@@ -1007,6 +1030,12 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         "/etc/localtime",
     ));
     m.push(symlink("/proc/self/mounts", "/etc/mtab"));
+    if names_hosts {
+        m.push(symlink(
+            &format!("{}/hosts", crate::net::SANDBOX_NAMES_DIR),
+            "/etc/hosts",
+        ));
+    }
     match &spec.network {
         // Any egress: the host's own resolver configuration.
         Some(_) if perms.network.any => m.push(MountOp::CopyHostFile {
@@ -1108,11 +1137,6 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         Vec::new()
     } else {
         protected_paths(&spec.deny_paths)?
-    };
-
-    let net = match (&spec.network, perms.network.is_granted()) {
-        (Some(n), true) => Some(crate::net::plan(&spec.app_id, uid, &perms.network, n)?),
-        _ => None,
     };
 
     Ok(LaunchPlan {
@@ -1328,6 +1352,8 @@ pub(crate) mod tests {
         assert!(!resolv(&p));
         let mut with_net = s.clone();
         with_net.network = Some(crate::net::NetSpec {
+            refresh: Default::default(),
+            resolvers: Vec::new(),
             pool: crate::net::DEFAULT_POOL.parse().unwrap(),
             slot: 0,
             resolved: Default::default(),

@@ -287,6 +287,8 @@ mod tests {
         use ProvisionStatus::*;
         let mut s = crate::plan::tests::spec();
         s.network = Some(crate::net::NetSpec {
+            refresh: Default::default(),
+            resolvers: Vec::new(),
             pool: crate::net::DEFAULT_POOL.parse().unwrap(),
             slot: 1,
             resolved: [("a.example".to_string(), vec![])].into(),
@@ -421,6 +423,8 @@ mod tests {
         );
         assert!(none.iter().all(|p| p.status == NotProvided), "{none:?}");
         s.network = Some(crate::net::NetSpec {
+            refresh: Default::default(),
+            resolvers: Vec::new(),
             pool: crate::net::DEFAULT_POOL.parse().unwrap(),
             slot: 1,
             resolved: [
@@ -454,13 +458,26 @@ mod tests {
             status(&v, "network.talk-to", "org.example.Deaf"),
             NotProvided
         );
-        // The app finds its names in /etc/hosts; with no name server it may reach, it gets
-        // no resolv.conf.
+        // The app finds its names in /etc/hosts, a link into its network's names directory
+        // (bound read-only), which starts with what the launch resolved; with no name
+        // server it may reach, it gets no resolv.conf.
+        let net = plan.net.as_ref().unwrap();
         assert!(plan
             .mounts
             .iter()
-            .any(|m| matches!(m, MountOp::File { dest, contents, .. }
-            if dest == "/etc/hosts" && contents.contains("192.0.2.9\ta.example\n"))));
+            .any(|m| matches!(m, MountOp::Symlink { target, dest }
+            if dest == "/etc/hosts" && target == "/run/appmgr/net/hosts")));
+        assert!(plan.mounts.iter().any(
+            |m| matches!(m, MountOp::Bind { source, dest, readonly: true, .. }
+            if dest == "/run/appmgr/net"
+                && *source == BindSource::NetNames(crate::net::names_dir(&net.name)))
+        ));
+        assert!(!plan
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::File { dest, .. } if dest == "/etc/hosts")));
+        assert!(crate::net::hosts_file(&net.hosts_head, &net.name_addrs)
+            .ends_with("localhost ip6-localhost ip6-loopback\n192.0.2.9\ta.example\n"));
         let resolv = |p: &LaunchPlan| {
             p.mounts.iter().find_map(|m| match m {
                 MountOp::File { dest, contents, .. } if dest == "/etc/resolv.conf" => {

@@ -422,16 +422,16 @@ pub fn attach_cgroup_device_program(cgroup: &Path, insns: &[u64]) -> io::Result<
     .map(drop)
 }
 
-/// Closes every fd from `first` up (close_range, Linux 5.9), except `keep` if given (which
-/// the caller has made close-on-exec).
-pub fn close_fds_from(first: u32, keep: Option<RawFd>) -> io::Result<()> {
+/// Closes every fd from `first` up (close_range, Linux 5.9), except those in `keep`.
+/// Called right before execve (the app) or in a child that owns nothing else (the
+/// launcher's name keeper).
+pub fn close_fds_from(first: u32, keep: &[RawFd]) -> io::Result<()> {
     let close = |lo: u32, hi: u32| {
         if lo > hi {
             return Ok(());
         }
-        // SAFETY: called right before execve in the app process; no Rust object owning
-        // one of these fds is used afterwards (the caller only execs or exits), except
-        // `keep`, which is left open.
+        // SAFETY: the caller only execs or exits afterwards and uses no Rust object owning
+        // one of these fds, except those in `keep`, which are left open.
         let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) };
         if r == -1 {
             Err(io::Error::last_os_error())
@@ -439,21 +439,24 @@ pub fn close_fds_from(first: u32, keep: Option<RawFd>) -> io::Result<()> {
             Ok(())
         }
     };
-    match keep
-        .and_then(|k| u32::try_from(k).ok())
+    let mut kept: Vec<u32> = keep
+        .iter()
+        .filter_map(|k| u32::try_from(*k).ok())
         .filter(|k| *k >= first)
-    {
-        Some(k) => {
-            if k > first {
-                close(first, k - 1)?;
-            }
-            if k < u32::MAX {
-                close(k + 1, u32::MAX)?;
-            }
-            Ok(())
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut lo = first;
+    for k in kept {
+        if k > lo {
+            close(lo, k - 1)?;
         }
-        None => close(first, u32::MAX),
+        match k.checked_add(1) {
+            Some(n) => lo = n,
+            None => return Ok(()),
+        }
     }
+    close(lo, u32::MAX)
 }
 
 /// `execve`. Returns only on failure.

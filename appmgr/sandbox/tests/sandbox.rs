@@ -3,7 +3,7 @@
 //! inside. Skipped (with a message) when not root.
 
 use appmgr_sandbox::{build_plan, launcher_command, LaunchSpec, SeccompPlan};
-use appmgr_testkit::{net_leftovers, require_net, require_root};
+use appmgr_testkit::{net_leftovers, require_net, require_root, Dnsmasq};
 use appmgr_types::{AllowFlag, AppId, Permissions};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -129,6 +129,8 @@ fn report(spec: &LaunchSpec) -> Value {
 /// A network spec in the tests' own pool (never the default one real apps use).
 fn own_network(slot: u32) -> appmgr_sandbox::net::NetSpec {
     appmgr_sandbox::net::NetSpec {
+        refresh: Default::default(),
+        resolvers: Vec::new(),
         pool: "10.235.0.0/24".parse().unwrap(),
         slot,
         resolved: Default::default(),
@@ -2474,4 +2476,72 @@ fn a_routed_network_keeps_the_apps_own_address() {
     let peer = seen.recv_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(peer.to_string(), "10.235.0.122");
     assert_gone(uid, "after a routed app");
+}
+
+/// Until `dns` answers `addr` for `name` (5 s at most).
+fn dns_answers(dns: &Dnsmasq, name: &str, addr: std::net::Ipv4Addr) {
+    let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);
+    dns.wait_for(
+        name,
+        || matches!(r.resolve(name), Ok(a) if a.addrs == [addr]),
+    );
+}
+
+#[test]
+fn names_follow_their_ttl_while_the_app_runs() {
+    require_net!("network namespaces, nftables, dnsmasq");
+    let w = World::new();
+    let (a, b) = (Remote::new(5), Remote::new(6));
+    let (seen_a, seen_b) = (a.serve(7005), b.serve(7005));
+    let dns = Dnsmasq::start(&w.root, "svc.test", a.addr);
+    dns_answers(&dns, "svc.test", a.addr);
+    // The answer's TTL is 5 s: appmgr asks for the name again then.
+    let first = appmgr_sandbox::netnames::Resolver::new(&[dns.server()])
+        .resolve("svc.test")
+        .unwrap();
+    assert_eq!(first.addrs, [a.addr]);
+    assert_eq!(first.ttl, Duration::from_secs(5));
+    let uid = UID + 140;
+    let watch = "watch:svc.test:7005:30".to_string();
+    let old = format!("tcp:{}:7005", a.addr);
+    let mut s = net_spec(
+        &w,
+        uid,
+        40,
+        // The old address is tried a moment after the new one answered: the sets are made
+        // exact right after /etc/hosts changed.
+        &["net", &watch, "sleep:2000", &old, "resolve:svc.test"],
+        r#"{"egress": ["svc.test:7005"]}"#,
+    );
+    let n = s.network.as_mut().unwrap();
+    n.resolved = [("svc.test".to_string(), first.addrs.clone())].into();
+    n.refresh = [("svc.test".to_string(), first.ttl.as_secs())].into();
+    n.resolvers = vec![dns.server()];
+    // The name moves to b; the app starts on what was resolved a moment ago (a).
+    dns.set("svc.test", b.addr);
+    dns_answers(&dns, "svc.test", b.addr);
+    let t0 = Instant::now();
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}\n{}", o.stderr, o.stdout);
+    let r: Value = serde_json::from_str(o.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", o.stdout, o.stderr));
+    let steps: Vec<&str> = r[&watch].as_str().unwrap().split(" | ").collect();
+    // The app reached a through its /etc/hosts, then, once the TTL ran out, b: its
+    // /etc/hosts and its rules moved together (no refused attempt in between).
+    assert_eq!(
+        steps,
+        [
+            format!("{}=ok hi-7005", a.addr),
+            format!("{}=ok hi-7005", b.addr)
+        ],
+        "{r}"
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(seen_a.recv_timeout(Duration::from_secs(1)).is_ok());
+    assert!(seen_b.recv_timeout(Duration::from_secs(1)).is_ok());
+    // The old address is no longer allowed; the name now gives the new one.
+    assert_eq!(r[&old], "EHOSTUNREACH", "{r}");
+    assert_eq!(r["resolve:svc.test"], b.addr.to_string(), "{r}");
+    assert_gone(uid, "after an app with names");
+    assert!(!appmgr_sandbox::net::names_dir(&format!("appmgr-{uid}")).exists());
 }

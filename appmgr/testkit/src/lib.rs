@@ -330,6 +330,87 @@ pub fn bin() -> &'static str {
     binary_str("appmgr")
 }
 
+/// Debian's dnsmasq on 127.0.0.1 (a free port), answering from a hosts file of the
+/// test's with a TTL of 5 s: the name server of the tests of names in network grants
+/// (docs/network.md#names). [`Dnsmasq::set`] rewrites the file and makes dnsmasq read it
+/// again (SIGHUP). Killed on drop.
+pub struct Dnsmasq {
+    child: std::process::Child,
+    port: u16,
+    hosts: PathBuf,
+}
+
+impl Dnsmasq {
+    /// Starts it in `dir` with one name. Panics when dnsmasq is not installed
+    /// (`scripts/install-deps` installs dnsmasq-base).
+    pub fn start(dir: &Path, name: &str, addr: std::net::Ipv4Addr) -> Dnsmasq {
+        let exe = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("dnsmasq is installed (scripts/install-deps: dnsmasq-base)");
+        let hosts = dir.join("dnsmasq-hosts");
+        std::fs::write(&hosts, format!("{addr} {name}\n")).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(exe)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--local-ttl=5",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--user=root",
+                "--group=root",
+                "--pid-file=",
+                "--log-facility=/dev/null",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Dnsmasq { child, port, hosts }
+    }
+
+    /// Where it answers.
+    pub fn server(&self) -> std::net::SocketAddrV4 {
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, self.port)
+    }
+
+    /// From now on `name` is at `addr` (the caller waits until it answers so).
+    pub fn set(&self, name: &str, addr: std::net::Ipv4Addr) {
+        std::fs::write(&self.hosts, format!("{addr} {name}\n")).unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits (5 s at most) until `answers` says it gives the expected answer for `name`.
+    pub fn wait_for(&self, name: &str, mut answers: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !answers() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dnsmasq does not give the expected answer for {name}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,6 @@ fn become_app(
     sys::default_signal_dispositions();
     sys::unblock_all_signals().map_err(sys_err("unblock signals"))?;
     sys::seccomp_set_filter(bpf).map_err(sys_err("load seccomp filter"))?;
-    sys::close_fds_from(3, keep).map_err(sys_err("close_range"))?;
+    sys::close_fds_from(3, keep.as_slice()).map_err(sys_err("close_range"))?;
     Ok(())
 }

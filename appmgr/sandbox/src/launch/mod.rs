@@ -349,6 +349,78 @@ fn net_teardown_detached(app_id: &str, n: &crate::net::NetPlan) {
     }
 }
 
+/// With names in the app's egress grant: a child (in the host's pid namespace, in no
+/// cgroup of the app) that looks them up again as their TTLs run out
+/// ([`crate::net::Refresher`]) and ends when init ends. Problems go to the caller's
+/// stderr; the app keeps running on the last answers.
+fn keep_names(app_id: &str, n: &crate::net::NetPlan, init: i32) {
+    if n.names.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let pidfd = rustix::process::Pid::from_raw(init)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
+    let (pidfd, refresher) = match (
+        pidfd,
+        host_pid_namespace()
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::net::Refresher::new(n, started).map_err(|e| e.to_string())),
+    ) {
+        (Ok(fd), Ok(Some(r))) => (fd, r),
+        (_, Ok(None)) => return,
+        (Err(e), _) => {
+            eprintln!("appmgr: {app_id}: names will not be looked up again: pidfd: {e}");
+            return;
+        }
+        (_, Err(e)) => {
+            eprintln!("appmgr: {app_id}: names will not be looked up again: {e}");
+            return;
+        }
+    };
+    match sys::fork() {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Ok(null) = rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            {
+                for fd in 0..2 {
+                    let _ = sys::dup2_std(null.as_fd(), fd);
+                }
+            }
+            // Nothing of the launcher's: above all not the pipe whose end tells init the
+            // launcher died. Signals stay blocked (a ^C is the app's); init's end is ours.
+            let keep = [pidfd.as_raw_fd(), refresher.dir_fd()];
+            if sys::close_fds_from(3, &keep).is_err() {
+                std::process::exit(1);
+            }
+            let mut r = refresher;
+            loop {
+                let wait = r
+                    .next_due()
+                    .saturating_duration_since(std::time::Instant::now());
+                let mut fds = [rustix::event::PollFd::new(
+                    &pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let ts = rustix::event::Timespec {
+                    tv_sec: wait.as_secs() as i64,
+                    tv_nsec: i64::from(wait.subsec_nanos()),
+                };
+                match rustix::event::poll(&mut fds, Some(&ts)) {
+                    // Init ended: so has the app, and the network goes.
+                    Ok(n) if n > 0 => std::process::exit(0),
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => std::process::exit(1),
+                }
+                for line in r.refresh(std::time::Instant::now()) {
+                    eprintln!("appmgr: {app_id}: {line}");
+                }
+            }
+        }
+        Err(e) => eprintln!("appmgr: {app_id}: names will not be looked up again: fork: {e}"),
+    }
+}
+
 /// Children of the launcher are created in the host's pid namespace again (the sandbox's
 /// died with init: fork fails with ENOMEM there).
 fn host_pid_namespace() -> io::Result<()> {
@@ -434,6 +506,9 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             // them now, so whatever ends the app (`appmgr kill` killing the cgroup, the
             // OOM killer) leaves the launcher alive to report the status and clean up.
             leave_cgroups(&app_id, &after, leave);
+            if let Some(n) = &net_plan {
+                keep_names(&app_id, n, child);
+            }
             // Keep the write end open: init watches it to notice our death.
             let alive = alive_w;
             let code = supervise(child, &forwarded, term.job_control);

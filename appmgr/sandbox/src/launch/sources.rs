@@ -299,6 +299,7 @@ pub(super) fn open_source(
             }));
         }
         BindSource::Deployment(p)
+        | BindSource::NetNames(p)
         | BindSource::Device(p)
         | BindSource::HostPath(p)
         | BindSource::Granted(p)
@@ -312,6 +313,13 @@ pub(super) fn open_source(
     };
     let st = rfs::fstat(&fd).map_err(|e| io_err("stat", path)(rx(e)))?;
     let ft = rfs::FileType::from_raw_mode(st.st_mode);
+    if matches!(src, BindSource::NetNames(_)) && (ft != rfs::FileType::Directory || st.st_uid != 0)
+    {
+        return Err(LaunchError::Refused {
+            path: path.display().to_string(),
+            reason: "not a root-owned directory".into(),
+        });
+    }
     if matches!(src, BindSource::Deployment(_)) && ft != rfs::FileType::Directory {
         return Err(LaunchError::Refused {
             path: path.display().to_string(),
