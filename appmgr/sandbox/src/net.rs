@@ -505,8 +505,10 @@ pub fn ip_batch(p: &NetPlan) -> String {
 // ---- apply (root, host network namespace) ----
 
 const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-/// How long one `ip` or `nft` run may take.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `ip` or `nft` run may take. The first table after boot autoloads a dozen
+/// modules (conntrack, nat, reject, log, limit): 3.2 s in an idle TCG guest, over 10 s in
+/// one sharing two cores with a build.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long teardown waits for init to let go of the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long set-up waits for a collector to finish with the lock.
