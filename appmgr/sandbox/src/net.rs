@@ -204,10 +204,8 @@ pub fn plan(
                     None => format!("name_{}", name_addrs.len()),
                 };
                 if !name_addrs.contains_key(&name) {
-                    name_addrs.insert(
-                        name.clone(),
-                        spec.resolved.get(&name).cloned().unwrap_or_default(),
-                    );
+                    let addrs = spec.resolved.get(&name).cloned().unwrap_or_default();
+                    name_addrs.insert(name.clone(), name_targets(spec.pool, addrs));
                     name_refresh.insert(
                         name.clone(),
                         spec.refresh
@@ -448,6 +446,22 @@ pub fn ruleset(p: &NetPlan) -> Value {
         );
     }
     json!({ "nftables": cmds })
+}
+
+/// The addresses of a name's answer that may become destinations: not the pool (other
+/// apps are reached only through mutual `talk-to`, whatever a name server says), not
+/// loopback, unspecified, multicast or broadcast addresses.
+pub fn name_targets(pool: Ipv4Net, addrs: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    addrs
+        .into_iter()
+        .filter(|a| {
+            !pool.contains_addr(*a)
+                && !a.is_loopback()
+                && !a.is_unspecified()
+                && !a.is_multicast()
+                && !a.is_broadcast()
+        })
+        .collect()
 }
 
 /// Each name of the plan with its set, once.
@@ -815,6 +829,7 @@ fn write_hosts(dir: &OwnedFd, name: &str, contents: &str) -> Result<(), NetError
 /// [`crate::netnames::RETRY`]. Run by the launcher (`appmgr run`) or appmgrd (services).
 pub struct Refresher {
     table: String,
+    pool: Ipv4Net,
     sets: Vec<(String, String)>,
     head: String,
     dir: OwnedFd,
@@ -840,6 +855,7 @@ impl Refresher {
             .collect();
         Ok(Some(Refresher {
             table: p.name.clone(),
+            pool: p.pool,
             sets: name_sets(p)
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s.to_string()))
@@ -885,8 +901,9 @@ impl Refresher {
         for name in due {
             let next = match self.resolver.resolve(&name) {
                 Ok(a) => {
-                    if self.addrs.get(&name) != Some(&a.addrs) {
-                        self.addrs.insert(name.clone(), a.addrs);
+                    let addrs = name_targets(self.pool, a.addrs);
+                    if self.addrs.get(&name) != Some(&addrs) {
+                        self.addrs.insert(name.clone(), addrs);
                         changed.push(name.clone());
                     }
                     a.ttl
@@ -1086,6 +1103,8 @@ mod tests {
             )]
             .into(),
             refresh: [("backend.example".to_string(), 120)].into(),
+            // `resolved` is what the name server said: its pool and loopback answers
+            // never become destinations (see plan_resolves_names_dns_and_mutual_peers).
             nameservers: vec!["192.0.2.53".parse().unwrap()],
             peers: vec![NetPeer {
                 app: "org.example.Peer".parse().unwrap(),
@@ -1151,6 +1170,23 @@ mod tests {
             ]
         );
         assert_eq!(p.name_refresh["backend.example"], 120);
+        // A name server that answers with another app's address or loopback gains the
+        // app nothing.
+        let mut bad = spec();
+        bad.resolved.insert(
+            "backend.example".into(),
+            vec![
+                "10.233.0.42".parse().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+                "224.0.0.1".parse().unwrap(),
+                "192.0.2.7".parse().unwrap(),
+            ],
+        );
+        let pb = plan(&id, 70003, &g, &bad).unwrap();
+        assert_eq!(
+            pb.name_addrs["backend.example"],
+            ["192.0.2.7".parse::<Ipv4Addr>().unwrap()]
+        );
         assert_eq!(
             p.name_refresh["gone.example"],
             crate::netnames::RETRY.as_secs()

@@ -70,10 +70,14 @@ fn network_item(e: &PermEntry<'_>, spec: &LaunchSpec, plan: &LaunchPlan) -> Prov
     };
     match e {
         PermEntry::Egress(g) => match &g.host {
+            // What the rules allow: answers in the pool or on loopback are not taken.
             appmgr_types::EgressHost::Name(n)
-                if ns.resolved.get(n).is_none_or(|v| v.is_empty()) =>
+                if net.name_addrs.get(n.as_str()).is_none_or(|v| v.is_empty()) =>
             {
-                Provision::not_provided(e, format!("{n} did not resolve at launch"))
+                Provision::not_provided(
+                    e,
+                    format!("{n} did not resolve at launch to an address outside the app pool"),
+                )
             }
             _ => Provision::provided(e),
         },
