@@ -113,7 +113,7 @@ fn ps_shows_the_address_the_app_is_reached_at() {
     assert_eq!(first, "listening");
     let (mut sleeper, _sleeper_out, first) = start(&e, plain, &["sleep"]);
     assert_eq!(first, "ready");
-    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "rules"]);
 
     // JSON: the app's address for the app with a network, null for the one without.
     let ps = e.ok(&["--json", "ps"]).json();

@@ -1,6 +1,6 @@
 //! Service apps' own networks under appmgrd, as root, on a private dbus-daemon: while a
 //! service with a network grant runs, its namespace (`/run/netns/appmgr-UID`), host
-//! interface (`am-UID`) and nft table (`inet appmgr-UID`) exist and `ps` (through the
+//! interface (`am-UID`) and nft rules (chains `aUID_*` in `inet appmgr`) exist and `ps` (through the
 //! daemon and locally) shows the address it is reached at; when appmgrd stops it, all three
 //! go; when appmgrd was SIGKILLed, the next appmgrd stops the leftover instance, starts the
 //! service afresh, and what is left of the network is the new instance's (its lock held);
@@ -34,7 +34,7 @@ impl Drop for Leftover<'_> {
     }
 }
 
-const ALL: [&str; 3] = ["netns", "link", "table"];
+const ALL: [&str; 3] = ["netns", "link", "rules"];
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -227,7 +227,7 @@ fn a_services_network_lives_and_goes_with_the_service() {
     wait_gone(uid, "after kill of an unwatched instance");
 }
 
-/// The addresses in the nft set of network `appmgr-UID` for its first name.
+/// The addresses in the nft set of app `uid`'s first name.
 fn name_set(uid: u32) -> Vec<String> {
     let o = std::process::Command::new("nft")
         .args([
@@ -235,8 +235,8 @@ fn name_set(uid: u32) -> Vec<String> {
             "list",
             "set",
             "inet",
-            &format!("appmgr-{uid}"),
-            "name_0",
+            "appmgr",
+            &format!("a{uid}_name_0"),
         ])
         .output()
         .unwrap();

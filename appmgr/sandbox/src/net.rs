@@ -201,7 +201,11 @@ pub fn plan(
                 // One set per name, shared by its entries (ports, protocols).
                 let set = match names.iter().find(|r: &&NameRule| r.name == name) {
                     Some(r) => r.set.clone(),
-                    None => format!("name_{}", name_addrs.len()),
+                    None => format!(
+                        "{}name_{}",
+                        object_prefix(&format!("{NAME_PREFIX}{uid}")),
+                        name_addrs.len()
+                    ),
                 };
                 if !name_addrs.contains_key(&name) {
                     let addrs = spec.resolved.get(&name).cloned().unwrap_or_default();
@@ -313,21 +317,78 @@ fn ct_state(states: &[&str]) -> Value {
     json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": states}})
 }
 
-/// The nft JSON transaction that (re)creates the app's table.
+/// The table all app networks share: base chains that dispatch by interface (or, for
+/// NAT, by source address) to each app's own regular chains. Created once (after boot, or
+/// after someone flushed the ruleset); an app's network is then a handful of regular
+/// chains and map elements, which the kernel adds in a fraction of a millisecond, where a
+/// table of its own with base chains cost every launch about 6 ms of hook registration.
+pub const TABLE: &str = "appmgr";
+
+/// The prefix of app `name`'s (`appmgr-UID`) objects in [`TABLE`]: `aUID_`.
+pub fn object_prefix(name: &str) -> String {
+    format!("a{}_", name.strip_prefix(NAME_PREFIX).unwrap_or(name))
+}
+
+/// The maps of [`TABLE`]: name, key type, the base chain and the statement that consults it.
+const DISPATCH: [(&str, &str, &str, &str); 5] = [
+    ("from_app", "ifname", "forward", "iifname"),
+    ("to_app", "ifname", "forward", "oifname"),
+    ("in_from_app", "ifname", "input", "iifname"),
+    ("out_to_app", "ifname", "output", "oifname"),
+    ("nat_from", "ipv4_addr", "postrouting", "saddr"),
+];
+
+/// The transaction that creates [`TABLE`] with its base chains, maps and dispatch rules.
+/// Run only when an app's transaction failed for want of them: rerunning it flushes and
+/// refills the base chains (about 20 ms), which an app's launch should not pay.
+pub fn base_ruleset() -> Value {
+    let t = TABLE;
+    let mut cmds: Vec<Value> = vec![json!({"add": {"table": {"family": "inet", "name": t}}})];
+    for (name, key, _, _) in DISPATCH {
+        cmds.push(
+            json!({"add": {"map": {"family": "inet", "table": t, "name": name,
+            "type": key, "map": "verdict"}}}),
+        );
+    }
+    for (chain, ty, prio) in [
+        ("forward", "filter", -5),
+        ("input", "filter", -5),
+        ("output", "filter", -5),
+        ("postrouting", "nat", 100),
+    ] {
+        cmds.push(
+            json!({"add": {"chain": {"family": "inet", "table": t, "name": chain,
+            "type": ty, "hook": chain, "prio": prio, "policy": "accept"}}}),
+        );
+        cmds.push(json!({"flush": {"chain": {"family": "inet", "table": t, "name": chain}}}));
+    }
+    for (map, _, chain, key) in DISPATCH {
+        let left = if key == "saddr" {
+            json!({"payload": {"protocol": "ip", "field": "saddr"}})
+        } else {
+            json!({"meta": {"key": key}})
+        };
+        cmds.push(
+            json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain,
+            "expr": [{"vmap": {"key": left, "data": format!("@{map}")}}]}}}),
+        );
+    }
+    json!({ "nftables": cmds })
+}
+
+/// The nft JSON transaction that adds the app's chains to [`TABLE`] and points the
+/// dispatch maps at them. Allowed traffic `return`s to the base chain, so traffic between
+/// two apps passes the sender's chain and then the receiver's, as two tables would.
 pub fn ruleset(p: &NetPlan) -> Value {
-    let t = p.name.as_str();
+    let t = TABLE;
+    let pre = object_prefix(&p.name);
     let h = p.host_if.as_str();
+    let c = |n: &str| format!("{pre}{n}");
+    let limit = c("log");
     let mut cmds: Vec<Value> = Vec::new();
-    // A stale table of the same name was removed before (`setup`); deleting one here
-    // would cost every launch an RCU grace period.
-    cmds.push(json!({"add": {"table": {"family": "inet", "name": t}}}));
-    let chain = |name: &str, ty: &str, hook: &str, prio: i32| {
-        json!({"add": {"chain": {"family": "inet", "table": t, "name": name, "type": ty,
-            "hook": hook, "prio": prio, "policy": "accept"}}})
-    };
     // One budget for the log lines of the app's refused attempts, whichever chain refuses.
     cmds.push(
-        json!({"add": {"limit": {"family": "inet", "table": t, "name": "log",
+        json!({"add": {"limit": {"family": "inet", "table": t, "name": limit,
         "rate": LOG_RATE_PER_MINUTE, "per": "minute", "burst": 5}}}),
     );
     // One set per name, holding its current addresses ([`Refresher`] replaces them).
@@ -340,112 +401,161 @@ pub fn ruleset(p: &NetPlan) -> Value {
             cmds.push(json!({ "add": el }));
         }
     }
-    cmds.push(chain("forward", "filter", "forward", -5));
-    cmds.push(chain("input", "filter", "input", -5));
-    cmds.push(chain("output", "filter", "output", -5));
+    let mut chains = vec!["from", "to", "in", "out"];
     if !p.routed {
-        cmds.push(chain("postrouting", "nat", "postrouting", 100));
+        chains.push("nat");
+    }
+    for ch in &chains {
+        cmds.push(json!({"add": {"chain": {"family": "inet", "table": t, "name": c(ch)}}}));
     }
     let mut rule = |chain: &str, expr: Vec<Value>| {
         cmds.push(
-            json!({"add": {"rule": {"family": "inet", "table": t, "chain": chain, "expr": expr}}}),
+            json!({"add": {"rule": {"family": "inet", "table": t, "chain": c(chain), "expr": expr}}}),
         );
     };
-    let iif = || meta("iifname", "==", json!(h));
-    let oif = || meta("oifname", "==", json!(h));
-    let accept = || json!({"accept": null});
+    let ok = || json!({"return": null});
     let drop = || json!({"drop": null});
     // The app learns at once that a destination is not granted (EHOSTUNREACH), rather
     // than waiting for a timeout.
     let reject = || json!({"reject": {"type": "icmpx", "expr": "admin-prohibited"}});
     let est = || ct_state(&["established", "related"]);
+    let log = || {
+        [
+            ct_state(&["new"]),
+            json!({"limit": limit}),
+            json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
+        ]
+    };
 
-    // forward: the app's own traffic through the host.
-    rule("forward", vec![iif(), est(), accept()]);
-    rule("forward", vec![oif(), est(), accept()]);
+    // from: the app's own traffic through the host (forward, iifname am-UID).
+    rule("from", vec![est(), ok()]);
     if p.any {
-        rule(
-            "forward",
-            vec![iif(), ip_field("daddr", "!=", &p.pool), accept()],
-        );
+        rule("from", vec![ip_field("daddr", "!=", &p.pool), ok()]);
     }
     for d in &p.egress {
         let [a, b] = l4(d.proto, d.port);
-        rule(
-            "forward",
-            vec![iif(), ip_field("daddr", "==", &d.net), a, b, accept()],
-        );
+        rule("from", vec![ip_field("daddr", "==", &d.net), a, b, ok()]);
     }
     for r in &p.names {
         let [a, b] = l4(r.proto, r.port);
         let daddr = json!({"match": {"op": "==",
             "left": {"payload": {"protocol": "ip", "field": "daddr"}},
             "right": format!("@{}", r.set)}});
-        rule("forward", vec![iif(), daddr, a, b, accept()]);
+        rule("from", vec![daddr, a, b, ok()]);
     }
     for peer in &p.peers {
-        let o = meta("oifname", "==", json!(peer.host_if));
-        rule("forward", vec![iif(), o, accept()]);
-        let i = meta("iifname", "==", json!(peer.host_if));
-        rule("forward", vec![i, oif(), accept()]);
-    }
-    for l in &p.listen {
-        let [a, b] = l4(l.proto, l.port);
         rule(
-            "forward",
-            vec![
-                oif(),
-                ip_field("daddr", "==", &Ipv4Net::host(p.app_addr)),
-                a,
-                b,
-                accept(),
-            ],
+            "from",
+            vec![meta("oifname", "==", json!(peer.host_if)), ok()],
         );
     }
-    rule(
-        "forward",
-        vec![
-            iif(),
-            ct_state(&["new"]),
-            json!({"limit": "log"}),
-            json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
-        ],
-    );
-    rule("forward", vec![iif(), reject()]);
-    rule("forward", vec![oif(), drop()]);
-
-    // input: nothing of the host itself (its addresses, its loopback through them).
-    rule("input", vec![iif(), est(), accept()]);
-    rule(
-        "input",
-        vec![
-            iif(),
-            ct_state(&["new"]),
-            json!({"limit": "log"}),
-            json!({"log": {"prefix": p.log_prefix, "level": "warn"}}),
-        ],
-    );
-    rule("input", vec![iif(), reject()]);
-    // output: the host reaches the app only on its listen ports.
-    rule("output", vec![oif(), est(), accept()]);
+    rule("from", log().to_vec());
+    rule("from", vec![reject()]);
+    // to: traffic forwarded to the app (oifname am-UID).
+    rule("to", vec![est(), ok()]);
+    for peer in &p.peers {
+        rule("to", vec![meta("iifname", "==", json!(peer.host_if)), ok()]);
+    }
     for l in &p.listen {
         let [a, b] = l4(l.proto, l.port);
-        rule("output", vec![oif(), a, b, accept()]);
+        let me = ip_field("daddr", "==", &Ipv4Net::host(p.app_addr));
+        rule("to", vec![me, a, b, ok()]);
     }
-    rule("output", vec![oif(), drop()]);
-    // postrouting: leaving the pool, the app's traffic takes the host's address (unless
-    // the network routes the pool to this host).
+    rule("to", vec![drop()]);
+    // in: nothing of the host itself (its addresses, its loopback through them).
+    rule("in", vec![est(), ok()]);
+    rule("in", log().to_vec());
+    rule("in", vec![reject()]);
+    // out: the host reaches the app only on its listen ports.
+    rule("out", vec![est(), ok()]);
+    for l in &p.listen {
+        let [a, b] = l4(l.proto, l.port);
+        rule("out", vec![a, b, ok()]);
+    }
+    rule("out", vec![drop()]);
+    // nat: leaving the pool, the app's traffic takes the host's address (unless the
+    // network routes the pool to this host).
     if !p.routed {
         rule(
-            "postrouting",
+            "nat",
             vec![
-                ip_field("saddr", "==", &Ipv4Net::host(p.app_addr)),
                 ip_field("daddr", "!=", &p.pool),
                 json!({"masquerade": null}),
             ],
         );
     }
+    // Last: the dispatch to the chains, now complete.
+    let mut elem = |map: &str, key: Value, chain: &str| {
+        cmds.push(
+            json!({"add": {"element": {"family": "inet", "table": t, "name": map,
+            "elem": [[key, {"jump": {"target": c(chain)}}]]}}}),
+        );
+    };
+    elem("from_app", json!(h), "from");
+    elem("to_app", json!(h), "to");
+    elem("in_from_app", json!(h), "in");
+    elem("out_to_app", json!(h), "out");
+    if !p.routed {
+        elem("nat_from", json!(p.app_addr.to_string()), "nat");
+    }
     json!({ "nftables": cmds })
+}
+
+/// The transaction that removes what [`TABLE`] holds of app `name` (as listed in
+/// `listing`, the JSON of `nft -j list table inet appmgr`): its map elements first, then
+/// its chains, sets and limit. `None`: nothing of it is there.
+fn removal(name: &str, host_if: &str, listing: &Value) -> Option<Value> {
+    let t = TABLE;
+    let pre = object_prefix(name);
+    let mut elems = Vec::new();
+    let (mut chains, mut sets, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+    for item in listing["nftables"].as_array().into_iter().flatten() {
+        if let Some(m) = item.get("map") {
+            let map = m["name"].as_str().unwrap_or_default();
+            for e in m["elem"].as_array().into_iter().flatten() {
+                // [key, verdict]: the app's when the verdict jumps to one of its chains.
+                let target = e[1]["jump"]["target"].as_str().unwrap_or_default();
+                if target.starts_with(&pre) || e[0] == json!(host_if) {
+                    elems.push(json!({"delete": {"element": {"family": "inet", "table": t,
+                        "name": map, "elem": [e[0].clone()]}}}));
+                }
+            }
+        }
+        for (kind, into) in [
+            ("chain", &mut chains),
+            ("set", &mut sets),
+            ("limit", &mut limits),
+        ] {
+            if let Some(n) = item[kind]["name"].as_str().filter(|n| n.starts_with(&pre)) {
+                into.push((kind, n.to_string()));
+            }
+        }
+    }
+    if elems.is_empty() && chains.is_empty() && sets.is_empty() && limits.is_empty() {
+        return None;
+    }
+    let mut cmds = elems;
+    for (_, n) in &chains {
+        cmds.push(json!({"flush": {"chain": {"family": "inet", "table": t, "name": n}}}));
+    }
+    for (kind, n) in chains.iter().chain(&sets).chain(&limits) {
+        cmds.push(json!({"delete": {*kind: {"family": "inet", "table": t, "name": n}}}));
+    }
+    Some(json!({ "nftables": cmds }))
+}
+
+/// The uids whose objects [`TABLE`] holds (from `nft -j list table inet appmgr`).
+fn uids_in(listing: &Value) -> Vec<u32> {
+    let mut v: Vec<u32> = listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["chain"]["name"].as_str())
+        .filter_map(|n| n.strip_prefix('a')?.split_once('_')?.0.parse().ok())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// The addresses of a name's answer that may become destinations: not the pool (other
@@ -662,21 +772,62 @@ fn try_lock(name: &str) -> Result<Option<OwnedFd>, NetError> {
     }
 }
 
+/// Runs one nft JSON transaction: in-process through libnftables when it loads
+/// ([`crate::nftlib`]), else through the `nft` program.
+fn nft_json(tx: &Value, step: &str) -> Result<(), NetError> {
+    let text = tx.to_string();
+    match crate::sys::nftlib::run_json(&text) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(stderr)) => Err(NetError::Tool {
+            step: step.into(),
+            tool: "nft",
+            stderr,
+        }),
+        None => run_tool("nft", &["-j", "-f", "-"], text.as_bytes(), step).map(drop),
+    }
+}
+
+/// [`TABLE`] as `nft -j list` shows it; an empty listing when it does not exist.
+fn list_table() -> Result<Value, NetError> {
+    match run_tool(
+        "nft",
+        &["-j", "list", "table", "inet", TABLE],
+        b"",
+        "list the rules",
+    ) {
+        Ok(out) => serde_json::from_slice(&out).map_err(|e| NetError::Tool {
+            step: "list the rules".into(),
+            tool: "nft",
+            stderr: e.to_string(),
+        }),
+        Err(NetError::Tool { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(json!({"nftables": []}))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads the app's rules; creates [`TABLE`] first when they cannot be loaded for want of
+/// it.
+fn load_rules(p: &NetPlan) -> Result<(), NetError> {
+    let tx = ruleset(p);
+    if nft_json(&tx, "load the rules").is_ok() {
+        return Ok(());
+    }
+    nft_json(&base_ruleset(), "create the appmgr table")?;
+    nft_json(&tx, "load the rules")
+}
+
 /// Removes whatever exists of the network `name` with host interface `host_if` (table,
 /// pair, namespace). The caller holds the lock.
 fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
     let mut first = None;
     // The rules first: nothing is allowed any more, whatever else remains.
-    let table = json!({"nftables": [
-        {"add": {"table": {"family": "inet", "name": name}}},
-        {"delete": {"table": {"family": "inet", "name": name}}},
-    ]});
-    if let Err(e) = run_tool(
-        "nft",
-        &["-j", "-f", "-"],
-        table.to_string().as_bytes(),
-        "remove the rules",
-    ) {
+    let rules = list_table().and_then(|listing| match removal(name, host_if, &listing) {
+        Some(tx) => nft_json(&tx, "remove the rules"),
+        None => Ok(()),
+    });
+    if let Err(e) = rules {
         first.get_or_insert(e);
     }
     if Path::new(NETNS_DIR).join(name).exists() {
@@ -769,12 +920,7 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
         }
         let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
         std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
-        run_tool(
-            "nft",
-            &["-j", "-f", "-"],
-            ruleset(p).to_string().as_bytes(),
-            "load the rules",
-        )?;
+        load_rules(p)?;
         let ns = Path::new(NETNS_DIR).join(&p.name);
         let netns = rustix::fs::open(
             &ns,
@@ -829,6 +975,7 @@ fn write_hosts(dir: &OwnedFd, name: &str, contents: &str) -> Result<(), NetError
 /// [`crate::netnames::RETRY`]. Run by the launcher (`appmgr run`) or appmgrd (services).
 pub struct Refresher {
     table: String,
+    name: String,
     pool: Ipv4Net,
     sets: Vec<(String, String)>,
     head: String,
@@ -854,7 +1001,8 @@ impl Refresher {
             })
             .collect();
         Ok(Some(Refresher {
-            table: p.name.clone(),
+            table: TABLE.to_string(),
+            name: p.name.clone(),
             pool: p.pool,
             sets: name_sets(p)
                 .into_iter()
@@ -932,15 +1080,12 @@ impl Refresher {
                 exact.push(json!({ "add": el }));
             }
         }
-        let nft = |cmds: Vec<Value>, step: &str| {
-            let tx = json!({ "nftables": cmds }).to_string();
-            run_tool("nft", &["-j", "-f", "-"], tx.as_bytes(), step).map(drop)
-        };
+        let nft = |cmds: Vec<Value>, step: &str| nft_json(&json!({ "nftables": cmds }), step);
         let done = (|| {
             if !add.is_empty() {
                 nft(add, "add the names' new addresses")?;
             }
-            write_hosts(&self.dir, &self.table, &hosts_file(&self.head, &self.addrs))?;
+            write_hosts(&self.dir, &self.name, &hosts_file(&self.head, &self.addrs))?;
             nft(exact, "remove the names' old addresses")
         })();
         if let Err(e) = done {
@@ -959,12 +1104,7 @@ fn ensure_forwarding() -> Result<(), NetError> {
     if on.trim() == "1" {
         return Ok(());
     }
-    run_tool(
-        "nft",
-        &["-j", "-f", "-"],
-        guard_ruleset().to_string().as_bytes(),
-        "load the forwarding guard",
-    )?;
+    nft_json(&guard_ruleset(), "load the forwarding guard")?;
     std::fs::write(IP_FORWARD, b"1").map_err(io_err(format!("write {IP_FORWARD}")))
 }
 
@@ -1029,6 +1169,8 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
             }
         }
     }
+    // Tables of their own: what versions before the shared table made.
+    let mut legacy = Vec::new();
     if tool("nft").is_ok() {
         let out = run_tool(
             "nft",
@@ -1039,11 +1181,19 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
         if let Ok(v) = serde_json::from_slice::<Value>(&out) {
             for item in v["nftables"].as_array().into_iter().flatten() {
                 if let Some(n) = item["table"]["name"].as_str() {
-                    names.push(n.to_string());
+                    legacy.push(n.to_string());
                 }
             }
         }
+        for uid in uids_in(&list_table()?) {
+            names.push(format!("{NAME_PREFIX}{uid}"));
+        }
     }
+    legacy.retain(|n| {
+        n.strip_prefix(NAME_PREFIX)
+            .is_some_and(|u| u.parse::<u32>().is_ok())
+    });
+    names.extend(legacy.iter().cloned());
     names.sort();
     names.dedup();
     let mut removed = Vec::new();
@@ -1058,7 +1208,14 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
         // One network that cannot be removed does not keep the others.
         let r = try_lock(&name).and_then(|l| match l {
             Some(lock) => {
-                let r = remove(&name, &host_if(uid));
+                let mut r = remove(&name, &host_if(uid));
+                if r.is_ok() && legacy.contains(&name) {
+                    let table = json!({"nftables": [
+                        {"add": {"table": {"family": "inet", "name": name}}},
+                        {"delete": {"table": {"family": "inet", "name": name}}},
+                    ]});
+                    r = nft_json(&table, "remove an old table");
+                }
                 drop(lock);
                 r.map(|()| true)
             }
@@ -1165,8 +1322,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("backend.example", "name_0", 8883),
-                ("gone.example", "name_1", 1)
+                ("backend.example", "a70003_name_0", 8883),
+                ("gone.example", "a70003_name_1", 1)
             ]
         );
         assert_eq!(p.name_refresh["backend.example"], 120);
@@ -1197,15 +1354,12 @@ mod tests {
         );
         let r = ruleset(&p).to_string();
         assert!(
-            r.contains(r#"{"add":{"element":{"elem":["192.0.2.7"],"family":"inet","name":"name_0","table":"appmgr-70003"}}}"#),
+            r.contains(r#"{"add":{"element":{"elem":["192.0.2.7"],"family":"inet","name":"a70003_name_0","table":"appmgr"}}}"#),
             "{r}"
         );
-        assert!(r.contains(r#""right":"@name_1""#), "{r}");
-        assert!(
-            !r.contains(r#""name":"name_1","table":"appmgr-70003"}}}"#)
-                || !r.contains(r#""elem":[],"#),
-            "{r}"
-        );
+        assert!(r.contains(r#""right":"@a70003_name_1""#), "{r}");
+        // No element list for the name without addresses (nft refuses an empty one).
+        assert!(!r.contains(r#""elem":[]"#), "{r}");
         // A peer the grant does not name is no peer.
         let mut g2 = g.clone();
         g2.talk_to.clear();
@@ -1231,13 +1385,66 @@ mod tests {
     }
 
     #[test]
-    fn ruleset_is_one_table_that_drops_by_default() {
+    fn an_app_is_chains_in_the_shared_table_that_drop_by_default() {
         let g = NetworkGrant::any();
         let id: AppId = "org.example.App".parse().unwrap();
         let p = plan(&id, 70003, &g, &spec()).unwrap();
-        let r = ruleset(&p).to_string();
-        assert!(r.contains("\"appmgr-70003\"") && r.contains("\"am-70003\""));
+        let v = ruleset(&p);
+        let r = v.to_string();
+        // Only regular chains (no hook: nothing to register) and the dispatch elements.
+        assert!(!r.contains("\"hook\"") && !r.contains("\"table\":{"), "{r}");
+        for ch in ["from", "to", "in", "out", "nat"] {
+            assert!(
+                r.contains(&format!("\"name\":\"a70003_{ch}\"")),
+                "{ch}: {r}"
+            );
+        }
+        assert!(
+            r.contains(r#""elem":[["am-70003",{"jump":{"target":"a70003_from"}}]]"#),
+            "{r}"
+        );
+        assert!(
+            r.contains(r#""elem":[["10.233.0.14",{"jump":{"target":"a70003_nat"}}]]"#),
+            "{r}"
+        );
         assert!(r.contains("masquerade") && r.contains("\"drop\""));
+        // The dispatch elements come last: a chain is complete before traffic reaches it.
+        let cmds = v["nftables"].as_array().unwrap();
+        let first_elem = cmds
+            .iter()
+            .position(|c| c["add"]["element"]["elem"][0][1].get("jump").is_some())
+            .unwrap();
+        assert!(cmds[first_elem..]
+            .iter()
+            .all(|c| c["add"].get("element").is_some()));
+        // The base: dispatch by interface (and source address for NAT) to those chains.
+        let b = base_ruleset().to_string();
+        assert!(
+            b.contains(r#"{"vmap":{"data":"@from_app","key":{"meta":{"key":"iifname"}}}}"#),
+            "{b}"
+        );
+        assert!(b.contains(r#""hook":"postrouting""#), "{b}");
+        // Removal finds the app's objects in a listing and removes elements first.
+        let listing = json!({"nftables": [
+            {"map": {"name": "from_app", "elem": [["am-70003", {"jump": {"target": "a70003_from"}}],
+                                                  ["am-70004", {"jump": {"target": "a70004_from"}}]]}},
+            {"chain": {"name": "a70003_from"}}, {"chain": {"name": "a70004_from"}},
+            {"set": {"name": "a70003_name_0"}}, {"limit": {"name": "a70003_log"}},
+        ]});
+        let rm = removal("appmgr-70003", "am-70003", &listing)
+            .unwrap()
+            .to_string();
+        assert!(
+            rm.starts_with(r#"{"nftables":[{"delete":{"element":{"elem":["am-70003"]"#),
+            "{rm}"
+        );
+        assert!(!rm.contains("70004"), "{rm}");
+        assert!(
+            rm.contains(r#"{"delete":{"set":{"family":"inet","name":"a70003_name_0""#),
+            "{rm}"
+        );
+        assert_eq!(uids_in(&listing), [70003, 70004]);
+        assert!(removal("appmgr-70005", "am-70005", &listing).is_none());
         // any: everything outside the pool, nothing inside it.
         assert!(
             r.contains("\"op\":\"!=\",\"right\":{\"prefix\":{\"addr\":\"10.233.0.0\",\"len\":16}}")

@@ -1,9 +1,13 @@
 //! The only module of appmgr allowed to use `unsafe`: thin wrappers over the few
 //! syscalls that `rustix` does not wrap safely (fork, signal masks, execve, seccomp
 //! loading, the cgroup device program's `bpf(2)` load and attach, close_range, the
-//! interface-flags, loop-device and DRM-version ioctls) and the raw-syscall entry the probe uses. Every block
-//! says why it is sound; callers get safe functions.
+//! interface-flags, loop-device and DRM-version ioctls) and the raw-syscall entry the probe uses, and
+//! (in [`nftlib`]) libnftables loaded with `dlopen`. Every block says why it is sound;
+//! callers get safe functions.
 #![allow(unsafe_code)]
+
+#[path = "nftlib.rs"]
+pub mod nftlib;
 
 use std::ffi::CString;
 use std::io;

@@ -2422,7 +2422,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         r#"{"listen": ["7200"]}"#,
     );
     let (mut first, _out) = start_listener(&s);
-    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "rules"]);
     // A second instance of the same app is refused, and the first one's network stays.
     let o = launch(&s);
     assert_eq!(o.code, 125, "{}", o.stdout);
@@ -2431,7 +2431,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         "{}",
         o.stderr
     );
-    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "rules"]);
     // Nothing is stale while init lives.
     assert!(!appmgr_sandbox::net::remove_stale()
         .unwrap()
@@ -2448,7 +2448,7 @@ fn a_network_outlives_no_crash_and_is_never_shared() {
         assert!(Instant::now() < deadline, "init survived its launcher");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(net_leftovers(uid), ["netns", "link", "table"]);
+    assert_eq!(net_leftovers(uid), ["netns", "link", "rules"]);
     // ... until the stale networks are collected (appmgrd at start), or the app's next
     // launch takes its place.
     let removed = appmgr_sandbox::net::remove_stale().unwrap();

@@ -100,7 +100,8 @@ macro_rules! require_net {
 }
 
 /// What the kernel holds of the network of the app with `uid` (docs/network.md): its
-/// namespace, its host interface, its nft table, by those names.
+/// namespace, its host interface, its rules (its chains in the shared table `inet
+/// appmgr`), by those names.
 pub fn net_leftovers(uid: u32) -> Vec<&'static str> {
     let mut v = Vec::new();
     if std::fs::symlink_metadata(format!("/run/netns/appmgr-{uid}")).is_ok() {
@@ -109,12 +110,12 @@ pub fn net_leftovers(uid: u32) -> Vec<&'static str> {
     if std::fs::symlink_metadata(format!("/sys/class/net/am-{uid}")).is_ok() {
         v.push("link");
     }
-    let table = std::process::Command::new("nft")
-        .args(["list", "table", "inet", &format!("appmgr-{uid}")])
+    let rules = std::process::Command::new("nft")
+        .args(["list", "chain", "inet", "appmgr", &format!("a{uid}_from")])
         .output()
         .expect("run nft");
-    if table.status.success() {
-        v.push("table");
+    if rules.status.success() {
+        v.push("rules");
     }
     v
 }
