@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 const POOL: &str = "10.239.0.0/24";
 const UID_RANGE: (u32, u32) = (71300, 71399);
 const PORT: u16 = 7300;
+/// The names test's own uids (its service runs beside the other test's, which would have
+/// the same network, `appmgr-UID`, in the same range).
+const NAMES_UID_RANGE: (u32, u32) = (71400, 71499);
+const NAMES_POOL: &str = "10.239.1.0/24";
 
 mod harness;
 use harness::Daemon;
@@ -280,9 +284,9 @@ fn a_services_names_follow_their_ttl() {
     fs::write(
         e.cfg.join("appmgr.toml"),
         format!(
-            "uid-range = \"{}-{}\"\nnetwork-pool = \"{POOL}\"\nnetwork-resolvers = [\"{}\"]\n",
-            UID_RANGE.0,
-            UID_RANGE.1,
+            "uid-range = \"{}-{}\"\nnetwork-pool = \"{NAMES_POOL}\"\nnetwork-resolvers = [\"{}\"]\n",
+            NAMES_UID_RANGE.0,
+            NAMES_UID_RANGE.1,
             dns.server()
         ),
     )

@@ -5,13 +5,15 @@
 //! ```text
 //!   host netns                                   app netns (/run/netns/appmgr-UID)
 //!   am-UID  POOL+4·slot+1/30  ◄── veth ──►  eth0  POOL+4·slot+2/30, default via +1
-//!   table inet appmgr-UID: forward/input/output filter, postrouting masquerade
+//!   table inet appmgr: base chains dispatch by am-UID (and, for NAT, the app's address)
+//!   through verdict maps to the app's chains aUID_from/to/in/out/nat
 //! ```
 //!
 //! **Plan** ([`NetSpec`] + the grant → [`NetPlan`]) is pure. **Apply** runs in the
-//! single-threaded launcher (or appmgrd for cleanup): `ip -batch` creates the namespace and
-//! the pair, `nft -j -f -` loads the table in one transaction (the nft JSON API), init joins
-//! the namespace by descriptor and configures `eth0` by ioctl. A per-app lock file, held
+//! single-threaded launcher (or appmgrd for cleanup), in-process: the named namespace as
+//! `ip netns add` makes it, the pair with one `RTM_NEWLINK` request, the host end by ioctl,
+//! the app's chains in the shared table in one nft JSON transaction (libnftables, or the
+//! `nft` program); init joins the namespace by descriptor and configures `eth0` by ioctl. A per-app lock file, held
 //! by init for the app's life, tells a live network from a stale one: set-up removes the
 //! stale leftovers of its app first, [`remove_stale`] all of them (appmgrd at start).
 
@@ -612,20 +614,6 @@ pub fn guard_ruleset() -> Value {
     ]})
 }
 
-/// The `ip -batch` lines that create the namespace and the pair and configure the host
-/// end. The app end is configured by init, inside ([`crate::sys::configure_app_if`]).
-pub fn ip_batch(p: &NetPlan) -> String {
-    format!(
-        "netns add {name}\n\
-         link add {h} type veth peer name {APP_IF} netns {name}\n\
-         addr add {ha}/30 dev {h}\n\
-         link set {h} up\n",
-        name = p.name,
-        h = p.host_if,
-        ha = p.host_addr,
-    )
-}
-
 // ---- apply (root, host network namespace) ----
 
 const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
@@ -635,6 +623,8 @@ const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long teardown waits for init to let go of the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long set-up waits for the pair of a removed network to go.
+const LINK_GONE_WAIT: Duration = Duration::from_secs(3);
 /// How long set-up waits for a collector to finish with the lock.
 const SETUP_LOCK_WAIT: Duration = Duration::from_secs(1);
 
@@ -833,7 +823,7 @@ fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
     if Path::new(NETNS_DIR).join(name).exists() {
         // The namespace's last reference: the kernel destroys it, and with it the pair,
         // in the background (no synchronous RCU wait of `ip link del` here).
-        if let Err(e) = run_tool("ip", &["netns", "del", name], b"", "remove the namespace") {
+        if let Err(e) = remove_netns(name) {
             first.get_or_insert(e);
         }
     } else if Path::new("/sys/class/net").join(host_if).exists() {
@@ -882,7 +872,7 @@ pub struct NetHandle {
 /// Creates the app's network (after removing stale leftovers of the same app). Refused
 /// while another instance of the app holds its network. On failure nothing is left.
 pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
-    // The names go into an `ip -batch` script: only the forms `plan` makes are accepted.
+    // The names become paths and interface names: only the forms `plan` makes are accepted.
     let uid = p
         .name
         .strip_prefix(NAME_PREFIX)
@@ -902,15 +892,17 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
     if may_exist(&p.name, &p.host_if) {
         remove(&p.name, &p.host_if)?;
     }
+    link_gone(&p.host_if)?;
     std::fs::write(marker_path(&p.name), b"")
         .map_err(io_err(format!("write {}", marker_path(&p.name).display())))?;
     let done = (|| {
-        run_tool(
-            "ip",
-            &["-batch", "-"],
-            ip_batch(p).as_bytes(),
-            "create the network",
-        )?;
+        let netns = create_netns(&p.name)?;
+        crate::sys::create_veth(&p.host_if, APP_IF, netns.as_fd()).map_err(io_err(format!(
+            "create the veth pair {}/{APP_IF}",
+            p.host_if
+        )))?;
+        crate::sys::configure_if(&p.host_if, p.host_addr, 30, None)
+            .map_err(io_err(format!("configure {}", p.host_if)))?;
         ensure_forwarding()?;
         if !p.names.is_empty() {
             let d = names_dir(&p.name);
@@ -921,13 +913,6 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
         let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
         std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
         load_rules(p)?;
-        let ns = Path::new(NETNS_DIR).join(&p.name);
-        let netns = rustix::fs::open(
-            &ns,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io_err(format!("open {}", ns.display()))(e.into()))?;
         Ok(netns)
     })();
     match done {
@@ -936,6 +921,83 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             let _ = remove(&p.name, &p.host_if);
             Err(e)
         }
+    }
+}
+
+/// Creates the named network namespace `/run/netns/NAME` the way `ip netns add` does,
+/// in-process: `/run/netns` a shared mount point (so the name is seen from mount
+/// namespaces made later), an empty file there, a new namespace bind-mounted on it; then
+/// back to the host's namespace. Returns the new namespace, open.
+fn create_netns(name: &str) -> Result<OwnedFd, NetError> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{mount_bind, mount_change, MountPropagationFlags};
+    let rx = |step: String| move |e: rustix::io::Errno| io_err(step)(e.into());
+    match rustix::fs::mkdir(NETNS_DIR, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(rx(format!("create {NETNS_DIR}"))(e)),
+    }
+    let shared = MountPropagationFlags::SHARED | MountPropagationFlags::REC;
+    if let Err(rustix::io::Errno::INVAL) = mount_change(NETNS_DIR, shared) {
+        // Not a mount point yet: make it one.
+        mount_bind(NETNS_DIR, NETNS_DIR).map_err(rx(format!("bind {NETNS_DIR}")))?;
+        mount_change(NETNS_DIR, shared).map_err(rx(format!("share {NETNS_DIR}")))?;
+    }
+    let path = Path::new(NETNS_DIR).join(name);
+    drop(
+        rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rx(format!("create {}", path.display())))?,
+    );
+    let host = rustix::fs::open(
+        "/proc/self/ns/net",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rx("open the host's network namespace".into()))?;
+    let made = crate::sys::unshare(libc::CLONE_NEWNET)
+        .map_err(io_err("new network namespace"))
+        .and_then(|()| {
+            mount_bind("/proc/self/ns/net", &path)
+                .map_err(rx(format!("bind the namespace on {}", path.display())))
+        });
+    // Back to the host's namespace whatever happened: the launcher's own network stays
+    // the host's (it removes the app's afterwards).
+    let back = rustix::thread::move_into_link_name_space(
+        host.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    );
+    if let Err(e) = back {
+        // Nothing can be trusted in a launcher stuck in the wrong namespace.
+        eprintln!("appmgr: cannot return to the host's network namespace: {e}");
+        std::process::abort();
+    }
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    rustix::fs::open(
+        &path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(rx(format!("open {}", path.display())))
+}
+
+/// Removes the name of network namespace `name` (`ip netns del`): the namespace goes with
+/// its last user, and the veth pair with it.
+fn remove_netns(name: &str) -> Result<(), NetError> {
+    let path = Path::new(NETNS_DIR).join(name);
+    match rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(io_err(format!("unmount {}", path.display()))(e.into())),
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(format!("remove {}", path.display()))(e)),
     }
 }
 
@@ -948,6 +1010,27 @@ fn open_names_dir(name: &str) -> Result<OwnedFd, NetError> {
         Mode::empty(),
     )
     .map_err(|e| io_err(format!("open {}", d.display()))(e.into()))
+}
+
+/// Waits (bounded) until no interface `host_if` exists: the pair of a removed namespace
+/// goes when the kernel destroys the namespace, in the background, a few milliseconds
+/// after its name was removed.
+fn link_gone(host_if: &str) -> Result<(), NetError> {
+    let sys = Path::new("/sys/class/net").join(host_if);
+    let deadline = Instant::now() + LINK_GONE_WAIT;
+    while sys.exists() {
+        if Instant::now() > deadline {
+            return Err(NetError::Io {
+                step: format!(
+                    "{host_if} still exists {} s after its network was removed",
+                    LINK_GONE_WAIT.as_secs()
+                ),
+                source: io::Error::from_raw_os_error(libc::EEXIST),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Replaces `hosts` in the names directory `dir` whole (a new file renamed over it), so
@@ -1242,7 +1325,7 @@ pub(crate) fn enter(p: &NetPlan, netns: impl AsFd) -> io::Result<()> {
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
     .map_err(io::Error::from)?;
-    crate::sys::configure_app_if(APP_IF, p.app_addr, 30, p.host_addr)
+    crate::sys::configure_if(APP_IF, p.app_addr, 30, Some(p.host_addr))
 }
 
 #[cfg(test)]

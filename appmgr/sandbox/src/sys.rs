@@ -545,12 +545,13 @@ fn sockaddr_v4(a: std::net::Ipv4Addr) -> libc::sockaddr {
 }
 
 /// Configures interface `name` of the current network namespace: IPv4 address `addr`
-/// with `prefix`, up, and the default route via `gateway` (classic ioctls, no netlink).
-pub fn configure_app_if(
+/// with `prefix`, up, and (with `gateway`) the default route via it (classic ioctls, no
+/// netlink).
+pub fn configure_if(
     name: &str,
     addr: std::net::Ipv4Addr,
     prefix: u8,
-    gateway: std::net::Ipv4Addr,
+    gateway: Option<std::net::Ipv4Addr>,
 ) -> io::Result<()> {
     if name.len() >= libc::IFNAMSIZ || prefix == 0 || prefix > 32 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -581,6 +582,9 @@ pub fn configure_app_if(
     ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: as above (SIOCSIFFLAGS).
     cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &mut ifr) })?;
+    let Some(gateway) = gateway else {
+        return Ok(());
+    };
     let any = std::net::Ipv4Addr::UNSPECIFIED;
     let mut rt = RtEntry {
         rt_pad1: 0,
@@ -600,6 +604,144 @@ pub fn configure_app_if(
     // SAFETY: SIOCADDRT reads a `struct rtentry`, which `RtEntry` mirrors; `rt` is valid
     // for the call and rt_dev is NULL (the kernel picks the device by the gateway).
     cvt(unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &mut rt) }).map(|_| ())
+}
+
+/// Appends a netlink attribute (`struct rtattr`: length, type, payload padded to 4).
+fn nl_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// A nested netlink attribute around what `inner` appends.
+fn nl_nest(buf: &mut Vec<u8>, ty: u16, inner: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    inner(buf);
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn nl_name(name: &str) -> io::Result<Vec<u8>> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0 || b == b'/')
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    Ok(v)
+}
+
+/// Creates the veth pair `host` (in the current network namespace, down) and `peer` (in
+/// the namespace `peer_netns`), with one `RTM_NEWLINK` request on a route netlink socket
+/// (what `ip link add HOST type veth peer name PEER netns NS` sends), and waits for the
+/// kernel's acknowledgement.
+pub fn create_veth(
+    host: &str,
+    peer: &str,
+    peer_netns: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_NET_NS_FD: u16 = 28;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const VETH_INFO_PEER: u16 = 1;
+    const IFINFOMSG: [u8; 16] = [0; 16];
+    let (host, peer) = (nl_name(host)?, nl_name(peer)?);
+    let mut msg = vec![0u8; 16];
+    msg.extend_from_slice(&IFINFOMSG);
+    nl_attr(&mut msg, IFLA_IFNAME, &host);
+    nl_nest(&mut msg, IFLA_LINKINFO, |b| {
+        nl_attr(b, IFLA_INFO_KIND, b"veth\0");
+        nl_nest(b, IFLA_INFO_DATA, |b| {
+            nl_nest(b, VETH_INFO_PEER, |b| {
+                b.extend_from_slice(&IFINFOMSG);
+                nl_attr(b, IFLA_IFNAME, &peer);
+                nl_attr(
+                    b,
+                    IFLA_NET_NS_FD,
+                    &(peer_netns.as_raw_fd() as u32).to_ne_bytes(),
+                );
+            });
+        });
+    });
+    let len = msg.len() as u32;
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // SAFETY: plain integer arguments.
+    let sock = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
+    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: sockaddr_nl is plain data; all-zero (nl_pid 0: the kernel) is valid.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` is valid for its length; `kernel` is a sockaddr_nl of the size given.
+    let sent = unsafe {
+        libc::sendto(
+            sock,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The acknowledgement: NLMSG_ERROR with error 0, or the negated errno. A kernel that
+    // does not answer within 5 s fails the set-up rather than hanging it.
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: SO_RCVTIMEO reads a timeval, which `tv` is, of the size given.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < 20 {
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if seq != 1 || ty != libc::NLMSG_ERROR as u16 {
+            continue;
+        }
+        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        return if err == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(-err))
+        };
+    }
 }
 
 /// `struct loop_info64` of `<linux/loop.h>`.
