@@ -9,7 +9,7 @@
 # network namespace answers, by address and by a name appmgr resolved from the host's
 # /etc/hosts; an unlisted port, the host's own address and the host's loopback and
 # abstract sockets do not. The refused attempt is in the kernel's journal, and
-# nothing of the network (namespace, veth, nft table) is left after the app ends,
+# nothing of the network (namespace, veth, nft rules) is left after the app ends,
 # nor after its launcher is SIGKILLed and the app runs again.
 . /qt/lib.sh
 qt_need_appmgr appmgr-launch appmgr-probe
@@ -118,10 +118,13 @@ done
 qt_ok "refused connection attempts are logged (kernel journal)"
 
 # ---- nothing is left after the app
+# the app's rules: its chains (aUID_*) and map elements (am-UID) in the shared table
+# inet appmgr; tables of their own (appmgr-UID) are what older versions made
 leftovers() {
 	ip netns list | grep "appmgr-[0-9]"
 	ip -o link | grep ' am-'
 	nft list tables | grep "appmgr-[0-9]"
+	nft list table inet appmgr 2>/dev/null | grep -E 'chain a[0-9]+_|"am-[0-9]+"'
 }
 # gone WHEN: nothing left within 5 s (the kernel destroys a removed namespace's pair in
 # the background)
@@ -134,7 +137,7 @@ gone() {
 	done
 }
 gone "after the app ended"
-qt_ok "namespace, veth pair and nft table removed after the app"
+qt_ok "namespace, veth pair and nft rules removed after the app"
 
 # ---- SIGKILL of the launcher: the network stays stale until the next launch
 appmgr run org.qt.Net -- /app/bin/appmgr-probe sleep >/tmp/qt-sleep 2>&1 &
