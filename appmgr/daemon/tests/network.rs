@@ -94,6 +94,28 @@ fn fetch_marker(addr: std::net::Ipv4Addr) -> String {
     r
 }
 
+/// Installs service app `id` (the runtime must be installed) whose `/app/bin/hello` runs
+/// `script` in sh, with `permissions` (one TOML line); returns its uid. Files the caller
+/// put under `svc/` go into the bundle too.
+fn install_service(e: &Env, id: &str, script: &str, permissions: &str) -> u32 {
+    let root = e.p("svc");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/hello"), format!("#!/usr/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = format!(
+        "{}\n[permissions]\n{permissions}\n\n[service]\nready = \"started\"\n",
+        app_manifest("1.0.0").replace("org.example.Hello", id)
+    );
+    e.ok(&[
+        "--direct",
+        "install",
+        s(&e.bundle(&manifest, &root, "svc.bundle")),
+    ]);
+    e.ok(&["--direct", "--json", "info", id]).json()["uid"]
+        .as_u64()
+        .unwrap() as u32
+}
+
 /// Whether the network's lock is held: [`appmgr_sandbox::net::remove_stale`] (what
 /// appmgrd does at start) leaves the network alone.
 fn kept_by_remove_stale(uid: u32) -> bool {
@@ -127,28 +149,14 @@ fn a_services_network_lives_and_goes_with_the_service() {
     e.ok(&["--direct", "install", s(&e.runtime_bundle("1.0.0"))]);
     // A web server on the listen port, serving a marker only this test knows.
     let marker = format!("appmgr-net-test-{}", std::process::id());
-    let root = e.p("svc");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::create_dir_all(root.join("share")).unwrap();
-    fs::write(root.join("share/marker"), &marker).unwrap();
-    fs::write(
-        root.join("bin/hello"),
-        format!("#!/usr/bin/sh\nexec busybox httpd -f -p {PORT} -h /app/share\n"),
-    )
-    .unwrap();
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = format!(
-        "{}\n[permissions]\nnetwork = {{ listen = [\"{PORT}\"] }}\n\n[service]\nready = \"started\"\n",
-        app_manifest("1.0.0").replace("org.example.Hello", id)
+    fs::create_dir_all(e.p("svc/share")).unwrap();
+    fs::write(e.p("svc/share/marker"), &marker).unwrap();
+    let uid = install_service(
+        &e,
+        id,
+        &format!("exec busybox httpd -f -p {PORT} -h /app/share"),
+        &format!("network = {{ listen = [\"{PORT}\"] }}"),
     );
-    e.ok(&[
-        "--direct",
-        "install",
-        s(&e.bundle(&manifest, &root, "svc.bundle")),
-    ]);
-    let uid = e.ok(&["--direct", "--json", "info", id]).json()["uid"]
-        .as_u64()
-        .unwrap() as u32;
     let (_, app_addr) = appmgr_sandbox::net::slot_addrs(
         POOL.parse().unwrap(),
         uid.checked_sub(UID_RANGE.0).unwrap(),
@@ -292,26 +300,12 @@ fn a_services_names_follow_their_ttl() {
     )
     .unwrap();
     e.ok(&["--direct", "install", s(&e.runtime_bundle("1.0.0"))]);
-    let root = e.p("svc");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(
-        root.join("bin/hello"),
-        "#!/usr/bin/sh\nexec busybox sleep 600\n",
-    )
-    .unwrap();
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = format!(
-        "{}\n[permissions]\nnetwork = {{ egress = [\"svc.test:7005\"] }}\n\n[service]\nready = \"started\"\n",
-        app_manifest("1.0.0").replace("org.example.Hello", id)
+    let uid = install_service(
+        &e,
+        id,
+        "exec busybox sleep 600",
+        "network = { egress = [\"svc.test:7005\"] }",
     );
-    e.ok(&[
-        "--direct",
-        "install",
-        s(&e.bundle(&manifest, &root, "svc.bundle")),
-    ]);
-    let uid = e.ok(&["--direct", "--json", "info", id]).json()["uid"]
-        .as_u64()
-        .unwrap() as u32;
     let _leftover = Leftover(&e, id);
     // permissions asks the configured server now, and says when it would ask again.
     let perms = e.ok(&["--direct", "--json", "permissions", id]).json();

@@ -323,8 +323,8 @@ fn net_cleanup(plan: &LaunchPlan) {
 }
 
 /// [`net_teardown`] in a child the launcher does not wait for: the caller of `appmgr
-/// run` gets the app's status without the tens of milliseconds the kernel takes to free
-/// the rules (an RCU grace period). The child holds the network's lock while it works,
+/// run` gets the app's status without waiting for the removal (a listing of the rules, a
+/// transaction, the namespace's name). The child holds the network's lock while it works,
 /// so the app's next launch waits for it (bounded); if it dies, the network is stale and
 /// collected like any other. Falls back to removing it here when it cannot fork.
 fn net_teardown_detached(app_id: &str, n: &crate::net::NetPlan) {
@@ -336,12 +336,7 @@ fn net_teardown_detached(app_id: &str, n: &crate::net::NetPlan) {
         Ok(Some(_)) => {}
         Ok(None) => {
             // Nothing of the caller's: its pipes must see EOF when the launcher exits.
-            if let Ok(null) = rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            {
-                for fd in 0..3 {
-                    let _ = sys::dup2_std(null.as_fd(), fd);
-                }
-            }
+            std_to_null(3);
             let _ = crate::net::teardown(n);
             std::process::exit(0);
         }
@@ -381,12 +376,7 @@ fn keep_names(app_id: &str, n: &crate::net::NetPlan, init: i32) {
     match sys::fork() {
         Ok(Some(_)) => {}
         Ok(None) => {
-            if let Ok(null) = rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            {
-                for fd in 0..2 {
-                    let _ = sys::dup2_std(null.as_fd(), fd);
-                }
-            }
+            std_to_null(2);
             // Nothing of the launcher's: above all not the pipe whose end tells init the
             // launcher died. Signals stay blocked (a ^C is the app's); init's end is ours.
             let keep = [pidfd.as_raw_fd(), refresher.dir_fd()];
@@ -418,6 +408,16 @@ fn keep_names(app_id: &str, n: &crate::net::NetPlan, init: i32) {
             }
         }
         Err(e) => eprintln!("appmgr: {app_id}: names will not be looked up again: fork: {e}"),
+    }
+}
+
+/// In a detached child of the launcher: its first `n` standard descriptors become
+/// `/dev/null` (stderr stays the caller's when `n` is 2).
+fn std_to_null(n: i32) {
+    if let Ok(null) = rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+        for fd in 0..n {
+            let _ = sys::dup2_std(null.as_fd(), fd);
+        }
     }
 }
 
