@@ -366,6 +366,45 @@ mod tests {
     }
 
     #[test]
+    fn network_settings_are_validated_naming_key_and_value() {
+        let c = parse(
+            "network-pool = \"10.9.0.0/24\"\nnetwork-mode = \"routed\"\n\
+             network-resolvers = [\"192.0.2.53\", \"127.0.0.1:5353\"]\n",
+        );
+        assert_eq!(c.network_pool().unwrap().to_string(), "10.9.0.0/24");
+        assert!(c.network_routed().unwrap());
+        assert_eq!(
+            c.network_resolvers().unwrap(),
+            [
+                "192.0.2.53:53".parse::<std::net::SocketAddrV4>().unwrap(),
+                "127.0.0.1:5353".parse().unwrap()
+            ]
+        );
+        assert!(parse("").network_resolvers().unwrap().is_empty());
+        for (toml, want) in [
+            (
+                "network-pool = \"10.9.0.0/31\"",
+                "network-pool \"10.9.0.0/31\"",
+            ),
+            ("network-mode = \"bridge\"", "network-mode \"bridge\""),
+            (
+                "network-resolvers = [\"dns.example\"]",
+                "network-resolvers \"dns.example\"",
+            ),
+            ("network-resolvers = [\"::1\"]", "network-resolvers \"::1\""),
+        ] {
+            let c = parse(toml);
+            let e = c
+                .network_pool()
+                .and(c.network_routed())
+                .and(c.network_resolvers())
+                .unwrap_err();
+            assert!(e.message.contains(want), "{toml}: {}", e.message);
+            assert!(e.message.starts_with("appmgr.toml: "), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn bad_paths_are_refused_naming_the_key() {
         for (key, bad) in [
             ("wayland-socket", "wayland-0"),
