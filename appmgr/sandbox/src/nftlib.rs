@@ -29,9 +29,6 @@ static LIB: OnceLock<Option<Lib>> = OnceLock::new();
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn load() -> Option<Lib> {
-    if std::env::var_os("APPMGR_NO_LIBNFTABLES").is_some() {
-        return None;
-    }
     // SAFETY: dlopen with a constant, NUL-terminated name; the handle is never closed, so
     // the symbols below stay valid for the process's life.
     let h = unsafe { libc::dlopen(LIBRARY.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
