@@ -727,13 +727,8 @@ fn live_network(spec: &mut appmgr_sandbox::LaunchSpec) {
 /// The IPv4 name servers of a `resolv.conf` an app can reach: not the host's loopback
 /// ones (the app has its own loopback).
 pub(crate) fn host_nameservers(resolv_conf: &str) -> Vec<std::net::Ipv4Addr> {
-    let mut v: Vec<std::net::Ipv4Addr> = resolv_conf
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|a| a.trim().parse().ok())
-        .filter(|a: &std::net::Ipv4Addr| !a.is_loopback() && !a.is_unspecified())
-        .collect();
-    v.dedup();
+    let mut v = appmgr_sandbox::netnames::resolv_conf_nameservers(resolv_conf);
+    v.retain(|a| !a.is_loopback());
     v
 }
 

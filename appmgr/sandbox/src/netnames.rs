@@ -90,15 +90,10 @@ impl Resolver {
             return self.servers.clone();
         }
         let conf = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
-        let mut v: Vec<SocketAddrV4> = conf
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
-            .filter(|a| !a.is_unspecified())
+        resolv_conf_nameservers(&conf)
+            .into_iter()
             .map(|a| SocketAddrV4::new(a, 53))
-            .collect();
-        v.dedup();
-        v
+            .collect()
     }
 
     /// Looks `name` up: the host's `/etc/hosts` first, then each server in turn until one
@@ -122,6 +117,22 @@ impl Resolver {
         }
         Err(last)
     }
+}
+
+/// The IPv4 `nameserver`s of a `resolv.conf`, in order, without repeats or `0.0.0.0`.
+pub fn resolv_conf_nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = Vec::new();
+    for a in resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| !a.is_unspecified())
+    {
+        if !v.contains(&a) {
+            v.push(a);
+        }
+    }
+    v
 }
 
 /// The IPv4 addresses `hosts` (an `/etc/hosts` file) gives `name`, sorted.
@@ -459,6 +470,19 @@ mod tests {
             ]
         );
         assert!(hosts_file_lookup(hosts, "example").is_empty());
+    }
+
+    #[test]
+    fn resolv_conf_gives_each_ipv4_server_once_in_order() {
+        let conf = "# nameserver 192.0.2.1\nnameserver 192.0.2.53\nnameserver 0.0.0.0\n\
+                    nameserver fe80::1\n  nameserver 127.0.0.53 \nnameserver 192.0.2.53\n";
+        assert_eq!(
+            resolv_conf_nameservers(conf),
+            [
+                "192.0.2.53".parse::<Ipv4Addr>().unwrap(),
+                "127.0.0.53".parse().unwrap()
+            ]
+        );
     }
 
     #[test]
