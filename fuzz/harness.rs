@@ -15,7 +15,7 @@ pub fn manifest(data: &[u8]) {
             // A parsed manifest's IDs are always path-safe.
             assert!(!m.id.as_str().contains('/') && !m.id.as_str().contains(".."));
             if let Some(p) = &m.payload {
-                let again = m.to_signed_bytes(p.clone());
+                let again = m.to_signed_bytes(p.clone(), m.sbom.clone());
                 assert_eq!(appmgr_bundle::Manifest::parse(&again, true).unwrap(), m);
             }
         }

@@ -1,6 +1,6 @@
-//! The outer container: a plain ustar archive with exactly three members in this order,
-//! `manifest.toml`, `manifest.sig`, and `payload.tar` or `payload.tar.zst`, followed by
-//! two zero blocks and nothing else. GNU tar and bsdtar can list and extract it.
+//! The outer container: a plain ustar archive with these members in this order,
+//! `manifest.toml`, `manifest.sig`, `sbom.cdx.json` (only when the manifest declares it)
+//! and `payload.tar` or `payload.tar.zst`, followed by two zero blocks and nothing else. GNU tar and bsdtar can list and extract it.
 //!
 //! appmgr writes every header itself with fixed fields (mode 0644, uid/gid 0, mtime 0,
 //! no owner names) and the reader compares each 512-byte header with the one it would
@@ -13,6 +13,8 @@ use std::io::{self, Read, Write};
 pub const BLOCK: usize = 512;
 pub const MANIFEST_NAME: &str = "manifest.toml";
 pub const SIGNATURE_NAME: &str = "manifest.sig";
+/// Optional, between the signature and the payload; declared by the manifest's `[sbom]`.
+pub const SBOM_NAME: &str = "sbom.cdx.json";
 pub const PAYLOAD_NAME: &str = "payload.tar";
 pub const PAYLOAD_ZST_NAME: &str = "payload.tar.zst";
 

@@ -30,9 +30,11 @@ pub enum BundleError {
         key: String,
         id: String,
     },
-    #[error("{path}: payload digest mismatch (manifest says {expected}, payload is {actual})")]
+    #[error("{path}: {member} digest mismatch (manifest says {expected}, {member} is {actual})")]
     DigestMismatch {
         path: PathBuf,
+        /// `payload` or `SBOM`.
+        member: &'static str,
         expected: String,
         actual: String,
     },

@@ -1,8 +1,9 @@
 //! appmgr's signed bundle format.
 //!
 //! A bundle is one file a FOTA pipeline hands to a device: a ustar container holding
-//! `manifest.toml`, `manifest.sig` (an ed25519 signature over the exact manifest bytes)
-//! and the payload (a tar of the tree, optionally zstd-compressed). The manifest binds
+//! `manifest.toml`, `manifest.sig` (an ed25519 signature over the exact manifest bytes),
+//! optionally `sbom.cdx.json` (the packages it was built from, see [`sbom`]) and the
+//! payload (a tar of the tree, optionally zstd-compressed). The manifest binds
 //! id, kind, arch, branch and version to the payload's SHA-256, size, entry count and
 //! unpacked size, so a signature cannot be moved to other content or another ID. The
 //! format is specified in `docs/bundle-format.md`.
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod manifest;
 pub mod payload;
 pub mod reader;
+pub mod sbom;
 pub mod trust;
 pub mod unpack;
 pub use unpack::{parse_payload, Limits, Stats};
@@ -31,5 +33,6 @@ pub use error::BundleError;
 pub use manifest::{Compression, Manifest, ManifestError, PayloadInfo, ReadyProtocol, ServiceDecl};
 pub use payload::{PayloadSink, RelPath, SinkError};
 pub use reader::{open, open_file, verify, DiscardSink, ImportSummary, OpenBundle};
+pub use sbom::{Package, SbomError, SbomFormat, SbomInfo};
 pub use trust::{TrustError, TrustStore, TrustedKey};
 pub use writer::{create, Created, Source};

@@ -7,6 +7,7 @@
 //! keys, duplicate keys, wrong types, invalid UTF-8 and values the validated types refuse
 //! are all errors naming the key.
 
+use crate::sbom::SbomInfo;
 use appmgr_types::{
     AppId, Arch, Branch, Kind, Permissions, RefName, Resources, RuntimeRef, Version,
 };
@@ -66,6 +67,8 @@ struct RawManifest {
     service: Option<ServiceDecl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<PayloadInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sbom: Option<SbomInfo>,
 }
 
 /// How a service app tells it is up: `notify` apps send `READY=1` to `$NOTIFY_SOCKET`
@@ -117,6 +120,9 @@ pub struct Manifest {
     pub payload: Option<PayloadInfo>,
     /// Apps only: declared a service (`[service]`).
     pub service: Option<ServiceDecl>,
+    /// The SBOM member's format, digest and size (`[sbom]`, written by `bundle create`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomInfo>,
 }
 
 /// A manifest that failed to parse or validate.
@@ -170,6 +176,7 @@ impl Manifest {
             resources: raw.resources,
             payload: raw.payload,
             service: raw.service,
+            sbom: raw.sbom,
         };
         match raw.format_version {
             Some(FORMAT_VERSION) => {}
@@ -189,6 +196,12 @@ impl Manifest {
             return Err(invalid(
                 "payload",
                 "[payload] is written by `bundle create`, not by hand",
+            ));
+        }
+        if !signed && m.sbom.is_some() {
+            return Err(invalid(
+                "sbom",
+                "[sbom] is written by `bundle create --sbom FILE`, not by hand",
             ));
         }
         m.validate()?;
@@ -251,13 +264,23 @@ impl Manifest {
             }
         }
         if let Some(p) = &self.payload {
-            if p.sha256.len() != 64
-                || !p
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
+            if !is_sha256_hex(&p.sha256) {
                 return Err(invalid("payload.sha256", "must be 64 lowercase hex digits"));
+            }
+        }
+        if let Some(s) = &self.sbom {
+            if !is_sha256_hex(&s.sha256) {
+                return Err(invalid("sbom.sha256", "must be 64 lowercase hex digits"));
+            }
+            if s.size == 0 || s.size > crate::sbom::MAX_SBOM_BYTES {
+                return Err(invalid(
+                    "sbom.size",
+                    format!(
+                        "{} is not within 1..={} bytes",
+                        s.size,
+                        crate::sbom::MAX_SBOM_BYTES
+                    ),
+                ));
             }
         }
         Ok(())
@@ -273,8 +296,9 @@ impl Manifest {
         )
     }
 
-    /// Serializes as a signed manifest with `payload`. Deterministic.
-    pub fn to_signed_bytes(&self, payload: PayloadInfo) -> Vec<u8> {
+    /// Serializes as a signed manifest with `payload` and, when the bundle carries one,
+    /// the SBOM's `[sbom]` table. Deterministic.
+    pub fn to_signed_bytes(&self, payload: PayloadInfo, sbom: Option<SbomInfo>) -> Vec<u8> {
         let raw = RawManifest {
             format_version: Some(FORMAT_VERSION),
             id: self.id.clone(),
@@ -288,11 +312,18 @@ impl Manifest {
             resources: self.resources.clone(),
             service: self.service.clone(),
             payload: Some(payload),
+            sbom,
         };
         toml::to_string(&raw)
             .expect("a validated manifest always serializes")
             .into_bytes()
     }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn validate_command(cmd: &str) -> Result<(), ManifestError> {
@@ -353,9 +384,34 @@ memory-max = "64M"
             installed_size: 5,
             entries: 2,
         };
-        let bytes = m.to_signed_bytes(info.clone());
+        let bytes = m.to_signed_bytes(info.clone(), None);
         let s = Manifest::parse(&bytes, true).unwrap();
-        assert_eq!(s.payload, Some(info));
+        assert_eq!(s.payload, Some(info.clone()));
+        assert_eq!(s.sbom, None);
+        let sbom = SbomInfo {
+            format: crate::sbom::SbomFormat::CycloneDx15,
+            sha256: "b".repeat(64),
+            size: 7,
+        };
+        let with = m.to_signed_bytes(info.clone(), Some(sbom.clone()));
+        assert_eq!(Manifest::parse(&with, true).unwrap().sbom, Some(sbom));
+        let text = String::from_utf8(with).unwrap();
+        for (from, to) in [
+            ("size = 7", "size = 0"),
+            ("cyclonedx-1.5", "spdx-2.3"),
+            (&"b".repeat(64)[..], "B"),
+        ] {
+            assert!(
+                Manifest::parse(text.replace(from, to).as_bytes(), true).is_err(),
+                "accepted [sbom] with {to}"
+            );
+        }
+        let input_with_sbom = format!(
+            "{APP}\n[sbom]\nformat = \"cyclonedx-1.5\"\nsha256 = \"{}\"\nsize = 7\n",
+            "b".repeat(64)
+        );
+        let e = Manifest::parse(input_with_sbom.as_bytes(), false).unwrap_err();
+        assert!(e.to_string().contains("sbom"), "{e}");
         assert_eq!(s.permissions, m.permissions);
         assert!(
             Manifest::parse(APP.as_bytes(), true).is_err(),

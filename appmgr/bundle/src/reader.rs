@@ -32,6 +32,7 @@ pub struct OpenBundle {
     file: BufReader<File>,
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
+    sbom: Option<Vec<u8>>,
     signer: Option<String>,
 }
 
@@ -197,6 +198,28 @@ pub fn open_file(
             }
         },
     };
+    let sbom = match &manifest.sbom {
+        None => None,
+        Some(declared) => {
+            let (_, size) = read_member_header(&mut file, path, &[container::SBOM_NAME], |s| {
+                s == declared.size
+            })?;
+            let bytes = read_member(&mut file, path, size)?;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != declared.sha256 {
+                return Err(BundleError::DigestMismatch {
+                    path: path.to_path_buf(),
+                    member: "SBOM",
+                    expected: declared.sha256.clone(),
+                    actual,
+                });
+            }
+            // Signed, but still refused when appmgr could not answer from it.
+            crate::sbom::parse(&bytes)
+                .map_err(|e| malformed(path, format!("{}: {e}", container::SBOM_NAME)))?;
+            Some(bytes)
+        }
+    };
     let info = manifest
         .payload
         .as_ref()
@@ -211,6 +234,7 @@ pub fn open_file(
         file,
         manifest,
         manifest_bytes,
+        sbom,
         signer,
     })
 }
@@ -257,6 +281,11 @@ impl OpenBundle {
     /// The exact signed manifest bytes.
     pub fn manifest_bytes(&self) -> &[u8] {
         &self.manifest_bytes
+    }
+
+    /// The SBOM member's exact bytes, checked against the manifest's `[sbom]` digest.
+    pub fn sbom(&self) -> Option<&[u8]> {
+        self.sbom.as_deref()
     }
 
     /// The name of the trusted key that signed it (`None` when opened without trust).
@@ -347,6 +376,7 @@ impl OpenBundle {
         if actual != info.sha256 {
             return Err(BundleError::DigestMismatch {
                 path,
+                member: "payload",
                 expected: info.sha256,
                 actual,
             });

@@ -12,6 +12,7 @@ use crate::error::BundleError;
 use crate::keys;
 use crate::manifest::{Compression, Manifest, PayloadInfo};
 use crate::payload::{PayloadSink, RelPath, SinkError, DIR_MODE, EXEC_MODE, FILE_MODE};
+use crate::sbom::{SbomFormat, SbomInfo};
 use crate::unpack::{self, Limits, UnpackError, MAX_ENTRIES};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -246,12 +247,15 @@ fn walk(root: &Path, sink: &mut dyn PayloadSink) -> Result<(), BundleError> {
 
 /// Builds and signs a bundle. The output is written to a temporary file beside `out` and
 /// renamed into place, so `out` is either absent, the old file, or the complete bundle.
+/// `sbom` is a CycloneDX 1.5 JSON file to carry (checked with [`crate::sbom::parse`]
+/// first, so a bundle never carries one `appmgr sbom` could not answer from).
 pub fn create(
     manifest_path: &Path,
     source: Source<'_>,
     key_path: &Path,
     out: &Path,
     compression: Compression,
+    sbom_path: Option<&Path>,
 ) -> Result<Created, BundleError> {
     let io_at = |p: &Path| {
         let p = p.to_path_buf();
@@ -262,6 +266,28 @@ pub fn create(
         path: manifest_path.to_path_buf(),
         source,
     })?;
+    let sbom = match sbom_path {
+        None => None,
+        Some(p) => {
+            let mut bytes = Vec::new();
+            File::open(p)
+                .and_then(|f| {
+                    f.take(crate::sbom::MAX_SBOM_BYTES + 1)
+                        .read_to_end(&mut bytes)
+                })
+                .map_err(io_at(p))?;
+            crate::sbom::parse(&bytes).map_err(|e| BundleError::Malformed {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let info = SbomInfo {
+                format: SbomFormat::CycloneDx15,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                size: bytes.len() as u64,
+            };
+            Some((info, bytes))
+        }
+    };
     let key = keys::load_secret(key_path).map_err(crate::trust::TrustError::from)?;
 
     let dir = out
@@ -309,7 +335,7 @@ pub fn create(
         installed_size,
         entries,
     };
-    let signed = manifest.to_signed_bytes(payload.clone());
+    let signed = manifest.to_signed_bytes(payload.clone(), sbom.as_ref().map(|s| s.0.clone()));
     let sig = keys::sign(&key, &signed);
 
     let tmp_out = tempfile::Builder::new()
@@ -330,6 +356,11 @@ pub fn create(
             container::write_header(&mut w, container::SIGNATURE_NAME, 64)?;
             w.write_all(&sig)?;
             container::write_padding(&mut w, 64)?;
+            if let Some((info, bytes)) = &sbom {
+                container::write_header(&mut w, container::SBOM_NAME, info.size)?;
+                w.write_all(bytes)?;
+                container::write_padding(&mut w, info.size)?;
+            }
             container::write_header(&mut w, name, count)?;
             let copied = io::copy(&mut payload_file, &mut w)?;
             if copied != count {

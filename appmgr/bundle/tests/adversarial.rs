@@ -123,24 +123,34 @@ fn sign_raw(
         installed_size: installed,
         entries,
     };
-    let bytes = m.to_signed_bytes(info);
+    let bytes = m.to_signed_bytes(info, None);
     let sig = keys::sign(&keys::load_secret(&fx.key).unwrap(), &bytes);
     assemble(&bytes, &sig, payload, compression)
 }
 
 fn assemble(manifest: &[u8], sig: &[u8], payload: &[u8], c: Compression) -> Vec<u8> {
+    assemble_with_sbom(manifest, sig, None, payload, c)
+}
+
+fn assemble_with_sbom(
+    manifest: &[u8],
+    sig: &[u8],
+    sbom: Option<&[u8]>,
+    payload: &[u8],
+    c: Compression,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, data) in [
-        (container::MANIFEST_NAME, manifest),
-        (container::SIGNATURE_NAME, sig),
-        (
-            match c {
-                Compression::None => container::PAYLOAD_NAME,
-                Compression::Zstd => container::PAYLOAD_ZST_NAME,
-            },
-            payload,
-        ),
-    ] {
+    let payload_name = match c {
+        Compression::None => container::PAYLOAD_NAME,
+        Compression::Zstd => container::PAYLOAD_ZST_NAME,
+    };
+    let members = [
+        Some((container::MANIFEST_NAME, manifest)),
+        Some((container::SIGNATURE_NAME, sig)),
+        sbom.map(|s| (container::SBOM_NAME, s)),
+        Some((payload_name, payload)),
+    ];
+    for (name, data) in members.into_iter().flatten() {
         container::write_header(&mut out, name, data.len() as u64).unwrap();
         out.extend_from_slice(data);
         container::write_padding(&mut out, data.len() as u64).unwrap();
@@ -216,6 +226,7 @@ fn good_bundle(fx: &Fx, compression: Compression) -> PathBuf {
         &fx.key,
         &out,
         compression,
+        None,
     )
     .unwrap();
     out
@@ -276,7 +287,15 @@ fn every_flipped_byte_is_detected() {
     fs::write(&m, APP).unwrap();
     for c in [Compression::None, Compression::Zstd] {
         let out = fx.path("small.bundle");
-        appmgr_bundle::create(&m, appmgr_bundle::Source::Root(&fxroot), &fx.key, &out, c).unwrap();
+        appmgr_bundle::create(
+            &m,
+            appmgr_bundle::Source::Root(&fxroot),
+            &fx.key,
+            &out,
+            c,
+            None,
+        )
+        .unwrap();
         let good = fs::read(&out).unwrap();
         let trust = fx.trust();
         assert!(import_with(&fx, &trust, &good).is_ok());
@@ -638,6 +657,7 @@ fn create_refuses_special_files_and_hostile_payload_tars() {
         &fx.key,
         &out,
         Compression::Zstd,
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("FIFO"), "{e}");
@@ -654,6 +674,7 @@ fn create_refuses_special_files_and_hostile_payload_tars() {
         &fx.key,
         &out,
         Compression::Zstd,
+        None,
     )
     .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Integrity, "{e}");
@@ -685,6 +706,7 @@ fn create_refuses_special_files_and_hostile_payload_tars() {
         &fx.key,
         &out,
         Compression::None,
+        None,
     )
     .unwrap();
     let got = import_bytes(&fx, &fs::read(&out).unwrap()).unwrap();
@@ -946,4 +968,149 @@ fn ordinary_pax_headers_are_accepted() {
             Got::Link("share/l".into(), "../share/short".into()),
         ]
     );
+}
+
+const SBOM: &str = r#"{"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+ "components": [{"type": "library", "name": "libc6", "version": "2.36-9+deb12u4",
+  "purl": "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64",
+  "properties": [{"name": "appmgr:source-package", "value": "glibc"}]}]}"#;
+
+/// A small bundle carrying `sbom` (bytes as given to `bundle create --sbom`).
+fn sbom_bundle(fx: &Fx, sbom: &[u8]) -> Result<PathBuf, BundleError> {
+    let root = fx.path("sbom-root");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/hello"), b"hi").unwrap();
+    let m = fx.path("m.toml");
+    fs::write(&m, APP).unwrap();
+    let s = fx.path("sbom.cdx.json");
+    fs::write(&s, sbom).unwrap();
+    let out = fx.path("sbom.bundle");
+    appmgr_bundle::create(
+        &m,
+        appmgr_bundle::Source::Root(&root),
+        &fx.key,
+        &out,
+        Compression::None,
+        Some(&s),
+    )?;
+    Ok(out)
+}
+
+#[test]
+fn an_sbom_is_carried_bound_by_the_signature() {
+    let fx = fixture();
+    let out = sbom_bundle(&fx, SBOM.as_bytes()).unwrap();
+    let b = open(&out, Some(&fx.trust())).unwrap();
+    assert_eq!(b.sbom(), Some(SBOM.as_bytes()));
+    let info = b
+        .manifest()
+        .sbom
+        .clone()
+        .expect("[sbom] in the signed manifest");
+    assert_eq!(info.sha256, hex::encode(Sha256::digest(SBOM.as_bytes())));
+    assert_eq!(info.size, SBOM.len() as u64);
+    let got = {
+        let mut sink = Collect::default();
+        b.import(&mut sink).unwrap();
+        sink.0
+    };
+    assert!(got.contains(&Got::File("bin/hello".into(), false, b"hi".to_vec())));
+
+    // Every byte of the SBOM member (header, data, padding) is covered: flipped, it is
+    // refused before a single payload entry reaches the sink.
+    let good = fs::read(&out).unwrap();
+    let at = good
+        .windows(container::SBOM_NAME.len())
+        .position(|w| w == container::SBOM_NAME.as_bytes())
+        .unwrap();
+    let end = at + 512 + SBOM.len().div_ceil(512) * 512;
+    let trust = fx.trust();
+    for i in at..end {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        let msg = assert_integrity(import_with(&fx, &trust, &bad), &format!("flip at {i}"));
+        if i >= at + 512 && i < at + 512 + SBOM.len() {
+            assert!(msg.contains("SBOM digest mismatch"), "flip at {i}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn an_sbom_member_missing_undeclared_or_unreadable_is_refused() {
+    let fx = fixture();
+    let key = keys::load_secret(&fx.key).unwrap();
+    let payload = end_of_tar(raw_entry(b"hello", b'0', b"", b"hi", 0o644));
+    let m = Manifest::parse(APP.as_bytes(), false).unwrap();
+    let info = PayloadInfo {
+        sha256: hex::encode(Sha256::digest(&payload)),
+        size: payload.len() as u64,
+        compression: Compression::None,
+        installed_size: 2,
+        entries: 1,
+    };
+    let declared = |doc: &[u8]| appmgr_bundle::SbomInfo {
+        format: appmgr_bundle::SbomFormat::CycloneDx15,
+        sha256: hex::encode(Sha256::digest(doc)),
+        size: doc.len() as u64,
+    };
+    let with = m.to_signed_bytes(info.clone(), Some(declared(SBOM.as_bytes())));
+    let without = m.to_signed_bytes(info.clone(), None);
+    let (sig_with, sig_without) = (keys::sign(&key, &with), keys::sign(&key, &without));
+    let c = Compression::None;
+    let ok = assemble_with_sbom(&with, &sig_with, Some(SBOM.as_bytes()), &payload, c);
+    assert!(import_bytes(&fx, &ok).is_ok());
+
+    let missing = assemble_with_sbom(&with, &sig_with, None, &payload, c);
+    let msg = assert_integrity(import_bytes(&fx, &missing), "declared, missing");
+    assert!(msg.contains("sbom.cdx.json"), "{msg}");
+    let undeclared = assemble_with_sbom(&without, &sig_without, Some(SBOM.as_bytes()), &payload, c);
+    let msg = assert_integrity(import_bytes(&fx, &undeclared), "undeclared");
+    assert!(msg.contains("payload.tar"), "{msg}");
+    let other = SBOM.replace("libc6", "libc7");
+    let swapped = assemble_with_sbom(&with, &sig_with, Some(other.as_bytes()), &payload, c);
+    let msg = assert_integrity(import_bytes(&fx, &swapped), "another SBOM of the same size");
+    assert!(msg.contains("SBOM digest mismatch"), "{msg}");
+
+    // Signed with its right digest, but not a document appmgr can answer from.
+    let spdx = br#"{"spdxVersion": "SPDX-2.3", "packages": []}"#;
+    let signed = m.to_signed_bytes(info, Some(declared(spdx)));
+    let sig = keys::sign(&key, &signed);
+    let bytes = assemble_with_sbom(&signed, &sig, Some(spdx), &payload, c);
+    let msg = assert_integrity(import_bytes(&fx, &bytes), "not CycloneDX");
+    assert!(
+        msg.contains("sbom.cdx.json") && msg.contains("bomFormat"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn create_refuses_a_bad_sbom_and_writes_nothing() {
+    let fx = fixture();
+    for (doc, expect) in [
+        (SBOM.replace("\"1.5\"", "\"1.6\""), "specVersion"),
+        (SBOM.replace("\"library\"", "\"lib\""), "components[0].type"),
+        ("not json".to_string(), "not CycloneDX JSON"),
+    ] {
+        let before: Vec<_> = fs::read_dir(fx.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "m.toml" && n != "sbom.cdx.json" && n != "sbom-root")
+            .collect();
+        let e = sbom_bundle(&fx, doc.as_bytes()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sbom.cdx.json") && msg.contains(expect),
+            "{msg}"
+        );
+        assert!(
+            !fx.path("sbom.bundle").exists(),
+            "{expect}: a bundle was written"
+        );
+        let after: Vec<_> = fs::read_dir(fx.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "m.toml" && n != "sbom.cdx.json" && n != "sbom-root")
+            .collect();
+        assert_eq!(before, after, "{expect}: temporary files left");
+    }
 }

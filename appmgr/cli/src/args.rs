@@ -201,6 +201,9 @@ pub enum BundleCmd {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "zstd")]
         compression: CompressionArg,
+        /// A CycloneDX 1.5 JSON SBOM to carry, covered by the signature.
+        #[arg(long)]
+        sbom: Option<PathBuf>,
     },
     /// Show a bundle's manifest (the signature is not checked: use verify).
     Inspect { file: PathBuf },

@@ -100,6 +100,15 @@ fn manifest_text(m: &Manifest) -> String {
             p.size, p.compression, p.entries, p.installed_size, p.sha256
         );
     }
+    if let Some(s) = &m.sbom {
+        let _ = writeln!(
+            t,
+            "sbom:     {} bytes {}, sha256 {}",
+            s.size,
+            serde_json::to_value(s.format).unwrap_or_default(),
+            s.sha256
+        );
+    }
     if !m.permissions.is_empty() {
         let perms = toml::to_string(&m.permissions).unwrap_or_default();
         let _ = writeln!(t, "permissions requested:");
@@ -126,6 +135,7 @@ pub fn bundle(g: &Global, c: BundleCmd) -> CliResult<Output> {
             key,
             out,
             compression,
+            sbom,
         } => {
             let source = match (&root, &payload) {
                 (Some(r), _) => appmgr_bundle::Source::Root(r),
@@ -136,7 +146,7 @@ pub fn bundle(g: &Global, c: BundleCmd) -> CliResult<Output> {
                 CompressionArg::Zstd => Compression::Zstd,
                 CompressionArg::None => Compression::None,
             };
-            let c = appmgr_bundle::create(&manifest, source, &key, &out, comp)?;
+            let c = appmgr_bundle::create(&manifest, source, &key, &out, comp, sbom.as_deref())?;
             let mut j = manifest_json(&c.manifest);
             j["bundle"] = json!(out);
             j["bundle-size"] = json!(c.bundle_size);

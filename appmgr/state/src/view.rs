@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 pub const CORRUPT_MARKER: &str = "corrupt";
 /// The exact signed manifest bytes, beside `files/` in a deployment.
 pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The bundle's SBOM (CycloneDX JSON), beside `files/` when the bundle carried one; its
+/// digest is in the manifest's `[sbom]` table.
+pub const SBOM_FILE: &str = "sbom.cdx.json";
 /// The checked-out tree of a deployment (mounted at `/app` or `/usr`).
 pub const FILES_DIR: &str = "files";
 

@@ -91,6 +91,7 @@ fn main() {
         version: "1.0.0".parse().unwrap(),
         runtime: None,
         manifest,
+        sbom: None,
         installed_size: total,
     };
     let t = Instant::now();

@@ -6,7 +6,7 @@ use crate::import::StoreSink;
 use crate::record;
 use appmgr_bundle::payload::PayloadSink;
 use appmgr_state::record::{DeploymentRecord, StateRecord, RECORD_FILE, RECORD_TMP};
-use appmgr_state::view::{Deployment, RefInfo, View, FILES_DIR, MANIFEST_FILE};
+use appmgr_state::view::{Deployment, RefInfo, View, FILES_DIR, MANIFEST_FILE, SBOM_FILE};
 use appmgr_types::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 use ostree::{gio, glib};
 use serde::Serialize;
@@ -50,6 +50,9 @@ pub struct NewDeployment<'a> {
     pub runtime: Option<RuntimeRef>,
     /// The exact signed manifest bytes, kept as `manifest.toml` beside the deployment.
     pub manifest: &'a [u8],
+    /// The bundle's software bill of materials, already checked against the manifest's
+    /// digest, kept as `sbom.cdx.json` beside the deployment.
+    pub sbom: Option<&'a [u8]>,
     /// Sum of the payload's file sizes, for the free-space check.
     pub installed_size: u64,
 }
@@ -500,15 +503,18 @@ impl Store {
             .load_variant(ostree::ObjectType::Commit, &d.commit)
             .map_err(StoreError::ostree("load commit", &d.commit))?;
         let meta = commit.child_value(0);
-        let manifest = glib::VariantDict::new(Some(&meta))
-            .lookup_value("appmgr.manifest", Some(glib::VariantTy::BYTE_STRING))
-            .map(|v| {
-                v.fixed_array::<u8>()
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
-        let stage = self.checkout_to_staging(&d.commit, &manifest)?;
+        let dict = glib::VariantDict::new(Some(&meta));
+        let bytes = |key: &str| {
+            dict.lookup_value(key, Some(glib::VariantTy::BYTE_STRING))
+                .map(|v| {
+                    v.fixed_array::<u8>()
+                        .map(|s| s.to_vec())
+                        .unwrap_or_default()
+                })
+        };
+        let manifest = bytes("appmgr.manifest").unwrap_or_default();
+        let sbom = bytes("appmgr.sbom");
+        let stage = self.checkout_to_staging(&d.commit, &manifest, sbom.as_deref())?;
         let dst = self.deployment_dir(r, &d.commit);
         remove_any(&dst)?;
         fs::rename(&stage, &dst).map_err(StoreError::io("move deployment into", &dst))
@@ -552,7 +558,12 @@ impl Store {
         Err(err)
     }
 
-    fn checkout_to_staging(&self, commit: &str, manifest: &[u8]) -> Result<PathBuf, StoreError> {
+    fn checkout_to_staging(
+        &self,
+        commit: &str,
+        manifest: &[u8],
+        sbom: Option<&[u8]>,
+    ) -> Result<PathBuf, StoreError> {
         let stage = self.staging_path("deploy");
         create_dir_all(&stage)?;
         let files = stage.join(FILES_DIR);
@@ -572,6 +583,10 @@ impl Store {
             .map_err(StoreError::ostree("check out commit", commit))?;
         let m = stage.join(MANIFEST_FILE);
         fs::write(&m, manifest).map_err(StoreError::io("write manifest", &m))?;
+        if let Some(sbom) = sbom {
+            let p = stage.join(SBOM_FILE);
+            fs::write(&p, sbom).map_err(StoreError::io("write SBOM", &p))?;
+        }
         Ok(stage)
     }
 
@@ -761,6 +776,10 @@ impl Store {
             "appmgr.manifest",
             &glib::Variant::array_from_fixed_array(new.manifest),
         );
+        // In the commit, like the manifest, so a redeploy restores it.
+        if let Some(sbom) = new.sbom {
+            meta.insert_value("appmgr.sbom", &glib::Variant::array_from_fixed_array(sbom));
+        }
         let subject = format!("{r} {}", new.version);
         let commit = self
             .repo
@@ -782,7 +801,7 @@ impl Store {
             .map_err(StoreError::ostree("commit transaction of", r))?;
         crate::crash::point("after-import");
         remove_any(&spool)?;
-        let stage = self.checkout_to_staging(&commit, new.manifest)?;
+        let stage = self.checkout_to_staging(&commit, new.manifest, new.sbom)?;
         Ok(Staged {
             commit,
             stage,

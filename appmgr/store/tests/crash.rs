@@ -418,6 +418,7 @@ fn streamed_install(store: &Store, lock: &appmgr_store::StoreLock, mib: u64) {
         version: v("1.0.0"),
         runtime: None,
         manifest: &manifest,
+        sbom: None,
         installed_size: sizes.iter().sum(),
     };
     store

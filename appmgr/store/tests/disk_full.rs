@@ -97,6 +97,7 @@ fn disk_full_is_refused_or_fails_cleanly_and_leaves_the_old_version() {
             version: v("2.0.0"),
             runtime: None,
             manifest: &manifest,
+            sbom: None,
             installed_size: 1,
         };
         let err = store

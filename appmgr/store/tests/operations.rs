@@ -624,6 +624,7 @@ fn failing_import_discards_everything_and_keeps_the_reader_error() {
             version: v("2.0.0"),
             runtime: None,
             manifest: &manifest,
+            sbom: None,
             installed_size: big.size(),
         };
         store.install(&lock, &new, Default::default(), |sink| {
@@ -711,6 +712,7 @@ fn inconsistent_entries_are_refused() {
                 version: v("2.0.0"),
                 runtime: None,
                 manifest: &manifest,
+                sbom: None,
                 installed_size: 10,
             };
             store.install(&lock, &new, Default::default(), |sink| feed(sink))
@@ -1116,6 +1118,7 @@ fn pax_size_disagreement_is_refused_before_anything_is_stored() {
             version: v("2.0.0"),
             runtime: None,
             manifest: &manifest,
+            sbom: None,
             installed_size: 3,
         };
         store.install(&lock, &new, Default::default(), |sink| {

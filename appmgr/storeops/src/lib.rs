@@ -152,12 +152,14 @@ pub fn install_from(
     let lock = store.lock().map_err(store_error)?;
     let payload = m.payload.as_ref().expect("verified bundles have a payload");
     let manifest_bytes = bundle.manifest_bytes().to_vec();
+    let sbom_bytes = bundle.sbom().map(<[u8]>::to_vec);
     let signer = bundle.signer().unwrap_or_default().to_string();
     let new = NewDeployment {
         ref_name: m.ref_name(),
         version: m.version.clone(),
         runtime: m.runtime.clone(),
         manifest: &manifest_bytes,
+        sbom: sbom_bytes.as_deref(),
         installed_size: payload.installed_size,
     };
     let total = payload.installed_size;

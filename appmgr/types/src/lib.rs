@@ -9,6 +9,7 @@
 //! `policy`, `sandbox` and `cgroup`, so that none of them has to know another's file format.
 
 mod bluetooth;
+mod debversion;
 mod exit;
 mod glob;
 mod id;
@@ -18,6 +19,7 @@ mod provision;
 mod text;
 
 pub use bluetooth::{BluetoothGrant, BtDevice, BtRole, GattUuid};
+pub use debversion::DebVersion;
 pub use exit::{dbus, ErrorClass};
 pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};

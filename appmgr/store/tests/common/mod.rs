@@ -152,6 +152,7 @@ pub fn install(
         version: v(version),
         runtime,
         manifest: &manifest,
+        sbom: None,
         installed_size: payload.size(),
     };
     store.install(lock, &new, InstallOptions { allow_downgrade }, |sink| {
