@@ -63,7 +63,8 @@ impl Command {
             // Always local: the app runs in the foreground; reload applies to running
             // apps from this host; keys, trust and bundles are files; the board is this
             // host's, read from the config dir (no state, no lock: no daemon needed).
-            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) | Board(_) => {
+            // sbom reads the records lock-free, like list, and needs no libostree.
+            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) | Board(_) | Sbom { .. } => {
                 (false, false, false)
             }
         };
@@ -122,6 +123,15 @@ pub enum Command {
     Fsck,
     /// The effective grant and limits of an app, and which policy rule granted each.
     Permissions { id: String },
+    /// Software bills of materials: `sbom ID` prints what an installed app or runtime was
+    /// built from; `sbom query PACKAGE [--below VERSION]` finds what ships a package.
+    #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
+    Sbom {
+        #[command(subcommand)]
+        query: Option<SbomCmd>,
+        /// An installed app or runtime (ID or KIND/ID/ARCH/BRANCH).
+        id: Option<String>,
+    },
     /// Running apps: pid, cgroup, memory, CPU time, limits.
     Ps,
     /// Run an app sandboxed in the foreground; exits with its status (128+N for a signal).
@@ -154,6 +164,17 @@ pub enum KeyCmd {
     Generate {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SbomCmd {
+    /// Installed apps and runtimes whose SBOM lists PACKAGE (a binary or source package
+    /// name), optionally only below VERSION (Debian version order).
+    Query {
+        package: String,
+        #[arg(long, value_name = "VERSION")]
+        below: Option<String>,
     },
 }
 

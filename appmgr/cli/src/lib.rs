@@ -260,6 +260,18 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Trust(c) => cmd_bundle::trust(g, c),
         Bundle(c) => cmd_bundle::bundle(g, c),
         Board(args::BoardCmd::Show) => appmgr_core::board::show(&g.ctx()),
+        Sbom {
+            query: Some(args::SbomCmd::Query { package, below }),
+            ..
+        } => appmgr_core::sbom::query(&g.ctx(), &package, below.as_deref()),
+        Sbom {
+            query: None,
+            id: Some(id),
+        } => appmgr_core::sbom::show(&g.ctx(), &id),
+        Sbom {
+            query: None,
+            id: None,
+        } => unreachable!("clap requires an ID or a subcommand"),
         Permissions { id } => appmgr_core::apps::permissions(&g.ctx(), &id),
         Ps => appmgr_core::apps::ps(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
