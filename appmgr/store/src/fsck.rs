@@ -6,6 +6,7 @@ use crate::checksum;
 use crate::error::StoreError;
 use crate::fsutil::list_dir;
 use crate::store::{Store, StoreLock, PREVIOUS_REF_PREFIX};
+use appmgr_state::view::{MANIFEST_FILE, SBOM_FILE};
 use appmgr_state::CORRUPT_MARKER;
 use appmgr_types::RefName;
 use ostree::{gio, glib};
@@ -236,15 +237,10 @@ impl Ctx<'_> {
     }
 
     fn check_deployment(&mut self, dep: &mut Dep) {
+        // (the signed manifest and the SBOM beside `files/` are compared with the copies in
+        // the commit's metadata, which the commit's checksum covers)
         let store = self.store;
         let ddir = store.deployment_dir(dep.ref_name, dep.commit);
-        if !ddir.join("manifest.toml").is_file() {
-            dep.add(
-                None,
-                Some(&ddir.join("manifest.toml")),
-                "manifest is missing",
-            );
-        }
         let commit = dep.commit.to_string();
         if !self.check_meta(dep, ostree::ObjectType::Commit, &commit) {
             return;
@@ -263,6 +259,7 @@ impl Ctx<'_> {
                 return;
             }
         };
+        check_beside_files(dep, &ddir, &v.child_value(0));
         let tree = csum_hex(&v.child_value(6));
         let meta = csum_hex(&v.child_value(7));
         let files = ddir.join("files");
@@ -380,6 +377,46 @@ impl Ctx<'_> {
                 "deployment file is not the object's inode (modified or replaced)",
             ),
             Err(e) => dep.add(Some(key), Some(path), format!("cannot inspect: {e}")),
+        }
+    }
+}
+
+/// The files a deployment keeps beside its tree (the signed manifest, the SBOM) must be
+/// byte for byte the copies in the commit's metadata: `sbom` and `permissions` answer from
+/// them. Read without following symlinks.
+fn check_beside_files(dep: &mut Dep, ddir: &Path, commit_meta: &glib::Variant) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = glib::VariantDict::new(Some(commit_meta));
+    for (key, file) in [
+        ("appmgr.manifest", MANIFEST_FILE),
+        ("appmgr.sbom", SBOM_FILE),
+    ] {
+        let want = meta
+            .lookup_value(key, Some(glib::VariantTy::BYTE_STRING))
+            .and_then(|v| v.fixed_array::<u8>().ok().map(<[u8]>::to_vec));
+        let p = ddir.join(file);
+        let have = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&p)
+            .and_then(|f| {
+                let mut b = Vec::new();
+                f.take(8 << 20).read_to_end(&mut b)?;
+                Ok(b)
+            });
+        let problem = match (&want, have) {
+            (None, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            (Some(w), Ok(h)) if *w == h => None,
+            (Some(_), Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("{file} is missing"))
+            }
+            (_, Err(e)) => Some(format!("{file} cannot be read: {e}")),
+            (None, Ok(_)) => Some(format!("{file} is there, but the commit has none")),
+            (Some(_), Ok(_)) => Some(format!("{file} differs from the copy in the commit")),
+        };
+        if let Some(problem) = problem {
+            dep.add(None, Some(&p), problem);
         }
     }
 }
