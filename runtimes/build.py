@@ -3,7 +3,9 @@
 
     runtimes/build.py runtimes/headless.toml --arch x86_64 --out DIR [--cache DIR]
 
-Writes DIR/files (the tree) and DIR/manifest.toml (input for `appmgr bundle create`).
+Writes DIR/files (the tree), DIR/manifest.toml (input for `appmgr bundle create`) and
+DIR/sbom.cdx.json, a CycloneDX 1.5 SBOM of the packages the tree was built from (name,
+version, source package, license, purl) for `appmgr bundle create --sbom`.
 Packages are fetched with `apt-get download` for the target architecture (arm64 needs
 `dpkg --add-architecture arm64 && apt-get update` first), unpacked with `dpkg-deb -x`,
 merged the way Debian's merged-/usr does (/lib, /bin, /sbin, /usr/* all land in one
@@ -13,12 +15,15 @@ the .debs and the definition, and appmgr canonicalizes owners, modes and times.
 """
 import argparse
 import fnmatch
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 ALLOWED = {"id", "branch", "version", "description", "packages", "keep", "busybox-applets", "etc"}
@@ -52,6 +57,81 @@ def fetch(pkgs, deb_arch, cache):
             die(f"package {p}:{deb_arch} was not downloaded")
         debs.append(found[-1])
     return debs
+
+
+def deb_fields(deb):
+    """Package, Version, Source and Architecture of a .deb (Source defaults to Package)."""
+    out = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Source", "Architecture"],
+                         capture_output=True, text=True, check=True).stdout
+    f = {}
+    for line in out.splitlines():
+        k, _, v = line.partition(":")
+        f[k.strip()] = v.strip()
+    src = f.get("Source") or f["Package"]
+    # "Source: glibc (2.36-9)": the source version, when it differs from the binary's.
+    src_name, _, src_ver = src.partition(" ")
+    return {"name": f["Package"], "version": f["Version"], "arch": f["Architecture"],
+            "source": src_name, "source-version": src_ver.strip("()") or f["Version"]}
+
+
+def copyright_license(stage, pkg):
+    """The license of `Files: *` in a machine-readable (DEP-5) copyright file, else None."""
+    p = stage / "usr/share/doc" / pkg / "copyright"
+    try:
+        text = p.read_text(errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("Format:"):
+        return None
+    for para in text.split("\n\n"):
+        fields = {}
+        key = None
+        for line in para.splitlines():
+            if line[:1] in (" ", "\t"):
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if fields.get("files", "").split() == ["*"] and fields.get("license"):
+            return fields["license"]
+    return None
+
+
+def distro():
+    """`debian-12` for the host whose apt the packages come from."""
+    rel = {}
+    for line in Path("/etc/os-release").read_text().splitlines():
+        k, _, v = line.partition("=")
+        rel[k] = v.strip('"')
+    return f"{rel.get('ID', 'debian')}-{rel.get('VERSION_ID', 'unknown')}"
+
+
+def sbom(d, version, arch, packages):
+    """A CycloneDX 1.5 document; deterministic for the same packages (no timestamp, a
+    serial number derived from the content), so rebuilds stay reproducible."""
+    dist = distro()
+    comps = []
+    for p in sorted(packages, key=lambda p: p["name"]):
+        purl = f"pkg:deb/debian/{p['name']}@{quote(p['version'], safe='')}?arch={p['arch']}&distro={dist}"
+        c = {"type": "library", "bom-ref": purl, "name": p["name"], "version": p["version"], "purl": purl}
+        if p.get("license"):
+            c["licenses"] = [{"license": {"name": p["license"]}}]
+        c["properties"] = [{"name": "appmgr:source-package", "value": p["source"]},
+                           {"name": "appmgr:source-version", "value": p["source-version"]}]
+        comps.append(c)
+    body = json.dumps(comps, sort_keys=True)
+    serial = uuid.uuid5(uuid.NAMESPACE_URL, f"appmgr:{d['id']}/{arch}/{d['branch']}@{version}:{body}")
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{serial}",
+        "version": 1,
+        "metadata": {
+            "component": {"type": "platform", "bom-ref": f"{d['id']}/{arch}/{d['branch']}",
+                          "name": d["id"], "version": version},
+            "tools": {"components": [{"type": "application", "name": "appmgr runtimes/build.py"}]},
+        },
+        "components": comps,
+    }
 
 
 def merge(src, dst):
@@ -118,8 +198,12 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     stage.mkdir(parents=True)
     tree.mkdir(parents=True)
+    packages = []
     for deb in fetch(d["packages"], DEB_ARCH[a.arch], Path(a.cache) / DEB_ARCH[a.arch]):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(stage)], check=True)
+        packages.append(deb_fields(deb))
+    for p in packages:
+        p["license"] = copyright_license(stage, p["name"])
     merge(stage, tree)
     shutil.rmtree(stage)
     kept = trim(tree, d["keep"])
@@ -138,6 +222,7 @@ def main():
     version = a.version or d["version"]
     (out / "manifest.toml").write_text(
         f'id = "{d["id"]}"\nkind = "runtime"\nversion = "{version}"\narch = "{a.arch}"\nbranch = "{d["branch"]}"\n')
+    (out / "sbom.cdx.json").write_text(json.dumps(sbom(d, version, a.arch, packages), indent=1) + "\n")
     size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
     print(f"runtime {d['id']}/{a.arch}/{d['branch']} {version}: {len(kept)} files, {size} bytes in {tree}")
 
