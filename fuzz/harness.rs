@@ -36,6 +36,24 @@ pub fn bundle(data: &[u8]) {
     }
 }
 
+/// An SBOM document: parsed or refused, never a panic; what parses carries only
+/// printable, bounded names, and every version that is a Debian version orders totally.
+pub fn sbom(data: &[u8]) {
+    if let Ok(packages) = appmgr_bundle::sbom::parse(data) {
+        for p in &packages {
+            assert!(!p.name.is_empty() && p.name.len() <= 1024);
+            assert!(!appmgr_types::has_unsafe_chars(&p.name));
+        }
+        let versions: Vec<_> = packages.iter().filter_map(|p| p.deb_version()).collect();
+        for a in &versions {
+            assert_eq!(a.cmp(a), std::cmp::Ordering::Equal);
+            for b in &versions {
+                assert_eq!(a.cmp(b), b.cmp(a).reverse());
+            }
+        }
+    }
+}
+
 pub fn payload(data: &[u8]) {
     let limits = appmgr_bundle::Limits {
         max_entries: 10_000,

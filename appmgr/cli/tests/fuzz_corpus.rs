@@ -45,6 +45,11 @@ fn policy_corpus() {
 }
 
 #[test]
+fn sbom_corpus() {
+    run("sbom", harness::sbom);
+}
+
+#[test]
 fn board_corpus() {
     run("board", harness::board);
 }
