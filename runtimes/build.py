@@ -26,7 +26,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
-ALLOWED = {"id", "branch", "version", "description", "packages", "keep", "busybox-applets", "etc"}
+ALLOWED = {"id", "branch", "version", "description", "packages", "keep", "libraries",
+           "busybox-applets", "etc"}
+TRIPLET = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
 
 def die(msg):
@@ -160,13 +162,69 @@ def merge(src, dst):
                         dirs.remove(dn)
 
 
-def trim(tree, keep):
+def needed(path):
+    """The DT_NEEDED names and the RUNPATH/RPATH entries of an ELF file (([], []) for
+    anything else)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return [], []
+    out = subprocess.run(["readelf", "-d", "-W", str(path)], capture_output=True, text=True).stdout
+    value = lambda l: l.split("[", 1)[1].rsplit("]", 1)[0]
+    names = [value(l) for l in out.splitlines() if "(NEEDED)" in l]
+    runpath = [p for l in out.splitlines() if "(RUNPATH)" in l or "(RPATH)" in l
+               for p in value(l).split(":") if p]
+    return names, runpath
+
+
+def closure(tree, roots, arch):
+    """Relative paths of `roots` (globs) and of every shared library they need, directly
+    or not, found where the runtime's loader looks (lib/TRIPLET, lib, lib64), with the
+    symlinks on the way. A library found nowhere is an error naming who needs it."""
+    dirs = [f"lib/{TRIPLET[arch]}", "lib", "lib64"]
+    todo = []
+    for root, _, files in os.walk(tree):
+        for f in files:
+            rel = str((Path(root) / f).relative_to(tree))
+            if any(fnmatch.fnmatchcase(rel, g) for g in roots):
+                todo.append(rel)
+    unmatched = [g for g in roots if not any(fnmatch.fnmatchcase(t, g) for t in todo)]
+    if unmatched:
+        die(f"nothing matched libraries {unmatched}")
+    found = set()
+    while todo:
+        rel = todo.pop()
+        if rel in found:
+            continue
+        found.add(rel)
+        p = tree / rel
+        # A symlink keeps its target (relative to the tree) with it.
+        if p.is_symlink():
+            target = (p.parent / os.readlink(p)).resolve()
+            todo.append(str(target.relative_to(tree.resolve())))
+            continue
+        names, runpath = needed(p)
+        # RUNPATH entries as the runtime sees them: $ORIGIN is the file's directory; an
+        # absolute /usr/X or /X is X in the tree (which is mounted at /usr).
+        search = []
+        for r in runpath:
+            r = r.replace("$ORIGIN", "/usr/" + str(Path(rel).parent)).replace("${ORIGIN}", "/usr/" + str(Path(rel).parent))
+            r = os.path.normpath(r)
+            search.append(r[len("/usr/"):] if r.startswith("/usr/") else r.lstrip("/"))
+        for name in names:
+            hit = next((f"{d}/{name}" for d in search + dirs if (tree / d / name).exists()), None)
+            if hit is None:
+                die(f"{rel} needs {name}, which none of the packages ships: add its package")
+            todo.append(hit)
+    return found
+
+
+def trim(tree, keep, extra=frozenset()):
     kept = set()
     for root, dirs, files in os.walk(tree, topdown=False):
         for f in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
             p = Path(root) / f
             rel = str(p.relative_to(tree))
-            if any(fnmatch.fnmatchcase(rel, g) for g in keep):
+            if rel in extra or any(fnmatch.fnmatchcase(rel, g) for g in keep):
                 kept.add(rel)
             else:
                 p.unlink()
@@ -206,7 +264,9 @@ def main():
         p["license"] = copyright_license(stage, p["name"])
     merge(stage, tree)
     shutil.rmtree(stage)
-    kept = trim(tree, d["keep"])
+    # `libraries`: the shared libraries the runtime offers; with everything they need.
+    libs = closure(tree, d["libraries"], a.arch) if d.get("libraries") else frozenset()
+    kept = trim(tree, d["keep"], libs)
     missing = [g for g in d["keep"] if not any(fnmatch.fnmatchcase(k, g) for k in kept)
                and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
     if missing:
@@ -218,6 +278,7 @@ def main():
     etc = tree / "etc"
     etc.mkdir(exist_ok=True)
     for name, content in d.get("etc", {}).items():
+        (etc / name).parent.mkdir(parents=True, exist_ok=True)
         (etc / name).write_text(content)
     version = a.version or d["version"]
     (out / "manifest.toml").write_text(
