@@ -21,6 +21,10 @@
 # @APPMGR_VERSION@ (APPMGR_BUNDLE_VERSION, default ${PV}: it must be a semantic version).
 # The build fails if the manifest names another arch than the target's.
 #
+# APPMGR_BUNDLE_SBOM may name a CycloneDX 1.5 JSON SBOM of what the recipe built from
+# (absolute path); the bundle then carries it under the signature, and `appmgr sbom`
+# and `appmgr sbom query` answer from it on the device (docs/bundle-format.md#sbom).
+#
 # The signing key is the integrator's secret (PKCS#8 PEM, `appmgr key generate`), kept
 # outside every layer: set APPMGR_SIGNING_KEY to its absolute path in local.conf or the
 # CI environment. Its path is not part of the task signature (the same sstate serves
@@ -33,6 +37,8 @@ APPMGR_BUNDLE_VERSION ??= "${PV}"
 APPMGR_BUNDLE_ARCH ??= "${@appmgr_bundle_arch(d)}"
 # zstd or none
 APPMGR_BUNDLE_COMPRESSION ??= "zstd"
+# A CycloneDX 1.5 JSON SBOM to carry (absolute path); empty: none
+APPMGR_BUNDLE_SBOM ??= ""
 # Install order at first boot (the NN of preinstall.d/NN-ID.toml): empty means 20 for
 # runtimes and 50 for apps, so runtimes go in before the apps that need them.
 APPMGR_PREINSTALL_ORDER ??= ""
@@ -69,6 +75,9 @@ appmgr_bundle_create() {
     [ -f "${APPMGR_BUNDLE_MANIFEST}" ] || bbfatal "no manifest at ${APPMGR_BUNDLE_MANIFEST} (APPMGR_BUNDLE_MANIFEST): add file://manifest.toml to SRC_URI"
     [ -d "$tree" ] || bbfatal "nothing was installed into ${APPMGR_BUNDLE_ROOT} of the install tree (APPMGR_BUNDLE_ROOT): that tree becomes the bundle"
 
+    sbom="${APPMGR_BUNDLE_SBOM}"
+    [ -z "$sbom" ] || [ -f "$sbom" ] || bbfatal "APPMGR_BUNDLE_SBOM: $sbom does not exist"
+
     rm -rf "$work"
     install -d "$work/config" "$work/state"
     sed -e "s|@APPMGR_ARCH@|${APPMGR_BUNDLE_ARCH}|g" \
@@ -78,7 +87,7 @@ appmgr_bundle_create() {
     APPMGR_CONFIG_DIR="$work/config" APPMGR_STATE_DIR="$work/state" \
         appmgr --json bundle create --manifest "$work/manifest.toml" --root "$tree" \
         --key "$key" --out "$work/new.bundle" --compression "${APPMGR_BUNDLE_COMPRESSION}" \
-        > "$work/create.json" || bbfatal "appmgr bundle create failed (the reason is above)"
+        ${sbom:+--sbom "$sbom"} > "$work/create.json" || bbfatal "appmgr bundle create failed (the reason is above)"
 
     fields=$(python3 -c 'import json, sys; m = json.load(sys.stdin); print(m["id"], m["kind"], m["version"], m["arch"])' < "$work/create.json") \
         || bbfatal "cannot read appmgr's output $work/create.json"
