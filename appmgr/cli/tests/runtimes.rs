@@ -179,21 +179,12 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
     );
 
     // Carried through bundle create and install, and found by source package.
-    let bundle = e.p("hmi.bundle");
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&e.p("hmi/manifest.toml")),
-        "--root",
-        s(&hmi),
-        "--key",
-        s(&e.key),
-        "--out",
-        s(&bundle),
-        "--sbom",
-        s(&e.p("hmi/sbom.cdx.json")),
-    ]);
+    let bundle = e.bundle_with(
+        &fs::read_to_string(e.p("hmi/manifest.toml")).unwrap(),
+        &hmi,
+        "hmi.bundle",
+        &["--sbom", s(&e.p("hmi/sbom.cdx.json"))],
+    );
     e.ok(&["install", s(&bundle)]);
     let j = e
         .ok(&["--json", "sbom", "query", "pulseaudio", "--below", "99"])

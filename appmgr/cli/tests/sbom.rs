@@ -24,26 +24,10 @@ fn document(components: &[String]) -> String {
 
 /// Builds and signs a bundle carrying `sbom`.
 fn bundle_with_sbom(e: &Env, manifest: &str, root: &Path, out: &str, sbom: &str) -> String {
-    let m = e.p(&format!("{out}.toml"));
-    fs::write(&m, manifest).unwrap();
     let sp = e.p(&format!("{out}.cdx.json"));
     fs::write(&sp, sbom).unwrap();
-    let outp = e.p(out);
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&m),
-        "--root",
-        s(root),
-        "--key",
-        s(&e.key),
-        "--out",
-        s(&outp),
-        "--sbom",
-        s(&sp),
-    ]);
-    s(&outp).to_string()
+    let b = e.bundle_with(manifest, root, out, &["--sbom", s(&sp)]);
+    s(&b).to_string()
 }
 
 fn runtime_sbom() -> String {

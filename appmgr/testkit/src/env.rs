@@ -102,10 +102,15 @@ impl Env {
 
     /// Builds and signs a bundle from a tree.
     pub fn bundle(&self, manifest: &str, root: &Path, out: &str) -> PathBuf {
+        self.bundle_with(manifest, root, out, &[])
+    }
+
+    /// [`Env::bundle`] with more `bundle create` options (`--sbom FILE`, ...).
+    pub fn bundle_with(&self, manifest: &str, root: &Path, out: &str, more: &[&str]) -> PathBuf {
         let m = self.p(&format!("{out}.toml"));
         fs::write(&m, manifest).unwrap();
         let outp = self.p(out);
-        self.ok(&[
+        let mut args = vec![
             "bundle",
             "create",
             "--manifest",
@@ -116,7 +121,9 @@ impl Env {
             self.key.to_str().unwrap(),
             "--out",
             outp.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(more);
+        self.ok(&args);
         outp
     }
 

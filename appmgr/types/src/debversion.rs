@@ -202,6 +202,43 @@ impl std::str::FromStr for DebVersion {
 mod tests {
     use super::*;
 
+    /// Versions in dpkg's ascending order.
+    const ASCENDING: &[&str] = &[
+        "0.9",
+        "1.0~rc1",
+        "1.0~rc1-1",
+        "1.0",
+        "1.0-0.1",
+        "1.0-1~bpo1",
+        "1.0-1",
+        "1.0-1+b1",
+        "1.0-1.1",
+        "1.0a",
+        "1.0a+",
+        "1.0.1",
+        "1.00.2",
+        "1.2",
+        "1.10",
+        "9.9-9",
+        "1:0.1",
+        "1:0.1-1",
+        "2:0",
+    ];
+    /// More shapes for the comparison with dpkg.
+    const OTHERS: &[&str] = &[
+        "0",
+        "1.0A",
+        "1.0+dfsg-2",
+        "1.0.0~git20230101.abc-1",
+        "2.36-9+deb12u10",
+        "2.36-9+deb12u3",
+        "3.0.11-1~deb12u2",
+        "1.0-1-1",
+        "1.0-1.1-1",
+        "10",
+        "009",
+    ];
+
     fn v(s: &str) -> DebVersion {
         DebVersion::parse(s).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -246,27 +283,7 @@ mod tests {
 
     #[test]
     fn orders_like_dpkg() {
-        let ascending = [
-            "0.9",
-            "1.0~rc1",
-            "1.0~rc1-1",
-            "1.0",
-            "1.0-0.1",
-            "1.0-1~bpo1",
-            "1.0-1",
-            "1.0-1+b1",
-            "1.0-1.1",
-            "1.0a",
-            "1.0a+",
-            "1.0.1",
-            "1.00.2",
-            "1.2",
-            "1.10",
-            "9.9-9",
-            "1:0.1",
-            "1:0.1-1",
-            "2:0",
-        ];
+        let ascending = ASCENDING;
         for w in ascending.windows(2) {
             assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
             assert!(v(w[1]) > v(w[0]), "{} > {}", w[1], w[0]);
@@ -290,36 +307,9 @@ mod tests {
             eprintln!("skipped: no dpkg on this host");
             return;
         }
-        let all = [
-            "0",
-            "0.9",
-            "1.0~rc1",
-            "1.0~rc1-1",
-            "1.0",
-            "1.0-0.1",
-            "1.0-1~bpo1",
-            "1.0-1",
-            "1.0-1+b1",
-            "1.0a",
-            "1.0A",
-            "1.0.1",
-            "1.00.2",
-            "1.2",
-            "1.10",
-            "1:0.1",
-            "2:0",
-            "1.0+dfsg-2",
-            "1.0.0~git20230101.abc-1",
-            "2.36-9+deb12u10",
-            "2.36-9+deb12u3",
-            "3.0.11-1~deb12u2",
-            "1.0-1-1",
-            "1.0-1.1-1",
-            "10",
-            "009",
-        ];
-        for a in all {
-            for b in all {
+        let all: Vec<&str> = ASCENDING.iter().chain(OTHERS).copied().collect();
+        for &a in &all {
+            for &b in &all {
                 let ours = v(a).cmp(&v(b));
                 let lt = dpkg(a, "lt", b);
                 let eq = dpkg(a, "eq", b);
