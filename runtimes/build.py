@@ -26,8 +26,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
-ALLOWED = {"id", "branch", "version", "description", "packages", "keep", "libraries",
-           "busybox-applets", "etc"}
+ALLOWED = {"id", "branch", "version", "description", "base", "packages", "keep", "libraries",
+           "exclude", "busybox-applets", "etc"}
+# Keys a definition with `base` adds to its base's (lists are concatenated, [etc] merged).
+EXTENDS = {"packages", "keep", "libraries", "exclude", "busybox-applets", "etc"}
 TRIPLET = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
 
@@ -140,7 +142,7 @@ def merge(src, dst):
     """Moves src/{lib,lib64,bin,sbin,usr/*} into dst (the /usr tree)."""
     for top in ["usr", ""]:
         base = src / top if top else src
-        for sub in ["lib", "lib64", "bin", "sbin", "share", "libexec"]:
+        for sub in ["lib", "lib64", "bin", "sbin", "share", "libexec", "include"]:
             d = base / sub
             if not d.is_dir() or d.is_symlink():
                 continue
@@ -176,7 +178,7 @@ def needed(path):
     return names, runpath
 
 
-def closure(tree, roots, arch):
+def closure(tree, roots, arch, exclude=()):
     """Relative paths of `roots` (globs) and of every shared library they need, directly
     or not, found where the runtime's loader looks (lib/TRIPLET, lib, lib64), with the
     symlinks on the way. A library found nowhere is an error naming who needs it."""
@@ -185,7 +187,8 @@ def closure(tree, roots, arch):
     for root, _, files in os.walk(tree):
         for f in files:
             rel = str((Path(root) / f).relative_to(tree))
-            if any(fnmatch.fnmatchcase(rel, g) for g in roots):
+            if any(fnmatch.fnmatchcase(rel, g) for g in roots) and \
+                    not any(fnmatch.fnmatchcase(rel, g) for g in exclude):
                 todo.append(rel)
     unmatched = [g for g in roots if not any(fnmatch.fnmatchcase(t, g) for t in todo)]
     if unmatched:
@@ -197,10 +200,11 @@ def closure(tree, roots, arch):
             continue
         found.add(rel)
         p = tree / rel
+        if not (p.exists() or p.is_symlink()):
+            die(f"{rel} is needed (a link or a root points at it), but none of the packages ships it")
         # A symlink keeps its target (relative to the tree) with it.
         if p.is_symlink():
-            target = (p.parent / os.readlink(p)).resolve()
-            todo.append(str(target.relative_to(tree.resolve())))
+            todo.append(link_target(rel, os.readlink(p)))
             continue
         names, runpath = needed(p)
         # RUNPATH entries as the runtime sees them: $ORIGIN is the file's directory; an
@@ -218,13 +222,42 @@ def closure(tree, roots, arch):
     return found
 
 
-def trim(tree, keep, extra=frozenset()):
+def link_target(rel, target):
+    """The tree-relative path a link at `rel` points at, as the runtime sees it mounted at
+    /usr: an absolute /usr/X or /X (merged /usr) is X, a relative target is resolved
+    beside the link."""
+    if target.startswith("/"):
+        target = target[len("/usr/"):] if target.startswith("/usr/") else target.lstrip("/")
+        return os.path.normpath(target)
+    return os.path.normpath(str(Path(rel).parent / target))
+
+
+def dangling_links(tree):
+    """Links in the tree whose target (as the runtime sees it at /usr) is not there."""
+    out = []
+    for root, dirs, files in os.walk(tree):
+        for f in files + dirs:
+            p = Path(root) / f
+            if not p.is_symlink():
+                continue
+            t = os.readlink(p)
+            if t.startswith("/") and not t.startswith(("/usr/", "/lib", "/bin", "/sbin")):
+                continue
+            target = tree / link_target(str(p.relative_to(tree)), t)
+            if not (target.exists() or target.is_symlink()):
+                out.append(str(p.relative_to(tree)))
+    return sorted(out)
+
+
+def trim(tree, keep, extra=frozenset(), exclude=()):
     kept = set()
     for root, dirs, files in os.walk(tree, topdown=False):
         for f in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
             p = Path(root) / f
             rel = str(p.relative_to(tree))
-            if rel in extra or any(fnmatch.fnmatchcase(rel, g) for g in keep):
+            if any(fnmatch.fnmatchcase(rel, g) for g in exclude):
+                p.unlink()
+            elif rel in extra or any(fnmatch.fnmatchcase(rel, g) for g in keep):
                 kept.add(rel)
             else:
                 p.unlink()
@@ -235,6 +268,35 @@ def trim(tree, keep, extra=frozenset()):
     return kept
 
 
+def load(path, arch, seen=()):
+    """A definition, with its `base` definitions (files beside it; one or a list) folded
+    in: an Sdk is its Platform plus the compiler, headers and pkg-config files. Lists are
+    concatenated without repeats; in [etc] the definition wins, then the first base.
+    `@GNU_TYPE@` in package names is the target's GNU type with dashes
+    (x86-64-linux-gnu): binutils' package."""
+    if path in seen:
+        die(f"{path}: base definitions form a loop")
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    unknown = set(d) - ALLOWED
+    if unknown:
+        die(f"{path}: unknown keys {sorted(unknown)}")
+    gnu_type = TRIPLET[arch].replace("_", "-")
+    d["packages"] = [p.replace("@GNU_TYPE@", gnu_type) for p in d.get("packages", [])]
+    bases = d.pop("base", [])
+    for name in [bases] if isinstance(bases, str) else bases:
+        b = load(path.parent / name, arch, seen + (path,))
+        for k in EXTENDS:
+            if k == "etc":
+                d[k] = {**b.get(k, {}), **d.get(k, {})}
+            else:
+                mine = d.get(k, [])
+                d[k] = [x for x in b.get(k, []) if x not in mine] + mine
+        for k in ("branch", "version"):
+            d.setdefault(k, b[k])
+    return d
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("definition")
@@ -243,13 +305,9 @@ def main():
     ap.add_argument("--cache", default=os.environ.get("APPMGR_DEB_CACHE", "/var/cache/appmgr-debs"))
     ap.add_argument("--version", help="override the definition's version")
     a = ap.parse_args()
-    with open(a.definition, "rb") as f:
-        d = tomllib.load(f)
-    unknown = set(d) - ALLOWED
-    if unknown:
-        die(f"{a.definition}: unknown keys {sorted(unknown)}")
     if a.arch not in DEB_ARCH:
         die(f"unsupported arch {a.arch}")
+    d = load(Path(a.definition), a.arch)
     out = Path(a.out)
     tree = out / "files"
     stage = out / "stage"
@@ -265,8 +323,15 @@ def main():
     merge(stage, tree)
     shutil.rmtree(stage)
     # `libraries`: the shared libraries the runtime offers; with everything they need.
-    libs = closure(tree, d["libraries"], a.arch) if d.get("libraries") else frozenset()
-    kept = trim(tree, d["keep"], libs)
+    # `exclude`: never kept, even when a glob above matches (a debugger's or a compiler
+    # plugin's library that needs symbols only its host program defines).
+    exclude = d.get("exclude", [])
+    libs = closure(tree, d["libraries"], a.arch, exclude) if d.get("libraries") else frozenset()
+    kept = trim(tree, d["keep"], libs, exclude)
+    dangling = dangling_links(tree)
+    if dangling:
+        die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
+            "the links in `libraries`, which keeps what they point at)")
     missing = [g for g in d["keep"] if not any(fnmatch.fnmatchcase(k, g) for k in kept)
                and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
     if missing:

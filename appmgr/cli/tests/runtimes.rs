@@ -1,13 +1,58 @@
-//! The runtimes `runtimes/build.py` builds from Debian packages (`runtimes/*.toml`):
-//! every shared object in them loads with the runtime's own loader (`runtimes/check-load`,
-//! so a runtime that cannot load never ships again), their SBOMs are valid CycloneDX 1.5
-//! (`scripts/validate-sbom`) and list every package with dpkg's own version, and the SBOM
-//! goes through bundle create and install to `appmgr sbom query`. Package downloads are
-//! cached machine-wide (`/var/cache/appmgr-debs`, build.py's default).
+//! The runtimes `runtimes/build.py` builds from Debian packages (`runtimes/*.toml`: the
+//! headless and HMI Platforms and their Sdks): every shared object in them loads with the
+//! runtime's own loader (`runtimes/check-load`, so a runtime that cannot load never ships
+//! again), their SBOMs are valid CycloneDX 1.5 (`scripts/validate-sbom`) and list every
+//! package with dpkg's own version, the SBOM goes through bundle create and install to
+//! `appmgr sbom query`, and an HMI app compiled in the Hmi Sdk, sandboxed by appmgr, runs
+//! on the Hmi Platform. The four runtimes are built once per test run; package downloads
+//! are cached machine-wide (`/var/cache/appmgr-debs`, build.py's default).
 use appmgr_testkit::*;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The definitions in `runtimes/`, by file stem.
+const RUNTIMES: [&str; 4] = ["headless", "hmi", "headless-sdk", "hmi-sdk"];
+
+/// Builds every definition of [`RUNTIMES`] once per test process, into cargo's scratch
+/// directory for integration tests (`target/tmp/runtimes`: one copy, rebuilt by each run,
+/// removed by `cargo clean`); `built().join(NAME)` holds `files/`, `manifest.toml` and
+/// `sbom.cdx.json`.
+fn built() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtimes");
+        for name in RUNTIMES {
+            let def = repo_root().join(format!("runtimes/{name}.toml"));
+            build(&def, &dir.join(name));
+        }
+        dir
+    })
+}
+
+/// The packages a definition names, with those of its bases (`base`: one or a list).
+fn packages_of(def: &Path) -> BTreeSet<String> {
+    let v: toml::Value = toml::from_str(&fs::read_to_string(def).unwrap()).unwrap();
+    let gnu_type = format!("{}-linux-gnu", arch()).replace('_', "-");
+    let mut out: BTreeSet<String> = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().replace("@GNU_TYPE@", &gnu_type))
+        .collect();
+    let bases = match v.get("base") {
+        None => vec![],
+        Some(toml::Value::String(b)) => vec![b.clone()],
+        Some(toml::Value::Array(a)) => a.iter().map(|b| b.as_str().unwrap().to_string()).collect(),
+        Some(other) => panic!("base = {other}"),
+    };
+    for b in bases {
+        out.extend(packages_of(&def.parent().unwrap().join(b)));
+    }
+    out
+}
 
 fn text(o: &Output) -> String {
     format!(
@@ -91,10 +136,10 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
     let e = Env::new();
     let repo = repo_root();
     let mut sboms = Vec::new();
-    for name in ["headless", "hmi"] {
+    for name in RUNTIMES {
         let def = repo.join(format!("runtimes/{name}.toml"));
-        let out = e.p(name);
-        let tree = build(&def, &out);
+        let out = built().join(name);
+        let tree = out.join("files");
         let o = check_load(&tree);
         assert!(o.status.success(), "{name}: {}", text(&o));
         let (bytes, files) = size(&tree);
@@ -103,18 +148,17 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
             text(&o).trim()
         );
 
-        // Every package of the definition, with dpkg's own version and a purl.
-        let definition: toml::Value = toml::from_str(&fs::read_to_string(&def).unwrap()).unwrap();
+        // Every package of the definition (and its bases), with dpkg's own version and a
+        // purl.
         let sbom = out.join("sbom.cdx.json");
         let doc: serde_json::Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
         let comps = doc["components"].as_array().unwrap();
-        let wanted = definition["packages"].as_array().unwrap();
+        let wanted = packages_of(&def);
         assert_eq!(comps.len(), wanted.len(), "{name}: {doc}");
-        for p in wanted {
-            let p = p.as_str().unwrap();
+        for p in &wanted {
             let c = comps
                 .iter()
-                .find(|c| c["name"] == p)
+                .find(|c| c["name"] == p.as_str())
                 .unwrap_or_else(|| panic!("{name}: {p} missing from the SBOM"));
             assert_eq!(c["version"], deb_version(p).as_str(), "{name}: {p}");
             let purl = c["purl"].as_str().unwrap();
@@ -124,7 +168,7 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
     }
 
     // What an HMI app links against is there (and loaded above, with what it needs).
-    let hmi = e.p("hmi/files");
+    let hmi = built().join("hmi/files");
     let libdir = hmi.join(format!("lib/{}-linux-gnu", arch()));
     for lib in [
         "libwayland-client.so.0",
@@ -180,10 +224,10 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
 
     // Carried through bundle create and install, and found by source package.
     let bundle = e.bundle_with(
-        &fs::read_to_string(e.p("hmi/manifest.toml")).unwrap(),
+        &fs::read_to_string(built().join("hmi/manifest.toml")).unwrap(),
         &hmi,
         "hmi.bundle",
-        &["--sbom", s(&e.p("hmi/sbom.cdx.json"))],
+        &["--sbom", s(&built().join("hmi/sbom.cdx.json"))],
     );
     e.ok(&["install", s(&bundle)]);
     let j = e
@@ -235,4 +279,100 @@ fn the_load_check_refuses_a_runtime_that_cannot_load() {
     );
     assert!(report.contains("libpthread.so.0 => not found"), "{report}");
     assert!(report.contains("1 do not load"), "{report}");
+}
+
+/// Where an app is built: an app whose runtime is an Sdk runs its build script sandboxed
+/// by appmgr (its own uid, the Sdk read-only at /usr, the sources read-only at /app) and
+/// compiles into its HOME; the result, bundled against the Platform, runs there.
+#[test]
+fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
+    require_root!("apt-get download into the machine-wide cache; installs and runs apps");
+    skip_if!(missing_tool(&[
+        "apt-get", "dpkg-deb", "readelf", "file", "unshare"
+    ]));
+    let e = Env::new();
+    for name in ["hmi", "hmi-sdk"] {
+        let out = built().join(name);
+        let b = e.bundle(
+            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
+            &out.join("files"),
+            &format!("{name}.bundle"),
+        );
+        e.ok(&["install", s(&b)]);
+    }
+    let src = repo_root().join("runtimes/examples/hmi-probe");
+    let builder = e.bundle(
+        &format!(
+            "id = \"org.appmgr.test.HmiBuilder\"\nkind = \"app\"\nversion = \"1.0.0\"\n\
+             arch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.appmgr.Hmi.Sdk/{a}/1\"\n\
+             command = \"build\"\n",
+            a = arch()
+        ),
+        &src,
+        "builder.bundle",
+    );
+    e.ok(&["install", s(&builder)]);
+    let r = e.ok(&["run", "org.appmgr.test.HmiBuilder"]);
+    assert!(
+        r.stdout.contains("built /home/app/out/hmi-probe"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    // What the sandboxed build wrote, owned by the builder's uid, becomes an app of the
+    // Platform (which has no compiler and no headers).
+    let out = e
+        .state
+        .join("data/org.appmgr.test.HmiBuilder/out/hmi-probe");
+    let uid = e
+        .ok(&["--json", "info", "org.appmgr.test.HmiBuilder"])
+        .json()["uid"]
+        .as_u64()
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&out).unwrap().uid() as u64, uid);
+    let platform = built().join("hmi/files");
+    assert!(!platform.join("bin/gcc").exists() && !platform.join("include").exists());
+    let app_root = e.p("hmi-app");
+    fs::create_dir_all(app_root.join("bin")).unwrap();
+    fs::copy(&out, app_root.join("bin/hmi-probe")).unwrap();
+    let app = e.bundle(
+        &format!(
+            "id = \"org.appmgr.test.Hmi\"\nkind = \"app\"\nversion = \"1.0.0\"\n\
+             arch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.appmgr.Hmi/{a}/1\"\n\
+             command = \"hmi-probe\"\n",
+            a = arch()
+        ),
+        &app_root,
+        "hmi-app.bundle",
+    );
+    e.ok(&["install", s(&app)]);
+    let r = e.ok(&["run", "org.appmgr.test.Hmi"]);
+    // A keymap compiled from the Platform's xkb data, its font found by fontconfig and
+    // opened by freetype, PipeWire's client library (the version the SBOM names), EGL
+    // through glvnd; no compositor is granted, so none is reached.
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&fs::read(built().join("hmi/sbom.cdx.json")).unwrap()).unwrap();
+    let pw = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "libpipewire-0.3-0")
+        .unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        r.stdout.trim(),
+        format!(
+            "keymap=ok font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf family=DejaVu Sans \
+             pipewire={pw} egl=ok wayland=none"
+        ),
+        "{}",
+        r.stderr
+    );
 }
