@@ -101,18 +101,7 @@ impl LaunchCtx {
             .current
             .clone()
             .ok_or_else(|| Error::new(ErrorClass::NotFound, format!("{r}: not installed")))?;
-        let bytes = std::fs::read(&deployment.manifest).map_err(|e| {
-            Error::new(
-                ErrorClass::Other,
-                format!("{}: {e}", deployment.manifest.display()),
-            )
-        })?;
-        let manifest = Manifest::parse(&bytes, true).map_err(|e| {
-            Error::new(
-                ErrorClass::Integrity,
-                format!("{}: {e}", deployment.manifest.display()),
-            )
-        })?;
+        let manifest = deployment_manifest(&deployment)?;
         let grant = self.policies.evaluate(
             &Request {
                 app: &manifest.id,
@@ -166,6 +155,36 @@ pub fn bus_entries(g: &Ctx) -> CoreResult<Vec<appmgr_policy::BusPolicyEntry>> {
 
 /// `ID` (one installed ref with that ID) or a full ref `KIND/ID/ARCH/BRANCH` (any ref
 /// with a record, installed or removed) to its state, reading each record once.
+/// Reads a file of a deployment (its signed manifest, its SBOM): not through a symlink, at
+/// most `max` bytes (one more is read, so the caller sees an oversized file as such).
+pub(crate) fn read_deployment_file(path: &std::path::Path, max: u64) -> CoreResult<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = Vec::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::new(ErrorClass::Other, format!("{}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// The signed manifest kept beside a deployment. Unreadable: class Other; not a valid
+/// signed manifest: Integrity.
+pub fn deployment_manifest(d: &Deployment) -> CoreResult<Manifest> {
+    let bytes = read_deployment_file(
+        &d.manifest,
+        appmgr_bundle::manifest::MAX_MANIFEST_BYTES as u64,
+    )?;
+    Manifest::parse(&bytes, true).map_err(|e| {
+        Error::new(
+            ErrorClass::Integrity,
+            format!("{}: {e}", d.manifest.display()),
+        )
+    })
+}
+
 pub fn resolve_view(view: &View, id: &str) -> CoreResult<RefInfo> {
     if id.contains('/') {
         let r = id.parse::<RefName>()?;

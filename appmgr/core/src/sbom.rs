@@ -8,19 +8,16 @@
 //! carries no SBOM is named in the answer, so "no match" is never mistaken for "not
 //! known".
 
-use crate::apps::resolve_view;
+use crate::apps::{deployment_manifest, read_deployment_file, resolve_view};
 use crate::error::{CoreResult, Error};
 use crate::{Ctx, Output};
 use appmgr_bundle::sbom::{self, Package, MAX_SBOM_BYTES};
-use appmgr_bundle::Manifest;
 use appmgr_state::view::{Deployment, SBOM_FILE};
 use appmgr_state::{RefInfo, View};
 use appmgr_types::{DebVersion, ErrorClass};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// What one deployment's SBOM lookup found.
 enum Found {
@@ -37,29 +34,11 @@ fn integrity(what: impl std::fmt::Display) -> Error {
 /// Reads a deployment's SBOM and checks it against the `[sbom]` digest of the deployment's
 /// signed manifest. Files are opened without following symlinks.
 fn read_checked(d: &Deployment) -> CoreResult<Found> {
-    let read = |p: &std::path::Path, max: u64| -> CoreResult<Vec<u8>> {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(p)
-            .map_err(|e| integrity(format!("{}: {e}", p.display())))?;
-        let mut bytes = Vec::new();
-        f.take(max + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| integrity(format!("{}: {e}", p.display())))?;
-        Ok(bytes)
-    };
-    let mbytes = read(
-        &d.manifest,
-        appmgr_bundle::manifest::MAX_MANIFEST_BYTES as u64,
-    )?;
-    let manifest = Manifest::parse(&mbytes, true)
-        .map_err(|e| integrity(format!("{}: {e}", d.manifest.display())))?;
-    let Some(declared) = manifest.sbom else {
+    let Some(declared) = deployment_manifest(d)?.sbom else {
         return Ok(Found::None);
     };
     let path = d.path.join(SBOM_FILE);
-    let bytes = read(&path, MAX_SBOM_BYTES)?;
+    let bytes = read_deployment_file(&path, MAX_SBOM_BYTES).map_err(|e| integrity(e.message))?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if actual != declared.sha256 || bytes.len() as u64 != declared.size {
         return Err(integrity(format!(
