@@ -28,6 +28,15 @@ pub enum SbomFormat {
     CycloneDx15,
 }
 
+impl SbomFormat {
+    /// The name in the manifest (`format = "…"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SbomFormat::CycloneDx15 => "cyclonedx-1.5",
+        }
+    }
+}
+
 /// The manifest's `[sbom]` table, written by `bundle create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -248,6 +257,12 @@ mod tests {
         assert_eq!(p[1].licenses, ["GPL-2.0-only", "MIT"]);
         assert_eq!(p[1].deb_version().unwrap().epoch(), 1);
         assert_eq!(p[1].source, None);
+    }
+
+    #[test]
+    fn the_format_name_is_the_manifest_value() {
+        let f = SbomFormat::CycloneDx15;
+        assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn manifest_text(m: &Manifest) -> String {
             t,
             "sbom:     {} bytes {}, sha256 {}",
             s.size,
-            serde_json::to_value(s.format).unwrap_or_default(),
+            s.format.as_str(),
             s.sha256
         );
     }
