@@ -276,8 +276,11 @@ def load(path, arch, seen=()):
     (x86-64-linux-gnu): binutils' package."""
     if path in seen:
         die(f"{path}: base definitions form a loop")
-    with open(path, "rb") as f:
-        d = tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        die(f"{path}: {e}")
     unknown = set(d) - ALLOWED
     if unknown:
         die(f"{path}: unknown keys {sorted(unknown)}")
@@ -293,7 +296,8 @@ def load(path, arch, seen=()):
                 mine = d.get(k, [])
                 d[k] = [x for x in b.get(k, []) if x not in mine] + mine
         for k in ("branch", "version"):
-            d.setdefault(k, b[k])
+            if k in b:
+                d.setdefault(k, b[k])
     return d
 
 
@@ -308,6 +312,9 @@ def main():
     if a.arch not in DEB_ARCH:
         die(f"unsupported arch {a.arch}")
     d = load(Path(a.definition), a.arch)
+    absent = [k for k in ("id", "branch", "version", "packages") if not d.get(k)]
+    if absent:
+        die(f"{a.definition}: missing {absent} (in the definition or its base)")
     out = Path(a.out)
     tree = out / "files"
     stage = out / "stage"
@@ -327,12 +334,12 @@ def main():
     # plugin's library that needs symbols only its host program defines).
     exclude = d.get("exclude", [])
     libs = closure(tree, d["libraries"], a.arch, exclude) if d.get("libraries") else frozenset()
-    kept = trim(tree, d["keep"], libs, exclude)
+    kept = trim(tree, d.get("keep", []), libs, exclude)
     dangling = dangling_links(tree)
     if dangling:
         die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
             "the links in `libraries`, which keeps what they point at)")
-    missing = [g for g in d["keep"] if not any(fnmatch.fnmatchcase(k, g) for k in kept)
+    missing = [g for g in d.get("keep", []) if not any(fnmatch.fnmatchcase(k, g) for k in kept)
                and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
     if missing:
         die(f"nothing matched keep patterns {missing}")
