@@ -281,6 +281,14 @@ fn the_load_check_refuses_a_runtime_that_cannot_load() {
     assert!(report.contains("1 do not load"), "{report}");
 }
 
+/// The manifest of app `id` 1.0.0 on runtime `runtime` (branch 1), running `command`.
+fn app_of(id: &str, runtime: &str, command: &str) -> String {
+    app_manifest("1.0.0")
+        .replace("org.example.Hello", id)
+        .replace("org.example.Platform", runtime)
+        .replace("command = \"hello\"", &format!("command = \"{command}\""))
+}
+
 /// Where an app is built: an app whose runtime is an Sdk runs its build script sandboxed
 /// by appmgr (its own uid, the Sdk read-only at /usr, the sources read-only at /app) and
 /// compiles into its HOME; the result, bundled against the Platform, runs there.
@@ -302,12 +310,7 @@ fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
     }
     let src = repo_root().join("runtimes/examples/hmi-probe");
     let builder = e.bundle(
-        &format!(
-            "id = \"org.appmgr.test.HmiBuilder\"\nkind = \"app\"\nversion = \"1.0.0\"\n\
-             arch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.appmgr.Hmi.Sdk/{a}/1\"\n\
-             command = \"build\"\n",
-            a = arch()
-        ),
+        &app_of("org.appmgr.test.HmiBuilder", "org.appmgr.Hmi.Sdk", "build"),
         &src,
         "builder.bundle",
     );
@@ -338,12 +341,7 @@ fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
     fs::create_dir_all(app_root.join("bin")).unwrap();
     fs::copy(&out, app_root.join("bin/hmi-probe")).unwrap();
     let app = e.bundle(
-        &format!(
-            "id = \"org.appmgr.test.Hmi\"\nkind = \"app\"\nversion = \"1.0.0\"\n\
-             arch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.appmgr.Hmi/{a}/1\"\n\
-             command = \"hmi-probe\"\n",
-            a = arch()
-        ),
+        &app_of("org.appmgr.test.Hmi", "org.appmgr.Hmi", "hmi-probe"),
         &app_root,
         "hmi-app.bundle",
     );
