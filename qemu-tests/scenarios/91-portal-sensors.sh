@@ -92,6 +92,19 @@ enabled() {
 	done
 	echo "buffer=$(cat "$dev/buffer/enable")"
 }
+# sampled_while WANT SECONDS: what the device samples, polled every 0.1 s until it is WANT
+# or SECONDS pass (the streams' apps start through `appmgr run`, which on a TCG guest can
+# take longer than any fixed sleep); prints the last state seen.
+sampled_while() {
+	_until=$(($(date +%s%N) + $2 * 1000000000))
+	while :; do
+		_now=$(enabled)
+		[ "$_now" = "$1" ] && break
+		[ "$(date +%s%N)" -lt "$_until" ] || break
+		sleep 0.1
+	done
+	echo "$_now"
+}
 qt_ok "$dev: accel0 (sysfs: accel_x = $EX_ACCEL, voltage0 = $EX_VOLT; scans: $BUF_ACCEL, $BUF_VOLT), trigger accel0-trig"
 
 # ---- the package, appmgrd and appmgr-portald (pulled in by Wants=)
@@ -171,8 +184,7 @@ qt_ok "Read: accel_x $EX_ACCEL, voltage0 $EX_VOLT as sysfs computes them; ungran
 [ "$(enabled)" = "buffer=0" ] || fail "before any stream: $(enabled)"
 qt_portal_probe_bg $S /tmp/ss.json portal sensors stream accel_x 20 3
 ps_=$!
-sleep 1.5
-during=$(enabled)
+during=$(sampled_while "accel_x timestamp buffer=1" 3)
 wait $ps_
 qt_portal_show_bg $S /tmp/ss.json
 [ "$during" = "accel_x timestamp buffer=1" ] || fail "while $S streamed accel_x the device sampled: $during"
@@ -192,8 +204,7 @@ qt_portal_probe_bg $S /tmp/s2.json portal sensors stream accel_x,voltage0 20 3
 ps_=$!
 qt_portal_probe_bg $T /tmp/t2.json portal sensors stream voltage0 10 3
 pt_=$!
-sleep 1.5
-during=$(enabled)
+during=$(sampled_while "accel_x timestamp voltage0 buffer=1" 3)
 wait $ps_
 wait $pt_
 qt_portal_show_bg $S /tmp/s2.json
