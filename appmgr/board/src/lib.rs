@@ -209,6 +209,10 @@ pub struct BoardProfile {
     pub sensors: Option<SensorPortalSpec>,
     /// `[portals.bluetooth]`, if the board offers an adapter through the portal.
     pub bluetooth: Option<BluetoothPortalSpec>,
+    /// `gpu-driver`: the Mesa driver this board's GPU needs (`panfrost`, `etnaviv`,
+    /// `virgl`, `llvmpipe` for software rendering). Driver extensions whose conditions
+    /// name it are mounted; the others stay installed but unmounted.
+    pub gpu_driver: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +228,8 @@ struct RawProfile {
     cpusets: BTreeMap<String, String>,
     #[serde(default)]
     portals: RawPortals,
+    #[serde(default, rename = "gpu-driver")]
+    gpu_driver: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -533,6 +539,9 @@ impl BoardProfile {
                 Some(BluetoothPortalSpec { adapter: b.adapter })
             }
         };
+        if let Some(d) = &raw.gpu_driver {
+            check_lower_name(d, 32).map_err(|r| invalid("gpu-driver".into(), r))?;
+        }
         Ok(BoardProfile {
             name: raw.name,
             arch,
@@ -542,6 +551,7 @@ impl BoardProfile {
             gpu,
             sensors,
             bluetooth,
+            gpu_driver: raw.gpu_driver,
         })
     }
 
@@ -703,6 +713,18 @@ mod tests {
     }
 
     #[test]
+    fn gpu_driver_is_a_lowercase_name() {
+        let base = "name = \"b\"\narch = \"x86_64\"\n";
+        let p = parse(&format!("{base}gpu-driver = \"panfrost\"\n")).unwrap();
+        assert_eq!(p.gpu_driver.as_deref(), Some("panfrost"));
+        assert_eq!(parse(base).unwrap().gpu_driver, None);
+        for bad in ["\"Panfrost\"", "\"\"", "\"../x\"", "[\"a\"]"] {
+            let e = parse(&format!("{base}gpu-driver = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("gpu-driver"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn every_shipped_profile_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../board-support");
         let all = load_dir(&dir).unwrap();
@@ -724,6 +746,18 @@ mod tests {
                     p.name
                 );
             }
+        }
+        // Every shipped board names the Mesa driver its GPU needs (the driver extensions'
+        // conditions are tested on it).
+        for (board, driver) in [
+            ("qemu-virt-x86_64", "llvmpipe"),
+            ("qemu-virt-aarch64", "llvmpipe"),
+            ("raspberry-pi-4", "v3d"),
+            ("rk3588", "panfrost"),
+            ("imx8mp", "etnaviv"),
+        ] {
+            let p = all.iter().find(|p| p.name == board).unwrap();
+            assert_eq!(p.gpu_driver.as_deref(), Some(driver), "{board}");
         }
         let rk = all.iter().find(|p| p.name == "rk3588").unwrap();
         let gpu = &rk.devices[&DeviceName::new("gpu").unwrap()];

@@ -19,6 +19,7 @@
 
 pub mod container;
 mod error;
+pub mod extension;
 pub mod keys;
 pub mod manifest;
 pub mod payload;

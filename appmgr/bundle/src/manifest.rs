@@ -7,6 +7,7 @@
 //! keys, duplicate keys, wrong types, invalid UTF-8 and values the validated types refuse
 //! are all errors naming the key.
 
+use crate::extension::ExtensionDecl;
 use crate::sbom::SbomInfo;
 use appmgr_types::{
     AppId, Arch, Branch, Kind, Permissions, RefName, Resources, RuntimeRef, Version,
@@ -65,6 +66,8 @@ struct RawManifest {
     resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     service: Option<ServiceDecl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extension: Option<ExtensionDecl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<PayloadInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +123,9 @@ pub struct Manifest {
     pub payload: Option<PayloadInfo>,
     /// Apps only: declared a service (`[service]`).
     pub service: Option<ServiceDecl>,
+    /// Extensions only (and always): what they extend, where and when (`[extension]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionDecl>,
     /// The SBOM member's format, digest and size (`[sbom]`, written by `bundle create`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sbom: Option<SbomInfo>,
@@ -176,6 +182,7 @@ impl Manifest {
             resources: raw.resources,
             payload: raw.payload,
             service: raw.service,
+            extension: raw.extension,
             sbom: raw.sbom,
         };
         match raw.format_version {
@@ -245,23 +252,54 @@ impl Manifest {
                     .ok_or_else(|| invalid("command", "an app must name its command"))?;
                 validate_command(cmd)?;
             }
-            Kind::Runtime => {
+            Kind::Runtime | Kind::Extension => {
+                let what = self.kind.as_str();
                 if self.runtime.is_some() {
-                    return Err(invalid("runtime", "a runtime cannot name a runtime"));
+                    return Err(invalid(
+                        "runtime",
+                        format!("a {what} cannot name a runtime"),
+                    ));
                 }
                 if self.command.is_some() {
-                    return Err(invalid("command", "a runtime has no command"));
+                    return Err(invalid("command", format!("a {what} has no command")));
                 }
                 if !self.permissions.is_empty() {
                     return Err(invalid(
                         "permissions",
-                        "a runtime cannot request permissions",
+                        format!("a {what} cannot request permissions"),
                     ));
                 }
                 if !resources_empty(&self.resources) {
-                    return Err(invalid("resources", "a runtime has no resources"));
+                    return Err(invalid("resources", format!("a {what} has no resources")));
                 }
             }
+        }
+        match (&self.extension, self.kind) {
+            (None, Kind::Extension) => {
+                return Err(invalid(
+                    "extension",
+                    "an extension must declare [extension] (extends, mount-point)",
+                ))
+            }
+            (Some(_), Kind::App | Kind::Runtime) => {
+                return Err(invalid(
+                    "extension",
+                    "only a bundle of kind \"extension\" has [extension]",
+                ))
+            }
+            (Some(x), Kind::Extension) => {
+                x.validate().map_err(|(f, r)| invalid(f, r))?;
+                if x.extends.arch != self.arch {
+                    return Err(invalid(
+                        "extension.extends",
+                        format!(
+                            "{} is for arch {}, the extension is {}",
+                            x.extends, x.extends.arch, self.arch
+                        ),
+                    ));
+                }
+            }
+            (None, _) => {}
         }
         if let Some(p) = &self.payload {
             if !is_sha256_hex(&p.sha256) {
@@ -311,6 +349,7 @@ impl Manifest {
             permissions: self.permissions.clone(),
             resources: self.resources.clone(),
             service: self.service.clone(),
+            extension: self.extension.clone(),
             payload: Some(payload),
             sbom,
         };
@@ -463,6 +502,84 @@ memory-max = "64M"
         assert!(Manifest::parse(rt.as_bytes(), false).is_err());
         let rt_ok = rt.replace("command = \"x\"\n", "");
         assert!(Manifest::parse(rt_ok.as_bytes(), false).is_ok());
+    }
+
+    const EXT: &str = r#"id = "org.appmgr.Hmi.GL.llvmpipe"
+kind = "extension"
+version = "22.3.6"
+arch = "x86_64"
+branch = "1"
+
+[extension]
+extends = "org.appmgr.Hmi/x86_64/1"
+mount-point = "/usr/lib/extensions/gl/llvmpipe"
+library-path = ["lib/x86_64-linux-gnu"]
+
+[extension.conditions]
+gpu-driver = ["llvmpipe"]
+
+[extension.env]
+LIBGL_DRIVERS_PATH = "lib/x86_64-linux-gnu/dri"
+"#;
+
+    #[test]
+    fn extensions_declare_what_they_extend_and_nothing_an_app_has() {
+        let m = Manifest::parse(EXT.as_bytes(), false).unwrap();
+        assert_eq!(
+            m.ref_name().to_string(),
+            "extension/org.appmgr.Hmi.GL.llvmpipe/x86_64/1"
+        );
+        let info = PayloadInfo {
+            sha256: "a".repeat(64),
+            size: 1,
+            compression: Compression::None,
+            installed_size: 1,
+            entries: 1,
+        };
+        let signed = Manifest::parse(&m.to_signed_bytes(info, None), true).unwrap();
+        assert_eq!(
+            signed.extension, m.extension,
+            "[extension] is signed as read"
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (
+                EXT.split("[extension]").next().unwrap().to_string(),
+                "extension",
+            ),
+            (
+                EXT.replace("kind = \"extension\"", "kind = \"runtime\""),
+                "extension",
+            ),
+            (format!("command = \"x\"\n{EXT}"), "command"),
+            (
+                EXT.replace("Hmi/x86_64/1", "Hmi/aarch64/1"),
+                "extension.extends",
+            ),
+            (
+                EXT.replace("/usr/lib/extensions/gl/llvmpipe", "/etc/gl/x"),
+                "extension.mount-point",
+            ),
+            (
+                EXT.replace("LIBGL_DRIVERS_PATH", "LD_PRELOAD"),
+                "extension.env",
+            ),
+            (EXT.replace("gpu-driver", "gpu-drivre"), "gpu-drivre"),
+            (
+                format!("{EXT}\n[permissions]\nnetwork = true\n"),
+                "permissions",
+            ),
+        ];
+        for (text, what) in cases {
+            let e = Manifest::parse(text.as_bytes(), false)
+                .expect_err(&format!("accepted ({what}):\n{text}"))
+                .to_string();
+            assert!(e.contains(what), "{what}: {e}");
+        }
+        let app_with = format!(
+            "{APP}\n[extension]\nextends = \"org.a.B/x86_64/1\"\nmount-point = \"/app/a/b\"\n"
+        );
+        let e = Manifest::parse(app_with.as_bytes(), false).unwrap_err();
+        assert!(e.to_string().contains("extension"), "{e}");
     }
 
     #[test]

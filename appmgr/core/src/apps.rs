@@ -253,6 +253,10 @@ pub fn permissions(g: &Ctx, id: &str) -> CoreResult<Output> {
     let mut j =
         serde_json::to_value(&shown).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
     let mut text = a.grant.render_text(&provided);
+    let exts = shown_extensions(&ctx, &a)?;
+    text.push_str(&crate::extensions::render(&exts));
+    j["extensions"] =
+        serde_json::to_value(&exts).map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
     if let Some(n) = &net {
         let (t, rules) = network_rules(n);
         text.push_str(&t);
@@ -631,6 +635,10 @@ pub(crate) fn template_spec(
             format!("{}: no uid allocated", a.manifest.id),
         )
     })?;
+    let extensions = app_extensions(ctx, a, &runtime_ref, &rt.files)?
+        .iter()
+        .filter_map(crate::extensions::ExtensionState::mount)
+        .collect();
     Ok(appmgr_sandbox::LaunchSpec {
         app_id: a.manifest.id.clone(),
         runtime_files: rt.files.clone(),
@@ -664,7 +672,39 @@ pub(crate) fn template_spec(
             .map(|_| appmgr_sandbox::storage::image_path(&g.state_dir, a.manifest.id.as_str())),
         inputs: Vec::new(),
         network: network_spec(ctx, a, uid)?,
+        extensions,
     })
+}
+
+/// The installed extensions of the app's runtime and of the app, mounted or not (see
+/// [`crate::extensions`]).
+pub(crate) fn app_extensions(
+    ctx: &LaunchCtx,
+    a: &AppGrant,
+    runtime_ref: &RefName,
+    runtime_files: &std::path::Path,
+) -> CoreResult<Vec<crate::extensions::ExtensionState>> {
+    crate::extensions::for_app(
+        &ctx.view,
+        &crate::extensions::facts(ctx.board.as_ref()),
+        (&a.info.ref_name, &a.deployment.files),
+        (runtime_ref, runtime_files),
+    )
+}
+
+/// The extensions of an installed app as `permissions` shows them; none when its runtime
+/// is not installed (the app cannot launch then, which it says).
+fn shown_extensions(
+    ctx: &LaunchCtx,
+    a: &AppGrant,
+) -> CoreResult<Vec<crate::extensions::ExtensionState>> {
+    let Some(rt) = a.deployment.runtime.as_ref().map(|r| r.to_ref()) else {
+        return Ok(Vec::new());
+    };
+    match ctx.view.info(&rt)?.and_then(|i| i.current) {
+        Some(d) => app_extensions(ctx, a, &rt, &d.files),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The static half of the app's network: its slot in the pool and the installed apps

@@ -3,7 +3,8 @@
 //! The mechanism crates below (`types`, `bundle`, `store`, `policy`, `board`, `cgroup`,
 //! `sandbox`) know nothing of each other's formats or of the front ends; this crate puts
 //! them together into what an operator asks for: the effective grant, launch, ps, kill
-//! and reload (`apps`), installed refs and one ref's state (`records`), what installed refs were built from (`sbom`), the service
+//! and reload (`apps`), installed refs and one ref's state (`records`), which extensions an app's sandbox shows (`extensions`), what installed refs
+//! were built from (`sbom`), the service
 //! settings (`service`), the worker protocol (`worker`), what the configured board offers
 //! (`board`). The store mutations (install, update, remove, rollback, fsck) need
 //! libostree and live in `appmgr-storeops`, above this crate, which only `appmgr-ops`
@@ -21,6 +22,7 @@ pub mod board;
 pub mod cmdline;
 pub mod config;
 mod error;
+pub mod extensions;
 pub mod journal;
 pub mod paths;
 pub mod prepared;

@@ -103,7 +103,7 @@ fn input_paths(g: &Ctx, ctx: &LaunchCtx, a: &AppGrant) -> CoreResult<Vec<PathBuf
     let mut v = ctx.config_inputs.clone();
     // How `id` resolves: every ref directory of the ID, of either kind, and its record.
     let id = &a.info.ref_name.id;
-    for kind in [Kind::App, Kind::Runtime] {
+    for kind in Kind::ALL {
         let idir = g
             .state_dir
             .join("deploy")
@@ -127,6 +127,9 @@ fn input_paths(g: &Ctx, ctx: &LaunchCtx, a: &AppGrant) -> CoreResult<Vec<PathBuf
             v.push(d.path.join(appmgr_state::CORRUPT_MARKER));
         }
     }
+    // Which extensions are installed, and each one's manifest and marker: installing,
+    // removing or repairing one changes what the sandbox shows.
+    v.extend(crate::extensions::input_paths(&ctx.view, &g.state_dir)?);
     v.sort();
     v.dedup();
     Ok(v)
@@ -239,6 +242,9 @@ pub fn refresh_after_change(g: &Ctx, r: &RefName) {
     match r.kind {
         Kind::App => refresh(g, Some(std::slice::from_ref(&r.id))),
         Kind::Runtime => refresh(g, Some(&apps_on_runtime(g, r))),
+        // Its manifest may be gone (removed): which apps it extended is not known, so
+        // every app's plan is derived again.
+        Kind::Extension => refresh(g, None),
     }
 }
 

@@ -95,7 +95,7 @@ pub struct Done {
 fn line(i: &RefInfo) -> String {
     let cur = i.current.as_ref();
     format!(
-        "{:<8} {:<36} {:<12} {:<8} {:<10}{}",
+        "{:<9} {:<36} {:<12} {:<8} {:<10}{}",
         i.ref_name.kind.as_str(),
         i.ref_name.id.as_str(),
         cur.map(|d| d.version.to_string()).unwrap_or_default(),
@@ -162,7 +162,40 @@ pub fn info(g: &Ctx, id: &str) -> CoreResult<Output> {
             "state:           CORRUPT (reinstall the bundle to repair)"
         );
     }
-    Ok(Output::new(t, ref_json(&i)))
+    let mut j = ref_json(&i);
+    if r.kind != Kind::Runtime {
+        let exts = extensions_of(g, &i)?;
+        t.push_str(&crate::extensions::render(&exts));
+        j["extensions"] = serde_json::to_value(&exts)
+            .map_err(|e| Error::new(ErrorClass::Other, e.to_string()))?;
+    }
+    Ok(Output::new(t, j))
+}
+
+/// What `info` shows of extensions: for an app, its runtime's and its own; for an
+/// extension, itself. Evaluated on the configured board profile.
+fn extensions_of(
+    g: &Ctx,
+    i: &appmgr_state::RefInfo,
+) -> CoreResult<Vec<crate::extensions::ExtensionState>> {
+    let host = crate::config::HostConfig::load(&g.config_dir)?;
+    let facts = crate::extensions::facts(host.board(&g.config_dir)?.as_ref());
+    let view = appmgr_state::View::new(&g.state_dir);
+    let Some(cur) = &i.current else {
+        return Ok(Vec::new());
+    };
+    if i.ref_name.kind == Kind::Extension {
+        return Ok(crate::extensions::status(&view, &facts, &i.ref_name)?
+            .into_iter()
+            .collect());
+    }
+    let Some(rt) = cur.runtime.as_ref().map(|r| r.to_ref()) else {
+        return Ok(Vec::new());
+    };
+    let Some(rd) = view.info(&rt)?.and_then(|x| x.current) else {
+        return Ok(Vec::new());
+    };
+    crate::extensions::for_app(&view, &facts, (&i.ref_name, &cur.files), (&rt, &rd.files))
 }
 
 /// The one rule for fsck's exit: findings of an unclean store fail with the integrity

@@ -191,6 +191,132 @@ pub struct LaunchSpec {
     /// `network` grant is not provided: the sandbox's own namespace has only `lo`.
     #[serde(default)]
     pub network: Option<crate::net::NetSpec>,
+    /// The extensions whose conditions hold, in ID order: each deployment's tree is
+    /// bound read-only at its mount point (see [`ExtensionMount`]).
+    #[serde(default)]
+    pub extensions: Vec<ExtensionMount>,
+}
+
+/// An extension the sandbox shows: its deployment's `files/` directory, bound read-only
+/// (nosuid, nodev) at `mount_point`. The mount point's parent is a directory of the
+/// runtime or app tree (an extension point): the launcher mounts a root-owned 0755 tmpfs
+/// there and creates the mount point on it, so the extended tree itself is never written
+/// and several extensions share one point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExtensionMount {
+    /// The extension's ID (for messages).
+    pub id: String,
+    /// Host path of the extension deployment's `files/` directory.
+    pub files: PathBuf,
+    /// Below `/usr` or `/app`, at least two components down.
+    pub mount_point: String,
+    /// Directories relative to the mount point, put on `LD_LIBRARY_PATH`.
+    #[serde(default)]
+    pub library_path: Vec<String>,
+    /// Variables (name, path relative to the mount point); several extensions' paths for
+    /// one name are joined with `:`.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+/// `a/b`: relative, normal, no empty component.
+fn normal_rel(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && !appmgr_types::has_unsafe_chars(p)
+}
+
+/// The mounts (a tmpfs per extension point, then each extension's bind) and the
+/// variables of the extensions. Refuses a mount point that is not two components below
+/// `/usr` or `/app`, two extensions at one mount point or one inside another, and
+/// variables the launcher reserves.
+fn extension_mounts(
+    exts: &[ExtensionMount],
+) -> Result<(Vec<MountOp>, Vec<(String, String)>), PlanError> {
+    let bad = |what: &'static str, value: &str| PlanError::BadValue {
+        what,
+        value: value.to_string(),
+    };
+    let mut points: Vec<&str> = Vec::new();
+    let mut parents: Vec<&str> = Vec::new();
+    let mut binds = Vec::new();
+    let mut lib_path: Vec<String> = Vec::new();
+    let mut vars: Vec<(String, Vec<String>)> = Vec::new();
+    for x in exts {
+        let mp = x.mount_point.as_str();
+        let rest = mp
+            .strip_prefix("/usr/")
+            .or_else(|| mp.strip_prefix("/app/"))
+            .ok_or_else(|| bad("extension mount point", mp))?;
+        if !normal_rel(rest) || rest.split('/').count() < 2 {
+            return Err(bad("extension mount point", mp));
+        }
+        let files = check_host_path("extension", &x.files)?;
+        if let Some(other) = points.iter().find(|p| {
+            **p == mp || mp.starts_with(&format!("{p}/")) || p.starts_with(&format!("{mp}/"))
+        }) {
+            return Err(PlanError::Extension(format!(
+                "extension {}: mount point {mp} collides with another extension's {other}",
+                x.id
+            )));
+        }
+        points.push(mp);
+        let (parent, _) = mp
+            .rsplit_once('/')
+            .expect("two components below /usr or /app");
+        if !parents.contains(&parent) {
+            parents.push(parent);
+        }
+        binds.push(MountOp::Bind {
+            source: BindSource::Deployment(files.into()),
+            dest: mp.to_string(),
+            readonly: true,
+            dev: false,
+        });
+        for l in &x.library_path {
+            if !normal_rel(l) {
+                return Err(bad("extension library path", l));
+            }
+            lib_path.push(format!("{mp}/{l}"));
+        }
+        for (name, rel) in &x.env {
+            if !valid_env_name(name) || env_name_forbidden(name) || !normal_rel(rel) {
+                return Err(bad("extension variable", &format!("{name}={rel}")));
+            }
+            let v = format!("{mp}/{rel}");
+            match vars.iter_mut().find(|(n, _)| n == name) {
+                Some((_, vs)) => vs.push(v),
+                None => vars.push((name.clone(), vec![v])),
+            }
+        }
+    }
+    // A point inside another extension's tree would be built through a bound directory.
+    for p in &parents {
+        if points
+            .iter()
+            .any(|mp| p.starts_with(&format!("{mp}/")) || p == mp)
+        {
+            return Err(bad("extension mount point", p));
+        }
+    }
+    let mut m: Vec<MountOp> = parents
+        .iter()
+        .map(|p| MountOp::Tmpfs {
+            dest: p.to_string(),
+            mode: 0o755,
+            size_mib: 1,
+            noexec: true,
+            dev: false,
+        })
+        .collect();
+    m.extend(binds);
+    let mut env: Vec<(String, String)> = vars.into_iter().map(|(n, v)| (n, v.join(":"))).collect();
+    if !lib_path.is_empty() {
+        env.push(("LD_LIBRARY_PATH".into(), lib_path.join(":")));
+    }
+    Ok((m, env))
 }
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
@@ -475,6 +601,8 @@ pub enum PlanError {
     BadValue { what: &'static str, value: String },
     #[error("{0}")]
     Network(#[from] crate::net::NetPlanError),
+    #[error("{0}")]
+    Extension(String),
 }
 
 fn normal_abs(p: &str) -> bool {
@@ -785,6 +913,8 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         readonly: true,
         dev: false,
     });
+    let (ext_mounts, ext_env) = extension_mounts(&spec.extensions)?;
+    m.extend(ext_mounts);
     m.push(MountOp::Proc {
         dest: "/proc".into(),
     });
@@ -1104,9 +1234,14 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
         ("APPMGR_APP_ID".into(), spec.app_id.to_string()),
     ];
     env.extend(socket_vars);
+    env.extend(ext_env);
     for name in &spec.env_allow {
         if !valid_env_name(name) || env_name_forbidden(name) {
             return Err(PlanError::EnvNotAllowed(name.clone()));
+        }
+        if env.iter().any(|(k, _)| k == name) {
+            // An extension's variable: the extension's value is the one that works.
+            continue;
         }
         if let Some((_, v)) = spec.caller_env.iter().rev().find(|(k, _)| k == name) {
             if v.contains('\0') {
@@ -1230,6 +1365,7 @@ pub(crate) mod tests {
             data_image: None,
             inputs: Vec::new(),
             network: None,
+            extensions: vec![],
         }
     }
 
@@ -1526,6 +1662,116 @@ pub(crate) mod tests {
 
     fn env_of<'a>(p: &'a LaunchPlan, k: &str) -> Option<&'a str> {
         p.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn ext(id: &str, mp: &str) -> ExtensionMount {
+        ExtensionMount {
+            id: id.into(),
+            files: format!("/var/lib/appmgr/deploy/extension/{id}/files").into(),
+            mount_point: mp.into(),
+            library_path: vec!["lib".into()],
+            env: vec![("LIBGL_DRIVERS_PATH".into(), "lib/dri".into())],
+        }
+    }
+
+    #[test]
+    fn extensions_get_a_tmpfs_point_a_read_only_bind_and_their_variables() {
+        let mut s = spec();
+        s.extensions = vec![
+            ext("org.x.GL.a", "/usr/lib/extensions/gl/a"),
+            ext("org.x.GL.b", "/usr/lib/extensions/gl/b"),
+            ext("org.x.Codec", "/app/lib/codecs/c"),
+        ];
+        s.env_allow = vec!["LIBGL_DRIVERS_PATH".into()];
+        s.caller_env = vec![("LIBGL_DRIVERS_PATH".into(), "/home/x".into())];
+        let p = build_plan(&s).unwrap();
+        let tmpfs: Vec<&str> = p
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::Tmpfs { dest, mode, .. }
+                    if dest.starts_with("/usr/") || dest.starts_with("/app/") =>
+                {
+                    assert_eq!(*mode, 0o755);
+                    Some(dest.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tmpfs,
+            ["/usr/lib/extensions/gl", "/app/lib/codecs"],
+            "one per point"
+        );
+        let app = pos_of(
+            &p,
+            |m| matches!(m, MountOp::Bind { dest, .. } if dest == "/app"),
+        );
+        for mp in [
+            "/usr/lib/extensions/gl/a",
+            "/usr/lib/extensions/gl/b",
+            "/app/lib/codecs/c",
+        ] {
+            let i = pos_of(
+                &p,
+                |m| matches!(m, MountOp::Bind { dest, readonly: true, source: BindSource::Deployment(_), .. } if dest == mp),
+            );
+            assert!(i > app, "{mp} is bound after the trees it extends");
+        }
+        assert_eq!(
+            env_of(&p, "LIBGL_DRIVERS_PATH"),
+            Some("/usr/lib/extensions/gl/a/lib/dri:/usr/lib/extensions/gl/b/lib/dri:/app/lib/codecs/c/lib/dri"),
+            "the extensions' value, not the caller's"
+        );
+        assert_eq!(
+            p.env
+                .iter()
+                .filter(|(k, _)| k == "LIBGL_DRIVERS_PATH")
+                .count(),
+            1
+        );
+        assert_eq!(
+            env_of(&p, "LD_LIBRARY_PATH"),
+            Some("/usr/lib/extensions/gl/a/lib:/usr/lib/extensions/gl/b/lib:/app/lib/codecs/c/lib")
+        );
+        assert_eq!(
+            env_of(&build_plan(&spec()).unwrap(), "LD_LIBRARY_PATH"),
+            None
+        );
+
+        let refused = |exts: Vec<ExtensionMount>| {
+            let mut s = spec();
+            s.extensions = exts;
+            build_plan(&s).unwrap_err().to_string()
+        };
+        for mp in [
+            "/usr/gl",
+            "/etc/a/b",
+            "/usr/lib/../x",
+            "/usr/lib//x",
+            "/usr/lib/x/",
+        ] {
+            assert!(
+                refused(vec![ext("org.x.A", mp)]).contains("mount point"),
+                "{mp}"
+            );
+        }
+        let e = refused(vec![
+            ext("org.x.A", "/usr/lib/gl/a"),
+            ext("org.x.B", "/usr/lib/gl/a"),
+        ]);
+        assert!(e.contains("collides"), "{e}");
+        let e = refused(vec![
+            ext("org.x.A", "/usr/lib/gl/a"),
+            ext("org.x.B", "/usr/lib/gl/a/b/c"),
+        ]);
+        assert!(e.contains("collides"), "{e}");
+        let mut bad = ext("org.x.A", "/usr/lib/gl/a");
+        bad.env = vec![("LD_PRELOAD".into(), "lib/x.so".into())];
+        assert!(refused(vec![bad]).contains("variable"));
+        let mut bad = ext("org.x.A", "/usr/lib/gl/a");
+        bad.library_path = vec!["../../../../tmp".into()];
+        assert!(refused(vec![bad]).contains("library path"));
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl View {
     /// Every `deploy/KIND/ID/ARCH/BRANCH` directory whose names are valid.
     pub fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
         let mut out = Vec::new();
-        for kind in [Kind::App, Kind::Runtime] {
+        for kind in Kind::ALL {
             let kdir = self.root.join("deploy").join(kind.as_str());
             for id in list_dir(&kdir)? {
                 let idir = kdir.join(&id);
@@ -213,7 +213,7 @@ impl View {
     /// state. Only the directories of this ID are read, each record once.
     pub fn installed(&self, id: &AppId) -> Result<Vec<RefInfo>, ViewError> {
         let mut out = Vec::new();
-        for kind in [Kind::App, Kind::Runtime] {
+        for kind in Kind::ALL {
             let idir = self
                 .root
                 .join("deploy")

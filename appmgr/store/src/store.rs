@@ -391,7 +391,7 @@ impl Store {
         }
 
         // Junk in deploy/ that does not form a valid ref directory.
-        for kind in ["app", "runtime"] {
+        for kind in Kind::ALL.map(Kind::as_str) {
             let kdir = self.root.join("deploy").join(kind);
             for id in list_dir(&kdir)? {
                 let idir = kdir.join(&id);
@@ -643,7 +643,7 @@ impl Store {
         let (uid, new_uid) = match (r.kind, old.as_ref().and_then(|o| o.uid)) {
             (Kind::App, Some(uid)) => (Some(uid), false),
             (Kind::App, None) => (Some(self.allocate_uid(r)?), true),
-            (Kind::Runtime, _) => (None, false),
+            (Kind::Runtime | Kind::Extension, _) => (None, false),
         };
         self.check_space(r, new.installed_size)?;
 

@@ -140,19 +140,26 @@ fn validate_branch(s: &str) -> Result<(), InvalidValue> {
     Ok(())
 }
 
-/// Whether a bundle holds an app (mounted at `/app`) or a runtime (mounted at `/usr`).
+/// Whether a bundle holds an app (mounted at `/app`), a runtime (mounted at `/usr`) or
+/// an extension (mounted inside a runtime or app at the mount point it declares, while
+/// its conditions hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     App,
     Runtime,
+    Extension,
 }
 
 impl Kind {
+    /// Every kind, in the order listings show them.
+    pub const ALL: [Kind; 3] = [Kind::App, Kind::Runtime, Kind::Extension];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::App => "app",
             Kind::Runtime => "runtime",
+            Kind::Extension => "extension",
         }
     }
 }
@@ -169,7 +176,12 @@ impl FromStr for Kind {
         match s {
             "app" => Ok(Kind::App),
             "runtime" => Ok(Kind::Runtime),
-            _ => Err(InvalidValue::new("kind", s, "must be `app` or `runtime`")),
+            "extension" => Ok(Kind::Extension),
+            _ => Err(InvalidValue::new(
+                "kind",
+                s,
+                "must be `app`, `runtime` or `extension`",
+            )),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::sources::{openat_safe, unsafe_reason, Opened};
 use super::{io_err, rx, LaunchError};
-use crate::plan::{LaunchPlan, MountOp};
+use crate::plan::{BindSource, LaunchPlan, MountOp};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{self as rmount, MountFlags, MoveMountFlags, OpenTreeFlags};
@@ -21,9 +21,19 @@ pub(super) const NEWROOT: &str = "/tmp";
 /// so nothing is ever created, chowned or mounted through a directory an app can write.
 struct Root {
     own: Vec<u64>,
+    /// Mount ids of the read-only deployment binds (`/usr`, `/app`): walked through (never
+    /// written: they are read-only and root's) to reach an extension point in them.
+    ro_trees: Vec<u64>,
     /// Directories walked so far, relative to the root (`""` is the root itself, always
     /// first), reused by later targets; entries a mount covers are forgotten.
     walked: Vec<(String, OwnedFd)>,
+}
+
+/// The id of the mount `fd` is on.
+fn mount_id_of(fd: &OwnedFd, dest: &str) -> Result<u64, LaunchError> {
+    rfs::statx(fd, "", AtFlags::EMPTY_PATH, rfs::StatxFlags::MNT_ID)
+        .map(|st| st.stx_mnt_id)
+        .map_err(|e| io_err("statx", in_root(dest))(rx(e)))
 }
 
 fn dev_of(fd: &OwnedFd, dest: &str) -> Result<u64, LaunchError> {
@@ -96,7 +106,9 @@ impl Root {
             Err(Errno::NOENT) if create.is_none() => return Ok(None),
             Err(e) => return Err(Self::explain(dest, e)),
         };
-        if !self.own.contains(&dev_of(&fd, dest)?) {
+        if !self.own.contains(&dev_of(&fd, dest)?)
+            && (self.ro_trees.is_empty() || !self.ro_trees.contains(&mount_id_of(&fd, dest)?))
+        {
             return Err(Self::refused(
                 dest,
                 "a directory on the way is a bound host directory",
@@ -249,7 +261,7 @@ fn bind_fd(
     dest: &str,
     readonly: bool,
     dev: bool,
-) -> Result<(), LaunchError> {
+) -> Result<Option<u64>, LaunchError> {
     if src.detached {
         // A file system mounted for this sandbox (the storage image): its mount
         // attributes were set when it was created; it is attached, not cloned.
@@ -260,6 +272,7 @@ fn bind_fd(
             "",
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
+        .map(|()| None)
         .map_err(|e| io_err("attach mount at", in_root(dest))(rx(e)));
     }
     let tree = rmount::open_tree(
@@ -281,7 +294,7 @@ fn bind_fd(
     if dev && !readonly {
         // A device node keeps the flags of the host's /dev mount it was cloned from; exec
         // and setuid do not apply to device files, so no remount (one syscall per node).
-        return Ok(());
+        return Ok(None);
     }
     let mut flags = MountFlags::BIND | MountFlags::NOSUID;
     if readonly {
@@ -294,7 +307,11 @@ fn bind_fd(
     }
     // The tree's descriptor now names the attached mount.
     rmount::mount_remount(fd_path(&tree).as_str(), flags, "")
-        .map_err(|e| io_err("remount", in_root(dest))(rx(e)))
+        .map_err(|e| io_err("remount", in_root(dest))(rx(e)))?;
+    if readonly {
+        return mount_id_of(&tree, dest).map(Some);
+    }
+    Ok(None)
 }
 
 /// A granted device as the app's own node: same type and device number as the host node
@@ -355,6 +372,7 @@ pub(super) fn build_root(
     let own = vec![dev_of(&fd, "/")?];
     let mut root = Root {
         own,
+        ro_trees: Vec::new(),
         walked: vec![(String::new(), fd)],
     };
 
@@ -396,15 +414,18 @@ pub(super) fn build_root(
                 root.mount_fs(dest, 0o755, "tmpfs", f, Some(data.as_c_str()))?;
             }
             MountOp::Bind {
+                source,
                 dest,
                 readonly,
                 dev,
-                ..
             } => {
                 if let Some(src) = &opened[i] {
                     if src.is_dir {
                         let d = root.dir(dest, 0o755)?;
-                        bind_fd(src, root.fd(d), dest, *readonly, *dev)?;
+                        let id = bind_fd(src, root.fd(d), dest, *readonly, *dev)?;
+                        if let (Some(id), BindSource::Deployment(_)) = (id, source) {
+                            root.ro_trees.push(id);
+                        }
                     } else {
                         let f = root.mount_point_file(dest)?;
                         bind_fd(src, &f, dest, *readonly, *dev)?;
