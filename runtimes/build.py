@@ -2,6 +2,10 @@
 """Builds a runtime tree (what an app sees at /usr) from Debian packages.
 
     runtimes/build.py runtimes/headless.toml --arch x86_64 --out DIR [--cache DIR]
+    runtimes/build.py runtimes/gl-llvmpipe.toml --arch x86_64 --out DIR2 --runtime DIR
+
+The second form builds an extension (`kind = "extension"`: a GPU driver for the runtime
+it `extends`) against the built runtime DIR: libraries the runtime has are not copied.
 
 Writes DIR/files (the tree), DIR/manifest.toml (input for `appmgr bundle create`) and
 DIR/sbom.cdx.json, a CycloneDX 1.5 SBOM of the packages the tree was built from (name,
@@ -27,9 +31,12 @@ from urllib.parse import quote
 
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 ALLOWED = {"id", "branch", "version", "description", "base", "packages", "keep", "libraries",
-           "exclude", "busybox-applets", "etc"}
+           "exclude", "busybox-applets", "etc", "extension-points", "kind", "extends", "extension"}
 # Keys a definition with `base` adds to its base's (lists are concatenated, [etc] merged).
-EXTENDS = {"packages", "keep", "libraries", "exclude", "busybox-applets", "etc"}
+EXTENDS = {"packages", "keep", "libraries", "exclude", "busybox-applets", "etc", "extension-points"}
+# What an extension definition's [extension] table may hold (the manifest's, less
+# `extends`, which build.py writes from the extended runtime's definition).
+EXTENSION_KEYS = {"mount-point", "library-path", "conditions", "env"}
 TRIPLET = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
 
@@ -178,10 +185,12 @@ def needed(path):
     return names, runpath
 
 
-def closure(tree, roots, arch, exclude=()):
+def closure(tree, roots, arch, exclude=(), provided=None):
     """Relative paths of `roots` (globs) and of every shared library they need, directly
     or not, found where the runtime's loader looks (lib/TRIPLET, lib, lib64), with the
-    symlinks on the way. A library found nowhere is an error naming who needs it."""
+    symlinks on the way. A library found nowhere is an error naming who needs it. With
+    `provided` (the tree of the runtime an extension extends), a library that tree has
+    is left to it: the extension carries only what the runtime lacks."""
     dirs = [f"lib/{TRIPLET[arch]}", "lib", "lib64"]
     todo = []
     for root, _, files in os.walk(tree):
@@ -215,6 +224,8 @@ def closure(tree, roots, arch, exclude=()):
             r = os.path.normpath(r)
             search.append(r[len("/usr/"):] if r.startswith("/usr/") else r.lstrip("/"))
         for name in names:
+            if provided is not None and any((provided / d / name).exists() for d in dirs):
+                continue
             hit = next((f"{d}/{name}" for d in search + dirs if (tree / d / name).exists()), None)
             if hit is None:
                 die(f"{rel} needs {name}, which none of the packages ships: add its package")
@@ -298,7 +309,50 @@ def load(path, arch, seen=()):
         for k in ("branch", "version"):
             if k in b:
                 d.setdefault(k, b[k])
+    kind = d.setdefault("kind", "runtime")
+    if kind not in ("runtime", "extension"):
+        die(f"{path}: kind must be \"runtime\" or \"extension\", not {kind!r}")
+    if kind == "extension":
+        if "extends" not in d or "extension" not in d:
+            die(f"{path}: an extension names the runtime definition it `extends` and has an [extension] table")
+        unknown = set(d["extension"]) - EXTENSION_KEYS
+        if unknown:
+            die(f"{path}: [extension]: unknown keys {sorted(unknown)}")
+        if "mount-point" not in d["extension"]:
+            die(f"{path}: [extension]: missing mount-point")
+        d["extends"] = load(path.parent / d["extends"], arch, seen + (path,))
+    elif "extends" in d or "extension" in d:
+        die(f"{path}: `extends` and [extension] are for kind = \"extension\"")
     return d
+
+
+def toml_value(v):
+    """A TOML value for strings, lists of strings and tables of those (JSON's string
+    escapes are TOML's for these)."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    die(f"unsupported value {v!r} in [extension]")
+
+
+def extension_manifest(d, version, arch):
+    """The input manifest of an extension: its [extension] table with `@TRIPLET@` made
+    the target's multiarch triplet, and `extends` the extended runtime's ID/ARCH/BRANCH."""
+    rt = d["extends"]
+    sub = lambda v: v.replace("@TRIPLET@", TRIPLET[arch]) if isinstance(v, str) else [sub(x) for x in v]
+    x = d["extension"]
+    out = (f'id = "{d["id"]}"\nkind = "extension"\nversion = "{version}"\narch = "{arch}"\n'
+           f'branch = "{d["branch"]}"\n\n[extension]\nextends = "{rt["id"]}/{arch}/{rt["branch"]}"\n')
+    for k in ("mount-point", "library-path"):
+        if k in x:
+            out += f"{k} = {toml_value(sub(x[k]))}\n"
+    for table in ("conditions", "env"):
+        if x.get(table):
+            out += f"\n[extension.{table}]\n"
+            for k, v in sorted(x[table].items()):
+                out += f"{json.dumps(k) if not k.replace('-', '').replace('_', '').isalnum() else k} = {toml_value(sub(v))}\n"
+    return out
 
 
 def main():
@@ -308,6 +362,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", default=os.environ.get("APPMGR_DEB_CACHE", "/var/cache/appmgr-debs"))
     ap.add_argument("--version", help="override the definition's version")
+    ap.add_argument("--runtime", help="an extension: the built runtime it extends (build.py's --out "
+                    "of that runtime); libraries it has are not copied")
     a = ap.parse_args()
     if a.arch not in DEB_ARCH:
         die(f"unsupported arch {a.arch}")
@@ -315,6 +371,19 @@ def main():
     absent = [k for k in ("id", "branch", "version", "packages") if not d.get(k)]
     if absent:
         die(f"{a.definition}: missing {absent} (in the definition or its base)")
+    provided = None
+    if d["kind"] == "extension":
+        if not a.runtime:
+            die(f"{a.definition}: an extension is built against its runtime: pass --runtime DIR "
+                f"(the output of building {d['extends']['id']})")
+        provided = Path(a.runtime) / "files"
+        try:
+            built = tomllib.loads((Path(a.runtime) / "manifest.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            die(f"--runtime {a.runtime}: not a built runtime ({e})")
+        if (built.get("id"), built.get("arch")) != (d["extends"]["id"], a.arch):
+            die(f"--runtime {a.runtime} is {built.get('id')}/{built.get('arch')}, the extension "
+                f"extends {d['extends']['id']}/{a.arch}")
     out = Path(a.out)
     tree = out / "files"
     stage = out / "stage"
@@ -333,7 +402,8 @@ def main():
     # `exclude`: never kept, even when a glob above matches (a debugger's or a compiler
     # plugin's library that needs symbols only its host program defines).
     exclude = d.get("exclude", [])
-    libs = closure(tree, d["libraries"], a.arch, exclude) if d.get("libraries") else frozenset()
+    libs = (closure(tree, d["libraries"], a.arch, exclude, provided) if d.get("libraries")
+            else frozenset())
     kept = trim(tree, d.get("keep", []), libs, exclude)
     dangling = dangling_links(tree)
     if dangling:
@@ -343,21 +413,30 @@ def main():
                and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
     if missing:
         die(f"nothing matched keep patterns {missing}")
+    # Extension points: empty directories an extension's tree is mounted in.
+    for point in d.get("extension-points", []):
+        if point.startswith("/") or ".." in point.split("/"):
+            die(f"extension point {point!r} must be a relative path in the tree")
+        (tree / point).mkdir(parents=True, exist_ok=True)
     for applet in d.get("busybox-applets", []):
         link = tree / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
     etc = tree / "etc"
-    etc.mkdir(exist_ok=True)
+    if d["kind"] == "runtime":
+        etc.mkdir(exist_ok=True)
     for name, content in d.get("etc", {}).items():
         (etc / name).parent.mkdir(parents=True, exist_ok=True)
         (etc / name).write_text(content)
     version = a.version or d["version"]
-    (out / "manifest.toml").write_text(
-        f'id = "{d["id"]}"\nkind = "runtime"\nversion = "{version}"\narch = "{a.arch}"\nbranch = "{d["branch"]}"\n')
+    if d["kind"] == "extension":
+        (out / "manifest.toml").write_text(extension_manifest(d, version, a.arch))
+    else:
+        (out / "manifest.toml").write_text(
+            f'id = "{d["id"]}"\nkind = "runtime"\nversion = "{version}"\narch = "{a.arch}"\nbranch = "{d["branch"]}"\n')
     (out / "sbom.cdx.json").write_text(json.dumps(sbom(d, version, a.arch, packages), indent=1) + "\n")
     size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
-    print(f"runtime {d['id']}/{a.arch}/{d['branch']} {version}: {len(kept)} files, {size} bytes in {tree}")
+    print(f"{d['kind']} {d['id']}/{a.arch}/{d['branch']} {version}: {len(kept)} files, {size} bytes in {tree}")
 
 
 if __name__ == "__main__":

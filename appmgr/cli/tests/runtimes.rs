@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 
 /// The definitions in `runtimes/`, by file stem.
 const RUNTIMES: [&str; 4] = ["headless", "hmi", "headless-sdk", "hmi-sdk"];
+/// The driver extension of the HMI runtime the tests build (llvmpipe: no GPU needed).
+const GL: &str = "gl-llvmpipe";
 
 /// Builds every definition of [`RUNTIMES`] once per test process, into cargo's scratch
 /// directory for integration tests (`target/tmp/runtimes`: one copy, rebuilt by each run,
@@ -26,8 +28,11 @@ fn built() -> &'static Path {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtimes");
         for name in RUNTIMES {
             let def = repo_root().join(format!("runtimes/{name}.toml"));
-            build(&def, &dir.join(name));
+            build(&def, &dir.join(name), &[]);
         }
+        // The GPU driver extension, against the built HMI runtime it extends.
+        let def = repo_root().join(format!("runtimes/{GL}.toml"));
+        build(&def, &dir.join(GL), &["--runtime", s(&dir.join("hmi"))]);
         dir
     })
 }
@@ -62,12 +67,13 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Builds `definition` (a path) into `out`; returns the tree.
-fn build(definition: &Path, out: &Path) -> PathBuf {
+/// Builds `definition` (a path) into `out` with `more` options; returns the tree.
+fn build(definition: &Path, out: &Path, more: &[&str]) -> PathBuf {
     let o = Command::new("python3")
         .arg(repo_root().join("runtimes/build.py"))
         .arg(definition)
         .args(["--arch", arch(), "--out", s(out)])
+        .args(more)
         .output()
         .unwrap();
     assert!(
@@ -136,17 +142,22 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
     let e = Env::new();
     let repo = repo_root();
     let mut sboms = Vec::new();
-    for name in RUNTIMES {
+    for name in RUNTIMES.into_iter().chain([GL]) {
         let def = repo.join(format!("runtimes/{name}.toml"));
         let out = built().join(name);
         let tree = out.join("files");
-        let o = check_load(&tree);
-        assert!(o.status.success(), "{name}: {}", text(&o));
         let (bytes, files) = size(&tree);
-        eprintln!(
-            "runtime {name}: {bytes} bytes, {files} files; {}",
-            text(&o).trim()
-        );
+        if name == GL {
+            // Loaded by the test below, inside the sandbox, with the runtime it extends.
+            eprintln!("extension {name}: {bytes} bytes, {files} files");
+        } else {
+            let o = check_load(&tree);
+            assert!(o.status.success(), "{name}: {}", text(&o));
+            eprintln!(
+                "runtime {name}: {bytes} bytes, {files} files; {}",
+                text(&o).trim()
+            );
+        }
 
         // Every package of the definition (and its bases), with dpkg's own version and a
         // purl.
@@ -200,6 +211,22 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
         !libdir.join("dri").exists(),
         "HMI runtime carries Mesa drivers"
     );
+    assert!(
+        hmi.join("lib/extensions/gl").is_dir(),
+        "no GL extension point"
+    );
+    // The extension carries only what the runtime lacks: no library of the runtime again.
+    let gl_lib = built()
+        .join(GL)
+        .join(format!("files/lib/{}-linux-gnu", arch()));
+    for f in fs::read_dir(&gl_lib).unwrap() {
+        let n = f.unwrap().file_name();
+        assert!(
+            !libdir.join(&n).exists(),
+            "{GL} repeats the runtime's {n:?}"
+        );
+    }
+    assert!(gl_lib.join("dri/swrast_dri.so").is_file());
 
     // The SBOMs against the CycloneDX 1.5 schema. A file that does not exist must fail
     // the validator, so a validator that passes everything cannot hide here.
@@ -241,6 +268,24 @@ fn every_runtime_builds_loads_and_carries_a_valid_sbom() {
         .ok(&["--json", "sbom", "query", "pulseaudio", "--below", "1.0"])
         .json();
     assert!(j["matches"].as_array().unwrap().is_empty(), "{j}");
+
+    // Extensions answer too: Mesa is in the driver extension, not in the runtime.
+    let ext = built().join(GL);
+    let bundle = e.bundle_with(
+        &fs::read_to_string(ext.join("manifest.toml")).unwrap(),
+        &ext.join("files"),
+        "gl.bundle",
+        &["--sbom", s(&ext.join("sbom.cdx.json"))],
+    );
+    e.ok(&["install", s(&bundle)]);
+    let j = e.ok(&["--json", "sbom", "query", "mesa"]).json();
+    let ids: BTreeSet<&str> = j["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["org.appmgr.Hmi.GL.llvmpipe"]), "{j}");
 }
 
 /// The load check fails where it must: the HMI definition as it was before it was
@@ -269,7 +314,7 @@ fn the_load_check_refuses_a_runtime_that_cannot_load() {
     );
     let p = e.p("broken.toml");
     fs::write(&p, def).unwrap();
-    let tree = build(&p, &e.p("broken"));
+    let tree = build(&p, &e.p("broken"), &[]);
     let o = check_load(&tree);
     let report = text(&o);
     assert_eq!(o.status.code(), Some(1), "{report}");
@@ -372,5 +417,113 @@ fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
         ),
         "{}",
         r.stderr
+    );
+}
+
+/// Installs the HMI Platform, its Sdk and the llvmpipe driver extension into `e` (with a
+/// board profile naming `driver`), compiles the HMI demo in the Sdk and installs it as
+/// `org.appmgr.test.HmiDemo` on the Platform.
+pub fn hmi_demo_env(driver: &str) -> Env {
+    let e = Env::new();
+    set_board(&e, driver);
+    for name in ["hmi", "hmi-sdk", GL] {
+        let out = built().join(name);
+        let b = e.bundle(
+            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
+            &out.join("files"),
+            &format!("{name}.bundle"),
+        );
+        e.ok(&["install", s(&b)]);
+    }
+    let src = repo_root().join("runtimes/examples/hmi-demo");
+    let builder = e.bundle(
+        &app_of(
+            "org.appmgr.test.HmiDemoBuilder",
+            "org.appmgr.Hmi.Sdk",
+            "build",
+        ),
+        &src,
+        "demo-builder.bundle",
+    );
+    e.ok(&["install", s(&builder)]);
+    let r = e.ok(&["run", "org.appmgr.test.HmiDemoBuilder"]);
+    assert!(
+        r.stdout.contains("built /home/app/out/hmi-demo"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let root = e.p("hmi-demo-app");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy(
+        e.state
+            .join("data/org.appmgr.test.HmiDemoBuilder/out/hmi-demo"),
+        root.join("bin/hmi-demo"),
+    )
+    .unwrap();
+    let app = e.bundle(
+        &app_of("org.appmgr.test.HmiDemo", "org.appmgr.Hmi", "hmi-demo"),
+        &root,
+        "hmi-demo.bundle",
+    );
+    e.ok(&["install", s(&app)]);
+    e
+}
+
+fn set_board(e: &Env, driver: &str) {
+    let dir = e.cfg.join("board-support");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("testboard.toml"),
+        format!(
+            "name = \"testboard\"\narch = \"{}\"\ngpu-driver = \"{driver}\"\n",
+            arch()
+        ),
+    )
+    .unwrap();
+    fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+}
+
+/// The board's GPU driver comes from its extension, not from the runtime: with
+/// `gpu-driver = "llvmpipe"` the demo renders its picture through Mesa's llvmpipe inside
+/// the sandbox (read back from the GPU driver, pixel by pixel); on a board that names
+/// another driver the same app finds no driver, and `permissions` says why.
+#[test]
+fn the_boards_driver_extension_renders_in_the_sandbox() {
+    require_root!("apt-get download into the machine-wide cache; installs and runs apps");
+    skip_if!(missing_tool(&[
+        "apt-get", "dpkg-deb", "readelf", "file", "unshare"
+    ]));
+    let e = hmi_demo_env("llvmpipe");
+    let id = "org.appmgr.test.HmiDemo";
+    let r = e.ok(&["run", id, "--", "--offscreen"]);
+    let out = r.stdout.trim();
+    assert!(
+        out.starts_with("renderer=llvmpipe (LLVM 15"),
+        "{out}{}",
+        r.stderr
+    );
+    assert!(
+        out.ends_with("left=2060c0 right=e08010 middle=10c040"),
+        "{out}"
+    );
+    let p = e.ok(&["--json", "permissions", id]).json();
+    let x = &p["extensions"][0];
+    assert_eq!(
+        x["ref"],
+        format!("extension/org.appmgr.Hmi.GL.llvmpipe/{}/1", arch())
+    );
+    assert_eq!(x["mount_point"], "/usr/lib/extensions/gl/llvmpipe");
+    assert!(x.get("not_mounted").is_none(), "{p}");
+
+    // Another board: installed, not mounted, and the app has no GL driver.
+    set_board(&e, "panfrost");
+    let r = e.run(&["run", id, "--", "--offscreen"]);
+    assert_ne!(r.code, 0, "rendered without a driver: {}", r.stdout);
+    assert!(r.stderr.contains("hmi-demo: "), "{}", r.stderr);
+    let t = e.ok(&["permissions", id]).stdout;
+    assert!(
+        t.contains("org.appmgr.Hmi.GL.llvmpipe 22.3.6: installed, not mounted: needs gpu-driver llvmpipe; the board profile names panfrost"),
+        "{t}"
     );
 }
