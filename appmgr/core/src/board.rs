@@ -79,6 +79,13 @@ fn report(b: &BoardProfile, path: &Path) -> CoreResult<Output> {
     line(&mut t, "arch", b.arch.as_str());
     line(&mut t, "description", &esc(&b.description));
     line(&mut t, "profile", &esc(&path.display().to_string()));
+    line(
+        &mut t,
+        "gpu-driver",
+        b.gpu_driver
+            .as_deref()
+            .unwrap_or("none (no GPU driver extension is mounted)"),
+    );
 
     let mut devices = serde_json::Map::new();
     let _ = writeln!(t, "devices:");
@@ -200,6 +207,7 @@ fn report(b: &BoardProfile, path: &Path) -> CoreResult<Output> {
             "arch": b.arch.as_str(),
             "description": b.description,
             "profile": path.display().to_string(),
+            "gpu-driver": b.gpu_driver,
             "devices": devices,
             "cpusets": cpusets,
             "gpu": gpu,

@@ -80,8 +80,11 @@ static void draw(int w, int h) {
 static EGLContext context(EGLDisplay d, EGLConfig *cfg, EGLint surface_type) {
     EGLint major, minor, n = 0;
     if (!eglInitialize(d, &major, &minor)) die("eglInitialize failed");
+    /* With an alpha channel: Mesa 22.3's software path presents an alpha-less (XRGB)
+     * window as blank to weston's pixman renderer; the picture is opaque either way. */
     const EGLint attrs[] = {EGL_SURFACE_TYPE, surface_type, EGL_RED_SIZE, 8, EGL_GREEN_SIZE, 8,
-                            EGL_BLUE_SIZE, 8, EGL_RENDERABLE_TYPE, EGL_OPENGL_ES2_BIT, EGL_NONE};
+                            EGL_BLUE_SIZE, 8, EGL_ALPHA_SIZE, 8, EGL_RENDERABLE_TYPE,
+                            EGL_OPENGL_ES2_BIT, EGL_NONE};
     if (!eglChooseConfig(d, attrs, cfg, 1, &n) || n < 1) die("no EGL config");
     if (!eglBindAPI(EGL_OPENGL_ES_API)) die("no GLES API");
     const EGLint ctx[] = {EGL_CONTEXT_CLIENT_VERSION, 2, EGL_NONE};
@@ -169,6 +172,13 @@ static void toplevel_close(void *data, struct xdg_toplevel *t) {
 }
 static const struct xdg_toplevel_listener toplevel_listener = {toplevel_configure, toplevel_close};
 
+static void frame_done(void *data, struct wl_callback *cb, uint32_t t) {
+    (void)t;
+    *(int *)data = 1;
+    wl_callback_destroy(cb);
+}
+static const struct wl_callback_listener frame_listener = {frame_done};
+
 /* Dispatches events for at most `ms` milliseconds; -1 when the connection broke. */
 static int dispatch_for(struct wl_display *dpy, int ms) {
     struct timespec t0, t;
@@ -206,6 +216,8 @@ static int window(int hold) {
     xdg_toplevel_add_listener(top, &toplevel_listener, &w);
     xdg_toplevel_set_title(top, "appmgr HMI demo");
     xdg_toplevel_set_app_id(top, "org.appmgr.HmiDemo");
+    /* An HMI app owns its screen: the compositor sizes it to the output. */
+    xdg_toplevel_set_fullscreen(top, NULL);
     wl_surface_commit(surface);
     for (int i = 0; i < 50 && !w.configured; i++)
         if (dispatch_for(dpy, 100) < 0) die("the compositor went away");
@@ -220,8 +232,13 @@ static int window(int hold) {
     if (es == EGL_NO_SURFACE) die("eglCreatePlatformWindowSurface failed");
     if (!eglMakeCurrent(d, es, es, c)) die("eglMakeCurrent failed");
     draw(w.width, w.height);
+    /* Committed with the swap: done once the compositor has shown the frame. */
+    int shown = 0;
+    wl_callback_add_listener(wl_surface_frame(surface), &frame_listener, &shown);
     if (!eglSwapBuffers(d, es)) die("eglSwapBuffers failed");
-    if (dispatch_for(dpy, 200) < 0) die("the compositor went away");
+    for (int i = 0; i < 50 && !shown; i++)
+        if (dispatch_for(dpy, 100) < 0) die("the compositor went away");
+    if (!shown) die("the compositor did not show the frame within 5 s");
     printf("presented %dx%d renderer=%s\n", w.width, w.height,
            (const char *)glGetString(GL_RENDERER));
     fflush(stdout);
