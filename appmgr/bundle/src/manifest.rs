@@ -289,6 +289,22 @@ impl Manifest {
             }
             (Some(x), Kind::Extension) => {
                 x.validate().map_err(|(f, r)| invalid(f, r))?;
+                // In the extended tree's namespace, so a key trusted only for other IDs
+                // (trust scopes match IDs) cannot put code into another vendor's runtime.
+                if !self
+                    .id
+                    .as_str()
+                    .strip_prefix(x.extends.id.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+                {
+                    return Err(invalid(
+                        "id",
+                        format!(
+                            "an extension's ID is below the ID it extends: {}.NAME, not {}",
+                            x.extends.id, self.id
+                        ),
+                    ));
+                }
                 if x.extends.arch != self.arch {
                     return Err(invalid(
                         "extension.extends",
@@ -551,6 +567,20 @@ LIBGL_DRIVERS_PATH = "lib/x86_64-linux-gnu/dri"
                 "extension",
             ),
             (format!("command = \"x\"\n{EXT}"), "command"),
+            (
+                EXT.replace(
+                    "id = \"org.appmgr.Hmi.GL.llvmpipe\"",
+                    "id = \"com.other.GL\"",
+                ),
+                "below the ID it extends",
+            ),
+            (
+                EXT.replace(
+                    "id = \"org.appmgr.Hmi.GL.llvmpipe\"",
+                    "id = \"org.appmgr.HmiX.GL\"",
+                ),
+                "below the ID it extends",
+            ),
             (
                 EXT.replace("Hmi/x86_64/1", "Hmi/aarch64/1"),
                 "extension.extends",

@@ -155,6 +155,40 @@ fn the_boards_driver_extension_is_mounted_and_the_others_are_shown_not_mounted()
         "{info}"
     );
 
+    // An extension that would set a variable the launcher reserves, or take a mount point
+    // inside another's, is shown not mounted; the app still launches.
+    for (name, mp, from, to, why) in [
+        (
+            "d",
+            "/usr/lib/extensions/gl/d",
+            "APPMGR_TEST_GL",
+            "PATH",
+            "PATH, a variable the launcher reserves",
+        ),
+        (
+            "e",
+            "/usr/lib/extensions/gl/a",
+            "APPMGR_TEST_GL",
+            "APPMGR_TEST_GL",
+            "overlaps /usr/lib/extensions/gl/a",
+        ),
+    ] {
+        let root = e.p(&format!("ext-{name}"));
+        fs::create_dir_all(&root).unwrap();
+        let m = extension_manifest(name, mp, "llvmpipe").replace(from, to);
+        e.ok(&[
+            "install",
+            s(&e.bundle(&m, &root, &format!("ext-{name}.bundle"))),
+        ]);
+        let sh = shown(&e);
+        let got = sh.iter().find(|(n, _)| n == name).unwrap();
+        assert!(
+            got.1.as_deref().is_some_and(|r| r.contains(why)),
+            "{name}: {sh:?}"
+        );
+        e.ok(&["remove", &format!("org.example.Platform.GL.{name}")]);
+    }
+
     // Enforced as shown: only a is there, read-only, with its variables.
     let l = run_lines(&e);
     assert!(l.contains(&"points:a ".to_string()), "{l:?}");

@@ -71,6 +71,12 @@ fn is_real_dir(root: &Path, rel: &str) -> bool {
     true
 }
 
+/// Whether two mount points are the same, one inside the other, or one inside the
+/// other's extension point's tmpfs in a way the launcher cannot build.
+fn overlaps(a: &str, b: &str) -> bool {
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
 /// The installed extensions of `app` (its ref and `files/`) running on the runtime
 /// `runtime` (its ref and `files/`), in ID order, each mounted or not with the reason.
 pub fn for_app(
@@ -135,13 +141,19 @@ pub fn for_app(
             Some(format!(
                 "{target} has no directory {point} to mount it in (no such extension point)"
             ))
+        } else if let Some(v) = decl
+            .env
+            .keys()
+            .find(|v| !appmgr_sandbox::extension_variable_allowed(v))
+        {
+            Some(format!("it sets {v}, a variable the launcher reserves"))
         } else if let Some(first) = out
             .iter()
-            .find(|o| o.mounted() && o.mount_point == decl.mount_point)
+            .find(|o| o.mounted() && overlaps(&o.mount_point, &decl.mount_point))
         {
             Some(format!(
-                "{} is taken by {}",
-                decl.mount_point, first.ref_name.id
+                "{} overlaps {} of {}",
+                decl.mount_point, first.mount_point, first.ref_name.id
             ))
         } else {
             None

@@ -65,12 +65,12 @@ pub use launch::{
     EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED,
 };
 pub use plan::{
-    build_plan, sandbox_socket, socket_env, x11_is_fallback, AfterExit, BindSource, DeviceFilter,
-    EventCounter, ExtensionMount, LaunchPlan, LaunchSpec, MountOp, Namespaces, PlanError,
-    ProtectedPath, PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET,
-    SANDBOX_PIPEWIRE_SOCKET, SANDBOX_PULSEAUDIO_SOCKET, SANDBOX_SYSTEM_BUS_ADDRESS,
-    SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER, SANDBOX_WAYLAND_SOCKET, SANDBOX_X11_SOCKET,
-    STANDARD_DEVICE_NODES,
+    build_plan, extension_variable_allowed, sandbox_socket, socket_env, x11_is_fallback, AfterExit,
+    BindSource, DeviceFilter, EventCounter, ExtensionMount, LaunchPlan, LaunchSpec, MountOp,
+    Namespaces, PlanError, ProtectedPath, PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME,
+    SANDBOX_NOTIFY_SOCKET, SANDBOX_PIPEWIRE_SOCKET, SANDBOX_PULSEAUDIO_SOCKET,
+    SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER, SANDBOX_WAYLAND_SOCKET,
+    SANDBOX_X11_SOCKET, STANDARD_DEVICE_NODES,
 };
 pub use provision::{host_socket, offered_sockets, provisions};
 pub use seccomp::SeccompPlan;

@@ -282,7 +282,7 @@ fn extension_mounts(
             lib_path.push(format!("{mp}/{l}"));
         }
         for (name, rel) in &x.env {
-            if !valid_env_name(name) || env_name_forbidden(name) || !normal_rel(rel) {
+            if !extension_variable_allowed(name) || !normal_rel(rel) {
                 return Err(bad("extension variable", &format!("{name}={rel}")));
             }
             let v = format!("{mp}/{rel}");
@@ -724,6 +724,11 @@ pub(crate) fn protected_paths(deny_paths: &[PathBuf]) -> Result<Vec<ProtectedPat
 /// Variables a caller may never pass in, even if allow-listed: they change how the
 /// dynamic loader, libc or the resolver behave (the classic setuid-unsafe list of
 /// glibc's `unsecvars.h`), or are built by the plan.
+/// Whether an extension may set `name` (a valid name the launcher does not reserve).
+pub fn extension_variable_allowed(name: &str) -> bool {
+    valid_env_name(name) && !env_name_forbidden(name)
+}
+
 fn env_name_forbidden(name: &str) -> bool {
     const EXACT: &[&str] = &[
         "GCONV_PATH",
