@@ -38,7 +38,8 @@ REQUIRED_DISTRO_FEATURES:class-native = ""
 # chosen by the name they are run as), `appmgr-ops` (store commands; appmgr execs it from
 # its own directory) and `appmgr-launch` (the single-threaded sandbox launcher). Cargo.toml's
 # release profile builds them for size (docs/benchmarks.md, "Footprint"). The build machine
-# only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
+# only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass), and
+# runtimes/build.py to make runtimes from images (classes/appmgr-runtime.bbclass).
 APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
 APPMGR_BINS:class-native = "appmgr"
 # The programs that are `appmgr` under another name.
@@ -132,6 +133,9 @@ do_install() {
 do_install:class-native() {
     install -d ${D}${bindir}
     install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/appmgr ${D}${bindir}/appmgr
+    # The runtime builder, for appmgr-runtime.bbclass (run with nativepython3).
+    install -d ${D}${datadir}/appmgr/runtimes
+    install -m 0644 ${S}/runtimes/build.py ${D}${datadir}/appmgr/runtimes/build.py
 }
 
 PACKAGES =+ "${PN}-default-policy"
