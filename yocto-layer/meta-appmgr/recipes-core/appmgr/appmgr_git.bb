@@ -47,7 +47,8 @@ APPMGR_LINKS = "appmgrd appmgr-portald"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
 
 # The oldest Rust the locked dependencies build with (edition 2024 crates, Cargo.lock
-# version 4). scarthgap's own toolchain is 1.75: see docs/yocto.md.
+# version 4). scarthgap's own toolchain is 1.75; conf/layer.conf depends on the
+# scarthgap/rust branch of meta-lts-mixins for a newer one (docs/yocto.md).
 APPMGR_MIN_RUST_VERSION ?= "1.89"
 
 # nooelint: oelint.task.noanonpython - the only way to skip a recipe with a reason at parse time
@@ -64,7 +65,7 @@ python () {
     rust = d.getVar('RUSTVERSION') or ''
     need = d.getVar('APPMGR_MIN_RUST_VERSION')
     if rust and vtuple(rust) and vtuple(rust) < vtuple(need):
-        raise bb.parse.SkipRecipe("appmgr needs Rust >= %s, RUSTVERSION is %s (see docs/yocto.md: a newer Rust for scarthgap)" % (need, rust))
+        raise bb.parse.SkipRecipe("appmgr needs Rust >= %s, RUSTVERSION is %s: on scarthgap add meta-lts-mixins, branch scarthgap/rust, at a revision with Rust >= %s (docs/yocto.md)" % (need, rust, need))
     if not d.getVar('EXTERNALSRC') and d.getVar('SRCREV') in (None, '', 'INVALID'):
         raise bb.parse.SkipRecipe("set SRCREV (and APPMGR_GIT_URI) for appmgr, or build a work tree with externalsrc (docs/yocto.md)")
 }
