@@ -3,6 +3,8 @@
 
     runtimes/build.py runtimes/headless.toml --arch x86_64 --out DIR [--cache DIR]
     runtimes/build.py runtimes/gl-llvmpipe.toml --arch x86_64 --out DIR2 --runtime DIR
+    runtimes/build.py DEF.toml --sysroot ROOTFS --pkgdata PKGDATA_DIR \
+        [--image-manifest FILE] --arch ARCH --out DIR      (from a Yocto build, below)
 
 The second form builds an extension (`kind = "extension"`: a GPU driver for the runtime
 it `extends`) against the built runtime DIR: libraries the runtime has are not copied.
@@ -18,9 +20,11 @@ The result is reproducible for the same package versions: file contents come onl
 the .debs and the definition, and appmgr canonicalizes owners, modes and times.
 """
 import argparse
+import codecs
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,7 +181,9 @@ def needed(path):
     with open(path, "rb") as f:
         if f.read(4) != b"\x7fELF":
             return [], []
-    out = subprocess.run(["readelf", "-d", "-W", str(path)], capture_output=True, text=True).stdout
+    # READELF: bitbake exports the cross readelf to tasks; any readelf reads any ELF.
+    out = subprocess.run([os.environ.get("READELF") or "readelf", "-d", "-W", str(path)],
+                         capture_output=True, text=True).stdout
     value = lambda l: l.split("[", 1)[1].rsplit("]", 1)[0]
     names = [value(l) for l in out.splitlines() if "(NEEDED)" in l]
     runpath = [p for l in out.splitlines() if "(RUNPATH)" in l or "(RPATH)" in l
@@ -185,13 +191,15 @@ def needed(path):
     return names, runpath
 
 
-def closure(tree, roots, arch, exclude=(), provided=None):
+def closure(tree, roots, arch, exclude=(), provided=None,
+            missing="which none of the packages ships: add its package"):
     """Relative paths of `roots` (globs) and of every shared library they need, directly
     or not, found where the runtime's loader looks (lib/TRIPLET, lib, lib64), with the
-    symlinks on the way. A library found nowhere is an error naming who needs it. With
-    `provided` (the tree of the runtime an extension extends), a library that tree has
-    is left to it: the extension carries only what the runtime lacks."""
-    dirs = [f"lib/{TRIPLET[arch]}", "lib", "lib64"]
+    symlinks on the way. A library found nowhere is an error naming who needs it (and
+    `missing`, what to do about it). With `provided` (the tree of the runtime an
+    extension extends), a library that tree has is left to it: the extension carries only
+    what the runtime lacks."""
+    dirs = ([f"lib/{TRIPLET[arch]}"] if arch in TRIPLET else []) + ["lib", "lib64"]
     todo = []
     for root, _, files in os.walk(tree):
         for f in files:
@@ -228,7 +236,7 @@ def closure(tree, roots, arch, exclude=(), provided=None):
                 continue
             hit = next((f"{d}/{name}" for d in search + dirs if (tree / d / name).exists()), None)
             if hit is None:
-                die(f"{rel} needs {name}, which none of the packages ships: add its package")
+                die(f"{rel} needs {name}, {missing}")
             todo.append(hit)
     return found
 
@@ -295,7 +303,7 @@ def load(path, arch, seen=()):
     unknown = set(d) - ALLOWED
     if unknown:
         die(f"{path}: unknown keys {sorted(unknown)}")
-    gnu_type = TRIPLET[arch].replace("_", "-")
+    gnu_type = TRIPLET.get(arch, f"{arch}-linux-gnu").replace("_", "-")
     d["packages"] = [p.replace("@GNU_TYPE@", gnu_type) for p in d.get("packages", [])]
     bases = d.pop("base", [])
     for name in [bases] if isinstance(bases, str) else bases:
@@ -355,6 +363,249 @@ def extension_manifest(d, version, arch):
     return out
 
 
+# ------------------------------------------------------------------ Yocto sysroot
+# A runtime built from what a Yocto build produced instead of Debian packages: the files
+# of an image's root file system (or any sysroot laid out like one) and, for the SBOM,
+# the package data bitbake leaves in PKGDATA_DIR (oe-core meta/lib/oe/packagedata.py):
+#   runtime/PKG           one file per package, named as the recipe names it (before
+#                         debian.bbclass renames it), "KEY: value" lines, values
+#                         unicode-escaped: PN (the recipe), PV, PR, PKGE/PKGV/PKGR,
+#                         LICENSE, PKG:PKG (the name it is installed as) and
+#                         FILES_INFO:PKG (JSON: each file it ships -> size)
+#   runtime-reverse/NAME  a link to runtime/PKG under the installed name
+# and the image's manifest (IMAGE_MANIFEST: "NAME ARCH VERSION" per installed package).
+# The tree gets the same merge, library closure, trimming and link checks as the Debian
+# path, and the SBOM the same shape.
+
+YOCTO_ARCHES = {"x86_64", "aarch64", "armv7", "i386", "riscv64"}
+# What merge() takes into the /usr tree (from / and from /usr).
+MERGED_TOPS = ("lib", "lib64", "bin", "sbin", "share", "libexec", "include")
+
+
+def pkgdata_file(path):
+    """The KEY: value pairs of one pkgdata file, unescaped as bitbake reads them."""
+    out = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.match(r"(.+?):\s+(.*)", line)
+        if m:
+            out[m.group(1)] = codecs.decode(m.group(2), "unicode_escape")
+    return out
+
+
+def image_manifest(path):
+    """NAME -> (ARCH, VERSION) of an image manifest."""
+    installed = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        die(f"image manifest {path}: {e.strerror}")
+    for n, line in enumerate(lines, 1):
+        f = line.split()
+        if not f:
+            continue
+        if len(f) != 3:
+            die(f"{path}:{n}: not NAME ARCH VERSION: {line!r}")
+        installed[f[0]] = (f[1], f[2])
+    return installed
+
+
+def yocto_packages(pkgdata, manifest):
+    """The packages of PKGDATA_DIR, by installed name (only those the image manifest lists,
+    when there is one): name, recipe, version, recipe version, license, arch, files."""
+    rt = pkgdata / "runtime"
+    if not rt.is_dir():
+        die(f"{pkgdata} has no runtime/ directory: not a Yocto PKGDATA_DIR")
+    installed = image_manifest(manifest) if manifest else None
+    pkgs = {}
+    for f in sorted(rt.iterdir()):
+        if not f.is_file() or f.name.endswith(".packaged"):
+            continue
+        v = pkgdata_file(f)
+        if "PN" not in v:
+            continue  # a multilib variant's alias file: PKG only
+        pkg = f.name
+        var = lambda k: v.get(f"{k}:{pkg}", v.get(k))  # noqa: E731 (per-package value first)
+        name = var("PKG") or pkg
+        if installed is not None and name not in installed:
+            continue
+        if name in pkgs:
+            die(f"{pkgdata}: {pkgs[name]['pkgdata']} and {pkg} are both installed as {name}")
+        try:
+            files = json.loads(var("FILES_INFO") or "{}")
+        except json.JSONDecodeError as e:
+            die(f"{f}: FILES_INFO is not JSON: {e}")
+        epoch = var("PKGE") or var("PE")
+        version = f"{epoch + ':' if epoch else ''}{var('PKGV') or var('PV')}-{var('PKGR') or var('PR')}"
+        arch = None
+        if installed is not None:
+            arch, version = installed[name]
+        pkgs[name] = {"name": name, "pkgdata": pkg, "recipe": v["PN"], "version": version,
+                      "pv": v.get("PV", ""), "recipe-version": f"{v.get('PV', '')}-{v.get('PR', '')}".strip("-"),
+                      "license": var("LICENSE"), "arch": arch, "files": files}
+    if installed is not None:
+        unknown = sorted(set(installed) - set(pkgs))
+        if unknown:
+            die(f"{manifest} lists {unknown[:10]}, which {pkgdata}/runtime does not describe: "
+                "give the PKGDATA_DIR of the build that made the image")
+    return pkgs
+
+
+def tree_path(path):
+    """Where a file of the root file system lands in the /usr tree (merge()), or None."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["usr"]:
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] in MERGED_TOPS:
+        return "/".join(parts)
+    return None
+
+
+def copy_sysroot(sysroot, stage):
+    """The parts of `sysroot` merge() takes, copied (the sysroot is not ours to change).
+    A top directory that is a link (merged /usr: /lib -> usr/lib) is skipped, as merge()
+    skips it; device nodes, FIFOs and sockets are never copied."""
+    def specials(root, names):
+        return [n for n in names if not (os.path.islink(os.path.join(root, n)) or
+                                         os.path.isdir(os.path.join(root, n)) or
+                                         os.path.isfile(os.path.join(root, n)))]
+    for top in ["", "usr"]:
+        for sub in MERGED_TOPS:
+            src = sysroot / top / sub
+            if src.is_dir() and not src.is_symlink():
+                shutil.copytree(src, stage / top / sub, symlinks=True, ignore=specials)
+
+
+def yocto_license(lic):
+    """A CycloneDX license entry for a Yocto LICENSE: `&` and `|` are SPDX's AND and OR."""
+    if not lic:
+        return None
+    if any(c in lic for c in "&|()"):
+        expr = re.sub(r"\s+", " ", lic.replace("&", " AND ").replace("|", " OR ")).strip()
+        expr = expr.replace("( ", "(").replace(" )", ")")
+        return [{"expression": expr}]
+    return [{"license": {"name": lic.strip()}}]
+
+
+def sysroot_sbom(d, version, arch, packages):
+    """The SBOM of a sysroot runtime, shaped as sbom() shapes the Debian one. purl:
+    `pkg:yocto/RECIPE@PV` (the purl type for Yocto recipes; its namespace, the layer, is
+    left out: pkgdata does not record it), the installed package arch as a qualifier."""
+    comps = []
+    for p in sorted(packages, key=lambda p: p["name"]):
+        purl = f"pkg:yocto/{quote(p['recipe'], safe='')}@{quote(p['pv'], safe='')}"
+        if p.get("arch"):
+            purl += f"?arch={quote(p['arch'], safe='')}"
+        c = {"type": "library", "bom-ref": f"yocto-package:{p['name']}@{p['version']}",
+             "name": p["name"], "version": p["version"], "purl": purl}
+        lic = yocto_license(p.get("license"))
+        if lic:
+            c["licenses"] = lic
+        c["properties"] = [{"name": "appmgr:source-package", "value": p["recipe"]},
+                           {"name": "appmgr:source-version", "value": p["recipe-version"]}]
+        comps.append(c)
+    body = json.dumps(comps, sort_keys=True)
+    serial = uuid.uuid5(uuid.NAMESPACE_URL, f"appmgr:{d['id']}/{arch}/{d['branch']}@{version}:{body}")
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{serial}",
+        "version": 1,
+        "metadata": {
+            "component": {"type": "platform", "bom-ref": f"{d['id']}/{arch}/{d['branch']}",
+                          "name": d["id"], "version": version},
+            "tools": {"components": [{"type": "application", "name": "appmgr runtimes/build.py (Yocto sysroot)"}]},
+        },
+        "components": comps,
+    }
+
+
+def build_from_sysroot(a):
+    """`--sysroot DIR --pkgdata DIR [--image-manifest FILE]`: the runtime from a Yocto
+    image's root file system. `packages` in the definition are installed package names
+    that must be in it; the SBOM lists every package that ships a kept file. On any
+    error nothing is left in --out."""
+    if not (a.sysroot and a.pkgdata):
+        die("--sysroot and --pkgdata go together: the files, and the package data that says "
+            "which package each file came from (for the SBOM)")
+    if a.arch not in YOCTO_ARCHES:
+        die(f"unsupported arch {a.arch} (one of {sorted(YOCTO_ARCHES)})")
+    sysroot, pkgdata = Path(a.sysroot), Path(a.pkgdata)
+    if not sysroot.is_dir():
+        die(f"sysroot {sysroot} is not a directory")
+    d = load(Path(a.definition), a.arch)
+    if d["kind"] != "runtime":
+        die(f"{a.definition}: --sysroot builds runtimes; build an extension from Debian packages "
+            "(--runtime) or as a runtime-shaped tree")
+    absent = [k for k in ("id", "branch", "version") if not d.get(k)]
+    if absent:
+        die(f"{a.definition}: missing {absent} (in the definition or its base)")
+    pkgs = yocto_packages(pkgdata, a.image_manifest)
+    not_there = [p for p in d.get("packages", []) if p not in pkgs]
+    if not_there:
+        die(f"{a.definition}: packages {not_there} are not installed in {sysroot} "
+            f"(according to {a.image_manifest or pkgdata}): add them to the image")
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        sysroot_tree(d, a, sysroot, pkgdata, pkgs, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def sysroot_tree(d, a, sysroot, pkgdata, pkgs, out):
+    tree, stage = out / "files", out / "stage"
+    stage.mkdir(parents=True)
+    tree.mkdir(parents=True)
+    copy_sysroot(sysroot, stage)
+    merge(stage, tree)
+    shutil.rmtree(stage)
+    exclude = d.get("exclude", [])
+    libs = closure(tree, d["libraries"], a.arch, exclude,
+                   missing=f"which is not in the sysroot {sysroot}: add the package that ships it "
+                           "to the image the runtime is built from") if d.get("libraries") else frozenset()
+    kept = trim(tree, d.get("keep", []), libs, exclude)
+    dangling = dangling_links(tree)
+    if dangling:
+        die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
+            "the links in `libraries`, which keeps what they point at)")
+    missing = [g for g in d.get("keep", []) if not any(fnmatch.fnmatchcase(k, g) for k in kept)
+               and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
+    if missing:
+        die(f"nothing matched keep patterns {missing}")
+    # Which package each kept file came from: every regular file must have one, or the
+    # SBOM would miss what it was built from (a file a postinst made, or a foreign one).
+    owners = {}
+    for p in pkgs.values():
+        for f in p["files"]:
+            rel = tree_path(f)
+            if rel:
+                owners.setdefault(rel, set()).add(p["name"])
+    unowned = sorted(k for k in kept if not (tree / k).is_symlink() and k not in owners)
+    if unowned:
+        die(f"{unowned[:10]} are in the sysroot but no installed package ships them "
+            f"(FILES_INFO in {pkgdata}/runtime): the SBOM could not name their source")
+    used = sorted({n for k in kept for n in owners.get(k, ())})
+    for applet in d.get("busybox-applets", []):
+        link = tree / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    etc = tree / "etc"
+    etc.mkdir(exist_ok=True)
+    for name, content in d.get("etc", {}).items():
+        (etc / name).parent.mkdir(parents=True, exist_ok=True)
+        (etc / name).write_text(content)
+    version = a.version or d["version"]
+    (out / "sbom.cdx.json").write_text(
+        json.dumps(sysroot_sbom(d, version, a.arch, [pkgs[n] for n in used]), indent=1) + "\n")
+    # Last: manifest.toml is what says the build is complete.
+    (out / "manifest.toml").write_text(
+        f'id = "{d["id"]}"\nkind = "runtime"\nversion = "{version}"\narch = "{a.arch}"\nbranch = "{d["branch"]}"\n')
+    size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    print(f"runtime {d['id']}/{a.arch}/{d['branch']} {version}: {len(kept)} files, {size} bytes, "
+          f"{len(used)} packages, from {sysroot}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("definition")
@@ -364,7 +615,13 @@ def main():
     ap.add_argument("--version", help="override the definition's version")
     ap.add_argument("--runtime", help="an extension: the built runtime it extends (build.py's --out "
                     "of that runtime); libraries it has are not copied")
+    # A Yocto sysroot or image root file system instead of Debian packages (below).
+    ap.add_argument("--sysroot", help="build from this Yocto image rootfs / sysroot")
+    ap.add_argument("--pkgdata", help="with --sysroot: Yocto's PKGDATA_DIR (for the SBOM)")
+    ap.add_argument("--image-manifest", help="with --sysroot: the image's package manifest")
     a = ap.parse_args()
+    if a.sysroot or a.pkgdata or a.image_manifest:
+        return build_from_sysroot(a)
     if a.arch not in DEB_ARCH:
         die(f"unsupported arch {a.arch}")
     d = load(Path(a.definition), a.arch)

@@ -25,6 +25,14 @@
 # (absolute path); the bundle then carries it under the signature, and `appmgr sbom`
 # and `appmgr sbom query` answer from it on the device (docs/bundle-format.md#sbom).
 #
+# Runtime mode: a runtime made from an image's root file system (trimmed to the
+# libraries it offers and what they need, with an SBOM of the Yocto packages it came
+# from) is `inherit appmgr-runtime` instead (classes/appmgr-runtime.bbclass), which
+# builds the tree, manifest and SBOM with appmgr's runtimes/build.py and then uses this
+# class to sign, deploy and package it. A runtime tree the recipe installs itself (with
+# kind = "runtime" in its manifest and APPMGR_BUNDLE_ROOT where it installed it) is
+# signed by this class as it is.
+#
 # The signing key is the integrator's secret (PKCS#8 PEM, `appmgr key generate`), kept
 # outside every layer: set APPMGR_SIGNING_KEY to its absolute path in local.conf or the
 # CI environment. Its path is not part of the task signature (the same sstate serves

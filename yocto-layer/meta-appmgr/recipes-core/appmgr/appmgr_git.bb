@@ -38,7 +38,8 @@ REQUIRED_DISTRO_FEATURES:class-native = ""
 # chosen by the name they are run as), `appmgr-ops` (store commands; appmgr execs it from
 # its own directory) and `appmgr-launch` (the single-threaded sandbox launcher). Cargo.toml's
 # release profile builds them for size (docs/benchmarks.md, "Footprint"). The build machine
-# only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass).
+# only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass), and
+# runtimes/build.py to make runtimes from images (classes/appmgr-runtime.bbclass).
 APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
 APPMGR_BINS:class-native = "appmgr"
 # The programs that are `appmgr` under another name.
@@ -46,7 +47,8 @@ APPMGR_LINKS = "appmgrd appmgr-portald"
 CARGO_BUILD_FLAGS:append = " ${@' '.join('--bin ' + b for b in d.getVar('APPMGR_BINS').split())}"
 
 # The oldest Rust the locked dependencies build with (edition 2024 crates, Cargo.lock
-# version 4). scarthgap's own toolchain is 1.75: see docs/yocto.md.
+# version 4). scarthgap's own toolchain is 1.75; conf/layer.conf depends on the
+# scarthgap/rust branch of meta-lts-mixins for a newer one (docs/yocto.md).
 APPMGR_MIN_RUST_VERSION ?= "1.89"
 
 # nooelint: oelint.task.noanonpython - the only way to skip a recipe with a reason at parse time
@@ -63,7 +65,7 @@ python () {
     rust = d.getVar('RUSTVERSION') or ''
     need = d.getVar('APPMGR_MIN_RUST_VERSION')
     if rust and vtuple(rust) and vtuple(rust) < vtuple(need):
-        raise bb.parse.SkipRecipe("appmgr needs Rust >= %s, RUSTVERSION is %s (see docs/yocto.md: a newer Rust for scarthgap)" % (need, rust))
+        raise bb.parse.SkipRecipe("appmgr needs Rust >= %s, RUSTVERSION is %s: on scarthgap add meta-lts-mixins, branch scarthgap/rust, at a revision with Rust >= %s (docs/yocto.md)" % (need, rust, need))
     if not d.getVar('EXTERNALSRC') and d.getVar('SRCREV') in (None, '', 'INVALID'):
         raise bb.parse.SkipRecipe("set SRCREV (and APPMGR_GIT_URI) for appmgr, or build a work tree with externalsrc (docs/yocto.md)")
 }
@@ -132,6 +134,9 @@ do_install() {
 do_install:class-native() {
     install -d ${D}${bindir}
     install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/appmgr ${D}${bindir}/appmgr
+    # The runtime builder, for appmgr-runtime.bbclass (run with nativepython3).
+    install -d ${D}${datadir}/appmgr/runtimes
+    install -m 0644 ${S}/runtimes/build.py ${D}${datadir}/appmgr/runtimes/build.py
 }
 
 PACKAGES =+ "${PN}-default-policy"
