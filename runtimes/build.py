@@ -49,25 +49,36 @@ def die(msg):
     sys.exit(1)
 
 
-def arch_all(pkg):
-    """Whether the candidate of `pkg` is an `Architecture: all` package."""
-    r = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg], capture_output=True, text=True)
-    return r.returncode == 0 and any(l.strip() == "Architecture: all" for l in r.stdout.splitlines())
+def arch_all(pkgs):
+    """The packages among `pkgs` whose candidate is `Architecture: all` (one apt-cache call)."""
+    r = subprocess.run(["apt-cache", "show", "--no-all-versions", *pkgs], capture_output=True, text=True)
+    out, name = set(), None
+    for line in r.stdout.splitlines():
+        if line.startswith("Package: "):
+            name = line.split(": ", 1)[1].strip()
+        elif line.strip() == "Architecture: all" and name:
+            out.add(name)
+    return out
 
 
 def fetch(pkgs, deb_arch, cache):
+    """The .deb of each package, from the cache; the missing ones are downloaded with one
+    `apt-get download` (one apt start-up, not one per package: a cold build of a driver
+    extension fetches dozens)."""
     cache.mkdir(parents=True, exist_ok=True)
+    cached = lambda p: sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
+    missing = [p for p in pkgs if not cached(p)]
+    if missing:
+        # An `Architecture: all` package (tzdata) has no `NAME:ARCH` for a foreign arch:
+        # apt-get refuses `tzdata:arm64` on an amd64 host, so a cross build asks for it
+        # by its plain name.
+        indep = arch_all(missing)
+        specs = [p if p in indep else f"{p}:{deb_arch}" for p in missing]
+        subprocess.run(["apt-get", "download", "-q", *specs], cwd=cache, check=True,
+                       stdout=subprocess.DEVNULL)
     debs = []
     for p in pkgs:
-        found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
-        if not found:
-            # An `Architecture: all` package (tzdata) has no `NAME:ARCH` for a foreign arch:
-            # apt-get refuses `tzdata:arm64` on an amd64 host, so a cross build asks for it
-            # by its plain name.
-            spec = p if arch_all(p) else f"{p}:{deb_arch}"
-            subprocess.run(["apt-get", "download", "-q", spec], cwd=cache, check=True,
-                           stdout=subprocess.DEVNULL)
-            found = sorted(cache.glob(f"{p}_*_{deb_arch}.deb")) + sorted(cache.glob(f"{p}_*_all.deb"))
+        found = cached(p)
         if not found:
             die(f"package {p}:{deb_arch} was not downloaded")
         debs.append(found[-1])
