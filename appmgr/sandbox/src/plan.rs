@@ -228,13 +228,14 @@ fn normal_rel(p: &str) -> bool {
         && !appmgr_types::has_unsafe_chars(p)
 }
 
+/// Environment variables as (name, value).
+type Env = Vec<(String, String)>;
+
 /// The mounts (a tmpfs per extension point, then each extension's bind) and the
 /// variables of the extensions. Refuses a mount point that is not two components below
 /// `/usr` or `/app`, two extensions at one mount point or one inside another, and
 /// variables the launcher reserves.
-fn extension_mounts(
-    exts: &[ExtensionMount],
-) -> Result<(Vec<MountOp>, Vec<(String, String)>), PlanError> {
+fn extension_mounts(exts: &[ExtensionMount]) -> Result<(Vec<MountOp>, Env), PlanError> {
     let bad = |what: &'static str, value: &str| PlanError::BadValue {
         what,
         value: value.to_string(),

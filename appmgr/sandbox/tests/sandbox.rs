@@ -92,6 +92,7 @@ impl World {
             data_image: None,
             inputs: Vec::new(),
             network: None,
+            extensions: vec![],
         }
     }
 }
