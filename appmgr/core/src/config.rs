@@ -306,7 +306,7 @@ impl HostConfig {
             Some(v) => Err(Error::new(
                 ErrorClass::Usage,
                 format!(
-                    "appmgr.toml: pipewire-access {}: must be \"wireplumber\" or \"none\"",
+                    "appmgr.toml: pipewire-access \"{}\": must be \"wireplumber\" or \"none\"",
                     appmgr_types::escape_for_display(v)
                 ),
             )),
