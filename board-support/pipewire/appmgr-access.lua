@@ -11,7 +11,8 @@
 -- puts one at the root of every sandbox that has the PipeWire socket) as "flatpak" and
 -- gives it no permission at all: it is blocked ("busy") until this script decides. The
 -- decision is keyed on the uid only:
---   * a uid with an entry gets exactly its grant (below), whatever pipewire.access says;
+--   * a uid with an entry gets exactly its grant (below), if PipeWire held its client;
+--     a client of such a uid that PipeWire did not hold refuses that uid from then on;
 --   * a restricted or flatpak client without an entry waits until one appears, and an
 --     entry "none" refuses it (error, then disconnected);
 --   * any other client (the host's own) is left alone.
@@ -72,14 +73,26 @@ local function client_is_restricted(client)
   return access ~= "unrestricted" and access ~= "allowed" and access ~= "no-pid"
 end
 
+-- Uids of which a client was not held by PipeWire (pipewire.access is not "flatpak" or
+-- "restricted"): it had every permission from its first message, which can only happen
+-- when module-access's pid-based check was beaten (the connecting process exited and a
+-- host process got its pid) or PipeWire cannot read /proc/PID/root (it does not run as
+-- root). Such a client may have rewritten its own entry meanwhile, so the uid gets
+-- nothing until WirePlumber restarts.
+local poisoned = {}
+local NOTHING = { playback = false, capture = false }
+
 -- The grant of a client's uid, or nil (a host client, or an app's whose entry has not
 -- arrived yet: PipeWire holds a restricted client without any permission meanwhile).
 local function grant_of(client)
   local uid = client_uid(client)
-  if uid ~= nil and grants[uid] ~= nil then
-    return grants[uid]
+  if uid == nil then
+    return nil
   end
-  return nil
+  if poisoned[uid] then
+    return NOTHING
+  end
+  return grants[uid]
 end
 
 -- Permissions of one object for a granted client.
@@ -104,6 +117,13 @@ end
 
 local function apply(client)
   local id = client["bound-id"]
+  local uid = client_uid(client)
+  if uid ~= nil and grants[uid] ~= nil and not client_is_restricted(client) then
+    Log.warning(client, "appmgr-access: client " .. id .. " of app uid " .. uid ..
+        " was not held by PipeWire (pipewire.access=" ..
+        tostring(client.properties["pipewire.access"]) .. "): uid refused from now on")
+    poisoned[uid] = true
+  end
   local g = grant_of(client)
   if g == nil then
     if client_is_restricted(client) then
@@ -146,7 +166,7 @@ local function node_owner_grant(node)
   if client == nil then
     return nil
   end
-  return grant_of(client) or (client_is_restricted(client) and { playback = false, capture = false }) or nil
+  return grant_of(client) or (client_is_restricted(client) and NOTHING) or nil
 end
 
 -- An app's client may create exactly the streams of its roles: an output stream with

@@ -682,6 +682,40 @@ fn audio_grants_are_enforced_by_the_session_manager() {
     assert_eq!(audio.grants(), before_grants);
     stop_recorder(feeder);
 
+    // A client of an app's uid that PipeWire did not hold (what beating module-access's
+    // pid check would give: here a host process with the recorder's uid, whose root has
+    // no marker) makes the session manager refuse that uid from then on, whatever its
+    // entry says: the recorder's next client sees nothing.
+    let uid = uid_of(&e, RECORDER).to_string();
+    fs::set_permissions(&audio.run, fs::Permissions::from_mode(0o711)).unwrap();
+    let mut c = audio.host("setpriv");
+    c.args([
+        "--reuid",
+        &uid,
+        "--regid",
+        &uid,
+        "--clear-groups",
+        "pw-cli",
+        "ls",
+        "Node",
+    ]);
+    let _ = output_within(c, 5);
+    fs::set_permissions(&audio.run, fs::Permissions::from_mode(0o700)).unwrap();
+    let r = e.run(&["run", RECORDER, "--", "list"]);
+    assert!(
+        !r.stdout.contains("appmgr-test-"),
+        "a uid whose client escaped the hold is refused: {}",
+        r.stdout
+    );
+    let wp_log = ["wireplumber.log", "wireplumber.err.log"]
+        .iter()
+        .map(|f| fs::read_to_string(audio.dir.join(f)).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        wp_log.contains(&format!("of app uid {uid} was not held by PipeWire")),
+        "the session manager says why: {wp_log}"
+    );
+
     // Without appmgr's access rules on the host, `audio` is shown as not provided and the
     // sandbox gets no marker; the grant is not registered.
     fs::write(
