@@ -162,10 +162,13 @@ FILES:${PN} += "${libexecdir}/appmgr \
                 "
 FILES:${PN}-pipewire += "${datadir}/wireplumber/main.lua.d/60-appmgr-access.lua \
                          ${datadir}/wireplumber/scripts/appmgr-access.lua"
-RDEPENDS:${PN}-pipewire += "wireplumber pipewire-tools"
 FILES:${PN}-default-policy += "${sysconfdir}/appmgr/policies.d/00-default.toml"
 
 CONFFILES:${PN}-default-policy = "${sysconfdir}/appmgr/policies.d/00-default.toml"
+
+# The access script runs in WirePlumber; appmgr registers each app's roles with
+# PipeWire's pw-metadata (docs/audio.md).
+RDEPENDS:${PN}-pipewire += "pipewire-tools wireplumber"
 
 # The deny-by-default policy sets the resource ceilings every app gets; integrators who
 # write their own may drop it with BAD_RECOMMENDATIONS.
