@@ -35,6 +35,8 @@ pub struct LaunchCtx {
     /// `wayland-socket`, `x11-socket`, `pipewire-socket`, `pulseaudio-socket` of
     /// appmgr.toml (kinds turned off are absent).
     pub host_sockets: std::collections::BTreeMap<appmgr_types::SocketName, std::path::PathBuf>,
+    /// `pipewire-access = "wireplumber"` of appmgr.toml.
+    pub pipewire_access: bool,
     /// The board profile's file, if one is configured.
     pub board_path: Option<std::path::PathBuf>,
     /// `network-pool` of appmgr.toml.
@@ -78,6 +80,7 @@ impl LaunchCtx {
             facts,
             bus_socket: host.system_bus_socket()?,
             host_sockets: host.host_sockets()?,
+            pipewire_access: host.pipewire_access()?,
             net_pool: host.network_pool()?,
             uid_first: host.uid_first()?,
             net_routed: host.network_routed()?,
@@ -648,6 +651,7 @@ pub(crate) fn template_spec(
         notify_socket: None,
         system_bus_socket: None,
         host_sockets: Default::default(),
+        pipewire_access: ctx.pipewire_access,
         uid,
         gid: uid,
         permissions: a.grant.permissions.clone(),
@@ -826,7 +830,22 @@ fn apply_prepared(
         };
         Error::new(class, format!("{}: {e}", p.id()))
     })?;
-    let provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant, &p.host_sockets);
+    let mut provided = appmgr_sandbox::provisions(&spec, &plan, &devices.by_grant, &p.host_sockets);
+    // The roles reach the session manager through PipeWire's own tool (crate::audio).
+    if crate::audio::restricted_socket(&plan).is_some()
+        && !std::path::Path::new(crate::audio::PW_METADATA).is_file()
+    {
+        for v in provided
+            .iter_mut()
+            .filter(|v| v.key == "audio" && v.is_provided())
+        {
+            v.status = appmgr_types::ProvisionStatus::NotProvided;
+            v.reason = Some(format!(
+                "{} is missing: the grant cannot reach the session manager",
+                crate::audio::PW_METADATA
+            ));
+        }
+    }
     Ok(Launch { plan, provided })
 }
 
@@ -961,7 +980,18 @@ pub fn start_launch(
         }
     };
     match apply_prepared(p, args, devices, Some((&cg, spec)), after_exit, customize) {
-        Ok(l) => Ok((l, cg)),
+        Ok(l) => {
+            // The app's audio roles reach the session manager before the app can connect
+            // (a client that comes first is held until they do).
+            if let Some(socket) = crate::audio::restricted_socket(&l.plan) {
+                let perms = &p.spec.permissions;
+                if let Err(e) = crate::audio::register(&socket, p.spec.uid, perms) {
+                    let _ = cg.remove();
+                    return Err(Error::new(e.class, format!("{}: {}", p.id(), e.message)));
+                }
+            }
+            Ok((l, cg))
+        }
         Err(e) => {
             let _ = cg.remove();
             Err(e)

@@ -22,6 +22,10 @@
 //! x11-socket = "/tmp/.X11-unix/X0"               # display :0 (the fallback of wayland)
 //! pipewire-socket = "/run/pipewire/pipewire-0"   # PipeWire's system-wide instance
 //! pulseaudio-socket = "/run/pulse/native"        # PulseAudio --system, pipewire-pulse
+//! # "wireplumber": the PipeWire at pipewire-socket has a WirePlumber that runs appmgr's
+//! # access script (board-support/pipewire, docs/audio.md), so `audio` grants are
+//! # enforced; "none" (default): they are shown as not provided
+//! pipewire-access = "none"
 //! # Per-app networks (docs/network.md): each app with a network grant gets the /30 at
 //! # (its uid - the first of uid-range) in this IPv4 pool.
 //! network-pool = "10.233.0.0/16"
@@ -65,6 +69,9 @@ pub struct HostConfig {
     pub pipewire_socket: Option<String>,
     /// The host's PulseAudio socket (`sockets = ["pulseaudio"]`).
     pub pulseaudio_socket: Option<String>,
+    /// `wireplumber` or `none`: whether the host's PipeWire session manager enforces the
+    /// `audio` grants (docs/audio.md).
+    pub pipewire_access: Option<String>,
     /// The IPv4 pool of the per-app networks.
     pub network_pool: Option<String>,
     /// `nat` or `routed`.
@@ -290,6 +297,22 @@ impl HostConfig {
         Ok(m)
     }
 
+    /// Whether the host's PipeWire session manager runs appmgr's access script
+    /// (`pipewire-access = "wireplumber"`); `none`, the default, says it does not.
+    pub fn pipewire_access(&self) -> CoreResult<bool> {
+        match self.pipewire_access.as_deref() {
+            None | Some("none") => Ok(false),
+            Some("wireplumber") => Ok(true),
+            Some(v) => Err(Error::new(
+                ErrorClass::Usage,
+                format!(
+                    "appmgr.toml: pipewire-access \"{}\": must be \"wireplumber\" or \"none\"",
+                    appmgr_types::escape_for_display(v)
+                ),
+            )),
+        }
+    }
+
     /// The configured board profile, if any.
     pub fn board(&self, config_dir: &Path) -> CoreResult<Option<appmgr_board::BoardProfile>> {
         match self.board_path(config_dir) {
@@ -363,6 +386,21 @@ mod tests {
         );
         assert!(!c.contains_key(&SocketName::X11));
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn pipewire_access_is_off_unless_configured() {
+        assert!(!parse("").pipewire_access().unwrap());
+        assert!(!parse("pipewire-access = \"none\"")
+            .pipewire_access()
+            .unwrap());
+        assert!(parse("pipewire-access = \"wireplumber\"")
+            .pipewire_access()
+            .unwrap());
+        let e = parse("pipewire-access = \"yes\"")
+            .pipewire_access()
+            .unwrap_err();
+        assert!(e.to_string().contains("pipewire-access \"yes\""), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! D-Bus error name (`appmgr_types::ErrorClass`).
 
 pub mod apps;
+pub mod audio;
 pub mod board;
 pub mod cmdline;
 pub mod config;

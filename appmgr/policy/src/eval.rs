@@ -6,8 +6,8 @@ use crate::parse::{parse_file, OnExcess, Rule};
 use crate::PolicyError;
 use appmgr_cgroup::CgroupLimits;
 use appmgr_types::{
-    escape_for_display, AllowFlag, AppId, BtDevice, BtRole, BusName, ChannelName, DeviceName,
-    Egress, FsGrant, GattUuid, Listen, Permissions, PortalName, Resources, SocketName,
+    escape_for_display, AllowFlag, AppId, AudioRole, BtDevice, BtRole, BusName, ChannelName,
+    DeviceName, Egress, FsGrant, GattUuid, Listen, Permissions, PortalName, Resources, SocketName,
 };
 use serde::Serialize;
 use std::fmt;
@@ -145,6 +145,7 @@ pub(crate) enum Item {
     Ipc,
     Device(DeviceName),
     Socket(SocketName),
+    Audio(AudioRole),
     Talk(BusName),
     Own(BusName),
     Fs(FsGrant),
@@ -181,6 +182,7 @@ impl Item {
         }
         v.extend(p.devices.iter().cloned().map(Item::Device));
         v.extend(p.sockets.iter().copied().map(Item::Socket));
+        v.extend(p.audio.iter().copied().map(Item::Audio));
         v.extend(p.dbus_talk.iter().cloned().map(Item::Talk));
         v.extend(p.dbus_own.iter().cloned().map(Item::Own));
         v.extend(p.filesystems.iter().cloned().map(Item::Fs));
@@ -204,6 +206,7 @@ impl Item {
             Item::Ipc => "ipc",
             Item::Device(_) => "devices",
             Item::Socket(_) => "sockets",
+            Item::Audio(_) => "audio",
             Item::Talk(_) => "dbus-talk",
             Item::Own(_) => "dbus-own",
             Item::Fs(_) => "filesystems",
@@ -225,6 +228,7 @@ impl Item {
             Item::TalkTo(a) => a.to_string(),
             Item::Device(d) => d.to_string(),
             Item::Socket(s) => s.to_string(),
+            Item::Audio(a) => a.to_string(),
             Item::Talk(b) | Item::Own(b) => b.to_string(),
             Item::Fs(f) => f.to_string(),
             Item::Portal(p) => p.to_string(),
@@ -252,6 +256,7 @@ impl Item {
             Item::Ipc => g.ipc,
             Item::Device(d) => g.devices.contains(d),
             Item::Socket(s) => g.sockets.contains(s),
+            Item::Audio(a) => g.audio.contains(a),
             Item::Talk(b) => g.dbus_talk.iter().any(|x| x.covers(b)),
             Item::Own(b) => g.dbus_own.iter().any(|x| x.covers(b)),
             Item::Fs(f) => g.filesystems.iter().any(|x| x.covers(f)),
@@ -288,6 +293,7 @@ impl Item {
             Item::Ipc => d.ipc,
             Item::Device(x) => d.devices.contains(x),
             Item::Socket(x) => d.sockets.contains(x),
+            Item::Audio(x) => d.audio.contains(x),
             Item::Talk(b) => d.dbus_talk.iter().any(|x| x.covers(b) || b.covers(x)),
             Item::Own(b) => d.dbus_own.iter().any(|x| x.covers(b) || b.covers(x)),
             Item::Fs(f) => d
@@ -329,6 +335,9 @@ impl Item {
             }
             Item::Socket(x) => {
                 p.sockets.insert(x);
+            }
+            Item::Audio(x) => {
+                p.audio.insert(x);
             }
             Item::Talk(x) => {
                 p.dbus_talk.insert(x);

@@ -693,3 +693,50 @@ fn bluetooth_grants_intersect_per_device_service_and_role() {
         assert!(toml::from_str::<Permissions>(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn audio_roles_are_granted_and_denied_one_by_one() {
+    let s = set(&[
+        (
+            "10-nav.toml",
+            "[[rule]]\napps = [\"org.x.*\"]\ngrant = { sockets = [\"pipewire\"], audio = [\"playback\", \"capture\"] }\n",
+        ),
+        (
+            "20-no-mic.toml",
+            "[[rule]]\napps = [\"org.x.Nav\"]\ndeny = { audio = [\"capture\"] }\n",
+        ),
+    ]);
+    let r = req(
+        "org.x.Nav",
+        "sockets = [\"pipewire\"]\naudio = [\"playback\"]",
+        "",
+    );
+    let g = s.check(&r.r(), &board()).unwrap();
+    assert_eq!(
+        g.permissions
+            .audio
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
+        ["playback"]
+    );
+    assert!(g
+        .render_text(&[])
+        .contains("audio playback  [10-nav.toml rule 1"));
+    let greedy = req(
+        "org.x.Nav",
+        "sockets = [\"pipewire\"]\naudio = [\"playback\", \"capture\"]",
+        "",
+    );
+    assert_eq!(
+        refusal(&s, &greedy),
+        "org.x.Nav requests audio=[capture] beyond what policy grants"
+    );
+    // Unknown roles are refused when the manifest or policy is read.
+    assert!(toml::from_str::<Permissions>("audio = [\"listen\"]").is_err());
+    assert!(PolicySet::from_sources([(
+        "x.toml".to_string(),
+        b"[[rule]]\napps = [\"*\"]\ngrant = { audio = [\"record\"] }\n".to_vec()
+    )])
+    .is_err());
+}

@@ -67,8 +67,8 @@ pub use launch::{
 pub use plan::{
     build_plan, extension_variable_allowed, sandbox_socket, socket_env, x11_is_fallback, AfterExit,
     BindSource, DeviceFilter, EventCounter, ExtensionMount, LaunchPlan, LaunchSpec, MountOp,
-    Namespaces, PlanError, ProtectedPath, PLAN_VERSION, PTY_DEVICES, SANDBOX_HOME,
-    SANDBOX_NOTIFY_SOCKET, SANDBOX_PIPEWIRE_SOCKET, SANDBOX_PULSEAUDIO_SOCKET,
+    Namespaces, PlanError, ProtectedPath, PIPEWIRE_SANDBOX_MARKER, PLAN_VERSION, PTY_DEVICES,
+    SANDBOX_HOME, SANDBOX_NOTIFY_SOCKET, SANDBOX_PIPEWIRE_SOCKET, SANDBOX_PULSEAUDIO_SOCKET,
     SANDBOX_SYSTEM_BUS_ADDRESS, SANDBOX_SYSTEM_BUS_SOCKET, SANDBOX_USER, SANDBOX_WAYLAND_SOCKET,
     SANDBOX_X11_SOCKET, STANDARD_DEVICE_NODES,
 };

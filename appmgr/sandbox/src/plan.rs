@@ -167,6 +167,15 @@ pub struct LaunchSpec {
     /// path is a symlink, below one, or not a socket).
     #[serde(default)]
     pub host_sockets: BTreeMap<SocketName, PathBuf>,
+    /// The host's PipeWire session manager runs appmgr's access rules
+    /// (`board-support/pipewire`, appmgr.toml `pipewire-access`; docs/audio.md). When the
+    /// PipeWire socket is bound, the root then holds [`PIPEWIRE_SANDBOX_MARKER`], which
+    /// makes PipeWire's module-access hold every client of this sandbox without any
+    /// permission until the session manager applies the app uid's `audio` grant.
+    /// Without it, the socket gives whatever PipeWire gives any local client, and an
+    /// `audio` grant is not provided.
+    #[serde(default)]
+    pub pipewire_access: bool,
     /// The app's memory limit in bytes (its cgroup's `memory.max`), if any. Sizes the
     /// sandbox's writable tmpfs mounts (see [`tmpfs_sizes_mib`]).
     #[serde(default)]
@@ -319,6 +328,14 @@ fn extension_mounts(exts: &[ExtensionMount]) -> Result<(Vec<MountOp>, Env), Plan
     }
     Ok((m, env))
 }
+
+/// The file at the sandbox's root that PipeWire's module-access looks for
+/// (`/proc/PID/root/.flatpak-info`): a client whose process has it at its root is marked
+/// `pipewire.access = "flatpak"` and gets no permission until the session manager grants
+/// some. The app cannot remove it (read-only root) nor leave that root (no `chroot`,
+/// `pivot_root`, mount or user namespace under seccomp). Only `[Application] name=` is
+/// written: PipeWire reads the app id from it, nothing else.
+pub const PIPEWIRE_SANDBOX_MARKER: &str = "/.flatpak-info";
 
 /// Default size of the sandbox's `/tmp` in MiB (no memory limit, or a larger one).
 pub const TMP_MAX_MIB: u32 = 256;
@@ -1096,6 +1113,13 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        if kind == SocketName::Pipewire && spec.pipewire_access {
+            m.push(MountOp::File {
+                dest: PIPEWIRE_SANDBOX_MARKER.into(),
+                mode: 0o444,
+                contents: format!("[Application]\nname={}\n", spec.app_id),
+            });
+        }
     }
 
     // /etc: the runtime's /usr/etc as symlinks, plus generated identity files.
@@ -1366,6 +1390,7 @@ pub(crate) mod tests {
             notify_socket: None,
             system_bus_socket: None,
             host_sockets: BTreeMap::new(),
+            pipewire_access: false,
             memory_max: None,
             deny_paths: vec![],
             data_image: None,

@@ -157,6 +157,7 @@ pub fn provisions(
                 }
             },
             PermEntry::Socket(s) => socket_item(e, *s, spec, plan, configured_sockets),
+            PermEntry::Audio(_) => audio_item(e, spec, plan, configured_sockets),
             PermEntry::Talk(_) | PermEntry::Own(_) => {
                 if bus_bound() {
                     Provision::provided(e)
@@ -245,6 +246,37 @@ fn socket_item(
         }
         Some(_) => Provision::not_provided(e, "not bound into the sandbox"),
     }
+}
+
+/// An `audio` item: provided when the PipeWire socket is provided and the plan carries
+/// the marker that puts the app's PipeWire clients under the session manager's per-uid
+/// rules (`spec.pipewire_access`). Without those rules the socket would give every app
+/// whatever PipeWire gives any local client, so the role is not what is shown.
+fn audio_item(
+    e: &PermEntry,
+    spec: &LaunchSpec,
+    plan: &LaunchPlan,
+    configured: &BTreeMap<SocketName, PathBuf>,
+) -> Provision {
+    if !spec.permissions.sockets.contains(&SocketName::Pipewire) {
+        return Provision::not_provided(e, "needs sockets = [\"pipewire\"], which is not granted");
+    }
+    let socket = socket_item(e, SocketName::Pipewire, spec, plan, configured);
+    if !socket.is_provided() {
+        let why = socket.reason.unwrap_or_default();
+        return Provision::not_provided(e, format!("no PipeWire socket: {why}"));
+    }
+    let marked = plan.mounts.iter().any(
+        |m| matches!(m, MountOp::File { dest, .. } if dest == crate::plan::PIPEWIRE_SANDBOX_MARKER),
+    );
+    if !marked {
+        return Provision::not_provided(
+            e,
+            "the host's PipeWire session manager does not run appmgr's access rules \
+             (appmgr.toml pipewire-access)",
+        );
+    }
+    Provision::provided(e)
 }
 
 /// No directory above `p` is a symlink (the launcher opens bind sources beneath `/`
@@ -499,6 +531,76 @@ mod tests {
         assert_eq!(resolv(&plan).as_deref(), Some("nameserver 192.0.2.53\n"));
         let v = provisions(&s, &plan, &BTreeMap::new(), &BTreeMap::new());
         assert_eq!(status(&v, "network.dns", "true"), Provided);
+    }
+
+    #[test]
+    fn audio_is_provided_only_with_the_socket_and_the_access_rules() {
+        use appmgr_types::AudioRole;
+        use ProvisionStatus::*;
+        let d = std::env::temp_dir().join(format!("appmgr-audio-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let pw = d.join("pipewire-0");
+        let _l = std::os::unix::net::UnixListener::bind(&pw).unwrap();
+        let configured: BTreeMap<SocketName, PathBuf> = [(SocketName::Pipewire, pw.clone())].into();
+        let marker = |plan: &LaunchPlan| {
+            plan.mounts.iter().find_map(|m| match m {
+                MountOp::File {
+                    dest,
+                    mode,
+                    contents,
+                } if dest == crate::plan::PIPEWIRE_SANDBOX_MARKER => {
+                    Some((*mode, contents.clone()))
+                }
+                _ => None,
+            })
+        };
+        let audio = |s: &LaunchSpec| {
+            let plan = build_plan(s).unwrap();
+            let v = provisions(s, &plan, &BTreeMap::new(), &configured);
+            let p = v
+                .iter()
+                .find(|p| p.key == "audio" && p.value == "playback")
+                .unwrap();
+            (
+                p.status,
+                p.reason.clone().unwrap_or_default(),
+                marker(&plan),
+            )
+        };
+        let mut s = crate::plan::tests::spec();
+        s.permissions.audio = [AudioRole::Playback].into();
+        s.pipewire_access = true;
+        // No socket grant.
+        let (st, why, m) = audio(&s);
+        assert_eq!(st, NotProvided);
+        assert!(why.contains("sockets = [\"pipewire\"]"), "{why}");
+        assert_eq!(m, None);
+        // The socket granted but missing on the host.
+        s.permissions.sockets = [SocketName::Pipewire].into();
+        let (st, why, m) = audio(&s);
+        assert_eq!(st, NotProvided);
+        assert!(why.starts_with("no PipeWire socket: no socket at"), "{why}");
+        assert_eq!(m, None);
+        // Socket offered and rules configured: provided, and the root holds the marker.
+        s.host_sockets = offered_sockets(&s.permissions, &configured);
+        let (st, _, m) = audio(&s);
+        assert_eq!(st, Provided);
+        assert_eq!(
+            m,
+            Some((0o444, format!("[Application]\nname={}\n", s.app_id)))
+        );
+        // The host's session manager does not run appmgr's rules: no marker, not provided.
+        s.pipewire_access = false;
+        let (st, why, m) = audio(&s);
+        assert_eq!(st, NotProvided);
+        assert!(why.contains("pipewire-access"), "{why}");
+        assert_eq!(m, None);
+        // The socket without any audio role still gets the marker: held, then refused.
+        s.pipewire_access = true;
+        s.permissions.audio.clear();
+        assert!(marker(&build_plan(&s).unwrap()).is_some());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl World {
             notify_socket: None,
             system_bus_socket: None,
             host_sockets: Default::default(),
+            pipewire_access: false,
             memory_max: None,
             deny_paths: vec![],
             data_image: None,

@@ -25,8 +25,8 @@ pub use glob::{wildcard_match, Glob};
 pub use id::{AppId, Arch, Branch, Kind, RefName, RuntimeRef, Version};
 pub use network::{Egress, EgressHost, Ipv4Net, Listen, NetworkGrant, Proto};
 pub use perms::{
-    AllowFlag, BusName, ChannelName, CpuPercent, DeviceName, FsAccess, FsGrant, MemoryLimit,
-    Permissions, PortalName, Resources, SensorGrant, SocketName, MAX_SENSOR_RATE_HZ,
+    AllowFlag, AudioRole, BusName, ChannelName, CpuPercent, DeviceName, FsAccess, FsGrant,
+    MemoryLimit, Permissions, PortalName, Resources, SensorGrant, SocketName, MAX_SENSOR_RATE_HZ,
     PORTAL_BUS_NAME, SERVED_PORTALS,
 };
 pub use provision::{PermEntry, Provision, ProvisionStatus};

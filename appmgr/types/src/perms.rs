@@ -177,6 +177,16 @@ closed_enum!(
 );
 
 closed_enum!(
+    /// What an app may do on the host's PipeWire (`audio = [...]`), enforced by the
+    /// session manager for the app's uid (docs/audio.md): play to sinks, record from
+    /// sources.
+    AudioRole, "audio role", {
+        Playback => "playback",
+        Capture => "capture",
+    }
+);
+
+closed_enum!(
     /// Special allowances that relax the sandbox.
     AllowFlag, "allow flag", {
         Devel => "devel",
@@ -352,6 +362,9 @@ pub struct Permissions {
     pub ipc: bool,
     pub devices: BTreeSet<DeviceName>,
     pub sockets: BTreeSet<SocketName>,
+    /// PipeWire playback and capture (needs `sockets = ["pipewire"]` to be of use).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub audio: BTreeSet<AudioRole>,
     pub dbus_talk: BTreeSet<BusName>,
     pub dbus_own: BTreeSet<BusName>,
     pub filesystems: BTreeSet<FsGrant>,

@@ -8,7 +8,8 @@
 use crate::bluetooth::{BtDevice, BtRole, GattUuid};
 use crate::network::{Egress, Listen};
 use crate::perms::{
-    AllowFlag, BusName, ChannelName, DeviceName, FsGrant, Permissions, PortalName, SocketName,
+    AllowFlag, AudioRole, BusName, ChannelName, DeviceName, FsGrant, Permissions, PortalName,
+    SocketName,
 };
 use crate::AppId;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub enum PermEntry<'a> {
     Ipc,
     Device(&'a DeviceName),
     Socket(SocketName),
+    /// One role of `audio`.
+    Audio(AudioRole),
     Talk(&'a BusName),
     Own(&'a BusName),
     Fs(&'a FsGrant),
@@ -60,6 +63,7 @@ impl PermEntry<'_> {
             PermEntry::Ipc => "ipc",
             PermEntry::Device(_) => "devices",
             PermEntry::Socket(_) => "sockets",
+            PermEntry::Audio(_) => "audio",
             PermEntry::Talk(_) => "dbus-talk",
             PermEntry::Own(_) => "dbus-own",
             PermEntry::Fs(_) => "filesystems",
@@ -82,6 +86,7 @@ impl PermEntry<'_> {
             PermEntry::TalkTo(a) => a.to_string(),
             PermEntry::Device(d) => d.to_string(),
             PermEntry::Socket(s) => s.to_string(),
+            PermEntry::Audio(a) => a.to_string(),
             PermEntry::Talk(b) | PermEntry::Own(b) => b.to_string(),
             PermEntry::Fs(f) => f.to_string(),
             PermEntry::Portal(p) => p.to_string(),
@@ -114,6 +119,7 @@ impl Permissions {
         }
         v.extend(self.devices.iter().map(PermEntry::Device));
         v.extend(self.sockets.iter().copied().map(PermEntry::Socket));
+        v.extend(self.audio.iter().copied().map(PermEntry::Audio));
         v.extend(self.dbus_talk.iter().map(PermEntry::Talk));
         v.extend(self.dbus_own.iter().map(PermEntry::Own));
         v.extend(self.filesystems.iter().map(PermEntry::Fs));

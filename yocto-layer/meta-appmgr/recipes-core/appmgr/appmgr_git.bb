@@ -93,6 +93,13 @@ do_install() {
     install -d ${D}${datadir}/appmgr/board-support
     install -m 0644 ${S}/board-support/*.toml ${D}${datadir}/appmgr/board-support/
 
+    # `audio` grants (docs/audio.md): WirePlumber's access script and the fragment that
+    # loads it, in ${PN}-pipewire. Set `pipewire-access = "wireplumber"` in appmgr.toml
+    # where that package is installed.
+    install -d ${D}${datadir}/wireplumber/main.lua.d ${D}${datadir}/wireplumber/scripts
+    install -m 0644 ${S}/board-support/pipewire/60-appmgr-access.lua ${D}${datadir}/wireplumber/main.lua.d/
+    install -m 0644 ${S}/board-support/pipewire/appmgr-access.lua ${D}${datadir}/wireplumber/scripts/
+
     # The seccomp blocklist is compiled into appmgr-launch; the text is shipped so that
     # what the sandbox blocks can be read on the device.
     if [ -d ${S}/policies/seccomp ]; then
@@ -139,7 +146,7 @@ do_install:class-native() {
     install -m 0644 ${S}/runtimes/build.py ${D}${datadir}/appmgr/runtimes/build.py
 }
 
-PACKAGES =+ "${PN}-default-policy"
+PACKAGES =+ "${PN}-default-policy ${PN}-pipewire"
 
 # appmgrd and the portal service are enabled (multi-user.target); appmgrd also wants
 # the portal service, so it starts with appmgrd.
@@ -158,9 +165,15 @@ FILES:${PN} += "${libexecdir}/appmgr \
                 ${sysconfdir}/appmgr/trust.d \
                 ${sysconfdir}/appmgr/preinstall.d \
                 "
+FILES:${PN}-pipewire += "${datadir}/wireplumber/main.lua.d/60-appmgr-access.lua \
+                         ${datadir}/wireplumber/scripts/appmgr-access.lua"
 FILES:${PN}-default-policy += "${sysconfdir}/appmgr/policies.d/00-default.toml"
 
 CONFFILES:${PN}-default-policy = "${sysconfdir}/appmgr/policies.d/00-default.toml"
+
+# The access script runs in WirePlumber; appmgr registers each app's roles with
+# PipeWire's pw-metadata (docs/audio.md).
+RDEPENDS:${PN}-pipewire += "pipewire-tools wireplumber"
 
 # The deny-by-default policy sets the resource ceilings every app gets; integrators who
 # write their own may drop it with BAD_RECOMMENDATIONS.
