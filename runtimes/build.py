@@ -35,7 +35,8 @@ from urllib.parse import quote
 
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 ALLOWED = {"id", "branch", "version", "description", "base", "packages", "keep", "libraries",
-           "exclude", "busybox-applets", "etc", "extension-points", "kind", "extends", "extension"}
+           "exclude", "busybox-applets", "etc", "extension-points", "kind", "extends", "extension",
+           "packages-x86_64", "packages-aarch64"}
 # Keys a definition with `base` adds to its base's (lists are concatenated, [etc] merged).
 EXTENDS = {"packages", "keep", "libraries", "exclude", "busybox-applets", "etc", "extension-points"}
 # What an extension definition's [extension] table may hold (the manifest's, less
@@ -315,7 +316,11 @@ def load(path, arch, seen=()):
     if unknown:
         die(f"{path}: unknown keys {sorted(unknown)}")
     gnu_type = TRIPLET.get(arch, f"{arch}-linux-gnu").replace("_", "-")
-    d["packages"] = [p.replace("@GNU_TYPE@", gnu_type) for p in d.get("packages", [])]
+    # `packages-ARCH`: packages only that architecture has (Mesa's Intel libdrm on x86_64).
+    d["packages"] = d.get("packages", []) + d.get(f"packages-{arch}", [])
+    for k in [k for k in d if k.startswith("packages-")]:
+        del d[k]
+    d["packages"] = [p.replace("@GNU_TYPE@", gnu_type) for p in d["packages"]]
     bases = d.pop("base", [])
     for name in [bases] if isinstance(bases, str) else bases:
         b = load(path.parent / name, arch, seen + (path,))

@@ -41,10 +41,10 @@ fn built() -> &'static Path {
 fn packages_of(def: &Path) -> BTreeSet<String> {
     let v: toml::Value = toml::from_str(&fs::read_to_string(def).unwrap()).unwrap();
     let gnu_type = format!("{}-linux-gnu", arch()).replace('_', "-");
-    let mut out: BTreeSet<String> = v["packages"]
-        .as_array()
-        .unwrap()
+    let mut out: BTreeSet<String> = ["packages".to_string(), format!("packages-{}", arch())]
         .iter()
+        .filter_map(|k| v.get(k))
+        .flat_map(|a| a.as_array().unwrap().iter())
         .map(|p| p.as_str().unwrap().replace("@GNU_TYPE@", &gnu_type))
         .collect();
     let bases = match v.get("base") {
@@ -526,4 +526,111 @@ fn the_boards_driver_extension_renders_in_the_sandbox() {
         t.contains("org.appmgr.Hmi.GL.llvmpipe 22.3.6: installed, not mounted: needs gpu-driver llvmpipe; the board profile names panfrost"),
         "{t}"
     );
+}
+
+/// Every board profile's `gpu-driver` has a driver extension definition, and each builds
+/// for its boards' architecture against the HMI runtime of that architecture: one
+/// driver, libEGL_mesa and glvnd's JSON, nothing the runtime has, and a manifest whose
+/// condition names the driver. (Only llvmpipe renders here: there is no GPU.)
+#[test]
+fn every_boards_driver_extension_builds() {
+    require_root!("apt-get download into the machine-wide cache");
+    skip_if!(missing_tool(&["apt-get", "dpkg-deb", "readelf"]));
+    skip_if!((arch() != "x86_64").then(|| "the aarch64 cross build runs on x86_64 hosts"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("driver-extensions");
+    let repo = repo_root();
+    let boards = repo.join("board-support");
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    for f in fs::read_dir(&boards).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|x| x == "toml") {
+            let v: toml::Value = toml::from_str(&fs::read_to_string(&f).unwrap()).unwrap();
+            let driver = v["gpu-driver"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{f:?}: no gpu-driver"));
+            wanted.insert((v["arch"].as_str().unwrap().to_string(), driver.to_string()));
+        }
+    }
+    wanted.insert(("x86_64".into(), "virgl".into()));
+    for (a, driver) in &wanted {
+        let rt = dir.join(format!("hmi-{a}"));
+        if !rt.join("manifest.toml").exists() {
+            let o = Command::new("python3")
+                .arg(repo.join("runtimes/build.py"))
+                .arg(repo.join("runtimes/hmi.toml"))
+                .args(["--arch", a, "--out", s(&rt)])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "hmi {a}: {}", text(&o));
+        }
+        let def = repo.join(format!("runtimes/gl-{driver}.toml"));
+        assert!(
+            def.is_file(),
+            "no driver extension for gpu-driver {driver} ({a})"
+        );
+        let out = dir.join(format!("gl-{driver}-{a}"));
+        let o = Command::new("python3")
+            .arg(repo.join("runtimes/build.py"))
+            .arg(&def)
+            .args(["--arch", a, "--out", s(&out), "--runtime", s(&rt)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "gl-{driver} {a}: {}", text(&o));
+        let triplet = format!("{a}-linux-gnu");
+        let lib = out.join(format!("files/lib/{triplet}"));
+        let drivers: Vec<String> = fs::read_dir(lib.join("dri"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let file = if driver == "llvmpipe" {
+            "swrast_dri.so".to_string()
+        } else if driver == "virgl" {
+            "virtio_gpu_dri.so".to_string()
+        } else {
+            format!("{driver}_dri.so")
+        };
+        assert_eq!(drivers, vec![file], "gl-{driver} {a}");
+        assert!(lib.join("libEGL_mesa.so.0").exists());
+        assert!(out
+            .join("files/share/glvnd/egl_vendor.d/50_mesa.json")
+            .is_file());
+        let rt_lib = rt.join(format!("files/lib/{triplet}"));
+        for f in fs::read_dir(&lib).unwrap() {
+            let n = f.unwrap().file_name();
+            assert!(
+                !rt_lib.join(&n).exists(),
+                "gl-{driver} {a} repeats the runtime's {n:?}"
+            );
+        }
+        let m: toml::Value =
+            toml::from_str(&fs::read_to_string(out.join("manifest.toml")).unwrap()).unwrap();
+        let x = &m["extension"];
+        assert_eq!(
+            x["extends"].as_str(),
+            Some(format!("org.appmgr.Hmi/{a}/1").as_str())
+        );
+        assert_eq!(
+            x["mount-point"].as_str(),
+            Some(format!("/usr/lib/extensions/gl/{driver}").as_str())
+        );
+        assert_eq!(
+            x["conditions"]["gpu-driver"][0].as_str(),
+            Some(driver.as_str())
+        );
+        assert_eq!(
+            x["env"]["LIBGL_DRIVERS_PATH"].as_str(),
+            Some(format!("lib/{triplet}/dri").as_str())
+        );
+        // Signs and verifies as a bundle.
+        let e = Env::new();
+        e.bundle(
+            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
+            &out.join("files"),
+            &format!("gl-{driver}-{a}.bundle"),
+        );
+        eprintln!(
+            "driver extension gl-{driver} ({a}): {:?}",
+            size(&out.join("files"))
+        );
+    }
 }
