@@ -536,7 +536,7 @@ fn the_boards_driver_extension_renders_in_the_sandbox() {
 fn every_boards_driver_extension_builds() {
     require_root!("apt-get download into the machine-wide cache");
     skip_if!(missing_tool(&["apt-get", "dpkg-deb", "readelf"]));
-    skip_if!((arch() != "x86_64").then(|| "the aarch64 cross build runs on x86_64 hosts"));
+    skip_if!((arch() != "x86_64").then_some("the aarch64 cross build runs on x86_64 hosts"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("driver-extensions");
     let repo = repo_root();
     let boards = repo.join("board-support");
