@@ -145,6 +145,12 @@ def sbom(d, version, arch, packages):
         c["properties"] = [{"name": "appmgr:source-package", "value": p["source"]},
                            {"name": "appmgr:source-version", "value": p["source-version"]}]
         comps.append(c)
+    return sbom_document(d, version, arch, comps, "appmgr runtimes/build.py")
+
+
+def sbom_document(d, version, arch, comps, tool):
+    """The CycloneDX 1.5 envelope around `comps`: no timestamp, a serial number derived
+    from the content, so the same inputs give the same bytes."""
     body = json.dumps(comps, sort_keys=True)
     serial = uuid.uuid5(uuid.NAMESPACE_URL, f"appmgr:{d['id']}/{arch}/{d['branch']}@{version}:{body}")
     return {
@@ -155,7 +161,7 @@ def sbom(d, version, arch, packages):
         "metadata": {
             "component": {"type": "platform", "bom-ref": f"{d['id']}/{arch}/{d['branch']}",
                           "name": d["id"], "version": version},
-            "tools": {"components": [{"type": "application", "name": "appmgr runtimes/build.py"}]},
+            "tools": {"components": [{"type": "application", "name": tool}]},
         },
         "components": comps,
     }
@@ -519,20 +525,7 @@ def sysroot_sbom(d, version, arch, packages):
         c["properties"] = [{"name": "appmgr:source-package", "value": p["recipe"]},
                            {"name": "appmgr:source-version", "value": p["recipe-version"]}]
         comps.append(c)
-    body = json.dumps(comps, sort_keys=True)
-    serial = uuid.uuid5(uuid.NAMESPACE_URL, f"appmgr:{d['id']}/{arch}/{d['branch']}@{version}:{body}")
-    return {
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "serialNumber": f"urn:uuid:{serial}",
-        "version": 1,
-        "metadata": {
-            "component": {"type": "platform", "bom-ref": f"{d['id']}/{arch}/{d['branch']}",
-                          "name": d["id"], "version": version},
-            "tools": {"components": [{"type": "application", "name": "appmgr runtimes/build.py (Yocto sysroot)"}]},
-        },
-        "components": comps,
-    }
+    return sbom_document(d, version, arch, comps, "appmgr runtimes/build.py (Yocto sysroot)")
 
 
 def build_from_sysroot(a):

@@ -55,20 +55,6 @@ fn extension(e: &Env, name: &str, mount_point: &str, driver: &str) -> std::path:
     )
 }
 
-fn board(e: &Env, driver: &str) {
-    let dir = e.cfg.join("board-support");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("testboard.toml"),
-        format!(
-            "name = \"testboard\"\narch = \"{}\"\ngpu-driver = \"{driver}\"\n",
-            arch()
-        ),
-    )
-    .unwrap();
-    fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
-}
-
 /// (id suffix → not-mounted reason or None) from `permissions --json`.
 fn shown(e: &Env) -> Vec<(String, Option<String>)> {
     let j = e.ok(&["--json", "permissions", ID]).json();
@@ -96,7 +82,7 @@ fn run_lines(e: &Env) -> Vec<String> {
 fn the_boards_driver_extension_is_mounted_and_the_others_are_shown_not_mounted() {
     require_root!("namespaces and mounts");
     let e = Env::new();
-    board(&e, "llvmpipe");
+    e.set_board_gpu_driver("llvmpipe");
     e.ok(&["install", s(&runtime(&e))]);
     let app = e.p("extapp");
     fs::create_dir_all(app.join("bin")).unwrap();
@@ -207,7 +193,7 @@ fn the_boards_driver_extension_is_mounted_and_the_others_are_shown_not_mounted()
     assert!(!l.iter().any(|x| x.ends_with(":ok")), "{l:?}");
 
     // Another board: the other driver, with nothing reinstalled.
-    board(&e, "panfrost");
+    e.set_board_gpu_driver("panfrost");
     let sh = shown(&e);
     assert_eq!(sh[1], ("b".to_string(), None), "{sh:?}");
     assert!(sh[0]

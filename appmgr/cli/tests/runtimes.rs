@@ -344,15 +344,7 @@ fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
         "apt-get", "dpkg-deb", "readelf", "file", "unshare"
     ]));
     let e = Env::new();
-    for name in ["hmi", "hmi-sdk"] {
-        let out = built().join(name);
-        let b = e.bundle(
-            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
-            &out.join("files"),
-            &format!("{name}.bundle"),
-        );
-        e.ok(&["install", s(&b)]);
-    }
+    install_built(&e, &["hmi", "hmi-sdk"]);
     let src = repo_root().join("runtimes/examples/hmi-probe");
     let builder = e.bundle(
         &app_of("org.appmgr.test.HmiBuilder", "org.appmgr.Hmi.Sdk", "build"),
@@ -425,16 +417,8 @@ fn an_hmi_app_compiled_in_the_sdk_runs_on_the_platform() {
 /// `org.appmgr.test.HmiDemo` on the Platform.
 pub fn hmi_demo_env(driver: &str) -> Env {
     let e = Env::new();
-    set_board(&e, driver);
-    for name in ["hmi", "hmi-sdk", GL] {
-        let out = built().join(name);
-        let b = e.bundle(
-            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
-            &out.join("files"),
-            &format!("{name}.bundle"),
-        );
-        e.ok(&["install", s(&b)]);
-    }
+    e.set_board_gpu_driver(driver);
+    install_built(&e, &["hmi", "hmi-sdk", GL]);
     let src = repo_root().join("runtimes/examples/hmi-demo");
     let builder = e.bundle(
         &app_of(
@@ -470,18 +454,17 @@ pub fn hmi_demo_env(driver: &str) -> Env {
     e
 }
 
-fn set_board(e: &Env, driver: &str) {
-    let dir = e.cfg.join("board-support");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("testboard.toml"),
-        format!(
-            "name = \"testboard\"\narch = \"{}\"\ngpu-driver = \"{driver}\"\n",
-            arch()
-        ),
-    )
-    .unwrap();
-    fs::write(e.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+/// Signs and installs the built runtimes and extensions `names` into `e`.
+fn install_built(e: &Env, names: &[&str]) {
+    for name in names {
+        let out = built().join(name);
+        let b = e.bundle(
+            &fs::read_to_string(out.join("manifest.toml")).unwrap(),
+            &out.join("files"),
+            &format!("{name}.bundle"),
+        );
+        e.ok(&["install", s(&b)]);
+    }
 }
 
 /// The board's GPU driver comes from its extension, not from the runtime: with
@@ -517,7 +500,7 @@ fn the_boards_driver_extension_renders_in_the_sandbox() {
     assert!(x.get("not_mounted").is_none(), "{p}");
 
     // Another board: installed, not mounted, and the app has no GL driver.
-    set_board(&e, "panfrost");
+    e.set_board_gpu_driver("panfrost");
     let r = e.run(&["run", id, "--", "--offscreen"]);
     assert_ne!(r.code, 0, "rendered without a driver: {}", r.stdout);
     assert!(r.stderr.contains("hmi-demo: "), "{}", r.stderr);

@@ -209,15 +209,7 @@ pub fn input_paths(view: &View, state_dir: &Path) -> CoreResult<Vec<PathBuf>> {
     let kdir = state_dir.join("deploy").join(Kind::Extension.as_str());
     let mut v = vec![kdir.clone()];
     for id in appmgr_state::view::list_dir(&kdir)? {
-        let idir = kdir.join(&id);
-        v.push(idir.clone());
-        for arch in appmgr_state::view::list_dir(&idir)? {
-            let adir = idir.join(&arch);
-            v.push(adir.clone());
-            for branch in appmgr_state::view::list_dir(&adir)? {
-                v.push(adir.join(branch).join(appmgr_state::record::RECORD_FILE));
-            }
-        }
+        v.extend(id_listing_paths(&kdir.join(id))?);
     }
     for (r, _) in view.ref_dirs()? {
         if r.kind != Kind::Extension {
@@ -226,6 +218,20 @@ pub fn input_paths(view: &View, state_dir: &Path) -> CoreResult<Vec<PathBuf>> {
         if let Some(d) = view.info(&r)?.and_then(|i| i.current) {
             v.push(d.manifest.clone());
             v.push(d.path.join(appmgr_state::CORRUPT_MARKER));
+        }
+    }
+    Ok(v)
+}
+
+/// An ID's directory (`deploy/KIND/ID`), its arch directories and each branch's record:
+/// the paths that say which refs of the ID exist.
+pub(crate) fn id_listing_paths(idir: &Path) -> CoreResult<Vec<PathBuf>> {
+    let mut v = vec![idir.to_path_buf()];
+    for arch in appmgr_state::view::list_dir(idir)? {
+        let adir = idir.join(&arch);
+        v.push(adir.clone());
+        for branch in appmgr_state::view::list_dir(&adir)? {
+            v.push(adir.join(branch).join(appmgr_state::record::RECORD_FILE));
         }
     }
     Ok(v)

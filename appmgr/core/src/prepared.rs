@@ -109,14 +109,7 @@ fn input_paths(g: &Ctx, ctx: &LaunchCtx, a: &AppGrant) -> CoreResult<Vec<PathBuf
             .join("deploy")
             .join(kind.as_str())
             .join(id.as_str());
-        v.push(idir.clone());
-        for arch in appmgr_state::view::list_dir(&idir)? {
-            let adir = idir.join(&arch);
-            v.push(adir.clone());
-            for branch in appmgr_state::view::list_dir(&adir)? {
-                v.push(adir.join(branch).join(appmgr_state::record::RECORD_FILE));
-            }
-        }
+        v.extend(crate::extensions::id_listing_paths(&idir)?);
     }
     v.push(a.deployment.manifest.clone());
     v.push(a.deployment.path.join(appmgr_state::CORRUPT_MARKER));

@@ -197,6 +197,22 @@ impl Env {
         self.ok(&["install", s(&b)]);
     }
 
+    /// Selects a board profile of this machine's arch (`CONFIG/board-support/testboard.toml`)
+    /// whose GPU needs the Mesa driver `driver` (what driver extensions are matched on).
+    pub fn set_board_gpu_driver(&self, driver: &str) {
+        let dir = self.cfg.join("board-support");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("testboard.toml"),
+            format!(
+                "name = \"testboard\"\narch = \"{}\"\ngpu-driver = \"{driver}\"\n",
+                arch()
+            ),
+        )
+        .unwrap();
+        fs::write(self.cfg.join("appmgr.toml"), "board = \"testboard\"\n").unwrap();
+    }
+
     /// Every path in the state dir with its type, size and (for regular files) content
     /// hash, except the lock file. Equal snapshots mean nothing was written.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
