@@ -305,6 +305,21 @@ def trim(tree, keep, extra=frozenset(), exclude=()):
     return kept
 
 
+def trim_checked(tree, d, libs, exclude):
+    """`trim` with the definition's `keep`, then the checks both build paths make: no kept
+    link may dangle, and every literal `keep` pattern must have matched something."""
+    kept = trim(tree, d.get("keep", []), libs, exclude)
+    dangling = dangling_links(tree)
+    if dangling:
+        die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
+            "the links in `libraries`, which keeps what they point at)")
+    missing = [g for g in d.get("keep", []) if not any(fnmatch.fnmatchcase(k, g) for k in kept)
+               and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
+    if missing:
+        die(f"nothing matched keep patterns {missing}")
+    return kept
+
+
 def load(path, arch, seen=()):
     """A definition, with its `base` definitions (files beside it; one or a list) folded
     in: an Sdk is its Platform plus the compiler, headers and pkg-config files. Lists are
@@ -573,15 +588,7 @@ def sysroot_tree(d, a, sysroot, pkgdata, pkgs, out):
     libs = closure(tree, d["libraries"], a.arch, exclude,
                    missing=f"which is not in the sysroot {sysroot}: add the package that ships it "
                            "to the image the runtime is built from") if d.get("libraries") else frozenset()
-    kept = trim(tree, d.get("keep", []), libs, exclude)
-    dangling = dangling_links(tree)
-    if dangling:
-        die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
-            "the links in `libraries`, which keeps what they point at)")
-    missing = [g for g in d.get("keep", []) if not any(fnmatch.fnmatchcase(k, g) for k in kept)
-               and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
-    if missing:
-        die(f"nothing matched keep patterns {missing}")
+    kept = trim_checked(tree, d, libs, exclude)
     # Which package each kept file came from: every regular file must have one, or the
     # SBOM would miss what it was built from (a file a postinst made, or a foreign one).
     owners = {}
@@ -670,15 +677,7 @@ def main():
     exclude = d.get("exclude", [])
     libs = (closure(tree, d["libraries"], a.arch, exclude, provided) if d.get("libraries")
             else frozenset())
-    kept = trim(tree, d.get("keep", []), libs, exclude)
-    dangling = dangling_links(tree)
-    if dangling:
-        die(f"kept links whose targets are not kept: {dangling[:10]} (keep the targets, or name "
-            "the links in `libraries`, which keeps what they point at)")
-    missing = [g for g in d.get("keep", []) if not any(fnmatch.fnmatchcase(k, g) for k in kept)
-               and "*" not in g.split("/")[0] and not g.startswith(("lib64/", "lib/ld-"))]
-    if missing:
-        die(f"nothing matched keep patterns {missing}")
+    kept = trim_checked(tree, d, libs, exclude)
     # Extension points: empty directories an extension's tree is mounted in.
     for point in d.get("extension-points", []):
         if point.startswith("/") or ".." in point.split("/"):
