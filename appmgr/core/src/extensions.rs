@@ -86,10 +86,7 @@ pub fn for_app(
     runtime: (&RefName, &Path),
 ) -> CoreResult<Vec<ExtensionState>> {
     let mut out: Vec<ExtensionState> = Vec::new();
-    for (r, _) in view.ref_dirs()? {
-        if r.kind != Kind::Extension {
-            continue;
-        }
+    for (r, _) in view.ref_dirs_of(Kind::Extension)? {
         let Some(d) = view.info(&r)?.and_then(|i| i.current) else {
             continue;
         };
@@ -211,10 +208,7 @@ pub fn input_paths(view: &View, state_dir: &Path) -> CoreResult<Vec<PathBuf>> {
     for id in appmgr_state::view::list_dir(&kdir)? {
         v.extend(id_listing_paths(&kdir.join(id))?);
     }
-    for (r, _) in view.ref_dirs()? {
-        if r.kind != Kind::Extension {
-            continue;
-        }
+    for (r, _) in view.ref_dirs_of(Kind::Extension)? {
         if let Some(d) = view.info(&r)?.and_then(|i| i.current) {
             v.push(d.manifest.clone());
             v.push(d.path.join(appmgr_state::CORRUPT_MARKER));

@@ -172,17 +172,24 @@ impl View {
     pub fn ref_dirs(&self) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
         let mut out = Vec::new();
         for kind in Kind::ALL {
-            let kdir = self.root.join("deploy").join(kind.as_str());
-            for id in list_dir(&kdir)? {
-                let idir = kdir.join(&id);
-                for arch in list_dir(&idir)? {
-                    let adir = idir.join(&arch);
-                    for branch in list_dir(&adir)? {
-                        if let (Ok(i), Ok(a), Ok(b)) =
-                            (AppId::new(&id), Arch::new(&arch), Branch::new(&branch))
-                        {
-                            out.push((RefName::new(kind, i, a, b), adir.join(&branch)));
-                        }
+            out.extend(self.ref_dirs_of(kind)?);
+        }
+        Ok(out)
+    }
+
+    /// The `deploy/KIND/ID/ARCH/BRANCH` directories of one kind whose names are valid.
+    pub fn ref_dirs_of(&self, kind: Kind) -> Result<Vec<(RefName, PathBuf)>, ViewError> {
+        let mut out = Vec::new();
+        let kdir = self.root.join("deploy").join(kind.as_str());
+        for id in list_dir(&kdir)? {
+            let idir = kdir.join(&id);
+            for arch in list_dir(&idir)? {
+                let adir = idir.join(&arch);
+                for branch in list_dir(&adir)? {
+                    if let (Ok(i), Ok(a), Ok(b)) =
+                        (AppId::new(&id), Arch::new(&arch), Branch::new(&branch))
+                    {
+                        out.push((RefName::new(kind, i, a, b), adir.join(&branch)));
                     }
                 }
             }
