@@ -41,30 +41,9 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 /// A command with output, killed after `secs` (every wait of this test is bounded).
-fn output_within(mut c: Command, secs: u64) -> (i32, String, String) {
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+fn output_within(c: Command, secs: u64) -> (i32, String, String) {
+    let (r, _) = run_bounded(c, Duration::from_secs(secs));
+    (r.code, r.stdout, r.stderr)
 }
 
 /// The host's PipeWire, WirePlumber and session bus; killed on drop.

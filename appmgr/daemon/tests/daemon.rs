@@ -799,31 +799,6 @@ fn services_come_back_after_appmgrd_is_killed() {
     assert!(d.log().contains("leftover"), "{}", d.log());
 }
 
-/// Runs `c`, killed after `limit`: the result and how long it took.
-fn run_bounded(mut c: Command, limit: Duration) -> (Run, Duration) {
-    let t = Instant::now();
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() && t.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let o = child.wait_with_output().unwrap();
-    let took = t.elapsed();
-    (
-        Run {
-            code: o.status.code().unwrap_or(137),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        },
-        took,
-    )
-}
-
 /// `setpriv` to `uid` (and its own gid) with the supplementary `groups` ("" for none).
 fn setpriv(uid: u32, groups: &str) -> Command {
     let mut c = Command::new("setpriv");
