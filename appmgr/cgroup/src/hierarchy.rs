@@ -221,8 +221,8 @@ impl Hierarchy {
         app
     }
 
-    /// [`Hierarchy::procs_files_of`] for the calling process: where a process that joined
-    /// an app cgroup (the launcher) goes back to, so the app cgroup can be removed.
+    /// [`Hierarchy::procs_files_of`] for the calling process: the `cgroup.procs` files of
+    /// the cgroups it is in.
     pub fn current_procs_files(&self) -> Result<Vec<PathBuf>, CgroupError> {
         let path = PathBuf::from("/proc/self/cgroup");
         let text =

@@ -860,11 +860,11 @@ fn the_launcher_refuses_a_plan_whose_inputs_changed() {
         )
     };
     // `--print-plan` creates no cgroup: with its inputs unchanged the launcher gets past
-    // the check and fails where it joins the cgroup.
+    // the check and fails where it opens the app's cgroup.
     let (code, err) = launch();
     assert_eq!(code, Some(125), "{err}");
     assert!(
-        err.contains("join cgroup") && !err.contains("stale"),
+        err.contains("open cgroup") && !err.contains("stale"),
         "{err}"
     );
     let policy = e.cfg.join("policies.d/50-test.toml");

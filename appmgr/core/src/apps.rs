@@ -895,7 +895,6 @@ pub fn plan_report(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<serde_jso
     let h = hierarchy()?;
     let cg = h.cgroup(p.id());
     let after = appmgr_sandbox::AfterExit {
-        leave_to: h.current_procs_files().unwrap_or_default(),
         events: Vec::new(),
         remove_dirs: cg.dirs(),
     };
@@ -941,6 +940,21 @@ pub fn start_launch(
     args: Vec<String>,
     customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
 ) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
+    start_launch_primed(g, p, args, customize, false)
+}
+
+/// [`start_launch`]; with `prime`, once the cgroups exist, the wait before the launch's
+/// first cgroup migration is started in a child ([`appmgr_sandbox::prime_cgroup_migration`])
+/// and runs while the launch is prepared. Only for a single-threaded caller (`appmgr
+/// run`), and after the cgroups were made: the child's migration holds the kernel's
+/// cgroup lock while it waits, which a `mkdir` of a cgroup would wait for.
+fn start_launch_primed(
+    g: &Ctx,
+    p: &PreparedLaunch,
+    args: Vec<String>,
+    customize: impl FnOnce(&mut appmgr_sandbox::LaunchSpec),
+    prime: bool,
+) -> CoreResult<(Launch, appmgr_cgroup::Cgroup)> {
     let h = hierarchy()?;
     // The per-app data dirs live under STATE/data (root-owned 0755); the launcher creates
     // the app's own directory, owned by its uid, without following symlinks.
@@ -956,28 +970,30 @@ pub fn start_launch(
         };
         Error::new(class, format!("{}: {e}", p.id()))
     })?;
+    if prime {
+        if let Some(f) = h
+            .current_procs_files()
+            .ok()
+            .and_then(|v| v.into_iter().next())
+        {
+            appmgr_sandbox::prime_cgroup_migration(&f);
+        }
+    }
     if let Err(e) = prepare_storage(g, p) {
         let _ = cg.remove();
         return Err(e);
     }
-    let after_exit = match h.current_procs_files() {
-        Ok(leave_to) => appmgr_sandbox::AfterExit {
-            leave_to,
-            events: cg
-                .event_counters()
-                .into_iter()
-                .map(|(file, key, event)| appmgr_sandbox::EventCounter {
-                    file,
-                    key: key.into(),
-                    event: event.into(),
-                })
-                .collect(),
-            remove_dirs: cg.dirs(),
-        },
-        Err(e) => {
-            let _ = cg.remove();
-            return Err(Error::new(ErrorClass::Other, format!("cgroups: {e}")));
-        }
+    let after_exit = appmgr_sandbox::AfterExit {
+        events: cg
+            .event_counters()
+            .into_iter()
+            .map(|(file, key, event)| appmgr_sandbox::EventCounter {
+                file,
+                key: key.into(),
+                event: event.into(),
+            })
+            .collect(),
+        remove_dirs: cg.dirs(),
     };
     match apply_prepared(p, args, devices, Some((&cg, spec)), after_exit, customize) {
         Ok(l) => {
@@ -1002,7 +1018,7 @@ pub fn start_launch(
 /// Prepares `appmgr run ID -- ARGS`: the kept plan (or a new one) and [`start_launch`].
 pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
     let p = crate::prepared::for_launch(g, id)?;
-    let (launch, cgroup) = start_launch(g, &p, args, |_| {})?;
+    let (launch, cgroup) = start_launch_primed(g, &p, args, |_| {}, true)?;
     Ok(ForegroundLaunch {
         id: p.id().clone(),
         launch,

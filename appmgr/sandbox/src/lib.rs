@@ -57,8 +57,9 @@ pub mod storage;
 pub mod sys;
 
 pub use exec::{
-    exec_launcher, launcher_command, launcher_path, plan_memfd, read_plan_fd, spawn_detached,
-    DetachedInit, ExecError, LAUNCHER_ENV, LAUNCHER_LIBEXEC, LAUNCHER_NAME,
+    exec_launcher, launcher_command, launcher_path, plan_memfd, prime_cgroup_migration,
+    read_plan_fd, spawn_detached, DetachedInit, ExecError, LAUNCHER_ENV, LAUNCHER_LIBEXEC,
+    LAUNCHER_NAME,
 };
 pub use launch::{
     refused_filesystems, run as run_launcher, run_detached, LaunchError, EXIT_CANNOT_EXEC,

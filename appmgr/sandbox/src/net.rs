@@ -13,7 +13,9 @@
 //! single-threaded launcher (or appmgrd for cleanup), in-process: the named namespace as
 //! `ip netns add` makes it, the pair with one `RTM_NEWLINK` request, the host end by ioctl,
 //! the app's chains in the shared table in one nft JSON transaction (libnftables, or the
-//! `nft` program); init joins the namespace by descriptor and configures `eth0` by ioctl. A per-app lock file, held
+//! `nft` program); init joins the namespace by descriptor and configures `eth0` by ioctl.
+//! The namespace is made before init exists ([`setup`]), the rest while init builds the
+//! root ([`connect`]); the app starts after both. A per-app lock file, held
 //! by init for the app's life, tells a live network from a stale one: set-up removes the
 //! stale leftovers of its app first, [`remove_stale`] all of them (appmgrd at start).
 
@@ -869,8 +871,11 @@ pub struct NetHandle {
     pub lock: OwnedFd,
 }
 
-/// Creates the app's network (after removing stale leftovers of the same app). Refused
-/// while another instance of the app holds its network. On failure nothing is left.
+/// The first half of the app's network, made before init exists: the lock, the removal of
+/// stale leftovers of the same app, and the named namespace init joins (and the names
+/// directory the root binds). Refused while another instance of the app holds its
+/// network. On failure nothing is left. [`connect`] adds the rest while init builds the
+/// root.
 pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
     // The names become paths and interface names: only the forms `plan` makes are accepted.
     let uid = p
@@ -897,22 +902,12 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
         .map_err(io_err(format!("write {}", marker_path(&p.name).display())))?;
     let done = (|| {
         let netns = create_netns(&p.name)?;
-        crate::sys::create_veth(&p.host_if, APP_IF, netns.as_fd()).map_err(io_err(format!(
-            "create the veth pair {}/{APP_IF}",
-            p.host_if
-        )))?;
-        crate::sys::configure_if(&p.host_if, p.host_addr, 30, None)
-            .map_err(io_err(format!("configure {}", p.host_if)))?;
-        ensure_forwarding()?;
         if !p.names.is_empty() {
             let d = names_dir(&p.name);
             std::fs::create_dir(&d).map_err(io_err(format!("create {}", d.display())))?;
             let dir = open_names_dir(&p.name)?;
             write_hosts(&dir, &p.name, &hosts_file(&p.hosts_head, &p.name_addrs))?;
         }
-        let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
-        std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
-        load_rules(p)?;
         Ok(netns)
     })();
     match done {
@@ -922,6 +917,23 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
             Err(e)
         }
     }
+}
+
+/// The second half, while init builds the root in the namespace: the veth pair (its app
+/// end moved into the namespace), the host end's address, forwarding, and the app's
+/// rules. Init configures the app end and starts the app only after this returned. On
+/// failure the caller ends init and removes the network ([`teardown`]).
+pub fn connect(p: &NetPlan, h: &NetHandle) -> Result<(), NetError> {
+    crate::sys::create_veth(&p.host_if, APP_IF, h.netns.as_fd()).map_err(io_err(format!(
+        "create the veth pair {}/{APP_IF}",
+        p.host_if
+    )))?;
+    crate::sys::configure_if(&p.host_if, p.host_addr, 30, None)
+        .map_err(io_err(format!("configure {}", p.host_if)))?;
+    ensure_forwarding()?;
+    let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
+    std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
+    load_rules(p)
 }
 
 /// Creates the named network namespace `/run/netns/NAME` the way `ip netns add` does,
@@ -1318,13 +1330,17 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
     }
 }
 
-/// Init's half: joins the namespace and configures the app's end.
-pub(crate) fn enter(p: &NetPlan, netns: impl AsFd) -> io::Result<()> {
+/// Init's half, before it builds the root: joins the namespace.
+pub(crate) fn enter(netns: impl AsFd) -> io::Result<()> {
     rustix::thread::move_into_link_name_space(
         netns.as_fd(),
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
-    .map_err(io::Error::from)?;
+    .map_err(io::Error::from)
+}
+
+/// Init's half once [`connect`] is done: configures the app's end of the pair.
+pub(crate) fn configure_app_end(p: &NetPlan) -> io::Result<()> {
     crate::sys::configure_if(APP_IF, p.app_addr, 30, Some(p.host_addr))
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the plan format; the launcher refuses plans of another version (the CLI and
 /// the launcher are installed together, this catches a half-finished update).
-pub const PLAN_VERSION: u32 = 5;
+pub const PLAN_VERSION: u32 = 6;
 
 /// Where the app's persistent data directory appears inside the sandbox (its `HOME`).
 pub const SANDBOX_HOME: &str = "/home/app";
@@ -407,10 +407,6 @@ pub struct EventCounter {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AfterExit {
-    /// `cgroup.procs` files the launcher moves itself into once the app has ended (the
-    /// caller's own cgroups): a cgroup can only be removed when nothing is in it.
-    #[serde(default)]
-    pub leave_to: Vec<PathBuf>,
     pub events: Vec<EventCounter>,
     /// Removed (rmdir, retried briefly while the dying sandbox empties them), in order.
     pub remove_dirs: Vec<PathBuf>,
@@ -830,12 +826,7 @@ pub fn build_plan(spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
     for c in &spec.after_exit.events {
         check_host_path("event counter", &c.file)?;
     }
-    for d in spec
-        .after_exit
-        .remove_dirs
-        .iter()
-        .chain(&spec.after_exit.leave_to)
-    {
+    for d in &spec.after_exit.remove_dirs {
         check_host_path("cgroup dir", d)?;
     }
     let runtime_dir = spec

@@ -24,17 +24,26 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// `fork()`. Returns `None` in the child.
 ///
-/// Only called by the launcher, which never starts a thread, so the child inherits a
+/// Only called by the launcher, which never starts a thread, and by `appmgr run` before
+/// it becomes the launcher (before it started any thread), so the child inherits a
 /// consistent address space (no lock held by a vanished thread).
 pub fn fork() -> io::Result<Option<libc::pid_t>> {
     // SAFETY: fork has no memory-safety preconditions for a single-threaded process; the
-    // launcher is single-threaded by construction (no threads are ever spawned in it).
+    // launcher is single-threaded by construction (no threads are ever spawned in it),
+    // and so is `appmgr run` up to its exec of the launcher.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),
         p => Ok(Some(p)),
     }
+}
+
+/// `_exit(2)`: ends a forked child at once, without running the parent's exit handlers
+/// or flushing its buffers a second time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an int and never returns; it touches no memory of ours.
+    unsafe { libc::_exit(code) }
 }
 
 /// `clone3(CLONE_PARENT | CLONE_PIDFD)`: like [`fork`], but the child's parent is the

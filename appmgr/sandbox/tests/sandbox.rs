@@ -837,9 +837,9 @@ fn launcher_refuses_bad_plans() {
     assert_ne!(o.status.code(), Some(0));
 }
 
-/// The app joins the cgroups it is given before it runs, and only the app: the launcher
-/// and init are in the helper cgroup. Inside, the app sees its own cgroup as the root
-/// (cgroup namespace).
+/// The app joins the cgroups it is given before it runs, and only the app: init is in the
+/// helper cgroup, placed there by the launcher, which stays in its caller's cgroup.
+/// Inside, the app sees its own cgroup as the root (cgroup namespace).
 #[test]
 fn sandbox_runs_in_the_given_cgroup() {
     require_root!("namespaces, mounts, setuid");
@@ -874,9 +874,7 @@ fn sandbox_runs_in_the_given_cgroup() {
         v
     };
     assert_eq!(sorted(&procs), vec![app.to_string()], "only the app");
-    let mut want = vec![child.id().to_string(), init.to_string()];
-    want.sort();
-    assert_eq!(sorted(&helpers), want, "the launcher and init");
+    assert_eq!(sorted(&helpers), vec![init.to_string()], "only init");
     // inside, the cgroup namespace makes the app's cgroup the root
     let mut s = w.spec(&[]);
     s.cgroup_procs = vec![cg.join("cgroup.procs")];
@@ -895,6 +893,45 @@ fn sandbox_runs_in_the_given_cgroup() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// When init cannot be placed in its helper cgroup, the launch fails before the app is
+/// forked: exit 125 naming the file, init gone, nothing ever in the app's cgroup, and the
+/// app never ran (the probe's `sleep` prints a line first thing).
+#[test]
+fn a_failed_placement_of_init_starts_nothing() {
+    require_root!("namespaces, mounts, setuid");
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    if !pids.join("cgroup.procs").exists() {
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
+        return;
+    }
+    let cg = pids.join(format!("appmgr-test-noplace-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    let missing = pids.join(format!("appmgr-test-noplace-{}-launch", std::process::id()));
+    let w = World::new();
+    let mut s = w.spec(&["sleep"]);
+    s.cgroup_procs = vec![cg.join("cgroup.procs")];
+    s.helper_cgroup_procs = vec![missing.join("cgroup.procs")];
+    let (mut cmd, fd) = command(&s);
+    let started = Instant::now();
+    let out = cmd.output().expect("spawn launcher");
+    drop(fd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("place init in cgroup") && stderr.contains(&*missing.to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded");
+    assert_eq!(
+        std::fs::read_to_string(cg.join("cgroup.procs")).unwrap(),
+        "",
+        "nothing joined the app's cgroup"
+    );
+    assert!(out.stdout.is_empty(), "the app ran: {:?}", out.stdout);
+    assert!(!missing.exists());
+    std::fs::remove_dir(&cg).unwrap();
 }
 
 /// A tiny static helper for the socket tests (busybox has no unix-socket client):

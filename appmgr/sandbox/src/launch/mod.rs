@@ -3,12 +3,16 @@
 //! Process layout:
 //!
 //! ```text
-//! appmgr-launch (host pid+mount ns)     loads the seccomp program, joins the cgroups,
-//!   │                                   unshares pid/uts/cgroup/[ipc]/[net]; then only
-//!   │                                   waits, forwards signals, exits with the app's status
+//! appmgr-launch (host pid+mount ns)     loads the seccomp program, unshares
+//!   │                                   pid/uts/[ipc]/[net]; once init exists, places it
+//!   │                                   in the helper cgroups and connects the app's
+//!   │                                   network while init builds the root, then releases
+//!   │                                   init; then only waits, forwards signals, exits
+//!   │                                   with the app's status
 //!   └─ init (pid 1 of the new pid ns)   unshares the mount ns, opens every source, builds
-//!        │                              the root, pivots; then reaps zombies and
-//!        │                              forwards signals; dies with the launcher
+//!        │                              the root, pivots, waits to be released; then
+//!        │                              reaps zombies and forwards signals; dies with the
+//!        │                              launcher
 //!        └─ app                         drops ids and capabilities, no_new_privs,
 //!                                       seccomp, closes fds >= 3, execve
 //! ```
@@ -24,6 +28,11 @@
 //!   binds go through those descriptors, so no path is resolved twice;
 //! - the cgroup is joined before `unshare(CLONE_NEWCGROUP)`, so the app's cgroup root is
 //!   its own cgroup;
+//! - init forks the app only after the launcher released it: init is in the helper
+//!   cgroups by then (so the app is never counted anywhere else), and the app's network
+//!   (pair and rules) is complete. The launcher's part runs while init builds the root:
+//!   on a host whose first cgroup migration waits for an RCU grace period (≈ 6 ms here),
+//!   that wait overlaps init's work instead of preceding it (docs/sandbox.md);
 //! - the bounding set is dropped while still root (needs CAP_SETPCAP), ids are changed,
 //!   then the remaining sets are cleared, no_new_privs set, the filter loaded, fds closed,
 //!   and nothing but `execve` follows.
@@ -229,10 +238,10 @@ pub fn refused_filesystems(
     out
 }
 
-/// Checks the plan, loads the seccomp program, joins the helper cgroups, attaches the
-/// device program, opens the app's `cgroup.procs` files (the app joins through them),
-/// unshares the namespaces init is created in and blocks the signals the launcher and
-/// init wait for.
+/// Checks the plan, loads the seccomp program, attaches the device program, opens the
+/// app's `cgroup.procs` files (the app joins through them), makes the app's network
+/// namespace, unshares the namespaces init is created in and blocks the signals the
+/// launcher and init wait for.
 fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> {
     if plan.version != PLAN_VERSION {
         return Err(LaunchError::PlanVersion(plan.version));
@@ -258,12 +267,6 @@ fn prepare(plan: &LaunchPlan, term: &Terminal) -> Result<Prepared, LaunchError> 
     // CAP_SYS_RESOURCE, which also makes 0 the floor it cannot go below.
     protect_helpers()?;
 
-    // The launcher and init stay outside the app's cgroup: its limits (pids.max above
-    // all) count the app's own tasks only.
-    let me = std::process::id().to_string();
-    for procs in &plan.helper_cgroup_procs {
-        std::fs::write(procs, &me).map_err(io_err("join cgroup", procs))?;
-    }
     // Before anything can join the app's cgroup, so no access escapes the program.
     if let Some(f) = &plan.device_filter {
         sys::attach_cgroup_device_program(&f.cgroup, &f.program)
@@ -461,10 +464,6 @@ struct Prepared {
 /// The launcher: everything from reading the plan to the app's exit. Returns the exit
 /// status for `appmgr-launch`.
 pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
-    // Opened before the cgroup namespace is unshared: with `nsdelegate` (systemd) the
-    // kernel checks a migration against the namespace the file was opened in, and the
-    // caller's cgroups are outside the app's.
-    let leave = open_leave_files(&plan.app_id, &plan.after_exit.leave_to);
     let term = Terminal::inspect(&plan.app_id, false);
     let Prepared {
         bpf,
@@ -473,10 +472,15 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
         net,
     } = prepare(&plan, &term)?;
     let baseline = read_counters(&plan.after_exit.events);
-    let forked = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| sys_err("pipe")(rx(e)))
-        .and_then(|p| Ok((p, sys::fork().map_err(sys_err("fork"))?)));
-    let ((alive_r, alive_w), forked) = match forked {
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| sys_err("pipe")(rx(e)))
+    };
+    let forked = pipe().and_then(|alive| {
+        let go = pipe()?;
+        Ok((alive, go, sys::fork().map_err(sys_err("fork"))?))
+    });
+    let ((alive_r, alive_w), (go_r, go_w), forked) = match forked {
         Ok(x) => x,
         Err(e) => {
             drop(net);
@@ -487,25 +491,42 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
 
     match forked {
         None => {
-            drop(leave);
             drop(alive_w);
+            drop(go_w);
             let link = Link::Alive(alive_r);
-            std::process::exit(init(&plan, &bpf, &term, &app_cgroups, net.as_ref(), link));
+            std::process::exit(init(
+                &plan,
+                &bpf,
+                &term,
+                &app_cgroups,
+                net.as_ref(),
+                link,
+                go_r,
+            ));
         }
         Some(child) => {
             drop(alive_r);
+            drop(go_r);
             drop(bpf);
             drop(app_cgroups);
+            if let Err(e) = release_init(&plan, child, net.as_ref(), &go_w) {
+                // Init has not started the app: it dies, and nothing of the launch stays.
+                let _ = sys::kill(child, libc::SIGKILL);
+                let _ = rustix::process::waitpid(
+                    rustix::process::Pid::from_raw(child),
+                    rustix::process::WaitOptions::empty(),
+                );
+                drop(net);
+                net_cleanup(&plan);
+                return Err(e);
+            }
+            drop(go_w);
             // Init holds the network's lock now; ours would keep it held after init died.
             drop(net);
             let app_id = plan.app_id.clone();
             let after = plan.after_exit.clone();
             let net_plan = plan.net.clone();
             drop(plan);
-            // Init (and so the app) started inside the app's cgroups; the launcher leaves
-            // them now, so whatever ends the app (`appmgr kill` killing the cgroup, the
-            // OOM killer) leaves the launcher alive to report the status and clean up.
-            leave_cgroups(&app_id, &after, leave);
             if let Some(n) = &net_plan {
                 keep_names(&app_id, n, child);
             }
@@ -518,6 +539,78 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
                 net_teardown_detached(&app_id, n);
             }
             code
+        }
+    }
+}
+
+/// The launcher's part while init builds the root: connects the app's network; places init
+/// (host pid `init`) in the helper cgroups, so the launcher and init stay outside the app's cgroup (its limits,
+/// pids.max above all, count the app's own tasks only) and the app, forked by init, is
+/// never counted in the caller's; then releases init, which
+/// forks the app. The launcher itself stays in its caller's cgroups (the app's cgroups can
+/// be removed after the app without moving it).
+fn release_init(
+    plan: &LaunchPlan,
+    init: libc::pid_t,
+    net: Option<&crate::net::NetHandle>,
+    go: &OwnedFd,
+) -> Result<(), LaunchError> {
+    // The network first: its transaction is work, the placement mostly a wait for the
+    // grace period `appmgr run` started (see docs/sandbox.md, "Performance").
+    if let (Some(n), Some(h)) = (&plan.net, net) {
+        crate::net::connect(n, h)?;
+    }
+    // Init may have ended on its own meanwhile (a refused grant, which it reported): then
+    // there is nobody to place or release (ESRCH, EPIPE), no app was forked, and the
+    // caller's wait gives init's status.
+    let pid = init.to_string();
+    for procs in &plan.helper_cgroup_procs {
+        match std::fs::write(procs, &pid) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+            Err(e) => return Err(io_err("place init in cgroup", procs)(e)),
+        }
+    }
+    match write_all(go, b"g") {
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+        r => r.map_err(sys_err("release init")),
+    }
+}
+
+/// How long init waits to be released: the launcher's part is a few cgroup writes and the
+/// network's set-up (milliseconds); past this, something is wrong.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// In init, once the root is built: waits (bounded) for [`release_init`]. `Ok(false)`:
+/// the launcher closed the pipe without releasing (it failed, and reports why).
+fn wait_released(go: &OwnedFd) -> Result<bool, LaunchError> {
+    let mut fds = [rustix::event::PollFd::new(go, rustix::event::PollFlags::IN)];
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(sys_err("wait for the launcher")(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not released within {} s", RELEASE_WAIT.as_secs()),
+            )));
+        }
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Err(sys_err("wait for the launcher")(rx(e))),
+        }
+    }
+    let mut b = [0u8; 1];
+    loop {
+        match rustix::io::read(go, &mut b) {
+            Ok(1) => return Ok(b[0] == b'g'),
+            Ok(_) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(sys_err("wait for the launcher")(rx(e))),
         }
     }
 }
@@ -551,7 +644,13 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
         net_cleanup(&plan);
         fail(report, msg)
     };
-    let (status_r, status_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+    let pipes = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).and_then(|status| {
+        Ok((
+            status,
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?,
+        ))
+    });
+    let ((status_r, status_w), (go_r, go_w)) = match pipes {
         Ok(p) => p,
         Err(e) => {
             drop(net);
@@ -568,6 +667,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             // them would keep the caller (and the launcher) from ever seeing EOF.
             drop(report);
             drop(status_r);
+            drop(go_w);
             std::process::exit(init(
                 &plan,
                 &bpf,
@@ -575,16 +675,23 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
                 &app_cgroups,
                 net.as_ref(),
                 Link::Status(status_w),
+                go_r,
             ));
         }
         Ok(Some(x)) => x,
     };
-    drop(net);
     drop(status_w);
+    drop(go_r);
     drop(bpf);
     drop(app_cgroups);
-    let outcome = match write_all(&report, format!("{pid}\n").as_bytes()) {
-        Err(e) => Err(format!("reporting init's pid: {e}")),
+    let released = write_all(&report, format!("{pid}\n").as_bytes())
+        .map_err(|e| format!("reporting init's pid: {e}"))
+        .and_then(|()| release_init(&plan, pid, net.as_ref(), &go_w).map_err(|e| e.to_string()));
+    drop(go_w);
+    // Init holds the network's lock now.
+    drop(net);
+    let outcome = match released {
+        Err(e) => Err(e),
         Ok(()) => match read_to_end(&status_r) {
             Err(e) => Err(format!("reading init's status: {e}")),
             Ok(b) if b == b"+" => Ok(()),
@@ -628,37 +735,6 @@ fn read_to_end(fd: &OwnedFd) -> io::Result<Vec<u8>> {
             Err(e) => return Err(rx(e)),
         }
     }
-}
-
-/// Moves the launcher back to its caller's cgroups (a cgroup can only be removed when
-/// nothing is in it, and the launcher must outlive whatever kills the app's cgroup).
-fn leave_cgroups(app_id: &str, after: &crate::plan::AfterExit, files: Vec<Option<std::fs::File>>) {
-    use std::io::Write;
-    let me = std::process::id().to_string();
-    for (procs, f) in after.leave_to.iter().zip(files) {
-        let Some(mut f) = f else { continue };
-        if let Err(e) = f.write_all(me.as_bytes()) {
-            eprintln!(
-                "appmgr: {app_id}: leaving the app cgroup via {}: {e}",
-                procs.display()
-            );
-        }
-    }
-}
-
-/// Opens the caller's `cgroup.procs` files; one that cannot be opened is reported and
-/// skipped (the launcher then stays in that hierarchy's app cgroup, as before).
-fn open_leave_files(app_id: &str, leave_to: &[std::path::PathBuf]) -> Vec<Option<std::fs::File>> {
-    leave_to
-        .iter()
-        .map(|p| match std::fs::OpenOptions::new().write(true).open(p) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("appmgr: {app_id}: opening {}: {e}", p.display());
-                None
-            }
-        })
-        .collect()
 }
 
 /// Reports limit events (counts above `baseline`, read at the start of this launch) and
@@ -761,6 +837,7 @@ fn init(
     app_cgroups: &[OwnedFd],
     net: Option<&crate::net::NetHandle>,
     link: Link,
+    go: OwnedFd,
 ) -> i32 {
     let status = match link {
         Link::Alive(alive) => match tie_to_launcher(alive) {
@@ -781,8 +858,8 @@ fn init(
         None => eprintln!("appmgr: {}: {e}", plan.app_id),
     };
     // The app's network first: the root is built in the namespaces the app runs in.
-    if let (Some(n), Some(h)) = (&plan.net, net) {
-        if let Err(e) = crate::net::enter(n, &h.netns) {
+    if let Some(h) = net {
+        if let Err(e) = crate::net::enter(&h.netns) {
             let e = sys_err("join the app's network")(e);
             report(&e);
             return e.exit_code();
@@ -791,6 +868,25 @@ fn init(
     if let Err(e) = build_and_enter_root(plan) {
         report(&e);
         return e.exit_code();
+    }
+    // The launcher placed init in the helper cgroups and made the app's pair and rules
+    // meanwhile; the app starts only after both.
+    match wait_released(&go) {
+        Ok(true) => {}
+        // The launcher failed and reports it (and kills init).
+        Ok(false) => return EXIT_LAUNCH_FAILED,
+        Err(e) => {
+            report(&e);
+            return e.exit_code();
+        }
+    }
+    drop(go);
+    if let Some(n) = &plan.net {
+        if let Err(e) = crate::net::configure_app_end(n) {
+            let e = sys_err("configure the app's network")(e);
+            report(&e);
+            return e.exit_code();
+        }
     }
 
     let mut set = FORWARDED.to_vec();
