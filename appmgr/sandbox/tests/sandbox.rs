@@ -2065,7 +2065,15 @@ fn symlink_race_in_a_shared_grant_never_escapes() {
         out = outside.display(),
         sent = sentinel.display(),
     );
-    let mut flipper = {
+    // Killed on drop: a failed assertion must not leave the loop running.
+    struct Flipper(std::process::Child);
+    impl Drop for Flipper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let flipper = Flipper({
         use std::os::unix::process::CommandExt;
         Command::new("/bin/sh")
             .args(["-c", &loop_script])
@@ -2075,7 +2083,7 @@ fn symlink_race_in_a_shared_grant_never_escapes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
-    };
+    });
     let (flip, q) = (share.join("flip"), share.join("p/q"));
     let script = format!(
         "cat {0}/marker {1}/marker 2>&1; ls {0} {1} 2>&1; mkdir {0}/made {1}/made 2>&1; true",
@@ -2117,8 +2125,7 @@ fn symlink_race_in_a_shared_grant_never_escapes() {
         }
     }
     let elapsed = start.elapsed();
-    let _ = flipper.kill();
-    let _ = flipper.wait();
+    drop(flipper);
     eprintln!(
         "race: {launches} launches in {:.1} s ({:.1} ms each): {ran} ran, {refused} refused, \
          {vanished} lost their source",

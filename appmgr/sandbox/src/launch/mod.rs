@@ -494,15 +494,8 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
             drop(alive_w);
             drop(go_w);
             let link = Link::Alive(alive_r);
-            std::process::exit(init(
-                &plan,
-                &bpf,
-                &term,
-                &app_cgroups,
-                net.as_ref(),
-                link,
-                go_r,
-            ));
+            let parts = (&bpf[..], &app_cgroups[..], net.as_ref());
+            std::process::exit(init(&plan, parts, &term, link, go_r));
         }
         Some(child) => {
             drop(alive_r);
@@ -668,15 +661,8 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             drop(report);
             drop(status_r);
             drop(go_w);
-            std::process::exit(init(
-                &plan,
-                &bpf,
-                &term,
-                &app_cgroups,
-                net.as_ref(),
-                Link::Status(status_w),
-                go_r,
-            ));
+            let parts = (&bpf[..], &app_cgroups[..], net.as_ref());
+            std::process::exit(init(&plan, parts, &term, Link::Status(status_w), go_r));
         }
         Ok(Some(x)) => x,
     };
@@ -828,14 +814,16 @@ enum Link {
     Status(OwnedFd),
 }
 
-/// pid 1 of the sandbox: builds the root, starts the app, then reaps and forwards.
-/// Returns init's exit status.
+/// What init gets of [`Prepared`]: the seccomp program, the app's `cgroup.procs` files
+/// and the app's network.
+type InitParts<'a> = (&'a [u8], &'a [OwnedFd], Option<&'a crate::net::NetHandle>);
+
+/// pid 1 of the sandbox: builds the root, waits to be released, starts the app, then
+/// reaps and forwards. Returns init's exit status.
 fn init(
     plan: &LaunchPlan,
-    bpf: &[u8],
+    (bpf, app_cgroups, net): InitParts<'_>,
     term: &Terminal,
-    app_cgroups: &[OwnedFd],
-    net: Option<&crate::net::NetHandle>,
     link: Link,
     go: OwnedFd,
 ) -> i32 {
