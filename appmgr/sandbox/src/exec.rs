@@ -55,9 +55,10 @@ pub enum ExecError {
 /// and migrations right after it do not. `appmgr run` calls this as soon as the app's
 /// cgroups exist, so the launcher's placement of init, and the app's join, find the grace
 /// period over or under way instead of starting one. (Not earlier: the child's write holds
-/// the kernel's cgroup mutex while it waits, and a `mkdir` of a cgroup needs it.) Nothing is moved anywhere; failures are ignored
-/// (the launch only loses the head start). The work is done by a grandchild, so the
-/// caller, which becomes the launcher, is left with no stray child.
+/// the kernel's cgroup mutex while it waits, and a `mkdir` of a cgroup needs it.) Nothing
+/// is moved anywhere; failures are ignored (the launch only loses the head start). The
+/// work is done by a grandchild, so the caller, which becomes the launcher, is left with
+/// no stray child.
 ///
 /// Only for a single-threaded caller (see [`sys::fork`]).
 pub fn prime_cgroup_migration(procs: &std::path::Path) {

@@ -105,17 +105,36 @@ pub fn clone_sibling() -> io::Result<Option<(libc::pid_t, OwnedFd)>> {
 
 /// Blocks until `fd` is readable (for a pidfd: the process has exited).
 pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    wait_readable_within(fd, None).map(drop)
+}
+
+/// [`wait_readable`], giving up after `limit` (`None`: never); `Ok(false)` on timeout.
+pub fn wait_readable_within(
+    fd: std::os::fd::BorrowedFd<'_>,
+    limit: Option<std::time::Duration>,
+) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
     loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Rounded up, so a wait never ends before its deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
         // SAFETY: `p` is one valid pollfd for the call.
-        let r = unsafe { libc::poll(&mut p, 1, -1) };
-        if r >= 0 {
-            return Ok(());
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        match r {
+            0 => return Ok(false),
+            r if r > 0 => return Ok(true),
+            _ => {}
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {

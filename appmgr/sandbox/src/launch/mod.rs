@@ -537,11 +537,11 @@ pub fn run(plan: LaunchPlan) -> Result<i32, LaunchError> {
 }
 
 /// The launcher's part while init builds the root: connects the app's network; places init
-/// (host pid `init`) in the helper cgroups, so the launcher and init stay outside the app's cgroup (its limits,
-/// pids.max above all, count the app's own tasks only) and the app, forked by init, is
-/// never counted in the caller's; then releases init, which
-/// forks the app. The launcher itself stays in its caller's cgroups (the app's cgroups can
-/// be removed after the app without moving it).
+/// (host pid `init`) in the helper cgroups, so init stays outside the app's cgroup (its
+/// limits, pids.max above all, count the app's own tasks only) and the app, forked by
+/// init, is never counted in the caller's; then releases init, which forks the app. The
+/// launcher itself stays in its caller's cgroups (the app's cgroups can be removed after
+/// the app without moving it).
 fn release_init(
     plan: &LaunchPlan,
     init: libc::pid_t,
@@ -577,25 +577,13 @@ const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// In init, once the root is built: waits (bounded) for [`release_init`]. `Ok(false)`:
 /// the launcher closed the pipe without releasing (it failed, and reports why).
 fn wait_released(go: &OwnedFd) -> Result<bool, LaunchError> {
-    let mut fds = [rustix::event::PollFd::new(go, rustix::event::PollFlags::IN)];
-    let deadline = std::time::Instant::now() + RELEASE_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(sys_err("wait for the launcher")(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("not released within {} s", RELEASE_WAIT.as_secs()),
-            )));
-        }
-        let ts = rustix::event::Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
-        match rustix::event::poll(&mut fds, Some(&ts)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => break,
-            Err(e) => return Err(sys_err("wait for the launcher")(rx(e))),
-        }
+    if !sys::wait_readable_within(go.as_fd(), Some(RELEASE_WAIT))
+        .map_err(sys_err("wait for the launcher"))?
+    {
+        return Err(sys_err("wait for the launcher")(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("not released within {} s", RELEASE_WAIT.as_secs()),
+        )));
     }
     let mut b = [0u8; 1];
     loop {
