@@ -87,6 +87,18 @@ pub fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The exact size of the bundle whose signed manifest is `manifest_len` bytes long and
+/// declares an SBOM of `sbom_size` bytes (if any) and a payload of `payload_size` bytes:
+/// the container has no other variable part. A download is never read past it.
+pub fn bundle_size(manifest_len: u64, sbom_size: Option<u64>, payload_size: u64) -> u64 {
+    let member = |size: u64| BLOCK as u64 + size + padding(size) as u64;
+    member(manifest_len)
+        + member(64)
+        + sbom_size.map(member).unwrap_or(0)
+        + member(payload_size)
+        + 2 * BLOCK as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +123,18 @@ mod tests {
         let h = header("manifest.toml", 5);
         assert_eq!(parse_size(&h), Some(5));
         assert_eq!(parse_name(&h), b"manifest.toml");
+    }
+
+    #[test]
+    fn bundle_size_is_what_the_writer_writes() {
+        // Members padded to blocks, two zero blocks at the end.
+        assert_eq!(
+            bundle_size(100, None, 1000),
+            512 + 512 + 512 + 512 + 512 + 1024 + 1024
+        );
+        assert_eq!(
+            bundle_size(512, Some(1), 0),
+            1024 + 1024 + 1024 + 512 + 1024
+        );
     }
 }

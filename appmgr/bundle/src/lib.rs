@@ -33,7 +33,10 @@ pub mod writer;
 pub use error::BundleError;
 pub use manifest::{Compression, Manifest, ManifestError, PayloadInfo, ReadyProtocol, ServiceDecl};
 pub use payload::{PayloadSink, RelPath, SinkError};
-pub use reader::{open, open_file, verify, DiscardSink, ImportSummary, OpenBundle};
+pub use reader::{
+    check_signed_manifest, open, open_file, open_reader, verify, DiscardSink, ImportSummary,
+    OpenBundle,
+};
 pub use sbom::{Package, SbomError, SbomFormat, SbomInfo};
 pub use trust::{TrustError, TrustStore, TrustedKey};
 pub use writer::{create, Created, Source};

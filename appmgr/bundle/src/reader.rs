@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 /// been read yet.
 pub struct OpenBundle {
     path: PathBuf,
-    file: BufReader<File>,
+    file: BufReader<Box<dyn Read + Send>>,
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
+    signature: Vec<u8>,
     sbom: Option<Vec<u8>>,
     signer: Option<String>,
 }
@@ -158,7 +159,19 @@ pub fn open_file(
     if !meta.is_file() {
         return Err(malformed(path, "not a regular file"));
     }
-    let mut file = BufReader::with_capacity(256 * 1024, f);
+    open_reader(Box::new(f), path, trust)
+}
+
+/// [`open_file`] on a stream (a download): the bundle is read once, front to back, and
+/// never past its end (the import reads the container's end and refuses anything after
+/// it). `name` names it in errors. The stream must end where the bundle ends.
+pub fn open_reader(
+    r: Box<dyn Read + Send>,
+    name: &Path,
+    trust: Option<&TrustStore>,
+) -> Result<OpenBundle, BundleError> {
+    let path = name;
+    let mut file = BufReader::with_capacity(256 * 1024, r);
     let (_, msize) = read_member_header(&mut file, path, &[container::MANIFEST_NAME], |s| {
         s > 0 && s <= MAX_MANIFEST_BYTES as u64
     })?;
@@ -167,37 +180,7 @@ pub fn open_file(
         read_member_header(&mut file, path, &[container::SIGNATURE_NAME], |s| s == 64)?;
     let sig = read_member(&mut file, path, ssize)?;
 
-    let mut verified_by: Vec<&crate::trust::TrustedKey> = Vec::new();
-    if let Some(trust) = trust {
-        verified_by = trust
-            .keys
-            .iter()
-            .filter(|k| keys::verify_strict(&k.key, &manifest_bytes, &sig))
-            .collect();
-        if verified_by.is_empty() {
-            return Err(BundleError::Untrusted {
-                path: path.to_path_buf(),
-            });
-        }
-    }
-    let manifest =
-        Manifest::parse(&manifest_bytes, true).map_err(|source| BundleError::Manifest {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let signer = match trust {
-        None => None,
-        Some(_) => match verified_by.iter().find(|k| k.covers(&manifest.id)) {
-            Some(k) => Some(k.name.clone()),
-            None => {
-                return Err(BundleError::OutOfScope {
-                    path: path.to_path_buf(),
-                    key: verified_by[0].name.clone(),
-                    id: manifest.id.to_string(),
-                })
-            }
-        },
-    };
+    let (manifest, signer) = check_signed_manifest(&manifest_bytes, &sig, path, trust)?;
     let sbom = match &manifest.sbom {
         None => None,
         Some(declared) => {
@@ -234,9 +217,58 @@ pub fn open_file(
         file,
         manifest,
         manifest_bytes,
+        signature: sig,
         sbom,
         signer,
     })
+}
+
+/// Checks a manifest's signature against every trusted key (strictly, before the manifest
+/// is even parsed), parses it, and checks the signing key's scope against its ID. Without
+/// `trust`, only parses (the signer is `None`). Used on a bundle's first members and on a
+/// signed manifest that a remote lists beside a bundle (`name` names it in errors).
+pub fn check_signed_manifest(
+    manifest_bytes: &[u8],
+    sig: &[u8],
+    name: &Path,
+    trust: Option<&TrustStore>,
+) -> Result<(Manifest, Option<String>), BundleError> {
+    let path = name;
+    if manifest_bytes.is_empty() || manifest_bytes.len() > MAX_MANIFEST_BYTES || sig.len() != 64 {
+        return Err(malformed(path, "manifest or signature has a bad size"));
+    }
+    let mut verified_by: Vec<&crate::trust::TrustedKey> = Vec::new();
+    if let Some(trust) = trust {
+        verified_by = trust
+            .keys
+            .iter()
+            .filter(|k| keys::verify_strict(&k.key, manifest_bytes, sig))
+            .collect();
+        if verified_by.is_empty() {
+            return Err(BundleError::Untrusted {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    let manifest =
+        Manifest::parse(manifest_bytes, true).map_err(|source| BundleError::Manifest {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let signer = match trust {
+        None => None,
+        Some(_) => match verified_by.iter().find(|k| k.covers(&manifest.id)) {
+            Some(k) => Some(k.name.clone()),
+            None => {
+                return Err(BundleError::OutOfScope {
+                    path: path.to_path_buf(),
+                    key: verified_by[0].name.clone(),
+                    id: manifest.id.to_string(),
+                })
+            }
+        },
+    };
+    Ok((manifest, signer))
 }
 
 struct HashingReader<R> {
@@ -281,6 +313,11 @@ impl OpenBundle {
     /// The exact signed manifest bytes.
     pub fn manifest_bytes(&self) -> &[u8] {
         &self.manifest_bytes
+    }
+
+    /// The manifest's 64-byte ed25519 signature.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
     }
 
     /// The SBOM member's exact bytes, checked against the manifest's `[sbom]` digest.

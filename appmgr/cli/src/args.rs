@@ -64,9 +64,16 @@ impl Command {
             // apps from this host; keys, trust and bundles are files; the board is this
             // host's, read from the config dir (no state, no lock: no daemon needed).
             // sbom reads the records lock-free, like list, and needs no libostree.
-            Run { .. } | Reload { .. } | Key(_) | Trust(_) | Bundle(_) | Board(_) | Sbom { .. } => {
-                (false, false, false)
-            }
+            // Remotes are config files and registries, not the store.
+            Run { .. }
+            | Reload { .. }
+            | Key(_)
+            | Trust(_)
+            | Bundle(_)
+            | Board(_)
+            | Sbom { .. }
+            | Publish { .. }
+            | Remote(_) => (false, false, false),
         };
         Route {
             store,
@@ -100,9 +107,11 @@ pub enum Command {
     /// This host's board profile.
     #[command(subcommand)]
     Board(BoardCmd),
-    /// Install or update an app or runtime from a signed bundle.
+    /// Install or update an app or runtime from a signed bundle: a file, `NAME:ID[@VERSION]`
+    /// from a remote (the highest trusted version for this host, or the one named), or an
+    /// http:// URL. A download streams into the store as it arrives.
     Install {
-        /// The bundle file (`-`: the bundle open on stdin).
+        /// The bundle file (`-`: the bundle open on stdin), `NAME:ID[@VERSION]` or a URL.
         file: PathBuf,
         /// Allow installing a version lower than the highest ever installed.
         #[arg(long)]
@@ -144,6 +153,16 @@ pub enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Publish a bundle file to an OCI registry as an artifact (default tag
+    /// ID_ARCH_VERSION).
+    Publish {
+        file: PathBuf,
+        /// oci://HOST[:PORT]/REPO[:TAG]
+        target: String,
+    },
+    /// Remotes: OCI registry repositories to install from (CONFIG/remotes.d/).
+    #[command(subcommand)]
+    Remote(RemoteCmd),
     /// Re-read policy and apply the new limits to running apps (all, or one).
     Reload { id: Option<String> },
     /// Stop every process of a running app.
@@ -156,6 +175,19 @@ pub enum Command {
     /// Supervised service apps: state, pid, restarts, readiness, health window and the
     /// last automatic rollback (needs appmgrd).
     Status { id: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCmd {
+    /// Add a remote: a registry repository, oci://HOST[:PORT]/REPO.
+    Add { name: String, url: String },
+    /// Configured remotes.
+    List,
+    /// Remove a remote.
+    Remove { name: String },
+    /// What a remote offers (from its listings; no payload is downloaded), each entry's
+    /// signed manifest checked against the trusted keys.
+    Ls { name: String },
 }
 
 #[derive(Debug, Subcommand)]

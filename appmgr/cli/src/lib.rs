@@ -276,6 +276,17 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Ps => appmgr_core::apps::ps(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
+        Publish { file, target } => appmgr_core::remotes::publish(&file, &target),
+        Remote(c) => {
+            use args::RemoteCmd;
+            let ctx = g.ctx();
+            match c {
+                RemoteCmd::Add { name, url } => appmgr_core::remotes::add(&ctx, &name, &url),
+                RemoteCmd::List => appmgr_core::remotes::list(&ctx),
+                RemoteCmd::Remove { name } => appmgr_core::remotes::remove(&ctx, &name),
+                RemoteCmd::Ls { name } => appmgr_core::remotes::ls(&ctx, &name),
+            }
+        }
         Start { .. } | Stop { .. } | Status { .. } => Err(CliError::new(
             appmgr_types::ErrorClass::Other,
             format!(

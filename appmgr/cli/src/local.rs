@@ -15,12 +15,31 @@ pub fn install(
     name: Option<&str>,
 ) -> CliResult<Output> {
     let mut progress = |_: Progress| {};
+    if let Some(source) = remote_source(g, file)? {
+        return appmgr_storeops::install_source(&g.ctx(), &source, allow_downgrade, &mut progress)
+            .map(|d| d.output);
+    }
     let f = open_bundle_arg(file)?;
     let shown = match name {
         Some(n) if file == Path::new("-") => Path::new(n),
         _ => file,
     };
     install_from(&g.ctx(), f, shown, allow_downgrade, &mut progress).map(|d| d.output)
+}
+
+/// The remote source an `install` argument names (`NAME:ID[@VERSION]` of a configured
+/// remote, or a URL); `None` for `-` and for a path that exists (which wins).
+pub(crate) fn remote_source(
+    g: &Global,
+    file: &Path,
+) -> CliResult<Option<appmgr_core::remotes::Source>> {
+    if file == Path::new("-") || file.symlink_metadata().is_ok() {
+        return Ok(None);
+    }
+    match file.to_str() {
+        Some(arg) => appmgr_core::remotes::parse_source(&g.config_dir, arg),
+        None => Ok(None),
+    }
 }
 
 /// The bundle an `install FILE` names: `-` is the file open on stdin. A file that does not

@@ -102,3 +102,39 @@ impl From<appmgr_types::InvalidValue> for Error {
         Error::new(ErrorClass::Usage, e.to_string())
     }
 }
+
+impl From<appmgr_remote::RemoteError> for Error {
+    fn from(e: appmgr_remote::RemoteError) -> Self {
+        Error::new(e.class(), chain(&e))
+    }
+}
+
+/// The download failure behind a bundle's read error, if it was a download: its class
+/// (a refused answer is an integrity failure, exit 3) wins over the read error's.
+pub fn remote_failure<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a appmgr_remote::RemoteError> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<appmgr_remote::RemoteError>() {
+            return Some(r);
+        }
+        if let Some(r) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<appmgr_remote::RemoteError>())
+        {
+            return Some(r);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// A bundle's read error, classed by the download failure behind it if there is one.
+pub fn bundle_read_error(e: appmgr_bundle::BundleError) -> Error {
+    match remote_failure(&e) {
+        Some(r) => Error::new(r.class(), chain(&e)),
+        None => Error::from(e),
+    }
+}

@@ -28,11 +28,12 @@ pub mod journal;
 pub mod paths;
 pub mod prepared;
 pub mod records;
+pub mod remotes;
 pub mod sbom;
 pub mod service;
 pub mod worker;
 
-pub use error::{chain as error_chain, CoreResult, Error};
+pub use error::{bundle_read_error, chain as error_chain, remote_failure, CoreResult, Error};
 
 use std::path::PathBuf;
 

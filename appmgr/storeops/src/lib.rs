@@ -18,7 +18,11 @@ use std::path::Path;
 pub fn store_error(e: StoreError) -> Error {
     if let StoreError::Import { source, .. } = &e {
         if let Some(be) = source.downcast_ref::<appmgr_bundle::BundleError>() {
-            return Error::new(be.class(), appmgr_core::error_chain(be));
+            let class = match appmgr_core::remote_failure(be) {
+                Some(r) => r.class(),
+                None => be.class(),
+            };
+            return Error::new(class, appmgr_core::error_chain(be));
         }
     }
     Error::new(e.class(), appmgr_core::error_chain(&e))
@@ -27,6 +31,9 @@ pub fn store_error(e: StoreError) -> Error {
 /// A bundle error during an install: one that the store (the sink) caused has the
 /// store's class.
 fn bundle_error(e: appmgr_bundle::BundleError) -> Error {
+    if let Some(r) = appmgr_core::remote_failure(&e) {
+        return Error::new(r.class(), appmgr_core::error_chain(&e));
+    }
     if let Some(inner) = e.sink_error() {
         if let Some(se) = inner.downcast_ref::<StoreError>() {
             return Error::new(se.class(), appmgr_core::error_chain(&e));
@@ -114,6 +121,29 @@ pub fn install_from(
 ) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust)).map_err(bundle_error)?;
+    install_bundle(g, bundle, file, allow_downgrade, progress)
+}
+
+/// Installs from a remote or a URL (`install NAME:ID[@VERSION]`, `install http://…`): the
+/// download is read as a stream straight into the import, as a file is.
+pub fn install_source(
+    g: &Ctx,
+    source: &appmgr_core::remotes::Source,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<Done> {
+    let trust = TrustStore::load(&g.config_dir)?;
+    let (bundle, name) = appmgr_core::remotes::open_source(g, source, &trust)?;
+    install_bundle(g, bundle, &name, allow_downgrade, progress)
+}
+
+fn install_bundle(
+    g: &Ctx,
+    bundle: appmgr_bundle::OpenBundle,
+    file: &Path,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<Done> {
     let m = bundle.manifest().clone();
     // The first thing read after the signature: a bundle for another architecture is a
     // conflict with this host (exit 6), refused before the store is even opened.

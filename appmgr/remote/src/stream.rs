@@ -1,0 +1,279 @@
+//! A download as a [`Read`]: bounded, resumable, rate-checked, digest-checked.
+
+use crate::registry::{transport, Client, Limits};
+use crate::RemoteError;
+use sha2::{Digest, Sha256};
+use std::io::{self, Read};
+use std::time::Instant;
+use ureq::http::StatusCode;
+
+/// A blob being downloaded. Reads return its bytes in order and never more than its
+/// length; a connection that is cut (an error, or an end before the length) is reopened
+/// with `Range: bytes=OFFSET-` up to [`Limits::max_resumes`] times; a rate below
+/// [`Limits::min_rate`] over a window is an error; at the end, the content's sha256 must
+/// be the digest asked for (when one is known).
+pub struct BlobStream {
+    agent: ureq::Agent,
+    limits: Limits,
+    url: String,
+    /// The length; for an unsized URL, the bound (the end of the answer ends it).
+    size: u64,
+    sized: bool,
+    digest: Option<String>,
+    offset: u64,
+    hasher: Sha256,
+    body: Option<ureq::BodyReader<'static>>,
+    resumes: u32,
+    window: (Instant, u64),
+    finished: bool,
+}
+
+fn refused(url: &str, reason: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        RemoteError::Refused {
+            url: url.to_string(),
+            reason,
+        },
+    )
+}
+
+impl BlobStream {
+    pub(crate) fn open(
+        c: &Client,
+        url: String,
+        size: u64,
+        digest: &str,
+    ) -> Result<BlobStream, RemoteError> {
+        let mut s = BlobStream::new(c, url, size, true, Some(digest.to_string()));
+        s.connect().map_err(|e| into_remote(&s.url, e))?;
+        Ok(s)
+    }
+
+    pub(crate) fn open_unsized(
+        c: &Client,
+        url: String,
+        max: u64,
+    ) -> Result<BlobStream, RemoteError> {
+        let mut s = BlobStream::new(c, url, max, false, None);
+        s.connect().map_err(|e| into_remote(&s.url, e))?;
+        Ok(s)
+    }
+
+    fn new(c: &Client, url: String, size: u64, sized: bool, digest: Option<String>) -> BlobStream {
+        BlobStream {
+            agent: c.agent.clone(),
+            limits: c.limits,
+            url,
+            size,
+            sized,
+            digest,
+            offset: 0,
+            hasher: Sha256::new(),
+            body: None,
+            resumes: 0,
+            window: (Instant::now(), 0),
+            finished: false,
+        }
+    }
+
+    /// Bytes delivered so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// How often the download was resumed.
+    pub fn resumes(&self) -> u32 {
+        self.resumes
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens (or reopens at the offset) the connection.
+    fn connect(&mut self) -> io::Result<()> {
+        let mut req = self.agent.get(&self.url);
+        if self.offset > 0 {
+            req = req.header("Range", format!("bytes={}-", self.offset));
+        }
+        let resp = req
+            .call()
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                RemoteError::NotFound {
+                    url: self.url.clone(),
+                },
+            ));
+        }
+        if self.offset > 0 {
+            // A resumption must continue exactly where the last connection stopped.
+            let range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let start = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, _)| a.parse::<u64>().ok());
+            if status != StatusCode::PARTIAL_CONTENT || start != Some(self.offset) {
+                return Err(refused(
+                    &self.url,
+                    format!(
+                        "resuming at byte {}: the server answered {status} {range:?}, not that range",
+                        self.offset
+                    ),
+                ));
+            }
+        } else if !status.is_success() {
+            return Err(io::Error::other(format!(
+                "{}: the server answered {status}",
+                self.url
+            )));
+        }
+        if self.sized && self.offset == 0 {
+            if let Some(len) = resp.body().content_length() {
+                if len != self.size {
+                    return Err(refused(
+                        &self.url,
+                        format!("the server offers {len} bytes, {} expected", self.size),
+                    ));
+                }
+            }
+        }
+        self.body = Some(resp.into_body().into_with_config().limit(u64::MAX).reader());
+        Ok(())
+    }
+
+    fn resume(&mut self, why: io::Error) -> io::Result<()> {
+        self.body = None;
+        if why.kind() == io::ErrorKind::InvalidData || why.kind() == io::ErrorKind::NotFound {
+            return Err(why);
+        }
+        loop {
+            if self.resumes >= self.limits.max_resumes {
+                return Err(io::Error::new(
+                    why.kind(),
+                    format!(
+                        "{}: cut at byte {} of {}, {} resumptions failed: {why}",
+                        self.url, self.offset, self.size, self.resumes
+                    ),
+                ));
+            }
+            self.resumes += 1;
+            // Back off a little, boundedly: 0.2, 0.4, ... s.
+            std::thread::sleep(std::time::Duration::from_millis(
+                200 * u64::from(self.resumes),
+            ));
+            match self.connect() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn check_rate(&mut self, n: usize) -> io::Result<()> {
+        self.window.1 += n as u64;
+        let elapsed = self.window.0.elapsed();
+        if elapsed >= self.limits.rate_window {
+            let need = self
+                .limits
+                .min_rate
+                .saturating_mul(elapsed.as_secs().max(1));
+            if self.window.1 < need {
+                return Err(refused(
+                    &self.url,
+                    format!(
+                        "slow retrieval: {} bytes in {:.0} s, at least {} bytes/s required",
+                        self.window.1,
+                        elapsed.as_secs_f64(),
+                        self.limits.min_rate
+                    ),
+                ));
+            }
+            self.window = (Instant::now(), 0);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        self.body = None;
+        if let Some(want) = &self.digest {
+            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            if &got != want {
+                return Err(refused(
+                    &self.url,
+                    format!("content has digest {got}, {want} expected"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn into_remote(url: &str, e: io::Error) -> RemoteError {
+    match e.into_inner() {
+        Some(inner) => match inner.downcast::<RemoteError>() {
+            Ok(r) => *r,
+            Err(other) => transport(url, other),
+        },
+        None => transport(url, "connection failed"),
+    }
+}
+
+impl Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.offset == self.size {
+                self.finish()?;
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                let e = io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed");
+                self.resume(e)?;
+            }
+            let want = buf
+                .len()
+                .min((self.size - self.offset).min(usize::MAX as u64) as usize);
+            let body = self.body.as_mut().expect("connected");
+            match body.read(&mut buf[..want]) {
+                Ok(0) if !self.sized => {
+                    self.size = self.offset;
+                    self.finish()?;
+                    return Ok(0);
+                }
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("connection ended at byte {}", self.offset),
+                    );
+                    self.resume(e)?;
+                }
+                Ok(n) => {
+                    self.hasher.update(&buf[..n]);
+                    self.offset += n as u64;
+                    self.check_rate(n)?;
+                    if self.offset == self.size {
+                        self.finish()?;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if !self.sized => return Err(e),
+                Err(e) => self.resume(e)?,
+            }
+        }
+    }
+}
