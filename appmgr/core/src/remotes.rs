@@ -247,7 +247,8 @@ pub fn remove(g: &Ctx, name: &str) -> CoreResult<Output> {
 #[derive(Debug, Clone)]
 pub struct Offer {
     pub listing: Listing,
-    /// The signed manifest, when it verified.
+    /// The manifest it carries: verified when `refusal` is `None`, otherwise only what
+    /// the listing claims (shown, and matched to name why an install is refused).
     pub manifest: Option<Manifest>,
     pub signer: Option<String>,
     /// Why it cannot be installed (untrusted, malformed, or a layer of the wrong size).
@@ -286,8 +287,15 @@ fn check_offer(listing: Listing, trust: &TrustStore, what: &str) -> Offer {
             }
         }
         Err(e) => Offer {
+            manifest: appmgr_bundle::check_signed_manifest(
+                &listing.manifest_bytes,
+                &listing.signature,
+                &name,
+                None,
+            )
+            .ok()
+            .map(|(m, _)| m),
             listing,
-            manifest: None,
             signer: None,
             refusal: Some(crate::error_chain(&e)),
         },
@@ -347,7 +355,9 @@ fn offer_json(o: &Offer) -> serde_json::Value {
         v["runtime"] = json!(m.runtime.as_ref().map(|r| r.to_string()));
         v["installed_size"] = json!(m.payload.as_ref().map(|p| p.installed_size));
         v["permissions"] = serde_json::to_value(&m.permissions).unwrap_or_default();
-        v["signer"] = json!(o.signer);
+        if o.refusal.is_none() {
+            v["signer"] = json!(o.signer);
+        }
     }
     if let Some(r) = &o.refusal {
         v["refused"] = json!(r);

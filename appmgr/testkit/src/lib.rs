@@ -17,7 +17,9 @@
 //!   of the state dir so a refused command can be proven to have changed nothing;
 //! - **a private bus** ([`PrivateBus`], [`BusConfig`]): a dbus-daemon with a
 //!   system-bus-like policy in its own mount namespace (app uids resolved from a userdb
-//!   directory or from extra passwd entries), up within a bounded wait and killed on drop.
+//!   directory or from extra passwd entries), up within a bounded wait and killed on drop;
+//! - **registries** ([`Registry`], [`FaultyServer`]): Debian's docker-registry on loopback,
+//!   and a server that plays a registry's network gone wrong.
 //!
 //! The kit depends on no appmgr crate (it runs the binaries as processes), so any crate may
 //! take it as a dev-dependency without a cycle, and the daemon's tests never pull in the CLI
@@ -25,9 +27,11 @@
 
 mod bus;
 mod env;
+mod registry;
 
 pub use bus::{BusConfig, Nss, PrivateBus};
 pub use env::*;
+pub use registry::{http_get, sha256_file, Fault, FaultyServer, Registry};
 
 use std::collections::BTreeMap;
 use std::io::Write;

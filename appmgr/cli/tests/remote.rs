@@ -1,0 +1,478 @@
+//! Remotes against Debian's real docker-registry on 127.0.0.1 (docs/remotes.md):
+//! publish, `remote ls`, installs and updates streamed from the registry, and every
+//! refusal (untrusted, tampered, resized, mixed-and-matched, endless, slow) leaving the
+//! state dir exactly as it was.
+use appmgr_testkit::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const REPO: &str = "fleet/apps";
+
+fn add_remote(e: &Env, name: &str, url: &str) {
+    e.ok(&["remote", "add", name, url]);
+}
+
+fn tag(id: &str, version: &str) -> String {
+    format!("{id}_{}_{version}", arch())
+}
+
+/// The demo runtime and app 1.0.0 installed from files; the state as it is then.
+fn installed_env() -> Env {
+    let e = Env::new();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    e.ok(&["install", s(&e.app_bundle("1.0.0"))]);
+    e
+}
+
+/// Runs a refused install: exit `code`, one line naming `needle`, nothing written, and
+/// app 1.0.0 still current and intact.
+fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
+    let before = e.snapshot();
+    let msg = e.fails(args, code);
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should name {needle:?}"
+    );
+    assert_eq!(before, e.snapshot(), "state changed after refused {args:?}");
+    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
+    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
+    let files = PathBuf::from(info["deployment"].as_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(files.join("share/version")).unwrap(),
+        "1.0.0"
+    );
+    e.fsck_clean();
+}
+
+#[test]
+fn publish_list_install_and_update_from_a_registry() {
+    require_root!("installs write root-owned files");
+    let e = Env::new();
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    let rt = e.runtime_bundle("1.0.0");
+    let a1 = e.app_bundle("1.0.0");
+    let a2 = e.app_bundle("2.0.0");
+    for b in [&rt, &a1, &a2] {
+        e.ok(&["publish", s(b), &url]);
+    }
+    // The layer is the bundle file byte for byte, and the annotations carry its fields.
+    let m = reg.manifest(REPO, &tag("org.example.Hello", "2.0.0"));
+    assert_eq!(m["artifactType"], "application/vnd.appmgr.bundle.v1");
+    assert_eq!(
+        m["layers"][0]["digest"],
+        format!("sha256:{}", sha256_file(&a2))
+    );
+    assert_eq!(m["layers"][0]["size"], fs::metadata(&a2).unwrap().len());
+    assert_eq!(m["annotations"]["org.appmgr.id"], "org.example.Hello");
+    assert_eq!(m["annotations"]["org.appmgr.version"], "2.0.0");
+    // Publishing again uploads nothing new and names the same digest.
+    let again = e.ok(&["--json", "publish", s(&a2), &url]).json();
+    assert_eq!(again["digest"], m["layers"][0]["digest"]);
+
+    add_remote(&e, "fleet", &url);
+    let listed = e.ok(&["--json", "remote", "list"]).json();
+    assert_eq!(listed[0]["name"], "fleet");
+    assert_eq!(listed[0]["url"], url);
+    assert!(e.cfg.join("remotes.d/fleet.toml").is_file());
+
+    let ls = e.ok(&["--json", "remote", "ls", "fleet"]).json();
+    let offers = ls["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 3, "{ls}");
+    assert!(offers.iter().all(|o| o["trusted"] == true), "{ls}");
+    let versions: Vec<_> = offers
+        .iter()
+        .filter(|o| o["id"] == "org.example.Hello")
+        .map(|o| o["version"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0"]);
+    assert_eq!(offers[0]["signer"], "vendor");
+
+    e.ok(&["install", "fleet:org.example.Platform"]);
+    // A version named is that version, not the newest.
+    let out = e
+        .ok(&["--json", "install", "fleet:org.example.Hello@1.0.0"])
+        .json();
+    assert_eq!(out["action"], "installed");
+    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
+    let run = e.ok(&["run", "org.example.Hello"]);
+    assert_eq!(run.stdout, "hello 1.0.0\n");
+    // Without a version: the highest trusted one.
+    let out = e
+        .ok(&["--json", "install", "fleet:org.example.Hello"])
+        .json();
+    assert_eq!(out["action"], "updated");
+    assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 2.0.0\n");
+    // The remote cannot roll the app back: the downgrade record holds.
+    let before = e.snapshot();
+    let msg = e.fails(&["install", "fleet:org.example.Hello@1.0.0"], 6);
+    assert!(msg.contains("downgrade") || msg.contains("lower"), "{msg}");
+    assert_eq!(before, e.snapshot());
+    // Nothing of that version is offered.
+    let msg = e.fails(&["install", "fleet:org.example.Hello@9.9.9"], 5);
+    assert!(
+        msg.contains("offers no trusted org.example.Hello@9.9.9"),
+        "{msg}"
+    );
+    assert_eq!(before, e.snapshot());
+    e.fsck_clean();
+
+    e.ok(&["remote", "remove", "fleet"]);
+    assert!(!e.cfg.join("remotes.d/fleet.toml").exists());
+    assert_eq!(
+        e.ok(&["--json", "remote", "list"]).json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn bad_remote_arguments_are_refused_and_change_no_config() {
+    let e = Env::new();
+    let conf = || {
+        let d = e.cfg.join("remotes.d");
+        let mut v: Vec<_> = fs::read_dir(&d)
+            .map(|r| r.map(|x| x.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for (args, code, needle) in [
+        (
+            vec!["remote", "add", "Fleet", "oci://127.0.0.1:5000/apps"],
+            2,
+            "not a valid remote name",
+        ),
+        (
+            vec!["remote", "add", "fleet", "http://127.0.0.1:5000/apps"],
+            2,
+            "not an oci:// reference",
+        ),
+        (
+            vec!["remote", "add", "fleet", "oci://127.0.0.1:5000/Apps"],
+            2,
+            "bad repository name",
+        ),
+        (
+            vec!["remote", "add", "fleet", "oci://127.0.0.1:5000/apps:v1"],
+            2,
+            "without a tag",
+        ),
+        (vec!["remote", "remove", "fleet"], 5, "no remote fleet"),
+        (vec!["remote", "ls", "fleet"], 5, "no remote fleet"),
+        (
+            vec![
+                "publish",
+                "/nonexistent.bundle",
+                "oci://127.0.0.1:5000/apps",
+            ],
+            5,
+            "No such file",
+        ),
+        (
+            vec!["publish", "/nonexistent.bundle", "127.0.0.1:5000/apps"],
+            2,
+            "oci://",
+        ),
+        (
+            vec!["install", "https://127.0.0.1:1/x.bundle"],
+            2,
+            "https is not supported",
+        ),
+    ] {
+        let before = conf();
+        let msg = e.fails(&args, code);
+        assert!(
+            msg.contains(needle),
+            "{args:?}: {msg:?} should name {needle:?}"
+        );
+        assert_eq!(before, conf());
+    }
+    e.ok(&["remote", "add", "fleet", "oci://127.0.0.1:5000/apps"]);
+    let msg = e.fails(&["remote", "add", "fleet", "oci://127.0.0.1:5001/other"], 6);
+    assert!(msg.contains("exists already"), "{msg}");
+    assert_eq!(
+        fs::read_to_string(e.cfg.join("remotes.d/fleet.toml")).unwrap(),
+        "url = \"oci://127.0.0.1:5000/apps\"\n"
+    );
+    // A malformed remote file is named.
+    fs::write(
+        e.cfg.join("remotes.d/bad.toml"),
+        "url = \"oci://x/y\"\nspeed = 1\n",
+    )
+    .unwrap();
+    let msg = e.fails(&["remote", "list"], 2);
+    assert!(msg.contains("bad.toml") && msg.contains("speed"), "{msg}");
+}
+
+#[test]
+fn refused_offers_install_nothing() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    add_remote(&e, "fleet", &url);
+
+    // Signed by a key the device does not trust.
+    e.ok(&["key", "generate", "--out", s(&e.p("rogue"))]);
+    let root2 = e.p("app-2.0.0");
+    let _ = e.app_bundle("2.0.0");
+    let rogue = e.p("rogue-2.0.0.bundle");
+    let m = e.p("rogue.toml");
+    fs::write(&m, app_manifest("2.0.0")).unwrap();
+    e.ok(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&m),
+        "--root",
+        s(&root2),
+        "--key",
+        s(&e.p("rogue.key")),
+        "--out",
+        s(&rogue),
+    ]);
+    e.ok(&["publish", s(&rogue), &format!("{url}:rogue")]);
+    let ls = e.ok(&["--json", "remote", "ls", "fleet"]).json();
+    assert_eq!(ls["offers"][0]["trusted"], false, "{ls}");
+    assert_eq!(ls["offers"][0]["id"], "org.example.Hello", "{ls}");
+    assert!(ls["offers"][0].get("signer").is_none(), "{ls}");
+    assert!(
+        ls["offers"][0]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("trusted key"),
+        "{ls}"
+    );
+    assert_refused(
+        &e,
+        &["install", "fleet:org.example.Hello"],
+        3,
+        "trusted key",
+    );
+    assert_refused(
+        &e,
+        &["install", "fleet:org.example.Hello@2.0.0"],
+        3,
+        "trusted key",
+    );
+}
+
+/// Publishes app 2.0.0 genuinely, then replaces its tag with `manifest` edited by `edit`
+/// and `blob` as the layer.
+fn republish(reg: &Registry, e: &Env, blob: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let t = tag("org.example.Hello", "2.0.0");
+    let mut m = reg.manifest(REPO, &t);
+    m["layers"][0]["digest"] = format!("sha256:{}", sha256_file(blob)).into();
+    m["layers"][0]["size"] = fs::metadata(blob).unwrap().len().into();
+    edit(&mut m);
+    reg.push_raw(REPO, &t, blob, &m);
+    let _ = e;
+}
+
+#[test]
+fn tampered_resized_and_mixed_artifacts_install_nothing() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    add_remote(&e, "fleet", &url);
+    let good = e.app_bundle("2.0.0");
+    e.ok(&["publish", s(&good), &url]);
+    let bytes = fs::read(&good).unwrap();
+
+    // Arbitrary software: one payload byte changed, same size, the layer digest matching.
+    let mut t = bytes.clone();
+    let at = t.len() - 1024 - 700;
+    t[at] ^= 0x55;
+    let tampered = e.p("tampered.bundle");
+    fs::write(&tampered, &t).unwrap();
+    republish(&reg, &e, &tampered, |_| {});
+    assert_refused(&e, &["install", "fleet:org.example.Hello"], 3, "fleet:");
+
+    // Endless data: the layer claims more than the signed manifest implies.
+    let mut long = bytes.clone();
+    long.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let longp = e.p("long.bundle");
+    fs::write(&longp, &long).unwrap();
+    republish(&reg, &e, &longp, |_| {});
+    let ls = e.ok(&["--json", "remote", "ls", "fleet"]).json();
+    assert!(
+        ls["offers"][0]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("implies"),
+        "{ls}"
+    );
+    assert_refused(&e, &["install", "fleet:org.example.Hello"], 3, "implies");
+
+    // Mix and match: a genuine, trusted bundle of the same size under another bundle's
+    // signed listing.
+    let other_root = e.p("app-2.0.0-other");
+    fs::create_dir_all(other_root.join("bin")).unwrap();
+    fs::create_dir_all(other_root.join("share")).unwrap();
+    fs::copy(e.p("app-2.0.0/bin/hello"), other_root.join("bin/hello")).unwrap();
+    fs::write(other_root.join("share/data"), vec![b'x'; 100_000]).unwrap();
+    fs::write(other_root.join("share/version"), "2.0.0").unwrap();
+    let other = e.p("other.bundle");
+    let m = e.p("other.toml");
+    fs::write(&m, app_manifest("2.0.0")).unwrap();
+    e.ok(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&m),
+        "--root",
+        s(&other_root),
+        "--key",
+        s(&e.key),
+        "--out",
+        s(&other),
+        "--compression",
+        "none",
+    ]);
+    let mut good_none = e.p("good-none.bundle");
+    let m2 = e.p("good-none.toml");
+    fs::write(&m2, app_manifest("2.0.0")).unwrap();
+    e.ok(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&m2),
+        "--root",
+        s(&e.p("app-2.0.0")),
+        "--key",
+        s(&e.key),
+        "--out",
+        s(&good_none),
+        "--compression",
+        "none",
+    ]);
+    assert_eq!(
+        fs::metadata(&other).unwrap().len(),
+        fs::metadata(&good_none).unwrap().len()
+    );
+    e.ok(&["publish", s(&good_none), &url]);
+    republish(&reg, &e, &other, |_| {});
+    assert_refused(
+        &e,
+        &["install", "fleet:org.example.Hello"],
+        3,
+        "not the one its listing carries",
+    );
+    good_none = PathBuf::new();
+    let _ = good_none;
+    // The genuine artifact still installs.
+    e.ok(&["publish", s(&good), &url]);
+    e.ok(&["install", "fleet:org.example.Hello"]);
+    assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
+}
+
+/// A larger, incompressible app 2.0.0 (about 1 MiB), published to a real registry so its
+/// genuine image manifest can be served by a [`FaultyServer`].
+fn big_app(e: &Env) -> (PathBuf, Vec<u8>) {
+    let root = e.p("big-2.0.0");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("share")).unwrap();
+    fs::write(root.join("bin/hello"), "#!/usr/bin/sh\necho hello big\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut data = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(root.join("share/data"), data).unwrap();
+    fs::write(root.join("share/version"), "2.0.0").unwrap();
+    let b = e.bundle(&app_manifest("2.0.0"), &root, "big.bundle");
+    let reg = Registry::start(e.dir.path());
+    e.ok(&["publish", s(&b), &reg.url(REPO)]);
+    let m = reg.manifest(REPO, &tag("org.example.Hello", "2.0.0"));
+    (b, serde_json::to_vec(&m).unwrap())
+}
+
+fn faulty_remote(e: &Env, fault: Fault, extra: &str) -> FaultyServer {
+    let (b, manifest) = big_app(e);
+    let srv = FaultyServer::start(
+        REPO,
+        &tag("org.example.Hello", "2.0.0"),
+        manifest,
+        fs::read(b).unwrap(),
+        fault,
+    );
+    let d = e.cfg.join("remotes.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(
+        d.join("flaky.toml"),
+        format!("url = \"{}\"\n{extra}", srv.url(REPO)),
+    )
+    .unwrap();
+    srv
+}
+
+#[test]
+fn a_cut_download_resumes_where_it_stopped() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let srv = faulty_remote(&e, Fault::CutFirstAt(300_000), "");
+    e.ok(&["install", "flaky:org.example.Hello"]);
+    assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
+    let reqs = srv.blob_requests();
+    assert_eq!(reqs, [None, Some("bytes=300000-".to_string())], "{reqs:?}");
+    e.fsck_clean();
+}
+
+#[test]
+fn endless_data_is_read_only_to_the_signed_length() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let srv = faulty_remote(&e, Fault::Endless, "");
+    let (r, took) = run_bounded(
+        e.cmd(&["install", "flaky:org.example.Hello"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
+    assert_eq!(srv.blob_requests().len(), 1);
+}
+
+#[test]
+fn a_slow_retrieval_is_refused_and_installs_nothing() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    // 20 KiB/s served, 200 KiB/s required over each 1 s window.
+    let _srv = faulty_remote(
+        &e,
+        Fault::Trickle(20 * 1024),
+        "min-rate = 204800\nrate-window-s = 1\n",
+    );
+    let start = std::time::Instant::now();
+    assert_refused(
+        &e,
+        &["install", "flaky:org.example.Hello"],
+        3,
+        "slow retrieval",
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_bundle_streams_from_a_plain_url() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let srv = faulty_remote(&e, Fault::None, "");
+    let url = format!("http://127.0.0.1:{}/downloads/big.bundle", srv.port);
+    let out = e.ok(&["--json", "install", &url]).json();
+    assert_eq!(out["action"], "updated");
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello big\n");
+    let msg = e.fails(&["install", "https://127.0.0.1:1/x.bundle"], 2);
+    assert!(msg.contains("https is not supported"), "{msg}");
+}
