@@ -165,7 +165,7 @@ async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliRe
             file,
             allow_downgrade,
             name,
-        } => install(conn, file, *allow_downgrade, name.as_deref()).await,
+        } => install(g, conn, file, *allow_downgrade, name.as_deref()).await,
         List => method(conn, "List", &()).await,
         Info { id } => method(conn, "Info", &(id.as_str(),)).await,
         Remove { id } => method(conn, "Remove", &(id.as_str(), &no_opts)).await,
@@ -227,22 +227,36 @@ where
 
 /// `Install(h bundle, a{sv} options)`: the CLI opens the bundle with the caller's own
 /// rights and passes the descriptor; appmgrd never opens a path on a client's behalf
-/// here. `InstallProgress` signals for this connection drive a progress bar on a
-/// terminal.
+/// here. A remote source (`NAME:ID[@VERSION]`, a URL) is `InstallRemote(s source, a{sv}
+/// options)`: appmgrd's worker downloads it. `InstallProgress` signals for this connection
+/// drive a progress bar on a terminal.
 async fn install(
+    g: &Global,
     conn: &zbus::Connection,
     file: &Path,
     allow_downgrade: bool,
     shown: Option<&str>,
 ) -> CliResult<Output> {
-    use futures_util::StreamExt;
-    let f = crate::local::open_bundle_arg(file)?;
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
+    if crate::local::remote_source(g, file)?.is_some() {
+        let source = file.to_string_lossy();
+        return install_call(conn, "InstallRemote", &(source.as_ref(), &opts)).await;
+    }
+    let f = crate::local::open_bundle_arg(file)?;
     let name = shown
         .map(str::to_string)
         .unwrap_or_else(|| file.display().to_string());
     opts.insert("name", Value::from(name.as_str()));
+    install_call(conn, "Install", &(zbus::zvariant::Fd::from(&f), &opts)).await
+}
+
+/// Calls an install method, drawing its progress on a terminal.
+async fn install_call<B>(conn: &zbus::Connection, method: &str, body: &B) -> CliResult<Output>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    use futures_util::StreamExt;
     let bar = std::io::stderr().is_terminal();
     let me = conn
         .unique_name()
@@ -263,13 +277,12 @@ async fn install(
     } else {
         None
     };
-    let body = (zbus::zvariant::Fd::from(&f), &opts);
     let call = conn.call_method(
         Some(dbus::BUS_NAME),
         dbus::OBJECT_PATH,
         Some(dbus::INTERFACE),
-        "Install",
-        &body,
+        method,
+        body,
     );
     tokio::pin!(call);
     let mut drawn = false;

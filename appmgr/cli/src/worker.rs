@@ -52,33 +52,54 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
             allow_downgrade,
         } => {
             let f = crate::local::open_bundle_arg(Path::new("-"))?;
-            // At most one message per percent and phase (a payload has thousands of files).
-            let mut last = (u64::MAX, "");
-            let mut progress_sock = sock
-                .try_clone()
-                .map_err(|e| Error::new(ErrorClass::Other, format!("worker socket: {e}")))?;
-            let mut progress = |p: Progress| {
-                let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
-                if (pct, p.phase) != last {
-                    last = (pct, p.phase);
-                    let _ = send(
-                        &mut progress_sock,
-                        &Message::Progress {
-                            version: VERSION,
-                            phase: p.phase.to_string(),
-                            bytes: p.bytes,
-                            total: p.total,
-                        },
-                    );
-                }
-            };
+            let mut progress = progress_to(sock)?;
             store_ops::install_from(&ctx, f, Path::new(name), *allow_downgrade, &mut progress)
                 .map(done)
+        }
+        Op::InstallRemote {
+            source,
+            allow_downgrade,
+        } => {
+            let Some(src) = appmgr_core::remotes::parse_source(&ctx.config_dir, source)? else {
+                return Err(Error::new(
+                    ErrorClass::Usage,
+                    format!(
+                        "{}: not NAME:ID[@VERSION] of a configured remote, nor an http:// URL",
+                        appmgr_types::escape_for_display(source)
+                    ),
+                ));
+            };
+            let mut progress = progress_to(sock)?;
+            store_ops::install_source(&ctx, &src, *allow_downgrade, &mut progress).map(done)
         }
         Op::Remove { id } => store_ops::remove(&ctx, id).map(done),
         Op::Rollback { id } => store_ops::rollback(&ctx, id).map(done),
         Op::Fsck => store_ops::fsck_report(&ctx).map(|o| (o, None)),
     }
+}
+
+/// Progress messages on the worker's socket: at most one per percent and phase (a
+/// payload has thousands of files).
+fn progress_to(sock: &UnixStream) -> Result<impl FnMut(Progress), Error> {
+    let mut last = (u64::MAX, "");
+    let mut progress_sock = sock
+        .try_clone()
+        .map_err(|e| Error::new(ErrorClass::Other, format!("worker socket: {e}")))?;
+    Ok(move |p: Progress| {
+        let pct = (p.bytes * 100).checked_div(p.total).unwrap_or(100);
+        if (pct, p.phase) != last {
+            last = (pct, p.phase);
+            let _ = send(
+                &mut progress_sock,
+                &Message::Progress {
+                    version: VERSION,
+                    phase: p.phase.to_string(),
+                    bytes: p.bytes,
+                    total: p.total,
+                },
+            );
+        }
+    })
 }
 
 /// Serves one request on the socket `fd`; returns the exit code (the class's).

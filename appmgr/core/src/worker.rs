@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The protocol version; a request or reply of another version is refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What the daemon asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,12 @@ pub enum Op {
     /// Install or update from the bundle on the worker's stdin, named `name` in messages.
     Install {
         name: String,
+        allow_downgrade: bool,
+    },
+    /// Install or update from a remote source (`NAME:ID[@VERSION]` of a configured remote,
+    /// or an http:// URL), downloaded by the worker as a stream.
+    InstallRemote {
+        source: String,
         allow_downgrade: bool,
     },
     Remove {

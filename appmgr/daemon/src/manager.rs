@@ -121,6 +121,22 @@ impl Manager {
                 }
             }
         }
+        let op = appmgr_core::worker::Op::Install {
+            name,
+            allow_downgrade,
+        };
+        self.install_op(caller, emitter, op, Some(bundle)).await
+    }
+
+    /// An install in appmgr-ops with progress signals, the journal entry, and the service
+    /// follow-up.
+    async fn install_op(
+        &self,
+        caller: &access::Caller,
+        emitter: SignalEmitter<'_>,
+        op: appmgr_core::worker::Op,
+        bundle: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(String, String), Error> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<opsrun::Progress>();
         let emitter = emitter.to_owned();
         let who = caller.name.clone();
@@ -131,11 +147,7 @@ impl Manager {
             }
             let _ = Manager::install_progress(&emitter, &who, "done", 1, 1).await;
         });
-        let op = appmgr_core::worker::Op::Install {
-            name,
-            allow_downgrade,
-        };
-        let out = self.mutate(op, Some(bundle), Some(tx)).await;
+        let out = self.mutate(op, bundle, Some(tx)).await;
         let _ = forward.await;
         let done = out?;
         let change = done.change()?.clone();
@@ -217,6 +229,47 @@ impl Manager {
                 .map_err(zbus::Error::from)?,
         );
         self.install_fd(&caller, emitter, f, options).await
+    }
+
+    /// Installs or updates from a remote source: `NAME:ID[@VERSION]` of a remote configured
+    /// in the config dir, or an http:// URL; the worker downloads it as a stream into the
+    /// store. Options: `allow-downgrade` (b). Emits `InstallProgress` while it works.
+    async fn install_remote(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        source: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        let caller = self.authorize(conn, &hdr, "InstallRemote").await?;
+        if appmgr_types::has_unsafe_chars(&source) || source.is_empty() || source.len() > 4096 {
+            return Err(Error::InvalidArgs(format!(
+                "{}: the source must be printable, 1 to 4096 bytes",
+                appmgr_types::escape_for_display(&source)
+            )));
+        }
+        let mut allow_downgrade = false;
+        for (k, v) in &options {
+            match k.as_str() {
+                "allow-downgrade" => {
+                    allow_downgrade = bool::try_from(v).map_err(|_| {
+                        Error::InvalidArgs("option allow-downgrade: expected a boolean".into())
+                    })?
+                }
+                other => {
+                    return Err(Error::InvalidArgs(format!(
+                        "unknown option {}",
+                        appmgr_types::escape_for_display(other)
+                    )))
+                }
+            }
+        }
+        let op = appmgr_core::worker::Op::InstallRemote {
+            source,
+            allow_downgrade,
+        };
+        self.install_op(&caller, emitter, op, None).await
     }
 
     /// Removes an app or runtime (a running service is stopped first). No options yet;

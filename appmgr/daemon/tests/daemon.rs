@@ -1209,3 +1209,45 @@ fn a_launch_the_launcher_refuses_fails_start_with_policy_refused() {
     );
     assert_ne!(status(&e, id)["state"], "running");
 }
+
+#[test]
+fn remote_installs_go_through_appmgrd() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
+    let id = "org.example.DaemonRemote";
+    let e = setup(id, "");
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url("fleet/apps");
+    for (v, tree) in [("1.0.0", "r1"), ("2.0.0", "r2")] {
+        let b = e.bundle(
+            &app_manifest(v).replace("org.example.Hello", id),
+            &mk_tree(&e, tree, 200_000),
+            &format!("{tree}.bundle"),
+        );
+        e.ok(&["publish", s(&b), &url]);
+    }
+    e.ok(&["remote", "add", "fleet", &url]);
+    let d = Daemon::start(&e);
+    e.ok(&["install", &format!("fleet:{id}@1.0.0")]);
+    assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
+    assert!(
+        d.log().contains(&format!("installed app/{id}")),
+        "{}",
+        d.log()
+    );
+    let out = e.ok(&["--json", "install", &format!("fleet:{id}")]).json();
+    assert_eq!(out["action"], "updated");
+    assert_eq!(
+        e.app_state_of(id),
+        Some(("2.0.0".into(), Some("1.0.0".into())))
+    );
+    assert!(
+        d.log().contains(&format!("updated app/{id}")),
+        "{}",
+        d.log()
+    );
+    // Refusals are the same through appmgrd as on the local path, and change nothing.
+    let before = e.snapshot();
+    same_output(&e, &["install", &format!("fleet:{id}@9.9.9")]);
+    same_output(&e, &["install", &format!("fleet:{id}@1.0.0")]);
+    assert_eq!(before, e.snapshot());
+}
