@@ -55,9 +55,13 @@ impl Command {
     pub fn route(&self) -> Route {
         use Command::*;
         let (store, daemon, daemon_only) = match self {
-            Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck => {
-                (true, true, false)
-            }
+            Install { .. }
+            | Update { .. }
+            | List
+            | Info { .. }
+            | Remove { .. }
+            | Rollback { .. }
+            | Fsck => (true, true, false),
             Permissions { .. } | Ps | Kill { .. } => (false, true, false),
             Start { .. } | Stop { .. } | Status { .. } => (false, true, true),
             // Always local: the app runs in the foreground; reload applies to running
@@ -120,6 +124,9 @@ pub enum Command {
         #[arg(long, hide = true)]
         name: Option<String>,
     },
+    /// Update installed apps and runtimes (all, or those of the IDs named) to the newest
+    /// version a configured remote offers with a trusted signature (runtimes first).
+    Update { ids: Vec<String> },
     /// Installed apps and runtimes.
     List,
     /// One installed app or runtime: versions and deployments.

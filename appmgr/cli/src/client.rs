@@ -166,6 +166,7 @@ async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliRe
             allow_downgrade,
             name,
         } => install(g, conn, file, *allow_downgrade, name.as_deref()).await,
+        Update { ids } => install_call(conn, "Update", &(ids, &no_opts)).await,
         List => method(conn, "List", &()).await,
         Info { id } => method(conn, "Info", &(id.as_str(),)).await,
         Remove { id } => method(conn, "Remove", &(id.as_str(), &no_opts)).await,

@@ -241,6 +241,7 @@ fn run_store(cli: Cli) -> CliResult<Output> {
             allow_downgrade,
             name,
         } => local::install(g, file, *allow_downgrade, name.as_deref()),
+        Update { ids } => store_ops::update(&ctx, ids, &mut |_| {}).map(|(o, _)| o),
         List => records::list(&ctx),
         Info { id } => records::info(&ctx, id),
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
@@ -295,12 +296,16 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
                 g.state_dir.display()
             ),
         )),
-        Install { .. } | List | Info { .. } | Remove { .. } | Rollback { .. } | Fsck => {
-            Err(CliError::new(
-                appmgr_types::ErrorClass::Other,
-                "store commands run in appmgr-ops",
-            ))
-        }
+        Install { .. }
+        | Update { .. }
+        | List
+        | Info { .. }
+        | Remove { .. }
+        | Rollback { .. }
+        | Fsck => Err(CliError::new(
+            appmgr_types::ErrorClass::Other,
+            "store commands run in appmgr-ops",
+        )),
         Run { .. } => unreachable!("run is dispatched before"),
     }
 }

@@ -476,3 +476,61 @@ fn a_bundle_streams_from_a_plain_url() {
     let msg = e.fails(&["install", "https://127.0.0.1:1/x.bundle"], 2);
     assert!(msg.contains("https is not supported"), "{msg}");
 }
+
+#[test]
+fn update_installs_the_newest_trusted_versions() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let before = e.snapshot();
+    let msg = e.fails(&["update"], 5);
+    assert!(msg.contains("no remote is configured"), "{msg}");
+    assert_eq!(before, e.snapshot());
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    add_remote(&e, "fleet", &url);
+    for b in [
+        e.runtime_bundle("1.0.0"),
+        e.app_bundle("2.0.0"),
+        e.app_bundle("3.0.0"),
+    ] {
+        e.ok(&["publish", s(&b), &url]);
+    }
+    // An untrusted 4.0.0 is not taken.
+    e.ok(&["key", "generate", "--out", s(&e.p("rogue"))]);
+    let m = e.p("rogue4.toml");
+    fs::write(&m, app_manifest("4.0.0")).unwrap();
+    let rogue = e.p("rogue4.bundle");
+    e.ok(&[
+        "bundle",
+        "create",
+        "--manifest",
+        s(&m),
+        "--root",
+        s(&e.p("app-3.0.0")),
+        "--key",
+        s(&e.p("rogue.key")),
+        "--out",
+        s(&rogue),
+    ]);
+    e.ok(&["publish", s(&rogue), &url]);
+    let msg = e.fails(&["update", "org.example.Nope"], 5);
+    assert!(msg.contains("not installed"), "{msg}");
+    assert_eq!(before, e.snapshot());
+
+    let out = e.ok(&["--json", "update"]).json();
+    assert_eq!(out["updated"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["updated"][0]["remote"], "fleet");
+    assert_eq!(out["updated"][0]["action"], "updated");
+    assert_eq!(
+        out["up-to-date"][0]["ref"],
+        format!("runtime/org.example.Platform/{}/1", arch())
+    );
+    assert_eq!(e.app_state(), Some(("3.0.0".into(), Some("1.0.0".into()))));
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 3.0.0\n");
+    // Nothing newer: nothing written.
+    let now = e.snapshot();
+    let out = e.ok(&["--json", "update", "org.example.Hello"]).json();
+    assert_eq!(out["updated"], serde_json::json!([]));
+    assert_eq!(now, e.snapshot());
+    e.fsck_clean();
+}

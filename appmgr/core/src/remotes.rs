@@ -612,3 +612,125 @@ pub fn open_source(
         }
     }
 }
+
+/// One update `update` will install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub ref_name: appmgr_types::RefName,
+    pub from: Version,
+    pub to: Version,
+    pub remote: String,
+}
+
+impl Planned {
+    /// The install source: exactly this version from this remote.
+    pub fn source(&self) -> Source {
+        Source::Remote {
+            remote: self.remote.clone(),
+            id: self.ref_name.id.clone(),
+            version: Some(self.to.clone()),
+        }
+    }
+}
+
+/// What `update [ID…]` does: for every installed ref (or those of the IDs named, each of
+/// which must be installed), the highest version that a configured remote offers with a
+/// trusted signature for the same kind, ID, arch and branch, when it is newer than the
+/// current one and not below the highest ever installed (the downgrade record). Runtimes
+/// come first, so an app's newer runtime is there before the app. Also returns the refs
+/// that are up to date.
+pub fn update_plan(
+    g: &Ctx,
+    ids: &[String],
+) -> CoreResult<(Vec<Planned>, Vec<appmgr_state::RefInfo>)> {
+    let mut installed = appmgr_state::View::new(&g.state_dir).list_installed()?;
+    for id in ids {
+        if !installed.iter().any(|i| i.ref_name.id.as_str() == id) {
+            return Err(Error::new(
+                ErrorClass::NotFound,
+                format!("{}: not installed", escape_for_display(id)),
+            ));
+        }
+    }
+    if !ids.is_empty() {
+        installed.retain(|i| ids.iter().any(|id| i.ref_name.id.as_str() == id));
+    }
+    let remotes = load(&g.config_dir)?;
+    if remotes.is_empty() {
+        return Err(Error::new(
+            ErrorClass::NotFound,
+            format!(
+                "no remote is configured ({}/{REMOTES_DIR}/ is empty; see appmgr remote add)",
+                g.config_dir.display()
+            ),
+        ));
+    }
+    let trust = TrustStore::load(&g.config_dir)?;
+    let mut all = Vec::new();
+    for r in &remotes {
+        let client = Client::new(r.limits);
+        for o in offers(r, &trust, &client)? {
+            if o.refusal.is_none() {
+                if let Some(m) = o.manifest {
+                    all.push((r.name.clone(), m));
+                }
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    let mut current = Vec::new();
+    for i in installed {
+        let Some(cur) = &i.current else { continue };
+        let r = &i.ref_name;
+        let best = all
+            .iter()
+            .filter(|(_, m)| {
+                m.id == r.id
+                    && m.kind == r.kind
+                    && m.arch == r.arch
+                    && m.branch == r.branch
+                    && m.version > cur.version
+                    && m.version >= i.highest_version
+            })
+            .max_by(|a, b| a.1.version.cmp(&b.1.version));
+        match best {
+            Some((remote, m)) => plan.push(Planned {
+                ref_name: r.clone(),
+                from: cur.version.clone(),
+                to: m.version.clone(),
+                remote: remote.clone(),
+            }),
+            None => current.push(i),
+        }
+    }
+    plan.sort_by_key(|p| {
+        (
+            p.ref_name.kind != appmgr_types::Kind::Runtime,
+            p.ref_name.to_string(),
+        )
+    });
+    Ok((plan, current))
+}
+
+/// `update`'s output: each install's own output, then the refs that are up to date.
+pub fn update_output(done: Vec<(Planned, Output)>, current: &[appmgr_state::RefInfo]) -> Output {
+    let mut text = String::new();
+    let mut updated = Vec::new();
+    for (p, out) in done {
+        text.push_str(&out.text);
+        let mut j = out.json;
+        j["remote"] = json!(p.remote);
+        updated.push(j);
+    }
+    let mut up_to_date = Vec::new();
+    for i in current {
+        let v = i
+            .current
+            .as_ref()
+            .map(|c| c.version.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(text, "{} {v} is up to date", i.ref_name);
+        up_to_date.push(json!({"ref": i.ref_name.to_string(), "version": v}));
+    }
+    Output::new(text, json!({"updated": updated, "up-to-date": up_to_date}))
+}

@@ -272,6 +272,45 @@ impl Manager {
         self.install_op(&caller, emitter, op, None).await
     }
 
+    /// Updates installed apps and runtimes (all, or those of `ids`) to the newest version a
+    /// configured remote offers with a trusted signature, runtimes first: one
+    /// `InstallRemote` each, with its progress signals, journal entry and service
+    /// follow-up. No options yet; unknown ones are refused.
+    async fn update(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        ids: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, String), Error> {
+        let caller = self.authorize(conn, &hdr, "Update").await?;
+        no_options(&options)?;
+        if let Some(bad) = ids
+            .iter()
+            .find(|i| appmgr_types::has_unsafe_chars(i) || i.len() > 255)
+        {
+            return Err(Error::InvalidArgs(format!(
+                "{}: not an ID",
+                appmgr_types::escape_for_display(bad)
+            )));
+        }
+        let g = self.d.ctx();
+        let (plan, current) =
+            Self::blocking(move || appmgr_core::remotes::update_plan(&g, &ids)).await?;
+        let mut done = Vec::new();
+        for p in plan {
+            let op = appmgr_core::worker::Op::InstallRemote {
+                source: format!("{}:{}@{}", p.remote, p.ref_name.id, p.to),
+                allow_downgrade: false,
+            };
+            let (text, json) = self.install_op(&caller, emitter.clone(), op, None).await?;
+            let json = serde_json::from_str(&json).unwrap_or_default();
+            done.push((p, appmgr_core::Output::new(text, json)));
+        }
+        reply(appmgr_core::remotes::update_output(done, &current))
+    }
+
     /// Removes an app or runtime (a running service is stopped first). No options yet;
     /// unknown ones are refused.
     async fn remove(

@@ -1250,4 +1250,18 @@ fn remote_installs_go_through_appmgrd() {
     same_output(&e, &["install", &format!("fleet:{id}@9.9.9")]);
     same_output(&e, &["install", &format!("fleet:{id}@1.0.0")]);
     assert_eq!(before, e.snapshot());
+    // update: one InstallRemote per newer version, through appmgrd.
+    let b3 = e.bundle(
+        &app_manifest("3.0.0").replace("org.example.Hello", id),
+        &mk_tree(&e, "r3", 200_000),
+        "r3.bundle",
+    );
+    e.ok(&["publish", s(&b3), &url]);
+    let out = e.ok(&["--json", "update", id]).json();
+    assert_eq!(out["updated"][0]["remote"], "fleet", "{out}");
+    assert_eq!(
+        e.app_state_of(id),
+        Some(("3.0.0".into(), Some("2.0.0".into())))
+    );
+    assert!(d.log().contains("from 2.0.0 to 3.0.0"), "{}", d.log());
 }

@@ -370,3 +370,34 @@ pub fn fsck_report(g: &Ctx) -> CoreResult<Output> {
     });
     Ok(Output::new(t, j))
 }
+
+/// `update [ID…]`: installs what [`appmgr_core::remotes::update_plan`] finds, one
+/// atomic install after the other (runtimes first). A failure stops there, naming the
+/// ref; the installs before it stay (each is complete), and the error carries their
+/// output.
+pub fn update(
+    g: &Ctx,
+    ids: &[String],
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<(Output, Vec<Change>)> {
+    let (plan, current) = appmgr_core::remotes::update_plan(g, ids)?;
+    let mut done = Vec::new();
+    let mut changes = Vec::new();
+    for p in plan {
+        match install_source(g, &p.source(), false, progress) {
+            Ok(d) => {
+                changes.push(d.change);
+                done.push((p, d.output));
+            }
+            Err(e) => {
+                let msg = format!(
+                    "{} {} from remote {}: {}",
+                    p.ref_name, p.to, p.remote, e.message
+                );
+                let partial = appmgr_core::remotes::update_output(done, &[]);
+                return Err(Error::new(e.class, msg).with_output(partial));
+            }
+        }
+    }
+    Ok((appmgr_core::remotes::update_output(done, &current), changes))
+}
