@@ -14,7 +14,8 @@ fn layer(name: &str) -> Option<u32> {
         // (checked below).
         "appmgr-types" | "appmgr-testkit" => 0,
         "appmgr-cgroup" | "appmgr-bundle" | "appmgr-board" | "appmgr-sandbox" | "appmgr-state" => 1,
-        "appmgr-store" | "appmgr-policy" => 2,
+        // appmgr-remote: OCI registries and downloads, over the bundle format.
+        "appmgr-store" | "appmgr-policy" | "appmgr-remote" => 2,
         "appmgr-core" => 3,
         // The store mutations, over core: only appmgr-ops links them.
         "appmgr-storeops" => 4,
