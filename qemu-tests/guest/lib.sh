@@ -102,15 +102,36 @@ qt_setup_keys() {
 
 # qt_bundle KIND ID VERSION OUT [RUNTIME COMMAND]: build a tree and sign a
 # bundle (app defaults: runtime org.qt.Runtime, command qt-cmd).
-# QT_MANIFEST_EXTRA is appended to the manifest ([permissions], [resources]).
+# QT_MANIFEST_EXTRA is appended to the manifest ([permissions], [resources]);
+# QT_BUNDLE_PAD_KB=N adds share/pad, N KiB from /dev/urandom (a bigger bundle
+# that no compression shrinks, e.g. for a download long enough to cut).
 qt_bundle() {
 	d=/tmp/qt-tree-$2-$3
 	rm -rf "$d"
 	mkdir -p "$d"
 	if [ "$1" = runtime ]; then qt_mk_runtime "$d/root"; else qt_mk_app "$d/root" "$3"; fi
+	if [ -n "${QT_BUNDLE_PAD_KB:-}" ]; then
+		dd if=/dev/urandom of="$d/root/share/pad" bs=1024 count="$QT_BUNDLE_PAD_KB" 2>/dev/null ||
+			qt_fail "cannot write $QT_BUNDLE_PAD_KB KiB of padding"
+	fi
 	qt_manifest "$d/manifest.toml" "$2" "$1" "$3" "${5:-org.qt.Runtime}" "${6:-qt-cmd}"
 	[ -n "${QT_MANIFEST_EXTRA:-}" ] && printf '%s\n' "$QT_MANIFEST_EXTRA" >>"$d/manifest.toml"
 	qt_run 0 appmgr bundle create --manifest "$d/manifest.toml" --root "$d/root" --key "${QT_KEY:-/tmp/qt-keys/test.key}" --out "$4"
+}
+
+# ---- the host's OCI registry (needs: registry; scenario 95)
+# The host's docker-registry as the guest sees it: qemu's user-mode NIC with
+# restrict=on reaches this address and port and nothing else (lib/registry.sh).
+QT_REGISTRY=10.0.2.100:5000
+# qt_net_up: eth0 (virtio_net, loaded at boot) up as 10.0.2.15/24, slirp's guest
+# address; the registry is on-link, no route needed. Idempotent (setup, prepare
+# and check run in one boot).
+qt_net_up() {
+	qt_wait 10 test -e /sys/class/net/eth0 ||
+		qt_fail "no eth0: the host gives a NIC only to scenarios that declare 'needs: registry'"
+	ip link set eth0 up || qt_fail "ip link set eth0 up failed"
+	ip -4 addr show dev eth0 | grep -q 'inet 10\.0\.2\.15/' ||
+		ip addr add 10.0.2.15/24 dev eth0 || qt_fail "ip addr add 10.0.2.15/24 dev eth0 failed"
 }
 
 # qt_policy NAME TOML: write a policy file into the config dir.

@@ -4,7 +4,9 @@
 BOOT_ALLOWANCE_aarch64=60   # seconds a boot may take before the first scenario
 BOOT_ALLOWANCE_x86_64=120
 
-# qemu_argv ARCH SMP MEM INITRD SERIALLOG [DISK:SERIAL...] -> QEMU_ARGV array
+# qemu_argv ARCH SMP MEM INITRD SERIALLOG [DISK:SERIAL...] -> QEMU_ARGV array.
+# QEMU_NET: the guest's network, "none" (default: no NIC at all) or "registry"
+# (a user-mode NIC that reaches only the host's registry: lib/registry.sh).
 qemu_argv() {
 	local a=$1 smp=$2 mem=$3 initrd=$4 log=$5
 	shift 5
@@ -22,7 +24,10 @@ qemu_argv() {
 	esac
 	QEMU_ARGV+=(-smp "$smp" -m "$mem" -kernel "$kd/boot/vmlinuz-$kv" -initrd "$initrd"
 		-append "$append" -display none -monitor none -serial "file:$log" -no-reboot
-		-nic none -device virtio-rng-pci)
+		-device virtio-rng-pci)
+	local NIC_ARGV
+	qemu_nic_argv "${QEMU_NET:-none}"
+	QEMU_ARGV+=("${NIC_ARGV[@]}")
 	local i=0 d
 	for d in "$@"; do
 		local fmt=raw
@@ -67,6 +72,9 @@ boot_scenarios() {
 	local a=$1 guest=$2 smp=$3 mem=$4
 	shift 4
 	local dir=$RUN_OUT/$a plan spec="" total n t
+	# a group shares its network (run_arch groups by it): a NIC only for the registry's
+	local QEMU_NET
+	QEMU_NET=$(scenario_net "$1")
 	mkdir -p "$dir"
 	local tag=$1
 	[ $# -gt 1 ] && tag="$1+$(($# - 1))"
@@ -149,7 +157,7 @@ run_arch() {
 	flush_group() {
 		[ ${#group[@]} -eq 0 ] && return 0
 		local g smp mem
-		read -r g smp mem <<<"$gkey"
+		read -r g smp mem _ <<<"$gkey"
 		boot_scenarios "$a" "$g" "$smp" "$mem" "${group[@]}"
 		group=()
 	}
@@ -159,7 +167,7 @@ run_arch() {
 			flush_group
 			run_powercut "$a" "$s"
 		else
-			key="$(scenario_guest "$s") $(scenario_smp "$s") $(scenario_mem "$s")"
+			key="$(scenario_guest "$s") $(scenario_smp "$s") $(scenario_mem "$s") $(scenario_net "$s")"
 			[ "$key" = "$gkey" ] || flush_group
 			gkey=$key
 			group+=("$s")

@@ -76,6 +76,8 @@ host_deps() {
 			break
 		fi
 	done
+	# the guests' OCI registry (needs: registry; lib/registry.sh)
+	if registry_needed; then apt_install docker-registry; fi
 	if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
 		info "rustup target add aarch64-unknown-linux-gnu"
 		rustup target add aarch64-unknown-linux-gnu >"$RUN_OUT/rustup.log" 2>&1 || { cat "$RUN_OUT/rustup.log"; die "rustup target add failed"; }

@@ -6,7 +6,8 @@
 #   plan   /qt/plan.sh: what this boot does                      (per boot)
 
 # Modules loaded at boot (with their dependencies, in order).
-GUEST_MODULES=(virtio_pci virtio_blk virtio_rng ext4 configfs industrialio industrialio-triggered-buffer)
+# virtio_net: the NIC of the scenarios that need the host's registry (lib/registry.sh).
+GUEST_MODULES=(virtio_pci virtio_blk virtio_rng virtio_net ext4 configfs industrialio industrialio-triggered-buffer)
 
 # prune_other DIR GLOB KEEP: remove DIR/GLOB files other than KEEP (images of
 # kernels or package sets this run does not use)

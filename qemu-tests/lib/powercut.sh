@@ -54,6 +54,9 @@ run_powercut() {
 	mkdir -p "$dir"
 	t=$(scenario_timeout "$s")
 	eval "allowance=\$BOOT_ALLOWANCE_$a"
+	# every boot of the scenario (setup, cuts, checks) on the same network
+	local QEMU_NET
+	QEMU_NET=$(scenario_net "$s")
 	local seed=${APPMGR_QEMU_SEED:-$(( $(date +%s) % 32768 ))}
 	RANDOM=$seed
 	local t0 log=$dir/summary.log

@@ -534,3 +534,59 @@ fn update_installs_the_newest_trusted_versions() {
     assert_eq!(now, e.snapshot());
     e.fsck_clean();
 }
+
+#[test]
+fn sigkill_mid_download_keeps_the_old_version_and_a_retry_installs() {
+    require_root!("installs write root-owned files");
+    let e = installed_env();
+    let (b, manifest) = big_app(&e);
+    let blob = fs::read(&b).unwrap();
+    let t = tag("org.example.Hello", "2.0.0");
+    // 100 KiB/s: the 1 MiB download takes about 10 s.
+    let slow = FaultyServer::start(
+        REPO,
+        &t,
+        manifest.clone(),
+        blob.clone(),
+        Fault::Trickle(100 * 1024),
+    );
+    let d = e.cfg.join("remotes.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(
+        d.join("flaky.toml"),
+        format!("url = \"{}\"\nmin-rate = 1024\n", slow.url(REPO)),
+    )
+    .unwrap();
+    let mut child = e
+        .cmd(&["install", "flaky:org.example.Hello"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while slow.blob_requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the install ended before the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The old version is current and intact; the next command collects the leftovers.
+    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
+    e.fsck_clean();
+    let fast = FaultyServer::start(REPO, &t, manifest, blob, Fault::None);
+    fs::write(
+        d.join("flaky.toml"),
+        format!("url = \"{}\"\n", fast.url(REPO)),
+    )
+    .unwrap();
+    e.ok(&["install", "flaky:org.example.Hello"]);
+    assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello big\n");
+    e.fsck_clean();
+}
