@@ -1227,6 +1227,56 @@ fn remote_installs_go_through_appmgrd() {
     }
     e.ok(&["remote", "add", "fleet", &url]);
     let d = Daemon::start(&e);
+    // Only root and operators may install or update from a remote; a refused caller
+    // changes nothing, and a bad source or option is named.
+    let before = e.snapshot();
+    for (uid, groups, method, args, class) in [
+        (
+            65534,
+            "",
+            "InstallRemote",
+            vec![format!("'fleet:{id}'"), "@a{sv} {}".to_string()],
+            "AccessDenied",
+        ),
+        (
+            65534,
+            "",
+            "Update",
+            vec!["@as []".to_string(), "@a{sv} {}".to_string()],
+            "AccessDenied",
+        ),
+        (
+            0,
+            "",
+            "InstallRemote",
+            vec![format!("'fleet:{id}'"), "{'speed': <1>}".to_string()],
+            "InvalidArgs",
+        ),
+        (
+            0,
+            "",
+            "InstallRemote",
+            vec!["'nowhere:x'".to_string(), "@a{sv} {}".to_string()],
+            "InvalidArgs",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (r, _) = run_bounded(
+            gdbus(&d, uid, groups, method, &args),
+            Duration::from_secs(30),
+        );
+        assert_ne!(r.code, 0, "{method} {args:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains(&format!("org.appmgr.Error.{class}")),
+            "{method} {args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            before,
+            e.snapshot(),
+            "{method} {args:?} changed the state dir"
+        );
+    }
     e.ok(&["install", &format!("fleet:{id}@1.0.0")]);
     assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
     assert!(
