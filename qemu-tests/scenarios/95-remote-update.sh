@@ -3,11 +3,12 @@
 # needs: appmgr registry
 # powercut: update
 # timeout: 300
+# cuts: 4
 # An aarch64 device updated from an OCI registry: Debian's docker-registry on
 # the host, reached through a user-mode NIC that can reach nothing else
 # (lib/registry.sh; the guest sees it at 10.0.2.100:5000). The setup boot
 # installs the runtime and app 1.0.0 from files, publishes app 2.0.0 (padded
-# to ≈ 3 MiB, so the stream lasts long enough for cuts to land inside it) and
+# to ≈ 2 MiB, so the stream lasts long enough for cuts to land inside it) and
 # adds the remote; `remote ls` must offer 2.0.0, trusted. The op is
 # `appmgr update` of the app, and the power is cut at random points of it,
 # mostly mid-stream. After each cut: the app is exactly 1.0.0 or 2.0.0, fsck is
@@ -51,7 +52,7 @@ setup)
 	qt_bundle runtime org.qt.Runtime 1.0.0 $F/runtime.bundle
 	qt_bundle app $ID 1.0.0 $F/app-1.bundle
 	# 2.0.0 exists only on the registry: the update can come from nowhere else
-	QT_BUNDLE_PAD_KB=3072
+	QT_BUNDLE_PAD_KB=2048
 	qt_bundle app $ID 2.0.0 /tmp/app-2.bundle
 	QT_BUNDLE_PAD_KB=
 	echo "app 2.0.0 bundle: $(wc -c </tmp/app-2.bundle) bytes"
