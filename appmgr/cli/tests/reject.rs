@@ -4,28 +4,11 @@ use appmgr_testkit::*;
 use std::fs;
 
 fn installed_env() -> Env {
-    let e = Env::new();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    e.ok(&["install", s(&e.app_bundle("1.0.0"))]);
-    e
+    Env::with_demo_app()
 }
 
 fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
-    let before = e.snapshot();
-    let msg = e.fails(args, code);
-    assert!(
-        msg.contains(needle),
-        "message {msg:?} should name {needle:?}"
-    );
-    assert_eq!(before, e.snapshot(), "state changed after refused {args:?}");
-    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
-    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
-    let files = std::path::PathBuf::from(info["deployment"].as_str().unwrap());
-    assert_eq!(
-        fs::read_to_string(files.join("share/version")).unwrap(),
-        "1.0.0"
-    );
-    e.fsck_clean();
+    e.assert_refused_keeps_v1(args, code, needle)
 }
 
 #[test]

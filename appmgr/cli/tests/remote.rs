@@ -16,32 +16,12 @@ fn tag(id: &str, version: &str) -> String {
     format!("{id}_{}_{version}", arch())
 }
 
-/// The demo runtime and app 1.0.0 installed from files; the state as it is then.
 fn installed_env() -> Env {
-    let e = Env::new();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    e.ok(&["install", s(&e.app_bundle("1.0.0"))]);
-    e
+    Env::with_demo_app()
 }
 
-/// Runs a refused install: exit `code`, one line naming `needle`, nothing written, and
-/// app 1.0.0 still current and intact.
 fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
-    let before = e.snapshot();
-    let msg = e.fails(args, code);
-    assert!(
-        msg.contains(needle),
-        "message {msg:?} should name {needle:?}"
-    );
-    assert_eq!(before, e.snapshot(), "state changed after refused {args:?}");
-    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
-    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
-    let files = PathBuf::from(info["deployment"].as_str().unwrap());
-    assert_eq!(
-        fs::read_to_string(files.join("share/version")).unwrap(),
-        "1.0.0"
-    );
-    e.fsck_clean();
+    e.assert_refused_keeps_v1(args, code, needle)
 }
 
 #[test]
@@ -217,21 +197,13 @@ fn refused_offers_install_nothing() {
     e.ok(&["key", "generate", "--out", s(&e.p("rogue"))]);
     let root2 = e.p("app-2.0.0");
     let _ = e.app_bundle("2.0.0");
-    let rogue = e.p("rogue-2.0.0.bundle");
-    let m = e.p("rogue.toml");
-    fs::write(&m, app_manifest("2.0.0")).unwrap();
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&m),
-        "--root",
-        s(&root2),
-        "--key",
-        s(&e.p("rogue.key")),
-        "--out",
-        s(&rogue),
-    ]);
+    let rogue = e.bundle_signed(
+        &app_manifest("2.0.0"),
+        &root2,
+        "rogue-2.0.0.bundle",
+        &e.p("rogue.key"),
+        &[],
+    );
     e.ok(&["publish", s(&rogue), &format!("{url}:rogue")]);
     let ls = e.ok(&["--json", "remote", "ls", "fleet"]).json();
     assert_eq!(ls["offers"][0]["trusted"], false, "{ls}");
@@ -314,40 +286,21 @@ fn tampered_resized_and_mixed_artifacts_install_nothing() {
     fs::copy(e.p("app-2.0.0/bin/hello"), other_root.join("bin/hello")).unwrap();
     fs::write(other_root.join("share/data"), vec![b'x'; 100_000]).unwrap();
     fs::write(other_root.join("share/version"), "2.0.0").unwrap();
-    let other = e.p("other.bundle");
-    let m = e.p("other.toml");
-    fs::write(&m, app_manifest("2.0.0")).unwrap();
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&m),
-        "--root",
-        s(&other_root),
-        "--key",
-        s(&e.key),
-        "--out",
-        s(&other),
-        "--compression",
-        "none",
-    ]);
-    let mut good_none = e.p("good-none.bundle");
-    let m2 = e.p("good-none.toml");
-    fs::write(&m2, app_manifest("2.0.0")).unwrap();
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&m2),
-        "--root",
-        s(&e.p("app-2.0.0")),
-        "--key",
-        s(&e.key),
-        "--out",
-        s(&good_none),
-        "--compression",
-        "none",
-    ]);
+    let none = ["--compression", "none"];
+    let other = e.bundle_signed(
+        &app_manifest("2.0.0"),
+        &other_root,
+        "other.bundle",
+        &e.key,
+        &none,
+    );
+    let good_none = e.bundle_signed(
+        &app_manifest("2.0.0"),
+        &e.p("app-2.0.0"),
+        "good-none.bundle",
+        &e.key,
+        &none,
+    );
     assert_eq!(
         fs::metadata(&other).unwrap().len(),
         fs::metadata(&good_none).unwrap().len()
@@ -360,8 +313,6 @@ fn tampered_resized_and_mixed_artifacts_install_nothing() {
         3,
         "not the one its listing carries",
     );
-    good_none = PathBuf::new();
-    let _ = good_none;
     // The genuine artifact still installs.
     e.ok(&["publish", s(&good), &url]);
     e.ok(&["install", "fleet:org.example.Hello"]);
@@ -497,21 +448,13 @@ fn update_installs_the_newest_trusted_versions() {
     }
     // An untrusted 4.0.0 is not taken.
     e.ok(&["key", "generate", "--out", s(&e.p("rogue"))]);
-    let m = e.p("rogue4.toml");
-    fs::write(&m, app_manifest("4.0.0")).unwrap();
-    let rogue = e.p("rogue4.bundle");
-    e.ok(&[
-        "bundle",
-        "create",
-        "--manifest",
-        s(&m),
-        "--root",
-        s(&e.p("app-3.0.0")),
-        "--key",
-        s(&e.p("rogue.key")),
-        "--out",
-        s(&rogue),
-    ]);
+    let rogue = e.bundle_signed(
+        &app_manifest("4.0.0"),
+        &e.p("app-3.0.0"),
+        "rogue4.bundle",
+        &e.p("rogue.key"),
+        &[],
+    );
     e.ok(&["publish", s(&rogue), &url]);
     let msg = e.fails(&["update", "org.example.Nope"], 5);
     assert!(msg.contains("not installed"), "{msg}");

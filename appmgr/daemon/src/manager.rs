@@ -84,6 +84,43 @@ impl Manager {
     }
 }
 
+/// The options of Install and InstallPath (`allow-downgrade` b, `name` s) and of
+/// InstallRemote (`allow-downgrade` only, unless `with_name`); anything else is refused.
+fn install_options(
+    options: &HashMap<String, OwnedValue>,
+    with_name: bool,
+) -> Result<(bool, Option<String>), Error> {
+    let mut allow_downgrade = false;
+    let mut name = None;
+    for (k, v) in options {
+        match k.as_str() {
+            "allow-downgrade" => {
+                allow_downgrade = bool::try_from(v).map_err(|_| {
+                    Error::InvalidArgs("option allow-downgrade: expected a boolean".into())
+                })?
+            }
+            "name" if with_name => {
+                let n = String::try_from(v.try_clone().map_err(zbus::Error::from)?)
+                    .map_err(|_| Error::InvalidArgs("option name: expected a string".into()))?;
+                if appmgr_types::has_unsafe_chars(&n) || n.len() > 4096 {
+                    return Err(Error::InvalidArgs(format!(
+                        "option name: {}: control characters or too long",
+                        appmgr_types::escape_for_display(&n)
+                    )));
+                }
+                name = Some(n);
+            }
+            other => {
+                return Err(Error::InvalidArgs(format!(
+                    "unknown option {}",
+                    appmgr_types::escape_for_display(other)
+                )))
+            }
+        }
+    }
+    Ok((allow_downgrade, name))
+}
+
 impl Manager {
     /// Install and InstallPath, after the caller was authorized: options, the install in
     /// appmgr-ops with progress signals, the journal entry, and the service follow-up.
@@ -94,33 +131,8 @@ impl Manager {
         bundle: std::os::fd::OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
-        let mut allow_downgrade = false;
-        let mut name = String::from("bundle");
-        for (k, v) in &options {
-            match k.as_str() {
-                "allow-downgrade" => {
-                    allow_downgrade = bool::try_from(v).map_err(|_| {
-                        Error::InvalidArgs("option allow-downgrade: expected a boolean".into())
-                    })?
-                }
-                "name" => {
-                    name = String::try_from(v.try_clone().map_err(zbus::Error::from)?)
-                        .map_err(|_| Error::InvalidArgs("option name: expected a string".into()))?;
-                    if appmgr_types::has_unsafe_chars(&name) || name.len() > 4096 {
-                        return Err(Error::InvalidArgs(format!(
-                            "option name: {}: control characters or too long",
-                            appmgr_types::escape_for_display(&name)
-                        )));
-                    }
-                }
-                other => {
-                    return Err(Error::InvalidArgs(format!(
-                        "unknown option {}",
-                        appmgr_types::escape_for_display(other)
-                    )))
-                }
-            }
-        }
+        let (allow_downgrade, name) = install_options(&options, true)?;
+        let name = name.unwrap_or_else(|| String::from("bundle"));
         let op = appmgr_core::worker::Op::Install {
             name,
             allow_downgrade,
@@ -249,22 +261,7 @@ impl Manager {
                 appmgr_types::escape_for_display(&source)
             )));
         }
-        let mut allow_downgrade = false;
-        for (k, v) in &options {
-            match k.as_str() {
-                "allow-downgrade" => {
-                    allow_downgrade = bool::try_from(v).map_err(|_| {
-                        Error::InvalidArgs("option allow-downgrade: expected a boolean".into())
-                    })?
-                }
-                other => {
-                    return Err(Error::InvalidArgs(format!(
-                        "unknown option {}",
-                        appmgr_types::escape_for_display(other)
-                    )))
-                }
-            }
-        }
+        let (allow_downgrade, _) = install_options(&options, false)?;
         let op = appmgr_core::worker::Op::InstallRemote {
             source,
             allow_downgrade,

@@ -108,6 +108,18 @@ impl Env {
 
     /// [`Env::bundle`] with more `bundle create` options (`--sbom FILE`, ...).
     pub fn bundle_with(&self, manifest: &str, root: &Path, out: &str, more: &[&str]) -> PathBuf {
+        self.bundle_signed(manifest, root, out, &self.key, more)
+    }
+
+    /// [`Env::bundle_with`] signed with another `key` (a `NAME.key` file).
+    pub fn bundle_signed(
+        &self,
+        manifest: &str,
+        root: &Path,
+        out: &str,
+        key: &Path,
+        more: &[&str],
+    ) -> PathBuf {
         let m = self.p(&format!("{out}.toml"));
         fs::write(&m, manifest).unwrap();
         let outp = self.p(out);
@@ -119,7 +131,7 @@ impl Env {
             "--root",
             root.to_str().unwrap(),
             "--key",
-            self.key.to_str().unwrap(),
+            key.to_str().unwrap(),
             "--out",
             outp.to_str().unwrap(),
         ];
@@ -222,6 +234,39 @@ impl Env {
             walk(&self.state, &self.state, &mut out);
         }
         out
+    }
+
+    /// A fresh environment with the demo runtime and app 1.0.0 installed.
+    pub fn with_demo_app() -> Env {
+        let e = Env::new();
+        e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+        e.ok(&["install", s(&e.app_bundle("1.0.0"))]);
+        e
+    }
+
+    /// Runs a command that must be refused with exit `code` and a one-line message naming
+    /// `needle`, and checks that nothing was written and the demo app 1.0.0 is still
+    /// current and intact, fsck clean.
+    pub fn assert_refused_keeps_v1(&self, args: &[&str], code: i32, needle: &str) {
+        let before = self.snapshot();
+        let msg = self.fails(args, code);
+        assert!(
+            msg.contains(needle),
+            "message {msg:?} should name {needle:?}"
+        );
+        assert_eq!(
+            before,
+            self.snapshot(),
+            "state changed after refused {args:?}"
+        );
+        assert_eq!(self.app_state(), Some(("1.0.0".into(), None)));
+        let info = self.ok(&["--json", "info", "org.example.Hello"]).json();
+        let files = PathBuf::from(info["deployment"].as_str().unwrap());
+        assert_eq!(
+            fs::read_to_string(files.join("share/version")).unwrap(),
+            "1.0.0"
+        );
+        self.fsck_clean();
     }
 
     pub fn fsck_clean(&self) {

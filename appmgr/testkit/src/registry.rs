@@ -134,38 +134,32 @@ impl Registry {
             .trim()
             .to_string();
         let sep = if loc.contains('?') { '&' } else { '?' };
-        let st = std::process::Command::new("curl")
-            .args([
-                "-sSf",
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", blob.display()))
-            .arg(format!("{loc}{sep}digest={digest}"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "blob upload");
-        let m = serde_json::to_vec(manifest).unwrap();
+        curl_put(
+            blob,
+            "application/octet-stream",
+            &format!("{loc}{sep}digest={digest}"),
+        );
         let mf = blob.with_extension("manifest.json");
-        std::fs::write(&mf, m).unwrap();
-        let st = std::process::Command::new("curl")
-            .args([
-                "-sSf",
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/vnd.oci.image.manifest.v1+json",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", mf.display()))
-            .arg(format!("{base}/manifests/{tag}"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "manifest upload");
+        std::fs::write(&mf, serde_json::to_vec(manifest).unwrap()).unwrap();
+        curl_put(
+            &mf,
+            "application/vnd.oci.image.manifest.v1+json",
+            &format!("{base}/manifests/{tag}"),
+        );
     }
+}
+
+/// `curl -X PUT` of a file's content, which must succeed.
+fn curl_put(file: &Path, content_type: &str, url: &str) {
+    let st = std::process::Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {content_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(url)
+        .status()
+        .unwrap();
+    assert!(st.success(), "PUT {url}");
 }
 
 impl Drop for Registry {
