@@ -144,6 +144,16 @@ qt_policy() {
 # the last qt_run's output), strings unquoted. Nested objects and arrays are
 # dropped first, so e.g. "previous":{"version":...} never answers for "version"
 # (serde_json sorts keys: "previous" comes before "version").
+# qt_version_of ID: the installed version of ID, or "absent" (appmgr info's exit 5);
+# fails, printing appmgr's answer, on any other error.
+qt_version_of() {
+	appmgr --json info "$1" >/tmp/info.out 2>&1
+	rc=$?
+	if [ $rc = 5 ]; then echo absent; return 0; fi
+	[ $rc = 0 ] || { cat /tmp/info.out; return 1; }
+	qt_json_field version /tmp/info.out
+}
+
 qt_json_field() {
 	s=$(tr -d '\n' <"${2:-/tmp/qt-out}")
 	s=${s#*\{}

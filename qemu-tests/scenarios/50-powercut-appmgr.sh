@@ -12,15 +12,6 @@ phase=$1 op=$2
 F=/state/fixtures
 ID=org.qt.Cut
 
-# version_now: installed version of $ID, or "absent"
-version_now() {
-	appmgr --json info $ID >/tmp/info.out 2>&1
-	rc=$?
-	if [ $rc = 5 ]; then echo absent; return 0; fi
-	[ $rc = 0 ] || { cat /tmp/info.out; return 1; }
-	qt_json_field version /tmp/info.out
-}
-
 case $phase in
 setup)
 	qt_need_appmgr appmgr-launch
@@ -37,7 +28,7 @@ setup)
 	rollback) qt_run 0 appmgr install $F/app-1.bundle; qt_run 0 appmgr install $F/app-2.bundle ;;
 	esac
 	sync
-	echo "setup $op: $ID is $(version_now)"
+	echo "setup $op: $ID is $(qt_version_of $ID)"
 	;;
 prepare)
 	qt_need_appmgr
@@ -52,7 +43,7 @@ op)
 	;;
 check)
 	qt_need_appmgr
-	v=$(version_now) || qt_fail "appmgr info failed after the cut"
+	v=$(qt_version_of $ID) || qt_fail "appmgr info failed after the cut"
 	case $op:$v in
 	install:absent|update:1.0.0|rollback:2.0.0|remove:1.0.0) echo "@@STATE old" ;;
 	install:1.0.0|update:2.0.0|rollback:1.0.0|remove:absent) echo "@@STATE new" ;;

@@ -21,15 +21,6 @@ F=/state/fixtures
 ID=org.qt.Remote
 URL=oci://$QT_REGISTRY/fleet/apps
 
-# version_now: installed version of $ID, or "absent"
-version_now() {
-	appmgr --json info $ID >/tmp/info.out 2>&1
-	rc=$?
-	if [ $rc = 5 ]; then echo absent; return 0; fi
-	[ $rc = 0 ] || { cat /tmp/info.out; return 1; }
-	qt_json_field version /tmp/info.out
-}
-
 # registry_up: the network up and the remote answering (a listing; no payload)
 registry_up() {
 	qt_net_up
@@ -74,7 +65,7 @@ setup)
 	[ $found = 1 ] || qt_fail "remote ls fleet does not offer $ID 2.0.0"
 	qt_ok "the registry offers $ID 2.0.0, trusted"
 	sync
-	echo "setup $op: $ID is $(version_now)"
+	echo "setup $op: $ID is $(qt_version_of $ID)"
 	;;
 prepare)
 	qt_need_appmgr
@@ -85,7 +76,7 @@ op)
 	;;
 check)
 	qt_need_appmgr appmgr-launch
-	v=$(version_now) || qt_fail "appmgr info failed after the cut"
+	v=$(qt_version_of $ID) || qt_fail "appmgr info failed after the cut"
 	case $v in
 	1.0.0) echo "@@STATE old" ;;
 	2.0.0) echo "@@STATE new" ;;
@@ -100,7 +91,7 @@ check)
 	want=1
 	[ "$v" = 2.0.0 ] && want=0
 	[ "$(qt_json_get updated.#)" = $want ] || qt_fail "update after the cut at $v updated $(qt_json_get updated.#) refs, not $want"
-	[ "$(version_now)" = 2.0.0 ] || qt_fail "after the update $ID is '$(version_now)', not 2.0.0"
+	[ "$(qt_version_of $ID)" = 2.0.0 ] || qt_fail "after the update $ID is '$(qt_version_of $ID)', not 2.0.0"
 	runs_as 2.0.0
 	qt_run 0 appmgr fsck
 	qt_ok "recovered: $v -> 2.0.0"
