@@ -3,18 +3,10 @@
 use appmgr_testkit::*;
 use std::fs;
 
-fn installed_env() -> Env {
-    Env::with_demo_app()
-}
-
-fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
-    e.assert_refused_keeps_v1(args, code, needle)
-}
-
 #[test]
 fn corrupted_truncated_and_foreign_bundles() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let good = fs::read(e.app_bundle("2.0.0")).unwrap();
     let bad = e.p("bad.bundle");
     // Flipped bytes in manifest, signature, payload and trailer regions.
@@ -30,11 +22,11 @@ fn corrupted_truncated_and_foreign_bundles() {
         let mut b = good.clone();
         b[off] ^= 0x80;
         fs::write(&bad, &b).unwrap();
-        assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
+        e.assert_refused_keeps_v1(&["install", s(&bad)], 3, "bad.bundle");
     }
     for n in [0usize, 100, 1536, good.len() / 2, good.len() - 1] {
         fs::write(&bad, &good[..n]).unwrap();
-        assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
+        e.assert_refused_keeps_v1(&["install", s(&bad)], 3, "bad.bundle");
     }
     fs::write(
         &bad,
@@ -43,16 +35,16 @@ fn corrupted_truncated_and_foreign_bundles() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    assert_refused(&e, &["install", s(&bad)], 3, "bad.bundle");
+    e.assert_refused_keeps_v1(&["install", s(&bad)], 3, "bad.bundle");
 }
 
 #[test]
 fn missing_bundle_file_is_not_found() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     // Exit 5, one line naming the path.
     let missing = e.p("does-not-exist.bundle");
-    assert_refused(&e, &["install", s(&missing)], 5, s(&missing));
+    e.assert_refused_keeps_v1(&["install", s(&missing)], 5, s(&missing));
     // An empty stdin is a bad bundle, not a missing one.
     let before = e.snapshot();
     let r = e.run(&["install", "-"]);
@@ -72,7 +64,7 @@ fn foreign_arch() -> &'static str {
 #[test]
 fn bundle_for_another_arch_is_refused_before_anything_is_written() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let other = foreign_arch();
     // The app and its runtime reference carry the foreign arch.
     let manifest = app_manifest("2.0.0").replace(arch(), other);
@@ -87,13 +79,13 @@ fn bundle_for_another_arch_is_refused_before_anything_is_written() {
         "bundle org.example.Hello is for {other}, this host is {}",
         arch()
     );
-    assert_refused(&e, &["install", s(&app)], 6, &want);
+    e.assert_refused_keeps_v1(&["install", s(&app)], 6, &want);
     let rt = e.bundle(
         &runtime_manifest("2.0.0").replace(arch(), other),
         &e.p("foreign"),
         "foreign-rt.bundle",
     );
-    assert_refused(&e, &["install", s(&rt)], 6, other);
+    e.assert_refused_keeps_v1(&["install", s(&rt)], 6, other);
     // A fresh state dir stays as it was (nothing staged, no object, ref or record).
     let fresh = Env::new();
     let before = fresh.snapshot();
@@ -112,7 +104,7 @@ fn bundle_for_another_arch_is_refused_before_anything_is_written() {
 #[test]
 fn usage_errors_are_json_with_json() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let bundle = e.app_bundle("2.0.0");
     for args in [
         vec!["--json", "install"],
@@ -166,12 +158,12 @@ fn usage_errors_are_json_with_json() {
 #[test]
 fn untrusted_and_out_of_scope_signers() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let v2 = e.app_bundle("2.0.0");
     // Signed by a key that is not trusted.
     let other = Env::new();
     let foreign = other.app_bundle("2.0.0");
-    assert_refused(&e, &["install", s(&foreign)], 3, "trusted");
+    e.assert_refused_keeps_v1(&["install", s(&foreign)], 3, "trusted");
     // Key scoped to other IDs.
     e.ok(&[
         "trust",
@@ -180,16 +172,16 @@ fn untrusted_and_out_of_scope_signers() {
         "--scope",
         "com.other.*",
     ]);
-    assert_refused(&e, &["install", s(&v2)], 3, "org.example.Hello");
+    e.assert_refused_keeps_v1(&["install", s(&v2)], 3, "org.example.Hello");
     // Key removed.
     e.ok(&["trust", "remove", "vendor"]);
-    assert_refused(&e, &["install", s(&v2)], 3, "trusted");
+    e.assert_refused_keeps_v1(&["install", s(&v2)], 3, "trusted");
 }
 
 #[test]
 fn downgrade_and_policy_excess() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     e.ok(&["install", s(&e.app_bundle("2.0.0"))]);
     e.ok(&["rollback", "org.example.Hello"]);
     // now current 1.0.0, previous 2.0.0: installing 1.5.0 is a downgrade below 2.0.0
@@ -204,14 +196,14 @@ fn downgrade_and_policy_excess() {
 #[test]
 fn update_requesting_more_than_policy_grants_is_refused() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     // No policy files: nothing is granted, so an update asking for the network is refused
     // with the excess named and exit 4.
     let greedy = e.app_bundle_with(
         "2.0.0",
         "\n[permissions]\nnetwork = true\ndevices = [\"camera\"]\n",
     );
-    assert_refused(&e, &["install", s(&greedy)], 4, "network");
+    e.assert_refused_keeps_v1(&["install", s(&greedy)], 4, "network");
     let msg = e.fails(&["install", s(&greedy)], 4);
     assert!(msg.contains("camera"), "{msg}");
     // A policy granting network (but not camera) still refuses, naming only camera.
@@ -319,7 +311,7 @@ fn bad_manifests_are_refused_at_create() {
 #[test]
 fn concurrent_operations_are_serialized() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let bundles: Vec<_> = ["2.0.0", "3.0.0", "4.0.0", "5.0.0"]
         .iter()
         .map(|v| e.app_bundle(v))

@@ -16,14 +16,6 @@ fn tag(id: &str, version: &str) -> String {
     format!("{id}_{}_{version}", arch())
 }
 
-fn installed_env() -> Env {
-    Env::with_demo_app()
-}
-
-fn assert_refused(e: &Env, args: &[&str], code: i32, needle: &str) {
-    e.assert_refused_keeps_v1(args, code, needle)
-}
-
 #[test]
 fn publish_list_install_and_update_from_a_registry() {
     require_root!("installs write root-owned files");
@@ -188,7 +180,7 @@ fn bad_remote_arguments_are_refused_and_change_no_config() {
 #[test]
 fn refused_offers_install_nothing() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let reg = Registry::start(e.dir.path());
     let url = reg.url(REPO);
     add_remote(&e, "fleet", &url);
@@ -216,14 +208,8 @@ fn refused_offers_install_nothing() {
             .contains("trusted key"),
         "{ls}"
     );
-    assert_refused(
-        &e,
-        &["install", "fleet:org.example.Hello"],
-        3,
-        "trusted key",
-    );
-    assert_refused(
-        &e,
+    e.assert_refused_keeps_v1(&["install", "fleet:org.example.Hello"], 3, "trusted key");
+    e.assert_refused_keeps_v1(
         &["install", "fleet:org.example.Hello@2.0.0"],
         3,
         "trusted key",
@@ -245,7 +231,7 @@ fn republish(reg: &Registry, e: &Env, blob: &Path, edit: impl FnOnce(&mut serde_
 #[test]
 fn tampered_resized_and_mixed_artifacts_install_nothing() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let reg = Registry::start(e.dir.path());
     let url = reg.url(REPO);
     add_remote(&e, "fleet", &url);
@@ -260,7 +246,7 @@ fn tampered_resized_and_mixed_artifacts_install_nothing() {
     let tampered = e.p("tampered.bundle");
     fs::write(&tampered, &t).unwrap();
     republish(&reg, &e, &tampered, |_| {});
-    assert_refused(&e, &["install", "fleet:org.example.Hello"], 3, "fleet:");
+    e.assert_refused_keeps_v1(&["install", "fleet:org.example.Hello"], 3, "fleet:");
 
     // Endless data: the layer claims more than the signed manifest implies.
     let mut long = bytes.clone();
@@ -276,7 +262,7 @@ fn tampered_resized_and_mixed_artifacts_install_nothing() {
             .contains("implies"),
         "{ls}"
     );
-    assert_refused(&e, &["install", "fleet:org.example.Hello"], 3, "implies");
+    e.assert_refused_keeps_v1(&["install", "fleet:org.example.Hello"], 3, "implies");
 
     // Mix and match: a genuine, trusted bundle of the same size under another bundle's
     // signed listing.
@@ -307,8 +293,7 @@ fn tampered_resized_and_mixed_artifacts_install_nothing() {
     );
     e.ok(&["publish", s(&good_none), &url]);
     republish(&reg, &e, &other, |_| {});
-    assert_refused(
-        &e,
+    e.assert_refused_keeps_v1(
         &["install", "fleet:org.example.Hello"],
         3,
         "not the one its listing carries",
@@ -367,7 +352,7 @@ fn faulty_remote(e: &Env, fault: Fault, extra: &str) -> FaultyServer {
 #[test]
 fn a_cut_download_resumes_where_it_stopped() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let srv = faulty_remote(&e, Fault::CutFirstAt(300_000), "");
     e.ok(&["install", "flaky:org.example.Hello"]);
     assert_eq!(e.app_state(), Some(("2.0.0".into(), Some("1.0.0".into()))));
@@ -379,7 +364,7 @@ fn a_cut_download_resumes_where_it_stopped() {
 #[test]
 fn endless_data_is_read_only_to_the_signed_length() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let srv = faulty_remote(&e, Fault::Endless, "");
     let (r, took) = run_bounded(
         e.cmd(&["install", "flaky:org.example.Hello"]),
@@ -394,7 +379,7 @@ fn endless_data_is_read_only_to_the_signed_length() {
 #[test]
 fn a_slow_retrieval_is_refused_and_installs_nothing() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     // 20 KiB/s served, 200 KiB/s required over each 1 s window.
     let _srv = faulty_remote(
         &e,
@@ -402,12 +387,7 @@ fn a_slow_retrieval_is_refused_and_installs_nothing() {
         "min-rate = 204800\nrate-window-s = 1\n",
     );
     let start = std::time::Instant::now();
-    assert_refused(
-        &e,
-        &["install", "flaky:org.example.Hello"],
-        3,
-        "slow retrieval",
-    );
+    e.assert_refused_keeps_v1(&["install", "flaky:org.example.Hello"], 3, "slow retrieval");
     assert!(
         start.elapsed() < std::time::Duration::from_secs(20),
         "{:?}",
@@ -418,7 +398,7 @@ fn a_slow_retrieval_is_refused_and_installs_nothing() {
 #[test]
 fn a_bundle_streams_from_a_plain_url() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let srv = faulty_remote(&e, Fault::None, "");
     let url = format!("http://127.0.0.1:{}/downloads/big.bundle", srv.port);
     let out = e.ok(&["--json", "install", &url]).json();
@@ -431,7 +411,7 @@ fn a_bundle_streams_from_a_plain_url() {
 #[test]
 fn update_installs_the_newest_trusted_versions() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let before = e.snapshot();
     let msg = e.fails(&["update"], 5);
     assert!(msg.contains("no remote is configured"), "{msg}");
@@ -481,7 +461,7 @@ fn update_installs_the_newest_trusted_versions() {
 #[test]
 fn sigkill_mid_download_keeps_the_old_version_and_a_retry_installs() {
     require_root!("installs write root-owned files");
-    let e = installed_env();
+    let e = Env::with_demo_app();
     let (b, manifest) = big_app(&e);
     let blob = fs::read(&b).unwrap();
     let t = tag("org.example.Hello", "2.0.0");
