@@ -10,7 +10,7 @@ CVE_PRODUCT = "appmgr"
 # The workspace's license is declared in the root Cargo.toml (`[workspace.package]`);
 # yocto-layer/check recomputes this checksum against the tree.
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=26;endline=26;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=27;endline=27;md5=2507bd5f0713f05419cd2f22fa06fe62"
 
 DEPENDS = "glib-2.0 libseccomp ostree"
 
