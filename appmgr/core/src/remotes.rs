@@ -327,7 +327,13 @@ pub fn offers(r: &Remote, trust: &TrustStore, client: &Client) -> CoreResult<Vec
                     digest: String::new(),
                     manifest_bytes: Vec::new(),
                     signature: Vec::new(),
-                    bundle: appmgr_remote::artifact::empty_config(),
+                    // Nothing of it is known: no layer is shown.
+                    bundle: appmgr_remote::Descriptor {
+                        media_type: String::new(),
+                        digest: String::new(),
+                        size: 0,
+                        annotations: Default::default(),
+                    },
                 },
                 manifest: None,
                 signer: None,

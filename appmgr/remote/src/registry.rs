@@ -75,10 +75,6 @@ impl Client {
         Client { agent, limits }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     fn repo_url(r: &OciRef, tail: &str) -> String {
         format!("{}/v2/{}/{tail}", r.base_url(), r.repo)
     }

@@ -77,20 +77,6 @@ impl BlobStream {
         }
     }
 
-    /// Bytes delivered so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// How often the download was resumed.
-    pub fn resumes(&self) -> u32 {
-        self.resumes
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Opens (or reopens at the offset) the connection.
     fn connect(&mut self) -> io::Result<()> {
         let mut req = self.agent.get(&self.url);
