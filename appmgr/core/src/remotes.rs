@@ -600,43 +600,55 @@ pub fn open_source(
                     format!("remote {remote} offers no trusted {what} for {host}"),
                 ));
             };
-            let name = PathBuf::from(format!("{remote}:{}", o.listing.tag));
-            let s = client.blob(&r.url, &o.listing.bundle)?;
-            let b = appmgr_bundle::open_reader(Box::new(s), &name, Some(trust))
-                .map_err(crate::bundle_read_error)?;
-            // Mix and match: the bundle must carry the very manifest that was listed.
-            if b.manifest_bytes() != o.listing.manifest_bytes.as_slice() {
-                return Err(Error::new(
-                    ErrorClass::Integrity,
-                    format!(
-                        "{}: the bundle's manifest is not the one its listing carries",
-                        name.display()
-                    ),
-                ));
-            }
-            Ok((b, name))
+            open_listing(&r, &client, &o.listing, trust)
         }
     }
 }
 
+/// Streams the bundle of a checked listing of remote `r`; its manifest must be the listed
+/// one byte for byte (mix and match).
+fn open_listing(
+    r: &Remote,
+    client: &Client,
+    listing: &Listing,
+    trust: &TrustStore,
+) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
+    let name = PathBuf::from(format!("{}:{}", r.name, listing.tag));
+    let s = client.blob(&r.url, &listing.bundle)?;
+    let b = appmgr_bundle::open_reader(Box::new(s), &name, Some(trust))
+        .map_err(crate::bundle_read_error)?;
+    if b.manifest_bytes() != listing.manifest_bytes.as_slice() {
+        return Err(Error::new(
+            ErrorClass::Integrity,
+            format!(
+                "{}: the bundle's manifest is not the one its listing carries",
+                name.display()
+            ),
+        ));
+    }
+    Ok((b, name))
+}
+
+/// The bundle stream of a planned update, from the listing the plan chose (no second
+/// pass over the remote's tags).
+pub fn open_planned(
+    g: &Ctx,
+    p: &Planned,
+    trust: &TrustStore,
+) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
+    let r = find(&g.config_dir, &p.remote)?;
+    open_listing(&r, &Client::new(r.limits), &p.listing, trust)
+}
+
 /// One update `update` will install.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Planned {
     pub ref_name: appmgr_types::RefName,
     pub from: Version,
     pub to: Version,
     pub remote: String,
-}
-
-impl Planned {
-    /// The install source: exactly this version from this remote.
-    pub fn source(&self) -> Source {
-        Source::Remote {
-            remote: self.remote.clone(),
-            id: self.ref_name.id.clone(),
-            version: Some(self.to.clone()),
-        }
-    }
+    /// The listing chosen (its signed manifest verified).
+    pub listing: Listing,
 }
 
 /// What `update [ID…]` does: for every installed ref (or those of the IDs named, each of
@@ -678,7 +690,7 @@ pub fn update_plan(
         for o in offers(r, &trust, &client)? {
             if o.refusal.is_none() {
                 if let Some(m) = o.manifest {
-                    all.push((r.name.clone(), m));
+                    all.push((r.name.clone(), m, o.listing));
                 }
             }
         }
@@ -690,7 +702,7 @@ pub fn update_plan(
         let r = &i.ref_name;
         let best = all
             .iter()
-            .filter(|(_, m)| {
+            .filter(|(_, m, _)| {
                 m.id == r.id
                     && m.kind == r.kind
                     && m.arch == r.arch
@@ -700,11 +712,12 @@ pub fn update_plan(
             })
             .max_by(|a, b| a.1.version.cmp(&b.1.version));
         match best {
-            Some((remote, m)) => plan.push(Planned {
+            Some((remote, m, listing)) => plan.push(Planned {
                 ref_name: r.clone(),
                 from: cur.version.clone(),
                 to: m.version.clone(),
                 remote: remote.clone(),
+                listing: listing.clone(),
             }),
             None => current.push(i),
         }

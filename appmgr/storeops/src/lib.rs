@@ -384,7 +384,11 @@ pub fn update(
     let mut done = Vec::new();
     let mut changes = Vec::new();
     for p in plan {
-        match install_source(g, &p.source(), false, progress) {
+        let installed = TrustStore::load(&g.config_dir)
+            .map_err(Error::from)
+            .and_then(|trust| appmgr_core::remotes::open_planned(g, &p, &trust))
+            .and_then(|(bundle, name)| install_bundle(g, bundle, &name, false, progress));
+        match installed {
             Ok(d) => {
                 changes.push(d.change);
                 done.push((p, d.output));
