@@ -77,6 +77,7 @@ impl Command {
             | Board(_)
             | Sbom { .. }
             | Publish { .. }
+            | Tuf(_)
             | Remote(_) => (false, false, false),
         };
         Route {
@@ -166,7 +167,24 @@ pub enum Command {
         file: PathBuf,
         /// oci://HOST[:PORT]/REPO[:TAG]
         target: String,
+        /// Also list the bundle in the remote's TUF metadata, under this root (the
+        /// publisher's current root.json).
+        #[arg(long = "tuf-root", requires = "tuf_keys")]
+        tuf_root: Option<PathBuf>,
+        /// A key that signs the targets, snapshot and timestamp metadata (repeat to
+        /// meet each role's threshold).
+        #[arg(long = "tuf-key", requires = "tuf_root")]
+        tuf_keys: Vec<PathBuf>,
+        /// The bundle's release counter (default: one more than its ID's highest).
+        #[arg(long, requires = "tuf_root")]
+        release: Option<u64>,
+        /// How long the new metadata stays valid: 7d, 12h, 30m, 90s.
+        #[arg(long, default_value = "7d", requires = "tuf_root")]
+        expires: String,
     },
+    /// TUF metadata for remotes: roots (publisher side).
+    #[command(subcommand)]
+    Tuf(TufCmd),
     /// Remotes: OCI registry repositories to install from (CONFIG/remotes.d/).
     #[command(subcommand)]
     Remote(RemoteCmd),
@@ -185,9 +203,41 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TufCmd {
+    /// Write a new root metadata file, signed with the --sign keys (a rotation: the
+    /// previous root's keys and the new root's own).
+    #[command(disable_version_flag = true)]
+    Root {
+        out: PathBuf,
+        #[arg(long)]
+        version: u64,
+        /// How long it stays valid: 365d, 12h, …
+        #[arg(long, default_value = "365d")]
+        expires: String,
+        /// ROLE=KEYFILE (root, targets, snapshot, timestamp): a key of that role
+        /// (the private key file; its public part goes into the root).
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// ROLE=K: how many of the role's keys must sign (default 1).
+        #[arg(long = "threshold")]
+        thresholds: Vec<String>,
+        /// A key file that signs this root.
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RemoteCmd {
     /// Add a remote: a registry repository, oci://HOST[:PORT]/REPO.
-    Add { name: String, url: String },
+    Add {
+        name: String,
+        url: String,
+        /// The remote's TUF root metadata (trust anchor): installs and updates then
+        /// follow its verified targets, release counters and expiry.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Configured remotes.
     List,
     /// Remove a remote.

@@ -242,7 +242,7 @@ async fn install(
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
     if crate::local::remote_source(g, file)?.is_some() {
         let source = file.to_string_lossy();
-        return install_call(conn, "InstallRemote", &(source.as_ref(), &opts)).await;
+        return install_call(conn, "InstallRemote", &(&*source, &opts)).await;
     }
     let f = crate::local::open_bundle_arg(file)?;
     let name = shown

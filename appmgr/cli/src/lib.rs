@@ -277,12 +277,47 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Ps => appmgr_core::apps::ps(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
-        Publish { file, target } => appmgr_core::remotes::publish(&file, &target),
+        Publish {
+            file,
+            target,
+            tuf_root,
+            tuf_keys,
+            release,
+            expires,
+        } => {
+            let tuf = match tuf_root {
+                Some(root) => Some(appmgr_core::remote_tuf::TufPublish {
+                    root,
+                    keys: tuf_keys,
+                    release,
+                    expires: appmgr_core::remote_tuf::parse_duration(&expires)?,
+                }),
+                None => None,
+            };
+            appmgr_core::remotes::publish(&file, &target, tuf.as_ref())
+        }
+        Tuf(args::TufCmd::Root {
+            out,
+            version,
+            expires,
+            keys,
+            thresholds,
+            sign,
+        }) => appmgr_core::remote_tuf::new_root(
+            &out,
+            version,
+            appmgr_core::remote_tuf::parse_duration(&expires)?,
+            &keys,
+            &thresholds,
+            &sign,
+        ),
         Remote(c) => {
             use args::RemoteCmd;
             let ctx = g.ctx();
             match c {
-                RemoteCmd::Add { name, url } => appmgr_core::remotes::add(&ctx, &name, &url),
+                RemoteCmd::Add { name, url, root } => {
+                    appmgr_core::remotes::add(&ctx, &name, &url, root.as_deref())
+                }
                 RemoteCmd::List => appmgr_core::remotes::list(&ctx),
                 RemoteCmd::Remove { name } => appmgr_core::remotes::remove(&ctx, &name),
                 RemoteCmd::Ls { name } => appmgr_core::remotes::ls(&ctx, &name),

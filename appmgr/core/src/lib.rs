@@ -28,6 +28,7 @@ pub mod journal;
 pub mod paths;
 pub mod prepared;
 pub mod records;
+pub mod remote_tuf;
 pub mod remotes;
 pub mod sbom;
 pub mod service;

@@ -31,6 +31,9 @@ pub struct Remote {
     /// The download bounds (defaults, or the file's `min-rate`, `rate-window-s`,
     /// `max-resumes`).
     pub limits: Limits,
+    /// `CONFIG/remotes.d/NAME.root.json` when the remote is TUF-verified
+    /// ([`crate::remote_tuf`]).
+    pub root: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize, serde::Serialize)]
@@ -105,10 +108,18 @@ fn load_one(path: &Path, name: &str) -> CoreResult<Remote> {
         }
         limits.max_resumes = m;
     }
+    let root = crate::remote_tuf::root_path(
+        path.parent()
+            .unwrap_or(Path::new("."))
+            .parent()
+            .unwrap_or(Path::new(".")),
+        name,
+    );
     Ok(Remote {
         name: name.to_string(),
         url,
         limits,
+        root: root.exists().then_some(root),
     })
 }
 
@@ -158,12 +169,12 @@ pub fn find(config_dir: &Path, name: &str) -> CoreResult<Remote> {
 }
 
 fn remote_json(r: &Remote) -> serde_json::Value {
-    json!({"name": r.name, "url": r.url.to_string()})
+    json!({"name": r.name, "url": r.url.to_string(), "tuf": r.root.is_some()})
 }
 
 /// `remote add NAME URL`: a new remote (an existing name is a conflict, exit 6). The file
 /// is written whole and renamed into place.
-pub fn add(g: &Ctx, name: &str, url: &str) -> CoreResult<Output> {
+pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Output> {
     if !valid_name(name) {
         return Err(usage(format!(
             "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
@@ -177,9 +188,36 @@ pub fn add(g: &Ctx, name: &str, url: &str) -> CoreResult<Output> {
             escape_for_display(url)
         )));
     }
+    let anchor = root.map(crate::remote_tuf::read_root).transpose()?;
     let d = dir(&g.config_dir);
     std::fs::create_dir_all(&d).map_err(|e| io_error(&d, e))?;
     let path = d.join(format!("{name}.toml"));
+    if path.exists() {
+        return Err(Error::new(
+            ErrorClass::Conflict,
+            format!("remote {name} exists already (remove it first)"),
+        ));
+    }
+    // A stale TUF state of an earlier remote of that name is not this one's.
+    let state = crate::remote_tuf::state_path(&g.state_dir, name);
+    match std::fs::remove_dir_all(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&state, e)),
+    }
+    // The root before the remote file: a remote file never exists without its root.
+    let root_file = crate::remote_tuf::root_path(&g.config_dir, name);
+    if let Some((bytes, _)) = &anchor {
+        let tmp = d.join(format!(".{name}.root.json.tmp"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &root_file)
+        };
+        write().map_err(|e| io_error(&root_file, e))?;
+    }
     let text = toml::to_string(&RemoteFile {
         url: parsed.to_string(),
         min_rate: None,
@@ -198,6 +236,9 @@ pub fn add(g: &Ctx, name: &str, url: &str) -> CoreResult<Output> {
     };
     let r = write();
     let _ = std::fs::remove_file(&tmp);
+    if r.is_err() && anchor.is_some() {
+        let _ = std::fs::remove_file(&root_file);
+    }
     match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -212,9 +253,14 @@ pub fn add(g: &Ctx, name: &str, url: &str) -> CoreResult<Output> {
         name: name.into(),
         url: parsed,
         limits: Limits::default(),
+        root: anchor.as_ref().map(|_| root_file),
+    };
+    let trust = match &anchor {
+        Some((_, v)) => format!(" (TUF, root version {v})"),
+        None => " (bundle signatures only)".into(),
     };
     Ok(Output::new(
-        format!("added remote {} {}\n", r.name, r.url),
+        format!("added remote {} {}{trust}\n", r.name, r.url),
         remote_json(&r),
     ))
 }
@@ -224,7 +270,12 @@ pub fn list(g: &Ctx) -> CoreResult<Output> {
     let all = load(&g.config_dir)?;
     let mut text = String::new();
     for r in &all {
-        let _ = writeln!(text, "{}\t{}", r.name, r.url);
+        let trust = if r.root.is_some() {
+            "tuf"
+        } else {
+            "signatures"
+        };
+        let _ = writeln!(text, "{}\t{}\t{trust}", r.name, r.url);
     }
     Ok(Output::new(
         text,
@@ -237,6 +288,17 @@ pub fn remove(g: &Ctx, name: &str) -> CoreResult<Output> {
     let r = find(&g.config_dir, name)?;
     let p = dir(&g.config_dir).join(format!("{name}.toml"));
     std::fs::remove_file(&p).map_err(|e| io_error(&p, e))?;
+    // Its trust anchor and TUF state go with it (the remote file first: a root without
+    // a remote file is ignored).
+    if let Some(root) = &r.root {
+        std::fs::remove_file(root).map_err(|e| io_error(root, e))?;
+    }
+    let state = crate::remote_tuf::state_path(&g.state_dir, name);
+    match std::fs::remove_dir_all(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&state, e)),
+    }
     Ok(Output::new(
         format!("removed remote {} {}\n", r.name, r.url),
         remote_json(&r),
@@ -253,6 +315,8 @@ pub struct Offer {
     pub signer: Option<String>,
     /// Why it cannot be installed (untrusted, malformed, or a layer of the wrong size).
     pub refusal: Option<String>,
+    /// The release counter its TUF target carries (TUF remotes only).
+    pub release: Option<u64>,
 }
 
 fn check_offer(listing: Listing, trust: &TrustStore, what: &str) -> Offer {
@@ -284,6 +348,7 @@ fn check_offer(listing: Listing, trust: &TrustStore, what: &str) -> Offer {
                 manifest: Some(m),
                 signer,
                 refusal,
+                release: None,
             }
         }
         Err(e) => Offer {
@@ -298,13 +363,107 @@ fn check_offer(listing: Listing, trust: &TrustStore, what: &str) -> Offer {
             listing,
             signer: None,
             refusal: Some(crate::error_chain(&e)),
+            release: None,
         },
     }
 }
 
+fn unknown_listing(tag: String, refusal: String) -> Offer {
+    Offer {
+        listing: Listing {
+            tag,
+            digest: String::new(),
+            manifest_bytes: Vec::new(),
+            signature: Vec::new(),
+            // Nothing of it is known: no layer is shown.
+            bundle: appmgr_remote::Descriptor {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+                annotations: Default::default(),
+            },
+        },
+        manifest: None,
+        signer: None,
+        refusal: Some(refusal),
+        release: None,
+    }
+}
+
+/// What a TUF remote offers: exactly its verified targets, each checked against the tag
+/// of that name on the registry (the same bundle: digest and size) and against its
+/// bundle's signed manifest (the same id, kind, version, arch and branch).
+fn tuf_offers(
+    r: &Remote,
+    t: &appmgr_remote::tuf::Trusted,
+    trust: &TrustStore,
+    client: &Client,
+) -> CoreResult<Vec<Offer>> {
+    let mut out = Vec::with_capacity(t.targets.len());
+    for target in &t.targets {
+        let what = format!("{}:{}", r.name, target.tag);
+        let mut o = match client.listing(&r.url, &target.tag) {
+            Ok(l) => check_offer(l, trust, &what),
+            Err(e @ appmgr_remote::RemoteError::Refused { .. })
+            | Err(e @ appmgr_remote::RemoteError::NotFound { .. }) => {
+                unknown_listing(target.tag.clone(), e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        o.release = Some(target.info.release);
+        if o.refusal.is_none()
+            && (o.listing.bundle.digest != target.digest || o.listing.bundle.size != target.length)
+        {
+            o.refusal = Some(format!(
+                "{what}: the registry's bundle ({} bytes, {}) is not the one the TUF targets list ({} bytes, {})",
+                o.listing.bundle.size, o.listing.bundle.digest, target.length, target.digest
+            ));
+        }
+        if let (None, Some(m)) = (&o.refusal, &o.manifest) {
+            let i = &target.info;
+            let signed = (
+                m.id.to_string(),
+                m.kind.to_string(),
+                m.version.to_string(),
+                m.arch.to_string(),
+                m.branch.to_string(),
+            );
+            let listed = (
+                i.id.clone(),
+                i.kind.clone(),
+                i.version.clone(),
+                i.arch.clone(),
+                i.branch.clone(),
+            );
+            if signed != listed {
+                o.refusal = Some(format!(
+                    "{what}: the bundle is {} {} {} {} {}, its TUF target says {} {} {} {} {}",
+                    signed.0,
+                    signed.1,
+                    signed.2,
+                    signed.3,
+                    signed.4,
+                    listed.0,
+                    listed.1,
+                    listed.2,
+                    listed.3,
+                    listed.4
+                ));
+            }
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
 /// Every tag of `r`, read and checked. A tag that is not an appmgr bundle artifact is an
-/// offer with a refusal, not an error: the repository may hold other things.
-pub fn offers(r: &Remote, trust: &TrustStore, client: &Client) -> CoreResult<Vec<Offer>> {
+/// offer with a refusal, not an error: the repository may hold other things. A TUF
+/// remote offers its verified targets only ([`tuf_offers`]); its metadata failing to
+/// verify is an error.
+pub fn offers(g: &Ctx, r: &Remote, trust: &TrustStore, client: &Client) -> CoreResult<Vec<Offer>> {
+    if let Some(t) = crate::remote_tuf::load(g, r, client)? {
+        return tuf_offers(r, &t, trust, client);
+    }
     let tags = client.tags(&r.url)?;
     if tags.len() > MAX_TAGS {
         return Err(Error::new(
@@ -321,24 +480,9 @@ pub fn offers(r: &Remote, trust: &TrustStore, client: &Client) -> CoreResult<Vec
         let what = format!("{}:{t}", r.name);
         match client.listing(&r.url, &t) {
             Ok(l) => out.push(check_offer(l, trust, &what)),
-            Err(e @ appmgr_remote::RemoteError::Refused { .. }) => out.push(Offer {
-                listing: Listing {
-                    tag: t,
-                    digest: String::new(),
-                    manifest_bytes: Vec::new(),
-                    signature: Vec::new(),
-                    // Nothing of it is known: no layer is shown.
-                    bundle: appmgr_remote::Descriptor {
-                        media_type: String::new(),
-                        digest: String::new(),
-                        size: 0,
-                        annotations: Default::default(),
-                    },
-                },
-                manifest: None,
-                signer: None,
-                refusal: Some(e.to_string()),
-            }),
+            Err(e @ appmgr_remote::RemoteError::Refused { .. }) => {
+                out.push(unknown_listing(t, e.to_string()))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -352,6 +496,9 @@ fn offer_json(o: &Offer) -> serde_json::Value {
         "size": o.listing.bundle.size,
         "trusted": o.refusal.is_none(),
     });
+    if let Some(rel) = o.release {
+        v["release"] = json!(rel);
+    }
     if let Some(m) = &o.manifest {
         v["id"] = json!(m.id.to_string());
         v["kind"] = json!(m.kind.to_string());
@@ -377,14 +524,18 @@ pub fn ls(g: &Ctx, name: &str) -> CoreResult<Output> {
     let r = find(&g.config_dir, name)?;
     let trust = TrustStore::load(&g.config_dir)?;
     let client = Client::new(r.limits);
-    let all = offers(&r, &trust, &client)?;
+    let all = offers(g, &r, &trust, &client)?;
     let mut text = String::new();
     for o in &all {
         match (&o.manifest, &o.refusal) {
             (Some(m), None) => {
+                let release = o
+                    .release
+                    .map(|r| format!("\trelease {r}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     text,
-                    "{}\t{}\t{}\t{}\t{}\t{} bytes\tsigned by {}",
+                    "{}\t{}\t{}\t{}\t{}\t{} bytes\tsigned by {}{release}",
                     m.id,
                     m.kind,
                     m.version,
@@ -415,8 +566,15 @@ pub fn ls(g: &Ctx, name: &str) -> CoreResult<Output> {
 /// `ID_ARCH_VERSION`). The file must be a complete bundle: its size must be the one its
 /// manifest implies. The signature is not checked here (the publisher need not trust its
 /// own key); every device checks it.
-pub fn publish(file: &Path, target: &str) -> CoreResult<Output> {
+pub fn publish(
+    file: &Path,
+    target: &str,
+    tuf: Option<&crate::remote_tuf::TufPublish>,
+) -> CoreResult<Output> {
     let dest = OciRef::parse(target)?;
+    let expires = tuf
+        .map(|t| crate::remote_tuf::expiry_in(t.expires))
+        .transpose()?;
     let f = std::fs::File::open(file).map_err(|e| {
         let class = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorClass::NotFound
@@ -486,14 +644,47 @@ pub fn publish(file: &Path, target: &str) -> CoreResult<Output> {
     client.push_blob(&dest, &digest, &f)?;
     client.put_manifest(&dest, &tag, &image)?;
     let at = dest.with_tag(&tag);
-    Ok(Output::new(
-        format!(
-            "published {} {} {} as {at} ({size} bytes, {digest})\n",
-            m.id, m.version, m.arch
-        ),
-        json!({"id": m.id.to_string(), "version": m.version.to_string(), "arch": m.arch.to_string(),
-               "reference": at.to_string(), "digest": digest, "size": size}),
-    ))
+    let mut text = format!(
+        "published {} {} {} as {at} ({size} bytes, {digest})\n",
+        m.id, m.version, m.arch
+    );
+    let mut j = json!({"id": m.id.to_string(), "version": m.version.to_string(), "arch": m.arch.to_string(),
+           "reference": at.to_string(), "digest": digest, "size": size});
+    if let (Some(t), Some(expires)) = (tuf, expires) {
+        let repo = OciRef {
+            tag: None,
+            ..dest.clone()
+        };
+        let p = appmgr_remote::tuf::add_target(
+            &client,
+            &repo,
+            &t.root,
+            &t.keys,
+            appmgr_remote::tuf::NewTarget {
+                tag: tag.clone(),
+                length: size,
+                digest: digest.clone(),
+                id: m.id.to_string(),
+                kind: m.kind.to_string(),
+                version: m.version.to_string(),
+                arch: m.arch.to_string(),
+                branch: m.branch.to_string(),
+            },
+            t.release,
+            expires,
+        )?;
+        let _ = writeln!(
+            text,
+            "listed in {} as release {} (targets version {}, root version {}, valid until {expires})",
+            appmgr_remote::tuf::metadata_repo(&repo),
+            p.release,
+            p.targets_version,
+            p.root_version
+        );
+        j["release"] = json!(p.release);
+        j["targets_version"] = json!(p.targets_version);
+    }
+    Ok(Output::new(text, j))
 }
 
 /// What `install` installs from.
@@ -544,13 +735,29 @@ pub fn parse_source(config_dir: &Path, arg: &str) -> CoreResult<Option<Source>> 
     }))
 }
 
+/// An opened remote bundle: the stream (its manifest verified), its name for messages,
+/// and for a TUF remote the release to record once it is installed.
+pub type Opened = (
+    appmgr_bundle::OpenBundle,
+    PathBuf,
+    Option<crate::remote_tuf::Release>,
+);
+
+/// The installed version of `id` (any kind, arch and branch), if any.
+fn installed_version(g: &Ctx, id: &AppId) -> CoreResult<Option<Version>> {
+    let all = appmgr_state::View::new(&g.state_dir).list_installed()?;
+    Ok(all
+        .into_iter()
+        .filter(|i| &i.ref_name.id == id && i.ref_name.arch == Arch::host())
+        .filter_map(|i| i.current.map(|c| c.version))
+        .max())
+}
+
 /// The bundle stream of a remote source, opened and its manifest verified (signature and
-/// scope), ready for the store's import; the name for messages.
-pub fn open_source(
-    g: &Ctx,
-    source: &Source,
-    trust: &TrustStore,
-) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
+/// scope), ready for the store's import; the name for messages. From a TUF remote: the
+/// target with the highest release counter (of that version, when one is named), never
+/// one below the release installed from it before (exit 3).
+pub fn open_source(g: &Ctx, source: &Source, trust: &TrustStore) -> CoreResult<Opened> {
     match source {
         Source::Url(url) => {
             let client = Client::new(Limits::default());
@@ -558,7 +765,7 @@ pub fn open_source(
             let s = client.url(url, MAX_URL_BUNDLE)?;
             let b = appmgr_bundle::open_reader(Box::new(s), &name, Some(trust))
                 .map_err(crate::bundle_read_error)?;
-            Ok((b, name))
+            Ok((b, name, None))
         }
         Source::Remote {
             remote,
@@ -567,8 +774,14 @@ pub fn open_source(
         } => {
             let r = find(&g.config_dir, remote)?;
             let client = Client::new(r.limits);
-            let all = offers(&r, trust, &client)?;
+            let all = offers(g, &r, trust, &client)?;
             let host = Arch::host();
+            let recorded = match r.root {
+                Some(_) => crate::remote_tuf::releases(g, remote)?
+                    .get(id.as_str())
+                    .copied(),
+                None => None,
+            };
             let mut best: Option<(&Offer, &Manifest)> = None;
             let mut refused = Vec::new();
             for o in &all {
@@ -583,7 +796,20 @@ pub fn open_source(
                     refused.push(why.clone());
                     continue;
                 }
-                if best.is_none_or(|(_, b)| m.version > b.version) {
+                if let (Some(rel), Some(rec)) = (o.release, recorded) {
+                    if rel < rec {
+                        refused.push(format!(
+                            "{remote}:{}: release {rel} of {id} ({}) is below release {rec} installed from this remote: rollback refused",
+                            o.listing.tag, m.version
+                        ));
+                        continue;
+                    }
+                }
+                let better = match best {
+                    None => true,
+                    Some((bo, b)) => (o.release, &m.version) > (bo.release, &b.version),
+                };
+                if better {
                     best = Some((o, m));
                 }
             }
@@ -600,7 +826,22 @@ pub fn open_source(
                     format!("remote {remote} offers no trusted {what} for {host}"),
                 ));
             };
-            open_listing(&r, &client, &o.listing, trust)
+            let release = match o.release {
+                Some(rel) => {
+                    let lower = installed_version(g, id)?
+                        .zip(o.manifest.as_ref())
+                        .is_some_and(|(cur, m)| m.version < cur);
+                    Some(crate::remote_tuf::Release {
+                        remote: remote.clone(),
+                        id: id.to_string(),
+                        release: rel,
+                        allows_downgrade: lower && recorded.is_some_and(|rec| rel > rec),
+                    })
+                }
+                None => None,
+            };
+            let (b, name) = open_listing(&r, &client, &o.listing, trust)?;
+            Ok((b, name, release))
         }
     }
 }
@@ -631,13 +872,10 @@ fn open_listing(
 
 /// The bundle stream of a planned update, from the listing the plan chose (no second
 /// pass over the remote's tags).
-pub fn open_planned(
-    g: &Ctx,
-    p: &Planned,
-    trust: &TrustStore,
-) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
+pub fn open_planned(g: &Ctx, p: &Planned, trust: &TrustStore) -> CoreResult<Opened> {
     let r = find(&g.config_dir, &p.remote)?;
-    open_listing(&r, &Client::new(r.limits), &p.listing, trust)
+    let (b, name) = open_listing(&r, &Client::new(r.limits), &p.listing, trust)?;
+    Ok((b, name, p.release.clone()))
 }
 
 /// One update `update` will install.
@@ -649,7 +887,13 @@ pub struct Planned {
     pub remote: String,
     /// The listing chosen (its signed manifest verified).
     pub listing: Listing,
+    /// From a TUF remote: the release to record (and whether it is a signed downgrade).
+    pub release: Option<crate::remote_tuf::Release>,
 }
+
+/// An offer `update` may take: (remote, verified manifest, listing, its TUF release, the
+/// release recorded for its ID from that remote).
+type Candidate = (String, Manifest, Listing, Option<u64>, Option<u64>);
 
 /// What `update [ID…]` does: for every installed ref (or those of the IDs named, each of
 /// which must be installed), the highest version that a configured remote offers with a
@@ -684,40 +928,86 @@ pub fn update_plan(
         ));
     }
     let trust = TrustStore::load(&g.config_dir)?;
-    let mut all = Vec::new();
+    let mut all: Vec<Candidate> = Vec::new();
     for r in &remotes {
         let client = Client::new(r.limits);
-        for o in offers(r, &trust, &client)? {
+        let recorded = match r.root {
+            Some(_) => crate::remote_tuf::releases(g, &r.name)?,
+            None => Default::default(),
+        };
+        let mut from_r: Vec<Candidate> = Vec::new();
+        for o in offers(g, r, &trust, &client)? {
             if o.refusal.is_none() {
                 if let Some(m) = o.manifest {
-                    all.push((r.name.clone(), m, o.listing));
+                    let rec = recorded.get(m.id.as_str()).copied();
+                    from_r.push((r.name.clone(), m, o.listing, o.release, rec));
                 }
             }
         }
+        if r.root.is_some() {
+            // What the metadata says is newest: per ref, the highest release only, and
+            // never one below the release installed before.
+            let key = |m: &Manifest| {
+                (
+                    m.id.to_string(),
+                    m.kind.to_string(),
+                    m.arch.to_string(),
+                    m.branch.to_string(),
+                )
+            };
+            let mut top = std::collections::HashMap::new();
+            for (_, m, _, rel, _) in &from_r {
+                let e = top.entry(key(m)).or_insert(0);
+                *e = (*e).max(rel.unwrap_or(0));
+            }
+            from_r.retain(|(_, m, _, rel, rec)| {
+                rel.unwrap_or(0) >= rec.unwrap_or(0) && top.get(&key(m)) == Some(&rel.unwrap_or(0))
+            });
+        }
+        all.extend(from_r);
     }
     let mut plan = Vec::new();
     let mut current = Vec::new();
     for i in installed {
         let Some(cur) = &i.current else { continue };
         let r = &i.ref_name;
-        let best = all
+        let same_ref = |m: &Manifest| {
+            m.id == r.id && m.kind == r.kind && m.arch == r.arch && m.branch == r.branch
+        };
+        let upgrade = all
             .iter()
-            .filter(|(_, m, _)| {
-                m.id == r.id
-                    && m.kind == r.kind
-                    && m.arch == r.arch
-                    && m.branch == r.branch
-                    && m.version > cur.version
-                    && m.version >= i.highest_version
+            .filter(|(_, m, ..)| {
+                same_ref(m) && m.version > cur.version && m.version >= i.highest_version
             })
-            .max_by(|a, b| a.1.version.cmp(&b.1.version));
+            .max_by(|a, b| (a.3, &a.1.version).cmp(&(b.3, &b.1.version)));
+        // A signed downgrade: a TUF release above the one recorded, of a lower version.
+        let downgrade = all
+            .iter()
+            .filter(|(_, m, _, rel, rec)| {
+                same_ref(m)
+                    && m.version < cur.version
+                    && matches!((rel, rec), (Some(a), Some(b)) if a > b)
+            })
+            .max_by(|a, b| a.3.cmp(&b.3));
+        let best = match (upgrade, downgrade) {
+            (Some(u), Some(d)) if d.3 > u.3 => Some((d, true)),
+            (Some(u), _) => Some((u, false)),
+            (None, Some(d)) => Some((d, true)),
+            (None, None) => None,
+        };
         match best {
-            Some((remote, m, listing)) => plan.push(Planned {
+            Some(((remote, m, listing, rel, _), down)) => plan.push(Planned {
                 ref_name: r.clone(),
                 from: cur.version.clone(),
                 to: m.version.clone(),
                 remote: remote.clone(),
                 listing: listing.clone(),
+                release: rel.map(|rel| crate::remote_tuf::Release {
+                    remote: remote.clone(),
+                    id: r.id.to_string(),
+                    release: rel,
+                    allows_downgrade: down,
+                }),
             }),
             None => current.push(i),
         }

@@ -135,12 +135,19 @@ pub struct Listing {
 
 /// Parses a tag's image manifest; anything that is not an appmgr bundle artifact of the
 /// expected form is refused, naming what is wrong.
-pub fn parse_listing(tag: &str, bytes: &[u8], url: &str) -> Result<Listing, RemoteError> {
+/// Parses an image manifest that must be an artifact of `artifact_type` with exactly one
+/// layer of `layer_type` (sha256, not empty); returns it and its layer.
+fn parse_artifact(
+    bytes: &[u8],
+    url: &str,
+    artifact_type: &str,
+    layer_type: &str,
+) -> Result<(ImageManifest, Descriptor), RemoteError> {
     let refuse = |reason: String| RemoteError::Refused {
         url: url.to_string(),
         reason,
     };
-    let m: ImageManifest = serde_json::from_slice(bytes)
+    let mut m: ImageManifest = serde_json::from_slice(bytes)
         .map_err(|e| refuse(format!("not an OCI image manifest: {e}")))?;
     if m.schema_version != 2 {
         return Err(refuse(format!(
@@ -148,24 +155,58 @@ pub fn parse_listing(tag: &str, bytes: &[u8], url: &str) -> Result<Listing, Remo
             m.schema_version
         )));
     }
-    if m.artifact_type.as_deref() != Some(ARTIFACT_TYPE) {
+    if m.artifact_type.as_deref() != Some(artifact_type) {
         return Err(refuse(format!(
-            "artifactType {:?} is not {ARTIFACT_TYPE} (not an appmgr bundle)",
-            m.artifact_type.unwrap_or_default()
+            "artifactType {:?} is not {artifact_type}",
+            m.artifact_type.clone().unwrap_or_default()
         )));
     }
-    let [layer] = <[Descriptor; 1]>::try_from(m.layers).map_err(|l| {
+    let [layer] = <[Descriptor; 1]>::try_from(std::mem::take(&mut m.layers)).map_err(|l| {
         refuse(format!(
-            "{} layers (an appmgr bundle artifact has one)",
+            "{} layers (an {artifact_type} artifact has one)",
             l.len()
         ))
     })?;
-    if layer.media_type != LAYER_MEDIA_TYPE || !is_sha256_digest(&layer.digest) || layer.size == 0 {
+    if layer.media_type != layer_type || !is_sha256_digest(&layer.digest) || layer.size == 0 {
         return Err(refuse(format!(
-            "layer {:?} {:?} ({} bytes) is not a bundle layer",
+            "layer {:?} {:?} ({} bytes) is not a {layer_type} layer",
             layer.media_type, layer.digest, layer.size
         )));
     }
+    Ok((m, layer))
+}
+
+/// The one layer of an artifact of `artifact_type` whose layer is of `layer_type`.
+pub fn parse_single_layer(
+    bytes: &[u8],
+    url: &str,
+    artifact_type: &str,
+    layer_type: &str,
+) -> Result<Descriptor, RemoteError> {
+    parse_artifact(bytes, url, artifact_type, layer_type).map(|(_, l)| l)
+}
+
+/// An artifact manifest of `artifact_type` with the empty config and one layer.
+pub fn single_layer_manifest(artifact_type: &str, layer: Descriptor) -> Vec<u8> {
+    let m = ImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: Some(artifact_type.into()),
+        config: empty_config(),
+        layers: vec![layer],
+        annotations: BTreeMap::new(),
+    };
+    serde_json::to_vec(&m).expect("serializable")
+}
+
+/// Parses a tag's image manifest; anything that is not an appmgr bundle artifact of the
+/// expected form is refused, naming what is wrong.
+pub fn parse_listing(tag: &str, bytes: &[u8], url: &str) -> Result<Listing, RemoteError> {
+    let refuse = |reason: String| RemoteError::Refused {
+        url: url.to_string(),
+        reason,
+    };
+    let (m, layer) = parse_artifact(bytes, url, ARTIFACT_TYPE, LAYER_MEDIA_TYPE)?;
     let manifest_bytes = m
         .annotations
         .get(ANN_MANIFEST)

@@ -10,6 +10,8 @@
 //! - [`stream`]: a blob as a [`std::io::Read`] that never reads past its stated length,
 //!   resumes a cut connection with a range request, refuses a retrieval slower than a
 //!   minimum rate, and checks the blob's digest at its end.
+//! - [`tuf`]: a remote's TUF metadata on the same registry, verified with `tough`, with
+//!   expiry checked against a persisted trusted-time floor; and the publisher's side.
 //!
 //! This crate moves bytes and checks their form. Whether a bundle is trusted is the
 //! bundle crate's (its signature) and the caller's decision.
@@ -18,6 +20,7 @@ pub mod artifact;
 pub mod reference;
 pub mod registry;
 pub mod stream;
+pub mod tuf;
 
 use appmgr_types::ErrorClass;
 

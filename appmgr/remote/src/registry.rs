@@ -38,6 +38,7 @@ impl Default for Limits {
 /// The largest tag list read.
 const MAX_TAG_LIST: u64 = 4 << 20;
 
+#[derive(Clone)]
 pub struct Client {
     pub(crate) agent: ureq::Agent,
     pub(crate) limits: Limits,
@@ -130,6 +131,13 @@ impl Client {
 
     /// The image manifest of `tag`, parsed as a bundle artifact.
     pub fn listing(&self, r: &OciRef, tag: &str) -> Result<Listing, RemoteError> {
+        let (url, body) = self.raw_manifest(r, tag)?;
+        artifact::parse_listing(tag, &body, &url)
+    }
+
+    /// The image manifest of `tag` as read (at most [`artifact::MAX_IMAGE_MANIFEST`]
+    /// bytes), and its URL.
+    pub fn raw_manifest(&self, r: &OciRef, tag: &str) -> Result<(String, Vec<u8>), RemoteError> {
         let url = Self::repo_url(r, &format!("manifests/{tag}"));
         let resp = self
             .agent
@@ -141,7 +149,7 @@ impl Client {
             return Err(status_error(&url, resp.status()));
         }
         let body = Self::small_body(&url, resp, artifact::MAX_IMAGE_MANIFEST)?;
-        artifact::parse_listing(tag, &body, &url)
+        Ok((url, body))
     }
 
     /// The blob `desc` as a stream of exactly `desc.size` bytes whose digest is checked at

@@ -133,8 +133,26 @@ pub fn install_source(
     progress: &mut dyn FnMut(Progress),
 ) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
-    let (bundle, name) = appmgr_core::remotes::open_source(g, source, &trust)?;
-    install_bundle(g, bundle, &name, allow_downgrade, progress)
+    let (bundle, name, release) = appmgr_core::remotes::open_source(g, source, &trust)?;
+    install_released(g, bundle, &name, release, allow_downgrade, progress)
+}
+
+/// Installs a remote bundle and records its TUF release (when it has one) once the
+/// install is complete. A signed release above the recorded one may lower the version.
+fn install_released(
+    g: &Ctx,
+    bundle: appmgr_bundle::OpenBundle,
+    name: &Path,
+    release: Option<appmgr_core::remote_tuf::Release>,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<Done> {
+    let down = allow_downgrade || release.as_ref().is_some_and(|r| r.allows_downgrade);
+    let done = install_bundle(g, bundle, name, down, progress)?;
+    if let Some(r) = release {
+        r.record(g)?;
+    }
+    Ok(done)
 }
 
 fn install_bundle(
@@ -387,7 +405,9 @@ pub fn update(
         let installed = TrustStore::load(&g.config_dir)
             .map_err(Error::from)
             .and_then(|trust| appmgr_core::remotes::open_planned(g, &p, &trust))
-            .and_then(|(bundle, name)| install_bundle(g, bundle, &name, false, progress));
+            .and_then(|(bundle, name, release)| {
+                install_released(g, bundle, &name, release, false, progress)
+            });
         match installed {
             Ok(d) => {
                 changes.push(d.change);

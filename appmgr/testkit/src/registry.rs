@@ -149,6 +149,32 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The image manifest of `repo:tag` byte for byte.
+    pub fn raw_manifest(&self, repo: &str, tag: &str) -> Vec<u8> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{repo}:{tag}");
+        body
+    }
+
+    /// Stores manifest bytes under `repo:tag` (its blobs must be there): what an attacker
+    /// with write access to the registry does to serve old or other metadata.
+    pub fn put_manifest(&self, repo: &str, tag: &str, bytes: &[u8], scratch: &Path) {
+        let f = scratch.join(format!("put-{tag}.json"));
+        std::fs::write(&f, bytes).unwrap();
+        curl_put(
+            &f,
+            "application/vnd.oci.image.manifest.v1+json",
+            &format!("http://127.0.0.1:{}/v2/{repo}/manifests/{tag}", self.port),
+        );
+    }
+}
+
 /// `curl -X PUT` of a file's content, which must succeed.
 fn curl_put(file: &Path, content_type: &str, url: &str) {
     let st = std::process::Command::new("curl")
