@@ -9,7 +9,11 @@
 # (lib/registry.sh; the guest sees it at 10.0.2.100:5000). The setup boot
 # installs the runtime and app 1.0.0 from files, publishes app 2.0.0 (padded
 # to ≈ 2 MiB, so the stream lasts long enough for cuts to land inside it) and
-# adds the remote; `remote ls` must offer 2.0.0, trusted. The op is
+# adds the remote; `remote ls` must offer 2.0.0, trusted. The remote is
+# TUF-verified (docs/remotes.md "Trust"): one key per role, `tuf root`, the
+# bundle listed in the targets with `publish --tuf-root`, the device's remote
+# added with `--root`, so tough's checks and the TUF state's swap (a cut may
+# land in it) run on the aarch64 device. The op is
 # `appmgr update` of the app, and the power is cut at random points of it,
 # mostly mid-stream. After each cut: the app is exactly 1.0.0 or 2.0.0, fsck is
 # clean, the installed version runs; then the device recovers: `update` again
@@ -49,8 +53,16 @@ setup)
 	echo "app 2.0.0 bundle: $(wc -c </tmp/app-2.bundle) bytes"
 	qt_run 0 appmgr install $F/runtime.bundle
 	qt_run 0 appmgr install $F/app-1.bundle
-	qt_run 0 appmgr publish /tmp/app-2.bundle "$URL"
-	qt_run 0 appmgr remote add fleet "$URL"
+	for role in root targets snapshot timestamp; do
+		qt_run 0 appmgr key generate --out /tmp/tuf-$role
+	done
+	qt_run 0 appmgr tuf root /tmp/root.json --version 1 \
+		--key root=/tmp/tuf-root.key --key targets=/tmp/tuf-targets.key \
+		--key snapshot=/tmp/tuf-snapshot.key --key timestamp=/tmp/tuf-timestamp.key \
+		--sign /tmp/tuf-root.key
+	qt_run 0 appmgr publish /tmp/app-2.bundle "$URL" --tuf-root /tmp/root.json \
+		--tuf-key /tmp/tuf-targets.key --tuf-key /tmp/tuf-snapshot.key --tuf-key /tmp/tuf-timestamp.key
+	qt_run 0 appmgr remote add fleet "$URL" --root /tmp/root.json
 	qt_run 0 appmgr remote list
 	qt_run 0 appmgr --json remote ls fleet
 	n=$(qt_json_get offers.#) || qt_fail "remote ls: no offers array"
@@ -58,6 +70,7 @@ setup)
 	while [ $i -lt "$n" ]; do
 		if [ "$(qt_json_get offers.$i.id)" = $ID ] && [ "$(qt_json_get offers.$i.version)" = 2.0.0 ]; then
 			[ "$(qt_json_get offers.$i.trusted)" = true ] || qt_fail "remote ls: $ID 2.0.0 is not trusted"
+			[ "$(qt_json_get offers.$i.release)" = 1 ] || qt_fail "remote ls: $ID 2.0.0 is not TUF release 1"
 			found=1
 		fi
 		i=$((i + 1))

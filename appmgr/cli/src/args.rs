@@ -78,6 +78,7 @@ impl Command {
             | Sbom { .. }
             | Publish { .. }
             | Tuf(_)
+            | Report { .. }
             | Remote(_) => (false, false, false),
         };
         Route {
@@ -151,6 +152,15 @@ pub enum Command {
     },
     /// Running apps: pid, cgroup, memory, CPU time, limits.
     Ps,
+    /// The signed device report: installed apps and runtimes, versions, release counters,
+    /// each one's last update outcome (signed with STATE/device/report.key).
+    Report {
+        /// Verify a report file instead (with --key, the device's enrolled public key).
+        #[arg(long, requires = "key")]
+        verify: Option<PathBuf>,
+        #[arg(long, requires = "verify")]
+        key: Option<PathBuf>,
+    },
     /// Run an app sandboxed in the foreground; exits with its status (128+N for a signal).
     Run {
         id: String,

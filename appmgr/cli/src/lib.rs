@@ -275,6 +275,11 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         } => unreachable!("clap requires an ID or a subcommand"),
         Permissions { id } => appmgr_core::apps::permissions(&g.ctx(), &id),
         Ps => appmgr_core::apps::ps(&g.ctx()),
+        Report {
+            verify: Some(file),
+            key: Some(key),
+        } => appmgr_core::report::verify(&file, &key),
+        Report { .. } => appmgr_core::report::report(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
         Publish {

@@ -215,6 +215,16 @@ fn a_tuf_remote_offers_its_targets_and_its_release_counters_hold() {
     )
     .unwrap();
     assert_eq!(releases["org.example.Hello"], 2);
+    // The signed device report carries the release counter.
+    let report = e.ok(&["--json", "report"]).json();
+    let hello = report["report"]["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "org.example.Hello")
+        .cloned()
+        .unwrap();
+    assert_eq!(hello["releases"]["fleet"], 2, "{report}");
     let up = e.ok(&["--json", "update"]).json();
     assert_eq!(up["updated"], serde_json::json!([]), "{up}");
 

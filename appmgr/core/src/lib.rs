@@ -30,6 +30,7 @@ pub mod prepared;
 pub mod records;
 pub mod remote_tuf;
 pub mod remotes;
+pub mod report;
 pub mod sbom;
 pub mod service;
 pub mod worker;
