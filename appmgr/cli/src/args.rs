@@ -79,6 +79,8 @@ impl Command {
             | Publish { .. }
             | Tuf(_)
             | Report { .. }
+            | Hold { .. }
+            | Unhold { .. }
             | Remote(_) => (false, false, false),
         };
         Route {
@@ -152,6 +154,14 @@ pub enum Command {
     },
     /// Running apps: pid, cgroup, memory, CPU time, limits.
     Ps,
+    /// Keep `update` (the CLI's and appmgrd's) from updating an app until `unhold`.
+    Hold {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let `update` update a held app again.
+    Unhold { id: String },
     /// The signed device report: installed apps and runtimes, versions, release counters,
     /// each one's last update outcome (signed with STATE/device/report.key).
     Report {

@@ -280,6 +280,8 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
             key: Some(key),
         } => appmgr_core::report::verify(&file, &key),
         Report { .. } => appmgr_core::report::report(&g.ctx()),
+        Hold { id, reason } => appmgr_core::holds::hold(&g.ctx(), &id, reason.as_deref()),
+        Unhold { id } => appmgr_core::holds::unhold(&g.ctx(), &id),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
         Publish {

@@ -513,3 +513,49 @@ fn sigkill_mid_download_keeps_the_old_version_and_a_retry_installs() {
     assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello big\n");
     e.fsck_clean();
 }
+
+#[test]
+fn a_held_app_is_left_alone_by_update_until_unheld() {
+    require_root!("installs write root-owned files");
+    let e = Env::with_demo_app();
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    e.ok(&["publish", s(&e.app_bundle("2.0.0")), &url]);
+    add_remote(&e, "fleet", &url);
+    // Bad arguments write nothing.
+    let before = e.snapshot();
+    e.fails(&["hold", "not an id"], 2);
+    e.fails(&["hold", "org.example.Hello", "--reason", "two\nlines"], 2);
+    let msg = e.fails(&["unhold", "org.example.Hello"], 5);
+    assert!(msg.contains("is not held"), "{msg}");
+    assert_eq!(before, e.snapshot());
+
+    e.ok(&["hold", "org.example.Hello", "--reason", "pilot fleet only"]);
+    let before = e.snapshot();
+    for args in [
+        vec!["--json", "update"],
+        vec!["--json", "update", "org.example.Hello"],
+    ] {
+        let out = e.ok(&args).json();
+        assert_eq!(out["updated"], serde_json::json!([]), "{out}");
+        assert_eq!(out["held"][0]["version"], "1.0.0", "{out}");
+        assert_eq!(out["held"][0]["reason"], "pilot fleet only", "{out}");
+    }
+    assert_eq!(before, e.snapshot(), "update changed a held app's state");
+    assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
+    let report = e.ok(&["--json", "report"]).json();
+    let hello = report["report"]["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "org.example.Hello")
+        .cloned()
+        .unwrap();
+    assert_eq!(hello["held"], true);
+
+    e.ok(&["unhold", "org.example.Hello"]);
+    let out = e.ok(&["--json", "update"]).json();
+    assert_eq!(out["updated"][0]["version"], "2.0.0", "{out}");
+    assert_eq!(out["held"], serde_json::json!([]));
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 2.0.0\n");
+}

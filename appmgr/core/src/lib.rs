@@ -24,6 +24,7 @@ pub mod cmdline;
 pub mod config;
 mod error;
 pub mod extensions;
+pub mod holds;
 pub mod journal;
 pub mod paths;
 pub mod prepared;

@@ -901,10 +901,7 @@ type Candidate = (String, Manifest, Listing, Option<u64>, Option<u64>);
 /// current one and not below the highest ever installed (the downgrade record). Runtimes
 /// come first, so an app's newer runtime is there before the app. Also returns the refs
 /// that are up to date.
-pub fn update_plan(
-    g: &Ctx,
-    ids: &[String],
-) -> CoreResult<(Vec<Planned>, Vec<appmgr_state::RefInfo>)> {
+pub fn update_plan(g: &Ctx, ids: &[String]) -> CoreResult<(Vec<Planned>, Vec<UpToDate>)> {
     let mut installed = appmgr_state::View::new(&g.state_dir).list_installed()?;
     for id in ids {
         if !installed.iter().any(|i| i.ref_name.id.as_str() == id) {
@@ -966,10 +963,18 @@ pub fn update_plan(
         }
         all.extend(from_r);
     }
+    let holds = crate::holds::holds(g)?;
     let mut plan = Vec::new();
     let mut current = Vec::new();
     for i in installed {
         let Some(cur) = &i.current else { continue };
+        if let Some(reason) = holds.get(i.ref_name.id.as_str()) {
+            current.push(UpToDate {
+                held: Some(reason.clone()),
+                info: i,
+            });
+            continue;
+        }
         let r = &i.ref_name;
         let same_ref = |m: &Manifest| {
             m.id == r.id && m.kind == r.kind && m.arch == r.arch && m.branch == r.branch
@@ -1009,7 +1014,10 @@ pub fn update_plan(
                     allows_downgrade: down,
                 }),
             }),
-            None => current.push(i),
+            None => current.push(UpToDate {
+                info: i,
+                held: None,
+            }),
         }
     }
     plan.sort_by_key(|p| {
@@ -1021,8 +1029,16 @@ pub fn update_plan(
     Ok((plan, current))
 }
 
-/// `update`'s output: each install's own output, then the refs that are up to date.
-pub fn update_output(done: Vec<(Planned, Output)>, current: &[appmgr_state::RefInfo]) -> Output {
+/// A ref `update` leaves as it is: up to date, or held (`appmgr hold`, the reason).
+#[derive(Debug, Clone)]
+pub struct UpToDate {
+    pub info: appmgr_state::RefInfo,
+    pub held: Option<String>,
+}
+
+/// `update`'s output: each install's own output, then the refs that are up to date and
+/// those that are held.
+pub fn update_output(done: Vec<(Planned, Output)>, current: &[UpToDate]) -> Output {
     let mut text = String::new();
     let mut updated = Vec::new();
     for (p, out) in done {
@@ -1032,14 +1048,32 @@ pub fn update_output(done: Vec<(Planned, Output)>, current: &[appmgr_state::RefI
         updated.push(j);
     }
     let mut up_to_date = Vec::new();
-    for i in current {
+    let mut held = Vec::new();
+    for u in current {
+        let i = &u.info;
         let v = i
             .current
             .as_ref()
             .map(|c| c.version.to_string())
             .unwrap_or_default();
-        let _ = writeln!(text, "{} {v} is up to date", i.ref_name);
-        up_to_date.push(json!({"ref": i.ref_name.to_string(), "version": v}));
+        match &u.held {
+            Some(reason) => {
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", escape_for_display(reason))
+                };
+                let _ = writeln!(text, "{} {v} is held{why}", i.ref_name);
+                held.push(json!({"ref": i.ref_name.to_string(), "version": v, "reason": reason}));
+            }
+            None => {
+                let _ = writeln!(text, "{} {v} is up to date", i.ref_name);
+                up_to_date.push(json!({"ref": i.ref_name.to_string(), "version": v}));
+            }
+        }
     }
-    Output::new(text, json!({"updated": updated, "up-to-date": up_to_date}))
+    Output::new(
+        text,
+        json!({"updated": updated, "up-to-date": up_to_date, "held": held}),
+    )
 }

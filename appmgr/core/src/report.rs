@@ -68,6 +68,7 @@ pub fn report(g: &Ctx) -> CoreResult<Output> {
             counters.push((r.name.clone(), crate::remote_tuf::releases(g, &r.name)?));
         }
     }
+    let holds = crate::holds::holds(g)?;
     let mut apps = Vec::new();
     let mut text = String::new();
     for i in &installed {
@@ -104,6 +105,7 @@ pub fn report(g: &Ctx) -> CoreResult<Output> {
             "previous": i.previous.as_ref().map(|p| p.version.to_string()),
             "highest_version": i.highest_version.to_string(),
             "releases": releases,
+            "held": holds.contains_key(&id),
             "last_update": last,
         }));
     }
