@@ -62,6 +62,11 @@ impl Command {
             | Remove { .. }
             | Rollback { .. }
             | Fsck => (true, true, false),
+            // TUF (tough and aws-lc) is linked into appmgr-ops only: what verifies or
+            // signs TUF metadata always runs there, never through appmgrd.
+            Publish { .. } | Tuf(_) | Remote(RemoteCmd::Add { .. } | RemoteCmd::Ls { .. }) => {
+                (true, false, false)
+            }
             Permissions { .. } | Ps | Kill { .. } => (false, true, false),
             Start { .. } | Stop { .. } | Status { .. } => (false, true, true),
             // Always local: the app runs in the foreground; reload applies to running
@@ -76,8 +81,6 @@ impl Command {
             | Bundle(_)
             | Board(_)
             | Sbom { .. }
-            | Publish { .. }
-            | Tuf(_)
             | Report { .. }
             | Hold { .. }
             | Unhold { .. }

@@ -247,6 +247,44 @@ fn run_store(cli: Cli) -> CliResult<Output> {
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
         Rollback { id } => store_ops::rollback(&ctx, id).map(|d| d.output),
         Fsck => store_ops::fsck(&ctx),
+        Remote(args::RemoteCmd::Add { name, url, root }) => {
+            appmgr_core::remotes::add(&ctx, name, url, root.as_deref())
+        }
+        Remote(args::RemoteCmd::Ls { name }) => appmgr_core::remotes::ls(&ctx, name),
+        Publish {
+            file,
+            target,
+            tuf_root,
+            tuf_keys,
+            release,
+            expires,
+        } => {
+            let tuf = match tuf_root {
+                Some(root) => Some(appmgr_core::remote_tuf::TufPublish {
+                    root: root.clone(),
+                    keys: tuf_keys.clone(),
+                    release: *release,
+                    expires: appmgr_core::remote_tuf::parse_duration(expires)?,
+                }),
+                None => None,
+            };
+            appmgr_core::remotes::publish(file, target, tuf.as_ref())
+        }
+        Tuf(args::TufCmd::Root {
+            out,
+            version,
+            expires,
+            keys,
+            thresholds,
+            sign,
+        }) => appmgr_core::remote_tuf::new_root(
+            out,
+            *version,
+            appmgr_core::remote_tuf::parse_duration(expires)?,
+            keys,
+            thresholds,
+            sign,
+        ),
         _ => Err(CliError::new(ErrorClass::Usage, OPS_ONLY_STORE)),
     }
 }
@@ -284,52 +322,8 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Unhold { id } => appmgr_core::holds::unhold(&g.ctx(), &id),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
-        Publish {
-            file,
-            target,
-            tuf_root,
-            tuf_keys,
-            release,
-            expires,
-        } => {
-            let tuf = match tuf_root {
-                Some(root) => Some(appmgr_core::remote_tuf::TufPublish {
-                    root,
-                    keys: tuf_keys,
-                    release,
-                    expires: appmgr_core::remote_tuf::parse_duration(&expires)?,
-                }),
-                None => None,
-            };
-            appmgr_core::remotes::publish(&file, &target, tuf.as_ref())
-        }
-        Tuf(args::TufCmd::Root {
-            out,
-            version,
-            expires,
-            keys,
-            thresholds,
-            sign,
-        }) => appmgr_core::remote_tuf::new_root(
-            &out,
-            version,
-            appmgr_core::remote_tuf::parse_duration(&expires)?,
-            &keys,
-            &thresholds,
-            &sign,
-        ),
-        Remote(c) => {
-            use args::RemoteCmd;
-            let ctx = g.ctx();
-            match c {
-                RemoteCmd::Add { name, url, root } => {
-                    appmgr_core::remotes::add(&ctx, &name, &url, root.as_deref())
-                }
-                RemoteCmd::List => appmgr_core::remotes::list(&ctx),
-                RemoteCmd::Remove { name } => appmgr_core::remotes::remove(&ctx, &name),
-                RemoteCmd::Ls { name } => appmgr_core::remotes::ls(&ctx, &name),
-            }
-        }
+        Remote(args::RemoteCmd::List) => appmgr_core::remotes::list(&g.ctx()),
+        Remote(args::RemoteCmd::Remove { name }) => appmgr_core::remotes::remove(&g.ctx(), &name),
         Start { .. } | Stop { .. } | Status { .. } => Err(CliError::new(
             appmgr_types::ErrorClass::Other,
             format!(
@@ -340,6 +334,9 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         )),
         Install { .. }
         | Update { .. }
+        | Publish { .. }
+        | Tuf(_)
+        | Remote(args::RemoteCmd::Add { .. } | args::RemoteCmd::Ls { .. })
         | List
         | Info { .. }
         | Remove { .. }

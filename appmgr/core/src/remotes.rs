@@ -1036,17 +1036,48 @@ pub struct UpToDate {
     pub held: Option<String>,
 }
 
-/// `update`'s output: each install's own output, then the refs that are up to date and
-/// those that are held.
-pub fn update_output(done: Vec<(Planned, Output)>, current: &[UpToDate]) -> Output {
+/// `update`'s output: each install's own output (with the remote it came from), then
+/// the refs that are up to date and those that are held.
+pub fn update_output(done: Vec<(String, Output)>, current: &[UpToDate]) -> Output {
+    compose_update(done, rest_output(current))
+}
+
+/// The installs' outputs put before `rest` (the up-to-date and held refs).
+pub fn compose_update(done: Vec<(String, Output)>, rest: Output) -> Output {
     let mut text = String::new();
     let mut updated = Vec::new();
-    for (p, out) in done {
+    for (remote, out) in done {
         text.push_str(&out.text);
         let mut j = out.json;
-        j["remote"] = json!(p.remote);
+        j["remote"] = json!(remote);
         updated.push(j);
     }
+    text.push_str(&rest.text);
+    let mut j = rest.json;
+    j["updated"] = json!(updated);
+    Output::new(text, j)
+}
+
+/// An update plan as the worker reports it to appmgrd: each install as
+/// `{"remote", "id", "ref", "from", "to"}` under `plan`, and the rest of the output
+/// (the up-to-date and held refs) under `rest` (`{"text", "json"}`).
+pub fn plan_output(plan: &[Planned], current: &[UpToDate]) -> Output {
+    let rest = rest_output(current);
+    let items: Vec<_> = plan
+        .iter()
+        .map(|p| {
+            json!({"remote": p.remote, "id": p.ref_name.id.to_string(), "ref": p.ref_name.to_string(),
+                   "from": p.from.to_string(), "to": p.to.to_string()})
+        })
+        .collect();
+    Output::new(
+        String::new(),
+        json!({"plan": items, "rest": {"text": rest.text, "json": rest.json}}),
+    )
+}
+
+fn rest_output(current: &[UpToDate]) -> Output {
+    let mut text = String::new();
     let mut up_to_date = Vec::new();
     let mut held = Vec::new();
     for u in current {
@@ -1074,6 +1105,6 @@ pub fn update_output(done: Vec<(Planned, Output)>, current: &[UpToDate]) -> Outp
     }
     Output::new(
         text,
-        json!({"updated": updated, "up-to-date": up_to_date, "held": held}),
+        json!({"updated": [], "up-to-date": up_to_date, "held": held}),
     )
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The protocol version; a request or reply of another version is refused.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// What the daemon asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,11 @@ pub enum Op {
     },
     /// The findings, clean or not (`output.json["clean"]`).
     Fsck,
+    /// What `update [IDS…]` would install ([`crate::remotes::plan_output`]): resolved in
+    /// the worker, which holds the TUF client, so appmgrd does not link it.
+    UpdatePlan {
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

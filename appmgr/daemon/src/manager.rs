@@ -292,20 +292,34 @@ impl Manager {
                 appmgr_types::escape_for_display(bad)
             )));
         }
+        // The plan is resolved by the worker (it holds the TUF client); each install is
+        // then one InstallRemote of exactly the version planned.
         let g = self.d.ctx();
-        let (plan, current) =
-            Self::blocking(move || appmgr_core::remotes::update_plan(&g, &ids)).await?;
+        let planned = opsrun::run(&g, appmgr_core::worker::Op::UpdatePlan { ids }, None, None)
+            .await?
+            .output
+            .json;
+        let bad = || Error::Failed("appmgr-ops: a malformed update plan".into());
+        let rest = appmgr_core::Output::new(
+            planned["rest"]["text"].as_str().ok_or_else(bad)?,
+            planned["rest"]["json"].clone(),
+        );
         let mut done = Vec::new();
-        for p in plan {
+        for p in planned["plan"].as_array().ok_or_else(bad)? {
+            let (Some(remote), Some(id), Some(to)) =
+                (p["remote"].as_str(), p["id"].as_str(), p["to"].as_str())
+            else {
+                return Err(bad());
+            };
             let op = appmgr_core::worker::Op::InstallRemote {
-                source: format!("{}:{}@{}", p.remote, p.ref_name.id, p.to),
+                source: format!("{remote}:{id}@{to}"),
                 allow_downgrade: false,
             };
             let (text, json) = self.install_op(&caller, emitter.clone(), op, None).await?;
             let json = serde_json::from_str(&json).unwrap_or_default();
-            done.push((p, appmgr_core::Output::new(text, json)));
+            done.push((remote.to_string(), appmgr_core::Output::new(text, json)));
         }
-        reply(appmgr_core::remotes::update_output(done, &current))
+        reply(appmgr_core::remotes::compose_update(done, rest))
     }
 
     /// Removes an app or runtime (a running service is stopped first). No options yet;

@@ -411,7 +411,7 @@ pub fn update(
         match installed {
             Ok(d) => {
                 changes.push(d.change);
-                done.push((p, d.output));
+                done.push((p.remote.clone(), d.output));
             }
             Err(e) => {
                 let msg = format!(
