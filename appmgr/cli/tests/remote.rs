@@ -543,15 +543,7 @@ fn a_held_app_is_left_alone_by_update_until_unheld() {
     }
     assert_eq!(before, e.snapshot(), "update changed a held app's state");
     assert_eq!(e.app_state(), Some(("1.0.0".into(), None)));
-    let report = e.ok(&["--json", "report"]).json();
-    let hello = report["report"]["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == "org.example.Hello")
-        .cloned()
-        .unwrap();
-    assert_eq!(hello["held"], true);
+    assert_eq!(e.report_app("org.example.Hello")["held"], true);
 
     e.ok(&["unhold", "org.example.Hello"]);
     let out = e.ok(&["--json", "update"]).json();

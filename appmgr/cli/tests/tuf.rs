@@ -216,15 +216,8 @@ fn a_tuf_remote_offers_its_targets_and_its_release_counters_hold() {
     .unwrap();
     assert_eq!(releases["org.example.Hello"], 2);
     // The signed device report carries the release counter.
-    let report = e.ok(&["--json", "report"]).json();
-    let hello = report["report"]["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == "org.example.Hello")
-        .cloned()
-        .unwrap();
-    assert_eq!(hello["releases"]["fleet"], 2, "{report}");
+    let hello = e.report_app("org.example.Hello");
+    assert_eq!(hello["releases"]["fleet"], 2, "{hello}");
     let up = e.ok(&["--json", "update"]).json();
     assert_eq!(up["updated"], serde_json::json!([]), "{up}");
 
@@ -436,17 +429,18 @@ fn remote_add_refuses_a_root_that_is_not_one() {
     let k = keys(&e);
     let not_root = e.p("not-root.json");
     std::fs::write(&not_root, "{\"signed\": {}}").unwrap();
-    let msg = e.fails(
-        &[
+    let add = |root: &Path, code| {
+        let args = [
             "remote",
             "add",
             "fleet",
             "oci://127.0.0.1:5000/apps",
             "--root",
-            s(&not_root),
-        ],
-        2,
-    );
+            s(root),
+        ];
+        e.fails(&args, code)
+    };
+    let msg = add(&not_root, 2);
     assert!(msg.contains("not a TUF root"), "{msg}");
     // Changed after it was signed: it does not verify under its own keys.
     let r = make_root(
@@ -461,17 +455,7 @@ fn remote_add_refuses_a_root_that_is_not_one() {
     let text = std::fs::read_to_string(&r).unwrap();
     assert!(text.contains("\"version\": 1,"));
     std::fs::write(&r, text.replacen("\"version\": 1,", "\"version\": 7,", 1)).unwrap();
-    let msg = e.fails(
-        &[
-            "remote",
-            "add",
-            "fleet",
-            "oci://127.0.0.1:5000/apps",
-            "--root",
-            s(&r),
-        ],
-        3,
-    );
+    let msg = add(&r, 3);
     assert!(msg.contains("not signed by its own threshold"), "{msg}");
     assert!(!e.cfg.join("remotes.d/fleet.toml").exists());
     assert!(!e.cfg.join("remotes.d/fleet.root.json").exists());

@@ -463,17 +463,10 @@ fn health_window_rolls_back_a_crashing_update() {
     .unwrap();
     assert_eq!(rec["from-version"], "2.0.0");
     // The signed device report tells the backend the update was rolled back.
-    let report = e.ok(&["--json", "report"]).json();
-    let app = report["report"]["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == id)
-        .cloned()
-        .unwrap();
-    assert_eq!(app["version"], "1.0.0", "{report}");
-    assert_eq!(app["last_update"]["outcome"], "rolled-back", "{report}");
-    assert_eq!(app["last_update"]["failed_version"], "2.0.0", "{report}");
+    let app = e.report_app(id);
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert_eq!(app["last_update"]["outcome"], "rolled-back", "{app}");
+    assert_eq!(app["last_update"]["failed_version"], "2.0.0", "{app}");
     // The app's output went to its log (no journald on the test host).
     let log = fs::read_to_string(e.state.join(format!("daemon/logs/{id}.log"))).unwrap_or_default();
     assert!(log.contains("broken") && log.contains("up"), "{log}");

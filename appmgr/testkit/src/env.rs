@@ -269,6 +269,15 @@ impl Env {
         self.fsck_clean();
     }
 
+    /// The entry of `id` in the signed device report (`appmgr --json report`).
+    pub fn report_app(&self, id: &str) -> serde_json::Value {
+        let r = self.ok(&["--json", "report"]).json();
+        r["report"]["apps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("{id} is not in the report: {r}"))
+    }
+
     pub fn fsck_clean(&self) {
         let r = self.run(&["--json", "fsck"]);
         assert_eq!(r.code, 0, "fsck not clean: {}{}", r.stdout, r.stderr);
