@@ -3,7 +3,7 @@
 # needs: appmgr registry
 # powercut: update
 # timeout: 300
-# cuts: 4
+# cuts: 3
 # An aarch64 device updated from an OCI registry: Debian's docker-registry on
 # the host, reached through a user-mode NIC that can reach nothing else
 # (lib/registry.sh; the guest sees it at 10.0.2.100:5000). The setup boot
