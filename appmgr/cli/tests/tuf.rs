@@ -201,6 +201,17 @@ fn a_tuf_remote_offers_its_targets_and_its_release_counters_hold() {
         ],
         "{ls}"
     );
+    // Loads of the same remote at once wait for each other (the state's swap is
+    // locked): all succeed.
+    std::thread::scope(|sc| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| e.run(&["--json", "remote", "ls", "fleet"])))
+            .collect();
+        for r in runs {
+            let r = r.join().unwrap();
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        }
+    });
     let before = e.snapshot();
     let msg = e.fails(&["install", "fleet:org.example.Hello@3.0.0"], 5);
     assert!(msg.contains("offers no trusted"), "{msg}");

@@ -287,6 +287,30 @@ pub fn load(
         .last()
         .map(Path::to_path_buf);
     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    // One load of a remote's state at a time (the CLI's `remote ls` beside appmgrd's
+    // update): the swap below is not safe against a second one. The wait is bounded:
+    // a load is itself bounded by the registry client's limits.
+    let lock_path = parent.join(format!(".{base_name}.lock"));
+    let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(refused(
+                    &lock_path.display().to_string(),
+                    format!(
+                        "another appmgr has been verifying this remote's metadata for {} s",
+                        LOCK_WAIT.as_secs()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+        }
+    }
     // A swap cut short by a crash: the previous state is in `old`.
     if !dir.exists() && old.exists() {
         std::fs::rename(&old, dir).map_err(|e| io(dir, e))?;
@@ -351,6 +375,9 @@ pub fn load(
         }
     }
 }
+
+/// The longest a load waits for another load of the same remote.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The persisted floor moves in steps of at least this much.
 pub const FLOOR_STEP: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
