@@ -79,17 +79,9 @@ pub fn hold(g: &Ctx, id: &str, reason: Option<&str>) -> CoreResult<Output> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let body = json!({"reason": reason, "since_unix": since});
-    let tmp = d.join(format!(".{id}.json.tmp"));
     let dst = d.join(format!("{id}.json"));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&body).expect("serializable"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dst)?;
-        std::fs::File::open(&d)?.sync_all()
-    };
-    write().map_err(|e| io_error(&dst, e))?;
+    appmgr_policy::userdb::write_atomic(&dst, &serde_json::to_vec(&body).expect("serializable"))
+        .map_err(|e| io_error(&dst, e))?;
     Ok(Output::new(
         format!("{id} is held: update leaves it as it is (appmgr unhold {id})\n"),
         json!({"id": id.to_string(), "held": true, "reason": reason}),

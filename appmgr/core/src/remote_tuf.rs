@@ -96,7 +96,6 @@ pub fn releases(g: &Ctx, name: &str) -> CoreResult<BTreeMap<String, u64>> {
 /// Records that release `release` of `id` from remote `name` is installed (never
 /// lowering the record); written whole and renamed into place.
 pub fn record_release(g: &Ctx, name: &str, id: &str, release: u64) -> CoreResult<()> {
-    use std::io::Write;
     let mut all = releases(g, name)?;
     let e = all.entry(id.to_string()).or_insert(0);
     if *e >= release {
@@ -105,17 +104,9 @@ pub fn record_release(g: &Ctx, name: &str, id: &str, release: u64) -> CoreResult
     *e = release;
     let dir = state_path(&g.state_dir, name);
     std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-    let tmp = dir.join(format!(".{RELEASES}.tmp"));
     let dst = dir.join(RELEASES);
     let text = serde_json::to_vec_pretty(&all).expect("serializable");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dst)?;
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().map_err(|e| io_error(&dst, e))
+    appmgr_policy::userdb::write_atomic(&dst, &text).map_err(|e| io_error(&dst, e))
 }
 
 /// What an install from a TUF remote records once it succeeded, and whether the signed
