@@ -208,15 +208,8 @@ pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Ou
     // The root before the remote file: a remote file never exists without its root.
     let root_file = crate::remote_tuf::root_path(&g.config_dir, name);
     if let Some((bytes, _)) = &anchor {
-        let tmp = d.join(format!(".{name}.root.json.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &root_file)
-        };
-        write().map_err(|e| io_error(&root_file, e))?;
+        appmgr_policy::userdb::write_atomic(&root_file, bytes)
+            .map_err(|e| io_error(&root_file, e))?;
     }
     let text = toml::to_string(&RemoteFile {
         url: parsed.to_string(),
@@ -398,9 +391,10 @@ fn tuf_offers(
     t: &appmgr_remote::tuf::Trusted,
     trust: &TrustStore,
     client: &Client,
+    want: &dyn Fn(&appmgr_remote::tuf::TargetInfo) -> bool,
 ) -> CoreResult<Vec<Offer>> {
     let mut out = Vec::with_capacity(t.targets.len());
-    for target in &t.targets {
+    for target in t.targets.iter().filter(|t| want(&t.info)) {
         let what = format!("{}:{}", r.name, target.tag);
         let mut o = match client.listing(&r.url, &target.tag) {
             Ok(l) => check_offer(l, trust, &what),
@@ -461,8 +455,21 @@ fn tuf_offers(
 /// remote offers its verified targets only ([`tuf_offers`]); its metadata failing to
 /// verify is an error.
 pub fn offers(g: &Ctx, r: &Remote, trust: &TrustStore, client: &Client) -> CoreResult<Vec<Offer>> {
+    offers_of(g, r, trust, client, &|_| true)
+}
+
+/// [`offers`], where a TUF remote's listings are read only for the targets `want`
+/// accepts (an install reads its ID's, not the whole repository's); a remote without
+/// TUF has only its listings to go by, so all are read.
+fn offers_of(
+    g: &Ctx,
+    r: &Remote,
+    trust: &TrustStore,
+    client: &Client,
+    want: &dyn Fn(&appmgr_remote::tuf::TargetInfo) -> bool,
+) -> CoreResult<Vec<Offer>> {
     if let Some(t) = crate::remote_tuf::load(g, r, client)? {
-        return tuf_offers(r, &t, trust, client);
+        return tuf_offers(r, &t, trust, client, want);
     }
     let tags = client.tags(&r.url)?;
     if tags.len() > MAX_TAGS {
@@ -774,8 +781,13 @@ pub fn open_source(g: &Ctx, source: &Source, trust: &TrustStore) -> CoreResult<O
         } => {
             let r = find(&g.config_dir, remote)?;
             let client = Client::new(r.limits);
-            let all = offers(g, &r, trust, &client)?;
             let host = Arch::host();
+            let want = |i: &appmgr_remote::tuf::TargetInfo| {
+                i.id == id.as_str()
+                    && i.arch == host.as_str()
+                    && version.as_ref().is_none_or(|v| i.version == v.to_string())
+            };
+            let all = offers_of(g, &r, trust, &client, &want)?;
             let recorded = match r.root {
                 Some(_) => crate::remote_tuf::releases(g, remote)?
                     .get(id.as_str())
@@ -933,7 +945,12 @@ pub fn update_plan(g: &Ctx, ids: &[String]) -> CoreResult<(Vec<Planned>, Vec<UpT
             None => Default::default(),
         };
         let mut from_r: Vec<Candidate> = Vec::new();
-        for o in offers(g, r, &trust, &client)? {
+        let ids: std::collections::BTreeSet<String> = installed
+            .iter()
+            .map(|i| i.ref_name.id.to_string())
+            .collect();
+        let want = |i: &appmgr_remote::tuf::TargetInfo| ids.contains(&i.id);
+        for o in offers_of(g, r, &trust, &client, &want)? {
             if o.refusal.is_none() {
                 if let Some(m) = o.manifest {
                     let rec = recorded.get(m.id.as_str()).copied();
