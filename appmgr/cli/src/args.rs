@@ -130,10 +130,16 @@ pub enum Command {
         /// The name to use for the bundle in messages (with `-`).
         #[arg(long, hide = true)]
         name: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Update installed apps and runtimes (all, or those of the IDs named) to the newest
     /// version a configured remote offers with a trusted signature (runtimes first).
-    Update { ids: Vec<String> },
+    Update {
+        ids: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Installed apps and runtimes.
     List,
     /// One installed app or runtime: versions and deployments.
@@ -288,6 +294,20 @@ pub enum SbomCmd {
         #[arg(long, value_name = "VERSION")]
         below: Option<String>,
     },
+}
+
+/// `--wait` of install and update (needs appmgrd: the health window is its own).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct WaitArgs {
+    /// Return the health window's verdict: exit 0 once the updated service is healthy
+    /// (READY=1, or its window passed), exit 8 when appmgrd rolled it back (needs appmgrd).
+    #[arg(long)]
+    pub wait: bool,
+    /// Wait at most this many seconds for the verdict (default: the window's
+    /// health-timeout plus 60 s); exit 1 without one.
+    #[arg(long, value_name = "SECONDS", requires = "wait",
+          value_parser = clap::value_parser!(u32).range(1..=172_800))]
+    pub wait_timeout: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,7 @@
 //! bounded: connecting, each call, and waiting for a daemon that holds the lock but does
 //! not serve yet; each ends in a one-line error (exit 1).
 
-use crate::args::{Command, Global};
+use crate::args::{Command, Global, WaitArgs};
 use crate::Output;
 use crate::{CliError, CliResult};
 use appmgr_types::{dbus, ErrorClass};
@@ -92,7 +92,7 @@ pub fn call(g: &Global, cmd: &Command) -> Option<CliResult<Output>> {
         Err(e) => return Some(Err(other(format!("cannot start the D-Bus client: {e}")))),
     };
     rt.block_on(async {
-        match connect(g).await {
+        match connect(g, call_timeout(cmd)).await {
             Ok(Some(conn)) => Some(call_async(g, &conn, cmd).await),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
@@ -103,11 +103,11 @@ pub fn call(g: &Global, cmd: &Command) -> Option<CliResult<Output>> {
 /// The appmgrd serving the state directory, if any. While a process holds the lock but
 /// no daemon answers at the published address (appmgrd is starting, or the lock holder
 /// is not a daemon), waits up to [`start_wait`], then fails.
-async fn connect(g: &Global) -> CliResult<Option<zbus::Connection>> {
+async fn connect(g: &Global, call: Duration) -> CliResult<Option<zbus::Connection>> {
     let wait = start_wait();
     let deadline = Instant::now() + wait;
     loop {
-        if let Some(conn) = serving(&g.state_dir).await {
+        if let Some(conn) = serving(&g.state_dir, call).await {
             return Ok(Some(conn));
         }
         if !lock_held(&g.state_dir) {
@@ -127,7 +127,7 @@ async fn connect(g: &Global) -> CliResult<Option<zbus::Connection>> {
 /// A connection to the published address when its bus answers within
 /// [`CONNECT_TIMEOUT`] and `org.appmgr.Manager1` has an owner there; `None` otherwise
 /// (no address, or a stale one).
-async fn serving(state_dir: &Path) -> Option<zbus::Connection> {
+async fn serving(state_dir: &Path, call: Duration) -> Option<zbus::Connection> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut addr = String::new();
@@ -143,7 +143,7 @@ async fn serving(state_dir: &Path) -> Option<zbus::Connection> {
     let attempt = async {
         let conn = zbus::connection::Builder::address(addr.trim())
             .ok()?
-            .method_timeout(CALL_TIMEOUT)
+            .method_timeout(call)
             .build()
             .await
             .ok()?;
@@ -165,8 +165,13 @@ async fn call_async(g: &Global, conn: &zbus::Connection, cmd: &Command) -> CliRe
             file,
             allow_downgrade,
             name,
-        } => install(g, conn, file, *allow_downgrade, name.as_deref()).await,
-        Update { ids } => install_call(conn, "Update", &(ids, &no_opts)).await,
+            wait,
+        } => install(g, conn, file, *allow_downgrade, name.as_deref(), *wait).await,
+        Update { ids, wait } => {
+            let mut opts = HashMap::new();
+            wait_options(&mut opts, *wait);
+            install_call(conn, "Update", &(ids, &opts)).await
+        }
         List => method(conn, "List", &()).await,
         Info { id } => method(conn, "Info", &(id.as_str(),)).await,
         Remove { id } => method(conn, "Remove", &(id.as_str(), &no_opts)).await,
@@ -237,9 +242,11 @@ async fn install(
     file: &Path,
     allow_downgrade: bool,
     shown: Option<&str>,
+    wait: WaitArgs,
 ) -> CliResult<Output> {
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     opts.insert("allow-downgrade", Value::from(allow_downgrade));
+    wait_options(&mut opts, wait);
     if crate::local::remote_source(g, file)?.is_some() {
         let source = file.to_string_lossy();
         return install_call(conn, "InstallRemote", &(&*source, &opts)).await;
@@ -250,6 +257,28 @@ async fn install(
         .unwrap_or_else(|| file.display().to_string());
     opts.insert("name", Value::from(name.as_str()));
     install_call(conn, "Install", &(zbus::zvariant::Fd::from(&f), &opts)).await
+}
+
+/// `wait` (b) and `wait-timeout` (u) for `--wait [--wait-timeout S]`.
+fn wait_options(opts: &mut HashMap<&str, Value<'_>>, wait: WaitArgs) {
+    if wait.wait {
+        opts.insert("wait", Value::from(true));
+    }
+    if let Some(t) = wait.wait_timeout {
+        opts.insert("wait-timeout", Value::from(t));
+    }
+}
+
+/// How long a call may take: [`CALL_TIMEOUT`], plus the longest verdict wait appmgrd may
+/// take for `--wait` (its `--wait-timeout`, or the longest health-timeout plus 60 s).
+fn call_timeout(cmd: &Command) -> Duration {
+    let wait = match cmd {
+        Command::Install { wait, .. } | Command::Update { wait, .. } if wait.wait => {
+            wait.wait_timeout.unwrap_or(86_400 + 60)
+        }
+        _ => 0,
+    };
+    CALL_TIMEOUT + Duration::from_secs(wait.into())
 }
 
 /// Calls an install method, drawing its progress on a terminal.

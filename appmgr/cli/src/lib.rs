@@ -236,12 +236,21 @@ fn run_store(cli: Cli) -> CliResult<Output> {
     let g = &cli.global;
     let ctx = g.ctx();
     match &cli.command {
+        Install { wait, .. } | Update { wait, .. } if wait.wait => Err(CliError::new(
+            ErrorClass::Other,
+            format!(
+                "appmgrd does not serve {} (or --direct was given): --wait returns the \
+                 verdict of appmgrd's health window, which needs the supervisor",
+                g.state_dir.display()
+            ),
+        )),
         Install {
             file,
             allow_downgrade,
             name,
+            ..
         } => local::install(g, file, *allow_downgrade, name.as_deref()),
-        Update { ids } => store_ops::update(&ctx, ids, &mut |_| {}).map(|(o, _)| o),
+        Update { ids, .. } => store_ops::update(&ctx, ids, &mut |_| {}).map(|(o, _)| o),
         List => records::list(&ctx),
         Info { id } => records::info(&ctx, id),
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),

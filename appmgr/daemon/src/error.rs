@@ -23,6 +23,8 @@ pub enum Error {
     Conflict(String),
     /// Exit 7.
     AccessDenied(String),
+    /// Exit 8: an update failed its health window and was rolled back (`wait`).
+    RolledBack(String),
 }
 
 impl From<CoreError> for Error {
@@ -48,7 +50,8 @@ impl Error {
             | Error::PolicyRefused(m)
             | Error::NotFound(m)
             | Error::Conflict(m)
-            | Error::AccessDenied(m) => m.clone(),
+            | Error::AccessDenied(m)
+            | Error::RolledBack(m) => m.clone(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Error {
             ErrorClass::NotFound => Error::NotFound(m),
             ErrorClass::Conflict => Error::Conflict(m),
             ErrorClass::NotPermitted => Error::AccessDenied(m),
+            ErrorClass::RolledBack => Error::RolledBack(m),
         }
     }
 }

@@ -82,8 +82,11 @@ impl Daemon {
         }
     }
 
-    pub async fn after_install(&self, change: &appmgr_core::records::Change) {
-        self.supervisor.after_install(change).await;
+    pub async fn after_install(
+        &self,
+        change: &appmgr_core::records::Change,
+    ) -> crate::supervise::Watch {
+        self.supervisor.after_install(change).await
     }
 
     /// Publishes the app uids as users (nss-systemd drop-ins), rewrites the bus policy

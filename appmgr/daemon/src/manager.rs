@@ -7,9 +7,10 @@ use crate::access;
 use crate::error::Error;
 use crate::journal::{self, Event};
 use crate::opsrun;
+use crate::supervise::{Verdict, Watch};
 use crate::Daemon;
 use appmgr_core::{apps, records, Error as CoreError};
-use appmgr_types::ErrorClass;
+use appmgr_types::{AppId, ErrorClass};
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
@@ -18,6 +19,15 @@ use zbus::zvariant::{OwnedFd, OwnedValue};
 
 pub struct Manager {
     pub(crate) d: Arc<Daemon>,
+}
+
+/// One install done by appmgr-ops, with what its health window will tell.
+struct Installed {
+    id: AppId,
+    output: appmgr_core::Output,
+    watch: Watch,
+    /// The remote of an update's install (empty otherwise).
+    remote: String,
 }
 
 type Reply = Result<(String, String), Error>;
@@ -84,15 +94,65 @@ impl Manager {
     }
 }
 
-/// The options of Install and InstallPath (`allow-downgrade` b, `name` s) and of
-/// InstallRemote (`allow-downgrade` only, unless `with_name`); anything else is refused.
+/// `wait` (b) and `wait-timeout` (u, seconds) of the install methods and `Update`: reply
+/// only once the health window the install opened has a verdict.
+#[derive(Debug, Clone, Copy, Default)]
+struct WaitOpt {
+    wait: bool,
+    timeout_s: Option<u32>,
+}
+
+/// The longest `wait-timeout` (two days: beyond the longest health-timeout, 86400 s).
+const MAX_WAIT_S: u32 = 172_800;
+
+impl WaitOpt {
+    /// Takes `wait` or `wait-timeout` out of the options; `Ok(false)`: not one of them.
+    fn take(&mut self, k: &str, v: &OwnedValue) -> Result<bool, Error> {
+        match k {
+            "wait" => {
+                self.wait = bool::try_from(v)
+                    .map_err(|_| Error::InvalidArgs("option wait: expected a boolean".into()))?
+            }
+            "wait-timeout" => {
+                let t = u32::try_from(v).map_err(|_| {
+                    Error::InvalidArgs("option wait-timeout: expected a u32 (seconds)".into())
+                })?;
+                if t == 0 || t > MAX_WAIT_S {
+                    return Err(Error::InvalidArgs(format!(
+                        "option wait-timeout: {t} is not within 1..={MAX_WAIT_S} seconds"
+                    )));
+                }
+                self.timeout_s = Some(t)
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn check(self) -> Result<Self, Error> {
+        if self.timeout_s.is_some() && !self.wait {
+            return Err(Error::InvalidArgs(
+                "option wait-timeout needs wait = true".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// The options of Install and InstallPath (`allow-downgrade` b, `name` s, `wait` b,
+/// `wait-timeout` u) and of InstallRemote (the same but `name`, unless `with_name`);
+/// anything else is refused.
 fn install_options(
     options: &HashMap<String, OwnedValue>,
     with_name: bool,
-) -> Result<(bool, Option<String>), Error> {
+) -> Result<(bool, Option<String>, WaitOpt), Error> {
     let mut allow_downgrade = false;
     let mut name = None;
+    let mut wait = WaitOpt::default();
     for (k, v) in options {
+        if wait.take(k, v)? {
+            continue;
+        }
         match k.as_str() {
             "allow-downgrade" => {
                 allow_downgrade = bool::try_from(v).map_err(|_| {
@@ -118,7 +178,15 @@ fn install_options(
             }
         }
     }
-    Ok((allow_downgrade, name))
+    Ok((allow_downgrade, name, wait.check()?))
+}
+
+/// The verdict of one install's health window: a line for people and its JSON.
+struct Judged {
+    text: String,
+    json: serde_json::Value,
+    /// Rolled back, or no verdict: the error the reply becomes.
+    failure: Option<Error>,
 }
 
 impl Manager {
@@ -131,13 +199,139 @@ impl Manager {
         bundle: std::os::fd::OwnedFd,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
-        let (allow_downgrade, name) = install_options(&options, true)?;
+        let (allow_downgrade, name, wait) = install_options(&options, true)?;
         let name = name.unwrap_or_else(|| String::from("bundle"));
         let op = appmgr_core::worker::Op::Install {
             name,
             allow_downgrade,
         };
-        self.install_op(caller, emitter, op, Some(bundle)).await
+        let done = self.install_op(caller, emitter, op, Some(bundle)).await?;
+        self.answer(vec![done], wait).await
+    }
+
+    /// The reply to installs: with `wait`, each one's health verdict is added (`health`
+    /// in its JSON, a line in its text); a rollback makes the reply `RolledBack` (exit 8),
+    /// no verdict `Failed`. `compose` makes one output of several (Update).
+    async fn answer(&self, done: Vec<Installed>, wait: WaitOpt) -> Reply {
+        let (out, failure) = self.judge_all(done, wait).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (_, out) = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Failed("internal: an install without output".into()))?;
+        reply(out)
+    }
+
+    /// Adds the verdicts to the outputs (with `wait`) and returns the first failure.
+    async fn judge_all(
+        &self,
+        done: Vec<Installed>,
+        wait: WaitOpt,
+    ) -> (Vec<(String, appmgr_core::Output)>, Option<Error>) {
+        let mut outs = Vec::new();
+        let mut failures: Vec<Error> = Vec::new();
+        for d in done {
+            let mut out = d.output;
+            if wait.wait {
+                let j = self.judge(&d.id, d.watch, wait.timeout_s).await;
+                out.text.push_str(&j.text);
+                if let Some(o) = out.json.as_object_mut() {
+                    o.insert("health".into(), j.json);
+                }
+                failures.extend(j.failure);
+            }
+            outs.push((d.remote, out));
+        }
+        // A rollback wins over the other failures: it is what the pipeline must know.
+        let failure = match failures.len() {
+            0 => None,
+            1 => failures.pop(),
+            _ => {
+                let rolled = failures.iter().any(|e| matches!(e, Error::RolledBack(_)));
+                let msg = failures
+                    .iter()
+                    .map(Error::message)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Some(if rolled {
+                    Error::RolledBack(msg)
+                } else {
+                    Error::Failed(msg)
+                })
+            }
+        };
+        (outs, failure)
+    }
+
+    /// Waits for the verdict of the health window an install opened: at most
+    /// `timeout_s`, by default the window's own timeout plus 60 s.
+    async fn judge(&self, id: &AppId, watch: Watch, timeout_s: Option<u32>) -> Judged {
+        let (to_version, window_s) = match watch {
+            Watch::NoWindow(why) => {
+                return Judged {
+                    text: format!("{id}: no health window ({why})\n"),
+                    json: serde_json::json!({"verdict": "none", "why": why}),
+                    failure: None,
+                }
+            }
+            Watch::StartFailed(why) => {
+                return Judged {
+                    text: String::new(),
+                    json: serde_json::json!({"verdict": "not-started", "why": why}),
+                    failure: Some(Error::Failed(format!("{id}: {why}"))),
+                }
+            }
+            Watch::Window {
+                to_version,
+                timeout_s,
+            } => (to_version, timeout_s),
+        };
+        let bound = timeout_s.unwrap_or(window_s.saturating_add(60));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(bound.into());
+        match self.d.supervisor.verdict(id, &to_version, deadline).await {
+            Some(Verdict::Healthy(why)) => Judged {
+                text: format!("{id} {to_version} is healthy: {why}\n"),
+                json: serde_json::json!({"verdict": "healthy", "version": to_version, "why": why}),
+                failure: None,
+            },
+            Some(Verdict::RolledBack { reason, restored }) => {
+                let msg = format!(
+                    "{id}: the update to {to_version} failed its health window and was rolled \
+                     back: {reason}{}",
+                    if restored {
+                        ""
+                    } else {
+                        " (the previous version did not start again: see appmgr status)"
+                    }
+                );
+                Judged {
+                    text: format!("{msg}\n"),
+                    json: serde_json::json!({"verdict": "rolled-back", "version": to_version,
+                        "reason": reason, "restored": restored}),
+                    failure: Some(Error::RolledBack(msg)),
+                }
+            }
+            Some(Verdict::Interrupted(why)) => Judged {
+                text: format!("{id} {to_version}: no verdict: {why}\n"),
+                json: serde_json::json!({"verdict": "interrupted", "version": to_version, "why": why}),
+                failure: Some(Error::Failed(format!(
+                    "{id} {to_version}: no verdict: {why}"
+                ))),
+            },
+            None => {
+                let why = format!(
+                    "its health window gave no verdict within {bound} s (it stays open: \
+                     appmgr status {id})"
+                );
+                Judged {
+                    text: format!("{id} {to_version}: {why}\n"),
+                    json: serde_json::json!({"verdict": "timeout", "version": to_version, "why": why}),
+                    failure: Some(Error::Failed(format!("{id} {to_version}: {why}"))),
+                }
+            }
+        }
     }
 
     /// An install in appmgr-ops with progress signals, the journal entry, and the service
@@ -148,7 +342,7 @@ impl Manager {
         emitter: SignalEmitter<'_>,
         op: appmgr_core::worker::Op,
         bundle: Option<std::os::fd::OwnedFd>,
-    ) -> Result<(String, String), Error> {
+    ) -> Result<Installed, Error> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<opsrun::Progress>();
         let emitter = emitter.to_owned();
         let who = caller.name.clone();
@@ -174,8 +368,13 @@ impl Manager {
             Some(change.id.as_str()),
             done.output.text.lines().next().unwrap_or(""),
         );
-        self.d.after_install(&change).await;
-        reply(done.output)
+        let watch = self.d.after_install(&change).await;
+        Ok(Installed {
+            id: change.id.clone(),
+            output: done.output,
+            watch,
+            remote: String::new(),
+        })
     }
 
     async fn fsck_report(&self) -> Result<appmgr_core::Output, Error> {
@@ -261,12 +460,13 @@ impl Manager {
                 appmgr_types::escape_for_display(&source)
             )));
         }
-        let (allow_downgrade, _) = install_options(&options, false)?;
+        let (allow_downgrade, _, wait) = install_options(&options, false)?;
         let op = appmgr_core::worker::Op::InstallRemote {
             source,
             allow_downgrade,
         };
-        self.install_op(&caller, emitter, op, None).await
+        let done = self.install_op(&caller, emitter, op, None).await?;
+        self.answer(vec![done], wait).await
     }
 
     /// Updates installed apps and runtimes (all, or those of `ids`) to the newest version a
@@ -282,7 +482,16 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, String), Error> {
         let caller = self.authorize(conn, &hdr, "Update").await?;
-        no_options(&options)?;
+        let mut wait = WaitOpt::default();
+        for (k, v) in &options {
+            if !wait.take(k, v)? {
+                return Err(Error::InvalidArgs(format!(
+                    "unknown option {}",
+                    appmgr_types::escape_for_display(k)
+                )));
+            }
+        }
+        let wait = wait.check()?;
         if let Some(bad) = ids
             .iter()
             .find(|i| appmgr_types::has_unsafe_chars(i) || i.len() > 255)
@@ -315,9 +524,14 @@ impl Manager {
                 source: format!("{remote}:{id}@{to}"),
                 allow_downgrade: false,
             };
-            let (text, json) = self.install_op(&caller, emitter.clone(), op, None).await?;
-            let json = serde_json::from_str(&json).unwrap_or_default();
-            done.push((remote.to_string(), appmgr_core::Output::new(text, json)));
+            let mut one = self.install_op(&caller, emitter.clone(), op, None).await?;
+            one.remote = remote.to_string();
+            done.push(one);
+        }
+        // Every window runs at once; the verdicts are collected after the last install.
+        let (done, failure) = self.judge_all(done, wait).await;
+        if let Some(e) = failure {
+            return Err(e);
         }
         reply(appmgr_core::remotes::compose_update(done, rest))
     }

@@ -85,10 +85,46 @@ impl Service {
 pub struct Supervisor {
     daemon: Weak<Daemon>,
     services: Mutex<BTreeMap<String, Service>>,
+    /// How the last health window of each app ended (for `install --wait`); cleared when
+    /// an update opens a new one.
+    outcomes: std::sync::Mutex<BTreeMap<String, Outcome>>,
+    /// Bumped whenever a service's state or an outcome changes: waiters look again.
+    changed: tokio::sync::watch::Sender<u64>,
     /// Exits, restart timers and health deadlines arrive here and are handled by
     /// [`Supervisor::run`] (one task each), so a launch never awaits its own successor.
     tx: tokio::sync::mpsc::UnboundedSender<Msg>,
     rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Msg>>>,
+}
+
+/// How an update's health window ended, as `install --wait` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// READY=1 came, or the window's time passed with fewer crashes than allowed.
+    Healthy(String),
+    /// The window failed and appmgrd rolled the app back (`restored`: the rollback
+    /// itself succeeded and the previous version was started).
+    RolledBack { reason: String, restored: bool },
+    /// The window did not close: the service was stopped or removed, or another update
+    /// replaced the window.
+    Interrupted(String),
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    to_version: String,
+    /// `None` while the rollback the window decided is under way.
+    verdict: Option<Verdict>,
+}
+
+/// What an install left to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    /// No health window opened, and why (not a service, a first install, …).
+    NoWindow(String),
+    /// The service could not be started on the new version.
+    StartFailed(String),
+    /// A window for `to_version` is open; it closes within `timeout_s` (plus crashes).
+    Window { to_version: String, timeout_s: u32 },
 }
 
 enum Msg {
@@ -136,6 +172,8 @@ impl Supervisor {
         Supervisor {
             daemon,
             services: Mutex::new(BTreeMap::new()),
+            outcomes: std::sync::Mutex::new(BTreeMap::new()),
+            changed: tokio::sync::watch::Sender::new(0),
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
         }
@@ -186,6 +224,8 @@ impl Supervisor {
     async fn perform(&self, s: &Service, actions: Vec<Action>) -> Vec<Action> {
         let app = &s.id;
         let mut rest = Vec::new();
+        // Waiters for a verdict look again after every decision.
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
         for a in actions {
             match a {
                 Action::Announce(state) => {
@@ -211,7 +251,18 @@ impl Supervisor {
                     from_version,
                     to_version,
                     why,
-                } => journal::log(
+                } => {
+                    self.record_outcome(
+                        app,
+                        &to_version,
+                        Some(Verdict::Healthy(match why {
+                            restart::Passed::Ready => "READY=1".into(),
+                            restart::Passed::Window => {
+                                "its health window passed without too many crashes".into()
+                            }
+                        })),
+                    );
+                    journal::log(
                     journal::INFO,
                     None,
                     Some(app.as_str()),
@@ -223,7 +274,8 @@ impl Supervisor {
                             "{app} {to_version} passed its health window: update from {from_version} accepted"
                         ),
                     },
-                ),
+                    )
+                }
                 Action::RestartAt { at, generation } => {
                     let tx = self.tx.clone();
                     let app = app.clone();
@@ -240,9 +292,12 @@ impl Supervisor {
                         let _ = tx.send(Msg::HealthDeadline { app, generation });
                     });
                 }
-                a @ (Action::Launch | Action::RollBack { .. } | Action::Terminate { .. }) => {
+                Action::RollBack { ref to_version, .. } => {
+                    // Decided: the verdict follows once the rollback is done.
+                    self.record_outcome(app, to_version, None);
                     rest.push(a)
                 }
+                a @ (Action::Launch | Action::Terminate { .. }) => rest.push(a),
             }
         }
         rest
@@ -635,7 +690,7 @@ impl Supervisor {
             reason: reason.clone(),
             at_unix: now_unix(),
         };
-        match r {
+        let restored = match r {
             Ok(_) => {
                 let path = d.daemon_dir().join("health").join(format!("{app}.json"));
                 let written =
@@ -658,24 +713,104 @@ impl Supervisor {
                     Some(app.as_str()),
                     &format!("{app}: update {from} -> {to} rolled back: {reason}"),
                 );
-                if let Err(e) = self.launch(app, None).await {
-                    journal::log(
-                        journal::ERR,
-                        None,
-                        Some(app.as_str()),
-                        &format!("restart after rollback failed: {}", e.message()),
-                    );
+                match self.launch(app, None).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        journal::log(
+                            journal::ERR,
+                            None,
+                            Some(app.as_str()),
+                            &format!("restart after rollback failed: {}", e.message()),
+                        );
+                        false
+                    }
                 }
             }
-            Err(e) => journal::log(
-                journal::ERR,
-                None,
-                Some(app.as_str()),
-                &format!(
-                    "{app}: health window failed ({reason}) but rollback failed: {}",
-                    e.message()
-                ),
-            ),
+            Err(e) => {
+                journal::log(
+                    journal::ERR,
+                    None,
+                    Some(app.as_str()),
+                    &format!(
+                        "{app}: health window failed ({reason}) but rollback failed: {}",
+                        e.message()
+                    ),
+                );
+                false
+            }
+        };
+        self.record_outcome(app, &to, Some(Verdict::RolledBack { reason, restored }));
+    }
+
+    fn record_outcome(&self, app: &AppId, to_version: &str, verdict: Option<Verdict>) {
+        if let Ok(mut o) = self.outcomes.lock() {
+            o.insert(
+                app.to_string(),
+                Outcome {
+                    to_version: to_version.to_string(),
+                    verdict,
+                },
+            );
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits, at most until `deadline`, for the verdict of the health window that an
+    /// update of `app` to `to_version` opened. `None`: no verdict by then.
+    pub async fn verdict(
+        &self,
+        app: &AppId,
+        to_version: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Verdict> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            // Marked seen before looking, so a change after the look wakes us.
+            rx.borrow_and_update();
+            let recorded = self
+                .outcomes
+                .lock()
+                .ok()
+                .and_then(|o| o.get(app.as_str()).cloned())
+                .filter(|o| o.to_version == to_version);
+            match recorded {
+                Some(Outcome {
+                    verdict: Some(v), ..
+                }) => return Some(v),
+                // Rolling back: the verdict follows.
+                Some(Outcome { verdict: None, .. }) => {}
+                None => {
+                    let map = self.services.lock().await;
+                    let gone = match map.get(app.as_str()) {
+                        None => Some("the service is no longer supervised (removed)".to_string()),
+                        Some(s) => match s.machine.health() {
+                            Some(h) if h.to_version == to_version => (!s.machine.want_running()
+                                && matches!(s.state(), State::Stopped | State::Failed))
+                            .then(|| {
+                                format!(
+                                    "the service is {} (last: {}) and its health window is \
+                                     still open",
+                                    s.state().name(),
+                                    s.machine.last_exit().unwrap_or("-")
+                                )
+                            }),
+                            _ => Some(format!(
+                                "the health window of {to_version} was replaced (another \
+                                 update or launch)"
+                            )),
+                        },
+                    };
+                    if let Some(why) = gone {
+                        return Some(Verdict::Interrupted(why));
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
         }
     }
 
@@ -748,6 +883,7 @@ impl Supervisor {
         if map.get(id).is_some_and(|s| s.pid.is_none()) {
             map.remove(id);
         }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// `Kill` was asked for: the exit that follows is not a crash to restart from.
@@ -784,11 +920,11 @@ impl Supervisor {
 
     /// After an install: an updated service that runs (or autostarts) is restarted on the
     /// new version inside a health window; a new autostart service is started.
-    pub async fn after_install(self: &Arc<Self>, change: &appmgr_core::records::Change) {
+    pub async fn after_install(self: &Arc<Self>, change: &appmgr_core::records::Change) -> Watch {
         let app = change.id.clone();
         let id = app.as_str();
         if change.kind != appmgr_types::Kind::App {
-            return;
+            return Watch::NoWindow("a runtime: no service is restarted on it".into());
         }
         let g = self.d().ctx();
         let sid = id.to_string();
@@ -797,13 +933,15 @@ impl Supervisor {
             .ok()
             .and_then(Result::ok)
             .flatten();
-        let Some(settings) = settings else { return };
+        let Some(settings) = settings else {
+            return Watch::NoWindow("not a service".into());
+        };
         let running = {
             let map = self.services.lock().await;
             map.get(id).is_some_and(|s| s.machine.want_running())
         };
         if !running && !settings.autostart {
-            return;
+            return Watch::NoWindow("a service that is not running and does not autostart".into());
         }
         let from = change.previous_version.clone();
         let to = change.version.clone().unwrap_or_default();
@@ -818,15 +956,31 @@ impl Supervisor {
             )),
             _ => None,
         };
+        let watch = match &health {
+            Some(h) => Watch::Window {
+                to_version: h.to_version.clone(),
+                timeout_s: h.timeout_s,
+            },
+            None if change.action == appmgr_core::records::Action::Installed => {
+                Watch::NoWindow("a first install: no previous version to return to".into())
+            }
+            None => Watch::NoWindow(format!(
+                "{}: only an update opens a health window",
+                change.action.as_str()
+            )),
+        };
+        if let Ok(mut o) = self.outcomes.lock() {
+            // A verdict of an earlier window (the same version, once before) is not this
+            // one's.
+            o.remove(id);
+        }
         self.stop_and_wait(&app).await;
         if let Err(e) = self.launch(&app, health).await {
-            journal::log(
-                journal::ERR,
-                None,
-                Some(id),
-                &format!("start after install failed: {}", e.message()),
-            );
+            let msg = format!("start after install failed: {}", e.message());
+            journal::log(journal::ERR, None, Some(id), &msg);
+            return Watch::StartFailed(msg);
         }
+        watch
     }
 
     /// `Status`: every supervised service, or one.

@@ -523,6 +523,92 @@ fn health_window_rolls_back_an_update_that_never_gets_ready() {
 }
 
 #[test]
+fn install_wait_returns_the_health_windows_verdict() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
+    let id = "org.example.DaemonWait";
+    let e = setup(id, SERVICE_POLICY);
+    let started = "\n[service]\nready = \"started\"\n";
+    let sleeper = "#!/usr/bin/sh\nexec busybox sleep 1000\n";
+    let v1 = service_bundle(&e, id, "1.0.0", sleeper, started);
+    let v2 = service_bundle(&e, id, "2.0.0", sleeper, started);
+    let broken = service_bundle(&e, id, "3.0.0", "#!/usr/bin/sh\nexit 7\n", started);
+    let silent = service_bundle(
+        &e,
+        id,
+        "4.0.0",
+        sleeper,
+        "\n[service]\nready = \"notify\"\n",
+    );
+    e.ok(&["--direct", "install", s(&v1)]);
+    // Without appmgrd there is no health window to wait for: refused, nothing changed.
+    let before = store_snapshot(&e);
+    let err = e.fails(&["--direct", "install", "--wait", s(&v2)], 1);
+    assert!(
+        err.contains("--wait") && err.contains("supervisor"),
+        "{err}"
+    );
+    assert_eq!(store_snapshot(&e), before);
+    let r = e.run(&["install", "--wait-timeout", "5", s(&v2)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--wait"), "{}", r.stderr);
+    assert_eq!(store_snapshot(&e), before);
+
+    let _d = Daemon::start(&e);
+    wait_for("autostart", 20, || status(&e, id)["state"] == "running");
+    // A good update: the reply comes when its window (health-timeout 3 s) has passed.
+    let t = Instant::now();
+    let r = e.ok(&["--json", "install", "--wait", s(&v2)]);
+    let waited = t.elapsed();
+    let j = r.json();
+    assert_eq!(j["health"]["verdict"], "healthy", "{j}");
+    assert_eq!(j["health"]["version"], "2.0.0", "{j}");
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    let st = status(&e, id);
+    assert!(st["health-window"].is_null(), "the window is closed: {st}");
+    assert_eq!(st["version"], "2.0.0", "{st}");
+
+    // A broken update: exit 8 once it is rolled back and 2.0.0 runs again.
+    let r = e.run(&["--json", "install", "--wait", s(&broken)]);
+    assert_eq!(r.code, 8, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("3.0.0") && r.stderr.contains("rolled") && r.stderr.contains("crash"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("\"class\":\"RolledBack\""),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.app_state_of(id).unwrap().0, "2.0.0");
+    let st = status(&e, id);
+    assert_eq!(st["version"], "2.0.0", "{st}");
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["last-rollback"]["from-version"], "3.0.0", "{st}");
+
+    // A bounded wait: no READY=1 within 1 s is no verdict yet (exit 1); the window stays
+    // open and rolls the update back later.
+    let t = Instant::now();
+    let err = e.fails(&["install", "--wait", "--wait-timeout", "1", s(&silent)], 1);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(err.contains("no verdict within 1 s"), "{err}");
+    wait_for("the later rollback", 30, || {
+        status(&e, id)["last-rollback"]["from-version"] == "4.0.0"
+    });
+    assert_eq!(e.app_state_of(id).unwrap().0, "2.0.0");
+
+    // An app that is not a service has no window: the install's answer says so, exit 0.
+    let plain = e.run(&["--json", "install", "--wait", s(&e.runtime_bundle("1.1.0"))]);
+    assert_eq!(plain.code, 0, "{}{}", plain.stdout, plain.stderr);
+    assert_eq!(
+        plain.json()["health"]["verdict"],
+        "none",
+        "{}",
+        plain.stdout
+    );
+}
+
+#[test]
 fn per_app_bus_policy_lets_an_app_reach_granted_names_only() {
     require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let talker = "org.example.BusTalker";
@@ -1312,8 +1398,11 @@ fn remote_installs_go_through_appmgrd() {
         "r3.bundle",
     );
     e.ok(&["publish", s(&b3), &url]);
-    let out = e.ok(&["--json", "update", id]).json();
+    // With --wait each install carries its health verdict (this app is no service).
+    let out = e.ok(&["--json", "update", "--wait", id]).json();
     assert_eq!(out["updated"][0]["remote"], "fleet", "{out}");
+    assert_eq!(out["updated"][0]["health"]["verdict"], "none", "{out}");
+    assert_eq!(out["updated"][0]["health"]["why"], "not a service", "{out}");
     assert_eq!(
         e.app_state_of(id),
         Some(("3.0.0".into(), Some("2.0.0".into())))

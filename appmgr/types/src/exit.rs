@@ -16,6 +16,9 @@ pub enum ErrorClass {
     Conflict,
     /// The caller lacks the privilege.
     NotPermitted,
+    /// The update was installed but failed its health window and was rolled back
+    /// (`install --wait`, `update --wait`).
+    RolledBack,
 }
 
 impl ErrorClass {
@@ -29,6 +32,7 @@ impl ErrorClass {
             ErrorClass::NotFound => 5,
             ErrorClass::Conflict => 6,
             ErrorClass::NotPermitted => 7,
+            ErrorClass::RolledBack => 8,
         }
     }
 
@@ -42,6 +46,7 @@ impl ErrorClass {
             ErrorClass::NotFound => "NotFound",
             ErrorClass::Conflict => "Conflict",
             ErrorClass::NotPermitted => "AccessDenied",
+            ErrorClass::RolledBack => "RolledBack",
         }
     }
 }
@@ -60,7 +65,7 @@ pub mod dbus {
 
 impl ErrorClass {
     /// Every class, in exit-code order.
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::Other,
         ErrorClass::Usage,
         ErrorClass::Integrity,
@@ -68,6 +73,7 @@ impl ErrorClass {
         ErrorClass::NotFound,
         ErrorClass::Conflict,
         ErrorClass::NotPermitted,
+        ErrorClass::RolledBack,
     ];
 
     /// The D-Bus error name appmgrd replies with for this class: one name per exit code.
