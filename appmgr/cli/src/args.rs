@@ -84,6 +84,9 @@ impl Command {
             | Report { .. }
             | Hold { .. }
             | Unhold { .. }
+            | Inhibit { .. }
+            | Uninhibit { .. }
+            | Inhibitors
             | Remote(_) => (false, false, false),
         };
         Route {
@@ -171,6 +174,18 @@ pub enum Command {
     },
     /// Let `update` update a held app again.
     Unhold { id: String },
+    /// Set an inhibitor (a file in inhibit-dir): installs and the restarts they bring
+    /// wait until no inhibitor is left (appmgrd queues them; without it they are refused).
+    Inhibit {
+        /// 1 to 64 of A-Z a-z 0-9 - _ (e.g. vehicle-moving).
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Clear an inhibitor; appmgrd runs the queued installs once none is left.
+    Uninhibit { name: String },
+    /// The inhibitors in force and the installs appmgrd queued meanwhile.
+    Inhibitors,
     /// The signed device report: installed apps and runtimes, versions, release counters,
     /// each one's last update outcome (signed with STATE/device/report.key).
     Report {

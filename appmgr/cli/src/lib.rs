@@ -249,8 +249,14 @@ fn run_store(cli: Cli) -> CliResult<Output> {
             allow_downgrade,
             name,
             ..
-        } => local::install(g, file, *allow_downgrade, name.as_deref()),
-        Update { ids, .. } => store_ops::update(&ctx, ids, &mut |_| {}).map(|(o, _)| o),
+        } => {
+            appmgr_core::inhibit::refuse_if_inhibited(&ctx)?;
+            local::install(g, file, *allow_downgrade, name.as_deref())
+        }
+        Update { ids, .. } => {
+            appmgr_core::inhibit::refuse_if_inhibited(&ctx)?;
+            store_ops::update(&ctx, ids, &mut |_| {}).map(|(o, _)| o)
+        }
         List => records::list(&ctx),
         Info { id } => records::info(&ctx, id),
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
@@ -329,6 +335,11 @@ fn run_lean(cli: Cli) -> CliResult<Output> {
         Report { .. } => appmgr_core::report::report(&g.ctx()),
         Hold { id, reason } => appmgr_core::holds::hold(&g.ctx(), &id, reason.as_deref()),
         Unhold { id } => appmgr_core::holds::unhold(&g.ctx(), &id),
+        Inhibit { name, reason } => {
+            appmgr_core::inhibit::inhibit(&g.ctx(), &name, reason.as_deref())
+        }
+        Uninhibit { name } => appmgr_core::inhibit::uninhibit(&g.ctx(), &name),
+        Inhibitors => appmgr_core::inhibit::list(&g.ctx()),
         Kill { id } => appmgr_core::apps::kill(&g.ctx(), &id),
         Reload { id } => appmgr_core::apps::reload(&g.ctx(), id.as_deref()),
         Remote(args::RemoteCmd::List) => appmgr_core::remotes::list(&g.ctx()),

@@ -24,7 +24,7 @@ pub fn install(
         Some(n) if file == Path::new("-") => Path::new(n),
         _ => file,
     };
-    install_from(&g.ctx(), f, shown, allow_downgrade, &mut progress).map(|d| d.output)
+    install_from(&g.ctx(), f, shown, allow_downgrade, None, &mut progress).map(|d| d.output)
 }
 
 /// The remote source an `install` argument names (`NAME:ID[@VERSION]` of a configured

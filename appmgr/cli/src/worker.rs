@@ -50,27 +50,44 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
         Op::Install {
             name,
             allow_downgrade,
+            release,
         } => {
             let f = crate::local::open_bundle_arg(Path::new("-"))?;
             let mut progress = progress_to(sock)?;
-            store_ops::install_from(&ctx, f, Path::new(name), *allow_downgrade, &mut progress)
-                .map(done)
+            store_ops::install_from(
+                &ctx,
+                f,
+                Path::new(name),
+                *allow_downgrade,
+                release.clone(),
+                &mut progress,
+            )
+            .map(done)
         }
         Op::InstallRemote {
             source,
             allow_downgrade,
         } => {
-            let Some(src) = appmgr_core::remotes::parse_source(&ctx.config_dir, source)? else {
-                return Err(Error::new(
-                    ErrorClass::Usage,
-                    format!(
-                        "{}: not NAME:ID[@VERSION] of a configured remote, nor an http:// URL",
-                        appmgr_types::escape_for_display(source)
-                    ),
-                ));
-            };
+            let src = source_of(&ctx, source)?;
             let mut progress = progress_to(sock)?;
             store_ops::install_source(&ctx, &src, *allow_downgrade, &mut progress).map(done)
+        }
+        Op::Spool { source, name, dest } => {
+            let (m, release) = match source {
+                Some(s) => store_ops::spool(&ctx, Ok(&source_of(&ctx, s)?), dest)?,
+                None => {
+                    let f = crate::local::open_bundle_arg(Path::new("-"))?;
+                    store_ops::spool(&ctx, Err((f, Path::new(name))), dest)?
+                }
+            };
+            Ok((
+                appmgr_core::Output::new(
+                    format!("{} {} {} verified and kept\n", m.kind, m.id, m.version),
+                    serde_json::json!({"id": m.id, "kind": m.kind, "version": m.version.to_string(),
+                                       "release": release}),
+                ),
+                None,
+            ))
         }
         Op::Remove { id } => store_ops::remove(&ctx, id).map(done),
         Op::Rollback { id } => store_ops::rollback(&ctx, id).map(done),
@@ -78,6 +95,19 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
         Op::UpdatePlan { ids } => appmgr_core::remotes::update_plan(&ctx, ids)
             .map(|(plan, current)| (appmgr_core::remotes::plan_output(&plan, &current), None)),
     }
+}
+
+/// A remote source (`NAME:ID[@VERSION]` or a URL), or a usage error naming it.
+fn source_of(ctx: &appmgr_core::Ctx, source: &str) -> Result<appmgr_core::remotes::Source, Error> {
+    appmgr_core::remotes::parse_source(&ctx.config_dir, source)?.ok_or_else(|| {
+        Error::new(
+            ErrorClass::Usage,
+            format!(
+                "{}: not NAME:ID[@VERSION] of a configured remote, nor an http:// URL",
+                appmgr_types::escape_for_display(source)
+            ),
+        )
+    })
 }
 
 /// Progress messages on the worker's socket: at most one per percent and phase (a

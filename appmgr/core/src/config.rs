@@ -35,6 +35,9 @@
 //! # The name servers appmgr asks for the names in egress grants (IPv4, port 53 unless
 //! # given); default: the host's /etc/resolv.conf, read at every lookup
 //! network-resolvers = ["192.0.2.53", "127.0.0.1:5353"]
+//! # Inhibitors (docs/remotes.md): a file here defers installs until it is removed;
+//! # "none" turns them off
+//! inhibit-dir = "/run/appmgr/inhibit"
 //! ```
 //!
 //! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
@@ -78,6 +81,8 @@ pub struct HostConfig {
     pub network_mode: Option<String>,
     /// Name servers for the names of egress grants (`ADDR` or `ADDR:PORT`).
     pub network_resolvers: Option<Vec<String>>,
+    /// Where inhibitors are (files that defer installs).
+    pub inhibit_dir: Option<String>,
 }
 
 /// The first uid of the store's default `uid-range` (70000-79999).
@@ -251,6 +256,15 @@ impl HostConfig {
             "bus-policy-file",
             self.bus_policy_file.as_deref(),
             DEFAULT_BUS_POLICY_FILE,
+        )
+    }
+
+    /// The inhibitor directory (`inhibit-dir`), `None` when turned off.
+    pub fn inhibit_dir(&self) -> CoreResult<Option<PathBuf>> {
+        path_or_none(
+            "inhibit-dir",
+            self.inhibit_dir.as_deref(),
+            crate::inhibit::DEFAULT_INHIBIT_DIR,
         )
     }
 

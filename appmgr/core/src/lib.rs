@@ -25,6 +25,7 @@ pub mod config;
 mod error;
 pub mod extensions;
 pub mod holds;
+pub mod inhibit;
 pub mod journal;
 pub mod paths;
 pub mod prepared;

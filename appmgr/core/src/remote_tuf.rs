@@ -112,7 +112,8 @@ pub fn record_release(g: &Ctx, name: &str, id: &str, release: u64) -> CoreResult
 /// What an install from a TUF remote records once it succeeded, and whether the signed
 /// release allows a lower version than the one installed (a downgrade the publisher
 /// signed: a release above the one recorded).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Release {
     pub remote: String,
     pub id: String,

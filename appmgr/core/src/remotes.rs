@@ -765,12 +765,26 @@ fn installed_version(g: &Ctx, id: &AppId) -> CoreResult<Option<Version>> {
 /// target with the highest release counter (of that version, when one is named), never
 /// one below the release installed from it before (exit 3).
 pub fn open_source(g: &Ctx, source: &Source, trust: &TrustStore) -> CoreResult<Opened> {
+    open_source_with(g, source, trust, &mut |s| s)
+}
+
+/// A hook on the raw bundle stream before it is read (a copy of it is kept for a
+/// deferred install).
+pub type Wrap<'a> = &'a mut dyn FnMut(Box<dyn Read + Send>) -> Box<dyn Read + Send>;
+
+/// [`open_source`], the download's byte stream passed through `wrap` first.
+pub fn open_source_with(
+    g: &Ctx,
+    source: &Source,
+    trust: &TrustStore,
+    wrap: Wrap<'_>,
+) -> CoreResult<Opened> {
     match source {
         Source::Url(url) => {
             let client = Client::new(Limits::default());
             let name = PathBuf::from(url);
             let s = client.url(url, MAX_URL_BUNDLE)?;
-            let b = appmgr_bundle::open_reader(Box::new(s), &name, Some(trust))
+            let b = appmgr_bundle::open_reader(wrap(Box::new(s)), &name, Some(trust))
                 .map_err(crate::bundle_read_error)?;
             Ok((b, name, None))
         }
@@ -852,7 +866,7 @@ pub fn open_source(g: &Ctx, source: &Source, trust: &TrustStore) -> CoreResult<O
                 }
                 None => None,
             };
-            let (b, name) = open_listing(&r, &client, &o.listing, trust)?;
+            let (b, name) = open_listing(&r, &client, &o.listing, trust, wrap)?;
             Ok((b, name, release))
         }
     }
@@ -865,10 +879,11 @@ fn open_listing(
     client: &Client,
     listing: &Listing,
     trust: &TrustStore,
+    wrap: Wrap<'_>,
 ) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
     let name = PathBuf::from(format!("{}:{}", r.name, listing.tag));
     let s = client.blob(&r.url, &listing.bundle)?;
-    let b = appmgr_bundle::open_reader(Box::new(s), &name, Some(trust))
+    let b = appmgr_bundle::open_reader(wrap(Box::new(s)), &name, Some(trust))
         .map_err(crate::bundle_read_error)?;
     if b.manifest_bytes() != listing.manifest_bytes.as_slice() {
         return Err(Error::new(
@@ -886,7 +901,7 @@ fn open_listing(
 /// pass over the remote's tags).
 pub fn open_planned(g: &Ctx, p: &Planned, trust: &TrustStore) -> CoreResult<Opened> {
     let r = find(&g.config_dir, &p.remote)?;
-    let (b, name) = open_listing(&r, &Client::new(r.limits), &p.listing, trust)?;
+    let (b, name) = open_listing(&r, &Client::new(r.limits), &p.listing, trust, &mut |s| s)?;
     Ok((b, name, p.release.clone()))
 }
 

@@ -15,16 +15,27 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The protocol version; a request or reply of another version is refused.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// What the daemon asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Op {
-    /// Install or update from the bundle on the worker's stdin, named `name` in messages.
+    /// Install or update from the bundle on the worker's stdin, named `name` in messages;
+    /// `release`: a deferred install's TUF release, recorded once it is installed.
     Install {
         name: String,
         allow_downgrade: bool,
+        #[serde(default)]
+        release: Option<crate::remote_tuf::Release>,
+    },
+    /// Verify a bundle into the file `dest` (created, never replaced) for an install that
+    /// inhibitors defer: from `source` (as `InstallRemote`), or from stdin (named `name`).
+    /// The reply's JSON: `id`, `kind`, `version`, `release`.
+    Spool {
+        source: Option<String>,
+        name: String,
+        dest: PathBuf,
     },
     /// Install or update from a remote source (`NAME:ID[@VERSION]` of a configured remote,
     /// or an http:// URL), downloaded by the worker as a stream.
@@ -167,6 +178,12 @@ mod tests {
             Op::Install {
                 name: "b".into(),
                 allow_downgrade: true,
+                release: Some(crate::remote_tuf::Release {
+                    remote: "fleet".into(),
+                    id: "org.example.A".into(),
+                    release: 7,
+                    allows_downgrade: false,
+                }),
             },
         );
         let line = serde_json::to_string(&r).unwrap();

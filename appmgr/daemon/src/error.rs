@@ -25,6 +25,8 @@ pub enum Error {
     AccessDenied(String),
     /// Exit 8: an update failed its health window and was rolled back (`wait`).
     RolledBack(String),
+    /// Exit 9: the install is queued until the inhibitors clear.
+    Deferred(String),
 }
 
 impl From<CoreError> for Error {
@@ -51,7 +53,8 @@ impl Error {
             | Error::NotFound(m)
             | Error::Conflict(m)
             | Error::AccessDenied(m)
-            | Error::RolledBack(m) => m.clone(),
+            | Error::RolledBack(m)
+            | Error::Deferred(m) => m.clone(),
         }
     }
 
@@ -65,6 +68,7 @@ impl Error {
             ErrorClass::Conflict => Error::Conflict(m),
             ErrorClass::NotPermitted => Error::AccessDenied(m),
             ErrorClass::RolledBack => Error::RolledBack(m),
+            ErrorClass::Deferred => Error::Deferred(m),
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod callerfile;
 pub mod cmdline;
+pub mod deferred;
 pub mod error;
 pub mod files;
 pub use appmgr_core::journal;
@@ -55,6 +56,8 @@ pub struct Daemon {
     /// against local CLIs).
     pub mutation: tokio::sync::Mutex<()>,
     pub supervisor: Arc<supervise::Supervisor>,
+    /// Installs deferred by inhibitors.
+    pub queue: deferred::Queue,
     conn: OnceLock<zbus::Connection>,
     bus_policy: tokio::sync::Mutex<()>,
     /// The last `List` reply and the store change sequence it was built at.
@@ -180,6 +183,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .map_or(logfile::DEFAULT_MAX, |m| m.bytes()),
         mutation: tokio::sync::Mutex::new(()),
         supervisor: Arc::new(supervise::Supervisor::new(weak.clone())),
+        queue: deferred::Queue::default(),
         conn: OnceLock::new(),
         bus_policy: tokio::sync::Mutex::new(()),
         list_cache: std::sync::Mutex::new(None),
@@ -204,6 +208,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     // apps' bus rules are in force and the boot services are up.
     daemon.refresh_bus_policy().await;
     daemon.supervisor.start_autostart().await;
+    // Installs queued while inhibited (before a restart too) run once nothing inhibits.
+    deferred::clean(&daemon);
+    tokio::spawn(deferred::run(Arc::downgrade(&daemon)));
     conn.request_name_with_flags(
         dbus::BUS_NAME,
         zbus::fdo::RequestNameFlags::DoNotQueue.into(),

@@ -22,13 +22,48 @@ pub struct Manager {
 }
 
 /// One install done by appmgr-ops, with what its health window will tell.
-struct Installed {
+#[derive(Debug)]
+pub struct Installed {
     id: AppId,
     output: appmgr_core::Output,
     watch: Watch,
     /// The remote of an update's install (empty otherwise).
     remote: String,
 }
+
+/// An install in appmgr-ops (serialized with the other mutations, the bus policy brought
+/// up to date), its journal entry, and the service follow-up (a restart in a health
+/// window): what an install does once nothing inhibits it.
+pub(crate) async fn install_and_follow(
+    d: &Daemon,
+    op: appmgr_core::worker::Op,
+    stdin: Option<std::os::fd::OwnedFd>,
+    progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
+) -> Result<Installed, Error> {
+    let done = mutate(d, op, stdin, progress).await?;
+    let change = done.change()?.clone();
+    let event = if change.action == appmgr_core::records::Action::Updated {
+        Event::Updated
+    } else {
+        Event::Installed
+    };
+    journal::log(
+        journal::INFO,
+        Some(event),
+        Some(change.id.as_str()),
+        done.output.text.lines().next().unwrap_or(""),
+    );
+    let watch = d.after_install(&change).await;
+    Ok(Installed {
+        id: change.id.clone(),
+        output: done.output,
+        watch,
+        remote: String::new(),
+    })
+}
+
+/// How long `wait` waits for a deferred install to run, without `wait-timeout`.
+const DEFERRED_WAIT_S: u32 = 3600;
 
 type Reply = Result<(String, String), Error>;
 
@@ -77,21 +112,30 @@ impl Manager {
             .map_err(Error::from)
     }
 
-    /// A mutating store command in `appmgr-ops`, serialized with the others; then the
-    /// bus policy is brought up to date.
     async fn mutate(
         &self,
         op: appmgr_core::worker::Op,
         stdin: Option<std::os::fd::OwnedFd>,
         progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
     ) -> Result<opsrun::Finished, Error> {
-        let _guard = self.d.mutation.lock().await;
-        let g = self.d.ctx();
-        let out = opsrun::run(&g, op, stdin, progress).await;
-        self.d.refresh_bus_policy().await;
-        crate::mem::trim();
-        out
+        mutate(&self.d, op, stdin, progress).await
     }
+}
+
+/// A mutating store command in `appmgr-ops`, serialized with the others; then the bus
+/// policy is brought up to date.
+async fn mutate(
+    d: &Daemon,
+    op: appmgr_core::worker::Op,
+    stdin: Option<std::os::fd::OwnedFd>,
+    progress: Option<tokio::sync::mpsc::UnboundedSender<opsrun::Progress>>,
+) -> Result<opsrun::Finished, Error> {
+    let _guard = d.mutation.lock().await;
+    let g = d.ctx();
+    let out = opsrun::run(&g, op, stdin, progress).await;
+    d.refresh_bus_policy().await;
+    crate::mem::trim();
+    out
 }
 
 /// `wait` (b) and `wait-timeout` (u, seconds) of the install methods and `Update`: reply
@@ -204,8 +248,11 @@ impl Manager {
         let op = appmgr_core::worker::Op::Install {
             name,
             allow_downgrade,
+            release: None,
         };
-        let done = self.install_op(caller, emitter, op, Some(bundle)).await?;
+        let done = self
+            .install_op(caller, emitter, op, Some(bundle), wait)
+            .await?;
         self.answer(vec![done], wait).await
     }
 
@@ -335,14 +382,32 @@ impl Manager {
     }
 
     /// An install in appmgr-ops with progress signals, the journal entry, and the service
-    /// follow-up.
+    /// follow-up. While an inhibitor is in force the bundle is verified into the queue
+    /// instead: the reply is `Deferred` (exit 9), or with `wait` the install once it ran
+    /// (at most `wait-timeout`, by default an hour).
     async fn install_op(
         &self,
         caller: &access::Caller,
         emitter: SignalEmitter<'_>,
         op: appmgr_core::worker::Op,
         bundle: Option<std::os::fd::OwnedFd>,
+        wait: WaitOpt,
     ) -> Result<Installed, Error> {
+        if let Some(why) = crate::deferred::holding_back(&self.d).await {
+            let (stem, msg) = self.d.queue.defer(&self.d, op, bundle, why).await?;
+            if !wait.wait {
+                return Err(Error::Deferred(msg));
+            }
+            let bound = wait.timeout_s.unwrap_or(DEFERRED_WAIT_S);
+            let deadline =
+                tokio::time::Instant::now() + std::time::Duration::from_secs(bound.into());
+            return match self.d.queue.wait(&stem, deadline).await {
+                Some(r) => r,
+                None => Err(Error::Failed(format!(
+                    "{msg}: still queued after {bound} s (wait-timeout)"
+                ))),
+            };
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<opsrun::Progress>();
         let emitter = emitter.to_owned();
         let who = caller.name.clone();
@@ -353,28 +418,9 @@ impl Manager {
             }
             let _ = Manager::install_progress(&emitter, &who, "done", 1, 1).await;
         });
-        let out = self.mutate(op, bundle, Some(tx)).await;
+        let out = install_and_follow(&self.d, op, bundle, Some(tx)).await;
         let _ = forward.await;
-        let done = out?;
-        let change = done.change()?.clone();
-        let event = if change.action == appmgr_core::records::Action::Updated {
-            Event::Updated
-        } else {
-            Event::Installed
-        };
-        journal::log(
-            journal::INFO,
-            Some(event),
-            Some(change.id.as_str()),
-            done.output.text.lines().next().unwrap_or(""),
-        );
-        let watch = self.d.after_install(&change).await;
-        Ok(Installed {
-            id: change.id.clone(),
-            output: done.output,
-            watch,
-            remote: String::new(),
-        })
+        out
     }
 
     async fn fsck_report(&self) -> Result<appmgr_core::Output, Error> {
@@ -465,7 +511,7 @@ impl Manager {
             source,
             allow_downgrade,
         };
-        let done = self.install_op(&caller, emitter, op, None).await?;
+        let done = self.install_op(&caller, emitter, op, None, wait).await?;
         self.answer(vec![done], wait).await
     }
 
@@ -514,6 +560,7 @@ impl Manager {
             planned["rest"]["json"].clone(),
         );
         let mut done = Vec::new();
+        let mut deferred = Vec::new();
         for p in planned["plan"].as_array().ok_or_else(bad)? {
             let (Some(remote), Some(id), Some(to)) =
                 (p["remote"].as_str(), p["id"].as_str(), p["to"].as_str())
@@ -524,9 +571,21 @@ impl Manager {
                 source: format!("{remote}:{id}@{to}"),
                 allow_downgrade: false,
             };
-            let mut one = self.install_op(&caller, emitter.clone(), op, None).await?;
-            one.remote = remote.to_string();
-            done.push(one);
+            match self
+                .install_op(&caller, emitter.clone(), op, None, wait)
+                .await
+            {
+                Ok(mut one) => {
+                    one.remote = remote.to_string();
+                    done.push(one);
+                }
+                // Each planned install is queued; the reply names them all.
+                Err(Error::Deferred(m)) => deferred.push(m),
+                Err(e) => return Err(e),
+            }
+        }
+        if !deferred.is_empty() {
+            return Err(Error::Deferred(deferred.join("; ")));
         }
         // Every window runs at once; the verdicts are collected after the last install.
         let (done, failure) = self.judge_all(done, wait).await;

@@ -164,6 +164,7 @@ pub async fn apply(g: &Ctx, e: &Entry) -> Outcome {
     let op = appmgr_core::worker::Op::Install {
         name: e.bundle.to_string_lossy().into_owned(),
         allow_downgrade: false,
+        release: None,
     };
     match crate::opsrun::run(g, op, Some(std::os::fd::OwnedFd::from(f)), None).await {
         Ok(done) => {

@@ -609,6 +609,107 @@ fn install_wait_returns_the_health_windows_verdict() {
 }
 
 #[test]
+fn inhibitors_defer_installs_and_restarts_and_keep_the_download() {
+    require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
+    let id = "org.example.DaemonInhibit";
+    let e = setup(id, SERVICE_POLICY);
+    let inhibit_dir = e.dir.path().join("inhibit");
+    fs::write(
+        e.cfg.join("appmgr.toml"),
+        format!(
+            "operator-group = \"appmgrops\"\ninhibit-dir = \"{}\"\n",
+            inhibit_dir.display()
+        ),
+    )
+    .unwrap();
+    let started = "\n[service]\nready = \"started\"\n";
+    let sleeper = "#!/usr/bin/sh\nexec busybox sleep 1000\n";
+    let v1 = service_bundle(&e, id, "1.0.0", sleeper, started);
+    let v2 = service_bundle(&e, id, "2.0.0", sleeper, started);
+    let v3 = service_bundle(&e, id, "3.0.0", sleeper, started);
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url("fleet/inhibit");
+    e.ok(&["publish", s(&v2), &url]);
+    e.ok(&["remote", "add", "fleet", &url]);
+    e.ok(&["--direct", "install", s(&v1)]);
+    e.ok(&["inhibit", "vehicle-moving", "--reason", "speed 42 km/h"]);
+    assert_eq!(
+        fs::read_to_string(inhibit_dir.join("vehicle-moving")).unwrap(),
+        "speed 42 km/h\n"
+    );
+    // Without appmgrd nothing can be queued: refused, nothing changed.
+    let before = store_snapshot(&e);
+    let err = e.fails(&["--direct", "install", s(&v3)], 6);
+    assert!(err.contains("vehicle-moving (speed 42 km/h)"), "{err}");
+    assert_eq!(store_snapshot(&e), before);
+
+    let d = Daemon::start(&e);
+    wait_for("autostart", 20, || status(&e, id)["state"] == "running");
+    let pid = status(&e, id)["pid"].clone();
+    // (The running service has its data directory now.)
+    let before = store_snapshot(&e);
+    // A remote install is downloaded and verified, queued, and answered exit 9.
+    let r = e.run(&["install", &format!("fleet:{id}@2.0.0")]);
+    assert_eq!(r.code, 9, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("deferred") && r.stderr.contains("vehicle-moving"),
+        "{}",
+        r.stderr
+    );
+    // The registry goes away: the queued install needs nothing more from it.
+    drop(reg);
+    // A file install with --wait is queued too; its client waits.
+    let waiting = e
+        .cmd(&["--json", "install", "--wait", s(&v3)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("two queued installs", 30, || {
+        e.ok(&["--json", "inhibitors"]).json()["queued"]
+            .as_array()
+            .is_some_and(|q| q.len() == 2)
+    });
+    let q = e.ok(&["--json", "inhibitors"]).json();
+    assert_eq!(q["queued"][0]["version"], "2.0.0", "{q}");
+    assert_eq!(q["queued"][1]["version"], "3.0.0", "{q}");
+    assert_eq!(q["inhibitors"][0]["name"], "vehicle-moving", "{q}");
+    // Nothing was installed and the service was not restarted.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(store_snapshot(&e), before);
+    assert_eq!(status(&e, id)["pid"], pid);
+    assert_eq!(status(&e, id)["version"], "1.0.0");
+    // Cleared: the queue runs in order, from the kept files, and the waiting client gets
+    // the install and its health verdict.
+    let r = e.ok(&["uninhibit", "vehicle-moving"]);
+    assert!(r.stdout.contains("no inhibitor left"), "{}", r.stdout);
+    let out = waiting.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["health"]["verdict"], "healthy", "{j}");
+    assert_eq!(j["version"], "3.0.0", "{j}");
+    assert_eq!(
+        e.app_state_of(id),
+        Some(("3.0.0".into(), Some("2.0.0".into())))
+    );
+    assert!(d.log().contains("2.0.0 deferred"), "{}", d.log());
+    let q = e.ok(&["--json", "inhibitors"]).json();
+    assert_eq!(q["queued"], serde_json::json!([]), "{q}");
+    assert_eq!(status(&e, id)["version"], "3.0.0");
+    // The TUF-less remote recorded no release; a bad inhibitor name changes nothing.
+    let r = e.run(&["inhibit", "../x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!e.dir.path().join("x").exists());
+    e.fails(&["uninhibit", "vehicle-moving"], 5);
+}
+
+#[test]
 fn per_app_bus_policy_lets_an_app_reach_granted_names_only() {
     require_root!("runs appmgrd on a private dbus-daemon in its own mount namespace");
     let talker = "org.example.BusTalker";

@@ -117,11 +117,12 @@ pub fn install_from(
     f: std::fs::File,
     file: &Path,
     allow_downgrade: bool,
+    release: Option<appmgr_core::remote_tuf::Release>,
     progress: &mut dyn FnMut(Progress),
 ) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
     let bundle = appmgr_bundle::open_file(f, file, Some(&trust)).map_err(bundle_error)?;
-    install_bundle(g, bundle, file, allow_downgrade, progress)
+    install_released(g, bundle, file, release, allow_downgrade, progress)
 }
 
 /// Installs from a remote or a URL (`install NAME:ID[@VERSION]`, `install http://…`): the
@@ -155,16 +156,16 @@ fn install_released(
     Ok(done)
 }
 
-fn install_bundle(
+/// What is refused before the store is touched: a bundle for another architecture is a
+/// conflict with this host (exit 6, the first thing checked after the signature); an
+/// app that asks for more than policy grants is refused (exit 4, the excess named).
+/// Returns what policy dropped (`KEY=VALUE`).
+fn precheck(
     g: &Ctx,
-    bundle: appmgr_bundle::OpenBundle,
+    host: &HostConfig,
+    m: &appmgr_bundle::Manifest,
     file: &Path,
-    allow_downgrade: bool,
-    progress: &mut dyn FnMut(Progress),
-) -> CoreResult<Done> {
-    let m = bundle.manifest().clone();
-    // The first thing read after the signature: a bundle for another architecture is a
-    // conflict with this host (exit 6), refused before the store is even opened.
+) -> CoreResult<Vec<String>> {
     let host_arch = Arch::host();
     if m.arch != host_arch {
         return Err(Error::new(
@@ -177,26 +178,106 @@ fn install_bundle(
             ),
         ));
     }
-    let (store, host) = open_store(g)?;
-    // Policy first: an app that asks for more than policy grants is refused before a
-    // single byte is written (exit 4, the excess named).
-    let mut dropped = Vec::new();
-    if m.kind == Kind::App {
-        let policies = appmgr_policy::PolicySet::load_config_dir(&g.config_dir)?;
-        let board = host.board(&g.config_dir)?;
-        let facts = board_facts(board.as_ref())?;
-        let req = appmgr_policy::Request {
-            app: &m.id,
-            permissions: &m.permissions,
-            resources: &m.resources,
-        };
-        let grant = policies.check(&req, &facts)?;
-        dropped = grant
-            .dropped()
-            .iter()
-            .map(|d| format!("{}={}", d.key, appmgr_types::escape_for_display(&d.value)))
-            .collect();
+    if m.kind != Kind::App {
+        return Ok(Vec::new());
     }
+    let policies = appmgr_policy::PolicySet::load_config_dir(&g.config_dir)?;
+    let board = host.board(&g.config_dir)?;
+    let facts = board_facts(board.as_ref())?;
+    let req = appmgr_policy::Request {
+        app: &m.id,
+        permissions: &m.permissions,
+        resources: &m.resources,
+    };
+    let grant = policies.check(&req, &facts)?;
+    Ok(grant
+        .dropped()
+        .iter()
+        .map(|d| format!("{}={}", d.key, appmgr_types::escape_for_display(&d.value)))
+        .collect())
+}
+
+/// Copies what the bundle reader reads into the spool file.
+struct Tee {
+    inner: Box<dyn std::io::Read + Send>,
+    out: std::fs::File,
+}
+
+impl std::io::Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Downloads a remote source, or reads `input` (a bundle file), into `dest` for an
+/// install that inhibitors defer: the whole bundle is verified on the way (signature and
+/// scope, payload digest, sizes; a remote's digest and length) and what the install
+/// would refuse before the store (architecture, policy) is refused now, so a queued
+/// install fails only for what changes meanwhile. `dest` is created (never followed or
+/// replaced) and synced. Returns the manifest and, from a TUF remote, the release to
+/// record once it is installed. On an error `dest` is removed.
+pub fn spool(
+    g: &Ctx,
+    input: Result<&appmgr_core::remotes::Source, (std::fs::File, &Path)>,
+    dest: &Path,
+) -> CoreResult<(
+    appmgr_bundle::Manifest,
+    Option<appmgr_core::remote_tuf::Release>,
+)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| Error::new(ErrorClass::Other, format!("{}: {e}", dest.display()));
+    let trust = TrustStore::load(&g.config_dir)?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dest)
+        .map_err(io)?;
+    let keep = out.try_clone().map_err(io)?;
+    let r = (|| {
+        let mut out = Some(out);
+        let mut wrap = |inner: Box<dyn std::io::Read + Send>| -> Box<dyn std::io::Read + Send> {
+            match out.take() {
+                Some(out) => Box::new(Tee { inner, out }),
+                None => inner,
+            }
+        };
+        let (bundle, name, release) = match input {
+            Ok(src) => appmgr_core::remotes::open_source_with(g, src, &trust, &mut wrap)?,
+            Err((f, name)) => {
+                let b = appmgr_bundle::open_reader(wrap(Box::new(f)), name, Some(&trust))
+                    .map_err(bundle_error)?;
+                (b, name.to_path_buf(), None)
+            }
+        };
+        let m = bundle.manifest().clone();
+        precheck(g, &HostConfig::load(&g.config_dir)?, &m, &name)?;
+        bundle
+            .import(&mut appmgr_bundle::DiscardSink)
+            .map_err(bundle_error)?;
+        keep.sync_all().map_err(io)?;
+        Ok((m, release))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    r
+}
+
+fn install_bundle(
+    g: &Ctx,
+    bundle: appmgr_bundle::OpenBundle,
+    file: &Path,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<Done> {
+    let m = bundle.manifest().clone();
+    let (store, host) = open_store(g)?;
+    let dropped = precheck(g, &host, &m, file)?;
     let lock = store.lock().map_err(store_error)?;
     let payload = m.payload.as_ref().expect("verified bundles have a payload");
     let manifest_bytes = bundle.manifest_bytes().to_vec();

@@ -19,6 +19,8 @@ pub enum ErrorClass {
     /// The update was installed but failed its health window and was rolled back
     /// (`install --wait`, `update --wait`).
     RolledBack,
+    /// appmgrd queued the install: inhibitors are in force; it runs when they clear.
+    Deferred,
 }
 
 impl ErrorClass {
@@ -33,6 +35,7 @@ impl ErrorClass {
             ErrorClass::Conflict => 6,
             ErrorClass::NotPermitted => 7,
             ErrorClass::RolledBack => 8,
+            ErrorClass::Deferred => 9,
         }
     }
 
@@ -47,6 +50,7 @@ impl ErrorClass {
             ErrorClass::Conflict => "Conflict",
             ErrorClass::NotPermitted => "AccessDenied",
             ErrorClass::RolledBack => "RolledBack",
+            ErrorClass::Deferred => "Deferred",
         }
     }
 }
@@ -65,7 +69,7 @@ pub mod dbus {
 
 impl ErrorClass {
     /// Every class, in exit-code order.
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
         ErrorClass::Other,
         ErrorClass::Usage,
         ErrorClass::Integrity,
@@ -74,6 +78,7 @@ impl ErrorClass {
         ErrorClass::Conflict,
         ErrorClass::NotPermitted,
         ErrorClass::RolledBack,
+        ErrorClass::Deferred,
     ];
 
     /// The D-Bus error name appmgrd replies with for this class: one name per exit code.
