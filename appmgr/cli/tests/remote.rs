@@ -550,4 +550,49 @@ fn a_held_app_is_left_alone_by_update_until_unheld() {
     assert_eq!(out["updated"][0]["version"], "2.0.0", "{out}");
     assert_eq!(out["held"], serde_json::json!([]));
     assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 2.0.0\n");
+
+    // A hold from policy (`update-hold`): the OEM's, so `unhold` cannot lift it.
+    e.ok(&["publish", s(&e.app_bundle("3.0.0")), &url]);
+    let hold = e.cfg.join("policies.d/90-hold.toml");
+    fs::create_dir_all(e.cfg.join("policies.d")).unwrap();
+    fs::write(
+        &hold,
+        "[[rule]]\napps = [\"org.example.*\"]\nupdate-hold = \"recall R-42\"\n",
+    )
+    .unwrap();
+    let before = e.snapshot();
+    let out = e.ok(&["--json", "update"]).json();
+    assert_eq!(out["updated"], serde_json::json!([]), "{out}");
+    let reason = out["held"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("recall R-42 (policy ") && reason.contains("90-hold.toml rule 1"),
+        "{out}"
+    );
+    let msg = e.fails(&["unhold", "org.example.Hello"], 5);
+    assert!(msg.contains("policy holds it: recall R-42"), "{msg}");
+    assert_eq!(before, e.snapshot());
+    let app = e.report_app("org.example.Hello");
+    assert_eq!(app["held"], true, "{app}");
+    assert!(
+        app["hold_reason"].as_str().unwrap().contains("R-42"),
+        "{app}"
+    );
+    // A reason with a control character is a policy error naming the key; nothing runs.
+    fs::write(
+        &hold,
+        "[[rule]]\napps = [\"org.example.Hello\"]\nupdate-hold = \"a\\u0007b\"\n",
+    )
+    .unwrap();
+    let msg = e.fails(&["update"], 4);
+    assert!(msg.contains("update-hold"), "{msg}");
+    assert_eq!(before, e.snapshot());
+    // A more specific rule lifts it with "".
+    fs::write(
+        &hold,
+        "[[rule]]\napps = [\"org.example.*\"]\nupdate-hold = \"recall R-42\"\n\n\
+         [[rule]]\napps = [\"org.example.Hello\"]\nupdate-hold = \"\"\n",
+    )
+    .unwrap();
+    let out = e.ok(&["--json", "update"]).json();
+    assert_eq!(out["updated"][0]["version"], "3.0.0", "{out}");
 }

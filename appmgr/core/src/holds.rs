@@ -62,6 +62,28 @@ pub fn holds(g: &Ctx) -> CoreResult<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The holds in force for `ids`: the operator's (`appmgr hold`) and policy's
+/// (`update-hold` of the most specific rule that sets it), by ID: the reason, policy's as
+/// "REASON (policy FILE rule N (line L))". An operator's hold is named first.
+pub fn in_force<'a>(
+    g: &Ctx,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> CoreResult<BTreeMap<String, String>> {
+    let mut out = holds(g)?;
+    let policies = appmgr_policy::PolicySet::load_config_dir(&g.config_dir)?;
+    let board = crate::config::HostConfig::load(&g.config_dir)?.board(&g.config_dir)?;
+    let facts = crate::config::board_facts(board.as_ref())?;
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        if let Some((reason, src)) = policies.update_hold(id, &facts) {
+            out.insert(id.to_string(), format!("{reason} (policy {src})"));
+        }
+    }
+    Ok(out)
+}
+
 /// `hold ID [--reason TEXT]`.
 pub fn hold(g: &Ctx, id: &str, reason: Option<&str>) -> CoreResult<Output> {
     let id = app_id(id)?;
@@ -97,10 +119,18 @@ pub fn unhold(g: &Ctx, id: &str) -> CoreResult<Output> {
             format!("{id} is no longer held\n"),
             json!({"id": id.to_string(), "held": false}),
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(
-            ErrorClass::NotFound,
-            format!("{id} is not held"),
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A policy hold is the policy's to lift, not this command's.
+            let by_policy = in_force(g, [id.as_str()])
+                .ok()
+                .and_then(|h| h.get(id.as_str()).cloned())
+                .map(|r| format!(" by an operator; policy holds it: {r}"))
+                .unwrap_or_default();
+            Err(Error::new(
+                ErrorClass::NotFound,
+                format!("{id} is not held{by_policy}"),
+            ))
+        }
         Err(e) => Err(io_error(&p, e)),
     }
 }

@@ -995,7 +995,11 @@ pub fn update_plan(g: &Ctx, ids: &[String]) -> CoreResult<(Vec<Planned>, Vec<UpT
         }
         all.extend(from_r);
     }
-    let holds = crate::holds::holds(g)?;
+    let ids: Vec<String> = installed
+        .iter()
+        .map(|i| i.ref_name.id.to_string())
+        .collect();
+    let holds = crate::holds::in_force(g, ids.iter().map(String::as_str))?;
     let mut plan = Vec::new();
     let mut current = Vec::new();
     for i in installed {

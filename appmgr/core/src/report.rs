@@ -68,7 +68,7 @@ pub fn report(g: &Ctx) -> CoreResult<Output> {
             counters.push((r.name.clone(), crate::remote_tuf::releases(g, &r.name)?));
         }
     }
-    let holds = crate::holds::holds(g)?;
+    let holds = crate::holds::in_force(g, installed.iter().map(|i| i.ref_name.id.as_str()))?;
     let mut apps = Vec::new();
     let mut text = String::new();
     for i in &installed {
@@ -106,6 +106,7 @@ pub fn report(g: &Ctx) -> CoreResult<Output> {
             "highest_version": i.highest_version.to_string(),
             "releases": releases,
             "held": holds.contains_key(&id),
+            "hold_reason": holds.get(&id),
             "last_update": last,
         }));
     }

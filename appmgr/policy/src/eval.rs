@@ -519,14 +519,9 @@ impl PolicySet {
     /// can show a refused app's situation); use [`PolicySet::check`] (install, update,
     /// launch) or [`EffectiveGrant::check`]. Fails only when the app's request is
     /// invalid or a rule names a core set the board lacks.
-    pub fn evaluate(
-        &self,
-        req: &Request<'_>,
-        board: &BoardFacts,
-    ) -> Result<EffectiveGrant, PolicyError> {
-        let id = req.app.as_str();
-        let applying: Vec<Applying<'_>> = self
-            .rules
+    /// The rules that apply to `id` on this board, with their specificity.
+    fn applying(&self, id: &str, board: &BoardFacts) -> Vec<Applying<'_>> {
+        self.rules
             .iter()
             .filter_map(|r| {
                 let spec = r
@@ -540,7 +535,24 @@ impl PolicySet {
                     specificity: spec,
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// Whether policy holds `id` back from `update` (`update-hold`, from the most
+    /// specific rule that sets it; `""` there means not held): the reason and its rule.
+    pub fn update_hold(&self, id: &str, board: &BoardFacts) -> Option<(String, Source)> {
+        let applying = self.applying(id, board);
+        decide(&applying, |r: &Rule| r.update_hold.as_deref())
+            .filter(|(reason, _)| !reason.is_empty())
+            .map(|(reason, r)| (reason.to_string(), Source::of(r)))
+    }
+
+    pub fn evaluate(
+        &self,
+        req: &Request<'_>,
+        board: &BoardFacts,
+    ) -> Result<EffectiveGrant, PolicyError> {
+        let applying = self.applying(req.app.as_str(), board);
 
         let mut permissions = Permissions::default();
         let mut provenance = Vec::new();

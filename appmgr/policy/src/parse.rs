@@ -41,6 +41,10 @@ struct RawRule {
     when: Condition,
     #[serde(default)]
     service: crate::service::ServicePolicy,
+    /// `update-hold = "REASON"`: `update` leaves the app as it is; `""` lifts a hold a
+    /// less specific rule set.
+    #[serde(default)]
+    update_hold: Option<String>,
 }
 
 /// One parsed rule, with where it came from.
@@ -58,6 +62,7 @@ pub(crate) struct Rule {
     pub on_excess: Option<OnExcess>,
     pub when: Condition,
     pub service: crate::service::ServicePolicy,
+    pub update_hold: Option<String>,
 }
 
 /// Files larger than this are refused: a policy is a few kilobytes, and the parser
@@ -149,6 +154,18 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
                     message,
                 });
             }
+            if let Some(h) = &r.update_hold {
+                if h.chars().count() > 200 || h.chars().any(char::is_control) {
+                    return Err(PolicyError::Rule {
+                        file: escape_for_display(name),
+                        line,
+                        rule: i + 1,
+                        message: "update-hold: a reason of at most 200 characters, no control \
+                                  characters"
+                            .into(),
+                    });
+                }
+            }
             Ok(Rule {
                 file: file.clone(),
                 index: i + 1,
@@ -160,6 +177,7 @@ pub(crate) fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Rule>, PolicyEr
                 on_excess: r.on_excess,
                 when: r.when,
                 service: r.service,
+                update_hold: r.update_hold,
             })
         })
         .collect()
