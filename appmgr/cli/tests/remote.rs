@@ -596,3 +596,161 @@ fn a_held_app_is_left_alone_by_update_until_unheld() {
     let out = e.ok(&["--json", "update"]).json();
     assert_eq!(out["updated"][0]["version"], "3.0.0", "{out}");
 }
+
+/// `n` files of `size` pseudo-random bytes under `data/`, file i's content a function of
+/// (i, its generation `gen[i]`), and `bin/hello` printing `version`.
+fn data_tree(e: &Env, name: &str, version: &str, size: usize, gens: &[u64]) -> PathBuf {
+    let root = e.p(name);
+    fs::create_dir_all(root.join("data")).unwrap();
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        format!("#!/usr/bin/sh\necho hello {version}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    for (i, g) in gens.iter().enumerate() {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ g.wrapping_mul(0xD1B5);
+        let mut b = Vec::with_capacity(size);
+        while b.len() < size {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        b.truncate(size);
+        fs::write(root.join(format!("data/f{i:02}")), b).unwrap();
+    }
+    root
+}
+
+#[test]
+fn an_update_downloads_only_the_changed_files() {
+    require_root!("installs write root-owned files");
+    let e = Env::new();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    // 20 files of 256 KiB; 2.0.0 changes 2 of them (10 %), 3.0.0 one more.
+    let mut gens = vec![0u64; 20];
+    let mut bundles = Vec::new();
+    for (v, changed) in [("1.0.0", None), ("2.0.0", Some(3)), ("3.0.0", Some(7))] {
+        if let Some(c) = changed {
+            gens[c] += 1;
+            if v == "2.0.0" {
+                gens[11] += 1;
+            }
+        }
+        let tree = data_tree(&e, &format!("tree-{v}"), v, 256 * 1024, &gens);
+        let b = e.bundle_with(
+            &app_manifest(v),
+            &tree,
+            &format!("delta-{v}.bundle"),
+            &["--compression", "none"],
+        );
+        let out = e.ok(&["--json", "publish", s(&b), &url]).json();
+        assert!(out["files-index"].is_string(), "{out}");
+        bundles.push((tree, b));
+    }
+    add_remote(&e, "fleet", &url);
+    let out = e
+        .ok(&["--json", "install", "fleet:org.example.Hello@1.0.0"])
+        .json();
+    assert!(out["download"].is_null(), "nothing to reuse yet: {out}");
+
+    let out = e.ok(&["--json", "update"]).json();
+    let u = &out["updated"][0];
+    assert_eq!(u["version"], "3.0.0", "{out}");
+    let d = &u["download"];
+    assert_eq!(d["delta"], true, "{out}");
+    // 3.0.0 differs from 1.0.0 in 3 of 20 files.
+    assert_eq!(d["reused-files"], 17, "{out}");
+    let fetched = d["fetched-bytes"].as_u64().unwrap();
+    let total = d["bundle-bytes"].as_u64().unwrap();
+    assert_eq!(total, fs::metadata(&bundles[2].1).unwrap().len());
+    assert!(
+        fetched * 100 <= total * 20,
+        "fetched {fetched} of {total} bytes"
+    );
+    assert!(fetched >= 3 * 256 * 1024, "fetched {fetched}");
+    // What is installed is 3.0.0 exactly.
+    assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 3.0.0\n");
+    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
+    let dep = PathBuf::from(info["deployment"].as_str().unwrap());
+    for i in [0usize, 3, 7, 11, 19] {
+        let f = format!("data/f{i:02}");
+        assert_eq!(
+            fs::read(dep.join(&f)).unwrap(),
+            fs::read(bundles[2].0.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    e.fsck_clean();
+}
+
+#[test]
+fn a_wrong_file_index_costs_a_full_download_never_a_wrong_install() {
+    require_root!("installs write root-owned files");
+    let e = Env::new();
+    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
+    let reg = Registry::start(e.dir.path());
+    let url = reg.url(REPO);
+    let mut gens = vec![0u64; 6];
+    let t1 = data_tree(&e, "w1", "1.0.0", 128 * 1024, &gens);
+    gens[0] += 1;
+    let t2 = data_tree(&e, "w2", "2.0.0", 128 * 1024, &gens);
+    let none = ["--compression", "none"];
+    let b1 = e.bundle_with(&app_manifest("1.0.0"), &t1, "w1.bundle", &none);
+    let b2 = e.bundle_with(&app_manifest("2.0.0"), &t2, "w2.bundle", &none);
+    e.ok(&["publish", s(&b1), &url]);
+    e.ok(&["publish", s(&b2), &url]);
+    add_remote(&e, "fleet", &url);
+    e.ok(&["install", "fleet:org.example.Hello@1.0.0"]);
+    // Someone with write access swaps two files' offsets in 2.0.0's index: both copies
+    // exist locally with the sizes and digests it names, in the wrong places.
+    let tag2 = tag("org.example.Hello", "2.0.0");
+    let mut m = reg.manifest(REPO, &tag2);
+    let ann = &m["layers"][0]["annotations"];
+    let digest = ann["org.appmgr.files-index.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = http_get(reg.port, &format!("/v2/{REPO}/blobs/{digest}"), &[]).unwrap();
+    assert_eq!(status, 200);
+    let mut index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let files = index["files"].as_array_mut().unwrap();
+    let (a, b) = (files[2]["offset"].clone(), files[3]["offset"].clone());
+    files[2]["offset"] = b;
+    files[3]["offset"] = a;
+    files.sort_by_key(|f| f["offset"].as_u64().unwrap());
+    let bad = e.p("bad-index.json");
+    fs::write(&bad, serde_json::to_vec(&index).unwrap()).unwrap();
+    let bad_digest = format!("sha256:{}", sha256_file(&bad));
+    m["layers"][0]["annotations"]["org.appmgr.files-index.digest"] = serde_json::json!(bad_digest);
+    m["layers"][0]["annotations"]["org.appmgr.files-index.size"] =
+        serde_json::json!(fs::metadata(&bad).unwrap().len().to_string());
+    reg.push_raw(REPO, &tag2, &bad, &m);
+    let out = e.ok(&["--json", "update"]).json();
+    let u = &out["updated"][0];
+    assert_eq!(u["version"], "2.0.0", "{out}");
+    assert_eq!(u["download"]["delta"], false, "{out}");
+    assert!(
+        u["download"]["delta-failed"]
+            .as_str()
+            .unwrap()
+            .contains("digest"),
+        "{out}"
+    );
+    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
+    let dep = PathBuf::from(info["deployment"].as_str().unwrap());
+    for i in 0..6 {
+        let f = format!("data/f{i:02}");
+        assert_eq!(
+            fs::read(dep.join(&f)).unwrap(),
+            fs::read(t2.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    e.fsck_clean();
+}

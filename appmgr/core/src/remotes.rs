@@ -375,6 +375,7 @@ fn unknown_listing(tag: String, refusal: String) -> Offer {
                 size: 0,
                 annotations: Default::default(),
             },
+            index: None,
         },
         manifest: None,
         signer: None,
@@ -616,6 +617,11 @@ pub fn publish(
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     std::io::copy(&mut std::io::BufReader::new(&f), &mut hasher).map_err(|e| io_error(file, e))?;
     let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher)));
+    // An uncompressed payload gets a file index: devices then fetch only changed files.
+    let index = appmgr_remote::delta::build(&f)
+        .map_err(|e| io_error(file, e))?
+        .map(|i| serde_json::to_vec(&i).expect("serializable"))
+        .filter(|b| b.len() as u64 <= appmgr_remote::delta::MAX_INDEX);
     f.rewind().map_err(|e| io_error(file, e))?;
     let tag = dest.tag.clone().unwrap_or_else(|| {
         appmgr_remote::reference::default_tag(
@@ -628,12 +634,24 @@ pub fn publish(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle".into());
-    let layer = appmgr_remote::Descriptor {
+    let mut layer = appmgr_remote::Descriptor {
         media_type: appmgr_remote::artifact::LAYER_MEDIA_TYPE.into(),
         digest: digest.clone(),
         size,
         annotations: Default::default(),
     };
+    let index_digest = index
+        .as_ref()
+        .map(|b| format!("sha256:{}", appmgr_remote::artifact::sha256_hex(b)));
+    if let (Some(b), Some(d)) = (&index, &index_digest) {
+        layer
+            .annotations
+            .insert(appmgr_remote::delta::ANN_INDEX_DIGEST.into(), d.clone());
+        layer.annotations.insert(
+            appmgr_remote::delta::ANN_INDEX_SIZE.into(),
+            b.len().to_string(),
+        );
+    }
     let image = appmgr_remote::artifact::image_manifest(
         &m,
         b.manifest_bytes(),
@@ -649,6 +667,9 @@ pub fn publish(
         appmgr_remote::artifact::EMPTY_JSON,
     )?;
     client.push_blob(&dest, &digest, &f)?;
+    if let (Some(b), Some(d)) = (&index, &index_digest) {
+        client.push_blob(&dest, d, b.as_slice())?;
+    }
     client.put_manifest(&dest, &tag, &image)?;
     let at = dest.with_tag(&tag);
     let mut text = format!(
@@ -656,7 +677,7 @@ pub fn publish(
         m.id, m.version, m.arch
     );
     let mut j = json!({"id": m.id.to_string(), "version": m.version.to_string(), "arch": m.arch.to_string(),
-           "reference": at.to_string(), "digest": digest, "size": size});
+           "reference": at.to_string(), "digest": digest, "size": size, "files-index": index_digest});
     if let (Some(t), Some(expires)) = (tuf, expires) {
         let repo = OciRef {
             tag: None,
@@ -748,7 +769,119 @@ pub type Opened = (
     appmgr_bundle::OpenBundle,
     PathBuf,
     Option<crate::remote_tuf::Release>,
+    Option<Delta>,
 );
+
+/// A download that takes unchanged files from the installed version
+/// ([`appmgr_remote::delta`]).
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// Bytes read from the network so far (the whole bundle's, after the import).
+    pub fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes taken from installed files.
+    pub reused: u64,
+    /// The bundle's size.
+    pub size: u64,
+    /// Files taken from the installed version.
+    pub files: usize,
+}
+
+impl Delta {
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The installed deployment's tree of `r`.
+fn installed_tree(g: &Ctx, r: &appmgr_types::RefName) -> Option<PathBuf> {
+    let all = appmgr_state::View::new(&g.state_dir)
+        .list_installed()
+        .ok()?;
+    all.into_iter()
+        .find(|i| &i.ref_name == r)
+        .and_then(|i| i.current.map(|c| c.files))
+}
+
+/// Opens `path` beneath `root` (no symbolic link, no `..` out of it) as a regular file
+/// of `size` bytes whose sha256 is `sha256`, positioned at its start; `None` otherwise.
+fn installed_copy(
+    root: &std::os::fd::OwnedFd,
+    path: &str,
+    size: u64,
+    sha256: &str,
+) -> Option<std::fs::File> {
+    use rustix::fs::{OFlags, ResolveFlags};
+    use std::io::Seek;
+    let fd = rustix::fs::openat2(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let mut f = std::fs::File::from(fd);
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.len() != size {
+        return None;
+    }
+    let have = appmgr_remote::delta::sha256_of(&mut std::io::BufReader::new(&f)).ok()?;
+    if have != sha256 {
+        return None;
+    }
+    f.rewind().ok()?;
+    Some(f)
+}
+
+/// The local copies an update of `listing` can use: the files of the installed tree that
+/// its index lists with the same size and sha256. `None`: no index, or nothing to reuse.
+fn plan_delta(
+    r: &Remote,
+    client: &Client,
+    listing: &Listing,
+    tree: &Path,
+) -> Option<(Vec<appmgr_remote::stream::Splice>, Delta)> {
+    let desc = listing.index.as_ref()?;
+    let mut bytes = Vec::new();
+    client
+        .blob(&r.url, desc)
+        .ok()?
+        .take(appmgr_remote::delta::MAX_INDEX)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let index = appmgr_remote::delta::parse(&bytes, listing.bundle.size).ok()?;
+    let root = rustix::fs::open(
+        tree,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let mut splices = Vec::new();
+    let mut reused = 0;
+    for f in &index.files {
+        if let Some(copy) = installed_copy(&root, &f.path, f.size, &f.sha256) {
+            reused += f.size;
+            splices.push(appmgr_remote::stream::Splice {
+                start: f.offset,
+                len: f.size,
+                source: Box::new(std::io::BufReader::with_capacity(1 << 16, copy)),
+            });
+        }
+    }
+    if splices.is_empty() {
+        return None;
+    }
+    let files = splices.len();
+    Some((
+        splices,
+        Delta {
+            fetched: Default::default(),
+            reused,
+            size: listing.bundle.size,
+            files,
+        },
+    ))
+}
 
 /// The installed version of `id` (any kind, arch and branch), if any.
 fn installed_version(g: &Ctx, id: &AppId) -> CoreResult<Option<Version>> {
@@ -765,7 +898,7 @@ fn installed_version(g: &Ctx, id: &AppId) -> CoreResult<Option<Version>> {
 /// target with the highest release counter (of that version, when one is named), never
 /// one below the release installed from it before (exit 3).
 pub fn open_source(g: &Ctx, source: &Source, trust: &TrustStore) -> CoreResult<Opened> {
-    open_source_with(g, source, trust, &mut |s| s)
+    open_source_with(g, source, trust, &mut |s| s, true)
 }
 
 /// A hook on the raw bundle stream before it is read (a copy of it is kept for a
@@ -778,6 +911,7 @@ pub fn open_source_with(
     source: &Source,
     trust: &TrustStore,
     wrap: Wrap<'_>,
+    delta: bool,
 ) -> CoreResult<Opened> {
     match source {
         Source::Url(url) => {
@@ -786,7 +920,7 @@ pub fn open_source_with(
             let s = client.url(url, MAX_URL_BUNDLE)?;
             let b = appmgr_bundle::open_reader(wrap(Box::new(s)), &name, Some(trust))
                 .map_err(crate::bundle_read_error)?;
-            Ok((b, name, None))
+            Ok((b, name, None, None))
         }
         Source::Remote {
             remote,
@@ -866,8 +1000,19 @@ pub fn open_source_with(
                 }
                 None => None,
             };
-            let (b, name) = open_listing(&r, &client, &o.listing, trust, wrap)?;
-            Ok((b, name, release))
+            // An update reads the files it already has from the installed version.
+            let m = o.manifest.as_ref().expect("the best offer has a manifest");
+            let (b, name, d) = open_listing_delta(
+                g,
+                &r,
+                &client,
+                &o.listing,
+                &m.ref_name(),
+                trust,
+                wrap,
+                delta,
+            )?;
+            Ok((b, name, release, d))
         }
     }
 }
@@ -880,9 +1025,15 @@ fn open_listing(
     listing: &Listing,
     trust: &TrustStore,
     wrap: Wrap<'_>,
+    delta: Option<(Vec<appmgr_remote::stream::Splice>, &Delta)>,
 ) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf)> {
     let name = PathBuf::from(format!("{}:{}", r.name, listing.tag));
-    let s = client.blob(&r.url, &listing.bundle)?;
+    let s = match delta {
+        Some((splices, d)) => {
+            client.blob_spliced(&r.url, &listing.bundle, splices, d.fetched.clone())?
+        }
+        None => client.blob(&r.url, &listing.bundle)?,
+    };
     let b = appmgr_bundle::open_reader(wrap(Box::new(s)), &name, Some(trust))
         .map_err(crate::bundle_read_error)?;
     if b.manifest_bytes() != listing.manifest_bytes.as_slice() {
@@ -899,10 +1050,50 @@ fn open_listing(
 
 /// The bundle stream of a planned update, from the listing the plan chose (no second
 /// pass over the remote's tags).
-pub fn open_planned(g: &Ctx, p: &Planned, trust: &TrustStore) -> CoreResult<Opened> {
+/// With `delta`, the files the installed version has are read from it.
+pub fn open_planned(g: &Ctx, p: &Planned, trust: &TrustStore, delta: bool) -> CoreResult<Opened> {
     let r = find(&g.config_dir, &p.remote)?;
-    let (b, name) = open_listing(&r, &Client::new(r.limits), &p.listing, trust, &mut |s| s)?;
-    Ok((b, name, p.release.clone()))
+    let client = Client::new(r.limits);
+    let (b, name, d) = open_listing_delta(
+        g,
+        &r,
+        &client,
+        &p.listing,
+        &p.ref_name,
+        trust,
+        &mut |s| s,
+        delta,
+    )?;
+    Ok((b, name, p.release.clone(), d))
+}
+
+/// [`open_listing`], with the files the installed `ref_name` has read from it when
+/// `delta` and the listing has an index.
+#[allow(clippy::too_many_arguments)]
+fn open_listing_delta(
+    g: &Ctx,
+    r: &Remote,
+    client: &Client,
+    listing: &Listing,
+    ref_name: &appmgr_types::RefName,
+    trust: &TrustStore,
+    wrap: Wrap<'_>,
+    delta: bool,
+) -> CoreResult<(appmgr_bundle::OpenBundle, PathBuf, Option<Delta>)> {
+    let planned = delta
+        .then(|| installed_tree(g, ref_name))
+        .flatten()
+        .and_then(|t| plan_delta(r, client, listing, &t));
+    match planned {
+        Some((splices, d)) => {
+            let (b, name) = open_listing(r, client, listing, trust, wrap, Some((splices, &d)))?;
+            Ok((b, name, Some(d)))
+        }
+        None => {
+            let (b, name) = open_listing(r, client, listing, trust, wrap, None)?;
+            Ok((b, name, None))
+        }
+    }
 }
 
 /// One update `update` will install.

@@ -131,6 +131,8 @@ pub struct Listing {
     pub manifest_bytes: Vec<u8>,
     pub signature: Vec<u8>,
     pub bundle: Descriptor,
+    /// The bundle's file index ([`crate::delta`]), when the publisher pushed one.
+    pub index: Option<Descriptor>,
 }
 
 /// Parses a tag's image manifest; anything that is not an appmgr bundle artifact of the
@@ -219,11 +221,30 @@ pub fn parse_listing(tag: &str, bytes: &[u8], url: &str) -> Result<Listing, Remo
         .and_then(|s| hex::decode(s).ok())
         .filter(|s| s.len() == 64)
         .ok_or_else(|| refuse(format!("no or a malformed {ANN_SIGNATURE} annotation")))?;
+    // A malformed index reference is ignored: the index only saves bytes.
+    let index = match (
+        layer.annotations.get(crate::delta::ANN_INDEX_DIGEST),
+        layer
+            .annotations
+            .get(crate::delta::ANN_INDEX_SIZE)
+            .and_then(|s| s.parse::<u64>().ok()),
+    ) {
+        (Some(d), Some(size)) if is_sha256_digest(d) && size <= crate::delta::MAX_INDEX => {
+            Some(Descriptor {
+                media_type: crate::delta::INDEX_MEDIA_TYPE.into(),
+                digest: d.clone(),
+                size,
+                annotations: BTreeMap::new(),
+            })
+        }
+        _ => None,
+    };
     Ok(Listing {
         tag: tag.to_string(),
         digest: format!("sha256:{}", sha256_hex(bytes)),
         manifest_bytes,
         signature,
         bundle: layer,
+        index,
     })
 }

@@ -10,6 +10,8 @@
 //! - [`stream`]: a blob as a [`std::io::Read`] that never reads past its stated length,
 //!   resumes a cut connection with a range request, refuses a retrieval slower than a
 //!   minimum rate, and checks the blob's digest at its end.
+//! - [`delta`]: the file index of an uncompressed bundle, so an update fetches only the
+//!   files the installed version lacks.
 //! - [`tuf`]: a remote's TUF metadata on the same registry, verified with `tough`, with
 //!   expiry checked against a persisted trusted-time floor; and the publisher's side.
 //!
@@ -17,6 +19,7 @@
 //! bundle crate's (its signature) and the caller's decision.
 
 pub mod artifact;
+pub mod delta;
 pub mod reference;
 pub mod registry;
 pub mod stream;

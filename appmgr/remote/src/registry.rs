@@ -159,6 +159,19 @@ impl Client {
         BlobStream::open(self, url, desc.size, &desc.digest)
     }
 
+    /// [`Client::blob`], the `splices` taken from local copies and only the rest
+    /// fetched (range requests); `fetched` counts the bytes that came over the network.
+    pub fn blob_spliced(
+        &self,
+        r: &OciRef,
+        desc: &Descriptor,
+        splices: Vec<crate::stream::Splice>,
+        fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<BlobStream, RemoteError> {
+        let url = Self::repo_url(r, &format!("blobs/{}", desc.digest));
+        BlobStream::open_spliced(self, url, desc.size, &desc.digest, splices, fetched)
+    }
+
     /// A plain `http://` URL as a stream of at most `max` bytes (no digest is known).
     pub fn url(&self, url: &str, max: u64) -> Result<BlobStream, RemoteError> {
         BlobStream::open_unsized(self, url.to_string(), max)

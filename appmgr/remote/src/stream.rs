@@ -26,6 +26,23 @@ pub struct BlobStream {
     resumes: u32,
     window: (Instant, u64),
     finished: bool,
+    /// Byte ranges of the blob taken from local copies instead of the network, in order.
+    splices: std::collections::VecDeque<Splice>,
+    /// Where the open connection's range ends (exclusive).
+    body_end: u64,
+    /// Bytes read from the network.
+    fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The connection was closed on purpose (a range ended): the next one is no resumption.
+    next_range: bool,
+}
+
+/// `len` bytes of the blob at `start` that a local copy supplies (a file of an installed
+/// deployment whose content the blob's index says is there). They are hashed with the
+/// rest, so the blob's digest still covers them: a wrong copy fails the download.
+pub struct Splice {
+    pub start: u64,
+    pub len: u64,
+    pub source: Box<dyn Read + Send>,
 }
 
 fn refused(url: &str, reason: String) -> io::Error {
@@ -47,6 +64,38 @@ impl BlobStream {
     ) -> Result<BlobStream, RemoteError> {
         let mut s = BlobStream::new(c, url, size, true, Some(digest.to_string()));
         s.connect().map_err(|e| into_remote(&s.url, e))?;
+        Ok(s)
+    }
+
+    /// [`BlobStream::open`], `splices` (sorted, not overlapping, within the blob) read
+    /// locally and every other range fetched with a bounded range request. `fetched`
+    /// counts the bytes read from the network.
+    pub(crate) fn open_spliced(
+        c: &Client,
+        url: String,
+        size: u64,
+        digest: &str,
+        splices: Vec<Splice>,
+        fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<BlobStream, RemoteError> {
+        let mut s = BlobStream::new(c, url, size, true, Some(digest.to_string()));
+        let mut last = 0;
+        for sp in &splices {
+            if sp.start < last || sp.start.saturating_add(sp.len) > size || sp.len == 0 {
+                return Err(RemoteError::Refused {
+                    url: s.url.clone(),
+                    reason: "internal: splices out of order".into(),
+                });
+            }
+            last = sp.start + sp.len;
+        }
+        s.splices = splices.into();
+        s.fetched = fetched;
+        if s.splices.front().is_none_or(|sp| sp.start > 0) {
+            s.connect().map_err(|e| into_remote(&s.url, e))?;
+        } else {
+            s.next_range = true;
+        }
         Ok(s)
     }
 
@@ -74,14 +123,23 @@ impl BlobStream {
             resumes: 0,
             window: (Instant::now(), 0),
             finished: false,
+            splices: Default::default(),
+            body_end: size,
+            fetched: Default::default(),
+            next_range: false,
         }
     }
 
     /// Opens (or reopens at the offset) the connection.
     fn connect(&mut self) -> io::Result<()> {
         let mut req = self.agent.get(&self.url);
-        if self.offset > 0 {
-            req = req.header("Range", format!("bytes={}-", self.offset));
+        // Up to the next local range, or the end.
+        let end = self.splices.front().map(|s| s.start);
+        self.body_end = end.unwrap_or(self.size);
+        let ranged = self.offset > 0 || end.is_some();
+        if ranged {
+            let last = end.map(|e| (e - 1).to_string()).unwrap_or_default();
+            req = req.header("Range", format!("bytes={}-{last}", self.offset));
         }
         let resp = req
             .call()
@@ -95,8 +153,8 @@ impl BlobStream {
                 },
             ));
         }
-        if self.offset > 0 {
-            // A resumption must continue exactly where the last connection stopped.
+        if ranged {
+            // A resumption (or a range between local copies) must start exactly there.
             let range = resp
                 .headers()
                 .get("content-range")
@@ -121,7 +179,7 @@ impl BlobStream {
                 self.url
             )));
         }
-        if self.sized && self.offset == 0 {
+        if self.sized && !ranged {
             if let Some(len) = resp.body().content_length() {
                 if len != self.size {
                     return Err(refused(
@@ -206,6 +264,46 @@ impl BlobStream {
     }
 }
 
+impl BlobStream {
+    /// Reads from the local copy that starts at the current offset; it must supply
+    /// exactly its length.
+    fn read_splice(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The connection of the range before ended here; the next range opens anew.
+        self.body = None;
+        self.next_range = true;
+        let sp = self.splices.front_mut().expect("a splice starts here");
+        let done = self.offset - sp.start;
+        let want = buf
+            .len()
+            .min((sp.len - done).min(usize::MAX as u64) as usize);
+        let n = loop {
+            match sp.source.read(&mut buf[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            return Err(refused(
+                &self.url,
+                format!(
+                    "the local copy of bytes {}..{} ended early",
+                    sp.start,
+                    sp.start + sp.len
+                ),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.offset += n as u64;
+        if self.offset == sp.start + sp.len {
+            self.splices.pop_front();
+        }
+        if self.offset == self.size {
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}
+
 fn into_remote(url: &str, e: io::Error) -> RemoteError {
     match e.into_inner() {
         Some(inner) => match inner.downcast::<RemoteError>() {
@@ -226,13 +324,28 @@ impl Read for BlobStream {
                 self.finish()?;
                 return Ok(0);
             }
+            if self.splices.front().is_some_and(|s| s.start == self.offset) {
+                return self.read_splice(buf);
+            }
+            if self.body.is_some() && self.offset == self.body_end {
+                // This range is done; the next one starts after a local copy.
+                self.body = None;
+                self.next_range = true;
+                continue;
+            }
+            if self.body.is_none() && std::mem::take(&mut self.next_range) {
+                if let Err(e) = self.connect() {
+                    self.resume(e)?;
+                }
+                continue;
+            }
             if self.body.is_none() {
                 let e = io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed");
                 self.resume(e)?;
             }
             let want = buf
                 .len()
-                .min((self.size - self.offset).min(usize::MAX as u64) as usize);
+                .min((self.body_end - self.offset).min(usize::MAX as u64) as usize);
             let body = self.body.as_mut().expect("connected");
             match body.read(&mut buf[..want]) {
                 Ok(0) if !self.sized => {
@@ -250,6 +363,8 @@ impl Read for BlobStream {
                 Ok(n) => {
                     self.hasher.update(&buf[..n]);
                     self.offset += n as u64;
+                    self.fetched
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     self.check_rate(n)?;
                     if self.offset == self.size {
                         self.finish()?;

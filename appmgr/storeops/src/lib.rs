@@ -134,8 +134,55 @@ pub fn install_source(
     progress: &mut dyn FnMut(Progress),
 ) -> CoreResult<Done> {
     let trust = TrustStore::load(&g.config_dir)?;
-    let (bundle, name, release) = appmgr_core::remotes::open_source(g, source, &trust)?;
-    install_released(g, bundle, &name, release, allow_downgrade, progress)
+    install_remote(
+        g,
+        &mut |delta| appmgr_core::remotes::open_source_with(g, source, &trust, &mut |s| s, delta),
+        allow_downgrade,
+        progress,
+    )
+}
+
+/// Installs what `open` opens, first reading unchanged files from the installed version
+/// (`open(true)`). When such a download fails for its bytes (exit 3 or 1: a copy that
+/// changed, a wrong index, a range the registry did not serve), nothing was installed,
+/// and the bundle is downloaded in full once more (`open(false)`). The output says how
+/// many bytes came over the network (`download`).
+fn install_remote(
+    g: &Ctx,
+    open: &mut dyn FnMut(bool) -> CoreResult<appmgr_core::remotes::Opened>,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> CoreResult<Done> {
+    let (bundle, name, release, delta) = open(true)?;
+    let first = install_released(g, bundle, &name, release, allow_downgrade, progress);
+    let (mut done, note) = match (first, delta) {
+        (Ok(d), delta) => (d, delta),
+        (Err(e), Some(d)) if matches!(e.class, ErrorClass::Integrity | ErrorClass::Other) => {
+            let why = e.message;
+            let (bundle, name, release, _) = open(false)?;
+            let mut done = install_released(g, bundle, &name, release, allow_downgrade, progress)?;
+            let _ = writeln!(
+                done.output.text,
+                "the delta download failed ({why}); downloaded in full"
+            );
+            done.output.json["download"] =
+                json!({"delta": false, "delta-failed": why, "bundle-bytes": d.size});
+            return Ok(done);
+        }
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(_)) => return Err(e),
+    };
+    if let Some(d) = note {
+        let fetched = d.fetched();
+        let _ = writeln!(
+            done.output.text,
+            "downloaded {fetched} of {} bytes: {} bytes in {} files came from the installed version",
+            d.size, d.reused, d.files
+        );
+        done.output.json["download"] = json!({"delta": true, "fetched-bytes": fetched,
+            "bundle-bytes": d.size, "reused-bytes": d.reused, "reused-files": d.files});
+    }
+    Ok(done)
 }
 
 /// Installs a remote bundle and records its TUF release (when it has one) once the
@@ -227,18 +274,83 @@ pub fn spool(
     appmgr_bundle::Manifest,
     Option<appmgr_core::remote_tuf::Release>,
 )> {
+    let trust = TrustStore::load(&g.config_dir)?;
+    match input {
+        // Unchanged files come from the installed version (the kept file is the whole
+        // bundle all the same); a delta that fails is downloaded in full once more.
+        Ok(src) => {
+            let (r, delta) = spool_once(
+                g,
+                dest,
+                &mut |wrap, delta| {
+                    appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
+                },
+                true,
+            );
+            match r {
+                Err(e) if delta && matches!(e.class, ErrorClass::Integrity | ErrorClass::Other) => {
+                    spool_once(
+                        g,
+                        dest,
+                        &mut |wrap, delta| {
+                            appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
+                        },
+                        false,
+                    )
+                    .0
+                }
+                r => r,
+            }
+        }
+        Err((f, name)) => {
+            let mut f = Some(f);
+            spool_once(
+                g,
+                dest,
+                &mut |wrap, _| {
+                    let f = f.take().expect("opened once");
+                    let b = appmgr_bundle::open_reader(wrap(Box::new(f)), name, Some(&trust))
+                        .map_err(bundle_error)?;
+                    Ok((b, name.to_path_buf(), None, None))
+                },
+                false,
+            )
+            .0
+        }
+    }
+}
+
+type SpoolOpen<'a> = dyn FnMut(appmgr_core::remotes::Wrap<'_>, bool) -> CoreResult<appmgr_core::remotes::Opened>
+    + 'a;
+
+/// One attempt of [`spool`]; also whether it read unchanged files locally.
+fn spool_once(
+    g: &Ctx,
+    dest: &Path,
+    open: &mut SpoolOpen<'_>,
+    delta: bool,
+) -> (
+    CoreResult<(
+        appmgr_bundle::Manifest,
+        Option<appmgr_core::remote_tuf::Release>,
+    )>,
+    bool,
+) {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| Error::new(ErrorClass::Other, format!("{}: {e}", dest.display()));
-    let trust = TrustStore::load(&g.config_dir)?;
-    let out = std::fs::OpenOptions::new()
+    let out = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dest)
-        .map_err(io)?;
-    let keep = out.try_clone().map_err(io)?;
+    {
+        Ok(o) => o,
+        Err(e) => return (Err(io(e)), false),
+    };
+    let mut used = false;
     let r = (|| {
+        let keep = out.try_clone().map_err(io)?;
         let mut out = Some(out);
         let mut wrap = |inner: Box<dyn std::io::Read + Send>| -> Box<dyn std::io::Read + Send> {
             match out.take() {
@@ -246,14 +358,8 @@ pub fn spool(
                 None => inner,
             }
         };
-        let (bundle, name, release) = match input {
-            Ok(src) => appmgr_core::remotes::open_source_with(g, src, &trust, &mut wrap)?,
-            Err((f, name)) => {
-                let b = appmgr_bundle::open_reader(wrap(Box::new(f)), name, Some(&trust))
-                    .map_err(bundle_error)?;
-                (b, name.to_path_buf(), None)
-            }
-        };
+        let (bundle, name, release, d) = open(&mut wrap, delta)?;
+        used = d.is_some();
         let m = bundle.manifest().clone();
         precheck(g, &HostConfig::load(&g.config_dir)?, &m, &name)?;
         bundle
@@ -265,7 +371,7 @@ pub fn spool(
     if r.is_err() {
         let _ = std::fs::remove_file(dest);
     }
-    r
+    (r, used)
 }
 
 fn install_bundle(
@@ -485,9 +591,13 @@ pub fn update(
     for p in plan {
         let installed = TrustStore::load(&g.config_dir)
             .map_err(Error::from)
-            .and_then(|trust| appmgr_core::remotes::open_planned(g, &p, &trust))
-            .and_then(|(bundle, name, release)| {
-                install_released(g, bundle, &name, release, false, progress)
+            .and_then(|trust| {
+                install_remote(
+                    g,
+                    &mut |delta| appmgr_core::remotes::open_planned(g, &p, &trust, delta),
+                    false,
+                    progress,
+                )
             });
         match installed {
             Ok(d) => {
