@@ -297,6 +297,8 @@ impl BlobStream {
         if self.offset == sp.start + sp.len {
             self.splices.pop_front();
         }
+        // Local bytes are progress too: a long copy from slow flash is no slow retrieval.
+        self.check_rate(n)?;
         if self.offset == self.size {
             self.finish()?;
         }
@@ -324,7 +326,8 @@ impl Read for BlobStream {
                 self.finish()?;
                 return Ok(0);
             }
-            if self.splices.front().is_some_and(|s| s.start == self.offset) {
+            // Inside a local copy (they are in order, and one is dropped when done).
+            if self.splices.front().is_some_and(|s| s.start <= self.offset) {
                 return self.read_splice(buf);
             }
             if self.body.is_some() && self.offset == self.body_end {
