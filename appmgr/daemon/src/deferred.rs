@@ -29,6 +29,8 @@ type Answer = Result<Installed, Error>;
 
 #[derive(Default)]
 pub struct Queue {
+    /// Woken when an entry is queued: with none queued, the queue sleeps without a timer.
+    kick: tokio::sync::Notify,
     waiters: std::sync::Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     attempts: std::sync::Mutex<HashMap<String, u32>>,
     seq: std::sync::atomic::AtomicU64,
@@ -165,6 +167,7 @@ impl Queue {
             entry.kind, entry.id, entry.version
         );
         journal::log(journal::INFO, None, Some(&entry.id), &msg);
+        self.kick.notify_one();
         Ok((stem, msg))
     }
 
@@ -189,14 +192,23 @@ impl Queue {
     }
 }
 
-/// Runs the queue whenever no inhibitor is left, until the daemon ends.
+/// Runs the queue whenever no inhibitor is left, until the daemon ends. While entries
+/// wait it looks every [`POLL`]; with none it waits to be woken (no timer on an idle
+/// device).
 pub async fn run(d: Weak<Daemon>) {
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         let Some(d) = d.upgrade() else { return };
-        process(&d).await;
+        let dir = dir(&d);
+        let queued =
+            tokio::task::spawn_blocking(move || !appmgr_core::inhibit::queued_in(&dir).is_empty())
+                .await
+                .unwrap_or(false);
+        if queued {
+            process(&d).await;
+            tokio::time::sleep(POLL).await;
+        } else {
+            d.queue.kick.notified().await;
+        }
     }
 }
 

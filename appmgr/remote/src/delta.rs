@@ -100,7 +100,7 @@ pub fn parse(bytes: &[u8], bundle_size: u64) -> Result<Index, String> {
     }
     let mut end = 0u64;
     for f in &i.files {
-        let stop = f.offset.checked_add(f.size).unwrap_or(u64::MAX);
+        let stop = f.offset.saturating_add(f.size);
         if f.offset < end || stop > bundle_size || f.size == 0 {
             return Err(format!(
                 "file index entry {}: bytes {}..{} overlap or leave the bundle",

@@ -382,8 +382,9 @@ fn install_bundle(
     progress: &mut dyn FnMut(Progress),
 ) -> CoreResult<Done> {
     let m = bundle.manifest().clone();
-    let (store, host) = open_store(g)?;
-    let dropped = precheck(g, &host, &m, file)?;
+    // Before the store is opened (which creates it in a fresh state dir).
+    let dropped = precheck(g, &HostConfig::load(&g.config_dir)?, &m, file)?;
+    let (store, _) = open_store(g)?;
     let lock = store.lock().map_err(store_error)?;
     let payload = m.payload.as_ref().expect("verified bundles have a payload");
     let manifest_bytes = bundle.manifest_bytes().to_vec();
