@@ -602,14 +602,7 @@ fn a_held_app_is_left_alone_by_update_until_unheld() {
 fn data_tree(e: &Env, name: &str, version: &str, size: usize, gens: &[u64]) -> PathBuf {
     let root = e.p(name);
     fs::create_dir_all(root.join("data")).unwrap();
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(
-        root.join("bin/hello"),
-        format!("#!/usr/bin/sh\necho hello {version}\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+    write_hello(&root, version);
     for (i, g) in gens.iter().enumerate() {
         let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ g.wrapping_mul(0xD1B5);
         let mut b = Vec::with_capacity(size);
@@ -625,13 +618,33 @@ fn data_tree(e: &Env, name: &str, version: &str, size: usize, gens: &[u64]) -> P
     root
 }
 
-#[test]
-fn an_update_downloads_only_the_changed_files() {
-    require_root!("installs write root-owned files");
+/// A state dir with the runtime installed, and a registry.
+fn runtime_and_registry() -> (Env, Registry, String) {
     let e = Env::new();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     let reg = Registry::start(e.dir.path());
     let url = reg.url(REPO);
+    (e, reg, url)
+}
+
+/// The installed app's files `data/fNN` are those of `tree`.
+fn assert_deployed(e: &Env, tree: &Path, files: impl IntoIterator<Item = usize>) {
+    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
+    let dep = PathBuf::from(info["deployment"].as_str().unwrap());
+    for i in files {
+        let f = format!("data/f{i:02}");
+        assert_eq!(
+            fs::read(dep.join(&f)).unwrap(),
+            fs::read(tree.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn an_update_downloads_only_the_changed_files() {
+    require_root!("installs write root-owned files");
+    let (e, _reg, url) = runtime_and_registry();
     // 20 files of 600 KiB (more than one read of the importer: a local copy is read in
     // several pieces); 2.0.0 changes 2 of them (10 %), 3.0.0 one more.
     let mut gens = vec![0u64; 20];
@@ -677,26 +690,14 @@ fn an_update_downloads_only_the_changed_files() {
     assert!(fetched >= 3 * 600 * 1024, "fetched {fetched}");
     // What is installed is 3.0.0 exactly.
     assert_eq!(e.ok(&["run", "org.example.Hello"]).stdout, "hello 3.0.0\n");
-    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
-    let dep = PathBuf::from(info["deployment"].as_str().unwrap());
-    for i in [0usize, 3, 7, 11, 19] {
-        let f = format!("data/f{i:02}");
-        assert_eq!(
-            fs::read(dep.join(&f)).unwrap(),
-            fs::read(bundles[2].0.join(&f)).unwrap(),
-            "{f}"
-        );
-    }
+    assert_deployed(&e, &bundles[2].0, [0, 3, 7, 11, 19]);
     e.fsck_clean();
 }
 
 #[test]
 fn a_wrong_file_index_costs_a_full_download_never_a_wrong_install() {
     require_root!("installs write root-owned files");
-    let e = Env::new();
-    e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
-    let reg = Registry::start(e.dir.path());
-    let url = reg.url(REPO);
+    let (e, reg, url) = runtime_and_registry();
     let mut gens = vec![0u64; 6];
     let t1 = data_tree(&e, "w1", "1.0.0", 128 * 1024, &gens);
     gens[0] += 1;
@@ -743,15 +744,6 @@ fn a_wrong_file_index_costs_a_full_download_never_a_wrong_install() {
             .contains("digest"),
         "{out}"
     );
-    let info = e.ok(&["--json", "info", "org.example.Hello"]).json();
-    let dep = PathBuf::from(info["deployment"].as_str().unwrap());
-    for i in 0..6 {
-        let f = format!("data/f{i:02}");
-        assert_eq!(
-            fs::read(dep.join(&f)).unwrap(),
-            fs::read(t2.join(&f)).unwrap(),
-            "{f}"
-        );
-    }
+    assert_deployed(&e, &t2, 0..6);
     e.fsck_clean();
 }

@@ -170,14 +170,7 @@ impl Env {
     pub fn app_bundle_with(&self, version: &str, extra_manifest: &str) -> PathBuf {
         let root = self.p(&format!("app-{version}"));
         if !root.exists() {
-            fs::create_dir_all(root.join("bin")).unwrap();
-            fs::write(
-                root.join("bin/hello"),
-                format!("#!/usr/bin/sh\necho hello {version}\n"),
-            )
-            .unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+            write_hello(&root, version);
             fs::create_dir_all(root.join("share")).unwrap();
             fs::write(root.join("share/data"), vec![b'd'; 100_000]).unwrap();
             fs::write(root.join("share/version"), version).unwrap();
@@ -354,6 +347,18 @@ pub fn app_manifest(version: &str) -> String {
         "id = \"org.example.Hello\"\nkind = \"app\"\nversion = \"{version}\"\narch = \"{a}\"\nbranch = \"stable\"\nruntime = \"org.example.Platform/{a}/1\"\ncommand = \"hello\"\n",
         a = arch()
     )
+}
+
+/// `ROOT/bin/hello`, executable, printing `hello VERSION`: the demo app's command.
+pub fn write_hello(root: &Path, version: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(
+        root.join("bin/hello"),
+        format!("#!/usr/bin/sh\necho hello {version}\n"),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 pub fn s(p: &Path) -> &str {
