@@ -102,14 +102,17 @@ pub async fn holding_back(d: &Daemon) -> Option<String> {
 
 impl Queue {
     /// Verifies `op`'s bundle into the queue (appmgr-ops) and writes its entry. Returns
-    /// the entry's name and the message for the caller.
+    /// the entry's name, the message for the caller and, with `answer`, where the
+    /// outcome of its install will arrive (registered before the entry exists, so the
+    /// queue cannot run it unanswered).
     pub async fn defer(
         &self,
         d: &Daemon,
         op: appmgr_core::worker::Op,
         stdin: Option<std::os::fd::OwnedFd>,
         why: String,
-    ) -> Result<(String, String), Error> {
+        answer: bool,
+    ) -> Result<(String, String, Option<oneshot::Receiver<Answer>>), Error> {
         use appmgr_core::worker::Op;
         let (source, name, allow_downgrade) = match op {
             Op::Install {
@@ -156,9 +159,17 @@ impl Queue {
         };
         let bytes = serde_json::to_vec_pretty(&entry)
             .map_err(|e| Error::Failed(format!("internal: {e}")))?;
+        let rx = answer.then(|| {
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut w) = self.waiters.lock() {
+                w.insert(stem.clone(), tx);
+            }
+            rx
+        });
         let p = dir.join(format!("{stem}.json"));
         if let Err(e) = crate::write_atomic(&p, &bytes) {
             let _ = std::fs::remove_file(&dest);
+            self.forget(&stem);
             return Err(Error::Failed(format!("{}: {e}", p.display())));
         }
         let msg = format!(
@@ -168,20 +179,26 @@ impl Queue {
         );
         journal::log(journal::INFO, None, Some(&entry.id), &msg);
         self.kick.notify_one();
-        Ok((stem, msg))
+        Ok((stem, msg, rx))
     }
 
-    /// Waits, at most until `deadline`, for queued entry `stem` to be installed.
-    pub async fn wait(&self, stem: &str, deadline: tokio::time::Instant) -> Option<Answer> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.waiters.lock() {
-            w.insert(stem.to_string(), tx);
-        }
-        let r = tokio::time::timeout_at(deadline, rx).await.ok()?.ok();
+    /// Waits, at most until `deadline`, for queued entry `stem` to be installed (`rx`
+    /// from [`Queue::defer`]). `None`: still queued (or appmgrd lost the answer).
+    pub async fn wait(
+        &self,
+        stem: &str,
+        rx: oneshot::Receiver<Answer>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Answer> {
+        let r = tokio::time::timeout_at(deadline, rx).await;
+        self.forget(stem);
+        r.ok()?.ok()
+    }
+
+    fn forget(&self, stem: &str) {
         if let Ok(mut w) = self.waiters.lock() {
             w.remove(stem);
         }
-        r
     }
 
     fn answer(&self, stem: &str, a: Answer) {

@@ -256,9 +256,9 @@ impl Manager {
         self.answer(vec![done], wait).await
     }
 
-    /// The reply to installs: with `wait`, each one's health verdict is added (`health`
-    /// in its JSON, a line in its text); a rollback makes the reply `RolledBack` (exit 8),
-    /// no verdict `Failed`. `compose` makes one output of several (Update).
+    /// The reply to one install: with `wait`, its health verdict is added (`health` in
+    /// its JSON, a line in its text); a rollback makes the reply `RolledBack` (exit 8), no
+    /// verdict `Failed`.
     async fn answer(&self, done: Vec<Installed>, wait: WaitOpt) -> Reply {
         let (out, failure) = self.judge_all(done, wait).await;
         if let Some(e) = failure {
@@ -271,7 +271,8 @@ impl Manager {
         reply(out)
     }
 
-    /// Adds the verdicts to the outputs (with `wait`) and returns the first failure.
+    /// Adds the verdicts to the outputs (with `wait`) and returns the failures as one
+    /// error: `RolledBack` when any install was rolled back, else `Failed`.
     async fn judge_all(
         &self,
         done: Vec<Installed>,
@@ -394,14 +395,18 @@ impl Manager {
         wait: WaitOpt,
     ) -> Result<Installed, Error> {
         if let Some(why) = crate::deferred::holding_back(&self.d).await {
-            let (stem, msg) = self.d.queue.defer(&self.d, op, bundle, why).await?;
-            if !wait.wait {
+            let (stem, msg, rx) = self
+                .d
+                .queue
+                .defer(&self.d, op, bundle, why, wait.wait)
+                .await?;
+            let Some(rx) = rx else {
                 return Err(Error::Deferred(msg));
-            }
+            };
             let bound = wait.timeout_s.unwrap_or(DEFERRED_WAIT_S);
             let deadline =
                 tokio::time::Instant::now() + std::time::Duration::from_secs(bound.into());
-            return match self.d.queue.wait(&stem, deadline).await {
+            return match self.d.queue.wait(&stem, rx, deadline).await {
                 Some(r) => r,
                 None => Err(Error::Failed(format!(
                     "{msg}: still queued after {bound} s (wait-timeout)"
