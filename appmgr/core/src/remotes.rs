@@ -858,7 +858,14 @@ fn plan_delta(
     .ok()?;
     let mut splices = Vec::new();
     let mut reused = 0;
-    for f in &index.files {
+    // Each copy stays open (checked once, read by descriptor): the largest files first,
+    // at most MAX_COPIES of them, well below the process's descriptor limit.
+    const MAX_COPIES: usize = 512;
+    let mut by_size: Vec<&appmgr_remote::delta::IndexEntry> = index.files.iter().collect();
+    by_size.sort_by_key(|f| std::cmp::Reverse(f.size));
+    by_size.truncate(MAX_COPIES);
+    by_size.sort_by_key(|f| f.offset);
+    for f in by_size {
         if let Some(copy) = installed_copy(&root, &f.path, f.size, &f.sha256) {
             reused += f.size;
             splices.push(appmgr_remote::stream::Splice {
