@@ -263,18 +263,19 @@ pub fn uninhibit(g: &Ctx, name: &str) -> CoreResult<Output> {
         }
         Err(e) => return Err(io_error(&p, e)),
     }
-    let left = active_in(&d)?;
-    Ok(Output::new(
-        if left.is_empty() {
-            format!("inhibitor {name} cleared: no inhibitor left\n")
-        } else {
-            format!(
-                "inhibitor {name} cleared; still inhibited by {}\n",
-                describe(&left)
-            )
-        },
-        json!({"name": name, "left": left}),
-    ))
+    // Removed: what is left is information, and an unreadable rest is no failure of
+    // this command.
+    let left = active_in(&d);
+    let text = match &left {
+        Ok(left) if left.is_empty() => format!("inhibitor {name} cleared: no inhibitor left\n"),
+        Ok(left) => format!(
+            "inhibitor {name} cleared; still inhibited by {}\n",
+            describe(left)
+        ),
+        Err(e) => format!("inhibitor {name} cleared; the others: {}\n", e.message),
+    };
+    let left = left.unwrap_or_default();
+    Ok(Output::new(text, json!({"name": name, "left": left})))
 }
 
 /// `inhibitors`: those in force, and the installs appmgrd queued meanwhile.

@@ -621,7 +621,11 @@ pub fn publish(
     let index = appmgr_remote::delta::build(&f)
         .map_err(|e| io_error(file, e))?
         .map(|i| serde_json::to_vec(&i).expect("serializable"))
-        .filter(|b| b.len() as u64 <= appmgr_remote::delta::MAX_INDEX);
+        .filter(|b| b.len() as u64 <= appmgr_remote::delta::MAX_INDEX)
+        .map(|b| {
+            let d = format!("sha256:{}", appmgr_remote::artifact::sha256_hex(&b));
+            (b, d)
+        });
     f.rewind().map_err(|e| io_error(file, e))?;
     let tag = dest.tag.clone().unwrap_or_else(|| {
         appmgr_remote::reference::default_tag(
@@ -640,10 +644,7 @@ pub fn publish(
         size,
         annotations: Default::default(),
     };
-    let index_digest = index
-        .as_ref()
-        .map(|b| format!("sha256:{}", appmgr_remote::artifact::sha256_hex(b)));
-    if let (Some(b), Some(d)) = (&index, &index_digest) {
+    if let Some((b, d)) = &index {
         layer
             .annotations
             .insert(appmgr_remote::delta::ANN_INDEX_DIGEST.into(), d.clone());
@@ -667,7 +668,7 @@ pub fn publish(
         appmgr_remote::artifact::EMPTY_JSON,
     )?;
     client.push_blob(&dest, &digest, &f)?;
-    if let (Some(b), Some(d)) = (&index, &index_digest) {
+    if let Some((b, d)) = &index {
         client.push_blob(&dest, d, b.as_slice())?;
     }
     client.put_manifest(&dest, &tag, &image)?;
@@ -677,7 +678,7 @@ pub fn publish(
         m.id, m.version, m.arch
     );
     let mut j = json!({"id": m.id.to_string(), "version": m.version.to_string(), "arch": m.arch.to_string(),
-           "reference": at.to_string(), "digest": digest, "size": size, "files-index": index_digest});
+           "reference": at.to_string(), "digest": digest, "size": size, "files-index": index.as_ref().map(|(_, d)| d)});
     if let (Some(t), Some(expires)) = (tuf, expires) {
         let repo = OciRef {
             tag: None,

@@ -215,13 +215,7 @@ impl Queue {
 pub async fn run(d: Weak<Daemon>) {
     loop {
         let Some(d) = d.upgrade() else { return };
-        let dir = dir(&d);
-        let queued =
-            tokio::task::spawn_blocking(move || !appmgr_core::inhibit::queued_in(&dir).is_empty())
-                .await
-                .unwrap_or(false);
-        if queued {
-            process(&d).await;
+        if process(&d).await {
             tokio::time::sleep(POLL).await;
         } else {
             d.queue.kick.notified().await;
@@ -229,7 +223,9 @@ pub async fn run(d: Weak<Daemon>) {
     }
 }
 
-async fn process(d: &Arc<Daemon>) {
+/// Installs the queued entries, in order, while nothing inhibits. Returns whether
+/// entries are left (inhibited, or one to try again).
+async fn process(d: &Arc<Daemon>) -> bool {
     let dir = dir(d);
     let queued = {
         let dir = dir.clone();
@@ -240,7 +236,7 @@ async fn process(d: &Arc<Daemon>) {
     for (stem, e) in queued {
         // An inhibitor set meanwhile stops the queue before the next install.
         if holding_back(d).await.is_some() {
-            return;
+            return true;
         }
         let bundle = dir.join(format!("{stem}.bundle"));
         let f = match open_nofollow(&bundle) {
@@ -289,7 +285,7 @@ async fn process(d: &Arc<Daemon>) {
                             x.message()
                         ),
                     );
-                    return;
+                    return true;
                 }
                 journal::log(
                     journal::ERR,
@@ -307,6 +303,7 @@ async fn process(d: &Arc<Daemon>) {
             }
         }
     }
+    false
 }
 
 fn open_nofollow(p: &Path) -> Result<std::os::fd::OwnedFd, String> {

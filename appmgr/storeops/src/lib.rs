@@ -142,6 +142,13 @@ pub fn install_source(
     )
 }
 
+/// Whether a failed delta download is worth one full download: it failed for its bytes
+/// (exit 3 or 1: a copy that changed, a wrong index, a range not served), not for what
+/// the bundle is (policy, conflict, usage), which a full download would not change.
+fn a_full_download_may_help(e: &Error) -> bool {
+    matches!(e.class, ErrorClass::Integrity | ErrorClass::Other)
+}
+
 /// Installs what `open` opens, first reading unchanged files from the installed version
 /// (`open(true)`). When such a download fails for its bytes (exit 3 or 1: a copy that
 /// changed, a wrong index, a range the registry did not serve), nothing was installed,
@@ -157,7 +164,7 @@ fn install_remote(
     let first = install_released(g, bundle, &name, release, allow_downgrade, progress);
     let (mut done, note) = match (first, delta) {
         (Ok(d), delta) => (d, delta),
-        (Err(e), Some(d)) if matches!(e.class, ErrorClass::Integrity | ErrorClass::Other) => {
+        (Err(e), Some(d)) if a_full_download_may_help(&e) => {
             let why = e.message;
             let (bundle, name, release, _) = open(false)?;
             let mut done = install_released(g, bundle, &name, release, allow_downgrade, progress)?;
@@ -169,8 +176,7 @@ fn install_remote(
                 json!({"delta": false, "delta-failed": why, "bundle-bytes": d.size});
             return Ok(done);
         }
-        (Err(e), None) => return Err(e),
-        (Err(e), Some(_)) => return Err(e),
+        (Err(e), _) => return Err(e),
     };
     if let Some(d) = note {
         let fetched = d.fetched();
@@ -279,27 +285,14 @@ pub fn spool(
         // Unchanged files come from the installed version (the kept file is the whole
         // bundle all the same); a delta that fails is downloaded in full once more.
         Ok(src) => {
-            let (r, delta) = spool_once(
-                g,
-                dest,
-                &mut |wrap, delta| {
-                    appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
-                },
-                true,
-            );
-            match r {
-                Err(e) if delta && matches!(e.class, ErrorClass::Integrity | ErrorClass::Other) => {
-                    spool_once(
-                        g,
-                        dest,
-                        &mut |wrap, delta| {
-                            appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
-                        },
-                        false,
-                    )
-                    .0
+            let mut open = |wrap: appmgr_core::remotes::Wrap<'_>, delta| {
+                appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
+            };
+            match spool_once(g, dest, &mut open, true) {
+                (Err(e), true) if a_full_download_may_help(&e) => {
+                    spool_once(g, dest, &mut open, false).0
                 }
-                r => r,
+                (r, _) => r,
             }
         }
         Err((f, name)) => {
