@@ -209,8 +209,10 @@ pub enum Command {
     /// ID_ARCH_VERSION).
     Publish {
         file: PathBuf,
-        /// oci://HOST[:PORT]/REPO[:TAG]
+        /// oci://HOST[:PORT]/REPO[:TAG] (plain HTTP) or oci+https://HOST[:PORT]/REPO[:TAG]
         target: String,
+        #[command(flatten)]
+        access: AccessArgs,
         /// Also list the bundle in the remote's TUF metadata, under this root (the
         /// publisher's current root.json).
         #[arg(long = "tuf-root", requires = "tuf_keys")]
@@ -273,10 +275,13 @@ pub enum TufCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum RemoteCmd {
-    /// Add a remote: a registry repository, oci://HOST[:PORT]/REPO.
+    /// Add a remote: a registry repository, oci://HOST[:PORT]/REPO (plain HTTP) or
+    /// oci+https://HOST[:PORT]/REPO (TLS).
     Add {
         name: String,
         url: String,
+        #[command(flatten)]
+        access: AccessArgs,
         /// The remote's TUF root metadata (trust anchor): installs and updates then
         /// follow its verified targets, release counters and expiry.
         #[arg(long)]
@@ -309,6 +314,27 @@ pub enum SbomCmd {
         #[arg(long, value_name = "VERSION")]
         below: Option<String>,
     },
+}
+
+/// How an `oci+https://` registry is reached.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccessArgs {
+    /// The CA certificates (PEM) trusted for the registry (default: tls-ca-file of
+    /// appmgr.toml for a remote, the system's bundle for publish).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// A file holding USER:SECRET (mode 0600) for a registry that asks for credentials.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    pub fn files(&self) -> appmgr_core::remotes::AccessFiles {
+        appmgr_core::remotes::AccessFiles {
+            ca: self.ca.clone(),
+            credentials: self.credentials.clone(),
+        }
+    }
 }
 
 /// `--wait` of install and update (needs appmgrd: the health window is its own).

@@ -262,13 +262,17 @@ fn run_store(cli: Cli) -> CliResult<Output> {
         Remove { id } => store_ops::remove(&ctx, id).map(|d| d.output),
         Rollback { id } => store_ops::rollback(&ctx, id).map(|d| d.output),
         Fsck => store_ops::fsck(&ctx),
-        Remote(args::RemoteCmd::Add { name, url, root }) => {
-            appmgr_core::remotes::add(&ctx, name, url, root.as_deref())
-        }
+        Remote(args::RemoteCmd::Add {
+            name,
+            url,
+            root,
+            access,
+        }) => appmgr_core::remotes::add(&ctx, name, url, root.as_deref(), &access.files()),
         Remote(args::RemoteCmd::Ls { name }) => appmgr_core::remotes::ls(&ctx, name),
         Publish {
             file,
             target,
+            access,
             tuf_root,
             tuf_keys,
             release,
@@ -283,7 +287,7 @@ fn run_store(cli: Cli) -> CliResult<Output> {
                 }),
                 None => None,
             };
-            appmgr_core::remotes::publish(file, target, tuf.as_ref())
+            appmgr_core::remotes::publish(file, target, tuf.as_ref(), &access.files())
         }
         Tuf(args::TufCmd::Root {
             out,

@@ -38,6 +38,9 @@
 //! # Inhibitors (docs/remotes.md): a file here defers installs until it is removed;
 //! # "none" turns them off
 //! inhibit-dir = "/run/appmgr/inhibit"
+//! # The CA certificates (PEM) trusted for https:// bundle URLs and oci+https:// remotes
+//! # without their own `ca` (docs/remotes.md)
+//! tls-ca-file = "/etc/ssl/certs/ca-certificates.crt"
 //! ```
 //!
 //! Every path is checked when read: absolute and normal (no `.`, `..`, empty component or
@@ -83,6 +86,8 @@ pub struct HostConfig {
     pub network_resolvers: Option<Vec<String>>,
     /// Where inhibitors are (files that defer installs).
     pub inhibit_dir: Option<String>,
+    /// The CA bundle trusted for https.
+    pub tls_ca_file: Option<String>,
 }
 
 /// The first uid of the store's default `uid-range` (70000-79999).
@@ -266,6 +271,21 @@ impl HostConfig {
             self.inhibit_dir.as_deref(),
             crate::inhibit::DEFAULT_INHIBIT_DIR,
         )
+    }
+
+    /// The CA certificates trusted for https (`tls-ca-file`; default: the system's bundle).
+    pub fn tls_ca_file(&self) -> CoreResult<PathBuf> {
+        path_or_none(
+            "tls-ca-file",
+            self.tls_ca_file.as_deref(),
+            appmgr_remote::access::SYSTEM_CA_FILE,
+        )?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorClass::Usage,
+                "appmgr.toml: tls-ca-file cannot be \"none\" (https needs trusted roots)",
+            )
+        })
     }
 
     /// The user-record directory (`userdb-dir`), `None` when turned off.

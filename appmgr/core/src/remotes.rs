@@ -9,6 +9,7 @@
 
 use crate::{CoreResult, Ctx, Error, Output};
 use appmgr_bundle::{Manifest, TrustStore};
+use appmgr_remote::access::Access;
 use appmgr_remote::{Client, Limits, Listing, OciRef};
 use appmgr_types::{escape_for_display, AppId, Arch, ErrorClass, Version};
 use serde_json::json;
@@ -34,6 +35,61 @@ pub struct Remote {
     /// `CONFIG/remotes.d/NAME.root.json` when the remote is TUF-verified
     /// ([`crate::remote_tuf`]).
     pub root: Option<PathBuf>,
+    /// `ca`: the PEM file of the CAs trusted for this `oci+https://` remote (default: the
+    /// host's `tls-ca-file`).
+    pub ca: Option<PathBuf>,
+    /// `credentials`: a `USER:SECRET` file (mode 0600) for a registry that asks for them
+    /// (`oci+https://` only).
+    pub credentials: Option<PathBuf>,
+}
+
+impl Remote {
+    /// The client this remote is reached with: its download bounds, and for TLS its CA
+    /// roots and credentials (read now, so a bad file is named before anything is sent).
+    pub fn client(&self, g: &Ctx) -> CoreResult<Client> {
+        if !self.url.tls {
+            return Ok(Client::new(self.limits));
+        }
+        let ca = match &self.ca {
+            Some(p) => p.clone(),
+            None => crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?,
+        };
+        let access = Access::load(Some(&ca), self.credentials.as_deref())
+            .map_err(|e| usage(format!("remote {}: {e}", self.name)))?;
+        Ok(Client::with_access(self.limits, access))
+    }
+}
+
+/// The client of a plain bundle URL: for `https://`, the host's `tls-ca-file` roots.
+fn url_client(g: &Ctx, url: &str) -> CoreResult<Client> {
+    if !url.starts_with("https://") {
+        return Ok(Client::new(Limits::default()));
+    }
+    let ca = crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?;
+    Ok(Client::with_access(
+        Limits::default(),
+        Access::load(Some(&ca), None)?,
+    ))
+}
+
+/// A path of a remote file's `ca` or `credentials`: absolute, normal, printable.
+fn config_path(file: &Path, key: &str, v: &str) -> CoreResult<PathBuf> {
+    let p = Path::new(v);
+    let normal = p.is_absolute()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+    if !normal || appmgr_types::has_unsafe_chars(v) {
+        return Err(usage(format!(
+            "{}: {key}: \"{}\" is not an absolute path without . or .. components",
+            file.display(),
+            escape_for_display(v)
+        )));
+    }
+    Ok(p.to_path_buf())
 }
 
 #[derive(serde::Deserialize, serde::Serialize)]
@@ -48,6 +104,12 @@ struct RemoteFile {
     /// How often a cut download is resumed before it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_resumes: Option<u32>,
+    /// The CA certificates (PEM) trusted for an `oci+https://` remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
+    /// A `USER:SECRET` file (0600) answering the registry's challenges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials: Option<String>,
 }
 
 /// A remote's name: `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -108,6 +170,21 @@ fn load_one(path: &Path, name: &str) -> CoreResult<Remote> {
         }
         limits.max_resumes = m;
     }
+    let ca =
+        f.ca.as_deref()
+            .map(|v| config_path(path, "ca", v))
+            .transpose()?;
+    let credentials = f
+        .credentials
+        .as_deref()
+        .map(|v| config_path(path, "credentials", v))
+        .transpose()?;
+    if !url.tls && (ca.is_some() || credentials.is_some()) {
+        return Err(usage(format!(
+            "{}: ca and credentials need a TLS remote (url = \"oci+https://…\"): credentials are never sent over plain http",
+            path.display()
+        )));
+    }
     let root = crate::remote_tuf::root_path(
         path.parent()
             .unwrap_or(Path::new("."))
@@ -120,6 +197,8 @@ fn load_one(path: &Path, name: &str) -> CoreResult<Remote> {
         url,
         limits,
         root: root.exists().then_some(root),
+        ca,
+        credentials,
     })
 }
 
@@ -169,12 +248,55 @@ pub fn find(config_dir: &Path, name: &str) -> CoreResult<Remote> {
 }
 
 fn remote_json(r: &Remote) -> serde_json::Value {
-    json!({"name": r.name, "url": r.url.to_string(), "tuf": r.root.is_some()})
+    json!({"name": r.name, "url": r.url.to_string(), "tuf": r.root.is_some(),
+           "ca": r.ca, "credentials": r.credentials})
+}
+
+/// The `ca` and `credentials` of `remote add` and `publish`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessFiles {
+    pub ca: Option<PathBuf>,
+    pub credentials: Option<PathBuf>,
+}
+
+impl AccessFiles {
+    /// Both made absolute, and refused for a plain-http reference.
+    fn checked(&self, url: &OciRef) -> CoreResult<AccessFiles> {
+        if !url.tls && (self.ca.is_some() || self.credentials.is_some()) {
+            return Err(usage(format!(
+                "{url}: --ca and --credentials need a TLS registry (oci+https://…): credentials are never sent over plain http"
+            )));
+        }
+        let abs = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| std::path::absolute(p).map_err(|e| io_error(p, e)))
+                .transpose()
+        };
+        Ok(AccessFiles {
+            ca: abs(&self.ca)?,
+            credentials: abs(&self.credentials)?,
+        })
+    }
+
+    /// A client for `url` with these files (the system's CA bundle when no `ca`).
+    fn client(&self, url: &OciRef, limits: Limits) -> CoreResult<Client> {
+        if !url.tls {
+            return Ok(Client::new(limits));
+        }
+        let access = Access::load(self.ca.as_deref(), self.credentials.as_deref())?;
+        Ok(Client::with_access(limits, access))
+    }
 }
 
 /// `remote add NAME URL`: a new remote (an existing name is a conflict, exit 6). The file
 /// is written whole and renamed into place.
-pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Output> {
+pub fn add(
+    g: &Ctx,
+    name: &str,
+    url: &str,
+    root: Option<&Path>,
+    files: &AccessFiles,
+) -> CoreResult<Output> {
     if !valid_name(name) {
         return Err(usage(format!(
             "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
@@ -187,6 +309,16 @@ pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Ou
             "{}: a remote is a repository, without a tag",
             escape_for_display(url)
         )));
+    }
+    let files = files.checked(&parsed)?;
+    // Read now: a CA file that holds no certificate or credentials that anyone may read
+    // are named here, not at the first update.
+    if parsed.tls {
+        let ca = match &files.ca {
+            Some(p) => p.clone(),
+            None => crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?,
+        };
+        Access::load(Some(&ca), files.credentials.as_deref())?;
     }
     let anchor = root.map(crate::remote_tuf::read_root).transpose()?;
     let d = dir(&g.config_dir);
@@ -216,6 +348,8 @@ pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Ou
         min_rate: None,
         rate_window_s: None,
         max_resumes: None,
+        ca: files.ca.as_ref().map(|p| p.display().to_string()),
+        credentials: files.credentials.as_ref().map(|p| p.display().to_string()),
     })
     .expect("serializable");
     let tmp = d.join(format!(".{name}.toml.tmp"));
@@ -247,6 +381,8 @@ pub fn add(g: &Ctx, name: &str, url: &str, root: Option<&Path>) -> CoreResult<Ou
         url: parsed,
         limits: Limits::default(),
         root: anchor.as_ref().map(|_| root_file),
+        ca: files.ca,
+        credentials: files.credentials,
     };
     let trust = match &anchor {
         Some((_, v)) => format!(" (TUF, root version {v})"),
@@ -531,7 +667,7 @@ fn offer_json(o: &Offer) -> serde_json::Value {
 pub fn ls(g: &Ctx, name: &str) -> CoreResult<Output> {
     let r = find(&g.config_dir, name)?;
     let trust = TrustStore::load(&g.config_dir)?;
-    let client = Client::new(r.limits);
+    let client = r.client(g)?;
     let all = offers(g, &r, &trust, &client)?;
     let mut text = String::new();
     for o in &all {
@@ -578,8 +714,10 @@ pub fn publish(
     file: &Path,
     target: &str,
     tuf: Option<&crate::remote_tuf::TufPublish>,
+    files: &AccessFiles,
 ) -> CoreResult<Output> {
     let dest = OciRef::parse(target)?;
+    let client = files.checked(&dest)?.client(&dest, Limits::default())?;
     let expires = tuf
         .map(|t| crate::remote_tuf::expiry_in(t.expires))
         .transpose()?;
@@ -661,7 +799,6 @@ pub fn publish(
         &title,
     )?;
     drop(b);
-    let client = Client::new(Limits::default());
     client.push_blob(
         &dest,
         &appmgr_remote::artifact::empty_config().digest,
@@ -733,14 +870,8 @@ pub enum Source {
 /// Reads an `install` argument as a remote source, or `None` when it names a file. A
 /// `NAME:ID` whose NAME is no configured remote is a file name (it may contain `:`).
 pub fn parse_source(config_dir: &Path, arg: &str) -> CoreResult<Option<Source>> {
-    if arg.starts_with("http://") {
+    if arg.starts_with("http://") || arg.starts_with("https://") {
         return Ok(Some(Source::Url(arg.to_string())));
-    }
-    if arg.starts_with("https://") {
-        return Err(usage(format!(
-            "{}: https is not supported by this build; use http:// (bundles are trusted for their signature) or an oci remote",
-            escape_for_display(arg)
-        )));
     }
     let Some((name, rest)) = arg.split_once(':') else {
         return Ok(None);
@@ -923,7 +1054,7 @@ pub fn open_source_with(
 ) -> CoreResult<Opened> {
     match source {
         Source::Url(url) => {
-            let client = Client::new(Limits::default());
+            let client = url_client(g, url)?;
             let name = PathBuf::from(url);
             let s = client.url(url, MAX_URL_BUNDLE)?;
             let b = appmgr_bundle::open_reader(wrap(Box::new(s)), &name, Some(trust))
@@ -936,7 +1067,7 @@ pub fn open_source_with(
             version,
         } => {
             let r = find(&g.config_dir, remote)?;
-            let client = Client::new(r.limits);
+            let client = r.client(g)?;
             let host = Arch::host();
             let want = |i: &appmgr_remote::tuf::TargetInfo| {
                 i.id == id.as_str()
@@ -1061,7 +1192,7 @@ fn open_listing(
 /// With `delta`, the files the installed version has are read from it.
 pub fn open_planned(g: &Ctx, p: &Planned, trust: &TrustStore, delta: bool) -> CoreResult<Opened> {
     let r = find(&g.config_dir, &p.remote)?;
-    let client = Client::new(r.limits);
+    let client = r.client(g)?;
     let (b, name, d) = open_listing_delta(
         g,
         &r,
@@ -1153,7 +1284,7 @@ pub fn update_plan(g: &Ctx, ids: &[String]) -> CoreResult<(Vec<Planned>, Vec<UpT
     let trust = TrustStore::load(&g.config_dir)?;
     let mut all: Vec<Candidate> = Vec::new();
     for r in &remotes {
-        let client = Client::new(r.limits);
+        let client = r.client(g)?;
         let recorded = match r.root {
             Some(_) => crate::remote_tuf::releases(g, &r.name)?,
             None => Default::default(),

@@ -1,6 +1,9 @@
 //! appmgr-remote: bundles on OCI registries.
 //!
-//! - [`reference`]: `oci://HOST[:PORT]/REPO[:TAG]` references, checked at the edge.
+//! - [`reference`]: `oci://HOST[:PORT]/REPO[:TAG]` (plain HTTP) and
+//!   `oci+https://HOST[:PORT]/REPO[:TAG]` references, checked at the edge.
+//! - [`access`]: the CA roots trusted for `https`, and registry credentials (Basic, or a
+//!   token service's Bearer token).
 //! - [`artifact`]: how a bundle is an OCI artifact: one layer (the bundle file, byte for
 //!   byte), an empty config, and annotations that carry the bundle's fields and its exact
 //!   signed manifest and signature, so a device can list and check what a remote offers
@@ -18,6 +21,7 @@
 //! This crate moves bytes and checks their form. Whether a bundle is trusted is the
 //! bundle crate's (its signature) and the caller's decision.
 
+pub mod access;
 pub mod artifact;
 pub mod delta;
 pub mod reference;
@@ -44,6 +48,10 @@ pub enum RemoteError {
     /// The network or the registry failed (exit 1).
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String },
+    /// The registry or its token service refused access: no credentials, or wrong ones
+    /// (exit 7).
+    #[error("{url}: {reason}")]
+    Denied { url: String, reason: String },
     /// An answer that breaks a bound or does not match what it must be (exit 3): a
     /// digest mismatch, an oversized or malformed answer, a too slow retrieval.
     #[error("{url}: {reason}")]
@@ -57,6 +65,7 @@ impl RemoteError {
             RemoteError::NotFound { .. } => ErrorClass::NotFound,
             RemoteError::Transport { .. } => ErrorClass::Other,
             RemoteError::Refused { .. } => ErrorClass::Integrity,
+            RemoteError::Denied { .. } => ErrorClass::NotPermitted,
         }
     }
 }

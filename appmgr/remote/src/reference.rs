@@ -1,12 +1,17 @@
-//! `oci://HOST[:PORT]/REPO[:TAG]`: where a bundle is published or a remote lives.
+//! `oci://HOST[:PORT]/REPO[:TAG]` (plain HTTP) or `oci+https://HOST[:PORT]/REPO[:TAG]`
+//! (TLS): where a bundle is published or a remote lives.
 
 use crate::RemoteError;
 use std::fmt;
 
-/// A registry repository, and optionally a tag in it. The registry is spoken to over plain
-/// HTTP: what is installed is trusted for its signature, not for the connection.
+/// A registry repository, and optionally a tag in it. What is installed is trusted for its
+/// signature (and a remote's TUF metadata), never for the connection; TLS adds privacy,
+/// the registry's identity, and is required for credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciRef {
+    /// `oci+https://`: the registry is spoken to over TLS. `oci://` (or `oci+http://`):
+    /// plain HTTP.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub repo: String,
@@ -76,17 +81,25 @@ fn host_ok(h: &str) -> bool {
 }
 
 impl OciRef {
-    /// Parses `oci://HOST[:PORT]/REPO[:TAG]` (port 80 when absent).
+    /// Parses `oci://HOST[:PORT]/REPO[:TAG]` or `oci+http://…` (plain HTTP, port 80 when
+    /// absent) and `oci+https://…` (TLS, port 443 when absent).
     pub fn parse(s: &str) -> Result<OciRef, RemoteError> {
         let bad = |why: &str| {
             RemoteError::Usage(format!(
-                "{}: {why} (expected oci://HOST[:PORT]/REPO[:TAG])",
+                "{}: {why} (expected oci://HOST[:PORT]/REPO[:TAG], or oci+https://… for TLS)",
                 appmgr_types::escape_for_display(s)
             ))
         };
-        let rest = s
-            .strip_prefix("oci://")
-            .ok_or_else(|| bad("not an oci:// reference"))?;
+        let (tls, rest) = if let Some(r) = s.strip_prefix("oci+https://") {
+            (true, r)
+        } else if let Some(r) = s
+            .strip_prefix("oci+http://")
+            .or_else(|| s.strip_prefix("oci://"))
+        {
+            (false, r)
+        } else {
+            return Err(bad("not an oci:// reference"));
+        };
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no repository"))?;
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
@@ -96,7 +109,7 @@ impl OciRef {
                     .filter(|p| *p > 0)
                     .ok_or_else(|| bad("bad port"))?,
             ),
-            None => (authority, 80),
+            None => (authority, if tls { 443 } else { 80 }),
         };
         if !host_ok(host) {
             return Err(bad("bad host name"));
@@ -117,6 +130,7 @@ impl OciRef {
             }
         }
         Ok(OciRef {
+            tls,
             host: host.to_string(),
             port,
             repo: repo.to_string(),
@@ -126,7 +140,8 @@ impl OciRef {
 
     /// The registry's base URL.
     pub fn base_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     /// This repository with another tag.
@@ -140,7 +155,8 @@ impl OciRef {
 
 impl fmt::Display for OciRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "oci://{}:{}/{}", self.host, self.port, self.repo)?;
+        let scheme = if self.tls { "oci+https" } else { "oci" };
+        write!(f, "{scheme}://{}:{}/{}", self.host, self.port, self.repo)?;
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;
         }
@@ -165,13 +181,27 @@ mod tests {
             "oci://127.0.0.1:5000/fleet/apps:org.example.Hello_x86_64_1.0.0"
         );
         let r = OciRef::parse("oci://registry.local/apps").unwrap();
-        assert_eq!((r.port, r.tag), (80, None));
+        assert_eq!((r.tls, r.port, r.tag), (false, 80, None));
+        let r = OciRef::parse("oci+http://registry.local/apps").unwrap();
+        assert_eq!((r.tls, r.port), (false, 80));
+        assert_eq!(r.to_string(), "oci://registry.local:80/apps");
+        let r = OciRef::parse("oci+https://registry.local/fleet/apps:v1").unwrap();
+        assert_eq!((r.tls, r.port, r.tag.as_deref()), (true, 443, Some("v1")));
+        assert_eq!(r.base_url(), "https://registry.local:443");
+        assert_eq!(
+            r.to_string(),
+            "oci+https://registry.local:443/fleet/apps:v1"
+        );
+        assert_eq!(OciRef::parse(&r.to_string()).unwrap(), r);
     }
 
     #[test]
     fn refuses_bad_references() {
         for s in [
             "http://127.0.0.1:5000/apps",
+            "https://127.0.0.1:5000/apps",
+            "oci+ftp://127.0.0.1:5000/apps",
+            "oci+https:/127.0.0.1/apps",
             "oci://127.0.0.1:5000",
             "oci://127.0.0.1:0/apps",
             "oci://127.0.0.1:99999/apps",

@@ -1,6 +1,6 @@
 //! A download as a [`Read`]: bounded, resumable, rate-checked, digest-checked.
 
-use crate::registry::{transport, Client, Limits};
+use crate::registry::{transport, with_auth, Client, Limits};
 use crate::RemoteError;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
@@ -13,7 +13,7 @@ use ureq::http::StatusCode;
 /// [`Limits::min_rate`] over a window is an error; at the end, the content's sha256 must
 /// be the digest asked for (when one is known).
 pub struct BlobStream {
-    agent: ureq::Agent,
+    client: Client,
     limits: Limits,
     url: String,
     /// The length; for an unsized URL, the bound (the end of the answer ends it).
@@ -111,7 +111,7 @@ impl BlobStream {
 
     fn new(c: &Client, url: String, size: u64, sized: bool, digest: Option<String>) -> BlobStream {
         BlobStream {
-            agent: c.agent.clone(),
+            client: c.clone(),
             limits: c.limits,
             url,
             size,
@@ -132,18 +132,30 @@ impl BlobStream {
 
     /// Opens (or reopens at the offset) the connection.
     fn connect(&mut self) -> io::Result<()> {
-        let mut req = self.agent.get(&self.url);
         // Up to the next local range, or the end.
         let end = self.splices.front().map(|s| s.start);
         self.body_end = end.unwrap_or(self.size);
         let ranged = self.offset > 0 || end.is_some();
-        if ranged {
+        let range = ranged.then(|| {
             let last = end.map(|e| (e - 1).to_string()).unwrap_or_default();
-            req = req.header("Range", format!("bytes={}-{last}", self.offset));
-        }
-        let resp = req
-            .call()
-            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+            format!("bytes={}-{last}", self.offset)
+        });
+        let resp = self
+            .client
+            .send(&self.url, &|auth| {
+                let mut req = with_auth(self.client.agent.get(&self.url), auth);
+                if let Some(r) = &range {
+                    req = req.header("Range", r);
+                }
+                req.call()
+            })
+            .map_err(|e| match e {
+                // The network's failures are resumed; a refusal is final.
+                RemoteError::Transport { reason, .. } => {
+                    io::Error::new(io::ErrorKind::ConnectionAborted, reason)
+                }
+                e => io::Error::new(io::ErrorKind::InvalidData, e),
+            })?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Err(io::Error::new(

@@ -28,10 +28,12 @@
 mod bus;
 mod env;
 mod registry;
+mod tls;
 
 pub use bus::{BusConfig, Nss, PrivateBus};
 pub use env::*;
 pub use registry::{http_get, sha256_file, Fault, FaultyServer, Registry};
+pub use tls::{write_credentials, RegistryAuth, SecureRegistry, TestCa};
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -57,6 +57,15 @@ pub fn http_get(
 impl Registry {
     /// Panics when docker-registry is not installed (`scripts/install-deps` installs it).
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "", &|port| {
+            matches!(http_get(port, "/v2/", &[]), Ok((200, _)))
+        })
+    }
+
+    /// [`Registry::start`] with `extra` appended to the `http:` section of its
+    /// configuration (indented two spaces; e.g. `tls:`) or after it (`auth:`, unindented),
+    /// up once `ready(port)` holds.
+    pub(crate) fn start_with(dir: &Path, extra: &str, ready: &dyn Fn(u16) -> bool) -> Registry {
         let exe = "/usr/bin/docker-registry";
         assert!(
             Path::new(exe).exists(),
@@ -67,7 +76,7 @@ impl Registry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 dir.join("registry-data").display()
             ),
         )
@@ -81,7 +90,7 @@ impl Registry {
             .unwrap();
         let r = Registry { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(http_get(port, "/v2/", &[]), Ok((200, _))) {
+        while !ready(port) {
             assert!(
                 Instant::now() < deadline,
                 "docker-registry did not answer in 10 s"

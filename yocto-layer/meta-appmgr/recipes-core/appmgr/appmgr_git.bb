@@ -181,6 +181,10 @@ RRECOMMENDS:${PN} += "${PN}-default-policy appmgr-config appmgr-trust-keys"
 # appmgrd serves on the system bus (the unit requires dbus.socket); the CLI alone does
 # not need it, so a recommendation.
 RRECOMMENDS:${PN} += "dbus"
+# https:// bundle URLs and oci+https:// remotes trust the roots in
+# /etc/ssl/certs/ca-certificates.crt unless appmgr.toml's tls-ca-file or a remote's
+# ca names another file (docs/remotes.md, "TLS and credentials").
+RRECOMMENDS:${PN} += "ca-certificates"
 # storage-max (a per-app ext4 image mounted through a loop device): the e2fsprogs tools
 # that create, resize and export the images, and the loop driver where it is a module.
 # Only apps whose policy sets storage-max need them, so recommendations.
