@@ -20,6 +20,7 @@
 pub mod container;
 mod error;
 pub mod extension;
+pub mod frames;
 pub mod keys;
 pub mod manifest;
 pub mod payload;

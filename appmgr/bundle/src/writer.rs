@@ -55,6 +55,30 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Where the payload tar goes: the file as it is, or zstd frames.
+trait PayloadOut: Write {
+    /// Whether a file's content can be a frame of its own ([`crate::frames`]).
+    fn frames(&self) -> bool {
+        false
+    }
+    /// Writes exactly `size` bytes of `r` as a frame of their own (only when
+    /// [`PayloadOut::frames`]).
+    fn own_frame(&mut self, _r: &mut dyn Read, _size: u64) -> io::Result<()> {
+        Err(io::Error::other("an uncompressed payload has no frames"))
+    }
+}
+
+impl<W: Write> PayloadOut for HashingWriter<W> {}
+
+impl<W: Write> PayloadOut for crate::frames::Frames<W> {
+    fn frames(&self) -> bool {
+        true
+    }
+    fn own_frame(&mut self, r: &mut dyn Read, size: u64) -> io::Result<()> {
+        crate::frames::Frames::own_frame(self, r, size)
+    }
+}
+
 /// A sink that writes a canonical tar.
 struct TarSink<W: Write> {
     builder: tar::Builder<W>,
@@ -73,7 +97,7 @@ fn base_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-impl<W: Write> PayloadSink for TarSink<W> {
+impl<W: PayloadOut> PayloadSink for TarSink<W> {
     fn directory(&mut self, path: &RelPath) -> Result<(), SinkError> {
         self.entries += 1;
         let mut h = base_header(tar::EntryType::Directory, DIR_MODE, 0);
@@ -96,8 +120,23 @@ impl<W: Write> PayloadSink for TarSink<W> {
             inner: r,
             remaining: size,
         };
-        self.builder
-            .append_data(&mut h, path.as_str(), &mut exact)?;
+        // A large file of a zstd payload: its content is a frame of its own. The entry's
+        // bytes are what `append_data` writes (header, content, zero padding); a path too
+        // long for the ustar header (a GNU long-name entry) is written unframed.
+        if size >= crate::frames::FRAMED_MIN
+            && self.builder.get_ref().frames()
+            && h.set_path(path.as_str()).is_ok()
+        {
+            h.set_cksum();
+            let w = self.builder.get_mut();
+            w.write_all(h.as_bytes())?;
+            w.own_frame(&mut exact, size)?;
+            let pad = (512 - size % 512) % 512;
+            w.write_all(&[0u8; 512][..pad as usize])?;
+        } else {
+            self.builder
+                .append_data(&mut h, path.as_str(), &mut exact)?;
+        }
         if exact.remaining != 0 {
             return Err(format!("{path} changed size while it was read").into());
         }
@@ -310,7 +349,7 @@ pub fn create(
             (h, e, s)
         }
         Compression::Zstd => {
-            let enc = zstd::stream::write::Encoder::new(hashing, 3).map_err(io_at(out))?;
+            let enc = crate::frames::Frames::new(hashing).map_err(io_at(out))?;
             let (enc, e, s) = build_payload(enc, &source)?;
             (enc.finish().map_err(io_at(out))?, e, s)
         }
@@ -391,7 +430,7 @@ pub fn create(
     })
 }
 
-fn build_payload<W: Write>(w: W, source: &Source<'_>) -> Result<(W, u64, u64), BundleError> {
+fn build_payload<W: PayloadOut>(w: W, source: &Source<'_>) -> Result<(W, u64, u64), BundleError> {
     let mut sink = TarSink {
         builder: tar::Builder::new(w),
         entries: 0,

@@ -965,6 +965,29 @@ fn installed_copy(
     Some(f)
 }
 
+/// The frame `copy` (of `size` bytes, at its start) compresses to, as a reader, when it
+/// is the frame the index names (`len` bytes of that sha256). A device whose zstd
+/// compresses differently fetches the frame instead.
+fn same_frame(
+    copy: std::fs::File,
+    size: u64,
+    len: u64,
+    sha256: &str,
+) -> Option<appmgr_bundle::frames::FrameReader<std::io::BufReader<std::fs::File>>> {
+    use appmgr_bundle::frames::FrameReader;
+    use std::io::Seek;
+    let reader = std::io::BufReader::with_capacity(1 << 16, copy);
+    let mut frame = FrameReader::new(reader, size).ok()?;
+    let mut counted = (&mut frame).take(len + 1);
+    let have = appmgr_remote::delta::sha256_of(&mut counted).ok()?;
+    if counted.limit() != 1 || have != sha256 {
+        return None;
+    }
+    let mut copy = frame.into_inner().into_inner();
+    copy.rewind().ok()?;
+    FrameReader::new(std::io::BufReader::with_capacity(1 << 16, copy), size).ok()
+}
+
 /// The local copies an update of `listing` can use: the files of the installed tree that
 /// its index lists with the same size and sha256. `None`: no index, or nothing to reuse.
 fn plan_delta(
@@ -998,14 +1021,25 @@ fn plan_delta(
     by_size.truncate(MAX_COPIES);
     by_size.sort_by_key(|f| f.offset);
     for f in by_size {
-        if let Some(copy) = installed_copy(&root, &f.path, f.size, &f.sha256) {
-            reused += f.size;
-            splices.push(appmgr_remote::stream::Splice {
-                start: f.offset,
-                len: f.size,
-                source: Box::new(std::io::BufReader::with_capacity(1 << 16, copy)),
-            });
-        }
+        let source: Box<dyn Read + Send> = match &f.raw {
+            None => match installed_copy(&root, &f.path, f.size, &f.sha256) {
+                Some(copy) => Box::new(std::io::BufReader::with_capacity(1 << 16, copy)),
+                None => continue,
+            },
+            // A zstd frame: the copy must have the content, and compress to the frame.
+            Some(raw) => match installed_copy(&root, &f.path, raw.size, &raw.sha256)
+                .and_then(|copy| same_frame(copy, raw.size, f.size, &f.sha256))
+            {
+                Some(frame) => Box::new(frame),
+                None => continue,
+            },
+        };
+        reused += f.size;
+        splices.push(appmgr_remote::stream::Splice {
+            start: f.offset,
+            len: f.size,
+            source,
+        });
     }
     if splices.is_empty() {
         return None;
