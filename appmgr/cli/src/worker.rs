@@ -73,7 +73,7 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
             store_ops::install_source(&ctx, &src, *allow_downgrade, &mut progress).map(done)
         }
         Op::Spool { source, name, dest } => {
-            let (m, release) = match source {
+            let (m, release, download) = match source {
                 Some(s) => store_ops::spool(&ctx, Ok(&source_of(&ctx, s)?), dest)?,
                 None => {
                     let f = crate::local::open_bundle_arg(Path::new("-"))?;
@@ -84,7 +84,7 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
                 appmgr_core::Output::new(
                     format!("{} {} {} verified and kept\n", m.kind, m.id, m.version),
                     serde_json::json!({"id": m.id, "kind": m.kind, "version": m.version.to_string(),
-                                       "release": release}),
+                                       "release": release, "download": download}),
                 ),
                 None,
             ))

@@ -172,9 +172,17 @@ impl Queue {
             self.forget(&stem);
             return Err(Error::Failed(format!("{}: {e}", p.display())));
         }
+        let dl = &j["download"];
+        let fetched = match (dl["delta"].as_bool(), dl["fetched-bytes"].as_u64()) {
+            (Some(true), Some(f)) => format!(
+                " ({f} of {} bytes downloaded, {} files from the installed version)",
+                dl["bundle-bytes"], dl["reused-files"]
+            ),
+            _ => String::new(),
+        };
         let msg = format!(
-            "{} {} {} deferred: {why}; it is verified and kept, and installs when no \
-             inhibitor is left",
+            "{} {} {} deferred: {why}; it is verified and kept{fetched}, and installs when \
+             no inhibitor is left",
             entry.kind, entry.id, entry.version
         );
         journal::log(journal::INFO, None, Some(&entry.id), &msg);

@@ -624,6 +624,22 @@ fn inhibitors_defer_installs_and_restarts_and_keep_the_download() {
     .unwrap();
     let started = "\n[service]\nready = \"started\"\n";
     let sleeper = "#!/usr/bin/sh\nexec busybox sleep 1000\n";
+    // 1.0.0 and 2.0.0 share a large file: the deferred download of 2.0.0 takes it from the
+    // installed 1.0.0 (its zstd frame, made locally) and keeps the whole bundle.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let data: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for v in ["1.0.0", "2.0.0"] {
+        let share = e.p(&format!("svc-{id}-{v}")).join("share");
+        fs::create_dir_all(&share).unwrap();
+        fs::write(share.join("data"), &data).unwrap();
+    }
     let v1 = service_bundle(&e, id, "1.0.0", sleeper, started);
     let v2 = service_bundle(&e, id, "2.0.0", sleeper, started);
     let v3 = service_bundle(&e, id, "3.0.0", sleeper, started);
@@ -653,6 +669,11 @@ fn inhibitors_defer_installs_and_restarts_and_keep_the_download() {
     assert_eq!(r.code, 9, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("deferred") && r.stderr.contains("vehicle-moving"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("1 files from the installed version"),
         "{}",
         r.stderr
     );

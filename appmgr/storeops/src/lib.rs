@@ -179,16 +179,25 @@ fn install_remote(
         (Err(e), _) => return Err(e),
     };
     if let Some(d) = note {
-        let fetched = d.fetched();
-        let _ = writeln!(
-            done.output.text,
-            "downloaded {fetched} of {} bytes: {} bytes in {} files came from the installed version",
-            d.size, d.reused, d.files
-        );
-        done.output.json["download"] = json!({"delta": true, "fetched-bytes": fetched,
-            "bundle-bytes": d.size, "reused-bytes": d.reused, "reused-files": d.files});
+        let (text, j) = delta_report(&d);
+        let _ = writeln!(done.output.text, "{text}");
+        done.output.json["download"] = j;
     }
     Ok(done)
+}
+
+/// What a download that read unchanged files locally transferred: a line for people, the
+/// `download` JSON.
+fn delta_report(d: &appmgr_core::remotes::Delta) -> (String, serde_json::Value) {
+    let fetched = d.fetched();
+    (
+        format!(
+            "downloaded {fetched} of {} bytes: {} bytes in {} files came from the installed version",
+            d.size, d.reused, d.files
+        ),
+        json!({"delta": true, "fetched-bytes": fetched, "bundle-bytes": d.size,
+               "reused-bytes": d.reused, "reused-files": d.files}),
+    )
 }
 
 /// Installs a remote bundle and records its TUF release (when it has one) once the
@@ -271,7 +280,8 @@ impl std::io::Read for Tee {
 /// would refuse before the store (architecture, policy) is refused now, so a queued
 /// install fails only for what changes meanwhile. `dest` is created (never followed or
 /// replaced) and synced. Returns the manifest and, from a TUF remote, the release to
-/// record once it is installed. On an error `dest` is removed.
+/// record once it is installed, and for a remote download what it transferred (the
+/// `download` JSON of an install). On an error `dest` is removed.
 pub fn spool(
     g: &Ctx,
     input: Result<&appmgr_core::remotes::Source, (std::fs::File, &Path)>,
@@ -279,6 +289,7 @@ pub fn spool(
 ) -> CoreResult<(
     appmgr_bundle::Manifest,
     Option<appmgr_core::remote_tuf::Release>,
+    Option<serde_json::Value>,
 )> {
     let trust = TrustStore::load(&g.config_dir)?;
     match input {
@@ -289,10 +300,13 @@ pub fn spool(
                 appmgr_core::remotes::open_source_with(g, src, &trust, wrap, delta)
             };
             match spool_once(g, dest, &mut open, true) {
-                (Err(e), true) if a_full_download_may_help(&e) => {
-                    spool_once(g, dest, &mut open, false).0
+                (Err(e), Some(d)) if a_full_download_may_help(&e) => {
+                    let (m, release) = spool_once(g, dest, &mut open, false).0?;
+                    let j =
+                        json!({"delta": false, "delta-failed": e.message, "bundle-bytes": d.size});
+                    Ok((m, release, Some(j)))
                 }
-                (r, _) => r,
+                (r, d) => r.map(|(m, release)| (m, release, d.map(|d| delta_report(&d).1))),
             }
         }
         Err((f, name)) => {
@@ -309,6 +323,7 @@ pub fn spool(
                 false,
             )
             .0
+            .map(|(m, release)| (m, release, None))
         }
     }
 }
@@ -316,7 +331,7 @@ pub fn spool(
 type SpoolOpen<'a> = dyn FnMut(appmgr_core::remotes::Wrap<'_>, bool) -> CoreResult<appmgr_core::remotes::Opened>
     + 'a;
 
-/// One attempt of [`spool`]; also whether it read unchanged files locally.
+/// One attempt of [`spool`]; also what it read locally, when it did.
 fn spool_once(
     g: &Ctx,
     dest: &Path,
@@ -327,7 +342,7 @@ fn spool_once(
         appmgr_bundle::Manifest,
         Option<appmgr_core::remote_tuf::Release>,
     )>,
-    bool,
+    Option<appmgr_core::remotes::Delta>,
 ) {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| Error::new(ErrorClass::Other, format!("{}: {e}", dest.display()));
@@ -339,9 +354,9 @@ fn spool_once(
         .open(dest)
     {
         Ok(o) => o,
-        Err(e) => return (Err(io(e)), false),
+        Err(e) => return (Err(io(e)), None),
     };
-    let mut used = false;
+    let mut used = None;
     let r = (|| {
         let keep = out.try_clone().map_err(io)?;
         let mut out = Some(out);
@@ -352,7 +367,7 @@ fn spool_once(
             }
         };
         let (bundle, name, release, d) = open(&mut wrap, delta)?;
-        used = d.is_some();
+        used = d.clone();
         let m = bundle.manifest().clone();
         precheck(g, &HostConfig::load(&g.config_dir)?, &m, &name)?;
         bundle
