@@ -188,17 +188,10 @@ fn mk_tree(e: &Env, name: &str, bytes: usize) -> PathBuf {
     fs::write(root.join("bin/hello"), "#!/usr/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir_all(root.join("share")).unwrap();
-    let mut x: u64 = name
+    let seed = name
         .bytes()
-        .fold(7, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let data: Vec<u8> = (0..bytes)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let data = noise(seed, bytes);
     for i in 0..8 {
         fs::write(
             root.join(format!("share/blob{i}")),
@@ -626,15 +619,7 @@ fn inhibitors_defer_installs_and_restarts_and_keep_the_download() {
     let sleeper = "#!/usr/bin/sh\nexec busybox sleep 1000\n";
     // 1.0.0 and 2.0.0 share a large file: the deferred download of 2.0.0 takes it from the
     // installed 1.0.0 (its zstd frame, made locally) and keeps the whole bundle.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let data: Vec<u8> = (0..256 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(0x2545_f491_4f6c_dd1d, 256 * 1024);
     for v in ["1.0.0", "2.0.0"] {
         let share = e.p(&format!("svc-{id}-{v}")).join("share");
         fs::create_dir_all(&share).unwrap();

@@ -361,6 +361,19 @@ pub fn write_hello(root: &Path, version: &str) {
     fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// `len` bytes of xorshift noise from `seed` (incompressible, the same for the same seed).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -24,6 +24,30 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
+/// A self-signed P-256 certificate `cert` for `subject`, its key in `key`, with `more`
+/// arguments for `openssl req` (extensions).
+fn self_signed(dir: &Path, key: &Path, cert: &Path, subject: &str, more: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        subject,
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    openssl(&args, dir);
+}
+
 /// A certificate authority of the test, in `dir/NAME-ca.pem` (its key beside it).
 pub struct TestCa {
     pub cert: PathBuf,
@@ -36,29 +60,17 @@ impl TestCa {
     pub fn new(dir: &Path, name: &str) -> TestCa {
         let cert = dir.join(format!("{name}-ca.pem"));
         let key = dir.join(format!("{name}-ca.key"));
-        openssl(
+        self_signed(
+            dir,
+            &key,
+            &cert,
+            &format!("/CN={name} test CA"),
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name} test CA"),
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                key.to_str().unwrap(),
-                "-out",
-                cert.to_str().unwrap(),
             ],
-            dir,
         );
         TestCa {
             cert,
@@ -260,25 +272,12 @@ impl SecureRegistry {
                 let signer_key = dir.join("token-signer.key");
                 let signer = dir.join("token-signer.pem");
                 let signer_der = dir.join("token-signer.der");
-                openssl(
-                    &[
-                        "req",
-                        "-x509",
-                        "-newkey",
-                        "ec",
-                        "-pkeyopt",
-                        "ec_paramgen_curve:P-256",
-                        "-nodes",
-                        "-days",
-                        "2",
-                        "-subj",
-                        "/CN=appmgr test token signer",
-                        "-keyout",
-                        signer_key.to_str().unwrap(),
-                        "-out",
-                        signer.to_str().unwrap(),
-                    ],
+                self_signed(
                     dir,
+                    &signer_key,
+                    &signer,
+                    "/CN=appmgr test token signer",
+                    &[],
                 );
                 openssl(
                     &[
