@@ -92,6 +92,7 @@ fn run(req: &Request, sock: &mut UnixStream) -> Result<(Output, Option<Change>),
         Op::Remove { id } => store_ops::remove(&ctx, id).map(done),
         Op::Rollback { id } => store_ops::rollback(&ctx, id).map(done),
         Op::Fsck => store_ops::fsck_report(&ctx).map(|o| (o, None)),
+        Op::RemoteLs { name } => appmgr_core::remotes::ls(&ctx, name).map(|o| (o, None)),
         Op::UpdatePlan { ids } => appmgr_core::remotes::update_plan(&ctx, ids)
             .map(|(plan, current)| (appmgr_core::remotes::plan_output(&plan, &current), None)),
     }

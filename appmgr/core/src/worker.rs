@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The protocol version; a request or reply of another version is refused.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// What the daemon asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,11 @@ pub enum Op {
     /// the worker, which holds the TUF client, so appmgrd does not link it.
     UpdatePlan {
         ids: Vec<String>,
+    },
+    /// What remote `name` offers (`remote ls`): read in the worker, which verifies a TUF
+    /// remote's metadata (and keeps its trusted state) with the TUF client.
+    RemoteLs {
+        name: String,
     },
 }
 

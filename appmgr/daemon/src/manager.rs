@@ -684,6 +684,33 @@ impl Manager {
         Ok(r)
     }
 
+    /// The configured remotes (`remote list`): their files are read as they are.
+    async fn remote_list(&self) -> Result<(String, String), Error> {
+        let g = self.d.ctx();
+        reply(Self::blocking(move || appmgr_core::remotes::list(&g)).await?)
+    }
+
+    /// What remote `name` offers (`remote ls`), each listing's signed manifest checked;
+    /// no payload is downloaded. Root and operators only: it goes to the network, and a
+    /// TUF remote's verified metadata is kept.
+    async fn remote_ls(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> Result<(String, String), Error> {
+        self.authorize(conn, &hdr, "RemoteLs").await?;
+        if !appmgr_core::remotes::valid_name(&name) {
+            return Err(Error::InvalidArgs(format!(
+                "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
+                appmgr_types::escape_for_display(&name)
+            )));
+        }
+        let g = self.d.ctx();
+        let op = appmgr_core::worker::Op::RemoteLs { name };
+        reply(opsrun::run(&g, op, None, None).await?.output)
+    }
+
     /// One installed app or runtime.
     async fn info(&self, id: String) -> Result<(String, String), Error> {
         let g = self.d.ctx();

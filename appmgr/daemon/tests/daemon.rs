@@ -1457,6 +1457,16 @@ fn remote_installs_go_through_appmgrd() {
             vec!["'nowhere:x'".to_string(), "@a{sv} {}".to_string()],
             "InvalidArgs",
         ),
+        // Listing a remote goes to the network and keeps TUF state: root and operators.
+        (
+            65534,
+            "",
+            "RemoteLs",
+            vec!["'fleet'".to_string()],
+            "AccessDenied",
+        ),
+        (0, "", "RemoteLs", vec!["'../x'".to_string()], "InvalidArgs"),
+        (0, "", "RemoteLs", vec!["'nowhere'".to_string()], "NotFound"),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (r, _) = run_bounded(
@@ -1475,6 +1485,25 @@ fn remote_installs_go_through_appmgrd() {
             "{method} {args:?} changed the state dir"
         );
     }
+    // What a remote offers, and the remotes, over D-Bus: the same JSON as the CLI's.
+    let (r, _) = run_bounded(
+        gdbus(&d, 0, "", "RemoteLs", &["'fleet'"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cli = e.ok(&["--json", "remote", "ls", "fleet"]).json();
+    let offers = cli["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 2, "{cli}");
+    for o in offers {
+        let digest = o["digest"].as_str().unwrap();
+        assert!(r.stdout.contains(digest), "{} lacks {digest}", r.stdout);
+    }
+    let (r, _) = run_bounded(
+        gdbus(&d, 65534, "", "RemoteList", &[]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(&url), "{}", r.stdout);
     e.ok(&["install", &format!("fleet:{id}@1.0.0")]);
     assert_eq!(e.app_state_of(id), Some(("1.0.0".into(), None)));
     assert!(
