@@ -665,7 +665,6 @@ fn an_update_of_zstd_bundles_downloads_only_the_changed_files() {
 
 fn update_downloads_only_the_changed_files(compression: &str) {
     require_root!("installs write root-owned files");
-    let _turn = demo_app_turn();
     let (e, _reg, url) = runtime_and_registry();
     // 20 files of 600 KiB (more than one read of the importer: a local copy is read in
     // several pieces); 2.0.0 changes 2 of them (10 %), 3.0.0 one more.

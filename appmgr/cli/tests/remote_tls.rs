@@ -135,7 +135,6 @@ fn install_update_and_refusals(e: &Env, reg: &SecureRegistry, creds: &Path, wron
 #[test]
 fn a_registry_behind_tls_and_a_password() {
     require_root!("installs write root-owned files");
-    let _turn = demo_app_turn();
     let e = Env::new();
     let reg = SecureRegistry::start(e.dir.path(), RegistryAuth::Basic(USER, PASSWORD));
     let creds = e.p("fleet.credentials");
@@ -147,7 +146,6 @@ fn a_registry_behind_tls_and_a_password() {
 #[test]
 fn a_registry_with_token_authentication() {
     require_root!("installs write root-owned files");
-    let _turn = demo_app_turn();
     let e = Env::new();
     let reg = SecureRegistry::start(e.dir.path(), RegistryAuth::Token(USER, PASSWORD));
     let creds = e.p("fleet.credentials");
@@ -253,7 +251,6 @@ fn bad_access_files_are_refused_at_the_edge_and_change_no_config() {
 #[test]
 fn a_bundle_streams_from_an_https_url() {
     require_root!("installs write root-owned files");
-    let _turn = demo_app_turn();
     let e = Env::with_demo_app();
     let reg = SecureRegistry::start(e.dir.path(), RegistryAuth::None);
     let b = e.app_bundle("2.0.0");

@@ -65,6 +65,14 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
+        // `appmgr run` commands of one test binary take turns: its tests install the same
+        // app IDs (the demo app) in their own state dirs, and on a cgroup v1 host the same
+        // ID has the same cgroup in every state dir, so one run's cleanup would remove it
+        // under another's join.
+        static RUN_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = args
+            .contains(&"run")
+            .then(|| RUN_TURN.lock().unwrap_or_else(|p| p.into_inner()));
         let Output {
             status,
             stdout,
@@ -359,15 +367,6 @@ pub fn write_hello(root: &Path, version: &str) {
     )
     .unwrap();
     fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A turn to run the demo app (`org.example.Hello`): tests of one binary that install and
-/// run it with the same steps at the same time take turns, because on a cgroup v1 host the
-/// same app ID in two state dirs has the same cgroup, and one run's cleanup would remove
-/// it under the other's join. Held for the test's length.
-pub fn demo_app_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `len` bytes of xorshift noise from `seed` (incompressible, the same for the same seed).
