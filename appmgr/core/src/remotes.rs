@@ -50,14 +50,25 @@ impl Remote {
         if !self.url.tls {
             return Ok(Client::new(self.limits));
         }
-        let ca = match &self.ca {
-            Some(p) => p.clone(),
-            None => crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?,
-        };
-        let access = Access::load(Some(&ca), self.credentials.as_deref())
+        let access = tls_access(g, self.ca.as_deref(), self.credentials.as_deref())?
             .map_err(|e| usage(format!("remote {}: {e}", self.name)))?;
         Ok(Client::with_access(self.limits, access))
     }
+}
+
+/// The roots of `ca` (default: the host's `tls-ca-file`) and the credentials of
+/// `credentials`, read now. The outer error is the host configuration's, the inner one
+/// the files'.
+fn tls_access(
+    g: &Ctx,
+    ca: Option<&Path>,
+    credentials: Option<&Path>,
+) -> CoreResult<Result<Access, appmgr_remote::RemoteError>> {
+    let ca = match ca {
+        Some(p) => p.to_path_buf(),
+        None => crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?,
+    };
+    Ok(Access::load(Some(&ca), credentials))
 }
 
 /// The client of a plain bundle URL: for `https://`, the host's `tls-ca-file` roots.
@@ -65,10 +76,9 @@ fn url_client(g: &Ctx, url: &str) -> CoreResult<Client> {
     if !url.starts_with("https://") {
         return Ok(Client::new(Limits::default()));
     }
-    let ca = crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?;
     Ok(Client::with_access(
         Limits::default(),
-        Access::load(Some(&ca), None)?,
+        tls_access(g, None, None)??,
     ))
 }
 
@@ -314,11 +324,7 @@ pub fn add(
     // Read now: a CA file that holds no certificate or credentials that anyone may read
     // are named here, not at the first update.
     if parsed.tls {
-        let ca = match &files.ca {
-            Some(p) => p.clone(),
-            None => crate::config::HostConfig::load(&g.config_dir)?.tls_ca_file()?,
-        };
-        Access::load(Some(&ca), files.credentials.as_deref())?;
+        tls_access(g, files.ca.as_deref(), files.credentials.as_deref())??;
     }
     let anchor = root.map(crate::remote_tuf::read_root).transpose()?;
     let d = dir(&g.config_dir);
