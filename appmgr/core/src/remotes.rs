@@ -941,15 +941,9 @@ fn installed_tree(g: &Ctx, r: &appmgr_types::RefName) -> Option<PathBuf> {
 }
 
 /// Opens `path` beneath `root` (no symbolic link, no `..` out of it) as a regular file
-/// of `size` bytes whose sha256 is `sha256`, positioned at its start; `None` otherwise.
-fn installed_copy(
-    root: &std::os::fd::OwnedFd,
-    path: &str,
-    size: u64,
-    sha256: &str,
-) -> Option<std::fs::File> {
+/// of `size` bytes; `None` otherwise.
+fn open_beneath(root: &std::os::fd::OwnedFd, path: &str, size: u64) -> Option<std::fs::File> {
     use rustix::fs::{OFlags, ResolveFlags};
-    use std::io::Seek;
     let fd = rustix::fs::openat2(
         root,
         path,
@@ -958,11 +952,20 @@ fn installed_copy(
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()?;
-    let mut f = std::fs::File::from(fd);
+    let f = std::fs::File::from(fd);
     let md = f.metadata().ok()?;
-    if !md.is_file() || md.len() != size {
-        return None;
-    }
+    (md.is_file() && md.len() == size).then_some(f)
+}
+
+/// [`open_beneath`], and its sha256 must be `sha256`; positioned at its start.
+fn installed_copy(
+    root: &std::os::fd::OwnedFd,
+    path: &str,
+    size: u64,
+    sha256: &str,
+) -> Option<std::fs::File> {
+    use std::io::Seek;
+    let mut f = open_beneath(root, path, size)?;
     let have = appmgr_remote::delta::sha256_of(&mut std::io::BufReader::new(&f)).ok()?;
     if have != sha256 {
         return None;
@@ -971,25 +974,48 @@ fn installed_copy(
     Some(f)
 }
 
-/// The frame `copy` (of `size` bytes, at its start) compresses to, as a reader, when it
-/// is the frame the index names (`len` bytes of that sha256). A device whose zstd
-/// compresses differently fetches the frame instead.
+/// Hashes what is read through it.
+struct Hashed<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The frame `copy` (of `size` bytes, at its start) compresses to, as a reader, when its
+/// content has sha256 `raw_sha256` and it is the frame the index names (`len` bytes of
+/// that `sha256`): one read checks both. A device whose zstd compresses differently
+/// fetches the frame instead.
 fn same_frame(
     copy: std::fs::File,
     size: u64,
+    raw_sha256: &str,
     len: u64,
     sha256: &str,
 ) -> Option<appmgr_bundle::frames::FrameReader<std::io::BufReader<std::fs::File>>> {
     use appmgr_bundle::frames::FrameReader;
     use std::io::Seek;
-    let reader = std::io::BufReader::with_capacity(1 << 16, copy);
+    let reader = Hashed {
+        inner: std::io::BufReader::with_capacity(1 << 16, copy),
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+    };
     let mut frame = FrameReader::new(reader, size).ok()?;
     let mut counted = (&mut frame).take(len + 1);
     let have = appmgr_remote::delta::sha256_of(&mut counted).ok()?;
     if counted.limit() != 1 || have != sha256 {
         return None;
     }
-    let mut copy = frame.into_inner().into_inner();
+    let Hashed { inner, hasher } = frame.into_inner();
+    if hex::encode(sha2::Digest::finalize(hasher)) != raw_sha256 {
+        return None;
+    }
+    let mut copy = inner.into_inner();
     copy.rewind().ok()?;
     FrameReader::new(std::io::BufReader::with_capacity(1 << 16, copy), size).ok()
 }
@@ -1033,8 +1059,8 @@ fn plan_delta(
                 None => continue,
             },
             // A zstd frame: the copy must have the content, and compress to the frame.
-            Some(raw) => match installed_copy(&root, &f.path, raw.size, &raw.sha256)
-                .and_then(|copy| same_frame(copy, raw.size, f.size, &f.sha256))
+            Some(raw) => match open_beneath(&root, &f.path, raw.size)
+                .and_then(|copy| same_frame(copy, raw.size, &raw.sha256, f.size, &f.sha256))
             {
                 Some(frame) => Box::new(frame),
                 None => continue,
