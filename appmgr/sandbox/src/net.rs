@@ -548,6 +548,44 @@ fn removal(name: &str, host_if: &str, listing: &Value) -> Option<Value> {
     Some(json!({ "nftables": cmds }))
 }
 
+/// The transaction that undoes [`ruleset`]`(p)`: what a launch loaded, removed without
+/// listing the table first (listing runs `nft`, about 12 ms). It fails as a whole when
+/// anything of it is missing; [`removal`] of a listing then removes what is there.
+fn planned_removal(p: &NetPlan) -> Value {
+    let mut elems = Vec::new();
+    let (mut chains, mut others) = (Vec::new(), Vec::new());
+    for cmd in ruleset(p)["nftables"].as_array().into_iter().flatten() {
+        let add = &cmd["add"];
+        if let Some(e) = add.get("element") {
+            // Dispatch map entries ([key, verdict]); a name set's addresses go with it.
+            if let Some(key) = e["elem"][0].as_array().and_then(|kv| kv.first()) {
+                elems.push(
+                    json!({"delete": {"element": {"family": "inet", "table": TABLE,
+                    "name": e["name"], "elem": [key]}}}),
+                );
+            }
+        } else if let Some(c) = add.get("chain") {
+            chains.push(c["name"].clone());
+        } else if let Some((kind, o)) = ["set", "limit"]
+            .iter()
+            .find_map(|k| add.get(*k).map(|o| (*k, o)))
+        {
+            others.push((kind, o["name"].clone()));
+        }
+    }
+    let mut cmds = elems;
+    for n in &chains {
+        cmds.push(json!({"flush": {"chain": {"family": "inet", "table": TABLE, "name": n}}}));
+    }
+    for n in &chains {
+        cmds.push(json!({"delete": {"chain": {"family": "inet", "table": TABLE, "name": n}}}));
+    }
+    for (kind, n) in others {
+        cmds.push(json!({"delete": {kind: {"family": "inet", "table": TABLE, "name": n}}}));
+    }
+    json!({ "nftables": cmds })
+}
+
 /// The uids whose objects [`TABLE`] holds (from `nft -j list table inet appmgr`).
 fn uids_in(listing: &Value) -> Vec<u32> {
     let mut v: Vec<u32> = listing["nftables"]
@@ -767,15 +805,21 @@ fn try_lock(name: &str) -> Result<Option<OwnedFd>, NetError> {
 /// Runs one nft JSON transaction: in-process through libnftables when it loads
 /// ([`crate::nftlib`]), else through the `nft` program.
 fn nft_json(tx: &Value, step: &str) -> Result<(), NetError> {
+    nft_json_keep(tx, step).map(drop)
+}
+
+/// [`nft_json`], returning libnftables' context for the caller to drop when closing its
+/// socket may wait (after a removal, see [`crate::nftlib::Context`]).
+fn nft_json_keep(tx: &Value, step: &str) -> Result<Option<crate::sys::nftlib::Context>, NetError> {
     let text = tx.to_string();
-    match crate::sys::nftlib::run_json(&text) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(stderr)) => Err(NetError::Tool {
+    match crate::sys::nftlib::run_json_keep(&text) {
+        Some((Ok(()), ctx)) => Ok(Some(ctx)),
+        Some((Err(stderr), _)) => Err(NetError::Tool {
             step: step.into(),
             tool: "nft",
             stderr,
         }),
-        None => run_tool("nft", &["-j", "-f", "-"], text.as_bytes(), step).map(drop),
+        None => run_tool("nft", &["-j", "-f", "-"], text.as_bytes(), step).map(|_| None),
     }
 }
 
@@ -811,18 +855,43 @@ fn load_rules(p: &NetPlan) -> Result<(), NetError> {
 }
 
 /// Removes whatever exists of the network `name` with host interface `host_if` (table,
-/// pair, namespace). The caller holds the lock.
-fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
+/// pair, namespace); `loaded`: the plan whose rules a launch loaded, removed directly when
+/// they are all there. The caller holds the lock.
+///
+/// Returns what to drop once the lock is released: libnftables' context, whose socket
+/// closes only when the kernel has freed the removed rules.
+fn remove(
+    name: &str,
+    host_if: &str,
+    loaded: Option<&NetPlan>,
+) -> (Result<(), NetError>, Option<crate::sys::nftlib::Context>) {
     let mut first = None;
     // The rules first: nothing is allowed any more, whatever else remains.
-    let rules = list_table().and_then(|listing| match removal(name, host_if, &listing) {
-        Some(tx) => nft_json(&tx, "remove the rules"),
-        None => Ok(()),
-    });
+    let mut closing = None;
+    if let Some(p) = loaded {
+        if let Ok(ctx) = nft_json_keep(&planned_removal(p), "remove the rules") {
+            closing = Some(ctx);
+        }
+    }
+    let rules = if closing.is_some() {
+        Ok(())
+    } else {
+        list_table().and_then(|listing| match removal(name, host_if, &listing) {
+            Some(tx) => nft_json(&tx, "remove the rules"),
+            None => Ok(()),
+        })
+    };
     if let Err(e) = rules {
         first.get_or_insert(e);
     }
     if Path::new(NETNS_DIR).join(name).exists() {
+        // The host end is retired first (down, no address, renamed `amxN`), so the app's
+        // next launch finds its name and address free at once instead of waiting the
+        // 15-25 ms the kernel takes to destroy the namespace. Should that fail, the next
+        // set-up waits for the pair to go instead (`link_gone`).
+        if Path::new("/sys/class/net").join(host_if).exists() {
+            let _ = crate::sys::retire_if(host_if);
+        }
         // The namespace's last reference: the kernel destroys it, and with it the pair,
         // in the background (no synchronous RCU wait of `ip link del` here).
         if let Err(e) = remove_netns(name) {
@@ -847,7 +916,7 @@ fn remove(name: &str, host_if: &str) -> Result<(), NetError> {
     }
     // The lock file stays: unlinking it would let a second locker in on a new file while
     // a holder still has the old one.
-    first.map_or(Ok(()), Err)
+    (first.map_or(Ok(()), Err), closing.flatten())
 }
 
 /// Exists from the start of a set-up until a removal completed: a network with it may be
@@ -895,7 +964,7 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
         name: p.name.clone(),
     })?;
     if may_exist(&p.name, &p.host_if) {
-        remove(&p.name, &p.host_if)?;
+        remove(&p.name, &p.host_if, None).0?;
     }
     link_gone(&p.host_if)?;
     std::fs::write(marker_path(&p.name), b"")
@@ -913,7 +982,7 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
     match done {
         Ok(netns) => Ok(NetHandle { netns, lock }),
         Err(e) => {
-            let _ = remove(&p.name, &p.host_if);
+            let _ = remove(&p.name, &p.host_if, None).0;
             Err(e)
         }
     }
@@ -1209,8 +1278,9 @@ pub fn teardown(p: &NetPlan) -> Result<(), NetError> {
     let lock = lock_within(&p.name, LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
         name: p.name.clone(),
     })?;
-    let r = remove(&p.name, &p.host_if);
+    let (r, closing) = remove(&p.name, &p.host_if, Some(p));
     drop(lock);
+    drop(closing);
     r
 }
 
@@ -1224,7 +1294,8 @@ fn lock_within(name: &str, wait: Duration) -> Result<Option<OwnedFd>, NetError> 
         if Instant::now() > deadline {
             return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // A removal holds it for about a millisecond: poll finely.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -1238,7 +1309,7 @@ pub fn remove_if_stale(uid: u32, wait: Duration) -> Result<bool, NetError> {
     }
     match lock_within(&name, wait)? {
         Some(lock) => {
-            let r = remove(&name, &host_if(uid));
+            let r = remove(&name, &host_if(uid), None).0;
             drop(lock);
             r.map(|()| true)
         }
@@ -1303,7 +1374,7 @@ pub fn remove_stale() -> Result<Vec<String>, NetError> {
         // One network that cannot be removed does not keep the others.
         let r = try_lock(&name).and_then(|l| match l {
             Some(lock) => {
-                let mut r = remove(&name, &host_if(uid));
+                let mut r = remove(&name, &host_if(uid), None).0;
                 if r.is_ok() && legacy.contains(&name) {
                     let table = json!({"nftables": [
                         {"add": {"table": {"family": "inet", "name": name}}},
@@ -1347,6 +1418,7 @@ pub(crate) fn configure_app_end(p: &NetPlan) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn spec() -> NetSpec {
         NetSpec {
@@ -1480,6 +1552,70 @@ mod tests {
             p.host_if = hif.into();
             let e = setup(&p).unwrap_err();
             assert!(e.to_string().starts_with("network names"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_planned_removal_deletes_what_the_listing_removal_would() {
+        let g: NetworkGrant = serde_json::from_str(
+            r#"{"egress": ["198.51.100.0/24:443", "backend.example:8883"],
+                "listen": ["8080"], "talk-to": ["org.example.Peer"]}"#,
+        )
+        .unwrap();
+        let id: AppId = "org.example.App".parse().unwrap();
+        for routed in [false, true] {
+            let mut p = plan(&id, 70003, &g, &spec()).unwrap();
+            p.routed = routed;
+            // The table as `nft -j list` shows it after `ruleset(p)` was loaded, with
+            // another app's chain and element beside it.
+            let mut listing = vec![
+                json!({"chain": {"name": "a70004_from"}}),
+                json!({"map": {"name": "from_app",
+                    "elem": [["am-70004", {"jump": {"target": "a70004_from"}}]]}}),
+            ];
+            for cmd in ruleset(&p)["nftables"].as_array().unwrap() {
+                let add = &cmd["add"];
+                // Map entries are listed in their map; a set's addresses in the set.
+                if let Some(e) = add.get("element").filter(|e| e["elem"][0].is_array()) {
+                    listing.push(json!({"map": {"name": e["name"], "elem": e["elem"]}}));
+                }
+                for kind in ["chain", "set", "limit"] {
+                    if let Some(o) = add.get(kind) {
+                        listing.push(json!({ kind: {"name": o["name"]} }));
+                    }
+                }
+            }
+            let listed = removal(&p.name, &p.host_if, &json!({ "nftables": listing })).unwrap();
+            let planned = planned_removal(&p);
+            let set = |v: &Value| -> BTreeSet<String> {
+                v["nftables"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(Value::to_string)
+                    .collect()
+            };
+            assert_eq!(set(&planned), set(&listed), "routed {routed}");
+            assert!(set(&planned).iter().any(|c| c.contains("a70003_name_0")));
+            assert!(!planned.to_string().contains("70004"));
+            // Elements first, chains flushed before any is deleted.
+            let cmds: Vec<String> = planned["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::to_string)
+                .collect();
+            let last_elem = cmds
+                .iter()
+                .rposition(|c| c.contains("\"element\""))
+                .unwrap();
+            let first_flush = cmds.iter().position(|c| c.contains("\"flush\"")).unwrap();
+            let first_delete_chain = cmds
+                .iter()
+                .position(|c| c.contains("\"delete\":{\"chain\""))
+                .unwrap();
+            let last_flush = cmds.iter().rposition(|c| c.contains("\"flush\"")).unwrap();
+            assert!(last_elem < first_flush && last_flush < first_delete_chain);
         }
     }
 

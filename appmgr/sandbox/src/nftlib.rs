@@ -73,18 +73,50 @@ fn load() -> Option<Lib> {
 /// Runs one nft JSON transaction in-process. `None`: libnftables is not available (run
 /// `nft -j -f -` instead); `Some(Err(message))`: nft refused it (nothing of it applied).
 pub fn run_json(input: &str) -> Option<Result<(), String>> {
+    run_json_keep(input).map(|(r, _context)| r)
+}
+
+/// A libnftables context after its transaction, freed (its netlink socket closed) when
+/// dropped. Closing the socket after a transaction that removed rules waits for the
+/// kernel to free them, an RCU grace period (6-20 ms measured); keeping the context lets a
+/// caller wait that out after it released what others wait for.
+pub struct Context(*mut c_void);
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        let Some(lib) = LIB.get().and_then(Option::as_ref) else {
+            return;
+        };
+        if self.0.is_null() {
+            return;
+        }
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the context came from `ctx_new` of this library, is owned by this value
+        // alone and freed once, under the lock.
+        unsafe { (lib.ctx_free)(self.0) }
+    }
+}
+
+/// [`run_json`], keeping the context: dropping it is the last step.
+pub fn run_json_keep(input: &str) -> Option<(Result<(), String>, Context)> {
     let lib = LIB.get_or_init(load).as_ref()?;
     let Ok(cmd) = CString::new(input) else {
-        return Some(Err("the transaction contains a NUL byte".into()));
+        return Some((
+            Err("the transaction contains a NUL byte".into()),
+            Context(std::ptr::null_mut()),
+        ));
     };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: a fresh context (0: the default flags) used by this call alone, under the
-    // lock, and freed before returning; `cmd` outlives the call; the error buffer is read
-    // (copied) before the context is freed.
+    // lock, and freed by the returned `Context`; `cmd` outlives the call; the error buffer
+    // is read (copied) before the context can be freed.
     unsafe {
         let ctx = (lib.ctx_new)(0);
         if ctx.is_null() {
-            return Some(Err("libnftables: no context".into()));
+            return Some((
+                Err("libnftables: no context".into()),
+                Context(std::ptr::null_mut()),
+            ));
         }
         (lib.output_set_flags)(ctx, OUTPUT_JSON);
         (lib.buffer_error)(ctx);
@@ -98,7 +130,6 @@ pub fn run_json(input: &str) -> Option<Result<(), String>> {
                 .trim()
                 .replace('\n', "; ")
         };
-        (lib.ctx_free)(ctx);
-        Some(if rc == 0 { Ok(()) } else { Err(msg) })
+        Some((if rc == 0 { Ok(()) } else { Err(msg) }, Context(ctx)))
     }
 }

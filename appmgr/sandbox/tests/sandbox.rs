@@ -2524,6 +2524,78 @@ fn a_routed_network_keeps_the_apps_own_address() {
     assert_gone(uid, "after a routed app");
 }
 
+/// The interfaces of the host's network namespace holding IPv4 address `addr`.
+fn interfaces_with(addr: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!(" {addr}/")))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// Waits (5 s at most) until nobody holds the lock of app `uid`'s network: the launcher's
+/// removal child has finished.
+fn removal_done(uid: u32) {
+    let path = format!("/run/appmgr/net/appmgr-{uid}.lock");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                assert!(Instant::now() < deadline, "{path} still held after 5 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("lock {path}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_removed_network_frees_its_name_and_address_at_once() {
+    require_net!("network namespaces, nftables");
+    let w = World::new();
+    let remote = Remote::new(7);
+    let seen = remote.serve(7001);
+    let uid = UID + 150;
+    let target = format!("tcp:{}:7001", remote.addr);
+    let grant = format!(r#"{{"egress": ["{}:7001"]}}"#, remote.addr);
+    let s = net_spec(&w, uid, 50, &["net", &target], &grant);
+    // Slot 50 of 10.235.0.0/24: the host end is .201.
+    let host_addr = "10.235.0.201";
+    for round in 0..3 {
+        let o = launch(&s);
+        assert_eq!(o.code, 0, "round {round}: {}", o.stderr);
+        let r: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+        assert_eq!(r[&target], "ok hi-7001", "round {round}: {r}");
+        seen.recv_timeout(Duration::from_secs(1)).unwrap();
+        // As soon as the removal let go of the lock, and before the kernel destroyed the
+        // namespace: the pair's name and the host end's address are free, the rules gone.
+        removal_done(uid);
+        assert_eq!(net_leftovers(uid), Vec::<&str>::new(), "round {round}");
+        assert_eq!(
+            interfaces_with(host_addr),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        // A retired end that still exists is down and holds no address.
+        for e in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("amx") {
+                continue;
+            }
+            if let Ok(flags) = std::fs::read_to_string(e.path().join("flags")) {
+                let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16);
+                assert_eq!(flags.map(|f| f & 1), Ok(0), "{name} is up");
+            }
+        }
+    }
+}
+
 /// Until `dns` answers `addr` for `name` (5 s at most).
 fn dns_answers(dns: &Dnsmasq, name: &str, addr: std::net::Ipv4Addr) {
     let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);
