@@ -666,6 +666,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long set-up waits for the pair of a removed network to go.
 const LINK_GONE_WAIT: Duration = Duration::from_secs(3);
 /// How long set-up waits for a collector to finish with the lock.
+/// How long the launcher waits for the child loading the rules: the `nft` program's own
+/// deadline, and some.
+const RULES_WAIT: Duration = Duration::from_secs(35);
 const SETUP_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// A failed network step.
@@ -685,6 +688,9 @@ pub enum NetError {
         tool: &'static str,
         stderr: String,
     },
+    /// A failure the child loading the rules reported, as it reported it.
+    #[error("{0}")]
+    Reported(String),
     /// The network's lock is held: an instance of the app runs with it.
     #[error("the app already runs with its network {name} (one instance per app with a network)")]
     Busy { name: String },
@@ -992,7 +998,22 @@ pub fn setup(p: &NetPlan) -> Result<NetHandle, NetError> {
 /// end moved into the namespace), the host end's address, forwarding, and the app's
 /// rules. Init configures the app end and starts the app only after this returned. On
 /// failure the caller ends init and removes the network ([`teardown`]).
+///
+/// The rules match the pair by name, so they need not wait for it: a child loads them
+/// while this process makes the pair (each about 3 ms of a launch right after another,
+/// most of it waiting for the kernel's locks and loading libnftables). Both are done, or
+/// the child is gone, when this returns. The caller forks in the host's pid namespace.
 pub fn connect(p: &NetPlan, h: &NetHandle) -> Result<(), NetError> {
+    let rules = RulesChild::start(p);
+    let link = connect_link(p, h);
+    let rules = match rules {
+        Some(child) => child.finish(),
+        None => load_rules(p),
+    };
+    link.and(rules)
+}
+
+fn connect_link(p: &NetPlan, h: &NetHandle) -> Result<(), NetError> {
     crate::sys::create_veth(&p.host_if, APP_IF, h.netns.as_fd()).map_err(io_err(format!(
         "create the veth pair {}/{APP_IF}",
         p.host_if
@@ -1002,7 +1023,83 @@ pub fn connect(p: &NetPlan, h: &NetHandle) -> Result<(), NetError> {
     ensure_forwarding()?;
     let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
     std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
-    load_rules(p)
+    Ok(())
+}
+
+/// A child of the launcher loading the app's rules ([`load_rules`]); it reports a failure
+/// as text on a pipe.
+struct RulesChild {
+    pid: libc::pid_t,
+    report: OwnedFd,
+}
+
+impl RulesChild {
+    /// `None` when no child can be made (the caller loads the rules itself).
+    fn start(p: &NetPlan) -> Option<RulesChild> {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+        match crate::sys::fork() {
+            Ok(Some(pid)) => Some(RulesChild { pid, report: r }),
+            Ok(None) => {
+                drop(r);
+                let code = match load_rules(p) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let _ = rustix::io::write(&w, e.to_string().as_bytes());
+                        1
+                    }
+                };
+                crate::sys::exit_now(code)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits (bounded: the `nft` program's own deadline and some) for the child's end.
+    fn finish(self) -> Result<(), NetError> {
+        let deadline = Instant::now() + RULES_WAIT;
+        let mut msg = Vec::new();
+        let mut buf = [0u8; 1024];
+        let ended = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match crate::sys::wait_readable_within(self.report.as_fd(), Some(left)) {
+                Ok(true) => {}
+                Ok(false) => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break false,
+            }
+            match rustix::io::read(&self.report, &mut buf) {
+                Ok(0) => break true,
+                Ok(n) => msg.extend_from_slice(&buf[..n]),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break false,
+            }
+        };
+        if !ended {
+            let _ = crate::sys::kill(self.pid, libc::SIGKILL);
+        }
+        let status = rustix::process::waitpid(
+            rustix::process::Pid::from_raw(self.pid),
+            rustix::process::WaitOptions::empty(),
+        );
+        let step = "load the rules";
+        match status {
+            Ok(Some((_, st))) if ended && st.exit_status() == Some(0) => Ok(()),
+            _ if !msg.is_empty() => Err(NetError::Reported(
+                String::from_utf8_lossy(&msg).into_owned(),
+            )),
+            _ => Err(NetError::Io {
+                step: step.into(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    if ended {
+                        "the child loading them ended without a report".to_string()
+                    } else {
+                        format!("not done within {} s", RULES_WAIT.as_secs())
+                    },
+                ),
+            }),
+        }
+    }
 }
 
 /// Creates the named network namespace `/run/netns/NAME` the way `ip netns add` does,
@@ -1275,9 +1372,22 @@ fn ensure_forwarding() -> Result<(), NetError> {
 /// Removes the app's network once its sandbox has ended: waits (bounded) until init has
 /// let go of the lock, so a network still in use is never removed.
 pub fn teardown(p: &NetPlan) -> Result<(), NetError> {
-    let lock = lock_within(&p.name, LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
+    // Before the lock, which the app's next launch waits for.
+    crate::sys::nftlib::preload();
+    remove_locked(p, lock_ended(p)?)
+}
+
+/// The lock of the app's network once its sandbox has ended, waiting (bounded) until init
+/// has let go of it. Held on to, it keeps the next launch of the app from racing the
+/// removal ([`remove_locked`]) for it.
+pub fn lock_ended(p: &NetPlan) -> Result<OwnedFd, NetError> {
+    lock_within(&p.name, LOCK_WAIT)?.ok_or_else(|| NetError::Busy {
         name: p.name.clone(),
-    })?;
+    })
+}
+
+/// Removes the app's network with its lock ([`lock_ended`]) held, and lets go of the lock.
+pub fn remove_locked(p: &NetPlan, lock: OwnedFd) -> Result<(), NetError> {
     let (r, closing) = remove(&p.name, &p.host_if, Some(p));
     drop(lock);
     drop(closing);

@@ -76,6 +76,12 @@ pub fn run_json(input: &str) -> Option<Result<(), String>> {
     run_json_keep(input).map(|(r, _context)| r)
 }
 
+/// Loads the library now (about 1 ms), so a later [`run_json`] does not pay it: for a
+/// caller about to take a lock others wait for.
+pub fn preload() {
+    let _ = LIB.get_or_init(load);
+}
+
 /// A libnftables context after its transaction, freed (its netlink socket closed) when
 /// dropped. Closing the socket after a transaction that removed rules waits for the
 /// kernel to free them, an RCU grace period (6-20 ms measured); keeping the context lets a

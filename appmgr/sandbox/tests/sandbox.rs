@@ -2596,6 +2596,48 @@ fn a_removed_network_frees_its_name_and_address_at_once() {
     }
 }
 
+#[test]
+fn rules_that_cannot_be_loaded_start_nothing_and_leave_nothing() {
+    require_net!("network namespaces, nftables");
+    let w = World::new();
+    let uid = UID + 160;
+    let s = net_spec(&w, uid, 60, &["net", "links"], r#"{"listen": ["7300"]}"#);
+    // A first launch makes sure the shared table exists.
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_gone(uid, "after the first launch");
+    // Someone else's entry for the app's interface in a dispatch map: the app's
+    // transaction, which adds its own, fails as a whole.
+    let host_if = format!("am-{uid}");
+    let nft = |args: &[&str]| {
+        let o = Command::new("nft").args(args).output().expect("run nft");
+        assert!(
+            o.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let elem = format!(r#"{{ "{host_if}" : drop }}"#);
+    nft(&["add", "element", "inet", "appmgr", "to_app", &elem]);
+    let started = Instant::now();
+    let o = launch(&s);
+    assert_eq!(o.code, 125, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("load the rules"), "{}", o.stderr);
+    assert!(started.elapsed() < Duration::from_secs(40), "bounded");
+    // The app never ran (the probe prints its report first thing) ...
+    assert!(o.stdout.is_empty(), "the app ran: {}", o.stdout);
+    // ... and nothing of its network is left, the foreign entry for its interface
+    // included (a removal takes every entry keyed on the app's interface).
+    assert_gone(uid, "after the refused launch");
+    let maps = nft(&["list", "map", "inet", "appmgr", "to_app"]);
+    assert!(!maps.contains(&host_if), "{maps}");
+    // The next launch works again.
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_gone(uid, "after the last launch");
+}
+
 /// Until `dns` answers `addr` for `name` (5 s at most).
 fn dns_answers(dns: &Dnsmasq, name: &str, addr: std::net::Ipv4Addr) {
     let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);

@@ -326,24 +326,40 @@ fn net_cleanup(plan: &LaunchPlan) {
 }
 
 /// [`net_teardown`] in a child the launcher does not wait for: the caller of `appmgr
-/// run` gets the app's status without waiting for the removal (a listing of the rules, a
-/// transaction, the namespace's name). The child holds the network's lock while it works,
-/// so the app's next launch waits for it (bounded); if it dies, the network is stale and
-/// collected like any other. Falls back to removing it here when it cannot fork.
+/// run` gets the app's status without waiting for the removal (a transaction, the host
+/// end's retirement, the namespace's name, and libnftables' socket closing after the
+/// kernel freed the rules). The launcher takes the network's lock and the child keeps it
+/// while it works, so the app's next launch waits for it (bounded); if it dies, the
+/// network is stale and collected like any other. Falls back to removing it here when it
+/// cannot fork.
 fn net_teardown_detached(app_id: &str, n: &crate::net::NetPlan) {
     if let Err(e) = host_pid_namespace() {
         eprintln!("appmgr: {app_id}: removing its network: pid namespace: {e}");
         return;
     }
+    // Taken before the fork and handed on, so the lock never looks free between the app's
+    // end and the removal: the app's next launch waits for the removal instead of racing
+    // it for the network.
+    let lock = match crate::net::lock_ended(n) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("appmgr: {app_id}: removing its network: {e}");
+            return;
+        }
+    };
     match sys::fork() {
-        Ok(Some(_)) => {}
+        Ok(Some(_)) => drop(lock),
         Ok(None) => {
             // Nothing of the caller's: its pipes must see EOF when the launcher exits.
             std_to_null(3);
-            let _ = crate::net::teardown(n);
+            let _ = crate::net::remove_locked(n, lock);
             std::process::exit(0);
         }
-        Err(_) => net_teardown(app_id, n),
+        Err(_) => {
+            if let Err(e) = crate::net::remove_locked(n, lock) {
+                eprintln!("appmgr: {app_id}: removing its network: {e}");
+            }
+        }
     }
 }
 
@@ -551,6 +567,9 @@ fn release_init(
     // The network first: its transaction is work, the placement mostly a wait for the
     // grace period `appmgr run` started (see docs/sandbox.md, "Performance").
     if let (Some(n), Some(h)) = (&plan.net, net) {
+        // The network forks a child: in the host's pid namespace, where init's end (a
+        // refused grant) cannot kill it halfway.
+        host_pid_namespace().map_err(sys_err("return to the host's pid namespace"))?;
         crate::net::connect(n, h)?;
     }
     // Init may have ended on its own meanwhile (a refused grant, which it reported): then
