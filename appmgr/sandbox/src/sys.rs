@@ -520,18 +520,30 @@ pub fn execve(path: &str, argv: &[String], env: &[(String, String)]) -> io::Erro
     io::Error::last_os_error()
 }
 
-/// Brings `lo` up in the current network namespace.
-pub fn loopback_up() -> io::Result<()> {
+/// A socket for the classic interface ioctls (`SIOCSIFFLAGS`, `SIOCSIFADDR`, ...).
+fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain integer arguments.
     let sock =
         cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
-    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
+    Ok(unsafe { OwnedFd::from_raw_fd(sock) })
+}
+
+/// An all-zero `ifreq` naming interface `name` (the caller checked its length).
+fn ifreq_named(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
     }
+    ifr
+}
+
+/// Brings `lo` up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    let guard = ioctl_socket()?;
+    let sock = guard.as_raw_fd();
+    let mut ifr = ifreq_named("lo");
     ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads an ifreq, which `ifr` is, valid for the call.
     cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut ifr) }).map(|_| ())
@@ -584,19 +596,9 @@ pub fn configure_if(
     if name.len() >= libc::IFNAMSIZ || prefix == 0 || prefix > 32 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: plain integer arguments.
-    let sock =
-        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
-    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
-    let ifreq = || {
-        // SAFETY: ifreq is plain data; all-zero is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        ifr
-    };
+    let guard = ioctl_socket()?;
+    let sock = guard.as_raw_fd();
+    let ifreq = || ifreq_named(name);
     let mut ifr = ifreq();
     ifr.ifr_ifru.ifru_addr = sockaddr_v4(addr);
     // SAFETY: SIOCSIFADDR reads an ifreq, which `ifr` is, valid for the call.
@@ -643,19 +645,9 @@ pub fn retire_if(name: &str) -> io::Result<String> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: plain integer arguments.
-    let sock =
-        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `sock` was just returned by socket() and is owned by nothing else.
-    let _guard = unsafe { OwnedFd::from_raw_fd(sock) };
-    let ifreq = || {
-        // SAFETY: ifreq is plain data; all-zero is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        ifr
-    };
+    let guard = ioctl_socket()?;
+    let sock = guard.as_raw_fd();
+    let ifreq = || ifreq_named(name);
     let mut ifr = ifreq();
     // SAFETY: SIOCGIFINDEX writes an ifreq, which `ifr` is, valid for the call.
     cvt(unsafe { libc::ioctl(sock, libc::SIOCGIFINDEX as _, &mut ifr) })?;
