@@ -239,14 +239,20 @@ pub fn load(config_dir: &Path) -> CoreResult<Vec<Remote>> {
     Ok(out)
 }
 
+/// Refuses a remote name that is not [`valid_name`] (exit 2), naming it.
+pub fn check_name(name: &str) -> CoreResult<()> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
+        escape_for_display(name)
+    )))
+}
+
 /// The remote called `name` (not found: exit 5).
 pub fn find(config_dir: &Path, name: &str) -> CoreResult<Remote> {
-    if !valid_name(name) {
-        return Err(usage(format!(
-            "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
-            escape_for_display(name)
-        )));
-    }
+    check_name(name)?;
     let p = dir(config_dir).join(format!("{name}.toml"));
     if !p.exists() {
         return Err(Error::new(

@@ -700,12 +700,8 @@ impl Manager {
         name: String,
     ) -> Result<(String, String), Error> {
         self.authorize(conn, &hdr, "RemoteLs").await?;
-        if !appmgr_core::remotes::valid_name(&name) {
-            return Err(Error::InvalidArgs(format!(
-                "{}: not a valid remote name (a-z, 0-9, _ and -, at most 64)",
-                appmgr_types::escape_for_display(&name)
-            )));
-        }
+        // Refused here, before a worker is started for it.
+        appmgr_core::remotes::check_name(&name)?;
         let g = self.d.ctx();
         let op = appmgr_core::worker::Op::RemoteLs { name };
         reply(opsrun::run(&g, op, None, None).await?.output)
