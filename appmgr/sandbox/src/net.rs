@@ -873,13 +873,9 @@ fn remove(
 ) -> (Result<(), NetError>, Option<crate::sys::nftlib::Context>) {
     let mut first = None;
     // The rules first: nothing is allowed any more, whatever else remains.
-    let mut closing = None;
-    if let Some(p) = loaded {
-        if let Ok(ctx) = nft_json_keep(&planned_removal(p), "remove the rules") {
-            closing = Some(ctx);
-        }
-    }
-    let rules = if closing.is_some() {
+    // `Some`: the launch's own removal went through (with libnftables' context, if used).
+    let planned = loaded.and_then(|p| nft_json_keep(&planned_removal(p), "remove the rules").ok());
+    let rules = if planned.is_some() {
         Ok(())
     } else {
         list_table().and_then(|listing| match removal(name, host_if, &listing) {
@@ -922,7 +918,7 @@ fn remove(
     }
     // The lock file stays: unlinking it would let a second locker in on a new file while
     // a holder still has the old one.
-    (first.map_or(Ok(()), Err), closing.flatten())
+    (first.map_or(Ok(()), Err), planned.flatten())
 }
 
 /// Exists from the start of a set-up until a removal completed: a network with it may be
@@ -1044,7 +1040,7 @@ impl RulesChild {
                 let code = match load_rules(p) {
                     Ok(()) => 0,
                     Err(e) => {
-                        let _ = rustix::io::write(&w, e.to_string().as_bytes());
+                        let _ = crate::sys::write_all(&w, e.to_string().as_bytes());
                         1
                     }
                 };
@@ -1056,48 +1052,33 @@ impl RulesChild {
 
     /// Waits (bounded: the `nft` program's own deadline and some) for the child's end.
     fn finish(self) -> Result<(), NetError> {
-        let deadline = Instant::now() + RULES_WAIT;
-        let mut msg = Vec::new();
-        let mut buf = [0u8; 1024];
-        let ended = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match crate::sys::wait_readable_within(self.report.as_fd(), Some(left)) {
-                Ok(true) => {}
-                Ok(false) => break false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break false,
-            }
-            match rustix::io::read(&self.report, &mut buf) {
-                Ok(0) => break true,
-                Ok(n) => msg.extend_from_slice(&buf[..n]),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(_) => break false,
-            }
-        };
-        if !ended {
+        let read = crate::sys::read_to_end_within(&self.report, Some(RULES_WAIT));
+        if !matches!(read, Ok(Some(_))) {
             let _ = crate::sys::kill(self.pid, libc::SIGKILL);
         }
         let status = rustix::process::waitpid(
             rustix::process::Pid::from_raw(self.pid),
             rustix::process::WaitOptions::empty(),
         );
-        let step = "load the rules";
-        match status {
-            Ok(Some((_, st))) if ended && st.exit_status() == Some(0) => Ok(()),
-            _ if !msg.is_empty() => Err(NetError::Reported(
+        let failed = |why: String| NetError::Io {
+            step: "load the rules".into(),
+            source: io::Error::other(why),
+        };
+        match read {
+            Ok(Some(msg)) if msg.is_empty() => match status {
+                Ok(Some((_, st))) if st.exit_status() == Some(0) => Ok(()),
+                _ => Err(failed(
+                    "the child loading them ended without a report".into(),
+                )),
+            },
+            Ok(Some(msg)) => Err(NetError::Reported(
                 String::from_utf8_lossy(&msg).into_owned(),
             )),
-            _ => Err(NetError::Io {
-                step: step.into(),
-                source: io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    if ended {
-                        "the child loading them ended without a report".to_string()
-                    } else {
-                        format!("not done within {} s", RULES_WAIT.as_secs())
-                    },
-                ),
-            }),
+            Ok(None) => Err(failed(format!(
+                "not done within {} s",
+                RULES_WAIT.as_secs()
+            ))),
+            Err(e) => Err(failed(format!("reading the child's report: {e}"))),
         }
     }
 }

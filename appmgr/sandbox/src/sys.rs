@@ -143,6 +143,50 @@ pub fn wait_readable_within(
     }
 }
 
+/// Writes all of `buf` to `fd` (a pipe), retrying short writes and EINTR.
+pub fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `fd` (a pipe) to its end.
+pub fn read_to_end(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    read_to_end_within(fd, None)?.ok_or_else(|| io::ErrorKind::TimedOut.into())
+}
+
+/// [`read_to_end`], giving up after `limit` (`None`: never); `Ok(None)` on timeout, with
+/// what was read lost.
+pub fn read_to_end_within(
+    fd: &OwnedFd,
+    limit: Option<std::time::Duration>,
+) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsFd;
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            if !wait_readable_within(fd.as_fd(), Some(left))? {
+                return Ok(None);
+            }
+        }
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(Some(out)),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn sigset(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -640,8 +684,8 @@ pub fn configure_if(
 /// destroying it: down (its routes go), its IPv4 address removed, and renamed `amxN` (N
 /// its interface index, unique while it exists), with classic ioctls. Each step takes
 /// microseconds where deleting a veth waits for RCU (10-30 ms measured); the device
-/// itself goes later, with its peer's namespace. Returns the new name.
-pub fn retire_if(name: &str) -> io::Result<String> {
+/// itself goes later, with its peer's namespace.
+pub fn retire_if(name: &str) -> io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -680,8 +724,7 @@ pub fn retire_if(name: &str) -> io::Result<String> {
         }
     }
     // SAFETY: SIOCSIFNAME reads an ifreq, valid for the call.
-    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFNAME as _, &mut ifr) })?;
-    Ok(new)
+    cvt(unsafe { libc::ioctl(sock, libc::SIOCSIFNAME as _, &mut ifr) }).map(drop)
 }
 
 /// Appends a netlink attribute (`struct rtattr`: length, type, payload padded to 4).

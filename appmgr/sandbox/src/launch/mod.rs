@@ -583,7 +583,7 @@ fn release_init(
             Err(e) => return Err(io_err("place init in cgroup", procs)(e)),
         }
     }
-    match write_all(go, b"g") {
+    match sys::write_all(go, b"g") {
         Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
         r => r.map_err(sys_err("release init")),
     }
@@ -627,7 +627,7 @@ fn wait_released(go: &OwnedFd) -> Result<bool, LaunchError> {
 pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
     let fail = |report: &OwnedFd, msg: String| {
         eprintln!("appmgr: {}: {msg}", plan.app_id);
-        let _ = write_all(report, format!("error: {msg}\n").as_bytes());
+        let _ = sys::write_all(report, format!("error: {msg}\n").as_bytes());
         if msg.starts_with(REFUSED_PREFIX) {
             EXIT_REFUSED
         } else {
@@ -677,7 +677,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
     drop(go_r);
     drop(bpf);
     drop(app_cgroups);
-    let released = write_all(&report, format!("{pid}\n").as_bytes())
+    let released = sys::write_all(&report, format!("{pid}\n").as_bytes())
         .map_err(|e| format!("reporting init's pid: {e}"))
         .and_then(|()| release_init(&plan, pid, net.as_ref(), &go_w).map_err(|e| e.to_string()));
     drop(go_w);
@@ -685,7 +685,7 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
     drop(net);
     let outcome = match released {
         Err(e) => Err(e),
-        Ok(()) => match read_to_end(&status_r) {
+        Ok(()) => match sys::read_to_end(&status_r) {
             Err(e) => Err(format!("reading init's status: {e}")),
             Ok(b) if b == b"+" => Ok(()),
             Ok(b) if b.is_empty() => Err("init ended before starting the app".into()),
@@ -701,31 +701,6 @@ pub fn run_detached(plan: LaunchPlan, report: OwnedFd) -> i32 {
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
             let _ = sys::wait_readable(pidfd.as_fd());
             fail_net(&report, msg)
-        }
-    }
-}
-
-fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::write(fd, buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(rx(e)),
-        }
-    }
-    Ok(())
-}
-
-fn read_to_end(fd: &OwnedFd) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        match rustix::io::read(fd, &mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(rx(e)),
         }
     }
 }
@@ -848,7 +823,7 @@ fn init(
     // Foreground errors go to stderr; detached ones to the launcher, which prints them.
     let report = |e: &LaunchError| match &status {
         Some(fd) => {
-            let _ = write_all(fd, e.to_string().as_bytes());
+            let _ = sys::write_all(fd, e.to_string().as_bytes());
         }
         None => eprintln!("appmgr: {}: {e}", plan.app_id),
     };
@@ -887,7 +862,7 @@ fn init(
     let mut set = FORWARDED.to_vec();
     set.push(libc::SIGCHLD);
     if let Some(fd) = &status {
-        if let Err(e) = write_all(fd, b"+") {
+        if let Err(e) = sys::write_all(fd, b"+") {
             eprintln!("appmgr: {}: reporting to the launcher: {e}", plan.app_id);
             return EXIT_LAUNCH_FAILED;
         }
