@@ -134,14 +134,6 @@ impl Cgroup {
             .collect()
     }
 
-    pub(crate) fn helper_pids(&self) -> Result<Vec<i32>, CgroupError> {
-        let mut set = BTreeSet::new();
-        for f in self.helper_procs_files() {
-            set.extend(fsutil::read_pids(&f)?);
-        }
-        Ok(set.into_iter().collect())
-    }
-
     /// On v2: the app's cgroup directory, to which the launcher attaches the device
     /// program ([`crate::bpf_program`] of the spec's rules) before the app joins. `None`
     /// on v1, where [`crate::Hierarchy::create`] wrote `devices.deny`/`devices.allow`.

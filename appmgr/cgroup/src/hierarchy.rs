@@ -310,7 +310,11 @@ impl Hierarchy {
 
     /// Creates the app's cgroup and applies its limits. Refused with
     /// [`CgroupError::InUse`] if the cgroup exists and has processes (the app is running);
-    /// an empty leftover is reused. On failure, directories created here are removed.
+    /// an empty leftover is replaced. On failure, directories created here are removed.
+    ///
+    /// A launch pays for every file operation here, so a directory this call made itself
+    /// gets only the writes that change something: a value the kernel gives every new
+    /// cgroup ([`fresh_default`]) is not written again. A reused leftover gets them all.
     pub fn create(&self, spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         let plan = self.plan(spec)?;
         // The launcher and init live in a sibling without limits, so that the app's own
@@ -321,41 +325,51 @@ impl Hierarchy {
             devices: None,
         })?;
         let cg = self.handle(&spec.name);
-        if !cg.pids()?.is_empty() || !cg.helper_pids()?.is_empty() {
-            return Err(CgroupError::InUse {
-                path: cg.path().to_path_buf(),
-            });
-        }
+        let dirs: Vec<&PathBuf> = plan.dirs.iter().chain(&helper.dirs).collect();
         let mut created = Vec::new();
         let r = (|| {
-            for d in plan.dirs.iter().chain(&helper.dirs) {
-                if let Some(p) = d.parent() {
-                    fs::create_dir_all(p).map_err(|source| CgroupError::Create {
-                        path: p.to_path_buf(),
-                        source,
-                    })?;
-                }
-                // An empty leftover is replaced, not reused: a v2 device program stays
-                // attached to a cgroup until it is removed.
-                let _ = fs::remove_dir(d);
-                match fs::create_dir(d) {
-                    Ok(()) => created.push(d.clone()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(source) => {
-                        return Err(CgroupError::Create {
-                            path: d.clone(),
-                            source,
-                        })
-                    }
+            // First every directory that does not exist yet; one that does is looked at
+            // only once all are known, so that a running app's is never touched.
+            let mut existing = Vec::new();
+            for d in &dirs {
+                if make_dir(d)? {
+                    created.push(d.to_path_buf());
+                } else {
+                    existing.push(*d);
                 }
             }
+            for d in &existing {
+                if !fsutil::read_pids(&d.join("cgroup.procs"))?.is_empty() {
+                    return Err(CgroupError::InUse {
+                        path: cg.path().to_path_buf(),
+                    });
+                }
+            }
+            // An empty leftover is replaced, not reused: a v2 device program stays
+            // attached to a cgroup until it is removed. One that cannot be removed (it
+            // still has child cgroups) is reused, and gets every write.
+            for d in existing {
+                let _ = fs::remove_dir(d);
+                if make_dir(d)? {
+                    created.push(d.to_path_buf());
+                }
+            }
+            let fresh = |w: &PlannedWrite| {
+                w.path
+                    .parent()
+                    .is_some_and(|p| created.iter().any(|c| c == p))
+                    && fresh_default(self.version, &w.path, &w.value)
+            };
             enable_controllers(&plan.enable)?;
-            apply_writes(&plan.writes)?;
+            let writes: Vec<PlannedWrite> =
+                plan.writes.iter().filter(|w| !fresh(w)).cloned().collect();
+            apply_writes(&writes)?;
             // The helper gets default values only (no limits): a file the kernel does not
             // offer there is skipped.
             let defaults: Vec<PlannedWrite> = helper
                 .writes
                 .iter()
+                .filter(|w| !fresh(w))
                 .cloned()
                 .map(|w| PlannedWrite {
                     optional: true,
@@ -400,6 +414,77 @@ impl Hierarchy {
         names.sort();
         names.iter().map(|n| self.handle(n).stats()).collect()
     }
+}
+
+/// Makes the directory `d` (its parents as needed): `true` if this call made it, `false`
+/// if it was there already.
+fn make_dir(d: &Path) -> Result<bool, CgroupError> {
+    let create = |p: &Path| {
+        fs::create_dir(p).map_err(|source| CgroupError::Create {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    match fs::create_dir(d) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(p) = d.parent() {
+                fs::create_dir_all(p).map_err(|source| CgroupError::Create {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+            }
+            match create(d) {
+                Ok(()) => Ok(true),
+                Err(CgroupError::Create { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(source) => Err(CgroupError::Create {
+            path: d.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether every new cgroup of `version` already holds `value` in the file `path` names,
+/// as the kernel creates it: the "no limit" values of the limits appmgr sets. (A fresh v1
+/// cpuset is empty, so its copied `cpus`/`mems` are always written; so is every device
+/// rule and `memory.oom.group`.) A privileged test checks the list against the kernel.
+pub(crate) fn fresh_default(version: CgroupVersion, path: &Path, value: &Value) -> bool {
+    let Value::Text(v) = value else {
+        return false;
+    };
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let default: &[&str] = match version {
+        CgroupVersion::V1 => &[
+            "memory.limit_in_bytes=-1",
+            "memory.soft_limit_in_bytes=-1",
+            "memory.memsw.limit_in_bytes=-1",
+            "cpu.cfs_period_us=100000",
+            "cpu.cfs_quota_us=-1",
+            "cpu.shares=1024",
+            "pids.max=max",
+        ],
+        CgroupVersion::V2 => &[
+            "memory.max=max",
+            "memory.high=max",
+            "memory.swap.max=max",
+            "cpu.max=max 100000",
+            "cpu.weight=100",
+            "pids.max=max",
+            "cpuset.cpus=",
+        ],
+    };
+    default
+        .iter()
+        .filter_map(|d| d.split_once('='))
+        .any(|(f, d)| f == file && d == v)
 }
 
 pub(crate) fn apply_writes(writes: &[PlannedWrite]) -> Result<(), CgroupError> {

@@ -337,3 +337,132 @@ fn device_rules_confine_opens_even_for_root() {
         "the launcher's cgroup is removed with the app's"
     );
 }
+
+/// Every file `create` writes, for the app's cgroup and its launcher's sibling, and its
+/// contents now (`None`: the kernel does not offer it).
+fn written_files(
+    h: &Hierarchy,
+    app: &AppId,
+    limits: &CgroupLimits,
+) -> Vec<(PathBuf, Option<String>)> {
+    let spec = CgroupSpec::for_app(app, limits.clone()).unwrap();
+    let helper = CgroupSpec {
+        name: helper_leaf_name(&spec.name),
+        limits: CgroupLimits::default(),
+        devices: None,
+    };
+    let mut files: Vec<PathBuf> = [spec, helper]
+        .iter()
+        .flat_map(|s| h.plan(s).unwrap().writes)
+        .map(|w| w.path)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+        .into_iter()
+        .map(|f| {
+            let v = std::fs::read_to_string(&f).ok();
+            (f, v)
+        })
+        .collect()
+}
+
+/// A cgroup `create` made itself is not written the values the kernel gives every new
+/// cgroup: what it holds is exactly what writing them all would give (the values
+/// [`Cgroup::apply`] writes, as `appmgr reload` does).
+#[test]
+fn a_new_cgroup_holds_what_writing_every_value_would_give() {
+    require_root!();
+    let limits = CgroupLimits {
+        memory_max: Some(64 << 20),
+        ..Default::default()
+    };
+    let s = Scratch::new("Fresh", limits.clone());
+    let app = AppId::new("org.test.Fresh").unwrap();
+    let before = written_files(&s.h, &app, &limits);
+    assert!(
+        before
+            .iter()
+            .any(|(f, v)| f.ends_with("pids.max") && v.is_some()),
+        "{before:?}"
+    );
+    // Every value written again, the sibling's as well.
+    s.cg.apply(&CgroupSpec::for_app(&app, limits.clone()).unwrap())
+        .unwrap();
+    let helper = CgroupSpec {
+        name: helper_leaf_name(&CgroupSpec::for_app(&app, limits.clone()).unwrap().name),
+        limits: CgroupLimits::default(),
+        devices: None,
+    };
+    for w in s.h.plan(&helper).unwrap().writes {
+        if let (true, appmgr_cgroup::Value::Text(t)) = (w.path.exists(), &w.value) {
+            std::fs::write(&w.path, t).unwrap();
+        }
+    }
+    assert_eq!(written_files(&s.h, &app, &limits), before);
+    assert_eq!(s.cg.stats().unwrap().limits.memory_max, limits.memory_max);
+}
+
+/// While the launcher's sibling still holds a process, a new `create` is refused and
+/// touches nothing: the app's (empty) cgroup is not replaced, no limit is written.
+#[test]
+fn a_create_refused_as_in_use_changes_nothing() {
+    require_root!();
+    use std::os::unix::fs::MetadataExt;
+    let limits = CgroupLimits {
+        pids_max: Some(32),
+        ..Default::default()
+    };
+    let s = Scratch::new("Busy", limits.clone());
+    let app = AppId::new("org.test.Busy").unwrap();
+    let helper_procs: Vec<PathBuf> =
+        s.cg.dirs()
+            .into_iter()
+            .filter(|d| d.to_string_lossy().contains("launch-"))
+            .map(|d| d.join("cgroup.procs"))
+            .collect();
+    assert!(!helper_procs.is_empty());
+    let script =
+        format!("for f in \"$@\"; do echo $$ > \"$f\" || exit 99; done; exec {BUSYBOX} sleep 30");
+    let mut child = Command::new(BUSYBOX)
+        .args(["sh", "-c", &script, "sh"])
+        .args(&helper_procs)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let start = Instant::now();
+    while !helper_procs.iter().all(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == pid)
+    }) {
+        assert!(start.elapsed() < Duration::from_secs(5), "never joined");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let inodes = |dirs: &[PathBuf]| -> Vec<u64> {
+        dirs.iter()
+            .map(|d| std::fs::metadata(d).map(|m| m.ino()).unwrap_or(0))
+            .collect()
+    };
+    let app_dirs: Vec<PathBuf> =
+        s.cg.procs_files()
+            .iter()
+            .map(|f| f.parent().unwrap().to_path_buf())
+            .collect();
+    let before = (inodes(&app_dirs), written_files(&s.h, &app, &limits));
+    let other = CgroupLimits {
+        pids_max: Some(8),
+        memory_max: Some(16 << 20),
+        ..Default::default()
+    };
+    let r = s.h.create(&CgroupSpec::for_app(&app, other).unwrap());
+    assert!(matches!(r, Err(CgroupError::InUse { .. })), "{r:?}");
+    assert_eq!(
+        (inodes(&app_dirs), written_files(&s.h, &app, &limits)),
+        before
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
