@@ -101,6 +101,11 @@ impl Cgroup {
         v
     }
 
+    /// The sibling's directories (see [`Cgroup::helper_procs_files`]).
+    fn helper_dirs(&self) -> Vec<PathBuf> {
+        self.hierarchy.helper_dirs(&self.helper_leaf())
+    }
+
     fn helper_leaf(&self) -> String {
         crate::spec::helper_leaf_name(&self.leaf)
     }
@@ -109,7 +114,7 @@ impl Cgroup {
     /// distinct hierarchy (one on v2), then its launcher's sibling (`launch-ID.scope`).
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut v = self.leaf_dirs(&self.leaf);
-        v.extend(self.leaf_dirs(&self.helper_leaf()));
+        v.extend(self.helper_dirs());
         v
     }
 
@@ -124,11 +129,11 @@ impl Cgroup {
             .collect()
     }
 
-    /// The `cgroup.procs` files the launcher writes its own pid into before it creates
-    /// init: the sibling cgroup `launch-ID.scope`, without limits, holding the launcher and
-    /// the sandbox's init (pid 1) for the app's lifetime.
+    /// The `cgroup.procs` files the launcher writes init's pid into: the sibling cgroup
+    /// `launch-ID.scope`, without limits, holding the sandbox's init (pid 1) for the app's
+    /// lifetime. On v1 only in the memory and pids hierarchies (docs/cgroup.md).
     pub fn helper_procs_files(&self) -> Vec<PathBuf> {
-        self.leaf_dirs(&self.helper_leaf())
+        self.helper_dirs()
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()

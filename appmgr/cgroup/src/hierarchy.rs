@@ -241,6 +241,24 @@ impl Hierarchy {
         v
     }
 
+    /// The launcher's sibling `leaf` (`launch-ID.scope`, init's cgroup) in the hierarchies
+    /// it is made in: on v2 the one directory; on v1 the memory and pids hierarchies only.
+    /// Those keep init's task and memory out of the app's limits, and the app, forked by
+    /// init before it joins its own cgroups, out of its caller's. The other v1 controllers
+    /// have nothing to keep apart for a sleeping init, and each hierarchy costs a launch a
+    /// `mkdir`, a migration and an `rmdir` (docs/cgroup.md).
+    pub(crate) fn helper_dirs(&self, leaf: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = Vec::new();
+        for c in [Controller::Memory, Controller::Pids] {
+            if let Some(d) = self.dir(c, leaf) {
+                if !v.contains(&d) {
+                    v.push(d);
+                }
+            }
+        }
+        v
+    }
+
     /// The plan for `spec`: pure, no I/O.
     pub fn plan(&self, spec: &CgroupSpec) -> Result<Plan, CgroupError> {
         let leaf = &spec.name;
@@ -314,16 +332,30 @@ impl Hierarchy {
     ///
     /// A launch pays for every file operation here, so a directory this call made itself
     /// gets only the writes that change something: a value the kernel gives every new
-    /// cgroup ([`fresh_default`]) is not written again. A reused leftover gets them all.
+    /// cgroup (`fresh_default`) is not written again. A reused leftover gets them all.
     pub fn create(&self, spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         let plan = self.plan(spec)?;
-        // The launcher and init live in a sibling without limits, so that the app's own
-        // cgroup counts and limits the app's tasks only.
+        // Init lives in a sibling without limits, so that the app's own cgroup counts and
+        // limits the app's tasks only; on v1 only where that matters (`helper_dirs`).
         let helper = self.plan(&CgroupSpec {
             name: crate::spec::helper_leaf_name(&spec.name),
             limits: Default::default(),
             devices: None,
         })?;
+        let keep = self.helper_dirs(&crate::spec::helper_leaf_name(&spec.name));
+        let helper = Plan {
+            dirs: helper
+                .dirs
+                .into_iter()
+                .filter(|d| keep.contains(d))
+                .collect(),
+            writes: helper
+                .writes
+                .into_iter()
+                .filter(|w| w.path.parent().is_some_and(|p| keep.iter().any(|k| k == p)))
+                .collect(),
+            ..helper
+        };
         let cg = self.handle(&spec.name);
         let dirs: Vec<&PathBuf> = plan.dirs.iter().chain(&helper.dirs).collect();
         let mut created = Vec::new();

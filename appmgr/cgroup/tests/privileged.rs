@@ -466,3 +466,46 @@ fn a_create_refused_as_in_use_changes_nothing() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The launcher's sibling (`launch-ID.scope`, init's cgroup) is made where it keeps
+/// something apart: on v1 in the memory and pids hierarchies only (init's task and memory
+/// stay out of the app's limits, and the app, forked by init, out of its caller's pids);
+/// on v2 it is the one directory. `dirs` and `helper_procs_files` name exactly those.
+#[test]
+fn the_launchers_sibling_is_made_in_the_memory_and_pids_hierarchies() {
+    require_root!();
+    let s = Scratch::new("Sibling", CgroupLimits::default());
+    let leaf = helper_leaf_name("app-org.test.Sibling.scope");
+    let mut made = Vec::new();
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for c in Controller::ALL {
+        let Some(m) = s.h.mount(*c) else { continue };
+        if mounts.contains(&m.to_path_buf()) {
+            continue;
+        }
+        mounts.push(m.to_path_buf());
+        let d = m.join(s.h.parent()).join(&leaf);
+        if d.is_dir() {
+            made.push(d);
+        }
+    }
+    let expected: Vec<PathBuf> = match s.h.version() {
+        CgroupVersion::V2 => vec![s
+            .h
+            .mount(Controller::Memory)
+            .unwrap()
+            .join(s.h.parent())
+            .join(&leaf)],
+        CgroupVersion::V1 => [Controller::Memory, Controller::Pids]
+            .iter()
+            .map(|c| s.h.mount(*c).unwrap().join(s.h.parent()).join(&leaf))
+            .collect(),
+    };
+    assert_eq!(made, expected);
+    let procs: Vec<PathBuf> = expected.iter().map(|d| d.join("cgroup.procs")).collect();
+    assert_eq!(s.cg.helper_procs_files(), procs);
+    assert!(expected.iter().all(|d| s.cg.dirs().contains(d)));
+    let dirs = s.cg.dirs();
+    s.cg.remove().unwrap();
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?}");
+}
