@@ -451,32 +451,19 @@ impl Hierarchy {
 /// Makes the directory `d` (its parents as needed): `true` if this call made it, `false`
 /// if it was there already.
 fn make_dir(d: &Path) -> Result<bool, CgroupError> {
-    let create = |p: &Path| {
-        fs::create_dir(p).map_err(|source| CgroupError::Create {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    match fs::create_dir(d) {
+    let mut made = fs::create_dir(d);
+    if matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        if let Some(p) = d.parent() {
+            fs::create_dir_all(p).map_err(|source| CgroupError::Create {
+                path: p.to_path_buf(),
+                source,
+            })?;
+        }
+        made = fs::create_dir(d);
+    }
+    match made {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(p) = d.parent() {
-                fs::create_dir_all(p).map_err(|source| CgroupError::Create {
-                    path: p.to_path_buf(),
-                    source,
-                })?;
-            }
-            match create(d) {
-                Ok(()) => Ok(true),
-                Err(CgroupError::Create { source, .. })
-                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(e),
-            }
-        }
         Err(source) => Err(CgroupError::Create {
             path: d.to_path_buf(),
             source,
@@ -493,30 +480,27 @@ pub(crate) fn fresh_default(version: CgroupVersion, path: &Path, value: &Value) 
         return false;
     };
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-    let default: &[&str] = match version {
+    let defaults: &[(&str, &str)] = match version {
         CgroupVersion::V1 => &[
-            "memory.limit_in_bytes=-1",
-            "memory.soft_limit_in_bytes=-1",
-            "memory.memsw.limit_in_bytes=-1",
-            "cpu.cfs_period_us=100000",
-            "cpu.cfs_quota_us=-1",
-            "cpu.shares=1024",
-            "pids.max=max",
+            ("memory.limit_in_bytes", "-1"),
+            ("memory.soft_limit_in_bytes", "-1"),
+            ("memory.memsw.limit_in_bytes", "-1"),
+            ("cpu.cfs_period_us", "100000"),
+            ("cpu.cfs_quota_us", "-1"),
+            ("cpu.shares", "1024"),
+            ("pids.max", "max"),
         ],
         CgroupVersion::V2 => &[
-            "memory.max=max",
-            "memory.high=max",
-            "memory.swap.max=max",
-            "cpu.max=max 100000",
-            "cpu.weight=100",
-            "pids.max=max",
-            "cpuset.cpus=",
+            ("memory.max", "max"),
+            ("memory.high", "max"),
+            ("memory.swap.max", "max"),
+            ("cpu.max", "max 100000"),
+            ("cpu.weight", "100"),
+            ("pids.max", "max"),
+            ("cpuset.cpus", ""),
         ],
     };
-    default
-        .iter()
-        .filter_map(|d| d.split_once('='))
-        .any(|(f, d)| f == file && d == v)
+    defaults.contains(&(file, v.as_str()))
 }
 
 pub(crate) fn apply_writes(writes: &[PlannedWrite]) -> Result<(), CgroupError> {
@@ -598,6 +582,38 @@ mod tests {
 37 30 0:33 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
 38 30 0:34 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
 ";
+
+    /// Only the "no limit" values are left out of a new cgroup: a limit, a copied cpuset, a
+    /// device rule or `memory.oom.group` is always written, on both versions.
+    #[test]
+    fn only_the_values_of_a_new_cgroup_are_left_out() {
+        use CgroupVersion::{V1, V2};
+        let t = |s: &str| Value::Text(s.into());
+        let at = |f: &str| PathBuf::from("/sys/fs/cgroup/x/app-a.b.C.scope").join(f);
+        for (v, f, val) in [
+            (V1, "memory.limit_in_bytes", "-1"),
+            (V1, "cpu.shares", "1024"),
+            (V1, "pids.max", "max"),
+            (V2, "memory.max", "max"),
+            (V2, "cpu.max", "max 100000"),
+            (V2, "cpuset.cpus", ""),
+        ] {
+            assert!(fresh_default(v, &at(f), &t(val)), "{f}={val}");
+        }
+        for (v, f, val) in [
+            (V1, "memory.limit_in_bytes", "67108864"),
+            (V1, "cpu.shares", "2048"),
+            (V1, "devices.deny", "a"),
+            (V1, "devices.allow", "c 1:3 rw"),
+            (V2, "memory.oom.group", "1"),
+            (V2, "pids.max", "64"),
+            (V2, "cpuset.cpus", "0-1"),
+            (V1, "pids.max", "-1"),
+        ] {
+            assert!(!fresh_default(v, &at(f), &t(val)), "{f}={val}");
+        }
+        assert!(!fresh_default(V1, &at("cpuset.cpus"), &Value::FromParent));
+    }
 
     #[test]
     fn procs_files_of_a_process() {
