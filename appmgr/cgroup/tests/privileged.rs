@@ -47,10 +47,16 @@ impl Scratch {
     }
 
     fn spawn(&self, workload: &str) -> Child {
+        Self::spawn_into(&self.cg.procs_files(), workload)
+    }
+
+    /// A shell that writes itself into `procs` (every file), then runs `workload`;
+    /// returned once it shows up in all of them.
+    fn spawn_into(procs: &[PathBuf], workload: &str) -> Child {
         let script = format!("for f in \"$@\"; do echo $$ > \"$f\" || exit 99; done; {workload}");
         let mut cmd = Command::new(BUSYBOX);
         cmd.args(["sh", "-c", &script, "sh"])
-            .args(self.cg.procs_files())
+            .args(procs)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -58,7 +64,7 @@ impl Scratch {
         // The shell is in its cgroup once its pid shows up in every hierarchy.
         let pid = child.id() as i32;
         let start = Instant::now();
-        while !self.cg.procs_files().iter().all(|f| {
+        while !procs.iter().all(|f| {
             std::fs::read_to_string(f)
                 .unwrap_or_default()
                 .lines()
@@ -338,6 +344,15 @@ fn device_rules_confine_opens_even_for_root() {
     );
 }
 
+/// The spec of `app`'s launcher sibling (`launch-ID.scope`), as `create` plans it.
+fn helper_spec(app: &AppId) -> CgroupSpec {
+    CgroupSpec {
+        name: helper_leaf_name(&leaf_name(app)),
+        limits: CgroupLimits::default(),
+        devices: None,
+    }
+}
+
 /// Every file `create` writes, for the app's cgroup and its launcher's sibling, and its
 /// contents now (`None`: the kernel does not offer it).
 fn written_files(
@@ -346,11 +361,7 @@ fn written_files(
     limits: &CgroupLimits,
 ) -> Vec<(PathBuf, Option<String>)> {
     let spec = CgroupSpec::for_app(app, limits.clone()).unwrap();
-    let helper = CgroupSpec {
-        name: helper_leaf_name(&spec.name),
-        limits: CgroupLimits::default(),
-        devices: None,
-    };
+    let helper = helper_spec(app);
     let mut files: Vec<PathBuf> = [spec, helper]
         .iter()
         .flat_map(|s| h.plan(s).unwrap().writes)
@@ -389,12 +400,7 @@ fn a_new_cgroup_holds_what_writing_every_value_would_give() {
     // Every value written again, the sibling's as well.
     s.cg.apply(&CgroupSpec::for_app(&app, limits.clone()).unwrap())
         .unwrap();
-    let helper = CgroupSpec {
-        name: helper_leaf_name(&CgroupSpec::for_app(&app, limits.clone()).unwrap().name),
-        limits: CgroupLimits::default(),
-        devices: None,
-    };
-    for w in s.h.plan(&helper).unwrap().writes {
+    for w in s.h.plan(&helper_spec(&app)).unwrap().writes {
         if let (true, appmgr_cgroup::Value::Text(t)) = (w.path.exists(), &w.value) {
             std::fs::write(&w.path, t).unwrap();
         }
@@ -415,32 +421,9 @@ fn a_create_refused_as_in_use_changes_nothing() {
     };
     let s = Scratch::new("Busy", limits.clone());
     let app = AppId::new("org.test.Busy").unwrap();
-    let helper_procs: Vec<PathBuf> =
-        s.cg.dirs()
-            .into_iter()
-            .filter(|d| d.to_string_lossy().contains("launch-"))
-            .map(|d| d.join("cgroup.procs"))
-            .collect();
+    let helper_procs = s.cg.helper_procs_files();
     assert!(!helper_procs.is_empty());
-    let script =
-        format!("for f in \"$@\"; do echo $$ > \"$f\" || exit 99; done; exec {BUSYBOX} sleep 30");
-    let mut child = Command::new(BUSYBOX)
-        .args(["sh", "-c", &script, "sh"])
-        .args(&helper_procs)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let start = Instant::now();
-    while !helper_procs.iter().all(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l == pid)
-    }) {
-        assert!(start.elapsed() < Duration::from_secs(5), "never joined");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let mut child = Scratch::spawn_into(&helper_procs, &format!("exec {BUSYBOX} sleep 30"));
     let inodes = |dirs: &[PathBuf]| -> Vec<u64> {
         dirs.iter()
             .map(|d| std::fs::metadata(d).map(|m| m.ino()).unwrap_or(0))
