@@ -337,6 +337,18 @@ pub fn bin() -> &'static str {
     binary_str("appmgr")
 }
 
+/// A port of 127.0.0.1 free for both UDP and TCP right now.
+fn free_port_udp_and_tcp() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port of 127.0.0.1 free for both UDP and TCP in 100 tries");
+}
+
 /// Debian's dnsmasq on 127.0.0.1 (a free port), answering from a hosts file of the
 /// test's with a TTL of 5 s: the name server of the tests of names in network grants
 /// (docs/network.md#names). [`Dnsmasq::set`] rewrites the file and makes dnsmasq read it
@@ -357,32 +369,50 @@ impl Dnsmasq {
             .expect("dnsmasq is installed (scripts/install-deps: dnsmasq-base)");
         let hosts = dir.join("dnsmasq-hosts");
         std::fs::write(&hosts, format!("{addr} {name}\n")).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(exe)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--local-ttl=5",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--user=root",
-                "--group=root",
-                "--pid-file=",
-                "--log-facility=/dev/null",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        Dnsmasq { child, port, hosts }
+        // A port free for UDP is not always free for TCP, which dnsmasq binds too, and
+        // another test may take it between our probe and dnsmasq's bind: dnsmasq then
+        // exits at once. So a start that ends within 300 ms is tried again on another
+        // port (a CI run once failed on such a start, answering nothing for 5 s).
+        for attempt in 1..=5 {
+            let port = free_port_udp_and_tcp();
+            let mut child = std::process::Command::new(exe)
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local-ttl=5",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--user=root",
+                    "--group=root",
+                    "--pid-file=",
+                    "--log-facility=/dev/null",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let start = std::time::Instant::now();
+            let exited = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if start.elapsed() > std::time::Duration::from_millis(300) {
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            match exited {
+                None => return Dnsmasq { child, port, hosts },
+                Some(status) => eprintln!(
+                    "dnsmasq on port {port} ended at once ({status}), attempt {attempt} of 5"
+                ),
+            }
+        }
+        panic!("dnsmasq did not stay up on 5 free ports in a row");
     }
 
     /// Where it answers.
