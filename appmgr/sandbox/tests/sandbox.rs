@@ -2638,6 +2638,56 @@ fn rules_that_cannot_be_loaded_start_nothing_and_leave_nothing() {
     assert_gone(uid, "after the last launch");
 }
 
+#[test]
+fn connection_tracking_stays_on_between_launches() {
+    require_net!("network namespaces, nftables");
+    let w = World::new();
+    let uid = UID + 170;
+    let s = net_spec(&w, uid, 45, &["net", "links"], "true");
+    let o = launch(&s);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    removal_done(uid);
+    assert_gone(uid, "after the launch");
+    // The app's chains went; the tracking chain stayed, with its one state match.
+    let chain = appmgr_sandbox::net::TRACKING_CHAIN;
+    let o = Command::new("nft")
+        .args(["-j", "list", "chain", "inet", "appmgr", chain])
+        .output()
+        .expect("run nft");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rules: Vec<&Value> = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .collect();
+    assert_eq!(rules.len(), 1, "{listing}");
+    assert_eq!(
+        rules[0]["expr"][0]["match"]["left"],
+        serde_json::json!({"ct": {"key": "state"}}),
+        "{listing}"
+    );
+    // So the host's namespace still tracks connections: one made on its loopback now is
+    // in the table (the kernel's listing of it, where built in).
+    if !Path::new("/proc/net/nf_conntrack").exists() {
+        eprintln!("skipping the loopback check: no /proc/net/nf_conntrack in this kernel");
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _a = l.accept().unwrap();
+    let table = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap();
+    let dport = format!(" dport={port} ");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(" src=127.0.0.1 ") && l.contains(&dport)),
+        "the connection to 127.0.0.1:{port} is not tracked"
+    );
+}
+
 /// Until `dns` answers `addr` for `name` (5 s at most).
 fn dns_answers(dns: &Dnsmasq, name: &str, addr: std::net::Ipv4Addr) {
     let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);
