@@ -645,6 +645,19 @@ fn net_mode(targets: &[String]) -> String {
             }
         } else if target == "links" {
             Ok(list_dir("/sys/class/net").join(" "))
+        } else if target == "inet6" {
+            // The interfaces holding an IPv6 address (the last field of each line).
+            std::fs::read_to_string("/proc/net/if_inet6")
+                .map(|t| {
+                    let mut v: Vec<&str> = t
+                        .lines()
+                        .filter_map(|l| l.split_whitespace().last())
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    v.join(" ")
+                })
+                .map_err(err)
         } else {
             Err("unknown target".into())
         };

@@ -1035,12 +1035,23 @@ fn connect_link(p: &NetPlan, h: &NetHandle) -> Result<(), NetError> {
         "create the veth pair {}/{APP_IF}",
         p.host_if
     )))?;
+    ipv6_off(&p.host_if);
     crate::sys::configure_if(&p.host_if, p.host_addr, 30, None)
         .map_err(io_err(format!("configure {}", p.host_if)))?;
     ensure_forwarding()?;
     let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.host_if);
     std::fs::write(&fwd, b"1").map_err(io_err(format!("write {fwd}")))?;
     Ok(())
+}
+
+/// Turns IPv6 off for interface `conf` (or `default`: those made later) of the current
+/// network namespace, before it is up. The app's network is IPv4; with IPv6 on, bringing
+/// each end of the pair up made a link-local address, duplicate address detection and
+/// multicast listener reports, and taking it down undid them: work on every launch for
+/// traffic the rules refuse anyway. Best effort: should the write fail (a kernel without
+/// IPv6 has no such file), the pair keeps IPv6 and the rules still refuse it.
+fn ipv6_off(conf: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), b"1");
 }
 
 /// A child of the launcher loading the app's rules ([`load_rules`]); it reports a failure
@@ -1140,6 +1151,8 @@ fn create_netns(name: &str) -> Result<OwnedFd, NetError> {
     let made = crate::sys::unshare(libc::CLONE_NEWNET)
         .map_err(io_err("new network namespace"))
         .and_then(|()| {
+            // The app's end of the pair, made later, is born without IPv6 (`lo` keeps ::1).
+            ipv6_off("default");
             mount_bind("/proc/self/ns/net", &path)
                 .map_err(rx(format!("bind the namespace on {}", path.display())))
         });

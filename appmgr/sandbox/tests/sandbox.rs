@@ -2688,6 +2688,44 @@ fn connection_tracking_stays_on_between_launches() {
     );
 }
 
+#[test]
+fn the_pair_carries_no_ipv6() {
+    require_net!("network namespaces, nftables");
+    let w = World::new();
+    let uid = UID + 180;
+    // Slot 55 of 10.235.0.0/24: the app is .222.
+    let s = net_spec(
+        &w,
+        uid,
+        55,
+        &["net", "inet6", "listen:7400"],
+        r#"{"listen": ["7400"]}"#,
+    );
+    let (mut app, mut out) = start_listener(&s);
+    // The host's end, while the app runs.
+    let host_end = format!("/proc/sys/net/ipv6/conf/am-{uid}/disable_ipv6");
+    let off = std::fs::read_to_string(&host_end);
+    // The app's listen port lets it end.
+    let reached = std::net::TcpStream::connect_timeout(
+        &"10.235.0.222:7400".parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = app.wait().unwrap();
+    assert!(reached.is_ok() && status.success(), "{status:?} {rest}");
+    assert_eq!(
+        off.map(|v| v.trim().to_string()).ok(),
+        Some("1".into()),
+        "{host_end}"
+    );
+    // Inside: only loopback holds an IPv6 address (::1); the app's end holds none.
+    let r: Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(r["inet6"], "lo", "{r}");
+    removal_done(uid);
+    assert_gone(uid, "after the launch");
+}
+
 /// Until `dns` answers `addr` for `name` (5 s at most).
 fn dns_answers(dns: &Dnsmasq, name: &str, addr: std::net::Ipv4Addr) {
     let r = appmgr_sandbox::netnames::Resolver::new(&[dns.server()]);
