@@ -347,12 +347,12 @@ impl Hierarchy {
             dirs: helper
                 .dirs
                 .into_iter()
-                .filter(|d| keep.contains(d))
+                .filter(|d| same_dir_in(&keep, d))
                 .collect(),
             writes: helper
                 .writes
                 .into_iter()
-                .filter(|w| w.path.parent().is_some_and(|p| keep.iter().any(|k| k == p)))
+                .filter(|w| w.path.parent().is_some_and(|p| same_dir_in(&keep, p)))
                 .collect(),
             ..helper
         };
@@ -387,9 +387,7 @@ impl Hierarchy {
                 }
             }
             let fresh = |w: &PlannedWrite| {
-                w.path
-                    .parent()
-                    .is_some_and(|p| created.iter().any(|c| c == p))
+                w.path.parent().is_some_and(|p| same_dir_in(&created, p))
                     && fresh_default(self.version, &w.path, &w.value)
             };
             enable_controllers(&plan.enable)?;
@@ -565,6 +563,14 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `dir` is one of `dirs`, compared as the strings they are: the planned paths are
+/// all built the same way, and `Path`'s own comparison, which parses both into components
+/// from the back, was a tenth of `appmgr run`'s instructions here (every planned write
+/// against every directory).
+fn same_dir_in(dirs: &[PathBuf], dir: &Path) -> bool {
+    dirs.iter().any(|d| d.as_os_str() == dir.as_os_str())
 }
 
 #[cfg(test)]
