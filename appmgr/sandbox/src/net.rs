@@ -348,7 +348,7 @@ const DISPATCH: [(&str, &str, &str, &str); 5] = [
 /// Every app's chains match on that state too. The kernel turns connection tracking on
 /// for the host's namespace when the first such rule arrives and off when the last one
 /// goes, and turning it on walks every bucket of the connection table, once for IPv4 and
-/// once for IPv6 (262144 buckets on the development VM: about 1.5 ms of CPU). Without this
+/// once for IPv6 (262144 buckets on the development VM: about 1 ms of CPU). Without this
 /// chain every launch of the only networked app paid that walk, and its removal the
 /// unhooking. Its cost: the host's own connections are tracked while the table exists, as
 /// they were while any networked app ran.
