@@ -74,14 +74,8 @@ pub fn run(g: &Global, id: &str, args: Vec<String>, print_plan: bool) -> CliResu
         return Ok(0);
     }
     let f = appmgr_core::apps::prepare_run(&g.ctx(), id, args)?;
-    for p in f.launch.provided.iter().filter(|p| !p.is_provided()) {
-        eprintln!(
-            "appmgr: {}: {} {} not provided on this host: {}",
-            f.id,
-            p.key,
-            appmgr_types::escape_for_display(&p.value),
-            p.reason.as_deref().unwrap_or("")
-        );
+    for line in appmgr_core::apps::not_provided_lines(&f.id, &f.launch) {
+        eprintln!("{line}");
     }
     if let Err(e) = appmgr_core::apps::install_bus_policy(
         &g.ctx(),

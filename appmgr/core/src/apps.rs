@@ -862,11 +862,7 @@ pub fn install_bus_policy(
     id: &AppId,
     reload_bus: impl FnOnce(&std::path::Path) -> CoreResult<()>,
 ) -> CoreResult<()> {
-    let bus = launch
-        .provided
-        .iter()
-        .any(|p| matches!(p.key.as_str(), "dbus-talk" | "dbus-own" | "portals") && p.is_provided());
-    if !bus {
+    if !binds_bus(launch) {
         return Ok(());
     }
     let host = HostConfig::load(&g.config_dir)?;
@@ -884,6 +880,33 @@ pub fn install_bus_policy(
         reload_bus(&socket)?;
     }
     Ok(())
+}
+
+/// Whether `launch` provides a bus grant (`dbus-talk`, `dbus-own`, a served portal):
+/// then [`install_bus_policy`] has work before the app starts.
+pub fn binds_bus(launch: &Launch) -> bool {
+    launch
+        .provided
+        .iter()
+        .any(|p| matches!(p.key.as_str(), "dbus-talk" | "dbus-own" | "portals") && p.is_provided())
+}
+
+/// What `appmgr run` says on stderr before the app starts: one line per granted item this
+/// host does not provide.
+pub fn not_provided_lines(id: &AppId, launch: &Launch) -> Vec<String> {
+    launch
+        .provided
+        .iter()
+        .filter(|p| !p.is_provided())
+        .map(|p| {
+            format!(
+                "appmgr: {id}: {} {} not provided on this host: {}",
+                p.key,
+                appmgr_types::escape_for_display(&p.value),
+                p.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// `appmgr run --print-plan`: the plan a launch of `id` would apply now (from the same
