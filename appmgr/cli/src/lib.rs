@@ -7,7 +7,7 @@
 //! stderr as one line `appmgr: MESSAGE`, and with `--json` also as a second stderr line
 //! holding `{"error": {"code": N, "class": "...", "message": "..."}}`.
 
-mod args;
+pub mod args;
 pub mod client;
 mod cmd_bundle;
 mod local;

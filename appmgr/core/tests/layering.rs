@@ -1,6 +1,7 @@
 //! The workspace's dependency graph points down only: `cargo metadata` must show every
 //! crate depending (normal dependencies) on crates of lower layers only, so the front
-//! ends (`appmgr-cli`, `appmgr-daemon`, `appmgr-portals`) sit side by side on `appmgr-core` and the
+//! ends (`appmgr-cli`, `appmgr-daemon`, `appmgr-portals`, and `appmgr-run`, `run`'s fast
+//! path) sit side by side on `appmgr-core` and the
 //! mechanism crates never see the use cases or the policy format. `appmgr-multicall` (the
 //! `appmgr` executable) is the one crate above them.
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ fn layer(name: &str) -> Option<u32> {
         "appmgr-core" => 3,
         // The store mutations, over core: only appmgr-ops links them.
         "appmgr-storeops" => 4,
-        "appmgr-cli" | "appmgr-daemon" | "appmgr-portals" | "appmgr-probe" | "appmgr-layering" => 5,
+        "appmgr-cli" | "appmgr-daemon" | "appmgr-portals" | "appmgr-run" | "appmgr-probe"
+        | "appmgr-layering" => 5,
         // The `appmgr` executable: the three front ends in one image, none of them built
         // on another (appmgr-daemon and appmgr-portals still never see appmgr-cli).
         "appmgr-multicall" => 6,

@@ -1,8 +1,9 @@
 //! appmgr-layering: checks of layering rules that the compiler does not see, used by this
 //! crate's tests (`tests/lean.rs`).
 //!
-//! The lean binaries (`appmgr`, which is also `appmgrd` and `appmgr-portald`, and
-//! `appmgr-launch`) must not load libostree or GLib:
+//! The lean binaries (`appmgr`, which is also `appmgrd` and `appmgr-portald`,
+//! `appmgr-run`, the front end installed as `appmgr` on a device, and `appmgr-launch`)
+//! must not load libostree or GLib:
 //! they read state through `appmgr-state`, and only `appmgr-ops` (run by `appmgr` and
 //! `appmgrd` for store operations) links the libostree store. Two views of the rule:
 //!
@@ -22,7 +23,7 @@ use std::process::Command;
 /// The executables that must not link libostree or GLib. `appmgrd` and `appmgr-portald`
 /// are the `appmgr` executable under other names (`appmgr-multicall`), so checking it
 /// checks them.
-pub const LEAN_BINARIES: &[&str] = &["appmgr", "appmgr-launch"];
+pub const LEAN_BINARIES: &[&str] = &["appmgr", "appmgr-run", "appmgr-launch"];
 
 /// A binary that does link libostree: the tests' positive control.
 pub const STORE_BINARY: &str = "appmgr-ops";

@@ -80,6 +80,7 @@ const LEAN_CRATES: &[(&str, &[&str], &str)] = &[
     ),
     ("appmgr-daemon", &[], ""),
     ("appmgr-portals", &[], ""),
+    ("appmgr-run", &[], ""),
     (
         "appmgr-multicall",
         &["appmgr-cli"],
