@@ -10,7 +10,7 @@ CVE_PRODUCT = "appmgr"
 # The workspace's license is declared in the root Cargo.toml (`[workspace.package]`);
 # yocto-layer/check recomputes this checksum against the tree.
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=27;endline=27;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=28;endline=28;md5=2507bd5f0713f05419cd2f22fa06fe62"
 
 DEPENDS = "glib-2.0 libseccomp ostree"
 
@@ -35,12 +35,14 @@ REQUIRED_DISTRO_FEATURES:class-native = ""
 
 # Only the executables the target needs: `appmgr` (appmgr/multicall: the lean CLI, which
 # links no libostree, and also appmgrd and appmgr-portald, installed as symlinks to it and
-# chosen by the name they are run as), `appmgr-ops` (store commands; appmgr execs it from
-# its own directory) and `appmgr-launch` (the single-threaded sandbox launcher). Cargo.toml's
+# chosen by the name they are run as), `appmgr-run` (appmgr/run: `${bindir}/appmgr` on the
+# target, which launches `appmgr run ID` itself and execs the full CLI next to it for
+# everything else), `appmgr-ops` (store commands; appmgr execs it from its own directory)
+# and `appmgr-launch` (the single-threaded sandbox launcher). Cargo.toml's
 # release profile builds them for size (docs/benchmarks.md, "Footprint"). The build machine
 # only needs `appmgr` to sign and verify bundles (classes/appmgr-bundle.bbclass), and
 # runtimes/build.py to make runtimes from images (classes/appmgr-runtime.bbclass).
-APPMGR_BINS = "appmgr appmgr-ops appmgr-launch"
+APPMGR_BINS = "appmgr appmgr-run appmgr-ops appmgr-launch"
 APPMGR_BINS:class-native = "appmgr"
 # The programs that are `appmgr` under another name.
 APPMGR_LINKS = "appmgrd appmgr-portald"
@@ -71,9 +73,9 @@ python () {
 }
 
 do_install() {
-    # appmgr-ops and the launcher are looked up next to the running `appmgr`
-    # (/proc/self/exe), so all three live in ${libexecdir}/appmgr and ${bindir}/appmgr is
-    # a symlink: appmgr-ops and appmgr-launch stay off PATH.
+    # appmgr-ops, the launcher and the full CLI are looked up next to the running
+    # executable (/proc/self/exe), so all of them live in ${libexecdir}/appmgr and
+    # ${bindir}/appmgr is a symlink to the front end (appmgr-run): the rest stays off PATH.
     install -d ${D}${libexecdir}/appmgr ${D}${bindir}
     for b in ${APPMGR_BINS}; do
         install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/$b ${D}${libexecdir}/appmgr/$b
@@ -81,7 +83,7 @@ do_install() {
     for l in ${APPMGR_LINKS}; do
         ln -s appmgr ${D}${libexecdir}/appmgr/$l
     done
-    ln -rs ${D}${libexecdir}/appmgr/appmgr ${D}${bindir}/appmgr
+    ln -rs ${D}${libexecdir}/appmgr/appmgr-run ${D}${bindir}/appmgr
 
     # Configuration: the deny-by-default policy, and the directories integrators and
     # other recipes fill (trusted keys, further policies, factory bundles).
