@@ -1040,8 +1040,27 @@ fn start_launch_primed(
 
 /// Prepares `appmgr run ID -- ARGS`: the kept plan (or a new one) and [`start_launch`].
 pub fn prepare_run(g: &Ctx, id: &str, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
-    let p = crate::prepared::for_launch(g, id)?;
-    let (launch, cgroup) = start_launch_primed(g, &p, args, |_| {}, true)?;
+    foreground(g, &crate::prepared::for_launch(g, id)?, args)
+}
+
+/// [`prepare_run`] from a current kept plan only: `Ok(None)` when `id` has none (not a
+/// plain installed ID, no plan kept, or one whose inputs changed), and nothing was done.
+/// For a front end that leaves deriving a plan (policy, manifests, board) to another
+/// program and so does not carry that code.
+pub fn prepare_run_kept(
+    g: &Ctx,
+    id: &str,
+    args: Vec<String>,
+) -> CoreResult<Option<ForegroundLaunch>> {
+    let kept = AppId::new(id)
+        .ok()
+        .filter(|_| !id.contains('/'))
+        .and_then(|key| crate::prepared::load(g, &key));
+    kept.map(|p| foreground(g, &p, args)).transpose()
+}
+
+fn foreground(g: &Ctx, p: &PreparedLaunch, args: Vec<String>) -> CoreResult<ForegroundLaunch> {
+    let (launch, cgroup) = start_launch_primed(g, p, args, |_| {}, true)?;
     Ok(ForegroundLaunch {
         id: p.id().clone(),
         launch,

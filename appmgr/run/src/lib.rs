@@ -4,8 +4,10 @@
 //! execs the launcher itself, without loading the full CLI (a 7 MB executable with the
 //! D-Bus client, the daemons and the argument parser for forty commands). Everything else
 //! is the full CLI's: [`parse`] accepts only the plain forms of `run`, and any other
-//! command line, any failure before the launcher is exec'd and any launch that must first
-//! bring the bus policy into place is handed to the full CLI unchanged ([`cli_binary`]),
+//! command line, a launch without a current kept plan (the full CLI derives one from
+//! policy, manifests and board, code this program does not carry, and keeps it), any
+//! failure before the launcher is exec'd and any launch that must first bring the bus
+//! policy into place is handed to the full CLI unchanged ([`cli_binary`]),
 //! which decides, reports and exits as it always does. So this program has no output or
 //! exit code of its own but the app's, and `appmgr`'s behaviour is the full CLI's.
 

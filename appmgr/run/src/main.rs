@@ -13,9 +13,11 @@ fn main() {
         state_dir: inv.state_dir,
         config_dir: inv.config_dir,
     };
-    // A failure has left nothing behind: the full CLI runs the command again and reports
-    // it in its own words (text or JSON, exit code by class).
-    let Ok(f) = appmgr_core::apps::prepare_run(&g, &inv.id, inv.args) else {
+    // From the plan kept at install only: without a current one the full CLI derives it
+    // (and keeps it for the next launch). A failure has left nothing behind: the full CLI
+    // runs the command again and reports it in its own words (text or JSON, exit code by
+    // class).
+    let Ok(Some(f)) = appmgr_core::apps::prepare_run_kept(&g, &inv.id, inv.args) else {
         full_cli(&argv)
     };
     // The bus policy is brought into place by the full CLI, which holds the D-Bus client.

@@ -147,6 +147,15 @@ fn a_launch_is_served_and_ends_as_appmgr_run_does() {
     let (r, handed) = f.front(&["run", &id, "--", "args", "x"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "arg:x\n"));
     assert!(handed.is_empty());
+    // Without a kept plan the full CLI derives one (and keeps it): the next launch is the
+    // front end's again.
+    let kept = f.env.state.join(format!("plans/{id}.plan"));
+    fs::remove_file(&kept).unwrap();
+    let (r, handed) = f.front(&["run", &id, "--", "args", "y"]);
+    assert_eq!((r.code, r.stdout.as_str(), handed.len()), (0, "arg:y\n", 1));
+    assert!(kept.exists(), "the full CLI kept no plan");
+    let (r, handed) = f.front(&["run", &id, "--", "args", "z"]);
+    assert_eq!((r.code, r.stdout.as_str(), handed.len()), (0, "arg:z\n", 0));
     f.cgroup_gone();
 }
 
