@@ -4,7 +4,7 @@
 # directories) for the guest.
 
 declare -A BUILD_STATUS   # arch -> "ok" | "failed: reason"
-APPMGR_BINS=(appmgr appmgr-ops appmgr-launch appmgr-probe)
+APPMGR_BINS=(appmgr appmgr-run appmgr-ops appmgr-launch appmgr-probe)
 # Programs that are the `appmgr` executable under another name (appmgr/multicall): staged
 # as symlinks to it, as the Yocto recipe installs them.
 APPMGR_LINKS=(appmgrd appmgr-portald)
