@@ -28,7 +28,7 @@ esac
 /// Each test uses its own app ID: cgroups are host-wide, and tests run in parallel.
 fn setup(policy: &str, id: &str) -> Env {
     let e = policy_env(|_| policy.replace("org.example.Hello", id));
-    install_script_app(&e, id, SCRIPT, "");
+    e.install_script_app(id, SCRIPT, "");
     e
 }
 
@@ -45,21 +45,6 @@ fn policy_env(policy: impl FnOnce(&Env) -> String) -> Env {
     fs::write(e.cfg.join("policies.d/50-test.toml"), policy(&e)).unwrap();
     e.ok(&["install", s(&e.runtime_bundle("1.0.0"))]);
     e
-}
-
-/// Installs app `id` whose command `/app/bin/hello` is `script`, with `extra` appended
-/// to its manifest (e.g. a `[permissions]` table).
-fn install_script_app(e: &Env, id: &str, script: &str, extra: &str) {
-    let root = e.p("runapp");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::write(root.join("bin/hello"), script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = format!(
-        "{}{extra}",
-        app_manifest("1.0.0").replace("org.example.Hello", id)
-    );
-    e.ok(&["install", s(&e.bundle(&manifest, &root, "runapp.bundle"))]);
 }
 
 const LIMITS: &str = "[[rule]]\napps = [\"org.example.Hello\"]\nresources = { memory-max = \"16M\", memory-swap-max = 0, pids-max = 32, cpu-max = \"50%\" }\n";
@@ -338,8 +323,7 @@ fn grant_through_a_planted_symlink_is_refused_and_shown() {
     fs::write(share.join("docs/readme"), "grant-content\n").unwrap();
     fs::create_dir_all(&victim).unwrap();
     fs::write(victim.join("secret"), "victim-secret\n").unwrap();
-    install_script_app(
-        &e,
+    e.install_script_app(
         id,
         &format!("#!/usr/bin/sh\ncat {}/docs/*\n", share.display()),
         &format!(
@@ -399,8 +383,7 @@ fn a_grant_containing_the_state_dir_is_refused() {
         )
     });
     let top = e.dir.path().to_path_buf();
-    install_script_app(
-        &e,
+    e.install_script_app(
         id,
         &format!("#!/usr/bin/sh\nls {}\n", e.state.display()),
         &format!(
@@ -563,7 +546,7 @@ fn granted_device_node_opens_and_nothing_else_does() {
         .unwrap();
         policy.replace("org.example.Hello", id)
     });
-    install_script_app(&e, id, SCRIPT, "\n[permissions]\ndevices = [\"gpu\"]\n");
+    e.install_script_app(id, SCRIPT, "\n[permissions]\ndevices = [\"gpu\"]\n");
 
     let perms = e.ok(&["--json", "permissions", id]).json();
     assert_eq!(
@@ -908,7 +891,7 @@ fn a_kept_plan_follows_the_device_nodes_a_condition_names() {
             node.display()
         )
     });
-    install_script_app(&e, id, SCRIPT, "");
+    e.install_script_app(id, SCRIPT, "");
     let pids_max =
         |e: &Env| e.ok(&["run", "--print-plan", id]).json()["cgroup"]["limits"]["pids-max"].clone();
     assert_eq!(pids_max(&e), serde_json::Value::Null);

@@ -38,15 +38,7 @@ impl Front {
         )
         .unwrap();
         env.ok(&["install", s(&env.runtime_bundle("1.0.0"))]);
-        let root = env.p("app");
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::write(root.join("bin/hello"), SCRIPT).unwrap();
-        fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
-        let manifest = format!(
-            "{}[permissions]\nsockets = [\"wayland\"]\n",
-            app_manifest("1.0.0").replace("org.example.Hello", id)
-        );
-        env.ok(&["install", s(&env.bundle(&manifest, &root, "app.bundle"))]);
+        env.install_script_app(id, SCRIPT, "[permissions]\nsockets = [\"wayland\"]\n");
         let log = env.p("handed-over");
         let wrapper = env.p("cli-wrapper");
         fs::write(

@@ -191,6 +191,24 @@ impl Env {
         )
     }
 
+    /// Installs app `id` whose command `/app/bin/hello` is `script`, with `extra` appended
+    /// to its manifest (e.g. a `[permissions]` table). The runtime must be installed.
+    pub fn install_script_app(&self, id: &str, script: &str, extra: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let root = self.p("runapp");
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/hello"), script).unwrap();
+        fs::set_permissions(root.join("bin/hello"), fs::Permissions::from_mode(0o755)).unwrap();
+        let manifest = format!(
+            "{}{extra}",
+            app_manifest("1.0.0").replace("org.example.Hello", id)
+        );
+        self.ok(&[
+            "install",
+            s(&self.bundle(&manifest, &root, "runapp.bundle")),
+        ]);
+    }
+
     /// Installs an app `id` whose command is the static probe ([`crate::static_probe`]),
     /// requesting `permissions` (the body of its `[permissions]` table). The runtime must
     /// be installed.
