@@ -98,20 +98,22 @@ pub fn parse(argv: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Optio
     })
 }
 
-/// The full CLI: `$APPMGR_CLI` if set, else `appmgr` next to this executable when that is
-/// another file (a cargo target dir, where this program is `appmgr-run`), else
-/// `/usr/libexec/appmgr/appmgr` (a device, where this program is `/usr/bin/appmgr`).
+/// The full CLI, found as the helper binaries are ([`appmgr_core::paths::helper_binary`]):
+/// `$APPMGR_CLI` if set, else `appmgr` next to this executable (resolved through
+/// symlinks: on a device `/usr/bin/appmgr` → `/usr/libexec/appmgr/appmgr-run` finds
+/// `/usr/libexec/appmgr/appmgr`; in a cargo target dir it is the sibling of
+/// `appmgr-run`), else `/usr/libexec/appmgr/appmgr`. `appmgr` next to this executable
+/// that is this very file (a copy installed under that name) is skipped.
 pub fn cli_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("APPMGR_CLI") {
-        return p.into();
+    let found = appmgr_core::paths::helper_binary("appmgr", "APPMGR_CLI");
+    if std::env::var_os("APPMGR_CLI").is_none() && is_this_program(&found) {
+        return std::path::Path::new(appmgr_core::paths::LIBEXEC_DIR).join("appmgr");
     }
-    let me = std::env::current_exe().and_then(|e| e.canonicalize()).ok();
-    let sibling = me
-        .as_ref()
-        .map(|e| e.with_file_name("appmgr"))
-        .and_then(|p| p.canonicalize().ok());
-    match (me, sibling) {
-        (Some(me), Some(s)) if s != me => s,
-        _ => std::path::Path::new(appmgr_core::paths::LIBEXEC_DIR).join("appmgr"),
-    }
+    found
+}
+
+/// Whether `path` is this running executable (both resolved through symlinks).
+pub fn is_this_program(path: &std::path::Path) -> bool {
+    let me = std::env::current_exe().and_then(|e| e.canonicalize());
+    matches!((me, path.canonicalize()), (Ok(me), Ok(p)) if me == p)
 }

@@ -39,12 +39,12 @@ fn main() {
 /// Replaces this process with the full CLI, given the same arguments.
 fn full_cli(argv: &[OsString]) -> ! {
     let path = appmgr_run::cli_binary();
-    let me = std::env::current_exe().and_then(|e| e.canonicalize()).ok();
-    if me.is_some() && path.canonicalize().ok() == me {
-        // `$APPMGR_CLI` naming this program would hand the command to itself forever.
+    if appmgr_run::is_this_program(&path) {
+        // Handing the command to this program would hand it over forever.
         eprintln!(
-            "appmgr: {} is this front end, not the full CLI (APPMGR_CLI)",
-            path.display()
+            "appmgr: {} is this front end, not the full CLI (APPMGR_CLI, or the one in {})",
+            path.display(),
+            appmgr_core::paths::LIBEXEC_DIR
         );
         std::process::exit(appmgr_types::ErrorClass::Other.exit_code())
     }
