@@ -1052,11 +1052,9 @@ pub fn prepare_run_kept(
     id: &str,
     args: Vec<String>,
 ) -> CoreResult<Option<ForegroundLaunch>> {
-    let kept = AppId::new(id)
-        .ok()
-        .filter(|_| !id.contains('/'))
-        .and_then(|key| crate::prepared::load(g, &key));
-    kept.map(|p| foreground(g, &p, args)).transpose()
+    crate::prepared::kept(g, id)
+        .map(|p| foreground(g, &p, args))
+        .transpose()
 }
 
 fn foreground(g: &Ctx, p: &PreparedLaunch, args: Vec<String>) -> CoreResult<ForegroundLaunch> {

@@ -169,19 +169,26 @@ pub fn derive(g: &Ctx, id: &str) -> CoreResult<PreparedLaunch> {
 /// launch that is refused changes nothing: a stale kept plan stays (it can never apply)
 /// until the next store change or `reload` replaces or drops it.
 pub fn for_launch(g: &Ctx, id: &str) -> CoreResult<PreparedLaunch> {
-    // Only plain IDs are kept (a full ref names what the ID resolves to, or another ref).
-    let key = AppId::new(id).ok().filter(|_| !id.contains('/'));
-    if let Some(key) = &key {
-        if let Some(p) = load(g, key) {
-            return Ok(p);
-        }
+    if let Some(p) = kept(g, id) {
+        return Ok(p);
     }
     let p = derive(g, id)?;
-    if key.is_some() {
+    if kept_key(id).is_some() {
         // A plan that cannot be kept is derived again next time; the launch goes on.
         let _ = save(g, &p);
     }
     Ok(p)
+}
+
+/// The ID under which a launch of `id` is kept: only plain IDs are (a full ref names what
+/// the ID resolves to, or another ref).
+fn kept_key(id: &str) -> Option<AppId> {
+    AppId::new(id).ok().filter(|_| !id.contains('/'))
+}
+
+/// The kept plan of a launch of `id`, when there is one and it is current ([`load`]).
+pub fn kept(g: &Ctx, id: &str) -> Option<PreparedLaunch> {
+    load(g, &kept_key(id)?)
 }
 
 /// Derives and keeps the plans of the installed apps `ids` (all installed apps when
